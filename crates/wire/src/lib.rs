@@ -1,1 +1,11 @@
-//! placeholder
+//! Wire formats of the LLM API dialects llmux speaks: request peeking and model rewrite, error bodies, model names.
+//!
+//! Pure: no I/O, no async runtime. Everything here runs on the hot path or in parsers that are fuzzed,
+//! so it never panics on any input.
+
+pub mod body;
+pub mod dialect;
+pub mod model;
+
+pub use body::{BodyError, Peek};
+pub use dialect::{Dialect, ErrorKind};

@@ -1,0 +1,166 @@
+//! The API dialects clients speak, and how each one spells an error — in a response body or mid-stream.
+
+use bytes::Bytes;
+use serde_json::json;
+
+/// An API family. The ingress dialect decides how errors look; the upstream's decides paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// OpenAI chat completions, completions, embeddings, models.
+    OpenAi,
+    /// Ollama's native `/api/*`.
+    Ollama,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Ollama => "ollama",
+        }
+    }
+
+    /// The JSON error body a client of this dialect expects.
+    /// OpenAI: `{"error":{"message","type","param","code"}}`; Ollama: `{"error":"..."}`.
+    pub fn error_body(self, kind: ErrorKind, message: &str) -> Vec<u8> {
+        let value = match self {
+            Dialect::OpenAi => json!({
+                "error": {
+                    "message": message,
+                    "type": kind.openai_type(),
+                    "param": null,
+                    "code": kind.openai_code(),
+                }
+            }),
+            Dialect::Ollama => json!({ "error": message }),
+        };
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+
+    /// The event that ends a broken stream so the client's library raises instead of
+    /// reporting a normal finish: OpenAI SSE `data: {"error":…}` (no `[DONE]` follows);
+    /// Ollama a final NDJSON line `{"error":"…"}`.
+    pub fn stream_error_event(self, kind: ErrorKind, message: &str) -> Bytes {
+        let body = self.error_body(kind, message);
+        let mut out = Vec::with_capacity(body.len() + 8);
+        match self {
+            Dialect::OpenAi => {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&body);
+                out.extend_from_slice(b"\n\n");
+            }
+            Dialect::Ollama => {
+                out.extend_from_slice(&body);
+                out.push(b'\n');
+            }
+        }
+        Bytes::from(out)
+    }
+}
+
+/// What went wrong, independent of dialect; decides the HTTP status and the error's type/code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Malformed JSON, missing fields, wrong content type.
+    InvalidRequest,
+    /// No upstream serves the requested model.
+    ModelNotFound,
+    /// No such route.
+    NotFound,
+    /// Missing or wrong credentials.
+    Authentication,
+    /// Credentials valid but not allowed.
+    PermissionDenied,
+    /// Body over `server.max_body`.
+    PayloadTooLarge,
+    /// Too many requests.
+    RateLimited,
+    /// Every upstream candidate failed.
+    BadGateway,
+    /// No upstream could be tried at all.
+    Unavailable,
+    /// The upstream did not answer in time.
+    Timeout,
+    /// A bug or an unexpected state in llmux itself.
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidRequest => 400,
+            ErrorKind::ModelNotFound | ErrorKind::NotFound => 404,
+            ErrorKind::Authentication => 401,
+            ErrorKind::PermissionDenied => 403,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::RateLimited => 429,
+            ErrorKind::BadGateway => 502,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Timeout => 504,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    fn openai_type(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest
+            | ErrorKind::ModelNotFound
+            | ErrorKind::NotFound
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::Authentication => "invalid_request_error",
+            ErrorKind::PermissionDenied => "permission_error",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::BadGateway
+            | ErrorKind::Unavailable
+            | ErrorKind::Timeout
+            | ErrorKind::Internal => "server_error",
+        }
+    }
+
+    fn openai_code(self) -> Option<&'static str> {
+        match self {
+            ErrorKind::InvalidRequest => None,
+            ErrorKind::ModelNotFound => Some("model_not_found"),
+            ErrorKind::NotFound => Some("not_found"),
+            ErrorKind::Authentication => Some("invalid_api_key"),
+            ErrorKind::PermissionDenied => Some("permission_denied"),
+            ErrorKind::PayloadTooLarge => Some("payload_too_large"),
+            ErrorKind::RateLimited => Some("rate_limit_exceeded"),
+            ErrorKind::BadGateway => Some("upstream_error"),
+            ErrorKind::Unavailable => Some("no_upstream_available"),
+            ErrorKind::Timeout => Some("upstream_timeout"),
+            ErrorKind::Internal => Some("internal_error"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_error_shape() {
+        let body = Dialect::OpenAi.error_body(ErrorKind::ModelNotFound, "model `x` not found");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["message"], "model `x` not found");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert!(v["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn ollama_error_shape() {
+        let body = Dialect::Ollama.error_body(ErrorKind::InvalidRequest, "bad \"json\"");
+        assert_eq!(body, br#"{"error":"bad \"json\""}"#);
+    }
+
+    #[test]
+    fn stream_error_events() {
+        let e = Dialect::OpenAi.stream_error_event(ErrorKind::BadGateway, "cut");
+        assert!(e.starts_with(b"data: {\"error\":"));
+        assert!(e.ends_with(b"\n\n"));
+        let e = Dialect::Ollama.stream_error_event(ErrorKind::BadGateway, "cut");
+        assert_eq!(&e[..], b"{\"error\":\"cut\"}\n");
+    }
+}
