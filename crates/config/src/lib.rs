@@ -1,1 +1,280 @@
-//! placeholder
+//! llmux configuration: the TOML file, `${ENV}` interpolation and validation into typed settings.
+
+mod error;
+mod interpolate;
+mod raw;
+mod secret;
+mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use error::ConfigError;
+pub use secret::Secret;
+pub use units::{parse_duration, parse_size};
+
+/// The whole llmux configuration, validated.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub store: StoreConfig,
+    pub auth: AuthConfig,
+    pub routing: RoutingConfig,
+    pub health: HealthConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `[server]`: the listening HTTP side.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    pub max_body: usize,
+    /// How long in-flight requests may run on after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Whether responses carry `x-llmux-upstream` naming the upstream that served them.
+    pub upstream_header: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            max_body: 32 << 20,
+            shutdown_grace: Duration::from_secs(30),
+            upstream_header: true,
+        }
+    }
+}
+
+/// `[admin]`: access to the admin API.
+#[derive(Clone, Debug, Default)]
+pub struct AdminConfig {
+    /// `None` when unset or empty after interpolation.
+    pub token: Option<Secret>,
+}
+
+/// `[store]`: where persistent state lives.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// `sqlite:...`, `postgres://...` or `postgresql://...`.
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://llmux-data/llmux.db".to_owned(),
+        }
+    }
+}
+
+/// `[auth]`: client authentication.
+#[derive(Clone, Debug, Default)]
+pub struct AuthConfig {
+    /// Whether clients must present an API key.
+    pub required: bool,
+}
+
+/// `[routing]`: how requests are spread over upstreams.
+#[derive(Clone, Debug)]
+pub struct RoutingConfig {
+    pub strategy: Strategy,
+    /// Model name to the models to try, in order, when it cannot be served.
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// Upper bound on upstream attempts per request, 1..=10.
+    pub max_attempts: u32,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::default(),
+            fallbacks: BTreeMap::new(),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// `[health]`: background upstream health checks.
+#[derive(Clone, Debug)]
+pub struct HealthConfig {
+    pub interval: Duration,
+    /// Never zero and never longer than `interval`.
+    pub timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One `[[upstreams]]` entry.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// Unique, 1..=64 characters of `[A-Za-z0-9._-]`.
+    pub name: String,
+    pub kind: UpstreamKind,
+    /// Normalized http(s) base URL without a trailing slash, query or fragment.
+    pub url: String,
+    /// API keys to use, possibly empty.
+    pub keys: Vec<Secret>,
+    /// Static model list; `None` means ask the upstream.
+    pub models: Option<Vec<String>>,
+    /// Relative weight for the weighted strategy, 1..=1000.
+    pub weight: u32,
+    pub timeouts: Timeouts,
+}
+
+/// Per-upstream timeouts.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Until the response headers / first byte arrive.
+    pub first_byte: Duration,
+    /// Longest gap between body chunks.
+    pub idle: Duration,
+    /// Whole request; `None` means no limit (long streams are normal for LLMs).
+    pub total: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(60),
+            idle: Duration::from_secs(30),
+            total: None,
+        }
+    }
+}
+
+/// The API dialect an upstream speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamKind {
+    Ollama,
+    Openai,
+}
+
+impl UpstreamKind {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ollama => "ollama",
+            Self::Openai => "openai",
+        }
+    }
+}
+
+impl fmt::Display for UpstreamKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for UpstreamKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ollama" => Ok(Self::Ollama),
+            "openai" => Ok(Self::Openai),
+            _ => Err(format!(
+                "unsupported kind {s:?} (expected ollama or openai)"
+            )),
+        }
+    }
+}
+
+/// How an upstream is picked among those that can serve a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Strategy {
+    #[default]
+    LeastActive,
+    LowestLatency,
+    RoundRobin,
+    Weighted,
+}
+
+impl Strategy {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LeastActive => "least_active",
+            Self::LowestLatency => "lowest_latency",
+            Self::RoundRobin => "round_robin",
+            Self::Weighted => "weighted",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "least_active" => Ok(Self::LeastActive),
+            "lowest_latency" => Ok(Self::LowestLatency),
+            "round_robin" => Ok(Self::RoundRobin),
+            "weighted" => Ok(Self::Weighted),
+            _ => Err(format!(
+                "unknown strategy {s:?} (expected least_active, lowest_latency, round_robin or weighted)"
+            )),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates config text. `env` resolves `${VAR}` references; it is a parameter
+    /// so callers (and tests) control the environment.
+    pub fn from_toml_str(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        // Loading runs in stages so that every error can name the key it is about: parse into a
+        // `toml::Table`, expand `${VAR}` in string values, deserialize into the private `Raw*`
+        // structs (unknown keys rejected, path tracked by `serde_path_to_error`), then validate
+        // and convert into the public structs.
+        // toml's own message carries the line, column and a source snippet: keep it whole.
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::new("", e.to_string().trim_end()))?;
+        interpolate::interpolate_table(&mut table, "", env)?;
+        let raw: raw::RawConfig =
+            serde_path_to_error::deserialize(table).map_err(raw::serde_error)?;
+        raw.into_config()
+    }
+
+    /// Reads and validates the config file at `path`, resolving `${VAR}` from the process
+    /// environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        // A variable that is not valid Unicode cannot be put in a string setting; treating it
+        // as unset gives the "is not set" error, which names the variable.
+        Self::from_toml_str(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// The upstream called `name`, if any.
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

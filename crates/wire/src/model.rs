@@ -17,10 +17,7 @@ pub fn model_key(name: &str) -> Cow<'_, str> {
 /// Splits `upstream/model` when the part before the first `/` names a known upstream.
 /// Model names may contain `/` themselves (`meta-llama/Llama-3-8B`), so an unknown prefix
 /// leaves the name whole.
-pub fn split_pinned<'a>(
-    name: &'a str,
-    is_upstream: impl Fn(&str) -> bool,
-) -> (Option<&'a str>, &'a str) {
+pub fn split_pinned(name: &str, is_upstream: impl Fn(&str) -> bool) -> (Option<&str>, &str) {
     match name.split_once('/') {
         Some((prefix, rest)) if !rest.is_empty() && is_upstream(prefix) => (Some(prefix), rest),
         _ => (None, name),

@@ -1,0 +1,551 @@
+//! Tests for loading whole config files: the documented example, defaults and every error path.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+const EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:4000"          # SocketAddr; default 127.0.0.1:4000
+max_body = "32MiB"                  # size; default 32 MiB; also accept integer bytes
+shutdown_grace = "30s"              # default 30s
+upstream_header = true              # send x-llmux-upstream on responses; default true
+
+[admin]
+token = "${LLMUX_ADMIN_TOKEN}"      # optional; empty string after interpolation = None
+
+[store]
+url = "sqlite://llmux-data/llmux.db"  # default; must start with sqlite: or postgres:// / postgresql://
+
+[auth]
+required = false
+
+[routing]
+strategy = "least_active"           # least_active | lowest_latency | round_robin | weighted
+fallbacks = { "gpt-4o" = ["claude-sonnet-4", "llama3:70b"] }   # default empty; each list non-empty, no empty names
+max_attempts = 3                    # default 3, 1..=10
+
+[health]
+interval = "60s"                    # default 60s, at least 1s
+timeout = "5s"                      # default 5s, > 0 and <= interval
+
+[[upstreams]]
+name = "gpu-a"                      # required; 1..=64 chars of [A-Za-z0-9._-]; unique
+kind = "ollama"                     # ollama | openai   (others: error "unsupported kind \"x\" (expected ollama or openai)")
+url = "http://10.0.0.5:11434"       # http or https only, must have a host, no query/fragment; keep without trailing slash
+weight = 1                          # default 1, must be 1..=1000
+# models = ["llama3:latest"]        # optional static list; entries non-empty and unique
+keys = ["${OPENAI_KEY_1}"]          # optional; empty strings are an error (say which index)
+timeouts = { connect = "5s", first_byte = "60s", idle = "30s", total = "10m" }   # defaults 5s, 60s, 30s, none
+"#;
+
+fn test_env(name: &str) -> Option<String> {
+    match name {
+        "LLMUX_ADMIN_TOKEN" => Some("admin-token-123456".to_owned()),
+        "OPENAI_KEY_1" => Some("sk-key-one".to_owned()),
+        "HOST" => Some("10.0.0.7".to_owned()),
+        "EMPTY" => Some(String::new()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(text, &test_env)
+}
+
+/// Parses `text`, expecting an error, and returns (path, message).
+fn fail(text: &str) -> (String, String) {
+    let err = parse(text).expect_err("config should be rejected");
+    (err.path, err.message)
+}
+
+const UPSTREAM: &str = "[[upstreams]]\nname = \"a\"\nkind = \"ollama\"\nurl = \"http://h:1\"\n";
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[test]
+fn full_example_parses() {
+    let c = parse(EXAMPLE).unwrap();
+    assert_eq!(
+        c.server.listen,
+        "127.0.0.1:4000".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(c.server.max_body, 32 * 1024 * 1024);
+    assert_eq!(c.server.shutdown_grace, secs(30));
+    assert!(c.server.upstream_header);
+    assert_eq!(
+        c.admin.token.as_ref().unwrap().expose(),
+        "admin-token-123456"
+    );
+    assert_eq!(c.store.url, "sqlite://llmux-data/llmux.db");
+    assert!(!c.auth.required);
+    assert_eq!(c.routing.strategy, Strategy::LeastActive);
+    assert_eq!(c.routing.max_attempts, 3);
+    assert_eq!(c.routing.fallbacks.len(), 1);
+    assert_eq!(
+        c.routing.fallbacks["gpt-4o"],
+        vec!["claude-sonnet-4".to_owned(), "llama3:70b".to_owned()]
+    );
+    assert_eq!(c.health.interval, secs(60));
+    assert_eq!(c.health.timeout, secs(5));
+
+    assert_eq!(c.upstreams.len(), 1);
+    let u = c.upstream("gpu-a").unwrap();
+    assert_eq!(u.name, "gpu-a");
+    assert_eq!(u.kind, UpstreamKind::Ollama);
+    assert_eq!(u.url, "http://10.0.0.5:11434");
+    assert_eq!(u.weight, 1);
+    assert_eq!(u.models, None);
+    assert_eq!(u.keys, vec![Secret::new("sk-key-one")]);
+    assert_eq!(u.timeouts.connect, secs(5));
+    assert_eq!(u.timeouts.first_byte, secs(60));
+    assert_eq!(u.timeouts.idle, secs(30));
+    assert_eq!(u.timeouts.total, Some(secs(600)));
+    assert!(c.upstream("nope").is_none());
+
+    // Debug output of the whole config is safe to log.
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("admin-token-123456"), "{debug}");
+    assert!(!debug.contains("sk-key-one"), "{debug}");
+    assert!(debug.contains("***"));
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    for text in ["", "\n# just a comment\n"] {
+        let c = parse(text).unwrap();
+        let d = Config::default();
+        assert_eq!(c.server.listen, SocketAddr::from(([127, 0, 0, 1], 4000)));
+        assert_eq!(c.server.listen, d.server.listen);
+        assert_eq!(c.server.max_body, 32 << 20);
+        assert_eq!(c.server.max_body, d.server.max_body);
+        assert_eq!(c.server.shutdown_grace, secs(30));
+        assert_eq!(c.server.shutdown_grace, d.server.shutdown_grace);
+        assert!(c.server.upstream_header && d.server.upstream_header);
+        assert!(c.admin.token.is_none() && d.admin.token.is_none());
+        assert_eq!(c.store.url, "sqlite://llmux-data/llmux.db");
+        assert_eq!(c.store.url, d.store.url);
+        assert!(!c.auth.required && !d.auth.required);
+        assert_eq!(c.routing.strategy, Strategy::LeastActive);
+        assert_eq!(d.routing.strategy, Strategy::LeastActive);
+        assert!(c.routing.fallbacks.is_empty() && d.routing.fallbacks.is_empty());
+        assert_eq!((c.routing.max_attempts, d.routing.max_attempts), (3, 3));
+        assert_eq!((c.health.interval, d.health.interval), (secs(60), secs(60)));
+        assert_eq!((c.health.timeout, d.health.timeout), (secs(5), secs(5)));
+        assert!(c.upstreams.is_empty() && d.upstreams.is_empty());
+    }
+}
+
+#[test]
+fn upstream_defaults_and_variants() {
+    let c = parse(
+        r#"
+        [routing]
+        strategy = "weighted"
+        [server]
+        max_body = 1048576
+        shutdown_grace = 0
+        listen = "[::]:8080"
+        [store]
+        url = "postgres://u:p@db/llmux"
+        [[upstreams]]
+        name = "a"
+        kind = "ollama"
+        url = "http://${HOST}:11434/"
+        [[upstreams]]
+        name = "oa.1_x"
+        kind = "openai"
+        url = "https://api.openai.com/v1/"
+        weight = 1000
+        models = ["gpt-4o", "gpt-4o-mini"]
+        timeouts = { connect = 2, total = "1h30m" }
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.routing.strategy, Strategy::Weighted);
+    assert_eq!(c.server.max_body, 1 << 20);
+    assert_eq!(c.server.shutdown_grace, Duration::ZERO);
+    assert_eq!(c.server.listen.port(), 8080);
+    assert!(c.server.listen.is_ipv6());
+    assert_eq!(c.store.url, "postgres://u:p@db/llmux");
+    let a = &c.upstreams[0];
+    assert_eq!(a.url, "http://10.0.0.7:11434");
+    assert_eq!(a.weight, 1);
+    assert!(a.keys.is_empty());
+    assert!(a.models.is_none());
+    assert_eq!(a.timeouts.connect, secs(5));
+    assert_eq!(a.timeouts.first_byte, secs(60));
+    assert_eq!(a.timeouts.idle, secs(30));
+    assert_eq!(a.timeouts.total, None);
+    let b = c.upstream("oa.1_x").unwrap();
+    assert_eq!(b.kind, UpstreamKind::Openai);
+    assert_eq!(b.url, "https://api.openai.com/v1");
+    assert_eq!(b.weight, 1000);
+    assert_eq!(
+        b.models.as_deref(),
+        Some(&["gpt-4o".to_owned(), "gpt-4o-mini".to_owned()][..])
+    );
+    assert_eq!(b.timeouts.connect, secs(2));
+    assert_eq!(b.timeouts.idle, secs(30));
+    assert_eq!(b.timeouts.total, Some(secs(5400)));
+}
+
+#[test]
+fn unknown_keys_name_the_key() {
+    let (path, msg) = fail("bogus = 1");
+    assert_eq!(path, "bogus");
+    assert!(msg.starts_with("unknown key"), "{msg}");
+    assert!(msg.contains("upstreams"), "{msg}");
+
+    let (path, msg) = fail("[server]\nbogus = 1");
+    assert_eq!(path, "server.bogus");
+    assert_eq!(
+        msg,
+        "unknown key (expected one of listen, max_body, shutdown_grace, upstream_header)"
+    );
+
+    let (path, msg) = fail(&format!("{UPSTREAM}bogus = 1"));
+    assert_eq!(path, "upstreams[0].bogus");
+    assert!(msg.starts_with("unknown key"), "{msg}");
+
+    let (path, msg) = fail(&format!("{UPSTREAM}timeouts = {{ conect = \"5s\" }}"));
+    assert_eq!(path, "upstreams[0].timeouts.conect");
+    assert!(msg.starts_with("unknown key"), "{msg}");
+    assert!(msg.contains("connect, first_byte, idle, total"), "{msg}");
+
+    let err = parse("[server]\nbogus = 1").unwrap_err();
+    assert!(
+        err.to_string().starts_with("server.bogus: unknown key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_and_mistyped_keys() {
+    let (path, msg) = fail("[[upstreams]]\nname = \"a\"\nkind = \"ollama\"");
+    assert_eq!(path, "upstreams[0].url");
+    assert_eq!(msg, "required key is missing");
+
+    let (path, msg) = fail("[auth]\nrequired = \"yes\"");
+    assert_eq!(path, "auth.required");
+    assert!(msg.contains("invalid type"), "{msg}");
+
+    let (path, msg) = fail("[upstreams]\nname = \"a\"");
+    assert_eq!(path, "upstreams");
+    assert!(msg.contains("[[upstreams]]"), "{msg}");
+
+    let (path, msg) = fail("server = 5");
+    assert_eq!(path, "server");
+    assert!(msg.contains("expected a table"), "{msg}");
+}
+
+#[test]
+fn duplicate_upstream_names() {
+    let text = format!(
+        "{UPSTREAM}[[upstreams]]\nname = \"gpu-a\"\nkind = \"ollama\"\nurl = \"http://h:2\"\n\
+         [[upstreams]]\nname = \"gpu-a\"\nkind = \"openai\"\nurl = \"http://h:3\"\n"
+    );
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.path, "upstreams[2].name");
+    assert_eq!(err.message, "duplicate upstream name \"gpu-a\"");
+    assert_eq!(
+        err.to_string(),
+        "upstreams[2].name: duplicate upstream name \"gpu-a\""
+    );
+}
+
+#[test]
+fn bad_upstream_names() {
+    let long = "x".repeat(65);
+    for name in ["", "has space", "slash/y", long.as_str()] {
+        let (path, msg) = fail(&format!(
+            "[[upstreams]]\nname = \"{name}\"\nkind = \"ollama\"\nurl = \"http://h\""
+        ));
+        assert_eq!(path, "upstreams[0].name");
+        assert!(msg.starts_with("invalid upstream name"), "{msg}");
+    }
+    let ok = "x".repeat(64);
+    assert!(parse(&format!(
+        "[[upstreams]]\nname = \"{ok}\"\nkind = \"ollama\"\nurl = \"http://h\""
+    ))
+    .is_ok());
+}
+
+fn upstream_url(url: &str) -> (String, String) {
+    fail(&format!(
+        "{UPSTREAM}[[upstreams]]\nname = \"b\"\nkind = \"ollama\"\nurl = \"{url}\"\n"
+    ))
+}
+
+#[test]
+fn bad_urls() {
+    let (path, msg) = upstream_url("htp:/x");
+    assert_eq!(path, "upstreams[1].url");
+    assert!(
+        msg.starts_with("invalid URL \"htp:/x\": scheme must be http or https"),
+        "{msg}"
+    );
+
+    let (path, msg) = upstream_url("not a url");
+    assert_eq!(path, "upstreams[1].url");
+    assert!(msg.starts_with("invalid URL \"not a url\": "), "{msg}");
+
+    let (_, msg) = upstream_url("ftp://h/x");
+    assert!(msg.contains("scheme must be http or https"), "{msg}");
+    let (_, msg) = upstream_url("http://h/x?a=1");
+    assert!(msg.contains("query"), "{msg}");
+    let (_, msg) = upstream_url("http://h/x#frag");
+    assert!(msg.contains("fragment"), "{msg}");
+    let (_, msg) = upstream_url("http://user:pw@h/");
+    assert!(msg.contains("credentials"), "{msg}");
+    // Empty host.
+    let (_, msg) = upstream_url("http://");
+    assert!(msg.starts_with("invalid URL"), "{msg}");
+}
+
+#[test]
+fn bad_durations_and_sizes() {
+    let (path, msg) = fail(&format!("{UPSTREAM}timeouts = {{ connect = \"5x\" }}"));
+    assert_eq!(path, "upstreams[0].timeouts.connect");
+    assert_eq!(
+        msg,
+        r#"invalid duration "5x" (use e.g. "500ms", "5s", "1m", "1h30m")"#
+    );
+
+    let (path, msg) = fail("[server]\nshutdown_grace = -3");
+    assert_eq!(path, "server.shutdown_grace");
+    assert!(msg.contains("negative"), "{msg}");
+
+    let (path, msg) = fail("[server]\nshutdown_grace = true");
+    assert_eq!(path, "server.shutdown_grace");
+    assert!(msg.contains("invalid type"), "{msg}");
+
+    let (path, msg) = fail(&format!("{UPSTREAM}timeouts = {{ idle = \"0s\" }}"));
+    assert_eq!(path, "upstreams[0].timeouts.idle");
+    assert_eq!(msg, "must be greater than zero");
+
+    let (path, msg) = fail("[server]\nmax_body = \"32XB\"");
+    assert_eq!(path, "server.max_body");
+    assert!(msg.starts_with("invalid size \"32XB\""), "{msg}");
+
+    let (path, msg) = fail("[server]\nmax_body = 0");
+    assert_eq!(path, "server.max_body");
+    assert_eq!(msg, "must be greater than zero");
+}
+
+#[test]
+fn bad_enums_and_addresses() {
+    let (path, msg) = fail("[routing]\nstrategy = \"fastest\"");
+    assert_eq!(path, "routing.strategy");
+    assert_eq!(
+        msg,
+        "unknown strategy \"fastest\" (expected least_active, lowest_latency, round_robin or weighted)"
+    );
+
+    let (path, msg) = fail("[[upstreams]]\nname = \"a\"\nkind = \"vllm\"\nurl = \"http://h\"");
+    assert_eq!(path, "upstreams[0].kind");
+    assert_eq!(msg, "unsupported kind \"vllm\" (expected ollama or openai)");
+
+    let (path, msg) = fail("[server]\nlisten = \"localhost\"");
+    assert_eq!(path, "server.listen");
+    assert!(
+        msg.starts_with("invalid listen address \"localhost\""),
+        "{msg}"
+    );
+
+    let (path, msg) = fail("[store]\nurl = \"mysql://x\"");
+    assert_eq!(path, "store.url");
+    assert!(msg.starts_with("unsupported store URL"), "{msg}");
+    assert!(parse("[store]\nurl = \"sqlite::memory:\"").is_ok());
+    assert!(parse("[store]\nurl = \"postgresql://db/x\"").is_ok());
+}
+
+#[test]
+fn strategy_and_kind_round_trip() {
+    for s in [
+        Strategy::LeastActive,
+        Strategy::LowestLatency,
+        Strategy::RoundRobin,
+        Strategy::Weighted,
+    ] {
+        assert_eq!(s.as_str().parse::<Strategy>().unwrap(), s);
+    }
+    for k in [UpstreamKind::Ollama, UpstreamKind::Openai] {
+        assert_eq!(k.as_str().parse::<UpstreamKind>().unwrap(), k);
+    }
+    assert_eq!(UpstreamKind::Openai.as_str(), "openai");
+    assert_eq!(Strategy::RoundRobin.as_str(), "round_robin");
+}
+
+#[test]
+fn env_interpolation() {
+    let err = Config::from_toml_str(EXAMPLE, &|_| None).unwrap_err();
+    assert_eq!(err.path, "admin.token");
+    assert_eq!(
+        err.message,
+        "environment variable LLMUX_ADMIN_TOKEN is not set"
+    );
+    assert_eq!(
+        err.to_string(),
+        "admin.token: environment variable LLMUX_ADMIN_TOKEN is not set"
+    );
+
+    // Default when unset, and when set but empty.
+    let c = parse("[admin]\ntoken = \"${UNSET_VAR:-fallback}\"").unwrap();
+    assert_eq!(c.admin.token.unwrap().expose(), "fallback");
+    let c = parse("[admin]\ntoken = \"${EMPTY:-x}\"").unwrap();
+    assert_eq!(c.admin.token.unwrap().expose(), "x");
+
+    // Empty after interpolation means no token.
+    assert!(parse("[admin]\ntoken = \"${EMPTY}\"")
+        .unwrap()
+        .admin
+        .token
+        .is_none());
+    assert!(parse("[admin]\ntoken = \"${UNSET_VAR:-}\"")
+        .unwrap()
+        .admin
+        .token
+        .is_none());
+
+    // Escape and literal dollars.
+    let c = parse("[admin]\ntoken = \"$${NOT_A_VAR}$x\"").unwrap();
+    assert_eq!(c.admin.token.unwrap().expose(), "${NOT_A_VAR}$x");
+
+    // Unterminated reference.
+    let (path, msg) = fail("[admin]\ntoken = \"${OOPS\"");
+    assert_eq!(path, "admin.token");
+    assert!(msg.starts_with("unterminated"), "{msg}");
+}
+
+#[test]
+fn interpolation_in_arrays_and_inline_tables() {
+    let c = parse(&format!(
+        "{UPSTREAM}keys = [\"plain\", \"${{OPENAI_KEY_1}}\"]\n\
+         models = [\"m-${{HOST}}\"]\n\
+         timeouts = {{ connect = \"${{CONNECT:-7s}}\" }}\n\
+         [routing]\nfallbacks = {{ \"a\" = [\"${{HOST}}\"] }}\n"
+    ))
+    .unwrap();
+    let u = &c.upstreams[0];
+    assert_eq!(u.keys[0].expose(), "plain");
+    assert_eq!(u.keys[1].expose(), "sk-key-one");
+    assert_eq!(u.models.as_deref(), Some(&["m-10.0.0.7".to_owned()][..]));
+    assert_eq!(u.timeouts.connect, secs(7));
+    assert_eq!(c.routing.fallbacks["a"], vec!["10.0.0.7".to_owned()]);
+
+    // Errors inside arrays and inline tables carry the full path.
+    let (path, msg) = fail(&format!("{UPSTREAM}keys = [\"a\", \"${{NO_SUCH_KEY}}\"]"));
+    assert_eq!(path, "upstreams[0].keys[1]");
+    assert_eq!(msg, "environment variable NO_SUCH_KEY is not set");
+    let (path, _) = fail(&format!(
+        "{UPSTREAM}timeouts = {{ total = \"${{NO_TOTAL}}\" }}"
+    ));
+    assert_eq!(path, "upstreams[0].timeouts.total");
+    let (path, _) = fail("[routing]\nfallbacks = { \"llama3:70b\" = [\"${NOPE}\"] }");
+    assert_eq!(path, "routing.fallbacks.\"llama3:70b\"[0]");
+}
+
+#[test]
+fn empty_key_strings() {
+    let (path, msg) = fail(&format!("{UPSTREAM}keys = [\"ok\", \"\"]"));
+    assert_eq!(path, "upstreams[0].keys[1]");
+    assert_eq!(msg, "key must not be empty");
+    let (path, _) = fail(&format!("{UPSTREAM}keys = [\"${{EMPTY}}\"]"));
+    assert_eq!(path, "upstreams[0].keys[0]");
+}
+
+#[test]
+fn models_validation() {
+    let (path, msg) = fail(&format!("{UPSTREAM}models = [\"a\", \"b\", \"a\"]"));
+    assert_eq!(path, "upstreams[0].models[2]");
+    assert_eq!(msg, "duplicate model \"a\"");
+    let (path, _) = fail(&format!("{UPSTREAM}models = [\"a\", \" \"]"));
+    assert_eq!(path, "upstreams[0].models[1]");
+    let (path, _) = fail(&format!("{UPSTREAM}models = []"));
+    assert_eq!(path, "upstreams[0].models");
+}
+
+#[test]
+fn range_checks() {
+    let (path, msg) = fail(&format!("{UPSTREAM}weight = 0"));
+    assert_eq!(path, "upstreams[0].weight");
+    assert_eq!(msg, "must be between 1 and 1000 (got 0)");
+    let (path, _) = fail(&format!("{UPSTREAM}weight = 1001"));
+    assert_eq!(path, "upstreams[0].weight");
+
+    let (path, msg) = fail("[routing]\nmax_attempts = 0");
+    assert_eq!(path, "routing.max_attempts");
+    assert_eq!(msg, "must be between 1 and 10 (got 0)");
+    let (path, _) = fail("[routing]\nmax_attempts = 11");
+    assert_eq!(path, "routing.max_attempts");
+    assert_eq!(
+        parse("[routing]\nmax_attempts = 10")
+            .unwrap()
+            .routing
+            .max_attempts,
+        10
+    );
+}
+
+#[test]
+fn fallbacks_validation() {
+    let (path, msg) = fail("[routing]\nfallbacks = { \"gpt-4o\" = [] }");
+    assert_eq!(path, "routing.fallbacks.gpt-4o");
+    assert_eq!(msg, "fallback list must not be empty");
+    let (path, msg) = fail("[routing]\nfallbacks = { \"gpt-4o\" = [\"a\", \"\"] }");
+    assert_eq!(path, "routing.fallbacks.gpt-4o[1]");
+    assert_eq!(msg, "model name must not be empty");
+    let (path, _) = fail("[routing]\nfallbacks = { \"\" = [\"a\"] }");
+    assert_eq!(path, "routing.fallbacks.\"\"");
+}
+
+#[test]
+fn health_checks() {
+    let (path, msg) = fail("[health]\ninterval = \"10s\"\ntimeout = \"11s\"");
+    assert_eq!(path, "health.timeout");
+    assert!(msg.contains("must not exceed health.interval"), "{msg}");
+
+    let (path, msg) = fail("[health]\ninterval = \"500ms\"");
+    assert_eq!(path, "health.interval");
+    assert_eq!(msg, "must be at least 1s (got 500ms)");
+
+    let (path, msg) = fail("[health]\ntimeout = \"0s\"");
+    assert_eq!(path, "health.timeout");
+    assert_eq!(msg, "must be greater than zero");
+
+    // Equal is fine; an unset timeout shrinks to a short interval instead of failing.
+    let c = parse("[health]\ninterval = \"3s\"\ntimeout = 3").unwrap();
+    assert_eq!((c.health.interval, c.health.timeout), (secs(3), secs(3)));
+    let c = parse("[health]\ninterval = \"2s\"").unwrap();
+    assert_eq!(c.health.timeout, secs(2));
+}
+
+#[test]
+fn toml_syntax_error_keeps_position() {
+    let err = parse("[server]\nlisten = \n").unwrap_err();
+    assert_eq!(err.path, "");
+    assert!(err.message.contains("line 2"), "{}", err.message);
+    assert_eq!(err.to_string(), err.message);
+}
+
+#[test]
+fn load_reads_files_and_reports_missing_ones() {
+    let dir = std::env::temp_dir().join(format!("llmux-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("llmux.toml");
+    std::fs::write(&file, "[auth]\nrequired = true\n").unwrap();
+    assert!(Config::load(&file).unwrap().auth.required);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let err = Config::load(&file).unwrap_err();
+    assert_eq!(err.path, "");
+    assert!(
+        err.message
+            .starts_with(&format!("cannot read {}: ", file.display())),
+        "{}",
+        err.message
+    );
+}
