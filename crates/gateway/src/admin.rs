@@ -1,0 +1,142 @@
+//! Admin API (`/admin/v1`): the state of upstreams, behind the bootstrap bearer token.
+
+use crate::upstream::Upstream;
+use crate::Gateway;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Every `/admin/v1` route passes here first: a missing or wrong token never reaches a handler.
+pub async fn require_admin(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let routes = gw.routes();
+    let Some(expected) = routes.config.admin.token.as_ref() else {
+        return admin_error(
+            StatusCode::UNAUTHORIZED,
+            "the admin API is disabled: set admin.token in the config file",
+        );
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .unwrap_or_default();
+    if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
+        return admin_error(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid admin token (Authorization: Bearer …)",
+        );
+    }
+    next.run(req).await
+}
+
+pub async fn list_upstreams(State(gw): State<Arc<Gateway>>) -> Response {
+    let routes = gw.routes();
+    let list: Vec<Value> = routes.upstreams.iter().map(|u| describe(u)).collect();
+    Json(Value::Array(list)).into_response()
+}
+
+pub async fn get_upstream(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
+    match gw.routes().upstream(&name) {
+        Some(u) => Json(describe(u)).into_response(),
+        None => admin_error(StatusCode::NOT_FOUND, &format!("no upstream named '{name}'")),
+    }
+}
+
+fn describe(u: &Upstream) -> Value {
+    let state = u.state();
+    let mut loaded: Vec<&String> = state
+        .model_list
+        .iter()
+        .filter(|m| state.loaded.contains(wire::model::model_key(m).as_ref()))
+        .collect();
+    loaded.sort();
+    let keys: Vec<Value> = u
+        .keys()
+        .iter()
+        .enumerate()
+        .map(|(i, k)| json!({ "id": format!("k{i}"), "masked": k.masked(), "state": "ok" }))
+        .collect();
+    json!({
+        "name": u.name,
+        "kind": u.kind.as_str(),
+        "url": u.base,
+        "weight": u.weight,
+        "source": "file",
+        "pool": state.pool.as_str(),
+        "latency_ms": state.latency_ms.map(|l| (l * 1000.0).round() / 1000.0),
+        "ttft_ms": u.ttft_ms().map(|l| (l * 1000.0).round() / 1000.0),
+        "active_requests": u.active_requests(),
+        "served": u.served.load(std::sync::atomic::Ordering::Relaxed),
+        "failed": u.failed.load(std::sync::atomic::Ordering::Relaxed),
+        "models": state.model_list,
+        "loaded_models": loaded,
+        "keys": keys,
+        "last_error": state.last_error,
+        "last_check": state.last_check.map(|t| httpdate(t)),
+    })
+}
+
+fn admin_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": { "message": message } }))).into_response()
+}
+
+/// Compares secrets without an early exit, so timing does not reveal how much of a guess was right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+/// RFC 3339 in UTC, without pulling in a date crate.
+fn httpdate(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ct_eq() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn rfc3339() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_072_000);
+        assert_eq!(httpdate(t), "2025-11-25T12:00:00Z");
+    }
+}

@@ -1,0 +1,40 @@
+//! The one place a gateway error becomes an HTTP response, rendered in the caller's dialect.
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Response, StatusCode};
+use axum::response::IntoResponse;
+use wire::{Dialect, ErrorKind};
+
+/// An error answered by llmux itself (not relayed from an upstream).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub dialect: Dialect,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(dialect: Dialect, kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            dialect,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response<Body> {
+        let status =
+            StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = self.dialect.error_body(self.kind, &self.message);
+        let mut resp = Response::new(Body::from(body));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+}

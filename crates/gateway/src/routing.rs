@@ -1,0 +1,179 @@
+//! The routing snapshot: which upstreams serve a model, and the strategy that orders them for one call.
+
+use crate::upstream::{Pool, Upstream};
+use config::{Config, Strategy, UpstreamKind};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use wire::model::{model_key, split_pinned};
+
+/// Immutable once built; swapped whole when the configuration changes.
+pub struct Routes {
+    pub config: Arc<Config>,
+    pub upstreams: Vec<Arc<Upstream>>,
+    by_name: HashMap<String, usize>,
+    pub strategy: Strategy,
+    /// Rotates the starting point among equals so ties spread instead of piling onto the first node.
+    cursor: AtomicUsize,
+}
+
+/// One way to serve a call: this upstream, under this model name.
+#[derive(Clone)]
+pub struct Candidate {
+    pub upstream: Arc<Upstream>,
+    /// The model name the upstream knows (may differ from the requested one by `:latest` or a pin prefix).
+    pub model: String,
+    pub warm: bool,
+    pub standby: bool,
+}
+
+/// Why a model could not be routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// No upstream serves it.
+    UnknownModel(String),
+    /// `upstream/model` named an upstream that does not serve that model.
+    NotOnUpstream { upstream: String, model: String },
+    /// Upstreams serve it, but none can take this kind of call (e.g. Ollama-native calls to an OpenAI upstream).
+    Incompatible { model: String, upstreams: Vec<String> },
+}
+
+impl std::fmt::Display for RouteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteError::UnknownModel(m) => write!(f, "model '{m}' not found"),
+            RouteError::NotOnUpstream { upstream, model } => {
+                write!(f, "model '{model}' not found on upstream '{upstream}'")
+            }
+            RouteError::Incompatible { model, upstreams } => write!(
+                f,
+                "model '{model}' is served only by OpenAI-dialect upstreams ({}); call it through /v1/chat/completions",
+                upstreams.join(", ")
+            ),
+        }
+    }
+}
+
+impl Routes {
+    pub fn new(config: Arc<Config>, upstreams: Vec<Arc<Upstream>>) -> Routes {
+        let by_name = upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.name.clone(), i))
+            .collect();
+        Routes {
+            strategy: config.routing.strategy,
+            config,
+            upstreams,
+            by_name,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.by_name.get(name).and_then(|&i| self.upstreams.get(i))
+    }
+
+    /// Every upstream that can serve `requested` through `accepts`, ordered by the strategy:
+    /// active ones first, then standby ones as a last resort.
+    pub fn plan(
+        &self,
+        requested: &str,
+        accepts: impl Fn(UpstreamKind) -> bool,
+    ) -> Result<Vec<Candidate>, RouteError> {
+        let (pin, model) = split_pinned(requested, |p| self.by_name.contains_key(p));
+        let key = model_key(model);
+        let mut found = Vec::with_capacity(self.upstreams.len());
+        let mut incompatible = Vec::new();
+        for upstream in &self.upstreams {
+            if pin.is_some_and(|p| p != upstream.name) {
+                continue;
+            }
+            let state = upstream.state();
+            let Some(served_as) = state.models.get(key.as_ref()) else {
+                continue;
+            };
+            if !accepts(upstream.kind) {
+                incompatible.push(upstream.name.clone());
+                continue;
+            }
+            found.push(Candidate {
+                upstream: Arc::clone(upstream),
+                model: served_as.clone(),
+                warm: state.loaded.contains(key.as_ref()),
+                standby: state.pool == Pool::Standby,
+            });
+        }
+        if found.is_empty() {
+            return Err(match (pin, incompatible.is_empty()) {
+                (_, false) => RouteError::Incompatible {
+                    model: model.to_string(),
+                    upstreams: incompatible,
+                },
+                (Some(p), true) => RouteError::NotOnUpstream {
+                    upstream: p.to_string(),
+                    model: model.to_string(),
+                },
+                (None, true) => RouteError::UnknownModel(requested.to_string()),
+            });
+        }
+        let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
+        order(&mut found, self.strategy, turn);
+        Ok(found)
+    }
+}
+
+/// Orders candidates for one call. `turn` is a per-call counter: it rotates the list before a
+/// stable sort, so equal candidates take turns.
+pub fn order(cands: &mut [Candidate], strategy: Strategy, turn: usize) {
+    if cands.len() < 2 {
+        return;
+    }
+    let n = cands.len();
+    match strategy {
+        Strategy::RoundRobin => {
+            cands.rotate_left(turn % n);
+            cands.sort_by_key(|c| c.standby);
+        }
+        Strategy::LeastActive => {
+            cands.rotate_left(turn % n);
+            cands.sort_by_key(|c| (c.standby, c.upstream.active_requests(), !c.warm));
+        }
+        Strategy::LowestLatency => {
+            cands.rotate_left(turn % n);
+            // Whole milliseconds, so probe jitter does not hide a tie that warmth should break.
+            cands.sort_by_key(|c| {
+                let ms = c
+                    .upstream
+                    .state()
+                    .latency_ms
+                    .map_or(u64::MAX, |l| l.max(0.0).round() as u64);
+                (c.standby, ms, !c.warm)
+            });
+        }
+        Strategy::Weighted => {
+            // Deterministic weighted rotation: over sum(weights) consecutive calls each active
+            // candidate comes first exactly `weight` times. The rest follow by weight.
+            cands.sort_by_key(|c| (c.standby, std::cmp::Reverse(c.upstream.weight)));
+            let active = cands.iter().filter(|c| !c.standby).count();
+            let total: u64 = cands[..active]
+                .iter()
+                .map(|c| u64::from(c.upstream.weight))
+                .sum();
+            if total == 0 {
+                return;
+            }
+            let mut slot = (turn as u64) % total;
+            let mut first = 0;
+            for (i, c) in cands[..active].iter().enumerate() {
+                let w = u64::from(c.upstream.weight);
+                if slot < w {
+                    first = i;
+                    break;
+                }
+                slot -= w;
+            }
+            cands[..=first].rotate_right(1);
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Every route llmux serves and the layers around them, in one place.
+
+use crate::proxy::{self, Endpoint};
+use crate::upstream::Pool;
+use crate::{admin, catalog, Gateway, RequestId};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use std::sync::Arc;
+use wire::{Dialect, ErrorKind};
+
+fn generation(endpoint: Endpoint) -> axum::routing::MethodRouter<Arc<Gateway>> {
+    post(move |State(gw): State<Arc<Gateway>>, req: Request| proxy::handle(gw, endpoint, req))
+}
+
+/// The whole HTTP surface. Layers run outside-in: request id (every response carries
+/// `x-request-id`), then the route. Admin routes sit behind their own token check, so a new
+/// admin route cannot skip it.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let admin = Router::new()
+        .route("/upstreams", get(admin::list_upstreams))
+        .route("/upstreams/{name}", get(admin::get_upstream))
+        .fallback(admin_not_found)
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&gw),
+            admin::require_admin,
+        ));
+
+    Router::new()
+        // OpenAI dialect
+        .route("/v1/chat/completions", generation(Endpoint::ChatCompletions))
+        .route("/v1/completions", generation(Endpoint::Completions))
+        .route("/v1/embeddings", generation(Endpoint::Embeddings))
+        .route("/v1/models", get(catalog::openai_models))
+        // Ollama dialect
+        .route("/", get(catalog::root))
+        .route("/api/chat", generation(Endpoint::OllamaChat))
+        .route("/api/generate", generation(Endpoint::OllamaGenerate))
+        .route("/api/embed", generation(Endpoint::OllamaEmbed))
+        .route("/api/embeddings", generation(Endpoint::OllamaEmbeddings))
+        .route("/api/show", generation(Endpoint::OllamaShow))
+        .route("/api/tags", get(catalog::ollama_tags))
+        .route("/api/ps", get(catalog::ollama_ps))
+        .route("/api/version", get(catalog::ollama_version))
+        // Operations
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/admin/v1", admin)
+        .fallback(not_found)
+        .layer(middleware::from_fn(request_id))
+        .with_state(gw)
+}
+
+/// Takes the client's `x-request-id` when it is sane, or makes one; echoes it on the response.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(crate::X_REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| {
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(crate::new_request_id);
+    let value = HeaderValue::from_str(&id).ok();
+    req.extensions_mut().insert(RequestId(id));
+    let mut resp = next.run(req).await;
+    if let Some(v) = value {
+        resp.headers_mut().insert(crate::X_REQUEST_ID, v);
+    }
+    resp
+}
+
+async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// Ready when at least one upstream is active (or none are configured, so the process itself is the check).
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    let routes = gw.routes();
+    let active = routes
+        .upstreams
+        .iter()
+        .filter(|u| u.state().pool == Pool::Active)
+        .count();
+    let ready = active > 0 || routes.upstreams.is_empty();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if ready { "ready" } else { "no active upstream" },
+            "active_upstreams": active,
+            "upstreams": routes.upstreams.len(),
+        })),
+    )
+        .into_response()
+}
+
+/// Unknown paths answer in the dialect their prefix suggests.
+async fn not_found(req: Request) -> Response {
+    let path = req.uri().path();
+    let dialect = if path.starts_with("/api/") {
+        Dialect::Ollama
+    } else {
+        Dialect::OpenAi
+    };
+    let mut resp = proxy::error(
+        dialect,
+        ErrorKind::NotFound,
+        format!("no route for {} {path}", req.method()),
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+async fn admin_not_found(req: Request) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": { "message": format!("no admin route for {} {}", req.method(), req.uri().path()) } })),
+    )
+        .into_response()
+}

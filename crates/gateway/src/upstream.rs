@@ -1,0 +1,243 @@
+//! One upstream at run time: its pooled HTTP client, keys, in-flight count and the state the prober keeps.
+
+use arc_swap::ArcSwap;
+use config::{Secret, Timeouts, UpstreamConfig, UpstreamKind};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use wire::model::model_key;
+
+/// Whether an upstream takes traffic. Standby nodes are tried only when no active one serves the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    Active,
+    Standby,
+}
+
+impl Pool {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pool::Active => "active",
+            Pool::Standby => "standby",
+        }
+    }
+}
+
+/// What the health prober (and live-call failures) learned about an upstream. Replaced whole,
+/// never mutated in place, so the hot path reads it without a lock.
+#[derive(Clone, Debug)]
+pub struct UpstreamState {
+    pub pool: Pool,
+    /// Model key (see [`model_key`]) → the name this upstream knows it by.
+    pub models: HashMap<String, String>,
+    /// Served model names in the order the upstream listed them.
+    pub model_list: Vec<String>,
+    /// Keys of models loaded in memory right now (Ollama `/api/ps`, plus models served since).
+    pub loaded: HashSet<String>,
+    /// Ollama `/api/tags` entries as the node sent them, for faithful aggregation.
+    pub tags: Vec<Value>,
+    /// Ollama `/api/ps` entries as the node sent them.
+    pub ps: Vec<Value>,
+    /// Smoothed probe latency.
+    pub latency_ms: Option<f64>,
+    pub last_error: Option<String>,
+    pub last_check: Option<SystemTime>,
+    /// When the model list was last refreshed (unix seconds), used as `created` in `/v1/models`.
+    pub models_seen_at: u64,
+}
+
+/// A running upstream. Shared by every call routed to it; counters are atomics.
+pub struct Upstream {
+    pub name: String,
+    pub kind: UpstreamKind,
+    /// Base URL without trailing slash: an Ollama node's root, or an OpenAI-style API's `/v1` prefix.
+    pub base: String,
+    pub weight: u32,
+    pub timeouts: Timeouts,
+    /// Declared models (`models = [...]`); when set, discovery does not replace them.
+    pub static_models: Option<Vec<String>>,
+    pub client: reqwest::Client,
+    keys: Vec<Secret>,
+    key_cursor: AtomicUsize,
+    /// Calls in flight right now (attempt started, response not yet finished or dropped).
+    active: AtomicUsize,
+    /// Smoothed time to first byte of live calls, in microseconds (0 = none yet).
+    ttft_us: AtomicU64,
+    pub served: AtomicU64,
+    pub failed: AtomicU64,
+    state: ArcSwap<UpstreamState>,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, String> {
+        let mut builder = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(cfg.timeouts.connect)
+            .pool_idle_timeout(Duration::from_secs(90))
+            // Upstream redirects are never followed: a redirect could point a provider key at another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("llmux/", env!("CARGO_PKG_VERSION")));
+        if let Some(total) = cfg.timeouts.total {
+            builder = builder.timeout(total);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("upstream {}: cannot build HTTP client: {e}", cfg.name))?;
+        let (models, model_list) = match &cfg.models {
+            Some(list) => index_models(list.clone()),
+            None => (HashMap::new(), Vec::new()),
+        };
+        Ok(Upstream {
+            name: cfg.name.clone(),
+            kind: cfg.kind,
+            base: cfg.url.trim_end_matches('/').to_string(),
+            weight: cfg.weight.max(1),
+            timeouts: cfg.timeouts.clone(),
+            static_models: cfg.models.clone(),
+            client,
+            keys: cfg.keys.clone(),
+            key_cursor: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            ttft_us: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            state: ArcSwap::from_pointee(UpstreamState {
+                pool: Pool::Active,
+                models,
+                model_list,
+                loaded: HashSet::new(),
+                tags: Vec::new(),
+                ps: Vec::new(),
+                latency_ms: None,
+                last_error: None,
+                last_check: None,
+                models_seen_at: unix_now(),
+            }),
+        })
+    }
+
+    pub fn state(&self) -> arc_swap::Guard<Arc<UpstreamState>> {
+        self.state.load()
+    }
+
+    /// Applies `f` to a copy of the state and publishes it; retried if a concurrent update won.
+    pub fn update(&self, f: impl Fn(&mut UpstreamState)) {
+        self.state.rcu(|old| {
+            let mut next = UpstreamState::clone(old);
+            f(&mut next);
+            next
+        });
+    }
+
+    pub fn active_requests(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Counts a call in flight until the returned guard is dropped — on success, failure or hang-up alike.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            upstream: Arc::clone(self),
+        }
+    }
+
+    /// The next key in rotation, if the upstream has keys.
+    pub fn next_key(&self) -> Option<(usize, &Secret)> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let i = self.key_cursor.fetch_add(1, Ordering::Relaxed) % self.keys.len();
+        self.keys.get(i).map(|k| (i, k))
+    }
+
+    pub fn keys(&self) -> &[Secret] {
+        &self.keys
+    }
+
+    /// The name this upstream serves `requested` under, by Ollama's `:latest` rule.
+    pub fn serves(&self, state: &UpstreamState, requested: &str) -> Option<String> {
+        state.models.get(model_key(requested).as_ref()).cloned()
+    }
+
+    /// A live call could not connect: take the node out of rotation now rather than at the next probe.
+    pub fn mark_down(&self, reason: &str) {
+        let was = self.state().pool;
+        self.update(|s| {
+            s.pool = Pool::Standby;
+            s.last_error = Some(reason.to_string());
+        });
+        if was == Pool::Active {
+            tracing::warn!(upstream = %self.name, reason, "upstream moved to standby after a failed call");
+        }
+    }
+
+    /// Remembers that `model` is loaded here (Ollama loads a model on first use), so warm-first routing sees it before the next probe.
+    pub fn mark_loaded(&self, model: &str) {
+        let key = model_key(model);
+        if !self.state().loaded.contains(key.as_ref()) {
+            let key = key.into_owned();
+            self.update(|s| {
+                s.loaded.insert(key.clone());
+            });
+        }
+    }
+
+    pub fn record_ttft(&self, ttft: Duration) {
+        let sample = ttft.as_micros().min(u128::from(u64::MAX)) as u64;
+        let old = self.ttft_us.load(Ordering::Relaxed);
+        // EWMA with alpha 1/4; a lost race only drops one sample.
+        let next = if old == 0 {
+            sample.max(1)
+        } else {
+            (old * 3 + sample) / 4
+        };
+        self.ttft_us.store(next.max(1), Ordering::Relaxed);
+    }
+
+    pub fn ttft_ms(&self) -> Option<f64> {
+        match self.ttft_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(us as f64 / 1000.0),
+        }
+    }
+}
+
+/// Keeps an upstream's in-flight count raised while alive.
+pub struct InFlight {
+    upstream: Arc<Upstream>,
+}
+
+impl InFlight {
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.upstream.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Builds the key → name index and the ordered, de-duplicated list.
+pub fn index_models(list: Vec<String>) -> (HashMap<String, String>, Vec<String>) {
+    let mut map = HashMap::with_capacity(list.len());
+    let mut ordered = Vec::with_capacity(list.len());
+    for name in list {
+        let key = model_key(&name).into_owned();
+        if !map.contains_key(&key) {
+            map.insert(key, name.clone());
+            ordered.push(name);
+        }
+    }
+    (map, ordered)
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
