@@ -1,0 +1,97 @@
+//! The command line: `serve`, `demo`, `mock`, `config check`.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "llmux",
+    version,
+    about = "An LLM gateway: one address for every OpenAI, Ollama and OpenAI-compatible upstream."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file (TOML). Default: ./llmux.toml if present, else built-in defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run the gateway with two mock Ollama nodes and a mock OpenAI provider, ready to try.
+    Demo {
+        /// Address the gateway listens on.
+        #[arg(long, default_value = "127.0.0.1:4000")]
+        listen: SocketAddr,
+    },
+    /// Run a mock upstream that speaks Ollama's and OpenAI's APIs, with fault injection.
+    Mock(MockArgs),
+    /// Work with config files.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Validate a config file and print the routing table it compiles to; exit 1 with the reason if invalid.
+    Check { file: PathBuf },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MockArgs {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 11434)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Node name, shown in replies and in the x-mock-node header.
+    #[arg(long, default_value = "mock")]
+    pub name: String,
+    /// Models served, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "llama3:latest")]
+    pub models: Vec<String>,
+    /// Models shown as loaded in /api/ps at start, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub loaded: Vec<String>,
+    /// Seconds before the first chunk (fractions allowed).
+    #[arg(long, default_value_t = 0.0)]
+    pub ttft: f64,
+    /// Seconds between chunks.
+    #[arg(long, default_value_t = 0.0)]
+    pub chunk_delay: f64,
+    /// Tokens per reply.
+    #[arg(long, default_value_t = 8)]
+    pub chunks: usize,
+    /// Embedding dimensions.
+    #[arg(long, default_value_t = 8)]
+    pub dims: usize,
+    /// Require `Authorization: Bearer KEY`.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Fraction of generation calls that fail with --fail-status (deterministic spacing).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// HTTP status of injected failures.
+    #[arg(long, default_value_t = 500)]
+    pub fail_status: u16,
+    /// Retry-After seconds on injected failures.
+    #[arg(long)]
+    pub retry_after: Option<u64>,
+    /// Cut the connection after N streamed chunks.
+    #[arg(long)]
+    pub drop_after: Option<usize>,
+    /// Stop sending (but keep the connection) after N streamed chunks.
+    #[arg(long)]
+    pub stall_after: Option<usize>,
+    /// Accept generation calls and never answer.
+    #[arg(long)]
+    pub hang: bool,
+}

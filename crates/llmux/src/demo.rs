@@ -1,0 +1,117 @@
+//! `llmux demo`: the real gateway in front of two mock Ollama nodes and a mock OpenAI provider, in one process.
+
+use config::Config;
+use mock::{MockConfig, MockServer};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const ADMIN_TOKEN: &str = "demo-admin-token";
+const PROVIDER_KEY: &str = "sk-demo-provider-key";
+
+pub async fn run(listen: SocketAddr) -> Result<(), String> {
+    // Slow enough to watch tokens arrive one by one, fast enough not to bore.
+    let pace = |name: &str, models: &[&str], loaded: &[&str]| MockConfig {
+        name: name.to_string(),
+        models: models.iter().map(|m| m.to_string()).collect(),
+        loaded: loaded.iter().map(|m| m.to_string()).collect(),
+        ttft: Duration::from_millis(150),
+        chunk_delay: Duration::from_millis(60),
+        chunks: 12,
+        ..MockConfig::default()
+    };
+    let start = |cfg: MockConfig| async move {
+        let name = cfg.name.clone();
+        MockServer::start(cfg)
+            .await
+            .map_err(|e| format!("cannot start mock upstream {name}: {e}"))
+    };
+    let gpu_a = start(pace(
+        "gpu-a",
+        &["llama3:latest", "qwen2.5:0.5b", "nomic-embed-text:latest"],
+        &["llama3:latest"],
+    ))
+    .await?;
+    let gpu_b = start(pace(
+        "gpu-b",
+        &["llama3:latest", "mistral:latest", "nomic-embed-text:latest"],
+        &[],
+    ))
+    .await?;
+    let mut openai_cfg = pace(
+        "openai",
+        &["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"],
+        &[],
+    );
+    openai_cfg.api_key = Some(PROVIDER_KEY.to_string());
+    let openai = start(openai_cfg).await?;
+
+    let toml = format!(
+        r#"
+[server]
+listen = "{listen}"
+
+[admin]
+token = "{ADMIN_TOKEN}"
+
+[health]
+interval = "5s"
+timeout = "2s"
+
+[[upstreams]]
+name = "gpu-a"
+kind = "ollama"
+url = "{a}"
+
+[[upstreams]]
+name = "gpu-b"
+kind = "ollama"
+url = "{b}"
+
+[[upstreams]]
+name = "openai"
+kind = "openai"
+url = "{o}/v1"
+keys = ["{PROVIDER_KEY}"]
+"#,
+        a = gpu_a.url(),
+        b = gpu_b.url(),
+        o = openai.url(),
+    );
+    let config = Config::from_toml_str(&toml, &|_| None).map_err(|e| format!("demo config: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e} (try `llmux demo --listen 127.0.0.1:4001`)"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let _ = std::io::stdout().lock().write_all(banner(addr).as_bytes());
+    let result = crate::serve::run_gateway(config, listener, crate::serve::shutdown_signal()).await;
+    drop((gpu_a, gpu_b, openai));
+    result
+}
+
+fn banner(addr: SocketAddr) -> String {
+    format!(
+        r#"
+llmux demo: the gateway on http://{addr}, in front of
+  gpu-a   mock Ollama node   llama3:latest, qwen2.5:0.5b, nomic-embed-text
+  gpu-b   mock Ollama node   llama3:latest, mistral:latest, nomic-embed-text
+  openai  mock OpenAI API    gpt-4o, gpt-4o-mini, text-embedding-3-small
+
+Try:
+  curl -N http://{addr}/v1/chat/completions -H 'content-type: application/json' \
+    -d '{{"model":"llama3","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
+  curl http://{addr}/api/chat -H 'content-type: application/json' \
+    -d '{{"model":"mistral","messages":[{{"role":"user","content":"hi"}}]}}'
+  curl http://{addr}/v1/models
+  curl -H 'authorization: Bearer {ADMIN_TOKEN}' http://{addr}/admin/v1/upstreams
+
+  OpenAI SDK:  OpenAI(base_url="http://{addr}/v1", api_key="unused")
+  Ollama CLI:  OLLAMA_HOST=http://{addr} ollama run llama3
+  Ollama SDK:  ollama.Client(host="http://{addr}")
+
+Ctrl-C stops it.
+"#
+    )
+}

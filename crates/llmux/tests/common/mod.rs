@@ -1,0 +1,168 @@
+//! Test harness: starts the real `llmux` binary on port 0 against in-process mock upstreams.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const ADMIN: &str = "test-admin-token";
+
+/// A running `llmux serve`; killed on drop.
+pub struct Llmux {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Llmux {
+    /// Writes `body` (the config without `[server]`) and starts the binary on a free port.
+    pub fn start(body: &str) -> Llmux {
+        Self::start_with_server(body, "")
+    }
+
+    pub fn start_with_server(body: &str, server_extra: &str) -> Llmux {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("llmux.toml");
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n[admin]\ntoken = \"{ADMIN}\"\n{body}"
+        );
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_llmux"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("LLMUX_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("llmux listening on http://") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.trim().to_string());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("llmux did not start: {:#?}", log.lock().unwrap());
+            }
+        };
+        Llmux {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// `GET /admin/v1/upstreams` as JSON.
+    pub async fn upstreams(&self) -> serde_json::Value {
+        client()
+            .get(self.url("/admin/v1/upstreams"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Sum of `active_requests` over all upstreams.
+    pub async fn in_flight(&self) -> u64 {
+        self.upstreams()
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["active_requests"].as_u64().unwrap())
+            .sum()
+    }
+
+    /// Waits until no call is in flight, up to `limit`; returns whether it got there.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            if self.in_flight().await == 0 {
+                return true;
+            }
+            if std::time::Instant::now() > until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Llmux {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// An `[[upstreams]]` block for an Ollama node.
+pub fn ollama(name: &str, url: &str) -> String {
+    format!("[[upstreams]]\nname = \"{name}\"\nkind = \"ollama\"\nurl = \"{url}\"\n")
+}
+
+/// An `[[upstreams]]` block for an OpenAI-kind upstream (the mock serves `/v1`).
+pub fn openai(name: &str, url: &str, key: &str) -> String {
+    format!("[[upstreams]]\nname = \"{name}\"\nkind = \"openai\"\nurl = \"{url}/v1\"\nkeys = [\"{key}\"]\n")
+}
+
+pub fn node(name: &str, models: &[&str]) -> mock::MockConfig {
+    mock::MockConfig {
+        name: name.to_string(),
+        models: models.iter().map(|m| m.to_string()).collect(),
+        ..mock::MockConfig::default()
+    }
+}
+
+pub fn chat(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "hello there"}]
+    })
+}
+
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}

@@ -1,0 +1,508 @@
+//! End-to-end: the real binary against mock Ollama and OpenAI upstreams — endpoints, routing, pools, streaming.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use mock::{Faults, MockServer};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+async fn two_nodes_and_openai() -> (MockServer, MockServer, MockServer, Llmux) {
+    let a = MockServer::start(node("gpu-a", &["llama3:latest", "nomic-embed-text:latest"]))
+        .await
+        .unwrap();
+    let b = MockServer::start(node("gpu-b", &["llama3:latest", "mistral:latest"]))
+        .await
+        .unwrap();
+    let mut oc = node("openai", &["gpt-4o-mini", "text-embedding-3-small"]);
+    oc.api_key = Some("sk-provider".into());
+    let o = MockServer::start(oc).await.unwrap();
+    let cfg = format!(
+        "{}{}{}",
+        ollama("gpu-a", &a.url()),
+        ollama("gpu-b", &b.url()),
+        openai("openai", &o.url(), "sk-provider")
+    );
+    let gw = Llmux::start(&cfg);
+    (a, b, o, gw)
+}
+
+async fn post(gw: &Llmux, path: &str, body: &Value) -> reqwest::Response {
+    client().post(gw.url(path)).json(body).send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_endpoints_plain_and_streaming() {
+    let (_a, _b, o, gw) = two_nodes_and_openai().await;
+
+    // Chat, not streaming, to an Ollama node through its /v1 API.
+    let r = post(&gw, "/v1/chat/completions", &chat("llama3", false)).await;
+    assert_eq!(r.status(), 200);
+    assert!(!header(&r, "x-request-id").is_empty());
+    assert!(["gpu-a", "gpu-b"].contains(&header(&r, "x-llmux-upstream").as_str()));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+
+    // Chat, streaming, to the OpenAI upstream: SSE ending in [DONE], with the provider key sent.
+    let r = post(&gw, "/v1/chat/completions", &chat("gpt-4o-mini", true)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-llmux-upstream"), "openai");
+    assert!(header(&r, "content-type").starts_with("text/event-stream"));
+    let text = r.text().await.unwrap();
+    assert!(text.contains("chat.completion.chunk"));
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    assert_eq!(
+        o.stats().last_authorization.as_deref(),
+        Some("Bearer sk-provider")
+    );
+
+    // Pinned to an upstream: the prefix is stripped before the upstream sees the body.
+    let r = post(&gw, "/v1/chat/completions", &chat("gpu-b/llama3", false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-llmux-upstream"), "gpu-b");
+
+    // Legacy completions, both ways.
+    let body = json!({"model": "llama3", "prompt": "say hi"});
+    let r = post(&gw, "/v1/completions", &body).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "text_completion");
+    let body = json!({"model": "llama3", "prompt": "say hi", "stream": true});
+    let text = post(&gw, "/v1/completions", &body).await.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+
+    // Embeddings.
+    let body = json!({"model": "text-embedding-3-small", "input": ["a", "b"]});
+    let v: Value = post(&gw, "/v1/embeddings", &body).await.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+
+    // Models: the union, each once.
+    let v: Value = client()
+        .get(gw.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "gpt-4o-mini",
+            "llama3:latest",
+            "mistral:latest",
+            "nomic-embed-text:latest",
+            "text-embedding-3-small"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_endpoints_plain_and_streaming() {
+    let (a, b, _o, gw) = two_nodes_and_openai().await;
+
+    // /api/chat streams NDJSON by default; the last line is done=true with counts.
+    let r = post(&gw, "/api/chat", &json!({"model": "mistral", "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-llmux-upstream"), "gpu-b");
+    assert!(header(&r, "content-type").starts_with("application/x-ndjson"));
+    let text = r.text().await.unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.len() > 2);
+    assert_eq!(lines.last().unwrap()["done"], true);
+    assert!(lines.last().unwrap()["eval_count"].as_u64().unwrap() > 0);
+
+    // Non-streaming chat and generate.
+    let v: Value = post(&gw, "/api/chat", &chat("llama3", false)).await.json().await.unwrap();
+    assert_eq!(v["done"], true);
+    assert_eq!(v["message"]["role"], "assistant");
+    let v: Value = post(&gw, "/api/generate", &json!({"model": "llama3", "prompt": "hi", "stream": false}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["done"], true);
+    assert!(v["response"].as_str().unwrap().len() > 1);
+    let text = post(&gw, "/api/generate", &json!({"model": "llama3:latest", "prompt": "hi"}))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.lines().count() > 2);
+
+    // Embeddings, both generations of the API.
+    let v: Value = post(&gw, "/api/embed", &json!({"model": "nomic-embed-text", "input": ["x", "y"]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["embeddings"].as_array().unwrap().len(), 2);
+    let v: Value = post(&gw, "/api/embeddings", &json!({"model": "nomic-embed-text", "prompt": "x"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(!v["embedding"].as_array().unwrap().is_empty());
+
+    // /api/show goes to a node that has the model (older clients send `name`).
+    let r = post(&gw, "/api/show", &json!({"name": "mistral"})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-llmux-upstream"), "gpu-b");
+    let v: Value = r.json().await.unwrap();
+    assert!(v.get("details").is_some());
+
+    // Tags: union over the Ollama nodes, de-duplicated; OpenAI-kind models are not Ollama tags.
+    let v: Value = client().get(gw.url("/api/tags")).send().await.unwrap().json().await.unwrap();
+    let mut names: Vec<&str> = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["llama3:latest", "mistral:latest", "nomic-embed-text:latest"]);
+
+    // ps, version, banner.
+    let v: Value = client().get(gw.url("/api/ps")).send().await.unwrap().json().await.unwrap();
+    assert!(v["models"].is_array());
+    let v: Value = client().get(gw.url("/api/version")).send().await.unwrap().json().await.unwrap();
+    assert!(v["version"].as_str().unwrap().starts_with("0."));
+    let text = client().get(gw.url("/")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(text, "Ollama is running");
+
+    // Ollama-native calls never reach the OpenAI-kind upstream: a clear 400 instead.
+    let r = post(&gw, "/api/chat", &chat("gpt-4o-mini", false)).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("/v1/chat/completions"));
+
+    assert!(a.stats().generations + b.stats().generations >= 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_on_one_node_is_always_served_there() {
+    let (a, b, _o, gw) = two_nodes_and_openai().await;
+    for i in 0..12 {
+        let stream = i % 2 == 0;
+        let r = post(&gw, "/v1/chat/completions", &chat("mistral", stream)).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-llmux-upstream"), "gpu-b");
+        r.bytes().await.unwrap();
+    }
+    assert_eq!(a.stats().generations, 0);
+    assert_eq!(b.stats().generations, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_in_the_callers_dialect() {
+    let (_a, _b, _o, gw) = two_nodes_and_openai().await;
+    let c = client();
+    let send = |path: &str, body: &'static str, ct: &'static str| {
+        c.post(gw.url(path))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+
+    // OpenAI shape: {"error":{"message","type","code"}}
+    let r = send("/v1/chat/completions", "{not json", "application/json").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(v["error"]["message"].as_str().unwrap().contains("JSON"));
+
+    let r = send("/v1/chat/completions", r#"{"messages":[]}"#, "application/json").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("model"));
+
+    let r = send("/v1/chat/completions", r#"{"model":"llama3"}"#, "text/plain").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("content type"));
+
+    let r = post(&gw, "/v1/chat/completions", &chat("no-such-model", false)).await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "model_not_found");
+
+    // Ollama shape: {"error":"..."}
+    let r = send("/api/chat", "[1,2", "application/json").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].is_string());
+    let r = post(&gw, "/api/generate", &json!({"model": "nope", "prompt": "x"})).await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("nope"));
+
+    // Over server.max_body (32 MiB by default).
+    let big = "x".repeat(33 * 1024 * 1024);
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"model":"llama3","pad":"{big}"}}"#))
+        .send()
+        .await;
+    // The server may answer 413 before reading the whole body; either way it is refused.
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
+
+    // Unknown route, admin without a token.
+    let r = c.get(gw.url("/v1/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c.get(gw.url("/admin/v1/upstreams")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Still serving after all of that.
+    let r = post(&gw, "/v1/chat/completions", &chat("llama3", false)).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_active_spreads_concurrent_slow_calls_evenly() {
+    let mut ca = node("gpu-a", &["llama3:latest"]);
+    ca.ttft = Duration::from_millis(600);
+    let mut cb = node("gpu-b", &["llama3:latest"]);
+    cb.ttft = Duration::from_millis(600);
+    let a = MockServer::start(ca).await.unwrap();
+    let b = MockServer::start(cb).await.unwrap();
+    let gw = Llmux::start(&format!("{}{}", ollama("gpu-a", &a.url()), ollama("gpu-b", &b.url())));
+
+    let calls = (0..20).map(|_| async {
+        let r = post(&gw, "/v1/chat/completions", &chat("llama3", false)).await;
+        assert_eq!(r.status(), 200);
+        header(&r, "x-llmux-upstream")
+    });
+    let served = futures_util::future::join_all(calls).await;
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for s in served {
+        *count.entry(s).or_default() += 1;
+    }
+    let (na, nb) = (count.get("gpu-a").copied().unwrap_or(0), count.get("gpu-b").copied().unwrap_or(0));
+    assert_eq!(na + nb, 20);
+    assert!(na.abs_diff(nb) <= 2, "uneven spread: gpu-a {na}, gpu-b {nb}");
+    assert!(gw.wait_idle(Duration::from_secs(1)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_chunk_arrives_long_before_the_stream_ends() {
+    let mut c = node("slow", &["llama3:latest"]);
+    c.chunks = 10;
+    c.chunk_delay = Duration::from_millis(200);
+    let up = MockServer::start(c).await.unwrap();
+    let gw = Llmux::start(&ollama("slow", &up.url()));
+
+    for (path, body) in [
+        ("/v1/chat/completions", chat("llama3", true)),
+        ("/api/chat", chat("llama3", true)),
+    ] {
+        let started = Instant::now();
+        let r = post(&gw, path, &body).await;
+        assert_eq!(r.status(), 200);
+        let mut stream = r.bytes_stream();
+        let first = stream.next().await.unwrap().unwrap();
+        let ttft = started.elapsed();
+        assert!(!first.is_empty());
+        let mut rest = 0;
+        while let Some(chunk) = stream.next().await {
+            rest += chunk.unwrap().len();
+        }
+        let total = started.elapsed();
+        assert!(rest > 0);
+        assert!(total >= Duration::from_millis(1800), "{path}: stream took {total:?}");
+        assert!(ttft < Duration::from_millis(700), "{path}: first chunk after {ttft:?} of {total:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_loses_only_its_open_streams() {
+    let mut ca = node("gpu-a", &["llama3:latest"]);
+    ca.chunks = 20;
+    ca.chunk_delay = Duration::from_millis(100);
+    let mut cb = ca.clone();
+    cb.name = "gpu-b".into();
+    let a = MockServer::start(ca).await.unwrap();
+    let b = MockServer::start(cb).await.unwrap();
+    // Probes far apart: only the failed live call can move gpu-a to standby.
+    let gw = Llmux::start(&format!(
+        "[health]\ninterval = \"60s\"\n{}{}",
+        ollama("gpu-a", &a.url()),
+        ollama("gpu-b", &b.url())
+    ));
+
+    // Open 6 streams (spread over both nodes), read their first chunk, then kill gpu-a.
+    let mut open = Vec::new();
+    for _ in 0..6 {
+        let r = post(&gw, "/v1/chat/completions", &chat("llama3", true)).await;
+        assert_eq!(r.status(), 200);
+        let node = header(&r, "x-llmux-upstream");
+        let mut s = r.bytes_stream();
+        s.next().await.unwrap().unwrap();
+        open.push((node, s));
+    }
+    assert!(open.iter().any(|(n, _)| n == "gpu-a"));
+    a.stop().await;
+
+    for (node, mut s) in open {
+        let mut body = Vec::new();
+        let mut failed = false;
+        while let Some(chunk) = s.next().await {
+            match chunk {
+                Ok(c) => body.extend_from_slice(&c),
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&body);
+        if node == "gpu-a" {
+            // Cut streams end with an error event (or a cut connection), never with [DONE].
+            assert!(failed || text.contains("\"error\""), "gpu-a stream: {text}");
+            assert!(!text.contains("[DONE]"));
+        } else {
+            assert!(text.trim_end().ends_with("data: [DONE]"), "gpu-b stream: {text}");
+        }
+    }
+
+    // Later calls all succeed: the first one that hits gpu-a fails over before any byte is sent.
+    for _ in 0..10 {
+        let r = post(&gw, "/v1/chat/completions", &chat("llama3", false)).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-llmux-upstream"), "gpu-b");
+        r.bytes().await.unwrap();
+    }
+    let ups = gw.upstreams().await;
+    let gpu_a = ups.as_array().unwrap().iter().find(|u| u["name"] == "gpu-a").unwrap();
+    assert_eq!(gpu_a["pool"], "standby");
+    assert!(gpu_a["last_error"].is_string());
+    assert!(gw.wait_idle(Duration::from_secs(1)).await, "in-flight counts did not return to zero");
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_counts_return_to_zero_after_hang_ups_and_failures() {
+    let mut c = node("gpu-a", &["llama3:latest"]);
+    c.chunks = 50;
+    c.chunk_delay = Duration::from_millis(50);
+    let a = MockServer::start(c).await.unwrap();
+    let gw = Llmux::start(&ollama("gpu-a", &a.url()));
+
+    // Clients that hang up mid-stream.
+    for path in ["/v1/chat/completions", "/api/chat"] {
+        let r = post(&gw, path, &chat("llama3", true)).await;
+        let mut s = r.bytes_stream();
+        s.next().await.unwrap().unwrap();
+        assert_eq!(gw.in_flight().await, 1);
+        drop(s);
+        assert!(gw.wait_idle(Duration::from_secs(1)).await, "{path}: hang-up did not free the count");
+    }
+    // The upstream saw the hang-up too: its streams were cancelled, not left running.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.stats().in_flight, 0);
+
+    // Upstream failures (injected 500s and a stream cut mid-way).
+    a.set_faults(Faults { fail_rate: 1.0, ..Faults::default() });
+    let r = post(&gw, "/v1/chat/completions", &chat("llama3", false)).await;
+    assert_eq!(r.status(), 500);
+    a.set_faults(Faults { drop_after: Some(3), ..Faults::default() });
+    let text = post(&gw, "/api/chat", &chat("llama3", true)).await.text().await.unwrap_or_default();
+    assert!(text.lines().last().unwrap_or_default().contains("\"error\""), "{text}");
+    a.set_faults(Faults::default());
+
+    // Many concurrent calls finishing normally.
+    let calls = (0..16).map(|_| async {
+        post(&gw, "/v1/chat/completions", &chat("llama3", true)).await.bytes().await.unwrap()
+    });
+    futures_util::future::join_all(calls).await;
+    assert!(gw.wait_idle(Duration::from_secs(1)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_does_not_hold_up_start_or_calls() {
+    // A port that refuses connections.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let b = MockServer::start(node("gpu-b", &["llama3:latest"])).await.unwrap();
+    let started = Instant::now();
+    let gw = Llmux::start(&format!(
+        "[health]\ninterval = \"1s\"\ntimeout = \"1s\"\n[[upstreams]]\nname = \"dead\"\nkind = \"ollama\"\nurl = \"http://{dead}\"\nmodels = [\"llama3:latest\"]\n{}",
+        ollama("gpu-b", &b.url())
+    ));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let ups = gw.upstreams().await;
+    let dead_up = ups.as_array().unwrap().iter().find(|u| u["name"] == "dead").unwrap();
+    assert_eq!(dead_up["pool"], "standby");
+    for _ in 0..4 {
+        let r = post(&gw, "/api/chat", &chat("llama3", false)).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-llmux-upstream"), "gpu-b");
+        r.bytes().await.unwrap();
+    }
+
+    // The node comes back on that port: the prober returns it to the active pool.
+    let back = MockServer::start_on(
+        tokio::net::TcpListener::bind(dead).await.unwrap(),
+        node("dead", &["llama3:latest"]),
+    )
+    .await
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ups = gw.upstreams().await;
+        let u = ups.as_array().unwrap().iter().find(|u| u["name"] == "dead").unwrap().clone();
+        if u["pool"] == "active" {
+            assert!(u["latency_ms"].as_f64().is_some());
+            break;
+        }
+        assert!(Instant::now() < until, "node never came back: {u}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(back);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_upstreams_reports_state() {
+    let mut ca = node("gpu-a", &["llama3:latest", "qwen2.5:0.5b"]);
+    ca.loaded = vec!["llama3:latest".into()];
+    let a = MockServer::start(ca).await.unwrap();
+    let gw = Llmux::start(&ollama("gpu-a", &a.url()));
+    let ups = gw.upstreams().await;
+    let u = &ups[0];
+    assert_eq!(u["name"], "gpu-a");
+    assert_eq!(u["kind"], "ollama");
+    assert_eq!(u["url"], a.url());
+    assert_eq!(u["pool"], "active");
+    assert!(u["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(u["active_requests"], 0);
+    assert_eq!(u["models"], json!(["llama3:latest", "qwen2.5:0.5b"]));
+    assert_eq!(u["loaded_models"], json!(["llama3:latest"]));
+    assert!(u["last_error"].is_null());
+
+    let r = client().get(gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().get(gw.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .get(gw.url("/admin/v1/upstreams"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
