@@ -23,7 +23,10 @@ pub async fn require_admin(State(gw): State<Arc<Gateway>>, req: Request, next: N
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .unwrap_or_default();
     if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
         return admin_error(
@@ -43,7 +46,10 @@ pub async fn list_upstreams(State(gw): State<Arc<Gateway>>) -> Response {
 pub async fn get_upstream(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
     match gw.routes().upstream(&name) {
         Some(u) => Json(describe(u)).into_response(),
-        None => admin_error(StatusCode::NOT_FOUND, &format!("no upstream named '{name}'")),
+        None => admin_error(
+            StatusCode::NOT_FOUND,
+            &format!("no upstream named '{name}'"),
+        ),
     }
 }
 
@@ -77,7 +83,7 @@ fn describe(u: &Upstream) -> Value {
         "loaded_models": loaded,
         "keys": keys,
         "last_error": state.last_error,
-        "last_check": state.last_check.map(|t| httpdate(t)),
+        "last_check": state.last_check.map(httpdate),
     })
 }
 

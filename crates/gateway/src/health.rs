@@ -166,7 +166,11 @@ fn list(v: &Value, field: &str) -> Vec<Value> {
 fn names(entries: &[Value], fields: &[&str]) -> Vec<String> {
     entries
         .iter()
-        .filter_map(|e| fields.iter().find_map(|f| e.get(*f).and_then(Value::as_str)))
+        .filter_map(|e| {
+            fields
+                .iter()
+                .find_map(|f| e.get(*f).and_then(Value::as_str))
+        })
         .map(str::to_string)
         .collect()
 }

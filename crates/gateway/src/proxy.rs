@@ -113,7 +113,11 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: Request) -> Respo
         Err(e) => return axum::response::IntoResponse::into_response(e),
     };
     let Some(model) = peek.model.clone() else {
-        return error(dialect, ErrorKind::InvalidRequest, "missing required field `model`");
+        return error(
+            dialect,
+            ErrorKind::InvalidRequest,
+            "missing required field `model`",
+        );
     };
     let candidates = match routes.plan(&model, |k| endpoint.accepts(k)) {
         Ok(c) => c,
@@ -145,7 +149,10 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: Request) -> Respo
         let deadline = tokio::time::Instant::from_std(attempt_start + up.timeouts.first_byte);
         let resp = match tokio::time::timeout_at(deadline, call.send()).await {
             Err(_) => {
-                failures.push(fail(up, format!("no response within {:?}", up.timeouts.first_byte)));
+                failures.push(fail(
+                    up,
+                    format!("no response within {:?}", up.timeouts.first_byte),
+                ));
                 continue;
             }
             Ok(Err(e)) => {
@@ -170,7 +177,10 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: Request) -> Respo
         // answers headers and then dies is still retried elsewhere.
         let first = match tokio::time::timeout_at(deadline, stream.next()).await {
             Err(_) if !last => {
-                failures.push(fail(up, format!("no data within {:?}", up.timeouts.first_byte)));
+                failures.push(fail(
+                    up,
+                    format!("no data within {:?}", up.timeouts.first_byte),
+                ));
                 continue;
             }
             Ok(Some(Err(e))) if !last => {
@@ -178,7 +188,10 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: Request) -> Respo
                 continue;
             }
             Err(_) => {
-                failures.push(fail(up, format!("no data within {:?}", up.timeouts.first_byte)));
+                failures.push(fail(
+                    up,
+                    format!("no data within {:?}", up.timeouts.first_byte),
+                ));
                 break;
             }
             Ok(Some(Err(e))) => {

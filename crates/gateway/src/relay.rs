@@ -91,7 +91,9 @@ impl Relay {
     fn fail(&mut self, message: String) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.outcome = Outcome::Failed;
         let reply = match self.stream_dialect {
-            Some(d) => Ok(Frame::data(d.stream_error_event(ErrorKind::BadGateway, &message))),
+            Some(d) => Ok(Frame::data(
+                d.stream_error_event(ErrorKind::BadGateway, &message),
+            )),
             None => Err(std::io::Error::other(message.clone())),
         };
         self.error = Some(message);
@@ -155,7 +157,7 @@ impl Body for Relay {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.size.clone()
+        self.size
     }
 }
 

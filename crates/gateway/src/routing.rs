@@ -35,7 +35,10 @@ pub enum RouteError {
     /// `upstream/model` named an upstream that does not serve that model.
     NotOnUpstream { upstream: String, model: String },
     /// Upstreams serve it, but none can take this kind of call (e.g. Ollama-native calls to an OpenAI upstream).
-    Incompatible { model: String, upstreams: Vec<String> },
+    Incompatible {
+        model: String,
+        upstreams: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for RouteError {
@@ -175,5 +178,136 @@ pub fn order(cands: &mut [Candidate], strategy: Strategy, turn: usize) {
             }
             cands[..=first].rotate_right(1);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use config::{Timeouts, UpstreamConfig};
+    use std::collections::HashMap;
+
+    fn upstream(name: &str, kind: UpstreamKind, models: &[&str], weight: u32) -> Arc<Upstream> {
+        Arc::new(
+            Upstream::new(&UpstreamConfig {
+                name: name.into(),
+                kind,
+                url: "http://127.0.0.1:9".into(),
+                keys: Vec::new(),
+                models: Some(models.iter().map(|m| m.to_string()).collect()),
+                weight,
+                timeouts: Timeouts::default(),
+            })
+            .unwrap(),
+        )
+    }
+
+    fn routes(strategy: Strategy, ups: Vec<Arc<Upstream>>) -> Routes {
+        let mut cfg = Config::default();
+        cfg.routing.strategy = strategy;
+        Routes::new(Arc::new(cfg), ups)
+    }
+
+    fn firsts(r: &Routes, model: &str, calls: usize) -> HashMap<String, usize> {
+        let mut count = HashMap::new();
+        for _ in 0..calls {
+            let plan = r.plan(model, |_| true).unwrap();
+            *count.entry(plan[0].upstream.name.clone()).or_default() += 1;
+        }
+        count
+    }
+
+    #[test]
+    fn only_upstreams_serving_the_model_are_candidates() {
+        let a = upstream("a", UpstreamKind::Ollama, &["llama3:latest"], 1);
+        let b = upstream("b", UpstreamKind::Ollama, &["mistral:latest", "llama3:latest"], 1);
+        let r = routes(Strategy::LeastActive, vec![a, b]);
+        let plan = r.plan("mistral", |_| true).unwrap();
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].upstream.name, "b");
+        assert_eq!(plan[0].model, "mistral:latest");
+        assert_eq!(r.plan("llama3", |_| true).unwrap().len(), 2);
+        assert_eq!(
+            r.plan("qwen", |_| true).err(),
+            Some(RouteError::UnknownModel("qwen".into()))
+        );
+    }
+
+    #[test]
+    fn pinning_and_incompatible_kinds() {
+        let a = upstream("gpu-a", UpstreamKind::Ollama, &["llama3:latest"], 1);
+        let o = upstream("openai", UpstreamKind::Openai, &["gpt-4o"], 1);
+        let r = routes(Strategy::LeastActive, vec![a, o]);
+        let plan = r.plan("openai/gpt-4o", |_| true).unwrap();
+        assert_eq!(plan[0].upstream.name, "openai");
+        assert_eq!(plan[0].model, "gpt-4o");
+        assert!(matches!(
+            r.plan("gpu-a/gpt-4o", |_| true),
+            Err(RouteError::NotOnUpstream { .. })
+        ));
+        assert!(matches!(
+            r.plan("gpt-4o", |k| k == UpstreamKind::Ollama),
+            Err(RouteError::Incompatible { .. })
+        ));
+    }
+
+    #[test]
+    fn least_active_prefers_the_idle_node_then_the_warm_one() {
+        let a = upstream("a", UpstreamKind::Ollama, &["llama3:latest"], 1);
+        let b = upstream("b", UpstreamKind::Ollama, &["llama3:latest"], 1);
+        let r = routes(Strategy::LeastActive, vec![Arc::clone(&a), Arc::clone(&b)]);
+        let _busy = a.begin();
+        for _ in 0..5 {
+            assert_eq!(r.plan("llama3", |_| true).unwrap()[0].upstream.name, "b");
+        }
+        drop(_busy);
+        // Equal load: ties alternate...
+        let spread = firsts(&r, "llama3", 10);
+        assert_eq!(spread.get("a"), Some(&5));
+        // ...unless one node has the model loaded.
+        a.mark_loaded("llama3");
+        assert_eq!(firsts(&r, "llama3", 10).get("a"), Some(&10));
+    }
+
+    #[test]
+    fn lowest_latency_and_standby_last() {
+        let a = upstream("a", UpstreamKind::Ollama, &["m:latest"], 1);
+        let b = upstream("b", UpstreamKind::Ollama, &["m:latest"], 1);
+        a.update(|s| s.latency_ms = Some(40.0));
+        b.update(|s| s.latency_ms = Some(5.0));
+        let r = routes(Strategy::LowestLatency, vec![Arc::clone(&a), Arc::clone(&b)]);
+        assert_eq!(firsts(&r, "m", 6).get("b"), Some(&6));
+        b.mark_down("connection refused");
+        let plan = r.plan("m", |_| true).unwrap();
+        assert_eq!(plan[0].upstream.name, "a");
+        assert!(plan[1].standby, "standby nodes stay as a last resort");
+    }
+
+    #[test]
+    fn round_robin_and_weighted_proportions() {
+        let ups = || {
+            vec![
+                upstream("a", UpstreamKind::Ollama, &["m:latest"], 3),
+                upstream("b", UpstreamKind::Ollama, &["m:latest"], 1),
+            ]
+        };
+        let rr = routes(Strategy::RoundRobin, ups());
+        let c = firsts(&rr, "m", 8);
+        assert_eq!((c["a"], c["b"]), (4, 4));
+        let w = routes(Strategy::Weighted, ups());
+        let c = firsts(&w, "m", 8);
+        assert_eq!((c["a"], c["b"]), (6, 2));
+        // Every candidate is still in the plan, for failover.
+        assert_eq!(w.plan("m", |_| true).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn in_flight_guard_counts_back_to_zero() {
+        let a = upstream("a", UpstreamKind::Ollama, &["m:latest"], 1);
+        let guards: Vec<_> = (0..5).map(|_| a.begin()).collect();
+        assert_eq!(a.active_requests(), 5);
+        drop(guards);
+        assert_eq!(a.active_requests(), 0);
     }
 }

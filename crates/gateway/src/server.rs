@@ -32,7 +32,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 
     Router::new()
         // OpenAI dialect
-        .route("/v1/chat/completions", generation(Endpoint::ChatCompletions))
+        .route(
+            "/v1/chat/completions",
+            generation(Endpoint::ChatCompletions),
+        )
         .route("/v1/completions", generation(Endpoint::Completions))
         .route("/v1/embeddings", generation(Endpoint::Embeddings))
         .route("/v1/models", get(catalog::openai_models))

@@ -227,8 +227,8 @@ pub fn index_models(list: Vec<String>) -> (HashMap<String, String>, Vec<String>)
     let mut ordered = Vec::with_capacity(list.len());
     for name in list {
         let key = model_key(&name).into_owned();
-        if !map.contains_key(&key) {
-            map.insert(key, name.clone());
+        if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(key) {
+            slot.insert(name.clone());
             ordered.push(name);
         }
     }

@@ -26,7 +26,15 @@ pub fn render(cfg: &Config) -> String {
         "health:    every {:?}, timeout {:?}",
         cfg.health.interval, cfg.health.timeout
     );
-    let _ = writeln!(out, "admin API: {}", if cfg.admin.token.is_some() { "enabled" } else { "disabled (no admin.token)" });
+    let _ = writeln!(
+        out,
+        "admin API: {}",
+        if cfg.admin.token.is_some() {
+            "enabled"
+        } else {
+            "disabled (no admin.token)"
+        }
+    );
     let _ = writeln!(out, "\nupstreams ({}):", cfg.upstreams.len());
     for u in &cfg.upstreams {
         let models = match &u.models {
@@ -43,7 +51,11 @@ pub fn render(cfg: &Config) -> String {
         let _ = writeln!(
             out,
             "    keys:     {}",
-            if keys.is_empty() { "none".to_string() } else { keys.join(", ") }
+            if keys.is_empty() {
+                "none".to_string()
+            } else {
+                keys.join(", ")
+            }
         );
         let _ = writeln!(
             out,
@@ -51,7 +63,9 @@ pub fn render(cfg: &Config) -> String {
             u.timeouts.connect,
             u.timeouts.first_byte,
             u.timeouts.idle,
-            u.timeouts.total.map_or("none".to_string(), |t| format!("{t:?}"))
+            u.timeouts
+                .total
+                .map_or("none".to_string(), |t| format!("{t:?}"))
         );
     }
     if !cfg.routing.fallbacks.is_empty() {

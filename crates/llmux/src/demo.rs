@@ -78,10 +78,11 @@ keys = ["{PROVIDER_KEY}"]
         b = gpu_b.url(),
         o = openai.url(),
     );
-    let config = Config::from_toml_str(&toml, &|_| None).map_err(|e| format!("demo config: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e} (try `llmux demo --listen 127.0.0.1:4001`)"))?;
+    let config =
+        Config::from_toml_str(&toml, &|_| None).map_err(|e| format!("demo config: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        format!("cannot listen on {listen}: {e} (try `llmux demo --listen 127.0.0.1:4001`)")
+    })?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;

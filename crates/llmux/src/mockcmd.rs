@@ -23,12 +23,16 @@ pub async fn run(args: MockArgs) -> Result<(), String> {
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(v).map_err(|_| format!("--{name} must be a non-negative number of seconds, got {v}"))
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| format!("--{name} must be a non-negative number of seconds, got {v}"))
 }
 
 pub fn config_from(a: &MockArgs) -> Result<MockConfig, String> {
     if !(0.0..=1.0).contains(&a.fail_rate) {
-        return Err(format!("--fail-rate must be between 0 and 1, got {}", a.fail_rate));
+        return Err(format!(
+            "--fail-rate must be between 0 and 1, got {}",
+            a.fail_rate
+        ));
     }
     let models: Vec<String> = a.models.iter().filter(|m| !m.is_empty()).cloned().collect();
     if models.is_empty() {

@@ -29,7 +29,9 @@ fn load(path: Option<PathBuf>) -> Result<Config, String> {
             Ok(cfg)
         }
         None => {
-            tracing::warn!("no --config and no ./llmux.toml: running on built-in defaults with no upstreams");
+            tracing::warn!(
+                "no --config and no ./llmux.toml: running on built-in defaults with no upstreams"
+            );
             Ok(Config::default())
         }
     }
@@ -73,7 +75,10 @@ pub async fn run_gateway(
     let server = {
         let gw = Arc::clone(&gw);
         let stopping = stopping.clone();
-        tokio::spawn(async move { gw.serve(listener, async move { stopping.cancelled().await }).await })
+        tokio::spawn(async move {
+            gw.serve(listener, async move { stopping.cancelled().await })
+                .await
+        })
     };
     tokio::pin!(server);
     tokio::select! {

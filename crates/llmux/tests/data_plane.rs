@@ -72,12 +72,20 @@ async fn openai_endpoints_plain_and_streaming() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["object"], "text_completion");
     let body = json!({"model": "llama3", "prompt": "say hi", "stream": true});
-    let text = post(&gw, "/v1/completions", &body).await.text().await.unwrap();
+    let text = post(&gw, "/v1/completions", &body)
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"));
 
     // Embeddings.
     let body = json!({"model": "text-embedding-3-small", "input": ["a", "b"]});
-    let v: Value = post(&gw, "/v1/embeddings", &body).await.json().await.unwrap();
+    let v: Value = post(&gw, "/v1/embeddings", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
 
     // Models: the union, each once.
@@ -113,46 +121,74 @@ async fn ollama_endpoints_plain_and_streaming() {
     let (a, b, _o, gw) = two_nodes_and_openai().await;
 
     // /api/chat streams NDJSON by default; the last line is done=true with counts.
-    let r = post(&gw, "/api/chat", &json!({"model": "mistral", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let r = post(
+        &gw,
+        "/api/chat",
+        &json!({"model": "mistral", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-llmux-upstream"), "gpu-b");
     assert!(header(&r, "content-type").starts_with("application/x-ndjson"));
     let text = r.text().await.unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(lines.len() > 2);
     assert_eq!(lines.last().unwrap()["done"], true);
     assert!(lines.last().unwrap()["eval_count"].as_u64().unwrap() > 0);
 
     // Non-streaming chat and generate.
-    let v: Value = post(&gw, "/api/chat", &chat("llama3", false)).await.json().await.unwrap();
-    assert_eq!(v["done"], true);
-    assert_eq!(v["message"]["role"], "assistant");
-    let v: Value = post(&gw, "/api/generate", &json!({"model": "llama3", "prompt": "hi", "stream": false}))
+    let v: Value = post(&gw, "/api/chat", &chat("llama3", false))
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(v["done"], true);
+    assert_eq!(v["message"]["role"], "assistant");
+    let v: Value = post(
+        &gw,
+        "/api/generate",
+        &json!({"model": "llama3", "prompt": "hi", "stream": false}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["done"], true);
     assert!(v["response"].as_str().unwrap().len() > 1);
-    let text = post(&gw, "/api/generate", &json!({"model": "llama3:latest", "prompt": "hi"}))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let text = post(
+        &gw,
+        "/api/generate",
+        &json!({"model": "llama3:latest", "prompt": "hi"}),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
     assert!(text.lines().count() > 2);
 
     // Embeddings, both generations of the API.
-    let v: Value = post(&gw, "/api/embed", &json!({"model": "nomic-embed-text", "input": ["x", "y"]}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = post(
+        &gw,
+        "/api/embed",
+        &json!({"model": "nomic-embed-text", "input": ["x", "y"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(v["embeddings"].as_array().unwrap().len(), 2);
-    let v: Value = post(&gw, "/api/embeddings", &json!({"model": "nomic-embed-text", "prompt": "x"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = post(
+        &gw,
+        "/api/embeddings",
+        &json!({"model": "nomic-embed-text", "prompt": "x"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert!(!v["embedding"].as_array().unwrap().is_empty());
 
     // /api/show goes to a node that has the model (older clients send `name`).
@@ -163,7 +199,14 @@ async fn ollama_endpoints_plain_and_streaming() {
     assert!(v.get("details").is_some());
 
     // Tags: union over the Ollama nodes, de-duplicated; OpenAI-kind models are not Ollama tags.
-    let v: Value = client().get(gw.url("/api/tags")).send().await.unwrap().json().await.unwrap();
+    let v: Value = client()
+        .get(gw.url("/api/tags"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut names: Vec<&str> = v["models"]
         .as_array()
         .unwrap()
@@ -171,21 +214,48 @@ async fn ollama_endpoints_plain_and_streaming() {
         .map(|m| m["name"].as_str().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["llama3:latest", "mistral:latest", "nomic-embed-text:latest"]);
+    assert_eq!(
+        names,
+        ["llama3:latest", "mistral:latest", "nomic-embed-text:latest"]
+    );
 
     // ps, version, banner.
-    let v: Value = client().get(gw.url("/api/ps")).send().await.unwrap().json().await.unwrap();
+    let v: Value = client()
+        .get(gw.url("/api/ps"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(v["models"].is_array());
-    let v: Value = client().get(gw.url("/api/version")).send().await.unwrap().json().await.unwrap();
+    let v: Value = client()
+        .get(gw.url("/api/version"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(v["version"].as_str().unwrap().starts_with("0."));
-    let text = client().get(gw.url("/")).send().await.unwrap().text().await.unwrap();
+    let text = client()
+        .get(gw.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(text, "Ollama is running");
 
     // Ollama-native calls never reach the OpenAI-kind upstream: a clear 400 instead.
     let r = post(&gw, "/api/chat", &chat("gpt-4o-mini", false)).await;
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"].as_str().unwrap().contains("/v1/chat/completions"));
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/chat/completions"));
 
     assert!(a.stats().generations + b.stats().generations >= 6);
 }
@@ -216,21 +286,38 @@ async fn bad_input_gets_a_clear_error_in_the_callers_dialect() {
     };
 
     // OpenAI shape: {"error":{"message","type","code"}}
-    let r = send("/v1/chat/completions", "{not json", "application/json").await.unwrap();
+    let r = send("/v1/chat/completions", "{not json", "application/json")
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "invalid_request_error");
     assert!(v["error"]["message"].as_str().unwrap().contains("JSON"));
 
-    let r = send("/v1/chat/completions", r#"{"messages":[]}"#, "application/json").await.unwrap();
+    let r = send(
+        "/v1/chat/completions",
+        r#"{"messages":[]}"#,
+        "application/json",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"]["message"].as_str().unwrap().contains("model"));
 
-    let r = send("/v1/chat/completions", r#"{"model":"llama3"}"#, "text/plain").await.unwrap();
+    let r = send(
+        "/v1/chat/completions",
+        r#"{"model":"llama3"}"#,
+        "text/plain",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"]["message"].as_str().unwrap().contains("content type"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("content type"));
 
     let r = post(&gw, "/v1/chat/completions", &chat("no-such-model", false)).await;
     assert_eq!(r.status(), 404);
@@ -242,7 +329,12 @@ async fn bad_input_gets_a_clear_error_in_the_callers_dialect() {
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].is_string());
-    let r = post(&gw, "/api/generate", &json!({"model": "nope", "prompt": "x"})).await;
+    let r = post(
+        &gw,
+        "/api/generate",
+        &json!({"model": "nope", "prompt": "x"}),
+    )
+    .await;
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("nope"));
@@ -279,7 +371,11 @@ async fn least_active_spreads_concurrent_slow_calls_evenly() {
     cb.ttft = Duration::from_millis(600);
     let a = MockServer::start(ca).await.unwrap();
     let b = MockServer::start(cb).await.unwrap();
-    let gw = Llmux::start(&format!("{}{}", ollama("gpu-a", &a.url()), ollama("gpu-b", &b.url())));
+    let gw = Llmux::start(&format!(
+        "{}{}",
+        ollama("gpu-a", &a.url()),
+        ollama("gpu-b", &b.url())
+    ));
 
     let calls = (0..20).map(|_| async {
         let r = post(&gw, "/v1/chat/completions", &chat("llama3", false)).await;
@@ -291,9 +387,15 @@ async fn least_active_spreads_concurrent_slow_calls_evenly() {
     for s in served {
         *count.entry(s).or_default() += 1;
     }
-    let (na, nb) = (count.get("gpu-a").copied().unwrap_or(0), count.get("gpu-b").copied().unwrap_or(0));
+    let (na, nb) = (
+        count.get("gpu-a").copied().unwrap_or(0),
+        count.get("gpu-b").copied().unwrap_or(0),
+    );
     assert_eq!(na + nb, 20);
-    assert!(na.abs_diff(nb) <= 2, "uneven spread: gpu-a {na}, gpu-b {nb}");
+    assert!(
+        na.abs_diff(nb) <= 2,
+        "uneven spread: gpu-a {na}, gpu-b {nb}"
+    );
     assert!(gw.wait_idle(Duration::from_secs(1)).await);
 }
 
@@ -322,8 +424,14 @@ async fn first_chunk_arrives_long_before_the_stream_ends() {
         }
         let total = started.elapsed();
         assert!(rest > 0);
-        assert!(total >= Duration::from_millis(1800), "{path}: stream took {total:?}");
-        assert!(ttft < Duration::from_millis(700), "{path}: first chunk after {ttft:?} of {total:?}");
+        assert!(
+            total >= Duration::from_millis(1800),
+            "{path}: stream took {total:?}"
+        );
+        assert!(
+            ttft < Duration::from_millis(700),
+            "{path}: first chunk after {ttft:?} of {total:?}"
+        );
     }
 }
 
@@ -374,7 +482,10 @@ async fn killing_a_node_loses_only_its_open_streams() {
             assert!(failed || text.contains("\"error\""), "gpu-a stream: {text}");
             assert!(!text.contains("[DONE]"));
         } else {
-            assert!(text.trim_end().ends_with("data: [DONE]"), "gpu-b stream: {text}");
+            assert!(
+                text.trim_end().ends_with("data: [DONE]"),
+                "gpu-b stream: {text}"
+            );
         }
     }
 
@@ -386,10 +497,18 @@ async fn killing_a_node_loses_only_its_open_streams() {
         r.bytes().await.unwrap();
     }
     let ups = gw.upstreams().await;
-    let gpu_a = ups.as_array().unwrap().iter().find(|u| u["name"] == "gpu-a").unwrap();
+    let gpu_a = ups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "gpu-a")
+        .unwrap();
     assert_eq!(gpu_a["pool"], "standby");
     assert!(gpu_a["last_error"].is_string());
-    assert!(gw.wait_idle(Duration::from_secs(1)).await, "in-flight counts did not return to zero");
+    assert!(
+        gw.wait_idle(Duration::from_secs(1)).await,
+        "in-flight counts did not return to zero"
+    );
     drop(b);
 }
 
@@ -408,24 +527,47 @@ async fn in_flight_counts_return_to_zero_after_hang_ups_and_failures() {
         s.next().await.unwrap().unwrap();
         assert_eq!(gw.in_flight().await, 1);
         drop(s);
-        assert!(gw.wait_idle(Duration::from_secs(1)).await, "{path}: hang-up did not free the count");
+        assert!(
+            gw.wait_idle(Duration::from_secs(1)).await,
+            "{path}: hang-up did not free the count"
+        );
     }
     // The upstream saw the hang-up too: its streams were cancelled, not left running.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(a.stats().in_flight, 0);
 
     // Upstream failures (injected 500s and a stream cut mid-way).
-    a.set_faults(Faults { fail_rate: 1.0, ..Faults::default() });
+    a.set_faults(Faults {
+        fail_rate: 1.0,
+        ..Faults::default()
+    });
     let r = post(&gw, "/v1/chat/completions", &chat("llama3", false)).await;
     assert_eq!(r.status(), 500);
-    a.set_faults(Faults { drop_after: Some(3), ..Faults::default() });
-    let text = post(&gw, "/api/chat", &chat("llama3", true)).await.text().await.unwrap_or_default();
-    assert!(text.lines().last().unwrap_or_default().contains("\"error\""), "{text}");
+    a.set_faults(Faults {
+        drop_after: Some(3),
+        ..Faults::default()
+    });
+    let text = post(&gw, "/api/chat", &chat("llama3", true))
+        .await
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        text.lines()
+            .last()
+            .unwrap_or_default()
+            .contains("\"error\""),
+        "{text}"
+    );
     a.set_faults(Faults::default());
 
     // Many concurrent calls finishing normally.
     let calls = (0..16).map(|_| async {
-        post(&gw, "/v1/chat/completions", &chat("llama3", true)).await.bytes().await.unwrap()
+        post(&gw, "/v1/chat/completions", &chat("llama3", true))
+            .await
+            .bytes()
+            .await
+            .unwrap()
     });
     futures_util::future::join_all(calls).await;
     assert!(gw.wait_idle(Duration::from_secs(1)).await);
@@ -438,7 +580,9 @@ async fn a_dead_node_does_not_hold_up_start_or_calls() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let b = MockServer::start(node("gpu-b", &["llama3:latest"])).await.unwrap();
+    let b = MockServer::start(node("gpu-b", &["llama3:latest"]))
+        .await
+        .unwrap();
     let started = Instant::now();
     let gw = Llmux::start(&format!(
         "[health]\ninterval = \"1s\"\ntimeout = \"1s\"\n[[upstreams]]\nname = \"dead\"\nkind = \"ollama\"\nurl = \"http://{dead}\"\nmodels = [\"llama3:latest\"]\n{}",
@@ -446,7 +590,12 @@ async fn a_dead_node_does_not_hold_up_start_or_calls() {
     ));
     assert!(started.elapsed() < Duration::from_secs(5));
     let ups = gw.upstreams().await;
-    let dead_up = ups.as_array().unwrap().iter().find(|u| u["name"] == "dead").unwrap();
+    let dead_up = ups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "dead")
+        .unwrap();
     assert_eq!(dead_up["pool"], "standby");
     for _ in 0..4 {
         let r = post(&gw, "/api/chat", &chat("llama3", false)).await;
@@ -465,7 +614,13 @@ async fn a_dead_node_does_not_hold_up_start_or_calls() {
     let until = Instant::now() + Duration::from_secs(5);
     loop {
         let ups = gw.upstreams().await;
-        let u = ups.as_array().unwrap().iter().find(|u| u["name"] == "dead").unwrap().clone();
+        let u = ups
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "dead")
+            .unwrap()
+            .clone();
         if u["pool"] == "active" {
             assert!(u["latency_ms"].as_f64().is_some());
             break;

@@ -26,7 +26,10 @@ pub enum BodyError {
     /// Not valid JSON, or not an object at the top level.
     Malformed(String),
     /// A field has the wrong type, e.g. `"model": 5`.
-    Field { field: &'static str, message: String },
+    Field {
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl fmt::Display for BodyError {
@@ -226,8 +229,9 @@ mod tests {
 
     #[test]
     fn include_usage() {
-        let p = Peek::parse(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#)
-            .unwrap();
+        let p =
+            Peek::parse(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#)
+                .unwrap();
         assert!(p.include_usage);
     }
 
@@ -243,7 +247,10 @@ mod tests {
             b"\xff\xfe",
             b"{\"model\":\"a\",\"model\":\"b\"}",
         ] {
-            assert!(matches!(Peek::parse(body), Err(BodyError::Malformed(_))), "{body:?}");
+            assert!(
+                matches!(Peek::parse(body), Err(BodyError::Malformed(_))),
+                "{body:?}"
+            );
         }
         assert!(matches!(
             Peek::parse(br#"{"model":5}"#),
@@ -251,7 +258,10 @@ mod tests {
         ));
         assert!(matches!(
             Peek::parse(br#"{"model":"m","stream":"yes"}"#),
-            Err(BodyError::Field { field: "stream", .. })
+            Err(BodyError::Field {
+                field: "stream",
+                ..
+            })
         ));
     }
 }

@@ -41,8 +41,14 @@ mod tests {
     #[test]
     fn pinning() {
         let known = |u: &str| u == "openai" || u == "gpu-a";
-        assert_eq!(split_pinned("openai/gpt-4o", known), (Some("openai"), "gpt-4o"));
-        assert_eq!(split_pinned("meta-llama/Llama-3", known), (None, "meta-llama/Llama-3"));
+        assert_eq!(
+            split_pinned("openai/gpt-4o", known),
+            (Some("openai"), "gpt-4o")
+        );
+        assert_eq!(
+            split_pinned("meta-llama/Llama-3", known),
+            (None, "meta-llama/Llama-3")
+        );
         assert_eq!(split_pinned("gpu-a/", known), (None, "gpu-a/"));
         assert_eq!(split_pinned("llama3", known), (None, "llama3"));
     }

@@ -1,0 +1,147 @@
+//! End-to-end: the command line — `config check`, `--version`, graceful stop on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+fn llmux(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_llmux"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn write(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("llmux.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn version() {
+    let out = llmux(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("llmux "));
+}
+
+#[test]
+fn config_check_prints_the_routing_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        r#"
+[routing]
+strategy = "lowest_latency"
+fallbacks = { "gpt-4o" = ["llama3:70b"] }
+
+[[upstreams]]
+name = "gpu-a"
+kind = "ollama"
+url = "http://10.0.0.5:11434"
+
+[[upstreams]]
+name = "openai"
+kind = "openai"
+url = "https://api.openai.com/v1"
+keys = ["sk-abcdefghijklmnop1234"]
+models = ["gpt-4o", "gpt-4o-mini"]
+"#,
+    );
+    let out = llmux(&["config", "check", &path]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("strategy:  lowest_latency"));
+    assert!(text.contains("gpu-a (ollama) http://10.0.0.5:11434"));
+    assert!(text.contains("discovered from /api/tags"));
+    assert!(text.contains("gpt-4o, gpt-4o-mini"));
+    assert!(text.contains("gpt-4o -> llama3:70b"));
+    // The key is masked, never printed.
+    assert!(!text.contains("sk-abcdefghijklmnop1234"));
+}
+
+#[test]
+fn config_check_rejects_bad_files_with_the_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[server]\nlisten = \"127.0.0.1:4000\"\nbogus = 1\n", "server.bogus"),
+        (
+            "[[upstreams]]\nname = \"a\"\nkind = \"ollama\"\nurl = \"http://x:1\"\n[[upstreams]]\nname = \"a\"\nkind = \"ollama\"\nurl = \"http://y:1\"\n",
+            "upstreams[1].name",
+        ),
+        ("[[upstreams]]\nname = \"a\"\nkind = \"ollama\"\nurl = \"not a url\"\n", "upstreams[0].url"),
+        (
+            "[[upstreams]]\nname = \"a\"\nkind = \"ollama\"\nurl = \"http://x:1\"\ntimeouts = { connect = \"5 parsecs\" }\n",
+            "upstreams[0].timeouts.connect",
+        ),
+        ("[admin]\ntoken = \"${LLMUX_TEST_SURELY_UNSET_VAR}\"\n", "LLMUX_TEST_SURELY_UNSET_VAR"),
+    ];
+    for (text, expected) in cases {
+        let path = write(&dir, text);
+        let out = llmux(&["config", "check", &path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+    let out = llmux(&["config", "check", "/nonexistent/llmux.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_open_stream_finish_then_exits_zero() {
+    use futures_util::StreamExt;
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    let up = mock::MockServer::start(mock::MockConfig {
+        name: "slow".into(),
+        chunks: 15,
+        chunk_delay: Duration::from_millis(200),
+        ..mock::MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"slow\"\nkind = \"ollama\"\nurl = \"{}\"\n",
+            up.url()
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llmux"))
+        .args(["serve", "--config", &path])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(a) = line.strip_prefix("llmux listening on ") {
+            break a.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+
+    let started = Instant::now();
+    let resp = reqwest::Client::new()
+        .post(format!("{addr}/api/chat"))
+        .json(&serde_json::json!({"model": "llama3", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+
+    let mut text = Vec::new();
+    while let Some(chunk) = body.next().await {
+        text.extend_from_slice(&chunk.unwrap());
+    }
+    let last = String::from_utf8_lossy(&text).lines().last().unwrap_or_default().to_string();
+    assert!(last.contains("\"done\":true"), "stream did not finish: {last}");
+    assert!(started.elapsed() >= Duration::from_millis(2500));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

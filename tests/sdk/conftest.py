@@ -1,0 +1,117 @@
+"""Starts `llmux mock` nodes and `llmux serve` in front of them for the official-SDK conformance tests."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("LLMUX_BIN", str(ROOT / "target" / "debug" / "llmux"))
+PROVIDER_KEY = "sk-provider-test"
+ADMIN = "sdk-admin-token"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_line(proc, pattern, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args} exited early")
+            continue
+        m = re.search(pattern, line)
+        if m:
+            return m
+    raise RuntimeError(f"{proc.args}: no line matching {pattern!r}")
+
+
+class Stack:
+    def __init__(self):
+        self.procs = []
+        self.dir = tempfile.TemporaryDirectory()
+
+    def spawn(self, *args):
+        proc = subprocess.Popen([BIN, *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.procs.append(proc)
+        return proc
+
+    def mock(self, name, models, *extra):
+        port = _free_port()
+        proc = self.spawn("mock", "--port", str(port), "--name", name, "--models", ",".join(models), *extra)
+        _wait_line(proc, r"listening on http://")
+        return f"http://127.0.0.1:{port}"
+
+    def close(self):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.dir.cleanup()
+
+
+@pytest.fixture(scope="session")
+def stack():
+    s = Stack()
+    try:
+        s.gpu_a = s.mock("gpu-a", ["llama3:latest", "nomic-embed-text:latest"], "--chunks", "6", "--chunk-delay", "0.01")
+        s.gpu_b = s.mock("gpu-b", ["llama3:latest", "mistral:latest"], "--chunks", "6", "--chunk-delay", "0.01")
+        s.flaky = s.mock("flaky", ["flaky-model:latest"], "--chunks", "10", "--chunk-delay", "0.01")
+        s.openai = s.mock("openai", ["gpt-4o-mini", "text-embedding-3-small"], "--api-key", PROVIDER_KEY)
+        cfg = Path(s.dir.name) / "llmux.toml"
+        cfg.write_text(
+            f"""
+[server]
+listen = "127.0.0.1:0"
+[admin]
+token = "{ADMIN}"
+[[upstreams]]
+name = "gpu-a"
+kind = "ollama"
+url = "{s.gpu_a}"
+[[upstreams]]
+name = "gpu-b"
+kind = "ollama"
+url = "{s.gpu_b}"
+[[upstreams]]
+name = "flaky"
+kind = "ollama"
+url = "{s.flaky}"
+[[upstreams]]
+name = "openai"
+kind = "openai"
+url = "{s.openai}/v1"
+keys = ["{PROVIDER_KEY}"]
+"""
+        )
+        gw = s.spawn("serve", "--config", str(cfg))
+        m = _wait_line(gw, r"llmux listening on (http://\S+)")
+        s.url = m.group(1)
+        yield s
+    finally:
+        s.close()
+
+
+def set_faults(node_url, **faults):
+    req = urllib.request.Request(
+        f"{node_url}/_mock/faults",
+        data=json.dumps(faults).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(req).read()
