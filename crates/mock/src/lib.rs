@@ -1,1 +1,97 @@
-//! placeholder
+//! Mock LLM server speaking Ollama's native `/api/*` and OpenAI's `/v1/*` wire formats on one port, with fault injection.
+//
+// Used by the gateway's tests, by `llmux demo` and as the benchmark's upstream, so
+// replies are deterministic, byte-faithful to the real servers and cheap to produce.
+
+mod handler;
+mod ollama;
+mod openai;
+mod server;
+mod state;
+mod stream;
+mod util;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use server::{serve, MockServer};
+
+/// How a mock node behaves. `Default` gives a fast, fault-free node named "mock" serving `llama3:latest`.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// Node name: echoed in the `x-mock-node` header and in the first token of every reply.
+    pub name: String,
+    /// Served models. Ollama rule: a request for "llama3" matches "llama3:latest"; exact match otherwise.
+    pub models: Vec<String>,
+    /// Models shown by `/api/ps` at start (models also appear there once used).
+    pub loaded: Vec<String>,
+    /// Delay before the first streamed chunk (and before a non-stream reply).
+    pub ttft: Duration,
+    /// Delay between streamed chunks.
+    pub chunk_delay: Duration,
+    /// Tokens per reply.
+    pub chunks: usize,
+    /// Embedding dimensions.
+    pub dims: usize,
+    /// If set, `/api/*` and `/v1/*` require `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// Initial fault injection settings.
+    pub faults: Faults,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            name: "mock".to_owned(),
+            models: vec!["llama3:latest".to_owned()],
+            loaded: Vec::new(),
+            ttft: Duration::ZERO,
+            chunk_delay: Duration::ZERO,
+            chunks: 8,
+            dims: 8,
+            api_key: None,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Fault injection knobs; deserializable so `POST /_mock/faults` can set them (missing fields = default).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Fraction of generation calls answered with `fail_status`. Deterministic: call n (0-based,
+    /// counted since start or the last fault change) fails iff floor((n+1)*rate) > floor(n*rate).
+    pub fail_rate: f64,
+    /// Status of injected failures; 0 means 500.
+    pub fail_status: u16,
+    /// If set, injected failures carry `Retry-After: N`.
+    pub retry_after: Option<u64>,
+    /// Streaming: after N chunks the connection is cut abruptly (no final chunk, no `[DONE]`).
+    pub drop_after: Option<usize>,
+    /// Generation calls are accepted and never answered (until the client or the server goes away).
+    pub hang: bool,
+    /// Streaming: after N chunks stop sending but keep the connection open.
+    pub stall_after: Option<usize>,
+}
+
+/// Snapshot of what a mock node has seen. Control requests (`/_mock/*`) are not counted.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// All requests to the emulated APIs.
+    pub requests: u64,
+    /// chat/generate/completions/embeddings calls received (including failed ones).
+    pub generations: u64,
+    /// Requests per path.
+    pub by_path: BTreeMap<String, u64>,
+    /// Requests being served right now (an open stream counts until it ends).
+    pub in_flight: u64,
+    /// `Authorization` header of the last request (None if it had none).
+    pub last_authorization: Option<String>,
+    /// JSON body of the last request that had one.
+    pub last_body: Option<serde_json::Value>,
+    /// Calls answered with an injected failure.
+    pub failed: u64,
+}
