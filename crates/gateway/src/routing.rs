@@ -221,7 +221,12 @@ mod tests {
     #[test]
     fn only_upstreams_serving_the_model_are_candidates() {
         let a = upstream("a", UpstreamKind::Ollama, &["llama3:latest"], 1);
-        let b = upstream("b", UpstreamKind::Ollama, &["mistral:latest", "llama3:latest"], 1);
+        let b = upstream(
+            "b",
+            UpstreamKind::Ollama,
+            &["mistral:latest", "llama3:latest"],
+            1,
+        );
         let r = routes(Strategy::LeastActive, vec![a, b]);
         let plan = r.plan("mistral", |_| true).unwrap();
         assert_eq!(plan.len(), 1);
@@ -276,7 +281,10 @@ mod tests {
         let b = upstream("b", UpstreamKind::Ollama, &["m:latest"], 1);
         a.update(|s| s.latency_ms = Some(40.0));
         b.update(|s| s.latency_ms = Some(5.0));
-        let r = routes(Strategy::LowestLatency, vec![Arc::clone(&a), Arc::clone(&b)]);
+        let r = routes(
+            Strategy::LowestLatency,
+            vec![Arc::clone(&a), Arc::clone(&b)],
+        );
         assert_eq!(firsts(&r, "m", 6).get("b"), Some(&6));
         b.mark_down("connection refused");
         let plan = r.plan("m", |_| true).unwrap();

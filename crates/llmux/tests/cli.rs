@@ -125,7 +125,9 @@ async fn sigterm_lets_an_open_stream_finish_then_exits_zero() {
     let started = Instant::now();
     let resp = reqwest::Client::new()
         .post(format!("{addr}/api/chat"))
-        .json(&serde_json::json!({"model": "llama3", "messages": [{"role": "user", "content": "x"}]}))
+        .json(
+            &serde_json::json!({"model": "llama3", "messages": [{"role": "user", "content": "x"}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -133,14 +135,25 @@ async fn sigterm_lets_an_open_stream_finish_then_exits_zero() {
     body.next().await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
 
     let mut text = Vec::new();
     while let Some(chunk) = body.next().await {
         text.extend_from_slice(&chunk.unwrap());
     }
-    let last = String::from_utf8_lossy(&text).lines().last().unwrap_or_default().to_string();
-    assert!(last.contains("\"done\":true"), "stream did not finish: {last}");
+    let last = String::from_utf8_lossy(&text)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        last.contains("\"done\":true"),
+        "stream did not finish: {last}"
+    );
     assert!(started.elapsed() >= Duration::from_millis(2500));
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
