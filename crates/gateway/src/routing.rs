@@ -21,7 +21,8 @@ pub struct Routes {
 #[derive(Clone)]
 pub struct Candidate {
     pub upstream: Arc<Upstream>,
-    /// The model name the upstream knows (may differ from the requested one by `:latest` or a pin prefix).
+    /// The model name sent upstream: the requested one without a pin prefix, or for
+    /// OpenAI-style upstreams the exact name they listed.
     pub model: String,
     pub warm: bool,
     pub standby: bool,
@@ -100,9 +101,15 @@ impl Routes {
                 incompatible.push(upstream.name.clone());
                 continue;
             }
+            // Ollama resolves `:latest` itself, so it gets the name as asked (no body rewrite);
+            // an OpenAI-style server needs its exact name.
+            let upstream_model = match upstream.kind {
+                UpstreamKind::Ollama => model.to_string(),
+                _ => served_as.clone(),
+            };
             found.push(Candidate {
                 upstream: Arc::clone(upstream),
-                model: served_as.clone(),
+                model: upstream_model,
                 warm: state.loaded.contains(key.as_ref()),
                 standby: state.pool == Pool::Standby,
             });
@@ -231,7 +238,7 @@ mod tests {
         let plan = r.plan("mistral", |_| true).unwrap();
         assert_eq!(plan.len(), 1);
         assert_eq!(plan[0].upstream.name, "b");
-        assert_eq!(plan[0].model, "mistral:latest");
+        assert_eq!(plan[0].model, "mistral");
         assert_eq!(r.plan("llama3", |_| true).unwrap().len(), 2);
         assert_eq!(
             r.plan("qwen", |_| true).err(),

@@ -36,7 +36,7 @@ async fn post(gw: &Llmux, path: &str, body: &Value) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_endpoints_plain_and_streaming() {
-    let (_a, _b, o, gw) = two_nodes_and_openai().await;
+    let (_a, b, o, gw) = two_nodes_and_openai().await;
 
     // Chat, not streaming, to an Ollama node through its /v1 API.
     let r = post(&gw, "/v1/chat/completions", &chat("llama3", false)).await;
@@ -64,6 +64,15 @@ async fn openai_endpoints_plain_and_streaming() {
     let r = post(&gw, "/v1/chat/completions", &chat("gpu-b/llama3", false)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-llmux-upstream"), "gpu-b");
+    assert_eq!(b.stats().last_body.unwrap()["model"], "llama3");
+    let r = post(&gw, "/v1/chat/completions", &chat("openai/gpt-4o-mini", false)).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["model"], "gpt-4o-mini");
+    let seen = o.stats().last_body.unwrap();
+    assert_eq!(seen["model"], "gpt-4o-mini");
+    // Nothing but the model was touched.
+    assert_eq!(seen["messages"], chat("x", false)["messages"]);
 
     // Legacy completions, both ways.
     let body = json!({"model": "llama3", "prompt": "say hi"});
