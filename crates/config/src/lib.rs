@@ -87,8 +87,15 @@ pub struct RoutingConfig {
     pub strategy: Strategy,
     /// Model name to the models to try, in order, when it cannot be served.
     pub fallbacks: BTreeMap<String, Vec<String>>,
-    /// Upper bound on upstream attempts per request, 1..=10.
+    /// Upper bound on upstream attempts per request (per model of a fallback chain), 1..=10.
     pub max_attempts: u32,
+    /// Retries allowed as a fraction of calls (plus a small floor), 0..=1.
+    pub retry_budget: f64,
+    /// How long a rate-limited key rests when the 429 carries no `Retry-After`.
+    pub cooldown: Duration,
+    /// Upper bound on any key cooldown, whatever `Retry-After` says.
+    pub max_cooldown: Duration,
+    pub breaker: BreakerConfig,
 }
 
 impl Default for RoutingConfig {
@@ -97,6 +104,38 @@ impl Default for RoutingConfig {
             strategy: Strategy::default(),
             fallbacks: BTreeMap::new(),
             max_attempts: 3,
+            retry_budget: 0.2,
+            cooldown: Duration::from_secs(60),
+            max_cooldown: Duration::from_secs(300),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+/// `[routing.breaker]`: when an upstream is ejected from rotation, and for how long.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BreakerConfig {
+    /// Opens after this many failures in a row.
+    pub consecutive_failures: u32,
+    /// ...or when at least this fraction of the calls in `window` failed...
+    pub failure_rate: f64,
+    /// ...over at least this many calls.
+    pub min_calls: u32,
+    pub window: Duration,
+    /// First ejection; each consecutive one lasts this times the number of openings.
+    pub open_for: Duration,
+    pub max_open_for: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_calls: 20,
+            window: Duration::from_secs(30),
+            open_for: Duration::from_secs(30),
+            max_open_for: Duration::from_secs(300),
         }
     }
 }
@@ -107,6 +146,8 @@ pub struct HealthConfig {
     pub interval: Duration,
     /// Never zero and never longer than `interval`.
     pub timeout: Duration,
+    /// How often a disabled key is re-checked with a cheap request.
+    pub key_recheck: Duration,
 }
 
 impl Default for HealthConfig {
@@ -114,6 +155,7 @@ impl Default for HealthConfig {
         Self {
             interval: Duration::from_secs(60),
             timeout: Duration::from_secs(5),
+            key_recheck: Duration::from_secs(300),
         }
     }
 }

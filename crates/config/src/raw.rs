@@ -63,6 +63,21 @@ struct RawRouting {
     fallbacks: BTreeMap<String, Vec<String>>,
     // Signed so that 0 and negatives reach the range check and get a clear message.
     max_attempts: Option<i64>,
+    retry_budget: Option<f64>,
+    cooldown: Option<Dur>,
+    max_cooldown: Option<Dur>,
+    breaker: RawBreaker,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
+struct RawBreaker {
+    consecutive_failures: Option<i64>,
+    failure_rate: Option<f64>,
+    min_calls: Option<i64>,
+    window: Option<Dur>,
+    open_for: Option<Dur>,
+    max_open_for: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -70,6 +85,7 @@ struct RawRouting {
 struct RawHealth {
     interval: Option<Dur>,
     timeout: Option<Dur>,
+    key_recheck: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -349,10 +365,72 @@ impl RawRouting {
                     )
                 })?,
         };
+        let fraction = |path: &str, v: Option<f64>, default: f64| match v {
+            None => Ok(default),
+            Some(f) if (0.0..=1.0).contains(&f) => Ok(f),
+            Some(f) => Err(ConfigError::new(
+                path,
+                format!("must be between 0 and 1 (got {f})"),
+            )),
+        };
+        let count = |path: &str, v: Option<i64>, default: u32| match v {
+            None => Ok(default),
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| ConfigError::new(path, format!("must be at least 1 (got {n})"))),
+        };
+        let dur = |path: &str, v: Option<Dur>, default: Duration| match v {
+            None => Ok(default),
+            Some(Dur(d)) => positive(path, d),
+        };
+        let retry_budget = fraction(
+            "routing.retry_budget",
+            self.retry_budget,
+            default.retry_budget,
+        )?;
+        let cooldown = dur("routing.cooldown", self.cooldown, default.cooldown)?;
+        let max_cooldown = dur(
+            "routing.max_cooldown",
+            self.max_cooldown,
+            default.max_cooldown,
+        )?;
+        let b = self.breaker;
+        let db = default.breaker;
+        let breaker = crate::BreakerConfig {
+            consecutive_failures: count(
+                "routing.breaker.consecutive_failures",
+                b.consecutive_failures,
+                db.consecutive_failures,
+            )?,
+            failure_rate: fraction(
+                "routing.breaker.failure_rate",
+                b.failure_rate,
+                db.failure_rate,
+            )?,
+            min_calls: count("routing.breaker.min_calls", b.min_calls, db.min_calls)?,
+            window: dur("routing.breaker.window", b.window, db.window)?,
+            open_for: dur("routing.breaker.open_for", b.open_for, db.open_for)?,
+            max_open_for: dur(
+                "routing.breaker.max_open_for",
+                b.max_open_for,
+                db.max_open_for,
+            )?,
+        };
+        if breaker.max_open_for < breaker.open_for {
+            return Err(ConfigError::new(
+                "routing.breaker.max_open_for",
+                "must not be shorter than routing.breaker.open_for",
+            ));
+        }
         Ok(RoutingConfig {
             strategy,
             fallbacks: self.fallbacks,
             max_attempts,
+            retry_budget,
+            cooldown,
+            max_cooldown,
+            breaker,
         })
     }
 }
@@ -382,7 +460,15 @@ impl RawHealth {
                 t
             }
         };
-        Ok(HealthConfig { interval, timeout })
+        let key_recheck = match self.key_recheck {
+            None => default.key_recheck,
+            Some(Dur(d)) => positive("health.key_recheck", d)?,
+        };
+        Ok(HealthConfig {
+            interval,
+            timeout,
+            key_recheck,
+        })
     }
 }
 

@@ -549,3 +549,50 @@ fn load_reads_files_and_reports_missing_ones() {
         err.message
     );
 }
+
+#[test]
+fn resilience_settings_parse_and_validate() {
+    let text = r#"
+[routing]
+retry_budget = 0.1
+cooldown = "30s"
+max_cooldown = "2m"
+[routing.breaker]
+consecutive_failures = 3
+failure_rate = 0.25
+min_calls = 10
+window = "10s"
+open_for = "5s"
+max_open_for = "1m"
+[health]
+key_recheck = "2m"
+"#;
+    let cfg = Config::from_toml_str(text, &|_| None).unwrap();
+    assert_eq!(cfg.routing.retry_budget, 0.1);
+    assert_eq!(cfg.routing.cooldown, Duration::from_secs(30));
+    assert_eq!(cfg.routing.max_cooldown, Duration::from_secs(120));
+    assert_eq!(cfg.routing.breaker.consecutive_failures, 3);
+    assert_eq!(cfg.routing.breaker.failure_rate, 0.25);
+    assert_eq!(cfg.routing.breaker.window, Duration::from_secs(10));
+    assert_eq!(cfg.health.key_recheck, Duration::from_secs(120));
+    let d = Config::default();
+    assert_eq!(d.routing.breaker.consecutive_failures, 5);
+    assert_eq!(d.routing.retry_budget, 0.2);
+
+    for (text, path) in [
+        ("[routing]\nretry_budget = 1.5\n", "routing.retry_budget"),
+        (
+            "[routing.breaker]\nconsecutive_failures = 0\n",
+            "routing.breaker.consecutive_failures",
+        ),
+        (
+            "[routing.breaker]\nopen_for = \"10m\"\n",
+            "routing.breaker.max_open_for",
+        ),
+        ("[routing.breaker]\nbogus = 1\n", "routing.breaker.bogus"),
+        ("[health]\nkey_recheck = \"0s\"\n", "health.key_recheck"),
+    ] {
+        let err = Config::from_toml_str(text, &|_| None).unwrap_err();
+        assert_eq!(err.path, path, "{text}: {err}");
+    }
+}

@@ -1,5 +1,6 @@
 //! Admin API (`/admin/v1`): the state of upstreams, behind the bootstrap bearer token.
 
+use crate::keys::KeyState;
 use crate::upstream::Upstream;
 use crate::Gateway;
 use axum::extract::{Path, Request, State};
@@ -53,6 +54,29 @@ pub async fn get_upstream(State(gw): State<Arc<Gateway>>, Path(name): Path<Strin
     }
 }
 
+/// `POST /admin/v1/upstreams/{name}/keys/{key_id}/enable`: puts a disabled key back into rotation now.
+pub async fn enable_key(
+    State(gw): State<Arc<Gateway>>,
+    Path((name, key_id)): Path<(String, String)>,
+) -> Response {
+    let routes = gw.routes();
+    let Some(up) = routes.upstream(&name) else {
+        return admin_error(
+            StatusCode::NOT_FOUND,
+            &format!("no upstream named '{name}'"),
+        );
+    };
+    let Some(i) = up.keys.find(&key_id) else {
+        return admin_error(
+            StatusCode::NOT_FOUND,
+            &format!("upstream '{name}' has no key '{key_id}'"),
+        );
+    };
+    up.keys.enable(i);
+    tracing::info!(upstream = %name, key = %key_id, "key re-enabled by the admin API");
+    Json(json!({ "id": key_id, "state": up.keys.state(i).as_str() })).into_response()
+}
+
 fn describe(u: &Upstream) -> Value {
     let state = u.state();
     let mut loaded: Vec<&String> = state
@@ -62,10 +86,25 @@ fn describe(u: &Upstream) -> Value {
         .collect();
     loaded.sort();
     let keys: Vec<Value> = u
+        .keys
         .keys()
         .iter()
         .enumerate()
-        .map(|(i, k)| json!({ "id": format!("k{i}"), "masked": k.masked(), "state": "ok" }))
+        .map(|(i, k)| {
+            let state = u.keys.state(i);
+            let mut v = json!({ "id": k.id, "masked": k.secret.masked(), "state": state.as_str() });
+            match state {
+                KeyState::Ok => {}
+                KeyState::Cooling { remaining } => {
+                    v["cooling_for_s"] = json!((remaining.as_secs_f64() * 10.0).round() / 10.0);
+                }
+                KeyState::Disabled { reason, since } => {
+                    v["disabled_reason"] = json!(reason);
+                    v["disabled_at"] = json!(httpdate(since));
+                }
+            }
+            v
+        })
         .collect();
     json!({
         "name": u.name,
@@ -82,6 +121,8 @@ fn describe(u: &Upstream) -> Value {
         "models": state.model_list,
         "loaded_models": loaded,
         "keys": keys,
+        "breaker": u.breaker.state().as_str(),
+        "breaker_open_for_s": (u.breaker.open_remaining().as_secs_f64() * 10.0).round() / 10.0,
         "last_error": state.last_error,
         "last_check": state.last_check.map(httpdate),
     })

@@ -21,11 +21,16 @@ struct Probe {
 pub async fn probe_all(gw: &Gateway) {
     let routes = gw.routes();
     let timeout = routes.config.health.timeout;
-    let probes = routes.upstreams.iter().map(|u| probe_one(u, timeout));
+    let r = &routes.config.routing;
+    let (cooldown, max_cooldown) = (r.cooldown, r.max_cooldown);
+    let probes = routes
+        .upstreams
+        .iter()
+        .map(|u| probe_one(u, timeout, cooldown, max_cooldown));
     futures_util::future::join_all(probes).await;
 }
 
-/// Runs probes every `health.interval` until `cancel` fires.
+/// Runs probes (and re-checks of disabled keys) every `health.interval` until `cancel` fires.
 pub async fn run(gw: Arc<Gateway>, cancel: CancellationToken) {
     loop {
         let interval = gw.routes().config.health.interval;
@@ -35,13 +40,59 @@ pub async fn run(gw: Arc<Gateway>, cancel: CancellationToken) {
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = probe_all(&gw) => {}
+            _ = async { probe_all(&gw).await; recheck_keys(&gw).await } => {}
         }
     }
 }
 
-async fn probe_one(up: &Arc<Upstream>, timeout: Duration) {
-    let result = match tokio::time::timeout(timeout, check(up)).await {
+/// Disabled keys come back: each one due is tried with a cheap listing call and re-enabled on success.
+pub async fn recheck_keys(gw: &Gateway) {
+    let routes = gw.routes();
+    let every = routes.config.health.key_recheck;
+    let timeout = routes.config.health.timeout;
+    for up in &routes.upstreams {
+        for i in up.keys.due_for_recheck(every) {
+            let Some(key) = up.keys.keys().get(i) else {
+                continue;
+            };
+            let url = listing_url(up);
+            let result =
+                tokio::time::timeout(timeout, get_json(up, &url, Some(key.secret.expose())))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ProbeError {
+                            status: None,
+                            message: "timed out".into(),
+                            retry_after: None,
+                        })
+                    });
+            match result {
+                Ok(_) => {
+                    up.keys.enable(i);
+                    tracing::info!(upstream = %up.name, key = %key.id, "disabled key works again: re-enabled");
+                }
+                Err(e) => up
+                    .keys
+                    .recheck_failed(i, &format!("re-check: {}", e.message)),
+            }
+        }
+    }
+}
+
+fn listing_url(up: &Upstream) -> String {
+    match up.kind {
+        UpstreamKind::Ollama => format!("{}/api/tags", up.base),
+        UpstreamKind::Openai => format!("{}/models", up.base),
+    }
+}
+
+async fn probe_one(
+    up: &Arc<Upstream>,
+    timeout: Duration,
+    cooldown: Duration,
+    max_cooldown: Duration,
+) {
+    let result = match tokio::time::timeout(timeout, check(up, cooldown, max_cooldown)).await {
         Ok(r) => r,
         Err(_) => Err(format!("health check timed out after {timeout:?}")),
     };
@@ -95,15 +146,22 @@ async fn probe_one(up: &Arc<Upstream>, timeout: Duration) {
     }
 }
 
-async fn check(up: &Upstream) -> Result<Probe, String> {
+async fn check(up: &Upstream, cooldown: Duration, max_cooldown: Duration) -> Result<Probe, String> {
     let started = Instant::now();
     match up.kind {
         UpstreamKind::Ollama => {
-            let tags = get_json(up, &format!("{}/api/tags", up.base)).await?;
+            let tags = get_with_keys(up, &listing_url(up), cooldown, max_cooldown).await?;
             let latency = started.elapsed();
             let tags = list(&tags, "models");
             // /api/ps is informative (warm models); an old node without it is still healthy.
-            let ps = match get_json(up, &format!("{}/api/ps", up.base)).await {
+            let key = up.keys.pick(None, &[]).and_then(|k| up.keys.get(k));
+            let ps = match get_json(
+                up,
+                &format!("{}/api/ps", up.base),
+                key.map(|k| k.secret.expose()),
+            )
+            .await
+            {
                 Ok(v) => list(&v, "models"),
                 Err(_) => Vec::new(),
             };
@@ -119,7 +177,7 @@ async fn check(up: &Upstream) -> Result<Probe, String> {
             })
         }
         UpstreamKind::Openai => {
-            let listed = get_json(up, &format!("{}/models", up.base)).await?;
+            let listed = get_with_keys(up, &listing_url(up), cooldown, max_cooldown).await?;
             let latency = started.elapsed();
             let models = match &up.static_models {
                 Some(_) => None,
@@ -135,25 +193,94 @@ async fn check(up: &Upstream) -> Result<Probe, String> {
     }
 }
 
-async fn get_json(up: &Upstream, url: &str) -> Result<Value, String> {
-    let mut req = up.client.get(url);
-    if let Some(key) = up.keys().first() {
-        req = req.bearer_auth(key.expose());
+struct ProbeError {
+    status: Option<u16>,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+/// GETs `url` with a usable key; a key the upstream refuses (401/402/403) is disabled and
+/// the next one tried, so one revoked key does not put a healthy upstream in standby.
+async fn get_with_keys(
+    up: &Upstream,
+    url: &str,
+    cooldown: Duration,
+    max_cooldown: Duration,
+) -> Result<Value, String> {
+    if up.keys.is_empty() {
+        return get_json(up, url, None).await.map_err(|e| e.message);
     }
-    let resp = req.send().await.map_err(|e| {
-        if e.is_connect() {
+    let mut tried = Vec::new();
+    loop {
+        let pick = up.keys.pick(None, &tried).or_else(|| {
+            // All keys resting after 429s: the upstream is alive; probe with the one that rests least.
+            tried
+                .is_empty()
+                .then(|| up.keys.soonest_cooling(&tried))
+                .flatten()
+        });
+        let Some(pick) = pick else {
+            return Err("no usable key: every key is disabled".into());
+        };
+        tried.push(pick.0);
+        let Some(key) = up.keys.get(pick) else {
+            return Err("no usable key".into());
+        };
+        match get_json(up, url, Some(key.secret.expose())).await {
+            Ok(v) => return Ok(v),
+            Err(e) if matches!(e.status, Some(401..=403)) => {
+                let reason = format!("health check: {}", e.message);
+                if up.keys.disable(pick, &reason) {
+                    tracing::warn!(upstream = %up.name, key = %key.id, reason, "key disabled");
+                }
+            }
+            // A throttled key says nothing about the upstream's health: rest it, ask with the next.
+            Err(e) if e.status == Some(429) => {
+                let rest = e.retry_after.unwrap_or(cooldown).min(max_cooldown);
+                up.keys.cool(pick, rest);
+                up.mark_throttled(rest);
+            }
+            Err(e) => return Err(e.message),
+        }
+    }
+}
+
+async fn get_json(up: &Upstream, url: &str, key: Option<&str>) -> Result<Value, ProbeError> {
+    let mut req = up.client.get(url);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.map_err(|e| ProbeError {
+        status: None,
+        retry_after: None,
+        message: if e.is_connect() {
             "connection failed".to_string()
         } else {
             format!("request failed: {e}")
-        }
+        },
     })?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(format!("health check got HTTP {}", status.as_u16()));
+        let retry_after = match crate::retry::classify_status(
+            status,
+            resp.headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+        ) {
+            crate::retry::Class::Throttled { retry_after } => retry_after,
+            _ => None,
+        };
+        return Err(ProbeError {
+            status: Some(status.as_u16()),
+            message: format!("health check got HTTP {}", status.as_u16()),
+            retry_after,
+        });
     }
-    resp.json::<Value>()
-        .await
-        .map_err(|e| format!("health check reply is not JSON: {e}"))
+    resp.json::<Value>().await.map_err(|e| ProbeError {
+        status: None,
+        retry_after: None,
+        message: format!("health check reply is not JSON: {e}"),
+    })
 }
 
 fn list(v: &Value, field: &str) -> Vec<Value> {

@@ -1,11 +1,14 @@
 //! The llmux data plane: routes OpenAI- and Ollama-dialect calls to healthy upstreams that serve the model, and relays their answers as they stream.
 
 pub mod admin;
+pub mod breaker;
 pub mod catalog;
 pub mod error;
 pub mod health;
+pub mod keys;
 pub mod proxy;
 pub mod relay;
+pub mod retry;
 pub mod routing;
 pub mod server;
 pub mod upstream;
@@ -25,6 +28,8 @@ use upstream::Upstream;
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_LLMUX_UPSTREAM: HeaderName = HeaderName::from_static("x-llmux-upstream");
 pub const X_LLMUX_ATTEMPTS: HeaderName = HeaderName::from_static("x-llmux-attempts");
+pub const X_LLMUX_MODEL: HeaderName = HeaderName::from_static("x-llmux-model");
+pub const X_LLMUX_SESSION: HeaderName = HeaderName::from_static("x-llmux-session");
 
 /// The request id of the call being served, put in the request's extensions by the server.
 #[derive(Clone, Debug)]
@@ -33,6 +38,8 @@ pub struct RequestId(pub String);
 /// A running gateway: the current routing snapshot plus the background work around it.
 pub struct Gateway {
     routes: ArcSwap<Routes>,
+    /// Shared by every call, so retries across all upstreams stay a fraction of the traffic.
+    pub retry_budget: retry::RetryBudget,
 }
 
 impl Gateway {
@@ -41,11 +48,13 @@ impl Gateway {
         let upstreams = config
             .upstreams
             .iter()
-            .map(|u| Upstream::new(u).map(Arc::new))
+            .map(|u| Upstream::new(u, &config.routing).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let budget = retry::RetryBudget::new(config.routing.retry_budget);
         let routes = Routes::new(Arc::new(config), upstreams);
         Ok(Arc::new(Gateway {
             routes: ArcSwap::from_pointee(routes),
+            retry_budget: budget,
         }))
     }
 
@@ -102,7 +111,7 @@ pub fn new_request_id() -> String {
     format!("req_{:016x}", splitmix64(seed.wrapping_add(n)))
 }
 
-fn splitmix64(mut z: u64) -> u64 {
+pub(crate) fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -1,8 +1,11 @@
 //! The generation path: read the body, pick candidates, try them until one answers, then relay its bytes as they arrive.
 
+use crate::breaker::Admission;
 use crate::error::ApiError;
+use crate::keys::KeyPick;
 use crate::relay::{CallLog, Relay};
-use crate::routing::RouteError;
+use crate::retry::{self, Class};
+use crate::routing::{fnv1a, Candidate, RouteError, Routes};
 use crate::upstream::Upstream;
 use crate::{Gateway, RequestId};
 use axum::body::Body;
@@ -82,15 +85,6 @@ impl Endpoint {
     }
 }
 
-/// Statuses after which another candidate may do better. Everything else (400, 404, 413, 422, …)
-/// is the client's problem and goes back to it unchanged.
-fn retryable(status: StatusCode) -> bool {
-    matches!(
-        status.as_u16(),
-        401 | 402 | 403 | 408 | 429 | 500 | 502 | 503 | 504 | 529
-    )
-}
-
 /// Response headers of the upstream that are worth passing on; the rest (hop-by-hop, server,
 /// provider internals) stay behind.
 const PASSED_HEADERS: [HeaderName; 3] = [
@@ -98,6 +92,9 @@ const PASSED_HEADERS: [HeaderName; 3] = [
     header::CACHE_CONTROL,
     header::RETRY_AFTER,
 ];
+
+/// Error bodies of failed attempts are kept (to hand back if every option fails) up to this size.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: Request) -> Response<Body> {
     let started = Instant::now();
@@ -107,6 +104,10 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: Request) -> Respo
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
+    let session = req
+        .headers()
+        .get(crate::X_LLMUX_SESSION)
+        .map(|v| fnv1a(v.as_bytes()));
     let routes = gw.routes();
     let (body, peek) = match read_request(req, dialect, routes.config.server.max_body).await {
         Ok(v) => v,
@@ -119,56 +120,276 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: Request) -> Respo
             "missing required field `model`",
         );
     };
-    let candidates = match routes.plan(&model, |k| endpoint.accepts(k)) {
-        Ok(c) => c,
-        Err(e @ RouteError::Incompatible { .. }) => {
-            return error(dialect, ErrorKind::InvalidRequest, e.to_string())
-        }
-        Err(e) => return error(dialect, ErrorKind::ModelNotFound, e.to_string()),
+    let affinity = session.or_else(|| peek.user.as_deref().map(|u| fnv1a(u.as_bytes())));
+    let call = Call {
+        gw,
+        routes,
+        endpoint,
+        request_id,
+        started,
+        body,
+        peek,
+        affinity,
+        attempts: 0,
+        failures: Vec::new(),
+        last_reply: None,
+        out_of_budget: false,
     };
-    let max_attempts = (routes.config.routing.max_attempts as usize).max(1);
-    let tries = candidates.len().min(max_attempts);
-    let upstream_header = routes.config.server.upstream_header;
-    let mut failures: Vec<String> = Vec::new();
+    call.run(model).await
+}
 
-    for (i, cand) in candidates.into_iter().take(tries).enumerate() {
-        let attempt = i + 1;
-        let last = attempt == tries;
+/// An upstream's error answer, kept to hand back if nothing better comes of the retries.
+struct Reply {
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+    upstream: String,
+}
+
+enum Outcome {
+    /// Committed: success or the client's own error, already flowing to the client.
+    Done(Response<Body>),
+    Failed {
+        class: Class,
+        reason: String,
+        reply: Option<Reply>,
+    },
+}
+
+/// One client call on its way through candidates and fallbacks.
+struct Call {
+    gw: Arc<Gateway>,
+    routes: Arc<Routes>,
+    endpoint: Endpoint,
+    request_id: String,
+    started: Instant,
+    body: Bytes,
+    peek: Peek,
+    affinity: Option<u64>,
+    attempts: usize,
+    failures: Vec<String>,
+    last_reply: Option<Reply>,
+    out_of_budget: bool,
+}
+
+impl Call {
+    /// The requested model, then its fallbacks in order, each with up to `max_attempts` attempts.
+    async fn run(mut self, model: String) -> Response<Body> {
+        self.gw.retry_budget.deposit();
+        let routes = Arc::clone(&self.routes);
+        let chain = std::iter::once(model.as_str())
+            .chain(routes.fallbacks(&model).iter().map(String::as_str));
+        let mut route_error = None;
+        for target in chain {
+            let endpoint = self.endpoint;
+            let cands = match routes.plan(target, |k| endpoint.accepts(k), self.affinity) {
+                Ok(c) => c,
+                Err(e) => {
+                    route_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            if let Some(resp) = self.try_model(target, &cands).await {
+                return resp;
+            }
+            if self.out_of_budget {
+                break;
+            }
+        }
+        self.give_up(&model, route_error)
+    }
+
+    /// Tries the candidates for one model: another key of the same upstream after a key's
+    /// failure, the next upstream after the upstream's failure.
+    async fn try_model(&mut self, target: &str, cands: &[Candidate]) -> Option<Response<Body>> {
+        let routing = &self.routes.config.routing;
+        let (max, cooldown, max_cooldown) = (
+            routing.max_attempts as usize,
+            routing.cooldown,
+            routing.max_cooldown,
+        );
+        let mut made = 0;
+        let mut tried: Vec<(usize, Option<usize>)> = Vec::new();
+        // Targets that answered a transient 5xx: retried (after a backoff) only once no other target is left.
+        let mut again: Vec<(usize, Option<KeyPick>)> = Vec::new();
+        let mut ci = 0;
+        while made < max {
+            let (idx, key, same_target) = if ci < cands.len() {
+                let up = &cands[ci].upstream;
+                let keys_tried: Vec<usize> = tried
+                    .iter()
+                    .filter(|(c, _)| *c == ci)
+                    .filter_map(|(_, k)| *k)
+                    .collect();
+                let last_resort = ci + 1 >= cands.len() && self.attempts == 0;
+                let key = if up.keys.is_empty() {
+                    None
+                } else {
+                    let pick = up.keys.pick(self.affinity, &keys_tried).or_else(|| {
+                        // Every key resting: better the one that rests least than no answer.
+                        last_resort
+                            .then(|| up.keys.soonest_cooling(&keys_tried))
+                            .flatten()
+                    });
+                    match pick {
+                        Some(k) => Some(k),
+                        None => {
+                            self.failures.push(format!("{}: no usable key", up.name));
+                            ci += 1;
+                            continue;
+                        }
+                    }
+                };
+                (ci, key, false)
+            } else if let Some((i, k)) = again.pop() {
+                (i, k, true)
+            } else {
+                break;
+            };
+            let cand = &cands[idx];
+            let up = Arc::clone(&cand.upstream);
+            let admission = up.breaker.admit();
+            if admission == Admission::Rejected {
+                let others = cands[idx + 1..]
+                    .iter()
+                    .any(|c| c.upstream.breaker.is_available());
+                if others || self.attempts > 0 {
+                    self.failures.push(format!("{}: circuit open", up.name));
+                    ci = idx + 1;
+                    continue;
+                }
+                // The only candidate left: never eject it — a slow answer beats none.
+            }
+            let trial = TrialGuard((admission == Admission::Trial).then(|| Arc::clone(&up)));
+            if self.attempts > 0 && !self.gw.retry_budget.try_withdraw() {
+                self.failures.push("retry budget exhausted".into());
+                self.out_of_budget = true;
+                return None;
+            }
+            if same_target {
+                tokio::time::sleep(retry::backoff(made as u32)).await;
+            }
+            tried.push((idx, key.map(|k| k.0)));
+            made += 1;
+            self.attempts += 1;
+            match self.attempt(cand, key, target).await {
+                Outcome::Done(resp) => {
+                    trial.disarm();
+                    return Some(resp);
+                }
+                Outcome::Failed {
+                    class,
+                    reason,
+                    reply,
+                } => {
+                    tracing::info!(
+                        request_id = %self.request_id,
+                        upstream = %up.name,
+                        key = key.and_then(|k| up.keys.get(k)).map_or("", |k| k.id.as_str()),
+                        reason,
+                        ?class,
+                        "attempt failed"
+                    );
+                    up.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    up.update(|s| s.last_error = Some(reason.clone()));
+                    self.failures.push(format!("{}: {reason}", up.name));
+                    match class {
+                        Class::OtherUpstream => {
+                            if let Some(open_for) = up.breaker.failure() {
+                                tracing::warn!(upstream = %up.name, ?open_for, "circuit opened: upstream ejected");
+                            }
+                            trial.disarm();
+                            if reply.is_some() && !same_target {
+                                again.insert(0, (idx, key));
+                            }
+                            ci = ci.max(idx + 1);
+                        }
+                        Class::Throttled { retry_after } => {
+                            let rest = retry_after.unwrap_or(cooldown).min(max_cooldown);
+                            up.mark_throttled(rest);
+                            match key {
+                                Some(k) => up.keys.cool(k, rest),
+                                None => ci = ci.max(idx + 1),
+                            }
+                        }
+                        Class::BadKey => match key.and_then(|k| up.keys.get(k).map(|kk| (k, kk))) {
+                            Some((k, kk)) => {
+                                if up.keys.disable(k, &reason) {
+                                    tracing::warn!(upstream = %up.name, key = %kk.id, reason, "key disabled");
+                                }
+                            }
+                            None => ci = ci.max(idx + 1),
+                        },
+                        Class::Client => {}
+                    }
+                    // A key's 401 is no answer for the client (it did not send that key).
+                    if class != Class::BadKey && reply.is_some() {
+                        self.last_reply = reply;
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    async fn attempt(&self, cand: &Candidate, key: Option<KeyPick>, target: &str) -> Outcome {
         let up = &cand.upstream;
         let guard = up.begin();
-        let url = format!("{}{}", up.base, endpoint.upstream_path(up.kind));
+        let url = format!("{}{}", up.base, self.endpoint.upstream_path(up.kind));
         let mut call = up
             .client
             .post(url)
             .header(header::CONTENT_TYPE, "application/json")
-            .body(peek.with_model(&body, &cand.model));
-        if let Some((_, key)) = up.next_key() {
-            call = call.bearer_auth(key.expose());
+            .body(self.peek.with_model(&self.body, &cand.model));
+        if let Some(k) = key.and_then(|k| up.keys.get(k)) {
+            call = call.bearer_auth(k.secret.expose());
         }
         let attempt_start = Instant::now();
         let deadline = tokio::time::Instant::from_std(attempt_start + up.timeouts.first_byte);
+        let failed = |reason: String| Outcome::Failed {
+            class: Class::OtherUpstream,
+            reason,
+            reply: None,
+        };
         let resp = match tokio::time::timeout_at(deadline, call.send()).await {
             Err(_) => {
-                failures.push(fail(
-                    up,
-                    format!("no response within {:?}", up.timeouts.first_byte),
-                ));
-                continue;
+                return failed(format!(
+                    "no response within {:?} (timeouts.first_byte)",
+                    up.timeouts.first_byte
+                ))
             }
             Ok(Err(e)) => {
                 let reason = describe(&e);
                 if e.is_connect() {
                     up.mark_down(&reason);
                 }
-                failures.push(fail(up, reason));
-                continue;
+                return failed(reason);
             }
             Ok(Ok(resp)) => resp,
         };
         let status = resp.status();
-        if !status.is_success() && retryable(status) && !last {
-            failures.push(fail(up, format!("HTTP {}", status.as_u16())));
-            continue;
+        if !status.is_success() {
+            let retry_after = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok());
+            let class = retry::classify_status(status, retry_after);
+            if class != Class::Client {
+                let headers = pick_headers(resp.headers());
+                let body = tokio::time::timeout_at(deadline, read_limited(resp, ERROR_BODY_LIMIT))
+                    .await
+                    .unwrap_or_default();
+                return Outcome::Failed {
+                    class,
+                    reason: format!("HTTP {}", status.as_u16()),
+                    reply: Some(Reply {
+                        status,
+                        headers,
+                        body,
+                        upstream: up.name.clone(),
+                    }),
+                };
+            }
         }
         let headers = pick_headers(resp.headers());
         let content_length = resp.content_length();
@@ -176,86 +397,138 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: Request) -> Respo
         // Nothing has reached the client yet: wait for the first bytes too, so a node that
         // answers headers and then dies is still retried elsewhere.
         let first = match tokio::time::timeout_at(deadline, stream.next()).await {
-            Err(_) if !last => {
-                failures.push(fail(
-                    up,
-                    format!("no data within {:?}", up.timeouts.first_byte),
-                ));
-                continue;
-            }
-            Ok(Some(Err(e))) if !last => {
-                failures.push(fail(up, describe(&e)));
-                continue;
-            }
             Err(_) => {
-                failures.push(fail(
-                    up,
-                    format!("no data within {:?}", up.timeouts.first_byte),
-                ));
-                break;
+                return failed(format!(
+                    "no data within {:?} (timeouts.first_byte)",
+                    up.timeouts.first_byte
+                ))
             }
-            Ok(Some(Err(e))) => {
-                failures.push(fail(up, describe(&e)));
-                break;
-            }
+            Ok(Some(Err(e))) => return failed(describe(&e)),
             Ok(Some(Ok(chunk))) => Some(chunk),
             Ok(None) => None,
         };
-        let ttft = attempt_start.elapsed();
+        // The upstream answered (a client error is still an answer): good for its breaker.
+        up.breaker.success();
         if status.is_success() {
-            up.record_ttft(ttft);
+            up.record_ttft(attempt_start.elapsed());
             up.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if up.kind == UpstreamKind::Ollama && endpoint.loads_model() {
+            if up.kind == UpstreamKind::Ollama && self.endpoint.loads_model() {
                 up.mark_loaded(&cand.model);
             }
-        } else {
-            up.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let stream_dialect = stream_format(&headers);
         let log = CallLog {
-            request_id,
-            endpoint: endpoint.as_str(),
-            model,
+            request_id: self.request_id.clone(),
+            endpoint: self.endpoint.as_str(),
+            model: target.to_string(),
             upstream: up.name.clone(),
             status: status.as_u16(),
-            attempts: attempt,
-            started,
-            ttft: started.elapsed(),
+            attempts: self.attempts,
+            started: self.started,
+            ttft: self.started.elapsed(),
         };
         let relay = Relay::new(
             first,
             stream,
             up.timeouts.idle,
-            stream_dialect,
+            stream_format(&headers),
             content_length,
             log,
             guard,
         );
         let mut out = Response::new(Body::new(relay));
         *out.status_mut() = status;
+        self.decorate(&mut out, headers, &up.name, Some(target));
+        Outcome::Done(out)
+    }
+
+    fn decorate(
+        &self,
+        out: &mut Response<Body>,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        upstream: &str,
+        model: Option<&str>,
+    ) {
         let h = out.headers_mut();
         for (name, value) in headers {
             h.insert(name, value);
         }
-        if upstream_header {
-            if let Ok(v) = HeaderValue::from_str(&up.name) {
+        if self.routes.config.server.upstream_header {
+            if let Ok(v) = HeaderValue::from_str(upstream) {
                 h.insert(crate::X_LLMUX_UPSTREAM, v);
             }
         }
-        h.insert(crate::X_LLMUX_ATTEMPTS, HeaderValue::from(attempt));
-        return out;
+        if let Some(v) = model.and_then(|m| HeaderValue::from_str(m).ok()) {
+            h.insert(crate::X_LLMUX_MODEL, v);
+        }
+        h.insert(crate::X_LLMUX_ATTEMPTS, HeaderValue::from(self.attempts));
     }
 
-    let summary = failures.join("; ");
-    tracing::warn!(request_id, model, failures = %summary, "every upstream candidate failed");
-    let mut out = error(
-        dialect,
-        ErrorKind::BadGateway,
-        format!("no upstream could serve model '{model}': {summary}"),
-    );
-    out.headers_mut()
-        .insert(crate::X_LLMUX_ATTEMPTS, HeaderValue::from(failures.len()));
-    out
+    /// Every option failed before a byte reached the client.
+    fn give_up(self, model: &str, route_error: Option<RouteError>) -> Response<Body> {
+        let dialect = self.endpoint.dialect();
+        if self.attempts == 0 {
+            if let Some(e) = route_error.filter(|_| self.failures.is_empty()) {
+                let kind = match e {
+                    RouteError::Incompatible { .. } => ErrorKind::InvalidRequest,
+                    _ => ErrorKind::ModelNotFound,
+                };
+                return error(dialect, kind, e.to_string());
+            }
+        }
+        let summary = self.failures.join("; ");
+        tracing::warn!(request_id = %self.request_id, model, attempts = self.attempts, failures = %summary, "no upstream could serve the call");
+        if let Some(reply) = &self.last_reply {
+            // The upstream's own answer (a 5xx or a 429 with Retry-After) says more than a generic 502.
+            let mut out = Response::new(Body::from(reply.body.clone()));
+            *out.status_mut() = reply.status;
+            self.decorate(&mut out, reply.headers.clone(), &reply.upstream, None);
+            return out;
+        }
+        let kind = if self.attempts == 0 {
+            ErrorKind::Unavailable
+        } else {
+            ErrorKind::BadGateway
+        };
+        let mut out = error(
+            dialect,
+            kind,
+            format!("no upstream could serve model '{model}': {summary}"),
+        );
+        out.headers_mut()
+            .insert(crate::X_LLMUX_ATTEMPTS, HeaderValue::from(self.attempts));
+        out
+    }
+}
+
+/// Holds a half-open breaker's trial claim; dropping it without a verdict (hang-up, a key's
+/// error) frees the trial for the next call instead of leaving the breaker stuck.
+struct TrialGuard(Option<Arc<Upstream>>);
+
+impl TrialGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TrialGuard {
+    fn drop(&mut self) {
+        if let Some(up) = self.0.take() {
+            up.breaker.release_trial();
+        }
+    }
+}
+
+async fn read_limited(resp: reqwest::Response, limit: usize) -> Bytes {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = limit.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Bytes::from(out)
 }
 
 /// Reads the body within `max_body` and peeks at it, checking the content type first.
@@ -313,14 +586,6 @@ async fn read_request(
 
 pub fn error(dialect: Dialect, kind: ErrorKind, message: impl Into<String>) -> Response<Body> {
     axum::response::IntoResponse::into_response(ApiError::new(dialect, kind, message))
-}
-
-/// Records a failed attempt on the upstream and returns the line for the client's error.
-fn fail(up: &Upstream, reason: String) -> String {
-    up.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(upstream = %up.name, reason, "attempt failed; trying the next candidate");
-    up.update(|s| s.last_error = Some(reason.clone()));
-    format!("{}: {reason}", up.name)
 }
 
 /// A reqwest error in words an operator can act on, without the URL (it may carry a key in a query).

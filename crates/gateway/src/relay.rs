@@ -50,7 +50,7 @@ pub struct Relay {
     error: Option<String>,
     bytes: u64,
     log: CallLog,
-    _inflight: InFlight,
+    inflight: InFlight,
 }
 
 impl Relay {
@@ -76,7 +76,7 @@ impl Relay {
             error: None,
             bytes: 0,
             log,
-            _inflight: inflight,
+            inflight,
         }
     }
 
@@ -90,6 +90,8 @@ impl Relay {
     /// connection for a plain JSON body — never a clean end that reads as success.
     fn fail(&mut self, message: String) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.outcome = Outcome::Failed;
+        // A stream that breaks is the upstream's failure, even though it can no longer be retried.
+        let _ = self.inflight.upstream().breaker.failure();
         let reply = match self.stream_dialect {
             Some(d) => Ok(Frame::data(
                 d.stream_error_event(ErrorKind::BadGateway, &message),

@@ -25,7 +25,9 @@ pub struct Candidate {
     /// OpenAI-style upstreams the exact name they listed.
     pub model: String,
     pub warm: bool,
-    pub standby: bool,
+    /// 0: ready; 1: in the standby pool; 2: breaker open or no usable key. Lower tiers go first;
+    /// higher ones stay in the plan as a last resort, never dropped.
+    pub tier: u8,
 }
 
 /// Why a model could not be routed.
@@ -84,6 +86,7 @@ impl Routes {
         &self,
         requested: &str,
         accepts: impl Fn(UpstreamKind) -> bool,
+        affinity: Option<u64>,
     ) -> Result<Vec<Candidate>, RouteError> {
         let (pin, model) = split_pinned(requested, |p| self.by_name.contains_key(p));
         let key = model_key(model);
@@ -107,11 +110,20 @@ impl Routes {
                 UpstreamKind::Ollama => model.to_string(),
                 _ => served_as.clone(),
             };
+            let tier = if !upstream.breaker.is_available()
+                || (!upstream.keys.is_empty() && !upstream.keys.has_usable())
+            {
+                2
+            } else if state.pool == Pool::Standby {
+                1
+            } else {
+                0
+            };
             found.push(Candidate {
                 upstream: Arc::clone(upstream),
                 model: upstream_model,
                 warm: state.loaded.contains(key.as_ref()),
-                standby: state.pool == Pool::Standby,
+                tier,
             });
         }
         if found.is_empty() {
@@ -129,8 +141,50 @@ impl Routes {
         }
         let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
         order(&mut found, self.strategy, turn);
+        if let Some(session) = affinity {
+            stick(&mut found, session);
+        }
         Ok(found)
     }
+
+    /// The fallback chain configured for `requested` (matched by Ollama's `:latest` rule too).
+    pub fn fallbacks(&self, requested: &str) -> &[String] {
+        let fallbacks = &self.config.routing.fallbacks;
+        if let Some(chain) = fallbacks.get(requested) {
+            return chain;
+        }
+        let key = model_key(requested);
+        fallbacks
+            .iter()
+            .find(|(m, _)| model_key(m) == key)
+            .map_or(&[], |(_, chain)| chain.as_slice())
+    }
+}
+
+/// Session affinity: among ready candidates, the one with the highest rendezvous score goes
+/// first. The score depends only on the session and the upstream's name, so a session keeps
+/// its node while that node is ready, and only sessions on a lost node move.
+fn stick(cands: &mut [Candidate], session: u64) {
+    let best = cands
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.tier == 0)
+        .max_by_key(|(_, c)| fnv1a(c.upstream.name.as_bytes()) ^ session.rotate_left(17))
+        .map(|(i, _)| i);
+    if let Some(i) = best {
+        cands[..=i].rotate_right(1);
+    }
+}
+
+/// FNV-1a: stable across processes and restarts (unlike `RandomState`), so affinity survives them.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // Finalize so that nearby inputs spread over the whole range.
+    crate::splitmix64(h)
 }
 
 /// Orders candidates for one call. `turn` is a per-call counter: it rotates the list before a
@@ -143,11 +197,11 @@ pub fn order(cands: &mut [Candidate], strategy: Strategy, turn: usize) {
     match strategy {
         Strategy::RoundRobin => {
             cands.rotate_left(turn % n);
-            cands.sort_by_key(|c| c.standby);
+            cands.sort_by_key(|c| c.tier);
         }
         Strategy::LeastActive => {
             cands.rotate_left(turn % n);
-            cands.sort_by_key(|c| (c.standby, c.upstream.active_requests(), !c.warm));
+            cands.sort_by_key(|c| (c.tier, c.upstream.active_requests(), !c.warm));
         }
         Strategy::LowestLatency => {
             cands.rotate_left(turn % n);
@@ -157,15 +211,17 @@ pub fn order(cands: &mut [Candidate], strategy: Strategy, turn: usize) {
                     .upstream
                     .state()
                     .latency_ms
-                    .map_or(u64::MAX, |l| l.max(0.0).round() as u64);
-                (c.standby, ms, !c.warm)
+                    .map_or(u64::MAX / 2, |l| l.max(0.0).round() as u64);
+                // A recent 429 ranks an upstream behind every unthrottled one.
+                let throttled = c.upstream.is_throttled();
+                (c.tier, throttled, ms, !c.warm)
             });
         }
         Strategy::Weighted => {
             // Deterministic weighted rotation: over sum(weights) consecutive calls each active
             // candidate comes first exactly `weight` times. The rest follow by weight.
-            cands.sort_by_key(|c| (c.standby, std::cmp::Reverse(c.upstream.weight)));
-            let active = cands.iter().filter(|c| !c.standby).count();
+            cands.sort_by_key(|c| (c.tier, std::cmp::Reverse(c.upstream.weight)));
+            let active = cands.iter().filter(|c| c.tier == 0).count();
             let total: u64 = cands[..active]
                 .iter()
                 .map(|c| u64::from(c.upstream.weight))
@@ -197,15 +253,18 @@ mod tests {
 
     fn upstream(name: &str, kind: UpstreamKind, models: &[&str], weight: u32) -> Arc<Upstream> {
         Arc::new(
-            Upstream::new(&UpstreamConfig {
-                name: name.into(),
-                kind,
-                url: "http://127.0.0.1:9".into(),
-                keys: Vec::new(),
-                models: Some(models.iter().map(|m| m.to_string()).collect()),
-                weight,
-                timeouts: Timeouts::default(),
-            })
+            Upstream::new(
+                &UpstreamConfig {
+                    name: name.into(),
+                    kind,
+                    url: "http://127.0.0.1:9".into(),
+                    keys: Vec::new(),
+                    models: Some(models.iter().map(|m| m.to_string()).collect()),
+                    weight,
+                    timeouts: Timeouts::default(),
+                },
+                &config::RoutingConfig::default(),
+            )
             .unwrap(),
         )
     }
@@ -219,7 +278,7 @@ mod tests {
     fn firsts(r: &Routes, model: &str, calls: usize) -> HashMap<String, usize> {
         let mut count = HashMap::new();
         for _ in 0..calls {
-            let plan = r.plan(model, |_| true).unwrap();
+            let plan = r.plan(model, |_| true, None).unwrap();
             *count.entry(plan[0].upstream.name.clone()).or_default() += 1;
         }
         count
@@ -235,13 +294,13 @@ mod tests {
             1,
         );
         let r = routes(Strategy::LeastActive, vec![a, b]);
-        let plan = r.plan("mistral", |_| true).unwrap();
+        let plan = r.plan("mistral", |_| true, None).unwrap();
         assert_eq!(plan.len(), 1);
         assert_eq!(plan[0].upstream.name, "b");
         assert_eq!(plan[0].model, "mistral");
-        assert_eq!(r.plan("llama3", |_| true).unwrap().len(), 2);
+        assert_eq!(r.plan("llama3", |_| true, None).unwrap().len(), 2);
         assert_eq!(
-            r.plan("qwen", |_| true).err(),
+            r.plan("qwen", |_| true, None).err(),
             Some(RouteError::UnknownModel("qwen".into()))
         );
     }
@@ -251,15 +310,15 @@ mod tests {
         let a = upstream("gpu-a", UpstreamKind::Ollama, &["llama3:latest"], 1);
         let o = upstream("openai", UpstreamKind::Openai, &["gpt-4o"], 1);
         let r = routes(Strategy::LeastActive, vec![a, o]);
-        let plan = r.plan("openai/gpt-4o", |_| true).unwrap();
+        let plan = r.plan("openai/gpt-4o", |_| true, None).unwrap();
         assert_eq!(plan[0].upstream.name, "openai");
         assert_eq!(plan[0].model, "gpt-4o");
         assert!(matches!(
-            r.plan("gpu-a/gpt-4o", |_| true),
+            r.plan("gpu-a/gpt-4o", |_| true, None),
             Err(RouteError::NotOnUpstream { .. })
         ));
         assert!(matches!(
-            r.plan("gpt-4o", |k| k == UpstreamKind::Ollama),
+            r.plan("gpt-4o", |k| k == UpstreamKind::Ollama, None),
             Err(RouteError::Incompatible { .. })
         ));
     }
@@ -271,7 +330,10 @@ mod tests {
         let r = routes(Strategy::LeastActive, vec![Arc::clone(&a), Arc::clone(&b)]);
         let _busy = a.begin();
         for _ in 0..5 {
-            assert_eq!(r.plan("llama3", |_| true).unwrap()[0].upstream.name, "b");
+            assert_eq!(
+                r.plan("llama3", |_| true, None).unwrap()[0].upstream.name,
+                "b"
+            );
         }
         drop(_busy);
         // Equal load: ties alternate...
@@ -294,9 +356,9 @@ mod tests {
         );
         assert_eq!(firsts(&r, "m", 6).get("b"), Some(&6));
         b.mark_down("connection refused");
-        let plan = r.plan("m", |_| true).unwrap();
+        let plan = r.plan("m", |_| true, None).unwrap();
         assert_eq!(plan[0].upstream.name, "a");
-        assert!(plan[1].standby, "standby nodes stay as a last resort");
+        assert_eq!(plan[1].tier, 1, "standby nodes stay as a last resort");
     }
 
     #[test]
@@ -314,7 +376,7 @@ mod tests {
         let c = firsts(&w, "m", 8);
         assert_eq!((c["a"], c["b"]), (6, 2));
         // Every candidate is still in the plan, for failover.
-        assert_eq!(w.plan("m", |_| true).unwrap().len(), 2);
+        assert_eq!(w.plan("m", |_| true, None).unwrap().len(), 2);
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let admin = Router::new()
         .route("/upstreams", get(admin::list_upstreams))
         .route("/upstreams/{name}", get(admin::get_upstream))
+        .route(
+            "/upstreams/{name}/keys/{key_id}/enable",
+            post(admin::enable_key),
+        )
         .fallback(admin_not_found)
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&gw),

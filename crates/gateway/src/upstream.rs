@@ -1,7 +1,9 @@
 //! One upstream at run time: its pooled HTTP client, keys, in-flight count and the state the prober keeps.
 
+use crate::breaker::Breaker;
+use crate::keys::KeyPool;
 use arc_swap::ArcSwap;
-use config::{Secret, Timeouts, UpstreamConfig, UpstreamKind};
+use config::{RoutingConfig, Timeouts, UpstreamConfig, UpstreamKind};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -59,8 +61,11 @@ pub struct Upstream {
     /// Declared models (`models = [...]`); when set, discovery does not replace them.
     pub static_models: Option<Vec<String>>,
     pub client: reqwest::Client,
-    keys: Vec<Secret>,
-    key_cursor: AtomicUsize,
+    pub keys: KeyPool,
+    pub breaker: Breaker,
+    /// Until when (ms since `created`) the upstream counts as throttled after a 429: `lowest_latency` ranks it last meanwhile.
+    throttled_until_ms: AtomicU64,
+    created: tokio::time::Instant,
     /// Calls in flight right now (attempt started, response not yet finished or dropped).
     active: AtomicUsize,
     /// Smoothed time to first byte of live calls, in microseconds (0 = none yet).
@@ -71,7 +76,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, String> {
+    pub fn new(cfg: &UpstreamConfig, routing: &RoutingConfig) -> Result<Upstream, String> {
         let mut builder = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(cfg.timeouts.connect)
@@ -97,8 +102,10 @@ impl Upstream {
             timeouts: cfg.timeouts.clone(),
             static_models: cfg.models.clone(),
             client,
-            keys: cfg.keys.clone(),
-            key_cursor: AtomicUsize::new(0),
+            keys: KeyPool::new(&cfg.keys),
+            breaker: Breaker::new(routing.breaker.clone()),
+            throttled_until_ms: AtomicU64::new(0),
+            created: tokio::time::Instant::now(),
             active: AtomicUsize::new(0),
             ttft_us: AtomicU64::new(0),
             served: AtomicU64::new(0),
@@ -143,17 +150,18 @@ impl Upstream {
         }
     }
 
-    /// The next key in rotation, if the upstream has keys.
-    pub fn next_key(&self) -> Option<(usize, &Secret)> {
-        if self.keys.is_empty() {
-            return None;
-        }
-        let i = self.key_cursor.fetch_add(1, Ordering::Relaxed) % self.keys.len();
-        self.keys.get(i).map(|k| (i, k))
+    /// Notes a 429: the upstream ranks last under `lowest_latency` for `for_`.
+    pub fn mark_throttled(&self, for_: Duration) {
+        let until = self.created.elapsed() + for_;
+        self.throttled_until_ms.fetch_max(
+            until.as_millis().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
     }
 
-    pub fn keys(&self) -> &[Secret] {
-        &self.keys
+    pub fn is_throttled(&self) -> bool {
+        let until = self.throttled_until_ms.load(Ordering::Relaxed);
+        until != 0 && (self.created.elapsed().as_millis() as u64) < until
     }
 
     /// The name this upstream serves `requested` under, by Ollama's `:latest` rule.

@@ -30,7 +30,7 @@ pub enum Command {
         listen: SocketAddr,
     },
     /// Run a mock upstream that speaks Ollama's and OpenAI's APIs, with fault injection.
-    Mock(MockArgs),
+    Mock(Box<MockArgs>),
     /// Work with config files.
     Config {
         #[command(subcommand)]
@@ -76,6 +76,15 @@ pub struct MockArgs {
     /// Require `Authorization: Bearer KEY`.
     #[arg(long)]
     pub api_key: Option<String>,
+    /// More accepted keys, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub keys: Vec<String>,
+    /// Keys answered with 401, as revoked keys are, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub revoked_keys: Vec<String>,
+    /// Keys answered with 429 and Retry-After, as rate-limited keys are, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub limited_keys: Vec<String>,
     /// Fraction of generation calls that fail with --fail-status (deterministic spacing).
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,

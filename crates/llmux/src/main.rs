@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         match cli.command {
             cli::Command::Serve { config } => serve::run(config).await,
             cli::Command::Demo { listen } => demo::run(listen).await,
-            cli::Command::Mock(args) => mockcmd::run(args).await,
+            cli::Command::Mock(args) => mockcmd::run(*args).await,
             cli::Command::Config {
                 action: cli::ConfigAction::Check { file },
             } => check::run(&file),

@@ -47,6 +47,9 @@ pub fn config_from(a: &MockArgs) -> Result<MockConfig, String> {
         chunks: a.chunks,
         dims: a.dims.max(1),
         api_key: a.api_key.clone(),
+        extra_keys: a.keys.clone(),
+        revoked_keys: a.revoked_keys.clone(),
+        limited_keys: a.limited_keys.clone(),
         faults: Faults {
             fail_rate: a.fail_rate,
             fail_status: a.fail_status,

@@ -65,7 +65,12 @@ async fn openai_endpoints_plain_and_streaming() {
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-llmux-upstream"), "gpu-b");
     assert_eq!(b.stats().last_body.unwrap()["model"], "llama3");
-    let r = post(&gw, "/v1/chat/completions", &chat("openai/gpt-4o-mini", false)).await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        &chat("openai/gpt-4o-mini", false),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["model"], "gpt-4o-mini");

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::state::{InFlight, Shared};
 use crate::stream::Pace;
-use crate::{ollama, openai, Faults};
+use crate::{ollama, openai, Faults, KeyRules};
 
 /// Largest request body accepted; far above any real prompt the tests send.
 const BODY_LIMIT: usize = 64 << 20;
@@ -138,16 +138,28 @@ async fn route(st: &Arc<Shared>, req: Request) -> Response {
         Dialect::Ollama
     };
 
-    if let Some(key) = &st.api_key {
-        if path.starts_with("/v1/") || path.starts_with("/api/") {
-            let given = parts
-                .headers
-                .get(header::AUTHORIZATION)
-                .and_then(|h| h.to_str().ok())
-                .and_then(bearer);
-            if given != Some(key.as_str()) {
-                return unauthorized(dialect, given.unwrap_or(""));
-            }
+    let rules = st.keys();
+    if rules.enforced() && (path.starts_with("/v1/") || path.starts_with("/api/")) {
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(bearer)
+            .unwrap_or("");
+        st.note_key(given);
+        if rules.revoked.iter().any(|k| k == given) {
+            return unauthorized(dialect, given);
+        }
+        if rules.limited.iter().any(|k| k == given) {
+            let limited = Faults {
+                fail_status: 429,
+                retry_after: Some(st.faults().retry_after.unwrap_or(20)),
+                ..Faults::default()
+            };
+            return injected_failure(dialect, &limited);
+        }
+        if !rules.valid.iter().any(|k| k == given) {
+            return unauthorized(dialect, given);
         }
     }
 
@@ -249,15 +261,15 @@ async fn control(st: &Arc<Shared>, method: &Method, what: &str, body: Body) -> R
             let body = serde_json::to_vec(&st.snapshot()).unwrap_or_default();
             respond(StatusCode::OK, OPENAI_JSON, body)
         }
-        (&Method::POST, "faults") | (&Method::POST, "models") => {
+        (&Method::POST, "faults") | (&Method::POST, "models") | (&Method::POST, "keys") => {
             let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
                 Ok(b) => b,
                 Err(e) => return ollama_error(StatusCode::BAD_REQUEST, &e.to_string()),
             };
-            let result = if what == "faults" {
-                parse_or_default::<Faults>(&bytes).map(|f| st.set_faults(f))
-            } else {
-                serde_json::from_slice::<Vec<String>>(&bytes).map(|m| st.set_models(m))
+            let result = match what {
+                "faults" => parse_or_default::<Faults>(&bytes).map(|f| st.set_faults(f)),
+                "keys" => parse_or_default::<KeyRules>(&bytes).map(|k| st.set_keys(k)),
+                _ => serde_json::from_slice::<Vec<String>>(&bytes).map(|m| st.set_models(m)),
             };
             match result {
                 Ok(()) => respond(StatusCode::NO_CONTENT, OPENAI_JSON, Body::empty()),

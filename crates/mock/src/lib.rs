@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use server::{serve, MockServer};
+pub use state::KeyRules;
 
 /// How a mock node behaves. `Default` gives a fast, fault-free node named "mock" serving `llama3:latest`.
 #[derive(Clone, Debug)]
@@ -38,6 +39,12 @@ pub struct MockConfig {
     pub dims: usize,
     /// If set, `/api/*` and `/v1/*` require `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// More accepted keys (a provider account with several keys).
+    pub extra_keys: Vec<String>,
+    /// Keys answered with 401 `invalid_api_key`, as a revoked key is.
+    pub revoked_keys: Vec<String>,
+    /// Keys answered with 429 and `Retry-After` (`faults.retry_after`, else 20 s), as a rate-limited key is.
+    pub limited_keys: Vec<String>,
     /// Initial fault injection settings.
     pub faults: Faults,
 }
@@ -53,6 +60,9 @@ impl Default for MockConfig {
             chunks: 8,
             dims: 8,
             api_key: None,
+            extra_keys: Vec::new(),
+            revoked_keys: Vec::new(),
+            limited_keys: Vec::new(),
             faults: Faults::default(),
         }
     }
@@ -94,4 +104,7 @@ pub struct Stats {
     pub last_body: Option<serde_json::Value>,
     /// Calls answered with an injected failure.
     pub failed: u64,
+    /// Requests per bearer token, when the node checks keys.
+    #[serde(default)]
+    pub by_key: BTreeMap<String, u64>,
 }

@@ -96,6 +96,11 @@ impl MockServer {
         self.shared.set_faults(f);
     }
 
+    /// Changes which keys the node accepts, refuses as revoked, or answers as rate-limited.
+    pub fn set_keys(&self, rules: crate::KeyRules) {
+        self.shared.set_keys(rules);
+    }
+
     /// Changes the served (and listed) models.
     pub fn set_models(&self, models: Vec<String>) {
         self.shared.set_models(models);

@@ -27,6 +27,22 @@ const KNOWN_PATHS: [&str; 13] = [
     "/v1/embeddings",
 ];
 
+/// Which bearer tokens the node accepts, refuses as revoked, or answers as rate-limited.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyRules {
+    pub valid: Vec<String>,
+    pub revoked: Vec<String>,
+    pub limited: Vec<String>,
+}
+
+impl KeyRules {
+    /// Whether requests must carry a key at all.
+    pub fn enforced(&self) -> bool {
+        !(self.valid.is_empty() && self.revoked.is_empty() && self.limited.is_empty())
+    }
+}
+
 /// Cap on distinct unknown paths remembered, so a scanner cannot grow the map without bound.
 const MAX_OTHER_PATHS: usize = 256;
 
@@ -39,7 +55,8 @@ pub(crate) struct Shared {
     pub(crate) chunk_delay: Duration,
     pub(crate) chunks: usize,
     pub(crate) dims: usize,
-    pub(crate) api_key: Option<String>,
+    keys: RwLock<Arc<KeyRules>>,
+    by_key: Mutex<BTreeMap<String, u64>>,
     pub(crate) started: SystemTime,
     seed: u64,
     ids: AtomicU64,
@@ -81,7 +98,12 @@ impl Shared {
             chunk_delay: cfg.chunk_delay,
             chunks: cfg.chunks,
             dims: cfg.dims,
-            api_key: cfg.api_key,
+            keys: RwLock::new(Arc::new(KeyRules {
+                valid: cfg.api_key.into_iter().chain(cfg.extra_keys).collect(),
+                revoked: cfg.revoked_keys,
+                limited: cfg.limited_keys,
+            })),
+            by_key: Mutex::new(BTreeMap::new()),
             started,
             seed,
             ids: AtomicU64::new(0),
@@ -170,6 +192,23 @@ impl Shared {
         *lock(&self.last_auth) = auth.cloned();
     }
 
+    pub(crate) fn keys(&self) -> Arc<KeyRules> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_keys(&self, rules: KeyRules) {
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+    }
+
+    pub(crate) fn note_key(&self, key: &str) {
+        let mut by_key = lock(&self.by_key);
+        if let Some(n) = by_key.get_mut(key) {
+            *n += 1;
+        } else if by_key.len() < MAX_OTHER_PATHS {
+            by_key.insert(key.to_owned(), 1);
+        }
+    }
+
     pub(crate) fn note_body(&self, body: &Bytes) {
         // Bytes clone is a refcount bump; parsing waits until someone asks for stats.
         *lock(&self.last_body) = Some(body.clone());
@@ -209,6 +248,7 @@ impl Shared {
             last_authorization,
             last_body,
             failed: self.failed.load(Relaxed),
+            by_key: lock(&self.by_key).clone(),
         }
     }
 }

@@ -18,6 +18,8 @@ pub struct Peek {
     pub stream: Option<bool>,
     /// `stream_options.include_usage` was sent as true (OpenAI).
     pub include_usage: bool,
+    /// OpenAI's `user` (an end-user id), when it is a string; used for session affinity.
+    pub user: Option<String>,
 }
 
 /// Why a body could not be read as a JSON object.
@@ -56,7 +58,12 @@ impl Peek {
             model_span: None,
             stream: None,
             include_usage: false,
+            user: None,
         };
+        if let Some(raw) = fields.user {
+            // Only a string is an id; anything else is the upstream's business to reject.
+            peek.user = serde_json::from_str::<String>(raw.get()).ok();
+        }
         // `name` is Ollama's older spelling of `model` (e.g. /api/show); `model` wins when both are present.
         for (field, raw) in [("name", fields.name), ("model", fields.model)] {
             let Some(raw) = raw else { continue };
@@ -139,6 +146,7 @@ struct TopFields<'a> {
     name: Option<&'a RawValue>,
     stream: Option<&'a RawValue>,
     stream_options: Option<&'a RawValue>,
+    user: Option<&'a RawValue>,
 }
 
 struct TopVisitor;
@@ -158,6 +166,7 @@ impl<'de> Visitor<'de> for TopVisitor {
                 "name" => &mut fields.name,
                 "stream" => &mut fields.stream,
                 "stream_options" => &mut fields.stream_options,
+                "user" => &mut fields.user,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -225,6 +234,14 @@ mod tests {
         assert_eq!(p.stream, None);
         let p = Peek::parse(br#"{"model":null}"#).unwrap();
         assert_eq!(p.model, None);
+    }
+
+    #[test]
+    fn user_is_read_when_a_string() {
+        let p = Peek::parse(br#"{"model":"m","user":"alice"}"#).unwrap();
+        assert_eq!(p.user.as_deref(), Some("alice"));
+        let p = Peek::parse(br#"{"model":"m","user":{"id":1}}"#).unwrap();
+        assert_eq!(p.user, None);
     }
 
     #[test]

@@ -1,0 +1,316 @@
+//! A provider's key pool: each key is `ok`, `cooling` until an instant, or `disabled` with a reason.
+//!
+//! The state of a key is one atomic word, so picking a key on the hot path takes no lock:
+//! `0` = ok, `u64::MAX` = disabled, anything else = cooling until that many ms after `base`.
+
+use config::Secret;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+const OK: u64 = 0;
+const DISABLED: u64 = u64::MAX;
+
+/// What the admin API shows of a key.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KeyState {
+    Ok,
+    Cooling { remaining: Duration },
+    Disabled { reason: String, since: SystemTime },
+}
+
+impl KeyState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyState::Ok => "ok",
+            KeyState::Cooling { .. } => "cooling",
+            KeyState::Disabled { .. } => "disabled",
+        }
+    }
+}
+
+pub struct Key {
+    /// Stable within a config: `k0`, `k1`, … in the order the keys are listed.
+    pub id: String,
+    pub secret: Secret,
+    state: AtomicU64,
+    /// Why and when the key was disabled; read by the admin API and the re-checker only.
+    disabled: Mutex<Option<(String, SystemTime, Instant)>>,
+}
+
+pub struct KeyPool {
+    keys: Vec<Key>,
+    cursor: AtomicUsize,
+    base: Instant,
+}
+
+/// A key chosen for one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyPick(pub usize);
+
+impl KeyPool {
+    pub fn new(secrets: &[Secret]) -> KeyPool {
+        KeyPool {
+            keys: secrets
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Key {
+                    id: format!("k{i}"),
+                    secret: s.clone(),
+                    state: AtomicU64::new(OK),
+                    disabled: Mutex::new(None),
+                })
+                .collect(),
+            cursor: AtomicUsize::new(0),
+            base: Instant::now(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn get(&self, pick: KeyPick) -> Option<&Key> {
+        self.keys.get(pick.0)
+    }
+
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    pub fn find(&self, id: &str) -> Option<usize> {
+        self.keys.iter().position(|k| k.id == id)
+    }
+
+    fn now_ms(&self) -> u64 {
+        // +1 so that "cooling until base" is never the OK sentinel.
+        self.base
+            .elapsed()
+            .as_millis()
+            .min(u128::from(u64::MAX - 2)) as u64
+            + 1
+    }
+
+    fn usable(&self, i: usize, now_ms: u64) -> bool {
+        match self.keys.get(i).map(|k| k.state.load(Ordering::Relaxed)) {
+            Some(OK) => true,
+            Some(DISABLED) | None => false,
+            Some(until) => until <= now_ms,
+        }
+    }
+
+    /// Whether any key can be used now.
+    pub fn has_usable(&self) -> bool {
+        let now = self.now_ms();
+        (0..self.keys.len()).any(|i| self.usable(i, now))
+    }
+
+    /// The next usable key in rotation, skipping `tried`. With `affinity` the choice is fixed by
+    /// the session, so calls of one session keep their key while the set of usable keys holds.
+    pub fn pick(&self, affinity: Option<u64>, tried: &[usize]) -> Option<KeyPick> {
+        let n = self.keys.len();
+        if n == 0 {
+            return None;
+        }
+        let now = self.now_ms();
+        let ok = |i: &usize| !tried.contains(i) && self.usable(*i, now);
+        let usable = (0..n).filter(ok).count();
+        if usable == 0 {
+            return None;
+        }
+        // Rotate over the usable keys only, so each good key gets an equal share.
+        let turn = match affinity {
+            Some(h) => h,
+            None => self.cursor.fetch_add(1, Ordering::Relaxed) as u64,
+        };
+        let nth = (turn % usable as u64) as usize;
+        (0..n).filter(ok).nth(nth).map(KeyPick)
+    }
+
+    /// When no key is usable: the cooling key that comes back first (disabled keys are never used).
+    pub fn soonest_cooling(&self, tried: &[usize]) -> Option<KeyPick> {
+        self.keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !tried.contains(i))
+            .filter_map(|(i, k)| match k.state.load(Ordering::Relaxed) {
+                OK | DISABLED => None,
+                until => Some((until, i)),
+            })
+            .min()
+            .map(|(_, i)| KeyPick(i))
+    }
+
+    /// Rests a rate-limited key for `for_`.
+    pub fn cool(&self, pick: KeyPick, for_: Duration) {
+        if let Some(k) = self.keys.get(pick.0) {
+            let until = self.now_ms() + for_.as_millis().min(u128::from(u32::MAX)) as u64;
+            // A disabled key stays disabled; a longer cooldown is not shortened.
+            let _ = k
+                .state
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                    (cur != DISABLED && (cur == OK || cur < until)).then_some(until)
+                });
+        }
+    }
+
+    /// Takes a key out of rotation until it is re-checked or re-enabled. Returns true if this call disabled it.
+    pub fn disable(&self, pick: KeyPick, reason: &str) -> bool {
+        let Some(k) = self.keys.get(pick.0) else {
+            return false;
+        };
+        if k.state.swap(DISABLED, Ordering::Relaxed) == DISABLED {
+            return false;
+        }
+        if let Ok(mut d) = k.disabled.lock() {
+            *d = Some((reason.to_string(), SystemTime::now(), Instant::now()));
+        }
+        true
+    }
+
+    pub fn enable(&self, i: usize) -> bool {
+        let Some(k) = self.keys.get(i) else {
+            return false;
+        };
+        if let Ok(mut d) = k.disabled.lock() {
+            *d = None;
+        }
+        k.state.store(OK, Ordering::Relaxed);
+        true
+    }
+
+    pub fn state(&self, i: usize) -> KeyState {
+        let Some(k) = self.keys.get(i) else {
+            return KeyState::Ok;
+        };
+        match k.state.load(Ordering::Relaxed) {
+            OK => KeyState::Ok,
+            DISABLED => {
+                let (reason, since) = k
+                    .disabled
+                    .lock()
+                    .ok()
+                    .and_then(|d| d.as_ref().map(|(r, s, _)| (r.clone(), *s)))
+                    .unwrap_or_else(|| (String::new(), SystemTime::now()));
+                KeyState::Disabled { reason, since }
+            }
+            until => {
+                let now = self.now_ms();
+                if until <= now {
+                    KeyState::Ok
+                } else {
+                    KeyState::Cooling {
+                        remaining: Duration::from_millis(until - now),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Disabled keys whose last check is at least `every` old, due for a re-check.
+    pub fn due_for_recheck(&self, every: Duration) -> Vec<usize> {
+        self.keys
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.state.load(Ordering::Relaxed) == DISABLED)
+            .filter(|(_, k)| {
+                k.disabled
+                    .lock()
+                    .ok()
+                    .and_then(|d| d.as_ref().map(|(_, _, at)| at.elapsed() >= every))
+                    .unwrap_or(true)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// A re-check failed: keep the key disabled and restart its re-check clock.
+    pub fn recheck_failed(&self, i: usize, reason: &str) {
+        if let Some(k) = self.keys.get(i) {
+            if let Ok(mut d) = k.disabled.lock() {
+                let since = d.as_ref().map_or_else(SystemTime::now, |(_, s, _)| *s);
+                *d = Some((reason.to_string(), since, Instant::now()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> KeyPool {
+        let secrets: Vec<Secret> = (0..n).map(|i| Secret::new(format!("sk-{i}"))).collect();
+        KeyPool::new(&secrets)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rotation_skips_cooling_and_disabled_keys() {
+        let p = pool(4);
+        p.disable(KeyPick(1), "HTTP 401");
+        p.cool(KeyPick(2), Duration::from_secs(30));
+        let picks: Vec<usize> = (0..6).map(|_| p.pick(None, &[]).unwrap().0).collect();
+        assert!(picks.iter().all(|&i| i == 0 || i == 3), "{picks:?}");
+        assert!(picks.contains(&0) && picks.contains(&3));
+        assert_eq!(p.state(1).as_str(), "disabled");
+        assert_eq!(p.state(2).as_str(), "cooling");
+
+        // The cooldown ends by itself; the disabled key stays out.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(p.state(2), KeyState::Ok);
+        let picks: Vec<usize> = (0..8).map(|_| p.pick(None, &[]).unwrap().0).collect();
+        assert!(picks.contains(&2));
+        assert!(!picks.contains(&1));
+        p.enable(1);
+        let picks: Vec<usize> = (0..8).map(|_| p.pick(None, &[]).unwrap().0).collect();
+        assert!(picks.contains(&1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tried_keys_are_not_picked_again_in_one_call() {
+        let p = pool(3);
+        assert_eq!(p.pick(Some(0), &[0, 1]).unwrap().0, 2);
+        assert_eq!(p.pick(Some(0), &[0, 1, 2]), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn affinity_keeps_a_key_while_usable() {
+        let p = pool(5);
+        let first = p.pick(Some(42), &[]).unwrap();
+        for _ in 0..5 {
+            assert_eq!(p.pick(Some(42), &[]).unwrap(), first);
+        }
+        p.cool(first, Duration::from_secs(5));
+        assert_ne!(p.pick(Some(42), &[]).unwrap(), first);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn soonest_cooling_and_recheck_schedule() {
+        let p = pool(2);
+        p.cool(KeyPick(0), Duration::from_secs(50));
+        p.cool(KeyPick(1), Duration::from_secs(10));
+        assert!(!p.has_usable());
+        assert_eq!(p.soonest_cooling(&[]), Some(KeyPick(1)));
+
+        let p = pool(2);
+        assert!(p.disable(KeyPick(0), "HTTP 401"));
+        assert!(
+            !p.disable(KeyPick(0), "again"),
+            "disabling twice reports once"
+        );
+        assert!(p.due_for_recheck(Duration::from_secs(300)).is_empty());
+        tokio::time::advance(Duration::from_secs(301)).await;
+        assert_eq!(p.due_for_recheck(Duration::from_secs(300)), vec![0]);
+        p.recheck_failed(0, "still 401");
+        assert!(p.due_for_recheck(Duration::from_secs(300)).is_empty());
+        // A cooldown never revives a disabled key.
+        p.cool(KeyPick(0), Duration::from_secs(1));
+        assert_eq!(p.state(0).as_str(), "disabled");
+    }
+}

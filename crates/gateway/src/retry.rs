@@ -1,0 +1,199 @@
+//! What to do after a failed attempt — decided in one place — plus the retry budget and jitter.
+
+use reqwest::StatusCode;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The verdict on one attempt. The attempt loop reads this field; it never parses error text.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Class {
+    /// Connect error, reset or timeout before the first byte, 5xx: try another upstream; counts against this one's breaker.
+    OtherUpstream,
+    /// 429: rest this key (for `Retry-After`, capped) and try another key or upstream. Not a breaker failure.
+    Throttled { retry_after: Option<Duration> },
+    /// 401/402/403: this key is bad; disable it and try another key of the same upstream.
+    BadKey,
+    /// 400, 404, 413, 422, context length…: the client's problem; give it the upstream's answer.
+    Client,
+}
+
+/// Classifies an HTTP status from an upstream.
+pub fn classify_status(status: StatusCode, retry_after: Option<&str>) -> Class {
+    match status.as_u16() {
+        429 => Class::Throttled {
+            retry_after: retry_after.and_then(parse_retry_after),
+        },
+        401..=403 => Class::BadKey,
+        408 | 500 | 502 | 503 | 504 | 529 => Class::OtherUpstream,
+        // Other 5xx (501 Not Implemented, 505, …) will not get better elsewhere for this request shape,
+        // but a sick upstream answering odd 5xx still is one: treat every 5xx as the upstream's failure.
+        500..=599 => Class::OtherUpstream,
+        _ => Class::Client,
+    }
+}
+
+/// `Retry-After` as seconds (the HTTP-date form is rare from LLM providers and treated as absent).
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    v.parse::<u64>().ok().map(Duration::from_secs).or_else(|| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|f| *f >= 0.0 && f.is_finite())
+            .map(Duration::from_secs_f64)
+    })
+}
+
+/// Bounds retries to a fraction of calls plus a small floor, over a sliding 10 s window, so a
+/// failing upstream cannot multiply the load on the others.
+pub struct RetryBudget {
+    ratio: f64,
+    inner: Mutex<Window>,
+}
+
+/// Retries always allowed per second of window, whatever the call volume, so a quiet gateway can still retry.
+const FLOOR_PER_SEC: f64 = 10.0;
+const SLOTS: usize = 10;
+
+struct Window {
+    start: Instant,
+    /// (second index, calls, retries) per slot.
+    slots: [(u64, u64, u64); SLOTS],
+}
+
+impl RetryBudget {
+    pub fn new(ratio: f64) -> RetryBudget {
+        RetryBudget {
+            ratio,
+            inner: Mutex::new(Window {
+                start: Instant::now(),
+                slots: [(u64::MAX, 0, 0); SLOTS],
+            }),
+        }
+    }
+
+    fn with_slot<R>(&self, f: impl FnOnce(&mut Window, usize, u64) -> R) -> R {
+        let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let sec = w.start.elapsed().as_secs();
+        let i = (sec % SLOTS as u64) as usize;
+        if w.slots[i].0 != sec {
+            w.slots[i] = (sec, 0, 0);
+        }
+        f(&mut w, i, sec)
+    }
+
+    /// Counts a call (not a retry).
+    pub fn deposit(&self) {
+        self.with_slot(|w, i, _| w.slots[i].1 += 1);
+    }
+
+    /// Asks to retry; counts the retry when allowed.
+    pub fn try_withdraw(&self) -> bool {
+        let ratio = self.ratio;
+        self.with_slot(|w, i, sec| {
+            let live =
+                |s: &&(u64, u64, u64)| s.0 != u64::MAX && sec.saturating_sub(s.0) < SLOTS as u64;
+            let calls: u64 = w.slots.iter().filter(live).map(|s| s.1).sum();
+            let retries: u64 = w.slots.iter().filter(live).map(|s| s.2).sum();
+            let allowed = ratio * calls as f64 + FLOOR_PER_SEC * SLOTS as f64;
+            if (retries as f64) < allowed {
+                w.slots[i].2 += 1;
+                true
+            } else {
+                false
+            }
+        })
+    }
+}
+
+/// A factor in `[lo, hi)` from a small per-thread generator; for spreading timers, not for secrets.
+pub fn jitter(lo: f64, hi: f64) -> f64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x5eed);
+            h.finish() | 1
+        });
+    }
+    let x = STATE.with(|s| {
+        // xorshift64*
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    });
+    let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
+    lo + (hi - lo) * unit
+}
+
+/// Backoff before retrying the very same target: 50 ms, 100 ms, 200 ms … (±50 %), at most 1 s.
+pub fn backoff(retry: u32) -> Duration {
+    let base = 0.05 * f64::from(1u32 << retry.min(5));
+    Duration::from_secs_f64(base.min(1.0) * jitter(0.5, 1.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        let s = |c: u16| StatusCode::from_u16(c).unwrap_or(StatusCode::IM_A_TEAPOT);
+        for c in [500, 502, 503, 504, 529, 408] {
+            assert_eq!(classify_status(s(c), None), Class::OtherUpstream, "{c}");
+        }
+        for c in [401, 402, 403] {
+            assert_eq!(classify_status(s(c), None), Class::BadKey, "{c}");
+        }
+        for c in [400, 404, 413, 422] {
+            assert_eq!(classify_status(s(c), None), Class::Client, "{c}");
+        }
+        assert_eq!(
+            classify_status(s(429), Some("7")),
+            Class::Throttled {
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+        assert_eq!(
+            classify_status(s(429), Some("soon")),
+            Class::Throttled { retry_after: None }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_allows_a_floor_then_a_fraction_of_calls() {
+        let b = RetryBudget::new(0.2);
+        let mut granted = 0;
+        for _ in 0..1000 {
+            if b.try_withdraw() {
+                granted += 1;
+            }
+        }
+        assert_eq!(granted, 100, "the floor: 10/s over a 10 s window");
+        for _ in 0..500 {
+            b.deposit();
+        }
+        let mut more = 0;
+        while b.try_withdraw() {
+            more += 1;
+        }
+        assert_eq!(more, 100, "20 % of 500 calls");
+        // The window slides: after 10 s the old retries no longer count.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(b.try_withdraw());
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..1000 {
+            let j = jitter(0.9, 1.1);
+            assert!((0.9..1.1).contains(&j));
+        }
+        assert!(backoff(0) <= Duration::from_millis(75));
+        assert!(backoff(10) <= Duration::from_millis(1500));
+    }
+}
