@@ -100,7 +100,7 @@ fn describe(u: &Upstream) -> Value {
                 }
                 KeyState::Disabled { reason, since } => {
                     v["disabled_reason"] = json!(reason);
-                    v["disabled_at"] = json!(httpdate(since));
+                    v["disabled_at"] = json!(wire::time::rfc3339(since));
                 }
             }
             v
@@ -124,7 +124,7 @@ fn describe(u: &Upstream) -> Value {
         "breaker": u.breaker.state().as_str(),
         "breaker_open_for_s": (u.breaker.open_remaining().as_secs_f64() * 10.0).round() / 10.0,
         "last_error": state.last_error,
-        "last_check": state.last_check.map(httpdate),
+        "last_check": state.last_check.map(wire::time::rfc3339),
     })
 }
 
@@ -143,32 +143,6 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// RFC 3339 in UTC, without pulling in a date crate.
-fn httpdate(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,11 +153,5 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(!constant_time_eq(b"", b"a"));
-    }
-
-    #[test]
-    fn rfc3339() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_072_000);
-        assert_eq!(httpdate(t), "2025-11-25T12:00:00Z");
     }
 }

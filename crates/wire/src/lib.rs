@@ -6,6 +6,7 @@
 pub mod body;
 pub mod dialect;
 pub mod model;
+pub mod time;
 
 pub use body::{BodyError, Peek};
 pub use dialect::{Dialect, ErrorKind};
