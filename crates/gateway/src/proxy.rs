@@ -60,6 +60,7 @@ impl Endpoint {
         match self.dialect() {
             Dialect::OpenAi => true,
             Dialect::Ollama => kind == UpstreamKind::Ollama,
+            Dialect::Anthropic | Dialect::Gemini => false,
         }
     }
 

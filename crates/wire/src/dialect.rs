@@ -10,6 +10,10 @@ pub enum Dialect {
     OpenAi,
     /// Ollama's native `/api/*`.
     Ollama,
+    /// Anthropic Messages (`/v1/messages`).
+    Anthropic,
+    /// Google Gemini (`/v1beta/models/{model}:generateContent`).
+    Gemini,
 }
 
 impl Dialect {
@@ -17,6 +21,8 @@ impl Dialect {
         match self {
             Dialect::OpenAi => "openai",
             Dialect::Ollama => "ollama",
+            Dialect::Anthropic => "anthropic",
+            Dialect::Gemini => "gemini",
         }
     }
 
@@ -33,19 +39,35 @@ impl Dialect {
                 }
             }),
             Dialect::Ollama => json!({ "error": message }),
+            Dialect::Anthropic => json!({
+                "type": "error",
+                "error": { "type": kind.anthropic_type(), "message": message }
+            }),
+            Dialect::Gemini => json!({
+                "error": {
+                    "code": kind.status(),
+                    "message": message,
+                    "status": kind.google_status(),
+                }
+            }),
         };
         serde_json::to_vec(&value).unwrap_or_default()
     }
 
     /// The event that ends a broken stream so the client's library raises instead of
-    /// reporting a normal finish: OpenAI SSE `data: {"error":…}` (no `[DONE]` follows);
-    /// Ollama a final NDJSON line `{"error":"…"}`.
+    /// reporting a normal finish: OpenAI and Gemini SSE `data: {"error":…}` (no `[DONE]`
+    /// follows); Anthropic `event: error`; Ollama a final NDJSON line `{"error":"…"}`.
     pub fn stream_error_event(self, kind: ErrorKind, message: &str) -> Bytes {
         let body = self.error_body(kind, message);
         let mut out = Vec::with_capacity(body.len() + 8);
         match self {
-            Dialect::OpenAi => {
+            Dialect::OpenAi | Dialect::Gemini => {
                 out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&body);
+                out.extend_from_slice(b"\n\n");
+            }
+            Dialect::Anthropic => {
+                out.extend_from_slice(b"event: error\ndata: ");
                 out.extend_from_slice(&body);
                 out.extend_from_slice(b"\n\n");
             }
@@ -117,6 +139,32 @@ impl ErrorKind {
         }
     }
 
+    fn anthropic_type(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::ModelNotFound | ErrorKind::NotFound => "not_found_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::PermissionDenied => "permission_error",
+            ErrorKind::PayloadTooLarge => "request_too_large",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Unavailable => "overloaded_error",
+            ErrorKind::BadGateway | ErrorKind::Timeout | ErrorKind::Internal => "api_error",
+        }
+    }
+
+    fn google_status(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge => "INVALID_ARGUMENT",
+            ErrorKind::ModelNotFound | ErrorKind::NotFound => "NOT_FOUND",
+            ErrorKind::Authentication => "UNAUTHENTICATED",
+            ErrorKind::PermissionDenied => "PERMISSION_DENIED",
+            ErrorKind::RateLimited => "RESOURCE_EXHAUSTED",
+            ErrorKind::Unavailable | ErrorKind::BadGateway => "UNAVAILABLE",
+            ErrorKind::Timeout => "DEADLINE_EXCEEDED",
+            ErrorKind::Internal => "INTERNAL",
+        }
+    }
+
     fn openai_code(self) -> Option<&'static str> {
         match self {
             ErrorKind::InvalidRequest => None,
@@ -153,6 +201,24 @@ mod tests {
     fn ollama_error_shape() {
         let body = Dialect::Ollama.error_body(ErrorKind::InvalidRequest, "bad \"json\"");
         assert_eq!(body, br#"{"error":"bad \"json\""}"#);
+    }
+
+    #[test]
+    fn anthropic_and_gemini_error_shapes() {
+        let v: serde_json::Value = serde_json::from_slice(
+            &Dialect::Anthropic.error_body(ErrorKind::RateLimited, "slow down"),
+        )
+        .unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        let v: serde_json::Value = serde_json::from_slice(
+            &Dialect::Gemini.error_body(ErrorKind::ModelNotFound, "no"),
+        )
+        .unwrap();
+        assert_eq!(v["error"]["code"], 404);
+        assert_eq!(v["error"]["status"], "NOT_FOUND");
+        let e = Dialect::Anthropic.stream_error_event(ErrorKind::BadGateway, "cut");
+        assert!(e.starts_with(b"event: error\ndata: {"));
     }
 
     #[test]

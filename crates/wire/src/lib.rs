@@ -4,9 +4,11 @@
 //! so it never panics on any input.
 
 pub mod body;
+pub mod canonical;
 pub mod dialect;
 pub mod model;
 pub mod time;
+pub mod translate;
 
 pub use body::{BodyError, Peek};
 pub use dialect::{Dialect, ErrorKind};

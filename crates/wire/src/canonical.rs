@@ -1,0 +1,233 @@
+//! The canonical chat form every dialect translates to and from, and the codec traits each dialect implements.
+//!
+//! Translation is used only when the client's dialect differs from the upstream's; same-dialect
+//! calls keep the byte passthrough. Streaming is transcoded event by event, never collected.
+
+use serde_json::Value;
+
+/// A chat request in no dialect in particular.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    /// System prompt(s), joined in order.
+    pub system: Option<String>,
+    pub messages: Vec<Message>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<u32>,
+    pub stop: Vec<String>,
+    pub seed: Option<i64>,
+    pub frequency_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub stream: bool,
+    /// OpenAI `stream_options.include_usage`; other dialects always report usage.
+    pub include_usage: bool,
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
+    pub response_format: Option<ResponseFormat>,
+    /// End-user id (OpenAI `user`, Anthropic `metadata.user_id`).
+    pub user: Option<String>,
+    /// Legacy completion (`/v1/completions`, `/api/generate`): the prompt arrived as one user message.
+    pub legacy_prompt: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+    /// The result of a tool call (`tool_call_id` says which).
+    Tool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    pub content: Vec<Part>,
+    /// Calls the assistant made in this turn.
+    pub tool_calls: Vec<ToolCall>,
+    /// For `Role::Tool`: the call this answers.
+    pub tool_call_id: Option<String>,
+    /// For `Role::Tool`: the tool's name when the dialect needs it (Gemini `functionResponse.name`).
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Part {
+    Text(String),
+    Image(Image),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Image {
+    Url(String),
+    Base64 { media_type: String, data: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tool {
+    pub name: String,
+    pub description: Option<String>,
+    /// JSON Schema of the arguments.
+    pub parameters: Value,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ToolChoice {
+    Auto,
+    None,
+    /// The model must call some tool.
+    Required,
+    /// The model must call this tool.
+    Tool(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as JSON text (OpenAI's form); dialects with objects parse/serialize it.
+    pub arguments: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema {
+        name: String,
+        schema: Value,
+        strict: bool,
+    },
+}
+
+/// A whole (non-streamed) answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChatResponse {
+    pub id: String,
+    pub model: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish: FinishReason,
+    pub usage: Usage,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum FinishReason {
+    #[default]
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// One step of a streamed answer. A decoder emits these as upstream bytes arrive; an encoder
+/// writes each one in the client's dialect at once.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// First event of every stream.
+    Start { id: String, model: String },
+    Text(String),
+    /// A tool call begins; `index` counts tool calls from 0 within the answer.
+    ToolCallStart { index: usize, id: String, name: String },
+    /// A fragment of the tool call's JSON arguments.
+    ToolCallArgs { index: usize, fragment: String },
+    Finish(FinishReason),
+    Usage(Usage),
+    /// The upstream reported an error inside the stream.
+    Error(String),
+}
+
+/// A request that cannot be expressed in the target dialect, or a body that is not valid in
+/// the source one. Rendered as a 400 naming the field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TranslateError {
+    /// JSON path of the offending field, e.g. `messages[2].content[0]` or `n`.
+    pub field: String,
+    pub message: String,
+}
+
+impl TranslateError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> TranslateError {
+        TranslateError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for TranslateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "`{}`: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for TranslateError {}
+
+/// Embeddings in no dialect in particular.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EmbedRequest {
+    pub model: String,
+    pub inputs: Vec<String>,
+    pub dimensions: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EmbedResponse {
+    pub model: String,
+    pub vectors: Vec<Vec<f32>>,
+    pub input_tokens: u64,
+}
+
+/// Turns upstream stream bytes (SSE or NDJSON, split anywhere) into events.
+pub trait StreamDecoder: Send {
+    /// Feeds bytes as they arrive; complete events are appended to `out`. Partial frames are kept.
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), TranslateError>;
+    /// The upstream closed the stream: flush what is left (an unterminated last line, say).
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError>;
+}
+
+/// Writes events in a client's dialect, including its framing (SSE or NDJSON).
+pub trait StreamEncoder: Send {
+    fn content_type(&self) -> &'static str;
+    fn encode(&mut self, event: &StreamEvent, out: &mut Vec<u8>);
+    /// The stream ended cleanly: write the dialect's terminator (`[DONE]`, `message_stop`, …) if not yet written.
+    fn finish(&mut self, out: &mut Vec<u8>);
+}
+
+/// Which call of a dialect a body belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Chat: OpenAI chat completions, Anthropic messages, Gemini generateContent, Ollama /api/chat.
+    Chat,
+    /// Legacy prompt completion: OpenAI /v1/completions, Ollama /api/generate.
+    Completion,
+}
+
+/// One dialect's translation to and from the canonical form.
+pub trait Codec: Sync {
+    /// Client body → canonical (ingress).
+    fn decode_request(&self, op: Op, body: &[u8]) -> Result<ChatRequest, TranslateError>;
+    /// Canonical → upstream body (egress). Fails, naming the field, when the request uses something this dialect cannot express.
+    fn encode_request(&self, req: &ChatRequest) -> Result<Vec<u8>, TranslateError>;
+    /// Upstream non-streamed answer → canonical.
+    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, TranslateError>;
+    /// Canonical answer → client body.
+    fn encode_response(&self, op: Op, resp: &ChatResponse) -> Vec<u8>;
+    fn stream_decoder(&self) -> Box<dyn StreamDecoder>;
+    fn stream_encoder(&self, op: Op) -> Box<dyn StreamEncoder>;
+    /// An upstream error body (any status) → its message, for re-rendering in the client's dialect.
+    fn error_message(&self, body: &[u8]) -> Option<String>;
+}

@@ -1,0 +1,1 @@
+//! Codecs between each dialect and the canonical form (`crate::canonical`).
