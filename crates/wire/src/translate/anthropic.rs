@@ -1,0 +1,4 @@
+//! Anthropic ⇄ canonical. (being written)
+
+/// The Anthropic codec.
+pub struct AnthropicCodec;

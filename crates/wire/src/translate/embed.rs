@@ -1,0 +1,1 @@
+//! Embeddings ⇄ canonical for OpenAI, Ollama and Gemini. (being written)

@@ -1,0 +1,4 @@
+//! Gemini ⇄ canonical. (being written)
+
+/// The Gemini codec.
+pub struct GeminiCodec;

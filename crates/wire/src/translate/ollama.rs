@@ -1,0 +1,4 @@
+//! Ollama ⇄ canonical. (being written)
+
+/// The Ollama codec.
+pub struct OllamaCodec;
