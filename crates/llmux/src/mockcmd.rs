@@ -50,6 +50,7 @@ pub fn config_from(a: &MockArgs) -> Result<MockConfig, String> {
         extra_keys: a.keys.clone(),
         revoked_keys: a.revoked_keys.clone(),
         limited_keys: a.limited_keys.clone(),
+        strict_anthropic_version: false,
         faults: Faults {
             fail_rate: a.fail_rate,
             fail_status: a.fail_status,

@@ -1,32 +1,124 @@
-//! Request entry point: bookkeeping, auth, fault injection, body parsing and dispatch to the two dialects.
+//! Request entry point: bookkeeping, auth, fault injection, body parsing and dispatch to the four dialects.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::state::{InFlight, Shared};
 use crate::stream::Pace;
-use crate::{ollama, openai, Faults, KeyRules};
+use crate::{anthropic, gemini, ollama, openai, Faults, KeyRules};
 
 /// Largest request body accepted; far above any real prompt the tests send.
 const BODY_LIMIT: usize = 64 << 20;
 
 pub(crate) const OLLAMA_JSON: &str = "application/json; charset=utf-8";
 pub(crate) const OPENAI_JSON: &str = "application/json";
+pub(crate) const GEMINI_JSON: &str = "application/json; charset=UTF-8";
 
 static X_MOCK_NODE: HeaderName = HeaderName::from_static("x-mock-node");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+static X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
+static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 
-/// Which API family a path belongs to; decides error body shapes.
+/// Which API family a request belongs to; decides error body shapes and how keys are carried.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
     Ollama,
     OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Dialect {
+    /// `/v1/models` is shared by three APIs: Anthropic clients send `anthropic-version`, Gemini
+    /// clients (google-genai defaults to API version v1) send their key in `x-goog-api-key` or
+    /// `?key=`, and Gemini's `{model}:{method}` calls are POSTs no OpenAI route takes (a GET of
+    /// `/v1/models/llama3:latest` stays OpenAI's).
+    fn of(method: &Method, path: &str, headers: &HeaderMap, query: Option<&str>) -> Self {
+        let under = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        let models = under("/v1/models");
+        if path.starts_with("/v1beta/") {
+            Dialect::Gemini
+        } else if under("/v1/messages") || (models && headers.contains_key(&ANTHROPIC_VERSION)) {
+            Dialect::Anthropic
+        } else if models
+            && (method == Method::POST
+                || headers.contains_key(&X_GOOG_API_KEY)
+                || query_param(query, "key").is_some())
+        {
+            Dialect::Gemini
+        } else if path.starts_with("/v1/") || path.starts_with("/openai/") {
+            // `/openai/…` is Azure OpenAI: OpenAI's API under deployment paths.
+            Dialect::OpenAi
+        } else {
+            Dialect::Ollama
+        }
+    }
+}
+
+/// The key a request presents, carried the way its dialect carries it.
+struct Credential<'a> {
+    /// What `last_authorization` records: the header the key came in (or the `?key=` value).
+    shown: Option<Cow<'a, HeaderValue>>,
+    /// Empty when there is none.
+    key: &'a str,
+}
+
+impl<'a> Credential<'a> {
+    fn of(dialect: Dialect, headers: &'a HeaderMap, query: Option<&'a str>) -> Self {
+        let authorization = headers.get(header::AUTHORIZATION);
+        let own = match dialect {
+            Dialect::Anthropic => headers.get(&X_API_KEY),
+            Dialect::Gemini => headers.get(&X_GOOG_API_KEY),
+            // Azure OpenAI sends its key in `api-key`.
+            Dialect::OpenAi => headers.get("api-key"),
+            Dialect::Ollama => None,
+        };
+        if let Some(h) = own {
+            return Self {
+                shown: Some(Cow::Borrowed(h)),
+                key: h.to_str().map(str::trim).unwrap_or(""),
+            };
+        }
+        if dialect == Dialect::Gemini {
+            if let Some(k) = query_param(query, "key") {
+                return Self {
+                    shown: HeaderValue::from_str(k).ok().map(Cow::Owned),
+                    key: k,
+                };
+            }
+            // Gemini takes only OAuth tokens as bearer credentials, never API keys.
+            return Self {
+                shown: authorization.map(Cow::Borrowed),
+                key: "",
+            };
+        }
+        Self {
+            shown: authorization.map(Cow::Borrowed),
+            key: authorization
+                .and_then(|h| h.to_str().ok())
+                .and_then(bearer)
+                .unwrap_or(""),
+        }
+    }
+}
+
+/// Value of `name` in a query string (not percent-decoded: keys and `alt` never need it).
+pub(crate) fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find_map(|(k, v)| (k == name).then_some(v))
 }
 
 /// Union of the request fields the mock reads from any endpoint; unknown fields are ignored
@@ -104,7 +196,38 @@ impl Call {
     }
 }
 
-/// Which generation endpoint a POST hit.
+/// A generation call that was counted and survived fault injection; its request is not checked yet.
+pub(crate) struct Admitted {
+    pub(crate) st: Arc<Shared>,
+    guard: InFlight,
+    faults: Arc<Faults>,
+    start: Instant,
+}
+
+impl Admitted {
+    /// The configured name serving `model`, now marked loaded; None when the node does not serve it.
+    pub(crate) fn load(&self, model: &str) -> Option<String> {
+        let canonical = self.st.resolve(model)?;
+        self.st.mark_loaded(&canonical);
+        Some(canonical)
+    }
+
+    /// Streams sleep for ttft before their first frame; whole replies sleep here instead.
+    pub(crate) async fn into_call(self, model: String, streams: bool) -> Call {
+        if !streams && !self.st.ttft.is_zero() {
+            tokio::time::sleep(self.st.ttft).await;
+        }
+        Call {
+            st: self.st,
+            guard: self.guard,
+            faults: self.faults,
+            start: self.start,
+            model,
+        }
+    }
+}
+
+/// Which Ollama or OpenAI generation endpoint a POST hit (the other dialects read their own request shapes).
 #[derive(Clone, Copy)]
 enum Gen {
     OllamaChat,
@@ -130,25 +253,22 @@ async fn route(st: &Arc<Shared>, req: Request) -> Response {
     if let Some(ctl) = path.strip_prefix("/_mock/") {
         return control(st, method, ctl, body).await;
     }
-    st.note_request(path, parts.headers.get(header::AUTHORIZATION));
+    let dialect = Dialect::of(method, path, &parts.headers, parts.uri.query());
+    let cred = Credential::of(dialect, &parts.headers, parts.uri.query());
+    st.note_request(path, cred.shown.as_deref());
     let guard = InFlight::new(st);
-    let dialect = if path.starts_with("/v1/") {
-        Dialect::OpenAi
-    } else {
-        Dialect::Ollama
-    };
 
     let rules = st.keys();
-    if rules.enforced() && (path.starts_with("/v1/") || path.starts_with("/api/")) {
-        let given = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(bearer)
-            .unwrap_or("");
+    if rules.enforced()
+        && (path.starts_with("/v1/")
+            || path.starts_with("/api/")
+            || path.starts_with("/v1beta/")
+            || path.starts_with("/openai/"))
+    {
+        let given = cred.key;
         st.note_key(given);
         if rules.revoked.iter().any(|k| k == given) {
-            return unauthorized(dialect, given);
+            return unauthorized(dialect, given, true);
         }
         if rules.limited.iter().any(|k| k == given) {
             let limited = Faults {
@@ -159,8 +279,18 @@ async fn route(st: &Arc<Shared>, req: Request) -> Response {
             return injected_failure(dialect, &limited);
         }
         if !rules.valid.iter().any(|k| k == given) {
-            return unauthorized(dialect, given);
+            return unauthorized(dialect, given, false);
         }
+    }
+    if dialect == Dialect::Anthropic
+        && st.strict_anthropic_version
+        && !parts.headers.contains_key(&ANTHROPIC_VERSION)
+    {
+        return anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "anthropic-version: header is required",
+        );
     }
 
     let bytes = if method == Method::POST {
@@ -175,15 +305,34 @@ async fn route(st: &Arc<Shared>, req: Request) -> Response {
         st.note_body(&bytes);
     }
 
+    if dialect == Dialect::Gemini {
+        return gemini_route(st, method, path, parts.uri.query(), &bytes, guard).await;
+    }
+    if let Some(rest) = path.strip_prefix("/openai/") {
+        return azure_route(st, method, rest, parts.uri.query(), &bytes, guard).await;
+    }
     let gen = match (method, path) {
         (&Method::GET | &Method::HEAD, "/") => return ollama::root(method == Method::HEAD),
         (&Method::GET, "/api/version") => return ollama::version(),
         (&Method::GET, "/api/tags") => return ollama::tags(st),
         (&Method::GET, "/api/ps") => return ollama::ps(st),
         (&Method::POST, "/api/show") => return ollama::show(st, &bytes),
+        (&Method::GET, "/v1/models") if dialect == Dialect::Anthropic => {
+            return anthropic::models(st)
+        }
+        (&Method::GET, p) if dialect == Dialect::Anthropic && p.starts_with("/v1/models/") => {
+            return anthropic::model(st, &p["/v1/models/".len()..]);
+        }
         (&Method::GET, "/v1/models") => return openai::models(st),
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
             return openai::model(st, &p["/v1/models/".len()..]);
+        }
+        (&Method::POST, "/v1/messages/count_tokens") => return anthropic::count_tokens(st, &bytes),
+        (&Method::POST, "/v1/messages") => {
+            return match admit(st, dialect, guard).await {
+                Ok(a) => anthropic::messages(a, &bytes).await,
+                Err(failure) => failure,
+            };
         }
         (&Method::POST, "/api/chat") => Gen::OllamaChat,
         (&Method::POST, "/api/generate") => Gen::OllamaGenerate,
@@ -197,14 +346,83 @@ async fn route(st: &Arc<Shared>, req: Request) -> Response {
     generation(st, dialect, gen, &bytes, guard).await
 }
 
-/// Shared prologue of every generation call: count, inject faults, parse, resolve the model.
-async fn generation(
+/// Azure OpenAI: `/openai/deployments/{deployment}/{chat/completions|completions|embeddings}`
+/// and `/openai/models`, each with `?api-version=`. The deployment names the model; the body's
+/// `model` is ignored, as Azure does.
+async fn azure_route(
     st: &Arc<Shared>,
-    dialect: Dialect,
-    gen: Gen,
+    method: &Method,
+    rest: &str,
+    query: Option<&str>,
     bytes: &Bytes,
     guard: InFlight,
 ) -> Response {
+    let dialect = Dialect::OpenAi;
+    if query_param(query, "api-version").is_none() {
+        return openai_error(
+            StatusCode::NOT_FOUND,
+            "Resource not found",
+            "invalid_request_error",
+            None,
+            Some("404"),
+        );
+    }
+    if method == Method::GET && rest == "models" {
+        return openai::models(st);
+    }
+    let Some((deployment, op)) = rest
+        .strip_prefix("deployments/")
+        .and_then(|r| r.split_once('/'))
+    else {
+        return not_routed(dialect, method, rest);
+    };
+    let gen = match (method, op) {
+        (&Method::POST, "chat/completions") => Gen::OpenAiChat,
+        (&Method::POST, "completions") => Gen::OpenAiCompletions,
+        (&Method::POST, "embeddings") => Gen::OpenAiEmbeddings,
+        _ => return not_routed(dialect, method, rest),
+    };
+    let mut body: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return bad_request(dialect, &e.to_string()),
+    };
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("model".into(), Value::String(deployment.to_string()));
+    }
+    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    generation(st, dialect, gen, &bytes, guard).await
+}
+
+/// Gemini's routes, under `/v1beta/models` or (google-genai's default API version) `/v1/models`.
+async fn gemini_route(
+    st: &Arc<Shared>,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    bytes: &Bytes,
+    guard: InFlight,
+) -> Response {
+    let tail = path
+        .strip_prefix("/v1beta/models")
+        .or_else(|| path.strip_prefix("/v1/models"));
+    let rest = tail.and_then(|t| t.strip_prefix('/'));
+    match (method, tail, rest) {
+        (&Method::GET, Some(""), _) => gemini::models(st),
+        (&Method::GET, _, Some(model)) => gemini::model(st, model),
+        (&Method::POST, _, Some(rest)) => match gemini::target(rest, query) {
+            Some((gemini::Method::CountTokens, model)) => gemini::count_tokens(st, &model, bytes),
+            Some((m, model)) => match admit(st, Dialect::Gemini, guard).await {
+                Ok(a) => gemini::generation(a, m, model, bytes).await,
+                Err(failure) => failure,
+            },
+            None => not_routed(Dialect::Gemini, method, path),
+        },
+        _ => not_routed(Dialect::Gemini, method, path),
+    }
+}
+
+/// Counts a generation call and applies the hang and fail faults; Err is the injected failure.
+async fn admit(st: &Arc<Shared>, dialect: Dialect, guard: InFlight) -> Result<Admitted, Response> {
     let start = Instant::now();
     let faults = st.faults();
     let fail = st.note_generation(&faults);
@@ -213,8 +431,28 @@ async fn generation(
         std::future::pending::<()>().await;
     }
     if fail {
-        return injected_failure(dialect, &faults);
+        return Err(injected_failure(dialect, &faults));
     }
+    Ok(Admitted {
+        st: st.clone(),
+        guard,
+        faults,
+        start,
+    })
+}
+
+/// Shared prologue of every Ollama/OpenAI generation call: admit, parse, resolve the model.
+async fn generation(
+    st: &Arc<Shared>,
+    dialect: Dialect,
+    gen: Gen,
+    bytes: &Bytes,
+    guard: InFlight,
+) -> Response {
+    let admitted = match admit(st, dialect, guard).await {
+        Ok(a) => a,
+        Err(failure) => return failure,
+    };
     let req: GenReq = match serde_json::from_slice(bytes) {
         Ok(r) => r,
         Err(e) => return bad_request(dialect, &e.to_string()),
@@ -222,27 +460,16 @@ async fn generation(
     let Some(model) = req.model.clone().filter(|m| !m.is_empty()) else {
         return missing_model(dialect);
     };
-    let Some(canonical) = st.resolve(&model) else {
+    if admitted.load(&model).is_none() {
         return model_not_found(dialect, &model);
-    };
-    st.mark_loaded(&canonical);
+    }
 
     let streams = match gen {
         Gen::OllamaChat | Gen::OllamaGenerate => req.stream.unwrap_or(true),
         Gen::OpenAiChat | Gen::OpenAiCompletions => req.stream.unwrap_or(false),
         _ => false,
     };
-    // Streams sleep for ttft before their first frame; whole replies sleep here instead.
-    if !streams && !st.ttft.is_zero() {
-        tokio::time::sleep(st.ttft).await;
-    }
-    let call = Call {
-        st: st.clone(),
-        guard,
-        faults,
-        start,
-        model,
-    };
+    let call = admitted.into_call(model, streams).await;
     match gen {
         Gen::OllamaChat => ollama::chat(call, &req, streams),
         Gen::OllamaGenerate => ollama::generate(call, &req, streams),
@@ -309,7 +536,8 @@ pub(crate) fn respond(status: StatusCode, ctype: &'static str, body: impl Into<B
 pub(crate) fn ok_json(dialect: Dialect, body: impl Into<Body>) -> Response {
     let ctype = match dialect {
         Dialect::Ollama => OLLAMA_JSON,
-        Dialect::OpenAi => OPENAI_JSON,
+        Dialect::OpenAi | Dialect::Anthropic => OPENAI_JSON,
+        Dialect::Gemini => GEMINI_JSON,
     };
     respond(StatusCode::OK, ctype, body)
 }
@@ -334,6 +562,48 @@ pub(crate) fn openai_error(
     )
 }
 
+/// Anthropic's error envelope; `kind` is one of its documented error types.
+pub(crate) fn anthropic_error(status: StatusCode, kind: &str, msg: &str) -> Response {
+    let body = json!({"type": "error", "error": {"type": kind, "message": msg}});
+    respond(
+        status,
+        OPENAI_JSON,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+}
+
+/// Google's canonical status name for an HTTP status, as Gemini puts in `error.status`.
+fn google_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ABORTED",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        501 => "NOT_IMPLEMENTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        s if s >= 500 => "INTERNAL",
+        _ => "FAILED_PRECONDITION",
+    }
+}
+
+/// Gemini's (Google API) error envelope; `details` is left out when empty.
+pub(crate) fn gemini_error(status: StatusCode, msg: &str, details: Vec<Value>) -> Response {
+    let mut error =
+        json!({"code": status.as_u16(), "message": msg, "status": google_status(status)});
+    if !details.is_empty() {
+        error["details"] = Value::Array(details);
+    }
+    respond(
+        status,
+        GEMINI_JSON,
+        serde_json::to_vec(&json!({ "error": error })).unwrap_or_default(),
+    )
+}
+
 /// What Go's default mux (and so Ollama) says for an unknown route.
 fn not_found_text() -> Response {
     respond(
@@ -353,29 +623,74 @@ fn not_routed(dialect: Dialect, method: &Method, path: &str) -> Response {
             None,
             None,
         ),
+        Dialect::Anthropic => {
+            anthropic_error(StatusCode::NOT_FOUND, "not_found_error", "Not Found")
+        }
+        Dialect::Gemini => gemini_error(StatusCode::NOT_FOUND, "Method not found.", Vec::new()),
     }
 }
 
-fn unauthorized(dialect: Dialect, given: &str) -> Response {
-    // OpenAI shows only the ends of a wrong key.
-    let shown = if given.len() > 8 && given.is_ascii() {
-        format!("{}***{}", &given[..3], &given[given.len() - 4..])
-    } else {
-        given.to_owned()
-    };
-    let msg = format!(
-        "Incorrect API key provided: {shown}. You can find your API key at https://platform.openai.com/account/api-keys."
-    );
+fn unauthorized(dialect: Dialect, given: &str, revoked: bool) -> Response {
     match dialect {
-        Dialect::OpenAi => openai_error(
+        Dialect::Anthropic if given.is_empty() => anthropic_error(
             StatusCode::UNAUTHORIZED,
-            &msg,
-            "invalid_request_error",
-            None,
-            Some("invalid_api_key"),
+            "authentication_error",
+            "x-api-key header is required",
         ),
-        Dialect::Ollama => ollama_error(StatusCode::UNAUTHORIZED, &msg),
+        Dialect::Anthropic => anthropic_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid x-api-key",
+        ),
+        Dialect::Gemini if given.is_empty() => gemini_error(
+            StatusCode::FORBIDDEN,
+            "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+            Vec::new(),
+        ),
+        Dialect::Gemini if revoked => gemini_error(
+            StatusCode::FORBIDDEN,
+            "Permission denied: Consumer 'api_key:mock' has been suspended.",
+            vec![error_info("CONSUMER_SUSPENDED")],
+        ),
+        // Real Gemini answers a wrong key with 400, not 401.
+        Dialect::Gemini => gemini_error(
+            StatusCode::BAD_REQUEST,
+            "API key not valid. Please pass a valid API key.",
+            vec![error_info("API_KEY_INVALID")],
+        ),
+        Dialect::OpenAi | Dialect::Ollama => {
+            // OpenAI shows only the ends of a wrong key.
+            let shown = if given.len() > 8 && given.is_ascii() {
+                format!("{}***{}", &given[..3], &given[given.len() - 4..])
+            } else {
+                given.to_owned()
+            };
+            let msg = format!(
+                "Incorrect API key provided: {shown}. You can find your API key at https://platform.openai.com/account/api-keys."
+            );
+            if dialect == Dialect::OpenAi {
+                openai_error(
+                    StatusCode::UNAUTHORIZED,
+                    &msg,
+                    "invalid_request_error",
+                    None,
+                    Some("invalid_api_key"),
+                )
+            } else {
+                ollama_error(StatusCode::UNAUTHORIZED, &msg)
+            }
+        }
     }
+}
+
+/// The `google.rpc.ErrorInfo` detail Gemini attaches to key errors.
+fn error_info(reason: &str) -> Value {
+    json!({
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "googleapis.com",
+        "metadata": {"service": "generativelanguage.googleapis.com"},
+    })
 }
 
 pub(crate) fn bad_request(dialect: Dialect, detail: &str) -> Response {
@@ -387,6 +702,16 @@ pub(crate) fn bad_request(dialect: Dialect, detail: &str) -> Response {
             "invalid_request_error",
             None,
             None,
+        ),
+        Dialect::Anthropic => anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &format!("There was an error parsing the body of your request: {detail}"),
+        ),
+        Dialect::Gemini => gemini_error(
+            StatusCode::BAD_REQUEST,
+            &format!("Invalid JSON payload received. {detail}"),
+            Vec::new(),
         ),
     }
 }
@@ -400,6 +725,16 @@ fn missing_model(dialect: Dialect) -> Response {
             "invalid_request_error",
             None,
             None,
+        ),
+        Dialect::Anthropic => anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "model: Field required",
+        ),
+        Dialect::Gemini => gemini_error(
+            StatusCode::BAD_REQUEST,
+            "* GenerateContentRequest.model: unexpected model name format\n",
+            Vec::new(),
         ),
     }
 }
@@ -417,6 +752,12 @@ pub(crate) fn model_not_found(dialect: Dialect, model: &str) -> Response {
             None,
             Some("model_not_found"),
         ),
+        Dialect::Anthropic => anthropic_error(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            &format!("model: {model}"),
+        ),
+        Dialect::Gemini => gemini::not_found(model, "generateContent"),
     }
 }
 
@@ -425,9 +766,10 @@ fn injected_failure(dialect: Dialect, faults: &Faults) -> Response {
         .ok()
         .filter(|s| s.as_u16() >= 100 && faults.fail_status != 0)
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let limited = status == StatusCode::TOO_MANY_REQUESTS;
     let mut resp = match dialect {
         Dialect::Ollama => ollama_error(status, &format!("mock: injected failure ({status})")),
-        Dialect::OpenAi if status == StatusCode::TOO_MANY_REQUESTS => openai_error(
+        Dialect::OpenAi if limited => openai_error(
             status,
             "Rate limit reached (mock: injected failure).",
             "requests",
@@ -441,6 +783,43 @@ fn injected_failure(dialect: Dialect, faults: &Faults) -> Response {
             None,
             None,
         ),
+        Dialect::Anthropic => {
+            let (kind, msg) = match status.as_u16() {
+                429 => ("rate_limit_error", "Number of requests has exceeded your rate limit (mock: injected failure)."),
+                529 => ("overloaded_error", "Overloaded (mock: injected failure)"),
+                400 => ("invalid_request_error", "mock: injected failure"),
+                401 => ("authentication_error", "mock: injected failure"),
+                403 => ("permission_error", "mock: injected failure"),
+                404 => ("not_found_error", "mock: injected failure"),
+                413 => ("request_too_large", "mock: injected failure"),
+                _ => ("api_error", "Internal server error (mock: injected failure)"),
+            };
+            anthropic_error(status, kind, msg)
+        }
+        Dialect::Gemini => {
+            let (msg, details) = match status.as_u16() {
+                429 => (
+                    "Resource has been exhausted (e.g. check quota). (mock: injected failure)".to_owned(),
+                    faults
+                        .retry_after
+                        .map(|s| {
+                            json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{s}s")})
+                        })
+                        .into_iter()
+                        .collect(),
+                ),
+                503 => (
+                    "The model is overloaded. Please try again later. (mock: injected failure)".to_owned(),
+                    Vec::new(),
+                ),
+                500 => (
+                    "An internal error has occurred. (mock: injected failure)".to_owned(),
+                    Vec::new(),
+                ),
+                _ => (format!("mock: injected failure ({status})"), Vec::new()),
+            };
+            gemini_error(status, &msg, details)
+        }
     };
     if let Some(secs) = faults.retry_after {
         resp.headers_mut()

@@ -1,8 +1,12 @@
-//! Mock LLM server speaking Ollama's native `/api/*` and OpenAI's `/v1/*` wire formats on one port, with fault injection.
+//! Mock LLM server speaking Ollama's, OpenAI's, Anthropic's and Gemini's wire formats on one port, with fault injection.
 //
 // Used by the gateway's tests, by `llmux demo` and as the benchmark's upstream, so
 // replies are deterministic, byte-faithful to the real servers and cheap to produce.
+// Paths: Ollama `/`, `/api/*`; OpenAI `/v1/*`; Anthropic `/v1/messages` (and `/v1/models`
+// when asked with `anthropic-version`); Gemini `/v1beta/models*`.
 
+mod anthropic;
+mod gemini;
 mod handler;
 mod ollama;
 mod openai;
@@ -37,14 +41,17 @@ pub struct MockConfig {
     pub chunks: usize,
     /// Embedding dimensions.
     pub dims: usize,
-    /// If set, `/api/*` and `/v1/*` require `Authorization: Bearer <key>`.
+    /// If set, `/api/*`, `/v1/*` and `/v1beta/*` require a key: `Authorization: Bearer <key>`;
+    /// Anthropic also takes `x-api-key`, Gemini takes only `x-goog-api-key` or `?key=`.
     pub api_key: Option<String>,
     /// More accepted keys (a provider account with several keys).
     pub extra_keys: Vec<String>,
-    /// Keys answered with 401 `invalid_api_key`, as a revoked key is.
+    /// Keys answered with 401 `invalid_api_key`, as a revoked key is (Gemini: 403 `PERMISSION_DENIED`).
     pub revoked_keys: Vec<String>,
     /// Keys answered with 429 and `Retry-After` (`faults.retry_after`, else 20 s), as a rate-limited key is.
     pub limited_keys: Vec<String>,
+    /// Anthropic requests without an `anthropic-version` header get 400, as the real API does.
+    pub strict_anthropic_version: bool,
     /// Initial fault injection settings.
     pub faults: Faults,
 }
@@ -63,6 +70,7 @@ impl Default for MockConfig {
             extra_keys: Vec::new(),
             revoked_keys: Vec::new(),
             limited_keys: Vec::new(),
+            strict_anthropic_version: false,
             faults: Faults::default(),
         }
     }
@@ -92,19 +100,20 @@ pub struct Faults {
 pub struct Stats {
     /// All requests to the emulated APIs.
     pub requests: u64,
-    /// chat/generate/completions/embeddings calls received (including failed ones).
+    /// chat/generate/completions/messages/generateContent/embedding calls received (including failed ones).
     pub generations: u64,
     /// Requests per path.
     pub by_path: BTreeMap<String, u64>,
     /// Requests being served right now (an open stream counts until it ends).
     pub in_flight: u64,
-    /// `Authorization` header of the last request (None if it had none).
+    /// Credential of the last request as sent: its `Authorization` header, or for Anthropic its
+    /// `x-api-key` and for Gemini its `x-goog-api-key` header or `?key=` value when present.
     pub last_authorization: Option<String>,
     /// JSON body of the last request that had one.
     pub last_body: Option<serde_json::Value>,
     /// Calls answered with an injected failure.
     pub failed: u64,
-    /// Requests per bearer token, when the node checks keys.
+    /// Requests per key (bearer token, `x-api-key`, `x-goog-api-key`, `?key=`), when the node checks keys.
     #[serde(default)]
     pub by_key: BTreeMap<String, u64>,
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::{util, Faults, MockConfig, Stats};
 
 /// Paths counted with an atomic each; anything else goes to a (rarely used) locked map.
-const KNOWN_PATHS: [&str; 13] = [
+const KNOWN_PATHS: [&str; 15] = [
     "/",
     "/api/version",
     "/api/tags",
@@ -25,9 +25,11 @@ const KNOWN_PATHS: [&str; 13] = [
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
+    "/v1/messages",
+    "/v1beta/models",
 ];
 
-/// Which bearer tokens the node accepts, refuses as revoked, or answers as rate-limited.
+/// Which API keys (bearer tokens, `x-api-key`, `x-goog-api-key` or `?key=`) the node accepts, refuses as revoked, or answers as rate-limited.
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyRules {
@@ -55,6 +57,7 @@ pub(crate) struct Shared {
     pub(crate) chunk_delay: Duration,
     pub(crate) chunks: usize,
     pub(crate) dims: usize,
+    pub(crate) strict_anthropic_version: bool,
     keys: RwLock<Arc<KeyRules>>,
     by_key: Mutex<BTreeMap<String, u64>>,
     pub(crate) started: SystemTime,
@@ -98,6 +101,7 @@ impl Shared {
             chunk_delay: cfg.chunk_delay,
             chunks: cfg.chunks,
             dims: cfg.dims,
+            strict_anthropic_version: cfg.strict_anthropic_version,
             keys: RwLock::new(Arc::new(KeyRules {
                 valid: cfg.api_key.into_iter().chain(cfg.extra_keys).collect(),
                 revoked: cfg.revoked_keys,

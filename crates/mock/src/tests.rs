@@ -1026,3 +1026,883 @@ async fn client_hang_up_cancels_the_stream() {
         }
     }
 }
+
+// ---- Anthropic Messages API ----
+
+const CLAUDE: &str = "claude-3-5-haiku-latest";
+const AV: (&str, &str) = ("anthropic-version", "2023-06-01");
+
+fn claude_node(name: &str, chunks: usize) -> MockConfig {
+    MockConfig {
+        name: name.into(),
+        chunks,
+        models: vec![CLAUDE.into(), "gemini-2.0-flash".into()],
+        ..MockConfig::default()
+    }
+}
+
+/// Anthropic SSE as (event name, data) pairs, checking each event's `type` names it.
+fn anthropic_events(r: &Resp) -> Vec<(String, Value)> {
+    r.text()
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (ev, data) = e.split_once('\n').unwrap();
+            let name = ev.strip_prefix("event: ").unwrap().to_owned();
+            let data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+            assert_eq!(data["type"], name.as_str());
+            (name, data)
+        })
+        .collect()
+}
+
+async fn messages(addr: SocketAddr, headers: &[(&str, &str)], body: Value) -> Resp {
+    call(addr, "POST", "/v1/messages", headers, Some(body)).await
+}
+
+#[tokio::test]
+async fn anthropic_non_stream_message() {
+    let m = start(claude_node("a1", 3)).await;
+    let body = json!({"model": CLAUDE, "max_tokens": 100,
+        "system": [{"type": "text", "text": "be brief"}],
+        "messages": [{"role": "user", "content": "hello there"}]});
+    let r = messages(m.addr(), &[AV], body.clone()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(r.header("x-mock-node").as_deref(), Some("a1"));
+    let v = r.json();
+    assert!(v["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["role"], "assistant");
+    assert_eq!(v["model"], CLAUDE);
+    assert_eq!(
+        v["content"],
+        json!([{"type": "text", "text": "[a1] tok1 tok2 "}])
+    );
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(v["stop_sequence"], Value::Null);
+    assert_eq!(v["usage"], json!({"input_tokens": 4, "output_tokens": 3}));
+
+    // A token limit below the reply length stops early.
+    let mut short = body.clone();
+    short["max_tokens"] = json!(2);
+    let v = messages(m.addr(), &[AV], short).await.json();
+    assert_eq!(v["content"][0]["text"], "[a1] tok1 ");
+    assert_eq!(v["stop_reason"], "max_tokens");
+
+    let r = post(
+        m.addr(),
+        "/v1/messages/count_tokens",
+        json!({"model": CLAUDE, "messages": [{"role": "user", "content": "a b c"}]}),
+    )
+    .await;
+    assert_eq!(r.json(), json!({"input_tokens": 3}));
+
+    let s = m.stats();
+    assert_eq!(s.generations, 2);
+    assert_eq!(s.by_path["/v1/messages"], 2);
+    assert_eq!(s.by_path["/v1/messages/count_tokens"], 1);
+}
+
+#[tokio::test]
+async fn anthropic_stream_event_order() {
+    let m = start(claude_node("a2", 3)).await;
+    let r = messages(
+        m.addr(),
+        &[AV],
+        json!({"model": CLAUDE, "max_tokens": 50, "stream": true,
+               "messages": [{"role": "user", "content": "one two"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/event-stream; charset=utf-8")
+    );
+    assert!(r.complete);
+    let ev = anthropic_events(&r);
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    let msg = &ev[0].1["message"];
+    assert!(msg["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(msg["content"], json!([]));
+    assert_eq!(msg["stop_reason"], Value::Null);
+    assert_eq!(msg["model"], CLAUDE);
+    assert_eq!(msg["usage"], json!({"input_tokens": 2, "output_tokens": 1}));
+    assert_eq!(
+        ev[1].1,
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+    );
+    let text: String = ev[3..6]
+        .iter()
+        .map(|(_, d)| {
+            assert_eq!(d["index"], 0);
+            assert_eq!(d["delta"]["type"], "text_delta");
+            d["delta"]["text"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(text, "[a2] tok1 tok2 ");
+    assert_eq!(ev[6].1, json!({"type": "content_block_stop", "index": 0}));
+    assert_eq!(
+        ev[7].1,
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 3}})
+    );
+    assert_eq!(m.stats().in_flight, 0);
+}
+
+#[tokio::test]
+async fn anthropic_tool_use_streams_input_json_deltas() {
+    let m = start(claude_node("a3", 4)).await;
+    let tools = json!([{"name": "get_weather", "description": "Weather",
+        "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}}},
+        {"name": "other", "input_schema": {"type": "object"}}]);
+    let req = json!({"model": CLAUDE, "max_tokens": 100, "tools": tools,
+                     "messages": [{"role": "user", "content": "weather in Paris?"}]});
+    let v = messages(m.addr(), &[AV], req.clone()).await.json();
+    assert_eq!(v["stop_reason"], "tool_use");
+    let block = &v["content"][0];
+    assert_eq!(v["content"].as_array().unwrap().len(), 1);
+    assert_eq!(block["type"], "tool_use");
+    assert!(block["id"].as_str().unwrap().starts_with("toolu_"));
+    assert_eq!(block["name"], "get_weather");
+    assert_eq!(block["input"], json!({"location": "Paris"}));
+
+    // A forced tool wins; "none" turns tools off.
+    let mut forced = req.clone();
+    forced["tool_choice"] = json!({"type": "tool", "name": "other"});
+    let v = messages(m.addr(), &[AV], forced).await.json();
+    assert_eq!(v["content"][0]["name"], "other");
+    let mut off = req.clone();
+    off["tool_choice"] = json!({"type": "none"});
+    let v = messages(m.addr(), &[AV], off).await.json();
+    assert_eq!(v["content"][0]["type"], "text");
+    assert_eq!(v["stop_reason"], "end_turn");
+
+    let mut sreq = req;
+    sreq["stream"] = json!(true);
+    let ev = anthropic_events(&messages(m.addr(), &[AV], sreq).await);
+    assert_eq!(ev[0].0, "message_start");
+    let start_block = &ev[1].1["content_block"];
+    assert_eq!(start_block["type"], "tool_use");
+    assert!(start_block["id"].as_str().unwrap().starts_with("toolu_"));
+    assert_eq!(start_block["name"], "get_weather");
+    assert_eq!(start_block["input"], json!({}));
+    assert_eq!(ev[2].0, "ping");
+    let deltas: Vec<&Value> = ev
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| &d["delta"])
+        .collect();
+    assert!(deltas.len() > 2);
+    let json_text: String = deltas
+        .iter()
+        .map(|d| {
+            assert_eq!(d["type"], "input_json_delta");
+            d["partial_json"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&json_text).unwrap(),
+        json!({"location": "Paris"})
+    );
+    let n = ev.len();
+    assert_eq!(ev[n - 3].0, "content_block_stop");
+    assert_eq!(ev[n - 2].1["delta"]["stop_reason"], "tool_use");
+    assert_eq!(ev[n - 1].0, "message_stop");
+}
+
+#[tokio::test]
+async fn anthropic_request_errors() {
+    let m = start(MockConfig {
+        strict_anthropic_version: true,
+        ..claude_node("a4", 2)
+    })
+    .await;
+    let msgs = json!([{"role": "user", "content": "x"}]);
+    let r = messages(m.addr(), &[AV], json!({"model": CLAUDE, "messages": msgs})).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json(),
+        json!({"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}})
+    );
+    let r = messages(
+        m.addr(),
+        &[AV],
+        json!({"model": "nope", "max_tokens": 5, "messages": msgs}),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json(),
+        json!({"type": "error", "error": {"type": "not_found_error", "message": "model: nope"}})
+    );
+    let r = messages(m.addr(), &[AV], json!({"model": CLAUDE, "max_tokens": 5})).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["message"], "messages: Field required");
+    // The version header is required only when the node is strict.
+    let r = messages(
+        m.addr(),
+        &[],
+        json!({"model": CLAUDE, "max_tokens": 5, "messages": msgs}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "anthropic-version: header is required"
+    );
+    let lax = start(claude_node("a5", 2)).await;
+    let r = messages(
+        lax.addr(),
+        &[],
+        json!({"model": CLAUDE, "max_tokens": 5, "messages": msgs}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn anthropic_keys_use_x_api_key() {
+    let m = start(MockConfig {
+        api_key: Some("sk-ant-good".into()),
+        revoked_keys: vec!["sk-ant-revoked".into()],
+        limited_keys: vec!["sk-ant-limited".into()],
+        ..claude_node("a6", 2)
+    })
+    .await;
+    let body =
+        json!({"model": CLAUDE, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+    let r = messages(m.addr(), &[AV], body.clone()).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.json(),
+        json!({"type": "error", "error": {"type": "authentication_error", "message": "x-api-key header is required"}})
+    );
+    for bad in ["sk-wrong", "sk-ant-revoked"] {
+        let r = messages(m.addr(), &[AV, ("x-api-key", bad)], body.clone()).await;
+        assert_eq!(r.status, 401, "{bad}");
+        assert_eq!(r.json()["error"]["type"], "authentication_error");
+    }
+    let r = messages(
+        m.addr(),
+        &[AV, ("x-api-key", "sk-ant-limited")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after").as_deref(), Some("20"));
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    // The key comes in `x-api-key`...
+    let r = messages(m.addr(), &[AV, ("x-api-key", "sk-ant-good")], body.clone()).await;
+    assert_eq!(r.status, 200);
+    let s = m.stats();
+    assert_eq!(s.last_authorization.as_deref(), Some("sk-ant-good"));
+    assert_eq!(s.by_key["sk-ant-good"], 1);
+    assert_eq!(s.by_key["sk-wrong"], 1);
+    assert_eq!(s.by_key[""], 1);
+    // ...but `Authorization: Bearer` is accepted too.
+    let r = messages(
+        m.addr(),
+        &[AV, ("Authorization", "Bearer sk-ant-good")],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(m.stats().by_key["sk-ant-good"], 2);
+    assert_eq!(
+        m.stats().last_authorization.as_deref(),
+        Some("Bearer sk-ant-good")
+    );
+    // The model list takes the same key and answers in Anthropic's shape.
+    let r = call(m.addr(), "GET", "/v1/models", &[AV], None).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["type"], "error");
+    let r = call(
+        m.addr(),
+        "GET",
+        "/v1/models",
+        &[AV, ("x-api-key", "sk-ant-good")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn anthropic_models_list_shape_with_version_header() {
+    let m = start(claude_node("a7", 2)).await;
+    let v = call(m.addr(), "GET", "/v1/models", &[AV], None)
+        .await
+        .json();
+    assert_eq!(v["has_more"], false);
+    assert_eq!(v["first_id"], CLAUDE);
+    assert_eq!(v["last_id"], "gemini-2.0-flash");
+    let first = &v["data"][0];
+    assert_eq!(first["type"], "model");
+    assert_eq!(first["id"], CLAUDE);
+    assert_eq!(first["display_name"], "Claude 3 5 Haiku Latest");
+    assert!(first["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(v.get("object").is_none());
+    let v = call(
+        m.addr(),
+        "GET",
+        &format!("/v1/models/{CLAUDE}"),
+        &[AV],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(v["id"], CLAUDE);
+    assert_eq!(v["type"], "model");
+    let r = call(m.addr(), "GET", "/v1/models/nope", &[AV], None).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["type"], "not_found_error");
+    // Without the header it stays OpenAI-shaped.
+    let v = get(m.addr(), "/v1/models").await.json();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"][0]["object"], "model");
+}
+
+#[tokio::test]
+async fn anthropic_faults() {
+    let m = start(claude_node("a8", 8)).await;
+    m.set_faults(Faults {
+        drop_after: Some(4),
+        ..Faults::default()
+    });
+    let body = json!({"model": CLAUDE, "max_tokens": 50, "stream": true,
+                      "messages": [{"role": "user", "content": "x"}]});
+    let r = messages(m.addr(), &[AV], body.clone()).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.complete, "stream must end without its terminating chunk");
+    let ev = anthropic_events(&r);
+    assert_eq!(ev.len(), 4);
+    assert!(!ev.iter().any(|(n, _)| n == "message_stop"));
+    assert_eq!(m.stats().in_flight, 0);
+
+    m.set_faults(Faults {
+        fail_rate: 1.0,
+        fail_status: 529,
+        ..Faults::default()
+    });
+    let r = messages(m.addr(), &[AV], body.clone()).await;
+    assert_eq!(r.status, 529);
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "overloaded_error");
+    m.set_faults(Faults {
+        fail_rate: 1.0,
+        ..Faults::default()
+    });
+    let r = messages(m.addr(), &[AV], body.clone()).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.json()["error"]["type"], "api_error");
+    m.set_faults(Faults {
+        fail_rate: 1.0,
+        fail_status: 429,
+        retry_after: Some(3),
+        ..Faults::default()
+    });
+    let r = messages(m.addr(), &[AV], body).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after").as_deref(), Some("3"));
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    let s = m.stats();
+    assert_eq!((s.generations, s.failed), (4, 3));
+}
+
+// ---- Gemini API ----
+
+const GEMINI: &str = "gemini-2.0-flash";
+
+fn gemini_node(name: &str, chunks: usize) -> MockConfig {
+    MockConfig {
+        name: name.into(),
+        chunks,
+        dims: 6,
+        models: vec![GEMINI.into(), "text-embedding-004".into()],
+        ..MockConfig::default()
+    }
+}
+
+fn gen_path(model: &str, method: &str) -> String {
+    format!("/v1beta/models/{model}:{method}")
+}
+
+fn user(text: &str) -> Value {
+    json!({"contents": [{"role": "user", "parts": [{"text": text}]}]})
+}
+
+/// Gemini SSE `data:` payloads; Google ends its SSE lines with CRLF.
+fn gemini_events(r: &Resp) -> Vec<Value> {
+    let text = r.text();
+    assert!(!text.contains("\n\n"), "{text:?}");
+    text.split("\r\n\r\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+        .collect()
+}
+
+fn part_text(chunk: &Value) -> String {
+    chunk["candidates"][0]["content"]["parts"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn gemini_generate_content() {
+    let m = start(gemini_node("g1", 3)).await;
+    let mut body = user("hello there world");
+    body["systemInstruction"] = json!({"parts": [{"text": "be brief"}]});
+    let r = post(m.addr(), &gen_path(GEMINI, "generateContent"), body.clone()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json; charset=UTF-8")
+    );
+    assert_eq!(r.header("x-mock-node").as_deref(), Some("g1"));
+    let v = r.json();
+    let cand = &v["candidates"][0];
+    assert_eq!(
+        cand["content"],
+        json!({"role": "model", "parts": [{"text": "[g1] tok1 tok2 "}]})
+    );
+    assert_eq!(cand["finishReason"], "STOP");
+    assert_eq!(cand["index"], 0);
+    assert_eq!(
+        v["usageMetadata"],
+        json!({"promptTokenCount": 5, "candidatesTokenCount": 3, "totalTokenCount": 8})
+    );
+    assert_eq!(v["modelVersion"], GEMINI);
+    assert!(!v["responseId"].as_str().unwrap().is_empty());
+
+    body["generationConfig"] = json!({"maxOutputTokens": 2});
+    let v = post(m.addr(), &gen_path(GEMINI, "generateContent"), body)
+        .await
+        .json();
+    assert_eq!(part_text(&v), "[g1] tok1 ");
+    assert_eq!(v["candidates"][0]["finishReason"], "MAX_TOKENS");
+
+    let r = post(m.addr(), &gen_path(GEMINI, "countTokens"), user("a b c")).await;
+    assert_eq!(r.json(), json!({"totalTokens": 3}));
+
+    // google-genai defaults to API version v1: the same calls under /v1/models.
+    let v = post(
+        m.addr(),
+        &format!("/v1/models/{GEMINI}:generateContent"),
+        user("x"),
+    )
+    .await
+    .json();
+    assert_eq!(part_text(&v), "[g1] tok1 tok2 ");
+
+    let r = post(m.addr(), &gen_path(GEMINI, "generateContent"), json!({})).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["status"], "INVALID_ARGUMENT");
+    let s = m.stats();
+    assert_eq!(s.generations, 4);
+    assert_eq!(s.by_path[&gen_path(GEMINI, "generateContent")], 3);
+}
+
+#[tokio::test]
+async fn gemini_stream_sse_ends_with_finish_and_usage() {
+    let m = start(gemini_node("g2", 3)).await;
+    let r = post(
+        m.addr(),
+        &format!("{}?alt=sse", gen_path(GEMINI, "streamGenerateContent")),
+        user("one two"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    assert!(r.complete);
+    let chunks = gemini_events(&r);
+    assert_eq!(chunks.len(), 3);
+    let text: String = chunks.iter().map(part_text).collect();
+    assert_eq!(text, "[g2] tok1 tok2 ");
+    for c in &chunks[..2] {
+        assert!(c["candidates"][0].get("finishReason").is_none());
+        assert!(c.get("usageMetadata").is_none());
+        assert_eq!(c["candidates"][0]["content"]["role"], "model");
+        assert_eq!(c["modelVersion"], GEMINI);
+        assert_eq!(c["responseId"], chunks[2]["responseId"]);
+    }
+    let last = &chunks[2];
+    assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(
+        last["usageMetadata"],
+        json!({"promptTokenCount": 2, "candidatesTokenCount": 3, "totalTokenCount": 5})
+    );
+}
+
+#[tokio::test]
+async fn gemini_stream_without_alt_sse_is_a_json_array() {
+    let m = start(gemini_node("g3", 3)).await;
+    let r = post(
+        m.addr(),
+        &gen_path(GEMINI, "streamGenerateContent"),
+        user("hi"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json; charset=UTF-8")
+    );
+    assert!(r.complete);
+    let Value::Array(chunks) = r.json() else {
+        panic!("not an array: {}", r.text());
+    };
+    assert_eq!(chunks.len(), 3);
+    let text: String = chunks.iter().map(part_text).collect();
+    assert_eq!(text, "[g3] tok1 tok2 ");
+    assert_eq!(chunks[2]["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(chunks[2]["usageMetadata"]["totalTokenCount"], 4);
+}
+
+#[tokio::test]
+async fn gemini_function_call_reply() {
+    let m = start(gemini_node("g4", 3)).await;
+    let mut body = user("weather in Paris?");
+    body["tools"] = json!([{"functionDeclarations": [
+        {"name": "get_weather", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}},
+        {"name": "other"}]}]);
+    let v = post(m.addr(), &gen_path(GEMINI, "generateContent"), body.clone())
+        .await
+        .json();
+    let cand = &v["candidates"][0];
+    assert_eq!(
+        cand["content"]["parts"],
+        json!([{"functionCall": {"name": "get_weather", "args": {"location": "Paris"}}}])
+    );
+    assert_eq!(cand["finishReason"], "STOP");
+
+    let chunks = gemini_events(
+        &post(
+            m.addr(),
+            &format!("{}?alt=sse", gen_path(GEMINI, "streamGenerateContent")),
+            body.clone(),
+        )
+        .await,
+    );
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(
+        chunks[0]["candidates"][0]["content"]["parts"][0]["functionCall"]["name"],
+        "get_weather"
+    );
+    assert_eq!(chunks[0]["candidates"][0]["finishReason"], "STOP");
+
+    let mut allowed = body.clone();
+    allowed["toolConfig"] =
+        json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["other"]}});
+    let v = post(m.addr(), &gen_path(GEMINI, "generateContent"), allowed)
+        .await
+        .json();
+    assert_eq!(
+        v["candidates"][0]["content"]["parts"][0]["functionCall"]["name"],
+        "other"
+    );
+    let mut none = body;
+    none["toolConfig"] = json!({"functionCallingConfig": {"mode": "NONE"}});
+    let v = post(m.addr(), &gen_path(GEMINI, "generateContent"), none)
+        .await
+        .json();
+    assert_eq!(part_text(&v), "[g4] tok1 tok2 ");
+}
+
+#[tokio::test]
+async fn gemini_embeddings_match_the_other_dialects() {
+    let m = start(gemini_node("g5", 3)).await;
+    let model = "text-embedding-004";
+    let v = post(
+        m.addr(),
+        &gen_path(model, "embedContent"),
+        json!({"content": {"parts": [{"text": "hello world"}]}}),
+    )
+    .await
+    .json();
+    let single = &v["embedding"]["values"];
+    assert_eq!(single.as_array().unwrap().len(), 6);
+    let openai = post(
+        m.addr(),
+        "/v1/embeddings",
+        json!({"model": model, "input": ["hello world", "bye"]}),
+    )
+    .await
+    .json();
+    assert_eq!(*single, openai["data"][0]["embedding"]);
+
+    let v = post(
+        m.addr(),
+        &gen_path(model, "batchEmbedContents"),
+        json!({"requests": [
+            {"model": format!("models/{model}"), "content": {"parts": [{"text": "hello world"}]}},
+            {"model": format!("models/{model}"), "content": {"parts": [{"text": "bye"}]}, "outputDimensionality": 3}]}),
+    )
+    .await
+    .json();
+    let embeddings = v["embeddings"].as_array().unwrap();
+    assert_eq!(embeddings.len(), 2);
+    assert_eq!(embeddings[0]["values"], *single);
+    assert_eq!(embeddings[1]["values"].as_array().unwrap().len(), 3);
+
+    let r = post(
+        m.addr(),
+        &gen_path(model, "batchEmbedContents"),
+        json!({"requests": []}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let s = m.stats();
+    assert_eq!(s.generations, 4);
+    assert_eq!(s.by_path[&gen_path(model, "embedContent")], 1);
+}
+
+#[tokio::test]
+async fn gemini_models_and_unknown_model() {
+    let m = start(gemini_node("g6", 3)).await;
+    let v = get(m.addr(), "/v1beta/models").await.json();
+    let models = v["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[0]["name"], format!("models/{GEMINI}"));
+    assert_eq!(models[0]["displayName"], "Gemini 2.0 Flash");
+    assert!(models[0]["supportedGenerationMethods"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("generateContent")));
+    let v = get(m.addr(), &format!("/v1beta/models/{GEMINI}"))
+        .await
+        .json();
+    assert_eq!(v["name"], format!("models/{GEMINI}"));
+    // google-genai's default v1 listing shares OpenAI's path; its key header tells them apart.
+    let v = call(
+        m.addr(),
+        "GET",
+        "/v1/models",
+        &[("x-goog-api-key", "k")],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(v["models"][1]["name"], "models/text-embedding-004");
+    // A colon in a model name does not make an OpenAI retrieve a Gemini call.
+    m.set_models(vec![GEMINI.into(), "llama3:latest".into()]);
+    let v = get(m.addr(), "/v1/models/llama3:latest").await.json();
+    assert_eq!(v["object"], "model");
+    assert_eq!(v["id"], "llama3:latest");
+    let r = post(
+        m.addr(),
+        "/v1/models/llama3:latest:generateContent",
+        user("x"),
+    )
+    .await;
+    assert_eq!(r.json()["modelVersion"], "llama3:latest");
+
+    let r = post(m.addr(), &gen_path("nope", "generateContent"), user("x")).await;
+    assert_eq!(r.status, 404);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], 404);
+    assert_eq!(v["error"]["status"], "NOT_FOUND");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("models/nope is not found"));
+    let r = get(m.addr(), "/v1beta/models/nope").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["status"], "NOT_FOUND");
+    let r = post(m.addr(), &gen_path(GEMINI, "fooBar"), user("x")).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["status"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn gemini_keys_in_header_or_query() {
+    let m = start(MockConfig {
+        api_key: Some("AIza-good".into()),
+        revoked_keys: vec!["AIza-revoked".into()],
+        limited_keys: vec!["AIza-limited".into()],
+        ..gemini_node("g7", 2)
+    })
+    .await;
+    let path = gen_path(GEMINI, "generateContent");
+    let r = call(
+        m.addr(),
+        "POST",
+        &path,
+        &[("x-goog-api-key", "AIza-bad")],
+        Some(user("x")),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], 400);
+    assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
+    assert_eq!(
+        v["error"]["message"],
+        "API key not valid. Please pass a valid API key."
+    );
+    assert_eq!(v["error"]["details"][0]["reason"], "API_KEY_INVALID");
+    let r = call(
+        m.addr(),
+        "POST",
+        &path,
+        &[("x-goog-api-key", "AIza-revoked")],
+        Some(user("x")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["status"], "PERMISSION_DENIED");
+    let r = call(
+        m.addr(),
+        "POST",
+        &path,
+        &[("x-goog-api-key", "AIza-limited")],
+        Some(user("x")),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["status"], "RESOURCE_EXHAUSTED");
+    assert_eq!(r.header("retry-after").as_deref(), Some("20"));
+    // No key at all, or an API key sent as a bearer token (Gemini wants OAuth there).
+    let r = post(m.addr(), &path, user("x")).await;
+    assert_eq!(r.status, 403);
+    let r = call(
+        m.addr(),
+        "POST",
+        &path,
+        &[("Authorization", "Bearer AIza-good")],
+        Some(user("x")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+
+    let r = call(
+        m.addr(),
+        "POST",
+        &path,
+        &[("x-goog-api-key", "AIza-good")],
+        Some(user("x")),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(m.stats().last_authorization.as_deref(), Some("AIza-good"));
+    let r = post(m.addr(), &format!("{path}?key=AIza-good"), user("x")).await;
+    assert_eq!(r.status, 200);
+    let r = post(
+        m.addr(),
+        &format!("/v1beta/models/{GEMINI}:streamGenerateContent?alt=sse&key=AIza-good"),
+        user("x"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(gemini_events(&r).len(), 2);
+    let s = m.stats();
+    assert_eq!(s.last_authorization.as_deref(), Some("AIza-good"));
+    assert_eq!(s.by_key["AIza-good"], 3);
+    assert_eq!(s.by_key["AIza-bad"], 1);
+    assert_eq!(s.by_key[""], 2);
+}
+
+#[tokio::test]
+async fn gemini_faults() {
+    let m = start(gemini_node("g8", 8)).await;
+    m.set_faults(Faults {
+        drop_after: Some(3),
+        ..Faults::default()
+    });
+    let sse = format!("{}?alt=sse", gen_path(GEMINI, "streamGenerateContent"));
+    let r = post(m.addr(), &sse, user("x")).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.complete, "stream must end without its terminating chunk");
+    let chunks = gemini_events(&r);
+    assert_eq!(chunks.len(), 3);
+    assert!(chunks
+        .iter()
+        .all(|c| c["candidates"][0].get("finishReason").is_none()));
+    let r = post(
+        m.addr(),
+        &gen_path(GEMINI, "streamGenerateContent"),
+        user("x"),
+    )
+    .await;
+    assert!(!r.complete);
+    assert!(!r.text().ends_with(']'));
+    assert_eq!(m.stats().in_flight, 0);
+
+    for (status, name) in [
+        (429, "RESOURCE_EXHAUSTED"),
+        (500, "INTERNAL"),
+        (503, "UNAVAILABLE"),
+    ] {
+        m.set_faults(Faults {
+            fail_rate: 1.0,
+            fail_status: status,
+            retry_after: Some(9),
+            ..Faults::default()
+        });
+        let r = post(m.addr(), &gen_path(GEMINI, "generateContent"), user("x")).await;
+        assert_eq!(r.status, status);
+        assert_eq!(r.header("retry-after").as_deref(), Some("9"));
+        let v = r.json();
+        assert_eq!(v["error"]["code"], status);
+        assert_eq!(v["error"]["status"], name);
+    }
+    let s = m.stats();
+    assert_eq!((s.generations, s.failed), (5, 3));
+}
+
+#[tokio::test]
+async fn azure_deployment_paths_with_api_key_header() {
+    let m = start(MockConfig {
+        api_key: Some("az-key".into()),
+        models: vec!["gpt-4o".into()],
+        ..MockConfig::default()
+    })
+    .await;
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+    let path = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21";
+    let r = call(m.addr(), "POST", path, &[("api-key", "az-key")], Some(body.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "gpt-4o");
+    let r = call(m.addr(), "POST", path, &[("api-key", "wrong")], Some(body.clone())).await;
+    assert_eq!(r.status, 401);
+    let r = call(
+        m.addr(),
+        "POST",
+        "/openai/deployments/gpt-4o/chat/completions",
+        &[("api-key", "az-key")],
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(r.status, 404, "api-version is required");
+    let r = call(
+        m.addr(),
+        "GET",
+        "/openai/models?api-version=2024-10-21",
+        &[("api-key", "az-key")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
