@@ -1,0 +1,40 @@
+//! llmux persistence: one `Store` over SQLite or PostgreSQL with migrations and repositories.
+//!
+//! - [`Store::connect`] / [`Store::migrate`] open the database and apply the embedded,
+//!   versioned migrations (`migrations/sqlite`, `migrations/postgres`).
+//! - Repository functions are methods of [`Store`], one module per entity.
+//! - Provider keys are encrypted at rest with [`MasterKeys`] (XChaCha20-Poly1305, the row's
+//!   identity bound as associated data); virtual keys and passwords are stored as hashes only.
+
+mod aliases;
+mod apps;
+mod audit;
+mod call_log;
+mod config_revisions;
+mod crypto;
+mod db;
+mod error;
+mod ids;
+mod models;
+mod provider_keys;
+mod upstreams;
+mod users;
+mod virtual_keys;
+
+pub use aliases::Alias;
+pub use apps::{App, NewApp};
+pub use audit::{AuditEvent, NewAuditEvent};
+pub use call_log::{CallFilter, CallRecord, StoredCall};
+pub use config_revisions::{ConfigRevision, NewConfigRevision};
+pub use crypto::{sealed_key_id, MasterKey, MasterKeys, MASTER_KEY_ENV};
+pub use db::{BackendKind, Store, UnknownWord};
+pub use error::StoreError;
+pub use ids::now_ms;
+pub use models::{Model, ModelOrigin, NewModel};
+pub use provider_keys::{KeyState, ProviderKey};
+pub use upstreams::{NewUpstream, Source, Upstream};
+pub use users::{Role, User};
+pub use virtual_keys::{
+    KeyLimits, KeyStatus, NewVirtualKey, VerifiedKey, VirtualKey, VirtualKeyUpdate,
+    VIRTUAL_KEY_PREFIX,
+};

@@ -1,0 +1,159 @@
+//! Models known to the gateway (declared by an operator or discovered from an upstream).
+
+use serde::{Deserialize, Serialize};
+
+use crate::db::{enum_column, impl_from_row, on_pool, text_enum, write_tx};
+use crate::ids::{new_id, now_ms};
+use crate::{Store, StoreError};
+
+text_enum! {
+    /// How a model became known.
+    ModelOrigin {
+        /// Declared by an operator (config file or admin API).
+        Declared = "declared",
+        /// Reported by the upstream's model list.
+        Discovered = "discovered",
+    }
+}
+
+/// A stored model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Model {
+    /// `md_…`
+    pub id: String,
+    /// Model name as clients request it.
+    pub name: String,
+    /// The upstream serving it, `None` for a model not tied to one upstream.
+    pub upstream_id: Option<String>,
+    /// Whether the gateway offers it.
+    pub enabled: bool,
+    /// Declared or discovered.
+    pub origin: ModelOrigin,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// The fields of a model, for create and (full replacement) update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewModel {
+    /// Model name; unique per upstream (and among models without an upstream).
+    pub name: String,
+    /// The upstream serving it.
+    pub upstream_id: Option<String>,
+    /// Whether the gateway offers it.
+    pub enabled: bool,
+    /// Declared or discovered.
+    pub origin: ModelOrigin,
+}
+
+impl_from_row!(Model, |row| {
+    Ok(Model {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        upstream_id: row.try_get("upstream_id")?,
+        enabled: row.try_get("enabled")?,
+        origin: enum_column(row.try_get("origin")?, "origin")?,
+        created_at: row.try_get("created_at")?,
+    })
+});
+
+macro_rules! cols {
+    () => {
+        "id, name, upstream_id, enabled, origin, created_at"
+    };
+}
+
+fn conflict(new: &NewModel) -> impl FnOnce() -> String + '_ {
+    move || match &new.upstream_id {
+        Some(upstream) => format!(
+            "model {:?} already exists for upstream {upstream}",
+            new.name
+        ),
+        None => format!("model {:?} already exists", new.name),
+    }
+}
+
+impl Store {
+    /// Creates a model; `Conflict` when (name, upstream) exists, `MissingReference` when the
+    /// upstream does not.
+    pub async fn create_model(&self, new: &NewModel) -> Result<Model, StoreError> {
+        let id = new_id("md");
+        Ok(write_tx!(self, |tx| {
+            sqlx::query_as(concat!(
+                "INSERT INTO models (",
+                cols!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+                cols!()
+            ))
+            .bind(&id)
+            .bind(&new.name)
+            .bind(&new.upstream_id)
+            .bind(new.enabled)
+            .bind(new.origin.as_str())
+            .bind(now_ms())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::conflict_as(conflict(new)))?
+        }))
+    }
+
+    /// The model with this id.
+    pub async fn get_model(&self, id: &str) -> Result<Model, StoreError> {
+        let found: Option<Model> = on_pool!(self, |pool| {
+            sqlx::query_as(concat!("SELECT ", cols!(), " FROM models WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        found.ok_or(StoreError::NotFound)
+    }
+
+    /// Models of one upstream (`Some`) or all models (`None`), by name.
+    pub async fn list_models(&self, upstream_id: Option<&str>) -> Result<Vec<Model>, StoreError> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                cols!(),
+                " FROM models WHERE ($1 IS NULL OR upstream_id = $1) ORDER BY name, id"
+            ))
+            .bind(upstream_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Replaces every field of model `id`.
+    pub async fn update_model(&self, id: &str, new: &NewModel) -> Result<Model, StoreError> {
+        let updated: Option<Model> = write_tx!(self, |tx| {
+            sqlx::query_as(concat!(
+                "UPDATE models SET name = $2, upstream_id = $3, enabled = $4, origin = $5 \
+                 WHERE id = $1 RETURNING ",
+                cols!()
+            ))
+            .bind(id)
+            .bind(&new.name)
+            .bind(&new.upstream_id)
+            .bind(new.enabled)
+            .bind(new.origin.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::conflict_as(conflict(new)))?
+        });
+        updated.ok_or(StoreError::NotFound)
+    }
+
+    /// Deletes model `id`.
+    pub async fn delete_model(&self, id: &str) -> Result<(), StoreError> {
+        let deleted = write_tx!(self, |tx| {
+            sqlx::query("DELETE FROM models WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        });
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,945 @@
+//! Store integration tests, each run on SQLite and (with LLMUX_TEST_POSTGRES_URL) PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+
+use std::os::unix::fs::PermissionsExt as _;
+
+use config::Secret;
+use harness::backends;
+use serde_json::json;
+use store::{
+    sealed_key_id, CallFilter, CallRecord, KeyLimits, KeyState, KeyStatus, MasterKey, MasterKeys,
+    ModelOrigin, NewApp, NewAuditEvent, NewConfigRevision, NewModel, NewUpstream, NewVirtualKey,
+    Role, Source, Store, StoreError, VirtualKeyUpdate,
+};
+
+fn upstream(name: &str) -> NewUpstream {
+    NewUpstream {
+        name: name.to_owned(),
+        kind: "openai".to_owned(),
+        url: "https://api.example.com/v1".to_owned(),
+        weight: 1,
+        models: Some(vec!["gpt-4o".to_owned()]),
+        timeouts: json!({"connect_ms": 5000, "total_ms": null}),
+        enabled: true,
+        source: Source::Api,
+    }
+}
+
+fn app(name: &str) -> NewApp {
+    NewApp {
+        name: name.to_owned(),
+        credits: 10.5,
+        daily_budget: Some(2.0),
+        monthly_budget: None,
+    }
+}
+
+fn call(i: usize, app_id: Option<&str>) -> CallRecord {
+    let i = i64::try_from(i).unwrap();
+    CallRecord {
+        created_at: 1_700_000_000_000 + i,
+        request_id: format!("req-{i}"),
+        app_id: app_id.map(str::to_owned),
+        virtual_key_id: Some("vk_x".to_owned()),
+        dialect: "openai".to_owned(),
+        requested_model: "gpt-4o".to_owned(),
+        upstream: Some("primary".to_owned()),
+        upstream_model: Some("gpt-4o-2024".to_owned()),
+        provider_key_id: None,
+        status: if i % 10 == 0 { 502 } else { 200 },
+        error_class: (i % 10 == 0).then(|| "upstream_error".to_owned()),
+        attempts: 1 + i % 3,
+        latency_ms: 100 + i,
+        ttft_ms: Some(20),
+        input_tokens: Some(12),
+        output_tokens: None,
+        tokens_estimated: i % 2 == 0,
+        cost: Some(0.001),
+        client_ip: Some("127.0.0.1".to_owned()),
+    }
+}
+
+const PLAINTEXT_KEY: &str = "sk-proj-PLAINTEXTsecretVALUE-0123456789abcdef";
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    for db in backends().await {
+        // backends() already migrated once; twice more, and from a second pool.
+        db.store.migrate().await.unwrap();
+        db.store.migrate().await.unwrap();
+        let other = Store::connect(&db.url).await.unwrap();
+        other.migrate().await.unwrap();
+        other.close().await;
+        assert_eq!(
+            db.raw_count("SELECT COUNT(*) FROM _sqlx_migrations").await,
+            1,
+            "{}",
+            db.label()
+        );
+        assert_eq!(db.store.count_calls().await.unwrap(), 0);
+    }
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_rejected() {
+    let err = Store::connect("mysql://user:pw@localhost/db")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Url(ref u) if !u.contains("pw")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_works() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    store.migrate().await.unwrap();
+    store.create_upstream(&upstream("mem")).await.unwrap();
+    assert_eq!(store.list_upstreams().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn upstream_crud_and_conflicts() {
+    for db in backends().await {
+        let s = &db.store;
+        let a = s.create_upstream(&upstream("alpha")).await.unwrap();
+        assert!(a.id.starts_with("up_"));
+        assert_eq!(a.name, "alpha");
+        assert_eq!(a.models, Some(vec!["gpt-4o".to_owned()]));
+        assert_eq!(a.timeouts, json!({"connect_ms": 5000, "total_ms": null}));
+        assert!(a.enabled);
+        assert_eq!(a.source, Source::Api);
+        assert_eq!(s.get_upstream(&a.id).await.unwrap(), a);
+        assert_eq!(s.get_upstream_by_name("alpha").await.unwrap(), a);
+
+        let err = s.create_upstream(&upstream("alpha")).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(ref m) if m.contains("alpha")),
+            "{err}"
+        );
+
+        let b = s.create_upstream(&upstream("beta")).await.unwrap();
+        let mut changed = upstream("beta2");
+        changed.models = None;
+        changed.enabled = false;
+        changed.weight = 7;
+        changed.source = Source::File;
+        let b2 = s.update_upstream(&b.id, &changed).await.unwrap();
+        assert_eq!(
+            (b2.name.as_str(), b2.models.clone(), b2.enabled, b2.weight),
+            ("beta2", None, false, 7)
+        );
+        assert_eq!(b2.source, Source::File);
+        assert_eq!(b2.created_at, b.created_at);
+        let err = s
+            .update_upstream(&b.id, &upstream("alpha"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert!(matches!(
+            s.update_upstream("up_missing", &changed).await,
+            Err(StoreError::NotFound)
+        ));
+
+        let names: Vec<String> = s
+            .list_upstreams()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(names, ["alpha", "beta2"]);
+
+        s.delete_upstream(&a.id).await.unwrap();
+        assert!(matches!(
+            s.get_upstream(&a.id).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            s.delete_upstream(&a.id).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn provider_keys_round_trip_and_are_not_stored_in_plaintext() {
+    let keys = MasterKeys::new(MasterKey::generate());
+    for db in backends().await {
+        let s = &db.store;
+        let up = s.create_upstream(&upstream("primary")).await.unwrap();
+        let secret = Secret::new(PLAINTEXT_KEY);
+        let key = s.create_provider_key(&keys, &up.id, &secret).await.unwrap();
+        assert!(key.id.starts_with("pk_"));
+        assert_eq!(key.masked, secret.masked());
+        assert_eq!(key.state, KeyState::Ok);
+        assert_eq!(s.get_provider_key(&key.id).await.unwrap(), key);
+        assert_eq!(
+            s.reveal_provider_key(&keys, &key.id)
+                .await
+                .unwrap()
+                .expose(),
+            PLAINTEXT_KEY
+        );
+        let all = s.reveal_provider_keys(&keys, Some(&up.id)).await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, key);
+        assert_eq!(all[0].1.expose(), PLAINTEXT_KEY);
+
+        // What is really stored.
+        let raw = db
+            .raw_pairs("SELECT id, ciphertext FROM provider_keys")
+            .await;
+        assert_eq!(raw.len(), 1);
+        assert!(!raw[0].1.contains(PLAINTEXT_KEY), "{}", db.label());
+        assert!(!raw[0].1.contains("PLAINTEXTsecret"));
+        assert!(raw[0]
+            .1
+            .starts_with(&format!("v1:{}:", keys.current().id())));
+        if let Some(file) = &db.sqlite_file {
+            // The database file and its WAL, byte for byte.
+            for path in [file.clone(), file.with_extension("db-wal")] {
+                if let Ok(bytes) = std::fs::read(&path) {
+                    let needle = b"PLAINTEXTsecret";
+                    assert!(
+                        !bytes.windows(needle.len()).any(|w| w == needle),
+                        "plaintext found in {}",
+                        path.display()
+                    );
+                    assert!(!bytes.is_empty());
+                }
+            }
+        }
+
+        // A wrong master key cannot decrypt.
+        let other = MasterKeys::new(MasterKey::generate());
+        assert!(matches!(
+            s.reveal_provider_key(&other, &key.id).await,
+            Err(StoreError::Decrypt(_))
+        ));
+
+        // Foreign key: no such upstream.
+        let err = s
+            .create_provider_key(&keys, "up_missing", &secret)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::MissingReference(_)), "{err}");
+
+        let disabled = s
+            .set_provider_key_state(&key.id, KeyState::Disabled, Some("401 from upstream"))
+            .await
+            .unwrap();
+        assert_eq!(disabled.state, KeyState::Disabled);
+        assert_eq!(
+            disabled.disabled_reason.as_deref(),
+            Some("401 from upstream")
+        );
+        let ok = s
+            .set_provider_key_state(&key.id, KeyState::Ok, Some("ignored"))
+            .await
+            .unwrap();
+        assert_eq!((ok.state, ok.disabled_reason), (KeyState::Ok, None));
+
+        let second = s
+            .create_provider_key(&keys, &up.id, &Secret::new("short"))
+            .await
+            .unwrap();
+        assert_eq!(second.masked, "***");
+        assert_eq!(s.list_provider_keys(Some(&up.id)).await.unwrap().len(), 2);
+        s.delete_provider_key(&second.id).await.unwrap();
+        assert!(matches!(
+            s.delete_provider_key(&second.id).await,
+            Err(StoreError::NotFound)
+        ));
+
+        // Deleting the upstream cascades to its keys.
+        s.delete_upstream(&up.id).await.unwrap();
+        assert!(s.list_provider_keys(None).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn ciphertext_moved_to_another_row_fails_to_decrypt() {
+    let keys = MasterKeys::new(MasterKey::generate());
+    for db in backends().await {
+        let s = &db.store;
+        let up1 = s.create_upstream(&upstream("one")).await.unwrap();
+        let up2 = s.create_upstream(&upstream("two")).await.unwrap();
+        let k1 = s
+            .create_provider_key(&keys, &up1.id, &Secret::new("sk-first-key-aaaaaaaa"))
+            .await
+            .unwrap();
+        let k2 = s
+            .create_provider_key(&keys, &up2.id, &Secret::new("sk-second-key-bbbbbbb"))
+            .await
+            .unwrap();
+        let k3 = s
+            .create_provider_key(&keys, &up1.id, &Secret::new("sk-third-key-ccccccc"))
+            .await
+            .unwrap();
+        // Copy k1's ciphertext into k2 (other upstream) and k3 (same upstream, other id).
+        db.raw_exec(
+            "UPDATE provider_keys SET ciphertext = (SELECT ciphertext FROM provider_keys WHERE id = $1) WHERE id = $2",
+            &k1.id,
+            &k2.id,
+        )
+        .await;
+        db.raw_exec(
+            "UPDATE provider_keys SET ciphertext = (SELECT ciphertext FROM provider_keys WHERE id = $1) WHERE id = $2",
+            &k1.id,
+            &k3.id,
+        )
+        .await;
+        assert_eq!(
+            s.reveal_provider_key(&keys, &k1.id).await.unwrap().expose(),
+            "sk-first-key-aaaaaaaa"
+        );
+        for moved in [&k2.id, &k3.id] {
+            let err = s.reveal_provider_key(&keys, moved).await.unwrap_err();
+            assert!(
+                matches!(err, StoreError::Decrypt(_)),
+                "{}: {err}",
+                db.label()
+            );
+        }
+        // Rotation refuses to touch anything while a key cannot be decrypted.
+        let next = MasterKeys::new(MasterKey::generate()).with_previous(keys.current().clone());
+        assert!(matches!(
+            s.rotate_secrets(&next).await,
+            Err(StoreError::Decrypt(_))
+        ));
+        let raw = db
+            .raw_pairs("SELECT id, ciphertext FROM provider_keys")
+            .await;
+        assert!(raw
+            .iter()
+            .all(|(_, c)| sealed_key_id(c) == Some(keys.current().id())));
+    }
+}
+
+#[tokio::test]
+async fn rotation_re_encrypts_under_the_current_key() {
+    let old = MasterKey::generate();
+    let old_keys = MasterKeys::new(old.clone());
+    for db in backends().await {
+        let s = &db.store;
+        let up = s.create_upstream(&upstream("rot")).await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let key = s
+                .create_provider_key(
+                    &old_keys,
+                    &up.id,
+                    &Secret::new(format!("sk-rotate-me-{i:04}")),
+                )
+                .await
+                .unwrap();
+            ids.push(key.id);
+        }
+        let new = MasterKey::generate();
+        let keys = MasterKeys::new(new.clone()).with_previous(old.clone());
+        assert_eq!(s.rotate_secrets(&keys).await.unwrap(), 5);
+
+        let raw = db
+            .raw_pairs("SELECT id, ciphertext FROM provider_keys")
+            .await;
+        assert_eq!(raw.len(), 5);
+        for (_, ciphertext) in &raw {
+            assert_eq!(sealed_key_id(ciphertext), Some(new.id()));
+            assert!(!ciphertext.contains(old.id()), "{}", db.label());
+        }
+        // The new key alone now decrypts everything; the old key alone decrypts nothing.
+        let only_new = MasterKeys::new(new.clone());
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(
+                s.reveal_provider_key(&only_new, id).await.unwrap().expose(),
+                format!("sk-rotate-me-{i:04}")
+            );
+            assert!(s.reveal_provider_key(&old_keys, id).await.is_err());
+        }
+        // Rotating again is harmless.
+        assert_eq!(s.rotate_secrets(&only_new).await.unwrap(), 5);
+    }
+}
+
+#[test]
+fn master_key_file_is_created_with_mode_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secrets").join("master.key");
+    let (keys, created) = MasterKeys::load_or_create(&path).unwrap();
+    assert!(created);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (again, created) = MasterKeys::load_or_create(&path).unwrap();
+    assert!(!created);
+    assert_eq!(again.current().id(), keys.current().id());
+    assert_eq!(keys.current().id().len(), 8);
+
+    // A rotated file: new key first, old key kept for decryption.
+    let sealed = keys.encrypt(b"x", b"aad").unwrap();
+    let rotated_path = dir.path().join("rotated.key");
+    let new = MasterKey::generate();
+    std::fs::write(
+        &rotated_path,
+        format!("{}\n{}\n", new.to_base64(), keys.current().to_base64()),
+    )
+    .unwrap();
+    let rotated = MasterKeys::load(&rotated_path).unwrap();
+    assert_eq!(rotated.current().id(), new.id());
+    assert_eq!(rotated.decrypt(&sealed, b"aad").unwrap(), b"x");
+
+    std::fs::write(&rotated_path, "not a key\n").unwrap();
+    assert!(matches!(
+        MasterKeys::load(&rotated_path),
+        Err(StoreError::MasterKey(_))
+    ));
+}
+
+#[tokio::test]
+async fn models_crud_and_conflicts() {
+    for db in backends().await {
+        let s = &db.store;
+        let up = s.create_upstream(&upstream("m-up")).await.unwrap();
+        let new = NewModel {
+            name: "gpt-4o".to_owned(),
+            upstream_id: Some(up.id.clone()),
+            enabled: true,
+            origin: ModelOrigin::Declared,
+        };
+        let m = s.create_model(&new).await.unwrap();
+        assert!(m.id.starts_with("md_"));
+        assert_eq!(s.get_model(&m.id).await.unwrap(), m);
+        assert!(matches!(
+            s.create_model(&new).await,
+            Err(StoreError::Conflict(_))
+        ));
+
+        // Same name without upstream: allowed once, then a conflict too.
+        let global = NewModel {
+            upstream_id: None,
+            origin: ModelOrigin::Discovered,
+            ..new.clone()
+        };
+        let g = s.create_model(&global).await.unwrap();
+        assert_eq!(g.upstream_id, None);
+        assert_eq!(g.origin, ModelOrigin::Discovered);
+        assert!(matches!(
+            s.create_model(&global).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.create_model(&NewModel {
+                upstream_id: Some("up_missing".to_owned()),
+                ..new.clone()
+            })
+            .await,
+            Err(StoreError::MissingReference(_))
+        ));
+
+        let updated = s
+            .update_model(
+                &m.id,
+                &NewModel {
+                    name: "gpt-4o-mini".to_owned(),
+                    enabled: false,
+                    ..new.clone()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (updated.name.as_str(), updated.enabled),
+            ("gpt-4o-mini", false)
+        );
+        assert_eq!(s.list_models(Some(&up.id)).await.unwrap().len(), 1);
+        assert_eq!(s.list_models(None).await.unwrap().len(), 2);
+        s.delete_model(&g.id).await.unwrap();
+        assert!(matches!(
+            s.get_model(&g.id).await,
+            Err(StoreError::NotFound)
+        ));
+        // Cascade from the upstream.
+        s.delete_upstream(&up.id).await.unwrap();
+        assert!(s.list_models(None).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn aliases_crud_and_conflicts() {
+    for db in backends().await {
+        let s = &db.store;
+        let targets = vec!["b-model".to_owned(), "a-model".to_owned()];
+        let a = s.create_alias("smart", &targets).await.unwrap();
+        assert!(a.id.starts_with("al_"));
+        assert_eq!(a.targets, targets, "order kept");
+        assert_eq!(s.get_alias_by_name("smart").await.unwrap(), a);
+        assert!(matches!(
+            s.create_alias("smart", &[]).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let other = s.create_alias("fast", &[]).await.unwrap();
+        let updated = s
+            .update_alias(&a.id, "smarter", &["c".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(
+            (updated.name.as_str(), updated.targets.len()),
+            ("smarter", 1)
+        );
+        assert!(matches!(
+            s.update_alias(&other.id, "smarter", &[]).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.list_aliases().await.unwrap().len(), 2);
+        s.delete_alias(&a.id).await.unwrap();
+        assert!(matches!(
+            s.get_alias(&a.id).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn apps_crud_and_conflicts() {
+    for db in backends().await {
+        let s = &db.store;
+        let a = s.create_app(&app("team-a")).await.unwrap();
+        assert!(a.id.starts_with("app_"));
+        assert_eq!(
+            (a.credits, a.daily_budget, a.monthly_budget),
+            (10.5, Some(2.0), None)
+        );
+        assert_eq!(s.get_app(&a.id).await.unwrap(), a);
+        assert_eq!(s.get_app_by_name("team-a").await.unwrap(), a);
+        assert!(matches!(
+            s.create_app(&app("team-a")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let updated = s
+            .update_app(
+                &a.id,
+                &NewApp {
+                    monthly_budget: Some(50.0),
+                    daily_budget: None,
+                    ..app("team-a2")
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                updated.name.as_str(),
+                updated.daily_budget,
+                updated.monthly_budget
+            ),
+            ("team-a2", None, Some(50.0))
+        );
+        assert_eq!(s.add_app_credits(&a.id, -0.5).await.unwrap(), 10.0);
+        assert!(matches!(
+            s.add_app_credits("app_missing", 1.0).await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(s.list_apps().await.unwrap().len(), 1);
+        s.delete_app(&a.id).await.unwrap();
+        assert!(matches!(
+            s.delete_app(&a.id).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn virtual_keys_create_verify_expire_revoke() {
+    for db in backends().await {
+        let s = &db.store;
+        let a = s.create_app(&app("vk-app")).await.unwrap();
+        let limits = KeyLimits {
+            rpm: Some(60),
+            tpm: Some(100_000),
+            concurrency: None,
+        };
+        let (key, full) = s
+            .create_virtual_key(&NewVirtualKey {
+                app_id: a.id.clone(),
+                name: "ci".to_owned(),
+                models: Some(vec!["gpt-4o".to_owned()]),
+                limits,
+                expires_at: None,
+            })
+            .await
+            .unwrap();
+        assert!(key.id.starts_with("vk_"));
+        assert_eq!(full, format!("sk-llmux-{}-{}", key.public_id, &full[22..]));
+        assert_eq!(key.public_id.len(), 12);
+        assert_eq!(full.len(), "sk-llmux-".len() + 12 + 1 + 32);
+        assert_eq!(key.limits, limits);
+
+        // The secret is not stored.
+        let secret = full.rsplit('-').next().unwrap().to_owned();
+        let raw = db
+            .raw_pairs("SELECT public_id, secret_hash FROM virtual_keys")
+            .await;
+        assert!(!raw[0].1.contains(&secret));
+
+        let ok = s.verify_virtual_key(&full).await.unwrap().unwrap();
+        assert_eq!(ok.status, KeyStatus::Active);
+        assert!(ok.is_active());
+        assert_eq!(ok.key, key);
+
+        // Wrong secret, unknown public id, malformed.
+        let mut wrong = full.clone();
+        let last = wrong.pop().unwrap();
+        wrong.push(if last == 'a' { 'b' } else { 'a' });
+        assert!(s.verify_virtual_key(&wrong).await.unwrap().is_none());
+        assert!(s
+            .verify_virtual_key(&format!("sk-llmux-AAAAAAAAAAAA-{secret}"))
+            .await
+            .unwrap()
+            .is_none());
+        for bad in [
+            "",
+            "sk-llmux-",
+            "Bearer x",
+            "sk-llmux-abc",
+            "sk-llmux-a-b-c",
+        ] {
+            assert!(s.verify_virtual_key(bad).await.unwrap().is_none(), "{bad}");
+        }
+
+        // Expiry.
+        let (expiring, expiring_full) = s
+            .create_virtual_key(&NewVirtualKey {
+                app_id: a.id.clone(),
+                name: "short-lived".to_owned(),
+                models: None,
+                limits: KeyLimits::default(),
+                expires_at: Some(1_000),
+            })
+            .await
+            .unwrap();
+        let verdict = s.verify_virtual_key(&expiring_full).await.unwrap().unwrap();
+        assert_eq!(verdict.status, KeyStatus::Expired);
+        assert!(!verdict.is_active());
+        let verdict = s
+            .verify_virtual_key_at(&expiring_full, 999)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(verdict.status, KeyStatus::Active);
+        let extended = s
+            .update_virtual_key(
+                &expiring.id,
+                &VirtualKeyUpdate {
+                    name: "extended".to_owned(),
+                    models: None,
+                    limits: KeyLimits::default(),
+                    expires_at: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (extended.name.as_str(), extended.expires_at),
+            ("extended", None)
+        );
+        assert!(s
+            .verify_virtual_key(&expiring_full)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active());
+
+        // Revocation.
+        let revoked = s.revoke_virtual_key(&key.id).await.unwrap();
+        let first_revocation = revoked.revoked_at.unwrap();
+        let verdict = s.verify_virtual_key(&full).await.unwrap().unwrap();
+        assert_eq!(verdict.status, KeyStatus::Revoked);
+        let again = s.revoke_virtual_key(&key.id).await.unwrap();
+        assert_eq!(again.revoked_at, Some(first_revocation));
+
+        // Touch.
+        s.touch_virtual_key(&key.id, 5_000).await.unwrap();
+        s.touch_virtual_key(&key.id, 4_000).await.unwrap();
+        assert_eq!(
+            s.get_virtual_key(&key.id).await.unwrap().last_used_at,
+            Some(5_000)
+        );
+        assert!(matches!(
+            s.touch_virtual_key("vk_missing", 1).await,
+            Err(StoreError::NotFound)
+        ));
+
+        // Missing app; listing; delete; cascade from the app.
+        assert!(matches!(
+            s.create_virtual_key(&NewVirtualKey {
+                app_id: "app_missing".to_owned(),
+                name: "x".to_owned(),
+                models: None,
+                limits: KeyLimits::default(),
+                expires_at: None,
+            })
+            .await,
+            Err(StoreError::MissingReference(_))
+        ));
+        assert_eq!(s.list_virtual_keys(Some(&a.id)).await.unwrap().len(), 2);
+        assert_eq!(
+            s.list_virtual_keys(Some("app_other")).await.unwrap().len(),
+            0
+        );
+        s.delete_virtual_key(&expiring.id).await.unwrap();
+        assert!(s
+            .verify_virtual_key(&expiring_full)
+            .await
+            .unwrap()
+            .is_none());
+        s.delete_app(&a.id).await.unwrap();
+        assert!(s.list_virtual_keys(None).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn users_argon2_passwords() {
+    for db in backends().await {
+        let s = &db.store;
+        let pw = Secret::new("correct horse battery staple");
+        let u = s.create_user("alice", &pw, Role::Admin).await.unwrap();
+        assert!(u.id.starts_with("usr_"));
+        assert_eq!(u.role, Role::Admin);
+        let raw = db
+            .raw_pairs("SELECT username, password_hash FROM users")
+            .await;
+        assert!(raw[0].1.starts_with("$argon2id$"), "{}", raw[0].1);
+        assert!(!raw[0].1.contains("horse"));
+
+        assert!(matches!(
+            s.create_user("alice", &pw, Role::Viewer).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.verify_password("alice", &pw).await.unwrap(),
+            Some(u.clone())
+        );
+        assert_eq!(
+            s.verify_password("alice", &Secret::new("wrong"))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(s.verify_password("nobody", &pw).await.unwrap(), None);
+
+        let new_pw = Secret::new("another one");
+        s.set_user_password(&u.id, &new_pw).await.unwrap();
+        assert_eq!(s.verify_password("alice", &pw).await.unwrap(), None);
+        assert!(s.verify_password("alice", &new_pw).await.unwrap().is_some());
+        let viewer = s.set_user_role(&u.id, Role::Viewer).await.unwrap();
+        assert_eq!(viewer.role, Role::Viewer);
+        assert_eq!(s.get_user_by_username("alice").await.unwrap(), viewer);
+        assert_eq!(s.list_users().await.unwrap(), vec![viewer]);
+        s.delete_user(&u.id).await.unwrap();
+        assert!(matches!(s.get_user(&u.id).await, Err(StoreError::NotFound)));
+    }
+}
+
+#[tokio::test]
+async fn audit_events_and_config_revisions() {
+    for db in backends().await {
+        let s = &db.store;
+        for i in 0..3 {
+            s.record_audit_event(&NewAuditEvent {
+                actor: "alice".to_owned(),
+                action: "upstream.update".to_owned(),
+                target_type: "upstream".to_owned(),
+                target_id: Some(format!("up_{i}")),
+                before: Some(json!({"weight": i})),
+                after: (i > 0).then(|| json!({"weight": i + 1, "keys": ["…1234"]})),
+            })
+            .await
+            .unwrap();
+        }
+        let page = s.list_audit_events(2, None).await.unwrap();
+        assert_eq!(page.len(), 2);
+        assert!(page[0].id > page[1].id);
+        assert_eq!(page[0].after, Some(json!({"weight": 3, "keys": ["…1234"]})));
+        let rest = s.list_audit_events(10, Some(page[1].id)).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].after, None);
+        assert_eq!(rest[0].target_id.as_deref(), Some("up_0"));
+
+        assert_eq!(s.latest_config_revision().await.unwrap(), None);
+        let r1 = s
+            .create_config_revision(&NewConfigRevision {
+                actor: "config-file".to_owned(),
+                source: Source::File,
+                content: "[server]\nlisten = \"127.0.0.1:8080\"\n".to_owned(),
+                note: None,
+            })
+            .await
+            .unwrap();
+        let r2 = s
+            .create_config_revision(&NewConfigRevision {
+                actor: "alice".to_owned(),
+                source: Source::Api,
+                content: "{}".to_owned(),
+                note: Some("added upstream".to_owned()),
+            })
+            .await
+            .unwrap();
+        assert!(r2.id > r1.id);
+        assert_eq!(s.latest_config_revision().await.unwrap(), Some(r2.clone()));
+        assert_eq!(s.get_config_revision(r1.id).await.unwrap(), r1);
+        assert_eq!(
+            s.list_config_revisions(10, None).await.unwrap(),
+            vec![r2, r1]
+        );
+        assert!(matches!(
+            s.get_config_revision(-1).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn call_log_batch_insert_of_1000_rows() {
+    for db in backends().await {
+        let s = &db.store;
+        let calls: Vec<CallRecord> = (0..1000)
+            .map(|i| call(i, Some(if i % 4 == 0 { "app_a" } else { "app_b" })))
+            .collect();
+        assert_eq!(s.insert_calls(&calls).await.unwrap(), 1000);
+        assert_eq!(s.insert_calls(&[]).await.unwrap(), 0);
+        assert_eq!(s.count_calls().await.unwrap(), 1000);
+
+        let latest = s
+            .list_calls(&CallFilter {
+                limit: Some(1),
+                ..CallFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(latest[0].record, calls[999], "{}", db.label());
+
+        let app_a = s
+            .list_calls(&CallFilter {
+                app_id: Some("app_a".to_owned()),
+                since: Some(1_700_000_000_000 + 100),
+                until: Some(1_700_000_000_000 + 200),
+                limit: Some(1000),
+            })
+            .await
+            .unwrap();
+        assert_eq!(app_a.len(), 25);
+        assert!(app_a
+            .iter()
+            .all(|c| c.record.app_id.as_deref() == Some("app_a")));
+        assert!(app_a
+            .windows(2)
+            .all(|w| w[0].record.created_at > w[1].record.created_at));
+
+        // The indexes exist (created by the initial migration).
+        let index_sql = match s.kind() {
+            store::BackendKind::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'call_log' \
+                 AND name IN ('call_log_created_at', 'call_log_app_created_at')"
+            }
+            store::BackendKind::Postgres => {
+                "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema() \
+                 AND tablename = 'call_log' \
+                 AND indexname IN ('call_log_created_at', 'call_log_app_created_at')"
+            }
+        };
+        assert_eq!(db.raw_count(index_sql).await, 2);
+
+        // Larger than one statement: still one call, one transaction.
+        let many: Vec<CallRecord> = (0..2500).map(|i| call(i, None)).collect();
+        assert_eq!(s.insert_calls(&many).await.unwrap(), 2500);
+        assert_eq!(s.count_calls().await.unwrap(), 3500);
+    }
+}
+
+#[tokio::test]
+async fn entities_survive_reconnect() {
+    let keys = MasterKeys::new(MasterKey::generate());
+    for mut db in backends().await {
+        let up = db
+            .store
+            .create_upstream(&upstream("persisted"))
+            .await
+            .unwrap();
+        let pk = db
+            .store
+            .create_provider_key(&keys, &up.id, &Secret::new(PLAINTEXT_KEY))
+            .await
+            .unwrap();
+        let a = db.store.create_app(&app("persisted-app")).await.unwrap();
+        let (vk, full) = db
+            .store
+            .create_virtual_key(&NewVirtualKey {
+                app_id: a.id.clone(),
+                name: "k".to_owned(),
+                models: None,
+                limits: KeyLimits::default(),
+                expires_at: None,
+            })
+            .await
+            .unwrap();
+        let user = db
+            .store
+            .create_user("bob", &Secret::new("pw-bob"), Role::Viewer)
+            .await
+            .unwrap();
+        let alias = db
+            .store
+            .create_alias("al", &["m".to_owned()])
+            .await
+            .unwrap();
+        db.store
+            .insert_calls(&[call(1, Some(&a.id))])
+            .await
+            .unwrap();
+
+        db.reconnect().await;
+        let s = &db.store;
+        assert_eq!(s.get_upstream(&up.id).await.unwrap(), up, "{}", db.label());
+        assert_eq!(
+            s.reveal_provider_key(&keys, &pk.id).await.unwrap().expose(),
+            PLAINTEXT_KEY
+        );
+        assert_eq!(s.get_app(&a.id).await.unwrap(), a);
+        assert_eq!(s.verify_virtual_key(&full).await.unwrap().unwrap().key, vk);
+        assert_eq!(
+            s.verify_password("bob", &Secret::new("pw-bob"))
+                .await
+                .unwrap(),
+            Some(user)
+        );
+        assert_eq!(s.get_alias(&alias.id).await.unwrap(), alias);
+        assert_eq!(s.count_calls().await.unwrap(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_wait_instead_of_failing() {
+    for db in backends().await {
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let s = db.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let a = s.create_app(&app(&format!("app-{i}"))).await?;
+                for _ in 0..5 {
+                    s.add_app_credits(&a.id, 1.0).await?;
+                }
+                s.insert_calls(&[call(i, Some(&a.id))]).await?;
+                Ok::<_, StoreError>(())
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let apps = db.store.list_apps().await.unwrap();
+        assert_eq!(apps.len(), 16, "{}", db.label());
+        assert!(apps.iter().all(|a| a.credits == 15.5));
+    }
+}
