@@ -107,6 +107,66 @@ keys = ["{PROVIDER_KEY}"]
         s.close()
 
 
+@pytest.fixture(scope="session")
+def matrix():
+    """One upstream of every kind (each a `llmux mock` speaking all dialects), plus slow twins."""
+    s = Stack()
+    try:
+        kinds = {
+            "ollama": ("llama3:latest", ""),
+            "openai": ("gpt-4o-mini", "/v1"),
+            "anthropic": ("claude-sonnet-4", ""),
+            "gemini": ("gemini-2.0-flash", ""),
+            "azure": ("gpt-4o-azure", ""),
+        }
+        blocks = []
+        for kind, (model, suffix) in kinds.items():
+            name = f"{kind}-up"
+            url = s.mock(name, [model], "--chunks", "6", "--api-key", f"key-{kind}")
+            slow = s.mock(f"{kind}-slow", [f"slow-{model}"], "--chunks", "8", "--chunk-delay", "0.15", "--api-key", f"key-{kind}")
+            for n, u, m in [(name, url, model), (f"{kind}-slow", slow, f"slow-{model}")]:
+                models = f'models = ["{m}"]' if kind == "azure" else ""
+                blocks.append(
+                    f'[[upstreams]]\nname = "{n}"\nkind = "{kind}"\nurl = "{u}{suffix}"\nkeys = ["key-{kind}"]\n{models}\n'
+                )
+        cfg = Path(s.dir.name) / "matrix.toml"
+        cfg.write_text(f'[server]\nlisten = "127.0.0.1:0"\n[admin]\ntoken = "{ADMIN}"\n' + "".join(blocks))
+        gw = s.spawn("serve", "--config", str(cfg))
+        m = _wait_line(gw, r"llmux listening on (http://\S+)")
+        s.url = m.group(1)
+        yield s
+    finally:
+        s.close()
+
+
+_COMPAT = {}
+
+
+@pytest.fixture(scope="session")
+def compat():
+    return _COMPAT
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With LLMUX_COMPAT_OUT set, writes the conformance matrix as a Markdown table there."""
+    out = os.environ.get("LLMUX_COMPAT_OUT")
+    if not out or not _COMPAT:
+        return
+    ingresses = ["openai", "anthropic", "ollama", "gemini"]
+    upstreams = ["ollama", "openai", "anthropic", "gemini", "azure"]
+    lines = [
+        "| client SDK ↓ / upstream kind → | " + " | ".join(upstreams) + " |",
+        "|---|" + "---|" * len(upstreams),
+    ]
+    for i in ingresses:
+        cells = []
+        for u in upstreams:
+            modes = [m for m in ("plain", "stream", "tools") if _COMPAT.get((i, u, m)) == "pass"]
+            cells.append(" · ".join(modes) if len(modes) < 3 else "plain · stream · tools ✅")
+        lines.append(f"| {i} | " + " | ".join(cells) + " |")
+    Path(out).write_text("\n".join(lines) + "\n")
+
+
 def set_faults(node_url, **faults):
     req = urllib.request.Request(
         f"{node_url}/_mock/faults",

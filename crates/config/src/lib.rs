@@ -175,6 +175,9 @@ pub struct UpstreamConfig {
     /// Relative weight for the weighted strategy, 1..=1000.
     pub weight: u32,
     pub timeouts: Timeouts,
+    /// API version sent to upstreams that want one: Azure's `api-version` query
+    /// (default `2024-10-21`), Anthropic's `anthropic-version` header (default `2023-06-01`).
+    pub api_version: Option<String>,
 }
 
 /// Per-upstream timeouts.
@@ -204,7 +207,14 @@ impl Default for Timeouts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UpstreamKind {
     Ollama,
+    /// OpenAI or any OpenAI-compatible server (vLLM, LM Studio, …); `url` includes `/v1`.
     Openai,
+    /// Anthropic Messages API; `url` is the API root (`https://api.anthropic.com`).
+    Anthropic,
+    /// Google Gemini API; `url` is the API root (`https://generativelanguage.googleapis.com`).
+    Gemini,
+    /// Azure OpenAI; `url` is the resource (`https://NAME.openai.azure.com`), models are deployment names.
+    Azure,
 }
 
 impl UpstreamKind {
@@ -213,6 +223,9 @@ impl UpstreamKind {
         match self {
             Self::Ollama => "ollama",
             Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
+            Self::Azure => "azure",
         }
     }
 }
@@ -230,8 +243,11 @@ impl FromStr for UpstreamKind {
         match s {
             "ollama" => Ok(Self::Ollama),
             "openai" => Ok(Self::Openai),
+            "anthropic" => Ok(Self::Anthropic),
+            "gemini" => Ok(Self::Gemini),
+            "azure" => Ok(Self::Azure),
             _ => Err(format!(
-                "unsupported kind {s:?} (expected ollama or openai)"
+                "unsupported kind {s:?} (expected ollama, openai, anthropic, gemini or azure)"
             )),
         }
     }

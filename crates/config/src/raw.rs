@@ -102,6 +102,8 @@ struct RawUpstream {
     keys: Vec<String>,
     #[serde(default)]
     timeouts: RawTimeouts,
+    #[serde(default)]
+    api_version: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -550,6 +552,22 @@ impl RawUpstream {
             keys.push(Secret::new(key));
         }
         let timeouts = self.timeouts.into_config(&format!("{path}.timeouts"))?;
+        if kind == UpstreamKind::Azure && models.is_none() {
+            return Err(ConfigError::new(
+                format!("{path}.models"),
+                "required for kind azure: list the deployment names (they are the model names)",
+            ));
+        }
+        if let Some(v) = &self.api_version {
+            if v.trim().is_empty()
+                || v.contains(|c: char| c.is_whitespace() || c == '&' || c == '#')
+            {
+                return Err(ConfigError::new(
+                    format!("{path}.api_version"),
+                    format!("invalid API version {v:?}"),
+                ));
+            }
+        }
         Ok(UpstreamConfig {
             name: self.name,
             kind,
@@ -558,6 +576,7 @@ impl RawUpstream {
             models,
             weight,
             timeouts,
+            api_version: self.api_version,
         })
     }
 }

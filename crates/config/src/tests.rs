@@ -31,7 +31,7 @@ timeout = "5s"                      # default 5s, > 0 and <= interval
 
 [[upstreams]]
 name = "gpu-a"                      # required; 1..=64 chars of [A-Za-z0-9._-]; unique
-kind = "ollama"                     # ollama | openai   (others: error "unsupported kind \"x\" (expected ollama or openai)")
+kind = "ollama"                     # ollama | openai | anthropic | gemini | azure
 url = "http://10.0.0.5:11434"       # http or https only, must have a host, no query/fragment; keep without trailing slash
 weight = 1                          # default 1, must be 1..=1000
 # models = ["llama3:latest"]        # optional static list; entries non-empty and unique
@@ -346,7 +346,10 @@ fn bad_enums_and_addresses() {
 
     let (path, msg) = fail("[[upstreams]]\nname = \"a\"\nkind = \"vllm\"\nurl = \"http://h\"");
     assert_eq!(path, "upstreams[0].kind");
-    assert_eq!(msg, "unsupported kind \"vllm\" (expected ollama or openai)");
+    assert_eq!(
+        msg,
+        "unsupported kind \"vllm\" (expected ollama, openai, anthropic, gemini or azure)"
+    );
 
     let (path, msg) = fail("[server]\nlisten = \"localhost\"");
     assert_eq!(path, "server.listen");
@@ -372,7 +375,13 @@ fn strategy_and_kind_round_trip() {
     ] {
         assert_eq!(s.as_str().parse::<Strategy>().unwrap(), s);
     }
-    for k in [UpstreamKind::Ollama, UpstreamKind::Openai] {
+    for k in [
+        UpstreamKind::Ollama,
+        UpstreamKind::Openai,
+        UpstreamKind::Anthropic,
+        UpstreamKind::Gemini,
+        UpstreamKind::Azure,
+    ] {
         assert_eq!(k.as_str().parse::<UpstreamKind>().unwrap(), k);
     }
     assert_eq!(UpstreamKind::Openai.as_str(), "openai");
@@ -595,4 +604,21 @@ key_recheck = "2m"
         let err = Config::from_toml_str(text, &|_| None).unwrap_err();
         assert_eq!(err.path, path, "{text}: {err}");
     }
+}
+
+#[test]
+fn azure_needs_its_deployments_and_api_version_is_checked() {
+    let text =
+        "[[upstreams]]\nname = \"az\"\nkind = \"azure\"\nurl = \"https://x.openai.azure.com\"\n";
+    let err = Config::from_toml_str(text, &|_| None).unwrap_err();
+    assert_eq!(err.path, "upstreams[0].models");
+    let ok = format!("{text}models = [\"gpt-4o\"]\napi_version = \"2024-10-21\"\n");
+    let cfg = Config::from_toml_str(&ok, &|_| None).unwrap();
+    assert_eq!(cfg.upstreams[0].kind, UpstreamKind::Azure);
+    assert_eq!(cfg.upstreams[0].api_version.as_deref(), Some("2024-10-21"));
+    let bad = format!("{text}models = [\"m\"]\napi_version = \"a&b\"\n");
+    assert_eq!(
+        Config::from_toml_str(&bad, &|_| None).unwrap_err().path,
+        "upstreams[0].api_version"
+    );
 }

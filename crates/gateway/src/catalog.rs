@@ -14,11 +14,11 @@ use std::sync::Arc;
 /// The Ollama API version llmux answers `/api/version` with: the release whose API it mirrors.
 pub const OLLAMA_COMPAT_VERSION: &str = "0.12.6";
 
-/// `GET /v1/models`: every model an active upstream serves, once, in OpenAI's list format.
-pub async fn openai_models(State(gw): State<Arc<Gateway>>) -> Response {
+/// Every model an active upstream serves, once: (name, upstream, seen at unix seconds).
+fn reachable_models(gw: &Gateway) -> Vec<(String, String, u64)> {
     let routes = gw.routes();
     let mut seen = HashSet::new();
-    let mut data = Vec::new();
+    let mut out = Vec::new();
     for up in &routes.upstreams {
         let state = up.state();
         if state.pool != Pool::Active {
@@ -26,21 +26,112 @@ pub async fn openai_models(State(gw): State<Arc<Gateway>>) -> Response {
         }
         for name in &state.model_list {
             if seen.insert(name.clone()) {
-                data.push(json!({
-                    "id": name,
-                    "object": "model",
-                    "created": state.models_seen_at,
-                    "owned_by": up.name,
-                }));
+                out.push((name.clone(), up.name.clone(), state.models_seen_at));
             }
         }
     }
+    out
+}
+
+/// `GET /v1/models`: every reachable model in OpenAI's list format — or Anthropic's, when the
+/// client is an Anthropic SDK (it sends `anthropic-version`).
+pub async fn openai_models(
+    State(gw): State<Arc<Gateway>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let models = reachable_models(&gw);
+    if headers.contains_key("anthropic-version") {
+        let data: Vec<Value> = models
+            .iter()
+            .map(|(name, _, seen)| {
+                json!({
+                    "type": "model",
+                    "id": name,
+                    "display_name": name,
+                    "created_at": wire::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(*seen)),
+                })
+            })
+            .collect();
+        let first = models.first().map(|m| m.0.clone());
+        let last = models.last().map(|m| m.0.clone());
+        return Json(
+            json!({ "data": data, "has_more": false, "first_id": first, "last_id": last }),
+        )
+        .into_response();
+    }
+    let data: Vec<Value> = models
+        .iter()
+        .map(|(name, owner, seen)| {
+            json!({ "id": name, "object": "model", "created": seen, "owned_by": owner })
+        })
+        .collect();
     Json(json!({ "object": "list", "data": data })).into_response()
 }
 
-/// `GET /api/tags`: the union of the active Ollama nodes' models, de-duplicated by name.
+/// `GET /v1beta/models`: every reachable model in Gemini's list format.
+pub async fn gemini_models(State(gw): State<Arc<Gateway>>) -> Response {
+    let models: Vec<(String, String)> = reachable_models(&gw)
+        .into_iter()
+        .map(|(name, owner, _)| (name, owner))
+        .collect();
+    Json(wire::translate::gemini::models_list(&models)).into_response()
+}
+
+/// `GET /v1/models/{id}`: OpenAI's model object — or Gemini's, for a Gemini client (it sends its key
+/// in `x-goog-api-key` or `?key=`).
+pub async fn model_info(
+    State(gw): State<Arc<Gateway>>,
+    path: axum::extract::Path<String>,
+    req: axum::extract::Request,
+) -> Response {
+    let gemini_client = req.headers().contains_key("x-goog-api-key")
+        || req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")));
+    if gemini_client {
+        return gemini_model(State(gw), path).await;
+    }
+    let id = path.0;
+    match reachable_models(&gw).into_iter().find(|(m, _, _)| *m == id) {
+        Some((name, owner, seen)) => {
+            Json(json!({ "id": name, "object": "model", "created": seen, "owned_by": owner }))
+                .into_response()
+        }
+        None => crate::proxy::error(
+            wire::Dialect::OpenAi,
+            wire::ErrorKind::ModelNotFound,
+            format!("The model `{id}` does not exist or you do not have access to it."),
+        ),
+    }
+}
+
+/// `GET /v1beta/models/{model}`: one model in Gemini's format, or 404.
+pub async fn gemini_model(
+    State(gw): State<Arc<Gateway>>,
+    axum::extract::Path(rest): axum::extract::Path<String>,
+) -> Response {
+    let name = rest.trim_start_matches("models/");
+    let found: Vec<(String, String)> = reachable_models(&gw)
+        .into_iter()
+        .filter(|(m, _, _)| m == name)
+        .map(|(name, owner, _)| (name, owner))
+        .collect();
+    let list = wire::translate::gemini::models_list(&found);
+    match list.get("models").and_then(|m| m.get(0)) {
+        Some(model) => Json(model.clone()).into_response(),
+        None => crate::proxy::error(
+            wire::Dialect::Gemini,
+            wire::ErrorKind::ModelNotFound,
+            format!("models/{name} is not found"),
+        ),
+    }
+}
+
+/// `GET /api/tags`: every reachable model, de-duplicated by name — the Ollama nodes' entries as
+/// they sent them, then the other upstreams' models (reached through translation).
 pub async fn ollama_tags(State(gw): State<Arc<Gateway>>) -> Response {
-    let entries = union_ollama(&gw, |state| {
+    let mut entries = union_ollama(&gw, |state| {
         if state.tags.is_empty() {
             // Declared models have no tag entry from the node: describe them minimally.
             state.model_list.iter().map(|m| synthetic_tag(m)).collect()
@@ -48,6 +139,15 @@ pub async fn ollama_tags(State(gw): State<Arc<Gateway>>) -> Response {
             state.tags.clone()
         }
     });
+    let mut seen: HashSet<String> = entries
+        .iter()
+        .filter_map(|e| e.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    for (name, _, _) in reachable_models(&gw) {
+        if seen.insert(name.clone()) {
+            entries.push(synthetic_tag(&name));
+        }
+    }
     Json(json!({ "models": entries })).into_response()
 }
 

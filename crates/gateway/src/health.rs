@@ -55,7 +55,7 @@ pub async fn recheck_keys(gw: &Gateway) {
             let Some(key) = up.keys.keys().get(i) else {
                 continue;
             };
-            let url = listing_url(up);
+            let url = crate::egress::listing_url(up);
             let result =
                 tokio::time::timeout(timeout, get_json(up, &url, Some(key.secret.expose())))
                     .await
@@ -76,13 +76,6 @@ pub async fn recheck_keys(gw: &Gateway) {
                     .recheck_failed(i, &format!("re-check: {}", e.message)),
             }
         }
-    }
-}
-
-fn listing_url(up: &Upstream) -> String {
-    match up.kind {
-        UpstreamKind::Ollama => format!("{}/api/tags", up.base),
-        UpstreamKind::Openai => format!("{}/models", up.base),
     }
 }
 
@@ -150,7 +143,8 @@ async fn check(up: &Upstream, cooldown: Duration, max_cooldown: Duration) -> Res
     let started = Instant::now();
     match up.kind {
         UpstreamKind::Ollama => {
-            let tags = get_with_keys(up, &listing_url(up), cooldown, max_cooldown).await?;
+            let tags =
+                get_with_keys(up, &crate::egress::listing_url(up), cooldown, max_cooldown).await?;
             let latency = started.elapsed();
             let tags = list(&tags, "models");
             // /api/ps is informative (warm models); an old node without it is still healthy.
@@ -176,12 +170,13 @@ async fn check(up: &Upstream, cooldown: Duration, max_cooldown: Duration) -> Res
                 ps,
             })
         }
-        UpstreamKind::Openai => {
-            let listed = get_with_keys(up, &listing_url(up), cooldown, max_cooldown).await?;
+        _ => {
+            let listed =
+                get_with_keys(up, &crate::egress::listing_url(up), cooldown, max_cooldown).await?;
             let latency = started.elapsed();
             let models = match &up.static_models {
                 Some(_) => None,
-                None => Some(names(&list(&listed, "data"), &["id"])),
+                None => Some(crate::egress::listed_models(up.kind, &listed)),
             };
             Ok(Probe {
                 latency,
@@ -246,10 +241,7 @@ async fn get_with_keys(
 }
 
 async fn get_json(up: &Upstream, url: &str, key: Option<&str>) -> Result<Value, ProbeError> {
-    let mut req = up.client.get(url);
-    if let Some(key) = key {
-        req = req.bearer_auth(key);
-    }
+    let req = crate::egress::authorize(up.client.get(url), up, key);
     let resp = req.send().await.map_err(|e| ProbeError {
         status: None,
         retry_after: None,

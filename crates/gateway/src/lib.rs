@@ -3,6 +3,8 @@
 pub mod admin;
 pub mod breaker;
 pub mod catalog;
+pub mod egress;
+pub mod endpoint;
 pub mod error;
 pub mod health;
 pub mod keys;

@@ -1,9 +1,13 @@
-//! The generation path: read the body, pick candidates, try them until one answers, then relay its bytes as they arrive.
+//! The model-call path: read the body, pick candidates, try them until one answers, then relay
+//! its bytes as they arrive — passed through when the upstream speaks the client's dialect,
+//! translated through the canonical form when it does not.
 
 use crate::breaker::Admission;
+use crate::egress;
+pub use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::keys::KeyPick;
-use crate::relay::{CallLog, Relay};
+use crate::relay::{CallLog, Relay, Transcoder};
 use crate::retry::{self, Class};
 use crate::routing::{fnv1a, Candidate, RouteError, Routes};
 use crate::upstream::Upstream;
@@ -16,75 +20,9 @@ use config::UpstreamKind;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Instant;
+use wire::canonical::{ChatRequest, Op, TranslateError};
+use wire::translate::{self, embed};
 use wire::{Dialect, ErrorKind, Peek};
-
-/// A generation endpoint of one ingress dialect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    ChatCompletions,
-    Completions,
-    Embeddings,
-    OllamaChat,
-    OllamaGenerate,
-    OllamaEmbed,
-    OllamaEmbeddings,
-    OllamaShow,
-}
-
-impl Endpoint {
-    pub fn dialect(self) -> Dialect {
-        match self {
-            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
-                Dialect::OpenAi
-            }
-            _ => Dialect::Ollama,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "chat.completions",
-            Endpoint::Completions => "completions",
-            Endpoint::Embeddings => "embeddings",
-            Endpoint::OllamaChat => "api.chat",
-            Endpoint::OllamaGenerate => "api.generate",
-            Endpoint::OllamaEmbed => "api.embed",
-            Endpoint::OllamaEmbeddings => "api.embeddings",
-            Endpoint::OllamaShow => "api.show",
-        }
-    }
-
-    /// Whether an upstream of `kind` can take this call without translation.
-    /// Ollama serves OpenAI's API under `/v1`; OpenAI-kind upstreams do not speak Ollama's.
-    pub fn accepts(self, kind: UpstreamKind) -> bool {
-        match self.dialect() {
-            Dialect::OpenAi => true,
-            Dialect::Ollama => kind == UpstreamKind::Ollama,
-            Dialect::Anthropic | Dialect::Gemini => false,
-        }
-    }
-
-    /// Path appended to the upstream's base URL. An OpenAI-kind base already ends in `/v1`.
-    fn upstream_path(self, kind: UpstreamKind) -> &'static str {
-        match (self, kind) {
-            (Endpoint::ChatCompletions, UpstreamKind::Openai) => "/chat/completions",
-            (Endpoint::Completions, UpstreamKind::Openai) => "/completions",
-            (Endpoint::Embeddings, UpstreamKind::Openai) => "/embeddings",
-            (Endpoint::ChatCompletions, UpstreamKind::Ollama) => "/v1/chat/completions",
-            (Endpoint::Completions, UpstreamKind::Ollama) => "/v1/completions",
-            (Endpoint::Embeddings, UpstreamKind::Ollama) => "/v1/embeddings",
-            (Endpoint::OllamaChat, _) => "/api/chat",
-            (Endpoint::OllamaGenerate, _) => "/api/generate",
-            (Endpoint::OllamaEmbed, _) => "/api/embed",
-            (Endpoint::OllamaEmbeddings, _) => "/api/embeddings",
-            (Endpoint::OllamaShow, _) => "/api/show",
-        }
-    }
-
-    fn loads_model(self) -> bool {
-        self != Endpoint::OllamaShow
-    }
-}
 
 /// Response headers of the upstream that are worth passing on; the rest (hop-by-hop, server,
 /// provider internals) stay behind.
@@ -97,7 +35,24 @@ const PASSED_HEADERS: [HeaderName; 3] = [
 /// Error bodies of failed attempts are kept (to hand back if every option fails) up to this size.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
+/// Where the model comes from when it is not in the body (Gemini puts it in the path).
+#[derive(Clone, Debug, Default)]
+pub struct PathModel {
+    pub model: Option<String>,
+    /// Gemini `?alt=sse`: stream as SSE rather than a JSON array.
+    pub sse: bool,
+}
+
 pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: Request) -> Response<Body> {
+    handle_with(gw, endpoint, req, PathModel::default()).await
+}
+
+pub async fn handle_with(
+    gw: Arc<Gateway>,
+    endpoint: Endpoint,
+    req: Request,
+    path: PathModel,
+) -> Response<Body> {
     let started = Instant::now();
     let dialect = endpoint.dialect();
     let request_id = req
@@ -109,12 +64,13 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: Request) -> Respo
         .headers()
         .get(crate::X_LLMUX_SESSION)
         .map(|v| fnv1a(v.as_bytes()));
+    let anthropic_beta = req.headers().get("anthropic-beta").cloned();
     let routes = gw.routes();
     let (body, peek) = match read_request(req, dialect, routes.config.server.max_body).await {
         Ok(v) => v,
         Err(e) => return axum::response::IntoResponse::into_response(e),
     };
-    let Some(model) = peek.model.clone() else {
+    let Some(model) = path.model.clone().or_else(|| peek.model.clone()) else {
         return error(
             dialect,
             ErrorKind::InvalidRequest,
@@ -131,12 +87,43 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: Request) -> Respo
         body,
         peek,
         affinity,
+        gemini_sse: path.sse,
+        model_in_path: path.model.is_some(),
+        anthropic_beta,
+        canonical: None,
+        inexpressible: None,
         attempts: 0,
         failures: Vec::new(),
         last_reply: None,
         out_of_budget: false,
     };
     call.run(model).await
+}
+
+/// A request ready to send to one candidate.
+struct Prepared {
+    url: String,
+    body: Bytes,
+    /// `None`: passthrough. `Some`: the upstream's dialect, for translating the answer back.
+    translated: Option<Translated>,
+}
+
+#[derive(Clone, Copy)]
+struct Translated {
+    upstream: Dialect,
+    op: Op,
+    stream: bool,
+    include_usage: bool,
+    /// `Some` for embeddings (with the format an OpenAI client asked for).
+    embed: Option<embed::EncodingFormat>,
+}
+
+/// Why a candidate could not be sent this call.
+enum Unprepared {
+    /// The client's body is invalid in its own dialect: a 400, whatever the upstream.
+    Invalid(TranslateError),
+    /// The request uses something this upstream's dialect cannot express: try another.
+    Inexpressible(TranslateError),
 }
 
 /// An upstream's error answer, kept to hand back if nothing better comes of the retries.
@@ -167,6 +154,13 @@ struct Call {
     body: Bytes,
     peek: Peek,
     affinity: Option<u64>,
+    gemini_sse: bool,
+    model_in_path: bool,
+    anthropic_beta: Option<HeaderValue>,
+    /// The body in canonical form, decoded once, on the first call that needs translating.
+    canonical: Option<Result<ChatRequest, TranslateError>>,
+    /// Set when some candidate could not express the request (reported if nothing else works).
+    inexpressible: Option<TranslateError>,
     attempts: usize,
     failures: Vec<String>,
     last_reply: Option<Reply>,
@@ -249,6 +243,23 @@ impl Call {
             };
             let cand = &cands[idx];
             let up = Arc::clone(&cand.upstream);
+            let prepared = match self.prepare(cand) {
+                Ok(p) => p,
+                Err(Unprepared::Invalid(e)) => {
+                    return Some(error(
+                        self.endpoint.dialect(),
+                        ErrorKind::InvalidRequest,
+                        e.to_string(),
+                    ))
+                }
+                Err(Unprepared::Inexpressible(e)) => {
+                    self.failures
+                        .push(format!("{}: cannot express the request: {e}", up.name));
+                    self.inexpressible.get_or_insert(e);
+                    ci = idx + 1;
+                    continue;
+                }
+            };
             let admission = up.breaker.admit();
             if admission == Admission::Rejected {
                 let others = cands[idx + 1..]
@@ -273,7 +284,7 @@ impl Call {
             tried.push((idx, key.map(|k| k.0)));
             made += 1;
             self.attempts += 1;
-            match self.attempt(cand, key, target).await {
+            match self.attempt(cand, key, target, prepared).await {
                 Outcome::Done(resp) => {
                     trial.disarm();
                     return Some(resp);
@@ -333,18 +344,165 @@ impl Call {
         None
     }
 
-    async fn attempt(&self, cand: &Candidate, key: Option<KeyPick>, target: &str) -> Outcome {
+    /// The URL and body for `cand`: the client's bytes (model rewritten) when the upstream
+    /// speaks the client's dialect, else the canonical form encoded in the upstream's.
+    fn prepare(&mut self, cand: &Candidate) -> Result<Prepared, Unprepared> {
+        let up = &cand.upstream;
+        let ingress = self.endpoint.dialect();
+        let upstream = egress::dialect_for(up.kind, ingress);
+        if upstream == ingress || self.endpoint == Endpoint::OllamaShow {
+            let body = if self.model_in_path {
+                self.body.clone()
+            } else {
+                self.peek.with_model(&self.body, &cand.model)
+            };
+            return Ok(Prepared {
+                url: self
+                    .endpoint
+                    .passthrough_url(up, &cand.model, self.gemini_sse),
+                body,
+                translated: None,
+            });
+        }
+        if self.endpoint.is_embed() {
+            return self.prepare_embed(cand, upstream);
+        }
+        let Some(op) = self.endpoint.op() else {
+            return Err(Unprepared::Inexpressible(TranslateError::new(
+                "",
+                format!(
+                    "{} calls cannot be translated to the {} API",
+                    self.endpoint.as_str(),
+                    upstream.as_str()
+                ),
+            )));
+        };
+        let canonical = self.canonical_request(op).map_err(Unprepared::Invalid)?;
+        let mut req = canonical.clone();
+        req.model = cand.model.clone();
+        let include_usage = req.include_usage;
+        // Usage is needed to answer clients whose dialect always reports it (and for accounting).
+        req.include_usage = true;
+        let body = translate::codec(upstream)
+            .encode_request(&req)
+            .map_err(Unprepared::Inexpressible)?;
+        Ok(Prepared {
+            // Translated bodies are always chat bodies (a legacy prompt travels as one user message).
+            url: egress::chat_url(up, upstream, Op::Chat, &cand.model, req.stream),
+            body: Bytes::from(body),
+            translated: Some(Translated {
+                upstream,
+                op,
+                stream: req.stream,
+                include_usage,
+                embed: None,
+            }),
+        })
+    }
+
+    /// Embeddings between dialects: decoded from the client's call, encoded for the upstream's.
+    fn prepare_embed(&self, cand: &Candidate, upstream: Dialect) -> Result<Prepared, Unprepared> {
+        let body = &self.body[..];
+        let (mut req, format) = match self.endpoint {
+            Endpoint::Embeddings => embed::decode_openai_request(body),
+            Endpoint::OllamaEmbed => {
+                embed::decode_ollama_request(body).map(|r| (r, Default::default()))
+            }
+            Endpoint::OllamaEmbeddings => {
+                embed::decode_ollama_legacy_request(body).map(|r| (r, Default::default()))
+            }
+            Endpoint::GeminiEmbed => {
+                embed::decode_gemini_request(body).map(|r| (r, Default::default()))
+            }
+            _ => embed::decode_gemini_batch_request(body).map(|r| (r, Default::default())),
+        }
+        .map_err(Unprepared::Invalid)?;
+        req.model = cand.model.clone();
+        let encoded = match upstream {
+            Dialect::OpenAi => embed::encode_openai_request(&req),
+            Dialect::Ollama => embed::encode_ollama_request(&req),
+            Dialect::Gemini => embed::encode_gemini_batch_request(&req),
+            Dialect::Anthropic => Err(TranslateError::new("", "Anthropic has no embeddings API")),
+        }
+        .map_err(Unprepared::Inexpressible)?;
+        Ok(Prepared {
+            url: egress::embed_url(&cand.upstream, upstream, &cand.model),
+            body: Bytes::from(encoded),
+            translated: Some(Translated {
+                upstream,
+                op: Op::Chat,
+                stream: false,
+                include_usage: false,
+                embed: Some(format),
+            }),
+        })
+    }
+
+    /// An upstream's embeddings answer, in the client's dialect.
+    fn translate_embeddings(&self, t: Translated, body: &[u8]) -> Result<Vec<u8>, TranslateError> {
+        let resp = match t.upstream {
+            Dialect::OpenAi => embed::decode_openai_response(body),
+            Dialect::Ollama => embed::decode_ollama_response(body),
+            Dialect::Gemini => embed::decode_gemini_batch_response(body),
+            Dialect::Anthropic => Err(TranslateError::new("", "Anthropic has no embeddings API")),
+        }?;
+        Ok(match self.endpoint {
+            Endpoint::Embeddings => {
+                embed::encode_openai_response(&resp, t.embed.unwrap_or_default())
+            }
+            Endpoint::OllamaEmbed => embed::encode_ollama_response(&resp),
+            Endpoint::OllamaEmbeddings => embed::encode_ollama_legacy_response(&resp),
+            Endpoint::GeminiEmbed => embed::encode_gemini_response(&resp),
+            _ => embed::encode_gemini_batch_response(&resp),
+        })
+    }
+
+    fn canonical_request(&mut self, op: Op) -> Result<&ChatRequest, TranslateError> {
+        if self.canonical.is_none() {
+            let codec = translate::codec(self.endpoint.dialect());
+            let decoded = codec.decode_request(op, &self.body).map(|mut r| {
+                if self.model_in_path {
+                    r.model = self.peek.model.clone().unwrap_or_default();
+                }
+                if self.endpoint == Endpoint::GeminiStream {
+                    r.stream = true;
+                }
+                r
+            });
+            self.canonical = Some(decoded);
+        }
+        match &self.canonical {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(TranslateError::new("", "request could not be decoded")),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        cand: &Candidate,
+        key: Option<KeyPick>,
+        target: &str,
+        prepared: Prepared,
+    ) -> Outcome {
         let up = &cand.upstream;
         let guard = up.begin();
-        let url = format!("{}{}", up.base, self.endpoint.upstream_path(up.kind));
         let mut call = up
             .client
-            .post(url)
+            .post(prepared.url)
             .header(header::CONTENT_TYPE, "application/json")
-            .body(self.peek.with_model(&self.body, &cand.model));
-        if let Some(k) = key.and_then(|k| up.keys.get(k)) {
-            call = call.bearer_auth(k.secret.expose());
+            .body(prepared.body);
+        call = egress::authorize(
+            call,
+            up,
+            key.and_then(|k| up.keys.get(k)).map(|k| k.secret.expose()),
+        );
+        if up.kind == UpstreamKind::Anthropic {
+            if let Some(beta) = &self.anthropic_beta {
+                call = call.header("anthropic-beta", beta.clone());
+            }
         }
+        let translated = prepared.translated;
         let attempt_start = Instant::now();
         let deadline = tokio::time::Instant::from_std(attempt_start + up.timeouts.first_byte);
         let failed = |reason: String| Outcome::Failed {
@@ -380,6 +538,7 @@ impl Call {
                 let body = tokio::time::timeout_at(deadline, read_limited(resp, ERROR_BODY_LIMIT))
                     .await
                     .unwrap_or_default();
+                let (headers, body) = self.client_error(translated, status, headers, body);
                 return Outcome::Failed {
                     class,
                     reason: format!("HTTP {}", status.as_u16()),
@@ -427,19 +586,141 @@ impl Call {
             started: self.started,
             ttft: self.started.elapsed(),
         };
-        let relay = Relay::new(
-            first,
-            stream,
-            up.timeouts.idle,
-            stream_format(&headers),
-            content_length,
-            log,
-            guard,
+        let Some(t) = translated else {
+            let relay = Relay::new(
+                first,
+                stream,
+                up.timeouts.idle,
+                stream_format(&headers),
+                content_length,
+                log,
+                guard,
+            );
+            let mut out = Response::new(Body::new(relay));
+            *out.status_mut() = status;
+            self.decorate(&mut out, headers, &up.name, Some(target));
+            return Outcome::Done(out);
+        };
+        let ingress = self.endpoint.dialect();
+        let upstream_streams = stream_format(&headers).is_some();
+        if status.is_success() && t.stream && upstream_streams {
+            // Transcoded event by event as the upstream produces them; never collected first.
+            let encoder = ingress_encoder(ingress, t.op, t.include_usage);
+            let content_type = encoder.content_type();
+            let transcoder =
+                Transcoder::new(translate::codec(t.upstream).stream_decoder(), encoder);
+            let relay = Relay::new(
+                first,
+                stream,
+                up.timeouts.idle,
+                Some(ingress),
+                None,
+                log,
+                guard,
+            )
+            .transcoding(transcoder);
+            let mut out = Response::new(Body::new(relay));
+            *out.status_mut() = status;
+            let headers = vec![(header::CONTENT_TYPE, HeaderValue::from_static(content_type))];
+            self.decorate(&mut out, headers, &up.name, Some(target));
+            return Outcome::Done(out);
+        }
+        // A whole answer: nothing has reached the client yet, so a body that breaks now can
+        // still be retried elsewhere.
+        let mut body = first.map(|b| b.to_vec()).unwrap_or_default();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => body.extend_from_slice(&c),
+                Err(e) => return failed(describe(&e)),
+            }
+        }
+        drop(guard);
+        if !status.is_success() {
+            let (headers, body) = self.client_error(Some(t), status, headers, Bytes::from(body));
+            let mut out = Response::new(Body::from(body));
+            *out.status_mut() = status;
+            self.decorate(&mut out, headers, &up.name, Some(target));
+            return Outcome::Done(out);
+        }
+        if t.embed.is_some() {
+            let bytes = match self.translate_embeddings(t, &body) {
+                Ok(b) => b,
+                Err(e) => return failed(format!("upstream answer could not be read: {e}")),
+            };
+            let mut out = Response::new(Body::from(bytes));
+            *out.status_mut() = status;
+            let headers = vec![(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )];
+            self.decorate(&mut out, headers, &up.name, Some(target));
+            return Outcome::Done(out);
+        }
+        let answer = match translate::codec(t.upstream).decode_response(&body) {
+            Ok(a) => a,
+            Err(e) => return failed(format!("upstream answer could not be read: {e}")),
+        };
+        let (content_type, bytes) = if t.stream {
+            // The client asked for a stream but the upstream answered whole: replay it as events.
+            let mut encoder = ingress_encoder(ingress, t.op, t.include_usage);
+            let mut out = Vec::new();
+            for event in answer_events(&answer) {
+                encoder.encode(&event, &mut out);
+            }
+            encoder.finish(&mut out);
+            (encoder.content_type(), out)
+        } else {
+            (
+                "application/json",
+                translate::codec(ingress).encode_response(t.op, &answer),
+            )
+        };
+        tracing::info!(
+            request_id = %self.request_id,
+            endpoint = self.endpoint.as_str(),
+            model = %target,
+            upstream = %up.name,
+            status = status.as_u16(),
+            attempts = self.attempts,
+            input_tokens = answer.usage.input_tokens,
+            output_tokens = answer.usage.output_tokens,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            outcome = "ok",
+            "call"
         );
-        let mut out = Response::new(Body::new(relay));
+        let mut out = Response::new(Body::from(bytes));
         *out.status_mut() = status;
+        let headers = vec![(header::CONTENT_TYPE, HeaderValue::from_static(content_type))];
         self.decorate(&mut out, headers, &up.name, Some(target));
         Outcome::Done(out)
+    }
+
+    /// An upstream error body as the client's dialect spells it (unchanged on passthrough).
+    fn client_error(
+        &self,
+        translated: Option<Translated>,
+        status: StatusCode,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Bytes,
+    ) -> (Vec<(HeaderName, HeaderValue)>, Bytes) {
+        let Some(t) = translated else {
+            return (headers, body);
+        };
+        let message = translate::codec(t.upstream)
+            .error_message(&body)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(500).collect());
+        let kind = kind_for_status(status);
+        let rendered = self.endpoint.dialect().error_body(kind, &message);
+        let mut out = vec![(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )];
+        out.extend(
+            headers
+                .into_iter()
+                .filter(|(n, _)| n == header::RETRY_AFTER),
+        );
+        (out, Bytes::from(rendered))
     }
 
     fn decorate(
@@ -476,6 +757,12 @@ impl Call {
                 return error(dialect, kind, e.to_string());
             }
         }
+        if self.attempts == 0 {
+            if let Some(e) = &self.inexpressible {
+                // No upstream serving the model can express the request: the client must change it.
+                return error(dialect, ErrorKind::InvalidRequest, e.to_string());
+            }
+        }
         let summary = self.failures.join("; ");
         tracing::warn!(request_id = %self.request_id, model, attempts = self.attempts, failures = %summary, "no upstream could serve the call");
         if let Some(reply) = &self.last_reply {
@@ -498,6 +785,60 @@ impl Call {
         out.headers_mut()
             .insert(crate::X_LLMUX_ATTEMPTS, HeaderValue::from(self.attempts));
         out
+    }
+}
+
+/// The client-side stream encoder; OpenAI's needs to know whether usage was asked for.
+fn ingress_encoder(
+    dialect: Dialect,
+    op: Op,
+    include_usage: bool,
+) -> Box<dyn wire::canonical::StreamEncoder> {
+    match dialect {
+        Dialect::OpenAi => translate::openai::OpenAiCodec.stream_encoder_with(op, include_usage),
+        d => translate::codec(d).stream_encoder(op),
+    }
+}
+
+/// A whole answer as the events a stream of it would have carried.
+fn answer_events(a: &wire::canonical::ChatResponse) -> Vec<wire::canonical::StreamEvent> {
+    use wire::canonical::StreamEvent as E;
+    let mut events = vec![E::Start {
+        id: a.id.clone(),
+        model: a.model.clone(),
+    }];
+    if !a.text.is_empty() {
+        events.push(E::Text(a.text.clone()));
+    }
+    for (index, call) in a.tool_calls.iter().enumerate() {
+        events.push(E::ToolCallStart {
+            index,
+            id: call.id.clone(),
+            name: call.name.clone(),
+        });
+        events.push(E::ToolCallArgs {
+            index,
+            fragment: call.arguments.clone(),
+        });
+    }
+    events.push(E::Finish(a.finish.clone()));
+    events.push(E::Usage(a.usage));
+    events
+}
+
+/// The error kind whose status is `status`, for re-rendering an upstream error.
+fn kind_for_status(status: StatusCode) -> ErrorKind {
+    match status.as_u16() {
+        400 | 422 => ErrorKind::InvalidRequest,
+        401 => ErrorKind::Authentication,
+        402 | 403 => ErrorKind::PermissionDenied,
+        404 => ErrorKind::ModelNotFound,
+        413 => ErrorKind::PayloadTooLarge,
+        429 => ErrorKind::RateLimited,
+        503 | 529 => ErrorKind::Unavailable,
+        504 => ErrorKind::Timeout,
+        500..=599 => ErrorKind::BadGateway,
+        _ => ErrorKind::InvalidRequest,
     }
 }
 

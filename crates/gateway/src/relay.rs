@@ -1,4 +1,5 @@
-//! The response body handed to the client: upstream bytes pass through untouched as they arrive.
+//! The response body handed to the client: upstream bytes pass through untouched as they arrive,
+//! or — when the client speaks another dialect — are transcoded event by event as they arrive.
 //!
 //! It also holds the call's in-flight guard, so the upstream's count drops the moment the
 //! body finishes, fails, or is dropped because the client hung up (which also drops the
@@ -14,7 +15,55 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
+use wire::canonical::{StreamDecoder, StreamEncoder, StreamEvent};
 use wire::{Dialect, ErrorKind};
+
+/// Rewrites a stream from the upstream's dialect into the client's, one chunk at a time.
+pub struct Transcoder {
+    pub decoder: Box<dyn StreamDecoder>,
+    pub encoder: Box<dyn StreamEncoder>,
+    events: Vec<StreamEvent>,
+}
+
+impl Transcoder {
+    pub fn new(decoder: Box<dyn StreamDecoder>, encoder: Box<dyn StreamEncoder>) -> Transcoder {
+        Transcoder {
+            decoder,
+            encoder,
+            events: Vec::new(),
+        }
+    }
+
+    /// Client bytes for an upstream chunk; empty when the chunk completed no event yet.
+    fn chunk(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
+        self.events.clear();
+        let fed = self.decoder.feed(chunk, &mut self.events);
+        let mut out = Vec::new();
+        for e in &self.events {
+            self.encoder.encode(e, &mut out);
+        }
+        fed.map(|()| out).map_err(|e| e.to_string())
+    }
+
+    fn end(&mut self) -> Result<Vec<u8>, String> {
+        self.events.clear();
+        let fed = self.decoder.finish(&mut self.events);
+        let mut out = Vec::new();
+        for e in &self.events {
+            self.encoder.encode(e, &mut out);
+        }
+        fed.map_err(|e| e.to_string())?;
+        self.encoder.finish(&mut out);
+        Ok(out)
+    }
+
+    fn error(&mut self, message: &str) -> Bytes {
+        let mut out = Vec::new();
+        self.encoder
+            .encode(&StreamEvent::Error(message.to_string()), &mut out);
+        Bytes::from(out)
+    }
+}
 
 /// What the access log line says about a call once its response is over.
 pub struct CallLog {
@@ -45,6 +94,7 @@ pub struct Relay {
     last_data: Instant,
     /// `Some` for SSE / NDJSON responses: a failure is reported as that format's error event.
     stream_dialect: Option<Dialect>,
+    transcoder: Option<Transcoder>,
     size: SizeHint,
     outcome: Outcome,
     error: Option<String>,
@@ -71,6 +121,7 @@ impl Relay {
             idle,
             last_data: now,
             stream_dialect,
+            transcoder: None,
             size: content_length.map_or_else(SizeHint::default, SizeHint::with_exact),
             outcome: Outcome::Streaming,
             error: None,
@@ -78,6 +129,13 @@ impl Relay {
             log,
             inflight,
         }
+    }
+
+    /// Transcodes the stream into the client's dialect instead of passing it through.
+    pub fn transcoding(mut self, transcoder: Transcoder) -> Relay {
+        self.transcoder = Some(transcoder);
+        self.size = SizeHint::default();
+        self
     }
 
     fn data(&mut self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
@@ -92,6 +150,11 @@ impl Relay {
         self.outcome = Outcome::Failed;
         // A stream that breaks is the upstream's failure, even though it can no longer be retried.
         let _ = self.inflight.upstream().breaker.failure();
+        if let Some(t) = self.transcoder.as_mut() {
+            let event = t.error(&message);
+            self.error = Some(message);
+            return Poll::Ready(Some(Ok(Frame::data(event))));
+        }
         let reply = match self.stream_dialect {
             Some(d) => Ok(Frame::data(
                 d.stream_error_event(ErrorKind::BadGateway, &message),
@@ -100,6 +163,26 @@ impl Relay {
         };
         self.error = Some(message);
         Poll::Ready(Some(reply))
+    }
+}
+
+impl Relay {
+    /// Passthrough: the chunk itself. Transcoding: what the chunk completed, if anything.
+    fn transform(&mut self, chunk: Bytes) -> Result<Option<Bytes>, String> {
+        match self.transcoder.as_mut() {
+            None => Ok(Some(chunk)),
+            Some(t) => {
+                // Upstream data counts as activity for the idle timer even when it completes no event.
+                self.last_data = Instant::now();
+                let out = t.chunk(&chunk).map_err(|e| {
+                    format!(
+                        "upstream '{}' sent a stream llmux cannot read: {e}",
+                        self.log.upstream
+                    )
+                })?;
+                Ok((!out.is_empty()).then(|| Bytes::from(out)))
+            }
+        }
     }
 }
 
@@ -116,11 +199,20 @@ impl Body for Relay {
             return Poll::Ready(None);
         }
         if let Some(chunk) = this.first.take() {
-            return this.data(chunk);
+            match this.transform(chunk) {
+                Ok(Some(out)) => return this.data(out),
+                Ok(None) => {}
+                Err(msg) => return this.fail(msg),
+            }
         }
         loop {
             match this.inner.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(chunk))) => return this.data(chunk),
+                Poll::Ready(Some(Ok(chunk))) => match this.transform(chunk) {
+                    Ok(Some(out)) => return this.data(out),
+                    // The chunk completed no event yet: read on.
+                    Ok(None) => continue,
+                    Err(msg) => return this.fail(msg),
+                },
                 Poll::Ready(Some(Err(e))) => {
                     let msg = format!(
                         "upstream '{}' failed mid-response: {}",
@@ -130,8 +222,17 @@ impl Body for Relay {
                     return this.fail(msg);
                 }
                 Poll::Ready(None) => {
+                    let tail = match this.transcoder.as_mut().map(Transcoder::end) {
+                        Some(Ok(tail)) => tail,
+                        Some(Err(msg)) => return this.fail(msg),
+                        None => Vec::new(),
+                    };
                     this.outcome = Outcome::Complete;
-                    return Poll::Ready(None);
+                    if tail.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    this.bytes += tail.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
                 }
                 Poll::Pending => {}
             }

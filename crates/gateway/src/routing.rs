@@ -37,7 +37,7 @@ pub enum RouteError {
     UnknownModel(String),
     /// `upstream/model` named an upstream that does not serve that model.
     NotOnUpstream { upstream: String, model: String },
-    /// Upstreams serve it, but none can take this kind of call (e.g. Ollama-native calls to an OpenAI upstream).
+    /// Upstreams serve it, but none can take this kind of call (e.g. embeddings from an Anthropic upstream).
     Incompatible {
         model: String,
         upstreams: Vec<String>,
@@ -53,7 +53,7 @@ impl std::fmt::Display for RouteError {
             }
             RouteError::Incompatible { model, upstreams } => write!(
                 f,
-                "model '{model}' is served only by OpenAI-dialect upstreams ({}); call it through /v1/chat/completions",
+                "model '{model}' is served only by upstreams that cannot take this kind of call ({})",
                 upstreams.join(", ")
             ),
         }
@@ -262,6 +262,7 @@ mod tests {
                     models: Some(models.iter().map(|m| m.to_string()).collect()),
                     weight,
                     timeouts: Timeouts::default(),
+                    api_version: None,
                 },
                 &config::RoutingConfig::default(),
             )

@@ -43,6 +43,20 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/completions", generation(Endpoint::Completions))
         .route("/v1/embeddings", generation(Endpoint::Embeddings))
         .route("/v1/models", get(catalog::openai_models))
+        // `/v1/models/{id}` is OpenAI's model retrieval, and — google-genai's default API
+        // version being v1 — Gemini's `{model}:{action}` calls too.
+        .route(
+            "/v1/models/{*rest}",
+            post(gemini_call).get(catalog::model_info),
+        )
+        // Anthropic dialect
+        .route("/v1/messages", generation(Endpoint::AnthropicMessages))
+        // Gemini dialect (`/v1beta/models/{model}:{action}`: the action is parsed from the path)
+        .route("/v1beta/models", get(catalog::gemini_models))
+        .route(
+            "/v1beta/models/{*rest}",
+            post(gemini_call).get(catalog::gemini_model),
+        )
         // Ollama dialect
         .route("/", get(catalog::root))
         .route("/api/chat", generation(Endpoint::OllamaChat))
@@ -60,6 +74,43 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn(request_id))
         .with_state(gw)
+}
+
+/// `POST /v1beta/models/{model}:{action}`.
+async fn gemini_call(
+    State(gw): State<Arc<Gateway>>,
+    axum::extract::Path(rest): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    let Some((model, action)) = rest.rsplit_once(':') else {
+        return proxy::error(
+            Dialect::Gemini,
+            ErrorKind::NotFound,
+            format!("no route for POST /v1beta/models/{rest}: expected {{model}}:{{action}}"),
+        );
+    };
+    let endpoint = match action {
+        "generateContent" => Endpoint::GeminiGenerate,
+        "streamGenerateContent" => Endpoint::GeminiStream,
+        "embedContent" => Endpoint::GeminiEmbed,
+        "batchEmbedContents" => Endpoint::GeminiBatchEmbed,
+        other => {
+            return proxy::error(
+                Dialect::Gemini,
+                ErrorKind::NotFound,
+                format!("unsupported Gemini method '{other}'"),
+            )
+        }
+    };
+    let sse = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
+    let path = proxy::PathModel {
+        model: Some(model.trim_start_matches("models/").to_string()),
+        sse,
+    };
+    proxy::handle_with(gw, endpoint, req, path).await
 }
 
 /// Takes the client's `x-request-id` when it is sane, or makes one; echoes it on the response.
@@ -118,6 +169,8 @@ async fn not_found(req: Request) -> Response {
     let path = req.uri().path();
     let dialect = if path.starts_with("/api/") {
         Dialect::Ollama
+    } else if path.starts_with("/v1beta/") {
+        Dialect::Gemini
     } else {
         Dialect::OpenAi
     };

@@ -58,6 +58,8 @@ pub struct Upstream {
     pub base: String,
     pub weight: u32,
     pub timeouts: Timeouts,
+    /// Azure `api-version` / Anthropic `anthropic-version`, when the config sets one.
+    pub api_version: Option<String>,
     /// Declared models (`models = [...]`); when set, discovery does not replace them.
     pub static_models: Option<Vec<String>>,
     pub client: reqwest::Client,
@@ -100,6 +102,7 @@ impl Upstream {
             base: cfg.url.trim_end_matches('/').to_string(),
             weight: cfg.weight.max(1),
             timeouts: cfg.timeouts.clone(),
+            api_version: cfg.api_version.clone(),
             static_models: cfg.models.clone(),
             client,
             keys: KeyPool::new(&cfg.keys),

@@ -42,6 +42,9 @@ pub fn render(cfg: &Config) -> String {
             None => match u.kind {
                 UpstreamKind::Ollama => "discovered from /api/tags".to_string(),
                 UpstreamKind::Openai => "discovered from /models".to_string(),
+                UpstreamKind::Anthropic => "discovered from /v1/models".to_string(),
+                UpstreamKind::Gemini => "discovered from /v1beta/models".to_string(),
+                UpstreamKind::Azure => "the listed deployments".to_string(),
             },
         };
         let keys: Vec<String> = u.keys.iter().map(|k| k.masked()).collect();

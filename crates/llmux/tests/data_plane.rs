@@ -212,7 +212,8 @@ async fn ollama_endpoints_plain_and_streaming() {
     let v: Value = r.json().await.unwrap();
     assert!(v.get("details").is_some());
 
-    // Tags: union over the Ollama nodes, de-duplicated; OpenAI-kind models are not Ollama tags.
+    // Tags: every reachable model once — the Ollama nodes' own entries, then the other
+    // upstreams' models (reached through translation).
     let v: Value = client()
         .get(gw.url("/api/tags"))
         .send()
@@ -230,7 +231,23 @@ async fn ollama_endpoints_plain_and_streaming() {
     names.sort();
     assert_eq!(
         names,
-        ["llama3:latest", "mistral:latest", "nomic-embed-text:latest"]
+        [
+            "gpt-4o-mini",
+            "llama3:latest",
+            "mistral:latest",
+            "nomic-embed-text:latest",
+            "text-embedding-3-small"
+        ]
+    );
+    let entry = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "llama3:latest")
+        .unwrap();
+    assert_eq!(
+        entry["details"]["family"], "llama",
+        "node entries are passed on as the node sent them"
     );
 
     // ps, version, banner.
@@ -262,14 +279,26 @@ async fn ollama_endpoints_plain_and_streaming() {
         .unwrap();
     assert_eq!(text, "Ollama is running");
 
-    // Ollama-native calls never reach the OpenAI-kind upstream: a clear 400 instead.
+    // Ollama-native calls reach the OpenAI-kind upstream too, translated both ways.
     let r = post(&gw, "/api/chat", &chat("gpt-4o-mini", false)).await;
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-llmux-upstream"), "openai");
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"]
+    assert_eq!(v["done"], true);
+    assert!(v["message"]["content"]
         .as_str()
         .unwrap()
-        .contains("/v1/chat/completions"));
+        .contains("[openai]"));
+    let v: Value = post(
+        &gw,
+        "/api/embed",
+        &json!({"model": "text-embedding-3-small", "input": ["x"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["embeddings"].as_array().unwrap().len(), 1);
 
     assert!(a.stats().generations + b.stats().generations >= 6);
 }

@@ -134,12 +134,22 @@ pub struct Usage {
 #[derive(Clone, Debug, PartialEq)]
 pub enum StreamEvent {
     /// First event of every stream.
-    Start { id: String, model: String },
+    Start {
+        id: String,
+        model: String,
+    },
     Text(String),
     /// A tool call begins; `index` counts tool calls from 0 within the answer.
-    ToolCallStart { index: usize, id: String, name: String },
+    ToolCallStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
     /// A fragment of the tool call's JSON arguments.
-    ToolCallArgs { index: usize, fragment: String },
+    ToolCallArgs {
+        index: usize,
+        fragment: String,
+    },
     Finish(FinishReason),
     Usage(Usage),
     /// The upstream reported an error inside the stream.

@@ -211,10 +211,9 @@ mod tests {
         .unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "rate_limit_error");
-        let v: serde_json::Value = serde_json::from_slice(
-            &Dialect::Gemini.error_body(ErrorKind::ModelNotFound, "no"),
-        )
-        .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&Dialect::Gemini.error_body(ErrorKind::ModelNotFound, "no"))
+                .unwrap();
         assert_eq!(v["error"]["code"], 404);
         assert_eq!(v["error"]["status"], "NOT_FOUND");
         let e = Dialect::Anthropic.stream_error_event(ErrorKind::BadGateway, "cut");

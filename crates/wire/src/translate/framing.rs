@@ -36,7 +36,11 @@ impl SseParser {
                 }
                 let line = String::from_utf8_lossy(&self.buf[start..i]).into_owned();
                 self.line(&line, out);
-                i += if b == b'\r' && self.buf.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                i += if b == b'\r' && self.buf.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
                 start = i;
             } else {
                 i += 1;

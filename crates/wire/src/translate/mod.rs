@@ -7,4 +7,15 @@ pub mod gemini;
 pub mod ollama;
 pub mod openai;
 
-// `codec(dialect) -> &'static dyn Codec` is added once every codec is in (see lead).
+use crate::canonical::Codec;
+use crate::Dialect;
+
+/// The codec of a dialect.
+pub fn codec(dialect: Dialect) -> &'static dyn Codec {
+    match dialect {
+        Dialect::OpenAi => &openai::OpenAiCodec,
+        Dialect::Anthropic => &anthropic::AnthropicCodec,
+        Dialect::Gemini => &gemini::GeminiCodec,
+        Dialect::Ollama => &ollama::OllamaCodec,
+    }
+}

@@ -1,0 +1,154 @@
+//! How a call leaves for an upstream of each kind: the dialect it speaks, its URLs and its auth headers.
+
+use crate::upstream::Upstream;
+use config::UpstreamKind;
+use wire::canonical::Op;
+use wire::Dialect;
+
+/// Anthropic's API version header when the config names none.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Azure OpenAI's `api-version` when the config names none.
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// The dialect a call to an upstream of `kind` is written in, for a client speaking `ingress`.
+/// Ollama nodes take Ollama's own API from Ollama clients and their OpenAI-compatible `/v1`
+/// from everyone else (one translation instead of two).
+pub fn dialect_for(kind: UpstreamKind, ingress: Dialect) -> Dialect {
+    match kind {
+        UpstreamKind::Ollama if ingress == Dialect::Ollama => Dialect::Ollama,
+        UpstreamKind::Ollama | UpstreamKind::Openai | UpstreamKind::Azure => Dialect::OpenAi,
+        UpstreamKind::Anthropic => Dialect::Anthropic,
+        UpstreamKind::Gemini => Dialect::Gemini,
+    }
+}
+
+/// The root of the upstream's OpenAI-style API (`…/v1` for OpenAI kinds, `…/v1` under an Ollama node).
+fn openai_root(up: &Upstream) -> String {
+    match up.kind {
+        UpstreamKind::Ollama => format!("{}/v1", up.base),
+        _ => up.base.clone(),
+    }
+}
+
+fn azure_version(up: &Upstream) -> &str {
+    up.api_version.as_deref().unwrap_or(AZURE_API_VERSION)
+}
+
+/// URL of a chat or completion call written in `dialect`.
+pub fn chat_url(up: &Upstream, dialect: Dialect, op: Op, model: &str, stream: bool) -> String {
+    match (dialect, up.kind) {
+        (Dialect::OpenAi, UpstreamKind::Azure) => format!(
+            "{}/openai/deployments/{model}/{}?api-version={}",
+            up.base,
+            if op == Op::Completion {
+                "completions"
+            } else {
+                "chat/completions"
+            },
+            azure_version(up)
+        ),
+        (Dialect::OpenAi, _) => format!(
+            "{}/{}",
+            openai_root(up),
+            if op == Op::Completion {
+                "completions"
+            } else {
+                "chat/completions"
+            }
+        ),
+        (Dialect::Ollama, _) => format!(
+            "{}/api/{}",
+            up.base,
+            if op == Op::Completion {
+                "generate"
+            } else {
+                "chat"
+            }
+        ),
+        (Dialect::Anthropic, _) => format!("{}/v1/messages", up.base),
+        (Dialect::Gemini, _) if stream => {
+            format!(
+                "{}/v1beta/models/{model}:streamGenerateContent?alt=sse",
+                up.base
+            )
+        }
+        (Dialect::Gemini, _) => format!("{}/v1beta/models/{model}:generateContent", up.base),
+    }
+}
+
+/// URL of an embeddings call written in `dialect`.
+pub fn embed_url(up: &Upstream, dialect: Dialect, model: &str) -> String {
+    match (dialect, up.kind) {
+        (Dialect::OpenAi, UpstreamKind::Azure) => format!(
+            "{}/openai/deployments/{model}/embeddings?api-version={}",
+            up.base,
+            azure_version(up)
+        ),
+        (Dialect::OpenAi, _) => format!("{}/embeddings", openai_root(up)),
+        (Dialect::Ollama, _) => format!("{}/api/embed", up.base),
+        (Dialect::Gemini, _) => format!("{}/v1beta/models/{model}:batchEmbedContents", up.base),
+        // Anthropic has no embeddings API; routing never sends embeddings there.
+        (Dialect::Anthropic, _) => format!("{}/v1/embeddings", up.base),
+    }
+}
+
+/// The listing call the prober uses: cheap, authenticated, and it names the models.
+pub fn listing_url(up: &Upstream) -> String {
+    match up.kind {
+        UpstreamKind::Ollama => format!("{}/api/tags", up.base),
+        UpstreamKind::Openai => format!("{}/models", up.base),
+        UpstreamKind::Anthropic => format!("{}/v1/models?limit=1000", up.base),
+        UpstreamKind::Gemini => format!("{}/v1beta/models?pageSize=1000", up.base),
+        UpstreamKind::Azure => format!(
+            "{}/openai/models?api-version={}",
+            up.base,
+            azure_version(up)
+        ),
+    }
+}
+
+/// Model names out of a listing reply.
+pub fn listed_models(kind: UpstreamKind, v: &serde_json::Value) -> Vec<String> {
+    let (array, field) = match kind {
+        UpstreamKind::Ollama => ("models", "name"),
+        UpstreamKind::Gemini => ("models", "name"),
+        _ => ("data", "id"),
+    };
+    v.get(array)
+        .and_then(|a| a.as_array())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|m| {
+                    m.get(field)
+                        .or_else(|| m.get("model"))
+                        .and_then(|n| n.as_str())
+                })
+                // Gemini names models `models/gemini-…`; clients address them without the prefix.
+                .map(|n| n.strip_prefix("models/").unwrap_or(n).to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Adds the upstream's authentication (and version headers) to a request.
+pub fn authorize(
+    req: reqwest::RequestBuilder,
+    up: &Upstream,
+    key: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let req = match up.kind {
+        UpstreamKind::Anthropic => req.header(
+            "anthropic-version",
+            up.api_version.as_deref().unwrap_or(ANTHROPIC_VERSION),
+        ),
+        _ => req,
+    };
+    let Some(key) = key else { return req };
+    match up.kind {
+        UpstreamKind::Ollama | UpstreamKind::Openai => req.bearer_auth(key),
+        UpstreamKind::Azure => req.header("api-key", key),
+        UpstreamKind::Anthropic => req.header("x-api-key", key),
+        UpstreamKind::Gemini => req.header("x-goog-api-key", key),
+    }
+}

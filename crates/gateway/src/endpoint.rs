@@ -1,0 +1,136 @@
+//! The calls clients make, per dialect: what each one is, which upstreams can take it, and where it goes when no translation is needed.
+
+use crate::egress;
+use crate::upstream::Upstream;
+use config::UpstreamKind;
+use wire::canonical::Op;
+use wire::Dialect;
+
+/// A model call of one ingress dialect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    OllamaChat,
+    OllamaGenerate,
+    OllamaEmbed,
+    OllamaEmbeddings,
+    OllamaShow,
+    AnthropicMessages,
+    GeminiGenerate,
+    GeminiStream,
+    GeminiEmbed,
+    GeminiBatchEmbed,
+}
+
+impl Endpoint {
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
+                Dialect::OpenAi
+            }
+            Endpoint::OllamaChat
+            | Endpoint::OllamaGenerate
+            | Endpoint::OllamaEmbed
+            | Endpoint::OllamaEmbeddings
+            | Endpoint::OllamaShow => Dialect::Ollama,
+            Endpoint::AnthropicMessages => Dialect::Anthropic,
+            Endpoint::GeminiGenerate
+            | Endpoint::GeminiStream
+            | Endpoint::GeminiEmbed
+            | Endpoint::GeminiBatchEmbed => Dialect::Gemini,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat.completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::OllamaChat => "api.chat",
+            Endpoint::OllamaGenerate => "api.generate",
+            Endpoint::OllamaEmbed => "api.embed",
+            Endpoint::OllamaEmbeddings => "api.embeddings",
+            Endpoint::OllamaShow => "api.show",
+            Endpoint::AnthropicMessages => "messages",
+            Endpoint::GeminiGenerate => "generateContent",
+            Endpoint::GeminiStream => "streamGenerateContent",
+            Endpoint::GeminiEmbed => "embedContent",
+            Endpoint::GeminiBatchEmbed => "batchEmbedContents",
+        }
+    }
+
+    /// Chat-like calls, which translate through the canonical chat form.
+    pub fn op(self) -> Option<Op> {
+        match self {
+            Endpoint::ChatCompletions
+            | Endpoint::OllamaChat
+            | Endpoint::AnthropicMessages
+            | Endpoint::GeminiGenerate
+            | Endpoint::GeminiStream => Some(Op::Chat),
+            Endpoint::Completions | Endpoint::OllamaGenerate => Some(Op::Completion),
+            _ => None,
+        }
+    }
+
+    pub fn is_embed(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Embeddings
+                | Endpoint::OllamaEmbed
+                | Endpoint::OllamaEmbeddings
+                | Endpoint::GeminiEmbed
+                | Endpoint::GeminiBatchEmbed
+        )
+    }
+
+    /// Whether the client expects a stream when the body does not say (Ollama streams by default).
+    pub fn streams_by_default(self) -> bool {
+        matches!(
+            self,
+            Endpoint::OllamaChat | Endpoint::OllamaGenerate | Endpoint::GeminiStream
+        )
+    }
+
+    /// Whether an upstream of `kind` can take this call, directly or translated.
+    pub fn accepts(self, kind: UpstreamKind) -> bool {
+        match self {
+            // Model details exist only on Ollama nodes.
+            Endpoint::OllamaShow => kind == UpstreamKind::Ollama,
+            // Anthropic has no embeddings API.
+            e if e.is_embed() => kind != UpstreamKind::Anthropic,
+            _ => true,
+        }
+    }
+
+    pub fn loads_model(self) -> bool {
+        self != Endpoint::OllamaShow
+    }
+
+    /// Where the call goes when the upstream speaks the client's dialect (body passed through).
+    pub fn passthrough_url(self, up: &Upstream, model: &str, gemini_sse: bool) -> String {
+        let api = |name: &str| format!("{}/api/{name}", up.base);
+        let gemini = |action: &str| format!("{}/v1beta/models/{model}:{action}", up.base);
+        match self {
+            Endpoint::ChatCompletions => {
+                egress::chat_url(up, Dialect::OpenAi, Op::Chat, model, false)
+            }
+            Endpoint::Completions => {
+                egress::chat_url(up, Dialect::OpenAi, Op::Completion, model, false)
+            }
+            Endpoint::Embeddings => egress::embed_url(up, Dialect::OpenAi, model),
+            Endpoint::OllamaChat => api("chat"),
+            Endpoint::OllamaGenerate => api("generate"),
+            Endpoint::OllamaEmbed => api("embed"),
+            Endpoint::OllamaEmbeddings => api("embeddings"),
+            Endpoint::OllamaShow => api("show"),
+            Endpoint::AnthropicMessages => format!("{}/v1/messages", up.base),
+            Endpoint::GeminiGenerate => gemini("generateContent"),
+            Endpoint::GeminiStream if gemini_sse => gemini("streamGenerateContent?alt=sse"),
+            Endpoint::GeminiStream => gemini("streamGenerateContent"),
+            Endpoint::GeminiEmbed => gemini("embedContent"),
+            Endpoint::GeminiBatchEmbed => gemini("batchEmbedContents"),
+        }
+    }
+}
