@@ -1880,12 +1880,26 @@ async fn azure_deployment_paths_with_api_key_header() {
     .await;
     let body = json!({"messages": [{"role": "user", "content": "hi"}]});
     let path = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21";
-    let r = call(m.addr(), "POST", path, &[("api-key", "az-key")], Some(body.clone())).await;
+    let r = call(
+        m.addr(),
+        "POST",
+        path,
+        &[("api-key", "az-key")],
+        Some(body.clone()),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["model"], "gpt-4o");
-    let r = call(m.addr(), "POST", path, &[("api-key", "wrong")], Some(body.clone())).await;
+    let r = call(
+        m.addr(),
+        "POST",
+        path,
+        &[("api-key", "wrong")],
+        Some(body.clone()),
+    )
+    .await;
     assert_eq!(r.status, 401);
     let r = call(
         m.addr(),
