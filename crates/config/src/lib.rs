@@ -57,6 +57,9 @@ impl Default for ServerConfig {
 pub struct AdminConfig {
     /// `None` when unset or empty after interpolation.
     pub token: Option<Secret>,
+    /// Whether upstreams created through the admin API may point at loopback or private
+    /// addresses (link-local and cloud metadata addresses are refused regardless). Default false.
+    pub allow_private_upstreams: bool,
 }
 
 /// `[store]`: where persistent state lives.
@@ -161,7 +164,7 @@ impl Default for HealthConfig {
 }
 
 /// One `[[upstreams]]` entry.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct UpstreamConfig {
     /// Unique, 1..=64 characters of `[A-Za-z0-9._-]`.
     pub name: String,
@@ -181,7 +184,7 @@ pub struct UpstreamConfig {
 }
 
 /// Per-upstream timeouts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Timeouts {
     pub connect: Duration,
     /// Until the response headers / first byte arrive.

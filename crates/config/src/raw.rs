@@ -42,6 +42,7 @@ struct RawServer {
 #[serde(default, deny_unknown_fields, expecting = "a table")]
 struct RawAdmin {
     token: Option<String>,
+    allow_private_upstreams: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -245,6 +246,7 @@ impl RawConfig {
             // An empty token (e.g. `${LLMUX_ADMIN_TOKEN:-}`) means "no admin token", so one file
             // serves both setups.
             token: self.admin.token.filter(|t| !t.is_empty()).map(Secret::new),
+            allow_private_upstreams: self.admin.allow_private_upstreams.unwrap_or(false),
         };
         let store = self.store.into_config()?;
         let auth = AuthConfig {

@@ -20,11 +20,15 @@ struct Probe {
 /// Probes every upstream once, all at the same time, each bounded by `timeout`.
 pub async fn probe_all(gw: &Gateway) {
     let routes = gw.routes();
-    let timeout = routes.config.health.timeout;
-    let r = &routes.config.routing;
+    probe_some(&routes.upstreams, &routes.config).await;
+}
+
+/// Probes `upstreams` concurrently, each bounded by `health.timeout`.
+pub async fn probe_some(upstreams: &[Arc<Upstream>], config: &config::Config) {
+    let timeout = config.health.timeout;
+    let r = &config.routing;
     let (cooldown, max_cooldown) = (r.cooldown, r.max_cooldown);
-    let probes = routes
-        .upstreams
+    let probes = upstreams
         .iter()
         .map(|u| probe_one(u, timeout, cooldown, max_cooldown));
     futures_util::future::join_all(probes).await;

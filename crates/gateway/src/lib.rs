@@ -1,6 +1,7 @@
 //! The llmux data plane: routes OpenAI- and Ollama-dialect calls to healthy upstreams that serve the model, and relays their answers as they stream.
 
 pub mod admin;
+pub mod auth;
 pub mod breaker;
 pub mod catalog;
 pub mod egress;
@@ -42,6 +43,10 @@ pub struct Gateway {
     routes: ArcSwap<Routes>,
     /// Shared by every call, so retries across all upstreams stay a fraction of the traffic.
     pub retry_budget: retry::RetryBudget,
+    /// Checks virtual keys when `auth.required`; set once by whoever owns the key store.
+    authenticator: std::sync::OnceLock<Arc<dyn auth::Authenticator>>,
+    /// Serializes `apply`, so two reloads cannot interleave their probes and swaps.
+    applying: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
@@ -57,7 +62,46 @@ impl Gateway {
         Ok(Arc::new(Gateway {
             routes: ArcSwap::from_pointee(routes),
             retry_budget: budget,
+            authenticator: std::sync::OnceLock::new(),
+            applying: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// Installs the virtual-key checker (once; later calls are ignored).
+    pub fn set_authenticator(&self, a: Arc<dyn auth::Authenticator>) {
+        let _ = self.authenticator.set(a);
+    }
+
+    pub fn authenticator(&self) -> Option<&Arc<dyn auth::Authenticator>> {
+        self.authenticator.get()
+    }
+
+    /// Compiles `config` plus `overlay` into a new routing snapshot and swaps it in. Upstreams
+    /// whose definition did not change keep their runtime (health, in-flight counts, breaker,
+    /// key states); new or changed ones are probed first, so they serve from the first call.
+    /// Calls in flight finish on the snapshot they started with.
+    pub async fn apply(&self, config: Config, overlay: routing::Overlay) -> Result<(), String> {
+        let _one_at_a_time = self.applying.lock().await;
+        let current = self.routes();
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        let mut fresh = Vec::new();
+        for cfg in &config.upstreams {
+            let reused = current
+                .upstream(&cfg.name)
+                .filter(|u| u.definition.0 == *cfg && u.definition.1 == config.routing.breaker);
+            match reused {
+                Some(u) => upstreams.push(Arc::clone(u)),
+                None => {
+                    let u = Arc::new(Upstream::new(cfg, &config.routing)?);
+                    fresh.push(Arc::clone(&u));
+                    upstreams.push(u);
+                }
+            }
+        }
+        health::probe_some(&fresh, &config).await;
+        let routes = Routes::with_overlay(Arc::new(config), Arc::new(overlay), upstreams);
+        self.routes.store(Arc::new(routes));
+        Ok(())
     }
 
     /// The routing snapshot in force; a call keeps the one it started with.
@@ -77,17 +121,19 @@ impl Gateway {
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then lets open calls finish.
+    /// `admin` replaces the built-in read-only `/admin/v1` routes when given.
     pub async fn serve(
         self: &Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
+        admin: Option<axum::Router>,
     ) -> std::io::Result<()> {
         use axum::serve::ListenerExt;
         let listener = listener.tap_io(|tcp| {
             // Small SSE chunks must leave at once, not wait for Nagle.
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, server::router(Arc::clone(self)))
+        axum::serve(listener, server::router(Arc::clone(self), admin))
             .with_graceful_shutdown(shutdown)
             .await
     }

@@ -65,6 +65,7 @@ pub async fn handle_with(
         .get(crate::X_LLMUX_SESSION)
         .map(|v| fnv1a(v.as_bytes()));
     let anthropic_beta = req.headers().get("anthropic-beta").cloned();
+    let identity = req.extensions().get::<crate::auth::Identity>().cloned();
     let routes = gw.routes();
     let (body, peek) = match read_request(req, dialect, routes.config.server.max_body).await {
         Ok(v) => v,
@@ -77,6 +78,15 @@ pub async fn handle_with(
             "missing required field `model`",
         );
     };
+    if let Some(id) = &identity {
+        if !id.allows(&model) {
+            return error(
+                dialect,
+                ErrorKind::PermissionDenied,
+                format!("this API key may not use model '{model}'"),
+            );
+        }
+    }
     let affinity = session.or_else(|| peek.user.as_deref().map(|u| fnv1a(u.as_bytes())));
     let call = Call {
         gw,
@@ -172,10 +182,9 @@ impl Call {
     async fn run(mut self, model: String) -> Response<Body> {
         self.gw.retry_budget.deposit();
         let routes = Arc::clone(&self.routes);
-        let chain = std::iter::once(model.as_str())
-            .chain(routes.fallbacks(&model).iter().map(String::as_str));
+        let chain = routes.chain(&model);
         let mut route_error = None;
-        for target in chain {
+        for target in chain.iter().map(String::as_str) {
             let endpoint = self.endpoint;
             let cands = match routes.plan(target, |k| endpoint.accepts(k), self.affinity) {
                 Ok(c) => c,

@@ -7,11 +7,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use wire::model::{model_key, split_pinned};
 
+/// What the control plane adds to the file's config: entities managed through the admin API.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overlay {
+    /// Alias → models tried in order (an alias is a model name that stands for others).
+    pub aliases: std::collections::BTreeMap<String, Vec<String>>,
+    /// Models not to serve: `(Some(upstream), model)` on one upstream, `(None, model)` anywhere.
+    pub disabled_models: Vec<(Option<String>, String)>,
+    /// Names of upstreams managed through the admin API (the rest come from the file).
+    pub api_upstreams: std::collections::BTreeSet<String>,
+}
+
 /// Immutable once built; swapped whole when the configuration changes.
 pub struct Routes {
     pub config: Arc<Config>,
+    pub overlay: Arc<Overlay>,
     pub upstreams: Vec<Arc<Upstream>>,
     by_name: HashMap<String, usize>,
+    /// `(upstream or "", model key)` pairs switched off through the admin API.
+    disabled: std::collections::HashSet<(String, String)>,
     pub strategy: Strategy,
     /// Rotates the starting point among equals so ties spread instead of piling onto the first node.
     cursor: AtomicUsize,
@@ -62,18 +76,61 @@ impl std::fmt::Display for RouteError {
 
 impl Routes {
     pub fn new(config: Arc<Config>, upstreams: Vec<Arc<Upstream>>) -> Routes {
+        Routes::with_overlay(config, Arc::new(Overlay::default()), upstreams)
+    }
+
+    pub fn with_overlay(
+        config: Arc<Config>,
+        overlay: Arc<Overlay>,
+        upstreams: Vec<Arc<Upstream>>,
+    ) -> Routes {
         let by_name = upstreams
             .iter()
             .enumerate()
             .map(|(i, u)| (u.name.clone(), i))
             .collect();
+        let disabled = overlay
+            .disabled_models
+            .iter()
+            .map(|(u, m)| (u.clone().unwrap_or_default(), model_key(m).into_owned()))
+            .collect();
         Routes {
             strategy: config.routing.strategy,
             config,
+            overlay,
             upstreams,
             by_name,
+            disabled,
             cursor: AtomicUsize::new(0),
         }
+    }
+
+    /// Where an upstream's definition comes from: `file` or `api`.
+    pub fn source(&self, upstream: &str) -> &'static str {
+        if self.overlay.api_upstreams.contains(upstream) {
+            "api"
+        } else {
+            "file"
+        }
+    }
+
+    /// The models to try for `requested`, in order: an alias's targets, or the model itself;
+    /// each followed by its configured fallbacks.
+    pub fn chain(&self, requested: &str) -> Vec<String> {
+        let heads: Vec<String> = match self.overlay.aliases.get(requested) {
+            Some(targets) => targets.clone(),
+            None => vec![requested.to_string()],
+        };
+        let mut out: Vec<String> = Vec::with_capacity(heads.len() + 2);
+        for head in heads {
+            let fallbacks = self.fallbacks(&head).to_vec();
+            for m in std::iter::once(head).chain(fallbacks) {
+                if !out.contains(&m) {
+                    out.push(m);
+                }
+            }
+        }
+        out
     }
 
     pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
@@ -100,6 +157,14 @@ impl Routes {
             let Some(served_as) = state.models.get(key.as_ref()) else {
                 continue;
             };
+            if !self.disabled.is_empty()
+                && (self.disabled.contains(&(String::new(), key.to_string()))
+                    || self
+                        .disabled
+                        .contains(&(upstream.name.clone(), key.to_string())))
+            {
+                continue;
+            }
             if !accepts(upstream.kind) {
                 incompatible.push(upstream.name.clone());
                 continue;

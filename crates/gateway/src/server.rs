@@ -2,7 +2,7 @@
 
 use crate::proxy::{self, Endpoint};
 use crate::upstream::Pool;
-use crate::{admin, catalog, Gateway, RequestId};
+use crate::{admin, auth, catalog, Gateway, RequestId};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -18,22 +18,14 @@ fn generation(endpoint: Endpoint) -> axum::routing::MethodRouter<Arc<Gateway>> {
 }
 
 /// The whole HTTP surface. Layers run outside-in: request id (every response carries
-/// `x-request-id`), then the route. Admin routes sit behind their own token check, so a new
-/// admin route cannot skip it.
-pub fn router(gw: Arc<Gateway>) -> Router {
-    let admin = Router::new()
-        .route("/upstreams", get(admin::list_upstreams))
-        .route("/upstreams/{name}", get(admin::get_upstream))
-        .route(
-            "/upstreams/{name}/keys/{key_id}/enable",
-            post(admin::enable_key),
-        )
-        .fallback(admin_not_found)
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&gw),
-            admin::require_admin,
-        ));
-
+/// `x-request-id`), client authentication (when `auth.required`; open paths are one named
+/// list), then the route. Admin routes sit behind their own token check, so a new admin route
+/// cannot skip it. `admin` replaces the built-in read-only admin routes when given.
+pub fn router(gw: Arc<Gateway>, admin: Option<Router>) -> Router {
+    let admin = match admin {
+        Some(a) => a,
+        None => builtin_admin(&gw),
+    };
     Router::new()
         // OpenAI dialect
         .route(
@@ -70,10 +62,80 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         // Operations
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .nest("/admin/v1", admin)
+        .nest_service("/admin/v1", admin)
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&gw), client_auth))
         .layer(middleware::from_fn(request_id))
         .with_state(gw)
+}
+
+/// The admin routes the data plane serves on its own (no store): upstream state and
+/// re-enabling keys, behind the bootstrap token. The control plane replaces them.
+pub fn builtin_admin(gw: &Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/upstreams", get(admin::list_upstreams))
+        .route("/upstreams/{name}", get(admin::get_upstream))
+        .route(
+            "/upstreams/{name}/keys/{key_id}/enable",
+            post(admin::enable_key),
+        )
+        .fallback(admin_not_found)
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(gw),
+            admin::require_admin,
+        ))
+        .with_state(Arc::clone(gw))
+}
+
+/// Paths any client may call without a key: liveness, readiness and metrics probes, and the
+/// Ollama banner and version that tools check first. `/admin` has its own auth.
+const OPEN_PATHS: [&str; 5] = ["/", "/healthz", "/readyz", "/metrics", "/api/version"];
+
+/// With `auth.required`, a call must carry a virtual key that checks out; the identity travels
+/// in the request's extensions (the model restriction is checked once the model is known).
+async fn client_auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !gw.routes().config.auth.required
+        || OPEN_PATHS.contains(&path)
+        || path.starts_with("/admin/")
+        || path.starts_with("/ui")
+    {
+        return next.run(req).await;
+    }
+    let dialect = dialect_of(&req);
+    let refuse =
+        |e: auth::AuthError| proxy::error(dialect, ErrorKind::Authentication, e.to_string());
+    let Some(token) = auth::credential(req.headers(), req.uri().query()).map(str::to_string) else {
+        return refuse(auth::AuthError::Missing);
+    };
+    let Some(checker) = gw.authenticator().cloned() else {
+        return refuse(auth::AuthError::Unavailable(
+            "no key store is configured".into(),
+        ));
+    };
+    match checker.authenticate(&token).await {
+        Ok(identity) => {
+            req.extensions_mut().insert(identity);
+            next.run(req).await
+        }
+        Err(e) => refuse(e),
+    }
+}
+
+/// The dialect a request is written in, judged by its path (and Anthropic's version header).
+pub fn dialect_of(req: &Request) -> Dialect {
+    let path = req.uri().path();
+    if path.starts_with("/api/") {
+        Dialect::Ollama
+    } else if path.starts_with("/v1beta/")
+        || (path.starts_with("/v1/models/") && path.contains(':'))
+    {
+        Dialect::Gemini
+    } else if path.starts_with("/v1/messages") || req.headers().contains_key("anthropic-version") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    }
 }
 
 /// `POST /v1beta/models/{model}:{action}`.
@@ -167,13 +229,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 /// Unknown paths answer in the dialect their prefix suggests.
 async fn not_found(req: Request) -> Response {
     let path = req.uri().path();
-    let dialect = if path.starts_with("/api/") {
-        Dialect::Ollama
-    } else if path.starts_with("/v1beta/") {
-        Dialect::Gemini
-    } else {
-        Dialect::OpenAi
-    };
+    let dialect = dialect_of(&req);
     let mut resp = proxy::error(
         dialect,
         ErrorKind::NotFound,

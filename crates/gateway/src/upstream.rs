@@ -63,6 +63,9 @@ pub struct Upstream {
     /// Declared models (`models = [...]`); when set, discovery does not replace them.
     pub static_models: Option<Vec<String>>,
     pub client: reqwest::Client,
+    /// The definition it was built from: an unchanged definition keeps this runtime (health,
+    /// breaker, key states) across reloads.
+    pub definition: (UpstreamConfig, config::BreakerConfig),
     pub keys: KeyPool,
     pub breaker: Breaker,
     /// Until when (ms since `created`) the upstream counts as throttled after a 429: `lowest_latency` ranks it last meanwhile.
@@ -105,6 +108,7 @@ impl Upstream {
             api_version: cfg.api_version.clone(),
             static_models: cfg.models.clone(),
             client,
+            definition: (cfg.clone(), routing.breaker.clone()),
             keys: KeyPool::new(&cfg.keys),
             breaker: Breaker::new(routing.breaker.clone()),
             throttled_until_ms: AtomicU64::new(0),

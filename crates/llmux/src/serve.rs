@@ -76,7 +76,7 @@ pub async fn run_gateway(
         let gw = Arc::clone(&gw);
         let stopping = stopping.clone();
         tokio::spawn(async move {
-            gw.serve(listener, async move { stopping.cancelled().await })
+            gw.serve(listener, async move { stopping.cancelled().await }, None)
                 .await
         })
     };
