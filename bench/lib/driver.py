@@ -1,0 +1,739 @@
+#!/usr/bin/env python3
+"""llmux benchmark driver (started by bench/run): starts the upstreams and every target,
+measures them interleaved in rounds, writes bench/results/.
+
+Targets are entries of TARGETS below (built in `build_targets`); each gives, per kind of call
+("fast" = non-streaming, "stream" = 100-event SSE, "slow" = long SSE for held-open streams),
+the URL and headers a client uses. A second llmux config is one more file:
+bench/configs/llmux-NAME.toml.in becomes target `llmux-NAME` (lines `# bench-header: K: V`
+in it add request headers, e.g. a virtual key).
+"""
+
+import argparse
+import csv
+import glob
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from string import Template
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import procs as P  # noqa: E402
+import report  # noqa: E402
+from stats import quantile  # noqa: E402
+
+MODELS = {"fast": "bench-model", "stream": "bench-stream", "slow": "bench-slow"}
+STREAM_CHUNKS, STREAM_DELAY = 100, 0.01  # streaming test: 100 chunks, 10 ms apart
+SLOW_CHUNKS, SLOW_DELAY = 30, 1.0  # held-open streams: 30 chunks, 1 s apart
+
+# A fixed reply the size of a small real one (the mock's is ~370 bytes).
+REPLY = json.dumps({
+    "id": "chatcmpl-bench0000000000000000000000",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "bench-model",
+    "system_fingerprint": "fp_bench",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "tok1 tok2 tok3 tok4 tok5 tok6 tok7 tok8"},
+                 "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 8, "total_tokens": 9},
+}, separators=(",", ":"))
+MODELS_REPLY = json.dumps({"object": "list", "data": [
+    {"id": "bench-model", "object": "model", "created": 0, "owned_by": "bench"}]}, separators=(",", ":"))
+
+
+def body(kind):
+    b = {"model": MODELS[kind], "messages": [{"role": "user", "content": "Say hello."}]}
+    if kind != "fast":
+        b["stream"] = True
+    return json.dumps(b, separators=(",", ":"))
+
+
+def log(msg):
+    sys.stderr.write(f"\033[1m[bench {time.strftime('%H:%M:%S')}]\033[0m {msg}\n")
+    sys.stderr.flush()
+
+
+class Target:
+    """One thing measured. `urls[kind]` = (url, headers dict); `proc` = its server (None: direct)."""
+
+    def __init__(self, name, label, note=""):
+        self.name = name
+        self.label = label
+        self.note = note
+        self.urls = {}
+        self.proc = None
+        self.start = None  # callable(procs) -> Proc, or None for direct
+        self.ready_timeout = 30.0
+        self.available = True
+        self.reason = ""
+        self.version = ""
+
+
+def render(template_path, out_path, **kw):
+    with open(template_path) as f:
+        text = Template(f.read()).substitute(**kw)
+    with open(out_path, "w") as f:
+        f.write(text)
+    return text
+
+
+def which_nginx():
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
+def which_oha():
+    p = os.path.expanduser("~/.cargo/bin/oha")
+    return p if os.path.exists(p) else shutil.which("oha")
+
+
+def cmd_version(argv):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        return (r.stdout + r.stderr).strip().splitlines()[0] if (r.stdout + r.stderr).strip() else ""
+    except Exception:
+        return ""
+
+
+# ------------------------------------------------------------------------------------ setup
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--pidfile", required=True)
+    ap.add_argument("--install-status", required=True)
+    ap.add_argument("--only", default="direct,nginx,llmux,litellm,portkey")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--upstream", choices=["nginx", "mock"], default="nginx")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--duration", type=float, default=None)
+    ap.add_argument("--port-base", type=int, default=18100)
+    ap.add_argument("--setup-seconds", type=int, default=0)
+    a = ap.parse_args()
+
+    cfg = {
+        "quick": a.quick,
+        # interleaved rounds: latency at c=1, and throughput
+        "lat_rounds": a.rounds or (1 if a.quick else 3),
+        "thr_rounds": a.rounds or (1 if a.quick else 2),
+        "duration": a.duration or (1.5 if a.quick else 3.0),
+        "rate_duration": (a.duration or (2.0 if a.quick else 4.0)),
+        "rates": [1000, 5000],
+        "concurrencies": [32, 128],
+        "stream_rounds": a.rounds or (1 if a.quick else 3),
+        "streams_per_round": 16 if a.quick else 32,
+        "stream_concurrency": 8,
+        "hold_streams": 5000,
+        "hold_targets": ["nginx", "llmux"],
+    }
+
+    t_start = time.time()
+    root = a.root
+    results_dir = os.path.join(root, "bench", "results")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    raw = os.path.join(results_dir, "raw", stamp)
+    os.makedirs(raw, exist_ok=True)
+    logs = os.path.join(raw, "logs")
+    os.makedirs(logs, exist_ok=True)
+    procs = P.Procs(a.pidfile, logs)
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    install_notes = {}
+    try:
+        with open(a.install_status) as f:
+            for line in f:
+                if "=" in line:
+                    k, v = line.rstrip("\n").split("=", 1)
+                    install_notes[k] = v
+    except OSError:
+        pass
+
+    run = {
+        "stamp": stamp,
+        "cfg": cfg,
+        "setup_seconds": a.setup_seconds,
+        "notes": [],
+        "targets": [],
+        "unavailable": {},
+    }
+    try:
+        measure(a, cfg, root, raw, procs, run, install_notes)
+    finally:
+        procs.stop_all()
+    run["measure_seconds"] = round(time.time() - t_start)
+    with open(os.path.join(raw, "summary.json"), "w") as f:
+        json.dump(run, f, indent=1, default=str)
+    md = report.write(run, results_dir, raw)
+    log(f"wrote {md} (raw data in {raw})")
+
+
+def measure(a, cfg, root, raw, procs, run, install_notes):
+    bin_llmux = os.path.join(root, "target", "release", "llmux")
+    bin_client = os.path.join(root, "target", "release", "bench-client")
+    tools = os.path.join(root, "target", "bench-tools")
+    nginx = which_nginx()
+    oha = which_oha()
+    wrk = shutil.which("wrk")
+    loadgen = "oha" if oha else ("wrk" if wrk else None)
+    if os.environ.get("BENCH_LOADGEN") == "wrk" and wrk:  # to exercise the fallback
+        loadgen = "wrk"
+    if loadgen is None:
+        raise SystemExit("bench: neither oha nor wrk is available: " + install_notes.get("oha", "") + " " + install_notes.get("wrk", ""))
+    if loadgen == "wrk":
+        run["notes"].append("oha could not be installed (" + install_notes.get("oha", "?") + "); wrk from apt is used: "
+                            "no open-loop fixed-rate tests, c=1 percentiles are per round (median over rounds).")
+    nofile = int(subprocess.run(["bash", "-c", "ulimit -n"], capture_output=True, text=True).stdout.strip() or "1024")
+    if nofile < 2 * cfg["hold_streams"] + 1000:
+        new = max(100, (nofile - 1000) // 2)
+        run["notes"].append(f"open-files limit is {nofile}: held-open streams reduced from {cfg['hold_streams']} to {new}.")
+        cfg["hold_streams"] = new
+    run["nofile"] = nofile
+
+    base = a.port_base
+    ports = {
+        "up_nginx": base + 1, "up_mock_fast": base + 2, "up_stream": base + 3, "up_slow": base + 4,
+        "nginx_fast": base + 11, "nginx_stream": base + 12, "nginx_slow": base + 13,
+        "litellm": base + 31, "portkey": base + 41,
+    }
+    variants = sorted(glob.glob(os.path.join(root, "bench", "configs", "llmux*.toml.in")))
+    for i, v in enumerate(variants):
+        ports["llmux:" + os.path.basename(v)] = base + 21 + i
+    busy = [f"{k}={p}" for k, p in ports.items() if not P.port_free(p)]
+    if busy:
+        raise SystemExit(f"bench: ports in use: {', '.join(busy)} (pick others with --port-base)")
+
+    workers = os.cpu_count() or 2
+    os.chmod(a.run_dir, 0o755)  # nginx workers (user nobody) reach their temp dirs in it
+    wc = max(1024, min(nofile, 65536))
+    upstream = a.upstream
+    if upstream == "nginx" and not nginx:
+        run["notes"].append("nginx is not installed: the mock in fast mode is the upstream for non-streaming tests.")
+        upstream = "mock"
+    run["upstream"] = upstream
+    up_fast = ports["up_nginx"] if upstream == "nginx" else ports["up_mock_fast"]
+
+    # ---- upstreams
+    log("starting upstreams")
+    ups = []
+    mock_fast = procs.start("mock-fast", [bin_llmux, "mock", "--port", str(ports["up_mock_fast"]), "--models",
+                                          MODELS["fast"], "--chunks", "8", "--name", "fast"], env={"LLMUX_LOG": "warn"})
+    ups.append((mock_fast, f"http://127.0.0.1:{ports['up_mock_fast']}/v1/models"))
+    mock_stream = procs.start("mock-stream", [bin_llmux, "mock", "--port", str(ports["up_stream"]), "--models",
+                                              MODELS["stream"], "--chunks", str(STREAM_CHUNKS), "--chunk-delay",
+                                              str(STREAM_DELAY), "--name", "stream"], env={"LLMUX_LOG": "warn"})
+    ups.append((mock_stream, f"http://127.0.0.1:{ports['up_stream']}/v1/models"))
+    mock_slow = procs.start("mock-slow", [bin_llmux, "mock", "--port", str(ports["up_slow"]), "--models",
+                                          MODELS["slow"], "--chunks", str(SLOW_CHUNKS), "--chunk-delay",
+                                          str(SLOW_DELAY), "--name", "slow"], env={"LLMUX_LOG": "warn"})
+    ups.append((mock_slow, f"http://127.0.0.1:{ports['up_slow']}/v1/models"))
+    if nginx:
+        ngdir = os.path.join(a.run_dir, "nginx-upstream")
+        os.makedirs(ngdir, exist_ok=True)
+        conf = os.path.join(ngdir, "nginx.conf")
+        text = render(os.path.join(root, "bench", "configs", "nginx-upstream.conf.in"), conf, workers=workers,
+                      nofile=nofile, prefix=ngdir, worker_connections=wc, port=ports["up_nginx"], reply=REPLY,
+                      models=MODELS_REPLY)
+        with open(os.path.join(raw, "nginx-upstream.conf"), "w") as f:
+            f.write(text)
+        ng_up = procs.start("nginx-upstream", [nginx, "-c", conf, "-p", ngdir, "-e", os.path.join(ngdir, "error.log")])
+        ups.append((ng_up, f"http://127.0.0.1:{ports['up_nginx']}/v1/models"))
+    for proc, url in ups:
+        ok, why = P.wait_ready(proc, url, timeout=20)
+        if not ok:
+            raise SystemExit(f"bench: upstream {proc.name} did not start: {why}")
+
+    # ---- targets
+    only = [t.strip() for t in a.only.split(",") if t.strip()]
+    targets = build_targets(only, root, a, ports, up_fast, nginx, bin_llmux, tools, workers, nofile, wc, variants,
+                            install_notes, raw)
+    for t in targets:
+        if not t.available:
+            log(f"{t.name}: unavailable: {t.reason}")
+    log("starting targets: " + ", ".join(t.name for t in targets if t.available))
+    for t in targets:
+        if t.available and t.start:
+            try:
+                t.proc = t.start(procs)
+            except Exception as e:  # e.g. executable missing
+                t.available, t.reason = False, f"could not start: {e}"
+    for t in targets:
+        if not t.available:
+            continue
+        url, hdrs = t.urls["fast"]
+        ok, why = P.wait_ready(t.proc, url, body(("fast")).encode(), hdrs, timeout=t.ready_timeout)
+        if ok and "stream" in t.urls:
+            # streaming must work too (checked once; failures are reported, not fatal)
+            try:
+                su, sh = t.urls["stream"]
+                st, b = P.http(su, body("stream").encode(), sh, timeout=10)
+                if st != 200:
+                    t.stream_error = f"HTTP {st}: {b[:160].decode('utf-8', 'replace')}"
+            except Exception as e:
+                t.stream_error = str(e)
+        if not ok:
+            t.available, t.reason = False, f"did not become ready: {why}"
+            log(f"{t.name}: {t.reason}")
+            if t.proc:
+                procs.stop(t.proc)
+                t.proc = None
+    live = [t for t in targets if t.available]
+    if not any(t.name == "nginx" for t in live):
+        run["notes"].append("nginx (the floor) is not measured in this run: ratios to nginx are not available.")
+    for t in targets:
+        run["targets"].append(t.name)
+        run.setdefault("labels", {})[t.name] = t.label
+        run.setdefault("target_notes", {})[t.name] = t.note
+        run.setdefault("versions", {})[t.name] = t.version
+        if not t.available:
+            run["unavailable"][t.name] = t.reason
+        if getattr(t, "stream_error", None):
+            run.setdefault("stream_errors", {})[t.name] = t.stream_error
+
+    time.sleep(1.0)
+    mem = run.setdefault("memory", {})
+    for t in live:
+        if t.proc:
+            mem.setdefault(t.name, {})["idle_kib"] = t.proc.rss_kib()
+            mem[t.name]["processes"] = len(t.proc.pids())
+    run["machine"] = machine(root, nginx, oha, wrk, loadgen, tools)
+    run["loadgen"] = loadgen
+    run["setup"] = {"nginx_workers": workers, "nginx_worker_connections": wc}
+
+    lg = LoadGen(loadgen, oha, wrk, raw, a.run_dir)
+
+    # ---- warm-up (discarded)
+    log("warm-up")
+    for t in live:
+        url, hdrs = t.urls["fast"]
+        lg.run(f"warmup-{t.name}", url, hdrs, body("fast"), conns=8, duration=1.0)
+
+    # ---- latency at c=1, interleaved rounds
+    lat = run.setdefault("latency_c1", {t.name: {"samples_us": [], "rounds": []} for t in live})
+    for r in range(cfg["lat_rounds"]):
+        log(f"latency c=1, round {r + 1}/{cfg['lat_rounds']}")
+        for t in rotate(live, r):
+            url, hdrs = t.urls["fast"]
+            res = lg.run(f"c1-r{r}-{t.name}", url, hdrs, body("fast"), conns=1, duration=cfg["duration"], raw_samples=True)
+            lat[t.name]["rounds"].append({k: v for k, v in res.items() if k != "samples_us"})
+            lat[t.name]["samples_us"].extend(res.get("samples_us", []))
+    for t in live:
+        s = sorted(lat[t.name].pop("samples_us"))
+        d = lat[t.name]
+        d["n"] = len(s) or sum(x.get("ok", 0) for x in d["rounds"])
+        d["errors"] = sum(x.get("errors", 0) for x in d["rounds"])
+        if s:
+            d.update(p50=quantile(s, 0.5), p99=quantile(s, 0.99), p999=quantile(s, 0.999), mean=sum(s) / len(s))
+        elif d["rounds"] and "p50" in d["rounds"][0]:  # wrk: per-round percentiles only
+            for k in ("p50", "p99", "p999"):
+                vals = sorted(x[k] for x in d["rounds"] if k in x)
+                d[k] = quantile(vals, 0.5) if vals else None
+
+    # ---- throughput at c=32 and c=128, interleaved; RSS sampled during c=128
+    thr = run.setdefault("throughput", {t.name: {} for t in live})
+    for r in range(cfg["thr_rounds"]):
+        for c in cfg["concurrencies"]:
+            log(f"throughput c={c}, round {r + 1}/{cfg['thr_rounds']}")
+            for t in rotate(live, r):
+                url, hdrs = t.urls["fast"]
+                sampler = RssSampler(t.proc) if (c == max(cfg["concurrencies"]) and t.proc) else None
+                res = lg.run(f"c{c}-r{r}-{t.name}", url, hdrs, body("fast"), conns=c, duration=cfg["duration"])
+                if sampler:
+                    peak = sampler.stop()
+                    m = mem.setdefault(t.name, {})
+                    m["load_kib"] = max(m.get("load_kib", 0), peak)
+                thr[t.name].setdefault(str(c), []).append(res)
+    for t in live:
+        for c, rs in thr[t.name].items():
+            ok = [x for x in rs if x.get("rps") is not None]
+            thr[t.name][c] = {
+                "rounds": rs,
+                "rps": quantile(sorted(x["rps"] for x in ok), 0.5) if ok else None,
+                "errors": sum(x.get("errors", 0) + x.get("non200", 0) for x in rs),
+                "p50": quantile(sorted(x["p50"] for x in ok if x.get("p50") is not None), 0.5) if ok else None,
+                "p99": quantile(sorted(x["p99"] for x in ok if x.get("p99") is not None), 0.5) if ok else None,
+            }
+
+    # ---- fixed rates, open loop (oha -q with latency correction)
+    rates = run.setdefault("rates", {t.name: {} for t in live})
+    for rate in cfg["rates"]:
+        log(f"fixed rate {rate}/s")
+        for t in live:
+            if loadgen != "oha":
+                rates[t.name][str(rate)] = {"skipped": "wrk has no open-loop fixed-rate mode"}
+                continue
+            cap = max([v["rps"] or 0 for v in thr[t.name].values()] or [0])
+            if cap < 0.9 * rate:
+                rates[t.name][str(rate)] = {"skipped": f"saturated: its closed-loop maximum is {cap:,.0f} calls/s"}
+                continue
+            url, hdrs = t.urls["fast"]
+            res = lg.run(f"rate{rate}-{t.name}", url, hdrs, body("fast"), conns=64, duration=cfg["rate_duration"], rate=rate)
+            rates[t.name][str(rate)] = res
+
+    # ---- streaming: TTFT and inter-event gaps, interleaved rounds
+    st = run.setdefault("streaming", {})
+    stream_targets = [t for t in live if "stream" in t.urls]
+    for r in range(cfg["stream_rounds"]):
+        log(f"streaming ({STREAM_CHUNKS} chunks, {STREAM_DELAY * 1000:.0f} ms apart), round {r + 1}/{cfg['stream_rounds']}")
+        for t in rotate(stream_targets, r):
+            url, hdrs = t.urls["stream"]
+            out = os.path.join(raw, f"stream-r{r}-{t.name}.json")
+            res = client(bin_client, "stream", url, hdrs, body("stream"), out,
+                         ["--streams", str(cfg["streams_per_round"]), "--concurrency", str(cfg["stream_concurrency"]),
+                          "--warmup", str(cfg["stream_concurrency"])], timeout=60)
+            d = st.setdefault(t.name, {"ttft_us": [], "gaps_us": [], "events": [], "failed": 0, "ok": 0, "errors": [],
+                                       "without_done": 0})
+            if "error" in res:
+                d["errors"].append(res["error"])
+                continue
+            for k in ("ttft_us", "gaps_us", "events"):
+                d[k].extend(res.get(k, []))
+            d["failed"] += res.get("failed", 0)
+            d["ok"] += res.get("ok", 0)
+            d["without_done"] += res.get("without_done", 0)
+            d["errors"].extend(res.get("errors", [])[:3])
+    for name, d in st.items():
+        ttft, gaps = sorted(d.pop("ttft_us")), sorted(d.pop("gaps_us"))
+        ev = d.pop("events")
+        d["n_streams"], d["n_gaps"] = len(ttft), len(gaps)
+        d["events_per_stream"] = (sum(ev) / len(ev)) if ev else None
+        for q, k in ((0.5, "p50"), (0.99, "p99")):
+            d["ttft_" + k] = quantile(ttft, q) if ttft else None
+        for q, k in ((0.01, "p1"), (0.5, "p50"), (0.99, "p99"), (0.999, "p999")):
+            d["gap_" + k] = quantile(gaps, q) if gaps else None
+        d["errors"] = d["errors"][:5]
+
+    # ---- memory with N held-open streams
+    hold = run.setdefault("hold", {})
+    for t in live:
+        if t.name not in cfg["hold_targets"] or not t.proc:
+            continue
+        n = cfg["hold_streams"]
+        log(f"{t.name}: holding {n} streams open")
+        url, hdrs = t.urls["slow"]
+        out = os.path.join(raw, f"hold-{t.name}.json")
+        pids = t.proc.pids()
+        fds_before = sum((P.fd_count(p) or 0) for p in pids)
+        extra = ["--streams", str(n), "--open-concurrency", "256"]
+        for pid in pids:
+            extra += ["--pid", str(pid)]
+        res = client(bin_client, "hold", url, hdrs, body("slow"), out, extra, timeout=90)
+        res["fds_before"] = fds_before
+        hold[t.name] = res
+        if "rss_kib" in res:
+            mem.setdefault(t.name, {})["hold_kib"] = res["rss_kib"]
+        # let the closed streams drain before the next target
+        deadline = time.time() + 15
+        while time.time() < deadline and sum((P.fd_count(p) or 0) for p in t.proc.pids()) > fds_before + 100:
+            time.sleep(0.25)
+    run["hold_streams"] = cfg["hold_streams"]
+
+
+def build_targets(only, root, a, ports, up_fast, nginx, bin_llmux, tools, workers, nofile, wc, variants, notes, raw):
+    targets = []
+    known = {"direct", "nginx", "litellm", "portkey"} | {
+        os.path.basename(v)[: -len(".toml.in")] for v in variants}
+    for name in only:
+        if name not in known:
+            raise SystemExit(f"bench: unknown target {name!r} (known: {', '.join(sorted(known))})")
+    up = {"fast": up_fast, "stream": ports["up_stream"], "slow": ports["up_slow"]}
+    cc = "/v1/chat/completions"
+
+    if "direct" in only:
+        t = Target("direct", "direct (client → upstream)", "no gateway: the baseline the added latency is measured against")
+        for k, p in up.items():
+            t.urls[k] = (f"http://127.0.0.1:{p}{cc}", {})
+        targets.append(t)
+
+    if "nginx" in only:
+        t = Target("nginx", "nginx proxy_pass", f"worker_processes {workers}; upstream keepalive 64; proxy_buffering off for streams")
+        if not nginx:
+            t.available, t.reason = False, notes.get("nginx", "nginx is not installed")
+        else:
+            t.version = cmd_version([nginx, "-v"])
+            for k, pk in (("fast", "nginx_fast"), ("stream", "nginx_stream"), ("slow", "nginx_slow")):
+                t.urls[k] = (f"http://127.0.0.1:{ports[pk]}{cc}", {})
+            ngdir = os.path.join(a.run_dir, "nginx-proxy")
+            os.makedirs(ngdir, exist_ok=True)
+            conf = os.path.join(ngdir, "nginx.conf")
+            text = render(os.path.join(root, "bench", "configs", "nginx-proxy.conf.in"), conf, workers=workers,
+                          nofile=nofile, prefix=ngdir, worker_connections=wc, up_fast=up["fast"], up_stream=up["stream"],
+                          up_slow=up["slow"], port_fast=ports["nginx_fast"], port_stream=ports["nginx_stream"],
+                          port_slow=ports["nginx_slow"])
+            with open(os.path.join(raw, "nginx-proxy.conf"), "w") as f:
+                f.write(text)
+            t.start = lambda procs, conf=conf, ngdir=ngdir: procs.start(
+                "nginx-proxy", [nginx, "-c", conf, "-p", ngdir, "-e", os.path.join(ngdir, "error.log")])
+        targets.append(t)
+
+    for v in variants:
+        name = os.path.basename(v)[: -len(".toml.in")]
+        if name not in only:
+            continue
+        port = ports["llmux:" + os.path.basename(v)]
+        t = Target(name, name, "2-thread tokio runtime (default); LLMUX_LOG=warn")
+        t.version = cmd_version([bin_llmux, "--version"])
+        cfg_path = os.path.join(a.run_dir, f"{name}.toml")
+        text = render(v, cfg_path, port=port, up_fast=up["fast"], up_stream=up["stream"], up_slow=up["slow"])
+        with open(os.path.join(raw, f"{name}.toml"), "w") as f:
+            f.write(text)
+        hdrs = {}
+        for line in text.splitlines():
+            if line.startswith("# bench-header:"):
+                k, _, val = line[len("# bench-header:"):].strip().partition(":")
+                hdrs[k.strip()] = val.strip()
+        for k in up:
+            t.urls[k] = (f"http://127.0.0.1:{port}{cc}", hdrs)
+        t.start = lambda procs, name=name, cfg_path=cfg_path: procs.start(
+            name, [bin_llmux, "serve", "--config", cfg_path], env={"LLMUX_LOG": "warn"})
+        targets.append(t)
+
+    if "litellm" in only:
+        venv = os.path.join(tools, "venv")
+        exe = os.path.join(venv, "bin", "litellm")
+        t = Target("litellm", "LiteLLM proxy", f"`--num_workers {workers}` (one per core, like nginx); no master key, no "
+                   "database; offline cost map (`LITELLM_LOCAL_MODEL_COST_MAP=True`)")
+        t.ready_timeout = 120.0
+        if not os.path.exists(exe):
+            t.available, t.reason = False, notes.get("litellm", "not installed (bench/run installs it into target/bench-tools/venv)")
+        else:
+            t.version = "litellm " + (cmd_version([os.path.join(venv, "bin", "python"), "-c",
+                                                   "import importlib.metadata as m; print(m.version('litellm'))"]) or "?")
+            cfg_path = os.path.join(a.run_dir, "litellm.yaml")
+            text = render(os.path.join(root, "bench", "configs", "litellm.yaml.in"), cfg_path, up_fast=up["fast"],
+                          up_stream=up["stream"], up_slow=up["slow"])
+            with open(os.path.join(raw, "litellm.yaml"), "w") as f:
+                f.write(text)
+            for k in up:
+                t.urls[k] = (f"http://127.0.0.1:{ports['litellm']}{cc}", {})
+            env = {
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # offline: no fetch of the cost map
+                "LITELLM_LOG": "ERROR",
+                "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",  # no auth, like llmux here
+                "DISABLE_SCHEMA_UPDATE": "true",
+                "NO_PROXY": "*", "no_proxy": "*",
+            }
+            t.start = lambda procs, cfg_path=cfg_path, env=env: procs.start(
+                "litellm", [exe, "--config", cfg_path, "--host", "127.0.0.1", "--port", str(ports["litellm"]),
+                            "--num_workers", str(workers)],
+                env=env, cwd=a.run_dir)
+        targets.append(t)
+
+    if "portkey" in only:
+        pkdir = os.path.join(tools, "portkey")
+        entry = os.path.join(pkdir, "node_modules", "@portkey-ai", "gateway", "build", "start-server.js")
+        t = Target("portkey", "Portkey gateway (OSS)", "`node build/start-server.js --headless`, one process (it has no "
+                   "worker option); `x-portkey-provider: openai` + `x-portkey-custom-host`; @hono/node-server pinned "
+                   "to 1.13.8 (with 1.19.x every streaming call fails: `TypeError: immutable`)")
+        node = shutil.which("node")
+        if not os.path.exists(entry) or not node:
+            t.available, t.reason = False, notes.get("portkey", "not installed (bench/run installs it with npm)")
+        else:
+            try:
+                with open(os.path.join(pkdir, "node_modules", "@portkey-ai", "gateway", "package.json")) as f:
+                    t.version = "@portkey-ai/gateway " + json.load(f).get("version", "?")
+            except (OSError, ValueError):
+                pass
+            try:
+                with open(os.path.join(pkdir, "node_modules", "@hono", "node-server", "package.json")) as f:
+                    t.version += ", @hono/node-server " + json.load(f).get("version", "?")
+            except (OSError, ValueError):
+                pass
+            t.version += ", node " + cmd_version([node, "--version"])
+            for k, p in up.items():
+                t.urls[k] = (f"http://127.0.0.1:{ports['portkey']}{cc}", {
+                    "x-portkey-provider": "openai",
+                    "x-portkey-custom-host": f"http://127.0.0.1:{p}/v1",
+                    "authorization": "Bearer sk-bench",
+                })
+            t.start = lambda procs, node=node, entry=entry: procs.start(
+                "portkey", [node, entry, f"--port={ports['portkey']}", "--headless"],
+                env={"NODE_ENV": "production"}, cwd=pkdir)
+        targets.append(t)
+
+    order = {n: i for i, n in enumerate(only)}
+    targets.sort(key=lambda t: order.get(t.name, 99))
+    return targets
+
+
+# ------------------------------------------------------------------------------ measuring
+
+def rotate(items, r):
+    """Round r starts r places further along, so no target always follows the same one."""
+    if not items:
+        return items
+    k = r % len(items)
+    return items[k:] + items[:k]
+
+
+class RssSampler:
+    """Samples the group's summed VmRSS every 100 ms in a thread; stop() returns the peak."""
+
+    def __init__(self, proc):
+        self.proc, self.peak, self.done = proc, 0, threading.Event()
+        self.th = threading.Thread(target=self.loop, daemon=True)
+        self.th.start()
+
+    def loop(self):
+        while not self.done.is_set():
+            self.peak = max(self.peak, self.proc.rss_kib())
+            self.done.wait(0.1)
+
+    def stop(self):
+        self.done.set()
+        self.th.join(timeout=2)
+        return self.peak
+
+
+class LoadGen:
+    def __init__(self, kind, oha, wrk, raw, run_dir):
+        self.kind, self.oha, self.wrk, self.raw, self.run_dir = kind, oha, wrk, raw, run_dir
+
+    def run(self, tag, url, headers, body_s, conns, duration, rate=None, raw_samples=False):
+        if self.kind == "oha":
+            return self.run_oha(tag, url, headers, body_s, conns, duration, rate, raw_samples)
+        return self.run_wrk(tag, url, headers, body_s, conns, duration)
+
+    def run_oha(self, tag, url, headers, body_s, conns, duration, rate, raw_samples):
+        fmt = "csv" if raw_samples else "json"
+        out = os.path.join(self.raw, f"oha-{tag}.{fmt}")
+        argv = [self.oha, "--no-tui", "-z", f"{duration}s", "-c", str(conns), "-m", "POST", "-t", "10s",
+                "-H", "content-type: application/json", "-d", body_s, "--output-format", fmt, "-o", out]
+        for k, v in headers.items():
+            argv += ["-H", f"{k}: {v}"]
+        if rate:
+            argv += ["-q", str(rate), "--latency-correction"]
+        argv.append(url)
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+        except subprocess.TimeoutExpired:
+            return {"error": "oha did not finish in time"}
+        if r.returncode != 0 or not os.path.exists(out):
+            return {"error": f"oha exit {r.returncode}: {r.stderr.strip()[-300:]}"}
+        if raw_samples:
+            samples, non200, first, last = [], 0, None, None
+            with open(out, newline="") as f:
+                for row in csv.DictReader(f):
+                    try:
+                        start, dur, status = float(row["request-start"]), float(row["request-duration"]), row["status"]
+                    except (KeyError, ValueError):
+                        continue
+                    if status == "200":
+                        samples.append(dur * 1e6)
+                        first = start if first is None else min(first, start)
+                        last = start + dur if last is None else max(last, start + dur)
+                    else:
+                        non200 += 1
+            span = (last - first) if samples and last > first else None
+            return {"samples_us": samples, "n": len(samples), "non200": non200, "errors": non200,
+                    "rps": (len(samples) / span) if span else None}
+        with open(out) as f:
+            j = json.load(f)
+        codes = j.get("statusCodeDistribution", {}) or {}
+        ok = codes.get("200", 0)
+        total_t = j.get("summary", {}).get("total") or duration
+        errs = {k: v for k, v in (j.get("errorDistribution") or {}).items() if "deadline" not in k}
+        lp = j.get("latencyPercentiles", {}) or {}
+        us = lambda k: (lp.get(k) * 1e6) if lp.get(k) is not None else None  # noqa: E731
+        return {
+            "rps": ok / total_t if total_t else None,
+            "ok": ok,
+            "non200": sum(v for k, v in codes.items() if k != "200"),
+            "errors": sum(errs.values()),
+            "error_kinds": errs,
+            "p50": us("p50"), "p99": us("p99"), "p999": us("p99.9"),
+            "rate": rate,
+        }
+
+    def run_wrk(self, tag, url, headers, body_s, conns, duration):
+        script = os.path.join(self.run_dir, f"wrk-{tag}.lua")
+        hdr_lines = "".join(f'wrk.headers["{k}"] = {json.dumps(v)}\n' for k, v in headers.items())
+        with open(script, "w") as f:
+            f.write('wrk.method = "POST"\n'
+                    f"wrk.body = {json.dumps(body_s)}\n"
+                    'wrk.headers["content-type"] = "application/json"\n'
+                    f"{hdr_lines}"
+                    "done = function(s, lat, req)\n"
+                    "  local e = s.errors\n"
+                    '  io.write(string.format("WRKJSON {\\"requests\\":%d,\\"duration_us\\":%d,\\"non200\\":%d,'
+                    '\\"errors\\":%d,\\"p50\\":%d,\\"p99\\":%d,\\"p999\\":%d}\\n", s.requests, s.duration, e.status,'
+                    " e.connect + e.read + e.write + e.timeout, lat:percentile(50), lat:percentile(99),"
+                    " lat:percentile(99.9)))\nend\n")
+        threads = min(2, conns)
+        argv = [self.wrk, "-t", str(threads), "-c", str(conns), "-d", f"{max(1, int(round(duration)))}s", "-s", script, url]
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+        except subprocess.TimeoutExpired:
+            return {"error": "wrk did not finish in time"}
+        with open(os.path.join(self.raw, f"wrk-{tag}.txt"), "w") as f:
+            f.write(r.stdout + r.stderr)
+        for line in r.stdout.splitlines():
+            if line.startswith("WRKJSON "):
+                j = json.loads(line[8:])
+                ok = j["requests"] - j["non200"]
+                return {"rps": ok / (j["duration_us"] / 1e6), "ok": ok, "non200": j["non200"], "errors": j["errors"],
+                        "p50": j["p50"], "p99": j["p99"], "p999": j["p999"]}
+        return {"error": f"wrk exit {r.returncode}: {r.stderr.strip()[-300:]}"}
+
+
+def client(bin_client, mode, url, headers, body_s, out, extra, timeout):
+    argv = [bin_client, mode, "--url", url, "--body", body_s, "--out", out, "--timeout", str(timeout)] + extra
+    for k, v in headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 30)
+    except subprocess.TimeoutExpired:
+        return {"error": "bench-client did not finish in time"}
+    if r.returncode != 0 or not os.path.exists(out):
+        return {"error": f"bench-client exit {r.returncode}: {r.stderr.strip()[-300:]}"}
+    with open(out) as f:
+        return json.load(f)
+
+
+def machine(root, nginx, oha, wrk, loadgen, tools):
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_kib = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_kib = int(line.split()[1])
+    except OSError:
+        pass
+    git = cmd_version(["git", "-C", root, "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1048576, 1),
+        "kernel": platform.release(),
+        "os": cmd_version(["bash", "-c", ". /etc/os-release 2>/dev/null && echo $PRETTY_NAME"]),
+        "git": git + (" (with uncommitted changes)" if dirty else ""),
+        "rustc": cmd_version(["rustc", "--version"]),
+        "loadgen": (cmd_version([oha, "--version"]) if loadgen == "oha" else cmd_version([wrk, "-v"])),
+        "nginx": cmd_version([nginx, "-v"]) if nginx else "not installed",
+        "python": platform.python_version(),
+    }
+
+
+if __name__ == "__main__":
+    main()

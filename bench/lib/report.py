@@ -1,0 +1,488 @@
+"""Writes bench/results/latest.md and the SVG plots from a run's summary (stdlib only)."""
+
+import html
+import math
+import os
+import time
+
+MB = 1_000_000  # targets are stated in MB (decimal)
+
+
+# ------------------------------------------------------------------------------ formatting
+
+def us(v):
+    if v is None:
+        return "—"
+    if abs(v) >= 1000:
+        return f"{v / 1000:.2f} ms"
+    return f"{v:.0f} µs"
+
+
+def signed_us(v):
+    if v is None:
+        return "—"
+    s = "+" if v >= 0 else "−"
+    return s + us(abs(v))
+
+
+def rps(v):
+    return "—" if v is None else f"{v:,.0f}"
+
+
+def mb(kib):
+    return "—" if not kib else f"{kib * 1024 / MB:.1f} MB"
+
+
+def xfmt(x):
+    return f"{x:.2f}×" if x >= 0.1 else f"{x:.2g}×"
+
+
+def ratio(v, ref):
+    if v is None or ref in (None, 0):
+        return "—"
+    return xfmt(v / ref)
+
+
+def verdict(ok):
+    return "n/a" if ok is None else ("**PASS**" if ok else "**FAIL**")
+
+
+def get(d, *path):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+# ------------------------------------------------------------------------------ report
+
+def write(run, results_dir, raw):
+    names = run["targets"]
+    live = [n for n in names if n not in run["unavailable"]]
+    label = run.get("labels", {})
+    lat = run.get("latency_c1", {})
+    thr = run.get("throughput", {})
+    rates = run.get("rates", {})
+    st = run.get("streaming", {})
+    mem = run.get("memory", {})
+    hold = run.get("hold", {})
+    cfg = run["cfg"]
+    N = run.get("hold_streams", cfg.get("hold_streams"))
+    ref = "nginx" if "nginx" in live else None
+    L = []
+    w = L.append
+
+    m = run.get("machine", {})
+    mode = "quick (`bench/run --quick`: smoke run, short and few rounds)" if cfg["quick"] else "full (`bench/run`)"
+    w(f"# llmux benchmark — {time.strftime('%Y-%m-%d %H:%M', time.strptime(run['stamp'], '%Y%m%d-%H%M%S'))}")
+    w("")
+    w(f"Mode: {mode}. Setup (installs, build) {run.get('setup_seconds', 0)} s, measuring "
+      f"{run.get('measure_seconds', 0)} s. Raw data: `bench/results/raw/{run['stamp']}/` (git-ignored).")
+    w("")
+    w("| machine | |")
+    w("|---|---|")
+    w(f"| CPU | {m.get('cpu', '?')} |")
+    w(f"| cores | {m.get('cores', '?')} (shared by load generator, upstream and target) |")
+    w(f"| memory | {m.get('memory_gib', '?')} GiB |")
+    w(f"| kernel / OS | {m.get('kernel', '?')} / {m.get('os', '?')} |")
+    w(f"| llmux | {run.get('versions', {}).get('llmux', '') or '?'}, git {m.get('git', '?')}, {m.get('rustc', '')} |")
+    w(f"| load generator | {m.get('loadgen', '?')} |")
+    w(f"| nginx | {m.get('nginx', '?')} |")
+    for n in names:
+        if n in ("litellm", "portkey"):
+            w(f"| {n} | {run.get('versions', {}).get(n) or run['unavailable'].get(n, '?')} |")
+    w(f"| Python (report) | {m.get('python', '?')} |")
+    w("")
+    up = run.get("upstream", "nginx")
+    w("Upstream for non-streaming calls: " + (
+        "**nginx returning a fixed chat-completion JSON** (`return 200 '…'`, neutral, zero delay)." if up == "nginx"
+        else "**`llmux mock` in fast mode** (zero delay).") +
+      f" Streaming: `llmux mock --chunks 100 --chunk-delay 0.01`. Held-open streams: `llmux mock --chunks 30 --chunk-delay 1`."
+      " Every request is `POST /v1/chat/completions` with a small JSON body, over loopback, HTTP/1.1 keep-alive.")
+    w("")
+    w("| target | setup |")
+    w("|---|---|")
+    for n in names:
+        why = run["unavailable"].get(n)
+        w(f"| {label.get(n, n)} | " + (f"**not measured: {why}**" if why else run.get("target_notes", {}).get(n, "")) + " |")
+    w("")
+
+    # -------------------------------------------------------------- targets
+    checks = []
+    def lat_q(n, q):
+        return get(lat, n, q)
+
+    lx, ng = "llmux", ref
+    if lx in live:
+        for q in ("p50", "p99"):
+            a, b = lat_q(lx, q), lat_q(ng, q) if ng else None
+            checks.append((f"latency at c=1, {q} ≤ nginx's", f"{us(a)} vs {us(b)} ({ratio(a, b)})",
+                           None if a is None or b is None else a <= b))
+        a, b = get(thr, lx, "32", "rps"), get(thr, ng, "32", "rps") if ng else None
+        checks.append(("throughput at c=32 ≥ nginx's", f"{rps(a)} vs {rps(b)} calls/s ({ratio(a, b)})",
+                       None if a is None or b is None else a >= b))
+        for other, k in (("litellm", 20), ("portkey", 5)):
+            b = get(thr, other, "32", "rps")
+            checks.append((f"throughput at c=32 ≥ {k}× {other}'s",
+                           (f"{rps(a)} vs {rps(b)} calls/s ({ratio(a, b)})" if b else
+                            f"{other} not measured" + (f": {run['unavailable'][other]}" if other in run["unavailable"] else "")),
+                           None if a is None or not b else a >= k * b))
+        t_l, t_d = get(st, lx, "ttft_p99"), get(st, "direct", "ttft_p99")
+        add = (t_l - t_d) if t_l is not None and t_d is not None else None
+        checks.append(("added time to first token, p99 ≤ 1 ms", f"{signed_us(add)} ({us(t_l)} vs direct {us(t_d)})",
+                       None if add is None else add <= 1000))
+        gd = gap_deltas(st, lx)
+        if gd:
+            ev_l, ev_d = get(st, lx, "events_per_stream"), get(st, "direct", "events_per_stream")
+            same_ev = ev_l is not None and ev_d is not None and abs(ev_l - ev_d) < 0.01
+            # One-sided where only one side is distortion: coalesced events lower p1, stalls raise
+            # p99; a gateway cannot make the upstream's gaps more regular, so a lower p99 is noise.
+            ok = gd["p1"] >= -1000 and abs(gd["p50"]) <= 1000 and gd["p99"] <= 1000 and same_ev
+            checks.append(("inter-chunk gaps preserved within 1 ms (vs direct: p1 ≥ −1 ms, no coalescing; "
+                           "p50 ± 1 ms; p99 ≤ +1 ms, no added stalls; same events per stream)",
+                           ", ".join(f"Δ{k} {signed_us(v)}" for k, v in gd.items()) +
+                           f"; {ev_l:.1f} vs {ev_d:.1f} events/stream", ok))
+        else:
+            checks.append(("inter-chunk gaps preserved within 1 ms", "not measured (needs direct and llmux)", None))
+        idle = get(mem, lx, "idle_kib")
+        checks.append(("RSS idle ≤ 30 MB", mb(idle), None if not idle else idle * 1024 <= 30 * MB))
+        h = hold.get(lx, {})
+        hk = h.get("rss_kib")
+        all_open = h.get("open_at_sample") == h.get("requested") and h.get("requested") == N
+        checks.append((f"RSS with {N:,} open streams ≤ 200 MB",
+                       (f"{mb(hk)} with {h.get('open_at_sample', 0):,} of {h.get('requested', N):,} streams open"
+                        if hk else f"not measured: {h.get('error', 'no data')}"),
+                       None if not hk else (hk * 1024 <= 200 * MB and all_open)))
+    w("## Targets (llmux, ratios measured in this run)")
+    w("")
+    if not checks:
+        w("llmux was not measured in this run.")
+    else:
+        w("| target | measured | result |")
+        w("|---|---|---|")
+        for name, meas, ok in checks:
+            w(f"| {name} | {meas} | {verdict(ok)} |")
+    w("")
+
+    # -------------------------------------------------------------- latency c=1
+    w("## Latency at concurrency 1")
+    w("")
+    lg = run.get("loadgen", "oha")
+    w(f"`{lg} -c 1`, {cfg['lat_rounds']} interleaved round(s) of {cfg['duration']} s per target; percentiles over all "
+      "calls of all rounds. *Added* = this target's percentile minus direct's.")
+    w("")
+    w("| target | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | p50 ÷ nginx | p99 ÷ nginx | calls |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for n in live:
+        d = lat.get(n, {})
+        dd = lat.get("direct", {})
+        add = lambda q: (d[q] - dd[q]) if d.get(q) is not None and dd.get(q) is not None and n != "direct" else None  # noqa
+        w(f"| {label.get(n, n)} | {us(d.get('p50'))} | {us(d.get('p99'))} | {us(d.get('p999'))} | "
+          f"{signed_us(add('p50'))} | {signed_us(add('p99'))} | {signed_us(add('p999'))} | "
+          f"{ratio(d.get('p50'), lat_q(ref, 'p50') if ref else None)} | {ratio(d.get('p99'), lat_q(ref, 'p99') if ref else None)} | "
+          f"{d.get('n', 0):,}" + (f" ({d['errors']} errors)" if d.get("errors") else "") + " |")
+    w("")
+
+    # -------------------------------------------------------------- throughput
+    w("## Throughput (closed loop)")
+    w("")
+    w(f"`{lg} -c 32` and `-c 128`, {cfg['thr_rounds']} interleaved round(s) of {cfg['duration']} s; calls/s answered 200 "
+      "(median over rounds), latency percentiles of the median round.")
+    w("")
+    w("| target | c=32 calls/s | ÷ nginx | c=32 p99 | c=128 calls/s | ÷ nginx | c=128 p99 | errors |")
+    w("|---|---|---|---|---|---|---|---|")
+    for n in live:
+        r32, r128 = get(thr, n, "32") or {}, get(thr, n, "128") or {}
+        errs = (r32.get("errors") or 0) + (r128.get("errors") or 0)
+        w(f"| {label.get(n, n)} | {rps(r32.get('rps'))} | {ratio(r32.get('rps'), get(thr, ref, '32', 'rps') if ref else None)} | "
+          f"{us(r32.get('p99'))} | {rps(r128.get('rps'))} | "
+          f"{ratio(r128.get('rps'), get(thr, ref, '128', 'rps') if ref else None)} | {us(r128.get('p99'))} | {errs} |")
+    w("")
+
+    # -------------------------------------------------------------- rates
+    w("## Latency at fixed rates (open loop)")
+    w("")
+    w(f"`oha -q RATE --latency-correction -c 64`, {cfg['rate_duration']} s per target (latency counted from when each "
+      "call was due, so queueing is not hidden). A target whose closed-loop maximum is below 90 % of the rate is not run.")
+    w("")
+    w("| target | " + " | ".join(f"{r:,}/s: p50 · p99 · p99.9 | achieved | p99 ÷ nginx" for r in cfg["rates"]) + " |")
+    w("|---|" + "---|---|---|" * len(cfg["rates"]))
+    for n in live:
+        cells = []
+        for r in cfg["rates"]:
+            d = get(rates, n, str(r)) or {}
+            if "skipped" in d or "error" in d:
+                cells += [d.get("skipped") or d.get("error"), "—", "—"]
+            else:
+                cells += [f"{us(d.get('p50'))} · {us(d.get('p99'))} · {us(d.get('p999'))}", rps(d.get("rps")) + "/s",
+                          ratio(d.get("p99"), get(rates, ref, str(r), "p99") if ref else None)]
+        w(f"| {label.get(n, n)} | " + " | ".join(cells) + " |")
+    w("")
+
+    # -------------------------------------------------------------- streaming
+    w("## Streaming: time to first token and inter-chunk gaps")
+    w("")
+    w(f"`bench-client stream` (bench/client): {cfg['stream_rounds']} interleaved round(s) of {cfg['streams_per_round']} "
+      f"streams, {cfg['stream_concurrency']} at a time, after {cfg['stream_concurrency']} warm-up streams (so the "
+      "connections are pooled: TTFT is the warm path); upstream sends 100 chunks 10 ms apart. Times are taken per SSE "
+      "event (split on the blank line), not per TCP read. TTFT = request sent → first event. Δ = this target's gap "
+      "percentile minus direct's (coalesced events show as a lower p1, delayed ones as a higher p99).")
+    w("")
+    w("| target | streams | events/stream | TTFT p50 | TTFT p99 | added TTFT p50 | added TTFT p99 | TTFT p99 ÷ nginx | "
+      "gap p1 · p50 · p99 | Δgap p1 · p50 · p99 |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for n in live:
+        d = st.get(n)
+        if not d:
+            continue
+        dd = st.get("direct", {})
+        add = lambda q: (d[q] - dd[q]) if d.get(q) is not None and dd.get(q) is not None and n != "direct" else None  # noqa
+        gd = gap_deltas(st, n) if n != "direct" else None
+        fails = d.get("failed", 0) + len([e for e in d.get("errors", []) if e.startswith("bench-client")])
+        streams = f"{d.get('n_streams', 0)}" + (f" ({d.get('failed')} failed)" if d.get("failed") else "")
+        if not d.get("n_streams"):
+            err = (d.get("errors") or ["no stream completed"])[0]
+            err = err[:200].replace("|", "/").replace("\n", " ")
+            w(f"| {label.get(n, n)} | 0{f' ({fails} failed)' if fails else ''} | **failed: {err}** "
+              "| — | — | — | — | — | — | — |")
+            continue
+        ev = d.get("events_per_stream")
+        w(f"| {label.get(n, n)} | {streams} | {ev:.1f} | {us(d.get('ttft_p50'))} | {us(d.get('ttft_p99'))} | "
+          f"{signed_us(add('ttft_p50'))} | {signed_us(add('ttft_p99'))} | "
+          f"{ratio(d.get('ttft_p99'), get(st, ref, 'ttft_p99') if ref else None)} | "
+          f"{us(d.get('gap_p1'))} · {us(d.get('gap_p50'))} · {us(d.get('gap_p99'))} | "
+          + (" · ".join(signed_us(v) for v in gd.values()) if gd else "—") + " |")
+    w("")
+
+    # -------------------------------------------------------------- memory
+    w("## Memory (VmRSS)")
+    w("")
+    w("From `/proc/PID/status`, summed over the target's processes (nginx: master + workers; LiteLLM: every "
+      "process it started). *Idle*: after start-up and one call. *Under load*: peak sampled every 100 ms during "
+      f"the c=128 runs. *{N:,} open streams*: `bench-client hold` opens {N:,} slow streams (30 chunks, 1 s apart), "
+      "waits until every one has delivered its first event, counts them, then reads RSS and the target's open "
+      "descriptors while they are all open.")
+    w("")
+    w(f"| target | idle | ÷ nginx | under load (c=128) | ÷ nginx | {N:,} open streams | ÷ nginx | streams open at sample | target fds | time to open all |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for n in live:
+        if n == "direct":
+            continue
+        d = mem.get(n, {})
+        h = hold.get(n, {})
+        rk = lambda k: get(mem, ref, k) if ref else None  # noqa
+        open_s = (f"{h.get('open_at_sample', 0):,} / {h.get('requested', 0):,}" if "requested" in h
+                  else ("—" if n not in hold else f"failed: {h.get('error', '')[:120]}"))
+        if h.get("fds") and h.get("fds_before") is not None:
+            fds = f"{h['fds']:,} (before: {h['fds_before']:,})"
+        else:
+            fds = f"{h['fds']:,}" if h.get("fds") else "—"
+        to_open = f"{h['seconds_to_open']:.1f} s" if h.get("seconds_to_open") else "—"
+        w(f"| {label.get(n, n)} | {mb(d.get('idle_kib'))} | {ratio(d.get('idle_kib'), rk('idle_kib'))} | "
+          f"{mb(d.get('load_kib'))} | {ratio(d.get('load_kib'), rk('load_kib'))} | {mb(d.get('hold_kib'))} | "
+          f"{ratio(d.get('hold_kib'), rk('hold_kib'))} | {open_s} | {fds} | {to_open} |")
+    w("")
+
+    # -------------------------------------------------------------- features
+    w("## Price of features (auth + limits + call log, on vs off)")
+    w("")
+    variants = [n for n in live if n.startswith("llmux-")]
+    if not variants:
+        w("| llmux config | result |")
+        w("|---|---|")
+        w("| auth + limits + call log on vs off | **not measured: features not built yet** |")
+        w("")
+        w("To measure it once they exist, add `bench/configs/llmux-features.toml.in` (a copy of `llmux.toml.in` with "
+          "the features on; `# bench-header: authorization: Bearer KEY` lines add request headers) and run "
+          "`bench/run --only direct,nginx,llmux,llmux-features`: every test runs against it too, and this section "
+          "compares it with `llmux`.")
+    else:
+        w("| llmux config | c=1 p50 | c=1 p99 | c=32 calls/s | ÷ llmux | TTFT p99 | idle RSS | RSS, open streams |")
+        w("|---|---|---|---|---|---|---|---|")
+        for n in ["llmux"] + variants:
+            if n not in live:
+                continue
+            w(f"| {n} | {us(lat_q(n, 'p50'))} | {us(lat_q(n, 'p99'))} | {rps(get(thr, n, '32', 'rps'))} | "
+              f"{ratio(get(thr, n, '32', 'rps'), get(thr, 'llmux', '32', 'rps'))} | {us(get(st, n, 'ttft_p99'))} | "
+              f"{mb(get(mem, n, 'idle_kib'))} | {mb(get(mem, n, 'hold_kib'))} |")
+    w("")
+
+    # -------------------------------------------------------------- plots + notes
+    plots = make_plots(run, live, results_dir, ref)
+    if plots:
+        w("## Plots")
+        w("")
+        for fname, title in plots:
+            w(f"![{title}]({fname})")
+            w("")
+    w("## Notes")
+    w("")
+    notes = list(run.get("notes", []))
+    for n, why in run["unavailable"].items():
+        notes.append(f"{n} not measured: {why}")
+    for n, e in (run.get("stream_errors") or {}).items():
+        notes.append(f"{n}: a streaming call failed at start-up check: {e}")
+    notes.append(f"nginx runs `worker_processes {get(run, 'setup', 'nginx_workers')}` (one per core, the same parallelism "
+                 "as llmux's 2-thread tokio runtime), both as proxy and as the neutral upstream.")
+    notes.append("All processes share the machine's cores: the load generator and the upstream take CPU from the "
+                 "target, so absolute numbers are lower than on separate machines; the ratios are what carries over.")
+    notes.append("Summed VmRSS counts pages shared between forked processes (nginx workers, uvicorn workers) once per process.")
+    for x in notes:
+        w(f"- {x}")
+    w("")
+    path = os.path.join(results_dir, "latest.md")
+    with open(path, "w") as f:
+        f.write("\n".join(L))
+    with open(os.path.join(raw, "report.md"), "w") as f:
+        f.write("\n".join(L))
+    return path
+
+
+def gap_deltas(st, n):
+    d, dd = st.get(n, {}), st.get("direct", {})
+    out = {}
+    for k in ("p1", "p50", "p99"):
+        a, b = d.get("gap_" + k), dd.get("gap_" + k)
+        if a is None or b is None:
+            return None
+        out[k] = a - b
+    return out
+
+
+# ------------------------------------------------------------------------------ SVG
+
+COLORS = ["#4878d0", "#ee854a", "#6acc64", "#d65f5f", "#956cb4"]
+
+
+def hbar_svg(path, title, subtitle, cats, series, values, fmt, ref=None, log=True, vfmt=None):
+    """Horizontal grouped bars. values[cat][series] may be None. Each bar is labelled with its
+    value and, when `ref` (a category) has a value for that series, the ratio to it."""
+    vals = [v for c in cats for s in series if (v := values.get(c, {}).get(s)) is not None and v > 0]
+    if not vals:
+        return False
+    left, right, top, bar_h, gap, group_gap, plot_w = 190, 260, 62, 15, 3, 14, 460
+    rows = sum(len(series) for _ in cats)
+    height = top + rows * (bar_h + gap) + len(cats) * group_gap + 40
+    width = left + plot_w + right
+    if log:
+        lo = 10 ** math.floor(math.log10(min(vals)))
+        hi = 10 ** math.ceil(math.log10(max(vals)))
+        if hi <= lo:
+            hi = lo * 10
+        xpos = lambda v: plot_w * (math.log10(max(v, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))  # noqa
+        ticks = [lo * 10 ** i for i in range(int(round(math.log10(hi / lo))) + 1)]
+    else:
+        hi = max(vals) * 1.1
+        lo = 0
+        xpos = lambda v: plot_w * max(v, 0) / hi  # noqa
+        step = 10 ** math.floor(math.log10(hi))
+        if hi / step < 3:
+            step /= 5
+        ticks = [i * step for i in range(int(hi / step) + 1)]
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+         'font-family="sans-serif" font-size="12">',
+         f'<rect width="{width}" height="{height}" fill="white"/>',
+         f'<text x="{left}" y="20" font-size="15" font-weight="bold">{html.escape(title)}</text>',
+         f'<text x="{left}" y="38" fill="#555">{html.escape(subtitle)}{" (log scale)" if log else ""}</text>']
+    axis_y = height - 30
+    for t in ticks:
+        x = left + xpos(t)
+        o.append(f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{axis_y}" stroke="#ddd"/>')
+        o.append(f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle" fill="#555">{html.escape(fmt(t))}</text>')
+    lx = left
+    for i, s in enumerate(series):
+        o.append(f'<rect x="{lx}" y="{top - 18}" width="10" height="10" fill="{COLORS[i % len(COLORS)]}"/>')
+        o.append(f'<text x="{lx + 14}" y="{top - 9}">{html.escape(s)}</text>')
+        lx += 30 + 7 * len(s)
+    y = top
+    for c in cats:
+        gy = y
+        for i, s in enumerate(series):
+            v = values.get(c, {}).get(s)
+            if v is not None and v > 0:
+                bw = max(1.0, xpos(v))
+                o.append(f'<rect x="{left}" y="{y}" width="{bw:.1f}" height="{bar_h}" fill="{COLORS[i % len(COLORS)]}"/>')
+                r = values.get(ref, {}).get(s) if ref else None
+                lab = (vfmt or fmt)(v) + (f"  ({xfmt(v / r)} nginx)" if r and c != ref else "")
+                o.append(f'<text x="{left + bw + 5:.1f}" y="{y + bar_h - 3}">{html.escape(lab)}</text>')
+            else:
+                o.append(f'<text x="{left + 5}" y="{y + bar_h - 3}" fill="#999">not measured / not run</text>')
+            y += bar_h + gap
+        o.append(f'<text x="{left - 8}" y="{(gy + y) / 2 + 3:.1f}" text-anchor="end" font-weight="bold">{html.escape(c)}</text>')
+        y += group_gap
+    o.append(f'<line x1="{left}" y1="{top - 6}" x2="{left}" y2="{axis_y}" stroke="#333"/>')
+    o.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(o))
+    return True
+
+
+def fmt_us_axis(v):
+    if v >= 1e6:
+        return f"{v / 1e6:g} s"
+    if v >= 1000:
+        return f"{v / 1000:g} ms"
+    return f"{v:g} µs"
+
+
+def fmt_rps(v):
+    return f"{v / 1000:g}k" if v >= 1000 else f"{v:g}"
+
+
+def fmt_mb(v):
+    return f"{v:g} MB"
+
+
+def make_plots(run, live, results_dir, ref):
+    out = []
+    lat, thr, rates, st, mem = (run.get(k, {}) for k in ("latency_c1", "throughput", "rates", "streaming", "memory"))
+    if hbar_svg(os.path.join(results_dir, "latency_c1.svg"), "Latency at concurrency 1",
+                "non-streaming POST /v1/chat/completions; lower is better",
+                live, ["p50", "p99", "p99.9"],
+                {n: {"p50": get(lat, n, "p50"), "p99": get(lat, n, "p99"), "p99.9": get(lat, n, "p999")} for n in live},
+                fmt_us_axis, ref, vfmt=us):
+        out.append(("latency_c1.svg", "Latency at concurrency 1"))
+    if hbar_svg(os.path.join(results_dir, "throughput.svg"), "Throughput (closed loop)",
+                "calls/s answered 200; higher is better", live, ["c=32", "c=128"],
+                {n: {"c=32": get(thr, n, "32", "rps"), "c=128": get(thr, n, "128", "rps")} for n in live},
+                fmt_rps, ref, vfmt=lambda v: rps(v) + "/s"):
+        out.append(("throughput.svg", "Throughput"))
+    rl = [f"{r:,}/s" for r in run["cfg"]["rates"]]
+    if hbar_svg(os.path.join(results_dir, "rates.svg"), "p99 latency at fixed rates (open loop)",
+                "oha -q with latency correction; lower is better", live, [f"p99 @ {x}" for x in rl],
+                {n: {f"p99 @ {x}": get(rates, n, str(r), "p99") for x, r in zip(rl, run["cfg"]["rates"])} for n in live},
+                fmt_us_axis, ref, vfmt=us):
+        out.append(("rates.svg", "Latency at fixed rates"))
+    sl = [n for n in live if n in st]
+    if hbar_svg(os.path.join(results_dir, "streaming_ttft.svg"), "Streaming: time to first token",
+                "request sent → first SSE event; lower is better", sl, ["p50", "p99"],
+                {n: {"p50": get(st, n, "ttft_p50"), "p99": get(st, n, "ttft_p99")} for n in sl}, fmt_us_axis, ref, vfmt=us):
+        out.append(("streaming_ttft.svg", "Time to first token"))
+    if hbar_svg(os.path.join(results_dir, "streaming_gaps.svg"), "Streaming: gaps between SSE events",
+                "upstream sends one event every 10 ms; closer to direct is better", sl, ["p1", "p50", "p99"],
+                {n: {"p1": get(st, n, "gap_p1"), "p50": get(st, n, "gap_p50"), "p99": get(st, n, "gap_p99")} for n in sl},
+                fmt_us_axis, ref, log=False, vfmt=us):
+        out.append(("streaming_gaps.svg", "Inter-event gaps"))
+    ml = [n for n in live if n != "direct"]
+    N = run.get("hold_streams", 5000)
+    if hbar_svg(os.path.join(results_dir, "memory.svg"), "Memory (VmRSS)", "lower is better", ml,
+                ["idle", "under load (c=128)", f"{N:,} open streams"],
+                {n: {"idle": (get(mem, n, "idle_kib") or 0) * 1024 / MB or None,
+                     "under load (c=128)": (get(mem, n, "load_kib") or 0) * 1024 / MB or None,
+                     f"{N:,} open streams": (get(mem, n, "hold_kib") or 0) * 1024 / MB or None} for n in ml},
+                fmt_mb, ref, vfmt=lambda v: f"{v:.1f} MB"):
+        out.append(("memory.svg", "Memory"))
+    return out
+
+
+if __name__ == "__main__":
+    # Re-render a finished run: python3 bench/lib/report.py bench/results/raw/STAMP/summary.json
+    import json
+    import sys
+
+    summary = sys.argv[1]
+    with open(summary) as f:
+        data = json.load(f)
+    raw_dir = os.path.dirname(os.path.abspath(summary))
+    print(write(data, os.path.dirname(os.path.dirname(raw_dir)), raw_dir))
