@@ -108,6 +108,31 @@ impl Endpoint {
         self != Endpoint::OllamaShow
     }
 
+    /// [`Endpoint::passthrough_url`], parsed, from the upstream's cache when the URL does not
+    /// depend on the model.
+    pub fn passthrough_parsed(
+        self,
+        up: &Upstream,
+        model: &str,
+        gemini_sse: bool,
+    ) -> Result<reqwest::Url, String> {
+        let per_model = self.dialect() == Dialect::Gemini || up.kind == UpstreamKind::Azure;
+        let parse = || {
+            let text = self.passthrough_url(up, model, gemini_sse);
+            reqwest::Url::parse(&text).map_err(|e| format!("bad upstream URL {text}: {e}"))
+        };
+        match up.url_cache.get(self as usize) {
+            Some(slot) if !per_model => {
+                if let Some(url) = slot.get() {
+                    return Ok(url.clone());
+                }
+                let url = parse()?;
+                Ok(slot.get_or_init(|| url).clone())
+            }
+            _ => parse(),
+        }
+    }
+
     /// Where the call goes when the upstream speaks the client's dialect (body passed through).
     pub fn passthrough_url(self, up: &Upstream, model: &str, gemini_sse: bool) -> String {
         let api = |name: &str| format!("{}/api/{name}", up.base);

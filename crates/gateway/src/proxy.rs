@@ -112,7 +112,7 @@ pub async fn handle_with(
 
 /// A request ready to send to one candidate.
 struct Prepared {
-    url: String,
+    url: reqwest::Url,
     body: Bytes,
     /// `None`: passthrough. `Some`: the upstream's dialect, for translating the answer back.
     translated: Option<Translated>,
@@ -182,9 +182,17 @@ impl Call {
     async fn run(mut self, model: String) -> Response<Body> {
         self.gw.retry_budget.deposit();
         let routes = Arc::clone(&self.routes);
-        let chain = routes.chain(&model);
+        // Most calls have no alias and no fallback: skip building the chain for them.
+        let chain =
+            if routes.overlay.aliases.is_empty() && routes.config.routing.fallbacks.is_empty() {
+                Vec::new()
+            } else {
+                routes.chain(&model)
+            };
+        let count = chain.len().max(1);
         let mut route_error = None;
-        for target in chain.iter().map(String::as_str) {
+        for i in 0..count {
+            let target = chain.get(i).map_or(model.as_str(), String::as_str);
             let endpoint = self.endpoint;
             let cands = match routes.plan(target, |k| endpoint.accepts(k), self.affinity) {
                 Ok(c) => c,
@@ -365,10 +373,12 @@ impl Call {
             } else {
                 self.peek.with_model(&self.body, &cand.model)
             };
+            let url = self
+                .endpoint
+                .passthrough_parsed(up, &cand.model, self.gemini_sse)
+                .map_err(|e| Unprepared::Inexpressible(TranslateError::new("", e)))?;
             return Ok(Prepared {
-                url: self
-                    .endpoint
-                    .passthrough_url(up, &cand.model, self.gemini_sse),
+                url,
                 body,
                 translated: None,
             });
@@ -397,7 +407,13 @@ impl Call {
             .map_err(Unprepared::Inexpressible)?;
         Ok(Prepared {
             // Translated bodies are always chat bodies (a legacy prompt travels as one user message).
-            url: egress::chat_url(up, upstream, Op::Chat, &cand.model, req.stream),
+            url: parse_url(egress::chat_url(
+                up,
+                upstream,
+                Op::Chat,
+                &cand.model,
+                req.stream,
+            ))?,
             body: Bytes::from(body),
             translated: Some(Translated {
                 upstream,
@@ -435,7 +451,7 @@ impl Call {
         }
         .map_err(Unprepared::Inexpressible)?;
         Ok(Prepared {
-            url: egress::embed_url(&cand.upstream, upstream, &cand.model),
+            url: parse_url(egress::embed_url(&cand.upstream, upstream, &cand.model))?,
             body: Bytes::from(encoded),
             translated: Some(Translated {
                 upstream,
@@ -744,7 +760,11 @@ impl Call {
             h.insert(name, value);
         }
         if self.routes.config.server.upstream_header {
-            if let Ok(v) = HeaderValue::from_str(upstream) {
+            let cached = self
+                .routes
+                .upstream(upstream)
+                .and_then(|u| u.name_header.clone());
+            if let Some(v) = cached.or_else(|| HeaderValue::from_str(upstream).ok()) {
                 h.insert(crate::X_LLMUX_UPSTREAM, v);
             }
         }
@@ -795,6 +815,15 @@ impl Call {
             .insert(crate::X_LLMUX_ATTEMPTS, HeaderValue::from(self.attempts));
         out
     }
+}
+
+fn parse_url(text: String) -> Result<reqwest::Url, Unprepared> {
+    reqwest::Url::parse(&text).map_err(|e| {
+        Unprepared::Inexpressible(TranslateError::new(
+            "",
+            format!("bad upstream URL {text}: {e}"),
+        ))
+    })
 }
 
 /// The client-side stream encoder; OpenAI's needs to know whether usage was asked for.

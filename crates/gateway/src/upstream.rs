@@ -68,6 +68,11 @@ pub struct Upstream {
     pub definition: (UpstreamConfig, config::BreakerConfig),
     pub keys: KeyPool,
     pub breaker: Breaker,
+    /// Parsed passthrough URLs by endpoint (those that do not embed the model), so the hot
+    /// path clones a URL instead of parsing one per call.
+    pub url_cache: [std::sync::OnceLock<reqwest::Url>; 16],
+    /// The name as a header value, built once for `x-llmux-upstream`.
+    pub name_header: Option<axum::http::HeaderValue>,
     /// Until when (ms since `created`) the upstream counts as throttled after a 429: `lowest_latency` ranks it last meanwhile.
     throttled_until_ms: AtomicU64,
     created: tokio::time::Instant,
@@ -111,6 +116,8 @@ impl Upstream {
             definition: (cfg.clone(), routing.breaker.clone()),
             keys: KeyPool::new(&cfg.keys),
             breaker: Breaker::new(routing.breaker.clone()),
+            url_cache: Default::default(),
+            name_header: axum::http::HeaderValue::from_str(&cfg.name).ok(),
             throttled_until_ms: AtomicU64::new(0),
             created: tokio::time::Instant::now(),
             active: AtomicUsize::new(0),
