@@ -1,13 +1,13 @@
 //! Model aliases: a name that resolves to an ordered list of target models.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::db::{impl_from_row, json_column, on_pool, to_json, write_tx};
 use crate::ids::{new_id, now_ms};
 use crate::{Store, StoreError};
 
 /// A stored alias.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alias {
     /// `al_…`
     pub id: String,

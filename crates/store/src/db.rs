@@ -164,19 +164,33 @@ fn migration(version: i64, description: &'static str, sql: &'static str) -> Migr
 }
 
 fn sqlite_migrator() -> Migrator {
-    Migrator::with_migrations(vec![migration(
-        1,
-        "init",
-        include_str!("../migrations/sqlite/0001_init.sql"),
-    )])
+    Migrator::with_migrations(vec![
+        migration(
+            1,
+            "init",
+            include_str!("../migrations/sqlite/0001_init.sql"),
+        ),
+        migration(
+            2,
+            "control plane",
+            include_str!("../migrations/sqlite/0002_control_plane.sql"),
+        ),
+    ])
 }
 
 fn postgres_migrator() -> Migrator {
-    Migrator::with_migrations(vec![migration(
-        1,
-        "init",
-        include_str!("../migrations/postgres/0001_init.sql"),
-    )])
+    Migrator::with_migrations(vec![
+        migration(
+            1,
+            "init",
+            include_str!("../migrations/postgres/0001_init.sql"),
+        ),
+        migration(
+            2,
+            "control plane",
+            include_str!("../migrations/postgres/0002_control_plane.sql"),
+        ),
+    ])
 }
 
 /// Runs `$body` with `$pool` bound to the backend's pool (`&SqlitePool` or `&PgPool`); the

@@ -17,6 +17,8 @@ mod error;
 mod ids;
 mod models;
 mod provider_keys;
+mod settings;
+mod snapshot;
 mod upstreams;
 mod users;
 mod virtual_keys;
@@ -32,6 +34,7 @@ pub use error::StoreError;
 pub use ids::now_ms;
 pub use models::{Model, ModelOrigin, NewModel};
 pub use provider_keys::{KeyState, ProviderKey};
+pub use snapshot::{RoutingSnapshot, SealedProviderKey};
 pub use upstreams::{NewUpstream, Source, Upstream};
 pub use users::{Role, User};
 pub use virtual_keys::{

@@ -17,7 +17,7 @@ text_enum! {
 }
 
 /// A stored model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Model {
     /// `md_…`
     pub id: String,

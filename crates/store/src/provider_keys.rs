@@ -1,7 +1,7 @@
 //! Provider API keys of an upstream, encrypted at rest, and their rotation to a new master key.
 
 use config::Secret;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::db::{enum_column, impl_from_row, on_pool, text_enum, write_tx, BackendKind};
 use crate::ids::{new_id, now_ms};
@@ -18,7 +18,7 @@ text_enum! {
 }
 
 /// A stored provider key, without its plaintext (see [`Store::reveal_provider_key`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderKey {
     /// `pk_…`
     pub id: String,
@@ -46,9 +46,9 @@ impl_from_row!(ProviderKey, |row| {
 });
 
 /// A provider key row with its ciphertext (crate-internal).
-struct SealedKey {
-    key: ProviderKey,
-    ciphertext: String,
+pub(crate) struct SealedKey {
+    pub(crate) key: ProviderKey,
+    pub(crate) ciphertext: String,
 }
 
 impl_from_row!(SealedKey, |row| {

@@ -20,7 +20,7 @@ text_enum! {
 }
 
 /// A stored upstream.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Upstream {
     /// `up_…`
     pub id: String,
@@ -40,6 +40,8 @@ pub struct Upstream {
     pub enabled: bool,
     /// Where it came from.
     pub source: Source,
+    /// API version for kinds that want one (Azure's `api-version`, `anthropic-version`).
+    pub api_version: Option<String>,
     /// Unix milliseconds.
     pub created_at: i64,
     /// Unix milliseconds.
@@ -65,6 +67,9 @@ pub struct NewUpstream {
     pub enabled: bool,
     /// Where it came from.
     pub source: Source,
+    /// API version for kinds that want one.
+    #[serde(default)]
+    pub api_version: Option<String>,
 }
 
 impl_from_row!(Upstream, |row| {
@@ -78,6 +83,7 @@ impl_from_row!(Upstream, |row| {
         timeouts: json_column(row.try_get("timeouts")?, "timeouts")?,
         enabled: row.try_get("enabled")?,
         source: enum_column(row.try_get("source")?, "source")?,
+        api_version: row.try_get("api_version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -86,7 +92,8 @@ impl_from_row!(Upstream, |row| {
 /// The selected columns, in one place for every statement (`concat!` keeps the SQL static).
 macro_rules! cols {
     () => {
-        "id, name, kind, url, weight, models, timeouts, enabled, source, created_at, updated_at"
+        "id, name, kind, url, weight, models, timeouts, enabled, source, created_at, updated_at, \
+         api_version"
     };
 }
 
@@ -102,7 +109,7 @@ impl Store {
                 "INSERT INTO upstreams (",
                 cols!(),
                 ") \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING ",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING ",
                 cols!()
             ))
             .bind(&id)
@@ -115,6 +122,7 @@ impl Store {
             .bind(new.enabled)
             .bind(new.source.as_str())
             .bind(now)
+            .bind(&new.api_version)
             .fetch_one(&mut *tx)
             .await
             .map_err(StoreError::conflict_as(|| {
@@ -170,10 +178,10 @@ impl Store {
         let updated: Option<Upstream> = write_tx!(self, |tx| {
             sqlx::query_as(concat!(
                 "UPDATE upstreams SET name = $2, kind = $3, url = $4, weight = $5, models = $6, \
-                 timeouts = $7, enabled = $8, source = $9, updated_at = $10 WHERE id = $1 RETURNING ",
+                 timeouts = $7, enabled = $8, source = $9, updated_at = $10, api_version = $11 \
+                 WHERE id = $1 RETURNING ",
                 cols!()
-            ),
-            )
+            ))
             .bind(id)
             .bind(&new.name)
             .bind(&new.kind)
@@ -184,6 +192,7 @@ impl Store {
             .bind(new.enabled)
             .bind(new.source.as_str())
             .bind(now_ms())
+            .bind(&new.api_version)
             .fetch_optional(&mut *tx)
             .await
             .map_err(StoreError::conflict_as(|| {

@@ -24,6 +24,7 @@ fn upstream(name: &str) -> NewUpstream {
         timeouts: json!({"connect_ms": 5000, "total_ms": null}),
         enabled: true,
         source: Source::Api,
+        api_version: None,
     }
 }
 
@@ -74,7 +75,7 @@ async fn migrations_are_idempotent() {
         other.close().await;
         assert_eq!(
             db.raw_count("SELECT COUNT(*) FROM _sqlx_migrations").await,
-            1,
+            2,
             "{}",
             db.label()
         );
@@ -941,5 +942,49 @@ async fn concurrent_writers_wait_instead_of_failing() {
         let apps = db.store.list_apps().await.unwrap();
         assert_eq!(apps.len(), 16, "{}", db.label());
         assert!(apps.iter().all(|a| a.credits == 15.5));
+    }
+}
+
+#[tokio::test]
+async fn settings_and_routing_snapshots_round_trip() {
+    for db in backends().await {
+        let label = db.label();
+        let s = &db.store;
+        assert_eq!(s.get_setting("routing.strategy").await.unwrap(), None);
+        s.set_setting("routing.strategy", &json!("weighted"))
+            .await
+            .unwrap();
+        s.set_setting("routing.strategy", &json!("round_robin"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_setting("routing.strategy").await.unwrap(),
+            Some(json!("round_robin"))
+        );
+        let keys = MasterKeys::new(MasterKey::generate());
+        let mut new = upstream("snap");
+        new.api_version = Some("2024-10-21".into());
+        let up = s.create_upstream(&new).await.unwrap();
+        assert_eq!(up.api_version.as_deref(), Some("2024-10-21"));
+        s.create_provider_key(&keys, &up.id, &Secret::new(PLAINTEXT_KEY))
+            .await
+            .unwrap();
+        s.create_alias("fast", &["gpt-4o".to_owned()])
+            .await
+            .unwrap();
+        let before = s.routing_snapshot().await.unwrap();
+        assert_eq!(before.upstreams.len(), 1, "{label}");
+        assert!(!serde_json::to_string(&before)
+            .unwrap()
+            .contains(PLAINTEXT_KEY));
+
+        // Change everything, then restore: same rows, and the key still decrypts.
+        s.delete_upstream(&up.id).await.unwrap();
+        s.delete_setting("routing.strategy").await.unwrap();
+        s.create_alias("other", &["x".to_owned()]).await.unwrap();
+        s.restore_routing_snapshot(&before).await.unwrap();
+        assert_eq!(s.routing_snapshot().await.unwrap(), before, "{label}");
+        let revealed = s.reveal_provider_keys(&keys, Some(&up.id)).await.unwrap();
+        assert_eq!(revealed[0].1.expose(), PLAINTEXT_KEY);
     }
 }
