@@ -77,7 +77,8 @@ pub async fn enable_key(
     Json(json!({ "id": key_id, "state": up.keys.state(i).as_str() })).into_response()
 }
 
-fn describe(u: &Upstream) -> Value {
+/// The runtime state of one upstream as the admin API shows it (the control plane reuses it).
+pub fn describe(u: &Upstream) -> Value {
     let state = u.state();
     let mut loaded: Vec<&String> = state
         .model_list

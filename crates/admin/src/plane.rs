@@ -1,0 +1,528 @@
+//! `ControlPlane`: file config + API-managed state → the gateway's running config, with revisions,
+//! rollback and reload from the file.
+//!
+//! One truth, two sources: the file declares upstreams and settings (read-only through the API),
+//! the store holds what the API manages. The effective config is always recomputed from both
+//! ([`compose`]) and handed to `Gateway::apply`; every applied change is a stored revision.
+//! Changes are serialized by one async mutex (`state`), so an API write, a file reload and a
+//! rollback never interleave their store writes and swaps.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use config::{Config, Secret, Strategy, UpstreamConfig};
+use gateway::routing::Overlay;
+use gateway::Gateway;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use store::{
+    Alias, MasterKeys, Model, NewAuditEvent, NewConfigRevision, RoutingSnapshot, Source, Store,
+};
+use tokio::sync::MutexGuard;
+
+use crate::error::{ApiError, ApiResult};
+use crate::keycache::KeyCache;
+use crate::time::rfc3339_ms;
+
+/// The setting that overrides `routing.strategy`.
+pub const STRATEGY_SETTING: &str = "routing.strategy";
+
+/// Associated data binding a sealed config-file text to its purpose.
+const FILE_AAD: &[u8] = b"config_revision:file";
+
+/// Reads an environment variable for `${VAR}` in the config file.
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What the file side of the config currently is.
+pub(crate) struct FileState {
+    /// The text in force (`None`: no config file, built-in defaults).
+    pub(crate) text: Option<String>,
+    /// That text, validated.
+    pub(crate) config: Config,
+    /// (mtime, len) of the file when it was last read, to notice edits.
+    pub(crate) fingerprint: Option<(SystemTime, u64)>,
+}
+
+/// How the last reload went, for `GET /admin/v1/config`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReloadStatus {
+    /// Newest revision applied.
+    pub revision: Option<i64>,
+    /// When the file was last applied successfully (RFC 3339).
+    pub last_reload_at: Option<String>,
+    /// The last refused change of the file and why; cleared by the next successful reload.
+    pub last_reload_error: Option<Value>,
+}
+
+/// The control plane: the store, the master keys, the gateway it drives and the file it watches.
+pub struct ControlPlane {
+    pub(crate) store: Store,
+    pub(crate) keys: MasterKeys,
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) keycache: Arc<KeyCache>,
+    pub(crate) jwt_secret: [u8; 32],
+    pub(crate) file_path: Option<PathBuf>,
+    pub(crate) env: Env,
+    pub(crate) state: tokio::sync::Mutex<FileState>,
+    pub(crate) status: Mutex<ReloadStatus>,
+}
+
+/// The API-managed state that feeds the running config, with provider keys decrypted.
+pub(crate) struct ApiState {
+    pub(crate) upstreams: Vec<(store::Upstream, Vec<Secret>)>,
+    pub(crate) models: Vec<Model>,
+    pub(crate) aliases: Vec<Alias>,
+    pub(crate) strategy: Option<Strategy>,
+}
+
+/// Loads what the API manages from the store (decrypting provider keys in memory only).
+pub(crate) async fn load_api_state(store: &Store, keys: &MasterKeys) -> ApiResult<ApiState> {
+    let upstreams = store.list_upstreams().await?;
+    let mut secrets: HashMap<String, Vec<Secret>> = HashMap::new();
+    for (key, secret) in store.reveal_provider_keys(keys, None).await? {
+        if key.state == store::KeyState::Ok {
+            secrets.entry(key.upstream_id).or_default().push(secret);
+        }
+    }
+    let strategy = match store.get_setting(STRATEGY_SETTING).await? {
+        Some(Value::String(s)) => Some(s.parse().map_err(ApiError::Internal)?),
+        _ => None,
+    };
+    Ok(ApiState {
+        upstreams: upstreams
+            .into_iter()
+            .filter(|u| u.source == Source::Api)
+            .map(|u| {
+                let keys = secrets.remove(&u.id).unwrap_or_default();
+                (u, keys)
+            })
+            .collect(),
+        models: store.list_models(None).await?,
+        aliases: store.list_aliases().await?,
+        strategy,
+    })
+}
+
+/// The effective config: the file's, plus API upstreams (enabled ones), plus the strategy
+/// override; and the overlay (aliases, disabled models, which upstreams came from the API).
+pub(crate) fn compose(file: &Config, api: &ApiState) -> ApiResult<(Config, Overlay)> {
+    let mut config = file.clone();
+    let mut overlay = Overlay::default();
+    let mut ids = HashMap::new();
+    for (u, keys) in &api.upstreams {
+        ids.insert(u.id.clone(), u.name.clone());
+        if file.upstream(&u.name).is_some() {
+            return Err(ApiError::Conflict(format!(
+                "upstream {:?} is declared both in the config file and through the admin API",
+                u.name
+            )));
+        }
+        overlay.api_upstreams.insert(u.name.clone());
+        if u.enabled {
+            config.upstreams.push(upstream_config(u, keys)?);
+        }
+    }
+    if let Some(strategy) = api.strategy {
+        config.routing.strategy = strategy;
+    }
+    for m in api.models.iter().filter(|m| !m.enabled) {
+        let upstream = m.upstream_id.as_ref().and_then(|id| ids.get(id)).cloned();
+        overlay.disabled_models.push((upstream, m.name.clone()));
+    }
+    overlay.aliases = api
+        .aliases
+        .iter()
+        .map(|a| (a.name.clone(), a.targets.clone()))
+        .collect::<BTreeMap<_, _>>();
+    Ok((config, overlay))
+}
+
+/// Validates an API upstream exactly as the config file would be validated, by writing it as
+/// one `[[upstreams]]` table and loading that: one set of rules for both sources. Errors name
+/// the field (`url: invalid URL …`).
+pub(crate) fn upstream_config(u: &store::Upstream, keys: &[Secret]) -> ApiResult<UpstreamConfig> {
+    let mut table = toml::Table::new();
+    table.insert("name".into(), text(&u.name));
+    table.insert("kind".into(), text(&u.kind));
+    table.insert("url".into(), text(&u.url));
+    table.insert("weight".into(), toml::Value::Integer(u.weight));
+    if let Some(models) = &u.models {
+        table.insert(
+            "models".into(),
+            toml::Value::Array(models.iter().map(|m| text(m)).collect()),
+        );
+    }
+    table.insert(
+        "keys".into(),
+        toml::Value::Array(keys.iter().map(|k| text(k.expose())).collect()),
+    );
+    if let Some(v) = &u.api_version {
+        table.insert("api_version".into(), text(v));
+    }
+    if let Some(obj) = u.timeouts.as_object() {
+        let mut timeouts = toml::Table::new();
+        for (k, v) in obj {
+            let v = match v {
+                Value::String(s) => text(s),
+                Value::Number(n) => match n.as_i64() {
+                    Some(i) => toml::Value::Integer(i),
+                    None => {
+                        return Err(ApiError::field(&format!("timeouts.{k}"), "not a duration"))
+                    }
+                },
+                Value::Null => continue,
+                _ => return Err(ApiError::field(&format!("timeouts.{k}"), "not a duration")),
+            };
+            timeouts.insert(k.clone(), v);
+        }
+        table.insert("timeouts".into(), toml::Value::Table(timeouts));
+    }
+    let mut doc = toml::Table::new();
+    doc.insert(
+        "upstreams".into(),
+        toml::Value::Array(vec![toml::Value::Table(table)]),
+    );
+    let config = Config::from_toml_str(&doc.to_string(), &|_| None).map_err(|e| {
+        let field = e.path.strip_prefix("upstreams[0].").unwrap_or(&e.path);
+        ApiError::field(field, &e.message)
+    })?;
+    config
+        .upstreams
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal("upstream vanished in validation".into()))
+}
+
+/// A TOML string whose `${` cannot be taken for an environment reference: values from the API
+/// are literal (`$${` is the config file's escape for a literal `${`).
+fn text(s: &str) -> toml::Value {
+    toml::Value::String(s.replace("${", "$${"))
+}
+
+/// What a revision stores: the file text (sealed: a config file may hold provider keys in the
+/// clear) and the API-managed routing state (provider keys as ciphertext only).
+#[derive(Serialize, Deserialize)]
+struct RevisionContent {
+    version: u32,
+    file_path: Option<String>,
+    file_sealed: Option<String>,
+    routing: RoutingSnapshot,
+}
+
+impl ControlPlane {
+    /// Builds the control plane over a gateway already running `file_config` composed with the
+    /// store's state (see [`initial_config`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        keys: MasterKeys,
+        gateway: Arc<Gateway>,
+        file_path: Option<PathBuf>,
+        file_text: Option<String>,
+        file_config: Config,
+        env: Env,
+    ) -> Arc<ControlPlane> {
+        // Tokens must survive restarts but die with the master key: derive, don't store.
+        let jwt_secret =
+            crate::jwt::hmac_sha256(keys.current().to_base64().as_bytes(), b"llmux admin jwt v1");
+        let fingerprint = file_path.as_deref().and_then(crate::watch::fingerprint);
+        let keycache = Arc::new(KeyCache::new(store.clone()));
+        gateway.set_authenticator(Arc::clone(&keycache) as Arc<dyn gateway::auth::Authenticator>);
+        Arc::new(ControlPlane {
+            store,
+            keys,
+            gateway,
+            keycache,
+            jwt_secret,
+            file_path,
+            env,
+            state: tokio::sync::Mutex::new(FileState {
+                text: file_text,
+                config: file_config,
+                fingerprint,
+            }),
+            status: Mutex::new(ReloadStatus::default()),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// How the last reload went.
+    pub fn status(&self) -> ReloadStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut ReloadStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Records the state at start-up as a revision, unless it is the newest one already (so
+    /// restarts do not pile up identical revisions).
+    pub async fn record_startup(&self) -> Result<(), String> {
+        let fs = self.state.lock().await;
+        let routing = self
+            .store
+            .routing_snapshot()
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Ok(Some(latest)) = self.store.latest_config_revision().await {
+            if let Ok(content) = serde_json::from_str::<RevisionContent>(&latest.content) {
+                let same_file = self.open_file(&content).ok() == Some(fs.text.clone());
+                if same_file && content.routing == routing {
+                    self.set_status(|s| s.revision = Some(latest.id));
+                    return Ok(());
+                }
+            }
+        }
+        self.record_revision(&fs, "llmux", Source::File, Some("startup"))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn open_file(&self, content: &RevisionContent) -> ApiResult<Option<String>> {
+        content
+            .file_sealed
+            .as_deref()
+            .map(|sealed| {
+                let plain = self.keys.decrypt(sealed, FILE_AAD)?;
+                String::from_utf8(plain)
+                    .map_err(|_| ApiError::Internal("revision file text is not UTF-8".into()))
+            })
+            .transpose()
+    }
+
+    /// Takes the change lock: hold it across a store write and [`ControlPlane::apply_locked`].
+    pub(crate) async fn lock(&self) -> MutexGuard<'_, FileState> {
+        self.state.lock().await
+    }
+
+    /// Recomputes the effective config from `fs` and the store, applies it, and records a
+    /// revision. Call with the change lock held.
+    pub(crate) async fn apply_locked(
+        &self,
+        fs: &FileState,
+        actor: &str,
+        source: Source,
+        note: Option<&str>,
+    ) -> ApiResult<i64> {
+        let api = load_api_state(&self.store, &self.keys).await?;
+        let (config, overlay) = compose(&fs.config, &api)?;
+        self.gateway
+            .apply(config, overlay)
+            .await
+            .map_err(ApiError::BadRequest)?;
+        self.record_revision(fs, actor, source, note).await
+    }
+
+    async fn record_revision(
+        &self,
+        fs: &FileState,
+        actor: &str,
+        source: Source,
+        note: Option<&str>,
+    ) -> ApiResult<i64> {
+        let file_sealed = fs
+            .text
+            .as_ref()
+            .map(|t| self.keys.encrypt(t.as_bytes(), FILE_AAD))
+            .transpose()?;
+        let content = RevisionContent {
+            version: 1,
+            file_path: self.file_path.as_ref().map(|p| p.display().to_string()),
+            file_sealed,
+            routing: self.store.routing_snapshot().await?,
+        };
+        let content =
+            serde_json::to_string(&content).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let rev = self
+            .store
+            .create_config_revision(&NewConfigRevision {
+                actor: actor.to_owned(),
+                source,
+                content,
+                note: note.map(str::to_owned),
+            })
+            .await?;
+        self.set_status(|s| s.revision = Some(rev.id));
+        Ok(rev.id)
+    }
+
+    /// Appends an audit event; a failure is logged, not returned (the change itself happened).
+    pub(crate) async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target_type: &str,
+        target_id: Option<&str>,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) {
+        let event = NewAuditEvent {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target_type: target_type.to_owned(),
+            target_id: target_id.map(str::to_owned),
+            before: before.map(mask_secrets),
+            after: after.map(mask_secrets),
+        };
+        if let Err(e) = self.store.record_audit_event(&event).await {
+            tracing::error!(error = %e, action, "cannot record audit event");
+        }
+    }
+
+    /// Re-reads the config file and applies it when it changed (or always, with `force`). An
+    /// invalid file is refused with the reason (logged, remembered in the status, returned);
+    /// the running config keeps serving.
+    pub async fn reload_file(&self, actor: &str, force: bool) -> ApiResult<Value> {
+        let Some(path) = self.file_path.clone() else {
+            return Err(ApiError::BadRequest(
+                "llmux was started without a config file: nothing to reload".into(),
+            ));
+        };
+        let mut fs = self.lock().await;
+        fs.fingerprint = crate::watch::fingerprint(&path);
+        let outcome = self.reload_locked(&mut fs, &path, actor, force).await;
+        match &outcome {
+            Ok(v) if v["changed"] == json!(true) => {
+                tracing::info!(file = %path.display(), revision = %v["revision"], actor, "config reloaded");
+                self.set_status(|s| {
+                    s.last_reload_at = Some(rfc3339_ms(store::now_ms()));
+                    s.last_reload_error = None;
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "config change refused; the running config keeps serving");
+                let error = json!({ "at": rfc3339_ms(store::now_ms()), "message": e.to_string() });
+                self.set_status(|s| s.last_reload_error = Some(error));
+            }
+        }
+        outcome
+    }
+
+    async fn reload_locked(
+        &self,
+        fs: &mut FileState,
+        path: &std::path::Path,
+        actor: &str,
+        force: bool,
+    ) -> ApiResult<Value> {
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("cannot read {}: {e}", path.display())))?;
+        if !force && fs.text.as_deref() == Some(text.as_str()) {
+            return Ok(json!({ "changed": false, "revision": self.status().revision }));
+        }
+        let env = Arc::clone(&self.env);
+        let config = Config::from_toml_str(&text, &|name| env(name)).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "{}: {e} (the change was not applied; the running config keeps serving)",
+                path.display()
+            ))
+        })?;
+        let api = load_api_state(&self.store, &self.keys).await?;
+        let (effective, overlay) = compose(&config, &api).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "{}: {e} (the change was not applied; the running config keeps serving)",
+                path.display()
+            ))
+        })?;
+        self.gateway
+            .apply(effective, overlay)
+            .await
+            .map_err(ApiError::BadRequest)?;
+        fs.text = Some(text);
+        fs.config = config;
+        let revision = self
+            .record_revision(fs, actor, Source::File, Some("config file reloaded"))
+            .await?;
+        Ok(json!({ "changed": true, "revision": revision }))
+    }
+
+    /// Restores the routing of revision `id` (API-managed entities and the file's settings) and
+    /// records that as a new revision. The file on disk is not rewritten: the restored file
+    /// settings hold until the file changes again (or `POST /reload`).
+    pub async fn rollback(&self, id: i64, actor: &str) -> ApiResult<Value> {
+        let mut fs = self.lock().await;
+        let revision = self
+            .store
+            .get_config_revision(id)
+            .await
+            .map_err(|_| ApiError::NotFound(format!("no config revision {id}")))?;
+        let content: RevisionContent = serde_json::from_str(&revision.content)
+            .map_err(|e| ApiError::Internal(format!("revision {id} is unreadable: {e}")))?;
+        let text = self.open_file(&content)?;
+        let config = match &text {
+            None => Config::default(),
+            Some(t) => {
+                let env = Arc::clone(&self.env);
+                Config::from_toml_str(t, &|name| env(name)).map_err(|e| {
+                    ApiError::BadRequest(format!(
+                        "revision {id}: its config file no longer validates: {e}"
+                    ))
+                })?
+            }
+        };
+        self.store
+            .restore_routing_snapshot(&content.routing)
+            .await?;
+        fs.text = text;
+        fs.config = config;
+        let note = format!("rollback to revision {id}");
+        let new = self
+            .apply_locked(&fs, actor, Source::Api, Some(&note))
+            .await?;
+        Ok(json!({ "revision": new, "restored": id }))
+    }
+
+    /// Names of the upstreams declared in the config file in force.
+    pub(crate) async fn file_upstreams(&self) -> BTreeSet<String> {
+        let fs = self.state.lock().await;
+        fs.config.upstreams.iter().map(|u| u.name.clone()).collect()
+    }
+}
+
+/// The config the gateway starts with: `file` composed with the store's API-managed state.
+pub async fn initial_config(
+    store: &Store,
+    keys: &MasterKeys,
+    file: &Config,
+) -> Result<(Config, Overlay), String> {
+    let api = load_api_state(store, keys)
+        .await
+        .map_err(|e| e.to_string())?;
+    compose(file, &api).map_err(|e| e.to_string())
+}
+
+/// Replaces anything that looks like a secret in an audit snapshot with `***`: fields named
+/// like one, and strings that are provider or virtual keys. Our own JSON views already hold
+/// masked values only; this is the belt to those braces.
+pub(crate) fn mask_secrets(v: Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let secret_name = matches!(
+                        k.as_str(),
+                        "key" | "password" | "secret" | "token" | "ciphertext" | "api_key"
+                    );
+                    if secret_name && v.is_string() {
+                        (k, Value::String("***".into()))
+                    } else {
+                        (k, mask_secrets(v))
+                    }
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(mask_secrets).collect()),
+        other => other,
+    }
+}

@@ -1,0 +1,67 @@
+//! Hot reload triggers: the config file is polled (mtime and length, every second) and SIGHUP
+//! re-reads it. Polling needs no new dependency and works on every file system, including
+//! bind mounts and ConfigMaps that inotify misses.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ControlPlane;
+
+/// How often the file is checked.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// (mtime, length) of `path`, `None` when it cannot be read.
+pub fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Starts the file poller and the SIGHUP listener on `tasks`; both stop on `cancel`.
+pub fn spawn(cp: &Arc<ControlPlane>, tasks: &TaskTracker, cancel: CancellationToken) {
+    let Some(path) = cp.file_path.clone() else {
+        return;
+    };
+    {
+        let cp = Arc::clone(cp);
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(POLL_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let now = fingerprint(&path);
+                let seen = cp.state.lock().await.fingerprint;
+                if now.is_some() && now != seen {
+                    // The outcome is logged and kept in the status by `reload_file`.
+                    let _ = cp.reload_file("config-file", false).await;
+                }
+            }
+        });
+    }
+    #[cfg(unix)]
+    {
+        let cp = Arc::clone(cp);
+        tasks.spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP; the file is still polled");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    got = hup.recv() => if got.is_none() { return },
+                }
+                tracing::info!("SIGHUP: re-reading the config file");
+                let _ = cp.reload_file("sighup", true).await;
+            }
+        });
+    }
+}
