@@ -44,7 +44,8 @@ class Stack:
         self.dir = tempfile.TemporaryDirectory()
 
     def spawn(self, *args):
-        proc = subprocess.Popen([BIN, *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        # The working directory is the temp dir: the default store (llmux-data/) lands there.
+        proc = subprocess.Popen([BIN, *args], cwd=self.dir.name, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.procs.append(proc)
         return proc
 

@@ -72,7 +72,13 @@ fn strings() -> Value {
 }
 
 fn object(required: &[&str], props: Value) -> Value {
-    json!({ "type": "object", "required": required, "properties": props, "additionalProperties": false })
+    let mut schema =
+        json!({ "type": "object", "properties": props, "additionalProperties": false });
+    // OpenAPI 3.0 wants `required` absent rather than empty.
+    if !required.is_empty() {
+        schema["required"] = json!(required);
+    }
+    schema
 }
 
 fn timeouts() -> Value {

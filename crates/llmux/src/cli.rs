@@ -1,4 +1,4 @@
-//! The command line: `serve`, `demo`, `mock`, `config check`.
+//! The command line: `serve`, `demo`, `mock`, `config check`, `migrate`, `secrets rotate`.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -35,6 +35,27 @@ pub enum Command {
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+    /// Apply the store's migrations (`store.url`) and exit.
+    Migrate {
+        /// Config file (TOML). Default: ./llmux.toml if present, else built-in defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Manage the master key that encrypts provider keys at rest.
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretsAction {
+    /// Generate a new master key, keep the old one for decryption, re-encrypt every provider key.
+    Rotate {
+        /// Config file (TOML). Default: ./llmux.toml if present, else built-in defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 

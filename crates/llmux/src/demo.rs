@@ -53,6 +53,12 @@ listen = "{listen}"
 
 [admin]
 token = "{ADMIN_TOKEN}"
+# The demo's mock upstreams live on 127.0.0.1: let the admin API add more there.
+allow_private_upstreams = true
+
+# Nothing of the demo outlives it.
+[store]
+url = "sqlite::memory:"
 
 [health]
 interval = "5s"
@@ -80,6 +86,12 @@ keys = ["{PROVIDER_KEY}"]
     );
     let config =
         Config::from_toml_str(&toml, &|_| None).map_err(|e| format!("demo config: {e}"))?;
+    let (store, keys) = crate::serve::open_store(&config).await?;
+    let loaded = crate::serve::Loaded {
+        path: None,
+        text: Some(toml.clone()),
+        config,
+    };
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         format!("cannot listen on {listen}: {e} (try `llmux demo --listen 127.0.0.1:4001`)")
     })?;
@@ -87,7 +99,14 @@ keys = ["{PROVIDER_KEY}"]
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
     let _ = std::io::stdout().lock().write_all(banner(addr).as_bytes());
-    let result = crate::serve::run_gateway(config, listener, crate::serve::shutdown_signal()).await;
+    let result = crate::serve::run_gateway(
+        loaded,
+        store,
+        keys,
+        listener,
+        crate::serve::shutdown_signal(),
+    )
+    .await;
     drop((gpu_a, gpu_b, openai));
     result
 }
@@ -107,6 +126,10 @@ Try:
     -d '{{"model":"mistral","messages":[{{"role":"user","content":"hi"}}]}}'
   curl http://{addr}/v1/models
   curl -H 'authorization: Bearer {ADMIN_TOKEN}' http://{addr}/admin/v1/upstreams
+  curl -H 'authorization: Bearer {ADMIN_TOKEN}' http://{addr}/admin/v1/apps -d '{{"name":"demo"}}'
+  curl -H 'authorization: Bearer {ADMIN_TOKEN}' http://{addr}/admin/v1/keys \
+    -d '{{"name":"k1","app":"demo","models":["llama3"]}}'      # → a virtual key, shown once
+  curl http://{addr}/admin/v1/openapi.json                     # the admin API, described
 
   OpenAI SDK:  OpenAI(base_url="http://{addr}/v1", api_key="unused")
   Ollama CLI:  OLLAMA_HOST=http://{addr} ollama run llama3

@@ -4,6 +4,7 @@ mod check;
 mod cli;
 mod demo;
 mod mockcmd;
+mod secrets;
 mod serve;
 
 use clap::Parser;
@@ -36,6 +37,10 @@ fn main() -> ExitCode {
             cli::Command::Config {
                 action: cli::ConfigAction::Check { file },
             } => check::run(&file),
+            cli::Command::Migrate { config } => secrets::migrate(config).await,
+            cli::Command::Secrets {
+                action: cli::SecretsAction::Rotate { config },
+            } => secrets::rotate(config).await,
         }
     });
     match result {

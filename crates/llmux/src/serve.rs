@@ -1,54 +1,175 @@
-//! `llmux serve`: load the config, probe upstreams, serve until a signal, then drain within the grace period.
+//! `llmux serve`: load the config, open the store, compose file + API state, probe upstreams,
+//! serve (data plane and admin API) until a signal, then drain within the grace period.
 
+use admin::ControlPlane;
 use config::Config;
 use gateway::Gateway;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use store::{MasterKeys, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// The config file as read: where it is, its text, and the validated config.
+pub struct Loaded {
+    pub path: Option<PathBuf>,
+    pub text: Option<String>,
+    pub config: Config,
+}
+
 pub async fn run(path: Option<PathBuf>) -> Result<(), String> {
-    let config = load(path)?;
-    let listen = config.server.listen;
+    let loaded = load(path)?;
+    let listen = loaded.config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    run_gateway(config, listener, shutdown_signal()).await
+    let (store, keys) = open_store(&loaded.config).await?;
+    run_gateway(loaded, store, keys, listener, shutdown_signal()).await
 }
 
 /// `--config FILE`, else `./llmux.toml` when present, else the built-in defaults.
-fn load(path: Option<PathBuf>) -> Result<Config, String> {
+pub fn load(path: Option<PathBuf>) -> Result<Loaded, String> {
     let path = path.or_else(|| {
         let local = PathBuf::from("llmux.toml");
         local.exists().then_some(local)
     });
     match path {
         Some(p) => {
-            let cfg = Config::load(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-            tracing::info!(file = %p.display(), upstreams = cfg.upstreams.len(), "config loaded");
-            Ok(cfg)
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let config = Config::from_toml_str(&text, &|name| std::env::var(name).ok())
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            tracing::info!(file = %p.display(), upstreams = config.upstreams.len(), "config loaded");
+            Ok(Loaded {
+                path: Some(p),
+                text: Some(text),
+                config,
+            })
         }
         None => {
             tracing::warn!(
                 "no --config and no ./llmux.toml: running on built-in defaults with no upstreams"
             );
-            Ok(Config::default())
+            Ok(Loaded {
+                path: None,
+                text: None,
+                config: Config::default(),
+            })
         }
     }
 }
 
-/// Runs a gateway on `listener` until `stop` resolves, then gives open calls
-/// `server.shutdown_grace` to finish.
+/// The database file of a SQLite url (`None` for an in-memory database or PostgreSQL).
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path.starts_with(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+/// The url without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Where the master key file lives: beside the SQLite database, or `llmux-data/master.key`
+/// (relative to the working directory) for PostgreSQL. `None` for an in-memory database,
+/// whose secrets die with the process anyway.
+pub fn master_key_file(url: &str) -> Option<PathBuf> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Some(PathBuf::from("llmux-data").join("master.key"));
+    }
+    let db = sqlite_file(url)?;
+    Some(
+        db.parent()
+            .unwrap_or_else(|| Path::new(""))
+            .join("master.key"),
+    )
+}
+
+/// The master keys: `LLMUX_MASTER_KEY`, else the key file (created 0600 on first start), else
+/// (in-memory store only) a fresh key for this process.
+pub fn master_keys(url: &str) -> Result<MasterKeys, String> {
+    if let Some(keys) = MasterKeys::from_env().map_err(|e| e.to_string())? {
+        tracing::info!(
+            key = keys.current().id(),
+            "master key from {}",
+            store::MASTER_KEY_ENV
+        );
+        return Ok(keys);
+    }
+    let Some(path) = master_key_file(url) else {
+        return Ok(MasterKeys::new(store::MasterKey::generate()));
+    };
+    let (keys, created) = MasterKeys::load_or_create(&path)
+        .map_err(|e| format!("master key file {}: {e}", path.display()))?;
+    if created {
+        tracing::warn!(
+            file = %path.display(),
+            "created a new master key file (mode 0600): it encrypts the provider keys in the \
+             store; back it up, or set {} instead",
+            store::MASTER_KEY_ENV
+        );
+    }
+    Ok(keys)
+}
+
+/// Opens the store at `store.url`, runs the migrations, and loads the master keys. A store
+/// that cannot be opened is a start-up error naming the url.
+pub async fn open_store(config: &Config) -> Result<(Store, MasterKeys), String> {
+    let url = &config.store.url;
+    let store = Store::connect(url)
+        .await
+        .map_err(|e| format!("cannot open the store at {}: {e}", redact(url)))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot migrate the store at {}: {e}", redact(url)))?;
+    let keys = master_keys(url)?;
+    tracing::info!(store = %redact(url), "store ready");
+    Ok((store, keys))
+}
+
+/// Runs a gateway with its control plane on `listener` until `stop` resolves, then gives open
+/// calls `server.shutdown_grace` to finish.
 pub async fn run_gateway(
-    config: Config,
+    loaded: Loaded,
+    store: Store,
+    keys: MasterKeys,
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let grace = config.server.shutdown_grace;
-    let gw = Gateway::new(config)?;
+    let grace = loaded.config.server.shutdown_grace;
+    let (effective, overlay) = admin::initial_config(&store, &keys, &loaded.config).await?;
+    let gw = Gateway::new(effective.clone())?;
+    // Same upstreams as `new` built: this only installs the overlay, no probe.
+    gw.apply(effective, overlay).await?;
+    let env: admin::Env = Arc::new(|name: &str| std::env::var(name).ok());
+    let cp = ControlPlane::new(
+        store.clone(),
+        keys,
+        Arc::clone(&gw),
+        loaded.path,
+        loaded.text,
+        loaded.config,
+        env,
+    );
+    if let Err(e) = cp.record_startup().await {
+        tracing::warn!(error = %e, "cannot record the start-up config revision");
+    }
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     gw.start(&tasks, cancel.clone()).await;
+    admin::watch::spawn(&cp, &tasks, cancel.clone());
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
@@ -57,6 +178,7 @@ pub async fn run_gateway(
         tracing::info!(
             upstream = %up.name,
             kind = up.kind.as_str(),
+            source = gw.routes().source(&up.name),
             pool = s.pool.as_str(),
             models = s.model_list.len(),
             error = s.last_error.as_deref().unwrap_or(""),
@@ -75,9 +197,14 @@ pub async fn run_gateway(
     let server = {
         let gw = Arc::clone(&gw);
         let stopping = stopping.clone();
+        let admin = admin::router(&cp);
         tokio::spawn(async move {
-            gw.serve(listener, async move { stopping.cancelled().await }, None)
-                .await
+            gw.serve(
+                listener,
+                async move { stopping.cancelled().await },
+                Some(admin),
+            )
+            .await
         })
     };
     tokio::pin!(server);
@@ -99,6 +226,7 @@ pub async fn run_gateway(
         Err(_) => tracing::warn!(grace = ?grace, "grace period over; closing the calls still open"),
     }
     tasks.wait().await;
+    store.close().await;
     Ok(())
 }
 
@@ -121,5 +249,28 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_beside_the_database() {
+        assert_eq!(
+            master_key_file("sqlite://llmux-data/llmux.db"),
+            Some(PathBuf::from("llmux-data/master.key"))
+        );
+        assert_eq!(
+            master_key_file("sqlite:///var/lib/llmux/x.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/llmux/master.key"))
+        );
+        assert_eq!(master_key_file("sqlite::memory:"), None);
+        assert_eq!(
+            master_key_file("postgres://u:p@h/db"),
+            Some(PathBuf::from("llmux-data/master.key"))
+        );
+        assert_eq!(redact("postgres://u:p@h/db"), "postgres://***@h/db");
     }
 }

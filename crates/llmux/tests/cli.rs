@@ -110,6 +110,8 @@ async fn sigterm_lets_an_open_stream_finish_then_exits_zero() {
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_llmux"))
         .args(["serve", "--config", &path])
+        // The default store (`llmux-data/` under the working directory) lands in the temp dir.
+        .current_dir(dir.path())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

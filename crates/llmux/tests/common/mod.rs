@@ -14,7 +14,26 @@ pub struct Llmux {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    /// The working directory (holds the config file, and the SQLite store and master key by
+    /// default); shared so that a restart finds the same state.
+    pub dir: Arc<tempfile::TempDir>,
+    /// Everything the config file has before the test's body: `[server]`, `[admin]`, `[store]`.
+    pub header: String,
+}
+
+/// How to start `llmux serve`.
+#[derive(Default, Clone)]
+pub struct Opts {
+    /// The config after the generated tables (upstreams, `[auth]`, …).
+    pub body: String,
+    /// Extra lines of `[server]`.
+    pub server_extra: String,
+    /// Extra lines of `[admin]` (e.g. `allow_private_upstreams = true`).
+    pub admin_extra: String,
+    /// `store.url`; default: a SQLite file in the working directory.
+    pub store_url: Option<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 impl Llmux {
@@ -24,19 +43,68 @@ impl Llmux {
     }
 
     pub fn start_with_server(body: &str, server_extra: &str) -> Llmux {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("llmux.toml");
-        let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n[admin]\ntoken = \"{ADMIN}\"\n{body}"
+        Self::start_opts(Opts {
+            body: body.to_string(),
+            server_extra: server_extra.to_string(),
+            ..Opts::default()
+        })
+    }
+
+    pub fn start_opts(opts: Opts) -> Llmux {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let store_url = opts
+            .store_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/data/llmux.db", dir.path().display()));
+        let header = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[admin]\ntoken = \"{ADMIN}\"\n{}\n[store]\nurl = \"{store_url}\"\n",
+            opts.server_extra, opts.admin_extra
         );
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(text.as_bytes())
+        write_file(dir.path(), &header, &opts.body);
+        Self::spawn_in(dir, header, &opts.env)
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("llmux.toml")
+    }
+
+    /// Rewrites the config file: the same header, a new body.
+    pub fn write_config(&self, body: &str) {
+        write_file(self.dir.path(), &self.header, body);
+    }
+
+    /// Stops this process and starts another on the same directory (config, store, key file).
+    pub fn restart(mut self, env: &[(String, String)]) -> Llmux {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Self::spawn_in(Arc::clone(&self.dir), self.header.clone(), env)
+    }
+
+    /// Runs `llmux ARGS` in the working directory to completion: (success, stdout, stderr).
+    pub fn run_cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_llmux"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("LLMUX_MASTER_KEY")
+            .output()
             .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn spawn_in(dir: Arc<tempfile::TempDir>, header: String, env: &[(String, String)]) -> Llmux {
+        let path = dir.path().join("llmux.toml");
         let mut child = Command::new(env!("CARGO_BIN_EXE_llmux"))
             .args(["serve", "--config"])
             .arg(&path)
+            .current_dir(dir.path())
             .env("LLMUX_LOG", "info")
+            .env_remove("LLMUX_MASTER_KEY")
+            .envs(env.iter().cloned())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -61,6 +129,8 @@ impl Llmux {
             Ok(a) => a.parse().unwrap(),
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
                 panic!("llmux did not start: {:#?}", log.lock().unwrap());
             }
         };
@@ -68,7 +138,8 @@ impl Llmux {
             child,
             addr,
             log,
-            _dir: dir,
+            dir,
+            header,
         }
     }
 
@@ -117,6 +188,17 @@ impl Llmux {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Writes `llmux.toml` in `dir`: header then body, replaced atomically as editors and config
+/// management do (the watcher never reads half a file).
+fn write_file(dir: &std::path::Path, header: &str, body: &str) {
+    let tmp = dir.join("llmux.toml.tmp");
+    std::fs::File::create(&tmp)
+        .unwrap()
+        .write_all(format!("{header}{body}").as_bytes())
+        .unwrap();
+    std::fs::rename(&tmp, dir.join("llmux.toml")).unwrap();
 }
 
 impl Drop for Llmux {
