@@ -6,6 +6,7 @@
 pub mod body;
 pub mod canonical;
 pub mod dialect;
+pub mod fuzzing;
 pub mod model;
 pub mod time;
 pub mod translate;
