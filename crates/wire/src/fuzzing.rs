@@ -52,7 +52,9 @@ pub fn decoders(data: &[u8]) {
 /// Every dialect's stream decoder, fed the input in two pieces split at its first byte value,
 /// and the SSE / NDJSON framers; decoded events are re-encoded in every dialect.
 pub fn streams(data: &[u8]) {
-    let cut = data.first().map_or(0, |b| usize::from(*b) % (data.len() + 1));
+    let cut = data
+        .first()
+        .map_or(0, |b| usize::from(*b) % (data.len() + 1));
     let (a, b) = data.split_at(cut);
     for d in DIALECTS {
         let mut dec = codec(d).stream_decoder();

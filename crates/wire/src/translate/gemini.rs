@@ -24,9 +24,6 @@
 //!   end) shows its arguments are complete; text is never held. `finishReason` is held until usage
 //!   arrives (or the stream ends) so that the last chunk carries both, as Gemini's does.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{json, Map, Value};
 
 use crate::canonical::{
@@ -60,29 +57,12 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> TranslateError {
     TranslateError::new(field, message)
 }
 
-/// A short random-looking token for ids the upstream did not give.
+/// A short unique token for ids the upstream did not give (shared with the other codecs).
 fn fresh_token() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut x = nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
-    x ^= x >> 33;
-    format!("{x:016x}")
+    super::openai::new_id("")
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use super::openai::now_secs;
 
 /// `max_output_tokens` → `maxOutputTokens`; camelCase keys are returned as they are.
 fn camel(key: &str) -> String {
