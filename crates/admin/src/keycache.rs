@@ -148,3 +148,51 @@ impl Authenticator for KeyCache {
         Box::pin(self.check(token))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use store::{NewApp, NewVirtualKey};
+
+    #[tokio::test]
+    async fn cached_until_invalidated_and_unknown_keys_refused() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let app = store
+            .create_app(&NewApp {
+                name: "a".into(),
+                credits: 0.0,
+                daily_budget: None,
+                monthly_budget: None,
+            })
+            .await
+            .unwrap();
+        let (key, full) = store
+            .create_virtual_key(&NewVirtualKey {
+                app_id: app.id,
+                name: "k".into(),
+                models: Some(vec!["llama3".into()]),
+                limits: Default::default(),
+                expires_at: None,
+            })
+            .await
+            .unwrap();
+        let cache = KeyCache::new(store.clone());
+        let id = cache.check(&full).await.unwrap();
+        assert_eq!(id.key_id, key.id);
+        assert_eq!(id.models, ["llama3"]);
+        assert_eq!(
+            cache.check("sk-llmux-nope-nope").await,
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(cache.check("garbage").await, Err(AuthError::Invalid));
+        // Revoked behind the cache's back: still trusted until the TTL or an invalidation...
+        store.revoke_virtual_key(&key.id).await.unwrap();
+        assert!(cache.check(&full).await.is_ok());
+        // ...which the admin API does on every change.
+        cache.invalidate(&key.id);
+        assert_eq!(cache.check(&full).await, Err(AuthError::Revoked));
+    }
+}

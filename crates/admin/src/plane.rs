@@ -526,3 +526,104 @@ pub(crate) fn mask_secrets(v: Value) -> Value {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn stored(name: &str, url: &str) -> store::Upstream {
+        store::Upstream {
+            id: format!("up_{name}"),
+            name: name.into(),
+            kind: "openai".into(),
+            url: url.into(),
+            weight: 2,
+            models: Some(vec!["gpt-4o".into()]),
+            timeouts: json!({"connect": "2s"}),
+            enabled: true,
+            source: Source::Api,
+            api_version: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn api_upstreams_follow_the_file_rules_and_stay_literal() {
+        let keys = [Secret::new("sk-${HOME}-literal")];
+        let cfg = upstream_config(&stored("a", "https://api.example.com/v1/"), &keys).unwrap();
+        assert_eq!(cfg.keys[0].expose(), "sk-${HOME}-literal");
+        assert_eq!(cfg.url, "https://api.example.com/v1");
+        assert_eq!(cfg.weight, 2);
+        assert_eq!(cfg.timeouts.connect, std::time::Duration::from_secs(2));
+        let err = upstream_config(&stored("a", "ftp://x"), &[]).unwrap_err();
+        assert!(err.to_string().starts_with("url: "), "{err}");
+        let mut bad = stored("a b", "https://x");
+        assert!(upstream_config(&bad, &[])
+            .unwrap_err()
+            .to_string()
+            .starts_with("name: "));
+        bad.name = "ok".into();
+        bad.timeouts = json!({"connect": "soon"});
+        assert!(upstream_config(&bad, &[])
+            .unwrap_err()
+            .to_string()
+            .starts_with("timeouts.connect: "));
+    }
+
+    #[test]
+    fn compose_adds_api_state_and_refuses_name_clashes() {
+        let file = Config::from_toml_str(
+            "[[upstreams]]\nname = \"f\"\nkind = \"ollama\"\nurl = \"http://10.0.0.1:11434\"\n",
+            &|_| None,
+        )
+        .unwrap();
+        let mut off = stored("off", "https://off.example.com/v1");
+        off.enabled = false;
+        let api = ApiState {
+            upstreams: vec![
+                (stored("a", "https://a.example.com/v1"), vec![]),
+                (off, vec![]),
+            ],
+            models: vec![Model {
+                id: "md_1".into(),
+                name: "gpt-4o".into(),
+                upstream_id: Some("up_a".into()),
+                enabled: false,
+                origin: store::ModelOrigin::Declared,
+                created_at: 0,
+            }],
+            aliases: vec![],
+            strategy: Some(Strategy::Weighted),
+        };
+        let (config, overlay) = compose(&file, &api).unwrap();
+        let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["f", "a"], "disabled API upstreams do not run");
+        assert_eq!(config.routing.strategy, Strategy::Weighted);
+        assert!(overlay.api_upstreams.contains("off"));
+        assert_eq!(
+            overlay.disabled_models,
+            vec![(Some("a".to_string()), "gpt-4o".to_string())]
+        );
+        let clash = ApiState {
+            upstreams: vec![(stored("f", "https://f.example.com/v1"), vec![])],
+            models: vec![],
+            aliases: vec![],
+            strategy: None,
+        };
+        assert!(matches!(compose(&file, &clash), Err(ApiError::Conflict(_))));
+    }
+
+    #[test]
+    fn audit_snapshots_are_masked() {
+        let v = mask_secrets(
+            json!({"name": "x", "key": "sk-1", "nested": [{"password": "p"}],
+            "keys": [{"id": "pk_1", "masked": "…1234"}]}),
+        );
+        assert_eq!(v["key"], "***");
+        assert_eq!(v["nested"][0]["password"], "***");
+        assert_eq!(v["keys"][0]["masked"], "…1234");
+    }
+}

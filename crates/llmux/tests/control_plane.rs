@@ -835,3 +835,101 @@ async fn migrate_rotate_and_a_store_that_cannot_open() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_switch_off_and_aliases_route() {
+    for backend in backends().await {
+        let label = backend.label;
+        let a = mock::MockServer::start(node("gpu-a", &["llama3:latest", "mistral:latest"]))
+            .await
+            .unwrap();
+        let gw = Llmux::start_opts(opts(&backend, ollama("gpu-a", &a.url()), ""));
+        let (_, models) = admin(&gw, "GET", "/models", ADMIN, None).await;
+        assert!(
+            models
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "mistral:latest"
+                    && m["origin"] == "discovered"
+                    && m["upstream"] == "gpu-a"),
+            "{label}: {models}"
+        );
+        // Off everywhere, then on again.
+        let (s, m) = admin(
+            &gw,
+            "POST",
+            "/models",
+            ADMIN,
+            Some(json!({"name": "mistral", "enabled": false})),
+        )
+        .await;
+        assert_eq!(s, 201, "{m}");
+        assert_eq!(chat_status(&gw, "mistral", None).await.0, 404, "{label}");
+        assert_eq!(chat_status(&gw, "llama3", None).await.0, 200);
+        let id = m["id"].as_str().unwrap();
+        let (s, _) = admin(
+            &gw,
+            "PATCH",
+            &format!("/models/{id}"),
+            ADMIN,
+            Some(json!({"enabled": true})),
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert_eq!(chat_status(&gw, "mistral", None).await.0, 200);
+        let (s, v) = admin(
+            &gw,
+            "POST",
+            "/models",
+            ADMIN,
+            Some(json!({"name": "mistral", "upstream": "gpu-a", "enabled": false})),
+        )
+        .await;
+        assert_eq!(s, 400, "file upstreams cannot carry stored models: {v}");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("upstream:"));
+        // An alias, retargeted live, then removed.
+        let (s, _) = admin(
+            &gw,
+            "POST",
+            "/aliases",
+            ADMIN,
+            Some(json!({"name": "smart", "targets": ["llama3"]})),
+        )
+        .await;
+        assert_eq!(s, 201);
+        let (s, _, _) = chat_status(&gw, "smart", None).await;
+        assert_eq!(s, 200);
+        assert_eq!(a.stats().last_body.unwrap()["model"], "llama3");
+        let (s, _) = admin(
+            &gw,
+            "PATCH",
+            "/aliases/smart",
+            ADMIN,
+            Some(json!({"targets": ["mistral"]})),
+        )
+        .await;
+        assert_eq!(s, 200);
+        chat_status(&gw, "smart", None).await;
+        assert_eq!(a.stats().last_body.unwrap()["model"], "mistral");
+        let (s, v) = admin(
+            &gw,
+            "POST",
+            "/aliases",
+            ADMIN,
+            Some(json!({"name": "smart", "targets": ["x"]})),
+        )
+        .await;
+        assert_eq!(s, 409, "{v}");
+        let (s, _) = admin(&gw, "DELETE", "/aliases/smart", ADMIN, None).await;
+        assert_eq!(s, 204);
+        assert_eq!(chat_status(&gw, "smart", None).await.0, 404);
+        // Unknown admin paths answer in JSON.
+        let (s, v) = admin(&gw, "GET", "/nope", ADMIN, None).await;
+        assert_eq!(s, 404);
+        assert!(v["error"]["message"].is_string());
+    }
+}
