@@ -763,6 +763,31 @@ async fn hot_reload_refuses_bad_edits_and_rollback_restores_routing() {
                 && actions.contains(&"routing.update"),
             "{actions:?}"
         );
+
+        // SIGHUP re-reads the file (still the invalid edit): refused, and llmux keeps serving.
+        let pid = gw.child.id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+        wait_for("the SIGHUP reload", Duration::from_secs(10), async || {
+            gw.log_text().contains("SIGHUP")
+        })
+        .await;
+        assert_eq!(chat_status(&gw, "llama3", None).await.0, 200, "{label}");
+        // Fixing the file brings its upstreams back.
+        gw.write_config(&format!(
+            "{}{}",
+            ollama("gpu-a", &a.url()),
+            ollama("gpu-b", &b.url())
+        ));
+        wait_for("the fixed file", Duration::from_secs(10), async || {
+            chat_status(&gw, "mistral", None).await.0 == 200
+        })
+        .await;
+        let (_, c) = admin(&gw, "GET", "/config", ADMIN, None).await;
+        assert!(c["last_reload_error"].is_null(), "{c}");
     }
 }
 
