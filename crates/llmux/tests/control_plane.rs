@@ -375,6 +375,45 @@ async fn api_upstream_serves_at_once_is_encrypted_and_survives_restart() {
         assert_eq!(v["source"], "api");
         assert_eq!(v["weight"], 2);
 
+        // Patched: switched off and on, reweighted; a metadata URL is refused.
+        let (s, v) = admin(
+            &gw,
+            "PATCH",
+            "/upstreams/prov",
+            ADMIN,
+            Some(json!({"enabled": false})),
+        )
+        .await;
+        assert_eq!(
+            (s, v["pool"].as_str()),
+            (200, Some("disabled")),
+            "{label}: {v}"
+        );
+        assert_eq!(chat_status(&gw, "gpt-4o-mini", None).await.0, 404);
+        let (s, v) = admin(
+            &gw,
+            "PATCH",
+            "/upstreams/prov",
+            ADMIN,
+            Some(json!({"enabled": true, "weight": 5})),
+        )
+        .await;
+        assert_eq!((s, v["weight"].as_i64()), (200, Some(5)), "{v}");
+        assert_eq!(chat_status(&gw, "gpt-4o-mini", None).await.0, 200);
+        let (s, v) = admin(
+            &gw,
+            "PATCH",
+            "/upstreams/prov",
+            ADMIN,
+            Some(json!({"url": "http://[fd00:ec2::254]/v1"})),
+        )
+        .await;
+        assert_eq!(s, 400, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("metadata"),
+            "{v}"
+        );
+
         // Deleting it stops the routing at once.
         let (s, _) = admin(&gw, "DELETE", "/upstreams/prov", ADMIN, None).await;
         assert_eq!(s, 204);
