@@ -37,7 +37,8 @@ pub struct RoutingSnapshot {
 }
 
 impl Store {
-    /// Reads the routing state in one consistent view (a read transaction).
+    /// Reads the routing state in one consistent view: one transaction (a write transaction,
+    /// so that on SQLite no writer can slip in between the five reads).
     pub async fn routing_snapshot(&self) -> Result<RoutingSnapshot, StoreError> {
         Ok(write_tx!(self, |tx| {
             let upstreams: Vec<Upstream> = sqlx::query_as(
