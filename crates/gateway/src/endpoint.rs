@@ -25,6 +25,27 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    pub const ALL: [Endpoint; 13] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::OllamaChat,
+        Endpoint::OllamaGenerate,
+        Endpoint::OllamaEmbed,
+        Endpoint::OllamaEmbeddings,
+        Endpoint::OllamaShow,
+        Endpoint::AnthropicMessages,
+        Endpoint::GeminiGenerate,
+        Endpoint::GeminiStream,
+        Endpoint::GeminiEmbed,
+        Endpoint::GeminiBatchEmbed,
+    ];
+
+    /// Position in [`Endpoint::ALL`], for per-endpoint counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn dialect(self) -> Dialect {
         match self {
             Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {

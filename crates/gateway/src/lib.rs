@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod error;
 pub mod health;
 pub mod keys;
+pub mod metrics;
 pub mod proxy;
 pub mod relay;
 pub mod retry;
@@ -47,6 +48,7 @@ pub struct Gateway {
     authenticator: std::sync::OnceLock<Arc<dyn auth::Authenticator>>,
     /// Serializes `apply`, so two reloads cannot interleave their probes and swaps.
     applying: tokio::sync::Mutex<()>,
+    pub metrics: metrics::GatewayMetrics,
 }
 
 impl Gateway {
@@ -64,6 +66,7 @@ impl Gateway {
             retry_budget: budget,
             authenticator: std::sync::OnceLock::new(),
             applying: tokio::sync::Mutex::new(()),
+            metrics: metrics::GatewayMetrics::default(),
         }))
     }
 

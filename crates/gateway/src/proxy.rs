@@ -80,6 +80,7 @@ pub async fn handle_with(
     };
     if let Some(id) = &identity {
         if !id.allows(&model) {
+            gw.metrics.rejected("model_permission");
             return error(
                 dialect,
                 ErrorKind::PermissionDenied,
@@ -320,6 +321,11 @@ impl Call {
                         "attempt failed"
                     );
                     up.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    up.metrics.attempt_failed(match class {
+                        Class::OtherUpstream | Class::Client => 0,
+                        Class::Throttled { .. } => 1,
+                        Class::BadKey => 2,
+                    });
                     up.update(|s| s.last_error = Some(reason.clone()));
                     self.failures.push(format!("{}: {reason}", up.name));
                     match class {
@@ -603,7 +609,7 @@ impl Call {
         }
         let log = CallLog {
             request_id: self.request_id.clone(),
-            endpoint: self.endpoint.as_str(),
+            endpoint: self.endpoint,
             model: target.to_string(),
             upstream: up.name.clone(),
             status: status.as_u16(),
@@ -700,6 +706,14 @@ impl Call {
                 translate::codec(ingress).encode_response(t.op, &answer),
             )
         };
+        up.metrics.call(
+            self.endpoint,
+            crate::metrics::Outcome::Ok,
+            self.started.elapsed(),
+            self.started.elapsed(),
+        );
+        up.metrics
+            .tokens(answer.usage.input_tokens, answer.usage.output_tokens);
         tracing::info!(
             request_id = %self.request_id,
             endpoint = self.endpoint.as_str(),

@@ -68,7 +68,7 @@ impl Transcoder {
 /// What the access log line says about a call once its response is over.
 pub struct CallLog {
     pub request_id: String,
-    pub endpoint: &'static str,
+    pub endpoint: crate::endpoint::Endpoint,
     pub model: String,
     pub upstream: String,
     pub status: u16,
@@ -141,6 +141,11 @@ impl Relay {
     fn data(&mut self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.bytes += chunk.len() as u64;
         self.last_data = Instant::now();
+        // With a Content-Length, hyper stops polling once that many bytes went out: the body
+        // is complete then, not abandoned.
+        if self.size.exact().is_some_and(|n| self.bytes >= n) {
+            self.outcome = Outcome::Complete;
+        }
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 
@@ -273,9 +278,19 @@ impl Drop for Relay {
             Outcome::Streaming => "client_closed",
         };
         let l = &self.log;
+        let measured = match self.outcome {
+            Outcome::Complete if l.status < 400 => crate::metrics::Outcome::Ok,
+            Outcome::Complete if l.status < 500 => crate::metrics::Outcome::ClientError,
+            Outcome::Complete | Outcome::Failed => crate::metrics::Outcome::UpstreamError,
+            Outcome::Streaming => crate::metrics::Outcome::ClientClosed,
+        };
+        self.inflight
+            .upstream()
+            .metrics
+            .call(l.endpoint, measured, l.started.elapsed(), l.ttft);
         tracing::info!(
             request_id = %l.request_id,
-            endpoint = l.endpoint,
+            endpoint = l.endpoint.as_str(),
             model = %l.model,
             upstream = %l.upstream,
             status = l.status,

@@ -60,12 +60,13 @@ pub fn router(gw: Arc<Gateway>, admin: Option<Router>) -> Router {
         .route("/api/ps", get(catalog::ollama_ps))
         .route("/api/version", get(catalog::ollama_version))
         // Operations
+        .route("/metrics", get(crate::metrics::scrape))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest_service("/admin/v1", admin)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), client_auth))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(Arc::clone(&gw), request_id))
         .with_state(gw)
 }
 
@@ -176,7 +177,7 @@ async fn gemini_call(
 }
 
 /// Takes the client's `x-request-id` when it is sane, or makes one; echoes it on the response.
-async fn request_id(mut req: Request, next: Next) -> Response {
+async fn request_id(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(crate::X_REQUEST_ID)
@@ -191,6 +192,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     let value = HeaderValue::from_str(&id).ok();
     req.extensions_mut().insert(RequestId(id));
     let mut resp = next.run(req).await;
+    gw.metrics.response(resp.status().as_u16());
     if let Some(v) = value {
         resp.headers_mut().insert(crate::X_REQUEST_ID, v);
     }

@@ -82,6 +82,7 @@ pub struct Upstream {
     ttft_us: AtomicU64,
     pub served: AtomicU64,
     pub failed: AtomicU64,
+    pub metrics: crate::metrics::UpstreamMetrics,
     state: ArcSwap<UpstreamState>,
 }
 
@@ -124,6 +125,7 @@ impl Upstream {
             ttft_us: AtomicU64::new(0),
             served: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            metrics: crate::metrics::UpstreamMetrics::default(),
             state: ArcSwap::from_pointee(UpstreamState {
                 pool: Pool::Active,
                 models,

@@ -704,3 +704,52 @@ async fn admin_upstreams_reports_state() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_calls_per_upstream_in_prometheus_text() {
+    let (_a, b, _o, gw) = two_nodes_and_openai().await;
+    for stream in [false, true, false] {
+        let r = post(&gw, "/v1/chat/completions", &chat("mistral", stream)).await;
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    // One call translated (Ollama client → OpenAI upstream) reports tokens.
+    let r = post(&gw, "/api/chat", &chat("gpt-4o-mini", false)).await;
+    assert_eq!(r.status(), 200);
+    let r = post(&gw, "/v1/chat/completions", &chat("nope", false)).await;
+    assert_eq!(r.status(), 404);
+    assert!(gw.wait_idle(Duration::from_secs(1)).await);
+
+    let r = client().get(gw.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "content-type").starts_with("text/plain; version=0.0.4"));
+    let text = r.text().await.unwrap();
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no metric line {line_start} in:\n{text}"))
+    };
+    assert_eq!(
+        value("llmux_calls_total{upstream=\"gpu-b\",endpoint=\"chat.completions\",outcome=\"ok\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("llmux_call_duration_seconds_count{upstream=\"gpu-b\"}"),
+        3.0
+    );
+    assert_eq!(value("llmux_ttft_seconds_count{upstream=\"gpu-b\"}"), 3.0);
+    assert_eq!(value("llmux_upstream_up{upstream=\"gpu-a\"}"), 1.0);
+    assert_eq!(value("llmux_upstream_in_flight{upstream=\"gpu-b\"}"), 0.0);
+    assert_eq!(
+        value("llmux_breaker_state{upstream=\"gpu-b\",state=\"closed\"}"),
+        1.0
+    );
+    assert!(value("llmux_tokens_total{upstream=\"openai\",direction=\"output\"}") > 0.0);
+    assert!(value("llmux_http_responses_total{class=\"4xx\"}") >= 1.0);
+    assert!(value("llmux_http_responses_total{class=\"2xx\"}") >= 4.0);
+    // Nothing per request or per key in the labels.
+    assert!(!text.contains("req_"));
+    assert_eq!(b.stats().generations, 3);
+}
