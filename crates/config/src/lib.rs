@@ -27,6 +27,31 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub health: HealthConfig,
     pub upstreams: Vec<UpstreamConfig>,
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`: where operator alerts go, and when the error-rate alert fires.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertsConfig {
+    /// JSON events are POSTed here; `None` disables alerts.
+    pub webhook_url: Option<String>,
+    /// Failure rate of an upstream's calls (0..=1) that fires the error-rate alert…
+    pub error_rate: f64,
+    /// …over this window…
+    pub window: Duration,
+    /// …with at least this many calls in it.
+    pub min_calls: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            error_rate: 0.5,
+            window: Duration::from_secs(300),
+            min_calls: 20,
+        }
+    }
 }
 
 /// `[server]`: the listening HTTP side.

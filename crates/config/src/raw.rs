@@ -27,6 +27,60 @@ pub(crate) struct RawConfig {
     routing: RawRouting,
     health: RawHealth,
     upstreams: Vec<RawUpstream>,
+    alerts: RawAlerts,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
+struct RawAlerts {
+    webhook_url: Option<String>,
+    error_rate: Option<f64>,
+    window: Option<Dur>,
+    min_calls: Option<i64>,
+}
+
+impl RawAlerts {
+    fn into_config(self) -> Result<crate::AlertsConfig, ConfigError> {
+        let default = crate::AlertsConfig::default();
+        let webhook_url = match self.webhook_url.filter(|u| !u.is_empty()) {
+            None => None,
+            Some(u) => Some(normalize_url(&u).map_err(|reason| {
+                ConfigError::new("alerts.webhook_url", format!("invalid URL {u:?}: {reason}"))
+            })?),
+        };
+        let error_rate = match self.error_rate {
+            None => default.error_rate,
+            Some(r) if r > 0.0 && r <= 1.0 => r,
+            Some(r) => {
+                return Err(ConfigError::new(
+                    "alerts.error_rate",
+                    format!("must be above 0 and at most 1 (got {r})"),
+                ))
+            }
+        };
+        let window = match self.window {
+            None => default.window,
+            Some(Dur(d)) if d >= Duration::from_secs(1) => d,
+            Some(Dur(d)) => {
+                return Err(ConfigError::new(
+                    "alerts.window",
+                    format!("must be at least 1s (got {d:?})"),
+                ))
+            }
+        };
+        let min_calls = match self.min_calls {
+            None => default.min_calls,
+            Some(n) => u64::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                ConfigError::new("alerts.min_calls", format!("must be at least 1 (got {n})"))
+            })?,
+        };
+        Ok(crate::AlertsConfig {
+            webhook_url,
+            error_rate,
+            window,
+            min_calls,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -269,6 +323,7 @@ impl RawConfig {
             upstreams.push(upstream);
         }
 
+        let alerts = self.alerts.into_config()?;
         Ok(Config {
             server,
             admin,
@@ -277,6 +332,7 @@ impl RawConfig {
             routing,
             health,
             upstreams,
+            alerts,
         })
     }
 }

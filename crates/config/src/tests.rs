@@ -622,3 +622,24 @@ fn azure_needs_its_deployments_and_api_version_is_checked() {
         "upstreams[0].api_version"
     );
 }
+
+#[test]
+fn alerts_section() {
+    let cfg = Config::from_toml_str(
+        "[alerts]\nwebhook_url = \"http://hooks.example/llmux\"\nerror_rate = 0.25\nwindow = \"1m\"\nmin_calls = 5\n",
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(cfg.alerts.webhook_url.as_deref(), Some("http://hooks.example/llmux"));
+    assert_eq!(cfg.alerts.error_rate, 0.25);
+    assert_eq!(cfg.alerts.window, Duration::from_secs(60));
+    assert_eq!(cfg.alerts.min_calls, 5);
+    assert_eq!(Config::default().alerts.webhook_url, None);
+    for (text, path) in [
+        ("[alerts]\nwebhook_url = \"ftp://x\"\n", "alerts.webhook_url"),
+        ("[alerts]\nerror_rate = 0\n", "alerts.error_rate"),
+        ("[alerts]\nmin_calls = 0\n", "alerts.min_calls"),
+    ] {
+        assert_eq!(Config::from_toml_str(text, &|_| None).unwrap_err().path, path, "{text}");
+    }
+}

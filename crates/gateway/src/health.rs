@@ -128,6 +128,9 @@ async fn probe_one(
             });
             if before == Pool::Standby {
                 tracing::info!(upstream = %up.name, latency_ms = ms, "upstream healthy again: back to active");
+                crate::alerts::emit(crate::alerts::Alert::UpstreamUp {
+                    upstream: up.name.clone(),
+                });
             }
         }
         Err(reason) => {
@@ -138,6 +141,10 @@ async fn probe_one(
             });
             if before == Pool::Active {
                 tracing::warn!(upstream = %up.name, reason, "health check failed: upstream moved to standby");
+                crate::alerts::emit(crate::alerts::Alert::UpstreamDown {
+                    upstream: up.name.clone(),
+                    reason,
+                });
             }
         }
     }

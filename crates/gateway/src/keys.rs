@@ -40,6 +40,8 @@ pub struct Key {
 }
 
 pub struct KeyPool {
+    /// The upstream's name, for alerts.
+    owner: String,
     keys: Vec<Key>,
     cursor: AtomicUsize,
     base: Instant,
@@ -50,8 +52,9 @@ pub struct KeyPool {
 pub struct KeyPick(pub usize);
 
 impl KeyPool {
-    pub fn new(secrets: &[Secret]) -> KeyPool {
+    pub fn new(owner: &str, secrets: &[Secret]) -> KeyPool {
         KeyPool {
+            owner: owner.to_string(),
             keys: secrets
                 .iter()
                 .enumerate()
@@ -170,6 +173,11 @@ impl KeyPool {
         if let Ok(mut d) = k.disabled.lock() {
             *d = Some((reason.to_string(), SystemTime::now(), Instant::now()));
         }
+        crate::alerts::emit(crate::alerts::Alert::KeyDisabled {
+            upstream: self.owner.clone(),
+            key_id: k.id.clone(),
+            reason: reason.to_string(),
+        });
         true
     }
 
@@ -247,7 +255,7 @@ mod tests {
 
     fn pool(n: usize) -> KeyPool {
         let secrets: Vec<Secret> = (0..n).map(|i| Secret::new(format!("sk-{i}"))).collect();
-        KeyPool::new(&secrets)
+        KeyPool::new("test", &secrets)
     }
 
     #[tokio::test(start_paused = true)]

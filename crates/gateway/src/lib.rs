@@ -1,6 +1,7 @@
 //! The llmux data plane: routes OpenAI- and Ollama-dialect calls to healthy upstreams that serve the model, and relays their answers as they stream.
 
 pub mod admin;
+pub mod alerts;
 pub mod auth;
 pub mod breaker;
 pub mod catalog;
@@ -119,6 +120,19 @@ impl Gateway {
     /// Probes every upstream once (bounded by `health.timeout`) and starts the periodic prober
     /// on `tasks`. Start-up never waits on a dead node longer than the probe timeout.
     pub async fn start(self: &Arc<Self>, tasks: &TaskTracker, cancel: CancellationToken) {
+        let alerts = self.config().alerts.clone();
+        if let Some(url) = alerts.webhook_url {
+            if let Some(sender) = alerts::start(url, cancel.clone()) {
+                tasks.spawn(sender);
+            }
+            tasks.spawn(alerts::watch_error_rates(
+                Arc::clone(self),
+                alerts.error_rate,
+                alerts.window,
+                alerts.min_calls,
+                cancel.clone(),
+            ));
+        }
         health::probe_all(self).await;
         tasks.spawn(health::run(Arc::clone(self), cancel));
     }

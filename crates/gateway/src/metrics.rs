@@ -126,6 +126,25 @@ impl UpstreamMetrics {
         }
     }
 
+    /// (calls, failed calls) since start: what the error-rate alert watches.
+    pub fn totals(&self) -> (u64, u64) {
+        let mut total = 0;
+        let mut failed = 0;
+        for per_endpoint in &self.calls {
+            for (i, c) in per_endpoint.iter().enumerate() {
+                let n = c.load(Relaxed);
+                total += n;
+                if OUTCOMES[i].0 == Outcome::UpstreamError {
+                    failed += n;
+                }
+            }
+        }
+        // Attempts that failed over to another upstream never reach the client, but they are
+        // this upstream's failures all the same.
+        let attempts: u64 = self.attempt_failures.iter().map(|c| c.load(Relaxed)).sum();
+        (total + attempts, failed + attempts)
+    }
+
     pub fn tokens(&self, input: u64, output: u64) {
         self.input_tokens.fetch_add(input, Relaxed);
         self.output_tokens.fetch_add(output, Relaxed);
@@ -306,6 +325,16 @@ pub fn render(gw: &Gateway) -> String {
             "llmux_tokens_total{{upstream=\"{name}\",direction=\"output\"}} {o}"
         );
     }
+
+    let (sent, dropped) = crate::alerts::counts();
+    help(
+        &mut out,
+        "llmux_alerts_total",
+        "counter",
+        "Alerts posted to the webhook, and dropped.",
+    );
+    let _ = writeln!(out, "llmux_alerts_total{{result=\"sent\"}} {sent}");
+    let _ = writeln!(out, "llmux_alerts_total{{result=\"dropped\"}} {dropped}");
 
     help(
         &mut out,

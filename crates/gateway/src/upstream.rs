@@ -115,7 +115,7 @@ impl Upstream {
             static_models: cfg.models.clone(),
             client,
             definition: (cfg.clone(), routing.breaker.clone()),
-            keys: KeyPool::new(&cfg.keys),
+            keys: KeyPool::new(&cfg.name, &cfg.keys),
             breaker: Breaker::new(routing.breaker.clone()),
             url_cache: Default::default(),
             name_header: axum::http::HeaderValue::from_str(&cfg.name).ok(),
@@ -194,6 +194,10 @@ impl Upstream {
         });
         if was == Pool::Active {
             tracing::warn!(upstream = %self.name, reason, "upstream moved to standby after a failed call");
+            crate::alerts::emit(crate::alerts::Alert::UpstreamDown {
+                upstream: self.name.clone(),
+                reason: reason.to_string(),
+            });
         }
     }
 
