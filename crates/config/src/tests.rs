@@ -630,16 +630,26 @@ fn alerts_section() {
         &|_| None,
     )
     .unwrap();
-    assert_eq!(cfg.alerts.webhook_url.as_deref(), Some("http://hooks.example/llmux"));
+    assert_eq!(
+        cfg.alerts.webhook_url.as_deref(),
+        Some("http://hooks.example/llmux")
+    );
     assert_eq!(cfg.alerts.error_rate, 0.25);
     assert_eq!(cfg.alerts.window, Duration::from_secs(60));
     assert_eq!(cfg.alerts.min_calls, 5);
     assert_eq!(Config::default().alerts.webhook_url, None);
     for (text, path) in [
-        ("[alerts]\nwebhook_url = \"ftp://x\"\n", "alerts.webhook_url"),
+        (
+            "[alerts]\nwebhook_url = \"ftp://x\"\n",
+            "alerts.webhook_url",
+        ),
         ("[alerts]\nerror_rate = 0\n", "alerts.error_rate"),
         ("[alerts]\nmin_calls = 0\n", "alerts.min_calls"),
     ] {
-        assert_eq!(Config::from_toml_str(text, &|_| None).unwrap_err().path, path, "{text}");
+        assert_eq!(
+            Config::from_toml_str(text, &|_| None).unwrap_err().path,
+            path,
+            "{text}"
+        );
     }
 }
