@@ -18,7 +18,9 @@ async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
     let sink = Arc::clone(&seen);
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             let sink = Arc::clone(&sink);
             tokio::spawn(async move {
                 let mut buf = Vec::new();
@@ -30,12 +32,15 @@ async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
                     }
                     buf.extend_from_slice(&chunk[..n]);
                     let text = String::from_utf8_lossy(&buf).to_string();
-                    let Some(head_end) = text.find("\r\n\r\n") else { continue };
+                    let Some(head_end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
                     let len: usize = text[..head_end]
                         .lines()
                         .find_map(|l| {
                             let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
                         })
                         .unwrap_or(0);
                     if buf.len() < head_end + 4 + len {
@@ -59,10 +64,20 @@ async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
 async fn wait_for_event(seen: &Arc<Mutex<Vec<Value>>>, event: &str, limit: Duration) -> Value {
     let until = Instant::now() + limit;
     loop {
-        if let Some(v) = seen.lock().unwrap().iter().find(|v| v["event"] == event).cloned() {
+        if let Some(v) = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|v| v["event"] == event)
+            .cloned()
+        {
             return v;
         }
-        assert!(Instant::now() < until, "no {event} alert; got {:?}", seen.lock().unwrap());
+        assert!(
+            Instant::now() < until,
+            "no {event} alert; got {:?}",
+            seen.lock().unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -70,7 +85,9 @@ async fn wait_for_event(seen: &Arc<Mutex<Vec<Value>>>, event: &str, limit: Durat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_the_webhook() {
     let (hook, seen) = webhook().await;
-    let gpu_a = MockServer::start(node("gpu-a", &["llama3:latest"])).await.unwrap();
+    let gpu_a = MockServer::start(node("gpu-a", &["llama3:latest"]))
+        .await
+        .unwrap();
     let node_addr = gpu_a.addr();
     let flaky = MockServer::start(MockConfig {
         faults: Faults {
@@ -137,6 +154,13 @@ async fn alerts_reach_the_webhook() {
     assert_eq!(v["upstream"], "gpu-a");
     drop(back);
 
-    let metrics = client().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("llmux_alerts_total{result=\"sent\"}"));
 }
