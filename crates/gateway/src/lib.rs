@@ -16,6 +16,7 @@ pub mod relay;
 pub mod retry;
 pub mod routing;
 pub mod server;
+pub mod telemetry;
 pub mod upstream;
 
 use arc_swap::ArcSwap;

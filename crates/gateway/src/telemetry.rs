@@ -1,0 +1,314 @@
+//! Traces: W3C `traceparent` in and out, and spans (one per call, one per attempt) exported
+//! over OTLP/HTTP as JSON when `telemetry.otlp_endpoint` is set.
+//!
+//! Spans go through a bounded queue to one exporter task that batches them; a full queue
+//! drops spans (counted) rather than slow a call.
+
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// A trace position: which trace, and which span is the parent of the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub sampled: bool,
+}
+
+impl TraceContext {
+    /// Reads a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`); `None` when absent or invalid.
+    pub fn parse(header: &str) -> Option<TraceContext> {
+        let mut parts = header.trim().split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let span = parts.next()?;
+        let flags = parts.next()?;
+        if version.len() != 2
+            || version == "ff"
+            || trace.len() != 32
+            || span.len() != 16
+            || flags.len() != 2
+        {
+            return None;
+        }
+        let trace_id: [u8; 16] = hex(trace)?.try_into().ok()?;
+        let span_id: [u8; 8] = hex(span)?.try_into().ok()?;
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        Some(TraceContext {
+            trace_id,
+            span_id,
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    /// A new root context (no incoming `traceparent`).
+    pub fn root() -> TraceContext {
+        let a = random_u64().to_be_bytes();
+        let b = random_u64().to_be_bytes();
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&a);
+        trace_id[8..].copy_from_slice(&b);
+        TraceContext {
+            trace_id,
+            span_id: random_u64().to_be_bytes(),
+            sampled: true,
+        }
+    }
+
+    /// A child position in the same trace.
+    pub fn child(&self) -> TraceContext {
+        TraceContext {
+            span_id: random_u64().to_be_bytes(),
+            ..*self
+        }
+    }
+
+    /// The `traceparent` value naming this span as the parent.
+    pub fn header(&self) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            to_hex(&self.trace_id),
+            to_hex(&self.span_id),
+            u8::from(self.sampled)
+        )
+    }
+
+    pub fn trace_hex(&self) -> String {
+        to_hex(&self.trace_id)
+    }
+}
+
+/// A finished span, ready to export.
+#[derive(Clone, Debug)]
+pub struct Span {
+    pub name: &'static str,
+    pub ctx: TraceContext,
+    pub parent: Option<[u8; 8]>,
+    /// OTLP span kind: 2 server, 3 client.
+    pub kind: u8,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub attributes: Vec<(&'static str, Value)>,
+    pub error: Option<String>,
+}
+
+impl Span {
+    fn to_otlp(&self) -> Value {
+        let nanos = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos().to_string())
+                .unwrap_or_default()
+        };
+        let attributes: Vec<Value> = self
+            .attributes
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    Value::Number(n) if n.is_i64() || n.is_u64() => {
+                        json!({ "intValue": n.to_string() })
+                    }
+                    Value::Number(n) => json!({ "doubleValue": n.as_f64().unwrap_or(0.0) }),
+                    Value::Bool(b) => json!({ "boolValue": b }),
+                    Value::String(s) => json!({ "stringValue": s }),
+                    other => json!({ "stringValue": other.to_string() }),
+                };
+                json!({ "key": k, "value": value })
+            })
+            .collect();
+        let mut span = json!({
+            "traceId": to_hex(&self.ctx.trace_id),
+            "spanId": to_hex(&self.ctx.span_id),
+            "name": self.name,
+            "kind": self.kind,
+            "startTimeUnixNano": nanos(self.start),
+            "endTimeUnixNano": nanos(self.end),
+            "attributes": attributes,
+            "status": match &self.error {
+                Some(m) => json!({ "code": 2, "message": m }),
+                None => json!({ "code": 1 }),
+            },
+        });
+        if let Some(p) = self.parent {
+            span["parentSpanId"] = json!(to_hex(&p));
+        }
+        span
+    }
+}
+
+static SINK: OnceLock<mpsc::Sender<Span>> = OnceLock::new();
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static EXPORTED: AtomicU64 = AtomicU64::new(0);
+
+/// Whether spans are being exported (so callers can skip building them).
+pub fn enabled() -> bool {
+    SINK.get().is_some()
+}
+
+/// Queues a finished span; a no-op when tracing is off.
+pub fn record(span: Span) {
+    if let Some(tx) = SINK.get() {
+        if tx.try_send(span).is_err() {
+            DROPPED.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// (exported, dropped) spans since start.
+pub fn counts() -> (u64, u64) {
+    (EXPORTED.load(Relaxed), DROPPED.load(Relaxed))
+}
+
+/// Starts the exporter posting to `{endpoint}/v1/traces` (once per process).
+pub fn start(
+    endpoint: String,
+    service: String,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Option<impl std::future::Future<Output = ()> + Send> {
+    let (tx, mut rx) = mpsc::channel::<Span>(8192);
+    SINK.set(tx).ok()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .ok()?;
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    Some(async move {
+        let mut batch: Vec<Span> = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let closing = tokio::select! {
+                _ = cancel.cancelled() => true,
+                _ = tick.tick() => false,
+                s = rx.recv() => match s {
+                    Some(s) => { batch.push(s); if batch.len() < 512 { continue; } false }
+                    None => true,
+                },
+            };
+            if closing {
+                // Take what is queued so the spans of the last calls still go out.
+                while let Ok(s) = rx.try_recv() {
+                    batch.push(s);
+                }
+            }
+            if !batch.is_empty() {
+                let spans: Vec<Value> = batch.iter().map(Span::to_otlp).collect();
+                let body = json!({
+                    "resourceSpans": [{
+                        "resource": { "attributes": [
+                            { "key": "service.name", "value": { "stringValue": service } }
+                        ]},
+                        "scopeSpans": [{ "scope": { "name": "llmux" }, "spans": spans }]
+                    }]
+                });
+                match client.post(&url).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        EXPORTED.fetch_add(batch.len() as u64, Relaxed);
+                    }
+                    outcome => {
+                        DROPPED.fetch_add(batch.len() as u64, Relaxed);
+                        let why = match outcome {
+                            Ok(r) => format!("HTTP {}", r.status().as_u16()),
+                            Err(e) => e.to_string(),
+                        };
+                        tracing::warn!(
+                            why,
+                            spans = batch.len(),
+                            "OTLP export failed; spans dropped"
+                        );
+                    }
+                }
+                batch.clear();
+            }
+            if closing {
+                return;
+            }
+        }
+    })
+}
+
+fn hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn to_hex(b: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(SEQ.fetch_add(1, Relaxed));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trip_and_rejects() {
+        let h = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let c = TraceContext::parse(h);
+        assert_eq!(c.map(|c| c.header()), Some(h.to_string()));
+        let child = c.map(|c| c.child());
+        assert_eq!(child.map(|x| x.trace_id), c.map(|c| c.trace_id));
+        assert_ne!(child.map(|x| x.span_id), c.map(|c| c.span_id));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473z-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{bad}");
+        }
+        let r = TraceContext::root();
+        assert_eq!(TraceContext::parse(&r.header()), Some(r));
+    }
+
+    #[test]
+    fn otlp_json_shape() {
+        let ctx = TraceContext::root();
+        let s = Span {
+            name: "llmux.call",
+            ctx,
+            parent: None,
+            kind: 2,
+            start: UNIX_EPOCH + Duration::from_secs(1),
+            end: UNIX_EPOCH + Duration::from_secs(2),
+            attributes: vec![
+                ("llm.model", json!("llama3")),
+                ("http.status_code", json!(200)),
+            ],
+            error: None,
+        };
+        let v = s.to_otlp();
+        assert_eq!(v["traceId"].as_str().map(str::len), Some(32));
+        assert_eq!(v["startTimeUnixNano"], "1000000000");
+        assert_eq!(v["attributes"][1]["value"]["intValue"], "200");
+        assert_eq!(v["status"]["code"], 1);
+    }
+}
