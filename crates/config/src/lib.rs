@@ -26,6 +26,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub routing: RoutingConfig,
     pub health: HealthConfig,
+    pub limits: LimitsConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub alerts: AlertsConfig,
 }
@@ -107,6 +108,75 @@ impl Default for StoreConfig {
 pub struct AuthConfig {
     /// Whether clients must present an API key.
     pub required: bool,
+}
+
+/// A rate: `count` events per `per` (`"600/min"`, `"2000/s"`, `"100/h"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// At least 1.
+    pub count: u64,
+    /// One second, minute or hour.
+    pub per: Duration,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!(r#"invalid rate {s:?} (expected N/s, N/min or N/h, e.g. "600/min")"#);
+        let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
+        let count: u64 = n.trim().parse().map_err(|_| bad())?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        if count == 0 {
+            return Err(format!("rate {s:?} must allow at least one call"));
+        }
+        Ok(Rate { count, per })
+    }
+}
+
+/// Where rate-limit counters live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LimitsBackend {
+    /// In this process: each instance limits on its own.
+    #[default]
+    Memory,
+    /// In Redis, shared by every instance pointing at it.
+    Redis,
+}
+
+/// `[limits]`: rate limits in front of authentication (per client IP, global); per-key limits
+/// are stored with each virtual key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LimitsConfig {
+    /// Calls per client IP; `None`: unlimited.
+    pub ip: Option<Rate>,
+    /// Calls over all clients; `None`: unlimited.
+    pub global: Option<Rate>,
+    pub backend: LimitsBackend,
+    /// Required with the Redis backend; may carry a password, hence a secret.
+    pub redis_url: Option<Secret>,
+    /// When the shared backend cannot be reached: serve on local limits (true) or refuse (false).
+    pub fail_open: bool,
+    /// Take the client IP from the first `X-Forwarded-For` entry (only behind a proxy you run).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            ip: None,
+            global: None,
+            backend: LimitsBackend::Memory,
+            redis_url: None,
+            fail_open: true,
+            trust_forwarded_for: false,
+        }
+    }
 }
 
 /// `[routing]`: how requests are spread over upstreams.

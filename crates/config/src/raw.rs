@@ -10,8 +10,9 @@ use serde::Deserialize;
 
 use crate::error::{join_index, join_key, ConfigError};
 use crate::{
-    parse_duration, parse_size, AdminConfig, AuthConfig, Config, HealthConfig, RoutingConfig,
-    Secret, ServerConfig, StoreConfig, Strategy, Timeouts, UpstreamConfig, UpstreamKind,
+    parse_duration, parse_size, AdminConfig, AuthConfig, Config, HealthConfig, LimitsBackend,
+    LimitsConfig, Rate, RoutingConfig, Secret, ServerConfig, StoreConfig, Strategy, Timeouts,
+    UpstreamConfig, UpstreamKind,
 };
 
 // Every field is optional (or defaulted) here so that defaults are applied in one place, the
@@ -26,6 +27,7 @@ pub(crate) struct RawConfig {
     auth: RawAuth,
     routing: RawRouting,
     health: RawHealth,
+    limits: RawLimits,
     upstreams: Vec<RawUpstream>,
     alerts: RawAlerts,
 }
@@ -81,6 +83,17 @@ impl RawAlerts {
             min_calls,
         })
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
+struct RawLimits {
+    ip: Option<String>,
+    global: Option<String>,
+    backend: Option<String>,
+    redis_url: Option<String>,
+    fail_open: Option<bool>,
+    trust_forwarded_for: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -308,6 +321,7 @@ impl RawConfig {
         };
         let routing = self.routing.into_config()?;
         let health = self.health.into_config()?;
+        let limits = self.limits.into_config()?;
 
         let mut upstreams = Vec::with_capacity(self.upstreams.len());
         let mut names = HashSet::new();
@@ -331,6 +345,7 @@ impl RawConfig {
             auth,
             routing,
             health,
+            limits,
             upstreams,
             alerts,
         })
@@ -491,6 +506,58 @@ impl RawRouting {
             cooldown,
             max_cooldown,
             breaker,
+        })
+    }
+}
+
+impl RawLimits {
+    fn into_config(self) -> Result<LimitsConfig, ConfigError> {
+        let default = LimitsConfig::default();
+        let rate = |key: &str, v: Option<String>| -> Result<Option<Rate>, ConfigError> {
+            v.map(|s| s.parse::<Rate>())
+                .transpose()
+                .map_err(|e| ConfigError::new(format!("limits.{key}"), e))
+        };
+        let backend = match self.backend.as_deref() {
+            None | Some("memory") => LimitsBackend::Memory,
+            Some("redis") => LimitsBackend::Redis,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "limits.backend",
+                    format!("unknown backend {other:?} (expected memory or redis)"),
+                ))
+            }
+        };
+        let redis_url = self.redis_url.filter(|u| !u.is_empty());
+        if let Some(u) = &redis_url {
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                return Err(ConfigError::new(
+                    "limits.redis_url",
+                    "must start with redis:// (rediss:// is not supported yet)",
+                ));
+            }
+            if u.starts_with("rediss://") {
+                return Err(ConfigError::new(
+                    "limits.redis_url",
+                    "TLS (rediss://) is not supported yet: use redis://",
+                ));
+            }
+        }
+        if backend == LimitsBackend::Redis && redis_url.is_none() {
+            return Err(ConfigError::new(
+                "limits.redis_url",
+                "is required when limits.backend = \"redis\"",
+            ));
+        }
+        Ok(LimitsConfig {
+            ip: rate("ip", self.ip)?,
+            global: rate("global", self.global)?,
+            backend,
+            redis_url: redis_url.map(Secret::new),
+            fail_open: self.fail_open.unwrap_or(default.fail_open),
+            trust_forwarded_for: self
+                .trust_forwarded_for
+                .unwrap_or(default.trust_forwarded_for),
         })
     }
 }

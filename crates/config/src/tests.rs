@@ -653,3 +653,55 @@ fn alerts_section() {
         );
     }
 }
+
+#[test]
+fn limits_section() {
+    let cfg = Config::from_toml_str(
+        "[limits]\nip = \"600/min\"\nglobal = \"2000/s\"\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\nfail_open = false\ntrust_forwarded_for = true\n",
+        &|_| None,
+    )
+    .unwrap();
+    let l = &cfg.limits;
+    assert_eq!(
+        l.ip,
+        Some(Rate {
+            count: 600,
+            per: Duration::from_secs(60)
+        })
+    );
+    assert_eq!(
+        l.global,
+        Some(Rate {
+            count: 2000,
+            per: Duration::from_secs(1)
+        })
+    );
+    assert_eq!(l.backend, LimitsBackend::Redis);
+    assert_eq!(
+        l.redis_url.as_ref().map(Secret::expose),
+        Some("redis://127.0.0.1:6379")
+    );
+    assert!(!l.fail_open && l.trust_forwarded_for);
+    let d = Config::default().limits;
+    assert!(d.ip.is_none() && d.global.is_none() && d.fail_open);
+    assert_eq!(d.backend, LimitsBackend::Memory);
+    assert_eq!(
+        "5/h".parse::<Rate>().unwrap().per,
+        Duration::from_secs(3600)
+    );
+    for (text, path) in [
+        ("[limits]\nip = \"ten/min\"\n", "limits.ip"),
+        ("[limits]\nglobal = \"0/s\"\n", "limits.global"),
+        ("[limits]\nip = \"5/day\"\n", "limits.ip"),
+        ("[limits]\nbackend = \"memcached\"\n", "limits.backend"),
+        ("[limits]\nbackend = \"redis\"\n", "limits.redis_url"),
+        ("[limits]\nredis_url = \"http://x\"\n", "limits.redis_url"),
+        ("[limits]\nburst = 3\n", "limits.burst"),
+    ] {
+        assert_eq!(
+            Config::from_toml_str(text, &|_| None).unwrap_err().path,
+            path,
+            "{text}"
+        );
+    }
+}
