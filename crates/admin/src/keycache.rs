@@ -116,6 +116,12 @@ impl KeyCache {
                             app_id: v.key.app_id.clone(),
                             key_name: v.key.name.clone(),
                             models: v.key.models.clone().unwrap_or_default(),
+                            limits: std::sync::Arc::new(gateway::limits::KeyLimits {
+                                rpm: v.key.limits.rpm,
+                                tpm: v.key.limits.tpm,
+                                concurrency: v.key.limits.concurrency,
+                                models: Default::default(),
+                            }),
                         },
                         expires_at: v.key.expires_at,
                         status: v.status,

@@ -12,6 +12,8 @@ pub struct Identity {
     pub key_name: String,
     /// Models the key may use; empty means any.
     pub models: Vec<String>,
+    /// The key's rate limits (shared: an identity is cloned on every call).
+    pub limits: std::sync::Arc<crate::limits::KeyLimits>,
 }
 
 impl Identity {
@@ -114,6 +116,7 @@ mod tests {
             app_id: "a".into(),
             key_name: "n".into(),
             models: vec!["llama3".into(), "gpt-4o".into()],
+            limits: Default::default(),
         };
         assert!(id.allows("llama3:latest"));
         assert!(id.allows("gpu-a/llama3"));

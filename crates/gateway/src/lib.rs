@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod error;
 pub mod health;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod relay;
@@ -51,6 +52,8 @@ pub struct Gateway {
     /// Serializes `apply`, so two reloads cannot interleave their probes and swaps.
     applying: tokio::sync::Mutex<()>,
     pub metrics: metrics::GatewayMetrics,
+    /// Rate limits: local counters, and the shared backend when the binary wires one.
+    pub limits: limits::Limiter,
 }
 
 impl Gateway {
@@ -69,6 +72,7 @@ impl Gateway {
             authenticator: std::sync::OnceLock::new(),
             applying: tokio::sync::Mutex::new(()),
             metrics: metrics::GatewayMetrics::default(),
+            limits: limits::Limiter::default(),
         }))
     }
 
@@ -151,7 +155,10 @@ impl Gateway {
             // Small SSE chunks must leave at once, not wait for Nagle.
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, server::router(Arc::clone(self), admin))
+        // With the peer address in each request's extensions: the per-IP limit needs it.
+        let app = server::router(Arc::clone(self), admin)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
     }

@@ -161,7 +161,16 @@ pub struct GatewayMetrics {
 }
 
 /// Layers that can refuse a call before it reaches an upstream.
-pub const REJECTION_LAYERS: [&str; 2] = ["auth", "model_permission"];
+pub const REJECTION_LAYERS: [&str; 8] = [
+    "auth",
+    "model_permission",
+    "ip",
+    "global",
+    "key_rpm",
+    "key_tpm",
+    "key_concurrency",
+    "model",
+];
 
 impl GatewayMetrics {
     pub fn response(&self, status: u16) {
@@ -239,6 +248,19 @@ pub fn render(gw: &Gateway) -> String {
         let n = gw.metrics.rejections[i].load(Relaxed);
         let _ = writeln!(out, "llmux_rejections_total{{layer=\"{layer}\"}} {n}");
     }
+
+    help(
+        &mut out,
+        "llmux_ratelimit_backend_up",
+        "gauge",
+        "1 while the rate-limit backend answers (0: limiting on local counters, or refusing with fail_open = false).",
+    );
+    let (backend, up) = gw.limits.backend_state();
+    let _ = writeln!(
+        out,
+        "llmux_ratelimit_backend_up{{backend=\"{backend}\"}} {}",
+        u8::from(up)
+    );
 
     help(
         &mut out,

@@ -88,6 +88,11 @@ pub async fn handle_with(
             );
         }
     }
+    // Per-key and per-model request and token rates; `_limits` goes to reconciliation.
+    let _limits = match crate::limits::admit(&gw, identity.as_ref(), &model, &body, dialect).await {
+        Ok(grant) => grant,
+        Err(resp) => return resp,
+    };
     let affinity = session.or_else(|| peek.user.as_deref().map(|u| fnv1a(u.as_bytes())));
     let call = Call {
         gw,

@@ -18,8 +18,11 @@ fn generation(endpoint: Endpoint) -> axum::routing::MethodRouter<Arc<Gateway>> {
 }
 
 /// The whole HTTP surface. Layers run outside-in: request id (every response carries
-/// `x-request-id`), client authentication (when `auth.required`; open paths are one named
-/// list), then the route. Admin routes sit behind their own token check, so a new admin route
+/// `x-request-id`), rate limits per client IP and global (before authentication, so a flood
+/// of bad keys never reaches the key lookup), client authentication (when `auth.required`;
+/// open paths are one named list), the virtual key's concurrency limit and rate-limit headers
+/// (its request and token rates are checked by the handler once the body is read), then the
+/// route. Admin routes sit behind their own token check, so a new admin route
 /// cannot skip it. `admin` replaces the built-in read-only admin routes when given.
 pub fn router(gw: Arc<Gateway>, admin: Option<Router>) -> Router {
     let admin = match admin {
@@ -65,7 +68,9 @@ pub fn router(gw: Arc<Gateway>, admin: Option<Router>) -> Router {
         .route("/readyz", get(readyz))
         .nest_service("/admin/v1", admin)
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&gw), key_limits))
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), client_auth))
+        .layer(middleware::from_fn_with_state(Arc::clone(&gw), edge_limits))
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), request_id))
         .with_state(gw)
 }
@@ -91,6 +96,19 @@ pub fn builtin_admin(gw: &Arc<Gateway>) -> Router {
 /// Paths any client may call without a key: liveness, readiness and metrics probes, and the
 /// Ollama banner and version that tools check first. `/admin` has its own auth.
 const OPEN_PATHS: [&str; 5] = ["/", "/healthz", "/readyz", "/metrics", "/api/version"];
+
+/// Per client IP and global limits; probes (`/healthz`, `/readyz`, `/metrics`, …) are never limited.
+async fn edge_limits(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    if OPEN_PATHS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    crate::limits::edge_limits(State(gw), req, next).await
+}
+
+/// The virtual key's concurrency limit and rate-limit headers (after authentication).
+async fn key_limits(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    crate::limits::key_limits(State(gw), req, next).await
+}
 
 /// With `auth.required`, a call must carry a virtual key that checks out; the identity travels
 /// in the request's extensions (the model restriction is checked once the model is known).
