@@ -151,6 +151,16 @@ pub async fn run_gateway(
     let grace = loaded.config.server.shutdown_grace;
     let (effective, overlay) = admin::initial_config(&store, &keys, &loaded.config).await?;
     let gw = Gateway::new(effective.clone())?;
+    if effective.limits.backend == config::LimitsBackend::Redis {
+        // Fixed at start-up: switching the backend of live counters would reset every limit.
+        let url = effective
+            .limits
+            .redis_url
+            .as_ref()
+            .map(config::Secret::expose);
+        let backend = ratelimit_redis::RedisBackend::new(url.unwrap_or_default())?;
+        gw.limits.set_shared(Arc::new(backend));
+    }
     // Same upstreams as `new` built: this only installs the overlay, no probe.
     gw.apply(effective, overlay).await?;
     let env: admin::Env = Arc::new(|name: &str| std::env::var(name).ok());
@@ -169,6 +179,7 @@ pub async fn run_gateway(
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     gw.start(&tasks, cancel.clone()).await;
+    gateway::limits::start(&gw, &tasks, cancel.clone());
     admin::watch::spawn(&cp, &tasks, cancel.clone());
     let addr = listener
         .local_addr()
