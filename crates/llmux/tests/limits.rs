@@ -1,0 +1,380 @@
+//! End-to-end: rate limits per key (requests, tokens, concurrency), per client IP before
+//! authentication, and shared through Redis by two instances, surviving a Redis outage.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn admin_post(gw: &Llmux, path: &str, body: Value) -> Value {
+    let resp = client()
+        .post(gw.url(&format!("/admin/v1{path}")))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{path}");
+    resp.json().await.unwrap()
+}
+
+/// A virtual key of a fresh app, with `limits`.
+async fn key_with(gw: &Llmux, app: &str, limits: Value) -> String {
+    admin_post(gw, "/apps", json!({ "name": app })).await;
+    let k = admin_post(
+        gw,
+        "/keys",
+        json!({ "name": format!("{app}-key"), "app": app, "limits": limits }),
+    )
+    .await;
+    k["key"].as_str().unwrap().to_string()
+}
+
+async fn chat_call(gw: &Llmux, key: &str) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&chat("llama3", false))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn metrics(gw: &Llmux) -> String {
+    client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// A random private address, so runs sharing one Redis never share a counter.
+fn random_ip() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        ^ u64::from(std::process::id()) << 20;
+    format!("10.{}.{}.{}", (n >> 16) % 256, (n >> 8) % 256, n % 256)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sixth_call_on_a_key_limited_to_five_gets_429() {
+    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
+        .await
+        .unwrap();
+    let gw = Llmux::start(&format!(
+        "[auth]\nrequired = true\n{}",
+        ollama("gpu-a", &a.url())
+    ));
+    let key = key_with(&gw, "five", json!({ "rpm": 5 })).await;
+    for left in (0..5).rev() {
+        let r = chat_call(&gw, &key).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-ratelimit-limit-requests"), "5");
+        assert_eq!(
+            header(&r, "x-ratelimit-remaining-requests"),
+            left.to_string()
+        );
+        assert!(!header(&r, "x-ratelimit-reset-requests").is_empty());
+    }
+    let r = chat_call(&gw, &key).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = header(&r, "retry-after").parse().unwrap();
+    assert!((1..=12).contains(&retry), "{retry}");
+    assert_eq!(header(&r, "x-ratelimit-limit-requests"), "5");
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "0");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+
+    // The Anthropic dialect gets its own error shape.
+    let one = key_with(&gw, "anthropic", json!({ "rpm": 1 })).await;
+    let messages = json!({ "model": "llama3", "max_tokens": 16,
+        "messages": [{ "role": "user", "content": "hi" }] });
+    let send = || {
+        client()
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", &one)
+            .header("anthropic-version", "2023-06-01")
+            .json(&messages)
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 200);
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(!header(&r, "retry-after").is_empty());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+
+    // Tokens per minute: the estimate (body bytes / 4 + max_tokens) is charged at admission.
+    let tokens = key_with(&gw, "tokens", json!({ "tpm": 1000 })).await;
+    let big = json!({ "model": "llama3", "max_tokens": 700,
+        "messages": [{ "role": "user", "content": "hi" }] });
+    let send = || {
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&tokens)
+            .json(&big)
+            .send()
+    };
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-ratelimit-limit-tokens"), "1000");
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(!header(&r, "x-ratelimit-reset-tokens").is_empty());
+
+    let m = metrics(&gw).await;
+    assert_eq!(
+        metric(&m, "llmux_rejections_total{layer=\"key_rpm\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&m, "llmux_rejections_total{layer=\"key_tpm\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "llmux_ratelimit_backend_up{backend=\"memory\"}"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_keys_is_limited_per_ip_before_authentication() {
+    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
+        .await
+        .unwrap();
+    let gw = Llmux::start(&format!(
+        "[auth]\nrequired = true\n[limits]\nip = \"10/min\"\n{}",
+        ollama("gpu-a", &a.url())
+    ));
+    for _ in 0..10 {
+        let r = chat_call(&gw, "sk-llmux-nope-nope").await;
+        assert_eq!(r.status(), 401);
+    }
+    let r = chat_call(&gw, "sk-llmux-nope-nope").await;
+    assert_eq!(r.status(), 429);
+    assert!(!header(&r, "retry-after").is_empty());
+    assert_eq!(header(&r, "x-ratelimit-limit-requests"), "10");
+    // Probes are never limited.
+    let r = client().get(gw.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let m = metrics(&gw).await;
+    assert_eq!(
+        metric(&m, "llmux_rejections_total{layer=\"ip\"}"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_two_with_three_slow_streams() {
+    let mut cfg = node("slow", &["llama3:latest"]);
+    cfg.chunk_delay = Duration::from_millis(150);
+    cfg.chunks = 6;
+    let a = mock::MockServer::start(cfg).await.unwrap();
+    let gw = Llmux::start(&format!(
+        "[auth]\nrequired = true\n{}",
+        ollama("slow", &a.url())
+    ));
+    let key = key_with(&gw, "two", json!({ "concurrency": 2 })).await;
+    let stream = || {
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&chat("llama3", true))
+            .send()
+    };
+    let first = stream().await.unwrap();
+    let second = stream().await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = stream().await.unwrap();
+    assert_eq!(third.status(), 429);
+    assert_eq!(header(&third, "retry-after"), "1");
+    // One stream finishes: its slot is free again.
+    let mut body = first.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        chunk.unwrap();
+    }
+    let mut admitted = false;
+    for _ in 0..50 {
+        let r = stream().await.unwrap();
+        if r.status() == 200 {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted, "a new call is admitted once a stream ended");
+    drop(second);
+    let m = metrics(&gw).await;
+    assert!(metric(&m, "llmux_rejections_total{layer=\"key_concurrency\"}").unwrap() >= 1.0);
+}
+
+fn shared_redis() -> Option<String> {
+    let url = std::env::var("LLMUX_TEST_REDIS_URL").ok();
+    if url.is_none() {
+        eprintln!("LLMUX_TEST_REDIS_URL is not set: skipping the Redis test");
+    }
+    url
+}
+
+async fn call_from(gw: &Llmux, ip: &str) -> u16 {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-forwarded-for", ip)
+        .json(&chat("llama3", false))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_sharing_redis_admit_exactly_the_limit() {
+    let Some(redis) = shared_redis() else { return };
+    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
+        .await
+        .unwrap();
+    let body = format!(
+        "[limits]\nip = \"10/min\"\ntrust_forwarded_for = true\nbackend = \"redis\"\nredis_url = \"{redis}\"\n{}",
+        ollama("gpu-a", &a.url())
+    );
+    let one = Llmux::start(&body);
+    let two = Llmux::start(&body);
+    let ip = random_ip();
+    let mut admitted = 0;
+    for i in 0..30 {
+        let gw = if i % 2 == 0 { &one } else { &two };
+        if call_from(gw, &ip).await == 200 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 10);
+    let m = metrics(&one).await;
+    assert_eq!(
+        metric(&m, "llmux_ratelimit_backend_up{backend=\"redis\"}"),
+        Some(1.0)
+    );
+}
+
+/// A `redis-server` of this test's own, on a free port, without persistence.
+struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Option<OwnRedis> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let r = OwnRedis { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(r);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn exists(&self, key: &str) -> bool {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "exists", key])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_run_fails_open_and_is_used_again_when_back() {
+    let port = free_port();
+    let Some(redis) = OwnRedis::start(port) else {
+        eprintln!("redis-server is not installed: skipping the Redis outage test");
+        return;
+    };
+    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
+        .await
+        .unwrap();
+    let gw = Llmux::start(&format!(
+        "[limits]\nip = \"3/min\"\ntrust_forwarded_for = true\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}\"\n{}",
+        ollama("gpu-a", &a.url())
+    ));
+    assert_eq!(call_from(&gw, "10.0.0.1").await, 200);
+    assert!(redis.exists("llmux:v1:rl:ip:10.0.0.1"), "counted in Redis");
+
+    drop(redis);
+    // Redis is gone: calls are still served, on local counters (which limit as configured).
+    let statuses: Vec<u16> =
+        futures_util::future::join_all((0..4).map(|_| call_from(&gw, "10.0.0.2"))).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        1,
+        "{statuses:?}"
+    );
+    let m = metrics(&gw).await;
+    assert_eq!(
+        metric(&m, "llmux_ratelimit_backend_up{backend=\"redis\"}"),
+        Some(0.0)
+    );
+    assert!(gw.log_text().contains("rate-limit backend unreachable"));
+
+    // Back on the same port: the probe notices, and counters go to Redis again.
+    let redis = OwnRedis::start(port).expect("redis-server restarts");
+    let mut up = false;
+    for _ in 0..200 {
+        let m = metrics(&gw).await;
+        if metric(&m, "llmux_ratelimit_backend_up{backend=\"redis\"}") == Some(1.0) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the backend is seen up again: {}", gw.log_text());
+    assert_eq!(call_from(&gw, "10.0.0.3").await, 200);
+    assert!(
+        redis.exists("llmux:v1:rl:ip:10.0.0.3"),
+        "counted in Redis again"
+    );
+}
