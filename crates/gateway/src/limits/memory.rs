@@ -307,6 +307,7 @@ mod tests {
             std::hint::black_box(l.check(&checks));
         }
         let per = t.elapsed() / n;
+        eprintln!("in-memory limiter: {per:?} per check of two counters");
         // Generous for an unoptimized test build on a shared 2-core machine.
         assert!(per < Duration::from_micros(20), "{per:?} per check");
     }

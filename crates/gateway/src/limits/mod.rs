@@ -714,6 +714,86 @@ mod tests {
         assert_eq!(openai_duration(Duration::from_secs(360)), "6m0s");
     }
 
+    /// A shared backend that answers `remaining = 7` while `up`, and fails otherwise.
+    #[derive(Default)]
+    struct Flaky {
+        up: AtomicBool,
+    }
+
+    impl SharedBackend for Flaky {
+        fn check<'a>(
+            &'a self,
+            checks: &'a [Check],
+        ) -> BoxFuture<'a, Result<Vec<Decision>, BackendError>> {
+            let up = self.up.load(Ordering::Relaxed);
+            Box::pin(async move {
+                if !up {
+                    return Err(BackendError("connection refused".into()));
+                }
+                Ok(checks
+                    .iter()
+                    .map(|c| Decision {
+                        allowed: true,
+                        limit: c.rate.count,
+                        remaining: 7,
+                        reset: Duration::ZERO,
+                        retry_after: Duration::ZERO,
+                    })
+                    .collect())
+            })
+        }
+        fn adjust<'a>(&'a self, _: &'a Check, _: i64) -> BoxFuture<'a, Result<(), BackendError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn ping(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+            let up = self.up.load(Ordering::Relaxed);
+            Box::pin(async move {
+                if up {
+                    Ok(())
+                } else {
+                    Err(BackendError("connection refused".into()))
+                }
+            })
+        }
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_backend_outage_falls_back_to_local_counters_and_recovers() {
+        let gw = Gateway::new(config::Config::default()).unwrap();
+        let flaky = Arc::new(Flaky::default());
+        flaky.up.store(true, Ordering::Relaxed);
+        gw.limits
+            .set_shared(Arc::clone(&flaky) as Arc<dyn SharedBackend>);
+        let tasks = tokio_util::task::TaskTracker::new();
+        let cancel = CancellationToken::new();
+        start(&gw, &tasks, cancel.clone());
+        let c = [Check {
+            key: "k".into(),
+            rate: per_minute(1),
+            cost: 1,
+        }];
+        assert_eq!(gw.limits.check(&c, true).await.unwrap()[0].remaining, 7);
+
+        flaky.up.store(false, Ordering::Relaxed);
+        // Fail-open: the local counters apply the same limit (1/min).
+        assert!(gw.limits.check(&c, true).await.unwrap()[0].allowed);
+        assert!(!gw.limits.check(&c, true).await.unwrap()[0].allowed);
+        assert_eq!(gw.limits.backend_state(), ("fake", false));
+        // Fail-closed refuses instead.
+        assert!(gw.limits.check(&c, false).await.is_err());
+
+        flaky.up.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(gw.limits.backend_state(), ("fake", true));
+        assert_eq!(gw.limits.check(&c, false).await.unwrap()[0].remaining, 7);
+        cancel.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn reconcile_refunds_and_charges() {
         let l = Limiter::default();
