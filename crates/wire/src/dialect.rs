@@ -97,6 +97,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// Too many requests.
     RateLimited,
+    /// The caller's credit or budget is spent (OpenAI's `insufficient_quota`, also a 429).
+    InsufficientQuota,
     /// Every upstream candidate failed.
     BadGateway,
     /// No upstream could be tried at all.
@@ -115,7 +117,7 @@ impl ErrorKind {
             ErrorKind::Authentication => 401,
             ErrorKind::PermissionDenied => 403,
             ErrorKind::PayloadTooLarge => 413,
-            ErrorKind::RateLimited => 429,
+            ErrorKind::RateLimited | ErrorKind::InsufficientQuota => 429,
             ErrorKind::BadGateway => 502,
             ErrorKind::Unavailable => 503,
             ErrorKind::Timeout => 504,
@@ -132,6 +134,7 @@ impl ErrorKind {
             | ErrorKind::Authentication => "invalid_request_error",
             ErrorKind::PermissionDenied => "permission_error",
             ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::InsufficientQuota => "insufficient_quota",
             ErrorKind::BadGateway
             | ErrorKind::Unavailable
             | ErrorKind::Timeout
@@ -147,6 +150,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "permission_error",
             ErrorKind::PayloadTooLarge => "request_too_large",
             ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::InsufficientQuota => "billing_error",
             ErrorKind::Unavailable => "overloaded_error",
             ErrorKind::BadGateway | ErrorKind::Timeout | ErrorKind::Internal => "api_error",
         }
@@ -158,7 +162,7 @@ impl ErrorKind {
             ErrorKind::ModelNotFound | ErrorKind::NotFound => "NOT_FOUND",
             ErrorKind::Authentication => "UNAUTHENTICATED",
             ErrorKind::PermissionDenied => "PERMISSION_DENIED",
-            ErrorKind::RateLimited => "RESOURCE_EXHAUSTED",
+            ErrorKind::RateLimited | ErrorKind::InsufficientQuota => "RESOURCE_EXHAUSTED",
             ErrorKind::Unavailable | ErrorKind::BadGateway => "UNAVAILABLE",
             ErrorKind::Timeout => "DEADLINE_EXCEEDED",
             ErrorKind::Internal => "INTERNAL",
@@ -174,6 +178,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => Some("permission_denied"),
             ErrorKind::PayloadTooLarge => Some("payload_too_large"),
             ErrorKind::RateLimited => Some("rate_limit_exceeded"),
+            ErrorKind::InsufficientQuota => Some("insufficient_quota"),
             ErrorKind::BadGateway => Some("upstream_error"),
             ErrorKind::Unavailable => Some("no_upstream_available"),
             ErrorKind::Timeout => Some("upstream_timeout"),
