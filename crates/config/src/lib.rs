@@ -28,6 +28,9 @@ pub struct Config {
     pub health: HealthConfig,
     pub limits: LimitsConfig,
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[[pricing]]`: model prices that replace or add to the shipped defaults.
+    pub pricing: Vec<PricingConfig>,
+    pub logs: LogsConfig,
     pub alerts: AlertsConfig,
 }
 
@@ -53,6 +56,23 @@ impl Default for AlertsConfig {
             min_calls: 20,
         }
     }
+}
+
+/// One `[[pricing]]` entry: USD per million tokens for `model`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PricingConfig {
+    pub model: String,
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+/// `[logs]`: the call log.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct LogsConfig {
+    /// Whether prompts and answers are stored (secrets redacted). Default false.
+    pub bodies: bool,
+    /// Rows older than this many days are deleted; `None` keeps everything.
+    pub retention_days: Option<u32>,
 }
 
 /// `[server]`: the listening HTTP side.

@@ -14,6 +14,7 @@ use crate::{
     LimitsConfig, Rate, RoutingConfig, Secret, ServerConfig, StoreConfig, Strategy, Timeouts,
     UpstreamConfig, UpstreamKind,
 };
+use crate::{LogsConfig, PricingConfig};
 
 // Every field is optional (or defaulted) here so that defaults are applied in one place, the
 // conversion below, from the public `Default` impls.
@@ -27,6 +28,8 @@ pub(crate) struct RawConfig {
     auth: RawAuth,
     routing: RawRouting,
     health: RawHealth,
+    pricing: Vec<RawPricing>,
+    logs: RawLogs,
     limits: RawLimits,
     upstreams: Vec<RawUpstream>,
     alerts: RawAlerts,
@@ -298,6 +301,74 @@ pub(crate) fn serde_error(err: serde_path_to_error::Error<toml::de::Error>) -> C
     ConfigError::new(path, message)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawPricing {
+    model: String,
+    input_per_mtok: f64,
+    output_per_mtok: f64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
+struct RawLogs {
+    bodies: Option<bool>,
+    retention_days: Option<u32>,
+}
+
+impl RawLogs {
+    fn into_config(self) -> Result<LogsConfig, ConfigError> {
+        if self.retention_days == Some(0) {
+            return Err(ConfigError::new(
+                "logs.retention_days",
+                "must be at least 1 (leave it out to keep every row)",
+            ));
+        }
+        Ok(LogsConfig {
+            bodies: self.bodies.unwrap_or(false),
+            retention_days: self.retention_days,
+        })
+    }
+}
+
+fn pricing_config(raw: Vec<RawPricing>) -> Result<Vec<PricingConfig>, ConfigError> {
+    let mut seen = HashSet::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let path = join_index("pricing", i);
+            if p.model.trim().is_empty() {
+                return Err(ConfigError::new(
+                    format!("{path}.model"),
+                    "must not be empty",
+                ));
+            }
+            for (field, v) in [
+                ("input_per_mtok", p.input_per_mtok),
+                ("output_per_mtok", p.output_per_mtok),
+            ] {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(ConfigError::new(
+                        format!("{path}.{field}"),
+                        format!("must be a price of at least 0 (got {v})"),
+                    ));
+                }
+            }
+            if !seen.insert(p.model.clone()) {
+                return Err(ConfigError::new(
+                    format!("{path}.model"),
+                    format!("duplicate pricing for model {:?}", p.model),
+                ));
+            }
+            Ok(PricingConfig {
+                model: p.model,
+                input_per_mtok: p.input_per_mtok,
+                output_per_mtok: p.output_per_mtok,
+            })
+        })
+        .collect()
+}
+
 fn positive(path: &str, d: Duration) -> Result<Duration, ConfigError> {
     if d.is_zero() {
         Err(ConfigError::new(path, "must be greater than zero"))
@@ -321,6 +392,8 @@ impl RawConfig {
         };
         let routing = self.routing.into_config()?;
         let health = self.health.into_config()?;
+        let pricing = pricing_config(self.pricing)?;
+        let logs = self.logs.into_config()?;
         let limits = self.limits.into_config()?;
 
         let mut upstreams = Vec::with_capacity(self.upstreams.len());
@@ -345,6 +418,8 @@ impl RawConfig {
             auth,
             routing,
             health,
+            pricing,
+            logs,
             limits,
             upstreams,
             alerts,
