@@ -1,5 +1,7 @@
 //! The call log: one row per gateway request, written in batches by the call-log writer.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sqlx::QueryBuilder;
 
@@ -47,6 +49,12 @@ pub struct CallRecord {
     pub cost: Option<f64>,
     /// Client address.
     pub client_ip: Option<String>,
+    /// The prompt, secrets redacted (`[logs] bodies = true` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<String>,
+    /// The answer, secrets redacted (`[logs] bodies = true` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
 }
 
 /// A call-log row: its id plus the record.
@@ -64,6 +72,16 @@ pub struct StoredCall {
 pub struct CallFilter {
     /// Only this app.
     pub app_id: Option<String>,
+    /// Only this virtual key.
+    pub virtual_key_id: Option<String>,
+    /// Only calls that asked for this model.
+    pub model: Option<String>,
+    /// Only calls answered by this upstream.
+    pub upstream: Option<String>,
+    /// Only calls answered with this HTTP status.
+    pub status: Option<i64>,
+    /// Only rows after this cursor (`(created_at, id)` of the last row of the previous page).
+    pub after: Option<(i64, i64)>,
     /// `created_at >= since`.
     pub since: Option<i64>,
     /// `created_at < until`.
@@ -93,6 +111,8 @@ impl_from_row!(CallRecord, |row| {
         tokens_estimated: row.try_get("tokens_estimated")?,
         cost: row.try_get("cost")?,
         client_ip: row.try_get("client_ip")?,
+        request_body: row.try_get("request_body")?,
+        response_body: row.try_get("response_body")?,
     })
 });
 
@@ -107,11 +127,12 @@ macro_rules! cols {
     () => {
         "created_at, request_id, app_id, virtual_key_id, dialect, requested_model, upstream, \
          upstream_model, provider_key_id, status, error_class, attempts, latency_ms, ttft_ms, \
-         input_tokens, output_tokens, tokens_estimated, cost, client_ip"
+         input_tokens, output_tokens, tokens_estimated, cost, client_ip, request_body, \
+         response_body"
     };
 }
 
-/// Rows per INSERT statement: 19 parameters each stays below SQLite's 32 766 and
+/// Rows per INSERT statement: 21 parameters each stays below SQLite's 32 766 and
 /// PostgreSQL's 65 535 bind-parameter limits.
 const ROWS_PER_STATEMENT: usize = 1000;
 
@@ -145,7 +166,9 @@ impl Store {
                         .push_bind(call.output_tokens)
                         .push_bind(call.tokens_estimated)
                         .push_bind(call.cost)
-                        .push_bind(call.client_ip.clone());
+                        .push_bind(call.client_ip.clone())
+                        .push_bind(call.request_body.clone())
+                        .push_bind(call.response_body.clone());
                 });
                 written += insert.build().execute(&mut *tx).await?.rows_affected();
             }
@@ -163,6 +186,30 @@ impl Store {
             ));
             if let Some(app_id) = &filter.app_id {
                 query.push(" AND app_id = ").push_bind(app_id.clone());
+            }
+            if let Some(key) = &filter.virtual_key_id {
+                query.push(" AND virtual_key_id = ").push_bind(key.clone());
+            }
+            if let Some(model) = &filter.model {
+                query
+                    .push(" AND requested_model = ")
+                    .push_bind(model.clone());
+            }
+            if let Some(upstream) = &filter.upstream {
+                query.push(" AND upstream = ").push_bind(upstream.clone());
+            }
+            if let Some(status) = filter.status {
+                query.push(" AND status = ").push_bind(status);
+            }
+            if let Some((at, id)) = filter.after {
+                query
+                    .push(" AND (created_at < ")
+                    .push_bind(at)
+                    .push(" OR (created_at = ")
+                    .push_bind(at)
+                    .push(" AND id < ")
+                    .push_bind(id)
+                    .push("))");
             }
             if let Some(since) = filter.since {
                 query.push(" AND created_at >= ").push_bind(since);
@@ -183,6 +230,154 @@ impl Store {
             sqlx::query_scalar("SELECT COUNT(*) FROM call_log")
                 .fetch_one(pool)
                 .await?
+        }))
+    }
+}
+
+/// One usage rollup key and its sums (what [`Store::record_calls`] adds per batch).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Sums {
+    calls: i64,
+    errors: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost: f64,
+}
+
+/// Rollup buckets, by name and length in milliseconds (UTC days).
+const BUCKETS: [(&str, i64); 2] = [("hour", 3_600_000), ("day", 86_400_000)];
+
+impl Store {
+    /// Writes a batch of calls the way the call-log writer needs it, in ONE transaction: the
+    /// rows, their hourly and daily usage rollups, and each app's credit decremented by the
+    /// batch's cost. Either all of it lands or none (the writer then retries the same batch).
+    /// Returns the new credit balance of every app that was charged.
+    pub async fn record_calls(
+        &self,
+        calls: &[CallRecord],
+    ) -> Result<Vec<(String, f64)>, StoreError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rollups: BTreeMap<(&str, i64, &str, &str, &str), Sums> = BTreeMap::new();
+        let mut charges: BTreeMap<&str, f64> = BTreeMap::new();
+        for c in calls {
+            let cost = c.cost.unwrap_or(0.0);
+            let app = c.app_id.as_deref().unwrap_or("");
+            for (bucket, len) in BUCKETS {
+                let start = c.created_at.div_euclid(len) * len;
+                let s = rollups
+                    .entry((
+                        bucket,
+                        start,
+                        app,
+                        c.requested_model.as_str(),
+                        c.upstream.as_deref().unwrap_or(""),
+                    ))
+                    .or_default();
+                s.calls += 1;
+                s.errors += i64::from(c.status >= 400);
+                s.input_tokens += c.input_tokens.unwrap_or(0);
+                s.output_tokens += c.output_tokens.unwrap_or(0);
+                s.cost += cost;
+            }
+            if let Some(app) = c.app_id.as_deref() {
+                if cost > 0.0 {
+                    *charges.entry(app).or_default() += cost;
+                }
+            }
+        }
+        let rollups: Vec<_> = rollups.into_iter().collect();
+        Ok(write_tx!(self, |tx, _kind, Db| {
+            for chunk in calls.chunks(ROWS_PER_STATEMENT) {
+                let mut insert =
+                    QueryBuilder::<Db>::new(concat!("INSERT INTO call_log (", cols!(), ") "));
+                insert.push_values(chunk, |mut row, call| {
+                    row.push_bind(call.created_at)
+                        .push_bind(call.request_id.clone())
+                        .push_bind(call.app_id.clone())
+                        .push_bind(call.virtual_key_id.clone())
+                        .push_bind(call.dialect.clone())
+                        .push_bind(call.requested_model.clone())
+                        .push_bind(call.upstream.clone())
+                        .push_bind(call.upstream_model.clone())
+                        .push_bind(call.provider_key_id.clone())
+                        .push_bind(call.status)
+                        .push_bind(call.error_class.clone())
+                        .push_bind(call.attempts)
+                        .push_bind(call.latency_ms)
+                        .push_bind(call.ttft_ms)
+                        .push_bind(call.input_tokens)
+                        .push_bind(call.output_tokens)
+                        .push_bind(call.tokens_estimated)
+                        .push_bind(call.cost)
+                        .push_bind(call.client_ip.clone())
+                        .push_bind(call.request_body.clone())
+                        .push_bind(call.response_body.clone());
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            for chunk in rollups.chunks(ROWS_PER_STATEMENT) {
+                let mut upsert = QueryBuilder::<Db>::new(
+                    "INSERT INTO usage_rollup (bucket, start, app_id, model, upstream, calls, \
+                     errors, input_tokens, output_tokens, cost) ",
+                );
+                upsert.push_values(
+                    chunk,
+                    |mut row, ((bucket, start, app, model, upstream), s)| {
+                        row.push_bind(*bucket)
+                            .push_bind(*start)
+                            .push_bind(*app)
+                            .push_bind(*model)
+                            .push_bind(*upstream)
+                            .push_bind(s.calls)
+                            .push_bind(s.errors)
+                            .push_bind(s.input_tokens)
+                            .push_bind(s.output_tokens)
+                            .push_bind(s.cost);
+                    },
+                );
+                upsert.push(
+                    " ON CONFLICT (bucket, start, app_id, model, upstream) DO UPDATE SET \
+                     calls = usage_rollup.calls + excluded.calls, \
+                     errors = usage_rollup.errors + excluded.errors, \
+                     input_tokens = usage_rollup.input_tokens + excluded.input_tokens, \
+                     output_tokens = usage_rollup.output_tokens + excluded.output_tokens, \
+                     cost = usage_rollup.cost + excluded.cost",
+                );
+                upsert.build().execute(&mut *tx).await?;
+            }
+            let mut balances = Vec::with_capacity(charges.len());
+            for (app, cost) in charges {
+                let balance: Option<f64> = sqlx::query_scalar(
+                    "UPDATE apps SET credits = credits - $2 WHERE id = $1 RETURNING credits",
+                )
+                .bind(app)
+                .bind(cost)
+                .fetch_optional(&mut *tx)
+                .await?;
+                // A deleted app's calls are still logged; there is no balance to charge.
+                if let Some(b) = balance {
+                    balances.push((app.to_owned(), b));
+                }
+            }
+            balances
+        }))
+    }
+
+    /// Deletes up to `batch` call rows older than `before` (unix ms), oldest first; returns how
+    /// many went. Small batches keep each transaction (and its lock) short.
+    pub async fn delete_calls_before(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
+        Ok(write_tx!(self, |tx| {
+            sqlx::query(
+                "DELETE FROM call_log WHERE id IN \
+                 (SELECT id FROM call_log WHERE created_at < $1 ORDER BY id LIMIT $2)",
+            )
+            .bind(before)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
         }))
     }
 }

@@ -175,6 +175,11 @@ fn sqlite_migrator() -> Migrator {
             "control plane",
             include_str!("../migrations/sqlite/0002_control_plane.sql"),
         ),
+        migration(
+            3,
+            "usage",
+            include_str!("../migrations/sqlite/0003_usage.sql"),
+        ),
     ])
 }
 
@@ -189,6 +194,11 @@ fn postgres_migrator() -> Migrator {
             2,
             "control plane",
             include_str!("../migrations/postgres/0002_control_plane.sql"),
+        ),
+        migration(
+            3,
+            "usage",
+            include_str!("../migrations/postgres/0003_usage.sql"),
         ),
     ])
 }

@@ -20,6 +20,7 @@ mod provider_keys;
 mod settings;
 mod snapshot;
 mod upstreams;
+mod usage;
 mod users;
 mod virtual_keys;
 
@@ -36,6 +37,7 @@ pub use models::{Model, ModelOrigin, NewModel};
 pub use provider_keys::{KeyState, ProviderKey};
 pub use snapshot::{RoutingSnapshot, SealedProviderKey};
 pub use upstreams::{NewUpstream, Source, Upstream};
+pub use usage::{UsageGroup, UsageQuery, UsageRow};
 pub use users::{Role, User};
 pub use virtual_keys::{
     KeyLimits, KeyStatus, NewVirtualKey, VerifiedKey, VirtualKey, VirtualKeyUpdate,

@@ -11,7 +11,7 @@ use serde_json::json;
 use store::{
     sealed_key_id, CallFilter, CallRecord, KeyLimits, KeyState, KeyStatus, MasterKey, MasterKeys,
     ModelOrigin, NewApp, NewAuditEvent, NewConfigRevision, NewModel, NewUpstream, NewVirtualKey,
-    Role, Source, Store, StoreError, VirtualKeyUpdate,
+    Role, Source, Store, StoreError, UsageGroup, UsageQuery, VirtualKeyUpdate,
 };
 
 fn upstream(name: &str) -> NewUpstream {
@@ -59,6 +59,8 @@ fn call(i: usize, app_id: Option<&str>) -> CallRecord {
         tokens_estimated: i % 2 == 0,
         cost: Some(0.001),
         client_ip: Some("127.0.0.1".to_owned()),
+        request_body: None,
+        response_body: None,
     }
 }
 
@@ -75,7 +77,7 @@ async fn migrations_are_idempotent() {
         other.close().await;
         assert_eq!(
             db.raw_count("SELECT COUNT(*) FROM _sqlx_migrations").await,
-            2,
+            3,
             "{}",
             db.label()
         );
@@ -828,6 +830,7 @@ async fn call_log_batch_insert_of_1000_rows() {
                 since: Some(1_700_000_000_000 + 100),
                 until: Some(1_700_000_000_000 + 200),
                 limit: Some(1000),
+                ..CallFilter::default()
             })
             .await
             .unwrap();
@@ -986,5 +989,113 @@ async fn settings_and_routing_snapshots_round_trip() {
         assert_eq!(s.routing_snapshot().await.unwrap(), before, "{label}");
         let revealed = s.reveal_provider_keys(&keys, Some(&up.id)).await.unwrap();
         assert_eq!(revealed[0].1.expose(), PLAINTEXT_KEY);
+    }
+}
+
+#[tokio::test]
+async fn record_calls_writes_rows_rollups_and_charges_in_one_go() {
+    for db in backends().await {
+        let label = db.label();
+        let s = &db.store;
+        let a = s.create_app(&app("payer")).await.unwrap();
+        // Two hours apart, two models, one call without an app.
+        let mut calls: Vec<CallRecord> = (0..6).map(|i| call(i, Some(&a.id))).collect();
+        calls[3].created_at += 3_600_000;
+        calls[4].requested_model = "other".to_owned();
+        calls[5].app_id = None;
+        let balances = s.record_calls(&calls).await.unwrap();
+        assert_eq!(balances.len(), 1, "{label}");
+        assert!(
+            (balances[0].1 - (a.credits - 5.0 * 0.001)).abs() < 1e-9,
+            "{label}: {balances:?}"
+        );
+        assert!((s.get_app(&a.id).await.unwrap().credits - balances[0].1).abs() < 1e-12);
+        // A second batch adds to the same rollup rows.
+        s.record_calls(&calls[..1]).await.unwrap();
+        assert_eq!(s.count_calls().await.unwrap(), 7);
+
+        let all = s
+            .usage(&UsageQuery {
+                group: UsageGroup {
+                    app: true,
+                    model: true,
+                    ..UsageGroup::default()
+                },
+                ..UsageQuery::default()
+            })
+            .await
+            .unwrap();
+        let get = |app: &str, model: &str| {
+            all.iter()
+                .find(|r| r.app_id.as_deref() == Some(app) && r.model.as_deref() == Some(model))
+                .cloned()
+                .unwrap()
+        };
+        let gpt = get(&a.id, "gpt-4o");
+        assert_eq!(gpt.calls, 5, "{label}: {all:?}");
+        assert_eq!(gpt.errors, 2, "call 0 (twice) is a 502");
+        assert_eq!(gpt.input_tokens, 60);
+        assert_eq!(get(&a.id, "other").calls, 1);
+        assert_eq!(get("", "gpt-4o").calls, 1);
+        let hourly = s
+            .usage(&UsageQuery {
+                group: UsageGroup {
+                    time: true,
+                    ..UsageGroup::default()
+                },
+                ..UsageQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(hourly.len(), 2, "{label}: {hourly:?}");
+        assert_eq!(hourly.iter().map(|r| r.calls).sum::<i64>(), 7);
+        let daily = s
+            .usage(&UsageQuery {
+                day: true,
+                ..UsageQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(daily.len(), 1);
+        assert_eq!(daily[0].calls, 7);
+        let spent = s.app_spent_since(&a.id, 0).await.unwrap();
+        assert!((spent - 6.0 * 0.001).abs() < 1e-9, "{label}: {spent}");
+
+        // Pages by cursor see every row once.
+        let mut seen = 0;
+        let mut after = None;
+        loop {
+            let page = s
+                .list_calls(&CallFilter {
+                    limit: Some(2),
+                    after,
+                    ..CallFilter::default()
+                })
+                .await
+                .unwrap();
+            seen += page.len();
+            match page.last() {
+                Some(last) if page.len() == 2 => after = Some((last.record.created_at, last.id)),
+                _ => break,
+            }
+        }
+        assert_eq!(seen, 7, "{label}");
+        let filtered = s
+            .list_calls(&CallFilter {
+                model: Some("other".to_owned()),
+                status: Some(200),
+                ..CallFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(filtered.len(), 1);
+
+        // Retention deletes in batches.
+        let cutoff = calls[3].created_at;
+        assert_eq!(s.delete_calls_before(cutoff, 2).await.unwrap(), 2);
+        assert_eq!(s.delete_calls_before(cutoff, 2).await.unwrap(), 2);
+        assert_eq!(s.delete_calls_before(cutoff, 2).await.unwrap(), 2);
+        assert_eq!(s.delete_calls_before(cutoff, 2).await.unwrap(), 0);
+        assert_eq!(s.count_calls().await.unwrap(), 1);
     }
 }
