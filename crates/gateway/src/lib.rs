@@ -1,5 +1,6 @@
 //! The llmux data plane: routes OpenAI- and Ollama-dialect calls to healthy upstreams that serve the model, and relays their answers as they stream.
 
+pub mod accounting;
 pub mod admin;
 pub mod alerts;
 pub mod auth;
@@ -52,6 +53,8 @@ pub struct Gateway {
     /// Serializes `apply`, so two reloads cannot interleave their probes and swaps.
     applying: tokio::sync::Mutex<()>,
     pub metrics: metrics::GatewayMetrics,
+    /// Pricing, and the hook that admits calls against credit and takes their records.
+    pub accounting: accounting::Accounting,
     /// Rate limits: local counters, and the shared backend when the binary wires one.
     pub limits: limits::Limiter,
 }
@@ -65,6 +68,8 @@ impl Gateway {
             .map(|u| Upstream::new(u, &config.routing).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let budget = retry::RetryBudget::new(config.routing.retry_budget);
+        let accounting = accounting::Accounting::default();
+        accounting.reprice(&config.pricing);
         let routes = Routes::new(Arc::new(config), upstreams);
         Ok(Arc::new(Gateway {
             routes: ArcSwap::from_pointee(routes),
@@ -72,6 +77,7 @@ impl Gateway {
             authenticator: std::sync::OnceLock::new(),
             applying: tokio::sync::Mutex::new(()),
             metrics: metrics::GatewayMetrics::default(),
+            accounting,
             limits: limits::Limiter::default(),
         }))
     }
@@ -108,6 +114,7 @@ impl Gateway {
             }
         }
         health::probe_some(&fresh, &config).await;
+        self.accounting.reprice(&config.pricing);
         let routes = Routes::with_overlay(Arc::new(config), Arc::new(overlay), upstreams);
         self.routes.store(Arc::new(routes));
         Ok(())

@@ -249,6 +249,8 @@ pub fn render(gw: &Gateway) -> String {
         let _ = writeln!(out, "llmux_rejections_total{{layer=\"{layer}\"}} {n}");
     }
 
+    crate::accounting::render_metrics(&gw.accounting, &mut out);
+
     help(
         &mut out,
         "llmux_ratelimit_backend_up",

@@ -2,6 +2,7 @@
 //! its bytes as they arrive — passed through when the upstream speaks the client's dialect,
 //! translated through the canonical form when it does not.
 
+use crate::accounting::{self, Accountant, CallRecord, Draft, Tokens};
 use crate::breaker::Admission;
 use crate::egress;
 pub use crate::endpoint::Endpoint;
@@ -66,6 +67,10 @@ pub async fn handle_with(
         .map(|v| fnv1a(v.as_bytes()));
     let anthropic_beta = req.headers().get("anthropic-beta").cloned();
     let identity = req.extensions().get::<crate::auth::Identity>().cloned();
+    let client_ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
     let routes = gw.routes();
     let (body, peek) = match read_request(req, dialect, routes.config.server.max_body).await {
         Ok(v) => v,
@@ -88,11 +93,58 @@ pub async fn handle_with(
             );
         }
     }
-    // Per-key and per-model request and token rates; `_limits` goes to reconciliation.
-    let _limits = match crate::limits::admit(&gw, identity.as_ref(), &model, &body, dialect).await {
-        Ok(grant) => grant,
-        Err(resp) => return resp,
+    // Per-key and per-model request and token rates; the grant is reconciled when the call settles.
+    let limits_grant =
+        match crate::limits::admit(&gw, identity.as_ref(), &model, &body, dialect).await {
+            Ok(grant) => grant,
+            Err(resp) => return resp,
+        };
+    let draft = match gw.accounting.accountant() {
+        Some(sink) => {
+            let sink = Arc::clone(sink);
+            let mut draft = new_draft(
+                &gw,
+                Arc::clone(&sink),
+                Draft0 {
+                    request_id: &request_id,
+                    identity: identity.as_ref(),
+                    dialect,
+                    model: &model,
+                    body: &body,
+                    started,
+                    client_ip,
+                },
+            );
+            match admit(&gw, &sink, identity.as_ref(), dialect, &model, &body).await {
+                Ok(reserved) => {
+                    draft.record.reserved = reserved;
+                    let limiter = Arc::clone(&gw);
+                    draft.on_settle = Some(Box::new(move |t: Tokens| {
+                        // Like OpenAI, the admission estimate (prompt + max_tokens) stays charged;
+                        // only an answer that used more than that is charged the difference.
+                        let used = (t.input + t.output).max(limits_grant.estimated());
+                        limiter.limits.reconcile(limits_grant, used);
+                    }));
+                    Some(draft)
+                }
+                Err(refusal) => {
+                    // Refused before any upstream: the tokens charged at admission go back.
+                    gw.limits.reconcile(limits_grant, 0);
+                    let status = refusal.status().as_u16();
+                    draft.finish(
+                        status,
+                        Some("insufficient_quota"),
+                        None,
+                        Tokens::default(),
+                        None,
+                    );
+                    return refusal;
+                }
+            }
+        }
+        None => None,
     };
+    let draft = Arc::new(std::sync::Mutex::new(draft));
     let affinity = session.or_else(|| peek.user.as_deref().map(|u| fnv1a(u.as_bytes())));
     let call = Call {
         gw,
@@ -112,8 +164,104 @@ pub async fn handle_with(
         failures: Vec::new(),
         last_reply: None,
         out_of_budget: false,
+        draft: Arc::clone(&draft),
     };
-    call.run(model).await
+    let resp = call.run(model).await;
+    // No upstream answer took the record (refused, no route, every attempt failed): log it now.
+    if let Some(mut d) = draft.lock().ok().and_then(|mut d| d.take()) {
+        let header = |name: &HeaderName| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        d.record.attempts = header(&crate::X_LLMUX_ATTEMPTS)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        d.record.upstream = header(&crate::X_LLMUX_UPSTREAM);
+        d.finish(resp.status().as_u16(), None, None, Tokens::default(), None);
+    }
+    resp
+}
+
+/// Checks the caller's app against its credit and budgets before anything reaches an upstream,
+/// reserving the call's estimated cost; `Err` is the `insufficient_quota` answer. Calls without
+/// a key are not billed.
+async fn admit(
+    gw: &Gateway,
+    sink: &Arc<dyn Accountant>,
+    identity: Option<&crate::auth::Identity>,
+    dialect: Dialect,
+    model: &str,
+    body: &Bytes,
+) -> Result<f64, Response<Body>> {
+    let Some(id) = identity else {
+        return Ok(0.0);
+    };
+    let price = gw.accounting.pricing().price(model);
+    // The answer's size is unknown yet: reserve the prompt plus a modest answer, so that many
+    // concurrent streams cannot each spend the same last credit.
+    let reserve = price.map_or(0.0, |p| {
+        p.cost(Tokens {
+            input: accounting::estimate_tokens(body.len() as u64),
+            output: RESERVED_OUTPUT_TOKENS,
+            estimated: true,
+        })
+    });
+    match sink.admit(&id.app_id, reserve, price.is_some()).await {
+        Ok(()) => Ok(reserve),
+        Err(refusal) => {
+            gw.accounting
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(error(
+                dialect,
+                ErrorKind::InsufficientQuota,
+                refusal.to_string(),
+            ))
+        }
+    }
+}
+
+/// Output tokens reserved at admission for a priced call, settled to the real count at its end.
+const RESERVED_OUTPUT_TOKENS: u64 = 256;
+
+/// What the call log needs from the request, before any upstream is chosen.
+struct Draft0<'a> {
+    request_id: &'a str,
+    identity: Option<&'a crate::auth::Identity>,
+    dialect: Dialect,
+    model: &'a str,
+    body: &'a Bytes,
+    started: Instant,
+    client_ip: Option<String>,
+}
+
+fn new_draft(gw: &Gateway, sink: Arc<dyn Accountant>, d: Draft0<'_>) -> Draft {
+    let bodies = gw.routes().config.logs.bodies;
+    let created_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_millis() as i64)
+        - d.started.elapsed().as_millis() as i64;
+    Draft {
+        record: CallRecord {
+            created_at,
+            request_id: d.request_id.to_string(),
+            app_id: d.identity.map(|i| i.app_id.clone()),
+            virtual_key_id: d.identity.map(|i| i.key_id.clone()),
+            dialect: d.dialect.as_str().to_string(),
+            requested_model: d.model.to_string(),
+            client_ip: d.client_ip,
+            request_body: bodies.then(|| accounting::redact(&String::from_utf8_lossy(d.body))),
+            ..CallRecord::default()
+        },
+        request_bytes: d.body.len() as u64,
+        started: d.started,
+        pricing: gw.accounting.pricing(),
+        sink,
+        bodies,
+        on_settle: None,
+    }
 }
 
 /// A request ready to send to one candidate.
@@ -181,6 +329,8 @@ struct Call {
     failures: Vec<String>,
     last_reply: Option<Reply>,
     out_of_budget: bool,
+    /// The call-log record; whoever answers the client takes it (the relay, at the body's end).
+    draft: Arc<std::sync::Mutex<Option<Draft>>>,
 }
 
 impl Call {
@@ -621,6 +771,7 @@ impl Call {
             attempts: self.attempts,
             started: self.started,
             ttft: self.started.elapsed(),
+            draft: self.take_draft(cand, key),
         };
         let Some(t) = translated else {
             let relay = Relay::new(
@@ -667,11 +818,21 @@ impl Call {
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(c) => body.extend_from_slice(&c),
-                Err(e) => return failed(describe(&e)),
+                Err(e) => return self.put_back(log.draft, failed(describe(&e))),
             }
         }
         drop(guard);
+        let draft = log.draft;
         if !status.is_success() {
+            if let Some(d) = draft {
+                d.finish(
+                    status.as_u16(),
+                    None,
+                    Some(log.ttft),
+                    Tokens::default(),
+                    Some(&body),
+                );
+            }
             let (headers, body) = self.client_error(Some(t), status, headers, Bytes::from(body));
             let mut out = Response::new(Body::from(body));
             *out.status_mut() = status;
@@ -681,8 +842,23 @@ impl Call {
         if t.embed.is_some() {
             let bytes = match self.translate_embeddings(t, &body) {
                 Ok(b) => b,
-                Err(e) => return failed(format!("upstream answer could not be read: {e}")),
+                Err(e) => {
+                    return self.put_back(
+                        draft,
+                        failed(format!("upstream answer could not be read: {e}")),
+                    )
+                }
             };
+            if let Some(d) = draft {
+                let mut tap = accounting::UsageTap::new(None);
+                tap.feed(&Bytes::from(body));
+                let mut tokens = tap.finish(d.request_bytes);
+                if tokens.estimated {
+                    // Embeddings produce no text: only the input counts.
+                    tokens.output = 0;
+                }
+                d.finish(status.as_u16(), None, Some(log.ttft), tokens, None);
+            }
             let mut out = Response::new(Body::from(bytes));
             *out.status_mut() = status;
             let headers = vec![(
@@ -694,7 +870,12 @@ impl Call {
         }
         let answer = match translate::codec(t.upstream).decode_response(&body) {
             Ok(a) => a,
-            Err(e) => return failed(format!("upstream answer could not be read: {e}")),
+            Err(e) => {
+                return self.put_back(
+                    draft,
+                    failed(format!("upstream answer could not be read: {e}")),
+                )
+            }
         };
         let (content_type, bytes) = if t.stream {
             // The client asked for a stream but the upstream answered whole: replay it as events.
@@ -732,11 +913,35 @@ impl Call {
             outcome = "ok",
             "call"
         );
+        if let Some(d) = draft {
+            let tokens =
+                accounting::from_canonical(Some(answer.usage), d.request_bytes, bytes.len() as u64);
+            d.finish(status.as_u16(), None, Some(log.ttft), tokens, Some(&bytes));
+        }
         let mut out = Response::new(Body::from(bytes));
         *out.status_mut() = status;
         let headers = vec![(header::CONTENT_TYPE, HeaderValue::from_static(content_type))];
         self.decorate(&mut out, headers, &up.name, Some(target));
         Outcome::Done(out)
+    }
+
+    /// Takes the call's record for the attempt that answers, noting where it went.
+    fn take_draft(&self, cand: &Candidate, key: Option<KeyPick>) -> Option<Draft> {
+        let mut d = self.draft.lock().ok()?.take()?;
+        let up = &cand.upstream;
+        d.record.upstream = Some(up.name.clone());
+        d.record.upstream_model = Some(cand.model.clone());
+        d.record.provider_key_id = key.and_then(|k| up.keys.get(k)).map(|k| k.id.clone());
+        d.record.attempts = self.attempts as u32;
+        Some(d)
+    }
+
+    /// Gives the record back when an attempt that took it fails after all (it can be retried).
+    fn put_back(&self, draft: Option<Draft>, outcome: Outcome) -> Outcome {
+        if let (Some(d), Ok(mut slot)) = (draft, self.draft.lock()) {
+            *slot = Some(d);
+        }
+        outcome
     }
 
     /// An upstream error body as the client's dialect spells it (unchanged on passthrough).

@@ -5,6 +5,7 @@
 //! body finishes, fails, or is dropped because the client hung up (which also drops the
 //! upstream connection and so cancels the upstream call).
 
+use crate::accounting::{self, Draft, UsageTap, BODY_LOG_LIMIT};
 use crate::upstream::InFlight;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -23,6 +24,8 @@ pub struct Transcoder {
     pub decoder: Box<dyn StreamDecoder>,
     pub encoder: Box<dyn StreamEncoder>,
     events: Vec<StreamEvent>,
+    /// The upstream's usage, as its decoder reported it (for the call log).
+    usage: Option<wire::canonical::Usage>,
 }
 
 impl Transcoder {
@@ -31,6 +34,7 @@ impl Transcoder {
             decoder,
             encoder,
             events: Vec::new(),
+            usage: None,
         }
     }
 
@@ -40,6 +44,9 @@ impl Transcoder {
         let fed = self.decoder.feed(chunk, &mut self.events);
         let mut out = Vec::new();
         for e in &self.events {
+            if let StreamEvent::Usage(u) = e {
+                self.usage = Some(*u);
+            }
             self.encoder.encode(e, &mut out);
         }
         fed.map(|()| out).map_err(|e| e.to_string())
@@ -50,6 +57,9 @@ impl Transcoder {
         let fed = self.decoder.finish(&mut self.events);
         let mut out = Vec::new();
         for e in &self.events {
+            if let StreamEvent::Usage(u) = e {
+                self.usage = Some(*u);
+            }
             self.encoder.encode(e, &mut out);
         }
         fed.map_err(|e| e.to_string())?;
@@ -76,6 +86,8 @@ pub struct CallLog {
     pub started: Instant,
     /// Time from the request's arrival to the first upstream bytes.
     pub ttft: Duration,
+    /// The call-log record, finished when the body ends (`None`: no accounting installed).
+    pub draft: Option<Draft>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -101,6 +113,10 @@ pub struct Relay {
     bytes: u64,
     log: CallLog,
     inflight: InFlight,
+    /// Reads usage out of passthrough bytes (only when there is a record to fill).
+    tap: Option<UsageTap>,
+    /// The answer as relayed, for `[logs] bodies` (bounded).
+    captured: Option<Vec<u8>>,
 }
 
 impl Relay {
@@ -114,6 +130,8 @@ impl Relay {
         inflight: InFlight,
     ) -> Relay {
         let now = Instant::now();
+        let tap = log.draft.as_ref().map(|_| UsageTap::new(stream_dialect));
+        let captured = log.draft.as_ref().filter(|d| d.bodies).map(|_| Vec::new());
         Relay {
             first,
             inner,
@@ -128,12 +146,15 @@ impl Relay {
             bytes: 0,
             log,
             inflight,
+            tap,
+            captured,
         }
     }
 
     /// Transcodes the stream into the client's dialect instead of passing it through.
     pub fn transcoding(mut self, transcoder: Transcoder) -> Relay {
         self.transcoder = Some(transcoder);
+        self.tap = None;
         self.size = SizeHint::default();
         self
     }
@@ -141,6 +162,13 @@ impl Relay {
     fn data(&mut self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.bytes += chunk.len() as u64;
         self.last_data = Instant::now();
+        if let Some(tap) = self.tap.as_mut() {
+            tap.feed(&chunk);
+        }
+        if let Some(c) = self.captured.as_mut() {
+            let room = BODY_LOG_LIMIT.saturating_sub(c.len());
+            c.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
         // With a Content-Length, hyper stops polling once that many bytes went out: the body
         // is complete then, not abandoned.
         if self.size.exact().is_some_and(|n| self.bytes >= n) {
@@ -302,6 +330,22 @@ impl Drop for Relay {
             error = self.error.as_deref().unwrap_or(""),
             "call"
         );
+        if let Some(draft) = self.log.draft.take() {
+            let request_bytes = draft.request_bytes;
+            let tokens = match (self.tap.as_mut(), self.transcoder.as_ref()) {
+                (Some(tap), _) => tap.finish(request_bytes),
+                (None, Some(t)) => accounting::from_canonical(t.usage, request_bytes, self.bytes),
+                (None, None) => accounting::tokens(None, None, request_bytes, self.bytes),
+            };
+            let class = match self.outcome {
+                Outcome::Failed => Some("upstream_error"),
+                Outcome::Streaming => Some("client_closed"),
+                Outcome::Complete => None,
+            };
+            let status = self.log.status;
+            let ttft = self.log.ttft;
+            draft.finish(status, class, Some(ttft), tokens, self.captured.as_deref());
+        }
     }
 }
 

@@ -1,0 +1,678 @@
+//! Accounting on the data plane: the usage tap that reads token counts out of relayed bytes,
+//! the pricing table, the call record, and the hook (`Accountant`) through which the control
+//! plane admits calls against credits and budgets and receives one record per call.
+//!
+//! The gateway does not know the store: it hands records to an [`Accountant`] that must never
+//! block (the control plane's implementation queues them for a batched writer).
+
+use bytes::Bytes;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use wire::canonical::Usage;
+use wire::Dialect;
+
+/// Input and output tokens of one call, and whether llmux had to estimate them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+    pub estimated: bool,
+}
+
+/// Price of one model in USD per million tokens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    pub fn cost(&self, t: Tokens) -> f64 {
+        (t.input as f64 * self.input_per_mtok + t.output as f64 * self.output_per_mtok) / 1e6
+    }
+}
+
+/// Shipped list prices (USD per million tokens, input/output). A model not listed here nor in
+/// the config is free — which is what local Ollama models are.
+pub const DEFAULT_PRICES: &[(&str, f64, f64)] = &[
+    ("gpt-4o", 2.5, 10.0),
+    ("gpt-4o-mini", 0.15, 0.6),
+    ("gpt-4.1", 2.0, 8.0),
+    ("gpt-4.1-mini", 0.4, 1.6),
+    ("gpt-4.1-nano", 0.1, 0.4),
+    ("o3-mini", 1.1, 4.4),
+    ("o4-mini", 1.1, 4.4),
+    ("text-embedding-3-small", 0.02, 0.0),
+    ("text-embedding-3-large", 0.13, 0.0),
+    ("claude-sonnet-4", 3.0, 15.0),
+    ("claude-opus-4", 15.0, 75.0),
+    ("claude-3-5-haiku", 0.8, 4.0),
+    ("claude-3-7-sonnet", 3.0, 15.0),
+    ("gemini-2.0-flash", 0.1, 0.4),
+    ("gemini-2.0-flash-lite", 0.075, 0.3),
+    ("gemini-2.5-flash", 0.3, 2.5),
+    ("gemini-2.5-pro", 1.25, 10.0),
+    ("gemini-1.5-pro", 1.25, 5.0),
+    ("gemini-1.5-flash", 0.075, 0.3),
+];
+
+/// Model → price: the shipped defaults, then `[[pricing]]` from the config, then overrides set
+/// through the admin API (each layer replaces the one before for the models it names).
+#[derive(Clone, Debug, Default)]
+pub struct Pricing {
+    prices: BTreeMap<String, Price>,
+}
+
+impl Pricing {
+    pub fn build(config: &[config::PricingConfig], api: &BTreeMap<String, Price>) -> Pricing {
+        let mut prices: BTreeMap<String, Price> = DEFAULT_PRICES
+            .iter()
+            .map(|(m, i, o)| {
+                (
+                    (*m).to_string(),
+                    Price {
+                        input_per_mtok: *i,
+                        output_per_mtok: *o,
+                    },
+                )
+            })
+            .collect();
+        for p in config {
+            prices.insert(
+                p.model.clone(),
+                Price {
+                    input_per_mtok: p.input_per_mtok,
+                    output_per_mtok: p.output_per_mtok,
+                },
+            );
+        }
+        for (m, p) in api {
+            prices.insert(m.clone(), *p);
+        }
+        Pricing { prices }
+    }
+
+    /// The price of `model`: an exact entry, else the longest entry that prefixes it followed
+    /// by `-`, `:` or `@` (dated snapshots such as `claude-sonnet-4-20250514`), after dropping an
+    /// upstream pin (`openai/gpt-4o`) and Ollama's `:latest`. `None`: free.
+    pub fn price(&self, model: &str) -> Option<Price> {
+        let bare = model.split_once('/').map_or(model, |(_, m)| m);
+        let bare = bare.strip_suffix(":latest").unwrap_or(bare);
+        for m in [model, bare] {
+            if let Some(p) = self.prices.get(m) {
+                return Some(*p);
+            }
+        }
+        self.prices
+            .iter()
+            .filter(|(name, _)| {
+                bare.strip_prefix(name.as_str())
+                    .is_some_and(|rest| rest.starts_with(['-', ':', '@']))
+            })
+            .max_by_key(|(name, _)| name.len())
+            .map(|(_, p)| *p)
+    }
+
+    pub fn entries(&self) -> &BTreeMap<String, Price> {
+        &self.prices
+    }
+}
+
+/// Tokens a byte count stands for when the upstream reports none (about 4 bytes a token).
+pub fn estimate_tokens(bytes: u64) -> u64 {
+    bytes.div_ceil(4)
+}
+
+/// One call, as the call log records it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CallRecord {
+    /// Unix milliseconds when the request arrived.
+    pub created_at: i64,
+    pub request_id: String,
+    pub app_id: Option<String>,
+    pub virtual_key_id: Option<String>,
+    pub dialect: String,
+    pub requested_model: String,
+    pub upstream: Option<String>,
+    pub upstream_model: Option<String>,
+    pub provider_key_id: Option<String>,
+    pub status: u16,
+    pub error_class: Option<String>,
+    pub attempts: u32,
+    pub latency_ms: u64,
+    pub ttft_ms: Option<u64>,
+    pub tokens: Tokens,
+    /// USD.
+    pub cost: f64,
+    pub client_ip: Option<String>,
+    /// What admission reserved for this call (released when the record is settled).
+    pub reserved: f64,
+    /// The request body, secrets redacted, when `[logs] bodies = true`.
+    pub request_body: Option<String>,
+    /// The answer, secrets redacted, when `[logs] bodies = true` (up to a bounded size).
+    pub response_body: Option<String>,
+}
+
+/// A call's record while the call runs: filled in as the call learns its upstream, finished
+/// (tokens, cost, status) when its answer is over, then handed to the accountant.
+pub struct Draft {
+    pub record: CallRecord,
+    pub request_bytes: u64,
+    pub started: std::time::Instant,
+    pub pricing: Arc<Pricing>,
+    pub sink: Arc<dyn Accountant>,
+    /// Whether the answer is kept (`[logs] bodies`).
+    pub bodies: bool,
+    /// Told the real tokens when the call settles (the rate limiter's token reconciliation).
+    pub on_settle: Option<Box<dyn FnOnce(Tokens) + Send + Sync>>,
+}
+
+/// Bytes of an answer kept in the log when `[logs] bodies = true`.
+pub const BODY_LOG_LIMIT: usize = 64 * 1024;
+
+impl Draft {
+    /// Completes the record and hands it over. Tokens are priced by the model that answered.
+    pub fn finish(
+        mut self,
+        status: u16,
+        error_class: Option<&str>,
+        ttft: Option<std::time::Duration>,
+        tokens: Tokens,
+        response: Option<&[u8]>,
+    ) {
+        if let Some(settle) = self.on_settle.take() {
+            settle(tokens);
+        }
+        let r = &mut self.record;
+        r.status = status;
+        r.error_class = error_class
+            .map(str::to_string)
+            .or_else(|| status_class(status).map(str::to_string));
+        r.latency_ms = self.started.elapsed().as_millis() as u64;
+        r.ttft_ms = ttft.map(|d| d.as_millis() as u64);
+        r.tokens = tokens;
+        let model = r.upstream_model.as_deref().unwrap_or(&r.requested_model);
+        r.cost = self
+            .pricing
+            .price(model)
+            .or_else(|| self.pricing.price(&r.requested_model))
+            .map_or(0.0, |p| p.cost(tokens));
+        if self.bodies {
+            if let Some(b) = response {
+                let b = &b[..b.len().min(BODY_LOG_LIMIT)];
+                r.response_body = Some(redact(&String::from_utf8_lossy(b)));
+            }
+        }
+        self.sink.record(self.record);
+    }
+}
+
+/// The error class the log records for a status llmux answered with.
+pub fn status_class(status: u16) -> Option<&'static str> {
+    Some(match status {
+        0..=399 => return None,
+        400 | 422 => "invalid_request",
+        401 => "authentication",
+        402 | 403 => "permission",
+        404 => "not_found",
+        413 => "payload_too_large",
+        429 => "rate_limited",
+        400..=499 => "client_error",
+        502 => "upstream_error",
+        503 => "unavailable",
+        504 => "timeout",
+        _ => "server_error",
+    })
+}
+
+/// Why a call is refused before it reaches an upstream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refusal {
+    OutOfCredit,
+    DailyBudget,
+    MonthlyBudget,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::OutOfCredit => {
+                "You exceeded your current quota: this app has no credit left. Add credits to continue."
+            }
+            Refusal::DailyBudget => "You exceeded your current quota: this app's daily budget is spent.",
+            Refusal::MonthlyBudget => {
+                "You exceeded your current quota: this app's monthly budget is spent."
+            }
+        })
+    }
+}
+
+pub type AdmitFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send + 'a>>;
+
+/// Admits calls against an app's credit and budgets, and receives every call's record.
+/// Implemented over the store by the control plane.
+pub trait Accountant: Send + Sync {
+    /// Checks `app_id`'s balance and budgets and reserves `reserve` USD until the call's
+    /// record arrives. `priced`: whether the model costs anything (free models always pass).
+    fn admit<'a>(&'a self, app_id: &'a str, reserve: f64, priced: bool) -> AdmitFuture<'a>;
+    /// Takes one finished call. Must not block: it runs on the request path's drop.
+    fn record(&self, record: CallRecord);
+}
+
+/// The accounting state the gateway holds: the accountant (once installed), the pricing, and
+/// whether bodies go into the log.
+#[derive(Default)]
+pub struct Accounting {
+    accountant: std::sync::OnceLock<Arc<dyn Accountant>>,
+    pricing: arc_swap::ArcSwap<Pricing>,
+    api_prices: std::sync::Mutex<BTreeMap<String, Price>>,
+    pub refused: AtomicU64,
+}
+
+impl Accounting {
+    pub fn set_accountant(&self, a: Arc<dyn Accountant>) {
+        let _ = self.accountant.set(a);
+    }
+
+    pub fn accountant(&self) -> Option<&Arc<dyn Accountant>> {
+        self.accountant.get()
+    }
+
+    pub fn pricing(&self) -> Arc<Pricing> {
+        self.pricing.load_full()
+    }
+
+    /// Rebuilds the table from the config's `[[pricing]]` and the API's overrides.
+    pub fn reprice(&self, config: &[config::PricingConfig]) {
+        let api = self
+            .api_prices
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        self.pricing.store(Arc::new(Pricing::build(config, &api)));
+    }
+
+    /// Replaces the admin API's overrides and rebuilds the table.
+    pub fn set_api_prices(
+        &self,
+        prices: BTreeMap<String, Price>,
+        config: &[config::PricingConfig],
+    ) {
+        if let Ok(mut m) = self.api_prices.lock() {
+            *m = prices;
+        }
+        self.reprice(config);
+    }
+
+    pub fn record(&self, record: CallRecord) {
+        if let Some(a) = self.accountant.get() {
+            a.record(record);
+        }
+    }
+}
+
+/// What the call-log writer reports for `/metrics`.
+#[derive(Default)]
+pub struct LogMetrics {
+    /// Records waiting to be written (channel plus overflow buffer).
+    pub queue_depth: AtomicU64,
+    /// Records that went to the overflow buffer because the channel was full.
+    pub overflowed: AtomicU64,
+    /// Records dropped because even the overflow buffer was full.
+    pub dropped: AtomicU64,
+    /// Batches that failed to write (and were retried).
+    pub write_errors: AtomicU64,
+}
+
+/// Shared by the writer (which updates it) and the gateway's `/metrics`.
+pub static LOG_METRICS: LogMetrics = LogMetrics {
+    queue_depth: AtomicU64::new(0),
+    overflowed: AtomicU64::new(0),
+    dropped: AtomicU64::new(0),
+    write_errors: AtomicU64::new(0),
+};
+
+pub(crate) fn render_metrics(accounting: &Accounting, out: &mut String) {
+    use std::fmt::Write as _;
+    let m = &LOG_METRICS;
+    for (name, kind, help, v) in [
+        (
+            "llmux_call_log_queue_depth",
+            "gauge",
+            "Call-log records waiting for the writer.",
+            m.queue_depth.load(Relaxed),
+        ),
+        (
+            "llmux_call_log_overflow_total",
+            "counter",
+            "Call-log records that waited in the overflow buffer because the channel was full.",
+            m.overflowed.load(Relaxed),
+        ),
+        (
+            "llmux_call_log_dropped_total",
+            "counter",
+            "Call-log records dropped because the overflow buffer was full too.",
+            m.dropped.load(Relaxed),
+        ),
+        (
+            "llmux_call_log_write_errors_total",
+            "counter",
+            "Call-log batches that failed to write and were retried.",
+            m.write_errors.load(Relaxed),
+        ),
+        (
+            "llmux_quota_refusals_total",
+            "counter",
+            "Calls refused for lack of credit or budget.",
+            accounting.refused.load(Relaxed),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+}
+
+/// Lines longer than this are not scanned for usage (no usage line comes near it).
+const MAX_LINE: usize = 1 << 20;
+/// Whole (non-streamed) bodies larger than this are not parsed for usage: tokens are estimated.
+const MAX_BODY: usize = 8 << 20;
+
+/// Reads the upstream's reported usage out of the bytes as they pass, without holding any back:
+/// SSE and NDJSON are scanned line by line (only lines that mention a usage field are parsed),
+/// a whole JSON body is parsed once at its end.
+pub struct UsageTap {
+    streaming: bool,
+    buf: Vec<u8>,
+    overflow: bool,
+    input: Option<u64>,
+    output: Option<u64>,
+    bytes: u64,
+}
+
+impl UsageTap {
+    /// `stream`: `Some(format)` for SSE (`OpenAi`) or NDJSON (`Ollama`) bodies, `None` for a whole JSON body.
+    pub fn new(stream: Option<Dialect>) -> UsageTap {
+        UsageTap {
+            streaming: stream.is_some(),
+            buf: Vec::new(),
+            overflow: false,
+            input: None,
+            output: None,
+            bytes: 0,
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &Bytes) {
+        self.bytes += chunk.len() as u64;
+        if !self.streaming {
+            if self.buf.len() + chunk.len() > MAX_BODY {
+                self.overflow = true;
+                self.buf = Vec::new();
+            }
+            if !self.overflow {
+                self.buf.extend_from_slice(chunk);
+            }
+            return;
+        }
+        let mut rest: &[u8] = chunk;
+        while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+            let (line, tail) = rest.split_at(nl);
+            if self.overflow {
+                self.overflow = false;
+            } else if self.buf.is_empty() {
+                self.line(line);
+            } else {
+                let mut whole = std::mem::take(&mut self.buf);
+                whole.extend_from_slice(line);
+                self.line(&whole);
+                whole.clear();
+                self.buf = whole;
+            }
+            rest = &tail[1..];
+        }
+        if !rest.is_empty() && !self.overflow {
+            if self.buf.len() + rest.len() > MAX_LINE {
+                self.overflow = true;
+                self.buf.clear();
+            } else {
+                self.buf.extend_from_slice(rest);
+            }
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let json = line.strip_prefix(b"data:").unwrap_or(line);
+        let mentions = |needle: &[u8]| json.windows(needle.len()).any(|w| w == needle);
+        if !(mentions(b"usage") || mentions(b"usageMetadata") || mentions(b"eval_count")) {
+            return;
+        }
+        if let Ok(v) = serde_json::from_slice::<Value>(json.trim_ascii()) {
+            self.value(&v);
+        }
+    }
+
+    fn value(&mut self, v: &Value) {
+        if let Value::Array(items) = v {
+            // Gemini's non-SSE stream: a JSON array of chunks.
+            for item in items {
+                self.value(item);
+            }
+            return;
+        }
+        let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64);
+        // OpenAI (chat, completions, embeddings), Anthropic (message, message_delta).
+        let usage = v
+            .get("usage")
+            .or_else(|| v.get("message").and_then(|m| m.get("usage")));
+        if let Some(u) = usage.filter(|u| u.is_object()) {
+            if let Some(n) = num(u, "prompt_tokens").or_else(|| num(u, "input_tokens")) {
+                self.input = Some(n);
+            }
+            if let Some(n) = num(u, "completion_tokens").or_else(|| num(u, "output_tokens")) {
+                self.output = Some(n);
+            }
+        }
+        // Ollama.
+        if let Some(n) = num(v, "prompt_eval_count") {
+            self.input = Some(n);
+        }
+        if let Some(n) = num(v, "eval_count") {
+            self.output = Some(n);
+        }
+        // Gemini: cumulative in every chunk that carries it.
+        if let Some(u) = v.get("usageMetadata") {
+            if let Some(n) = num(u, "promptTokenCount") {
+                self.input = Some(n);
+            }
+            let out = num(u, "candidatesTokenCount").unwrap_or(0)
+                + num(u, "thoughtsTokenCount").unwrap_or(0);
+            if u.get("candidatesTokenCount").is_some() || out > 0 {
+                self.output = Some(out);
+            }
+        }
+    }
+
+    /// Reports the usage seen; missing counts are estimated from `request_bytes` and the
+    /// bytes relayed, and flagged.
+    pub fn finish(&mut self, request_bytes: u64) -> Tokens {
+        if !self.streaming && !self.overflow && !self.buf.is_empty() {
+            if let Ok(v) = serde_json::from_slice::<Value>(&self.buf) {
+                self.value(&v);
+            }
+            self.buf = Vec::new();
+        } else if self.streaming && !self.buf.is_empty() && !self.overflow {
+            let last = std::mem::take(&mut self.buf);
+            self.line(&last);
+        }
+        tokens(self.input, self.output, request_bytes, self.bytes)
+    }
+}
+
+/// Reported counts where known, estimates (flagged) where not.
+pub fn tokens(
+    input: Option<u64>,
+    output: Option<u64>,
+    request_bytes: u64,
+    response_bytes: u64,
+) -> Tokens {
+    Tokens {
+        input: input.unwrap_or_else(|| estimate_tokens(request_bytes)),
+        output: output.unwrap_or_else(|| estimate_tokens(response_bytes)),
+        estimated: input.is_none() || output.is_none(),
+    }
+}
+
+/// The canonical usage of a translated call (all zeros means the upstream reported none).
+pub fn from_canonical(u: Option<Usage>, request_bytes: u64, response_bytes: u64) -> Tokens {
+    match u {
+        Some(u) if u.input_tokens > 0 || u.output_tokens > 0 => Tokens {
+            input: u.input_tokens,
+            output: u.output_tokens,
+            estimated: false,
+        },
+        _ => tokens(None, None, request_bytes, response_bytes),
+    }
+}
+
+/// Text for the call log with credentials removed: `Authorization`/`x-api-key` values and
+/// anything shaped like an API key (`sk-…`, `sk-ant-…`, `AIza…`).
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'outer: while !rest.is_empty() {
+        for prefix in ["sk-", "AIza", "Bearer "] {
+            if rest.starts_with(prefix) {
+                let end = rest[prefix.len()..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                    .map_or(rest.len(), |i| i + prefix.len());
+                if end - prefix.len() >= 8 {
+                    out.push_str(prefix);
+                    out.push_str("***");
+                    rest = &rest[end..];
+                    continue 'outer;
+                }
+            }
+        }
+        let lower = rest.get(..12).map(str::to_ascii_lowercase);
+        for header in ["\"x-api-key\"", "\"api-key\"", "authorization"] {
+            if lower.as_deref().is_some_and(|l| l.starts_with(header)) {
+                // Keep the name; the value after it is caught by the key shapes above or
+                // replaced when it is a quoted string.
+                out.push_str(&rest[..header.len()]);
+                rest = &rest[header.len()..];
+                if let Some(after) = rest.strip_prefix(':').map(str::trim_start) {
+                    if let Some(q) = after.strip_prefix('"') {
+                        if let Some(close) = q.find('"') {
+                            out.push_str(":\"***\"");
+                            rest = &q[close + 1..];
+                        }
+                    }
+                }
+                continue 'outer;
+            }
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            out.push(c);
+        }
+        rest = chars.as_str();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn tap(stream: Option<Dialect>, chunks: &[&str]) -> Tokens {
+        let mut t = UsageTap::new(stream);
+        for c in chunks {
+            t.feed(&Bytes::copy_from_slice(c.as_bytes()));
+        }
+        t.finish(400)
+    }
+
+    #[test]
+    fn usage_in_every_dialect_split_anywhere() {
+        let openai = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n";
+        let anthropic = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n";
+        let ollama = "{\"message\":{\"content\":\"a\"},\"done\":false}\n{\"done\":true,\"prompt_eval_count\":5,\"eval_count\":3}\n";
+        let gemini = "data: {\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":2}}\r\n\r\ndata: {\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":6}}\r\n\r\n";
+        for (text, fmt, want) in [
+            (openai, Dialect::OpenAi, (12, 7)),
+            (anthropic, Dialect::OpenAi, (9, 15)),
+            (ollama, Dialect::Ollama, (5, 3)),
+            (gemini, Dialect::OpenAi, (4, 6)),
+        ] {
+            for split in 1..text.len() {
+                let (a, b) = text.split_at(split);
+                let t = tap(Some(fmt), &[a, b]);
+                assert_eq!(
+                    (t.input, t.output, t.estimated),
+                    (want.0, want.1, false),
+                    "{text} @ {split}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn whole_bodies_and_estimates() {
+        let t = tap(
+            None,
+            &[
+                "{\"usage\":{\"prompt_tokens\":3,",
+                "\"completion_tokens\":4}}",
+            ],
+        );
+        assert_eq!((t.input, t.output, t.estimated), (3, 4, false));
+        let t = tap(
+            None,
+            &["[{\"usageMetadata\":{\"promptTokenCount\":1,\"candidatesTokenCount\":2}}]"],
+        );
+        assert_eq!((t.input, t.output), (1, 2));
+        let t = tap(Some(Dialect::OpenAi), &["data: {\"choices\":[]}\n\n"]);
+        assert!(t.estimated);
+        assert_eq!(t.input, 100);
+    }
+
+    #[test]
+    fn prices_by_prefix() {
+        let p = Pricing::build(&[], &BTreeMap::new());
+        assert_eq!(p.price("gpt-4o").unwrap().input_per_mtok, 2.5);
+        assert_eq!(p.price("gpt-4o-mini").unwrap().input_per_mtok, 0.15);
+        assert_eq!(p.price("gpt-4o-2024-08-06").unwrap().input_per_mtok, 2.5);
+        assert_eq!(p.price("openai/gpt-4o-mini").unwrap().output_per_mtok, 0.6);
+        assert_eq!(
+            p.price("claude-sonnet-4-20250514").unwrap().output_per_mtok,
+            15.0
+        );
+        assert!(p.price("llama3").is_none());
+        assert!(p.price("gpt-4omni").is_none());
+        let cost = p.price("gpt-4o").unwrap().cost(Tokens {
+            input: 1_000_000,
+            output: 100_000,
+            estimated: false,
+        });
+        assert!((cost - 3.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let r = redact(
+            r#"{"k":"sk-abcdefghijklmnop","x-api-key":"whatever","t":"Bearer abcdefghijk","g":"AIzaSyABCDEFGH123"}"#,
+        );
+        assert!(!r.contains("abcdefghijklmnop"), "{r}");
+        assert!(!r.contains("whatever"), "{r}");
+        assert!(!r.contains("SyABCDEFGH"), "{r}");
+        assert!(r.contains("sk-***"));
+    }
+}
