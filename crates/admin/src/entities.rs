@@ -504,6 +504,8 @@ pub async fn patch_app(
             },
         )
         .await?;
+    // Credits or budgets may have changed: the data plane re-reads them at the app's next call.
+    cp.ledger.refresh(&current.id);
     let after = app_view(&updated);
     cp.audit(
         &caller.actor,

@@ -9,12 +9,17 @@
 //! - [`keycache::KeyCache`] checks virtual keys on the data plane.
 //! - [`watch::spawn`] polls the config file and listens for SIGHUP.
 
+mod accounting_api;
+pub mod calllog;
 mod entities;
 pub mod error;
 pub mod jwt;
 pub mod keycache;
+pub mod ledger;
 mod ops;
 pub mod plane;
+mod pricing;
+mod retention;
 mod routes;
 pub mod session;
 pub mod ssrf;

@@ -67,6 +67,11 @@ pub struct ControlPlane {
     pub(crate) env: Env,
     pub(crate) state: tokio::sync::Mutex<FileState>,
     pub(crate) status: Mutex<ReloadStatus>,
+    /// Credits and budgets for the data plane; also queues call records for the writer.
+    pub(crate) ledger: Arc<crate::ledger::Ledger>,
+    /// The writer's end of the call-log queue, until [`ControlPlane::start_accounting`] takes it.
+    call_log_rx: Mutex<Option<tokio::sync::mpsc::Receiver<store::CallRecord>>>,
+    call_log_queue: Arc<crate::calllog::Queue>,
 }
 
 /// The API-managed state that feeds the running config, with provider keys decrypted.
@@ -229,6 +234,8 @@ impl ControlPlane {
             crate::jwt::hmac_sha256(keys.current().to_base64().as_bytes(), b"llmux admin jwt v1");
         let fingerprint = file_path.as_deref().and_then(crate::watch::fingerprint);
         let keycache = Arc::new(KeyCache::new(store.clone()));
+        let (call_log_queue, call_log_rx) = crate::calllog::Queue::new();
+        let ledger = crate::ledger::Ledger::new(store.clone(), Arc::clone(&call_log_queue));
         gateway.set_authenticator(Arc::clone(&keycache) as Arc<dyn gateway::auth::Authenticator>);
         Arc::new(ControlPlane {
             store,
@@ -244,7 +251,48 @@ impl ControlPlane {
                 fingerprint,
             }),
             status: Mutex::new(ReloadStatus::default()),
+            ledger,
+            call_log_rx: Mutex::new(Some(call_log_rx)),
+            call_log_queue,
         })
+    }
+
+    /// Starts accounting: loads the API's price overrides, installs the ledger as the gateway's
+    /// accountant, and spawns on `tasks` the call-log writer (which drains its queue once
+    /// `stop` is cancelled — cancel it only after the last call has finished) and the
+    /// retention task (`[logs] retention_days`). Only the first call does anything.
+    pub async fn start_accounting(
+        self: &Arc<Self>,
+        tasks: &tokio_util::task::TaskTracker,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let Some(rx) = self.call_log_rx.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        match crate::pricing::load(&self.store).await {
+            Ok(prices) => self
+                .gateway
+                .accounting
+                .set_api_prices(prices, &self.gateway.config().pricing),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the price overrides; using the file's")
+            }
+        }
+        self.gateway
+            .accounting
+            .set_accountant(Arc::clone(&self.ledger) as Arc<dyn gateway::accounting::Accountant>);
+        tasks.spawn(crate::calllog::run(
+            Arc::clone(&self.call_log_queue),
+            rx,
+            Arc::new(self.store.clone()),
+            Arc::clone(&self.ledger) as Arc<dyn crate::calllog::Flushed>,
+            stop.clone(),
+        ));
+        tasks.spawn(crate::retention::run(
+            Arc::clone(&self.gateway),
+            self.store.clone(),
+            stop,
+        ));
     }
 
     /// The store.

@@ -15,7 +15,9 @@ use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use crate::{entities as e, ops, session, upstreams as u, ControlPlane};
+use crate::{
+    accounting_api as a, entities as e, ops, pricing as pr, session, upstreams as u, ControlPlane,
+};
 
 type Handler = MethodRouter<Arc<ControlPlane>>;
 
@@ -171,6 +173,13 @@ fn ops() -> Vec<Op> {
         op("post", "/config/rollback", "config", "Restore a revision's routing; records a new revision")
             .body(object(&["revision"], json!({ "revision": s("integer") }))).to(post(ops::rollback)),
         op("get", "/audit", "audit", "Audit log, newest first (?limit=&before=); secrets masked").to(get(ops::list_audit)),
+        op("get", "/calls", "accounting", "The call log, newest first (?app=&key=&model=&upstream=&status=&from=&to=&limit=&cursor=)").to(get(a::list_calls)),
+        op("get", "/usage", "accounting", "Calls, errors, tokens and cost from the rollups (?from=&to=&group_by=app,model,upstream,hour|day&app=&format=csv)").to(get(a::usage)),
+        op("get", "/pricing", "accounting", "The price table in force (USD per million tokens) and where each price comes from").to(get(pr::list)),
+        op("put", "/pricing/{model}", "accounting", "Set a model's price (overrides the default and the file)")
+            .body(object(&["input_per_mtok", "output_per_mtok"], json!({ "input_per_mtok": s("number"), "output_per_mtok": s("number") })))
+            .to(put(pr::put)),
+        op("delete", "/pricing/{model}", "accounting", "Drop a price override").to(delete(pr::delete)),
         op("get", "/openapi.json", "meta", "This document").to(get(openapi_json)),
     ]
 }

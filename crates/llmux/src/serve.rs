@@ -179,6 +179,9 @@ pub async fn run_gateway(
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     gw.start(&tasks, cancel.clone()).await;
+    // The call-log writer stops last: only once no call can finish any more (below).
+    let writer_stop = CancellationToken::new();
+    cp.start_accounting(&tasks, writer_stop.clone()).await;
     gateway::limits::start(&gw, &tasks, cancel.clone());
     admin::watch::spawn(&cp, &tasks, cancel.clone());
     let addr = listener
@@ -234,8 +237,15 @@ pub async fn run_gateway(
     tasks.close();
     match tokio::time::timeout(grace, &mut server).await {
         Ok(_) => tracing::info!("all calls finished; bye"),
-        Err(_) => tracing::warn!(grace = ?grace, "grace period over; closing the calls still open"),
+        Err(_) => {
+            tracing::warn!(grace = ?grace, "grace period over; closing the calls still open");
+            // Dropping the open responses now (not at exit) finishes their call records in time
+            // for the writer's final drain.
+            server.abort();
+            let _ = (&mut server).await;
+        }
     }
+    writer_stop.cancel();
     tasks.wait().await;
     store.close().await;
     Ok(())

@@ -1,0 +1,162 @@
+//! `/pricing`: the price table in force (shipped defaults, `[[pricing]]`, API overrides), and the
+//! overrides, which live in the store's settings and apply at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use gateway::accounting::Price;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use store::Store;
+
+use crate::error::{ApiError, ApiResult};
+use crate::session::Caller;
+use crate::{parse_body, ControlPlane};
+
+/// The setting that holds the API's price overrides: `{ model: {input_per_mtok, output_per_mtok} }`.
+pub const PRICING_SETTING: &str = "pricing";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceBody {
+    input_per_mtok: f64,
+    output_per_mtok: f64,
+}
+
+/// The overrides stored through the API.
+pub async fn load(store: &Store) -> Result<BTreeMap<String, Price>, store::StoreError> {
+    let mut out = BTreeMap::new();
+    if let Some(Value::Object(map)) = store.get_setting(PRICING_SETTING).await? {
+        for (model, v) in map {
+            let num = |k: &str| v.get(k).and_then(Value::as_f64);
+            if let (Some(i), Some(o)) = (num("input_per_mtok"), num("output_per_mtok")) {
+                out.insert(
+                    model,
+                    Price {
+                        input_per_mtok: i,
+                        output_per_mtok: o,
+                    },
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn to_json(prices: &BTreeMap<String, Price>) -> Value {
+    let map: Map<String, Value> = prices
+        .iter()
+        .map(|(m, p)| {
+            (
+                m.clone(),
+                json!({ "input_per_mtok": p.input_per_mtok, "output_per_mtok": p.output_per_mtok }),
+            )
+        })
+        .collect();
+    Value::Object(map)
+}
+
+/// `GET /pricing`: every priced model with its source (`default`, `file` or `api`).
+pub async fn list(State(cp): State<Arc<ControlPlane>>) -> ApiResult<Json<Value>> {
+    let api = load(&cp.store).await?;
+    let file = cp.gateway.config().pricing.clone();
+    let table = cp.gateway.accounting.pricing();
+    let out: Vec<Value> = table
+        .entries()
+        .iter()
+        .map(|(m, p)| {
+            let source = if api.contains_key(m) {
+                "api"
+            } else if file.iter().any(|f| &f.model == m) {
+                "file"
+            } else {
+                "default"
+            };
+            json!({ "model": m, "input_per_mtok": p.input_per_mtok,
+                    "output_per_mtok": p.output_per_mtok, "source": source })
+        })
+        .collect();
+    Ok(Json(Value::Array(out)))
+}
+
+async fn save(cp: &ControlPlane, prices: BTreeMap<String, Price>) -> ApiResult<()> {
+    cp.store
+        .set_setting(PRICING_SETTING, &to_json(&prices))
+        .await?;
+    cp.gateway
+        .accounting
+        .set_api_prices(prices, &cp.gateway.config().pricing);
+    Ok(())
+}
+
+/// `PUT /pricing/{model}`: set a model's price (USD per million tokens).
+pub async fn put(
+    State(cp): State<Arc<ControlPlane>>,
+    Extension(caller): Extension<Caller>,
+    Path(model): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let req: PriceBody = parse_body(&body)?;
+    for (field, v) in [
+        ("input_per_mtok", req.input_per_mtok),
+        ("output_per_mtok", req.output_per_mtok),
+    ] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(ApiError::field(field, "must be a price of at least 0"));
+        }
+    }
+    if model.trim().is_empty() {
+        return Err(ApiError::field("model", "must not be empty"));
+    }
+    let mut prices = load(&cp.store).await?;
+    let before = prices
+        .get(&model)
+        .map(|p| to_json(&BTreeMap::from([(model.clone(), *p)])));
+    let price = Price {
+        input_per_mtok: req.input_per_mtok,
+        output_per_mtok: req.output_per_mtok,
+    };
+    prices.insert(model.clone(), price);
+    save(&cp, prices).await?;
+    let after = json!({ "model": model, "input_per_mtok": price.input_per_mtok,
+                        "output_per_mtok": price.output_per_mtok, "source": "api" });
+    cp.audit(
+        &caller.actor,
+        "pricing.set",
+        "pricing",
+        Some(&model),
+        before,
+        Some(after.clone()),
+    )
+    .await;
+    Ok(Json(after))
+}
+
+/// `DELETE /pricing/{model}`: drop the API's override (the file's or the default price returns).
+pub async fn delete(
+    State(cp): State<Arc<ControlPlane>>,
+    Extension(caller): Extension<Caller>,
+    Path(model): Path<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    let mut prices = load(&cp.store).await?;
+    let Some(old) = prices.remove(&model) else {
+        return Err(ApiError::NotFound(format!(
+            "no price override for model {model:?}"
+        )));
+    };
+    save(&cp, prices).await?;
+    let before = json!({ "model": model, "input_per_mtok": old.input_per_mtok, "output_per_mtok": old.output_per_mtok });
+    cp.audit(
+        &caller.actor,
+        "pricing.delete",
+        "pricing",
+        Some(&model),
+        Some(before),
+        None,
+    )
+    .await;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
