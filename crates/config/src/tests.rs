@@ -705,3 +705,38 @@ fn limits_section() {
         );
     }
 }
+
+#[test]
+fn pricing_and_logs_sections() {
+    let c = Config::from_toml_str(
+        "[[pricing]]\nmodel = \"gpt-4o\"\ninput_per_mtok = 2.0\noutput_per_mtok = 8\n\
+         [[pricing]]\nmodel = \"my-local\"\ninput_per_mtok = 0\noutput_per_mtok = 0\n\
+         [logs]\nbodies = true\nretention_days = 30\n",
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(c.pricing.len(), 2);
+    assert_eq!(c.pricing[0].model, "gpt-4o");
+    assert_eq!(c.pricing[0].output_per_mtok, 8.0);
+    assert!(c.logs.bodies);
+    assert_eq!(c.logs.retention_days, Some(30));
+    let d = Config::default();
+    assert!(d.pricing.is_empty() && !d.logs.bodies && d.logs.retention_days.is_none());
+    for (text, path) in [
+        ("[[pricing]]\nmodel = \"m\"\ninput_per_mtok = -1\noutput_per_mtok = 0\n", "pricing[0].input_per_mtok"),
+        ("[[pricing]]\nmodel = \"\"\ninput_per_mtok = 1\noutput_per_mtok = 0\n", "pricing[0].model"),
+        (
+            "[[pricing]]\nmodel = \"m\"\ninput_per_mtok = 1\noutput_per_mtok = 1\n[[pricing]]\nmodel = \"m\"\ninput_per_mtok = 1\noutput_per_mtok = 1\n",
+            "pricing[1].model",
+        ),
+        ("[[pricing]]\nmodel = \"m\"\ninput_per_mtok = 1\n", "pricing[0].output_per_mtok"),
+        ("[logs]\nretention_days = 0\n", "logs.retention_days"),
+        ("[logs]\nkeep = 1\n", "logs.keep"),
+    ] {
+        assert_eq!(
+            Config::from_toml_str(text, &|_| None).unwrap_err().path,
+            path,
+            "{text}"
+        );
+    }
+}
