@@ -161,14 +161,47 @@ impl Ledger {
         if r.reserved == 0.0 && r.cost == 0.0 {
             return;
         }
+        let mut alerts = Vec::new();
         if let Ok(mut books) = self.books.lock() {
             let b = books.entry(app.to_owned()).or_default();
             b.reserved = (b.reserved - r.reserved).max(0.0);
             b.unflushed += r.cost;
+            let (day, month) = (b.spent_day, b.spent_month);
             b.spent_day += r.cost;
             b.spent_month += r.cost;
+            if b.loaded.is_some() {
+                for (what, cap, before, after) in [
+                    ("daily budget", b.daily_budget, day, b.spent_day),
+                    ("monthly budget", b.monthly_budget, month, b.spent_month),
+                ] {
+                    if let Some(percent) = cap.and_then(|cap| crossed(cap, before, after)) {
+                        alerts.push((
+                            percent,
+                            format!("{what}: {after:.4} of {:.4} USD", cap.unwrap_or(0.0)),
+                        ));
+                    }
+                }
+            }
+        }
+        // Outside the lock: emitting logs a line.
+        for (percent, detail) in alerts {
+            gateway::alerts::emit(gateway::alerts::Alert::Budget {
+                app: app.to_owned(),
+                percent,
+                detail,
+            });
         }
     }
+}
+
+/// 80 or 100 when spending went from `before` to `after` across that share of `cap`.
+fn crossed(cap: f64, before: f64, after: f64) -> Option<u32> {
+    if cap <= 0.0 {
+        return None;
+    }
+    [100, 80]
+        .into_iter()
+        .find(|p| before < cap * f64::from(*p) / 100.0 && after >= cap * f64::from(*p) / 100.0)
 }
 
 impl Accountant for Ledger {
@@ -203,6 +236,14 @@ impl Flushed for Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_thresholds() {
+        assert_eq!(crossed(10.0, 7.0, 8.5), Some(80));
+        assert_eq!(crossed(10.0, 7.0, 10.0), Some(100));
+        assert_eq!(crossed(10.0, 8.5, 9.0), None);
+        assert_eq!(crossed(0.0, 0.0, 1.0), None);
+    }
 
     #[test]
     fn utc_day_and_month() {
