@@ -237,13 +237,7 @@ pub async fn run_gateway(
     tasks.close();
     match tokio::time::timeout(grace, &mut server).await {
         Ok(_) => tracing::info!("all calls finished; bye"),
-        Err(_) => {
-            tracing::warn!(grace = ?grace, "grace period over; closing the calls still open");
-            // Dropping the open responses now (not at exit) finishes their call records in time
-            // for the writer's final drain.
-            server.abort();
-            let _ = (&mut server).await;
-        }
+        Err(_) => tracing::warn!(grace = ?grace, "grace period over; closing the calls still open"),
     }
     writer_stop.cancel();
     tasks.wait().await;
