@@ -725,7 +725,7 @@ pub async fn patch_key(
             &VirtualKeyUpdate {
                 name: req.name.unwrap_or_else(|| current.name.clone()),
                 models: req.models.or_else(|| current.models.clone()),
-                limits: req.limits.unwrap_or(current.limits),
+                limits: req.limits.unwrap_or_else(|| current.limits.clone()),
                 expires_at,
             },
         )

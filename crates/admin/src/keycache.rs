@@ -120,7 +120,19 @@ impl KeyCache {
                                 rpm: v.key.limits.rpm,
                                 tpm: v.key.limits.tpm,
                                 concurrency: v.key.limits.concurrency,
-                                models: Default::default(),
+                                models: v
+                                    .key
+                                    .limits
+                                    .models
+                                    .iter()
+                                    .map(|(m, l)| {
+                                        let l = gateway::limits::ModelLimits {
+                                            rpm: l.rpm,
+                                            tpm: l.tpm,
+                                        };
+                                        (m.clone(), l)
+                                    })
+                                    .collect(),
                             }),
                         },
                         expires_at: v.key.expires_at,

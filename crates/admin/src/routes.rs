@@ -139,7 +139,8 @@ fn ops() -> Vec<Op> {
         op("get", "/keys", "keys", "Virtual keys (never their secret); ?app= filters").to(get(e::list_keys)),
         op("post", "/keys", "keys", "Create a virtual key: the response is the only time the full key is shown")
             .body(object(&["name", "app"], json!({ "name": s("string"), "app": s("string"), "models": strings(),
-                "limits": { "type": "object", "properties": { "rpm": s("integer"), "tpm": s("integer"), "concurrency": s("integer") } },
+                "limits": { "type": "object", "properties": { "rpm": s("integer"), "tpm": s("integer"), "concurrency": s("integer"),
+                    "models": { "type": "object", "additionalProperties": { "type": "object", "properties": { "rpm": s("integer"), "tpm": s("integer") } } } } },
                 "expires_at": { "description": "RFC 3339 or unix seconds", "oneOf": [s("string"), s("integer")] } })))
             .created().to(post(e::create_key)),
         op("get", "/keys/{id}", "keys", "One virtual key").to(get(e::get_key)),

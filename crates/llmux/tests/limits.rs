@@ -378,3 +378,40 @@ async fn redis_stopped_mid_run_fails_open_and_is_used_again_when_back() {
         "counted in Redis again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_limit_within_a_key() {
+    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest", "mistral:latest"]))
+        .await
+        .unwrap();
+    let gw = Llmux::start(&format!(
+        "[auth]\nrequired = true\n{}",
+        ollama("gpu-a", &a.url())
+    ));
+    let key = key_with(
+        &gw,
+        "per-model",
+        json!({ "rpm": 100, "models": { "llama3": { "rpm": 1 } } }),
+    )
+    .await;
+    let send = |model: &'static str| {
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&chat(model, false))
+            .send()
+    };
+    assert_eq!(send("llama3").await.unwrap().status(), 200);
+    let r = send("llama3:latest").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(header(&r, "x-ratelimit-limit-requests"), "1");
+    // Other models only answer to the key's own limit.
+    let r = send("mistral").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-ratelimit-limit-requests"), "100");
+    let m = metrics(&gw).await;
+    assert_eq!(
+        metric(&m, "llmux_rejections_total{layer=\"model\"}"),
+        Some(1.0)
+    );
+}

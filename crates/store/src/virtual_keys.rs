@@ -67,7 +67,7 @@ fn parse_full_key(full_key: &str) -> Option<(&str, &str)> {
 }
 
 /// Per-key rate limits; `None` means unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyLimits {
     /// Requests per minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +78,21 @@ pub struct KeyLimits {
     /// Requests in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// Limits of one model within the key, by model name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub models: std::collections::BTreeMap<String, ModelLimits>,
+}
+
+/// A model's rate limits within a key; `None` means only the key's own limits apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelLimits {
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    /// Tokens per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
 }
 
 /// A stored virtual key (without its secret or hash).

@@ -134,6 +134,8 @@ pub enum Layer {
     KeyTpm,
     KeyConcurrency,
     Model,
+    /// A model's token limit (counted as `model` too; its headers are the `-tokens` ones).
+    ModelTokens,
 }
 
 impl Layer {
@@ -144,7 +146,7 @@ impl Layer {
             Layer::KeyRpm => "key_rpm",
             Layer::KeyTpm => "key_tpm",
             Layer::KeyConcurrency => "key_concurrency",
-            Layer::Model => "model",
+            Layer::Model | Layer::ModelTokens => "model",
         }
     }
 
@@ -155,12 +157,13 @@ impl Layer {
             Layer::KeyRpm => "requests per minute for this API key",
             Layer::KeyTpm => "tokens per minute for this API key",
             Layer::KeyConcurrency => "concurrent requests for this API key",
-            Layer::Model => "requests to this model for this API key",
+            Layer::Model => "requests per minute to this model for this API key",
+            Layer::ModelTokens => "tokens per minute to this model for this API key",
         }
     }
 
     fn is_tokens(self) -> bool {
-        self == Layer::KeyTpm
+        matches!(self, Layer::KeyTpm | Layer::ModelTokens)
     }
 }
 
@@ -446,7 +449,7 @@ pub async fn admit(
             };
             grant.checks.push(c.clone());
             checks.push(c);
-            layers.push(Layer::Model);
+            layers.push(Layer::ModelTokens);
         }
     }
     let fail_open = gw.routes().config.limits.fail_open;
@@ -644,8 +647,15 @@ pub async fn key_limits(
     let slot = Arc::new(Mutex::new(Vec::new()));
     let mut resp = GRANTED.scope(Arc::clone(&slot), next.run(req)).await;
     if let Ok(granted) = slot.lock() {
-        for (layer, d) in granted.iter() {
-            rate_headers(resp.headers_mut(), *layer, d);
+        // One set of headers per kind (requests, tokens): the limit closest to refusing.
+        for tokens in [false, true] {
+            let tightest = granted
+                .iter()
+                .filter(|(l, _)| l.is_tokens() == tokens)
+                .min_by_key(|(_, d)| d.remaining);
+            if let Some((layer, d)) = tightest {
+                rate_headers(resp.headers_mut(), *layer, d);
+            }
         }
     }
     match guard {

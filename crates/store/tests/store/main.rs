@@ -563,13 +563,14 @@ async fn virtual_keys_create_verify_expire_revoke() {
             rpm: Some(60),
             tpm: Some(100_000),
             concurrency: None,
+            models: Default::default(),
         };
         let (key, full) = s
             .create_virtual_key(&NewVirtualKey {
                 app_id: a.id.clone(),
                 name: "ci".to_owned(),
                 models: Some(vec!["gpt-4o".to_owned()]),
-                limits,
+                limits: limits.clone(),
                 expires_at: None,
             })
             .await
