@@ -32,6 +32,25 @@ pub struct Config {
     pub pricing: Vec<PricingConfig>,
     pub logs: LogsConfig,
     pub alerts: AlertsConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: traces over OTLP.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP collector base URL (spans go to `{url}/v1/traces`); `None` disables tracing.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "llmux".to_string(),
+        }
+    }
 }
 
 /// `[alerts]`: where operator alerts go, and when the error-rate alert fires.

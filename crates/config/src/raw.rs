@@ -33,6 +33,43 @@ pub(crate) struct RawConfig {
     limits: RawLimits,
     upstreams: Vec<RawUpstream>,
     alerts: RawAlerts,
+    telemetry: RawTelemetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
+struct RawTelemetry {
+    otlp_endpoint: Option<String>,
+    service_name: Option<String>,
+}
+
+impl RawTelemetry {
+    fn into_config(self) -> Result<crate::TelemetryConfig, ConfigError> {
+        let default = crate::TelemetryConfig::default();
+        let otlp_endpoint = match self.otlp_endpoint.filter(|u| !u.is_empty()) {
+            None => None,
+            Some(u) => Some(normalize_url(&u).map_err(|reason| {
+                ConfigError::new(
+                    "telemetry.otlp_endpoint",
+                    format!("invalid URL {u:?}: {reason}"),
+                )
+            })?),
+        };
+        let service_name = match self.service_name {
+            None => default.service_name,
+            Some(n) if !n.trim().is_empty() => n,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "telemetry.service_name",
+                    "must not be empty",
+                ))
+            }
+        };
+        Ok(crate::TelemetryConfig {
+            otlp_endpoint,
+            service_name,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -411,6 +448,7 @@ impl RawConfig {
         }
 
         let alerts = self.alerts.into_config()?;
+        let telemetry = self.telemetry.into_config()?;
         Ok(Config {
             server,
             admin,
@@ -423,6 +461,7 @@ impl RawConfig {
             limits,
             upstreams,
             alerts,
+            telemetry,
         })
     }
 }

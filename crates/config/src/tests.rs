@@ -740,3 +740,22 @@ fn pricing_and_logs_sections() {
         );
     }
 }
+
+#[test]
+fn telemetry_section() {
+    let cfg = Config::from_toml_str(
+        "[telemetry]\notlp_endpoint = \"http://otel:4318\"\nservice_name = \"gw\"\n",
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.telemetry.otlp_endpoint.as_deref(),
+        Some("http://otel:4318")
+    );
+    assert_eq!(cfg.telemetry.service_name, "gw");
+    assert_eq!(Config::default().telemetry.otlp_endpoint, None);
+    assert_eq!(Config::default().telemetry.service_name, "llmux");
+    let err = Config::from_toml_str("[telemetry]\notlp_endpoint = \"otel:4318\"\n", &|_| None)
+        .unwrap_err();
+    assert_eq!(err.path, "telemetry.otlp_endpoint");
+}

@@ -132,6 +132,14 @@ impl Gateway {
     /// Probes every upstream once (bounded by `health.timeout`) and starts the periodic prober
     /// on `tasks`. Start-up never waits on a dead node longer than the probe timeout.
     pub async fn start(self: &Arc<Self>, tasks: &TaskTracker, cancel: CancellationToken) {
+        let telemetry = self.config().telemetry.clone();
+        if let Some(endpoint) = telemetry.otlp_endpoint {
+            if let Some(exporter) =
+                telemetry::start(endpoint, telemetry.service_name, cancel.clone())
+            {
+                tasks.spawn(exporter);
+            }
+        }
         let alerts = self.config().alerts.clone();
         if let Some(url) = alerts.webhook_url {
             if let Some(sender) = alerts::start(url, cancel.clone()) {

@@ -66,6 +66,10 @@ pub async fn handle_with(
         .get(crate::X_LLMUX_SESSION)
         .map(|v| fnv1a(v.as_bytes()));
     let anthropic_beta = req.headers().get("anthropic-beta").cloned();
+    let trace = req
+        .extensions()
+        .get::<crate::telemetry::CallTrace>()
+        .map(|t| t.ctx);
     let identity = req.extensions().get::<crate::auth::Identity>().cloned();
     let client_ip = req
         .extensions()
@@ -147,6 +151,7 @@ pub async fn handle_with(
     let draft = Arc::new(std::sync::Mutex::new(draft));
     let affinity = session.or_else(|| peek.user.as_deref().map(|u| fnv1a(u.as_bytes())));
     let call = Call {
+        trace,
         gw,
         routes,
         endpoint,
@@ -310,6 +315,8 @@ enum Outcome {
 
 /// One client call on its way through candidates and fallbacks.
 struct Call {
+    /// The call's span, when tracing is on: attempts are its children.
+    trace: Option<crate::telemetry::TraceContext>,
     gw: Arc<Gateway>,
     routes: Arc<Routes>,
     endpoint: Endpoint,
@@ -457,7 +464,31 @@ impl Call {
             tried.push((idx, key.map(|k| k.0)));
             made += 1;
             self.attempts += 1;
-            match self.attempt(cand, key, target, prepared).await {
+            let attempt_trace = self.trace.map(|t| t.child());
+            let attempt_started = std::time::SystemTime::now();
+            let outcome = self
+                .attempt(cand, key, target, prepared, attempt_trace)
+                .await;
+            if let (Some(ctx), Some(parent)) = (attempt_trace, self.trace) {
+                crate::telemetry::record(crate::telemetry::Span {
+                    name: "llmux.attempt",
+                    ctx,
+                    parent: Some(parent.span_id),
+                    kind: 3,
+                    start: attempt_started,
+                    end: std::time::SystemTime::now(),
+                    attributes: vec![
+                        ("llmux.upstream", up.name.clone().into()),
+                        ("llmux.attempt", self.attempts.into()),
+                        ("llm.model", cand.model.clone().into()),
+                    ],
+                    error: match &outcome {
+                        Outcome::Done(_) => None,
+                        Outcome::Failed { reason, .. } => Some(reason.clone()),
+                    },
+                });
+            }
+            match outcome {
                 Outcome::Done(resp) => {
                     trial.disarm();
                     return Some(resp);
@@ -670,6 +701,7 @@ impl Call {
         key: Option<KeyPick>,
         target: &str,
         prepared: Prepared,
+        trace: Option<crate::telemetry::TraceContext>,
     ) -> Outcome {
         let up = &cand.upstream;
         let guard = up.begin();
@@ -683,6 +715,9 @@ impl Call {
             up,
             key.and_then(|k| up.keys.get(k)).map(|k| k.secret.expose()),
         );
+        if let Some(t) = trace {
+            call = call.header("traceparent", t.header());
+        }
         if up.kind == UpstreamKind::Anthropic {
             if let Some(beta) = &self.anthropic_beta {
                 call = call.header("anthropic-beta", beta.clone());

@@ -208,13 +208,29 @@ async fn request_id(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next
         .map(str::to_string)
         .unwrap_or_else(crate::new_request_id);
     let value = HeaderValue::from_str(&id).ok();
-    req.extensions_mut().insert(RequestId(id));
+    // The call's span: a child of the client's `traceparent`, or a new trace.
+    let trace = crate::telemetry::enabled().then(|| {
+        let incoming = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::telemetry::TraceContext::parse);
+        crate::telemetry::CallTrace::new(incoming, req.uri().path())
+    });
+    if let Some(t) = &trace {
+        req.extensions_mut().insert(t.clone());
+    }
+    req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;
     gw.metrics.response(resp.status().as_u16());
     if let Some(v) = value {
         resp.headers_mut().insert(crate::X_REQUEST_ID, v);
     }
-    resp
+    match trace {
+        // The span ends with the response body, so a stream's span covers the whole stream.
+        Some(t) => t.finish_with(resp, id),
+        None => resp,
+    }
 }
 
 async fn healthz() -> Response {

@@ -141,6 +141,115 @@ impl Span {
     }
 }
 
+/// The span of one client call, carried in the request's extensions while the call runs.
+#[derive(Clone, Debug)]
+pub struct CallTrace {
+    pub ctx: TraceContext,
+    /// The client's span, when it sent a `traceparent`.
+    pub parent: Option<[u8; 8]>,
+    pub start: SystemTime,
+    pub path: String,
+}
+
+impl CallTrace {
+    pub fn new(incoming: Option<TraceContext>, path: &str) -> CallTrace {
+        let (ctx, parent) = match incoming {
+            Some(p) => (p.child(), Some(p.span_id)),
+            None => (TraceContext::root(), None),
+        };
+        CallTrace {
+            ctx,
+            parent,
+            start: SystemTime::now(),
+            path: path.to_string(),
+        }
+    }
+
+    /// Wraps the response body so the call's span ends when the body does (or is dropped).
+    pub fn finish_with(
+        self,
+        resp: axum::response::Response,
+        request_id: String,
+    ) -> axum::response::Response {
+        let status = resp.status().as_u16();
+        let (parts, body) = resp.into_parts();
+        let traced = SpanBody {
+            inner: body,
+            pending: Some((self, status, request_id)),
+            ended: false,
+        };
+        axum::response::Response::from_parts(parts, axum::body::Body::new(traced))
+    }
+}
+
+/// A response body that records its call's span when it ends.
+struct SpanBody {
+    inner: axum::body::Body,
+    pending: Option<(CallTrace, u16, String)>,
+    ended: bool,
+}
+
+impl SpanBody {
+    fn finish(&mut self) {
+        if let Some((t, status, request_id)) = self.pending.take() {
+            record(Span {
+                name: "llmux.call",
+                ctx: t.ctx,
+                parent: t.parent,
+                kind: 2,
+                start: t.start,
+                end: SystemTime::now(),
+                attributes: vec![
+                    ("http.route", t.path.into()),
+                    ("http.status_code", status.into()),
+                    ("llmux.request_id", request_id.into()),
+                ],
+                error: if !self.ended {
+                    Some("client closed the connection before the end".into())
+                } else if status >= 500 {
+                    Some(format!("HTTP {status}"))
+                } else {
+                    None
+                },
+            });
+        }
+    }
+}
+
+impl http_body::Body for SpanBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = &polled {
+            self.ended = true;
+            self.finish();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for SpanBody {
+    fn drop(&mut self) {
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.ended = true;
+        }
+        self.finish();
+    }
+}
+
 static SINK: OnceLock<mpsc::Sender<Span>> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static EXPORTED: AtomicU64 = AtomicU64::new(0);

@@ -256,6 +256,7 @@ async fn route(st: &Arc<Shared>, req: Request) -> Response {
     let dialect = Dialect::of(method, path, &parts.headers, parts.uri.query());
     let cred = Credential::of(dialect, &parts.headers, parts.uri.query());
     st.note_request(path, cred.shown.as_deref());
+    st.note_traceparent(parts.headers.get("traceparent"));
     let guard = InFlight::new(st);
 
     let rules = st.keys();

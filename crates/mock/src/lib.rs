@@ -116,4 +116,7 @@ pub struct Stats {
     /// Requests per key (bearer token, `x-api-key`, `x-goog-api-key`, `?key=`), when the node checks keys.
     #[serde(default)]
     pub by_key: BTreeMap<String, u64>,
+    /// W3C `traceparent` of the last request (None when it had none).
+    #[serde(default)]
+    pub last_traceparent: Option<String>,
 }

@@ -75,6 +75,7 @@ pub(crate) struct Shared {
     by_path: [AtomicU64; KNOWN_PATHS.len()],
     by_path_other: Mutex<BTreeMap<String, u64>>,
     last_auth: Mutex<Option<HeaderValue>>,
+    last_traceparent: Mutex<Option<HeaderValue>>,
     last_body: Mutex<Option<Bytes>>,
 }
 
@@ -122,6 +123,7 @@ impl Shared {
             by_path: Default::default(),
             by_path_other: Mutex::new(BTreeMap::new()),
             last_auth: Mutex::new(None),
+            last_traceparent: Mutex::new(None),
             last_body: Mutex::new(None),
         }
     }
@@ -213,6 +215,11 @@ impl Shared {
         }
     }
 
+    /// Remembers the W3C `traceparent` of the last request (None when it had none).
+    pub(crate) fn note_traceparent(&self, v: Option<&HeaderValue>) {
+        *lock(&self.last_traceparent) = v.cloned();
+    }
+
     pub(crate) fn note_body(&self, body: &Bytes) {
         // Bytes clone is a refcount bump; parsing waits until someone asks for stats.
         *lock(&self.last_body) = Some(body.clone());
@@ -238,6 +245,9 @@ impl Shared {
                 by_path.insert((*p).to_owned(), n);
             }
         }
+        let last_traceparent = lock(&self.last_traceparent)
+            .as_ref()
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
         let last_authorization = lock(&self.last_auth)
             .as_ref()
             .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
@@ -245,6 +255,7 @@ impl Shared {
             .as_ref()
             .and_then(|b| serde_json::from_slice(b).ok());
         Stats {
+            last_traceparent,
             requests: self.requests.load(Relaxed),
             generations: self.generations.load(Relaxed),
             by_path,

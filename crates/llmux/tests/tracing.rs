@@ -1,0 +1,166 @@
+//! End-to-end: W3C traceparent in and out, and a span per call and per attempt exported over OTLP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use mock::{Faults, MockConfig, MockServer};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A collector that records every JSON body POSTed to it (OTLP/HTTP JSON).
+async fn collector() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let sink = Arc::clone(&sink);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(head_end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < head_end + 4 + len {
+                        continue;
+                    }
+                    let body = &buf[head_end + 4..head_end + 4 + len];
+                    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+                        sink.lock().unwrap().push(v);
+                    }
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    buf.drain(..head_end + 4 + len);
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+fn spans(seen: &Arc<Mutex<Vec<Value>>>) -> Vec<Value> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .flat_map(|batch| {
+            batch["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_is_traced_from_the_client_through_each_attempt_to_the_upstream() {
+    let (url, seen) = collector().await;
+    let collector_base = url.trim_end_matches('/').to_string();
+    // The first node fails, so the call takes two attempts.
+    let bad = MockServer::start(MockConfig {
+        faults: Faults {
+            fail_rate: 1.0,
+            fail_status: 503,
+            ..Faults::default()
+        },
+        ..node("bad", &["llama3:latest"])
+    })
+    .await
+    .unwrap();
+    let good = MockServer::start(node("good", &["llama3:latest"]))
+        .await
+        .unwrap();
+    let gw = Llmux::start(&format!(
+        "[telemetry]\notlp_endpoint = \"{collector_base}\"\nservice_name = \"llmux-test\"\n[routing]\nstrategy = \"round_robin\"\n{}{}",
+        ollama("bad", &bad.url()),
+        ollama("good", &good.url())
+    ));
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut two_attempts = false;
+    for _ in 0..2 {
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("traceparent", incoming)
+            .json(&chat("llama3", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        two_attempts |= header(&r, "x-llmux-attempts") == "2";
+        r.bytes().await.unwrap();
+    }
+    assert!(
+        two_attempts,
+        "round robin should have tried the failing node first once"
+    );
+
+    // The upstream got a traceparent in the client's trace, from an attempt span.
+    let sent = good.stats().last_traceparent.unwrap();
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{sent}"
+    );
+
+    let until = Instant::now() + Duration::from_secs(5);
+    let all = loop {
+        let all = spans(&seen);
+        if all.iter().filter(|s| s["name"] == "llmux.call").count() >= 2 {
+            break all;
+        }
+        assert!(Instant::now() < until, "spans: {all:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let batch = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        batch["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
+        "llmux-test"
+    );
+    let calls: Vec<&Value> = all.iter().filter(|s| s["name"] == "llmux.call").collect();
+    for call in &calls {
+        assert_eq!(call["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(call["parentSpanId"], "00f067aa0ba902b7");
+        assert_eq!(call["kind"], 2);
+    }
+    let attempts: Vec<&Value> = all
+        .iter()
+        .filter(|s| s["name"] == "llmux.attempt")
+        .collect();
+    assert_eq!(attempts.len(), 3, "two calls, one of them retried");
+    let call_ids: Vec<&Value> = calls.iter().map(|c| &c["spanId"]).collect();
+    for a in &attempts {
+        assert!(
+            call_ids.contains(&&a["parentSpanId"]),
+            "attempt parent: {a}"
+        );
+    }
+    let failed: Vec<&&Value> = attempts
+        .iter()
+        .filter(|a| a["status"]["code"] == 2)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    // The upstream's traceparent names the successful attempt's span as its parent.
+    let parent_in_header = sent.split('-').nth(2).unwrap();
+    assert!(attempts.iter().any(|a| a["spanId"] == parent_in_header));
+}
