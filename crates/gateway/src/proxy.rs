@@ -97,57 +97,69 @@ pub async fn handle_with(
             );
         }
     }
+    // The call's record, made before any refusal below so that refused calls are logged too.
+    let mut draft = gw.accounting.accountant().map(|sink| {
+        new_draft(
+            &gw,
+            Arc::clone(sink),
+            Draft0 {
+                request_id: &request_id,
+                identity: identity.as_ref(),
+                dialect,
+                model: &model,
+                body: &body,
+                started,
+                client_ip,
+            },
+        )
+    });
     // Per-key and per-model request and token rates; the grant is reconciled when the call settles.
     let limits_grant =
         match crate::limits::admit(&gw, identity.as_ref(), &model, &body, dialect).await {
             Ok(grant) => grant,
-            Err(resp) => return resp,
+            Err(resp) => {
+                if let Some(d) = draft {
+                    let status = resp.status().as_u16();
+                    d.finish(status, None, None, Tokens::default(), None);
+                }
+                return resp;
+            }
         };
-    let draft = match gw.accounting.accountant() {
-        Some(sink) => {
-            let sink = Arc::clone(sink);
-            let mut draft = new_draft(
-                &gw,
-                Arc::clone(&sink),
-                Draft0 {
-                    request_id: &request_id,
-                    identity: identity.as_ref(),
-                    dialect,
-                    model: &model,
-                    body: &body,
-                    started,
-                    client_ip,
-                },
-            );
-            match admit(&gw, &sink, identity.as_ref(), dialect, &model, &body).await {
-                Ok(reserved) => {
-                    draft.record.reserved = reserved;
-                    let limiter = Arc::clone(&gw);
-                    draft.on_settle = Some(Box::new(move |t: Tokens| {
-                        // Like OpenAI, the admission estimate (prompt + max_tokens) stays charged;
-                        // only an answer that used more than that is charged the difference.
-                        let used = (t.input + t.output).max(limits_grant.estimated());
-                        limiter.limits.reconcile(limits_grant, used);
-                    }));
-                    Some(draft)
-                }
-                Err(refusal) => {
-                    // Refused before any upstream: the tokens charged at admission go back.
-                    gw.limits.reconcile(limits_grant, 0);
-                    let status = refusal.status().as_u16();
-                    draft.finish(
-                        status,
-                        Some("insufficient_quota"),
-                        None,
-                        Tokens::default(),
-                        None,
-                    );
-                    return refusal;
-                }
+    let admitted = match draft.as_ref() {
+        Some(d) => admit(&gw, &d.sink, identity.as_ref(), dialect, &model, &body)
+            .await
+            .map(Some),
+        None => Ok(None),
+    };
+    match admitted {
+        Ok(reserved) => {
+            if let Some(d) = draft.as_mut() {
+                d.record.reserved = reserved.unwrap_or(0.0);
+                let limiter = Arc::clone(&gw);
+                d.on_settle = Some(Box::new(move |t: Tokens| {
+                    // Like OpenAI, the admission estimate (prompt + max_tokens) stays charged;
+                    // only an answer that used more than that is charged the difference.
+                    let used = (t.input + t.output).max(limits_grant.estimated());
+                    limiter.limits.reconcile(limits_grant, used);
+                }));
             }
         }
-        None => None,
-    };
+        Err(refusal) => {
+            // Refused before any upstream: the tokens charged at admission go back.
+            gw.limits.reconcile(limits_grant, 0);
+            if let Some(d) = draft {
+                let status = refusal.status().as_u16();
+                d.finish(
+                    status,
+                    Some("insufficient_quota"),
+                    None,
+                    Tokens::default(),
+                    None,
+                );
+            }
+            return refusal;
+        }
+    }
     let draft = Arc::new(std::sync::Mutex::new(draft));
     let affinity = session.or_else(|| peek.user.as_deref().map(|u| fnv1a(u.as_bytes())));
     let call = Call {

@@ -450,6 +450,27 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
         let (_, page) = admin(&gw, "GET", "/calls?model=llama3&status=200", None).await;
         assert_eq!(page["calls"].as_array().unwrap().len(), 3, "{page}");
 
+        // A call refused by the rate limiter is logged too.
+        let (_, k) = admin(
+            &gw,
+            "POST",
+            "/keys",
+            Some(json!({"name": "slow", "app": "broke", "limits": {"rpm": 1}})),
+        )
+        .await;
+        let slow = k["key"].as_str().unwrap().to_string();
+        let (s, _, _) = call(&gw, &slow, "/api/chat", chat_body("llama3", false)).await;
+        assert_eq!(s, 200);
+        let (s, _, _) = call(&gw, &slow, "/api/chat", chat_body("llama3", false)).await;
+        assert_eq!(s, 429);
+        let rows = wait_rows(&gw, "broke", 5).await;
+        assert_eq!(rows.len(), 5, "{rows:#?}");
+        assert!(
+            rows.iter()
+                .any(|r| r["status"] == 429 && r["error_class"] == "rate_limited"),
+            "{rows:#?}"
+        );
+
         // Spending the credit gets the app refused: set it to almost nothing.
         let (s, _) = admin(&gw, "PATCH", "/apps/rich", Some(json!({"credits": 0.0}))).await;
         assert_eq!(s, 200);
