@@ -499,6 +499,11 @@ impl UsageTap {
         }
     }
 
+    /// Whether the upstream reported the input tokens (call after [`UsageTap::finish`]).
+    pub fn input_reported(&self) -> bool {
+        self.input.is_some()
+    }
+
     /// Reports the usage seen; missing counts are estimated from `request_bytes` and the
     /// bytes relayed, and flagged.
     pub fn finish(&mut self, request_bytes: u64) -> Tokens {

@@ -332,11 +332,20 @@ impl Drop for Relay {
         );
         if let Some(draft) = self.log.draft.take() {
             let request_bytes = draft.request_bytes;
-            let tokens = match (self.tap.as_mut(), self.transcoder.as_ref()) {
+            let mut tokens = match (self.tap.as_mut(), self.transcoder.as_ref()) {
                 (Some(tap), _) => tap.finish(request_bytes),
                 (None, Some(t)) => accounting::from_canonical(t.usage, request_bytes, self.bytes),
                 (None, None) => accounting::tokens(None, None, request_bytes, self.bytes),
             };
+            if self.log.endpoint == crate::endpoint::Endpoint::OllamaShow {
+                // Model details, not a generation: nothing to count.
+                tokens = accounting::Tokens::default();
+            } else if self.log.endpoint.is_embed() && tokens.estimated {
+                // Embeddings produce vectors, not tokens: only the input counts (an OpenAI
+                // embeddings answer reports `prompt_tokens` alone).
+                tokens.output = 0;
+                tokens.estimated = !self.tap.as_ref().is_some_and(UsageTap::input_reported);
+            }
             let class = match self.outcome {
                 Outcome::Failed => Some("upstream_error"),
                 Outcome::Streaming => Some("client_closed"),

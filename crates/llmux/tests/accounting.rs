@@ -293,6 +293,17 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
         // A free (local) model still works for it.
         let (s, _, _) = call(&gw, &broke, "/api/chat", chat_body("llama3", false)).await;
         assert_eq!(s, 200);
+        // Embeddings: the input the upstream reported, no output.
+        let (s, emb, text) = call(
+            &gw,
+            &broke,
+            "/v1/embeddings",
+            json!({"model": "llama3", "input": "hello there"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{text}");
+        let reported: Value = serde_json::from_str(&text).unwrap();
+        let emb_input = reported["usage"]["prompt_tokens"].as_i64().unwrap();
 
         // Every dialect, passthrough and translated, streamed and not.
         let openai_stream_usage = json!({"model": "gpt-4o-mini", "stream": true,
@@ -438,7 +449,14 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
         );
         // The refused calls are logged too, with their class.
         let refused = calls_of(&gw, "broke").await;
-        assert_eq!(refused.len(), 3, "{refused:#?}");
+        assert_eq!(refused.len(), 4, "{refused:#?}");
+        let row = refused
+            .iter()
+            .find(|r| r["request_id"] == emb.request_id.as_str())
+            .unwrap();
+        assert_eq!(row["input_tokens"], emb_input, "{row}");
+        assert_eq!(row["output_tokens"], 0, "{row}");
+        assert_eq!(row["tokens_estimated"], false, "{row}");
         assert_eq!(
             refused
                 .iter()
@@ -448,7 +466,7 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
         );
         // Filters.
         let (_, page) = admin(&gw, "GET", "/calls?model=llama3&status=200", None).await;
-        assert_eq!(page["calls"].as_array().unwrap().len(), 3, "{page}");
+        assert_eq!(page["calls"].as_array().unwrap().len(), 4, "{page}");
 
         // A call refused by the rate limiter is logged too.
         let (_, k) = admin(
@@ -463,8 +481,8 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
         assert_eq!(s, 200);
         let (s, _, _) = call(&gw, &slow, "/api/chat", chat_body("llama3", false)).await;
         assert_eq!(s, 429);
-        let rows = wait_rows(&gw, "broke", 5).await;
-        assert_eq!(rows.len(), 5, "{rows:#?}");
+        let rows = wait_rows(&gw, "broke", 6).await;
+        assert_eq!(rows.len(), 6, "{rows:#?}");
         assert!(
             rows.iter()
                 .any(|r| r["status"] == 429 && r["error_class"] == "rate_limited"),
@@ -605,5 +623,43 @@ async fn calls_in_flight_at_sigterm_are_all_in_the_log_after_restart() {
             "{row}"
         );
         assert_eq!(row["tokens_estimated"], false);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_logged_only_when_asked_and_without_secrets() {
+    let m = mock::MockServer::start(node("m", &["llama3:latest"]))
+        .await
+        .unwrap();
+    for bodies in [false, true] {
+        let gw = Llmux::start(&format!(
+            "[auth]\nrequired = true\n[logs]\nbodies = {bodies}\nretention_days = 30\n{}",
+            ollama("gpu", &m.url())
+        ));
+        admin(&gw, "POST", "/apps", Some(json!({"name": "a"}))).await;
+        let (_, k) = admin(&gw, "POST", "/keys", Some(json!({"name": "k", "app": "a"}))).await;
+        let key = k["key"].as_str().unwrap().to_string();
+        let body = json!({"model": "llama3", "stream": false, "messages": [{"role": "user",
+            "content": "my key is sk-proj-TOPSECRET0123456789 keep it"}]});
+        let (s, _, _) = call(&gw, &key, "/api/chat", body).await;
+        assert_eq!(s, 200);
+        let rows = wait_rows(&gw, "a", 1).await;
+        let row = &rows[0];
+        if bodies {
+            let req = row["request_body"].as_str().unwrap();
+            assert!(
+                req.contains("my key is sk-") && !req.contains("TOPSECRET"),
+                "{req}"
+            );
+            assert!(
+                row["response_body"].as_str().unwrap().contains("done"),
+                "{row}"
+            );
+        } else {
+            assert!(
+                row.get("request_body").is_none() && row.get("response_body").is_none(),
+                "{row}"
+            );
+        }
     }
 }
