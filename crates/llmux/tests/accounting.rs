@@ -489,6 +489,41 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
             "{rows:#?}"
         );
 
+        // A daily budget: the first call spends past it, the next is refused.
+        let (s, _) = admin(
+            &gw,
+            "POST",
+            "/apps",
+            Some(json!({"name": "capped", "credits": 100.0, "daily_budget": 0.0001})),
+        )
+        .await;
+        assert_eq!(s, 201);
+        let (_, k) = admin(
+            &gw,
+            "POST",
+            "/keys",
+            Some(json!({"name": "c", "app": "capped"})),
+        )
+        .await;
+        let capped = k["key"].as_str().unwrap().to_string();
+        let (s, _, _) = call(
+            &gw,
+            &capped,
+            "/v1/chat/completions",
+            chat_body("gpt-4o-mini", false),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let (s, _, text) = call(
+            &gw,
+            &capped,
+            "/v1/chat/completions",
+            chat_body("gpt-4o-mini", false),
+        )
+        .await;
+        assert_eq!(s, 429, "{text}");
+        assert!(text.contains("daily budget"), "{text}");
+
         // Spending the credit gets the app refused: set it to almost nothing.
         let (s, _) = admin(&gw, "PATCH", "/apps/rich", Some(json!({"credits": 0.0}))).await;
         assert_eq!(s, 200);
