@@ -884,7 +884,8 @@ async fn migrate_rotate_and_a_store_that_cannot_open() {
     let path = dir.path().join("bad.toml");
     std::fs::write(
         &path,
-        "[store]\nurl = \"postgres://nobody@127.0.0.1:1/none\"\n",
+        // Port 0: the check must not depend on 127.0.0.1:4000 being free on the machine.
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"postgres://nobody@127.0.0.1:1/none\"\n",
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmux"))
