@@ -59,6 +59,32 @@ def log(msg):
     sys.stderr.flush()
 
 
+def setup_virtual_key(t):
+    """Creates an app and a virtual key with limits far above the load (so they are checked on
+    every call but never refuse) through llmux's admin API, and sends the key on every request."""
+    import json
+    base = t.urls["fast"][0].split("/v1/")[0]
+    admin = {"authorization": f"Bearer {getattr(t, 'admin_token', '')}"}
+    ok, why = P.wait_ready(t.proc, base + "/healthz", None, {}, timeout=t.ready_timeout)
+    if not ok:
+        return why
+    try:
+        st, b = P.http(base + "/admin/v1/apps", json.dumps({"name": "bench", "credits": 1e9}).encode(), admin)
+        if st not in (200, 201):
+            return f"create app: HTTP {st} {b[:200]!r}"
+        key_body = {"name": "bench", "app": "bench", "models": [],
+                    "limits": {"rpm": 100_000_000, "tpm": 10_000_000_000, "concurrency": 100_000}}
+        st, b = P.http(base + "/admin/v1/keys", json.dumps(key_body).encode(), admin)
+        if st not in (200, 201):
+            return f"create key: HTTP {st} {b[:200]!r}"
+        key = json.loads(b)["key"]
+    except Exception as e:  # the report says why the variant was skipped
+        return str(e)
+    for kind, (url, hdrs) in list(t.urls.items()):
+        t.urls[kind] = (url, {**hdrs, "authorization": f"Bearer {key}"})
+    return True
+
+
 class Target:
     """One thing measured. `urls[kind]` = (url, headers dict); `proc` = its server (None: direct)."""
 
@@ -108,7 +134,7 @@ def main():
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--pidfile", required=True)
     ap.add_argument("--install-status", required=True)
-    ap.add_argument("--only", default="direct,nginx,llmux,litellm,portkey")
+    ap.add_argument("--only", default="direct,nginx,llmux,llmux-features,litellm,portkey")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--upstream", choices=["nginx", "mock"], default="nginx")
     ap.add_argument("--rounds", type=int, default=None)
@@ -270,6 +296,12 @@ def measure(a, cfg, root, raw, procs, run, install_notes):
     for t in targets:
         if not t.available:
             continue
+        if getattr(t, "setup_key", False):
+            made = setup_virtual_key(t)
+            if made is not True:
+                t.available, t.reason = False, f"virtual key setup failed: {made}"
+                log(f"{t.name}: {t.reason}")
+                continue
         url, hdrs = t.urls["fast"]
         ok, why = P.wait_ready(t.proc, url, body(("fast")).encode(), hdrs, timeout=t.ready_timeout)
         if ok and "stream" in t.urls:
@@ -492,6 +524,11 @@ def build_targets(only, root, a, ports, up_fast, nginx, bin_llmux, tools, worker
             if line.startswith("# bench-header:"):
                 k, _, val = line[len("# bench-header:"):].strip().partition(":")
                 hdrs[k.strip()] = val.strip()
+            if line.startswith("# bench-setup: virtual-key"):
+                # The variant needs a virtual key: made through the admin API once llmux is up.
+                t.setup_key = True
+            if line.strip().startswith("token =") and "admin" in text:
+                t.admin_token = line.split("=", 1)[1].strip().strip('"')
         for k in up:
             t.urls[k] = (f"http://127.0.0.1:{port}{cc}", hdrs)
         t.start = lambda procs, name=name, cfg_path=cfg_path: procs.start(
