@@ -62,6 +62,7 @@ fn fresh_token() -> String {
     super::openai::new_id("")
 }
 
+use super::hold::{Held, PendingCall, Ready};
 use super::openai::now_secs;
 
 /// `max_output_tokens` → `maxOutputTokens`; camelCase keys are returned as they are.
@@ -1400,20 +1401,11 @@ impl StreamDecoder for GeminiStreamDecoder {
     }
 }
 
-struct PendingCall {
-    index: usize,
-    name: String,
-    args: String,
-}
-
 #[derive(Default)]
 struct GeminiStreamEncoder {
     id: String,
     model: String,
-    calls: Vec<PendingCall>,
-    finish: Option<FinishReason>,
-    usage: Option<Usage>,
-    final_written: bool,
+    held: Held,
     closed: bool,
 }
 
@@ -1432,30 +1424,24 @@ impl GeminiStreamEncoder {
         );
     }
 
-    fn flush_calls(&mut self, out: &mut Vec<u8>) {
-        if self.calls.is_empty() {
+    /// Complete tool calls as `functionCall` parts (Gemini cannot stream their arguments).
+    fn write_calls(&self, calls: Vec<PendingCall>, out: &mut Vec<u8>) {
+        if calls.is_empty() {
             return;
         }
-        let parts: Vec<Value> = self
-            .calls
-            .drain(..)
+        let parts: Vec<Value> = calls
+            .into_iter()
             .map(|c| json!({"functionCall": {"name": c.name, "args": args_value(&c.args)}}))
             .collect();
         self.chunk(out, parts, None, None);
     }
 
-    fn write_final(&mut self, out: &mut Vec<u8>) {
-        if self.final_written {
-            return;
+    /// Tool calls, then the last chunk carrying `finishReason` and `usageMetadata`.
+    fn write_ready(&self, ready: Ready, out: &mut Vec<u8>) {
+        self.write_calls(ready.calls, out);
+        if let Some((finish, usage)) = ready.last {
+            self.chunk(out, vec![json!({"text": ""})], Some(&finish), Some(usage));
         }
-        self.final_written = true;
-        let finish = self.finish.clone().unwrap_or_default();
-        self.chunk(
-            out,
-            vec![json!({"text": ""})],
-            Some(&finish),
-            Some(self.usage.unwrap_or_default()),
-        );
     }
 }
 
@@ -1478,42 +1464,23 @@ impl StreamEncoder for GeminiStreamEncoder {
                 self.model = model.clone();
             }
             StreamEvent::Text(t) => {
-                self.flush_calls(out);
+                let calls = self.held.calls();
+                self.write_calls(calls, out);
                 if !t.is_empty() {
                     self.chunk(out, vec![json!({ "text": t })], None, None);
                 }
             }
-            StreamEvent::ToolCallStart { index, name, .. } => {
-                self.calls.push(PendingCall {
-                    index: *index,
-                    name: name.clone(),
-                    args: String::new(),
-                });
-            }
-            StreamEvent::ToolCallArgs { index, fragment } => {
-                if let Some(c) = self.calls.iter_mut().rev().find(|c| c.index == *index) {
-                    c.args.push_str(fragment);
-                }
-            }
-            StreamEvent::Finish(f) => {
-                self.flush_calls(out);
-                self.finish = Some(f.clone());
-                if self.usage.is_some() {
-                    self.write_final(out);
-                }
-            }
-            StreamEvent::Usage(u) => {
-                self.flush_calls(out);
-                self.usage = Some(*u);
-                if self.finish.is_some() {
-                    self.write_final(out);
-                }
-            }
             StreamEvent::Error(msg) => {
-                self.flush_calls(out);
+                let calls = self.held.calls();
+                self.write_calls(calls, out);
                 let body = json!({"error": {"code": 500, "message": msg, "status": "INTERNAL"}});
                 write_sse(out, None, &body.to_string());
                 self.closed = true;
+            }
+            held => {
+                if let Some(ready) = self.held.take(held) {
+                    self.write_ready(ready, out);
+                }
             }
         }
     }
@@ -1522,8 +1489,8 @@ impl StreamEncoder for GeminiStreamEncoder {
         if self.closed {
             return;
         }
-        self.flush_calls(out);
-        self.write_final(out);
+        let ready = self.held.end();
+        self.write_ready(ready, out);
         self.closed = true;
     }
 }

@@ -4,6 +4,7 @@ pub mod anthropic;
 pub mod embed;
 pub mod framing;
 pub mod gemini;
+mod hold;
 pub mod ollama;
 pub mod openai;
 

@@ -43,6 +43,7 @@ fn fresh_token() -> String {
     super::openai::new_id("")
 }
 
+use super::hold::{Held, PendingCall, Ready};
 use super::openai::now_secs;
 
 fn join(path: &str, key: &str) -> String {
@@ -987,18 +988,10 @@ impl StreamDecoder for OllamaStreamDecoder {
     }
 }
 
-struct PendingCall {
-    index: usize,
-    name: String,
-    args: String,
-}
-
 struct OllamaStreamEncoder {
     op: Op,
     model: String,
-    calls: Vec<PendingCall>,
-    finish: Option<FinishReason>,
-    usage: Option<Usage>,
+    held: Held,
     closed: bool,
     begun: Instant,
     first_output: Option<Instant>,
@@ -1009,9 +1002,7 @@ impl OllamaStreamEncoder {
         OllamaStreamEncoder {
             op,
             model: String::new(),
-            calls: Vec::new(),
-            finish: None,
-            usage: None,
+            held: Held::default(),
             closed: false,
             begun: Instant::now(),
             first_output: None,
@@ -1046,23 +1037,28 @@ impl OllamaStreamEncoder {
         Self::write(out, line);
     }
 
-    fn flush_calls(&mut self, out: &mut Vec<u8>) {
-        if self.calls.is_empty() {
+    /// Complete tool calls, whole, in one line (Ollama cannot stream their arguments).
+    fn write_calls(&mut self, calls: Vec<PendingCall>, out: &mut Vec<u8>) {
+        // `/api/generate` has no tool calls to carry them.
+        if calls.is_empty() || self.op != Op::Chat {
             return;
         }
-        let calls: Vec<Value> = self
-            .calls
-            .drain(..)
+        let calls: Vec<Value> = calls
+            .into_iter()
             .map(|c| tool_call_json(&c.name, args_value(&c.args)))
             .collect();
-        // `/api/generate` has no tool calls to carry them.
-        if self.op == Op::Chat {
-            self.content_line(out, "", calls);
+        self.content_line(out, "", calls);
+    }
+
+    /// Tool calls, then (once finish and usage are known, or at the end) the `done` line.
+    fn write_ready(&mut self, ready: Ready, out: &mut Vec<u8>) {
+        self.write_calls(ready.calls, out);
+        if let Some((finish, usage)) = ready.last {
+            self.write_done(finish, usage, out);
         }
     }
 
-    fn write_done(&mut self, out: &mut Vec<u8>) {
-        self.flush_calls(out);
+    fn write_done(&mut self, finish: FinishReason, usage: Usage, out: &mut Vec<u8>) {
         let end = Instant::now();
         let first = self.first_output.unwrap_or(end);
         let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
@@ -1083,8 +1079,7 @@ impl OllamaStreamEncoder {
                 line.insert("response".to_string(), json!(""));
             }
         }
-        let finish = self.finish.clone().unwrap_or_default();
-        done_fields(&mut line, &finish, self.usage.unwrap_or_default(), timing);
+        done_fields(&mut line, &finish, usage, timing);
         if self.op == Op::Completion {
             line.insert("context".to_string(), json!([]));
         }
@@ -1105,48 +1100,32 @@ impl StreamEncoder for OllamaStreamEncoder {
         match event {
             StreamEvent::Start { model, .. } => self.model = model.clone(),
             StreamEvent::Text(t) => {
-                self.flush_calls(out);
+                let calls = self.held.calls();
+                self.write_calls(calls, out);
                 if !t.is_empty() {
                     self.content_line(out, t, Vec::new());
                 }
             }
-            StreamEvent::ToolCallStart { index, name, .. } => self.calls.push(PendingCall {
-                index: *index,
-                name: name.clone(),
-                args: String::new(),
-            }),
-            StreamEvent::ToolCallArgs { index, fragment } => {
-                if let Some(c) = self.calls.iter_mut().rev().find(|c| c.index == *index) {
-                    c.args.push_str(fragment);
-                }
-            }
-            StreamEvent::Finish(f) => {
-                self.flush_calls(out);
-                self.finish = Some(f.clone());
-                if self.usage.is_some() {
-                    self.write_done(out);
-                }
-            }
-            StreamEvent::Usage(u) => {
-                self.flush_calls(out);
-                self.usage = Some(*u);
-                if self.finish.is_some() {
-                    self.write_done(out);
-                }
-            }
             StreamEvent::Error(msg) => {
-                self.flush_calls(out);
+                let calls = self.held.calls();
+                self.write_calls(calls, out);
                 let mut line = Map::new();
                 line.insert("error".to_string(), json!(msg));
                 Self::write(out, line);
                 self.closed = true;
+            }
+            held => {
+                if let Some(ready) = self.held.take(held) {
+                    self.write_ready(ready, out);
+                }
             }
         }
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
         if !self.closed {
-            self.write_done(out);
+            let ready = self.held.end();
+            self.write_ready(ready, out);
         }
     }
 }
