@@ -242,7 +242,7 @@ async fn get_with_keys(
             }
             // A throttled key says nothing about the upstream's health: rest it, ask with the next.
             Err(e) if e.status == Some(429) => {
-                let rest = e.retry_after.unwrap_or(cooldown).min(max_cooldown);
+                let rest = crate::retry::rest(e.retry_after, cooldown, max_cooldown);
                 up.keys.cool(pick, rest);
                 up.mark_throttled(rest);
             }

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod auth;
 pub mod breaker;
 pub mod catalog;
+pub mod deadline;
 pub mod egress;
 pub mod endpoint;
 pub mod error;

@@ -538,7 +538,7 @@ impl Call {
                             ci = ci.max(idx + 1);
                         }
                         Class::Throttled { retry_after } => {
-                            let rest = retry_after.unwrap_or(cooldown).min(max_cooldown);
+                            let rest = retry::rest(retry_after, cooldown, max_cooldown);
                             up.mark_throttled(rest);
                             match key {
                                 Some(k) => up.keys.cool(k, rest),
@@ -737,7 +737,10 @@ impl Call {
         }
         let translated = prepared.translated;
         let attempt_start = Instant::now();
-        let deadline = tokio::time::Instant::from_std(attempt_start + up.timeouts.first_byte);
+        let deadline = tokio::time::Instant::from_std(crate::deadline::after(
+            attempt_start,
+            up.timeouts.first_byte,
+        ));
         let failed = |reason: String| Outcome::Failed {
             class: Class::OtherUpstream,
             reason,
