@@ -22,6 +22,9 @@ pub mod server;
 pub mod telemetry;
 pub mod upstream;
 
+#[cfg(test)]
+mod bounds_tests;
+
 use arc_swap::ArcSwap;
 use axum::http::HeaderName;
 use config::Config;
