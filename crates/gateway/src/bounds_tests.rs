@@ -197,6 +197,18 @@ async fn a_whole_answer_larger_than_max_upstream_body_is_refused_in_the_callers_
     assert_eq!(call(&gw).await.0, 200);
 }
 
+#[tokio::test]
+async fn the_prober_reads_a_listing_within_a_bound() {
+    let huge = upstream(Script::Huge(20 << 20)).await;
+    let gw = gateway(&[huge], "");
+    let routes = gw.routes();
+    crate::health::probe_some(&routes.upstreams, &routes.config).await;
+    let state = routes.upstreams[0].state();
+    assert_eq!(state.pool, crate::upstream::Pool::Standby);
+    let error = state.last_error.clone().unwrap_or_default();
+    assert!(error.contains("larger than 16777216 bytes"), "{error}");
+}
+
 /// Durations past any clock (a config built by hand skips validation) must not panic the
 /// call path: not the first-byte deadline, not the relay's idle timer.
 #[tokio::test]

@@ -1205,7 +1205,7 @@ impl Drop for TrialGuard {
 }
 
 /// Why a whole upstream answer could not be read.
-enum WholeError {
+pub(crate) enum WholeError {
     /// The connection broke mid-body.
     Broken(reqwest::Error),
     /// No data for `timeouts.idle`.
@@ -1215,7 +1215,7 @@ enum WholeError {
 }
 
 /// Reads an answer whole (to translate it): each chunk within `idle`, at most `limit` bytes.
-async fn read_whole(
+pub(crate) async fn read_whole(
     first: Option<Bytes>,
     stream: &mut futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
     declared: Option<u64>,
