@@ -622,6 +622,65 @@ mod tests {
     }
 
     #[test]
+    fn api_timeouts_are_bounded_and_name_the_field() {
+        let mut u = stored("a", "https://x.example.com/v1");
+        for (field, v) in [
+            ("first_byte", json!("9300000000000000000")),
+            ("idle", json!(9_223_372_036_854_775_807_i64)),
+            ("connect", json!("25h")),
+            ("total", json!(86_401)),
+        ] {
+            u.timeouts = json!({ field: v });
+            let err = upstream_config(&u, &[]).unwrap_err();
+            assert!(matches!(err, ApiError::BadRequest(_)), "{field}: {err}");
+            let text = err.to_string();
+            assert!(text.starts_with(&format!("timeouts.{field}: ")), "{text}");
+            assert!(text.contains("maximum of 24h"), "{text}");
+        }
+        u.timeouts = json!({ "first_byte": "24h", "idle": 86_400 });
+        let cfg = upstream_config(&u, &[]).unwrap();
+        assert_eq!(cfg.timeouts.first_byte, config::MAX_DURATION);
+    }
+
+    /// Random JSON values in every timeout field: a clear 400 or a value within bounds,
+    /// never a panic.
+    #[test]
+    fn api_timeouts_fuzz() {
+        let mut x: u64 = 0xad01_2345_6789_abcd;
+        let mut next = move || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let mut u = stored("a", "https://x.example.com/v1");
+        for _ in 0..1_000 {
+            let r = next();
+            let shift = (r >> 8) % 64;
+            let v = match r % 7 {
+                0 => json!(next() >> shift),
+                1 => json!((next() as i64) >> shift),
+                2 => json!(f64::from_bits(next())),
+                3 => json!(format!("{}ms", next() >> shift)),
+                4 => json!(format!("{}.{}h", next() >> shift, next() % 100)),
+                5 => json!(format!("{}", next() >> shift)),
+                _ => json!(["5s"]),
+            };
+            let field = ["connect", "first_byte", "idle", "total"][(next() % 4) as usize];
+            u.timeouts = json!({ field: v });
+            match upstream_config(&u, &[]) {
+                Ok(cfg) => {
+                    let t = &cfg.timeouts;
+                    for d in [t.connect, t.first_byte, t.idle, t.total.unwrap_or_default()] {
+                        assert!(d <= config::MAX_DURATION, "{v}");
+                    }
+                }
+                Err(e) => assert!(matches!(e, ApiError::BadRequest(_)), "{v}: {e}"),
+            }
+        }
+    }
+
+    #[test]
     fn compose_adds_api_state_and_refuses_name_clashes() {
         let file = Config::from_toml_str(
             "[[upstreams]]\nname = \"f\"\nkind = \"ollama\"\nurl = \"http://10.0.0.1:11434\"\n",

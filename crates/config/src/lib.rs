@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub use error::ConfigError;
 pub use secret::Secret;
-pub use units::{parse_duration, parse_size};
+pub use units::{bounded_duration, parse_duration, parse_size, MAX_DURATION};
 
 /// The whole llmux configuration, validated.
 #[derive(Clone, Debug, Default)]
@@ -100,6 +100,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest accepted request body, in bytes.
     pub max_body: usize,
+    /// Largest upstream answer llmux holds whole in memory (to translate it), in bytes.
+    pub max_upstream_body: usize,
     /// How long in-flight requests may run on after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Whether responses carry `x-llmux-upstream` naming the upstream that served them.
@@ -111,6 +113,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
             max_body: 32 << 20,
+            max_upstream_body: 64 << 20,
             shutdown_grace: Duration::from_secs(30),
             upstream_header: true,
         }

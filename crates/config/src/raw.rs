@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use crate::error::{join_index, join_key, ConfigError};
 use crate::{
-    parse_duration, parse_size, AdminConfig, AuthConfig, Config, HealthConfig, LimitsBackend,
-    LimitsConfig, Rate, RoutingConfig, Secret, ServerConfig, StoreConfig, Strategy, Timeouts,
-    UpstreamConfig, UpstreamKind,
+    bounded_duration, parse_duration, parse_size, AdminConfig, AuthConfig, Config, HealthConfig,
+    LimitsBackend, LimitsConfig, Rate, RoutingConfig, Secret, ServerConfig, StoreConfig, Strategy,
+    Timeouts, UpstreamConfig, UpstreamKind,
 };
 use crate::{LogsConfig, PricingConfig};
 
@@ -141,6 +141,7 @@ struct RawLimits {
 struct RawServer {
     listen: Option<String>,
     max_body: Option<Size>,
+    max_upstream_body: Option<Size>,
     shutdown_grace: Option<Dur>,
     upstream_header: Option<bool>,
 }
@@ -239,12 +240,15 @@ impl<'de> Deserialize<'de> for Dur {
                 parse_duration(v).map(Dur).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
-                Ok(Dur(Duration::from_secs(v)))
+                bounded_duration(v, Duration::from_secs(v))
+                    .map(Dur)
+                    .map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-                u64::try_from(v)
-                    .map(|secs| Dur(Duration::from_secs(secs)))
-                    .map_err(|_| E::custom(format!("invalid duration {v} (must not be negative)")))
+                let secs = u64::try_from(v).map_err(|_| {
+                    E::custom(format!("invalid duration {v} (must not be negative)"))
+                })?;
+                self.visit_u64(secs)
             }
         }
         deserializer.deserialize_any(V)
@@ -488,9 +492,20 @@ impl RawServer {
             }
             Some(Size(n)) => n,
         };
+        let max_upstream_body = match self.max_upstream_body {
+            None => default.max_upstream_body,
+            Some(Size(0)) => {
+                return Err(ConfigError::new(
+                    "server.max_upstream_body",
+                    "must be greater than zero",
+                ))
+            }
+            Some(Size(n)) => n,
+        };
         Ok(ServerConfig {
             listen,
             max_body,
+            max_upstream_body,
             // Zero is allowed: it means "stop immediately".
             shutdown_grace: self.shutdown_grace.map_or(default.shutdown_grace, |d| d.0),
             upstream_header: self.upstream_header.unwrap_or(default.upstream_header),

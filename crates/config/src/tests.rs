@@ -121,6 +121,8 @@ fn empty_file_gives_defaults() {
         assert_eq!(c.server.listen, d.server.listen);
         assert_eq!(c.server.max_body, 32 << 20);
         assert_eq!(c.server.max_body, d.server.max_body);
+        assert_eq!(c.server.max_upstream_body, 64 << 20);
+        assert_eq!(c.server.max_upstream_body, d.server.max_upstream_body);
         assert_eq!(c.server.shutdown_grace, secs(30));
         assert_eq!(c.server.shutdown_grace, d.server.shutdown_grace);
         assert!(c.server.upstream_header && d.server.upstream_header);
@@ -203,7 +205,7 @@ fn unknown_keys_name_the_key() {
     assert_eq!(path, "server.bogus");
     assert_eq!(
         msg,
-        "unknown key (expected one of listen, max_body, shutdown_grace, upstream_header)"
+        "unknown key (expected one of listen, max_body, max_upstream_body, shutdown_grace, upstream_header)"
     );
 
     let (path, msg) = fail(&format!("{UPSTREAM}bogus = 1"));
@@ -333,6 +335,73 @@ fn bad_durations_and_sizes() {
     let (path, msg) = fail("[server]\nmax_body = 0");
     assert_eq!(path, "server.max_body");
     assert_eq!(msg, "must be greater than zero");
+
+    let (path, msg) = fail("[server]\nmax_upstream_body = 0");
+    assert_eq!(path, "server.max_upstream_body");
+    assert_eq!(msg, "must be greater than zero");
+    let c = parse("[server]\nmax_upstream_body = \"1GiB\"").unwrap();
+    assert_eq!(c.server.max_upstream_body, 1 << 30);
+}
+
+#[test]
+fn durations_longer_than_a_day_name_their_key() {
+    let (path, msg) = fail(&format!(
+        "{UPSTREAM}timeouts = {{ first_byte = \"9300000000000000000\" }}"
+    ));
+    assert_eq!(path, "upstreams[0].timeouts.first_byte");
+    assert!(msg.contains("maximum of 24h"), "{msg}");
+    let (path, msg) = fail(&format!(
+        "{UPSTREAM}timeouts = {{ idle = 9223372036854775807 }}"
+    ));
+    assert_eq!(path, "upstreams[0].timeouts.idle");
+    assert!(msg.contains("maximum of 24h"), "{msg}");
+    for (table, key) in [
+        ("server", "shutdown_grace"),
+        ("routing", "cooldown"),
+        ("routing", "max_cooldown"),
+        ("routing.breaker", "window"),
+        ("routing.breaker", "max_open_for"),
+        ("health", "interval"),
+        ("health", "key_recheck"),
+        ("alerts", "window"),
+    ] {
+        let (path, msg) = fail(&format!("[{table}]\n{key} = \"25h\""));
+        assert_eq!(path, format!("{table}.{key}"));
+        assert!(msg.contains("maximum of 24h"), "{msg}");
+    }
+    let c = parse(&format!("{UPSTREAM}timeouts = {{ total = \"24h\" }}")).unwrap();
+    assert_eq!(c.upstreams[0].timeouts.total, Some(MAX_DURATION));
+}
+
+/// Random integers and strings in every duration key of a file: never a panic, and what is
+/// accepted stays within the bound.
+#[test]
+fn duration_keys_fuzz() {
+    let mut x: u64 = 0x0ddb_a11c_afef_00d1;
+    let mut next = move || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    for _ in 0..2_000 {
+        let r = next();
+        let value = match r % 4 {
+            0 => (next() >> (r % 64)).to_string(),
+            1 => format!("{}", (next() as i64) >> (r % 64)),
+            2 => format!("\"{}ms\"", next() >> (r % 64)),
+            _ => format!("\"{}.{}h\"", next() >> (r % 64), next() % 1000),
+        };
+        let text = format!("{UPSTREAM}timeouts = {{ first_byte = {value}, idle = {value} }}\n[routing]\ncooldown = {value}\n");
+        if let Ok(c) = parse(&text) {
+            let t = &c.upstreams[0].timeouts;
+            assert!(
+                t.first_byte <= MAX_DURATION && t.idle <= MAX_DURATION,
+                "{text}"
+            );
+            assert!(c.routing.cooldown <= MAX_DURATION, "{text}");
+        }
+    }
 }
 
 #[test]

@@ -4,6 +4,23 @@ use std::time::Duration;
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
+/// The longest duration any setting takes (timeouts, cooldowns, intervals, windows…): one day.
+/// Longer values are almost surely typos, and an unbounded one would overflow the clock
+/// arithmetic of the gateway (`Instant + Duration` panics past the clock's range).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// `d` if it is at most [`MAX_DURATION`], else an error quoting `written` (the value as the
+/// user wrote it).
+pub fn bounded_duration(written: impl std::fmt::Display, d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        Err(format!(
+            "duration {written} is longer than the maximum of 24h (1 day)"
+        ))
+    } else {
+        Ok(d)
+    }
+}
+
 fn duration_error(s: &str) -> String {
     format!(r#"invalid duration {s:?} (use e.g. "500ms", "5s", "1m", "1h30m")"#)
 }
@@ -12,8 +29,13 @@ fn duration_error(s: &str) -> String {
 /// integer meaning seconds (`"30"`).
 ///
 /// Units are `ms`, `s`, `m` and `h` (case-insensitive); components may be combined and may carry
-/// a decimal fraction. Negative, empty and unit-less fractional values are rejected.
+/// a decimal fraction. Negative, empty and unit-less fractional values are rejected, and so
+/// is anything longer than [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_unbounded(s).and_then(|d| bounded_duration(format_args!("{s:?}"), d))
+}
+
+fn parse_unbounded(s: &str) -> Result<Duration, String> {
     let text = s.trim();
     if text.is_empty() {
         return Err(duration_error(s));
@@ -155,6 +177,77 @@ mod tests {
         assert!(parse_duration("99999999999999999999999h")
             .unwrap_err()
             .contains("too large"));
+    }
+
+    #[test]
+    fn durations_are_bounded_at_one_day() {
+        assert_eq!(parse_duration("24h").unwrap(), MAX_DURATION);
+        assert_eq!(parse_duration("86400").unwrap(), MAX_DURATION);
+        for long in ["24h1ms", "86401", "9300000000000000000", "25h", "1441m"] {
+            let err = parse_duration(long).unwrap_err();
+            assert!(err.contains("maximum of 24h"), "{long:?} gave {err}");
+        }
+    }
+
+    /// A small deterministic generator (xorshift64*), so the fuzz loop is reproducible.
+    pub(crate) struct Rng(pub(crate) u64);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Random and edge-case duration strings: the parser never panics, and what it accepts is
+    /// within the bound.
+    #[test]
+    fn duration_parser_fuzz() {
+        const PARTS: [&str; 20] = [
+            "0",
+            "1",
+            "9",
+            "86400",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999999999999999999999",
+            ".",
+            "5",
+            "ms",
+            "s",
+            "m",
+            "h",
+            "H",
+            " ",
+            "-",
+            "e20",
+            "1e20",
+            "\u{0}",
+            "\u{1F600}",
+        ];
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        for _ in 0..20_000 {
+            let n = 1 + rng.below(6);
+            let text: String = (0..n).map(|_| PARTS[rng.below(PARTS.len())]).collect();
+            if let Ok(d) = parse_duration(&text) {
+                assert!(d <= MAX_DURATION, "{text:?} gave {d:?}");
+            }
+            let number = rng.next() >> rng.below(64);
+            for text in [
+                number.to_string(),
+                format!("{number}ms"),
+                format!("{number}h"),
+            ] {
+                if let Ok(d) = parse_duration(&text) {
+                    assert!(d <= MAX_DURATION, "{text:?} gave {d:?}");
+                }
+            }
+        }
     }
 
     #[test]

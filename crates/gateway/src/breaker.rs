@@ -161,10 +161,12 @@ impl Breaker {
         inner.times_opened += 1;
         let base = self.cfg.open_for.as_secs_f64() * f64::from(inner.times_opened);
         let capped = base.min(self.cfg.max_open_for.as_secs_f64());
-        // ±10 % so breakers opened together do not all probe at the same instant.
-        let open_for = Duration::from_secs_f64(capped * crate::retry::jitter(0.9, 1.1));
+        // ±10 % so breakers opened together do not all probe at the same instant. Config bounds
+        // every duration, but a breaker built from a hand-made config must not panic either.
+        let open_for = Duration::try_from_secs_f64(capped * crate::retry::jitter(0.9, 1.1))
+            .unwrap_or(self.cfg.max_open_for);
         inner.state = BreakerState::Open;
-        inner.open_until = now + open_for;
+        inner.open_until = crate::deadline::after_tokio(now, open_for);
         inner.window.clear();
         self.tripped.store(true, Ordering::Relaxed);
         Some(open_for)
@@ -253,6 +255,23 @@ mod tests {
             last = open_for;
         }
         assert!(last <= Duration::from_secs(330));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_enormous_open_time_does_not_panic() {
+        let b = Breaker::new(BreakerConfig {
+            open_for: Duration::MAX,
+            max_open_for: Duration::MAX,
+            ..BreakerConfig::default()
+        });
+        for _ in 0..4 {
+            b.failure();
+        }
+        assert!(b.failure().is_some());
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.open_remaining() > Duration::from_secs(86_400 * 365));
+        tokio::time::advance(Duration::from_secs(86_400)).await;
+        assert_eq!(b.admit(), Admission::Rejected);
     }
 
     #[tokio::test(start_paused = true)]

@@ -242,7 +242,7 @@ async fn get_with_keys(
             }
             // A throttled key says nothing about the upstream's health: rest it, ask with the next.
             Err(e) if e.status == Some(429) => {
-                let rest = e.retry_after.unwrap_or(cooldown).min(max_cooldown);
+                let rest = crate::retry::rest(e.retry_after, cooldown, max_cooldown);
                 up.keys.cool(pick, rest);
                 up.mark_throttled(rest);
             }
@@ -279,12 +279,38 @@ async fn get_json(up: &Upstream, url: &str, key: Option<&str>) -> Result<Value, 
             retry_after,
         });
     }
-    resp.json::<Value>().await.map_err(|e| ProbeError {
+    // Read within a bound: a listing is small, and a node must not make the prober hold
+    // gigabytes. The probe's own timeout bounds the time.
+    let declared = resp.content_length();
+    let mut stream = futures_util::StreamExt::boxed(resp.bytes_stream());
+    let fail = |message: String| ProbeError {
         status: None,
         retry_after: None,
-        message: format!("health check reply is not JSON: {e}"),
-    })
+        message,
+    };
+    let body = crate::proxy::read_whole(
+        None,
+        &mut stream,
+        declared,
+        config::MAX_DURATION,
+        LISTING_LIMIT,
+    )
+    .await
+    .map_err(|e| {
+        fail(match e {
+            crate::proxy::WholeError::TooLarge => format!(
+                "health check reply is larger than {LISTING_LIMIT} bytes, the most llmux reads"
+            ),
+            crate::proxy::WholeError::Broken(e) => format!("health check reply broke: {e}"),
+            crate::proxy::WholeError::Stalled => "health check reply stalled".to_string(),
+        })
+    })?;
+    serde_json::from_slice::<Value>(&body)
+        .map_err(|e| fail(format!("health check reply is not JSON: {e}")))
 }
+
+/// The largest model listing (or `/api/ps`) the prober reads.
+const LISTING_LIMIT: usize = 16 << 20;
 
 fn list(v: &Value, field: &str) -> Vec<Value> {
     v.get(field)

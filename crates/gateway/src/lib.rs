@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod auth;
 pub mod breaker;
 pub mod catalog;
+pub mod deadline;
 pub mod egress;
 pub mod endpoint;
 pub mod error;
@@ -20,6 +21,9 @@ pub mod routing;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;
+
+#[cfg(test)]
+mod bounds_tests;
 
 use arc_swap::ArcSwap;
 use axum::http::HeaderName;

@@ -538,7 +538,7 @@ impl Call {
                             ci = ci.max(idx + 1);
                         }
                         Class::Throttled { retry_after } => {
-                            let rest = retry_after.unwrap_or(cooldown).min(max_cooldown);
+                            let rest = retry::rest(retry_after, cooldown, max_cooldown);
                             up.mark_throttled(rest);
                             match key {
                                 Some(k) => up.keys.cool(k, rest),
@@ -737,7 +737,10 @@ impl Call {
         }
         let translated = prepared.translated;
         let attempt_start = Instant::now();
-        let deadline = tokio::time::Instant::from_std(attempt_start + up.timeouts.first_byte);
+        let deadline = tokio::time::Instant::from_std(crate::deadline::after(
+            attempt_start,
+            up.timeouts.first_byte,
+        ));
         let failed = |reason: String| Outcome::Failed {
             class: Class::OtherUpstream,
             reason,
@@ -859,15 +862,47 @@ impl Call {
             self.decorate(&mut out, headers, &up.name, Some(target));
             return Outcome::Done(out);
         }
-        // A whole answer: nothing has reached the client yet, so a body that breaks now can
-        // still be retried elsewhere.
-        let mut body = first.map(|b| b.to_vec()).unwrap_or_default();
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(c) => body.extend_from_slice(&c),
-                Err(e) => return self.put_back(log.draft, failed(describe(&e))),
+        // A whole answer: nothing has reached the client yet, so a body that breaks or stalls
+        // now can still be retried elsewhere.
+        let limit = self.routes.config.server.max_upstream_body;
+        let idle = up.timeouts.idle;
+        let body = match read_whole(first, &mut stream, content_length, idle, limit).await {
+            Ok(body) => body,
+            Err(WholeError::Broken(e)) => return self.put_back(log.draft, failed(describe(&e))),
+            Err(WholeError::Stalled) => {
+                let reason = format!("upstream stalled: no data for {idle:?} (timeouts.idle)");
+                return self.put_back(log.draft, failed(reason));
             }
-        }
+            Err(WholeError::TooLarge) => {
+                // Not a sick upstream, and no use asking another: the same request would get
+                // an answer as large. Refused whole, without a retry or a breaker failure.
+                let message = format!(
+                    "upstream '{}' answered with more than {limit} bytes, the most llmux holds \
+                     to translate an answer (server.max_upstream_body)",
+                    up.name
+                );
+                tracing::warn!(request_id = %self.request_id, upstream = %up.name, limit, "upstream answer too large to translate");
+                up.metrics.call(
+                    self.endpoint,
+                    crate::metrics::Outcome::UpstreamError,
+                    self.started.elapsed(),
+                    log.ttft,
+                );
+                let kind = ErrorKind::BadGateway;
+                if let Some(d) = log.draft {
+                    d.finish(
+                        kind.status(),
+                        Some("upstream_error"),
+                        Some(log.ttft),
+                        Tokens::default(),
+                        None,
+                    );
+                }
+                let mut out = error(ingress, kind, message);
+                self.decorate(&mut out, Vec::new(), &up.name, Some(target));
+                return Outcome::Done(out);
+            }
+        };
         drop(guard);
         let draft = log.draft;
         if !status.is_success() {
@@ -1169,6 +1204,53 @@ impl Drop for TrialGuard {
     }
 }
 
+/// Why a whole upstream answer could not be read.
+pub(crate) enum WholeError {
+    /// The connection broke mid-body.
+    Broken(reqwest::Error),
+    /// No data for `timeouts.idle`.
+    Stalled,
+    /// Longer than `server.max_upstream_body` (declared or as it arrived).
+    TooLarge,
+}
+
+/// Reads an answer whole (to translate it): each chunk within `idle`, at most `limit` bytes.
+pub(crate) async fn read_whole(
+    first: Option<Bytes>,
+    stream: &mut futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    declared: Option<u64>,
+    idle: std::time::Duration,
+    limit: usize,
+) -> Result<Vec<u8>, WholeError> {
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(WholeError::TooLarge);
+    }
+    let first = first.unwrap_or_default();
+    if first.len() > limit {
+        return Err(WholeError::TooLarge);
+    }
+    // The declared length saves regrowing the buffer, but only up to 1 MiB: memory is spent
+    // on bytes that arrived, not on what an upstream claims it will send.
+    let capacity = declared.map_or(0, |n| (n as usize).min(1 << 20));
+    let mut body = Vec::with_capacity(capacity.max(first.len()));
+    body.extend_from_slice(&first);
+    loop {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => return Err(WholeError::Stalled),
+            Ok(None) => return Ok(body),
+            Ok(Some(Err(e))) => return Err(WholeError::Broken(e)),
+            Ok(Some(Ok(chunk))) => {
+                if chunk.len() > limit - body.len() {
+                    return Err(WholeError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// The start of an error body, at most `limit` bytes; the rest is not read. Callers bound the
+/// time too (the attempt's first-byte deadline), so a trickling error body cannot hold a call.
 async fn read_limited(resp: reqwest::Response, limit: usize) -> Bytes {
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();

@@ -269,7 +269,7 @@ impl Body for Relay {
                 }
                 Poll::Pending => {}
             }
-            let deadline = this.last_data + this.idle;
+            let deadline = crate::deadline::after(this.last_data, this.idle);
             if this.idle_timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }

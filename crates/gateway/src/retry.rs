@@ -33,15 +33,31 @@ pub fn classify_status(status: StatusCode, retry_after: Option<&str>) -> Class {
     }
 }
 
-/// `Retry-After` as seconds (the HTTP-date form is rare from LLM providers and treated as absent).
-fn parse_retry_after(v: &str) -> Option<Duration> {
+/// `Retry-After` as seconds: the one parser of that header (attempts and health probes alike).
+///
+/// The header comes from the network, so anything goes: garbage (text, negative, NaN, inf,
+/// the HTTP-date form — rare from LLM providers) is treated as absent, and a number too large
+/// for any clock (`1e20`) is clamped to [`config::MAX_DURATION`]. Callers cap the result
+/// further at `routing.max_cooldown` (see [`rest`]).
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
-    v.parse::<u64>().ok().map(Duration::from_secs).or_else(|| {
-        v.parse::<f64>()
-            .ok()
-            .filter(|f| *f >= 0.0 && f.is_finite())
-            .map(Duration::from_secs_f64)
-    })
+    let parsed = match v.parse::<u64>() {
+        Ok(secs) => Some(Duration::from_secs(secs)),
+        Err(_) => match v.parse::<f64>() {
+            Ok(f) if f.is_finite() && f >= 0.0 => {
+                // Finite and not negative: only "too large" can fail here.
+                Some(Duration::try_from_secs_f64(f).unwrap_or(config::MAX_DURATION))
+            }
+            _ => None,
+        },
+    };
+    parsed.map(|d| d.min(config::MAX_DURATION))
+}
+
+/// How long a throttled key (or upstream) rests: `Retry-After` when given, else `cooldown`,
+/// never longer than `max_cooldown`.
+pub fn rest(retry_after: Option<Duration>, cooldown: Duration, max_cooldown: Duration) -> Duration {
+    retry_after.unwrap_or(cooldown).min(max_cooldown)
 }
 
 /// Bounds retries to a fraction of calls plus a small floor, over a sliding 10 s window, so a
@@ -162,6 +178,87 @@ mod tests {
             classify_status(s(429), Some("soon")),
             Class::Throttled { retry_after: None }
         );
+    }
+
+    #[test]
+    fn absurd_retry_after_values_are_clamped_or_ignored() {
+        let s = |v: &str| parse_retry_after(v);
+        assert_eq!(s("1e20"), Some(config::MAX_DURATION));
+        assert_eq!(s("18446744073709551616"), Some(config::MAX_DURATION));
+        assert_eq!(s("18446744073709551615"), Some(config::MAX_DURATION));
+        assert_eq!(s("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(s(" 30 "), Some(Duration::from_secs(30)));
+        for garbage in [
+            "-1",
+            "-0.5",
+            "NaN",
+            "nan",
+            "inf",
+            "-inf",
+            "infinity",
+            "",
+            "soon",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "1e400",
+        ] {
+            // "1e400" parses as f64 infinity: not a number of seconds either.
+            assert_eq!(s(garbage), None, "{garbage:?}");
+        }
+        assert_eq!(
+            classify_status(StatusCode::TOO_MANY_REQUESTS, Some("1e20")),
+            Class::Throttled {
+                retry_after: Some(config::MAX_DURATION)
+            }
+        );
+        let (cooldown, max) = (Duration::from_secs(60), Duration::from_secs(300));
+        assert_eq!(rest(s("1e20"), cooldown, max), max);
+        assert_eq!(rest(s("garbage"), cooldown, max), cooldown);
+        assert_eq!(rest(s("7"), cooldown, max), Duration::from_secs(7));
+    }
+
+    /// Random and edge-case header values: never a panic, always within bounds.
+    #[test]
+    fn retry_after_fuzz() {
+        const PARTS: [&str; 16] = [
+            "0",
+            "1",
+            "9",
+            ".",
+            "e",
+            "E",
+            "+",
+            "-",
+            "20",
+            "308",
+            "400",
+            " ",
+            "inf",
+            "NaN",
+            "18446744073709551615",
+            "x",
+        ];
+        let mut x: u64 = 0x5eed_0f2e_72ab_1e01;
+        let mut next = move || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let (cooldown, max) = (Duration::from_secs(60), Duration::from_secs(300));
+        for _ in 0..50_000 {
+            let n = 1 + (next() % 6) as usize;
+            let text: String = (0..n)
+                .map(|_| PARTS[(next() % PARTS.len() as u64) as usize])
+                .collect();
+            let float = f64::from_bits(next()).to_string();
+            for v in [text, float, (next() >> (next() % 64)).to_string()] {
+                if let Some(d) = parse_retry_after(&v) {
+                    assert!(d <= config::MAX_DURATION, "{v:?} gave {d:?}");
+                }
+                assert!(rest(parse_retry_after(&v), cooldown, max) <= max);
+                let _ = classify_status(StatusCode::TOO_MANY_REQUESTS, Some(&v));
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -168,7 +168,7 @@ impl Upstream {
 
     /// Notes a 429: the upstream ranks last under `lowest_latency` for `for_`.
     pub fn mark_throttled(&self, for_: Duration) {
-        let until = self.created.elapsed() + for_;
+        let until = self.created.elapsed().saturating_add(for_);
         self.throttled_until_ms.fetch_max(
             until.as_millis().min(u128::from(u64::MAX)) as u64,
             Ordering::Relaxed,

@@ -270,6 +270,26 @@ async fn api_upstream_serves_at_once_is_encrypted_and_survives_restart() {
             v["error"]["message"].as_str().unwrap().starts_with("kind:"),
             "{v}"
         );
+        // Durations are bounded (they would overflow the clock): a 400 naming the field.
+        for (method, path, body) in [
+            (
+                "POST",
+                "/upstreams",
+                json!({"name": "slow", "kind": "openai", "url": "http://127.0.0.1:1/v1",
+                    "timeouts": {"first_byte": "9300000000000000000"}}),
+            ),
+            (
+                "PATCH",
+                "/upstreams/prov",
+                json!({"timeouts": {"idle": "25h"}}),
+            ),
+        ] {
+            let (s, v) = admin(&gw, method, path, ADMIN, Some(body)).await;
+            assert_eq!(s, 400, "{method} {path}: {v}");
+            let message = v["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with("timeouts."), "{v}");
+            assert!(message.contains("maximum of 24h"), "{v}");
+        }
         let (s, v) = admin(
             &gw,
             "POST",
