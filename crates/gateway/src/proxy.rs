@@ -260,8 +260,8 @@ fn new_draft(gw: &Gateway, sink: Arc<dyn Accountant>, d: Draft0<'_>) -> Draft {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_millis() as i64)
         - d.started.elapsed().as_millis() as i64;
-    Draft {
-        record: CallRecord {
+    Draft::new(
+        CallRecord {
             created_at,
             request_id: d.request_id.to_string(),
             app_id: d.identity.map(|i| i.app_id.clone()),
@@ -272,13 +272,12 @@ fn new_draft(gw: &Gateway, sink: Arc<dyn Accountant>, d: Draft0<'_>) -> Draft {
             request_body: bodies.then(|| accounting::redact(&String::from_utf8_lossy(d.body))),
             ..CallRecord::default()
         },
-        request_bytes: d.body.len() as u64,
-        started: d.started,
-        pricing: gw.accounting.pricing(),
+        d.body.len() as u64,
+        d.started,
+        gw.accounting.pricing(),
         sink,
         bodies,
-        on_settle: None,
-    }
+    )
 }
 
 /// A request ready to send to one candidate.
@@ -1285,3 +1284,7 @@ fn stream_format(headers: &[(HeaderName, HeaderValue)]) -> Option<Dialect> {
         None
     }
 }
+
+#[cfg(test)]
+#[path = "admission_tests.rs"]
+mod admission_tests;
