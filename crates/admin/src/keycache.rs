@@ -68,7 +68,7 @@ struct Backoff {
 /// cache holds no usable secret and a map lookup reveals nothing about a secret's bytes; the
 /// secret itself is compared in constant time by the store.
 pub struct KeyCache {
-    store: Store,
+    store: Arc<dyn KeySource>,
     positive: Mutex<HashMap<[u8; 32], Entry>>,
     negative: Mutex<HashMap<[u8; 32], Instant>>,
     /// Bumped by every invalidation; see the module doc.
@@ -111,6 +111,25 @@ fn identity_of(v: &store::VerifiedKey) -> Known {
     }
 }
 
+type StoreFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, store::StoreError>> + Send + 'a>>;
+
+/// Where keys are checked and their use recorded: the store (a trait so that tests can stand
+/// in a store that hangs).
+pub trait KeySource: Send + Sync {
+    fn verify<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Option<store::VerifiedKey>>;
+    fn touch<'a>(&'a self, used: &'a [(String, i64)]) -> StoreFuture<'a, ()>;
+}
+
+impl KeySource for Store {
+    fn verify<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Option<store::VerifiedKey>> {
+        Box::pin(self.verify_virtual_key(token))
+    }
+    fn touch<'a>(&'a self, used: &'a [(String, i64)]) -> StoreFuture<'a, ()> {
+        Box::pin(self.touch_virtual_keys(used))
+    }
+}
+
 /// What a store read found, and whether the store could be asked at all.
 enum Read {
     Found(Known),
@@ -121,6 +140,11 @@ enum Read {
 impl KeyCache {
     /// A cache in front of `store`.
     pub fn new(store: Store) -> KeyCache {
+        KeyCache::with_source(Arc::new(store))
+    }
+
+    /// A cache in front of `source`.
+    pub fn with_source(store: Arc<dyn KeySource>) -> KeyCache {
         KeyCache {
             store,
             positive: Mutex::new(HashMap::new()),
@@ -252,8 +276,7 @@ impl KeyCache {
             None if self.backing_off() => Read::Failed("the key store is not answering".into()),
             None => {
                 let generation = self.generation.load(Ordering::SeqCst);
-                let found =
-                    tokio::time::timeout(STORE_TIMEOUT, self.store.verify_virtual_key(token)).await;
+                let found = tokio::time::timeout(STORE_TIMEOUT, self.store.verify(token)).await;
                 let read = match found {
                     Ok(Ok(Some(v))) => Read::Found(identity_of(&v)),
                     Ok(Ok(None)) => Read::Unknown,
@@ -333,7 +356,7 @@ impl KeyCache {
         if used.is_empty() {
             return;
         }
-        if let Err(e) = self.store.touch_virtual_keys(&used).await {
+        if let Err(e) = self.store.touch(&used).await {
             tracing::warn!(error = %e, keys = used.len(), "cannot record when keys were last used; retrying later");
             if let Ok(mut u) = self.used.lock() {
                 for (id, at) in used {
@@ -447,6 +470,53 @@ mod tests {
             Err(AuthError::Unavailable(_))
         ));
         assert!(started.elapsed() < Duration::from_millis(100));
+    }
+
+    /// A key store that never answers, counting the questions.
+    #[derive(Default)]
+    struct Hanging {
+        asked: AtomicU64,
+    }
+
+    impl KeySource for Hanging {
+        fn verify<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<store::VerifiedKey>> {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            Box::pin(std::future::pending())
+        }
+        fn touch<'a>(&'a self, _: &'a [(String, i64)]) -> StoreFuture<'a, ()> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_store_is_asked_once_and_each_call_waits_at_most_the_timeout() {
+        let source = Arc::new(Hanging::default());
+        let cache = Arc::new(KeyCache::with_source(
+            Arc::clone(&source) as Arc<dyn KeySource>
+        ));
+        let started = Instant::now();
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let c = Arc::clone(&cache);
+                tokio::spawn(async move { c.check("sk-llmux-abc-secret").await })
+            })
+            .collect();
+        for c in calls {
+            assert!(matches!(c.await.unwrap(), Err(AuthError::Unavailable(_))));
+        }
+        assert_eq!(source.asked.load(Ordering::Relaxed), 1);
+        assert!(started.elapsed() <= STORE_TIMEOUT + Duration::from_millis(10));
+        // Backing off: other keys are refused at once, without asking.
+        let started = Instant::now();
+        assert!(matches!(
+            cache.check("sk-llmux-def-secret").await,
+            Err(AuthError::Unavailable(_))
+        ));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(source.asked.load(Ordering::Relaxed), 1);
+        tokio::time::advance(BACKOFF_FIRST).await;
+        let _ = cache.check("sk-llmux-def-secret").await;
+        assert_eq!(source.asked.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
