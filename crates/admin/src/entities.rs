@@ -12,7 +12,7 @@ use config::Secret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::{
-    KeyLimits, ModelOrigin, NewApp, NewModel, NewVirtualKey, Role, Source, VirtualKey,
+    AppPatch, KeyLimits, ModelOrigin, NewApp, NewModel, NewVirtualKey, Role, Source, VirtualKey,
     VirtualKeyUpdate,
 };
 
@@ -380,18 +380,31 @@ pub async fn delete_alias(
 
 // ---------------------------------------------------------------- apps
 
-/// `POST /apps` and `PATCH /apps/{app}` (absent fields keep their value on a patch).
+/// `POST /apps` and `PATCH /apps/{app}`: on a patch, absent fields keep their value and
+/// `null` clears one (no budget; credits not metered). Outer `None`: absent.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppBody {
     #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
-    credits: Option<f64>,
-    #[serde(default)]
-    daily_budget: Option<f64>,
-    #[serde(default)]
-    monthly_budget: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
+    credits: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    daily_budget: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    monthly_budget: Option<Option<f64>>,
+}
+
+/// A field that is present, as `null` or a number (absent ones get the `default`: `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
+}
+
+/// `POST /apps/{app}/credits`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddCredits {
+    add: f64,
 }
 
 fn app_view(a: &store::App) -> Value {
@@ -418,8 +431,8 @@ async fn find_app(cp: &ControlPlane, id_or_name: &str) -> ApiResult<store::App> 
     }
 }
 
-fn check_money(field: &str, v: Option<f64>) -> ApiResult<()> {
-    match v {
+fn check_money(field: &str, v: Option<Option<f64>>) -> ApiResult<()> {
+    match v.flatten() {
         Some(x) if !x.is_finite() || x < 0.0 => {
             Err(ApiError::field(field, "must be a number of at least 0"))
         }
@@ -459,9 +472,9 @@ pub async fn create_app(
         .store
         .create_app(&NewApp {
             name,
-            credits: req.credits.unwrap_or(0.0),
-            daily_budget: req.daily_budget,
-            monthly_budget: req.monthly_budget,
+            credits: req.credits.flatten(),
+            daily_budget: req.daily_budget.flatten(),
+            monthly_budget: req.monthly_budget.flatten(),
         })
         .await?;
     let after = app_view(&app);
@@ -492,15 +505,17 @@ pub async fn patch_app(
     check_money("credits", req.credits)?;
     check_money("daily_budget", req.daily_budget)?;
     check_money("monthly_budget", req.monthly_budget)?;
+    // Only the fields sent, in one statement: a charge committed since `current` was read
+    // must not be overwritten with the balance read then.
     let updated = cp
         .store
-        .update_app(
+        .patch_app(
             &current.id,
-            &NewApp {
-                name: req.name.unwrap_or_else(|| current.name.clone()),
-                credits: req.credits.unwrap_or(current.credits),
-                daily_budget: req.daily_budget.or(current.daily_budget),
-                monthly_budget: req.monthly_budget.or(current.monthly_budget),
+            &AppPatch {
+                name: req.name,
+                credits: req.credits,
+                daily_budget: req.daily_budget,
+                monthly_budget: req.monthly_budget,
             },
         )
         .await?;
@@ -510,6 +525,37 @@ pub async fn patch_app(
     cp.audit(
         &caller.actor,
         "app.update",
+        "app",
+        Some(&current.id),
+        Some(app_view(&current)),
+        Some(after.clone()),
+    )
+    .await;
+    Ok(Json(after))
+}
+
+/// `POST /apps/{app}/credits {"add"}`: an atomic top-up (`credits = credits + add`), so it
+/// adds to whatever the calls meanwhile left; an app that was not metered starts from `add`.
+pub async fn add_credits(
+    State(cp): State<Arc<ControlPlane>>,
+    Extension(caller): Extension<Caller>,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let req: AddCredits = parse_body(&body)?;
+    if !req.add.is_finite() || req.add == 0.0 {
+        return Err(ApiError::field(
+            "add",
+            "must be a number other than 0 (negative takes credits back)",
+        ));
+    }
+    let current = find_app(&cp, &app).await?;
+    let updated = cp.store.top_up_app(&current.id, req.add).await?;
+    cp.ledger.refresh(&current.id);
+    let after = app_view(&updated);
+    cp.audit(
+        &caller.actor,
+        "app.credits",
         "app",
         Some(&current.id),
         Some(app_view(&current)),

@@ -6,8 +6,17 @@
 //! changes the app) plus what the store does not know yet: costs settled but not yet written
 //! (`unflushed`) and estimates reserved by calls still running (`reserved`). Admission is an
 //! in-memory check after the first call of an app.
+//!
+//! A reload is single-flight per app and bounded by [`STORE_TIMEOUT`]: while one call reloads,
+//! the others admit on the last good figures (or, for an app never loaded, wait for that one
+//! load). After a failed reload the figures are kept and the store is not asked again for that
+//! app until a backoff ([`RETRY_FIRST`] doubling to [`RELOAD_EVERY`]) has passed, so an outage
+//! costs one short wait, not a wait per call.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,13 +28,53 @@ use crate::calllog::{to_store, Flushed, Queue};
 
 /// How long the store's figures for an app are trusted before they are read again.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// How long a call waits for the store's figures before it is admitted on what is known.
+pub const STORE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// The first pause after a failed reload (doubling up to [`RELOAD_EVERY`]).
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 
 const DAY_MS: i64 = 86_400_000;
 
+/// An app's figures as the store has them.
+#[derive(Clone, Debug, Default)]
+pub struct Figures {
+    /// `None`: not metered.
+    pub credits: Option<f64>,
+    pub daily_budget: Option<f64>,
+    pub monthly_budget: Option<f64>,
+    /// Spent since the start of the UTC day / month given to [`FigureSource::figures`].
+    pub spent_day: f64,
+    pub spent_month: f64,
+}
+
+pub type FiguresFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Figures, store::StoreError>> + Send + 'a>>;
+
+/// Where the ledger reads an app's figures: the store (a trait so that tests can stand in a
+/// store that hangs or fails).
+pub trait FigureSource: Send + Sync {
+    fn figures<'a>(&'a self, app_id: &'a str, day: i64, month: i64) -> FiguresFuture<'a>;
+}
+
+impl FigureSource for Store {
+    fn figures<'a>(&'a self, app_id: &'a str, day: i64, month: i64) -> FiguresFuture<'a> {
+        Box::pin(async move {
+            let app = self.get_app(app_id).await?;
+            Ok(Figures {
+                credits: app.credits,
+                daily_budget: app.daily_budget,
+                monthly_budget: app.monthly_budget,
+                spent_day: self.app_spent_since(app_id, day).await?,
+                spent_month: self.app_spent_since(app_id, month).await?,
+            })
+        })
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct AppBook {
-    /// From the store.
-    credits: f64,
+    /// From the store; `None`: not metered.
+    credits: Option<f64>,
     daily_budget: Option<f64>,
     monthly_budget: Option<f64>,
     /// Spent today / this month as the store had it at load, plus what settled since.
@@ -36,14 +85,34 @@ struct AppBook {
     unflushed: f64,
     /// Held by calls still running.
     reserved: f64,
+    /// When the figures were read; `None`: read them at the next call.
     loaded: Option<Instant>,
+    /// Whether the figures came from the store at least once (else they are defaults).
+    known: bool,
+    /// After a failed reload: not before this.
+    retry_at: Option<Instant>,
+    retry_wait: Duration,
+    /// Held by the one call reloading the figures.
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AppBook {
+    fn fresh(&self, today: i64) -> bool {
+        self.loaded.is_some_and(|at| at.elapsed() < RELOAD_EVERY) && self.day_start == today
+    }
+
+    fn backing_off(&self) -> bool {
+        self.retry_at.is_some_and(|at| Instant::now() < at)
+    }
 }
 
 /// The data plane's accountant over the store.
 pub struct Ledger {
-    store: Store,
+    source: Arc<dyn FigureSource>,
     queue: Arc<Queue>,
     books: Mutex<HashMap<String, AppBook>>,
+    /// Reloads attempted (for tests and logs).
+    loads: AtomicU64,
 }
 
 /// Unix ms at the start of the UTC day and month that contain `now`.
@@ -63,10 +132,16 @@ fn day_and_month_start(now: i64) -> (i64, i64) {
 
 impl Ledger {
     pub fn new(store: Store, queue: Arc<Queue>) -> Arc<Ledger> {
+        Ledger::with_source(Arc::new(store), queue)
+    }
+
+    /// A ledger reading the figures from `source`.
+    pub fn with_source(source: Arc<dyn FigureSource>, queue: Arc<Queue>) -> Arc<Ledger> {
         Arc::new(Ledger {
-            store,
+            source,
             queue,
             books: Mutex::new(HashMap::new()),
+            loads: AtomicU64::new(0),
         })
     }
 
@@ -79,21 +154,70 @@ impl Ledger {
         }
     }
 
-    async fn load(&self, app_id: &str, now: i64) -> Result<AppBook, store::StoreError> {
-        let app = self.store.get_app(app_id).await?;
-        let (day, month) = day_and_month_start(now);
-        let spent_day = self.store.app_spent_since(app_id, day).await?;
-        let spent_month = self.store.app_spent_since(app_id, month).await?;
-        Ok(AppBook {
-            credits: app.credits,
-            daily_budget: app.daily_budget,
-            monthly_budget: app.monthly_budget,
-            spent_day,
-            spent_month,
-            day_start: day,
-            loaded: Some(Instant::now()),
-            ..AppBook::default()
-        })
+    /// Reads the app's figures when they are stale: one call at a time per app, within
+    /// [`STORE_TIMEOUT`]; a call that has figures to go on does not wait for another's reload.
+    async fn reload_if_stale(&self, app_id: &str, now: i64) {
+        let (today, month) = day_and_month_start(now);
+        let (gate, known) = {
+            let Ok(mut books) = self.books.lock() else {
+                return;
+            };
+            let b = books.entry(app_id.to_owned()).or_default();
+            if b.fresh(today) || b.backing_off() {
+                return;
+            }
+            (Arc::clone(&b.gate), b.known)
+        };
+        let _reloading = if known {
+            match gate.try_lock_owned() {
+                Ok(g) => g,
+                // Another call is reloading: go on with the last good figures.
+                Err(_) => return,
+            }
+        } else {
+            gate.lock_owned().await
+        };
+        // Another call may have reloaded (or failed) while this one waited.
+        let again = self
+            .books
+            .lock()
+            .ok()
+            .and_then(|b| b.get(app_id).map(|b| !b.fresh(today) && !b.backing_off()));
+        if again != Some(true) {
+            return;
+        }
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        let read = tokio::time::timeout(STORE_TIMEOUT, self.source.figures(app_id, today, month))
+            .await
+            .map_err(|_| format!("no answer within {STORE_TIMEOUT:?}"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let Ok(mut books) = self.books.lock() else {
+            return;
+        };
+        let b = books.entry(app_id.to_owned()).or_default();
+        match read {
+            Ok(f) => {
+                b.credits = f.credits;
+                b.daily_budget = f.daily_budget;
+                b.monthly_budget = f.monthly_budget;
+                // What only this process knows (unflushed, reserved) survives the reload.
+                b.spent_day = f.spent_day + b.unflushed;
+                b.spent_month = f.spent_month + b.unflushed;
+                b.day_start = today;
+                b.loaded = Some(Instant::now());
+                b.known = true;
+                b.retry_at = None;
+                b.retry_wait = Duration::ZERO;
+            }
+            // The store is unavailable: let calls through on what is known (or nothing) rather
+            // than refuse every call — the charge is written later anyway — and leave the store
+            // alone for a while.
+            Err(e) => {
+                b.retry_wait = (b.retry_wait * 2).clamp(RETRY_FIRST, RELOAD_EVERY);
+                b.retry_at = Some(Instant::now() + b.retry_wait);
+                tracing::warn!(app = app_id, error = %e, retry_in = ?b.retry_wait, "cannot read the app's credit; admitting on the last known figures");
+            }
+        }
     }
 
     async fn admit_app(&self, app_id: &str, reserve: f64, priced: bool) -> Result<(), Refusal> {
@@ -101,43 +225,16 @@ impl Ledger {
             // Free models (local ones) are never refused for money.
             return Ok(());
         }
-        let now = store::now_ms();
-        let (today, _) = day_and_month_start(now);
-        let fresh = self.books.lock().ok().and_then(|b| {
-            b.get(app_id).map(|b| {
-                b.loaded.is_some_and(|at| at.elapsed() < RELOAD_EVERY) && b.day_start == today
-            })
-        });
-        if fresh != Some(true) {
-            match self.load(app_id, now).await {
-                Ok(loaded) => {
-                    if let Ok(mut books) = self.books.lock() {
-                        let b = books.entry(app_id.to_owned()).or_default();
-                        // What only this process knows survives the reload.
-                        let (unflushed, reserved) = (b.unflushed, b.reserved);
-                        *b = AppBook {
-                            spent_day: loaded.spent_day + unflushed,
-                            spent_month: loaded.spent_month + unflushed,
-                            unflushed,
-                            reserved,
-                            ..loaded
-                        };
-                    }
-                }
-                // The store is briefly unavailable: let the call through on what is known (or
-                // nothing) rather than refuse every call; the charge is written later anyway.
-                Err(e) => {
-                    tracing::warn!(app = app_id, error = %e, "cannot read the app's credit; admitting")
-                }
-            }
-        }
+        self.reload_if_stale(app_id, store::now_ms()).await;
         let Ok(mut books) = self.books.lock() else {
             return Ok(());
         };
         let Some(b) = books.get_mut(app_id) else {
             return Ok(());
         };
-        if b.credits - b.unflushed - b.reserved <= 0.0 {
+        if b.credits
+            .is_some_and(|credits| credits - b.unflushed - b.reserved <= 0.0)
+        {
             return Err(Refusal::OutOfCredit);
         }
         if b.daily_budget
@@ -169,7 +266,7 @@ impl Ledger {
             let (day, month) = (b.spent_day, b.spent_month);
             b.spent_day += r.cost;
             b.spent_month += r.cost;
-            if b.loaded.is_some() {
+            if b.known {
                 for (what, cap, before, after) in [
                     ("daily budget", b.daily_budget, day, b.spent_day),
                     ("monthly budget", b.monthly_budget, month, b.spent_month),
@@ -227,7 +324,7 @@ impl Flushed for Ledger {
         }
         for (app, balance) in balances {
             if let Some(b) = books.get_mut(app) {
-                b.credits = *balance;
+                b.credits = Some(*balance);
             }
         }
     }
@@ -235,7 +332,111 @@ impl Flushed for Ledger {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Answers with `figures`, or never (a store that hangs) while it is `None`.
+    #[derive(Default)]
+    struct Source {
+        figures: Mutex<Option<Figures>>,
+        asked: AtomicU64,
+    }
+
+    impl FigureSource for Source {
+        fn figures<'a>(&'a self, _: &'a str, _: i64, _: i64) -> FiguresFuture<'a> {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            let answer = self.figures.lock().unwrap().clone();
+            Box::pin(async move {
+                match answer {
+                    Some(f) => Ok(f),
+                    None => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    fn ledger(credits: Option<f64>) -> (Arc<Ledger>, Arc<Source>) {
+        let source = Arc::new(Source::default());
+        *source.figures.lock().unwrap() = Some(Figures {
+            credits,
+            ..Figures::default()
+        });
+        let (queue, _rx) = Queue::new();
+        let l = Ledger::with_source(Arc::clone(&source) as Arc<dyn FigureSource>, queue);
+        (l, source)
+    }
+
+    async fn admit_many(l: &Arc<Ledger>, app: &str, n: usize) -> Vec<Result<(), Refusal>> {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let (l, app) = (Arc::clone(l), app.to_owned());
+                tokio::spawn(async move { l.admit_app(&app, 0.01, true).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_store_costs_one_short_wait_not_one_per_call() {
+        let (l, source) = ledger(Some(10.0));
+        assert_eq!(l.admit_app("a", 0.01, true).await, Ok(()));
+        assert_eq!(source.asked.load(Ordering::Relaxed), 1);
+
+        // The store hangs and the figures go stale: one call reloads (and gives up after
+        // STORE_TIMEOUT); the others go on with the last good figures at once.
+        *source.figures.lock().unwrap() = None;
+        tokio::time::advance(RELOAD_EVERY).await;
+        let started = Instant::now();
+        assert!(admit_many(&l, "a", 20).await.iter().all(Result::is_ok));
+        assert_eq!(source.asked.load(Ordering::Relaxed), 2);
+        assert!(started.elapsed() <= STORE_TIMEOUT + Duration::from_millis(10));
+
+        // Backing off: the next calls do not ask the store, nor wait.
+        let started = Instant::now();
+        assert_eq!(l.admit_app("a", 0.01, true).await, Ok(()));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(source.asked.load(Ordering::Relaxed), 2);
+        tokio::time::advance(RETRY_FIRST).await;
+        assert_eq!(l.admit_app("a", 0.01, true).await, Ok(()));
+        assert_eq!(source.asked.load(Ordering::Relaxed), 3);
+
+        // An app never loaded: its first calls wait for one load between them.
+        let started = Instant::now();
+        assert!(admit_many(&l, "b", 10).await.iter().all(Result::is_ok));
+        assert_eq!(source.asked.load(Ordering::Relaxed), 4);
+        assert!(started.elapsed() <= STORE_TIMEOUT + Duration::from_millis(10));
+
+        // The store is back: the figures are read again once the backoff has passed.
+        *source.figures.lock().unwrap() = Some(Figures {
+            credits: Some(0.0),
+            ..Figures::default()
+        });
+        tokio::time::advance(RELOAD_EVERY).await;
+        assert_eq!(
+            l.admit_app("a", 0.01, true).await,
+            Err(Refusal::OutOfCredit)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_app_without_credits_is_not_metered_but_a_zero_balance_is() {
+        let (free, _) = ledger(None);
+        assert_eq!(free.admit_app("a", 1e6, true).await, Ok(()));
+        let (broke, _) = ledger(Some(0.0));
+        assert_eq!(
+            broke.admit_app("a", 0.01, true).await,
+            Err(Refusal::OutOfCredit)
+        );
+        assert!(Refusal::OutOfCredit
+            .to_string()
+            .contains("credit balance is 0"));
+        // Free models are never refused for money.
+        assert_eq!(broke.admit_app("a", 0.0, false).await, Ok(()));
+    }
 
     #[test]
     fn budget_thresholds() {

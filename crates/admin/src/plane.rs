@@ -259,8 +259,8 @@ impl ControlPlane {
 
     /// Starts accounting: loads the API's price overrides, installs the ledger as the gateway's
     /// accountant, and spawns on `tasks` the call-log writer (which drains its queue once
-    /// `stop` is cancelled — cancel it only after the last call has finished) and the
-    /// retention task (`[logs] retention_days`). Only the first call does anything.
+    /// `stop` is cancelled — cancel it only after the last call has finished), the retention
+    /// task (`[logs] retention_days`) and the writer of virtual keys' `last_used_at`. Only the first call does anything.
     pub async fn start_accounting(
         self: &Arc<Self>,
         tasks: &tokio_util::task::TaskTracker,
@@ -291,8 +291,10 @@ impl ControlPlane {
         tasks.spawn(crate::retention::run(
             Arc::clone(&self.gateway),
             self.store.clone(),
-            stop,
+            stop.clone(),
         ));
+        // Virtual keys' `last_used_at`, written in batches off the request path.
+        tasks.spawn(crate::keycache::run_touch(Arc::clone(&self.keycache), stop));
     }
 
     /// The store.

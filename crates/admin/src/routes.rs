@@ -69,6 +69,11 @@ fn s(t: &str) -> Value {
     json!({ "type": t })
 }
 
+/// USD, or null for none (no budget; credits not metered).
+fn money() -> Value {
+    json!({ "type": "number", "nullable": true, "minimum": 0 })
+}
+
 fn strings() -> Value {
     json!({ "type": "array", "items": { "type": "string" } })
 }
@@ -126,15 +131,18 @@ fn ops() -> Vec<Op> {
             .body(object(&["targets"], json!({ "targets": strings() }))).to(patch(e::patch_alias)),
         op("delete", "/aliases/{name}", "aliases", "Delete an alias").to(delete(e::delete_alias)),
         op("get", "/apps", "apps", "Apps (owners of virtual keys)").to(get(e::list_apps)),
-        op("post", "/apps", "apps", "Create an app")
-            .body(object(&["name"], json!({ "name": s("string"), "credits": s("number"),
+        op("post", "/apps", "apps", "Create an app (without credits: not metered)")
+            .body(object(&["name"], json!({ "name": s("string"), "credits": money(),
                 "daily_budget": s("number"), "monthly_budget": s("number") })))
             .created().to(post(e::create_app)),
         op("get", "/apps/{app}", "apps", "One app, by id or name").to(get(e::get_app)),
-        op("patch", "/apps/{app}", "apps", "Change an app")
-            .body(object(&[], json!({ "name": s("string"), "credits": s("number"),
-                "daily_budget": s("number"), "monthly_budget": s("number") })))
+        op("patch", "/apps/{app}", "apps", "Change the fields sent (null: no budget; credits not metered)")
+            .body(object(&[], json!({ "name": s("string"), "credits": money(),
+                "daily_budget": money(), "monthly_budget": money() })))
             .to(patch(e::patch_app)),
+        op("post", "/apps/{app}/credits", "apps", "Add credits atomically (negative: take back); returns the app")
+            .body(object(&["add"], json!({ "add": s("number") })))
+            .to(post(e::add_credits)),
         op("delete", "/apps/{app}", "apps", "Delete an app and its keys").to(delete(e::delete_app)),
         op("get", "/keys", "keys", "Virtual keys (never their secret); ?app= filters").to(get(e::list_keys)),
         op("post", "/keys", "keys", "Create a virtual key: the response is the only time the full key is shown")

@@ -169,12 +169,36 @@ pub struct Draft {
     pub bodies: bool,
     /// Told the real tokens when the call settles (the rate limiter's token reconciliation).
     pub on_settle: Option<Box<dyn FnOnce(Tokens) + Send + Sync>>,
+    /// Set once the record was handed over; a draft dropped without it settles as
+    /// `client_closed` (see the `Drop` impl).
+    settled: bool,
 }
 
 /// Bytes of an answer kept in the log when `[logs] bodies = true`.
 pub const BODY_LOG_LIMIT: usize = 64 * 1024;
 
 impl Draft {
+    /// A record of a call that has not reached an upstream yet, handing it to `sink` at its end.
+    pub fn new(
+        record: CallRecord,
+        request_bytes: u64,
+        started: std::time::Instant,
+        pricing: Arc<Pricing>,
+        sink: Arc<dyn Accountant>,
+        bodies: bool,
+    ) -> Draft {
+        Draft {
+            record,
+            request_bytes,
+            started,
+            pricing,
+            sink,
+            bodies,
+            on_settle: None,
+            settled: false,
+        }
+    }
+
     /// Completes the record and hands it over. Tokens are priced by the model that answered.
     pub fn finish(
         mut self,
@@ -184,6 +208,21 @@ impl Draft {
         tokens: Tokens,
         response: Option<&[u8]>,
     ) {
+        self.settle(status, error_class, ttft, tokens, response);
+    }
+
+    fn settle(
+        &mut self,
+        status: u16,
+        error_class: Option<&str>,
+        ttft: Option<std::time::Duration>,
+        tokens: Tokens,
+        response: Option<&[u8]>,
+    ) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
         if let Some(settle) = self.on_settle.take() {
             settle(tokens);
         }
@@ -207,9 +246,41 @@ impl Draft {
                 r.response_body = Some(redact(&String::from_utf8_lossy(b)));
             }
         }
-        self.sink.record(self.record);
+        self.sink.record(std::mem::take(&mut self.record));
     }
 }
+
+/// A call whose handler was dropped before its answer was settled (the client hung up while
+/// llmux waited for the first byte, failed over, or read a whole answer to translate) is
+/// settled here: as `client_closed` (499), which releases its credit reservation and
+/// reconciles its rate-limit grant. Once an upstream had taken the call (`upstream` is known),
+/// the prompt was sent and is charged as estimated input tokens; before that, nothing is.
+impl Drop for Draft {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let tokens = if self.record.upstream.is_some() {
+            Tokens {
+                input: estimate_tokens(self.request_bytes),
+                output: 0,
+                estimated: true,
+            }
+        } else {
+            Tokens::default()
+        };
+        self.settle(
+            CLIENT_CLOSED_STATUS,
+            Some("client_closed"),
+            None,
+            tokens,
+            None,
+        );
+    }
+}
+
+/// The status the log records for a call whose client went away (nginx's convention).
+pub const CLIENT_CLOSED_STATUS: u16 = 499;
 
 /// The error class the log records for a status llmux answered with.
 pub fn status_class(status: u16) -> Option<&'static str> {
@@ -241,11 +312,14 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Refusal::OutOfCredit => {
-                "You exceeded your current quota: this app has no credit left. Add credits to continue."
+                "This app's credit balance is 0 (spent, or held by calls still running): add \
+                 credits (POST /admin/v1/apps/{app}/credits) to continue."
             }
-            Refusal::DailyBudget => "You exceeded your current quota: this app's daily budget is spent.",
+            Refusal::DailyBudget => {
+                "This app's daily budget is spent: calls resume tomorrow (UTC) or when the budget is raised."
+            }
             Refusal::MonthlyBudget => {
-                "You exceeded your current quota: this app's monthly budget is spent."
+                "This app's monthly budget is spent: calls resume next month (UTC) or when the budget is raised."
             }
         })
     }

@@ -62,6 +62,14 @@ pub trait Authenticator: Send + Sync {
     fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a>;
 }
 
+/// How every llmux virtual key begins (the store's `VIRTUAL_KEY_PREFIX`).
+pub const VIRTUAL_KEY_PREFIX: &str = "sk-llmux-";
+
+/// Whether `token` is an llmux virtual key (rather than a provider key or an SDK's placeholder).
+pub fn is_virtual_key(token: &str) -> bool {
+    token.starts_with(VIRTUAL_KEY_PREFIX)
+}
+
 /// The credential a call carries, whichever way its SDK sends it: `Authorization: Bearer`
 /// (OpenAI, Ollama), `x-api-key` (Anthropic), `x-goog-api-key` or `?key=` (Gemini).
 pub fn credential<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {

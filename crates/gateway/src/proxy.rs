@@ -87,15 +87,16 @@ pub async fn handle_with(
             "missing required field `model`",
         );
     };
-    if let Some(id) = &identity {
-        if !id.allows(&model) {
-            gw.metrics.rejected("model_permission");
-            return error(
-                dialect,
-                ErrorKind::PermissionDenied,
-                format!("this API key may not use model '{model}'"),
-            );
-        }
+    // What may be sent upstream: the model or its alias's targets, then their fallbacks.
+    // Permissions, prices and per-model limits apply to these, not to the name asked for.
+    let targets = permitted(identity.as_ref(), &routes, &model);
+    if targets.is_empty() {
+        gw.metrics.rejected("model_permission");
+        return error(
+            dialect,
+            ErrorKind::PermissionDenied,
+            format!("this API key may not use model '{model}' (nor any model it stands for)"),
+        );
     }
     // The call's record, made before any refusal below so that refused calls are logged too.
     let mut draft = gw.accounting.accountant().map(|sink| {
@@ -126,21 +127,30 @@ pub async fn handle_with(
             }
         };
     let admitted = match draft.as_ref() {
-        Some(d) => admit(&gw, &d.sink, identity.as_ref(), dialect, &model, &body)
+        Some(d) => admit(&gw, &d.sink, identity.as_ref(), dialect, &targets, &body)
             .await
             .map(Some),
         None => Ok(None),
     };
+    // Grows when the call moves on to a fallback target with limits of its own.
+    let grant = Arc::new(std::sync::Mutex::new(crate::limits::TokenGrant::default()));
     match admitted {
         Ok(reserved) => {
+            if let Ok(mut g) = grant.lock() {
+                g.absorb(limits_grant);
+            }
             if let Some(d) = draft.as_mut() {
                 d.record.reserved = reserved.unwrap_or(0.0);
                 let limiter = Arc::clone(&gw);
+                let grant = Arc::clone(&grant);
                 d.on_settle = Some(Box::new(move |t: Tokens| {
+                    let Some(grant) = grant.lock().ok().map(|mut g| std::mem::take(&mut *g)) else {
+                        return;
+                    };
                     // Like OpenAI, the admission estimate (prompt + max_tokens) stays charged;
                     // only an answer that used more than that is charged the difference.
-                    let used = (t.input + t.output).max(limits_grant.estimated());
-                    limiter.limits.reconcile(limits_grant, used);
+                    let used = (t.input + t.output).max(grant.estimated());
+                    limiter.limits.reconcile(grant, used);
                 }));
             }
         }
@@ -182,8 +192,10 @@ pub async fn handle_with(
         last_reply: None,
         out_of_budget: false,
         draft: Arc::clone(&draft),
+        identity,
+        grant,
     };
-    let resp = call.run(model).await;
+    let resp = call.run(model, targets).await;
     // No upstream answer took the record (refused, no route, every attempt failed): log it now.
     if let Some(mut d) = draft.lock().ok().and_then(|mut d| d.take()) {
         let header = |name: &HeaderName| {
@@ -201,31 +213,61 @@ pub async fn handle_with(
     resp
 }
 
+/// The models a call for `model` may reach: its alias's targets (or itself), then their
+/// fallbacks, keeping for a key with a model list only those it allows. A key that lists the
+/// alias name itself may use the alias's own targets; fallbacks need their own permission.
+fn permitted(
+    identity: Option<&crate::auth::Identity>,
+    routes: &Routes,
+    model: &str,
+) -> Vec<String> {
+    // Most calls have no alias and no fallback: skip building the chain for them.
+    let chain = if routes.overlay.aliases.is_empty() && routes.config.routing.fallbacks.is_empty() {
+        vec![model.to_string()]
+    } else {
+        routes.chain(model)
+    };
+    let Some(id) = identity.filter(|id| !id.models.is_empty()) else {
+        return chain;
+    };
+    let named = id.allows(model);
+    let heads = routes.overlay.aliases.get(model);
+    chain
+        .into_iter()
+        .filter(|t| id.allows(t) || (named && heads.is_some_and(|h| h.contains(t))))
+        .collect()
+}
+
 /// Checks the caller's app against its credit and budgets before anything reaches an upstream,
-/// reserving the call's estimated cost; `Err` is the `insufficient_quota` answer. Calls without
-/// a key are not billed.
+/// reserving the estimated cost of the dearest model the call may reach (`targets`); `Err` is
+/// the `insufficient_quota` answer. Calls without a key are not billed; calls whose every target
+/// is free (no price, or priced at 0) are never refused for money.
 async fn admit(
     gw: &Gateway,
     sink: &Arc<dyn Accountant>,
     identity: Option<&crate::auth::Identity>,
     dialect: Dialect,
-    model: &str,
+    targets: &[String],
     body: &Bytes,
 ) -> Result<f64, Response<Body>> {
     let Some(id) = identity else {
         return Ok(0.0);
     };
-    let price = gw.accounting.pricing().price(model);
+    let pricing = gw.accounting.pricing();
+    let prices: Vec<accounting::Price> = targets
+        .iter()
+        .filter_map(|t| pricing.price(t))
+        .filter(|p| p.input_per_mtok > 0.0 || p.output_per_mtok > 0.0)
+        .collect();
     // The answer's size is unknown yet: reserve the prompt plus a modest answer, so that many
     // concurrent streams cannot each spend the same last credit.
-    let reserve = price.map_or(0.0, |p| {
-        p.cost(Tokens {
-            input: accounting::estimate_tokens(body.len() as u64),
-            output: RESERVED_OUTPUT_TOKENS,
-            estimated: true,
-        })
-    });
-    match sink.admit(&id.app_id, reserve, price.is_some()).await {
+    let estimate = Tokens {
+        input: accounting::estimate_tokens(body.len() as u64),
+        output: RESERVED_OUTPUT_TOKENS,
+        estimated: true,
+    };
+    let reserve = prices.iter().map(|p| p.cost(estimate)).fold(0.0, f64::max);
+    match sink.admit(&id.app_id, reserve, !prices.is_empty()).await {
         Ok(()) => Ok(reserve),
         Err(refusal) => {
             gw.accounting
@@ -260,8 +302,8 @@ fn new_draft(gw: &Gateway, sink: Arc<dyn Accountant>, d: Draft0<'_>) -> Draft {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_millis() as i64)
         - d.started.elapsed().as_millis() as i64;
-    Draft {
-        record: CallRecord {
+    Draft::new(
+        CallRecord {
             created_at,
             request_id: d.request_id.to_string(),
             app_id: d.identity.map(|i| i.app_id.clone()),
@@ -272,13 +314,12 @@ fn new_draft(gw: &Gateway, sink: Arc<dyn Accountant>, d: Draft0<'_>) -> Draft {
             request_body: bodies.then(|| accounting::redact(&String::from_utf8_lossy(d.body))),
             ..CallRecord::default()
         },
-        request_bytes: d.body.len() as u64,
-        started: d.started,
-        pricing: gw.accounting.pricing(),
+        d.body.len() as u64,
+        d.started,
+        gw.accounting.pricing(),
         sink,
         bodies,
-        on_settle: None,
-    }
+    )
 }
 
 /// A request ready to send to one candidate.
@@ -350,24 +391,23 @@ struct Call {
     out_of_budget: bool,
     /// The call-log record; whoever answers the client takes it (the relay, at the body's end).
     draft: Arc<std::sync::Mutex<Option<Draft>>>,
+    /// The caller's virtual key: its per-model limits apply to each target the call moves to.
+    identity: Option<crate::auth::Identity>,
+    /// Token limits charged so far, reconciled when the call settles.
+    grant: Arc<std::sync::Mutex<crate::limits::TokenGrant>>,
 }
 
 impl Call {
-    /// The requested model, then its fallbacks in order, each with up to `max_attempts` attempts.
-    async fn run(mut self, model: String) -> Response<Body> {
+    /// The requested model's targets (see [`permitted`]) in order, each with up to
+    /// `max_attempts` attempts.
+    async fn run(mut self, model: String, targets: Vec<String>) -> Response<Body> {
         self.gw.retry_budget.deposit();
         let routes = Arc::clone(&self.routes);
-        // Most calls have no alias and no fallback: skip building the chain for them.
-        let chain =
-            if routes.overlay.aliases.is_empty() && routes.config.routing.fallbacks.is_empty() {
-                Vec::new()
-            } else {
-                routes.chain(&model)
-            };
-        let count = chain.len().max(1);
         let mut route_error = None;
-        for i in 0..count {
-            let target = chain.get(i).map_or(model.as_str(), String::as_str);
+        let mut limited = None;
+        let asked = wire::model::model_key(&model);
+        for target in &targets {
+            let target = target.as_str();
             let endpoint = self.endpoint;
             let cands = match routes.plan(target, |k| endpoint.accepts(k), self.affinity) {
                 Ok(c) => c,
@@ -376,12 +416,34 @@ impl Call {
                     continue;
                 }
             };
+            // The requested name's own limits were checked at admission; a target's apply
+            // when the call reaches it, and one that is spent is skipped.
+            if wire::model::model_key(target) != asked {
+                let dialect = self.endpoint.dialect();
+                let id = self.identity.as_ref();
+                match crate::limits::admit_model(&self.gw, id, target, &self.body, dialect).await {
+                    Ok(g) => {
+                        if let Ok(mut grant) = self.grant.lock() {
+                            grant.absorb(g);
+                        }
+                    }
+                    Err(refused) => {
+                        self.failures
+                            .push(format!("{target}: this API key's limit for it is reached"));
+                        limited.get_or_insert(refused);
+                        continue;
+                    }
+                }
+            }
             if let Some(resp) = self.try_model(target, &cands).await {
                 return resp;
             }
             if self.out_of_budget {
                 break;
             }
+        }
+        if let Some(refused) = limited.filter(|_| self.attempts == 0) {
+            return refused;
         }
         self.give_up(&model, route_error)
     }
@@ -1367,3 +1429,7 @@ fn stream_format(headers: &[(HeaderName, HeaderValue)]) -> Option<Dialect> {
         None
     }
 }
+
+#[cfg(test)]
+#[path = "admission_tests.rs"]
+mod admission_tests;

@@ -110,22 +110,26 @@ async fn key_limits(State(gw): State<Arc<Gateway>>, req: Request, next: Next) ->
     crate::limits::key_limits(State(gw), req, next).await
 }
 
-/// With `auth.required`, a call must carry a virtual key that checks out; the identity travels
-/// in the request's extensions (the model restriction is checked once the model is known).
+/// With `auth.required`, a call must carry a virtual key that checks out; without it, a call
+/// that presents an llmux key (`sk-llmux-…`) is still held to that key (its models, limits,
+/// app and billing; 401 when it is wrong), and only calls with no llmux key are anonymous.
+/// The identity travels in the request's extensions (the model restriction is checked once
+/// the model is known).
 async fn client_auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if !gw.routes().config.auth.required
-        || OPEN_PATHS.contains(&path)
-        || path.starts_with("/admin/")
-        || path.starts_with("/ui")
-    {
+    if OPEN_PATHS.contains(&path) || path.starts_with("/admin/") || path.starts_with("/ui") {
         return next.run(req).await;
     }
+    let required = gw.routes().config.auth.required;
     let dialect = dialect_of(&req);
     let refuse =
         |e: auth::AuthError| proxy::error(dialect, ErrorKind::Authentication, e.to_string());
-    let Some(token) = auth::credential(req.headers(), req.uri().query()).map(str::to_string) else {
-        return refuse(auth::AuthError::Missing);
+    let token = auth::credential(req.headers(), req.uri().query()).map(str::to_string);
+    let token = match token {
+        Some(t) if required || auth::is_virtual_key(&t) => t,
+        // Anonymous: no credential, or the provider key or placeholder an SDK insists on sending.
+        _ if !required => return next.run(req).await,
+        _ => return refuse(auth::AuthError::Missing),
     };
     let Some(checker) = gw.authenticator().cloned() else {
         return refuse(auth::AuthError::Unavailable(

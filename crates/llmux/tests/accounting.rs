@@ -241,7 +241,13 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
         )
         .await;
         assert_eq!(s, 201, "{rich}");
-        let (s, _) = admin(&gw, "POST", "/apps", Some(json!({"name": "broke"}))).await;
+        let (s, _) = admin(
+            &gw,
+            "POST",
+            "/apps",
+            Some(json!({"name": "broke", "credits": 0.0})),
+        )
+        .await;
         assert_eq!(s, 201);
         let (_, k) = admin(
             &gw,
@@ -273,6 +279,7 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["error"]["type"], "insufficient_quota", "{v}");
         assert_eq!(v["error"]["code"], "insufficient_quota", "{v}");
+        assert!(text.contains("credit balance is 0"), "{text}");
         let (s, _, text) = call(
             &gw,
             &broke,
@@ -535,6 +542,50 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
         )
         .await;
         assert_eq!(s, 429, "{text}");
+        // A top-up adds to the balance at once (and is audited).
+        let (s, app) = admin(
+            &gw,
+            "POST",
+            "/apps/rich/credits",
+            Some(json!({"add": 50.0})),
+        )
+        .await;
+        assert_eq!((s, app["credits"].as_f64()), (200, Some(50.0)), "{app}");
+        let (s, _, text) = call(
+            &gw,
+            &key,
+            "/v1/chat/completions",
+            chat_body("gpt-4o-mini", false),
+        )
+        .await;
+        assert_eq!(s, 200, "{text}");
+        let (_, audit) = admin(&gw, "GET", "/audit", None).await;
+        assert!(audit.to_string().contains("app.credits"), "{audit}");
+        let (s, err) = admin(&gw, "POST", "/apps/rich/credits", Some(json!({"add": "x"}))).await;
+        assert_eq!(s, 400, "{err}");
+        // Without credits, an app is not metered; `null` stops metering an app.
+        let (s, free) = admin(&gw, "POST", "/apps", Some(json!({"name": "unmetered"}))).await;
+        assert_eq!((s, &free["credits"]), (201, &Value::Null), "{free}");
+        let (_, k) = admin(
+            &gw,
+            "POST",
+            "/keys",
+            Some(json!({"name": "u", "app": "unmetered"})),
+        )
+        .await;
+        let unmetered = k["key"].as_str().unwrap().to_string();
+        let (s, _, text) = call(
+            &gw,
+            &unmetered,
+            "/v1/chat/completions",
+            chat_body("gpt-4o-mini", false),
+        )
+        .await;
+        assert_eq!(s, 200, "{text}");
+        let (s, app) = admin(&gw, "PATCH", "/apps/rich", Some(json!({"credits": null}))).await;
+        assert_eq!((s, &app["credits"]), (200, &Value::Null), "{app}");
+        let (_, app) = admin(&gw, "PATCH", "/apps/rich", Some(json!({"credits": 0.0}))).await;
+        assert_eq!(app["credits"].as_f64(), Some(0.0), "{app}");
 
         // Prices set through the API apply at once.
         let (s, p) = admin(

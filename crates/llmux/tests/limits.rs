@@ -415,3 +415,38 @@ async fn a_model_limit_within_a_key() {
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presented_virtual_key_is_honoured_when_auth_is_not_required() {
+    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest", "qwen2:latest"]))
+        .await
+        .unwrap();
+    let gw = Llmux::start(&format!(
+        "[auth]\nrequired = false\n{}",
+        ollama("gpu-a", &a.url())
+    ));
+    let key = key_with(&gw, "open", json!({ "rpm": 1 })).await;
+    // The key's limit applies although the key is not required...
+    assert_eq!(chat_call(&gw, &key).await.status(), 200);
+    assert_eq!(chat_call(&gw, &key).await.status(), 429);
+    // ...a wrong llmux key is refused rather than served anonymously...
+    assert_eq!(chat_call(&gw, "sk-llmux-nope-nope").await.status(), 401);
+    // ...while calls with no llmux key (none, or an SDK's placeholder) stay anonymous.
+    assert_eq!(chat_call(&gw, "ollama").await.status(), 200);
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat("llama3", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A key limited to some models is held to them.
+    let only = admin_post(
+        &gw,
+        "/keys",
+        json!({ "name": "only-qwen", "app": "open", "models": ["qwen2"] }),
+    )
+    .await;
+    let r = chat_call(&gw, only["key"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 403);
+}

@@ -13,8 +13,8 @@ pub struct App {
     pub id: String,
     /// Unique name.
     pub name: String,
-    /// Remaining credits.
-    pub credits: f64,
+    /// Remaining credits (USD); `None`: the app is not metered (its budgets still apply).
+    pub credits: Option<f64>,
     /// Spending limit per day, `None` for no limit.
     pub daily_budget: Option<f64>,
     /// Spending limit per month, `None` for no limit.
@@ -28,8 +28,8 @@ pub struct App {
 pub struct NewApp {
     /// Unique name.
     pub name: String,
-    /// Credits.
-    pub credits: f64,
+    /// Credits; `None`: not metered.
+    pub credits: Option<f64>,
     /// Spending limit per day.
     pub daily_budget: Option<f64>,
     /// Spending limit per month.
@@ -46,6 +46,16 @@ impl_from_row!(App, |row| {
         created_at: row.try_get("created_at")?,
     })
 });
+
+/// Which fields of an app to change: `None` leaves a field alone; for the optional ones,
+/// `Some(None)` clears it (no budget; credits not metered).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppPatch {
+    pub name: Option<String>,
+    pub credits: Option<Option<f64>>,
+    pub daily_budget: Option<Option<f64>>,
+    pub monthly_budget: Option<Option<f64>>,
+}
 
 macro_rules! cols {
     () => {
@@ -109,6 +119,56 @@ impl Store {
         }))
     }
 
+    /// Changes only the fields `patch` names, in one statement, so that a charge committed
+    /// meanwhile (`credits = credits - cost`) is not overwritten with a balance read earlier.
+    pub async fn patch_app(&self, id: &str, patch: &AppPatch) -> Result<App, StoreError> {
+        let updated: Option<App> = write_tx!(self, |tx| {
+            sqlx::query_as(concat!(
+                "UPDATE apps SET \
+                 name = CASE WHEN $2 THEN $3 ELSE name END, \
+                 credits = CASE WHEN $4 THEN $5 ELSE credits END, \
+                 daily_budget = CASE WHEN $6 THEN $7 ELSE daily_budget END, \
+                 monthly_budget = CASE WHEN $8 THEN $9 ELSE monthly_budget END \
+                 WHERE id = $1 RETURNING ",
+                cols!()
+            ))
+            .bind(id)
+            .bind(patch.name.is_some())
+            .bind(patch.name.as_deref())
+            .bind(patch.credits.is_some())
+            .bind(patch.credits.flatten())
+            .bind(patch.daily_budget.is_some())
+            .bind(patch.daily_budget.flatten())
+            .bind(patch.monthly_budget.is_some())
+            .bind(patch.monthly_budget.flatten())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::conflict_as(|| {
+                format!(
+                    "app {:?} already exists",
+                    patch.name.as_deref().unwrap_or("")
+                )
+            }))?
+        });
+        updated.ok_or(StoreError::NotFound)
+    }
+
+    /// Adds `add` to the app's credits atomically and returns the app; an app that was not
+    /// metered starts metering from `add`.
+    pub async fn top_up_app(&self, id: &str, add: f64) -> Result<App, StoreError> {
+        let updated: Option<App> = write_tx!(self, |tx| {
+            sqlx::query_as(concat!(
+                "UPDATE apps SET credits = COALESCE(credits, 0.0) + $2 WHERE id = $1 RETURNING ",
+                cols!()
+            ))
+            .bind(id)
+            .bind(add)
+            .fetch_optional(&mut *tx)
+            .await?
+        });
+        updated.ok_or(StoreError::NotFound)
+    }
+
     /// Replaces every field of app `id`.
     pub async fn update_app(&self, id: &str, new: &NewApp) -> Result<App, StoreError> {
         let updated: Option<App> = write_tx!(self, |tx| {
@@ -132,11 +192,12 @@ impl Store {
     }
 
     /// Adds `delta` (negative to spend) to the app's credits atomically; returns the new
-    /// balance.
+    /// balance (an app that was not metered starts from 0).
     pub async fn add_app_credits(&self, id: &str, delta: f64) -> Result<f64, StoreError> {
         let balance: Option<f64> = write_tx!(self, |tx| {
             sqlx::query_scalar(
-                "UPDATE apps SET credits = credits + $2 WHERE id = $1 RETURNING credits",
+                "UPDATE apps SET credits = COALESCE(credits, 0.0) + $2 WHERE id = $1 \
+                 RETURNING credits",
             )
             .bind(id)
             .bind(delta)

@@ -349,15 +349,16 @@ impl Store {
             }
             let mut balances = Vec::with_capacity(charges.len());
             for (app, cost) in charges {
-                let balance: Option<f64> = sqlx::query_scalar(
+                let balance: Option<Option<f64>> = sqlx::query_scalar(
                     "UPDATE apps SET credits = credits - $2 WHERE id = $1 RETURNING credits",
                 )
                 .bind(app)
                 .bind(cost)
                 .fetch_optional(&mut *tx)
                 .await?;
-                // A deleted app's calls are still logged; there is no balance to charge.
-                if let Some(b) = balance {
+                // A deleted app's calls are still logged; there is no balance to charge. An
+                // app that is not metered (NULL credits) stays so.
+                if let Some(Some(b)) = balance {
                     balances.push((app.to_owned(), b));
                 }
             }

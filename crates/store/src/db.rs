@@ -144,7 +144,8 @@ fn redact_url(url: &str) -> String {
 // - Files are `NNNN_description.sql`, listed below in order; an applied migration is never
 //   edited (sqlx stores its checksum and refuses to start when it changes).
 // - The call_log table grows without bound. A later migration must not rewrite a big table:
-//   no SQLite table rebuild (create-copy-drop-rename), no PostgreSQL `ALTER COLUMN … TYPE` or
+//   no SQLite rebuild (create-copy-drop-rename) of a big table (0004 rebuilt `apps`, one row
+//   per tenant), no PostgreSQL `ALTER COLUMN … TYPE` or
 //   `ADD COLUMN` with a volatile default. Only add nullable columns or columns with a constant
 //   default, new tables and new indexes (PostgreSQL: `CREATE INDEX CONCURRENTLY` in a
 //   migration of its own, marked no-transaction), so that `migrate` stays fast.
@@ -180,6 +181,17 @@ fn sqlite_migrator() -> Migrator {
             "usage",
             include_str!("../migrations/sqlite/0003_usage.sql"),
         ),
+        // Rebuilds the (small) apps table with foreign keys off: runs outside sqlx's
+        // transaction and opens its own (see the file).
+        Migration::new(
+            4,
+            Cow::Borrowed("optional credits"),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!(
+                "../migrations/sqlite/0004_optional_credits.sql"
+            )),
+            true,
+        ),
     ])
 }
 
@@ -199,6 +211,15 @@ fn postgres_migrator() -> Migrator {
             3,
             "usage",
             include_str!("../migrations/postgres/0003_usage.sql"),
+        ),
+        Migration::new(
+            4,
+            Cow::Borrowed("optional credits"),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!(
+                "../migrations/postgres/0004_optional_credits.sql"
+            )),
+            false,
         ),
     ])
 }

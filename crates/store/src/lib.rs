@@ -25,7 +25,7 @@ mod users;
 mod virtual_keys;
 
 pub use aliases::Alias;
-pub use apps::{App, NewApp};
+pub use apps::{App, AppPatch, NewApp};
 pub use audit::{AuditEvent, NewAuditEvent};
 pub use call_log::{CallFilter, CallRecord, StoredCall};
 pub use config_revisions::{ConfigRevision, NewConfigRevision};

@@ -394,6 +394,28 @@ impl Store {
         Ok(())
     }
 
+    /// Records many keys' last use at once (`(id, unix ms)`), in one transaction; like
+    /// [`Store::touch_virtual_key`], a time never moves backwards, and unknown ids (a key
+    /// deleted meanwhile) are skipped.
+    pub async fn touch_virtual_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        write_tx!(self, |tx| {
+            for (id, at) in used {
+                sqlx::query(
+                    "UPDATE virtual_keys SET last_used_at = $2 WHERE id = $1 \
+                     AND (last_used_at IS NULL OR last_used_at < $2)",
+                )
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        });
+        Ok(())
+    }
+
     /// Deletes key `id`.
     pub async fn delete_virtual_key(&self, id: &str) -> Result<(), StoreError> {
         let deleted = write_tx!(self, |tx| {

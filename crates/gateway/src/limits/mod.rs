@@ -340,6 +340,13 @@ impl TokenGrant {
     pub fn estimated(&self) -> u64 {
         self.estimated
     }
+
+    /// Adds the token checks of `other` (a fallback target's limits, charged when the call
+    /// moved on to it), so that one reconciliation settles both.
+    pub fn absorb(&mut self, other: TokenGrant) {
+        self.estimated = self.estimated.max(other.estimated);
+        self.checks.extend(other.checks);
+    }
 }
 
 /// The estimate charged against token limits before the call: a quarter of the body's bytes
@@ -432,28 +439,92 @@ pub async fn admit(
         layers.push(Layer::KeyTpm);
     }
     if let Some((name, m)) = model_limits {
-        let name = wire::model::model_key(name);
-        if let Some(rpm) = m.rpm {
-            checks.push(Check {
-                key: format!("key:{}:model:{name}:rpm", id.key_id),
-                rate: per_minute(rpm.into()),
-                cost: 1,
-            });
-            layers.push(Layer::Model);
-        }
-        if let Some(tpm) = m.tpm {
-            let c = Check {
-                key: format!("key:{}:model:{name}:tpm", id.key_id),
-                rate: per_minute(tpm),
-                cost: estimated,
-            };
-            grant.checks.push(c.clone());
-            checks.push(c);
-            layers.push(Layer::ModelTokens);
-        }
+        model_checks(id, name, m, estimated, &mut checks, &mut layers, &mut grant);
     }
+    let pairs = decide(gw, &checks, layers, dialect).await?;
+    let _ = GRANTED.try_with(|g| {
+        if let Ok(mut g) = g.lock() {
+            *g = pairs;
+        }
+    });
+    Ok(grant)
+}
+
+/// The per-model limits of `target` alone: checked when a call moves on to a fallback target
+/// (the first target's are checked by [`admit`] with the key's own limits).
+pub async fn admit_model(
+    gw: &Gateway,
+    identity: Option<&Identity>,
+    target: &str,
+    body: &[u8],
+    dialect: Dialect,
+) -> Result<TokenGrant, Response<Body>> {
+    let Some(id) = identity else {
+        return Ok(TokenGrant::default());
+    };
+    let Some((name, m)) = id.limits.model(target) else {
+        return Ok(TokenGrant::default());
+    };
+    let estimated = if m.tpm.is_some() {
+        estimate_tokens(body)
+    } else {
+        0
+    };
+    let mut grant = TokenGrant {
+        checks: Vec::new(),
+        estimated,
+    };
+    let (mut checks, mut layers) = (Vec::with_capacity(2), Vec::with_capacity(2));
+    model_checks(id, name, m, estimated, &mut checks, &mut layers, &mut grant);
+    let pairs = decide(gw, &checks, layers, dialect).await?;
+    let _ = GRANTED.try_with(|g| {
+        if let Ok(mut g) = g.lock() {
+            g.extend(pairs);
+        }
+    });
+    Ok(grant)
+}
+
+/// The checks of one model's limits for key `id`.
+fn model_checks(
+    id: &Identity,
+    name: &str,
+    m: ModelLimits,
+    estimated: u64,
+    checks: &mut Vec<Check>,
+    layers: &mut Vec<Layer>,
+    grant: &mut TokenGrant,
+) {
+    let name = wire::model::model_key(name);
+    if let Some(rpm) = m.rpm {
+        checks.push(Check {
+            key: format!("key:{}:model:{name}:rpm", id.key_id),
+            rate: per_minute(rpm.into()),
+            cost: 1,
+        });
+        layers.push(Layer::Model);
+    }
+    if let Some(tpm) = m.tpm {
+        let c = Check {
+            key: format!("key:{}:model:{name}:tpm", id.key_id),
+            rate: per_minute(tpm),
+            cost: estimated,
+        };
+        grant.checks.push(c.clone());
+        checks.push(c);
+        layers.push(Layer::ModelTokens);
+    }
+}
+
+/// Runs `checks` (all or nothing); `Err` is the refusal to answer.
+async fn decide(
+    gw: &Gateway,
+    checks: &[Check],
+    layers: Vec<Layer>,
+    dialect: Dialect,
+) -> Result<Vec<(Layer, Decision)>, Response<Body>> {
     let fail_open = gw.routes().config.limits.fail_open;
-    let decisions = match gw.limits.check(&checks, fail_open).await {
+    let decisions = match gw.limits.check(checks, fail_open).await {
         Ok(d) => d,
         Err(BackendDown) => return Err(backend_down(dialect)),
     };
@@ -462,12 +533,7 @@ pub async fn admit(
         gw.metrics.rejected(layer.as_str());
         return Err(rejection(dialect, *layer, d));
     }
-    let _ = GRANTED.try_with(|g| {
-        if let Ok(mut g) = g.lock() {
-            *g = pairs;
-        }
-    });
-    Ok(grant)
+    Ok(pairs)
 }
 
 fn backend_down(dialect: Dialect) -> Response<Body> {

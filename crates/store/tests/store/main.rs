@@ -9,9 +9,9 @@ use config::Secret;
 use harness::backends;
 use serde_json::json;
 use store::{
-    sealed_key_id, CallFilter, CallRecord, KeyLimits, KeyState, KeyStatus, MasterKey, MasterKeys,
-    ModelOrigin, NewApp, NewAuditEvent, NewConfigRevision, NewModel, NewUpstream, NewVirtualKey,
-    Role, Source, Store, StoreError, UsageGroup, UsageQuery, VirtualKeyUpdate,
+    sealed_key_id, AppPatch, CallFilter, CallRecord, KeyLimits, KeyState, KeyStatus, MasterKey,
+    MasterKeys, ModelOrigin, NewApp, NewAuditEvent, NewConfigRevision, NewModel, NewUpstream,
+    NewVirtualKey, Role, Source, Store, StoreError, UsageGroup, UsageQuery, VirtualKeyUpdate,
 };
 
 fn upstream(name: &str) -> NewUpstream {
@@ -31,7 +31,7 @@ fn upstream(name: &str) -> NewUpstream {
 fn app(name: &str) -> NewApp {
     NewApp {
         name: name.to_owned(),
-        credits: 10.5,
+        credits: Some(10.5),
         daily_budget: Some(2.0),
         monthly_budget: None,
     }
@@ -77,7 +77,7 @@ async fn migrations_are_idempotent() {
         other.close().await;
         assert_eq!(
             db.raw_count("SELECT COUNT(*) FROM _sqlx_migrations").await,
-            3,
+            4,
             "{}",
             db.label()
         );
@@ -513,7 +513,7 @@ async fn apps_crud_and_conflicts() {
         assert!(a.id.starts_with("app_"));
         assert_eq!(
             (a.credits, a.daily_budget, a.monthly_budget),
-            (10.5, Some(2.0), None)
+            (Some(10.5), Some(2.0), None)
         );
         assert_eq!(s.get_app(&a.id).await.unwrap(), a);
         assert_eq!(s.get_app_by_name("team-a").await.unwrap(), a);
@@ -549,6 +549,64 @@ async fn apps_crud_and_conflicts() {
         s.delete_app(&a.id).await.unwrap();
         assert!(matches!(
             s.delete_app(&a.id).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_patch_changes_only_what_it_names_and_keeps_concurrent_charges() {
+    for db in backends().await {
+        let label = db.label();
+        let s = &db.store;
+        let a = s.create_app(&app("patched")).await.unwrap();
+        // A charge lands between an admin's read and its PATCH: the PATCH must not write back
+        // the balance it read.
+        s.record_calls(&[call(1, Some(&a.id))]).await.unwrap();
+        let p = s
+            .patch_app(
+                &a.id,
+                &AppPatch {
+                    monthly_budget: Some(Some(9.0)),
+                    daily_budget: Some(None),
+                    ..AppPatch::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!((p.credits.unwrap() - 10.499).abs() < 1e-9, "{label}: {p:?}");
+        assert_eq!(
+            (p.daily_budget, p.monthly_budget),
+            (None, Some(9.0)),
+            "{label}"
+        );
+        assert_eq!(p.name, "patched");
+        let p = s
+            .patch_app(
+                &a.id,
+                &AppPatch {
+                    name: Some("renamed".into()),
+                    credits: Some(None),
+                    ..AppPatch::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((p.name.as_str(), p.credits), ("renamed", None), "{label}");
+        // Not metered: charges leave it so; a top-up starts metering.
+        let balances = s.record_calls(&[call(2, Some(&a.id))]).await.unwrap();
+        assert!(balances.is_empty(), "{label}: {balances:?}");
+        assert_eq!(s.get_app(&a.id).await.unwrap().credits, None);
+        let t = s.top_up_app(&a.id, 5.0).await.unwrap();
+        assert_eq!(t.credits, Some(5.0), "{label}");
+        let t = s.top_up_app(&a.id, 2.5).await.unwrap();
+        assert_eq!(t.credits, Some(7.5), "{label}");
+        assert!(matches!(
+            s.top_up_app("app_missing", 1.0).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            s.patch_app("app_missing", &AppPatch::default()).await,
             Err(StoreError::NotFound)
         ));
     }
@@ -945,7 +1003,7 @@ async fn concurrent_writers_wait_instead_of_failing() {
         }
         let apps = db.store.list_apps().await.unwrap();
         assert_eq!(apps.len(), 16, "{}", db.label());
-        assert!(apps.iter().all(|a| a.credits == 15.5));
+        assert!(apps.iter().all(|a| a.credits == Some(15.5)));
     }
 }
 
@@ -1007,10 +1065,10 @@ async fn record_calls_writes_rows_rollups_and_charges_in_one_go() {
         let balances = s.record_calls(&calls).await.unwrap();
         assert_eq!(balances.len(), 1, "{label}");
         assert!(
-            (balances[0].1 - (a.credits - 5.0 * 0.001)).abs() < 1e-9,
+            (balances[0].1 - (a.credits.unwrap() - 5.0 * 0.001)).abs() < 1e-9,
             "{label}: {balances:?}"
         );
-        assert!((s.get_app(&a.id).await.unwrap().credits - balances[0].1).abs() < 1e-12);
+        assert!((s.get_app(&a.id).await.unwrap().credits.unwrap() - balances[0].1).abs() < 1e-12);
         // A second batch adds to the same rollup rows.
         s.record_calls(&calls[..1]).await.unwrap();
         assert_eq!(s.count_calls().await.unwrap(), 7);
@@ -1099,4 +1157,81 @@ async fn record_calls_writes_rows_rollups_and_charges_in_one_go() {
         assert_eq!(s.delete_calls_before(cutoff, 2).await.unwrap(), 0);
         assert_eq!(s.count_calls().await.unwrap(), 1);
     }
+}
+
+/// 0004 rebuilds SQLite's apps table: a database made by 0001–0003 keeps its apps and their
+/// virtual keys (no cascade), and foreign keys are enforced again afterwards.
+#[tokio::test]
+async fn optional_credits_migration_keeps_apps_and_keys_on_sqlite() {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use std::borrow::Cow;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("v3.db").display());
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+        .unwrap()
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let m = |v: i64, d: &'static str, sql: &'static str| {
+        Migration::new(
+            v,
+            Cow::Borrowed(d),
+            MigrationType::Simple,
+            sqlx::SqlStr::from_static(sql),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        m(
+            1,
+            "init",
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+        ),
+        m(
+            2,
+            "control plane",
+            include_str!("../../migrations/sqlite/0002_control_plane.sql"),
+        ),
+        m(
+            3,
+            "usage",
+            include_str!("../../migrations/sqlite/0003_usage.sql"),
+        ),
+    ])
+    .run(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let s = Store::connect(&url).await.unwrap();
+    let a = s.create_app(&app("old")).await.unwrap();
+    let (key, full) = s
+        .create_virtual_key(&NewVirtualKey {
+            app_id: a.id.clone(),
+            name: "k".to_owned(),
+            models: None,
+            limits: KeyLimits::default(),
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    s.migrate().await.unwrap();
+    assert_eq!(s.get_app(&a.id).await.unwrap(), a);
+    assert_eq!(
+        s.verify_virtual_key(&full).await.unwrap().unwrap().key.id,
+        key.id
+    );
+    let free = s
+        .create_app(&NewApp {
+            credits: None,
+            ..app("unmetered")
+        })
+        .await
+        .unwrap();
+    assert_eq!(free.credits, None);
+    s.delete_app(&a.id).await.unwrap();
+    assert!(matches!(
+        s.get_virtual_key(&key.id).await,
+        Err(StoreError::NotFound)
+    ));
 }

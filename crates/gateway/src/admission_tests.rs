@@ -1,0 +1,234 @@
+//! In-process tests of admission and settlement: credit reservations, permissions and limits
+//! checked before a call reaches an upstream, and what is settled when the client hangs up.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+use crate::accounting::{AdmitFuture, Refusal};
+use crate::auth::Identity;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Holds reservations like the ledger does and keeps every record.
+#[derive(Default)]
+pub(crate) struct Book {
+    pub reserved: Mutex<f64>,
+    pub admitted: Mutex<Vec<(String, f64, bool)>>,
+    pub records: Mutex<Vec<CallRecord>>,
+}
+
+impl Accountant for Book {
+    fn admit<'a>(&'a self, app_id: &'a str, reserve: f64, priced: bool) -> AdmitFuture<'a> {
+        *self.reserved.lock().unwrap() += reserve;
+        self.admitted
+            .lock()
+            .unwrap()
+            .push((app_id.to_string(), reserve, priced));
+        Box::pin(async { Ok::<(), Refusal>(()) })
+    }
+    fn record(&self, record: CallRecord) {
+        *self.reserved.lock().unwrap() -= record.reserved;
+        self.records.lock().unwrap().push(record);
+    }
+}
+
+/// A TCP server that accepts connections and never answers.
+pub(crate) async fn silent_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    (addr, task)
+}
+
+pub(crate) fn gateway(toml: &str) -> (Arc<Gateway>, Arc<Book>) {
+    let config = config::Config::from_toml_str(toml, &|_| None).unwrap();
+    let gw = Gateway::new(config).unwrap();
+    let book = Arc::new(Book::default());
+    gw.accounting
+        .set_accountant(Arc::clone(&book) as Arc<dyn Accountant>);
+    (gw, book)
+}
+
+pub(crate) fn identity(models: &[&str]) -> Identity {
+    Identity {
+        key_id: "vk_1".into(),
+        app_id: "app_1".into(),
+        key_name: "k".into(),
+        models: models.iter().map(|m| m.to_string()).collect(),
+        limits: Default::default(),
+    }
+}
+
+pub(crate) fn chat(model: &str, id: Option<Identity>) -> Request {
+    let body = chat_body(model);
+    let mut req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    if let Some(id) = id {
+        req.extensions_mut().insert(id);
+    }
+    req
+}
+
+#[tokio::test]
+async fn a_hang_up_before_the_first_byte_releases_the_reservation_and_logs_client_closed() {
+    let (addr, _server) = silent_upstream().await;
+    let (gw, book) = gateway(&format!(
+        "[[upstreams]]\nname = \"slow\"\nkind = \"openai\"\nurl = \"http://{addr}/v1\"\nmodels = [\"gpt-4o\"]\n"
+    ));
+    let call = handle(
+        Arc::clone(&gw),
+        Endpoint::ChatCompletions,
+        chat("gpt-4o", Some(identity(&[]))),
+    );
+    // The client gives up while llmux waits for the upstream's first byte.
+    assert!(tokio::time::timeout(Duration::from_millis(300), call)
+        .await
+        .is_err());
+    let admitted = book.admitted.lock().unwrap().clone();
+    assert_eq!(admitted.len(), 1);
+    assert!(
+        admitted[0].1 > 0.0,
+        "gpt-4o is priced: something is reserved"
+    );
+    let records = book.records.lock().unwrap().clone();
+    assert_eq!(records.len(), 1, "the hang-up is logged");
+    assert_eq!(records[0].status, 499);
+    assert_eq!(records[0].error_class.as_deref(), Some("client_closed"));
+    assert_eq!(records[0].app_id.as_deref(), Some("app_1"));
+    assert!(
+        book.reserved.lock().unwrap().abs() < 1e-12,
+        "reservation released"
+    );
+}
+
+/// A gateway whose one upstream (silent) serves gpt-4o and llama3, with `aliases`.
+async fn aliased(
+    extra: &str,
+    aliases: &[(&str, &[&str])],
+) -> (Arc<Gateway>, Arc<Book>, tokio::task::JoinHandle<()>) {
+    let (addr, server) = silent_upstream().await;
+    let text = format!(
+        "{extra}\n[[upstreams]]\nname = \"up\"\nkind = \"openai\"\nurl = \"http://{addr}/v1\"\nmodels = [\"gpt-4o\", \"llama3\", \"claude-opus-4\"]\n"
+    );
+    let (gw, book) = gateway(&text);
+    let overlay = crate::routing::Overlay {
+        aliases: aliases
+            .iter()
+            .map(|(a, t)| (a.to_string(), t.iter().map(|m| m.to_string()).collect()))
+            .collect(),
+        ..Default::default()
+    };
+    let config = config::Config::from_toml_str(&text, &|_| None).unwrap();
+    gw.apply(config, overlay).await.unwrap();
+    (gw, book, server)
+}
+
+/// Runs a call for a moment: `Some` when it answered (a refusal), `None` when it went on to
+/// the (silent) upstream.
+async fn try_call(gw: &Arc<Gateway>, model: &str, id: Identity) -> Option<Response<Body>> {
+    let call = handle(
+        Arc::clone(gw),
+        Endpoint::ChatCompletions,
+        chat(model, Some(id)),
+    );
+    tokio::time::timeout(Duration::from_millis(200), call)
+        .await
+        .ok()
+}
+
+#[tokio::test]
+async fn an_alias_of_a_priced_model_reserves_for_its_dearest_target() {
+    let (gw, book, _s) = aliased(
+        "",
+        &[
+            ("cheap", &["llama3"]),
+            ("smart", &["llama3", "claude-opus-4", "gpt-4o"]),
+        ],
+    )
+    .await;
+    assert!(try_call(&gw, "cheap", identity(&[])).await.is_none());
+    assert!(try_call(&gw, "smart", identity(&[])).await.is_none());
+    let admitted = book.admitted.lock().unwrap().clone();
+    assert_eq!(admitted.len(), 2);
+    assert!(!admitted[0].2, "llama3 is free: never refused for money");
+    assert!(admitted[1].2, "an alias of priced models is priced");
+    let opus = gw.accounting.pricing().price("claude-opus-4").unwrap();
+    let want = opus.cost(Tokens {
+        input: accounting::estimate_tokens(chat_body("smart").len() as u64),
+        output: RESERVED_OUTPUT_TOKENS,
+        estimated: true,
+    });
+    assert!(
+        (admitted[1].1 - want).abs() < 1e-12,
+        "{} vs {want}",
+        admitted[1].1
+    );
+}
+
+fn chat_body(model: &str) -> String {
+    format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#)
+}
+
+#[tokio::test]
+async fn a_model_priced_at_zero_is_free() {
+    let (gw, book, _s) = aliased(
+        "[[pricing]]\nmodel = \"gpt-4o\"\ninput_per_mtok = 0.0\noutput_per_mtok = 0.0\n",
+        &[],
+    )
+    .await;
+    assert!(try_call(&gw, "gpt-4o", identity(&[])).await.is_none());
+    let admitted = book.admitted.lock().unwrap().clone();
+    assert_eq!(admitted, [("app_1".to_string(), 0.0, false)]);
+}
+
+#[tokio::test]
+async fn an_alias_is_permitted_by_its_targets() {
+    let (gw, _book, _s) = aliased(
+        "",
+        &[
+            ("both", &["gpt-4o", "llama3"]),
+            ("opus", &["claude-opus-4"]),
+        ],
+    )
+    .await;
+    // Every target allowed: the alias is.
+    assert!(try_call(&gw, "both", identity(&["gpt-4o", "llama3"]))
+        .await
+        .is_none());
+    // Some allowed: the others are skipped.
+    assert!(try_call(&gw, "both", identity(&["llama3"])).await.is_none());
+    // None allowed: 403.
+    let r = try_call(&gw, "opus", identity(&["gpt-4o"])).await.unwrap();
+    assert_eq!(r.status(), 403);
+    // A key that names the alias may use its targets.
+    assert!(try_call(&gw, "opus", identity(&["opus"])).await.is_none());
+}
+
+#[tokio::test]
+async fn an_alias_does_not_escape_its_targets_rpm() {
+    let (gw, _book, _s) = aliased("", &[("fast", &["gpt-4o"])]).await;
+    let mut id = identity(&[]);
+    let mut limits = crate::limits::KeyLimits::default();
+    limits.models.insert(
+        "gpt-4o".into(),
+        crate::limits::ModelLimits {
+            rpm: Some(1),
+            tpm: None,
+        },
+    );
+    id.limits = Arc::new(limits);
+    assert!(try_call(&gw, "fast", id.clone()).await.is_none());
+    let r = try_call(&gw, "fast", id.clone()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    let r = try_call(&gw, "gpt-4o", id).await.unwrap();
+    assert_eq!(r.status(), 429);
+}
