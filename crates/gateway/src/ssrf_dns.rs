@@ -372,6 +372,40 @@ mod tests {
         assert!(trusted.resolve("n.example".parse().unwrap()).await.is_ok());
     }
 
+    /// `Gateway::apply` guards the upstreams the admin API made, and only those: `localhost`
+    /// resolves to loopback, which an API upstream may not reach without
+    /// `allow_private_upstreams`.
+    #[tokio::test]
+    async fn apply_guards_api_upstreams_only() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let toml = format!(
+            "[health]\ntimeout = \"1s\"\n\
+             [[upstreams]]\nname = \"file\"\nkind = \"openai\"\nurl = \"http://localhost:{port}/v1\"\nmodels = [\"m\"]\n\
+             [[upstreams]]\nname = \"api\"\nkind = \"openai\"\nurl = \"http://localhost:{port}/v2\"\nmodels = [\"m\"]\n"
+        );
+        let config = config::Config::from_toml_str(&toml, &|_| None).unwrap();
+        let gw = crate::Gateway::new(config.clone()).unwrap();
+        let mut overlay = crate::routing::Overlay::default();
+        overlay.api_upstreams.insert("api".into());
+        gw.apply(config, overlay).await.unwrap();
+        let routes = gw.routes();
+        let url = format!("http://localhost:{port}/");
+        let file = routes.upstream("file").unwrap();
+        assert_eq!(file.dns_policy.get(), Policy::Trusted);
+        assert!(file.client.get(&url).send().await.is_ok());
+        let api = routes.upstream("api").unwrap();
+        assert_eq!(
+            api.dns_policy.get(),
+            Policy::Guarded {
+                allow_private: false
+            }
+        );
+        assert!(api.client.get(&url).send().await.is_err());
+    }
+
     /// End to end through reqwest: a name that resolves to a listening loopback server is
     /// reached by a trusted client and refused by a guarded one.
     #[tokio::test]
