@@ -128,10 +128,18 @@ impl Throttle {
         Ok(slot)
     }
 
-    /// Counts a failed sign-in against `username`.
+    /// Counts a failed sign-in against `username`; the one that reaches the limit is logged.
     fn failed(&self, username: &str, now: Instant) {
+        let key = username.to_lowercase();
         if let Ok(mut users) = self.users.lock() {
-            users.add(&username.to_lowercase(), now);
+            users.add(&key, now);
+            if users.current(&key, now).0 == USER_FAILURES_PER_WINDOW {
+                tracing::warn!(
+                    user = %username,
+                    failures = USER_FAILURES_PER_WINDOW,
+                    "admin sign-in locked for this user until the minute ends"
+                );
+            }
         }
     }
 }
@@ -186,7 +194,9 @@ pub async fn login(State(cp): State<Arc<ControlPlane>>, req: Request) -> Respons
     let slot = match cp.login.admit(ip, &req.username, Instant::now()) {
         Ok(slot) => slot,
         Err(refusal) => {
-            tracing::warn!(user = %req.username, ip = ?ip, ?refusal, "admin sign-in refused");
+            // Debug only: a flood would otherwise flood the log too. A user's lockout is
+            // logged once, when it starts (`Throttle::failed`).
+            tracing::debug!(user = %req.username, ip = ?ip, ?refusal, "admin sign-in refused");
             return refused(refusal);
         }
     };
