@@ -862,14 +862,6 @@ pub struct PatchUser {
     role: Option<String>,
 }
 
-/// `POST /login`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Login {
-    username: String,
-    password: String,
-}
-
 fn user_view(u: &store::User) -> Value {
     json!({
         "id": u.id,
@@ -986,29 +978,4 @@ pub async fn delete_user(
     )
     .await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /login`: a JWT valid for 12 hours.
-pub async fn login(State(cp): State<Arc<ControlPlane>>, body: Bytes) -> ApiResult<Json<Value>> {
-    let req: Login = parse_body(&body)?;
-    let user = cp
-        .store
-        .verify_password(&req.username, &Secret::new(req.password))
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("invalid username or password".into()))?;
-    let now = store::now_ms() / 1000;
-    let claims = crate::jwt::Claims {
-        sub: user.username.clone(),
-        role: user.role.as_str().to_owned(),
-        iat: now,
-        exp: now + crate::jwt::TOKEN_TTL_SECS,
-    };
-    let token = crate::jwt::sign(&cp.jwt_secret, &claims);
-    tracing::info!(user = %user.username, "admin login");
-    Ok(Json(json!({
-        "token": token,
-        "token_type": "Bearer",
-        "expires_at": rfc3339_ms(claims.exp * 1000),
-        "role": user.role.as_str(),
-    })))
 }

@@ -36,7 +36,8 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
         .into()
 }
 
-/// What a token says: who, with which role, until when (unix seconds).
+/// What a token says: who (name, user id, session epoch), with which role, until when (unix
+/// seconds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The username.
@@ -47,6 +48,13 @@ pub struct Claims {
     pub iat: i64,
     /// Expiry, unix seconds.
     pub exp: i64,
+    /// The user's id: a user deleted and created again under the same name is someone else.
+    /// Empty in tokens issued before it existed, which therefore no longer verify as a session.
+    #[serde(default)]
+    pub uid: String,
+    /// The user's session epoch at login; a password or role change moves it on.
+    #[serde(default)]
+    pub ver: i64,
 }
 
 /// Signs `claims` as a compact JWT.
@@ -129,6 +137,8 @@ mod tests {
             role: "admin".into(),
             iat: 100,
             exp: 200,
+            uid: "usr_1".into(),
+            ver: 3,
         };
         let token = sign(b"secret", &claims);
         assert_eq!(verify(b"secret", &token, 150), Ok(claims));

@@ -16,6 +16,7 @@ pub mod error;
 pub mod jwt;
 pub mod keycache;
 pub mod ledger;
+mod login;
 mod ops;
 pub mod plane;
 mod pricing;

@@ -63,6 +63,8 @@ pub struct ControlPlane {
     pub(crate) gateway: Arc<Gateway>,
     pub(crate) keycache: Arc<KeyCache>,
     pub(crate) jwt_secret: [u8; 32],
+    /// Sign-in limits of `POST /login`.
+    pub(crate) login: crate::login::Throttle,
     pub(crate) file_path: Option<PathBuf>,
     pub(crate) env: Env,
     pub(crate) state: tokio::sync::Mutex<FileState>,
@@ -243,6 +245,7 @@ impl ControlPlane {
             gateway,
             keycache,
             jwt_secret,
+            login: crate::login::Throttle::default(),
             file_path,
             env,
             state: tokio::sync::Mutex::new(FileState {

@@ -167,9 +167,9 @@ fn ops() -> Vec<Op> {
             .body(object(&[], json!({ "password": s("string"), "role": { "type": "string", "enum": ["admin", "viewer"] } })))
             .to(patch(e::patch_user)),
         op("delete", "/users/{username}", "users", "Delete a user").to(delete(e::delete_user)),
-        op("post", "/login", "users", "Log in: a bearer token (JWT) valid for 12 hours")
+        op("post", "/login", "users", "Log in: a bearer token (JWT) valid for 12 hours, until the password or role changes; 429/503 with Retry-After when sign-ins are limited")
             .body(object(&["username", "password"], json!({ "username": s("string"), "password": s("string") })))
-            .to(post(e::login)),
+            .to(post(crate::login::login)),
         op("get", "/routing", "routing", "The routing strategy in force and where it comes from").to(get(ops::get_routing)),
         op("put", "/routing", "routing", "Override the strategy (null: back to the file's)")
             .body(json!({ "type": "object", "required": ["strategy"], "properties": { "strategy": {

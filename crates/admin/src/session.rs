@@ -58,6 +58,12 @@ pub async fn authenticate(
     next.run(req).await
 }
 
+/// Whether a token was issued to this very user (not a namesake created later) under its
+/// current session epoch.
+fn session_current(claims: &crate::jwt::Claims, user: &store::User) -> bool {
+    claims.uid == user.id && claims.ver == user.session_epoch
+}
+
 async fn caller(cp: &ControlPlane, authorization: Option<&str>) -> Result<Caller, ApiError> {
     let given = authorization
         .and_then(|v| v.split_once(' '))
@@ -81,7 +87,8 @@ async fn caller(cp: &ControlPlane, authorization: Option<&str>) -> Result<Caller
     let now = store::now_ms() / 1000;
     let claims = crate::jwt::verify(&cp.jwt_secret, given, now)
         .map_err(|e| ApiError::Unauthorized(format!("invalid admin credentials: {e}")))?;
-    // The role is read again so that a deleted user or a changed role takes effect at once.
+    // The user is read again on every call (one indexed row, no cache to go stale): a deleted
+    // user, a new password or a changed role ends the session at once, on every instance.
     let user = cp
         .store
         .get_user_by_username(&claims.sub)
@@ -92,8 +99,46 @@ async fn caller(cp: &ControlPlane, authorization: Option<&str>) -> Result<Caller
             }
             other => other.into(),
         })?;
+    if !session_current(&claims, &user) {
+        return Err(ApiError::Unauthorized(
+            "invalid admin credentials: the session ended (the user's password or role changed, \
+             or the user was replaced): log in again"
+                .into(),
+        ));
+    }
     Ok(Caller {
         actor: user.username,
         role: user.role,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_bound_to_the_user_id_and_its_epoch() {
+        let user = store::User {
+            id: "usr_a".into(),
+            username: "ann".into(),
+            role: Role::Admin,
+            created_at: 0,
+            session_epoch: 2,
+        };
+        let claims = |uid: &str, ver| crate::jwt::Claims {
+            sub: "ann".into(),
+            role: "admin".into(),
+            iat: 0,
+            exp: 1,
+            uid: uid.into(),
+            ver,
+        };
+        assert!(session_current(&claims("usr_a", 2), &user));
+        assert!(
+            !session_current(&claims("usr_a", 1), &user),
+            "password changed"
+        );
+        assert!(!session_current(&claims("usr_b", 2), &user), "re-created");
+        assert!(!session_current(&claims("", 0), &user), "token from before");
+    }
 }

@@ -133,7 +133,16 @@ pub fn start(
 ) -> Option<impl std::future::Future<Output = ()> + Send> {
     let (tx, mut rx) = mpsc::channel::<Alert>(QUEUE);
     SINK.set(tx).ok()?;
+    // The webhook comes from the config file, so private hosts are fine; but its name is
+    // resolved again at every connection, and must never land on a metadata or link-local
+    // address (DNS rebinding).
+    let guard = crate::ssrf_dns::PolicyCell::new(crate::ssrf_dns::Policy::Guarded {
+        allow_private: true,
+    });
     let client = reqwest::Client::builder()
+        .dns_resolver(std::sync::Arc::new(crate::ssrf_dns::GuardedResolver::new(
+            guard,
+        )))
         .timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
         .build()

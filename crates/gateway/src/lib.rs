@@ -19,6 +19,7 @@ pub mod relay;
 pub mod retry;
 pub mod routing;
 pub mod server;
+pub mod ssrf_dns;
 pub mod telemetry;
 pub mod upstream;
 
@@ -116,6 +117,16 @@ impl Gateway {
                     upstreams.push(u);
                 }
             }
+        }
+        // Before any probe: an API upstream's first connection is already guarded.
+        let allow_private = config.admin.allow_private_upstreams;
+        for u in &upstreams {
+            u.dns_policy
+                .set(if overlay.api_upstreams.contains(&u.name) {
+                    ssrf_dns::Policy::Guarded { allow_private }
+                } else {
+                    ssrf_dns::Policy::Trusted
+                });
         }
         health::probe_some(&fresh, &config).await;
         self.accounting.reprice(&config.pricing);

@@ -97,9 +97,13 @@ pub fn builtin_admin(gw: &Arc<Gateway>) -> Router {
 /// Ollama banner and version that tools check first. `/admin` has its own auth.
 const OPEN_PATHS: [&str; 5] = ["/", "/healthz", "/readyz", "/metrics", "/api/version"];
 
-/// Per client IP and global limits; probes (`/healthz`, `/readyz`, `/metrics`, …) are never limited.
+/// Per client IP and global limits. Probes (`/healthz`, `/readyz`, `/metrics`, …) and the
+/// admin API are never limited: neither may be locked by a flood of data-plane calls nor, with
+/// `limits.fail_open = false`, by an unreachable rate-limit backend (the admin sign-in has its
+/// own limits).
 async fn edge_limits(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
-    if OPEN_PATHS.contains(&req.uri().path()) {
+    let path = req.uri().path();
+    if OPEN_PATHS.contains(&path) || path.starts_with("/admin/") || path.starts_with("/ui") {
         return next.run(req).await;
     }
     crate::limits::edge_limits(State(gw), req, next).await

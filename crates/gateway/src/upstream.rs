@@ -63,6 +63,9 @@ pub struct Upstream {
     /// Declared models (`models = [...]`); when set, discovery does not replace them.
     pub static_models: Option<Vec<String>>,
     pub client: reqwest::Client,
+    /// Which addresses `client` may connect to; set by [`crate::Gateway::apply`] from where the
+    /// upstream comes from (the file is trusted, the admin API is guarded).
+    pub dns_policy: Arc<crate::ssrf_dns::PolicyCell>,
     /// The definition it was built from: an unchanged definition keeps this runtime (health,
     /// breaker, key states) across reloads.
     pub definition: (UpstreamConfig, config::BreakerConfig),
@@ -88,7 +91,13 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(cfg: &UpstreamConfig, routing: &RoutingConfig) -> Result<Upstream, String> {
+        // Trusted until `Gateway::apply` learns the upstream came through the admin API; every
+        // lookup reads the cell, so a later change applies to the next connection.
+        let dns_policy = crate::ssrf_dns::PolicyCell::new(crate::ssrf_dns::Policy::Trusted);
         let mut builder = reqwest::Client::builder()
+            .dns_resolver(Arc::new(crate::ssrf_dns::GuardedResolver::new(Arc::clone(
+                &dns_policy,
+            ))))
             .tcp_nodelay(true)
             .connect_timeout(cfg.timeouts.connect)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -114,6 +123,7 @@ impl Upstream {
             api_version: cfg.api_version.clone(),
             static_models: cfg.models.clone(),
             client,
+            dns_policy,
             definition: (cfg.clone(), routing.breaker.clone()),
             keys: KeyPool::new(&cfg.name, &cfg.keys),
             breaker: Breaker::new(routing.breaker.clone()),

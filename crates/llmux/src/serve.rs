@@ -19,11 +19,13 @@ pub struct Loaded {
 
 pub async fn run(path: Option<PathBuf>) -> Result<(), String> {
     let loaded = load(path)?;
+    // The store first: the port is bound only once llmux can serve, so a load balancer or a
+    // health check never sees a listener that answers nothing while the store is unreachable.
+    let (store, keys) = open_store(&loaded.config).await?;
     let listen = loaded.config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let (store, keys) = open_store(&loaded.config).await?;
     run_gateway(loaded, store, keys, listener, shutdown_signal()).await
 }
 

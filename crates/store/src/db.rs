@@ -58,6 +58,7 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
+            check_reachable(&options).await?;
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .connect_with(options)
@@ -94,6 +95,7 @@ impl Store {
                     tokio::fs::create_dir_all(parent).await?;
                 }
             }
+            create_private(options.get_filename()).await?;
             SqlitePoolOptions::new()
                 .max_connections(8)
                 .connect_with(options)
@@ -127,6 +129,48 @@ impl Store {
             Backend::Sqlite(pool) => pool.close().await,
             Backend::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+/// How long the start-up waits for PostgreSQL to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens one connection, within [`CONNECT_TIMEOUT`], before the pool is built: an unreachable
+/// server then fails the start in seconds with its host and port, instead of the pool retrying
+/// for its 30-second acquire timeout and ending in a bare "pool timed out".
+async fn check_reachable(options: &PgConnectOptions) -> Result<(), StoreError> {
+    use sqlx::ConnectOptions as _;
+    let target = format!(
+        "PostgreSQL at {}:{}",
+        options.get_host(),
+        options.get_port()
+    );
+    match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+        Err(_) => Err(StoreError::Connect(format!(
+            "{target}: no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(err)) => Err(StoreError::Connect(format!("{target}: {err}"))),
+        Ok(Ok(conn)) => {
+            use sqlx::Connection as _;
+            let _ = conn.close().await;
+            Ok(())
+        }
+    }
+}
+
+/// Creates the SQLite database file with mode 0600 when it is missing: it holds the audit log,
+/// password hashes and sealed keys, and SQLite gives its `-wal` and `-shm` files the database
+/// file's mode, so the three stay private to llmux's user. An existing file keeps its mode.
+async fn create_private(path: &std::path::Path) -> Result<(), StoreError> {
+    let mut open = tokio::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    open.mode(0o600);
+    match open.open(path).await {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -192,6 +236,11 @@ fn sqlite_migrator() -> Migrator {
             )),
             true,
         ),
+        migration(
+            5,
+            "user session epoch",
+            include_str!("../migrations/sqlite/0005_user_session_epoch.sql"),
+        ),
     ])
 }
 
@@ -220,6 +269,11 @@ fn postgres_migrator() -> Migrator {
                 "../migrations/postgres/0004_optional_credits.sql"
             )),
             false,
+        ),
+        migration(
+            5,
+            "user session epoch",
+            include_str!("../migrations/postgres/0005_user_session_epoch.sql"),
         ),
     ])
 }

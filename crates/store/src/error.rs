@@ -29,6 +29,9 @@ pub enum StoreError {
     /// Password hashing failed.
     #[error("password hash: {0}")]
     Password(String),
+    /// The database server cannot be reached or refused the connection at start (names where).
+    #[error("cannot connect to {0}")]
+    Connect(String),
     /// Any other database error.
     #[error("database: {0}")]
     Database(sqlx::Error),

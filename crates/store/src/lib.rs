@@ -38,7 +38,7 @@ pub use provider_keys::{KeyState, ProviderKey};
 pub use snapshot::{RoutingSnapshot, SealedProviderKey};
 pub use upstreams::{NewUpstream, Source, Upstream};
 pub use usage::{UsageGroup, UsageQuery, UsageRow};
-pub use users::{Role, User};
+pub use users::{hashing_permits, Role, User};
 pub use virtual_keys::{
     KeyLimits, KeyStatus, NewVirtualKey, VerifiedKey, VirtualKey, VirtualKeyUpdate,
     VIRTUAL_KEY_PREFIX,

@@ -611,8 +611,9 @@ pub fn rejection(dialect: Dialect, layer: Layer, d: &Decision) -> Response<Body>
     resp
 }
 
-/// The client's address: the first `X-Forwarded-For` entry when trusted, else the peer.
-fn client_ip(req: &axum::extract::Request, trust_forwarded_for: bool) -> Option<String> {
+/// The client's address: the first `X-Forwarded-For` entry when trusted, else the peer. Also
+/// what the admin sign-in limits count by.
+pub fn client_ip(req: &axum::extract::Request, trust_forwarded_for: bool) -> Option<String> {
     if trust_forwarded_for {
         let forwarded = req
             .headers()
