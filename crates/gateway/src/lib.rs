@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod keys;
 pub mod limits;
+pub mod listen;
 pub mod metrics;
 pub mod proxy;
 pub mod relay;
@@ -163,24 +164,28 @@ impl Gateway {
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then lets open calls finish.
-    /// `admin` replaces the built-in read-only `/admin/v1` routes when given.
+    /// `admin` replaces the built-in read-only `/admin/v1` routes when given. Connections are
+    /// bounded by `server.header_timeout`, `idle_timeout` and `max_connections` (read here, at
+    /// start-up), and the open-files limit is raised to its hard maximum first.
     pub async fn serve(
         self: &Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
         admin: Option<axum::Router>,
     ) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            // Small SSE chunks must leave at once, not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        // With the peer address in each request's extensions: the per-IP limit needs it.
-        let app = server::router(Arc::clone(self), admin)
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let limits = listen::ConnLimits::from(&self.config().server);
+        if let Some(nofile) = listen::raise_nofile_limit() {
+            tracing::debug!(nofile, "open-files limit");
+            if (nofile as usize) < limits.max_connections {
+                tracing::warn!(
+                    nofile,
+                    max_connections = limits.max_connections,
+                    "the open-files limit is below server.max_connections: clients beyond it cannot connect"
+                );
+            }
+        }
+        let app = server::router(Arc::clone(self), admin);
+        listen::serve(listener, app, limits, shutdown).await
     }
 }
 
