@@ -173,15 +173,20 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
         admin: Option<axum::Router>,
     ) -> std::io::Result<()> {
-        let limits = listen::ConnLimits::from(&self.config().server);
+        let mut limits = listen::ConnLimits::from(&self.config().server);
         if let Some(nofile) = listen::raise_nofile_limit() {
             tracing::debug!(nofile, "open-files limit");
-            if (nofile as usize) < limits.max_connections {
+            // Every call needs an upstream socket too (and the store its files): clients may
+            // take half the descriptors, so calls still reach upstreams when clients use theirs.
+            let room = usize::try_from(nofile / 2).unwrap_or(usize::MAX).max(1);
+            if room < limits.max_connections {
                 tracing::warn!(
                     nofile,
                     max_connections = limits.max_connections,
-                    "the open-files limit is below server.max_connections: clients beyond it cannot connect"
+                    effective = room,
+                    "the open-files limit is too low for server.max_connections: client connections are capped at half of it"
                 );
+                limits.max_connections = room;
             }
         }
         let app = server::router(Arc::clone(self), admin);
