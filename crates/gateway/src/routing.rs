@@ -309,34 +309,33 @@ pub fn order(cands: &mut [Candidate], strategy: Strategy, turn: usize) {
 /// Rotating each run of equals (rather than the whole list before sorting) gives every member
 /// of a tie the same share, however many worse candidates follow it.
 fn sort_rotating<K: Ord>(cands: &mut [Candidate], turn: usize, key: impl Fn(&Candidate) -> K) {
-    let keys: Vec<K> = cands.iter().map(key).collect();
-    let mut perm: Vec<usize> = (0..cands.len()).collect();
-    perm.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+    // One allocation per call: each key beside the position it was read from.
+    let mut keyed: Vec<(K, usize)> = cands.iter().map(key).zip(0..).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
     let mut start = 0;
-    while start < perm.len() {
-        let head = &keys[perm[start]];
-        let len = perm[start..]
+    while start < keyed.len() {
+        let len = keyed[start..]
             .iter()
-            .take_while(|&&i| keys[i] == *head)
+            .take_while(|e| e.0 == keyed[start].0)
             .count();
-        perm[start..start + len].rotate_left(turn % len);
+        keyed[start..start + len].rotate_left(turn % len);
         start += len;
     }
-    permute(cands, &mut perm);
+    permute(cands, &mut keyed);
 }
 
-/// Rearranges `items` in place so that position `p` holds what was at `perm[p]` (following
-/// the permutation's cycles; `perm` is used up as the visited marks).
-fn permute<T>(items: &mut [T], perm: &mut [usize]) {
+/// Rearranges `items` in place so that position `p` holds what was at `perm[p].1` (following
+/// the permutation's cycles; the indices are used up as the visited marks).
+fn permute<T, K>(items: &mut [T], perm: &mut [(K, usize)]) {
     for start in 0..perm.len() {
         let mut p = start;
-        while perm[p] != start && perm[p] != p {
-            let q = perm[p];
+        while perm[p].1 != start && perm[p].1 != p {
+            let q = perm[p].1;
             items.swap(p, q);
-            perm[p] = p;
+            perm[p].1 = p;
             p = q;
         }
-        perm[p] = p;
+        perm[p].1 = p;
     }
 }
 
@@ -526,7 +525,10 @@ mod tests {
     #[test]
     fn permute_follows_cycles() {
         let mut items = vec!['a', 'b', 'c', 'd', 'e'];
-        permute(&mut items, &mut [3, 0, 4, 1, 2]);
+        permute(
+            &mut items,
+            &mut [((), 3), ((), 0), ((), 4), ((), 1), ((), 2)],
+        );
         assert_eq!(items, vec!['d', 'a', 'e', 'b', 'c']);
     }
 
