@@ -5,8 +5,9 @@
 //! descriptor. Each connection's socket is wrapped in [`Watched`], which fails the read (and
 //! so closes the connection) when a deadline passes while no call is in progress: the header
 //! deadline from connecting or from the first byte of a request, the idle deadline from the
-//! end of the last call. Calls in progress are counted by the service, through the response
-//! body, so a long stream or a slow first token is never cut.
+//! end of the last call (on h2c, where clients send frames between calls, only the latter).
+//! Calls in progress are counted by the service, through the response body, so a long stream
+//! or a slow first token is never cut.
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -304,6 +305,10 @@ struct Watched {
     seen_finished: u64,
     deadline: Pin<Box<Sleep>>,
     limits: ConnLimits,
+    /// `None` until the first bytes arrive; then whether they are the h2c preface. HTTP/2
+    /// clients send frames between calls (window updates, pings), so on h2 bytes after a
+    /// call do not start a header deadline: the idle deadline bounds the connection.
+    h2: Option<bool>,
 }
 
 impl Watched {
@@ -315,6 +320,7 @@ impl Watched {
             seen_finished: 0,
             deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
             limits,
+            h2: None,
         }
     }
 
@@ -354,7 +360,11 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         match Pin::new(&mut this.tcp).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if this.phase == Phase::Idle && buf.filled().len() > before {
+                let fresh = &buf.filled()[before..];
+                if this.h2.is_none() && !fresh.is_empty() {
+                    this.h2 = Some(fresh.starts_with(b"PRI "));
+                }
+                if this.phase == Phase::Idle && !fresh.is_empty() && this.h2 == Some(false) {
                     // The first bytes of the next request: its headers get the header timeout.
                     this.phase = Phase::Head;
                     let at = Instant::now() + this.limits.header_timeout;
