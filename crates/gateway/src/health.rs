@@ -52,7 +52,7 @@ pub async fn run(gw: Arc<Gateway>, cancel: CancellationToken) {
         let interval = routes.config.health.interval;
         let now = Instant::now();
         next_round = next_round.min(now + interval);
-        track_standby(&routes.upstreams, &mut retries, now);
+        track_standby(&routes, &mut retries, now);
         // Wake at least every first-retry step, so a node a live call just marked down is
         // re-probed in about a second rather than at the next round.
         let wake = retries
@@ -100,16 +100,16 @@ pub async fn run(gw: Arc<Gateway>, cancel: CancellationToken) {
 /// Keeps `retries` to the upstreams in standby now: new ones start at the first step, ones
 /// that came back (or left the config) are dropped.
 fn track_standby(
-    upstreams: &[Arc<Upstream>],
+    routes: &crate::routing::Routes,
     retries: &mut HashMap<String, (tokio::time::Instant, Duration)>,
     now: tokio::time::Instant,
 ) {
     retries.retain(|name, _| {
-        upstreams
-            .iter()
-            .any(|u| u.name == *name && u.state().pool == Pool::Standby)
+        routes
+            .upstream(name)
+            .is_some_and(|u| u.state().pool == Pool::Standby)
     });
-    for u in upstreams {
+    for u in &routes.upstreams {
         if u.state().pool == Pool::Standby && !retries.contains_key(&u.name) {
             retries.insert(
                 u.name.clone(),
