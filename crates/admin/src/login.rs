@@ -178,8 +178,7 @@ fn refused(refusal: Refusal) -> Response {
 
 /// `POST /login`: a JWT valid for 12 hours, bound to the user's id and session epoch.
 pub async fn login(State(cp): State<Arc<ControlPlane>>, req: Request) -> Response {
-    let trust_forwarded_for = cp.gateway.config().limits.trust_forwarded_for;
-    let ip = gateway::limits::client_ip(&req, trust_forwarded_for).and_then(|s| s.parse().ok());
+    let ip = gateway::limits::client_addr(&req, &cp.gateway.config().limits);
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {

@@ -106,6 +106,13 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Whether responses carry `x-llmux-upstream` naming the upstream that served them.
     pub upstream_header: bool,
+    /// How long a client may take to send a request's headers, from its first byte (or from
+    /// connecting); a connection that has not finished them by then is closed.
+    pub header_timeout: Duration,
+    /// How long a connection may sit with no call in progress before it is closed.
+    pub idle_timeout: Duration,
+    /// Connections held open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +123,9 @@ impl Default for ServerConfig {
             max_upstream_body: 64 << 20,
             shutdown_grace: Duration::from_secs(30),
             upstream_header: true,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }
@@ -204,8 +214,74 @@ pub struct LimitsConfig {
     pub redis_url: Option<Secret>,
     /// When the shared backend cannot be reached: serve on local limits (true) or refuse (false).
     pub fail_open: bool,
-    /// Take the client IP from the first `X-Forwarded-For` entry (only behind a proxy you run).
+    /// Take the client IP from `X-Forwarded-For` (only behind a proxy you run): the entry
+    /// appended by the nearest hop that is not a trusted proxy.
     pub trust_forwarded_for: bool,
+    /// Proxies whose `X-Forwarded-For` entries are skipped, read from the right. Empty: only
+    /// the direct peer is trusted, so the rightmost entry is the client.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// An address block, `10.0.0.0/8` or `fd00::/8`; a bare address is a block of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as its IPv4 form).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address block (use e.g. \"10.0.0.0/8\")"))?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 impl Default for LimitsConfig {
@@ -217,6 +293,7 @@ impl Default for LimitsConfig {
             redis_url: None,
             fail_open: true,
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -134,6 +134,7 @@ struct RawLimits {
     redis_url: Option<String>,
     fail_open: Option<bool>,
     trust_forwarded_for: Option<bool>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -144,6 +145,9 @@ struct RawServer {
     max_upstream_body: Option<Size>,
     shutdown_grace: Option<Dur>,
     upstream_header: Option<bool>,
+    header_timeout: Option<Dur>,
+    idle_timeout: Option<Dur>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -502,10 +506,37 @@ impl RawServer {
             }
             Some(Size(n)) => n,
         };
+        let positive = |key: &str, v: Option<Dur>, default: Duration| match v {
+            None => Ok(default),
+            Some(Dur(d)) if d.is_zero() => Err(ConfigError::new(
+                format!("server.{key}"),
+                "must be greater than zero",
+            )),
+            Some(Dur(d)) => Ok(d),
+        };
+        let header_timeout = positive(
+            "header_timeout",
+            self.header_timeout,
+            default.header_timeout,
+        )?;
+        let idle_timeout = positive("idle_timeout", self.idle_timeout, default.idle_timeout)?;
+        let max_connections = match self.max_connections {
+            None => default.max_connections,
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "server.max_connections",
+                    "must be greater than zero",
+                ))
+            }
+            Some(n) => n,
+        };
         Ok(ServerConfig {
             listen,
             max_body,
             max_upstream_body,
+            header_timeout,
+            idle_timeout,
+            max_connections,
             // Zero is allowed: it means "stop immediately".
             shutdown_grace: self.shutdown_grace.map_or(default.shutdown_grace, |d| d.0),
             upstream_header: self.upstream_header.unwrap_or(default.upstream_header),
@@ -687,6 +718,13 @@ impl RawLimits {
             trust_forwarded_for: self
                 .trust_forwarded_for
                 .unwrap_or(default.trust_forwarded_for),
+            trusted_proxies: self
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .map(|c| c.parse())
+                .collect::<Result<_, String>>()
+                .map_err(|e| ConfigError::new("limits.trusted_proxies", e))?,
         })
     }
 }

@@ -205,7 +205,7 @@ fn unknown_keys_name_the_key() {
     assert_eq!(path, "server.bogus");
     assert_eq!(
         msg,
-        "unknown key (expected one of listen, max_body, max_upstream_body, shutdown_grace, upstream_header)"
+        "unknown key (expected one of listen, max_body, max_upstream_body, shutdown_grace, upstream_header, header_timeout, idle_timeout, max_connections)"
     );
 
     let (path, msg) = fail(&format!("{UPSTREAM}bogus = 1"));
@@ -827,4 +827,52 @@ fn telemetry_section() {
     let err = Config::from_toml_str("[telemetry]\notlp_endpoint = \"otel:4318\"\n", &|_| None)
         .unwrap_err();
     assert_eq!(err.path, "telemetry.otlp_endpoint");
+}
+
+#[test]
+fn trusted_proxies_and_connection_limits() {
+    let cfg = Config::from_toml_str(
+        "[server]\nheader_timeout = \"5s\"\nidle_timeout = \"2m\"\nmax_connections = 500\n[limits]\ntrust_forwarded_for = true\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::/8\", \"192.0.2.7\"]\n",
+        &|_| None,
+    )
+    .unwrap();
+    let s = &cfg.server;
+    assert_eq!(
+        (s.header_timeout, s.idle_timeout, s.max_connections),
+        (secs(5), secs(120), 500)
+    );
+    let d = ServerConfig::default();
+    assert_eq!(
+        (d.header_timeout, d.idle_timeout, d.max_connections),
+        (secs(10), secs(60), 10_000)
+    );
+    let p = &cfg.limits.trusted_proxies;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    assert!(p[0].contains(ip("10.200.3.4")) && !p[0].contains(ip("11.0.0.1")));
+    assert!(p[0].contains(ip("::ffff:10.1.1.1")), "IPv4-mapped");
+    assert!(p[1].contains(ip("fd12::1")) && !p[1].contains(ip("fe80::1")));
+    assert!(p[2].contains(ip("192.0.2.7")) && !p[2].contains(ip("192.0.2.8")));
+    assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
+    for (text, path) in [
+        (
+            "[limits]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+            "limits.trusted_proxies",
+        ),
+        (
+            "[limits]\ntrusted_proxies = [\"proxy.local\"]\n",
+            "limits.trusted_proxies",
+        ),
+        (
+            "[server]\nheader_timeout = \"0s\"\n",
+            "server.header_timeout",
+        ),
+        ("[server]\nidle_timeout = \"0s\"\n", "server.idle_timeout"),
+        ("[server]\nmax_connections = 0\n", "server.max_connections"),
+    ] {
+        assert_eq!(
+            Config::from_toml_str(text, &|_| None).unwrap_err().path,
+            path,
+            "{text}"
+        );
+    }
 }

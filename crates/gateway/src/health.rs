@@ -4,6 +4,7 @@ use crate::upstream::{index_models, unix_now, Pool, Upstream};
 use crate::Gateway;
 use config::UpstreamKind;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -34,17 +35,86 @@ pub async fn probe_some(upstreams: &[Arc<Upstream>], config: &config::Config) {
     futures_util::future::join_all(probes).await;
 }
 
-/// Runs probes (and re-checks of disabled keys) every `health.interval` until `cancel` fires.
+/// The first re-probe of a standby upstream comes this soon; each failure doubles the wait,
+/// up to `health.interval`. A restarted node is back in seconds, a dead one costs a probe per
+/// interval as before.
+const STANDBY_FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Runs probes (and re-checks of disabled keys) every `health.interval` until `cancel` fires;
+/// in between, standby upstreams are re-probed on their own backoff.
 pub async fn run(gw: Arc<Gateway>, cancel: CancellationToken) {
+    use tokio::time::Instant;
+    let mut next_round = Instant::now() + gw.routes().config.health.interval;
+    // Standby upstream → (next re-probe, current wait).
+    let mut retries: HashMap<String, (Instant, Duration)> = HashMap::new();
     loop {
-        let interval = gw.routes().config.health.interval;
+        let routes = gw.routes();
+        let interval = routes.config.health.interval;
+        let now = Instant::now();
+        next_round = next_round.min(now + interval);
+        track_standby(&routes, &mut retries, now);
+        // Wake at least every first-retry step, so a node a live call just marked down is
+        // re-probed in about a second rather than at the next round.
+        let wake = retries
+            .values()
+            .map(|(at, _)| *at)
+            .chain([next_round, now + STANDBY_FIRST_RETRY])
+            .min()
+            .unwrap_or(next_round);
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        let now = Instant::now();
+        if now >= next_round {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = async { probe_all(&gw).await; recheck_keys(&gw).await } => {}
+            }
+            next_round = Instant::now() + interval;
+            continue;
+        }
+        let due: Vec<Arc<Upstream>> = routes
+            .upstreams
+            .iter()
+            .filter(|u| retries.get(&u.name).is_some_and(|(at, _)| *at <= now))
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            continue;
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = async { probe_all(&gw).await; recheck_keys(&gw).await } => {}
+            _ = probe_some(&due, &routes.config) => {}
+        }
+        let now = Instant::now();
+        for u in &due {
+            if let Some((at, wait)) = retries.get_mut(&u.name) {
+                *wait = (*wait * 2).min(interval);
+                *at = now + *wait;
+            }
+        }
+    }
+}
+
+/// Keeps `retries` to the upstreams in standby now: new ones start at the first step, ones
+/// that came back (or left the config) are dropped.
+fn track_standby(
+    routes: &crate::routing::Routes,
+    retries: &mut HashMap<String, (tokio::time::Instant, Duration)>,
+    now: tokio::time::Instant,
+) {
+    retries.retain(|name, _| {
+        routes
+            .upstream(name)
+            .is_some_and(|u| u.state().pool == Pool::Standby)
+    });
+    for u in &routes.upstreams {
+        if u.state().pool == Pool::Standby && !retries.contains_key(&u.name) {
+            retries.insert(
+                u.name.clone(),
+                (now + STANDBY_FIRST_RETRY, STANDBY_FIRST_RETRY),
+            );
         }
     }
 }
@@ -329,4 +399,57 @@ fn names(entries: &[Value], fields: &[&str]) -> Vec<String> {
         })
         .map(str::to_string)
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use config::{Config, Timeouts, UpstreamConfig};
+
+    /// A node down at start that comes back is active again within seconds, not at the next
+    /// 60 s round.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_node_is_back_within_seconds() {
+        let reserved = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = reserved.local_addr().unwrap();
+        drop(reserved);
+        let mut cfg = Config::default();
+        cfg.upstreams.push(UpstreamConfig {
+            name: "gpu-a".into(),
+            kind: UpstreamKind::Ollama,
+            url: format!("http://{addr}"),
+            keys: Vec::new(),
+            models: None,
+            weight: 1,
+            timeouts: Timeouts::default(),
+            api_version: None,
+        });
+        let gw = Gateway::new(cfg).unwrap();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let cancel = CancellationToken::new();
+        gw.start(&tasks, cancel.clone()).await;
+        let node = &gw.routes().upstreams[0];
+        assert_eq!(node.state().pool, Pool::Standby);
+
+        // Down for a few failed re-probes (1 s, 2 s), then back.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let _mock = mock::MockServer::start_on(listener, mock::MockConfig::default())
+            .await
+            .unwrap();
+        let back = Instant::now();
+        while node.state().pool != Pool::Active {
+            assert!(
+                back.elapsed() < Duration::from_secs(8),
+                "still standby after {:?}",
+                back.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(node.state().models.contains_key("llama3:latest"));
+        cancel.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
 }

@@ -70,6 +70,26 @@ impl KeyPool {
         }
     }
 
+    /// Takes over the state (ok, cooling, disabled and why) of every key of `old` whose secret
+    /// is also in this pool, after a reload rebuilt the upstream. New keys start ok.
+    pub fn carry_over(&mut self, old: &KeyPool) {
+        // Cooling deadlines count from `base`: share the old one so they keep their meaning.
+        self.base = old.base;
+        self.cursor = AtomicUsize::new(old.cursor.load(Ordering::Relaxed));
+        for k in &mut self.keys {
+            let Some(prev) = old
+                .keys
+                .iter()
+                .find(|o| o.secret.expose() == k.secret.expose())
+            else {
+                continue;
+            };
+            k.state = AtomicU64::new(prev.state.load(Ordering::Relaxed));
+            let disabled = prev.disabled.lock().map(|d| d.clone()).unwrap_or(None);
+            k.disabled = Mutex::new(disabled);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod health;
 pub mod keys;
 pub mod limits;
+pub mod listen;
 pub mod metrics;
 pub mod proxy;
 pub mod relay;
@@ -98,8 +99,9 @@ impl Gateway {
 
     /// Compiles `config` plus `overlay` into a new routing snapshot and swaps it in. Upstreams
     /// whose definition did not change keep their runtime (health, in-flight counts, breaker,
-    /// key states); new or changed ones are probed first, so they serve from the first call.
-    /// Calls in flight finish on the snapshot they started with.
+    /// key states); changed ones carry over what the change leaves true (see
+    /// [`Upstream::carry_over`]); new or changed ones are probed first, so they serve from the
+    /// first call. Calls in flight finish on the snapshot they started with.
     pub async fn apply(&self, config: Config, overlay: routing::Overlay) -> Result<(), String> {
         let _one_at_a_time = self.applying.lock().await;
         let current = self.routes();
@@ -112,7 +114,11 @@ impl Gateway {
             match reused {
                 Some(u) => upstreams.push(Arc::clone(u)),
                 None => {
-                    let u = Arc::new(Upstream::new(cfg, &config.routing)?);
+                    let mut u = Upstream::new(cfg, &config.routing)?;
+                    if let Some(old) = current.upstream(&cfg.name) {
+                        u = u.carry_over(old);
+                    }
+                    let u = Arc::new(u);
                     fresh.push(Arc::clone(&u));
                     upstreams.push(u);
                 }
@@ -173,24 +179,33 @@ impl Gateway {
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then lets open calls finish.
-    /// `admin` replaces the built-in read-only `/admin/v1` routes when given.
+    /// `admin` replaces the built-in read-only `/admin/v1` routes when given. Connections are
+    /// bounded by `server.header_timeout`, `idle_timeout` and `max_connections` (read here, at
+    /// start-up), and the open-files limit is raised to its hard maximum first.
     pub async fn serve(
         self: &Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
         admin: Option<axum::Router>,
     ) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            // Small SSE chunks must leave at once, not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        // With the peer address in each request's extensions: the per-IP limit needs it.
-        let app = server::router(Arc::clone(self), admin)
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let mut limits = listen::ConnLimits::from(&self.config().server);
+        if let Some(nofile) = listen::raise_nofile_limit() {
+            tracing::debug!(nofile, "open-files limit");
+            // Every call needs an upstream socket too (and the store its files): clients may
+            // take half the descriptors, so calls still reach upstreams when clients use theirs.
+            let room = usize::try_from(nofile / 2).unwrap_or(usize::MAX).max(1);
+            if room < limits.max_connections {
+                tracing::warn!(
+                    nofile,
+                    max_connections = limits.max_connections,
+                    effective = room,
+                    "the open-files limit is too low for server.max_connections: client connections are capped at half of it"
+                );
+                limits.max_connections = room;
+            }
+        }
+        let app = server::router(Arc::clone(self), admin);
+        listen::serve(listener, app, limits, shutdown).await
     }
 }
 
@@ -219,4 +234,78 @@ pub(crate) fn splitmix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use config::{Secret, Timeouts, UpstreamConfig, UpstreamKind};
+    use std::time::Duration;
+
+    fn with_keys(url: &str, keys: &[&str]) -> Config {
+        let mut cfg = Config::default();
+        cfg.upstreams.push(UpstreamConfig {
+            name: "gpu-a".into(),
+            kind: UpstreamKind::Ollama,
+            url: url.into(),
+            keys: keys.iter().map(|k| Secret::new(k.to_string())).collect(),
+            models: None,
+            weight: 1,
+            timeouts: Timeouts::default(),
+            api_version: None,
+        });
+        cfg
+    }
+
+    /// Adding a key changes the upstream's definition. The rebuilt upstream keeps what the
+    /// change leaves true: discovered models (even though the probe after the reload fails),
+    /// the other key's cooldown, the breaker, and the calls in flight.
+    #[tokio::test]
+    async fn a_reload_carries_runtime_state_over_a_changed_definition() {
+        let node = mock::MockServer::start(mock::MockConfig::default())
+            .await
+            .unwrap();
+        let url = node.url();
+        let gw = Gateway::new(with_keys(&url, &["sk-1"])).unwrap();
+        health::probe_all(&gw).await;
+        let old = Arc::clone(&gw.routes().upstreams[0]);
+        assert!(old.state().models.contains_key("llama3:latest"));
+        old.keys.cool(keys::KeyPick(0), Duration::from_secs(120));
+        for _ in 0..5 {
+            old.breaker.failure();
+        }
+        let in_flight = old.begin();
+        node.stop().await;
+
+        gw.apply(
+            with_keys(&url, &["sk-2", "sk-1"]),
+            routing::Overlay::default(),
+        )
+        .await
+        .unwrap();
+        let new = Arc::clone(&gw.routes().upstreams[0]);
+        assert!(!Arc::ptr_eq(&old, &new), "the definition changed");
+        assert!(
+            new.state().models.contains_key("llama3:latest"),
+            "discovered models survive a failed probe"
+        );
+        assert_eq!(new.keys.state(0).as_str(), "ok", "the new key");
+        assert_eq!(new.keys.state(1).as_str(), "cooling", "sk-1 keeps its rest");
+        assert_eq!(new.breaker.state(), breaker::BreakerState::Open);
+        assert_eq!(new.active_requests(), 1);
+        drop(in_flight);
+        assert_eq!(new.active_requests(), 0);
+
+        // A different server under the same name starts afresh (but keeps its counters).
+        gw.apply(
+            with_keys("http://127.0.0.1:9", &["sk-1"]),
+            routing::Overlay::default(),
+        )
+        .await
+        .unwrap();
+        let moved = Arc::clone(&gw.routes().upstreams[0]);
+        assert!(moved.state().models.is_empty());
+        assert_eq!(moved.keys.state(0).as_str(), "cooling");
+    }
 }

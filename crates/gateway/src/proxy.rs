@@ -71,10 +71,9 @@ pub async fn handle_with(
         .get::<crate::telemetry::CallTrace>()
         .map(|t| t.ctx);
     let identity = req.extensions().get::<crate::auth::Identity>().cloned();
-    let client_ip = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+    // The address the per-IP limit used: past trusted proxies, not the client's own claim.
+    let client_ip =
+        crate::limits::client_addr(&req, &gw.routes().config.limits).map(|ip| ip.to_string());
     let routes = gw.routes();
     let (body, peek) = match read_request(req, dialect, routes.config.server.max_body).await {
         Ok(v) => v,

@@ -252,36 +252,28 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     crate::splitmix64(h)
 }
 
-/// Orders candidates for one call. `turn` is a per-call counter: it rotates the list before a
-/// stable sort, so equal candidates take turns.
+/// Orders candidates for one call. `turn` is a per-call counter: within each run of candidates
+/// that compare equal it picks who goes first, so equals take turns.
 pub fn order(cands: &mut [Candidate], strategy: Strategy, turn: usize) {
     if cands.len() < 2 {
         return;
     }
-    let n = cands.len();
     match strategy {
-        Strategy::RoundRobin => {
-            cands.rotate_left(turn % n);
-            cands.sort_by_key(|c| c.tier);
-        }
-        Strategy::LeastActive => {
-            cands.rotate_left(turn % n);
-            cands.sort_by_key(|c| (c.tier, c.upstream.active_requests(), !c.warm));
-        }
-        Strategy::LowestLatency => {
-            cands.rotate_left(turn % n);
+        Strategy::RoundRobin => sort_rotating(cands, turn, |c| c.tier),
+        Strategy::LeastActive => sort_rotating(cands, turn, |c| {
+            (c.tier, c.upstream.active_requests(), !c.warm)
+        }),
+        Strategy::LowestLatency => sort_rotating(cands, turn, |c| {
             // Whole milliseconds, so probe jitter does not hide a tie that warmth should break.
-            cands.sort_by_key(|c| {
-                let ms = c
-                    .upstream
-                    .state()
-                    .latency_ms
-                    .map_or(u64::MAX / 2, |l| l.max(0.0).round() as u64);
-                // A recent 429 ranks an upstream behind every unthrottled one.
-                let throttled = c.upstream.is_throttled();
-                (c.tier, throttled, ms, !c.warm)
-            });
-        }
+            let ms = c
+                .upstream
+                .state()
+                .latency_ms
+                .map_or(u64::MAX / 2, |l| l.max(0.0).round() as u64);
+            // A recent 429 ranks an upstream behind every unthrottled one.
+            let throttled = c.upstream.is_throttled();
+            (c.tier, throttled, ms, !c.warm)
+        }),
         Strategy::Weighted => {
             // Deterministic weighted rotation: over sum(weights) consecutive calls each active
             // candidate comes first exactly `weight` times. The rest follow by weight.
@@ -306,6 +298,44 @@ pub fn order(cands: &mut [Candidate], strategy: Strategy, turn: usize) {
             }
             cands[..=first].rotate_right(1);
         }
+    }
+}
+
+/// Sorts by `key` read once per candidate, then rotates every run of equal keys by `turn`.
+///
+/// The keys are live counters (in-flight calls, probe state) that other calls change while a
+/// sort runs; compared afresh on each comparison they can contradict each other, and the
+/// standard sort panics on an inconsistent order. A snapshot cannot contradict itself.
+/// Rotating each run of equals (rather than the whole list before sorting) gives every member
+/// of a tie the same share, however many worse candidates follow it.
+fn sort_rotating<K: Ord>(cands: &mut [Candidate], turn: usize, key: impl Fn(&Candidate) -> K) {
+    // One allocation per call: each key beside the position it was read from.
+    let mut keyed: Vec<(K, usize)> = cands.iter().map(key).zip(0..).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut start = 0;
+    while start < keyed.len() {
+        let len = keyed[start..]
+            .iter()
+            .take_while(|e| e.0 == keyed[start].0)
+            .count();
+        keyed[start..start + len].rotate_left(turn % len);
+        start += len;
+    }
+    permute(cands, &mut keyed);
+}
+
+/// Rearranges `items` in place so that position `p` holds what was at `perm[p].1` (following
+/// the permutation's cycles; the indices are used up as the visited marks).
+fn permute<T, K>(items: &mut [T], perm: &mut [(K, usize)]) {
+    for start in 0..perm.len() {
+        let mut p = start;
+        while perm[p].1 != start && perm[p].1 != p {
+            let q = perm[p].1;
+            items.swap(p, q);
+            perm[p].1 = p;
+            p = q;
+        }
+        perm[p].1 = p;
     }
 }
 
@@ -443,6 +473,63 @@ mod tests {
         assert_eq!((c["a"], c["b"]), (6, 2));
         // Every candidate is still in the plan, for failover.
         assert_eq!(w.plan("m", |_| true, None).unwrap().len(), 2);
+    }
+
+    /// In-flight counts change while a plan is sorted. Compared afresh on every comparison they
+    /// made the order inconsistent, and with more than 20 candidates the standard sort panics on
+    /// that ("user-provided comparison function does not correctly implement a total order").
+    #[test]
+    fn ordering_while_counters_change_never_panics() {
+        let ups: Vec<Arc<Upstream>> = (0..40)
+            .map(|i| upstream(&format!("u{i}"), UpstreamKind::Ollama, &["m:latest"], 1))
+            .collect();
+        let r = routes(Strategy::LeastActive, ups.clone());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut held = Vec::new();
+                let mut x = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = crate::splitmix64(x);
+                    let u = &ups[(x % 40) as usize];
+                    if x & 0x100 == 0 || held.len() > 200 {
+                        held.clear();
+                    }
+                    held.push(u.begin());
+                }
+            });
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for _ in 0..20_000 {
+                    assert_eq!(r.plan("m", |_| true, None).unwrap().len(), 40);
+                }
+            }));
+            stop.store(true, Ordering::Relaxed);
+            assert!(outcome.is_ok(), "ordering panicked");
+        });
+    }
+
+    /// Rotation is among equals only: two warm nodes share the calls evenly even when many
+    /// cold ones follow them (rotating the whole list first gave one of them 5 calls in 6).
+    #[test]
+    fn equals_take_turns_whatever_follows_them() {
+        let ups: Vec<Arc<Upstream>> = (0..6)
+            .map(|i| upstream(&format!("u{i}"), UpstreamKind::Ollama, &["m:latest"], 1))
+            .collect();
+        ups[0].mark_loaded("m");
+        ups[1].mark_loaded("m");
+        let r = routes(Strategy::LeastActive, ups);
+        let c = firsts(&r, "m", 12);
+        assert_eq!((c.get("u0"), c.get("u1")), (Some(&6), Some(&6)), "{c:?}");
+    }
+
+    #[test]
+    fn permute_follows_cycles() {
+        let mut items = vec!['a', 'b', 'c', 'd', 'e'];
+        permute(
+            &mut items,
+            &mut [((), 3), ((), 0), ((), 4), ((), 1), ((), 2)],
+        );
+        assert_eq!(items, vec!['d', 'a', 'e', 'b', 'c']);
     }
 
     #[test]

@@ -70,7 +70,8 @@ pub struct Upstream {
     /// breaker, key states) across reloads.
     pub definition: (UpstreamConfig, config::BreakerConfig),
     pub keys: KeyPool,
-    pub breaker: Breaker,
+    /// Shared with the upstream's next definition when a reload leaves the breaker settings alone.
+    pub breaker: Arc<Breaker>,
     /// Parsed passthrough URLs by endpoint (those that do not embed the model), so the hot
     /// path clones a URL instead of parsing one per call.
     pub url_cache: [std::sync::OnceLock<reqwest::Url>; 16],
@@ -79,13 +80,16 @@ pub struct Upstream {
     /// Until when (ms since `created`) the upstream counts as throttled after a 429: `lowest_latency` ranks it last meanwhile.
     throttled_until_ms: AtomicU64,
     created: tokio::time::Instant,
+    // The counters below belong to the upstream's name, not to one definition of it: a reload
+    // that changes the definition shares them with the new runtime (see `carry_over`), so
+    // calls started before it are still counted where routing and `/metrics` look.
     /// Calls in flight right now (attempt started, response not yet finished or dropped).
-    active: AtomicUsize,
+    active: Arc<AtomicUsize>,
     /// Smoothed time to first byte of live calls, in microseconds (0 = none yet).
-    ttft_us: AtomicU64,
-    pub served: AtomicU64,
-    pub failed: AtomicU64,
-    pub metrics: crate::metrics::UpstreamMetrics,
+    ttft_us: Arc<AtomicU64>,
+    pub served: Arc<AtomicU64>,
+    pub failed: Arc<AtomicU64>,
+    pub metrics: Arc<crate::metrics::UpstreamMetrics>,
     state: ArcSwap<UpstreamState>,
 }
 
@@ -126,16 +130,16 @@ impl Upstream {
             dns_policy,
             definition: (cfg.clone(), routing.breaker.clone()),
             keys: KeyPool::new(&cfg.name, &cfg.keys),
-            breaker: Breaker::new(routing.breaker.clone()),
+            breaker: Arc::new(Breaker::new(routing.breaker.clone())),
             url_cache: Default::default(),
             name_header: axum::http::HeaderValue::from_str(&cfg.name).ok(),
             throttled_until_ms: AtomicU64::new(0),
             created: tokio::time::Instant::now(),
-            active: AtomicUsize::new(0),
-            ttft_us: AtomicU64::new(0),
-            served: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            metrics: crate::metrics::UpstreamMetrics::default(),
+            active: Arc::default(),
+            ttft_us: Arc::default(),
+            served: Arc::default(),
+            failed: Arc::default(),
+            metrics: Arc::default(),
             state: ArcSwap::from_pointee(UpstreamState {
                 pool: Pool::Active,
                 models,
@@ -149,6 +153,40 @@ impl Upstream {
                 models_seen_at: unix_now(),
             }),
         })
+    }
+
+    /// `self` is `old` after a reload changed its definition: takes over what that change
+    /// leaves true. Counters and calls in flight always; keys whose secret stayed keep their
+    /// state (cooling, disabled); the breaker when its settings did not change; and, when URL
+    /// and kind are the same (the same server), what the prober learned — pool, discovered and
+    /// loaded models, latency — so a failed first probe after the reload does not leave the
+    /// upstream without models for a whole interval.
+    pub fn carry_over(mut self, old: &Upstream) -> Upstream {
+        self.active = Arc::clone(&old.active);
+        self.ttft_us = Arc::clone(&old.ttft_us);
+        self.served = Arc::clone(&old.served);
+        self.failed = Arc::clone(&old.failed);
+        self.metrics = Arc::clone(&old.metrics);
+        self.keys.carry_over(&old.keys);
+        if self.definition.1 == old.definition.1 {
+            self.breaker = Arc::clone(&old.breaker);
+        }
+        if self.kind == old.kind && self.base == old.base {
+            let mut state = UpstreamState::clone(&old.state());
+            if let Some(list) = &self.static_models {
+                if *list != state.model_list {
+                    let (models, model_list) = index_models(list.clone());
+                    state.models = models;
+                    state.model_list = model_list;
+                    state.models_seen_at = unix_now();
+                }
+            }
+            self.state = ArcSwap::from_pointee(state);
+            self.created = old.created;
+            self.throttled_until_ms =
+                AtomicU64::new(old.throttled_until_ms.load(Ordering::Relaxed));
+        }
+        self
     }
 
     pub fn state(&self) -> arc_swap::Guard<Arc<UpstreamState>> {

@@ -450,3 +450,60 @@ async fn a_presented_virtual_key_is_honoured_when_auth_is_not_required() {
     let r = chat_call(&gw, only["key"].as_str().unwrap()).await;
     assert_eq!(r.status(), 403);
 }
+
+/// Behind a proxy, `X-Forwarded-For` is read from the right: the leftmost entries are the
+/// client's own claim, so varying them does not buy new per-IP allowances, and the call log
+/// records the address the proxy appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_pick_its_own_address_in_x_forwarded_for() {
+    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
+        .await
+        .unwrap();
+    let gw = Llmux::start(&format!(
+        "[limits]\nip = \"3/min\"\ntrust_forwarded_for = true\ntrusted_proxies = [\"127.0.0.1\"]\n{}",
+        ollama("gpu-a", &a.url())
+    ));
+    let key = key_with(&gw, "behind-proxy", json!({})).await;
+    let mut admitted = 0;
+    for i in 0..8 {
+        let status = client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("x-forwarded-for", format!("198.51.100.{i}, 203.0.113.9"))
+            .json(&chat("llama3", false))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 200 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut polls = 0;
+    let calls = loop {
+        polls += 1;
+        // The admin API is behind the per-IP limit too: each poll comes from a new address.
+        let page: Value = client()
+            .get(gw.url("/admin/v1/calls"))
+            .header("x-forwarded-for", format!("192.0.2.{polls}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let calls = page["calls"].as_array().cloned().unwrap_or_default();
+        if !calls.is_empty() || std::time::Instant::now() > until {
+            break calls;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!calls.is_empty());
+    for c in &calls {
+        assert_eq!(c["client_ip"], "203.0.113.9", "{c}");
+    }
+}

@@ -10,9 +10,17 @@ use tokio::time::Instant;
 /// Shards spread the lock traffic of unrelated keys (IPs, virtual keys) over many mutexes, each
 /// held for a few arithmetic operations.
 const SHARDS: usize = 32;
-/// A shard this full drops the keys whose state has fully drained (they equal a fresh key), so
-/// a flood of distinct client addresses cannot grow memory without bound.
+/// Below this many keys a shard is never swept. Above it, a sweep drops the keys whose state
+/// has fully drained (they equal a fresh key) once the shard has taken in half its size in new
+/// keys since the last sweep: a sweep costs O(len) and comes once per len/2 inserts, so each
+/// insert pays O(1) amortised, however many live keys a flood of addresses leaves behind.
 const SWEEP_AT: usize = 4096;
+/// Most keys a shard holds (about 520k over all shards, some tens of MB).
+const CAP: usize = 16_384;
+/// Keys whose number a client controls (one per source address). Only these are evicted.
+const EVICTABLE_PREFIX: &str = "ip:";
+/// How many keys an eviction looks at.
+const EVICT_SAMPLE: usize = 32;
 
 /// One GCRA step. `tat` is the key's theoretical arrival time (ns since the limiter's epoch);
 /// a rate of `count` per `per` lets `count` calls through at once, then one per `per / count`.
@@ -50,8 +58,85 @@ pub(crate) fn gcra(now: u64, tat: u64, rate: Rate, cost: u64) -> (Decision, Opti
     }
 }
 
-/// Counter key → its theoretical arrival time (ns since the limiter's epoch).
-type Shard = HashMap<Box<str>, u64>;
+/// One shard's counters: key → its theoretical arrival time (ns since the limiter's epoch).
+#[derive(Default)]
+struct Shard {
+    tats: HashMap<Box<str>, u64>,
+    /// New keys taken in since the last sweep.
+    inserted: usize,
+    #[cfg(test)]
+    sweeps: usize,
+}
+
+impl Shard {
+    fn get(&self, key: &str) -> Option<u64> {
+        self.tats.get(key).copied()
+    }
+
+    fn insert(&mut self, key: &str, tat: u64, now: u64) {
+        if let Some(t) = self.tats.get_mut(key) {
+            *t = tat;
+            return;
+        }
+        let len = self.tats.len();
+        if len >= SWEEP_AT && self.inserted >= len / 2 {
+            self.tats.retain(|_, t| *t > now);
+            self.inserted = 0;
+            #[cfg(test)]
+            {
+                self.sweeps += 1;
+            }
+        }
+        if self.tats.len() >= CAP {
+            self.evict_one(now);
+        }
+        self.inserted += 1;
+        self.tats.insert(key.into(), tat);
+    }
+
+    /// Full of live keys: makes room by dropping, among a bounded sample of per-address keys,
+    /// the one closest to drained. Refusing the new address instead would let a flood of
+    /// addresses lock every newcomer out; evicting costs at most the early return of a small
+    /// burst to the evicted address, and the global limit still holds. Keys a client cannot
+    /// mint (virtual keys, the global counter) are never evicted: the shard may exceed its cap
+    /// for them, but their number is bounded by the key store.
+    fn evict_one(&mut self, now: u64) {
+        let victim = self
+            .tats
+            .iter()
+            .filter(|(k, _)| k.starts_with(EVICTABLE_PREFIX))
+            .take(EVICT_SAMPLE)
+            .min_by_key(|(_, t)| **t)
+            .map(|(k, t)| (k.clone(), *t));
+        if let Some((key, tat)) = victim {
+            if tat > now {
+                note_eviction();
+            }
+            self.tats.remove(&key);
+        }
+    }
+}
+
+/// Live per-address counters evicted because a shard was full (logged at most once a minute).
+fn note_eviction() {
+    static LAST_LOG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = crate::upstream::unix_now();
+    let last = LAST_LOG.load(std::sync::atomic::Ordering::Relaxed);
+    if now >= last + 60
+        && LAST_LOG
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::warn!(
+            "per-address rate-limit table full: evicting live counters of the least active addresses"
+        );
+    }
+}
 
 /// Rates kept in this process.
 pub struct MemoryLimiter {
@@ -63,7 +148,7 @@ impl Default for MemoryLimiter {
     fn default() -> Self {
         MemoryLimiter {
             epoch: Instant::now(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
         }
     }
 }
@@ -108,7 +193,7 @@ impl MemoryLimiter {
         let mut decisions = Vec::with_capacity(checks.len());
         let mut updates = Vec::with_capacity(checks.len());
         for (c, &g) in checks.iter().zip(&idx) {
-            let tat = guards[g].get(c.key.as_str()).copied().unwrap_or(0);
+            let tat = guards[g].get(c.key.as_str()).unwrap_or(0);
             let (d, new_tat) = gcra(now, tat, c.rate, c.cost);
             decisions.push(d);
             updates.push(new_tat);
@@ -116,11 +201,7 @@ impl MemoryLimiter {
         if decisions.iter().all(|d| d.allowed) {
             for ((c, &g), tat) in checks.iter().zip(&idx).zip(updates) {
                 if let Some(tat) = tat {
-                    let map = &mut guards[g];
-                    if map.len() >= SWEEP_AT {
-                        map.retain(|_, t| *t > now);
-                    }
-                    map.insert(c.key.as_str().into(), tat);
+                    guards[g].insert(c.key.as_str(), tat, now);
                 }
             }
         }
@@ -134,7 +215,7 @@ impl MemoryLimiter {
         let period = u64::try_from(check.rate.per.as_nanos()).unwrap_or(u64::MAX);
         let interval = (period / check.rate.count.max(1)).max(1);
         let mut map = lock(&self.shards[Self::shard(&check.key)]);
-        let tat = map.get(check.key.as_str()).copied().unwrap_or(0).max(now);
+        let tat = map.get(check.key.as_str()).unwrap_or(0).max(now);
         let step = delta.unsigned_abs().saturating_mul(interval);
         let new_tat = if delta >= 0 {
             // Debt is capped at one period so a huge overrun blocks a key for a window, not forever.
@@ -142,7 +223,7 @@ impl MemoryLimiter {
         } else {
             tat.saturating_sub(step).max(now)
         };
-        map.insert(check.key.as_str().into(), new_tat);
+        map.insert(check.key.as_str(), new_tat, now);
     }
 }
 
@@ -270,15 +351,51 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn drained_keys_are_swept() {
         let l = MemoryLimiter::default();
-        for i in 0..(SHARDS * SWEEP_AT) {
-            l.check(&[check(&format!("ip:{i}"), "1/s", 1)]);
+        for i in 0..(SHARDS * SWEEP_AT * 2) {
+            l.check(&[check(&format!("ip:old:{i}"), "1/s", 1)]);
         }
         tokio::time::advance(Duration::from_secs(2)).await;
-        for i in 0..SHARDS * 4 {
-            l.check(&[check(&format!("new:{i}"), "1/s", 1)]);
+        // A sweep comes once a shard took in half its size in new keys.
+        for i in 0..(SHARDS * SWEEP_AT * 3) {
+            l.check(&[check(&format!("ip:new:{i}"), "1/s", 1)]);
         }
-        let total: usize = l.shards.iter().map(|s| lock(s).len()).sum();
-        assert!(total < SHARDS * SWEEP_AT, "{total}");
+        let old: usize = l
+            .shards
+            .iter()
+            .map(|s| {
+                lock(s)
+                    .tats
+                    .keys()
+                    .filter(|k| k.starts_with("ip:old"))
+                    .count()
+            })
+            .sum();
+        assert_eq!(old, 0);
+    }
+
+    /// A strict rate and a flood of distinct addresses: every counter stays live, yet the table
+    /// stays under its cap, sweeps stay rare (not one per insert), and counters a client cannot
+    /// mint are never evicted.
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_live_addresses_is_capped_and_sweeps_stay_rare() {
+        let l = MemoryLimiter::default();
+        assert!(l.check(&[check("global", "1/h", 1)])[0].allowed);
+        let n = SHARDS * CAP * 3 / 2;
+        for i in 0..n {
+            assert!(l.check(&[check(&format!("ip:{i}"), "1/h", 1)])[0].allowed);
+        }
+        let (total, sweeps) = l.shards.iter().fold((0, 0), |(t, s), sh| {
+            let sh = lock(sh);
+            (t + sh.tats.len(), s + sh.sweeps)
+        });
+        assert!(total <= SHARDS * CAP + 1, "{total} keys");
+        assert!(sweeps * 1000 < n, "{sweeps} sweeps for {n} inserts");
+        assert!(
+            !l.check(&[check("global", "1/h", 1)])[0].allowed,
+            "the global counter survived"
+        );
+        // The newest addresses are still limited.
+        assert!(!l.check(&[check(&format!("ip:{}", n - 1), "1/h", 1)])[0].allowed);
     }
 
     #[test]

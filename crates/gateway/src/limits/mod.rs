@@ -611,24 +611,55 @@ pub fn rejection(dialect: Dialect, layer: Layer, d: &Decision) -> Response<Body>
     resp
 }
 
-/// The client's address: the first `X-Forwarded-For` entry when trusted, else the peer. Also
-/// what the admin sign-in limits count by.
-pub fn client_ip(req: &axum::extract::Request, trust_forwarded_for: bool) -> Option<String> {
-    if trust_forwarded_for {
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .and_then(|v| v.parse::<std::net::IpAddr>().ok());
-        if let Some(ip) = forwarded {
-            return Some(ip.to_string());
-        }
-    }
-    req.extensions()
+/// The client's address, for the per-IP limit and the call record.
+///
+/// Without `trust_forwarded_for` it is the peer. With it, the peer is taken for your proxy
+/// (when `trusted_proxies` is set, only if the peer is one of them) and `X-Forwarded-For` is
+/// read from the right, past the trusted proxies: the first other entry was appended by a
+/// proxy you trust and names the client. Entries further left are whatever the client sent and
+/// are never believed, so a client cannot pick its own address.
+pub fn client_addr(
+    req: &axum::extract::Request,
+    cfg: &config::LimitsConfig,
+) -> Option<std::net::IpAddr> {
+    let peer = req
+        .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| c.0.ip().to_canonical());
+    if !cfg.trust_forwarded_for {
+        return peer;
+    }
+    let trusted = |ip: std::net::IpAddr| cfg.trusted_proxies.iter().any(|c| c.contains(ip));
+    if !cfg.trusted_proxies.is_empty() && !peer.is_some_and(trusted) {
+        return peer;
+    }
+    let mut nearest = peer;
+    let entries = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
+    for entry in entries {
+        let Some(ip) = parse_forwarded(entry.trim()) else {
+            // Garbage where an address should be: the nearest hop that named one stands.
+            break;
+        };
+        if !trusted(ip) {
+            return Some(ip);
+        }
+        nearest = Some(ip);
+    }
+    nearest
+}
+
+/// An `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5`, `[::1]:5`).
+fn parse_forwarded(entry: &str) -> Option<std::net::IpAddr> {
+    entry
+        .parse::<std::net::IpAddr>()
+        .or_else(|_| entry.parse::<std::net::SocketAddr>().map(|a| a.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
 }
 
 /// Middleware before authentication: per client IP, then global. A flood of bad keys is
@@ -646,7 +677,7 @@ pub async fn edge_limits(
     let mut checks = Vec::with_capacity(2);
     let mut layers = Vec::with_capacity(2);
     if let Some(rate) = cfg.ip {
-        if let Some(ip) = client_ip(&req, cfg.trust_forwarded_for) {
+        if let Some(ip) = client_addr(&req, cfg) {
             checks.push(Check {
                 key: format!("ip:{ip}"),
                 rate,
@@ -781,6 +812,62 @@ mod tests {
         let gemini = br#"{"generationConfig":{"maxOutputTokens":9}}"#;
         assert_eq!(estimate_tokens(gemini), gemini.len() as u64 / 4 + 9);
         assert_eq!(estimate_tokens(b"not json!!!!"), 3);
+    }
+
+    fn from(peer: &str, xff: &[&str]) -> axum::extract::Request {
+        let mut req = axum::extract::Request::new(Body::empty());
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+                peer.parse().unwrap(),
+                4321,
+            )));
+        for v in xff {
+            req.headers_mut()
+                .append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        req
+    }
+
+    fn resolved(cfg: &config::LimitsConfig, peer: &str, xff: &[&str]) -> String {
+        client_addr(&from(peer, xff), cfg).unwrap().to_string()
+    }
+
+    /// The leftmost entry is the client's own word; the address is read from the right, past
+    /// the trusted proxies.
+    #[test]
+    fn forwarded_for_is_read_from_the_right_past_trusted_proxies() {
+        let mut cfg = config::LimitsConfig::default();
+        // Not trusted: the peer, whatever the header says.
+        assert_eq!(resolved(&cfg, "192.0.2.1", &["6.6.6.6"]), "192.0.2.1");
+        cfg.trust_forwarded_for = true;
+        // One trusted hop (the peer): the entry it appended, not the one the client forged.
+        assert_eq!(
+            resolved(&cfg, "127.0.0.1", &["6.6.6.6, 203.0.113.7"]),
+            "203.0.113.7"
+        );
+        assert_eq!(resolved(&cfg, "127.0.0.1", &["203.0.113.7"]), "203.0.113.7");
+        assert_eq!(resolved(&cfg, "127.0.0.1", &[]), "127.0.0.1");
+        cfg.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()];
+        // Two hops: CDN at 10.1.1.1 appended the client; the load balancer (peer) appended it.
+        assert_eq!(
+            resolved(&cfg, "10.0.0.2", &["6.6.6.6, 203.0.113.7", "10.1.1.1"]),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            resolved(
+                &cfg,
+                "::ffff:10.0.0.2",
+                &["6.6.6.6,203.0.113.7:5555,10.1.1.1"]
+            ),
+            "203.0.113.7"
+        );
+        // A peer that is not a trusted proxy came straight in: its header is ignored.
+        assert_eq!(resolved(&cfg, "198.51.100.9", &["6.6.6.6"]), "198.51.100.9");
+        // Garbage past the trusted hops: the nearest hop that named an address stands.
+        assert_eq!(
+            resolved(&cfg, "10.0.0.2", &["nonsense, 10.1.1.1"]),
+            "10.1.1.1"
+        );
     }
 
     #[test]
