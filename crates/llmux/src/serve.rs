@@ -17,8 +17,15 @@ pub struct Loaded {
     pub config: Config,
 }
 
-pub async fn run(path: Option<PathBuf>) -> Result<(), String> {
-    let loaded = load(path)?;
+pub async fn run(
+    path: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
+    let mut loaded = load(path)?;
+    if let Some(addr) = listen {
+        // `--listen` wins over the file; a reload cannot move a bound listener anyway.
+        loaded.config.server.listen = addr;
+    }
     let listen = loaded.config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
