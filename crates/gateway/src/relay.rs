@@ -189,6 +189,9 @@ impl Relay {
             return Poll::Ready(Some(Ok(Frame::data(event))));
         }
         let reply = match self.stream_dialect {
+            Some(_) if self.log.endpoint == crate::endpoint::Endpoint::Responses => Ok(
+                Frame::data(wire::translate::responses::stream_error_event(&message).into()),
+            ),
             Some(d) => Ok(Frame::data(
                 d.stream_error_event(ErrorKind::BadGateway, &message),
             )),

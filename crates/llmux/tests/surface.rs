@@ -408,3 +408,42 @@ async fn an_upstream_redirect_is_a_failed_attempt_not_an_answer() {
         assert_eq!(header(&r, "x-llmux-upstream"), "good");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_responses_stream_ends_with_an_error_event() {
+    let mut cfg = String::new();
+    let mut mocks = Vec::new();
+    for (name, kind) in [("oa", "openai"), ("ol", "ollama")] {
+        let m = MockServer::start(mock::MockConfig {
+            chunks: 8,
+            ..node(name, &["m:latest"])
+        })
+        .await
+        .unwrap();
+        m.set_faults(Faults {
+            drop_after: Some(4),
+            ..Faults::default()
+        });
+        cfg.push_str(&upstream(name, kind, &m.url(), &["m:latest"]));
+        mocks.push(m);
+    }
+    let gw = Llmux::start(&cfg);
+    for name in ["oa", "ol"] {
+        let body = json!({"model": format!("{name}/m"), "input": "hi", "stream": true});
+        let r = post(&gw, "/v1/responses", &body).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-llmux-upstream"), name);
+        let events = sse(&r.text().await.unwrap_or_default());
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(!names.contains(&"response.completed"), "{name}: {names:?}");
+        let error = events
+            .iter()
+            .find(|(n, _)| n == "error")
+            .unwrap_or_else(|| panic!("{name}: no error event in {names:?}"));
+        assert_eq!(error.1["type"], "error");
+        assert!(
+            error.1["message"].as_str().unwrap().contains(name),
+            "{error:?}"
+        );
+    }
+}

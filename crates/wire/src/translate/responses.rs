@@ -722,6 +722,22 @@ impl Codec for ResponsesCodec {
     }
 }
 
+/// The `error` event that ends a Responses stream broken mid-way when llmux relays an
+/// upstream's own events (it knows neither the response id nor the sequence, so it sends no
+/// `response.failed`; a translated stream gets both from the encoder).
+pub fn stream_error_event(message: &str) -> Vec<u8> {
+    let body = json!({
+        "type": "error",
+        "code": "server_error",
+        "message": message,
+        "param": null,
+        "sequence_number": 0,
+    });
+    let mut out = Vec::new();
+    write_sse(&mut out, Some("error"), &body.to_string());
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // Streams: Responses events → canonical.
 
