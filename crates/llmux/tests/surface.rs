@@ -372,6 +372,17 @@ async fn every_error_is_json_in_the_callers_dialect() {
     assert!(r.status().is_client_error());
     let ct = header(&r, "content-type");
     assert!(ct.contains("json"), "{ct}");
+    let big = json!({"name": "x".repeat(3 << 20)});
+    let r = c
+        .post(gw.url("/admin/v1/apps"))
+        .bearer_auth(ADMIN)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].is_string(), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
