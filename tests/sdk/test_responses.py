@@ -95,3 +95,11 @@ def test_anthropic_count_tokens(matrix, kind):
         model=KINDS[kind], messages=[{"role": "user", "content": "how is the weather in Paris today?"}]
     )
     assert r.input_tokens > 0
+
+
+def test_anthropic_models_retrieve(matrix):
+    c = anthropic.Anthropic(base_url=matrix.url, api_key="unused", max_retries=0)
+    m = c.models.retrieve("claude-sonnet-4")
+    assert m.id == "claude-sonnet-4" and m.type == "model"
+    with pytest.raises(anthropic.NotFoundError):
+        c.models.retrieve("no-such-model")

@@ -79,7 +79,7 @@ pub async fn gemini_models(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 /// `GET /v1/models/{id}`: OpenAI's model object — or Gemini's, for a Gemini client (it sends its key
-/// in `x-goog-api-key` or `?key=`).
+/// in `x-goog-api-key` or `?key=`), or Anthropic's, for an Anthropic client (`anthropic-version`).
 pub async fn model_info(
     State(gw): State<Arc<Gateway>>,
     path: axum::extract::Path<String>,
@@ -94,11 +94,26 @@ pub async fn model_info(
         return gemini_model(State(gw), path).await;
     }
     let id = path.0;
+    let anthropic_client = req.headers().contains_key("anthropic-version");
     match find_model(&gw, &id) {
+        Some(Found {
+            name, seen, ..
+        }) if anthropic_client => Json(json!({
+            "type": "model",
+            "id": name,
+            "display_name": name,
+            "created_at": wire::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seen)),
+        }))
+        .into_response(),
         Some(Found {
             name, owner, seen, ..
         }) => Json(json!({ "id": name, "object": "model", "created": seen, "owned_by": owner }))
             .into_response(),
+        None if anthropic_client => crate::proxy::error(
+            wire::Dialect::Anthropic,
+            wire::ErrorKind::ModelNotFound,
+            format!("model: {id}"),
+        ),
         None => crate::proxy::error(
             wire::Dialect::OpenAi,
             wire::ErrorKind::ModelNotFound,

@@ -293,8 +293,9 @@ async fn not_found(req: Request) -> Response {
 /// errors are left as they are.
 async fn json_errors(req: Request, next: Next) -> Response {
     let dialect = dialect_of(&req);
+    // Kept for the message of an error; cloning a standard method and a URI allocates nothing.
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let uri = req.uri().clone();
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error())
@@ -313,6 +314,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
     let (mut parts, body) = resp.into_parts();
     let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text).trim().to_string();
+    let path = uri.path();
     let message = match status {
         StatusCode::METHOD_NOT_ALLOWED => format!("method {method} is not allowed on {path}"),
         _ if text.is_empty() => format!(
