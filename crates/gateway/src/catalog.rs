@@ -167,12 +167,16 @@ pub async fn ollama_show(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let requested = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
-        v.get("model")
-            .or_else(|| v.get("name"))
+    let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let field = |k: &str| {
+        body.as_ref()
+            .and_then(|v| v.get(k))
             .and_then(Value::as_str)
             .map(str::to_string)
-    });
+    };
+    // Older clients name the model in `name`, which Ollama still accepts.
+    let legacy_name = field("model").is_none().then(|| field("name")).flatten();
+    let requested = field("model").or_else(|| legacy_name.clone());
     let on_ollama = |m: &str| {
         gw.routes()
             .plan(m, |k| k == UpstreamKind::Ollama, None)
@@ -186,7 +190,11 @@ pub async fn ollama_show(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
         return Json(hosted_show(&found)).into_response();
     }
     let req = Request::from_parts(parts, axum::body::Body::from(bytes));
-    crate::proxy::handle(gw, Endpoint::OllamaShow, req).await
+    let path = crate::proxy::PathModel {
+        model: legacy_name,
+        sse: false,
+    };
+    crate::proxy::handle_with(gw, Endpoint::OllamaShow, req, path).await
 }
 
 /// What `/api/show` says about a model no Ollama node holds: its name, where it is served

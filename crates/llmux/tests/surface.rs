@@ -231,6 +231,8 @@ async fn count_tokens_model_lookup_and_hosted_show() {
     let r = post(&gw, "/api/show", &json!({"model": "llama3"})).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-llmux-upstream"), "ol");
+    let r = post(&gw, "/api/show", &json!({"name": "llama3"})).await;
+    assert_eq!(r.status(), 200, "the older `name` field");
     let r = post(&gw, "/api/show", &json!({"model": "claude"})).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
