@@ -176,10 +176,22 @@ pub async fn usage(
         app_id: app_id(&cp, p.app.as_deref()).await?,
     };
     let rows = cp.store.usage(&query).await?;
+    // Grouped by app, each row names its app beside the id (a deleted app's name is gone).
+    let app_names: std::collections::HashMap<String, String> = if group.app {
+        cp.store
+            .list_apps()
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a.name))
+            .collect()
+    } else {
+        Default::default()
+    };
+    let app_name = |r: &UsageRow| r.app_id.as_ref().and_then(|id| app_names.get(id)).cloned();
     if csv {
         return Ok((
             [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            to_csv(group, &rows),
+            to_csv(group, &rows, &app_name),
         )
             .into_response());
     }
@@ -202,6 +214,9 @@ pub async fn usage(
         .iter()
         .map(|r| {
             let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+            if group.app {
+                v["app"] = json!(app_name(r));
+            }
             if let Some(start) = r.start {
                 v["start"] = Value::String(rfc3339_ms(start));
             }
@@ -227,11 +242,16 @@ fn field(s: &str) -> String {
     }
 }
 
-fn to_csv(g: UsageGroup, rows: &[UsageRow]) -> String {
+fn to_csv(
+    g: UsageGroup,
+    rows: &[UsageRow],
+    app_name: &dyn Fn(&UsageRow) -> Option<String>,
+) -> String {
     let mut head = Vec::new();
     for (on, name) in [
         (g.time, "start"),
         (g.app, "app_id"),
+        (g.app, "app"),
         (g.model, "model"),
         (g.upstream, "upstream"),
     ] {
@@ -247,8 +267,10 @@ fn to_csv(g: UsageGroup, rows: &[UsageRow]) -> String {
         if g.time {
             cols.push(r.start.map(rfc3339_ms).unwrap_or_default());
         }
+        let name = app_name(r);
         for (on, v) in [
             (g.app, &r.app_id),
+            (g.app, &name),
             (g.model, &r.model),
             (g.upstream, &r.upstream),
         ] {

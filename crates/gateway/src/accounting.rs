@@ -541,10 +541,12 @@ impl UsageTap {
             return;
         }
         let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64);
-        // OpenAI (chat, completions, embeddings), Anthropic (message, message_delta).
+        // OpenAI (chat, completions, embeddings), Anthropic (message, message_delta), OpenAI
+        // Responses (`response.completed` carries the response object).
         let usage = v
             .get("usage")
-            .or_else(|| v.get("message").and_then(|m| m.get("usage")));
+            .or_else(|| v.get("message").and_then(|m| m.get("usage")))
+            .or_else(|| v.get("response").and_then(|m| m.get("usage")));
         if let Some(u) = usage.filter(|u| u.is_object()) {
             if let Some(n) = num(u, "prompt_tokens").or_else(|| num(u, "input_tokens")) {
                 self.input = Some(n);

@@ -105,14 +105,31 @@ impl Alert {
 }
 
 static SINK: OnceLock<mpsc::Sender<Alert>> = OnceLock::new();
+/// Where alerts go (`alerts.webhook_url`): set at start and on every reload, read per alert.
+static WEBHOOK: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static SENT: AtomicU64 = AtomicU64::new(0);
 
 const QUEUE: usize = 1024;
 
+/// Sets (or clears) the webhook; the sender reads it for every alert, so a reload that
+/// changes `alerts.webhook_url` takes effect with the next one.
+pub fn configure(webhook_url: Option<String>) {
+    if let Ok(mut w) = WEBHOOK.write() {
+        *w = webhook_url;
+    }
+}
+
+fn webhook() -> Option<String> {
+    WEBHOOK.read().ok().and_then(|w| w.clone())
+}
+
 /// Queues an alert for the webhook; a no-op when no webhook is configured.
 pub fn emit(alert: Alert) {
     tracing::info!(event = alert.event(), "{}", alert.text());
+    if webhook().is_none() {
+        return;
+    }
     if let Some(tx) = SINK.get() {
         if tx.try_send(alert).is_err() {
             DROPPED.fetch_add(1, Relaxed);
@@ -125,10 +142,9 @@ pub fn counts() -> (u64, u64) {
     (SENT.load(Relaxed), DROPPED.load(Relaxed))
 }
 
-/// Starts the sender for `webhook_url` (once per process). Returns the task to track, or
-/// `None` when a sender already runs.
+/// Starts the sender (once per process), posting to the webhook [`configure`] set last.
+/// Returns the task to track, or `None` when a sender already runs.
 pub fn start(
-    webhook_url: String,
     cancel: tokio_util::sync::CancellationToken,
 ) -> Option<impl std::future::Future<Output = ()> + Send> {
     let (tx, mut rx) = mpsc::channel::<Alert>(QUEUE);
@@ -152,6 +168,10 @@ pub fn start(
             let alert = tokio::select! {
                 _ = cancel.cancelled() => return,
                 a = rx.recv() => match a { Some(a) => a, None => return },
+            };
+            // The webhook was removed by a reload since this alert was queued.
+            let Some(webhook_url) = webhook() else {
+                continue;
             };
             let body = alert.to_json();
             let mut delay = Duration::from_millis(200);
@@ -180,18 +200,19 @@ pub fn start(
     })
 }
 
-/// Watches each upstream's failure rate over `window` and alerts when it crosses `threshold`
-/// (with at least `min_calls` calls); alerts again only after it has gone back under.
+/// Watches each upstream's failure rate over `alerts.window` and alerts when it crosses
+/// `alerts.error_rate` (with at least `alerts.min_calls` calls); alerts again only after it has
+/// gone back under. The settings are read each window, so a reload changes them.
 pub async fn watch_error_rates(
     gw: std::sync::Arc<crate::Gateway>,
-    threshold: f64,
-    window: Duration,
-    min_calls: u64,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let mut last: std::collections::HashMap<String, (u64, u64)> = Default::default();
     let mut firing: std::collections::HashSet<String> = Default::default();
     loop {
+        let settings = gw.config().alerts.clone();
+        let (threshold, window, min_calls) =
+            (settings.error_rate, settings.window, settings.min_calls);
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(window) => {}

@@ -1,8 +1,9 @@
 //! Answers that llmux composes itself from what the prober learned: model lists, loaded models, Ollama's version and banner.
 
+use crate::endpoint::Endpoint;
 use crate::upstream::{Pool, UpstreamState};
 use crate::Gateway;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -78,7 +79,7 @@ pub async fn gemini_models(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 /// `GET /v1/models/{id}`: OpenAI's model object — or Gemini's, for a Gemini client (it sends its key
-/// in `x-goog-api-key` or `?key=`).
+/// in `x-goog-api-key` or `?key=`), or Anthropic's, for an Anthropic client (`anthropic-version`).
 pub async fn model_info(
     State(gw): State<Arc<Gateway>>,
     path: axum::extract::Path<String>,
@@ -93,17 +94,234 @@ pub async fn model_info(
         return gemini_model(State(gw), path).await;
     }
     let id = path.0;
-    match reachable_models(&gw).into_iter().find(|(m, _, _)| *m == id) {
-        Some((name, owner, seen)) => {
-            Json(json!({ "id": name, "object": "model", "created": seen, "owned_by": owner }))
-                .into_response()
-        }
+    let anthropic_client = req.headers().contains_key("anthropic-version");
+    match find_model(&gw, &id) {
+        Some(Found {
+            name, seen, ..
+        }) if anthropic_client => Json(json!({
+            "type": "model",
+            "id": name,
+            "display_name": name,
+            "created_at": wire::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seen)),
+        }))
+        .into_response(),
+        Some(Found {
+            name, owner, seen, ..
+        }) => Json(json!({ "id": name, "object": "model", "created": seen, "owned_by": owner }))
+            .into_response(),
+        None if anthropic_client => crate::proxy::error(
+            wire::Dialect::Anthropic,
+            wire::ErrorKind::ModelNotFound,
+            format!("model: {id}"),
+        ),
         None => crate::proxy::error(
             wire::Dialect::OpenAi,
             wire::ErrorKind::ModelNotFound,
             format!("The model `{id}` does not exist or you do not have access to it."),
         ),
     }
+}
+
+/// A model an active upstream serves, found by the name a client gave it.
+struct Found {
+    name: String,
+    owner: String,
+    kind: UpstreamKind,
+    seen: u64,
+}
+
+/// The model `requested` names, matched the way calls are routed: `llama3` is
+/// `llama3:latest`, and `gpu-a/llama3` looks only at the upstream `gpu-a`.
+fn find_model(gw: &Gateway, requested: &str) -> Option<Found> {
+    let routes = gw.routes();
+    let (pin, model) = wire::model::split_pinned(requested, |p| routes.upstream(p).is_some());
+    let key = wire::model::model_key(model);
+    for up in &routes.upstreams {
+        if pin.is_some_and(|p| p != up.name) {
+            continue;
+        }
+        let state = up.state();
+        if state.pool != Pool::Active {
+            continue;
+        }
+        if let Some(name) = state
+            .model_list
+            .iter()
+            .find(|m| wire::model::model_key(m) == key)
+        {
+            return Some(Found {
+                name: name.clone(),
+                owner: up.name.clone(),
+                kind: up.kind,
+                seen: state.models_seen_at,
+            });
+        }
+    }
+    None
+}
+
+/// `POST /api/show`: from an Ollama node when one serves the model; for a hosted model
+/// (OpenAI, Anthropic, …) llmux describes it itself, since only Ollama nodes have this call.
+pub async fn ollama_show(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let (parts, bytes) = match buffered(&gw, req, wire::Dialect::Ollama).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let field = |k: &str| {
+        body.as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    // Older clients name the model in `name`, which Ollama still accepts.
+    let legacy_name = field("model").is_none().then(|| field("name")).flatten();
+    let requested = field("model").or_else(|| legacy_name.clone());
+    let on_ollama = |m: &str| {
+        gw.routes()
+            .plan(m, |k| k == UpstreamKind::Ollama, None)
+            .is_ok()
+    };
+    if let Some(found) = requested
+        .as_deref()
+        .filter(|m| !on_ollama(m))
+        .and_then(|m| find_model(&gw, m))
+    {
+        return Json(hosted_show(&found)).into_response();
+    }
+    let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    let path = crate::proxy::PathModel {
+        model: legacy_name,
+        sse: false,
+    };
+    crate::proxy::handle_with(gw, Endpoint::OllamaShow, req, path).await
+}
+
+/// What `/api/show` says about a model no Ollama node holds: its name, where it is served
+/// and what it can do, with the fields Ollama clients read present (empty where unknown).
+fn hosted_show(found: &Found) -> Value {
+    let kind = found.kind.as_str();
+    json!({
+        "license": "",
+        "modelfile": format!(
+            "# {} is a hosted model, served through llmux by upstream '{}' ({kind}).\nFROM {}\n",
+            found.name, found.owner, found.name
+        ),
+        "parameters": "",
+        "template": "{{ .Prompt }}",
+        "details": {
+            "parent_model": "",
+            "format": "",
+            "family": kind,
+            "families": [kind],
+            "parameter_size": "",
+            "quantization_level": ""
+        },
+        "model_info": {
+            "general.architecture": kind,
+            "general.basename": found.name,
+        },
+        "capabilities": ["completion", "tools"],
+        "modified_at": wire::time::rfc3339(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(found.seen)
+        ),
+    })
+}
+
+/// `POST /v1/messages/count_tokens`: Anthropic's own count when an Anthropic upstream serves
+/// the model; otherwise an estimate from the request's text (about four characters a token).
+pub async fn anthropic_count_tokens(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let dialect = wire::Dialect::Anthropic;
+    let (parts, bytes) = match buffered(&gw, req, dialect).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let model = wire::Peek::parse(&bytes).ok().and_then(|p| p.model);
+    let on_anthropic = model.as_deref().is_some_and(|m| {
+        gw.routes()
+            .plan(m, |k| k == UpstreamKind::Anthropic, None)
+            .is_ok()
+    });
+    if on_anthropic {
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        return crate::proxy::handle(gw, Endpoint::AnthropicCountTokens, req).await;
+    }
+    let codec = wire::translate::codec(dialect);
+    let request = match codec.decode_request(wire::canonical::Op::Chat, &bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            return crate::proxy::error(dialect, wire::ErrorKind::InvalidRequest, e.to_string())
+        }
+    };
+    if find_model(&gw, &request.model).is_none() {
+        return crate::proxy::error(
+            dialect,
+            wire::ErrorKind::ModelNotFound,
+            format!("model: {}", request.model),
+        );
+    }
+    Json(json!({ "input_tokens": estimate_input_tokens(&request) })).into_response()
+}
+
+/// Input tokens of a request, estimated: about four characters a token, plus a few per message
+/// for the chat framing, as tokenizers of the common models come out on English text.
+fn estimate_input_tokens(req: &wire::canonical::ChatRequest) -> u64 {
+    use wire::canonical::Part;
+    let mut chars = req.system.as_deref().map_or(0, |s| s.chars().count());
+    let mut tokens = 0u64;
+    for m in &req.messages {
+        tokens += 4;
+        for p in &m.content {
+            match p {
+                Part::Text(t) => chars += t.chars().count(),
+                // Anthropic counts an image at roughly (width × height) / 750 tokens; the size
+                // is unknown here, so a typical photo's share.
+                Part::Image(_) => tokens += 1_600,
+            }
+        }
+        for c in &m.tool_calls {
+            chars += c.name.len() + c.arguments.len();
+        }
+    }
+    for t in &req.tools {
+        chars += t.name.len()
+            + t.description.as_deref().map_or(0, str::len)
+            + t.parameters.to_string().len();
+    }
+    tokens + (chars as u64).div_ceil(4).max(1)
+}
+
+/// The request's body within `server.max_body`, with the rest of the request to rebuild it.
+async fn buffered(
+    gw: &Gateway,
+    req: Request,
+    dialect: wire::Dialect,
+) -> Result<(axum::http::request::Parts, bytes::Bytes), Response> {
+    let max_body = gw.routes().config.server.max_body;
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, max_body).await {
+        Ok(b) => Ok((parts, b)),
+        Err(e) => Err(crate::proxy::error(
+            dialect,
+            wire::ErrorKind::PayloadTooLarge,
+            format!(
+                "request body could not be read within server.max_body ({max_body} bytes): {e}"
+            ),
+        )),
+    }
+}
+
+/// `POST /api/create`, `/api/copy`, `/api/push`: model management llmux does not do across a
+/// fleet; Ollama's error shape, so the `ollama` CLI prints it.
+pub async fn ollama_unsupported(req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    (
+        axum::http::StatusCode::NOT_IMPLEMENTED,
+        Json(json!({ "error": format!(
+            "{path} is not supported by llmux: it fronts many nodes; run it against an Ollama node directly"
+        ) })),
+    )
+        .into_response()
 }
 
 /// `GET /v1beta/models/{model}`: one model in Gemini's format, or 404.

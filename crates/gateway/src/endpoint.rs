@@ -3,7 +3,7 @@
 use crate::egress;
 use crate::upstream::Upstream;
 use config::UpstreamKind;
-use wire::canonical::Op;
+use wire::canonical::{Codec, Op};
 use wire::Dialect;
 
 /// A model call of one ingress dialect.
@@ -22,10 +22,14 @@ pub enum Endpoint {
     GeminiStream,
     GeminiEmbed,
     GeminiBatchEmbed,
+    /// OpenAI's Responses API (`/v1/responses`).
+    Responses,
+    /// Anthropic's `/v1/messages/count_tokens`, passed to an Anthropic upstream.
+    AnthropicCountTokens,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 13] = [
+    pub const ALL: [Endpoint; 15] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
@@ -39,6 +43,8 @@ impl Endpoint {
         Endpoint::GeminiStream,
         Endpoint::GeminiEmbed,
         Endpoint::GeminiBatchEmbed,
+        Endpoint::Responses,
+        Endpoint::AnthropicCountTokens,
     ];
 
     /// Position in [`Endpoint::ALL`], for per-endpoint counters.
@@ -48,15 +54,16 @@ impl Endpoint {
 
     pub fn dialect(self) -> Dialect {
         match self {
-            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
-                Dialect::OpenAi
-            }
+            Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Responses => Dialect::OpenAi,
             Endpoint::OllamaChat
             | Endpoint::OllamaGenerate
             | Endpoint::OllamaEmbed
             | Endpoint::OllamaEmbeddings
             | Endpoint::OllamaShow => Dialect::Ollama,
-            Endpoint::AnthropicMessages => Dialect::Anthropic,
+            Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => Dialect::Anthropic,
             Endpoint::GeminiGenerate
             | Endpoint::GeminiStream
             | Endpoint::GeminiEmbed
@@ -79,7 +86,34 @@ impl Endpoint {
             Endpoint::GeminiStream => "streamGenerateContent",
             Endpoint::GeminiEmbed => "embedContent",
             Endpoint::GeminiBatchEmbed => "batchEmbedContents",
+            Endpoint::Responses => "responses",
+            Endpoint::AnthropicCountTokens => "messages.count_tokens",
         }
+    }
+
+    /// The codec a translated call's body is read with and its answer written in.
+    pub fn codec(self) -> &'static dyn Codec {
+        match self {
+            Endpoint::Responses => &wire::translate::responses::ResponsesCodec,
+            e => wire::translate::codec(e.dialect()),
+        }
+    }
+
+    /// Whether the client's body goes to an upstream of `kind` as it is (model rewritten)
+    /// rather than translated. The Responses API passes through only to OpenAI and Azure:
+    /// OpenAI-compatible servers (Ollama's `/v1` among them) may lack it, so it is
+    /// translated to chat completions for them.
+    pub fn passes_through(self, kind: UpstreamKind) -> bool {
+        match self {
+            Endpoint::OllamaShow | Endpoint::AnthropicCountTokens => true,
+            Endpoint::Responses => matches!(kind, UpstreamKind::Openai | UpstreamKind::Azure),
+            e => egress::dialect_for(kind, e.dialect()) == e.dialect(),
+        }
+    }
+
+    /// Whether the call generates (and so has tokens to count and a model to load).
+    pub fn generates(self) -> bool {
+        !matches!(self, Endpoint::OllamaShow | Endpoint::AnthropicCountTokens)
     }
 
     /// Chat-like calls, which translate through the canonical chat form.
@@ -89,7 +123,8 @@ impl Endpoint {
             | Endpoint::OllamaChat
             | Endpoint::AnthropicMessages
             | Endpoint::GeminiGenerate
-            | Endpoint::GeminiStream => Some(Op::Chat),
+            | Endpoint::GeminiStream
+            | Endpoint::Responses => Some(Op::Chat),
             Endpoint::Completions | Endpoint::OllamaGenerate => Some(Op::Completion),
             _ => None,
         }
@@ -119,6 +154,7 @@ impl Endpoint {
         match self {
             // Model details exist only on Ollama nodes.
             Endpoint::OllamaShow => kind == UpstreamKind::Ollama,
+            Endpoint::AnthropicCountTokens => kind == UpstreamKind::Anthropic,
             // Anthropic has no embeddings API.
             e if e.is_embed() => kind != UpstreamKind::Anthropic,
             _ => true,
@@ -126,7 +162,7 @@ impl Endpoint {
     }
 
     pub fn loads_model(self) -> bool {
-        self != Endpoint::OllamaShow
+        self.generates()
     }
 
     /// [`Endpoint::passthrough_url`], parsed, from the upstream's cache when the URL does not
@@ -177,6 +213,12 @@ impl Endpoint {
             Endpoint::GeminiStream => gemini("streamGenerateContent"),
             Endpoint::GeminiEmbed => gemini("embedContent"),
             Endpoint::GeminiBatchEmbed => gemini("batchEmbedContents"),
+            // Azure's v1 API takes the deployment in the body's `model`, like OpenAI.
+            Endpoint::Responses if up.kind == UpstreamKind::Azure => {
+                format!("{}/openai/v1/responses", up.base)
+            }
+            Endpoint::Responses => format!("{}/responses", up.base),
+            Endpoint::AnthropicCountTokens => format!("{}/v1/messages/count_tokens", up.base),
         }
     }
 }

@@ -136,6 +136,7 @@ impl Gateway {
         }
         health::probe_some(&fresh, &config).await;
         self.accounting.reprice(&config.pricing);
+        configure_outputs(&config);
         let routes = Routes::with_overlay(Arc::new(config), Arc::new(overlay), upstreams);
         self.routes.store(Arc::new(routes));
         Ok(())
@@ -153,27 +154,16 @@ impl Gateway {
     /// Probes every upstream once (bounded by `health.timeout`) and starts the periodic prober
     /// on `tasks`. Start-up never waits on a dead node longer than the probe timeout.
     pub async fn start(self: &Arc<Self>, tasks: &TaskTracker, cancel: CancellationToken) {
-        let telemetry = self.config().telemetry.clone();
-        if let Some(endpoint) = telemetry.otlp_endpoint {
-            if let Some(exporter) =
-                telemetry::start(endpoint, telemetry.service_name, cancel.clone())
-            {
-                tasks.spawn(exporter);
-            }
+        // The exporter and the alert sender always run (idle when unconfigured), so a reload
+        // can turn `[telemetry]` and `[alerts]` on, off or elsewhere.
+        configure_outputs(&self.config());
+        if let Some(exporter) = telemetry::start(cancel.clone()) {
+            tasks.spawn(exporter);
         }
-        let alerts = self.config().alerts.clone();
-        if let Some(url) = alerts.webhook_url {
-            if let Some(sender) = alerts::start(url, cancel.clone()) {
-                tasks.spawn(sender);
-            }
-            tasks.spawn(alerts::watch_error_rates(
-                Arc::clone(self),
-                alerts.error_rate,
-                alerts.window,
-                alerts.min_calls,
-                cancel.clone(),
-            ));
+        if let Some(sender) = alerts::start(cancel.clone()) {
+            tasks.spawn(sender);
         }
+        tasks.spawn(alerts::watch_error_rates(Arc::clone(self), cancel.clone()));
         health::probe_all(self).await;
         tasks.spawn(health::run(Arc::clone(self), cancel));
     }
@@ -207,6 +197,15 @@ impl Gateway {
         let app = server::router(Arc::clone(self), admin);
         listen::serve(listener, app, limits, shutdown).await
     }
+}
+
+/// Points the span exporter and the alert sender at what `[telemetry]` and `[alerts]` say.
+fn configure_outputs(config: &Config) {
+    telemetry::configure(
+        config.telemetry.otlp_endpoint.clone(),
+        config.telemetry.service_name.clone(),
+    );
+    alerts::configure(config.alerts.webhook_url.clone());
 }
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);

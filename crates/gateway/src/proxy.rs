@@ -632,7 +632,7 @@ impl Call {
         let up = &cand.upstream;
         let ingress = self.endpoint.dialect();
         let upstream = egress::dialect_for(up.kind, ingress);
-        if upstream == ingress || self.endpoint == Endpoint::OllamaShow {
+        if self.endpoint.passes_through(up.kind) {
             let body = if self.model_in_path {
                 self.body.clone()
             } else {
@@ -749,7 +749,7 @@ impl Call {
 
     fn canonical_request(&mut self, op: Op) -> Result<&ChatRequest, TranslateError> {
         if self.canonical.is_none() {
-            let codec = translate::codec(self.endpoint.dialect());
+            let codec = self.endpoint.codec();
             let decoded = codec.decode_request(op, &self.body).map(|mut r| {
                 if self.model_in_path {
                     r.model = self.peek.model.clone().unwrap_or_default();
@@ -824,6 +824,14 @@ impl Call {
             Ok(Ok(resp)) => resp,
         };
         let status = resp.status();
+        if status.is_redirection() {
+            // Redirects are never followed (a key must not travel to another host), and a 3xx
+            // is no answer for the client: the upstream failed this attempt.
+            return failed(format!(
+                "HTTP {} redirect from the upstream (not followed)",
+                status.as_u16()
+            ));
+        }
         if !status.is_success() {
             let retry_after = resp
                 .headers()
@@ -903,7 +911,7 @@ impl Call {
         let upstream_streams = stream_format(&headers).is_some();
         if status.is_success() && t.stream && upstream_streams {
             // Transcoded event by event as the upstream produces them; never collected first.
-            let encoder = ingress_encoder(ingress, t.op, t.include_usage);
+            let encoder = ingress_encoder(self.endpoint, self.gemini_sse, t.op, t.include_usage);
             let content_type = encoder.content_type();
             let transcoder =
                 Transcoder::new(translate::codec(t.upstream).stream_decoder(), encoder);
@@ -1022,7 +1030,8 @@ impl Call {
         };
         let (content_type, bytes) = if t.stream {
             // The client asked for a stream but the upstream answered whole: replay it as events.
-            let mut encoder = ingress_encoder(ingress, t.op, t.include_usage);
+            let mut encoder =
+                ingress_encoder(self.endpoint, self.gemini_sse, t.op, t.include_usage);
             let mut out = Vec::new();
             for event in answer_events(&answer) {
                 encoder.encode(&event, &mut out);
@@ -1032,7 +1041,7 @@ impl Call {
         } else {
             (
                 "application/json",
-                translate::codec(ingress).encode_response(t.op, &answer),
+                self.endpoint.codec().encode_response(t.op, &answer),
             )
         };
         up.metrics.call(
@@ -1193,15 +1202,22 @@ fn parse_url(text: String) -> Result<reqwest::Url, Unprepared> {
     })
 }
 
-/// The client-side stream encoder; OpenAI's needs to know whether usage was asked for.
+/// The client-side stream encoder; OpenAI's needs to know whether usage was asked for, and
+/// Gemini's is a JSON array unless the client asked for `alt=sse`.
 fn ingress_encoder(
-    dialect: Dialect,
+    endpoint: Endpoint,
+    gemini_sse: bool,
     op: Op,
     include_usage: bool,
 ) -> Box<dyn wire::canonical::StreamEncoder> {
-    match dialect {
-        Dialect::OpenAi => translate::openai::OpenAiCodec.stream_encoder_with(op, include_usage),
-        d => translate::codec(d).stream_encoder(op),
+    match endpoint.dialect() {
+        Dialect::OpenAi if endpoint != Endpoint::Responses => {
+            translate::openai::OpenAiCodec.stream_encoder_with(op, include_usage)
+        }
+        Dialect::Gemini if !gemini_sse => Box::new(translate::json_array::JsonArrayEncoder::new(
+            endpoint.codec().stream_encoder(op),
+        )),
+        _ => endpoint.codec().stream_encoder(op),
     }
 }
 
@@ -1332,7 +1348,12 @@ async fn read_request(
     max_body: usize,
 ) -> Result<(Bytes, Peek), ApiError> {
     let bad = |m: String| ApiError::new(dialect, ErrorKind::InvalidRequest, m);
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+    // Ollama reads any body as JSON, and its own examples (`curl -d`) send it as form data.
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .filter(|_| dialect != Dialect::Ollama);
+    if let Some(ct) = content_type {
         let text = ct.to_str().unwrap_or_default();
         let mime = text.split(';').next().unwrap_or_default().trim();
         let json = mime.eq_ignore_ascii_case("application/json")

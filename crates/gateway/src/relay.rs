@@ -189,6 +189,9 @@ impl Relay {
             return Poll::Ready(Some(Ok(Frame::data(event))));
         }
         let reply = match self.stream_dialect {
+            Some(_) if self.log.endpoint == crate::endpoint::Endpoint::Responses => Ok(
+                Frame::data(wire::translate::responses::stream_error_event(&message).into()),
+            ),
             Some(d) => Ok(Frame::data(
                 d.stream_error_event(ErrorKind::BadGateway, &message),
             )),
@@ -337,8 +340,8 @@ impl Drop for Relay {
                 (None, Some(t)) => accounting::from_canonical(t.usage, request_bytes, self.bytes),
                 (None, None) => accounting::tokens(None, None, request_bytes, self.bytes),
             };
-            if self.log.endpoint == crate::endpoint::Endpoint::OllamaShow {
-                // Model details, not a generation: nothing to count.
+            if !self.log.endpoint.generates() {
+                // Model details or a token count, not a generation: nothing to count.
                 tokens = accounting::Tokens::default();
             } else if self.log.endpoint.is_embed() && tokens.estimated {
                 // Embeddings produce vectors, not tokens: only the input counts (an OpenAI

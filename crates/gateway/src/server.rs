@@ -37,6 +37,7 @@ pub fn router(gw: Arc<Gateway>, admin: Option<Router>) -> Router {
         )
         .route("/v1/completions", generation(Endpoint::Completions))
         .route("/v1/embeddings", generation(Endpoint::Embeddings))
+        .route("/v1/responses", generation(Endpoint::Responses))
         .route("/v1/models", get(catalog::openai_models))
         // `/v1/models/{id}` is OpenAI's model retrieval, and — google-genai's default API
         // version being v1 — Gemini's `{model}:{action}` calls too.
@@ -46,6 +47,10 @@ pub fn router(gw: Arc<Gateway>, admin: Option<Router>) -> Router {
         )
         // Anthropic dialect
         .route("/v1/messages", generation(Endpoint::AnthropicMessages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(catalog::anthropic_count_tokens),
+        )
         // Gemini dialect (`/v1beta/models/{model}:{action}`: the action is parsed from the path)
         .route("/v1beta/models", get(catalog::gemini_models))
         .route(
@@ -58,7 +63,10 @@ pub fn router(gw: Arc<Gateway>, admin: Option<Router>) -> Router {
         .route("/api/generate", generation(Endpoint::OllamaGenerate))
         .route("/api/embed", generation(Endpoint::OllamaEmbed))
         .route("/api/embeddings", generation(Endpoint::OllamaEmbeddings))
-        .route("/api/show", generation(Endpoint::OllamaShow))
+        .route("/api/show", post(catalog::ollama_show))
+        .route("/api/create", post(catalog::ollama_unsupported))
+        .route("/api/copy", post(catalog::ollama_unsupported))
+        .route("/api/push", post(catalog::ollama_unsupported))
         .route("/api/tags", get(catalog::ollama_tags))
         .route("/api/ps", get(catalog::ollama_ps))
         .route("/api/version", get(catalog::ollama_version))
@@ -71,6 +79,7 @@ pub fn router(gw: Arc<Gateway>, admin: Option<Router>) -> Router {
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), key_limits))
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), client_auth))
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), edge_limits))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), request_id))
         .with_state(gw)
 }
@@ -284,6 +293,67 @@ async fn not_found(req: Request) -> Response {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// Error answers that llmux's own layers (axum's method routing, path and body extractors,
+/// the admin API's body limit) write as plain text or nothing become JSON in the caller's
+/// dialect, judged by the path. Upstream answers (they carry `x-llmux-attempts`) and JSON
+/// errors are left as they are.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let dialect = dialect_of(&req);
+    // Kept for the message of an error; cloning a standard method and a URI allocates nothing.
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || resp.headers().contains_key(&crate::X_LLMUX_ATTEMPTS)
+    {
+        return resp;
+    }
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+    if json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let path = uri.path();
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => format!("method {method} is not allowed on {path}"),
+        _ if text.is_empty() => format!(
+            "{} ({method} {path})",
+            status.canonical_reason().unwrap_or("error")
+        ),
+        _ => text,
+    };
+    let kind = match status.as_u16() {
+        401 => ErrorKind::Authentication,
+        403 => ErrorKind::PermissionDenied,
+        404 => ErrorKind::NotFound,
+        413 => ErrorKind::PayloadTooLarge,
+        429 => ErrorKind::RateLimited,
+        500..=599 => ErrorKind::Internal,
+        _ => ErrorKind::InvalidRequest,
+    };
+    let mut body = dialect.error_body(kind, &message);
+    if dialect == Dialect::Gemini {
+        // Google's error carries the HTTP status in `code`.
+        if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
+            v["error"]["code"] = json!(status.as_u16());
+            body = serde_json::to_vec(&v).unwrap_or(body);
+        }
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 async fn admin_not_found(req: Request) -> Response {

@@ -251,16 +251,33 @@ impl Drop for SpanBody {
 }
 
 static SINK: OnceLock<mpsc::Sender<Span>> = OnceLock::new();
+/// Where spans go: (`{telemetry.otlp_endpoint}/v1/traces`, `telemetry.service_name`); set at
+/// start and on every reload, read by the exporter for each batch.
+static EXPORT: std::sync::RwLock<Option<(String, String)>> = std::sync::RwLock::new(None);
+static ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static EXPORTED: AtomicU64 = AtomicU64::new(0);
 
+/// Sets (or clears, with `None`) the collector; a reload that changes `[telemetry]` takes
+/// effect with the next call and the next batch.
+pub fn configure(endpoint: Option<String>, service: String) {
+    let target = endpoint.map(|e| (format!("{}/v1/traces", e.trim_end_matches('/')), service));
+    ON.store(target.is_some(), Relaxed);
+    if let Ok(mut t) = EXPORT.write() {
+        *t = target;
+    }
+}
+
 /// Whether spans are being exported (so callers can skip building them).
 pub fn enabled() -> bool {
-    SINK.get().is_some()
+    ON.load(Relaxed) && SINK.get().is_some()
 }
 
 /// Queues a finished span; a no-op when tracing is off.
 pub fn record(span: Span) {
+    if !ON.load(Relaxed) {
+        return;
+    }
     if let Some(tx) = SINK.get() {
         if tx.try_send(span).is_err() {
             DROPPED.fetch_add(1, Relaxed);
@@ -273,10 +290,8 @@ pub fn counts() -> (u64, u64) {
     (EXPORTED.load(Relaxed), DROPPED.load(Relaxed))
 }
 
-/// Starts the exporter posting to `{endpoint}/v1/traces` (once per process).
+/// Starts the exporter (once per process), posting to the collector [`configure`] set last.
 pub fn start(
-    endpoint: String,
-    service: String,
     cancel: tokio_util::sync::CancellationToken,
 ) -> Option<impl std::future::Future<Output = ()> + Send> {
     let (tx, mut rx) = mpsc::channel::<Span>(8192);
@@ -285,7 +300,6 @@ pub fn start(
         .timeout(Duration::from_secs(10))
         .build()
         .ok()?;
-    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
     Some(async move {
         let mut batch: Vec<Span> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -304,7 +318,8 @@ pub fn start(
                     batch.push(s);
                 }
             }
-            if !batch.is_empty() {
+            let target = EXPORT.read().ok().and_then(|t| t.clone());
+            if let (false, Some((url, service))) = (batch.is_empty(), target) {
                 let spans: Vec<Value> = batch.iter().map(Span::to_otlp).collect();
                 let body = json!({
                     "resourceSpans": [{
@@ -331,8 +346,9 @@ pub fn start(
                         );
                     }
                 }
-                batch.clear();
             }
+            // Sent, failed or (telemetry turned off by a reload) not wanted: done with either way.
+            batch.clear();
             if closing {
                 return;
             }

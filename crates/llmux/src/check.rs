@@ -1,4 +1,4 @@
-//! `llmux config check FILE`: validate a config file and print the routing table it compiles to.
+//! `llmux config check [FILE]`: validate a config file, print the routing table it compiles to, and warn about upstream URLs that will not work.
 
 use config::{Config, UpstreamKind};
 use std::io::Write;
@@ -7,6 +7,11 @@ use std::path::Path;
 pub fn run(file: &Path) -> Result<(), String> {
     let cfg = Config::load(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let text = render(&cfg);
+    // Valid but probably wrong: said on stderr, and the exit stays 0.
+    let mut err = std::io::stderr().lock();
+    for w in url_warnings(&cfg) {
+        let _ = writeln!(err, "warning: {w}");
+    }
     std::io::stdout()
         .lock()
         .write_all(text.as_bytes())
@@ -78,4 +83,104 @@ pub fn render(cfg: &Config) -> String {
         }
     }
     out
+}
+
+/// The path of a URL (`/v1` of `https://api.openai.com/v1/`), without query and trailing `/`.
+fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    rest.find('/')
+        .map_or("", |i| &rest[i..])
+        .trim_end_matches('/')
+}
+
+/// Upstream URLs whose shape will not work for their kind: llmux appends each API's paths
+/// itself (`/api/chat`, `/v1/chat/completions` under an Ollama node, `/v1/messages`,
+/// `/v1beta/models/…`, `/openai/deployments/…`), except for `openai`, whose URL is the API
+/// base and so names its version (`…/v1`).
+pub fn url_warnings(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for u in &cfg.upstreams {
+        let path = url_path(&u.url);
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let versioned = segments.iter().any(|s| {
+            s.strip_prefix('v')
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        });
+        let at = format!("upstream '{}' ({}) url {}", u.name, u.kind.as_str(), u.url);
+        let problem = match u.kind {
+            UpstreamKind::Openai if !versioned => Some(
+                "has no API version in its path; an OpenAI-compatible URL is the API base, \
+                 usually ending in /v1 (https://api.openai.com/v1, http://host:8000/v1)"
+                    .to_string(),
+            ),
+            UpstreamKind::Azure if !segments.is_empty() => Some(format!(
+                "has a path ({path}); use the resource root (https://NAME.openai.azure.com): \
+                 llmux adds /openai/deployments/… itself"
+            )),
+            UpstreamKind::Ollama if segments.last() == Some(&"v1") || segments.last() == Some(&"api") => {
+                Some(format!(
+                    "ends in {path}; use the node's root (http://host:11434): llmux adds /api/… and /v1/… itself"
+                ))
+            }
+            UpstreamKind::Anthropic if segments.last() == Some(&"v1") => Some(
+                "ends in /v1; use https://api.anthropic.com: llmux adds /v1/messages itself"
+                    .to_string(),
+            ),
+            UpstreamKind::Gemini if segments.last().is_some_and(|s| s.starts_with("v1")) => Some(
+                "ends in an API version; use https://generativelanguage.googleapis.com: llmux adds /v1beta/models/… itself"
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        if let Some(p) = problem {
+            out.push(format!("{at} {p}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn warnings(kind: &str, url: &str) -> Vec<String> {
+        let text = format!(
+            "[[upstreams]]\nname = \"u\"\nkind = \"{kind}\"\nurl = \"{url}\"\nmodels = [\"m\"]\n"
+        );
+        let cfg = Config::from_toml_str(&text, &|_| None).unwrap();
+        url_warnings(&cfg)
+    }
+
+    #[test]
+    fn url_shapes_that_will_not_work_are_warned_about() {
+        for (kind, url) in [
+            ("openai", "https://api.openai.com"),
+            ("openai", "http://10.0.0.7:8000/"),
+            ("azure", "https://x.openai.azure.com/openai/v1"),
+            ("ollama", "http://10.0.0.5:11434/v1"),
+            ("ollama", "http://10.0.0.5:11434/v1/"),
+            ("anthropic", "https://api.anthropic.com/v1"),
+            ("gemini", "https://generativelanguage.googleapis.com/v1beta"),
+        ] {
+            let w = warnings(kind, url);
+            assert_eq!(w.len(), 1, "{kind} {url}: {w:?}");
+            assert!(w[0].contains("upstream 'u'"), "{w:?}");
+        }
+        for (kind, url) in [
+            ("openai", "https://api.openai.com/v1"),
+            ("openai", "https://api.groq.com/openai/v1"),
+            (
+                "openai",
+                "https://generativelanguage.googleapis.com/v1beta/openai/",
+            ),
+            ("azure", "https://x.openai.azure.com"),
+            ("ollama", "http://10.0.0.5:11434"),
+            ("anthropic", "https://api.anthropic.com"),
+            ("gemini", "https://generativelanguage.googleapis.com"),
+        ] {
+            assert!(warnings(kind, url).is_empty(), "{kind} {url}");
+        }
+    }
 }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 #[command(
     name = "llmux",
     version,
-    about = "An LLM gateway: one address for every OpenAI, Ollama and OpenAI-compatible upstream."
+    about = "An LLM gateway: one address for OpenAI, Anthropic, Ollama and Gemini clients, in front of \
+             ollama, openai (and OpenAI-compatible), anthropic, gemini and azure upstreams."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -17,19 +18,25 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the gateway.
+    /// Run the gateway: clients speak OpenAI, Anthropic, Ollama or Gemini; upstreams are of kind
+    /// ollama, openai, anthropic, gemini or azure.
     Serve {
         /// Config file (TOML). Default: ./llmux.toml if present, else built-in defaults.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Address to listen on, e.g. 0.0.0.0:4000 (overrides server.listen).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
     },
-    /// Run the gateway with two mock Ollama nodes and a mock OpenAI provider, ready to try.
+    /// Run the gateway with two mock Ollama nodes and a mock OpenAI provider, ready to try with
+    /// OpenAI, Anthropic, Ollama or Gemini clients.
     Demo {
         /// Address the gateway listens on.
         #[arg(long, default_value = "127.0.0.1:4000")]
         listen: SocketAddr,
     },
-    /// Run a mock upstream that speaks Ollama's and OpenAI's APIs, with fault injection.
+    /// Run a mock upstream that speaks the Ollama, OpenAI, Anthropic, Gemini and Azure APIs, with
+    /// fault injection.
     Mock(Box<MockArgs>),
     /// Work with config files.
     Config {
@@ -61,8 +68,16 @@ pub enum SecretsAction {
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigAction {
-    /// Validate a config file and print the routing table it compiles to; exit 1 with the reason if invalid.
-    Check { file: PathBuf },
+    /// Validate a config file and print the routing table it compiles to; exit 1 with the reason
+    /// if invalid. Upstream URLs that look wrong for their kind get a warning on stderr.
+    Check {
+        /// Config file (TOML). Default: ./llmux.toml.
+        #[arg(conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The same, as an option (like `serve --config`).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

@@ -31,12 +31,16 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            cli::Command::Serve { config } => serve::run(config).await,
+            cli::Command::Serve { config, listen } => serve::run(config, listen).await,
             cli::Command::Demo { listen } => demo::run(listen).await,
             cli::Command::Mock(args) => mockcmd::run(*args).await,
             cli::Command::Config {
-                action: cli::ConfigAction::Check { file },
-            } => check::run(&file),
+                action: cli::ConfigAction::Check { file, config },
+            } => check::run(
+                &file
+                    .or(config)
+                    .unwrap_or_else(|| std::path::PathBuf::from("llmux.toml")),
+            ),
             cli::Command::Migrate { config } => secrets::migrate(config).await,
             cli::Command::Secrets {
                 action: cli::SecretsAction::Rotate { config },

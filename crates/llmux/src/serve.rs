@@ -17,8 +17,15 @@ pub struct Loaded {
     pub config: Config,
 }
 
-pub async fn run(path: Option<PathBuf>) -> Result<(), String> {
-    let loaded = load(path)?;
+pub async fn run(
+    path: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
+    let mut loaded = load(path)?;
+    if let Some(addr) = listen {
+        // `--listen` wins over the file; a reload cannot move a bound listener anyway.
+        loaded.config.server.listen = addr;
+    }
     // The store first: the port is bound only once llmux can serve, so a load balancer or a
     // health check never sees a listener that answers nothing while the store is unreachable.
     let (store, keys) = open_store(&loaded.config).await?;

@@ -414,6 +414,7 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
             "{} vs {cost}",
             sum("cost")
         );
+        assert!(mine.iter().all(|r| r["app"] == rich["name"]), "{mine:?}");
         let models = mine.iter().filter(|r| r["model"] == "gpt-4o-mini").count();
         assert_eq!(models, 1, "one row per app × model");
 
@@ -429,12 +430,13 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
         let mut lines = text.lines();
         assert_eq!(
             lines.next().unwrap(),
-            "app_id,calls,errors,input_tokens,output_tokens,cost"
+            "app_id,app,calls,errors,input_tokens,output_tokens,cost"
         );
         let line = lines
             .find(|l| l.starts_with(rich["id"].as_str().unwrap()))
             .unwrap();
-        assert_eq!(line.split(',').nth(1).unwrap(), n.to_string(), "{line}");
+        assert_eq!(line.split(',').nth(1), rich["name"].as_str(), "{line}");
+        assert_eq!(line.split(',').nth(2).unwrap(), n.to_string(), "{line}");
         let csv = client()
             .get(gw.url("/admin/v1/usage?group_by=model,day"))
             .header("accept", "text/csv")

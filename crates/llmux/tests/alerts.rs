@@ -164,3 +164,51 @@ async fn alerts_reach_the_webhook() {
         .unwrap();
     assert!(metrics.contains("llmux_alerts_total{result=\"sent\"}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_alerts_and_telemetry_on() {
+    let (hook, seen) = webhook().await;
+    // The same recorder serves as the OTLP collector: it keeps every JSON body posted to it.
+    let (collector, spans) = webhook().await;
+    let collector = collector.trim_end_matches("/hook").to_string();
+    let gpu_a = MockServer::start(node("gpu-a", &["llama3:latest"]))
+        .await
+        .unwrap();
+    let base = format!(
+        "[health]\ninterval = \"1s\"\ntimeout = \"1s\"\n{}",
+        ollama("gpu-a", &gpu_a.url())
+    );
+    let gw = Llmux::start(&base);
+    gw.write_config(&format!(
+        "[alerts]\nwebhook_url = \"{hook}\"\n[telemetry]\notlp_endpoint = \"{collector}\"\n{base}"
+    ));
+    let r = client()
+        .post(gw.url("/admin/v1/reload"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+
+    let r = client()
+        .post(gw.url("/api/chat"))
+        .json(&chat("llama3", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let until = Instant::now() + Duration::from_secs(5);
+    while !spans
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|v| v.to_string().contains("llmux.attempt"))
+    {
+        assert!(Instant::now() < until, "no spans exported after the reload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    gpu_a.stop().await;
+    let v = wait_for_event(&seen, "upstream_down", Duration::from_secs(5)).await;
+    assert_eq!(v["upstream"], "gpu-a");
+}

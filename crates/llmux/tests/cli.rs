@@ -161,3 +161,101 @@ async fn sigterm_lets_an_open_stream_finish_then_exits_zero() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn config_check_takes_config_option_or_the_local_file_and_warns_on_url_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "[[upstreams]]\nname = \"oai\"\nkind = \"openai\"\nurl = \"https://api.openai.com\"\nmodels = [\"gpt-4o\"]\n\
+         [[upstreams]]\nname = \"node\"\nkind = \"ollama\"\nurl = \"http://10.0.0.5:11434/v1\"\n",
+    );
+    for args in [
+        vec!["config", "check", path.as_str()],
+        vec!["config", "check", "--config", path.as_str()],
+        vec!["config", "check"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_llmux"))
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(text.contains("config OK"), "{args:?}: {text}");
+        assert!(
+            err.contains("warning: upstream 'oai' (openai)"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("warning: upstream 'node' (ollama)"),
+            "{args:?}: {err}"
+        );
+    }
+    // A clean file: no warning.
+    let path = write(
+        &dir,
+        "[[upstreams]]\nname = \"oai\"\nkind = \"openai\"\nurl = \"https://api.openai.com/v1\"\nmodels = [\"gpt-4o\"]\n",
+    );
+    let out = llmux(&["config", "check", &path]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
+#[test]
+fn help_names_every_dialect_and_upstream_kind() {
+    for args in [vec!["--help"], vec!["serve", "--help"]] {
+        let out = llmux(&args);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        for word in [
+            "OpenAI",
+            "Anthropic",
+            "Ollama",
+            "Gemini",
+            "ollama",
+            "openai",
+            "anthropic",
+            "gemini",
+            "azure",
+        ] {
+            assert!(text.contains(word), "{args:?} lacks {word}: {text}");
+        }
+    }
+    let text = String::from_utf8_lossy(&llmux(&["serve", "--help"]).stdout).to_string();
+    assert!(text.contains("--listen"), "{text}");
+}
+
+#[test]
+fn serve_listen_overrides_the_config_file() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "[server]\nlisten = \"127.0.0.1:1\"\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llmux"))
+        .args(["serve", "--config", &path, "--listen", &listen])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let addr = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!("no listening line: {seen:#?}");
+        };
+        if let Some(a) = line.strip_prefix("llmux listening on ") {
+            break a.trim().to_string();
+        }
+        seen.push(line);
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(addr, format!("http://{listen}"));
+}

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::state::{InFlight, Shared};
 use crate::stream::Pace;
-use crate::{anthropic, gemini, ollama, openai, Faults, KeyRules};
+use crate::{anthropic, gemini, ollama, openai, responses, Faults, KeyRules};
 
 /// Largest request body accepted; far above any real prompt the tests send.
 const BODY_LIMIT: usize = 64 << 20;
@@ -140,6 +140,9 @@ pub(crate) struct GenReq {
     pub(crate) options: Option<Value>,
     pub(crate) max_tokens: Option<i64>,
     pub(crate) max_completion_tokens: Option<i64>,
+    /// Responses API.
+    pub(crate) max_output_tokens: Option<i64>,
+    pub(crate) instructions: Option<String>,
     pub(crate) encoding_format: Option<String>,
     pub(crate) dimensions: Option<usize>,
 }
@@ -237,6 +240,7 @@ enum Gen {
     OpenAiChat,
     OpenAiCompletions,
     OpenAiEmbeddings,
+    OpenAiResponses,
 }
 
 pub(crate) async fn handle(State(st): State<Arc<Shared>>, req: Request) -> Response {
@@ -342,13 +346,14 @@ async fn route(st: &Arc<Shared>, req: Request) -> Response {
         (&Method::POST, "/v1/chat/completions") => Gen::OpenAiChat,
         (&Method::POST, "/v1/completions") => Gen::OpenAiCompletions,
         (&Method::POST, "/v1/embeddings") => Gen::OpenAiEmbeddings,
+        (&Method::POST, "/v1/responses") => Gen::OpenAiResponses,
         _ => return not_routed(dialect, method, path),
     };
     generation(st, dialect, gen, &bytes, guard).await
 }
 
 /// Azure OpenAI: `/openai/deployments/{deployment}/{chat/completions|completions|embeddings}`
-/// and `/openai/models`, each with `?api-version=`. The deployment names the model; the body's
+/// and `/openai/models`, each with `?api-version=`, and the v1 API's `/openai/v1/responses`. The deployment names the model; the body's
 /// `model` is ignored, as Azure does.
 async fn azure_route(
     st: &Arc<Shared>,
@@ -359,6 +364,10 @@ async fn azure_route(
     guard: InFlight,
 ) -> Response {
     let dialect = Dialect::OpenAi;
+    // Azure's v1 API: OpenAI's paths, the deployment in the body's `model`.
+    if method == Method::POST && rest == "v1/responses" {
+        return generation(st, dialect, Gen::OpenAiResponses, bytes, guard).await;
+    }
     if query_param(query, "api-version").is_none() {
         return openai_error(
             StatusCode::NOT_FOUND,
@@ -467,7 +476,9 @@ async fn generation(
 
     let streams = match gen {
         Gen::OllamaChat | Gen::OllamaGenerate => req.stream.unwrap_or(true),
-        Gen::OpenAiChat | Gen::OpenAiCompletions => req.stream.unwrap_or(false),
+        Gen::OpenAiChat | Gen::OpenAiCompletions | Gen::OpenAiResponses => {
+            req.stream.unwrap_or(false)
+        }
         _ => false,
     };
     let call = admitted.into_call(model, streams).await;
@@ -479,6 +490,7 @@ async fn generation(
         Gen::OpenAiChat => openai::chat(call, &req, streams),
         Gen::OpenAiCompletions => openai::completions(call, &req, streams),
         Gen::OpenAiEmbeddings => openai::embeddings(call, &req),
+        Gen::OpenAiResponses => responses::responses(call, &req, streams),
     }
 }
 

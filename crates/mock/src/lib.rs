@@ -2,7 +2,7 @@
 //
 // Used by the gateway's tests, by `llmux demo` and as the benchmark's upstream, so
 // replies are deterministic, byte-faithful to the real servers and cheap to produce.
-// Paths: Ollama `/`, `/api/*`; OpenAI `/v1/*`; Anthropic `/v1/messages` (and `/v1/models`
+// Paths: Ollama `/`, `/api/*`; OpenAI `/v1/*` (chat, completions, embeddings, responses); Anthropic `/v1/messages` (and `/v1/models`
 // when asked with `anthropic-version`); Gemini `/v1beta/models*`.
 
 mod anthropic;
@@ -10,6 +10,7 @@ mod gemini;
 mod handler;
 mod ollama;
 mod openai;
+mod responses;
 mod server;
 mod state;
 mod stream;

@@ -1920,3 +1920,84 @@ async fn azure_deployment_paths_with_api_key_header() {
     .await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn responses_api_whole_and_streamed_like_openai() {
+    let m = start(named("ra", 3)).await;
+    let r = post(
+        m.addr(),
+        "/v1/responses",
+        json!({"model": "llama3", "input": "say hi to me", "instructions": "be brief"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert!(v["id"].as_str().unwrap().starts_with("resp_"));
+    assert_eq!(v["output"][0]["type"], "message");
+    assert_eq!(v["output"][0]["content"][0]["type"], "output_text");
+    assert_eq!(v["output"][0]["content"][0]["text"], "[ra] tok1 tok2 ");
+    assert_eq!(v["usage"]["input_tokens"], 6);
+    assert_eq!(v["usage"]["output_tokens"], 3);
+    assert_eq!(v["usage"]["total_tokens"], 9);
+
+    let r = post(
+        m.addr(),
+        "/v1/responses",
+        json!({"model": "llama3", "input": "hi", "stream": true, "max_output_tokens": 2}),
+    )
+    .await;
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    let text = r.text();
+    let types: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("event: "))
+        .map(|e| e.split('\n').next().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.incomplete",
+        ]
+    );
+    assert!(!text.contains("[DONE]"));
+    let last: Value = serde_json::from_str(
+        text.trim_end()
+            .rsplit('\n')
+            .next()
+            .unwrap()
+            .strip_prefix("data: ")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["sequence_number"], 9);
+    assert_eq!(
+        last["response"]["incomplete_details"]["reason"],
+        "max_output_tokens"
+    );
+
+    let r = post(
+        m.addr(),
+        "/v1/responses",
+        json!({"model": "llama3", "input": "weather?", "stream": true,
+               "tools": [{"type": "function", "name": "get_weather", "parameters": {}}]}),
+    )
+    .await;
+    let text = r.text();
+    assert!(text.contains("event: response.function_call_arguments.delta"));
+    assert!(text.contains(r#""name":"get_weather""#));
+    m.stop().await;
+}

@@ -1,15 +1,17 @@
 //! Entry points the fuzz targets (`crates/wire/fuzz`) and the seed-corpus test share: every parser
 //! of untrusted bytes, fed arbitrary input. Each must return (an error is fine) and never panic.
 
-use crate::canonical::Op;
-use crate::translate::{codec, embed, framing};
-use crate::{Dialect, Peek};
+use crate::canonical::{Codec, Op};
+use crate::translate::{anthropic, embed, framing, gemini, ollama, openai, responses};
+use crate::Peek;
 
-const DIALECTS: [Dialect; 4] = [
-    Dialect::OpenAi,
-    Dialect::Anthropic,
-    Dialect::Gemini,
-    Dialect::Ollama,
+/// Every codec: the four dialects' and OpenAI's Responses API.
+const CODECS: [&dyn Codec; 5] = [
+    &openai::OpenAiCodec,
+    &anthropic::AnthropicCodec,
+    &gemini::GeminiCodec,
+    &ollama::OllamaCodec,
+    &responses::ResponsesCodec,
 ];
 
 /// Request peeking and the model rewrite.
@@ -22,19 +24,18 @@ pub fn peek(data: &[u8]) {
 
 /// Every dialect's request and response decoders, and error-message readers.
 pub fn decoders(data: &[u8]) {
-    for d in DIALECTS {
-        let c = codec(d);
+    for c in CODECS {
         for op in [Op::Chat, Op::Completion] {
             if let Ok(req) = c.decode_request(op, data) {
                 // What decodes must also encode in every dialect (or fail cleanly).
-                for target in DIALECTS {
-                    let _ = codec(target).encode_request(&req);
+                for target in CODECS {
+                    let _ = target.encode_request(&req);
                 }
             }
         }
         if let Ok(resp) = c.decode_response(data) {
-            for target in DIALECTS {
-                let _ = codec(target).encode_response(Op::Chat, &resp);
+            for target in CODECS {
+                let _ = target.encode_response(Op::Chat, &resp);
             }
         }
         let _ = c.error_message(data);
@@ -56,15 +57,15 @@ pub fn streams(data: &[u8]) {
         .first()
         .map_or(0, |b| usize::from(*b) % (data.len() + 1));
     let (a, b) = data.split_at(cut);
-    for d in DIALECTS {
-        let mut dec = codec(d).stream_decoder();
+    for c in CODECS {
+        let mut dec = c.stream_decoder();
         let mut events = Vec::new();
         let ok = dec.feed(a, &mut events).is_ok()
             && dec.feed(b, &mut events).is_ok()
             && dec.finish(&mut events).is_ok();
         let _ = ok;
-        for target in DIALECTS {
-            let mut enc = codec(target).stream_encoder(Op::Chat);
+        for target in CODECS {
+            let mut enc = target.stream_encoder(Op::Chat);
             let mut out = Vec::new();
             for e in &events {
                 enc.encode(e, &mut out);

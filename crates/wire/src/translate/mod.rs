@@ -5,8 +5,10 @@ pub mod embed;
 pub mod framing;
 pub mod gemini;
 mod hold;
+pub mod json_array;
 pub mod ollama;
 pub mod openai;
+pub mod responses;
 
 use crate::canonical::Codec;
 use crate::Dialect;

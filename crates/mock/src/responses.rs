@@ -1,0 +1,239 @@
+//! OpenAI Responses API (`POST /v1/responses`): a response object, or the SSE event sequence OpenAI streams.
+
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+
+use crate::handler::{ok_json, Call, Dialect, GenReq};
+use crate::ollama::TOOL_ARGS;
+use crate::stream::streaming;
+use crate::util::{self, unix_now};
+
+const SSE: &str = "text/event-stream";
+/// How OpenAI streams `TOOL_ARGS`: fragments that only form JSON once concatenated.
+const TOOL_FRAGMENTS: [&str; 5] = ["{\"", "location", "\":\"", "Paris", "\"}"];
+
+/// Token `i` of the reply, unescaped: the first names the node that answered.
+fn token(name: &str, i: usize) -> String {
+    if i == 0 {
+        format!("[{name}] ")
+    } else {
+        format!("tok{i} ")
+    }
+}
+
+/// Words of `input` (a string or items) and `instructions`: the mock's prompt-token count.
+fn input_tokens(req: &GenReq) -> u64 {
+    let items = match &req.input {
+        Some(Value::String(s)) => util::words(s),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|it| {
+                it.get("content")
+                    .or_else(|| it.get("output"))
+                    .map_or(0, util::content_words)
+            })
+            .sum(),
+        _ => 0,
+    };
+    (items + req.instructions.as_deref().map_or(0, util::words)).max(1)
+}
+
+fn usage(input: u64, output: u64) -> Value {
+    json!({
+        "input_tokens": input,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input + output,
+    })
+}
+
+/// The response object as OpenAI writes it; `output` and `usage` are filled once done.
+fn response(id: &str, created: u64, model: &str, req: &GenReq) -> Map<String, Value> {
+    let v = json!({
+        "id": id,
+        "object": "response",
+        "created_at": created,
+        "status": "in_progress",
+        "background": false,
+        "error": null,
+        "incomplete_details": null,
+        "instructions": req.instructions,
+        "max_output_tokens": req.max_output_tokens,
+        "model": model,
+        "output": [],
+        "parallel_tool_calls": true,
+        "previous_response_id": null,
+        "reasoning": {"effort": null, "summary": null},
+        "service_tier": "default",
+        "store": true,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": req.tools.clone().unwrap_or_default(),
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": null,
+        "user": null,
+        "metadata": {},
+    });
+    match v {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    }
+}
+
+fn output_text(text: &str) -> Value {
+    json!({"type": "output_text", "annotations": [], "logprobs": [], "text": text})
+}
+
+fn event(seq: &mut u64, ty: &str, body: Value) -> String {
+    let mut o = Map::new();
+    o.insert("type".into(), json!(ty));
+    o.insert("sequence_number".into(), json!(*seq));
+    if let Value::Object(b) = body {
+        o.extend(b);
+    }
+    *seq += 1;
+    format!("event: {ty}\ndata: {}\n\n", Value::Object(o))
+}
+
+pub(crate) fn responses(call: Call, req: &GenReq, streams: bool) -> Response {
+    let st = call.st.clone();
+    let prompt = input_tokens(req);
+    let tool = req.tool_name();
+    let (n, reason) = call.budget(req.max_output_tokens);
+    let id = format!("resp_{}", st.next_id(48));
+    let item_id = match tool {
+        Some(_) => format!("fc_{}", st.next_id(48)),
+        None => format!("msg_{}", st.next_id(48)),
+    };
+    let call_id = format!("call_{}", st.next_id(24));
+    let created = unix_now();
+    let text: String = (0..n).map(|i| token(&st.name, i)).collect();
+    let output_tokens = match tool {
+        Some(_) => TOOL_FRAGMENTS.len() as u64,
+        None => n as u64,
+    };
+    let item = |status: &str, text: &str, args: &str| match &tool {
+        Some(name) => json!({
+            "id": item_id, "type": "function_call", "status": status,
+            "arguments": args, "call_id": call_id, "name": name,
+        }),
+        None => json!({
+            "id": item_id, "type": "message", "status": status,
+            "content": if status == "in_progress" { json!([]) } else { json!([output_text(text)]) },
+            "role": "assistant",
+        }),
+    };
+    let incomplete = tool.is_none() && reason == "length";
+    let mut done = response(&id, created, &call.model, req);
+    done.insert(
+        "status".into(),
+        json!(if incomplete {
+            "incomplete"
+        } else {
+            "completed"
+        }),
+    );
+    if incomplete {
+        done.insert(
+            "incomplete_details".into(),
+            json!({"reason": "max_output_tokens"}),
+        );
+    }
+    done.insert(
+        "output".into(),
+        json!([item("completed", &text, TOOL_ARGS)]),
+    );
+    done.insert("usage".into(), usage(prompt, output_tokens));
+
+    if !streams {
+        return ok_json(Dialect::OpenAi, Value::Object(done).to_string());
+    }
+
+    let mut seq = 0;
+    let mut frames = Vec::new();
+    let started = Value::Object(response(&id, created, &call.model, req));
+    frames.push(event(
+        &mut seq,
+        "response.created",
+        json!({"response": started}),
+    ));
+    frames.push(event(
+        &mut seq,
+        "response.in_progress",
+        json!({"response": started}),
+    ));
+    frames.push(event(
+        &mut seq,
+        "response.output_item.added",
+        json!({"output_index": 0, "item": item("in_progress", "", "")}),
+    ));
+    let at = json!({"item_id": item_id, "output_index": 0});
+    let with = |extra: Value| {
+        let mut o = at.clone();
+        if let (Value::Object(o), Value::Object(e)) = (&mut o, extra) {
+            o.extend(e);
+        }
+        o
+    };
+    match &tool {
+        Some(name) => {
+            for frag in TOOL_FRAGMENTS {
+                frames.push(event(
+                    &mut seq,
+                    "response.function_call_arguments.delta",
+                    with(json!({"delta": frag})),
+                ));
+            }
+            frames.push(event(
+                &mut seq,
+                "response.function_call_arguments.done",
+                with(json!({"name": name, "arguments": TOOL_ARGS})),
+            ));
+        }
+        None => {
+            frames.push(event(
+                &mut seq,
+                "response.content_part.added",
+                with(json!({"content_index": 0, "part": output_text("")})),
+            ));
+            for i in 0..n {
+                frames.push(event(
+                    &mut seq,
+                    "response.output_text.delta",
+                    with(json!({"content_index": 0, "delta": token(&st.name, i), "logprobs": []})),
+                ));
+            }
+            frames.push(event(
+                &mut seq,
+                "response.output_text.done",
+                with(json!({"content_index": 0, "text": text, "logprobs": []})),
+            ));
+            frames.push(event(
+                &mut seq,
+                "response.content_part.done",
+                with(json!({"content_index": 0, "part": output_text(&text)})),
+            ));
+        }
+    }
+    frames.push(event(
+        &mut seq,
+        "response.output_item.done",
+        json!({"output_index": 0, "item": item("completed", &text, TOOL_ARGS)}),
+    ));
+    let last = if incomplete {
+        "response.incomplete"
+    } else {
+        "response.completed"
+    };
+    frames.push(event(
+        &mut seq,
+        last,
+        json!({"response": Value::Object(done)}),
+    ));
+    let pace = call.pace();
+    let mut frames = frames.into_iter();
+    streaming(SSE, pace, call.guard, move |_| frames.next())
+}
