@@ -180,6 +180,11 @@ fn sqlite_migrator() -> Migrator {
             "usage",
             include_str!("../migrations/sqlite/0003_usage.sql"),
         ),
+        migration(
+            4,
+            "call signals",
+            include_str!("../migrations/sqlite/0004_call_signals.sql"),
+        ),
     ])
 }
 
@@ -199,6 +204,11 @@ fn postgres_migrator() -> Migrator {
             3,
             "usage",
             include_str!("../migrations/postgres/0003_usage.sql"),
+        ),
+        migration(
+            4,
+            "call signals",
+            include_str!("../migrations/postgres/0004_call_signals.sql"),
         ),
     ])
 }
