@@ -587,9 +587,16 @@ impl Call {
                     },
                 });
             }
+            let used_key = key.and_then(|k| up.keys.get(k));
             match outcome {
                 Outcome::Done(resp) => {
                     trial.disarm();
+                    if let Some(k) = used_key {
+                        k.answered(attempt_started.elapsed().unwrap_or_default());
+                    }
+                    if self.attempts > 1 {
+                        self.gw.metrics.retried(true);
+                    }
                     return Some(resp);
                 }
                 Outcome::Failed {
@@ -606,6 +613,9 @@ impl Call {
                         "attempt failed"
                     );
                     up.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(k) = used_key {
+                        k.failed();
+                    }
                     up.metrics.attempt_failed(match class {
                         Class::OtherUpstream | Class::Client => 0,
                         Class::Throttled { .. } => 1,
@@ -1166,6 +1176,9 @@ impl Call {
     /// Every option failed before a byte reached the client.
     fn give_up(self, model: &str, route_error: Option<RouteError>) -> Response<Body> {
         let dialect = self.endpoint.dialect();
+        if self.attempts > 1 {
+            self.gw.metrics.retried(false);
+        }
         if self.attempts == 0 {
             if let Some(e) = route_error.filter(|_| self.failures.is_empty()) {
                 let kind = match e {
