@@ -125,7 +125,9 @@ async fn bad_model_names_are_refused_and_cannot_stop_the_call_log() {
     let m = mock::MockServer::start(node("m", &["gpt-4o-mini"]))
         .await
         .unwrap();
-    let mut stores: Vec<(Option<String>, Option<(String, String)>)> = vec![(None, None)];
+    /// `(store url, PostgreSQL (base url, schema) to drop)`; `None` url: SQLite.
+    type Backend = (Option<String>, Option<(String, String)>);
+    let mut stores: Vec<Backend> = vec![(None, None)];
     if let Some((base, schema, url)) = pg_schema().await {
         stores.push((Some(url), Some((base, schema))));
     }
