@@ -197,7 +197,11 @@ pub async fn run(
         // Once stopping, the drain is bounded: a store that is down (or hangs) must not hold
         // the process past its grace period; what is left goes to the spill file.
         let write_by = stop.is_cancelled().then(|| {
-            *give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_WRITE)
+            *give_up_at.get_or_insert_with(|| {
+                // Quick retries again: a store that only blinked still gets its records.
+                backoff = BACKOFF.0;
+                tokio::time::Instant::now() + SHUTDOWN_WRITE
+            })
         });
         match write_isolating(&*sink, &mut batch, &*flushed, write_by).await {
             Ok(()) => {
@@ -219,7 +223,11 @@ pub async fn run(
                     spill_at_shutdown(spill.as_deref(), std::mem::take(&mut batch)).await;
                     return;
                 }
-                tokio::time::sleep(backoff).await;
+                // A stop ends the wait: the shutdown's bounded drain starts at once.
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.cancelled(), if !stop.is_cancelled() => {}
+                }
                 backoff = (backoff * 2).min(BACKOFF.1);
             }
         }
@@ -650,6 +658,43 @@ mod tests {
         assert!(LOG_METRICS.rejected.load(Relaxed) > rejected);
         stop.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_during_a_long_backoff_still_spills_within_the_bound() {
+        let dir = std::env::temp_dir().join(format!("llmux-spill-b-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join(SPILL_FILE);
+        let (queue, rx) = Queue::new();
+        let sink = Arc::new(NoNul {
+            written: Mutex::new(Vec::new()),
+            down: std::sync::atomic::AtomicBool::new(true),
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Arc::clone(&queue),
+            rx,
+            Arc::clone(&sink) as Arc<dyn BatchSink>,
+            Arc::new(Nobody),
+            stop.clone(),
+            Some(path.clone()),
+        ));
+        for i in 0..50 {
+            queue.push(record(i));
+        }
+        // Long enough for the backoff to reach its 5 s cap.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        stop.cancel();
+        let stopped = tokio::time::Instant::now();
+        task.await.unwrap();
+        assert!(
+            stopped.elapsed() <= SHUTDOWN_WRITE,
+            "{:?}",
+            stopped.elapsed()
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 50);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(start_paused = true)]

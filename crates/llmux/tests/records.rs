@@ -163,6 +163,15 @@ async fn bad_model_names_are_refused_and_cannot_stop_the_call_log() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 400);
         assert!(resp.text().await.unwrap().len() < 500);
+        // Names in paths are not echoed whole either.
+        let resp = client()
+            .get(gw.url(&format!("/v1/models/{}", "x".repeat(5000))))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 404);
+        assert!(resp.text().await.unwrap().len() < 600);
         // The log goes on: later calls are logged and billed.
         for _ in 0..3 {
             let (status, _, text) = chat_call(
@@ -344,7 +353,7 @@ async fn records_the_store_cannot_take_at_shutdown_are_spilled_and_replayed() {
     // Grace (nothing open: ends at once) + the writer's bound (3 s) + a margin.
     assert!(took < Duration::from_secs(6), "exit took {took:?}");
     let spill = gw.dir.path().join("data").join("call-log-spill.jsonl");
-    let text = std::fs::read_to_string(&spill).unwrap();
+    let text = std::fs::read_to_string(&spill).unwrap_or_else(|e| panic!("{e}: {}", gw.log_text()));
     assert_eq!(text.lines().count(), n, "{}", gw.log_text());
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
@@ -446,5 +455,55 @@ async fn key_states_show_success_rate_and_latency_and_retries_are_counted() {
     assert!(
         metrics.contains("llmux_retries_total{outcome=\"success\"} 1"),
         "{metrics}"
+    );
+}
+
+/// Measures the loss window under SIGKILL (reported in docs/accounting.md): ~1,000 calls from
+/// 20 clients, SIGKILL right after the last answer, then count the rows after a restart.
+/// `cargo test -p llmux --test records sigkill -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn sigkill_loss_window() {
+    let m = mock::MockServer::start(node("m", &["gpt-4o-mini"]))
+        .await
+        .unwrap();
+    let gw = Llmux::start(&format!(
+        "[auth]\nrequired = true\n{}",
+        oai("oai", &m.url(), &["k1"])
+    ));
+    let key = app_key(&gw).await;
+    let url = gw.url("/v1/chat/completions");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (url, key) = (url.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0;
+            for _ in 0..50 {
+                let r = client()
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&chat("gpt-4o-mini", false))
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status().is_success() && r.bytes().await.is_ok() {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let mut answered = 0;
+    for t in tasks {
+        answered += t.await.unwrap();
+    }
+    let mut gw = gw;
+    gw.child.kill().unwrap();
+    gw.child.wait().unwrap();
+    let gw = gw.restart(&[]);
+    let logged = wait_rows(&gw, answered).await.len();
+    eprintln!(
+        "SIGKILL after {answered} answered calls: {logged} logged, {} lost",
+        answered - logged
     );
 }
