@@ -373,8 +373,22 @@ async fn every_call_logs_one_json_line() {
     let m = mock::MockServer::start(node("m", &["gpt-4o-mini"]))
         .await
         .unwrap();
+    // Streams of this one break after two chunks.
+    let broken = mock::MockServer::start(mock::MockConfig {
+        faults: mock::Faults {
+            drop_after: Some(2),
+            ..mock::Faults::default()
+        },
+        ..node("b", &["broken"])
+    })
+    .await
+    .unwrap();
     let gw = Llmux::start_opts(Opts {
-        body: oai("oai", &m.url(), &["k1"]),
+        body: format!(
+            "{}[[upstreams]]\nname = \"b\"\nkind = \"openai\"\nurl = \"{}/v1\"\nkeys = [\"k\"]\nmodels = [\"broken\"]\n",
+            oai("oai", &m.url(), &["k1"]),
+            broken.url()
+        ),
         env: vec![("LLMUX_LOG_FORMAT".into(), "json".into())],
         ..Opts::default()
     });
@@ -384,6 +398,7 @@ async fn every_call_logs_one_json_line() {
         ("gpt-4o-mini", true),
         ("no-such-model", false),
         ("bad\u{0}model", false),
+        ("broken", true),
     ] {
         let (_, id, _) = chat_call(&gw, "x", "/v1/chat/completions", chat(model, stream)).await;
         ids.push(id);
@@ -403,6 +418,14 @@ async fn every_call_logs_one_json_line() {
         assert_eq!(calls.len(), 1, "one call line for {id}: {log:#?}");
         assert!(calls[0]["fields"]["duration_ms"].is_u64(), "{}", calls[0]);
     }
+    // The stream that broke half-way (after its 200) is logged as a failure.
+    let broke: Vec<Value> = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "call" && v["fields"]["request_id"] == ids[4])
+        .collect();
+    assert_eq!(broke[0]["level"], "ERROR", "{}", broke[0]);
+    assert_eq!(broke[0]["fields"]["outcome"], "upstream_error");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
