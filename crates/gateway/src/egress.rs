@@ -194,3 +194,29 @@ pub fn authorize(
         UpstreamKind::Gemini => req.header("x-goog-api-key", key),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn include_usage_is_added_keeping_the_clients_bytes() {
+        let body = br#" {"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}"#;
+        let out = with_include_usage(body).unwrap();
+        assert_eq!(
+            &out[..],
+            &br#" {"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}"#[..]
+        );
+        for body in [
+            &br#"{"model":"m","stream_options":{"include_usage":false}}"#[..],
+            &br#"{"model":"m","stream_options":null}"#[..],
+        ] {
+            let v: serde_json::Value =
+                serde_json::from_slice(&with_include_usage(body).unwrap()).unwrap();
+            assert_eq!(v["stream_options"]["include_usage"], true);
+            assert_eq!(v["model"], "m");
+        }
+        assert!(with_include_usage(b"[1]").is_none());
+    }
+}

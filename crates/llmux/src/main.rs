@@ -17,8 +17,25 @@ use std::process::ExitCode;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
     init_logging();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // With JSON logs, a usage error is a JSON line too; help and version stay text.
+        Err(e)
+            if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
+                && e.use_stderr()
+                && !matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayHelp
+                        | clap::error::ErrorKind::DisplayVersion
+                        | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                ) =>
+        {
+            say_error(e.to_string().trim_end());
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -530,3 +530,25 @@ async fn sigkill_loss_window() {
         answered - logged
     );
 }
+
+#[test]
+fn with_json_logs_start_up_errors_are_json_lines_too() {
+    for args in [
+        &["serv"][..],
+        &["serve", "--config", "/nonexistent/llmux.toml"][..],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmux"))
+            .args(args)
+            .env("LLMUX_LOG_FORMAT", "json")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.trim().is_empty());
+        for line in err.lines() {
+            let v: Value =
+                serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            assert_eq!(v["level"], "ERROR", "{line}");
+        }
+    }
+}
