@@ -196,14 +196,12 @@ pub async fn run(
         }
         // Once stopping, the drain is bounded: a store that is down (or hangs) must not hold
         // the process past its grace period; what is left goes to the spill file.
-        let write_by = stop.is_cancelled().then(|| {
-            *give_up_at.get_or_insert_with(|| {
-                // Quick retries again: a store that only blinked still gets its records.
-                backoff = BACKOFF.0;
-                tokio::time::Instant::now() + SHUTDOWN_WRITE
-            })
-        });
-        match write_isolating(&*sink, &mut batch, &*flushed, write_by).await {
+        if stop.is_cancelled() && give_up_at.is_none() {
+            // Quick retries again: a store that only blinked still gets its records.
+            backoff = BACKOFF.0;
+            give_up_at = Some(tokio::time::Instant::now() + SHUTDOWN_WRITE);
+        }
+        match write_isolating(&*sink, &mut batch, &*flushed, &stop, &mut give_up_at).await {
             Ok(()) => {
                 backoff = BACKOFF.0;
             }
@@ -243,7 +241,8 @@ async fn write_isolating(
     sink: &dyn BatchSink,
     batch: &mut Vec<CallRecord>,
     flushed: &dyn Flushed,
-    deadline: Option<tokio::time::Instant>,
+    stop: &CancellationToken,
+    give_up_at: &mut Option<tokio::time::Instant>,
 ) -> Result<(), String> {
     let settle = |part: &[CallRecord], balances: &[(String, f64)]| {
         LOG_METRICS
@@ -254,7 +253,7 @@ async fn write_isolating(
     // A stack: the last part is written next, so records keep their order.
     let mut parts = vec![std::mem::take(batch)];
     while let Some(mut part) = parts.pop() {
-        let failed = match write_by(sink, &part, deadline).await {
+        let failed = match write_by(sink, &part, stop, give_up_at).await {
             Ok(balances) => {
                 settle(&part, &balances);
                 continue;
@@ -268,7 +267,7 @@ async fn write_isolating(
             Err(e) if e.data => {
                 LOG_METRICS.rejected.fetch_add(1, Relaxed);
                 let clean = part.iter().map(CallRecord::sanitised).collect::<Vec<_>>();
-                match write_by(sink, &clean, deadline).await {
+                match write_by(sink, &clean, stop, give_up_at).await {
                     Ok(balances) => {
                         tracing::warn!(request_id = %clean[0].request_id, error = %e.message, "call record refused by the store; stored sanitised");
                         settle(&clean, &balances);
@@ -294,22 +293,32 @@ async fn write_isolating(
     Ok(())
 }
 
-/// One write, abandoned (as not done: its transaction rolls back) at `deadline`.
+/// One write. Once the writer is stopping it is abandoned (as not done: its transaction rolls
+/// back) at `give_up_at`; a write that hangs when the stop comes (a store that does not answer)
+/// gets [`SHUTDOWN_WRITE`] from then.
 async fn write_by(
     sink: &dyn BatchSink,
     part: &[CallRecord],
-    deadline: Option<tokio::time::Instant>,
+    stop: &CancellationToken,
+    give_up_at: &mut Option<tokio::time::Instant>,
 ) -> Result<Vec<(String, f64)>, WriteError> {
-    let fut = sink.write(part);
-    match deadline {
-        None => fut.await,
-        Some(at) => tokio::time::timeout_at(at, fut).await.unwrap_or_else(|_| {
-            Err(WriteError {
-                message: "the store did not answer before the shutdown deadline".into(),
-                data: false,
-            })
-        }),
-    }
+    let mut fut = sink.write(part);
+    let at = match *give_up_at {
+        Some(at) => at,
+        None => {
+            tokio::select! {
+                r = &mut fut => return r,
+                () = stop.cancelled() => {}
+            }
+            *give_up_at.insert(tokio::time::Instant::now() + SHUTDOWN_WRITE)
+        }
+    };
+    tokio::time::timeout_at(at, fut).await.unwrap_or_else(|_| {
+        Err(WriteError {
+            message: "the store did not answer before the shutdown deadline".into(),
+            data: false,
+        })
+    })
 }
 
 /// Name of the spill file, in the data directory.
@@ -419,7 +428,8 @@ pub async fn replay_spill(sink: &dyn BatchSink, flushed: &dyn Flushed, path: &Pa
             break;
         }
         let n = batch.len();
-        if let Err(e) = write_isolating(sink, &mut batch, flushed, None).await {
+        let never = CancellationToken::new();
+        if let Err(e) = write_isolating(sink, &mut batch, flushed, &never, &mut None).await {
             batch.extend(rest);
             LOG_METRICS
                 .queue_depth
@@ -694,6 +704,45 @@ mod tests {
         );
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 50);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Never answers, as a store behind a dead network link does.
+    struct Hangs;
+    impl BatchSink for Hangs {
+        fn write<'a>(&'a self, _: &'a [CallRecord]) -> WriteFuture<'a> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_hangs_when_the_stop_comes_is_spilled_within_the_bound() {
+        let dir = std::env::temp_dir().join(format!("llmux-spill-h-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join(SPILL_FILE);
+        let (queue, rx) = Queue::new();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Arc::clone(&queue),
+            rx,
+            Arc::new(Hangs),
+            Arc::new(Nobody),
+            stop.clone(),
+            Some(path.clone()),
+        ));
+        for i in 0..20 {
+            queue.push(record(i));
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        stop.cancel();
+        let stopped = tokio::time::Instant::now();
+        task.await.unwrap();
+        assert!(
+            stopped.elapsed() <= SHUTDOWN_WRITE,
+            "{:?}",
+            stopped.elapsed()
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 20);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
