@@ -4,11 +4,14 @@
 //!
 //! When the channel is full, records wait in a bounded overflow buffer
 //! (`llmux_call_log_overflow_total`); only when that is full too is a record dropped, counted
-//! (`llmux_call_log_dropped_total`) and logged. On shutdown the writer drains everything queued
-//! before it returns.
+//! (`llmux_call_log_dropped_total`) and logged. A record the store refuses for its data is
+//! isolated and stored sanitised or set aside (`llmux_call_log_rejected_total`), so it cannot
+//! stop the log. On shutdown the writer drains everything queued within a bounded time; what
+//! the store cannot take goes to a spill file that the next start replays.
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -30,11 +33,21 @@ pub const BATCH_MAX: usize = 500;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Retry backoff while the store fails: doubles from the first to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
-/// On shutdown, how long the writer keeps retrying a store that is down before giving up.
-pub const SHUTDOWN_RETRY: Duration = Duration::from_secs(15);
+/// On shutdown, how long the writer may keep writing (and retrying a store that is down)
+/// before what is left goes to the spill file: the process must exit near its grace period.
+pub const SHUTDOWN_WRITE: Duration = Duration::from_secs(3);
+
+/// Why a batch did not land.
+#[derive(Debug, Clone)]
+pub struct WriteError {
+    pub message: String,
+    /// The store refused the data itself (retrying the same records can never work), as
+    /// opposed to being unavailable.
+    pub data: bool,
+}
 
 pub type WriteFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Vec<(String, f64)>, String>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<Vec<(String, f64)>, WriteError>> + Send + 'a>>;
 
 /// Where batches go: the store in production, a fake in tests.
 pub trait BatchSink: Send + Sync {
@@ -44,7 +57,12 @@ pub trait BatchSink: Send + Sync {
 
 impl BatchSink for Store {
     fn write<'a>(&'a self, batch: &'a [CallRecord]) -> WriteFuture<'a> {
-        Box::pin(async move { self.record_calls(batch).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            self.record_calls(batch).await.map_err(|e| WriteError {
+                data: e.is_data_error(),
+                message: e.to_string(),
+            })
+        })
     }
 }
 
@@ -120,13 +138,16 @@ impl Queue {
     }
 }
 
-/// The writer task: runs until `stop` is cancelled, then drains the queue and returns.
+/// The writer task: runs until `stop` is cancelled, then drains the queue and returns. What the
+/// store cannot take within [`SHUTDOWN_WRITE`] of the stop goes to `spill` (when there is one),
+/// for the next start to replay.
 pub async fn run(
     queue: Arc<Queue>,
     mut rx: mpsc::Receiver<CallRecord>,
     sink: Arc<dyn BatchSink>,
     flushed: Arc<dyn Flushed>,
     stop: CancellationToken,
+    spill: Option<PathBuf>,
 ) {
     let mut batch: Vec<CallRecord> = Vec::with_capacity(BATCH_MAX);
     let mut backoff = BACKOFF.0;
@@ -173,37 +194,264 @@ pub async fn run(
             }
             continue;
         }
-        match sink.write(&batch).await {
-            Ok(balances) => {
-                LOG_METRICS
-                    .queue_depth
-                    .fetch_sub(batch.len() as u64, Relaxed);
-                flushed.flushed(&charges(&batch), &balances);
-                batch.clear();
+        // Once stopping, the drain is bounded: a store that is down (or hangs) must not hold
+        // the process past its grace period; what is left goes to the spill file.
+        if stop.is_cancelled() && give_up_at.is_none() {
+            // Quick retries again: a store that only blinked still gets its records.
+            backoff = BACKOFF.0;
+            give_up_at = Some(tokio::time::Instant::now() + SHUTDOWN_WRITE);
+        }
+        match write_isolating(&*sink, &mut batch, &*flushed, &stop, &mut give_up_at).await {
+            Ok(()) => {
                 backoff = BACKOFF.0;
-                give_up_at = None;
             }
             Err(e) => {
                 LOG_METRICS.write_errors.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, records = batch.len(), retry_in = ?backoff, "call log write failed; keeping the batch");
-                if stop.is_cancelled() {
-                    let at = *give_up_at
-                        .get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_RETRY);
-                    if tokio::time::Instant::now() >= at {
-                        let mut lost = batch.len() + rx.len();
-                        lost += queue.overflow.lock().map_or(0, |o| o.len());
-                        tracing::error!(
-                            records = lost,
-                            "shutting down with the store unavailable: call records lost"
-                        );
-                        return;
+                let out_of_time =
+                    give_up_at.is_some_and(|at| tokio::time::Instant::now() + backoff >= at);
+                if stop.is_cancelled() && out_of_time {
+                    rx.close();
+                    while let Ok(r) = rx.try_recv() {
+                        batch.push(r);
                     }
+                    if let Ok(mut o) = queue.overflow.lock() {
+                        batch.extend(o.drain(..));
+                    }
+                    spill_at_shutdown(spill.as_deref(), std::mem::take(&mut batch)).await;
+                    return;
                 }
-                tokio::time::sleep(backoff).await;
+                // A stop ends the wait: the shutdown's bounded drain starts at once.
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.cancelled(), if !stop.is_cancelled() => {}
+                }
                 backoff = (backoff * 2).min(BACKOFF.1);
             }
         }
     }
+}
+
+/// Writes `batch`, isolating records the store refuses for their data: a batch that fails for
+/// a data reason is split in halves until the bad record stands alone; that one is stored
+/// sanitised, or set aside (counted, logged) when even that fails — so one bad record can
+/// never stop the log. On an error that is not about data (store down, `deadline` passed)
+/// the records not yet written are left in `batch` for the caller to retry.
+async fn write_isolating(
+    sink: &dyn BatchSink,
+    batch: &mut Vec<CallRecord>,
+    flushed: &dyn Flushed,
+    stop: &CancellationToken,
+    give_up_at: &mut Option<tokio::time::Instant>,
+) -> Result<(), String> {
+    let settle = |part: &[CallRecord], balances: &[(String, f64)]| {
+        LOG_METRICS
+            .queue_depth
+            .fetch_sub(part.len() as u64, Relaxed);
+        flushed.flushed(&charges(part), balances);
+    };
+    // A stack: the last part is written next, so records keep their order.
+    let mut parts = vec![std::mem::take(batch)];
+    while let Some(mut part) = parts.pop() {
+        let failed = match write_by(sink, &part, stop, give_up_at).await {
+            Ok(balances) => {
+                settle(&part, &balances);
+                continue;
+            }
+            Err(e) if e.data && part.len() > 1 => {
+                let second = part.split_off(part.len() / 2);
+                parts.push(second);
+                parts.push(part);
+                continue;
+            }
+            Err(e) if e.data => {
+                LOG_METRICS.rejected.fetch_add(1, Relaxed);
+                let clean = part.iter().map(CallRecord::sanitised).collect::<Vec<_>>();
+                match write_by(sink, &clean, stop, give_up_at).await {
+                    Ok(balances) => {
+                        tracing::warn!(request_id = %clean[0].request_id, error = %e.message, "call record refused by the store; stored sanitised");
+                        settle(&clean, &balances);
+                        continue;
+                    }
+                    Err(again) if again.data => {
+                        tracing::error!(request_id = %clean[0].request_id, error = %again.message, "call record refused by the store even sanitised; set aside");
+                        LOG_METRICS.queue_depth.fetch_sub(1, Relaxed);
+                        continue;
+                    }
+                    Err(again) => again,
+                }
+            }
+            Err(e) => e,
+        };
+        // Not the data's fault: keep what is left, in order, for the caller's retry.
+        batch.append(&mut part);
+        for mut p in parts.into_iter().rev() {
+            batch.append(&mut p);
+        }
+        return Err(failed.message);
+    }
+    Ok(())
+}
+
+/// One write. Once the writer is stopping it is abandoned (as not done: its transaction rolls
+/// back) at `give_up_at`; a write that hangs when the stop comes (a store that does not answer)
+/// gets [`SHUTDOWN_WRITE`] from then.
+async fn write_by(
+    sink: &dyn BatchSink,
+    part: &[CallRecord],
+    stop: &CancellationToken,
+    give_up_at: &mut Option<tokio::time::Instant>,
+) -> Result<Vec<(String, f64)>, WriteError> {
+    let mut fut = sink.write(part);
+    let at = match *give_up_at {
+        Some(at) => at,
+        None => {
+            tokio::select! {
+                r = &mut fut => return r,
+                () = stop.cancelled() => {}
+            }
+            *give_up_at.insert(tokio::time::Instant::now() + SHUTDOWN_WRITE)
+        }
+    };
+    tokio::time::timeout_at(at, fut).await.unwrap_or_else(|_| {
+        Err(WriteError {
+            message: "the store did not answer before the shutdown deadline".into(),
+            data: false,
+        })
+    })
+}
+
+/// Name of the spill file, in the data directory.
+pub const SPILL_FILE: &str = "call-log-spill.jsonl";
+
+/// Where records the store could not take at shutdown are kept: beside the SQLite database, or
+/// in `llmux-data/` for PostgreSQL. `None` for an in-memory database (nothing would replay it).
+pub fn spill_file(url: &str) -> Option<PathBuf> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Some(PathBuf::from("llmux-data").join(SPILL_FILE));
+    }
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path.starts_with(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    Some(
+        Path::new(path)
+            .parent()
+            .unwrap_or_else(|| Path::new(""))
+            .join(SPILL_FILE),
+    )
+}
+
+/// Appends `records` to the spill file (JSON lines, mode 0600), or reports them lost.
+async fn spill_at_shutdown(path: Option<&Path>, records: Vec<CallRecord>) {
+    if records.is_empty() {
+        return;
+    }
+    let n = records.len();
+    LOG_METRICS.queue_depth.fetch_sub(n as u64, Relaxed);
+    let Some(path) = path else {
+        tracing::error!(
+            records = n,
+            "shutting down with the store unavailable and no spill file (in-memory store): call records lost"
+        );
+        return;
+    };
+    let owned = path.to_path_buf();
+    let written = tokio::task::spawn_blocking(move || append_jsonl(&owned, &records)).await;
+    match written {
+        Ok(Ok(())) => {
+            LOG_METRICS.spilled.fetch_add(n as u64, Relaxed);
+            tracing::warn!(records = n, file = %path.display(), "store unavailable at shutdown: call records spilled; the next start writes them");
+        }
+        Ok(Err(e)) => {
+            tracing::error!(records = n, file = %path.display(), error = %e, "cannot write the spill file: call records lost")
+        }
+        Err(e) => tracing::error!(records = n, error = %e, "spill task failed: call records lost"),
+    }
+}
+
+fn append_jsonl(path: &Path, records: &[CallRecord]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Records name apps, keys and client addresses (and bodies when logged).
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    let mut out = std::io::BufWriter::new(file);
+    for r in records {
+        serde_json::to_writer(&mut out, r)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    out.get_ref().sync_all()
+}
+
+/// Writes the records a previous run spilled, then removes the file. Records the store refuses
+/// for their data are isolated like the writer's; when the store fails otherwise, the records
+/// not written stay in the file for the next start. Returns how many were written.
+pub async fn replay_spill(sink: &dyn BatchSink, flushed: &dyn Flushed, path: &Path) -> usize {
+    let text = match tokio::fs::read_to_string(path).await {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "cannot read the call-log spill file");
+            return 0;
+        }
+    };
+    let mut records = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<CallRecord>(line) {
+            Ok(r) => records.push(r),
+            // A line cut by a crash mid-write: the rest of the file is still good.
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable line in the call-log spill file; skipped")
+            }
+        }
+    }
+    let total = records.len();
+    LOG_METRICS.queue_depth.fetch_add(total as u64, Relaxed);
+    let mut written = 0;
+    let mut rest = records.into_iter();
+    loop {
+        let mut batch: Vec<CallRecord> = rest.by_ref().take(BATCH_MAX).collect();
+        if batch.is_empty() {
+            break;
+        }
+        let n = batch.len();
+        let never = CancellationToken::new();
+        if let Err(e) = write_isolating(sink, &mut batch, flushed, &never, &mut None).await {
+            batch.extend(rest);
+            LOG_METRICS
+                .queue_depth
+                .fetch_sub(batch.len() as u64, Relaxed);
+            let kept = batch.len();
+            let owned = path.to_path_buf();
+            let tmp = path.with_extension("jsonl.tmp");
+            let rewrite = tokio::task::spawn_blocking(move || {
+                append_jsonl(&tmp, &batch)?;
+                std::fs::rename(&tmp, &owned)
+            })
+            .await;
+            tracing::error!(file = %path.display(), error = %e, written, kept, ok = matches!(rewrite, Ok(Ok(()))), "cannot replay the call-log spill file now; the rest stays for the next start");
+            return written;
+        }
+        written += n;
+    }
+    if let Err(e) = tokio::fs::remove_file(path).await {
+        tracing::error!(file = %path.display(), error = %e, "cannot remove the replayed spill file (its records would be written twice)");
+    }
+    tracing::info!(records = written, file = %path.display(), "call records spilled at the last shutdown written");
+    written
 }
 
 /// Cost per app in a batch.
@@ -246,6 +494,8 @@ pub fn to_store(r: gateway::accounting::CallRecord) -> CallRecord {
         client_ip: r.client_ip,
         request_body: r.request_body,
         response_body: r.response_body,
+        chunks: r.chunks.map(i),
+        reported_model: r.reported_model,
     }
 }
 
@@ -269,7 +519,10 @@ mod tests {
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                     .is_ok()
                 {
-                    return Err("store unavailable".into());
+                    return Err(WriteError {
+                        message: "store unavailable".into(),
+                        data: false,
+                    });
                 }
                 self.written.lock().unwrap().extend_from_slice(batch);
                 Ok(Vec::new())
@@ -304,6 +557,7 @@ mod tests {
             Arc::clone(&sink) as Arc<dyn BatchSink>,
             Arc::new(Nobody),
             stop.clone(),
+            None,
         ));
         // More than the channel holds, while the store is down: the overflow takes the rest.
         let n = CHANNEL_CAPACITY + 2_345;
@@ -343,8 +597,193 @@ mod tests {
             Arc::clone(&sink) as Arc<dyn BatchSink>,
             Arc::new(Nobody),
             stop,
+            None,
         )
         .await;
         assert_eq!(sink.written.lock().unwrap().len(), 1234);
+    }
+
+    /// Refuses, like PostgreSQL, any batch holding a NUL byte in a text field.
+    struct NoNul {
+        written: Mutex<Vec<CallRecord>>,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl BatchSink for NoNul {
+        fn write<'a>(&'a self, batch: &'a [CallRecord]) -> WriteFuture<'a> {
+            Box::pin(async move {
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(WriteError {
+                        message: "connection refused".into(),
+                        data: false,
+                    });
+                }
+                if batch.iter().any(|r| r.requested_model.contains('\0')) {
+                    return Err(WriteError {
+                        message: "invalid byte sequence for encoding \"UTF8\": 0x00".into(),
+                        data: true,
+                    });
+                }
+                self.written.lock().unwrap().extend_from_slice(batch);
+                Ok(Vec::new())
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_bad_record_does_not_stop_the_log() {
+        let (queue, rx) = Queue::new();
+        let sink = Arc::new(NoNul {
+            written: Mutex::new(Vec::new()),
+            down: Default::default(),
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Arc::clone(&queue),
+            rx,
+            Arc::clone(&sink) as Arc<dyn BatchSink>,
+            Arc::new(Nobody),
+            stop.clone(),
+            None,
+        ));
+        let rejected = LOG_METRICS.rejected.load(Relaxed);
+        for i in 0..300 {
+            let mut r = record(i);
+            if i == 123 {
+                r.requested_model = "bad\0model".into();
+            }
+            queue.push(r);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for i in 300..310 {
+            queue.push(record(i));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        {
+            let written = sink.written.lock().unwrap();
+            assert_eq!(written.len(), 310, "every record, the bad one sanitised");
+            let bad = written.iter().find(|r| r.request_id == "req-123").unwrap();
+            assert_eq!(bad.requested_model, "badmodel");
+        }
+        assert!(LOG_METRICS.rejected.load(Relaxed) > rejected);
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_during_a_long_backoff_still_spills_within_the_bound() {
+        let dir = std::env::temp_dir().join(format!("llmux-spill-b-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join(SPILL_FILE);
+        let (queue, rx) = Queue::new();
+        let sink = Arc::new(NoNul {
+            written: Mutex::new(Vec::new()),
+            down: std::sync::atomic::AtomicBool::new(true),
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Arc::clone(&queue),
+            rx,
+            Arc::clone(&sink) as Arc<dyn BatchSink>,
+            Arc::new(Nobody),
+            stop.clone(),
+            Some(path.clone()),
+        ));
+        for i in 0..50 {
+            queue.push(record(i));
+        }
+        // Long enough for the backoff to reach its 5 s cap.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        stop.cancel();
+        let stopped = tokio::time::Instant::now();
+        task.await.unwrap();
+        assert!(
+            stopped.elapsed() <= SHUTDOWN_WRITE,
+            "{:?}",
+            stopped.elapsed()
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 50);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Never answers, as a store behind a dead network link does.
+    struct Hangs;
+    impl BatchSink for Hangs {
+        fn write<'a>(&'a self, _: &'a [CallRecord]) -> WriteFuture<'a> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_hangs_when_the_stop_comes_is_spilled_within_the_bound() {
+        let dir = std::env::temp_dir().join(format!("llmux-spill-h-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join(SPILL_FILE);
+        let (queue, rx) = Queue::new();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Arc::clone(&queue),
+            rx,
+            Arc::new(Hangs),
+            Arc::new(Nobody),
+            stop.clone(),
+            Some(path.clone()),
+        ));
+        for i in 0..20 {
+            queue.push(record(i));
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        stop.cancel();
+        let stopped = tokio::time::Instant::now();
+        task.await.unwrap();
+        assert!(
+            stopped.elapsed() <= SHUTDOWN_WRITE,
+            "{:?}",
+            stopped.elapsed()
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 20);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn store_down_at_shutdown_spills_and_the_next_start_replays() {
+        let dir = std::env::temp_dir().join(format!("llmux-spill-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join(SPILL_FILE);
+        let (queue, rx) = Queue::new();
+        let sink = Arc::new(NoNul {
+            written: Mutex::new(Vec::new()),
+            down: std::sync::atomic::AtomicBool::new(true),
+        });
+        for i in 0..500 {
+            queue.push(record(i));
+        }
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let started = tokio::time::Instant::now();
+        run(
+            Arc::clone(&queue),
+            rx,
+            Arc::clone(&sink) as Arc<dyn BatchSink>,
+            Arc::new(Nobody),
+            stop,
+            Some(path.clone()),
+        )
+        .await;
+        assert!(started.elapsed() <= SHUTDOWN_WRITE);
+        assert!(sink.written.lock().unwrap().is_empty());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        sink.down.store(false, Ordering::SeqCst);
+        let n = replay_spill(&*sink, &Nobody, &path).await;
+        assert_eq!(n, 500);
+        assert_eq!(sink.written.lock().unwrap().len(), 500);
+        assert!(!path.exists(), "a replayed file is removed");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -284,12 +284,18 @@ impl ControlPlane {
         self.gateway
             .accounting
             .set_accountant(Arc::clone(&self.ledger) as Arc<dyn gateway::accounting::Accountant>);
+        // Records the last run could not write at its shutdown go in before any new ones.
+        let spill = crate::calllog::spill_file(&self.gateway.config().store.url);
+        if let Some(path) = spill.as_deref() {
+            crate::calllog::replay_spill(&self.store, &*self.ledger, path).await;
+        }
         tasks.spawn(crate::calllog::run(
             Arc::clone(&self.call_log_queue),
             rx,
             Arc::new(self.store.clone()),
             Arc::clone(&self.ledger) as Arc<dyn crate::calllog::Flushed>,
             stop.clone(),
+            spill,
         ));
         tasks.spawn(crate::retention::run(
             Arc::clone(&self.gateway),

@@ -149,6 +149,10 @@ pub struct CallRecord {
     /// USD.
     pub cost: f64,
     pub client_ip: Option<String>,
+    /// Data chunks the upstream streamed (SSE events / NDJSON lines); `None` for whole answers.
+    pub chunks: Option<u64>,
+    /// The model the upstream named in its answer (may differ from `upstream_model`).
+    pub reported_model: Option<String>,
     /// What admission reserved for this call (released when the record is settled).
     pub reserved: f64,
     /// The request body, secrets redacted, when `[logs] bodies = true`.
@@ -345,6 +349,9 @@ pub struct Accounting {
     pricing: arc_swap::ArcSwap<Pricing>,
     api_prices: std::sync::Mutex<BTreeMap<String, Price>>,
     pub refused: AtomicU64,
+    /// Cancelled when the shutdown grace period is over: streams still open end (their
+    /// records settled with what they delivered) while the call-log writer still runs.
+    pub streams_cut: tokio_util::sync::CancellationToken,
 }
 
 impl Accounting {
@@ -400,6 +407,11 @@ pub struct LogMetrics {
     pub dropped: AtomicU64,
     /// Batches that failed to write (and were retried).
     pub write_errors: AtomicU64,
+    /// Records the store refused for their data (a NUL byte, an oversized value): stored
+    /// sanitised, or set aside when even that failed — never retried forever.
+    pub rejected: AtomicU64,
+    /// Records written to the spill file because the store could not take them at shutdown.
+    pub spilled: AtomicU64,
 }
 
 /// Shared by the writer (which updates it) and the gateway's `/metrics`.
@@ -408,6 +420,8 @@ pub static LOG_METRICS: LogMetrics = LogMetrics {
     overflowed: AtomicU64::new(0),
     dropped: AtomicU64::new(0),
     write_errors: AtomicU64::new(0),
+    rejected: AtomicU64::new(0),
+    spilled: AtomicU64::new(0),
 };
 
 pub(crate) fn render_metrics(accounting: &Accounting, out: &mut String) {
@@ -439,6 +453,18 @@ pub(crate) fn render_metrics(accounting: &Accounting, out: &mut String) {
             m.write_errors.load(Relaxed),
         ),
         (
+            "llmux_call_log_rejected_total",
+            "counter",
+            "Call-log records the store refused for their data (stored sanitised or set aside).",
+            m.rejected.load(Relaxed),
+        ),
+        (
+            "llmux_call_log_spilled_total",
+            "counter",
+            "Call-log records written to the spill file for the next start to replay.",
+            m.spilled.load(Relaxed),
+        ),
+        (
             "llmux_quota_refusals_total",
             "counter",
             "Calls refused for lack of credit or budget.",
@@ -467,6 +493,13 @@ pub struct UsageTap {
     input: Option<u64>,
     output: Option<u64>,
     bytes: u64,
+    /// Bytes of generated text seen in the stream (content, text and argument deltas): what an
+    /// estimate of the output counts when the upstream reports no usage — never the framing.
+    text_bytes: u64,
+    /// Stream chunks seen (SSE events / NDJSON lines that carry data).
+    chunks: u64,
+    /// The model the upstream named in its answer (the first `"model"` it reported).
+    reported_model: Option<String>,
 }
 
 impl UsageTap {
@@ -479,6 +512,9 @@ impl UsageTap {
             input: None,
             output: None,
             bytes: 0,
+            text_bytes: 0,
+            chunks: 0,
+            reported_model: None,
         }
     }
 
@@ -523,6 +559,14 @@ impl UsageTap {
     fn line(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let json = line.strip_prefix(b"data:").unwrap_or(line);
+        let trimmed = json.trim_ascii();
+        if trimmed.starts_with(b"{") || (trimmed.starts_with(b"[") && trimmed != b"[DONE]") {
+            self.chunks += 1;
+            self.text_bytes += text_bytes(trimmed);
+            if self.reported_model.is_none() {
+                self.reported_model = string_field(trimmed, b"\"model\":");
+            }
+        }
         let mentions = |needle: &[u8]| json.windows(needle.len()).any(|w| w == needle);
         if !(mentions(b"usage") || mentions(b"usageMetadata") || mentions(b"eval_count")) {
             return;
@@ -580,20 +624,130 @@ impl UsageTap {
         self.input.is_some()
     }
 
+    /// Data chunks of a stream seen so far (SSE events or NDJSON lines).
+    pub fn chunks(&self) -> u64 {
+        self.chunks
+    }
+
+    /// The model the upstream named in its answer, if it named one.
+    pub fn reported_model(&self) -> Option<&str> {
+        self.reported_model.as_deref()
+    }
+
     /// Reports the usage seen; missing counts are estimated from `request_bytes` and the
     /// bytes relayed, and flagged.
     pub fn finish(&mut self, request_bytes: u64) -> Tokens {
         if !self.streaming && !self.overflow && !self.buf.is_empty() {
             if let Ok(v) = serde_json::from_slice::<Value>(&self.buf) {
                 self.value(&v);
+                if let Some(m) = v.get("model").and_then(Value::as_str) {
+                    self.reported_model = Some(cap(m, MAX_CLIENT_STRING).to_string());
+                }
             }
             self.buf = Vec::new();
         } else if self.streaming && !self.buf.is_empty() && !self.overflow {
             let last = std::mem::take(&mut self.buf);
             self.line(&last);
         }
-        tokens(self.input, self.output, request_bytes, self.bytes)
+        // A stream's output estimate counts the generated text only: SSE framing and JSON
+        // envelopes are most of a stream's bytes (an estimate from them over-charges ~70x).
+        let answer_bytes = if self.streaming {
+            self.text_bytes
+        } else {
+            self.bytes
+        };
+        tokens(self.input, self.output, request_bytes, answer_bytes)
     }
+
+    /// What the tap knows so far without ending it: for a stream cut before its end.
+    pub fn so_far(&self, request_bytes: u64) -> Tokens {
+        let answer_bytes = if self.streaming {
+            self.text_bytes
+        } else {
+            self.bytes
+        };
+        tokens(self.input, self.output, request_bytes, answer_bytes)
+    }
+}
+
+/// Keys whose string values are generated text in a stream chunk of some dialect: OpenAI
+/// `content`/`text`/`arguments`/`reasoning_content`, Anthropic `text`/`partial_json`/`thinking`,
+/// Ollama `content`/`response`, Gemini `text`.
+const TEXT_KEYS: [&[u8]; 7] = [
+    b"\"content\":",
+    b"\"text\":",
+    b"\"arguments\":",
+    b"\"reasoning_content\":",
+    b"\"partial_json\":",
+    b"\"thinking\":",
+    b"\"response\":",
+];
+
+/// Bytes of the string values of [`TEXT_KEYS`] in one JSON line (escapes count as one byte).
+/// A byte scan, not a parse: it runs on every chunk of a stream.
+fn text_bytes(json: &[u8]) -> u64 {
+    let mut total = 0;
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let Some(key) = TEXT_KEYS.iter().find(|k| json[i..].starts_with(k)) else {
+            i += 1;
+            continue;
+        };
+        i += key.len();
+        while json.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        if json.get(i) != Some(&b'"') {
+            continue;
+        }
+        i += 1;
+        while i < json.len() {
+            match json[i] {
+                b'\\' => {
+                    total += 1;
+                    i += 2;
+                }
+                b'"' => {
+                    i += 1;
+                    break;
+                }
+                _ => {
+                    total += 1;
+                    i += 1;
+                }
+            }
+        }
+    }
+    total
+}
+
+/// The first string value of `key` (e.g. `"model":`) in a JSON line, capped.
+fn string_field(json: &[u8], key: &[u8]) -> Option<String> {
+    let at = json.windows(key.len()).position(|w| w == key)? + key.len();
+    let rest = json[at..].trim_ascii_start();
+    let mut de = serde_json::Deserializer::from_slice(rest);
+    let s = <String as serde::Deserialize>::deserialize(&mut de).ok()?;
+    Some(cap(&s, MAX_CLIENT_STRING).to_string())
+}
+
+/// Longest client- or upstream-supplied string llmux echoes in a message or stores in the
+/// call log (models, users, ids): longer ones are cut, so a huge name cannot bloat either.
+pub const MAX_CLIENT_STRING: usize = 256;
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub fn cap(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Reported counts where known, estimates (flagged) where not.
@@ -855,6 +1009,35 @@ mod tests {
         let t = tap(Some(Dialect::OpenAi), &["data: {\"choices\":[]}\n\n"]);
         assert!(t.estimated);
         assert_eq!(t.input, 100);
+    }
+
+    #[test]
+    fn a_stream_without_usage_is_estimated_from_its_text_not_its_framing() {
+        let mut text = String::new();
+        for _ in 0..50 {
+            text.push_str("data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word\"},\"finish_reason\":null}]}\n\n");
+        }
+        text.push_str("data: [DONE]\n\n");
+        let mut t = UsageTap::new(Some(Dialect::OpenAi));
+        t.feed(&Bytes::from(text));
+        let tokens = t.finish(400);
+        assert!(tokens.estimated);
+        // 50 × "word" = 200 bytes of text = 50 tokens; the framing (~7 KB) does not count.
+        assert_eq!(tokens.output, 50);
+        assert_eq!(t.chunks(), 50);
+        assert_eq!(t.reported_model(), Some("gpt-4o-mini"));
+        // Escapes count as one character each.
+        assert_eq!(text_bytes(br#"{"delta":{"content":"a\"b\n"}}"#), 4);
+        assert_eq!(
+            text_bytes(br#"{"message":{"content": "abc"},"response":"de"}"#),
+            5
+        );
+    }
+
+    #[test]
+    fn caps_on_a_char_boundary() {
+        assert_eq!(cap("héllo", 2), "h");
+        assert_eq!(cap("abc", 5), "abc");
     }
 
     #[test]

@@ -93,7 +93,15 @@ pub fn describe(u: &Upstream) -> Value {
         .enumerate()
         .map(|(i, k)| {
             let state = u.keys.state(i);
-            let mut v = json!({ "id": k.id, "masked": k.secret.masked(), "state": state.as_str() });
+            let (success_rate, latency_ms) = k.stats();
+            let round = |x: f64, digits: f64| (x * digits).round() / digits;
+            let mut v = json!({
+                "id": k.id,
+                "masked": k.secret.masked(),
+                "state": state.as_str(),
+                "success_rate": success_rate.map(|r| round(r, 1000.0)),
+                "latency_ms": latency_ms.map(|l| round(l, 10.0)),
+            });
             match state {
                 KeyState::Ok => {}
                 KeyState::Cooling { remaining } => {

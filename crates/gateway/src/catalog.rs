@@ -117,7 +117,10 @@ pub async fn model_info(
         None => crate::proxy::error(
             wire::Dialect::OpenAi,
             wire::ErrorKind::ModelNotFound,
-            format!("The model `{id}` does not exist or you do not have access to it."),
+            format!(
+                "The model `{}` does not exist or you do not have access to it.",
+                crate::accounting::cap(&id, crate::accounting::MAX_CLIENT_STRING)
+            ),
         ),
     }
 }
@@ -341,7 +344,10 @@ pub async fn gemini_model(
         None => crate::proxy::error(
             wire::Dialect::Gemini,
             wire::ErrorKind::ModelNotFound,
-            format!("models/{name} is not found"),
+            format!(
+                "models/{} is not found",
+                crate::accounting::cap(name, crate::accounting::MAX_CLIENT_STRING)
+            ),
         ),
     }
 }

@@ -131,6 +131,48 @@ pub fn listed_models(kind: UpstreamKind, v: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether an upstream of `kind` reports a stream's usage when asked with OpenAI's
+/// `stream_options.include_usage` (OpenAI, Azure, and Ollama's OpenAI-compatible `/v1`).
+pub fn reports_stream_usage(kind: UpstreamKind) -> bool {
+    matches!(
+        kind,
+        UpstreamKind::Openai | UpstreamKind::Azure | UpstreamKind::Ollama
+    )
+}
+
+/// An OpenAI request body that asks for the stream's usage (`stream_options.include_usage`),
+/// for accounting. A body without `stream_options` gets the member inserted after its opening
+/// brace (every other byte kept as sent); one with `stream_options` is re-serialized with the
+/// flag set. `None`: not a JSON object.
+pub fn with_include_usage(body: &[u8]) -> Option<bytes::Bytes> {
+    const MEMBER: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    let has_options = body
+        .windows(b"\"stream_options\"".len())
+        .any(|w| w == b"\"stream_options\"");
+    if !has_options {
+        let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+        if body[open] != b'{' {
+            return None;
+        }
+        let mut out = Vec::with_capacity(body.len() + MEMBER.len());
+        out.extend_from_slice(&body[..=open]);
+        out.extend_from_slice(MEMBER);
+        out.extend_from_slice(&body[open + 1..]);
+        return Some(bytes::Bytes::from(out));
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object_mut()?;
+    let opts = obj
+        .entry("stream_options")
+        .or_insert_with(|| serde_json::json!({}));
+    if !opts.is_object() {
+        *opts = serde_json::json!({});
+    }
+    opts.as_object_mut()?
+        .insert("include_usage".into(), serde_json::Value::Bool(true));
+    serde_json::to_vec(&v).ok().map(bytes::Bytes::from)
+}
+
 /// Adds the upstream's authentication (and version headers) to a request.
 pub fn authorize(
     req: reqwest::RequestBuilder,
@@ -150,5 +192,31 @@ pub fn authorize(
         UpstreamKind::Azure => req.header("api-key", key),
         UpstreamKind::Anthropic => req.header("x-api-key", key),
         UpstreamKind::Gemini => req.header("x-goog-api-key", key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn include_usage_is_added_keeping_the_clients_bytes() {
+        let body = br#" {"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}"#;
+        let out = with_include_usage(body).unwrap();
+        assert_eq!(
+            &out[..],
+            &br#" {"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}"#[..]
+        );
+        for body in [
+            &br#"{"model":"m","stream_options":{"include_usage":false}}"#[..],
+            &br#"{"model":"m","stream_options":null}"#[..],
+        ] {
+            let v: serde_json::Value =
+                serde_json::from_slice(&with_include_usage(body).unwrap()).unwrap();
+            assert_eq!(v["stream_options"]["include_usage"], true);
+            assert_eq!(v["model"], "m");
+        }
+        assert!(with_include_usage(b"[1]").is_none());
     }
 }

@@ -37,6 +37,35 @@ pub struct Key {
     state: AtomicU64,
     /// Why and when the key was disabled; read by the admin API and the re-checker only.
     disabled: Mutex<Option<(String, SystemTime, Instant)>>,
+    /// Attempts made with this key: answered, failed, and the answered ones' total time to
+    /// the first byte (µs) — the admin API's per-key success rate and latency.
+    answered: AtomicU64,
+    failed: AtomicU64,
+    latency_us: AtomicU64,
+}
+
+impl Key {
+    /// An attempt with this key got an answer after `latency` (to the first byte).
+    pub fn answered(&self, latency: Duration) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.latency_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// An attempt with this key failed (throttled, refused, or the upstream failed).
+    pub fn failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(success_rate, mean latency in ms)` of the attempts made with this key; `None` before any.
+    pub fn stats(&self) -> (Option<f64>, Option<f64>) {
+        let ok = self.answered.load(Ordering::Relaxed);
+        let failed = self.failed.load(Ordering::Relaxed);
+        let rate = (ok + failed > 0).then(|| ok as f64 / (ok + failed) as f64);
+        let latency =
+            (ok > 0).then(|| self.latency_us.load(Ordering::Relaxed) as f64 / ok as f64 / 1000.0);
+        (rate, latency)
+    }
 }
 
 pub struct KeyPool {
@@ -63,6 +92,9 @@ impl KeyPool {
                     secret: s.clone(),
                     state: AtomicU64::new(OK),
                     disabled: Mutex::new(None),
+                    answered: AtomicU64::new(0),
+                    failed: AtomicU64::new(0),
+                    latency_us: AtomicU64::new(0),
                 })
                 .collect(),
             cursor: AtomicUsize::new(0),

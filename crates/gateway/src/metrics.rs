@@ -158,6 +158,8 @@ pub struct GatewayMetrics {
     responses: [AtomicU64; 6],
     /// Calls refused by a gatekeeping layer, by [`REJECTION_LAYERS`] index.
     rejections: [AtomicU64; REJECTION_LAYERS.len()],
+    /// Calls that needed more than one attempt: answered in the end (0) or not (1).
+    retried: [AtomicU64; 2],
 }
 
 /// Layers that can refuse a call before it reaches an upstream.
@@ -179,6 +181,11 @@ impl GatewayMetrics {
             _ => 5,
         };
         self.responses[i].fetch_add(1, Relaxed);
+    }
+
+    /// A call that made more than one attempt ended: `success` when one of them answered.
+    pub fn retried(&self, success: bool) {
+        self.retried[usize::from(!success)].fetch_add(1, Relaxed);
     }
 
     pub fn rejected(&self, layer: &str) {
@@ -247,6 +254,17 @@ pub fn render(gw: &Gateway) -> String {
     for (i, layer) in REJECTION_LAYERS.iter().enumerate() {
         let n = gw.metrics.rejections[i].load(Relaxed);
         let _ = writeln!(out, "llmux_rejections_total{{layer=\"{layer}\"}} {n}");
+    }
+
+    help(
+        &mut out,
+        "llmux_retries_total",
+        "counter",
+        "Calls that needed more than one attempt, by whether one of the retries answered.",
+    );
+    for (i, outcome) in ["success", "failure"].iter().enumerate() {
+        let n = gw.metrics.retried[i].load(Relaxed);
+        let _ = writeln!(out, "llmux_retries_total{{outcome=\"{outcome}\"}} {n}");
     }
 
     crate::accounting::render_metrics(&gw.accounting, &mut out);

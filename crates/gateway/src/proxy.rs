@@ -48,7 +48,88 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: Request) -> Respo
     handle_with(gw, endpoint, req, PathModel::default()).await
 }
 
+/// Marks a response whose call line is logged elsewhere (by the relay when its body ends, or by
+/// the whole-answer path): every other answer of a model call is logged by [`handle_with`].
+#[derive(Clone, Copy)]
+pub(crate) struct CallLogged;
+
+/// One model call; every finished call — answered, refused or failed — logs one `call` line.
 pub async fn handle_with(
+    gw: Arc<Gateway>,
+    endpoint: Endpoint,
+    req: Request,
+    path: PathModel,
+) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let mut resp = handle_call(gw, endpoint, req, path).await;
+    if resp.extensions_mut().remove::<CallLogged>().is_none() {
+        let header = |name: &HeaderName| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
+        let status = resp.status().as_u16();
+        let outcome = match status {
+            0..=399 => "ok",
+            400..=499 => "refused",
+            _ => "upstream_error",
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let (model, upstream, attempts) = (
+            header(&crate::X_LLMUX_MODEL),
+            header(&crate::X_LLMUX_UPSTREAM),
+            header(&crate::X_LLMUX_ATTEMPTS),
+        );
+        macro_rules! call_line {
+            ($level:ident) => {
+                tracing::$level!(
+                    request_id = %request_id,
+                    endpoint = endpoint.as_str(),
+                    model,
+                    upstream,
+                    status,
+                    attempts,
+                    duration_ms,
+                    outcome,
+                    "call"
+                )
+            };
+        }
+        if status >= 500 {
+            call_line!(warn);
+        } else {
+            call_line!(info);
+        }
+    }
+    resp
+}
+
+/// Longest `model` a request may name (the longest real model names are under 100 bytes).
+pub const MAX_MODEL_LEN: usize = 256;
+
+/// A client's model name is checked before it is echoed in a message, logged or stored: no
+/// control characters (a NUL byte cannot be stored in PostgreSQL) and at most
+/// [`MAX_MODEL_LEN`] bytes. The message never repeats the name.
+pub fn check_model(model: &str) -> Result<(), String> {
+    if model.len() > MAX_MODEL_LEN {
+        return Err(format!(
+            "invalid `model`: {} bytes long; the limit is {MAX_MODEL_LEN}",
+            model.len()
+        ));
+    }
+    if model.chars().any(char::is_control) {
+        return Err("invalid `model`: contains control characters".into());
+    }
+    Ok(())
+}
+
+async fn handle_call(
     gw: Arc<Gateway>,
     endpoint: Endpoint,
     req: Request,
@@ -86,6 +167,9 @@ pub async fn handle_with(
             "missing required field `model`",
         );
     };
+    if let Err(message) = check_model(&model) {
+        return error(dialect, ErrorKind::InvalidRequest, message);
+    }
     // What may be sent upstream: the model or its alias's targets, then their fallbacks.
     // Permissions, prices and per-model limits apply to these, not to the name asked for.
     let targets = permitted(identity.as_ref(), &routes, &model);
@@ -327,6 +411,9 @@ struct Prepared {
     body: Bytes,
     /// `None`: passthrough. `Some`: the upstream's dialect, for translating the answer back.
     translated: Option<Translated>,
+    /// llmux asked the upstream for the stream's usage the client did not ask for: the
+    /// usage-only chunk is removed from what the client sees.
+    added_usage: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -561,9 +648,16 @@ impl Call {
                     },
                 });
             }
+            let used_key = key.and_then(|k| up.keys.get(k));
             match outcome {
                 Outcome::Done(resp) => {
                     trial.disarm();
+                    if let Some(k) = used_key {
+                        k.answered(attempt_started.elapsed().unwrap_or_default());
+                    }
+                    if self.attempts > 1 {
+                        self.gw.metrics.retried(true);
+                    }
                     return Some(resp);
                 }
                 Outcome::Failed {
@@ -580,6 +674,9 @@ impl Call {
                         "attempt failed"
                     );
                     up.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(k) = used_key {
+                        k.failed();
+                    }
                     up.metrics.attempt_failed(match class {
                         Class::OtherUpstream | Class::Client => 0,
                         Class::Throttled { .. } => 1,
@@ -633,11 +730,26 @@ impl Call {
         let ingress = self.endpoint.dialect();
         let upstream = egress::dialect_for(up.kind, ingress);
         if self.endpoint.passes_through(up.kind) {
-            let body = if self.model_in_path {
+            let mut body = if self.model_in_path {
                 self.body.clone()
             } else {
                 self.peek.with_model(&self.body, &cand.model)
             };
+            // A stream's tokens come from the upstream's own count, not an estimate: ask for it
+            // when the client did not (the extra usage chunk is stripped on the way back).
+            let mut added_usage = false;
+            if matches!(
+                self.endpoint,
+                Endpoint::ChatCompletions | Endpoint::Completions
+            ) && self.peek.stream == Some(true)
+                && !self.peek.include_usage
+                && egress::reports_stream_usage(up.kind)
+            {
+                if let Some(b) = egress::with_include_usage(&body) {
+                    body = b;
+                    added_usage = true;
+                }
+            }
             let url = self
                 .endpoint
                 .passthrough_parsed(up, &cand.model, self.gemini_sse)
@@ -646,6 +758,7 @@ impl Call {
                 url,
                 body,
                 translated: None,
+                added_usage,
             });
         }
         if self.endpoint.is_embed() {
@@ -687,6 +800,7 @@ impl Call {
                 include_usage,
                 embed: None,
             }),
+            added_usage: false,
         })
     }
 
@@ -725,6 +839,7 @@ impl Call {
                 include_usage: false,
                 embed: Some(format),
             }),
+            added_usage: false,
         })
     }
 
@@ -797,6 +912,7 @@ impl Call {
             }
         }
         let translated = prepared.translated;
+        let added_usage = prepared.added_usage;
         let attempt_start = Instant::now();
         let deadline = tokio::time::Instant::from_std(crate::deadline::after(
             attempt_start,
@@ -891,18 +1007,24 @@ impl Call {
             started: self.started,
             ttft: self.started.elapsed(),
             draft: self.take_draft(cand, key),
+            cut: self.gw.accounting.streams_cut.clone(),
         };
         let Some(t) = translated else {
-            let relay = Relay::new(
+            let format = stream_format(&headers);
+            let mut relay = Relay::new(
                 first,
                 stream,
                 up.timeouts.idle,
-                stream_format(&headers),
+                format,
                 content_length,
                 log,
                 guard,
             );
+            if added_usage && status.is_success() && format == Some(Dialect::OpenAi) {
+                relay = relay.stripping_usage();
+            }
             let mut out = Response::new(Body::new(relay));
+            out.extensions_mut().insert(CallLogged);
             *out.status_mut() = status;
             self.decorate(&mut out, headers, &up.name, Some(target));
             return Outcome::Done(out);
@@ -926,6 +1048,7 @@ impl Call {
             )
             .transcoding(transcoder);
             let mut out = Response::new(Body::new(relay));
+            out.extensions_mut().insert(CallLogged);
             *out.status_mut() = status;
             let headers = vec![(header::CONTENT_TYPE, HeaderValue::from_static(content_type))];
             self.decorate(&mut out, headers, &up.name, Some(target));
@@ -1061,16 +1184,21 @@ impl Call {
             attempts = self.attempts,
             input_tokens = answer.usage.input_tokens,
             output_tokens = answer.usage.output_tokens,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = self.started.elapsed().as_millis() as u64,
             outcome = "ok",
             "call"
         );
-        if let Some(d) = draft {
+        if let Some(mut d) = draft {
+            if !answer.model.is_empty() {
+                let m = accounting::cap(&answer.model, accounting::MAX_CLIENT_STRING);
+                d.record.reported_model = Some(m.to_string());
+            }
             let tokens =
                 accounting::from_canonical(Some(answer.usage), d.request_bytes, bytes.len() as u64);
             d.finish(status.as_u16(), None, Some(log.ttft), tokens, Some(&bytes));
         }
         let mut out = Response::new(Body::from(bytes));
+        out.extensions_mut().insert(CallLogged);
         *out.status_mut() = status;
         let headers = vec![(header::CONTENT_TYPE, HeaderValue::from_static(content_type))];
         self.decorate(&mut out, headers, &up.name, Some(target));
@@ -1153,6 +1281,9 @@ impl Call {
     /// Every option failed before a byte reached the client.
     fn give_up(self, model: &str, route_error: Option<RouteError>) -> Response<Body> {
         let dialect = self.endpoint.dialect();
+        if self.attempts > 1 {
+            self.gw.metrics.retried(false);
+        }
         if self.attempts == 0 {
             if let Some(e) = route_error.filter(|_| self.failures.is_empty()) {
                 let kind = match e {

@@ -26,6 +26,9 @@ pub struct Transcoder {
     events: Vec<StreamEvent>,
     /// The upstream's usage, as its decoder reported it (for the call log).
     usage: Option<wire::canonical::Usage>,
+    /// Upstream chunks read, and the model the upstream named (for the call log).
+    chunks: u64,
+    reported_model: Option<String>,
 }
 
 impl Transcoder {
@@ -35,17 +38,25 @@ impl Transcoder {
             encoder,
             events: Vec::new(),
             usage: None,
+            chunks: 0,
+            reported_model: None,
         }
     }
 
     /// Client bytes for an upstream chunk; empty when the chunk completed no event yet.
     fn chunk(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
         self.events.clear();
+        self.chunks += 1;
         let fed = self.decoder.feed(chunk, &mut self.events);
         let mut out = Vec::new();
         for e in &self.events {
-            if let StreamEvent::Usage(u) = e {
-                self.usage = Some(*u);
+            match e {
+                StreamEvent::Usage(u) => self.usage = Some(*u),
+                StreamEvent::Start { model, .. } if self.reported_model.is_none() => {
+                    let m = accounting::cap(model, accounting::MAX_CLIENT_STRING);
+                    self.reported_model = (!m.is_empty()).then(|| m.to_string());
+                }
+                _ => {}
             }
             self.encoder.encode(e, &mut out);
         }
@@ -88,6 +99,8 @@ pub struct CallLog {
     pub ttft: Duration,
     /// The call-log record, finished when the body ends (`None`: no accounting installed).
     pub draft: Option<Draft>,
+    /// Cancelled at the end of the shutdown grace period: the stream ends at once.
+    pub cut: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -95,6 +108,74 @@ enum Outcome {
     Streaming,
     Complete,
     Failed,
+    /// Ended by llmux at the end of the shutdown grace period.
+    Cut,
+}
+
+/// Removes from an OpenAI stream the usage-only chunk (`"choices":[]` with a `usage` object)
+/// that llmux asked the upstream for on the client's behalf. Chunks pass through as they come;
+/// only a line cut by a chunk boundary waits for its end (a few bytes, never a whole event).
+#[derive(Default)]
+struct UsageStrip {
+    partial: Vec<u8>,
+    /// The usage line was dropped: drop the blank line that ends its event too.
+    drop_blank: bool,
+}
+
+impl UsageStrip {
+    fn is_usage_only(line: &[u8]) -> bool {
+        let json = line.strip_prefix(b"data:").unwrap_or(line).trim_ascii();
+        let has = |n: &[u8]| json.windows(n.len()).any(|w| w == n);
+        if !(has(b"\"usage\"") && (has(b"\"choices\":[]") || has(b"\"choices\": []"))) {
+            return false;
+        }
+        serde_json::from_slice::<serde_json::Value>(json).is_ok_and(|v| {
+            v.get("choices")
+                .and_then(|c| c.as_array())
+                .is_some_and(|c| c.is_empty())
+                && v.get("usage").is_some_and(|u| u.is_object())
+        })
+    }
+
+    fn apply(&mut self, chunk: Bytes) -> Bytes {
+        let empty_choices = |n: &[u8]| chunk.windows(n.len()).any(|w| w == n);
+        if self.partial.is_empty()
+            && !self.drop_blank
+            && chunk.ends_with(b"\n")
+            && !empty_choices(b"\"choices\":[]")
+            && !empty_choices(b"\"choices\": []")
+        {
+            return chunk;
+        }
+        let mut data = std::mem::take(&mut self.partial);
+        data.extend_from_slice(&chunk);
+        let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        self.partial = data.split_off(complete);
+        let mut out = Vec::with_capacity(data.len());
+        for line in data.split_inclusive(|b| *b == b'\n') {
+            let bare = line.strip_suffix(b"\n").unwrap_or(line);
+            let bare = bare.strip_suffix(b"\r").unwrap_or(bare);
+            if self.drop_blank && bare.is_empty() {
+                self.drop_blank = false;
+                continue;
+            }
+            self.drop_blank = false;
+            if Self::is_usage_only(bare) {
+                self.drop_blank = true;
+                continue;
+            }
+            out.extend_from_slice(line);
+        }
+        Bytes::from(out)
+    }
+
+    fn finish(&mut self) -> Bytes {
+        let rest = std::mem::take(&mut self.partial);
+        if Self::is_usage_only(rest.trim_ascii()) {
+            return Bytes::new();
+        }
+        Bytes::from(rest)
+    }
 }
 
 pub struct Relay {
@@ -117,6 +198,10 @@ pub struct Relay {
     tap: Option<UsageTap>,
     /// The answer as relayed, for `[logs] bodies` (bounded).
     captured: Option<Vec<u8>>,
+    /// Drops the usage chunk llmux asked for on the client's behalf.
+    strip: Option<UsageStrip>,
+    /// Wakes the body when the stream is cut (armed only while it waits for the upstream).
+    cut_wait: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
 }
 
 impl Relay {
@@ -148,7 +233,34 @@ impl Relay {
             inflight,
             tap,
             captured,
+            strip: None,
+            cut_wait: None,
         }
+    }
+
+    /// Removes the usage-only chunk from the stream the client sees (the tap still reads it).
+    pub fn stripping_usage(mut self) -> Relay {
+        self.strip = Some(UsageStrip::default());
+        self.size = SizeHint::default();
+        self
+    }
+
+    /// Ends the stream because the process is shutting down: the stream's error event (a plain
+    /// body is cut), and a record for what was delivered.
+    fn cut(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.outcome = Outcome::Cut;
+        let message =
+            "llmux is shutting down: the stream was cut at the end of server.shutdown_grace";
+        self.error = Some(message.to_string());
+        if let Some(t) = self.transcoder.as_mut() {
+            return Poll::Ready(Some(Ok(Frame::data(t.error(message)))));
+        }
+        Poll::Ready(Some(match self.stream_dialect {
+            Some(d) => Ok(Frame::data(
+                d.stream_error_event(ErrorKind::Unavailable, message),
+            )),
+            None => Err(std::io::Error::other(message)),
+        }))
     }
 
     /// Transcodes the stream into the client's dialect instead of passing it through.
@@ -162,9 +274,6 @@ impl Relay {
     fn data(&mut self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.bytes += chunk.len() as u64;
         self.last_data = Instant::now();
-        if let Some(tap) = self.tap.as_mut() {
-            tap.feed(&chunk);
-        }
         if let Some(c) = self.captured.as_mut() {
             let room = BODY_LOG_LIMIT.saturating_sub(c.len());
             c.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -206,7 +315,19 @@ impl Relay {
     /// Passthrough: the chunk itself. Transcoding: what the chunk completed, if anything.
     fn transform(&mut self, chunk: Bytes) -> Result<Option<Bytes>, String> {
         match self.transcoder.as_mut() {
-            None => Ok(Some(chunk)),
+            None => {
+                // The tap reads what the upstream sent, usage chunk included.
+                if let Some(tap) = self.tap.as_mut() {
+                    tap.feed(&chunk);
+                }
+                match self.strip.as_mut() {
+                    None => Ok(Some(chunk)),
+                    Some(strip) => {
+                        let out = strip.apply(chunk);
+                        Ok((!out.is_empty()).then_some(out))
+                    }
+                }
+            }
             Some(t) => {
                 // Upstream data counts as activity for the idle timer even when it completes no event.
                 self.last_data = Instant::now();
@@ -233,6 +354,9 @@ impl Body for Relay {
         let this = self.get_mut();
         if this.outcome != Outcome::Streaming {
             return Poll::Ready(None);
+        }
+        if this.log.cut.is_cancelled() {
+            return this.cut();
         }
         if let Some(chunk) = this.first.take() {
             match this.transform(chunk) {
@@ -261,7 +385,11 @@ impl Body for Relay {
                     let tail = match this.transcoder.as_mut().map(Transcoder::end) {
                         Some(Ok(tail)) => tail,
                         Some(Err(msg)) => return this.fail(msg),
-                        None => Vec::new(),
+                        None => this
+                            .strip
+                            .as_mut()
+                            .map(|s| s.finish().to_vec())
+                            .unwrap_or_default(),
                     };
                     this.outcome = Outcome::Complete;
                     if tail.is_empty() {
@@ -274,6 +402,13 @@ impl Body for Relay {
             }
             let deadline = crate::deadline::after(this.last_data, this.idle);
             if this.idle_timer.as_mut().poll(cx).is_pending() {
+                // Waiting for the upstream: a shutdown's cut must wake this body too.
+                let cut = this
+                    .cut_wait
+                    .get_or_insert_with(|| Box::pin(this.log.cut.clone().cancelled_owned()));
+                if cut.as_mut().poll(cx).is_ready() {
+                    return this.cut();
+                }
                 return Poll::Pending;
             }
             if Instant::now() >= deadline {
@@ -305,6 +440,7 @@ impl Drop for Relay {
         let outcome = match self.outcome {
             Outcome::Complete => "ok",
             Outcome::Failed => "upstream_error",
+            Outcome::Cut => "shutdown",
             // Dropped before the end: the client went away; dropping `inner` closes the upstream connection.
             Outcome::Streaming => "client_closed",
         };
@@ -313,26 +449,37 @@ impl Drop for Relay {
             Outcome::Complete if l.status < 400 => crate::metrics::Outcome::Ok,
             Outcome::Complete if l.status < 500 => crate::metrics::Outcome::ClientError,
             Outcome::Complete | Outcome::Failed => crate::metrics::Outcome::UpstreamError,
-            Outcome::Streaming => crate::metrics::Outcome::ClientClosed,
+            Outcome::Streaming | Outcome::Cut => crate::metrics::Outcome::ClientClosed,
         };
         self.inflight
             .upstream()
             .metrics
             .call(l.endpoint, measured, l.started.elapsed(), l.ttft);
-        tracing::info!(
-            request_id = %l.request_id,
-            endpoint = l.endpoint.as_str(),
-            model = %l.model,
-            upstream = %l.upstream,
-            status = l.status,
-            attempts = l.attempts,
-            ttft_ms = l.ttft.as_secs_f64() * 1000.0,
-            duration_ms = l.started.elapsed().as_secs_f64() * 1000.0,
-            bytes = self.bytes,
-            outcome,
-            error = self.error.as_deref().unwrap_or(""),
-            "call"
-        );
+        macro_rules! call_line {
+            ($level:ident) => {
+                tracing::$level!(
+                    request_id = %l.request_id,
+                    endpoint = l.endpoint.as_str(),
+                    model = %l.model,
+                    upstream = %l.upstream,
+                    status = l.status,
+                    attempts = l.attempts,
+                    ttft_ms = l.ttft.as_millis() as u64,
+                    duration_ms = l.started.elapsed().as_millis() as u64,
+                    bytes = self.bytes,
+                    outcome,
+                    error = self.error.as_deref().unwrap_or(""),
+                    "call"
+                )
+            };
+        }
+        // A stream that broke or was cut half-way is a failure, even though it began with a 200.
+        match self.outcome {
+            Outcome::Failed => call_line!(error),
+            Outcome::Cut => call_line!(warn),
+            _ if l.status >= 500 => call_line!(warn),
+            _ => call_line!(info),
+        }
         if let Some(draft) = self.log.draft.take() {
             let request_bytes = draft.request_bytes;
             let mut tokens = match (self.tap.as_mut(), self.transcoder.as_ref()) {
@@ -352,10 +499,22 @@ impl Drop for Relay {
             let class = match self.outcome {
                 Outcome::Failed => Some("upstream_error"),
                 Outcome::Streaming => Some("client_closed"),
+                Outcome::Cut => Some("shutdown"),
                 Outcome::Complete => None,
             };
             let status = self.log.status;
             let ttft = self.log.ttft;
+            let mut draft = draft;
+            if let Some(tap) = self.tap.as_ref() {
+                if self.stream_dialect.is_some() {
+                    draft.record.chunks = Some(tap.chunks());
+                }
+                draft.record.reported_model = tap.reported_model().map(str::to_string);
+            }
+            if let Some(t) = self.transcoder.as_ref() {
+                draft.record.chunks = Some(t.chunks);
+                draft.record.reported_model = t.reported_model.clone();
+            }
             draft.finish(status, class, Some(ttft), tokens, self.captured.as_deref());
         }
     }
@@ -369,4 +528,39 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     last
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const STREAM: &str = concat!(
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[test]
+    fn strips_only_the_usage_chunk_wherever_the_stream_is_split() {
+        let want = STREAM.replace(
+            "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\n",
+            "",
+        );
+        for split in 1..STREAM.len() {
+            let (a, b) = STREAM.split_at(split);
+            let mut strip = UsageStrip::default();
+            let mut out = Vec::new();
+            out.extend_from_slice(&strip.apply(Bytes::copy_from_slice(a.as_bytes())));
+            out.extend_from_slice(&strip.apply(Bytes::copy_from_slice(b.as_bytes())));
+            out.extend_from_slice(&strip.finish());
+            assert_eq!(String::from_utf8(out).unwrap(), want, "split at {split}");
+        }
+        // Whole events pass through as they are, not copied or held.
+        let mut strip = UsageStrip::default();
+        let first =
+            Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n");
+        assert_eq!(strip.apply(first.clone()).as_ptr(), first.as_ptr());
+    }
 }

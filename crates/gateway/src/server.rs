@@ -184,7 +184,10 @@ async fn gemini_call(
         return proxy::error(
             Dialect::Gemini,
             ErrorKind::NotFound,
-            format!("no route for POST /v1beta/models/{rest}: expected {{model}}:{{action}}"),
+            format!(
+                "no route for POST /v1beta/models/{}: expected {{model}}:{{action}}",
+                crate::accounting::cap(&rest, crate::accounting::MAX_CLIENT_STRING)
+            ),
         );
     };
     let endpoint = match action {
@@ -196,7 +199,10 @@ async fn gemini_call(
             return proxy::error(
                 Dialect::Gemini,
                 ErrorKind::NotFound,
-                format!("unsupported Gemini method '{other}'"),
+                format!(
+                    "unsupported Gemini method '{}'",
+                    crate::accounting::cap(other, crate::accounting::MAX_CLIENT_STRING)
+                ),
             )
         }
     };

@@ -17,15 +17,32 @@ use std::process::ExitCode;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
     init_logging();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // With JSON logs, a usage error is a JSON line too; help and version stay text.
+        Err(e)
+            if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
+                && e.use_stderr()
+                && !matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayHelp
+                        | clap::error::ErrorKind::DisplayVersion
+                        | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                ) =>
+        {
+            say_error(e.to_string().trim_end());
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("llmux: cannot start the async runtime: {e}");
+            say_error(&format!("llmux: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -50,9 +67,30 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("llmux: {message}");
+            say_error(&format!("llmux: {message}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Whether logs are JSON lines (`LLMUX_LOG_FORMAT=json`): then every line on stderr is one.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A line for people and scripts (e.g. "llmux listening on …"): plain text, or a JSON log
+/// line whose `message` is that text when logs are JSON.
+pub(crate) fn say(line: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+fn say_error(line: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!("{line}");
+    } else {
+        eprintln!("{line}");
     }
 }
 
@@ -72,6 +110,21 @@ fn init_logging() {
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
+        JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+        // A panic's message is a log line like any other (the default hook prints plain text).
+        std::panic::set_hook(Box::new(|info| {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let payload = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %payload, location, "panic");
+        }));
     } else {
         builder.init();
     }

@@ -6,6 +6,7 @@ use config::Config;
 use gateway::Gateway;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use store::{MasterKeys, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -209,7 +210,7 @@ pub async fn run_gateway(
         );
     }
     // A stable line that scripts and tests wait for.
-    eprintln!("llmux listening on http://{addr}");
+    crate::say(&format!("llmux listening on http://{addr}"));
 
     let stopping = CancellationToken::new();
     let stop_signal = stopping.clone();
@@ -246,13 +247,34 @@ pub async fn run_gateway(
     tasks.close();
     match tokio::time::timeout(grace, &mut server).await {
         Ok(_) => tracing::info!("all calls finished; bye"),
-        Err(_) => tracing::warn!(grace = ?grace, "grace period over; closing the calls still open"),
+        Err(_) => {
+            tracing::warn!(grace = ?grace, "grace period over; cutting the streams still open");
+            // Each open stream ends now with its error event and queues its record (what it
+            // delivered), while the call-log writer still runs; their connections then close.
+            gw.accounting.streams_cut.cancel();
+            if tokio::time::timeout(CUT_SETTLE, &mut server).await.is_err() {
+                tracing::warn!("connections still open after the cut; closing them at exit");
+            }
+        }
     }
     writer_stop.cancel();
-    tasks.wait().await;
-    store.close().await;
+    // The writer gives up on a store that cannot take its records within its own bound (they
+    // go to the spill file); this outer bound only guards against a task that hangs.
+    let bound = admin::calllog::SHUTDOWN_WRITE + Duration::from_secs(2);
+    if tokio::time::timeout(bound, tasks.wait()).await.is_err() {
+        tracing::warn!("background tasks still running at exit");
+    }
+    if tokio::time::timeout(Duration::from_secs(1), store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the store did not close in time");
+    }
     Ok(())
 }
+
+/// After the grace period, how long the cut streams get to end and their connections to close.
+const CUT_SETTLE: Duration = Duration::from_secs(1);
 
 /// SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

@@ -55,6 +55,88 @@ pub struct CallRecord {
     /// The answer, secrets redacted (`[logs] bodies = true` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_body: Option<String>,
+    /// Data chunks the upstream streamed (`None` for a whole answer or no answer).
+    #[serde(default)]
+    pub chunks: Option<i64>,
+    /// The model the upstream named in its answer.
+    #[serde(default)]
+    pub reported_model: Option<String>,
+}
+
+/// Longest text a sanitised record keeps in a short field (ids, names, models).
+const SANITISED_FIELD: usize = 256;
+/// Longest text a sanitised record keeps of a request or answer body.
+const SANITISED_BODY: usize = 64 * 1024;
+
+impl CallRecord {
+    /// The record with every text field made storable: NUL and other control characters
+    /// removed, short fields cut to 256 bytes and bodies to 64 KiB. What the call-log writer
+    /// stores instead of a record the database refused for its data.
+    pub fn sanitised(&self) -> CallRecord {
+        fn clean(s: &str, max: usize) -> String {
+            let mut out: String = s
+                .chars()
+                .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+                .collect();
+            if out.len() > max {
+                let mut end = max;
+                while !out.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.truncate(end);
+            }
+            out
+        }
+        let short = |s: &String| clean(s, SANITISED_FIELD);
+        let opt = |s: &Option<String>| s.as_deref().map(|s| clean(s, SANITISED_FIELD));
+        let body = |s: &Option<String>| s.as_deref().map(|s| clean(s, SANITISED_BODY));
+        CallRecord {
+            request_id: short(&self.request_id),
+            app_id: opt(&self.app_id),
+            virtual_key_id: opt(&self.virtual_key_id),
+            dialect: short(&self.dialect),
+            requested_model: short(&self.requested_model),
+            upstream: opt(&self.upstream),
+            upstream_model: opt(&self.upstream_model),
+            provider_key_id: opt(&self.provider_key_id),
+            error_class: opt(&self.error_class),
+            client_ip: opt(&self.client_ip),
+            reported_model: opt(&self.reported_model),
+            request_body: body(&self.request_body),
+            response_body: body(&self.response_body),
+            ..self.clone()
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the database refused the statement for the data it carried (a NUL byte in
+    /// text, a value too large for an index, a violated constraint) rather than being
+    /// unavailable: retrying the same data can never succeed.
+    pub fn is_data_error(&self) -> bool {
+        match self {
+            StoreError::Conflict(_) | StoreError::MissingReference(_) | StoreError::Invalid(_) => {
+                true
+            }
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                let code = db.code().unwrap_or_default();
+                if code.len() == 5 {
+                    // PostgreSQL SQLSTATE: 22 data exception (22021: a NUL byte), 23 integrity
+                    // constraint, 54 program limit exceeded (54000: index row too large).
+                    matches!(&code[..2], "22" | "23" | "54")
+                } else {
+                    // SQLite result codes: 18 SQLITE_TOOBIG, 19 SQLITE_CONSTRAINT (extended
+                    // codes keep the primary code in the low byte), 20 SQLITE_MISMATCH.
+                    code.parse::<u32>()
+                        .is_ok_and(|c| matches!(c & 0xff, 18..=20))
+                }
+            }
+            StoreError::Database(
+                sqlx::Error::Encode(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_),
+            ) => true,
+            _ => false,
+        }
+    }
 }
 
 /// A call-log row: its id plus the record.
@@ -113,6 +195,8 @@ impl_from_row!(CallRecord, |row| {
         client_ip: row.try_get("client_ip")?,
         request_body: row.try_get("request_body")?,
         response_body: row.try_get("response_body")?,
+        chunks: row.try_get("chunks")?,
+        reported_model: row.try_get("reported_model")?,
     })
 });
 
@@ -128,11 +212,11 @@ macro_rules! cols {
         "created_at, request_id, app_id, virtual_key_id, dialect, requested_model, upstream, \
          upstream_model, provider_key_id, status, error_class, attempts, latency_ms, ttft_ms, \
          input_tokens, output_tokens, tokens_estimated, cost, client_ip, request_body, \
-         response_body"
+         response_body, chunks, reported_model"
     };
 }
 
-/// Rows per INSERT statement: 21 parameters each stays below SQLite's 32 766 and
+/// Rows per INSERT statement: 23 parameters each stays below SQLite's 32 766 and
 /// PostgreSQL's 65 535 bind-parameter limits.
 const ROWS_PER_STATEMENT: usize = 1000;
 
@@ -168,7 +252,9 @@ impl Store {
                         .push_bind(call.cost)
                         .push_bind(call.client_ip.clone())
                         .push_bind(call.request_body.clone())
-                        .push_bind(call.response_body.clone());
+                        .push_bind(call.response_body.clone())
+                        .push_bind(call.chunks)
+                        .push_bind(call.reported_model.clone());
                 });
                 written += insert.build().execute(&mut *tx).await?.rows_affected();
             }
@@ -313,7 +399,9 @@ impl Store {
                         .push_bind(call.cost)
                         .push_bind(call.client_ip.clone())
                         .push_bind(call.request_body.clone())
-                        .push_bind(call.response_body.clone());
+                        .push_bind(call.response_body.clone())
+                        .push_bind(call.chunks)
+                        .push_bind(call.reported_model.clone());
                 });
                 insert.build().execute(&mut *tx).await?;
             }

@@ -241,6 +241,11 @@ fn sqlite_migrator() -> Migrator {
             "user session epoch",
             include_str!("../migrations/sqlite/0005_user_session_epoch.sql"),
         ),
+        migration(
+            6,
+            "call signals",
+            include_str!("../migrations/sqlite/0006_call_signals.sql"),
+        ),
     ])
 }
 
@@ -274,6 +279,11 @@ fn postgres_migrator() -> Migrator {
             5,
             "user session epoch",
             include_str!("../migrations/postgres/0005_user_session_epoch.sql"),
+        ),
+        migration(
+            6,
+            "call signals",
+            include_str!("../migrations/postgres/0006_call_signals.sql"),
         ),
     ])
 }

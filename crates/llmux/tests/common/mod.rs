@@ -117,7 +117,13 @@ impl Llmux {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("llmux listening on http://") {
+                // Plain text, or the message of a JSON log line (`LLMUX_LOG_FORMAT=json`).
+                let json = serde_json::from_str::<serde_json::Value>(&line).ok();
+                let text = json
+                    .as_ref()
+                    .and_then(|v| v["fields"]["message"].as_str())
+                    .unwrap_or(&line);
+                if let Some(rest) = text.strip_prefix("llmux listening on http://") {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(rest.trim().to_string());
                     }

@@ -62,6 +62,8 @@ fn call(i: usize, app_id: Option<&str>) -> CallRecord {
         client_ip: Some("127.0.0.1".to_owned()),
         request_body: None,
         response_body: None,
+        chunks: Some(7),
+        reported_model: Some("gpt-4o-2024-08-06".to_owned()),
     }
 }
 
@@ -1053,6 +1055,45 @@ async fn settings_and_routing_snapshots_round_trip() {
         assert_eq!(s.routing_snapshot().await.unwrap(), before, "{label}");
         let revealed = s.reveal_provider_keys(&keys, Some(&up.id)).await.unwrap();
         assert_eq!(revealed[0].1.expose(), PLAINTEXT_KEY);
+    }
+}
+
+#[tokio::test]
+async fn a_record_the_database_refuses_is_a_data_error_and_stores_sanitised() {
+    for db in backends().await {
+        let label = db.label();
+        let s = &db.store;
+        let mut nul = call(1, None);
+        nul.requested_model = "gpt\0-4o".to_owned();
+        let mut long = call(2, None);
+        // Not compressible: PostgreSQL compresses index entries before it checks their size.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        long.requested_model = (0..3000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'!' + (x % 90) as u8)
+            })
+            .collect();
+        for bad in [nul, long] {
+            match s.record_calls(&[call(0, None), bad.clone()]).await {
+                // SQLite stores both as they are; PostgreSQL refuses a NUL byte in text, and a
+                // 3 KB model in the rollup's primary key (index rows are limited to ~2.7 KB).
+                Ok(_) => assert_eq!(label, "sqlite", "{}", bad.requested_model.len()),
+                Err(e) => assert!(e.is_data_error(), "{label}: {e}"),
+            }
+            let clean = bad.sanitised();
+            assert!(!clean.requested_model.contains('\0'));
+            assert!(clean.requested_model.len() <= 256);
+            s.record_calls(&[clean]).await.unwrap();
+        }
+        let rows = s.list_calls(&CallFilter::default()).await.unwrap();
+        assert_eq!(rows[0].record.chunks, Some(7), "{label}");
+        assert_eq!(
+            rows[0].record.reported_model.as_deref(),
+            Some("gpt-4o-2024-08-06")
+        );
     }
 }
 
