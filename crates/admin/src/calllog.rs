@@ -327,22 +327,7 @@ pub const SPILL_FILE: &str = "call-log-spill.jsonl";
 /// Where records the store could not take at shutdown are kept: beside the SQLite database, or
 /// in `llmux-data/` for PostgreSQL. `None` for an in-memory database (nothing would replay it).
 pub fn spill_file(url: &str) -> Option<PathBuf> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Some(PathBuf::from("llmux-data").join(SPILL_FILE));
-    }
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or(rest);
-    if path.is_empty() || path.starts_with(":memory:") || url.contains("mode=memory") {
-        return None;
-    }
-    Some(
-        Path::new(path)
-            .parent()
-            .unwrap_or_else(|| Path::new(""))
-            .join(SPILL_FILE),
-    )
+    store::data_dir(url).map(|dir| dir.join(SPILL_FILE))
 }
 
 /// Appends `records` to the spill file (JSON lines, mode 0600), or reports them lost.

@@ -4,7 +4,7 @@
 use admin::ControlPlane;
 use config::Config;
 use gateway::Gateway;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{MasterKeys, Store};
@@ -69,41 +69,11 @@ pub fn load(path: Option<PathBuf>) -> Result<Loaded, String> {
     }
 }
 
-/// The database file of a SQLite url (`None` for an in-memory database or PostgreSQL).
-fn sqlite_file(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or(rest);
-    if path.is_empty() || path.starts_with(":memory:") || url.contains("mode=memory") {
-        return None;
-    }
-    Some(PathBuf::from(path))
-}
-
-/// The url without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***{}", &url[..scheme_end], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// Where the master key file lives: beside the SQLite database, or `llmux-data/master.key`
 /// (relative to the working directory) for PostgreSQL. `None` for an in-memory database,
 /// whose secrets die with the process anyway.
 pub fn master_key_file(url: &str) -> Option<PathBuf> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Some(PathBuf::from("llmux-data").join("master.key"));
-    }
-    let db = sqlite_file(url)?;
-    Some(
-        db.parent()
-            .unwrap_or_else(|| Path::new(""))
-            .join("master.key"),
-    )
+    store::data_dir(url).map(|dir| dir.join("master.key"))
 }
 
 /// The master keys: `LLMUX_MASTER_KEY`, else the key file (created 0600 on first start), else
@@ -139,13 +109,15 @@ pub async fn open_store(config: &Config) -> Result<(Store, MasterKeys), String> 
     let url = &config.store.url;
     let store = Store::connect(url)
         .await
-        .map_err(|e| format!("cannot open the store at {}: {e}", redact(url)))?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| format!("cannot migrate the store at {}: {e}", redact(url)))?;
+        .map_err(|e| format!("cannot open the store at {}: {e}", store::redact_url(url)))?;
+    store.migrate().await.map_err(|e| {
+        format!(
+            "cannot migrate the store at {}: {e}",
+            store::redact_url(url)
+        )
+    })?;
     let keys = master_keys(url)?;
-    tracing::info!(store = %redact(url), "store ready");
+    tracing::info!(store = %store::redact_url(url), "store ready");
     Ok((store, keys))
 }
 
@@ -317,6 +289,9 @@ mod tests {
             master_key_file("postgres://u:p@h/db"),
             Some(PathBuf::from("llmux-data/master.key"))
         );
-        assert_eq!(redact("postgres://u:p@h/db"), "postgres://***@h/db");
+        assert_eq!(
+            store::redact_url("postgres://u:p@h/db"),
+            "postgres://***@h/db"
+        );
     }
 }

@@ -175,7 +175,30 @@ async fn create_private(path: &std::path::Path) -> Result<(), StoreError> {
 }
 
 /// The url without its password, for error messages.
-fn redact_url(url: &str) -> String {
+/// The folder for llmux's own files beside its store (the master key, the call-log spill file):
+/// the SQLite database's folder, or `llmux-data/` (relative to the working directory) for
+/// PostgreSQL. `None` for an in-memory database, whose state dies with the process anyway.
+pub fn data_dir(url: &str) -> Option<std::path::PathBuf> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Some(std::path::PathBuf::from("llmux-data"));
+    }
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path.starts_with(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    Some(
+        std::path::Path::new(path)
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default(),
+    )
+}
+
+/// The url without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!("{}://***{}", &url[..scheme_end], &url[at..])

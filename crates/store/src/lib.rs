@@ -30,7 +30,7 @@ pub use audit::{AuditEvent, NewAuditEvent};
 pub use call_log::{CallFilter, CallRecord, StoredCall};
 pub use config_revisions::{ConfigRevision, NewConfigRevision};
 pub use crypto::{sealed_key_id, MasterKey, MasterKeys, MASTER_KEY_ENV};
-pub use db::{BackendKind, Store, UnknownWord};
+pub use db::{data_dir, redact_url, BackendKind, Store, UnknownWord};
 pub use error::StoreError;
 pub use ids::now_ms;
 pub use models::{Model, ModelOrigin, NewModel};
