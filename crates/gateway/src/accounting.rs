@@ -176,6 +176,9 @@ pub struct Draft {
     /// Set once the record was handed over; a draft dropped without it settles as
     /// `client_closed` (see the `Drop` impl).
     settled: bool,
+    /// Cancelled once the shutdown grace is over: a draft dropped after that was dropped by
+    /// the shutdown, not by its client.
+    shutdown: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Bytes of an answer kept in the log when `[logs] bodies = true`.
@@ -200,7 +203,14 @@ impl Draft {
             bodies,
             on_settle: None,
             settled: false,
+            shutdown: None,
         }
+    }
+
+    /// Tells the draft how to know that a drop comes from the shutdown (see the `Drop` impl).
+    pub fn with_shutdown(mut self, token: tokio_util::sync::CancellationToken) -> Draft {
+        self.shutdown = Some(token);
+        self
     }
 
     /// Completes the record and hands it over. Tokens are priced by the model that answered.
@@ -258,7 +268,9 @@ impl Draft {
 /// llmux waited for the first byte, failed over, or read a whole answer to translate) is
 /// settled here: as `client_closed` (499), which releases its credit reservation and
 /// reconciles its rate-limit grant. Once an upstream had taken the call (`upstream` is known),
-/// the prompt was sent and is charged as estimated input tokens; before that, nothing is.
+/// the prompt was sent and is charged as estimated input tokens; before that, nothing is. A
+/// call dropped by the shutdown (still open when the grace period ended) is settled the same
+/// way as `shutdown` (503): llmux closed it, not the client.
 impl Drop for Draft {
     fn drop(&mut self) {
         if self.settled {
@@ -273,13 +285,13 @@ impl Drop for Draft {
         } else {
             Tokens::default()
         };
-        self.settle(
-            CLIENT_CLOSED_STATUS,
-            Some("client_closed"),
-            None,
-            tokens,
-            None,
-        );
+        let by_shutdown = self.shutdown.as_ref().is_some_and(|t| t.is_cancelled());
+        let (status, class) = if by_shutdown {
+            (503, "shutdown")
+        } else {
+            (CLIENT_CLOSED_STATUS, "client_closed")
+        };
+        self.settle(status, Some(class), None, tokens, None);
     }
 }
 
@@ -352,6 +364,10 @@ pub struct Accounting {
     /// Cancelled when the shutdown grace period is over: streams still open end (their
     /// records settled with what they delivered) while the call-log writer still runs.
     pub streams_cut: tokio_util::sync::CancellationToken,
+    /// Cancelled a moment after `streams_cut`: calls still open (waiting for an upstream,
+    /// reading a whole answer) are dropped with their connections, so their records settle —
+    /// as `shutdown` — while the writer still runs.
+    pub calls_dropped: tokio_util::sync::CancellationToken,
 }
 
 impl Accounting {

@@ -195,7 +195,14 @@ impl Gateway {
             }
         }
         let app = server::router(Arc::clone(self), admin);
-        listen::serve(listener, app, limits, shutdown).await
+        listen::serve(
+            listener,
+            app,
+            limits,
+            shutdown,
+            self.accounting.calls_dropped.clone(),
+        )
+        .await
     }
 }
 

@@ -50,12 +50,15 @@ impl From<&config::ServerConfig> for ConnLimits {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, lets every
-/// connection finish its calls (idle ones close at once), and returns.
+/// connection finish its calls (idle ones close at once), and returns. Once `abandon` is
+/// cancelled, connections still open are dropped with their calls (each call's record settles
+/// as it drops), so the caller can bound the drain and still collect every record.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    abandon: CancellationToken,
 ) -> io::Result<()> {
     let open = Arc::new(AtomicUsize::new(0));
     let tasks = TaskTracker::new();
@@ -108,6 +111,7 @@ pub async fn serve(
         };
         let builder = Arc::clone(&builder);
         let stop = stop.clone();
+        let abandon = abandon.clone();
         tasks.spawn(async move {
             let _slot = slot;
             let mut served = pin!(builder.serve_connection(io, service));
@@ -115,7 +119,10 @@ pub async fn serve(
                 r = served.as_mut() => r,
                 _ = stop.cancelled() => {
                     served.as_mut().graceful_shutdown();
-                    served.await
+                    tokio::select! {
+                        r = served.as_mut() => r,
+                        _ = abandon.cancelled() => Ok(()),
+                    }
                 }
             };
             if let Err(e) = outcome {
@@ -441,6 +448,7 @@ mod tests {
             app,
             limits,
             async move { s.cancelled().await },
+            CancellationToken::new(),
         ));
         (addr, stop)
     }

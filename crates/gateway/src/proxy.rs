@@ -291,6 +291,9 @@ async fn handle_call(
             .and_then(|a| a.parse().ok())
             .unwrap_or(0);
         d.record.upstream = header(&crate::X_LLMUX_UPSTREAM);
+        // What the failed attempts noted stays out of the record: no upstream served the call.
+        d.record.upstream_model = None;
+        d.record.provider_key_id = None;
         d.finish(resp.status().as_u16(), None, None, Tokens::default(), None);
     }
     resp
@@ -403,6 +406,7 @@ fn new_draft(gw: &Gateway, sink: Arc<dyn Accountant>, d: Draft0<'_>) -> Draft {
         sink,
         bodies,
     )
+    .with_shutdown(gw.accounting.streams_cut.clone())
 }
 
 /// A request ready to send to one candidate.
@@ -913,6 +917,7 @@ impl Call {
         }
         let translated = prepared.translated;
         let added_usage = prepared.added_usage;
+        self.note_attempt(cand, key);
         let attempt_start = Instant::now();
         let deadline = tokio::time::Instant::from_std(crate::deadline::after(
             attempt_start,
@@ -1006,7 +1011,7 @@ impl Call {
             attempts: self.attempts,
             started: self.started,
             ttft: self.started.elapsed(),
-            draft: self.take_draft(cand, key),
+            draft: self.take_draft(),
             cut: self.gw.accounting.streams_cut.clone(),
         };
         let Some(t) = translated else {
@@ -1205,13 +1210,24 @@ impl Call {
         Outcome::Done(out)
     }
 
-    /// Takes the call's record for the attempt that answers, noting where it went.
-    fn take_draft(&self, cand: &Candidate, key: Option<KeyPick>) -> Option<Draft> {
+    /// Notes on the call's record where the prompt is about to go, before it is sent: a call
+    /// dropped while it waits (client gone, shutdown) is charged for a prompt an upstream has.
+    fn note_attempt(&self, cand: &Candidate, key: Option<KeyPick>) {
+        let Ok(mut slot) = self.draft.lock() else {
+            return;
+        };
+        if let Some(d) = slot.as_mut() {
+            let up = &cand.upstream;
+            d.record.upstream = Some(up.name.clone());
+            d.record.upstream_model = Some(cand.model.clone());
+            d.record.provider_key_id = key.and_then(|k| up.keys.get(k)).map(|k| k.id.clone());
+            d.record.attempts = self.attempts as u32;
+        }
+    }
+
+    /// Takes the call's record for the attempt that answers (its upstream already noted).
+    fn take_draft(&self) -> Option<Draft> {
         let mut d = self.draft.lock().ok()?.take()?;
-        let up = &cand.upstream;
-        d.record.upstream = Some(up.name.clone());
-        d.record.upstream_model = Some(cand.model.clone());
-        d.record.provider_key_id = key.and_then(|k| up.keys.get(k)).map(|k| k.id.clone());
         d.record.attempts = self.attempts as u32;
         Some(d)
     }

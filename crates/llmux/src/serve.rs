@@ -225,7 +225,13 @@ pub async fn run_gateway(
             // delivered), while the call-log writer still runs; their connections then close.
             gw.accounting.streams_cut.cancel();
             if tokio::time::timeout(CUT_SETTLE, &mut server).await.is_err() {
-                tracing::warn!("connections still open after the cut; closing them at exit");
+                // Calls with no stream to cut (waiting for an upstream, reading a whole
+                // answer): dropped now, so their records settle while the writer runs.
+                tracing::warn!("calls still open after the cut: dropping them");
+                gw.accounting.calls_dropped.cancel();
+                if tokio::time::timeout(CUT_SETTLE, &mut server).await.is_err() {
+                    tracing::warn!("connections still open after the drop; closing them at exit");
+                }
             }
         }
     }

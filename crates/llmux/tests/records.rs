@@ -309,6 +309,60 @@ async fn streams_open_at_the_end_of_the_grace_period_are_cut_logged_and_billed()
     }
 }
 
+/// A call still waiting for its upstream's first byte when the grace period ends has no stream
+/// to cut: it is dropped, and its record (and the release of its reservation) still reaches
+/// the log while the writer runs, as `shutdown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_still_waiting_for_an_upstream_at_the_end_of_the_grace_period_are_logged() {
+    let m = mock::MockServer::start(mock::MockConfig {
+        ttft: Duration::from_secs(30),
+        ..node("m", &["gpt-4o-mini"])
+    })
+    .await
+    .unwrap();
+    let gw = Llmux::start_with_server(
+        &format!("[auth]\nrequired = true\n{}", oai("oai", &m.url(), &["k1"])),
+        "shutdown_grace = \"1s\"",
+    );
+    let key = app_key(&gw).await;
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let url = gw.url("/v1/chat/completions");
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            client()
+                .post(url)
+                .bearer_auth(&key)
+                .json(&chat("gpt-4o-mini", false))
+                .send()
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sigterm(&gw);
+    let stopped = Instant::now();
+    for t in tasks {
+        // The connection is closed without an answer: there was none to give.
+        let _ = t.await.unwrap();
+    }
+    let mut gw = gw;
+    let status = gw.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", gw.log_text());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        stopped.elapsed()
+    );
+    let gw = gw.restart(&[]);
+    let r = wait_rows(&gw, 3).await;
+    assert_eq!(r.len(), 3, "{}", gw.log_text());
+    for row in r {
+        assert_eq!(row["error_class"], "shutdown", "{row}");
+        assert_eq!(row["status"], 503, "{row}");
+        assert_eq!(row["upstream"], "oai", "{row}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_the_store_cannot_take_at_shutdown_are_spilled_and_replayed() {
     let m = mock::MockServer::start(node("m", &["gpt-4o-mini"]))
