@@ -24,6 +24,7 @@ mod routes;
 pub mod session;
 pub mod ssrf;
 pub mod time;
+mod ui;
 mod upstreams;
 pub mod watch;
 
@@ -37,6 +38,11 @@ use error::ApiError;
 /// The admin router for `cp`, to be nested at `/admin/v1` by `Gateway::serve`.
 pub fn router(cp: &Arc<ControlPlane>) -> axum::Router {
     routes::router(cp)
+}
+
+/// The web console's routes (`/ui/...`, absolute), to be merged beside the gateway's own.
+pub fn console_router<S: Clone + Send + Sync + 'static>(cp: &Arc<ControlPlane>) -> axum::Router<S> {
+    ui::router(cp)
 }
 
 /// Parses a JSON request body; a 400 whose message names the field when it does not fit.

@@ -107,6 +107,7 @@ fn ops() -> Vec<Op> {
                 "timeouts": timeouts(), "api_version": s("string"), "enabled": s("boolean") })))
             .to(patch(u::patch)),
         op("delete", "/upstreams/{name}", "upstreams", "Delete an API upstream and its keys").to(delete(u::delete)),
+        op("post", "/upstreams/{name}/refresh", "upstreams", "Probe the upstream now (health, models, pool) and answer its state").to(post(u::refresh)),
         op("post", "/upstreams/{name}/keys", "upstreams", "Add a provider key")
             .body(object(&["key"], json!({ "key": s("string") }))).created().to(post(u::add_key)),
         op("delete", "/upstreams/{name}/keys/{key_id}", "upstreams", "Remove a provider key").to(delete(u::delete_key)),

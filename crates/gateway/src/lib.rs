@@ -162,12 +162,14 @@ impl Gateway {
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then lets open calls finish.
-    /// `admin` replaces the built-in read-only `/admin/v1` routes when given.
+    /// `admin` replaces the built-in read-only `/admin/v1` routes when given; `console` (the
+    /// web console's `/ui` routes) is served beside them when given.
     pub async fn serve(
         self: &Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
         admin: Option<axum::Router>,
+        console: Option<axum::Router<Arc<Gateway>>>,
     ) -> std::io::Result<()> {
         use axum::serve::ListenerExt;
         let listener = listener.tap_io(|tcp| {
@@ -175,7 +177,7 @@ impl Gateway {
             let _ = tcp.set_nodelay(true);
         });
         // With the peer address in each request's extensions: the per-IP limit needs it.
-        let app = server::router(Arc::clone(self), admin)
+        let app = server::router(Arc::clone(self), admin, console)
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

@@ -1,0 +1,660 @@
+// llmux console: hand-written ES module, no build step. Talks only to /admin/v1 (and /ui/session,
+// /v1/chat/completions for the playground). Every user-controlled string reaches the page through
+// textContent / DOM APIs, never innerHTML, so a model named <script>… shows as text.
+
+const $ = (sel) => document.querySelector(sel);
+
+// h("div", {class: "x", onclick: f}, child, "text", [more]) → element. Strings become text nodes.
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else if (k === "text") el.textContent = v;
+    else if (k === "for") el.htmlFor = v;
+    else if (k === "value") el.value = v;
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, String(v));
+  }
+  append(el, children);
+  return el;
+}
+function append(el, children) {
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+// One call to the admin API; the session cookie goes along (same origin), JSON both ways.
+async function api(method, path, body) {
+  const init = { method, headers: {}, credentials: "same-origin" };
+  if (body !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(path.startsWith("/ui/") ? path : "/admin/v1" + path, init);
+  if (res.status === 401 && !path.startsWith("/ui/")) {
+    me = null;
+    showSignIn("Your session ended: sign in again.");
+    throw new ApiError(401, "signed out");
+  }
+  if (res.status === 204) return null;
+  const text = await res.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+  if (!res.ok) {
+    const msg = data && data.error && data.error.message ? data.error.message : `HTTP ${res.status}`;
+    throw new ApiError(res.status, msg);
+  }
+  return data;
+}
+
+let me = null; // {username, role}
+const isAdmin = () => me && me.role === "admin";
+let cleanups = [];
+function onLeave(fn) { cleanups.push(fn); }
+function every(ms, fn) { const t = setInterval(fn, ms); onLeave(() => clearInterval(t)); }
+
+const PAGES = [
+  { id: "overview", title: "Overview", render: overviewPage },
+  { id: "upstreams", title: "Upstreams", render: upstreamsPage },
+  { id: "apps", title: "Apps & keys", render: appsPage },
+  { id: "calls", title: "Calls", render: callsPage },
+  { id: "playground", title: "Playground", render: playgroundPage },
+];
+
+function fmtMs(v) { return v === null || v === undefined ? "—" : `${Math.round(v)} ms`; }
+function fmtNum(v, d = 0) { return v === null || v === undefined ? "—" : Number(v).toFixed(d); }
+function fmtTime(v) {
+  if (!v) return "—";
+  const d = typeof v === "number" ? new Date(v < 1e12 ? v * 1000 : v) : new Date(v);
+  return isNaN(d) ? String(v) : d.toLocaleString();
+}
+function badge(text, tone) { return h("span", { class: "badge " + (tone || ""), text }); }
+const POOL_TONE = { active: "ok", standby: "warn", disabled: "bad" };
+const BREAKER_TONE = { closed: "ok", half_open: "warn", open: "bad" };
+const KEY_TONE = { ok: "ok", cooling: "warn", disabled: "bad" };
+function list(s) { return String(s || "").split(/[\n,]/).map((x) => x.trim()).filter(Boolean); }
+function alertBox(message, tone) { return h("div", { class: "alert " + (tone || ""), role: "alert", text: message }); }
+
+// A form field: <label for> + control + hint + an error slot the API's message can land in.
+function field(id, label, control, hint, wide) {
+  control.id = id;
+  control.name = id;
+  return h("div", { class: "field" + (wide ? " wide" : "") },
+    h("label", { for: id, text: label }), control,
+    hint ? h("span", { class: "hint", text: hint }) : null,
+    h("span", { class: "field-error", id: id + "-error", role: "status" }));
+}
+
+// Shows an API error beside the field it names ("url: refused: …"), or above the form.
+function showFormError(form, prefix, err, fields, explain) {
+  form.querySelectorAll(".field-error").forEach((e) => (e.textContent = ""));
+  form.querySelectorAll(".invalid").forEach((e) => e.classList.remove("invalid"));
+  const general = form.querySelector(".form-error");
+  general.replaceChildren();
+  let msg = err.message.replace(/^invalid JSON body: /, "");
+  const named = fields.find((f) => msg.startsWith(f + ":") || msg.includes("`" + f + "`"));
+  const extra = explain ? explain(msg) : null;
+  if (named && form.querySelector(`#${prefix}${named}`)) {
+    form.querySelector(`#${prefix}${named}-error`).textContent = msg.replace(new RegExp("^" + named + ": "), "");
+    form.querySelector(`#${prefix}${named}`).classList.add("invalid");
+    if (extra) general.append(alertBox(extra, "info"));
+  } else {
+    general.append(alertBox(err.status === 403 ? "Not allowed: " + msg : msg));
+    if (extra) general.append(alertBox(extra, "info"));
+  }
+}
+
+// ---------- shell: sign-in, navigation, routing ----------
+
+async function start() {
+  $("#signout").addEventListener("click", signOut);
+  window.addEventListener("hashchange", route);
+  me = await whoAmI();
+  if (me) route(); else showSignIn();
+}
+
+async function whoAmI() {
+  try {
+    const s = await api("GET", "/ui/session");
+    return s && s.signed_in ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+async function signOut() {
+  await fetch("/ui/session", { method: "DELETE", credentials: "same-origin" });
+  me = null;
+  showSignIn("Signed out.");
+}
+
+function leave() { cleanups.forEach((f) => f()); cleanups = []; }
+
+async function showSignIn(notice) {
+  leave();
+  $("#bar").hidden = true;
+  const main = $("#main");
+  const box = h("div", { class: "panel signin" }, h("h1", { text: "Sign in to llmux" }));
+  main.replaceChildren(box);
+  if (notice) box.append(alertBox(notice, "info"));
+  let state = { users: true };
+  try { state = await api("GET", "/ui/setup-state"); } catch { /* assume users exist */ }
+  if (!state.users) {
+    const cmd = `curl -X POST ${location.origin}/admin/v1/users \\\n  -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' \\\n  -d '{"username":"admin","password":"choose-a-long-one","role":"admin"}'`;
+    box.append(
+      h("p", { text: "No user exists yet. Create the first admin with the bootstrap token (the admin.token of your config file; it is never typed into this page), then sign in here:" }),
+      h("pre", { id: "setup-command", text: cmd }));
+  }
+  const err = h("div", { class: "form-error" });
+  const form = h("form", { autocomplete: "on" },
+    field("username", "Username", h("input", { autocomplete: "username", required: true })),
+    field("password", "Password", h("input", { type: "password", autocomplete: "current-password", required: true })),
+    err,
+    h("button", { class: "primary", type: "submit", text: "Sign in" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    err.replaceChildren();
+    try {
+      await api("POST", "/ui/session", { username: form.username.value, password: form.password.value });
+      me = await whoAmI();
+      if (!location.hash) location.hash = "#overview";
+      route();
+    } catch (e) {
+      err.append(alertBox(e.status === 401 ? "Wrong username or password." : e.message));
+    }
+  });
+  box.append(form);
+  form.username.focus();
+}
+
+function route() {
+  if (!me) return showSignIn();
+  leave();
+  const id = (location.hash || "#overview").slice(1);
+  const page = PAGES.find((p) => p.id === id) || PAGES[0];
+  $("#bar").hidden = false;
+  $("#who").textContent = `${me.username} (${me.role})`;
+  $("#nav").replaceChildren(...PAGES.map((p) =>
+    h("a", { href: "#" + p.id, text: p.title, "aria-current": p === page ? "page" : null })));
+  document.title = `${page.title} · llmux`;
+  const main = $("#main");
+  main.replaceChildren(h("h1", { text: page.title }));
+  page.render(main);
+}
+
+// ---------- Overview ----------
+
+function upstreamCard(u) {
+  const warm = new Set(u.loaded_models || []);
+  const models = (u.models || []).map((m) =>
+    h("span", { class: "chip" + (warm.has(m) ? " warm" : ""), title: warm.has(m) ? "loaded (warm)" : null },
+      m, warm.has(m) ? " ●" : ""));
+  const keys = (u.keys || []).map((k) =>
+    h("span", { class: "chip" }, k.masked || k.id, " ", badge(k.state, KEY_TONE[k.state])));
+  const pool = u.pool || (u.enabled === false ? "disabled" : "—");
+  return h("article", { class: "card", "data-upstream": u.name },
+    h("h3", {}, h("span", { text: u.name }), badge(u.kind), h("span", { class: "pool" }, badge(pool, POOL_TONE[pool])),
+      u.source === "file" ? badge("config file") : null),
+    h("dl", { class: "kv" },
+      h("dt", { text: "breaker" }), h("dd", {}, badge(u.breaker || "—", BREAKER_TONE[u.breaker])),
+      h("dt", { text: "latency" }), h("dd", { text: fmtMs(u.latency_ms) + (u.ttft_ms ? ` · TTFT ${fmtMs(u.ttft_ms)}` : "") }),
+      h("dt", { text: "in flight" }), h("dd", { text: String(u.active_requests ?? 0) }),
+      h("dt", { text: "served / failed" }), h("dd", { text: `${u.served ?? 0} / ${u.failed ?? 0}` }),
+      h("dt", { text: "url" }), h("dd", { class: "muted", text: u.url || "" }),
+      u.last_error ? h("dt", { text: "last error" }) : null,
+      u.last_error ? h("dd", { class: "muted", text: u.last_error }) : null),
+    h("div", { class: "chips", "aria-label": "models" }, models.length ? models : h("span", { class: "muted", text: "no models" })),
+    keys.length ? h("div", { class: "chips", "aria-label": "provider keys" }, keys) : null);
+}
+
+function percentile(sorted, p) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function metricsStrip(strip) {
+  const from = new Date(Date.now() - 15 * 60 * 1000).toISOString();
+  let calls = [];
+  try {
+    const page = await api("GET", `/calls?from=${encodeURIComponent(from)}&limit=1000`);
+    calls = page.calls || [];
+  } catch { return; }
+  const n = calls.length;
+  const errors = calls.filter((c) => (c.status || 0) >= 400 || c.error_class).length;
+  const dur = calls.map((c) => c.latency_ms).filter((x) => x != null).sort((a, b) => a - b);
+  const ttft = calls.map((c) => c.ttft_ms).filter((x) => x != null).sort((a, b) => a - b);
+  const tokens = calls.reduce((s, c) => s + (c.input_tokens || 0) + (c.output_tokens || 0), 0);
+  const stat = (label, value) => h("div", { class: "stat" }, h("b", { text: value }), h("span", { text: label }));
+  strip.replaceChildren(
+    stat("calls / min (15 min)", fmtNum(n / 15, 1)),
+    stat("error rate", n ? `${fmtNum((100 * errors) / n, 1)} %` : "—"),
+    stat("latency p50 / p99", dur.length ? `${Math.round(percentile(dur, 50))} / ${Math.round(percentile(dur, 99))} ms` : "—"),
+    stat("TTFT p50 / p99", ttft.length ? `${Math.round(percentile(ttft, 50))} / ${Math.round(percentile(ttft, 99))} ms` : "—"),
+    stat("tokens / min", fmtNum(tokens / 15, 0)));
+}
+
+function overviewPage(main) {
+  const strip = h("div", { class: "strip", id: "metrics" });
+  const grid = h("div", { class: "grid", id: "upstream-cards" });
+  const status = h("p", { class: "muted", id: "overview-status" });
+  main.append(strip, grid, status);
+  let busy = false;
+  async function refresh() {
+    if (busy) return;
+    busy = true;
+    try {
+      const ups = await api("GET", "/upstreams");
+      grid.replaceChildren(...ups.map(upstreamCard));
+      if (!ups.length) grid.append(h("p", { class: "muted", text: "No upstream yet: add one on the Upstreams page." }));
+      status.textContent = `Updated ${new Date().toLocaleTimeString()} · refreshes every 2 s`;
+    } catch (e) {
+      if (e.status !== 401) status.textContent = "Cannot reach the admin API: " + e.message;
+    } finally { busy = false; }
+  }
+  refresh();
+  metricsStrip(strip);
+  every(2000, refresh);
+  every(10000, () => metricsStrip(strip));
+}
+
+// ---------- Upstreams ----------
+
+const URL_HINTS = {
+  ollama: "http://host:11434",
+  openai: "https://api.openai.com/v1",
+  anthropic: "https://api.anthropic.com",
+  gemini: "https://generativelanguage.googleapis.com",
+  azure: "https://NAME.openai.azure.com",
+};
+
+function explainSsrf(msg) {
+  if (!/refused:/.test(msg)) return null;
+  return "llmux refuses upstream URLs that point at loopback, private or link-local addresses, so the admin API cannot be used to reach internal services. If this upstream really lives on your network, set admin.allow_private_upstreams = true in the config file.";
+}
+
+function upstreamForm(onDone) {
+  const kind = h("select", {}, Object.keys(URL_HINTS).map((k) => h("option", { value: k, text: k })));
+  const url = h("input", { placeholder: URL_HINTS.ollama, required: true });
+  const keysHint = h("span");
+  kind.addEventListener("change", () => {
+    url.placeholder = URL_HINTS[kind.value];
+    form.querySelector("#up-keys").closest(".field").hidden = kind.value === "ollama";
+  });
+  const form = h("form", { class: "stack", id: "upstream-form" },
+    field("up-name", "Name", h("input", { required: true, placeholder: "gpu-c" })),
+    field("up-kind", "Kind", kind),
+    field("up-url", "URL", url, "Where the provider's API lives"),
+    field("up-weight", "Weight", h("input", { type: "number", min: "1", placeholder: "1" }), "For the weighted strategy"),
+    field("up-models", "Models", h("input", { placeholder: "llama3, mistral" }), "Comma-separated; empty: discovered from the upstream"),
+    field("up-keys", "Provider keys", h("textarea", { placeholder: "one per line" }), "Stored encrypted; never shown again in full", true),
+    h("div", { class: "form-error field wide" }), keysHint,
+    h("div", { class: "actions field wide" }, h("button", { class: "primary", type: "submit", text: "Add upstream" })));
+  form.querySelector("#up-keys").closest(".field").hidden = true;
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = { name: form["up-name"].value.trim(), kind: kind.value, url: url.value.trim() };
+    const keys = list(form["up-keys"].value);
+    if (keys.length && kind.value !== "ollama") body.keys = keys;
+    const models = list(form["up-models"].value);
+    if (models.length) body.models = models;
+    if (form["up-weight"].value) body.weight = Number(form["up-weight"].value);
+    const btn = form.querySelector("button[type=submit]");
+    btn.disabled = true;
+    try {
+      await api("POST", "/upstreams", body);
+      form.reset();
+      showFormError(form, "up-", { message: "" }, [], null);
+      onDone(`Upstream ${body.name} added.`);
+    } catch (e) {
+      showFormError(form, "up-", e, ["name", "kind", "url", "weight", "models", "keys"], explainSsrf);
+    } finally { btn.disabled = false; }
+  });
+  return form;
+}
+
+function upstreamsPage(main) {
+  const notice = h("div", { id: "notice", "aria-live": "polite" });
+  const body = h("tbody");
+  main.append(notice);
+  if (isAdmin()) main.append(h("section", { class: "panel" }, h("h2", { text: "Add an upstream" }), upstreamForm(done)));
+  main.append(h("h2", { text: "Upstreams" }),
+    h("div", { class: "scroll" }, h("table", {}, h("thead", {}, h("tr", {},
+      ["Name", "Kind", "Source", "Pool", "URL", "Models", "Keys", ""].map((t) => h("th", { text: t })))), body)));
+  function done(msg, tone) {
+    notice.replaceChildren(alertBox(msg, tone || "ok"));
+    load();
+  }
+  async function load() {
+    let ups;
+    try { ups = await api("GET", "/upstreams"); } catch (e) { notice.replaceChildren(alertBox(e.message)); return; }
+    body.replaceChildren(...ups.map((u) => {
+      const actions = h("td", { class: "actions" });
+      if (isAdmin()) {
+        const check = h("button", { type: "button", text: "Check now" });
+        check.addEventListener("click", async () => {
+          check.disabled = true;
+          try {
+            const r = await api("POST", `/upstreams/${encodeURIComponent(u.name)}/refresh`);
+            done(`${u.name} checked: ${r.pool}${r.last_error ? " — " + r.last_error : ""}.`, r.pool === "active" ? "ok" : "info");
+          } catch (e) { done(`Check of ${u.name} failed: ${e.message}`, ""); }
+        });
+        if (u.pool) actions.append(check);
+        if (u.source === "api") {
+          const del = h("button", { type: "button", class: "danger", text: "Delete" });
+          del.addEventListener("click", () => {
+            const really = h("button", { type: "button", class: "danger", text: `Delete ${u.name} for good` });
+            const cancel = h("button", { type: "button", text: "Cancel" });
+            really.addEventListener("click", async () => {
+              try { await api("DELETE", `/upstreams/${encodeURIComponent(u.name)}`); done(`Upstream ${u.name} deleted.`); }
+              catch (e) { done(e.message, ""); }
+            });
+            cancel.addEventListener("click", load);
+            actions.replaceChildren(h("span", { text: "Sure? " }), really, cancel);
+          });
+          actions.append(del);
+        } else {
+          actions.append(h("span", { class: "muted", text: "read-only (config file)" }));
+        }
+      }
+      const pool = u.pool || (u.enabled === false ? "disabled" : "—");
+      return h("tr", { "data-upstream": u.name },
+        h("td", { text: u.name }), h("td", { text: u.kind }),
+        h("td", { text: u.source === "file" ? "config file" : "admin API" }),
+        h("td", {}, badge(pool, POOL_TONE[pool])),
+        h("td", { text: u.url || "" }),
+        h("td", { text: (u.models || u.declared_models || []).join(", ") }),
+        h("td", { text: (u.keys || []).map((k) => `${k.masked} (${k.state})`).join(", ") }),
+        actions);
+    }));
+  }
+  load();
+}
+
+// ---------- Apps & keys ----------
+
+function money(v) { return v === null || v === undefined ? "—" : `$${Number(v).toFixed(2)}`; }
+
+function appsPage(main) {
+  const notice = h("div", { id: "notice", "aria-live": "polite" });
+  const secretBox = h("div", { id: "secret-box" });
+  const appsBody = h("tbody");
+  const keysBody = h("tbody");
+  const appSelect = h("select", { required: true });
+  main.append(notice, secretBox);
+  const say = (msg, tone) => notice.replaceChildren(alertBox(msg, tone || "ok"));
+
+  if (isAdmin()) {
+    const appForm = h("form", { class: "stack", id: "app-form" },
+      field("app-name", "App name", h("input", { required: true })),
+      field("app-credits", "Credits (USD)", h("input", { type: "number", step: "0.01" }), "Empty: unlimited"),
+      field("app-daily_budget", "Daily budget (USD)", h("input", { type: "number", step: "0.01", min: "0" })),
+      field("app-monthly_budget", "Monthly budget (USD)", h("input", { type: "number", step: "0.01", min: "0" })),
+      h("div", { class: "form-error field wide" }),
+      h("div", { class: "actions field wide" }, h("button", { class: "primary", type: "submit", text: "Create app" })));
+    appForm.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = { name: appForm["app-name"].value.trim() };
+      for (const k of ["credits", "daily_budget", "monthly_budget"]) {
+        const v = appForm["app-" + k].value;
+        if (v !== "") body[k] = Number(v);
+      }
+      try {
+        await api("POST", "/apps", body);
+        appForm.reset();
+        showFormError(appForm, "app-", { message: "" }, [], null);
+        say(`App ${body.name} created.`);
+        load();
+      } catch (e) { showFormError(appForm, "app-", e, ["name", "credits", "daily_budget", "monthly_budget"]); }
+    });
+
+    const keyForm = h("form", { class: "stack", id: "key-form" },
+      field("key-name", "Key name", h("input", { required: true })),
+      field("key-app", "App", appSelect),
+      field("key-models", "Models", h("input", { placeholder: "llama3, gpt-4o" }), "Comma-separated; empty: every model"),
+      field("key-rpm", "Requests / min", h("input", { type: "number", min: "1" })),
+      field("key-tpm", "Tokens / min", h("input", { type: "number", min: "1" })),
+      field("key-concurrency", "Concurrency", h("input", { type: "number", min: "1" })),
+      field("key-expires_at", "Expires", h("input", { type: "datetime-local" }), "Empty: never"),
+      h("div", { class: "form-error field wide" }),
+      h("div", { class: "actions field wide" }, h("button", { class: "primary", type: "submit", text: "Create key" })));
+    keyForm.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = { name: keyForm["key-name"].value.trim(), app: appSelect.value };
+      const models = list(keyForm["key-models"].value);
+      if (models.length) body.models = models;
+      const limits = {};
+      for (const k of ["rpm", "tpm", "concurrency"]) if (keyForm["key-" + k].value) limits[k] = Number(keyForm["key-" + k].value);
+      if (Object.keys(limits).length) body.limits = limits;
+      if (keyForm["key-expires_at"].value) body.expires_at = new Date(keyForm["key-expires_at"].value).toISOString();
+      try {
+        const k = await api("POST", "/keys", body);
+        keyForm.reset();
+        showFormError(keyForm, "key-", { message: "" }, [], null);
+        showSecret(k);
+        load();
+      } catch (e) { showFormError(keyForm, "key-", e, ["name", "app", "models", "limits", "rpm", "tpm", "concurrency", "expires_at"]); }
+    });
+    main.append(h("section", { class: "panel" }, h("h2", { text: "Create an app" }), appForm),
+      h("section", { class: "panel" }, h("h2", { text: "Create a virtual key" }), keyForm));
+  }
+
+  function showSecret(k) {
+    const copy = h("button", { type: "button", class: "primary", text: "Copy" });
+    const secret = h("div", { class: "secret", id: "new-secret", text: k.key });
+    copy.addEventListener("click", async () => {
+      try { await navigator.clipboard.writeText(k.key); copy.textContent = "Copied"; }
+      catch { copy.textContent = "Select the key and copy it"; }
+    });
+    const dismiss = h("button", { type: "button", text: "I have stored it" });
+    dismiss.addEventListener("click", () => secretBox.replaceChildren());
+    secretBox.replaceChildren(h("section", { class: "panel" },
+      h("h2", { text: `Key ${k.name} created` }),
+      alertBox("This is the only time the full key is shown. Copy it now; llmux keeps only a hash.", "info"),
+      secret, h("div", { class: "actions" }, copy, dismiss)));
+  }
+
+  main.append(h("h2", { text: "Apps" }),
+    h("div", { class: "scroll" }, h("table", { id: "apps-table" }, h("thead", {}, h("tr", {},
+      ["Name", "Credits", "Daily budget", "Monthly budget", "Created"].map((t) => h("th", { text: t })))), appsBody)),
+    h("h2", { text: "Virtual keys" }),
+    h("div", { class: "scroll" }, h("table", { id: "keys-table" }, h("thead", {}, h("tr", {},
+      ["Name", "App", "Key", "Models", "Limits", "Expires", "Last used", "State", ""].map((t) => h("th", { text: t })))), keysBody)));
+
+  async function load() {
+    let apps, keys;
+    try { [apps, keys] = await Promise.all([api("GET", "/apps"), api("GET", "/keys")]); }
+    catch (e) { if (e.status !== 401) say(e.message, ""); return; }
+    const appName = Object.fromEntries(apps.map((a) => [a.id, a.name]));
+    const chosen = appSelect.value;
+    appSelect.replaceChildren(...apps.map((a) => h("option", { value: a.name, text: a.name })));
+    if (chosen) appSelect.value = chosen;
+    appsBody.replaceChildren(...apps.map((a) => h("tr", {},
+      h("td", { text: a.name }), h("td", { text: money(a.credits) }),
+      h("td", { text: money(a.daily_budget) }), h("td", { text: money(a.monthly_budget) }),
+      h("td", { text: fmtTime(a.created_at) }))));
+    if (!apps.length) appsBody.append(h("tr", {}, h("td", { colspan: "5", class: "muted", text: "No app yet." })));
+    keysBody.replaceChildren(...keys.map((k) => {
+      const revoked = Boolean(k.revoked_at) || k.status === "revoked";
+      const act = h("td", { class: "actions" });
+      if (isAdmin() && !revoked) {
+        const b = h("button", { type: "button", class: "danger", text: "Revoke" });
+        b.addEventListener("click", () => {
+          const yes = h("button", { type: "button", class: "danger", text: `Revoke ${k.name}` });
+          const no = h("button", { type: "button", text: "Cancel" });
+          yes.addEventListener("click", async () => {
+            try { await api("POST", `/keys/${encodeURIComponent(k.id)}/revoke`); say(`Key ${k.name} revoked.`); load(); }
+            catch (e) { say(e.message, ""); }
+          });
+          no.addEventListener("click", load);
+          act.replaceChildren(yes, no);
+        });
+        act.append(b);
+      }
+      const limits = k.limits ? Object.entries(k.limits).filter(([, v]) => typeof v === "number").map(([n, v]) => `${n} ${v}`).join(", ") : "";
+      return h("tr", { "data-key": k.name },
+        h("td", { text: k.name }), h("td", { text: appName[k.app] || k.app || "" }),
+        h("td", {}, h("code", { text: k.prefix ? k.prefix + "…" : (k.masked || "") })),
+        h("td", { text: (k.models || []).join(", ") || "all" }), h("td", { text: limits || "—" }),
+        h("td", { text: fmtTime(k.expires_at) }), h("td", { text: fmtTime(k.last_used_at) }),
+        h("td", {}, badge(k.status || (revoked ? "revoked" : "active"), k.status === "active" ? "ok" : "bad")), act);
+    }));
+    if (!keys.length) keysBody.append(h("tr", {}, h("td", { colspan: "9", class: "muted", text: "No key yet." })));
+  }
+  load();
+}
+
+// ---------- Calls ----------
+
+function callsPage(main) {
+  const form = h("form", { class: "stack", id: "calls-filter" },
+    field("f-app", "App (name or id)", h("input", {})),
+    field("f-key", "Key id", h("input", {})),
+    field("f-model", "Model", h("input", {})),
+    field("f-upstream", "Upstream", h("input", {})),
+    field("f-status", "HTTP status", h("input", { type: "number", min: "100", max: "599", placeholder: "429" })),
+    field("f-from", "From", h("input", { type: "datetime-local" })),
+    field("f-to", "To", h("input", { type: "datetime-local" })),
+    h("div", { class: "form-error field wide" }),
+    h("div", { class: "actions field wide" }, h("button", { class: "primary", type: "submit", text: "Apply filters" })));
+  const body = h("tbody");
+  const more = h("button", { type: "button", text: "Load older calls", hidden: true });
+  const detail = h("div", { id: "call-detail" });
+  main.append(h("section", { class: "panel" }, form), detail,
+    h("div", { class: "scroll" }, h("table", { id: "calls-table" }, h("thead", {}, h("tr", {},
+      ["Time", "App", "Model", "Upstream", "Status", "Latency", "TTFT", "Tokens in/out", "Cost"].map((t) => h("th", { text: t })))), body)),
+    h("div", { class: "actions" }, more));
+  let cursor = null;
+  function query() {
+    const q = new URLSearchParams({ limit: "50" });
+    for (const k of ["app", "key", "model", "upstream", "status"]) if (form["f-" + k].value.trim()) q.set(k, form["f-" + k].value.trim());
+    for (const k of ["from", "to"]) if (form["f-" + k].value) q.set(k, new Date(form["f-" + k].value).toISOString());
+    if (cursor) q.set("cursor", cursor);
+    return q;
+  }
+  function showDetail(c) {
+    const rows = Object.entries(c).map(([k, v]) => [h("dt", { text: k }),
+      h("dd", {}, v !== null && typeof v === "object" ? h("pre", { text: JSON.stringify(v, null, 2) }) : String(v ?? "—"))]);
+    const close = h("button", { type: "button", text: "Close" });
+    close.addEventListener("click", () => detail.replaceChildren());
+    detail.replaceChildren(h("section", { class: "panel" }, h("h2", { text: `Call ${c.request_id || c.id || ""}` }), h("dl", { class: "kv" }, rows), close));
+  }
+  async function load(reset) {
+    if (reset) { cursor = null; body.replaceChildren(); }
+    let page;
+    try { page = await api("GET", "/calls?" + query()); }
+    catch (e) { showFormError(form, "f-", e, ["app", "key", "model", "upstream", "status", "from", "to"]); return; }
+    showFormError(form, "f-", { message: "" }, [], null);
+    const calls = page.calls || [];
+    for (const c of calls) {
+      const tr = h("tr", { class: "clickable", tabindex: "0" },
+        h("td", { text: fmtTime(c.time) }), h("td", { text: c.app_id || "—" }),
+        h("td", { text: c.requested_model || "" }), h("td", { text: c.upstream || "—" }),
+        h("td", {}, badge(String(c.status ?? "") + (c.error_class ? " " + c.error_class : ""), (c.status || 0) >= 400 ? "bad" : "ok")),
+        h("td", { text: fmtMs(c.latency_ms) }), h("td", { text: fmtMs(c.ttft_ms) }),
+        h("td", { text: `${c.input_tokens ?? "—"} / ${c.output_tokens ?? "—"}` }),
+        h("td", { text: c.cost != null ? `$${Number(c.cost).toFixed(6)}` : "—" }));
+      tr.addEventListener("click", () => showDetail(c));
+      tr.addEventListener("keydown", (e) => { if (e.key === "Enter") showDetail(c); });
+      body.append(tr);
+    }
+    if (reset && !calls.length) body.append(h("tr", {}, h("td", { colspan: "9", class: "muted", text: "No call matches." })));
+    cursor = page.next_cursor || null;
+    more.hidden = !cursor;
+  }
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); load(true); });
+  more.addEventListener("click", () => load(false));
+  load(true);
+}
+
+// ---------- Playground ----------
+
+function playgroundPage(main) {
+  const model = h("select", {});
+  const vkey = h("input", { type: "password", autocomplete: "off", placeholder: "sk-llmux-… (only if auth.required)" });
+  const prompt = h("textarea", { required: true, text: "Say hello in five words." });
+  const form = h("form", { class: "stack", id: "playground-form" },
+    field("pg-model", "Model", model),
+    field("pg-key", "Virtual key", vkey, "Sent with this request only; never stored"),
+    field("pg-prompt", "Message", prompt, null, true),
+    h("div", { class: "form-error field wide" }),
+    h("div", { class: "actions field wide" }, h("button", { class: "primary", type: "submit", text: "Send" })));
+  const out = h("div", { class: "panel output", id: "pg-output", "aria-live": "polite" });
+  const facts = h("dl", { class: "kv", id: "pg-facts" });
+  main.append(h("section", { class: "panel" }, form), out, facts);
+  (async () => {
+    try {
+      const res = await fetch("/v1/models", { credentials: "omit" });
+      const data = await res.json();
+      const ids = (data.data || []).map((m) => m.id).sort();
+      model.replaceChildren(...ids.map((id) => h("option", { value: id, text: id })));
+    } catch { /* the select stays empty; typing is not offered */ }
+  })();
+  const fact = (k, v) => facts.append(h("dt", { text: k }), h("dd", { text: v }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    out.textContent = "";
+    facts.replaceChildren();
+    const btn = form.querySelector("button[type=submit]");
+    btn.disabled = true;
+    const t0 = performance.now();
+    let ttft = null;
+    let usage = null;
+    try {
+      const headers = { "content-type": "application/json" };
+      if (vkey.value) headers.authorization = "Bearer " + vkey.value;
+      const res = await fetch("/v1/chat/completions", {
+        method: "POST", headers, credentials: "omit",
+        body: JSON.stringify({ model: model.value, stream: true, stream_options: { include_usage: true },
+          messages: [{ role: "user", content: prompt.value }] }),
+      });
+      fact("upstream", res.headers.get("x-llmux-upstream") || "—");
+      fact("request id", res.headers.get("x-request-id") || "—");
+      if (!res.ok) {
+        const text = await res.text();
+        let msg = text;
+        try { msg = JSON.parse(text).error.message; } catch { /* not JSON */ }
+        throw new ApiError(res.status, `HTTP ${res.status}: ${msg}`);
+      }
+      const reader = res.body.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, i).trim();
+          buf = buf.slice(i + 1);
+          if (!line.startsWith("data:")) continue;
+          const data = line.slice(5).trim();
+          if (data === "[DONE]") continue;
+          let chunk;
+          try { chunk = JSON.parse(data); } catch { continue; }
+          if (chunk.usage) usage = chunk.usage;
+          const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+          if (delta && delta.content) {
+            if (ttft === null) ttft = performance.now() - t0;
+            out.append(document.createTextNode(delta.content));
+          }
+        }
+      }
+      fact("TTFT", ttft === null ? "—" : `${Math.round(ttft)} ms`);
+      fact("duration", `${Math.round(performance.now() - t0)} ms`);
+      if (usage) fact("tokens in / out", `${usage.prompt_tokens} / ${usage.completion_tokens}`);
+    } catch (e) {
+      form.querySelector(".form-error").replaceChildren(alertBox(e.message));
+    } finally { btn.disabled = false; }
+  });
+}
+
+start();
