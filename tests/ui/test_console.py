@@ -1,0 +1,228 @@
+"""The web console in a real browser: sign-in, roles, CSRF, live overview, upstreams, apps and keys, calls, playground."""
+
+import re
+import urllib.request
+
+from playwright.sync_api import expect
+
+from conftest import ADMIN_TOKEN, XSS_MODEL, Console, Stack, admin_api, shot
+
+
+def test_browsers_are_sent_to_the_console_and_ollama_clients_keep_the_banner(stack):
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    req = urllib.request.Request(stack.url + "/", headers={"accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    try:
+        opener.open(req)
+        raise AssertionError("no redirect")
+    except urllib.error.HTTPError as e:
+        assert e.code == 303 and e.headers["location"] == "/ui/"
+    with urllib.request.urlopen(stack.url + "/") as r:
+        assert r.read() == b"Ollama is running"
+    with urllib.request.urlopen(stack.url + "/ui/") as r:
+        h = r.headers
+        assert h["content-security-policy"].startswith("default-src 'self'")
+        assert h["x-frame-options"] == "DENY"
+        assert h["x-content-type-options"] == "nosniff"
+        assert h["referrer-policy"] == "same-origin"
+
+
+def test_first_run_explains_how_to_create_the_first_admin(browser):
+    s = Stack()
+    try:
+        s.serve([])
+        c = Console(browser, s.url)
+        c.page.goto("/ui/")
+        cmd = c.page.locator("#setup-command")
+        expect(cmd).to_contain_text("/admin/v1/users")
+        expect(cmd).to_contain_text('"role":"admin"')
+        assert ADMIN_TOKEN not in c.page.content()
+        shot(c.page, "first-run")
+        c.close()
+    finally:
+        s.close()
+
+
+def test_sign_in_wrong_password_then_in_and_out(console):
+    c = console()
+    c.expected_statuses = {401}
+    page = c.page
+    page.goto("/ui/")
+    page.get_by_label("Username").fill("ann")
+    page.get_by_label("Password").fill("wrong")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Wrong username or password")
+    shot(page, "sign-in")
+    page.get_by_label("Password").fill("ann-password-1")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#who")).to_have_text("ann (admin)")
+    cookie = [k for k in c.context.cookies() if k["name"] == "llmux_session"][0]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""  # JS cannot read the session
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    assert not [k for k in c.context.cookies() if k["name"] == "llmux_session"]
+    page.reload()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+
+
+def test_viewer_sees_no_write_control_and_writes_are_refused(console, stack):
+    c = console()
+    page = c.sign_in("vic")
+    for hash_ in ["#overview", "#upstreams", "#apps"]:
+        page.goto("/ui/" + hash_)
+        expect(page.locator("h1")).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        for label in ["Add upstream", "Delete", "Check now", "Create app", "Create key", "Revoke"]:
+            expect(page.get_by_role("button", name=label)).to_have_count(0)
+    expect(page.locator("#keys-table")).to_be_visible()
+    # The viewer's cookie, same origin: the server still refuses the write.
+    r = c.context.request.post(stack.url + "/admin/v1/apps", data={"name": "viewer-app"}, headers={"origin": stack.url})
+    assert r.status == 403, r.text()
+    # Reads work through the cookie.
+    assert c.context.request.get(stack.url + "/admin/v1/upstreams").status == 200
+
+
+def test_a_forged_cross_origin_write_with_the_admin_cookie_is_refused(console, stack):
+    c = console()
+    c.sign_in("ann")
+    req = c.context.request
+    forged = req.post(stack.url + "/admin/v1/apps", data={"name": "forged"}, headers={"origin": "http://evil.example"})
+    assert forged.status == 403, forged.text()
+    no_origin = req.post(stack.url + "/admin/v1/apps", data={"name": "forged"}, headers={"origin": ""})
+    assert no_origin.status == 403
+    status, apps = admin_api(stack.url, "GET", "/apps")
+    assert "forged" not in [a["name"] for a in apps]
+    same = req.post(stack.url + "/admin/v1/apps", data={"name": "same-origin-app"}, headers={"origin": stack.url})
+    assert same.status == 201, same.text()
+    # The audit log records the user, as for any API write.
+    _, audit = admin_api(stack.url, "GET", "/audit?limit=5")
+    entries = audit if isinstance(audit, list) else audit.get("entries", audit.get("audit", []))
+    assert any(e.get("actor") == "ann" for e in entries), audit
+
+
+def test_add_an_upstream_see_it_active_then_standby_when_it_dies(console, stack):
+    proc, url = stack.mock("gpu-new", ["phi3:latest"])
+    c = console()
+    c.expected_statuses = {400}
+    page = c.sign_in("ann")
+    page.goto("/ui/#upstreams")
+    page.get_by_label("Name").fill("gpu-new")
+    page.get_by_label("Kind").select_option("ollama")
+    page.get_by_label("URL").fill("ftp://nowhere")
+    page.get_by_role("button", name="Add upstream").click()
+    expect(page.locator("#up-url-error")).not_to_be_empty()
+    expect(page.get_by_label("Name")).to_have_value("gpu-new")  # what was typed stays
+    page.get_by_label("URL").fill("http://169.254.169.254")
+    page.get_by_role("button", name="Add upstream").click()
+    expect(page.locator("#upstream-form")).to_contain_text("refuses upstream URLs")
+    page.get_by_label("URL").fill(url)
+    page.get_by_role("button", name="Add upstream").click()
+    expect(page.locator("#notice")).to_contain_text("Upstream gpu-new added")
+    row = page.locator('tr[data-upstream="gpu-new"]')
+    expect(row).to_be_visible()
+    expect(page.locator('tr[data-upstream="gpu-a"]')).to_contain_text("read-only (config file)")
+    row.get_by_role("button", name="Check now").click()
+    expect(page.locator("#notice")).to_contain_text("gpu-new checked: active")
+    shot(page, "upstreams")
+
+    page.goto("/ui/#overview")
+    card = page.locator('article[data-upstream="gpu-new"]')
+    expect(card.locator(".pool")).to_have_text("active", timeout=10000)
+    expect(card).to_contain_text("phi3:latest")
+    page.evaluate("window.__same_document = true")
+    proc.terminate()
+    proc.wait()
+    expect(card.locator(".pool")).to_have_text("standby", timeout=15000)
+    assert page.evaluate("window.__same_document") is True  # no reload happened
+
+    page.goto("/ui/#upstreams")
+    row = page.locator('tr[data-upstream="gpu-new"]')
+    row.get_by_role("button", name="Delete").click()
+    row.get_by_role("button", name="Delete gpu-new for good").click()
+    expect(page.locator("#notice")).to_contain_text("Upstream gpu-new deleted")
+    expect(page.locator('tr[data-upstream="gpu-new"]')).to_have_count(0)
+
+
+def test_create_an_app_and_a_key_whose_secret_is_shown_once(console, stack):
+    c = console()
+    c.expected_statuses = {400}
+    page = c.sign_in("ann")
+    page.goto("/ui/#apps")
+    page.get_by_label("App name").fill("web-shop")
+    page.get_by_label("Credits (USD)").fill("-5")
+    page.get_by_role("button", name="Create app").click()
+    expect(page.locator("#app-credits-error")).not_to_be_empty()
+    page.get_by_label("Credits (USD)").fill("25")
+    page.get_by_label("Daily budget (USD)").fill("5")
+    page.get_by_role("button", name="Create app").click()
+    expect(page.locator("#apps-table")).to_contain_text("web-shop")
+    expect(page.locator("#apps-table")).to_contain_text("$25.00")
+    page.get_by_label("Key name").fill("checkout")
+    page.get_by_label("App", exact=True).select_option("web-shop")
+    page.get_by_label("Models").fill("llama3")
+    page.get_by_label("Requests / min").fill("60")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.locator("#new-secret")
+    expect(secret).to_have_text(re.compile(r"^sk-llmux-\S{20,}$"))
+    full = secret.text_content()
+    expect(page.get_by_role("button", name="Copy")).to_be_visible()
+    row = page.locator('tr[data-key="checkout"]')
+    expect(row).to_contain_text("rpm 60")
+    shot(page, "apps-keys")
+    page.reload()
+    expect(page.locator('tr[data-key="checkout"]')).to_be_visible()
+    assert full not in page.content()
+    assert full[:21] in page.content()  # the prefix identifies it
+    row = page.locator('tr[data-key="checkout"]')
+    row.get_by_role("button", name="Revoke").click()
+    row.get_by_role("button", name="Revoke checkout").click()
+    expect(page.locator('tr[data-key="checkout"]')).to_contain_text("revoked")
+
+
+def test_a_hostile_model_name_renders_as_text(console):
+    c = console()
+    page = c.sign_in("ann")
+    card = page.locator('article[data-upstream="xss"]')
+    expect(card).to_contain_text(XSS_MODEL, timeout=10000)
+    assert page.locator("article script").count() == 0
+    shot(page, "overview")
+    c.dialogs and None  # Console.close asserts no alert() ran
+
+
+def test_overview_on_a_phone(console):
+    c = console(viewport=(390, 844))
+    page = c.sign_in("ann")
+    expect(page.locator('article[data-upstream="gpu-a"]')).to_be_visible()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"page is {width}px wide on a 390px screen"
+    shot(page, "overview-390")
+
+
+def test_playground_streams_and_the_call_shows_in_the_log(console):
+    c = console()
+    page = c.sign_in("ann")
+    page.goto("/ui/#playground")
+    expect(page.get_by_label("Model")).to_contain_text("llama3")
+    page.get_by_label("Model").select_option("llama3:latest")
+    page.get_by_role("button", name="Send").click()
+    out = page.locator("#pg-output")
+    expect(out).to_contain_text("tok5", timeout=10000)
+    facts = page.locator("#pg-facts")
+    expect(facts).to_contain_text("gpu-a")
+    expect(facts).to_contain_text("TTFT")
+    shot(page, "playground")
+    page.goto("/ui/#calls")
+    table = page.locator("#calls-table")
+    expect(table).to_contain_text("llama3", timeout=10000)
+    page.get_by_label("Upstream").fill("nope")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(table).to_contain_text("No call matches")
+    page.get_by_label("Upstream").fill("gpu-a")
+    page.get_by_role("button", name="Apply filters").click()
+    table.locator("tbody tr").first.click()
+    expect(page.locator("#call-detail")).to_contain_text("request_id")
+    shot(page, "calls")
