@@ -72,12 +72,15 @@ def test_sign_in_wrong_password_then_in_and_out(console):
 def test_viewer_sees_no_write_control_and_writes_are_refused(console, stack):
     c = console()
     page = c.sign_in("vic")
-    for hash_ in ["#overview", "#upstreams", "#apps"]:
+    expect(page.get_by_role("link", name="Users")).to_have_count(0)  # admins only
+    for hash_ in ["#overview", "#upstreams", "#apps", "#models", "#audit"]:
         page.goto("/ui/" + hash_)
         expect(page.locator("h1")).to_be_visible()
         page.wait_for_load_state("networkidle")
-        for label in ["Add upstream", "Delete", "Check now", "Create app", "Create key", "Revoke"]:
-            expect(page.get_by_role("button", name=label)).to_have_count(0)
+        for label in ["Add upstream", "Edit", "Delete", "Check now", "Create app", "Create key", "Revoke",
+                      "Create alias", "Switch off", "Switch on", "Remove"]:
+            expect(page.get_by_role("button", name=label, exact=True)).to_have_count(0)
+    page.goto("/ui/#apps")
     expect(page.locator("#keys-table")).to_be_visible()
     # The viewer's cookie, same origin: the server still refuses the write.
     r = c.context.request.post(stack.url + "/admin/v1/apps", data={"name": "viewer-app"}, headers={"origin": stack.url})
@@ -226,3 +229,82 @@ def test_playground_streams_and_the_call_shows_in_the_log(console):
     table.locator("tbody tr").first.click()
     expect(page.locator("#call-detail")).to_contain_text("request_id")
     shot(page, "calls")
+
+
+def test_edit_an_api_upstream_and_its_provider_keys(console, stack):
+    _, url = stack.mock("oa", ["gpt-4o-mini"])
+    status, _ = admin_api(stack.url, "POST", "/upstreams", {"name": "oa", "kind": "openai", "url": url + "/v1", "keys": ["sk-first-key-1111"]})
+    assert status == 201
+    c = console()
+    page = c.sign_in("ann")
+    page.goto("/ui/#upstreams")
+    page.locator('tr[data-upstream="oa"]').get_by_role("button", name="Edit").click()
+    editor = page.locator("#upstream-editor")
+    expect(editor).to_contain_text("Edit oa (openai)")
+    expect(editor.locator("#provider-keys")).to_contain_text("…1111")
+    assert "sk-first-key-1111" not in page.content()
+    page.get_by_label("New provider key").fill("sk-second-key-2222")
+    page.get_by_role("button", name="Add key").click()
+    expect(editor.locator("#provider-keys")).to_contain_text("…2222")
+    editor.locator("#provider-keys tr", has_text="…1111").get_by_role("button", name="Remove").click()
+    page.get_by_role("button", name="Remove key …1111").click()
+    expect(editor.locator("#provider-keys")).not_to_contain_text("…1111")
+    editor.get_by_label("Weight").fill("7")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#notice")).to_contain_text("Upstream oa saved")
+    _, up = admin_api(stack.url, "GET", "/upstreams/oa")
+    assert up["weight"] == 7 and [k["masked"] for k in up["keys"]] == ["…2222"]
+    admin_api(stack.url, "DELETE", "/upstreams/oa")
+
+
+def test_models_switched_off_and_on_and_aliases(console, stack):
+    c = console()
+    page = c.sign_in("ann")
+    page.goto("/ui/#models")
+    row = page.locator('#served-table tr[data-model="mistral:latest"]')
+    expect(row).to_contain_text("gpu-a")
+    row.get_by_role("button", name="Switch off").click()
+    expect(row).to_contain_text("off")
+    _, models = admin_api(stack.url, "GET", "/models")
+    assert any(m["name"] == "mistral:latest" and m["enabled"] is False for m in models)
+    row.get_by_role("button", name="Switch on").click()
+    expect(row.get_by_role("button", name="Switch off")).to_be_visible()
+    page.get_by_label("Alias").fill("quick")
+    page.get_by_label("Targets").fill("llama3, mistral")
+    page.get_by_role("button", name="Create alias").click()
+    alias = page.locator('tr[data-alias="quick"]')
+    expect(alias).to_contain_text("llama3 → mistral")
+    shot(page, "models")
+    alias.get_by_role("button", name="Remove").click()
+    alias.get_by_role("button", name="Remove alias quick").click()
+    expect(page.locator('tr[data-alias="quick"]')).to_have_count(0)
+
+
+def test_users_page_and_the_audit_it_leaves(console, stack):
+    c = console()
+    page = c.sign_in("ann")
+    page.goto("/ui/#users")
+    page.get_by_label("Username").fill("tmp-user")
+    page.get_by_label("Password").fill("tmp-password-1")
+    page.get_by_label("Role").select_option("viewer")
+    page.get_by_role("button", name="Create user").click()
+    row = page.locator('tr[data-user="tmp-user"]')
+    expect(row).to_contain_text("viewer")
+    row.get_by_role("button", name="Make admin").click()
+    expect(row).to_contain_text("admin")
+    row.get_by_role("button", name="Reset password").click()
+    row.get_by_label("New password").fill("tmp-password-2")
+    row.get_by_role("button", name="Set password").click()
+    expect(page.locator("#notice")).to_contain_text("Password of tmp-user changed")
+    shot(page, "users")
+    page.locator('tr[data-user="tmp-user"]').get_by_role("button", name="Delete").click()
+    page.get_by_role("button", name="Delete tmp-user").click()
+    expect(page.locator('tr[data-user="tmp-user"]')).to_have_count(0)
+    page.goto("/ui/#audit")
+    table = page.locator("#audit-table")
+    expect(table).to_contain_text("user.delete")
+    page.get_by_label("Filter").fill("user.create")
+    expect(table).not_to_contain_text("user.delete")
+    table.locator("tbody tr").first.click()
+    expect(page.locator("#audit-detail")).to_contain_text("after")
+    shot(page, "audit")

@@ -66,8 +66,11 @@ const PAGES = [
   { id: "overview", title: "Overview", render: overviewPage },
   { id: "upstreams", title: "Upstreams", render: upstreamsPage },
   { id: "apps", title: "Apps & keys", render: appsPage },
+  { id: "models", title: "Models", render: modelsPage },
   { id: "calls", title: "Calls", render: callsPage },
   { id: "playground", title: "Playground", render: playgroundPage },
+  { id: "audit", title: "Audit", render: auditPage },
+  { id: "users", title: "Users", render: usersPage, adminOnly: true },
 ];
 
 function fmtMs(v) { return v === null || v === undefined ? "—" : `${Math.round(v)} ms`; }
@@ -100,6 +103,7 @@ function showFormError(form, prefix, err, fields, explain) {
   form.querySelectorAll(".invalid").forEach((e) => e.classList.remove("invalid"));
   const general = form.querySelector(".form-error");
   general.replaceChildren();
+  if (!err.message) return;
   let msg = err.message.replace(/^invalid JSON body: /, "");
   const named = fields.find((f) => msg.startsWith(f + ":") || msg.includes("`" + f + "`"));
   const extra = explain ? explain(msg) : null;
@@ -152,7 +156,7 @@ async function showSignIn(notice) {
     const cmd = `curl -X POST ${location.origin}/admin/v1/users \\\n  -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' \\\n  -d '{"username":"admin","password":"choose-a-long-one","role":"admin"}'`;
     box.append(
       h("p", { text: "No user exists yet. Create the first admin with the bootstrap token (the admin.token of your config file; it is never typed into this page), then sign in here:" }),
-      h("pre", { id: "setup-command", text: cmd }));
+      h("pre", { id: "setup-command", class: "cmd", text: cmd }));
   }
   const err = h("div", { class: "form-error" });
   const form = h("form", { autocomplete: "on" },
@@ -180,10 +184,11 @@ function route() {
   if (!me) return showSignIn();
   leave();
   const id = (location.hash || "#overview").slice(1);
-  const page = PAGES.find((p) => p.id === id) || PAGES[0];
+  const pages = PAGES.filter((p) => !p.adminOnly || isAdmin());
+  const page = pages.find((p) => p.id === id) || pages[0];
   $("#bar").hidden = false;
   $("#who").textContent = `${me.username} (${me.role})`;
-  $("#nav").replaceChildren(...PAGES.map((p) =>
+  $("#nav").replaceChildren(...pages.map((p) =>
     h("a", { href: "#" + p.id, text: p.title, "aria-current": p === page ? "page" : null })));
   document.title = `${page.title} · llmux`;
   const main = $("#main");
@@ -246,7 +251,8 @@ function overviewPage(main) {
   const strip = h("div", { class: "strip", id: "metrics" });
   const grid = h("div", { class: "grid", id: "upstream-cards" });
   const status = h("p", { class: "muted", id: "overview-status" });
-  main.append(strip, grid, status);
+  main.append(strip, grid, status,
+    h("p", { class: "muted hint", text: "● marks a model loaded in memory (warm). Calls, errors and latencies are over the last 15 minutes of the call log." }));
   let busy = false;
   async function refresh() {
     if (busy) return;
@@ -284,7 +290,6 @@ function explainSsrf(msg) {
 function upstreamForm(onDone) {
   const kind = h("select", {}, Object.keys(URL_HINTS).map((k) => h("option", { value: k, text: k })));
   const url = h("input", { placeholder: URL_HINTS.ollama, required: true });
-  const keysHint = h("span");
   kind.addEventListener("change", () => {
     url.placeholder = URL_HINTS[kind.value];
     form.querySelector("#up-keys").closest(".field").hidden = kind.value === "ollama";
@@ -296,8 +301,8 @@ function upstreamForm(onDone) {
     field("up-weight", "Weight", h("input", { type: "number", min: "1", placeholder: "1" }), "For the weighted strategy"),
     field("up-models", "Models", h("input", { placeholder: "llama3, mistral" }), "Comma-separated; empty: discovered from the upstream"),
     field("up-keys", "Provider keys", h("textarea", { placeholder: "one per line" }), "Stored encrypted; never shown again in full", true),
-    h("div", { class: "form-error field wide" }), keysHint,
-    h("div", { class: "actions field wide" }, h("button", { class: "primary", type: "submit", text: "Add upstream" })));
+    h("div", { class: "form-error wide" }),
+    h("div", { class: "actions wide" }, h("button", { class: "primary", type: "submit", text: "Add upstream" })));
   form.querySelector("#up-keys").closest(".field").hidden = true;
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -326,9 +331,81 @@ function upstreamsPage(main) {
   const body = h("tbody");
   main.append(notice);
   if (isAdmin()) main.append(h("section", { class: "panel" }, h("h2", { text: "Add an upstream" }), upstreamForm(done)));
+  const editor = h("div", { id: "upstream-editor" });
   main.append(h("h2", { text: "Upstreams" }),
     h("div", { class: "scroll" }, h("table", {}, h("thead", {}, h("tr", {},
-      ["Name", "Kind", "Source", "Pool", "URL", "Models", "Keys", ""].map((t) => h("th", { text: t })))), body)));
+      ["Name", "Kind", "Source", "Pool", "URL", "Models", "Keys", ""].map((t) => h("th", { text: t })))), body)),
+    editor);
+  main.append(h("p", { class: "hint", text: "Upstreams from the config file are read-only here: change them in the file (llmux reloads it on change or SIGHUP)." }));
+
+  // Edit an API upstream: url, weight, models, enabled; provider keys added, re-enabled, removed.
+  async function openEditor(summary) {
+    let u;
+    try { u = await api("GET", `/upstreams/${encodeURIComponent(summary.name)}`); } catch (e) { done(e.message, ""); return; }
+    const path = `/upstreams/${encodeURIComponent(u.name)}`;
+    const enabled = h("input", { type: "checkbox" });
+    enabled.checked = u.enabled !== false;
+    const form = h("form", { class: "stack", id: "edit-form" },
+      field("ed-url", "URL", h("input", { value: u.url || "", required: true })),
+      field("ed-weight", "Weight", h("input", { type: "number", value: String(u.weight ?? 1) })),
+      field("ed-models", "Models", h("input", { value: (u.declared_models || []).join(", ") }), "Comma-separated; empty: discovered"),
+      h("div", { class: "field" }, h("label", { for: "ed-enabled", text: "Enabled" }), enabled, h("span", { class: "hint", text: "A disabled upstream gets no calls" })),
+      h("div", { class: "form-error wide" }),
+      h("div", { class: "actions wide" }, h("button", { class: "primary", type: "submit", text: "Save changes" })));
+    enabled.id = "ed-enabled";
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const patch = { url: form["ed-url"].value.trim(), weight: Number(form["ed-weight"].value || 1), enabled: enabled.checked };
+      const models = list(form["ed-models"].value);
+      // Unchanged "discovered" stays out of the patch (the API refuses an empty list).
+      if (models.length || (u.declared_models || []).length) patch.models = models;
+      try {
+        await api("PATCH", path, patch);
+        editor.replaceChildren();
+        done(`Upstream ${u.name} saved.`);
+      } catch (e) { showFormError(form, "ed-", e, ["url", "weight", "models", "enabled"], explainSsrf); }
+    });
+    const keyRows = (u.keys || []).map((k) => {
+      const cell = h("td", { class: "actions" });
+      if (k.state !== "ok") {
+        const en = h("button", { type: "button", text: "Enable now" });
+        en.addEventListener("click", async () => {
+          try { await api("POST", `${path}/keys/${encodeURIComponent(k.id)}/enable`); openEditor(u); } catch (e) { done(e.message, ""); }
+        });
+        cell.append(en);
+      }
+      const rm = h("button", { type: "button", class: "danger", text: "Remove" });
+      rm.addEventListener("click", () => {
+        const yes = h("button", { type: "button", class: "danger", text: `Remove key ${k.masked}` });
+        const no = h("button", { type: "button", text: "Cancel" });
+        yes.addEventListener("click", async () => {
+          try { await api("DELETE", `${path}/keys/${encodeURIComponent(k.id)}`); openEditor(u); load(); } catch (e) { done(e.message, ""); }
+        });
+        no.addEventListener("click", () => openEditor(u));
+        cell.replaceChildren(yes, no);
+      });
+      cell.append(rm);
+      return h("tr", {}, h("td", {}, h("code", { text: k.masked })), h("td", {}, badge(k.state, KEY_TONE[k.state])), cell);
+    });
+    const keyForm = h("form", { class: "stack", id: "key-add-form" },
+      field("pk-key", "New provider key", h("input", { type: "password", autocomplete: "off", required: true }), "Stored encrypted; shown masked from now on"),
+      h("div", { class: "form-error wide" }),
+      h("div", { class: "actions wide" }, h("button", { type: "submit", text: "Add key" })));
+    keyForm.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try { await api("POST", `${path}/keys`, { key: keyForm["pk-key"].value }); openEditor(u); load(); }
+      catch (e) { showFormError(keyForm, "pk-", e, ["key"]); }
+    });
+    const close = h("button", { type: "button", text: "Close" });
+    close.addEventListener("click", () => editor.replaceChildren());
+    editor.replaceChildren(h("section", { class: "panel" },
+      h("h2", { text: `Edit ${u.name} (${u.kind})` }), form,
+      u.kind === "ollama" ? null : [h("h2", { text: "Provider keys" }),
+        keyRows.length ? h("div", { class: "scroll" }, h("table", { id: "provider-keys" }, h("tbody", {}, keyRows))) : h("p", { class: "muted", text: "No key." }),
+        keyForm],
+      h("div", { class: "actions" }, close)));
+    editor.scrollIntoView({ block: "nearest" });
+  }
   function done(msg, tone) {
     notice.replaceChildren(alertBox(msg, tone || "ok"));
     load();
@@ -349,6 +426,9 @@ function upstreamsPage(main) {
         });
         if (u.pool) actions.append(check);
         if (u.source === "api") {
+          const edit = h("button", { type: "button", text: "Edit" });
+          edit.addEventListener("click", () => openEditor(u));
+          actions.append(edit);
           const del = h("button", { type: "button", class: "danger", text: "Delete" });
           del.addEventListener("click", () => {
             const really = h("button", { type: "button", class: "danger", text: `Delete ${u.name} for good` });
@@ -398,8 +478,8 @@ function appsPage(main) {
       field("app-credits", "Credits (USD)", h("input", { type: "number", step: "0.01" }), "Empty: unlimited"),
       field("app-daily_budget", "Daily budget (USD)", h("input", { type: "number", step: "0.01", min: "0" })),
       field("app-monthly_budget", "Monthly budget (USD)", h("input", { type: "number", step: "0.01", min: "0" })),
-      h("div", { class: "form-error field wide" }),
-      h("div", { class: "actions field wide" }, h("button", { class: "primary", type: "submit", text: "Create app" })));
+      h("div", { class: "form-error wide" }),
+      h("div", { class: "actions wide" }, h("button", { class: "primary", type: "submit", text: "Create app" })));
     appForm.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const body = { name: appForm["app-name"].value.trim() };
@@ -424,8 +504,8 @@ function appsPage(main) {
       field("key-tpm", "Tokens / min", h("input", { type: "number", min: "1" })),
       field("key-concurrency", "Concurrency", h("input", { type: "number", min: "1" })),
       field("key-expires_at", "Expires", h("input", { type: "datetime-local" }), "Empty: never"),
-      h("div", { class: "form-error field wide" }),
-      h("div", { class: "actions field wide" }, h("button", { class: "primary", type: "submit", text: "Create key" })));
+      h("div", { class: "form-error wide" }),
+      h("div", { class: "actions wide" }, h("button", { class: "primary", type: "submit", text: "Create key" })));
     keyForm.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const body = { name: keyForm["key-name"].value.trim(), app: appSelect.value };
@@ -512,6 +592,205 @@ function appsPage(main) {
   load();
 }
 
+// ---------- Models ----------
+
+function modelsPage(main) {
+  const notice = h("div", { id: "notice", "aria-live": "polite" });
+  const servedBody = h("tbody");
+  const storedBody = h("tbody");
+  const aliasBody = h("tbody");
+  main.append(notice);
+  const say = (msg, tone) => notice.replaceChildren(alertBox(msg, tone || "ok"));
+  let aliasForm = null;
+  if (isAdmin()) {
+    aliasForm = h("form", { class: "stack", id: "alias-form" },
+      field("al-name", "Alias", h("input", { required: true, placeholder: "fast" })),
+      field("al-targets", "Targets", h("input", { required: true, placeholder: "llama3, mistral" }), "Tried in this order"),
+      h("div", { class: "form-error wide" }),
+      h("div", { class: "actions wide" }, h("button", { class: "primary", type: "submit", text: "Create alias" })));
+    aliasForm.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = { name: aliasForm["al-name"].value.trim(), targets: list(aliasForm["al-targets"].value) };
+      try { await api("POST", "/aliases", body); aliasForm.reset(); showFormError(aliasForm, "al-", { message: "" }, [], null); say(`Alias ${body.name} created.`); load(); }
+      catch (e) { showFormError(aliasForm, "al-", e, ["name", "targets"]); }
+    });
+  }
+  main.append(
+    h("h2", { text: "Served now" }),
+    h("div", { class: "scroll" }, h("table", { id: "served-table" }, h("thead", {}, h("tr", {},
+      ["Model", "Upstreams (● warm)", "State", ""].map((t) => h("th", { text: t })))), servedBody)),
+    h("h2", { text: "Aliases" }),
+    aliasForm ? h("section", { class: "panel" }, aliasForm) : null,
+    h("div", { class: "scroll" }, h("table", { id: "alias-table" }, h("thead", {}, h("tr", {},
+      ["Alias", "Targets", ""].map((t) => h("th", { text: t })))), aliasBody)),
+    h("h2", { text: "Stored model settings" }),
+    h("div", { class: "scroll" }, h("table", { id: "stored-models" }, h("thead", {}, h("tr", {},
+      ["Model", "Upstream", "State", "Origin"].map((t) => h("th", { text: t })))), storedBody)));
+
+  async function setEnabled(name, stored, enabled) {
+    try {
+      if (stored) await api("PATCH", `/models/${encodeURIComponent(stored.id)}`, { enabled });
+      else await api("POST", "/models", { name, enabled });
+      say(`Model ${name} switched ${enabled ? "on" : "off"}.`);
+      load();
+    } catch (e) { say(e.message, ""); }
+  }
+  async function load() {
+    let ups, models, aliases;
+    try { [ups, models, aliases] = await Promise.all([api("GET", "/upstreams"), api("GET", "/models"), api("GET", "/aliases")]); }
+    catch (e) { if (e.status !== 401) say(e.message, ""); return; }
+    const served = new Map();
+    for (const u of ups) for (const m of u.models || []) {
+      if (!served.has(m)) served.set(m, []);
+      served.get(m).push({ name: u.name, warm: (u.loaded_models || []).includes(m), pool: u.pool });
+    }
+    const stored = models.filter((m) => m.origin !== "discovered");
+    const global = new Map(stored.filter((m) => !m.upstream).map((m) => [m.name, m]));
+    for (const m of global.keys()) if (!served.has(m)) served.set(m, []);
+    servedBody.replaceChildren(...[...served.keys()].sort().map((name) => {
+      const st = global.get(name);
+      const on = !st || st.enabled !== false;
+      const cell = h("td", { class: "actions" });
+      if (isAdmin()) {
+        const b = h("button", { type: "button", text: on ? "Switch off" : "Switch on" });
+        b.addEventListener("click", () => setEnabled(name, st, !on));
+        cell.append(b);
+      }
+      return h("tr", { "data-model": name }, h("td", {}, h("code", { text: name })),
+        h("td", {}, h("div", { class: "chips" }, served.get(name).map((x) =>
+          h("span", { class: "chip" + (x.warm ? " warm" : "") }, x.name, x.warm ? " ●" : "", x.pool !== "active" ? ` (${x.pool})` : "")))),
+        h("td", {}, on ? badge("on", "ok") : badge("off", "bad")), cell);
+    }));
+    aliasBody.replaceChildren(...aliases.map((a) => {
+      const cell = h("td", { class: "actions" });
+      if (isAdmin()) {
+        const del = h("button", { type: "button", class: "danger", text: "Remove" });
+        del.addEventListener("click", () => {
+          const yes = h("button", { type: "button", class: "danger", text: `Remove alias ${a.name}` });
+          const no = h("button", { type: "button", text: "Cancel" });
+          yes.addEventListener("click", async () => {
+            try { await api("DELETE", `/aliases/${encodeURIComponent(a.name)}`); say(`Alias ${a.name} removed.`); load(); } catch (e) { say(e.message, ""); }
+          });
+          no.addEventListener("click", load);
+          cell.replaceChildren(yes, no);
+        });
+        cell.append(del);
+      }
+      return h("tr", { "data-alias": a.name }, h("td", {}, h("code", { text: a.name })), h("td", { text: (a.targets || []).join(" → ") }), cell);
+    }));
+    if (!aliases.length) aliasBody.append(h("tr", {}, h("td", { colspan: "3", class: "muted", text: "No alias." })));
+    storedBody.replaceChildren(...stored.map((m) => h("tr", {},
+      h("td", {}, h("code", { text: m.name })), h("td", { text: m.upstream || "everywhere" }),
+      h("td", {}, m.enabled === false ? badge("off", "bad") : badge("on", "ok")), h("td", { text: m.origin || "" }))));
+    if (!stored.length) storedBody.append(h("tr", {}, h("td", { colspan: "4", class: "muted", text: "None: every served model is on." })));
+  }
+  load();
+}
+
+// ---------- Audit ----------
+
+function auditPage(main) {
+  const filter = h("input", { type: "search", placeholder: "actor, action or target" });
+  const body = h("tbody");
+  const more = h("button", { type: "button", text: "Load older entries", hidden: true });
+  const detail = h("div", { id: "audit-detail" });
+  main.append(h("section", { class: "panel" }, h("div", { class: "stack" }, field("au-filter", "Filter", filter, "Matches the entries loaded so far"))),
+    detail,
+    h("div", { class: "scroll" }, h("table", { id: "audit-table" }, h("thead", {}, h("tr", {},
+      ["Time", "Actor", "Action", "Target"].map((t) => h("th", { text: t })))), body)),
+    h("div", { class: "actions" }, more));
+  let entries = [];
+  function render() {
+    const q = filter.value.trim().toLowerCase();
+    const shown = entries.filter((e) => !q || [e.actor, e.action, e.target_type, e.target_id].some((x) => String(x || "").toLowerCase().includes(q)));
+    body.replaceChildren(...shown.map((e) => {
+      const tr = h("tr", { class: "clickable", tabindex: "0" }, h("td", { text: fmtTime(e.at) }), h("td", { text: e.actor }),
+        h("td", {}, h("code", { text: e.action })), h("td", { text: `${e.target_type || ""} ${e.target_id || ""}` }));
+      const open = () => {
+        const close = h("button", { type: "button", text: "Close" });
+        close.addEventListener("click", () => detail.replaceChildren());
+        detail.replaceChildren(h("section", { class: "panel" }, h("h2", { text: `${e.action} by ${e.actor}` }),
+          h("dl", { class: "kv" }, h("dt", { text: "before" }), h("dd", {}, h("pre", { text: JSON.stringify(e.before, null, 2) })),
+            h("dt", { text: "after" }), h("dd", {}, h("pre", { text: JSON.stringify(e.after, null, 2) }))), close));
+      };
+      tr.addEventListener("click", open);
+      tr.addEventListener("keydown", (k) => { if (k.key === "Enter") open(); });
+      return tr;
+    }));
+    if (!shown.length) body.append(h("tr", {}, h("td", { colspan: "4", class: "muted", text: "No entry." })));
+  }
+  async function load(before) {
+    let page;
+    try { page = await api("GET", "/audit?limit=100" + (before ? `&before=${before}` : "")); } catch { return; }
+    entries = entries.concat(page);
+    more.hidden = page.length < 100;
+    render();
+  }
+  filter.addEventListener("input", render);
+  more.addEventListener("click", () => load(entries.length ? entries[entries.length - 1].id : null));
+  load(null);
+}
+
+// ---------- Users (admins only) ----------
+
+function usersPage(main) {
+  const notice = h("div", { id: "notice", "aria-live": "polite" });
+  const body = h("tbody");
+  const say = (msg, tone) => notice.replaceChildren(alertBox(msg, tone || "ok"));
+  const role = () => h("select", {}, h("option", { value: "viewer", text: "viewer" }), h("option", { value: "admin", text: "admin" }));
+  const roleSel = role();
+  const form = h("form", { class: "stack", id: "user-form" },
+    field("us-username", "Username", h("input", { required: true, autocomplete: "off" })),
+    field("us-password", "Password", h("input", { type: "password", required: true, autocomplete: "new-password" })),
+    field("us-role", "Role", roleSel),
+    h("div", { class: "form-error wide" }),
+    h("div", { class: "actions wide" }, h("button", { class: "primary", type: "submit", text: "Create user" })));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const b = { username: form["us-username"].value.trim(), password: form["us-password"].value, role: roleSel.value };
+    try { await api("POST", "/users", b); form.reset(); showFormError(form, "us-", { message: "" }, [], null); say(`User ${b.username} created.`); load(); }
+    catch (e) { showFormError(form, "us-", e, ["username", "password", "role"]); }
+  });
+  main.append(notice, h("section", { class: "panel" }, h("h2", { text: "Create a user" }), form),
+    h("div", { class: "scroll" }, h("table", { id: "users-table" }, h("thead", {}, h("tr", {},
+      ["Username", "Role", "Created", ""].map((t) => h("th", { text: t })))), body)));
+  async function load() {
+    let users;
+    try { users = await api("GET", "/users"); } catch (e) { if (e.status !== 401) say(e.message, ""); return; }
+    body.replaceChildren(...users.map((u) => {
+      const cell = h("td", { class: "actions" });
+      const path = `/users/${encodeURIComponent(u.username)}`;
+      const other = u.role === "admin" ? "viewer" : "admin";
+      const change = h("button", { type: "button", text: `Make ${other}` });
+      change.addEventListener("click", async () => {
+        try { await api("PATCH", path, { role: other }); say(`${u.username} is now ${other}.`); load(); } catch (e) { say(e.message, ""); }
+      });
+      const reset = h("button", { type: "button", text: "Reset password" });
+      reset.addEventListener("click", () => {
+        const pw = h("input", { type: "password", autocomplete: "new-password", id: "reset-" + u.id });
+        const save = h("button", { type: "button", class: "primary", text: "Set password" });
+        save.addEventListener("click", async () => {
+          try { await api("PATCH", path, { password: pw.value }); say(`Password of ${u.username} changed.`); load(); } catch (e) { say(e.message, ""); }
+        });
+        cell.replaceChildren(h("label", { for: pw.id, text: "New password" }), pw, save);
+      });
+      const del = h("button", { type: "button", class: "danger", text: "Delete" });
+      del.addEventListener("click", () => {
+        const yes = h("button", { type: "button", class: "danger", text: `Delete ${u.username}` });
+        const no = h("button", { type: "button", text: "Cancel" });
+        yes.addEventListener("click", async () => {
+          try { await api("DELETE", path); say(`User ${u.username} deleted.`); load(); } catch (e) { say(e.message, ""); }
+        });
+        no.addEventListener("click", load);
+        cell.replaceChildren(yes, no);
+      });
+      if (u.username !== me.username) cell.append(change, reset, del); else cell.append(reset, h("span", { class: "muted", text: "(you)" }));
+      return h("tr", { "data-user": u.username }, h("td", { text: u.username }), h("td", {}, badge(u.role)), h("td", { text: fmtTime(u.created_at) }), cell);
+    }));
+  }
+  load();
+}
+
 // ---------- Calls ----------
 
 function callsPage(main) {
@@ -523,11 +802,14 @@ function callsPage(main) {
     field("f-status", "HTTP status", h("input", { type: "number", min: "100", max: "599", placeholder: "429" })),
     field("f-from", "From", h("input", { type: "datetime-local" })),
     field("f-to", "To", h("input", { type: "datetime-local" })),
-    h("div", { class: "form-error field wide" }),
-    h("div", { class: "actions field wide" }, h("button", { class: "primary", type: "submit", text: "Apply filters" })));
+    h("div", { class: "form-error wide" }),
+    h("div", { class: "actions wide" }, h("button", { class: "primary", type: "submit", text: "Apply filters" })));
   const body = h("tbody");
   const more = h("button", { type: "button", text: "Load older calls", hidden: true });
   const detail = h("div", { id: "call-detail" });
+  const live = h("input", { type: "checkbox", id: "f-live" });
+  live.checked = true;
+  form.querySelector(".actions").append(live, h("label", { for: "f-live", text: "Live tail (every 3 s)" }));
   main.append(h("section", { class: "panel" }, form), detail,
     h("div", { class: "scroll" }, h("table", { id: "calls-table" }, h("thead", {}, h("tr", {},
       ["Time", "App", "Model", "Upstream", "Status", "Latency", "TTFT", "Tokens in/out", "Cost"].map((t) => h("th", { text: t })))), body)),
@@ -570,8 +852,10 @@ function callsPage(main) {
     cursor = page.next_cursor || null;
     more.hidden = !cursor;
   }
-  form.addEventListener("submit", (ev) => { ev.preventDefault(); load(true); });
-  more.addEventListener("click", () => load(false));
+  let older = false; // once older pages are loaded, the live tail stops replacing them
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); older = false; load(true); });
+  more.addEventListener("click", () => { older = true; load(false); });
+  every(3000, () => { if (live.checked && !older) load(true); });
   load(true);
 }
 
@@ -585,8 +869,8 @@ function playgroundPage(main) {
     field("pg-model", "Model", model),
     field("pg-key", "Virtual key", vkey, "Sent with this request only; never stored"),
     field("pg-prompt", "Message", prompt, null, true),
-    h("div", { class: "form-error field wide" }),
-    h("div", { class: "actions field wide" }, h("button", { class: "primary", type: "submit", text: "Send" })));
+    h("div", { class: "form-error wide" }),
+    h("div", { class: "actions wide" }, h("button", { class: "primary", type: "submit", text: "Send" })));
   const out = h("div", { class: "panel output", id: "pg-output", "aria-live": "polite" });
   const facts = h("dl", { class: "kv", id: "pg-facts" });
   main.append(h("section", { class: "panel" }, form), out, facts);
