@@ -140,9 +140,9 @@ def browser():
 class Console:
     """One browser context (its own cookies) on the console, recording every console error."""
 
-    def __init__(self, browser, base, viewport=(1280, 800)):
+    def __init__(self, browser, base, viewport=(1280, 800), color_scheme="light"):
         self.base = base
-        self.context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, base_url=base)
+        self.context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, base_url=base, color_scheme=color_scheme)
         self.page = self.context.new_page()
         self.errors = []
         self.dialogs = []
@@ -177,8 +177,8 @@ class Console:
 def console(browser, stack):
     made = []
 
-    def make(viewport=(1280, 800)):
-        c = Console(browser, stack.url, viewport)
+    def make(viewport=(1280, 800), color_scheme="light"):
+        c = Console(browser, stack.url, viewport, color_scheme)
         made.append(c)
         return c
 

@@ -308,3 +308,30 @@ def test_users_page_and_the_audit_it_leaves(console, stack):
     table.locator("tbody tr").first.click()
     expect(page.locator("#audit-detail")).to_contain_text("after")
     shot(page, "audit")
+
+
+def test_overview_weight_and_first_paint(console):
+    c = console()
+    page = c.sign_in("ann")
+    page.goto("/ui/#overview")
+    page.reload()  # a fresh load of the Overview, signed in
+    expect(page.locator('article[data-upstream="gpu-a"]')).to_be_visible()
+    sizes = page.evaluate(
+        """() => performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))
+            .map(e => [new URL(e.name).pathname, e.decodedBodySize])
+            .filter(([p]) => /^\\/ui\\/(app\\.(js|css)|favicon\\.svg)?$/.test(p))"""
+    )
+    total = sum(size for _, size in sizes)
+    paint = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0]?.startTime")
+    print(f"overview: {total} bytes of HTML+JS+CSS ({sizes}); first contentful paint {paint:.0f} ms")
+    assert total <= 150 * 1024, sizes
+    assert paint is not None and paint < 2000
+
+
+def test_dark_scheme(console):
+    c = console(color_scheme="dark")
+    page = c.sign_in("ann")
+    expect(page.locator('article[data-upstream="gpu-a"]')).to_be_visible()
+    bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert bg == "rgb(18, 21, 27)", bg
+    shot(page, "overview-dark")

@@ -240,7 +240,7 @@ async function metricsStrip(strip) {
   const tokens = calls.reduce((s, c) => s + (c.input_tokens || 0) + (c.output_tokens || 0), 0);
   const stat = (label, value) => h("div", { class: "stat" }, h("b", { text: value }), h("span", { text: label }));
   strip.replaceChildren(
-    stat("calls / min (15 min)", fmtNum(n / 15, 1)),
+    stat("calls / min", fmtNum(n / 15, 1)),
     stat("error rate", n ? `${fmtNum((100 * errors) / n, 1)} %` : "—"),
     stat("latency p50 / p99", dur.length ? `${Math.round(percentile(dur, 50))} / ${Math.round(percentile(dur, 99))} ms` : "—"),
     stat("TTFT p50 / p99", ttft.length ? `${Math.round(percentile(ttft, 50))} / ${Math.round(percentile(ttft, 99))} ms` : "—"),
