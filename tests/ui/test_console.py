@@ -1,6 +1,8 @@
 """The web console in a real browser: sign-in, roles, CSRF, live overview, upstreams, apps and keys, calls, playground."""
 
+import json
 import re
+import time
 import urllib.request
 
 from playwright.sync_api import expect
@@ -73,12 +75,13 @@ def test_viewer_sees_no_write_control_and_writes_are_refused(console, stack):
     c = console()
     page = c.sign_in("vic")
     expect(page.get_by_role("link", name="Users")).to_have_count(0)  # admins only
-    for hash_ in ["#overview", "#upstreams", "#apps", "#models", "#audit"]:
+    for hash_ in ["#overview", "#upstreams", "#apps", "#models", "#audit", "#config", "#usage"]:
         page.goto("/ui/" + hash_)
         expect(page.locator("h1")).to_be_visible()
         page.wait_for_load_state("networkidle")
         for label in ["Add upstream", "Edit", "Delete", "Check now", "Create app", "Create key", "Revoke",
-                      "Create alias", "Switch off", "Switch on", "Remove"]:
+                      "Create alias", "Switch off", "Switch on", "Remove", "Set strategy", "Roll back to this",
+                      "Reload the config file now"]:
             expect(page.get_by_role("button", name=label, exact=True)).to_have_count(0)
     page.goto("/ui/#apps")
     expect(page.locator("#keys-table")).to_be_visible()
@@ -335,3 +338,48 @@ def test_dark_scheme(console):
     bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert bg == "rgb(18, 21, 27)", bg
     shot(page, "overview-dark")
+
+
+def test_usage_chart_table_and_csv(console, stack):
+    body = json.dumps({"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    urllib.request.urlopen(urllib.request.Request(stack.url + "/v1/chat/completions", data=body, headers={"content-type": "application/json"})).read()
+    deadline = time.time() + 10
+    while admin_api(stack.url, "GET", "/usage?group_by=model")[1]["totals"]["calls"] == 0:
+        assert time.time() < deadline, "the call never reached the rollups"
+        time.sleep(0.2)
+    c = console()
+    page = c.sign_in("ann")
+    page.goto("/ui/#usage")
+    expect(page.locator("#usage-table")).to_contain_text("llama3")
+    expect(page.locator("#usage-chart rect.bar").first).to_be_attached()
+    shot(page, "usage")
+    href = page.locator("#usage-csv").get_attribute("href")
+    assert "format=csv" in href
+    csv = c.context.request.get(stack.url + href)
+    assert csv.status == 200 and csv.text().startswith("start,model,calls"), csv.text()[:200]
+
+
+def test_config_strategy_revisions_diff_and_rollback(console, stack):
+    c = console()
+    page = c.sign_in("ann")
+    page.goto("/ui/#config")
+    expect(page.locator("#config-info")).to_contain_text("sqlite")
+    page.get_by_label("Strategy").select_option("round_robin")
+    page.get_by_role("button", name="Set strategy").click()
+    expect(page.locator("#notice")).to_contain_text("Routing strategy set")
+    _, rt = admin_api(stack.url, "GET", "/routing")
+    assert rt["strategy"] == "round_robin" and rt["source"] == "api"
+    rows = page.locator("#revisions-table tbody tr")
+    expect(rows.first).to_contain_text("round_robin")
+    newest = rows.nth(0).get_attribute("data-revision")
+    older = rows.nth(1).get_attribute("data-revision")
+    page.locator(f"#cmp-{older}").check()
+    page.locator(f"#cmp-{newest}").check()
+    expect(page.locator("#revision-diff")).to_contain_text("strategy")
+    shot(page, "config")
+    row = page.locator(f'tr[data-revision="{older}"]')
+    row.get_by_role("button", name="Roll back to this").click()
+    row.get_by_role("button", name=f"Roll back to #{older}").click()
+    expect(page.locator("#notice")).to_contain_text(f"Rolled back to revision {older}")
+    _, rt = admin_api(stack.url, "GET", "/routing")
+    assert rt["strategy"] != "round_robin", rt

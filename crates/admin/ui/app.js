@@ -69,6 +69,8 @@ const PAGES = [
   { id: "models", title: "Models", render: modelsPage },
   { id: "calls", title: "Calls", render: callsPage },
   { id: "playground", title: "Playground", render: playgroundPage },
+  { id: "usage", title: "Usage", render: usagePage },
+  { id: "config", title: "Config", render: configPage },
   { id: "audit", title: "Audit", render: auditPage },
   { id: "users", title: "Users", render: usersPage, adminOnly: true },
 ];
@@ -683,6 +685,161 @@ function modelsPage(main) {
       h("td", {}, h("code", { text: m.name })), h("td", { text: m.upstream || "everywhere" }),
       h("td", {}, m.enabled === false ? badge("off", "bad") : badge("on", "ok")), h("td", { text: m.origin || "" }))));
     if (!stored.length) storedBody.append(h("tr", {}, h("td", { colspan: "4", class: "muted", text: "None: every served model is on." })));
+  }
+  load();
+}
+
+// ---------- Usage ----------
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  return append(el, children);
+}
+
+function usagePage(main) {
+  const by = h("select", {}, ["model", "app", "upstream"].map((x) => h("option", { value: x, text: x })));
+  const bucket = h("select", {}, h("option", { value: "hour", text: "hour" }), h("option", { value: "day", text: "day" }));
+  const from = h("input", { type: "datetime-local" });
+  const to = h("input", { type: "datetime-local" });
+  const csv = h("a", { id: "usage-csv", download: "llmux-usage.csv", text: "Export CSV" });
+  const form = h("form", { class: "stack", id: "usage-form" },
+    field("us-by", "Group by", by), field("us-bucket", "Per", bucket),
+    field("us-from", "From", from, "Empty: the last 7 days"), field("us-to", "To", to),
+    h("div", { class: "form-error wide" }),
+    h("div", { class: "actions wide" }, h("button", { class: "primary", type: "submit", text: "Show" }), csv));
+  const strip = h("div", { class: "strip", id: "usage-totals" });
+  const chart = h("div", { class: "panel", id: "usage-chart" });
+  const body = h("tbody");
+  const head = h("tr");
+  main.append(h("section", { class: "panel" }, form), strip, chart,
+    h("div", { class: "scroll" }, h("table", { id: "usage-table" }, h("thead", {}, head), body)));
+  function query(format) {
+    const q = new URLSearchParams({ group_by: `${by.value},${bucket.value}` });
+    q.set("from", from.value ? new Date(from.value).toISOString() : new Date(Date.now() - 7 * 86400e3).toISOString());
+    if (to.value) q.set("to", new Date(to.value).toISOString());
+    if (format) q.set("format", format);
+    return q;
+  }
+  async function load() {
+    csv.href = "/admin/v1/usage?" + query("csv");
+    let u;
+    try { u = await api("GET", "/usage?" + query()); }
+    catch (e) { showFormError(form, "us-", e, ["from", "to", "group_by"]); return; }
+    showFormError(form, "us-", { message: "" }, [], null);
+    const t = u.totals || {};
+    const stat = (label, value) => h("div", { class: "stat" }, h("b", { text: value }), h("span", { text: label }));
+    strip.replaceChildren(stat("calls", String(t.calls ?? 0)), stat("errors", String(t.errors ?? 0)),
+      stat("tokens in / out", `${t.input_tokens ?? 0} / ${t.output_tokens ?? 0}`), stat("cost", `$${Number(t.cost || 0).toFixed(4)}`));
+    const rows = u.rows || [];
+    const key = by.value;
+    head.replaceChildren(...["Start", key, "Calls", "Errors", "Tokens in", "Tokens out", "Cost"].map((x) => h("th", { text: x })));
+    body.replaceChildren(...rows.map((r) => h("tr", {},
+      h("td", { text: fmtTime(r.start) }), h("td", { text: r[key] ?? "—" }), h("td", { text: String(r.calls) }),
+      h("td", { text: String(r.errors) }), h("td", { text: String(r.input_tokens) }), h("td", { text: String(r.output_tokens) }),
+      h("td", { text: `$${Number(r.cost || 0).toFixed(6)}` }))));
+    if (!rows.length) body.append(h("tr", {}, h("td", { colspan: "7", class: "muted", text: "No usage in this range." })));
+    // Calls per bucket, one bar each (SVG attributes, so the CSP needs no inline style).
+    const buckets = new Map();
+    for (const r of rows) buckets.set(r.start, (buckets.get(r.start) || 0) + (r.calls || 0));
+    const entries = [...buckets.entries()].sort(([a], [b]) => String(a).localeCompare(String(b)));
+    const max = Math.max(1, ...entries.map(([, v]) => v));
+    const w = 640, hgt = 140, room = hgt - 40;
+    const bw = entries.length ? Math.min(40, Math.max(2, Math.floor((w - 20) / entries.length) - 2)) : 0;
+    const bars = entries.map(([start, v], i) => svg("rect", {
+      x: 10 + i * (bw + 2), y: hgt - 20 - Math.round((v / max) * room), width: bw,
+      height: Math.max(1, Math.round((v / max) * room)), class: "bar",
+    }, svg("title", {}, `${fmtTime(start)}: ${v} calls`)));
+    chart.replaceChildren(h("h2", { text: `Calls per ${bucket.value}` }),
+      entries.length ? svg("svg", { viewBox: `0 0 ${w} ${hgt}`, role: "img", "aria-label": `calls per ${bucket.value}`, class: "chart" },
+        svg("line", { x1: 10, y1: hgt - 19, x2: w - 10, y2: hgt - 19, class: "axis" }), bars,
+        svg("text", { x: 10, y: hgt - 4, class: "tick" }, entries.length ? fmtTime(entries[0][0]) : ""),
+        svg("text", { x: w - 10, y: hgt - 4, class: "tick end" }, entries.length ? fmtTime(entries[entries.length - 1][0]) : ""),
+        svg("text", { x: 10, y: 12, class: "tick" }, `max ${max}`))
+        : h("p", { class: "muted", text: "Nothing to chart yet." }));
+  }
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); load(); });
+  load();
+}
+
+// ---------- Config ----------
+
+function configPage(main) {
+  const notice = h("div", { id: "notice", "aria-live": "polite" });
+  const info = h("dl", { class: "kv", id: "config-info" });
+  const routing = h("div", { id: "routing" });
+  const body = h("tbody");
+  const diff = h("div", { id: "revision-diff" });
+  const say = (msg, tone) => notice.replaceChildren(alertBox(msg, tone || "ok"));
+  const reload = h("button", { type: "button", text: "Reload the config file now" });
+  reload.addEventListener("click", async () => {
+    try { await api("POST", "/reload"); say("Config file reloaded."); load(); } catch (e) { say("Reload refused: " + e.message, ""); }
+  });
+  main.append(notice, h("section", { class: "panel" }, h("h2", { text: "Source" }), info, isAdmin() ? h("div", { class: "actions" }, reload) : null),
+    h("section", { class: "panel" }, h("h2", { text: "Routing" }), routing),
+    h("h2", { text: "Revisions" }), diff,
+    h("div", { class: "scroll" }, h("table", { id: "revisions-table" }, h("thead", {}, h("tr", {},
+      ["#", "Time", "Actor", "Source", "Note", "Strategy", "Compare", ""].map((t) => h("th", { text: t })))), body)));
+  let picked = [];
+  function showDiff(a, b) {
+    const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => !["id", "at", "current", "actor", "note"].includes(k));
+    const rows = keys.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k])).map((k) => h("tr", {},
+      h("td", { text: k }), h("td", {}, h("pre", { text: JSON.stringify(a[k], null, 2) })), h("td", {}, h("pre", { text: JSON.stringify(b[k], null, 2) }))));
+    const close = h("button", { type: "button", text: "Close" });
+    close.addEventListener("click", () => { diff.replaceChildren(); picked = []; load(); });
+    diff.replaceChildren(h("section", { class: "panel" }, h("h2", { text: `Revision ${a.id} → ${b.id}` }),
+      rows.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "setting" }), h("th", { text: `#${a.id}` }), h("th", { text: `#${b.id}` }))), h("tbody", {}, rows))
+        : h("p", { class: "muted", text: "Same routing settings." }), close));
+  }
+  async function load() {
+    let cfg, rt, revs;
+    try { [cfg, rt, revs] = await Promise.all([api("GET", "/config"), api("GET", "/routing"), api("GET", "/config/revisions?limit=50")]); }
+    catch (e) { if (e.status !== 401) say(e.message, ""); return; }
+    info.replaceChildren(...[["config file", cfg.file || "none"], ["store", cfg.store], ["revision", cfg.revision], ["upstreams", cfg.upstreams],
+      ["client keys required", cfg.auth_required ? "yes" : "no"], ["last reload", cfg.last_reload_at ? fmtTime(cfg.last_reload_at) : "—"],
+      ["last reload error", cfg.last_reload_error || "none"]].flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: String(v ?? "—") })]));
+    const strategy = h("select", {}, h("option", { value: "", text: `the file's (${rt.file_strategy})` }),
+      (rt.strategies || []).map((x) => h("option", { value: x, text: x })));
+    strategy.value = rt.source === "api" ? rt.strategy : "";
+    const save = h("button", { type: "submit", class: "primary", text: "Set strategy" });
+    const form = h("form", { class: "stack", id: "routing-form" },
+      field("rt-strategy", "Strategy", strategy, `In force: ${rt.strategy} (from the ${rt.source === "api" ? "admin API" : "config file"}); ${rt.max_attempts} attempts per call`),
+      h("div", { class: "form-error wide" }),
+      isAdmin() ? h("div", { class: "actions wide" }, save) : null);
+    if (!isAdmin()) strategy.disabled = true;
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try { await api("PUT", "/routing", { strategy: strategy.value || null }); say("Routing strategy set."); load(); }
+      catch (e) { showFormError(form, "rt-", e, ["strategy"]); }
+    });
+    routing.replaceChildren(form);
+    body.replaceChildren(...revs.map((r) => {
+      const cell = h("td", { class: "actions" });
+      if (isAdmin() && !r.current) {
+        const rb = h("button", { type: "button", text: "Roll back to this" });
+        rb.addEventListener("click", () => {
+          const yes = h("button", { type: "button", class: "danger", text: `Roll back to #${r.id}` });
+          const no = h("button", { type: "button", text: "Cancel" });
+          yes.addEventListener("click", async () => {
+            try { await api("POST", "/config/rollback", { revision: r.id }); say(`Rolled back to revision ${r.id}.`); load(); } catch (e) { say(e.message, ""); }
+          });
+          no.addEventListener("click", load);
+          cell.replaceChildren(yes, no);
+        });
+        cell.append(rb);
+      }
+      if (r.current) cell.append(badge("current", "ok"));
+      const cmp = h("input", { type: "checkbox", id: `cmp-${r.id}` });
+      cmp.checked = picked.some((p) => p.id === r.id);
+      cmp.addEventListener("change", () => {
+        picked = cmp.checked ? picked.concat([r]).slice(-2) : picked.filter((p) => p.id !== r.id);
+        if (picked.length === 2) { const [a, b] = [...picked].sort((x, y) => x.id - y.id); showDiff(a, b); }
+      });
+      return h("tr", { "data-revision": String(r.id) }, h("td", { text: String(r.id) }), h("td", { text: fmtTime(r.at) }), h("td", { text: r.actor }),
+        h("td", { text: r.source }), h("td", { text: r.note || "" }), h("td", { text: r.strategy || "(file's)" }),
+        h("td", {}, cmp, h("label", { for: cmp.id, class: "hint", text: " compare" })), cell);
+    }));
   }
   load();
 }
