@@ -79,7 +79,7 @@ def test_viewer_sees_no_write_control_and_writes_are_refused(console, stack):
         page.goto("/ui/" + hash_)
         expect(page.locator("h1")).to_be_visible()
         page.wait_for_load_state("networkidle")
-        for label in ["Add upstream", "Edit", "Delete", "Check now", "Create app", "Create key", "Revoke",
+        for label in ["Add upstream", "Edit", "Save", "Delete", "Check now", "Create app", "Create key", "Revoke",
                       "Create alias", "Switch off", "Switch on", "Remove", "Set strategy", "Roll back to this",
                       "Reload the config file now"]:
             expect(page.get_by_role("button", name=label, exact=True)).to_have_count(0)
@@ -167,6 +167,11 @@ def test_create_an_app_and_a_key_whose_secret_is_shown_once(console, stack):
     page.get_by_role("button", name="Create app").click()
     expect(page.locator("#apps-table")).to_contain_text("web-shop")
     expect(page.locator("#apps-table")).to_contain_text("$25.00")
+    shop = page.locator('tr[data-app="web-shop"]')
+    shop.get_by_role("button", name="Edit").click()
+    shop.get_by_label("Credits (USD)").fill("40")
+    shop.get_by_role("button", name="Save").click()
+    expect(page.locator('tr[data-app="web-shop"]')).to_contain_text("$40.00")
     page.get_by_label("Key name").fill("checkout")
     page.get_by_label("App", exact=True).select_option("web-shop")
     page.get_by_label("Models").fill("llama3")
@@ -383,3 +388,22 @@ def test_config_strategy_revisions_diff_and_rollback(console, stack):
     expect(page.locator("#notice")).to_contain_text(f"Rolled back to revision {older}")
     _, rt = admin_api(stack.url, "GET", "/routing")
     assert rt["strategy"] != "round_robin", rt
+
+
+def test_gateway_log_live_with_a_level_filter(console, stack):
+    c = console()
+    page = c.sign_in("ann")
+    page.goto("/ui/#log")
+    lines = page.locator("#log-lines")
+    expect(lines).to_contain_text("admin login", timeout=10000)  # the sign-in just now
+    # A new line shows up without a reload: an upstream that fails its probe is logged.
+    proc, url = stack.mock("short-lived", ["tiny:latest"])
+    assert admin_api(stack.url, "POST", "/upstreams", {"name": "short-lived", "kind": "ollama", "url": url})[0] == 201
+    proc.terminate()
+    proc.wait()
+    expect(lines).to_contain_text("short-lived", timeout=15000)
+    shot(page, "log")
+    page.get_by_label("Level").select_option("warn")
+    expect(lines).not_to_contain_text("admin login")
+    expect(lines.locator(".line.info")).to_have_count(0)
+    admin_api(stack.url, "DELETE", "/upstreams/short-lived")

@@ -16,6 +16,7 @@ pub mod error;
 pub mod jwt;
 pub mod keycache;
 pub mod ledger;
+pub mod logring;
 mod ops;
 pub mod plane;
 mod pricing;

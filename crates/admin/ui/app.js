@@ -69,6 +69,7 @@ const PAGES = [
   { id: "models", title: "Models", render: modelsPage },
   { id: "calls", title: "Calls", render: callsPage },
   { id: "playground", title: "Playground", render: playgroundPage },
+  { id: "log", title: "Gateway log", render: logPage },
   { id: "usage", title: "Usage", render: usagePage },
   { id: "config", title: "Config", render: configPage },
   { id: "audit", title: "Audit", render: auditPage },
@@ -529,6 +530,24 @@ function appsPage(main) {
       h("section", { class: "panel" }, h("h2", { text: "Create a virtual key" }), keyForm));
   }
 
+  // Credits (set, e.g. after a top-up) and budgets of one app, edited in its row.
+  function editApp(a, cell) {
+    const form = h("form", { class: "stack", id: "app-edit-form" },
+      field("ae-credits", "Credits (USD)", h("input", { type: "number", step: "0.01", value: a.credits ?? "" })),
+      field("ae-daily_budget", "Daily budget (USD)", h("input", { type: "number", step: "0.01", value: a.daily_budget ?? "" })),
+      field("ae-monthly_budget", "Monthly budget (USD)", h("input", { type: "number", step: "0.01", value: a.monthly_budget ?? "" })),
+      h("div", { class: "form-error wide" }),
+      h("div", { class: "actions wide" }, h("button", { type: "submit", class: "primary", text: "Save" }), h("button", { type: "button", text: "Cancel", onclick: load })));
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = {};
+      for (const k of ["credits", "daily_budget", "monthly_budget"]) if (form["ae-" + k].value !== "") body[k] = Number(form["ae-" + k].value);
+      try { await api("PATCH", `/apps/${encodeURIComponent(a.id)}`, body); say(`App ${a.name} saved.`); load(); }
+      catch (e) { showFormError(form, "ae-", e, ["credits", "daily_budget", "monthly_budget"]); }
+    });
+    cell.replaceChildren(form);
+  }
+
   function showSecret(k) {
     const copy = h("button", { type: "button", class: "primary", text: "Copy" });
     const secret = h("div", { class: "secret", id: "new-secret", text: k.key });
@@ -546,7 +565,7 @@ function appsPage(main) {
 
   main.append(h("h2", { text: "Apps" }),
     h("div", { class: "scroll" }, h("table", { id: "apps-table" }, h("thead", {}, h("tr", {},
-      ["Name", "Credits", "Daily budget", "Monthly budget", "Created"].map((t) => h("th", { text: t })))), appsBody)),
+      ["Name", "Credits", "Daily budget", "Monthly budget", "Created", ""].map((t) => h("th", { text: t })))), appsBody)),
     h("h2", { text: "Virtual keys" }),
     h("div", { class: "scroll" }, h("table", { id: "keys-table" }, h("thead", {}, h("tr", {},
       ["Name", "App", "Key", "Models", "Limits", "Expires", "Last used", "State", ""].map((t) => h("th", { text: t })))), keysBody)));
@@ -559,11 +578,19 @@ function appsPage(main) {
     const chosen = appSelect.value;
     appSelect.replaceChildren(...apps.map((a) => h("option", { value: a.name, text: a.name })));
     if (chosen) appSelect.value = chosen;
-    appsBody.replaceChildren(...apps.map((a) => h("tr", {},
-      h("td", { text: a.name }), h("td", { text: money(a.credits) }),
-      h("td", { text: money(a.daily_budget) }), h("td", { text: money(a.monthly_budget) }),
-      h("td", { text: fmtTime(a.created_at) }))));
-    if (!apps.length) appsBody.append(h("tr", {}, h("td", { colspan: "5", class: "muted", text: "No app yet." })));
+    appsBody.replaceChildren(...apps.map((a) => {
+      const cell = h("td", { class: "actions" });
+      if (isAdmin()) {
+        const edit = h("button", { type: "button", text: "Edit" });
+        edit.addEventListener("click", () => editApp(a, cell));
+        cell.append(edit);
+      }
+      return h("tr", { "data-app": a.name },
+        h("td", { text: a.name }), h("td", { text: money(a.credits) }),
+        h("td", { text: money(a.daily_budget) }), h("td", { text: money(a.monthly_budget) }),
+        h("td", { text: fmtTime(a.created_at) }), cell);
+    }));
+    if (!apps.length) appsBody.append(h("tr", {}, h("td", { colspan: "6", class: "muted", text: "No app yet." })));
     keysBody.replaceChildren(...keys.map((k) => {
       const revoked = Boolean(k.revoked_at) || k.status === "revoked";
       const act = h("td", { class: "actions" });
@@ -687,6 +714,36 @@ function modelsPage(main) {
     if (!stored.length) storedBody.append(h("tr", {}, h("td", { colspan: "4", class: "muted", text: "None: every served model is on." })));
   }
   load();
+}
+
+// ---------- Gateway log ----------
+
+function logPage(main) {
+  const level = h("select", {}, h("option", { value: "", text: "all" }),
+    ["error", "warn", "info", "debug"].map((l) => h("option", { value: l, text: `${l} and worse` })));
+  const live = h("input", { type: "checkbox", id: "log-live" });
+  live.checked = true;
+  const lines = h("div", { class: "log", id: "log-lines", role: "log", "aria-live": "off" });
+  main.append(h("section", { class: "panel" }, h("div", { class: "stack" }, field("log-level", "Level", level),
+    h("div", { class: "actions" }, live, h("label", { for: "log-live", text: "Live (every 2 s)" })))),
+    h("p", { class: "hint", text: "The newest of the last 10,000 lines the gateway wrote to stderr; newest at the bottom." }), lines);
+  let after = 0;
+  const KEEP = 2000;
+  async function poll() {
+    let page;
+    try { page = await api("GET", `/logs?after=${after}&limit=${KEEP}` + (level.value ? `&level=${level.value}` : "")); } catch { return; }
+    after = page.next;
+    const stick = lines.scrollTop + lines.clientHeight >= lines.scrollHeight - 4;
+    for (const l of page.lines) lines.append(h("div", { class: "line " + (l.level || "").toLowerCase(), text: l.text }));
+    while (lines.childElementCount > KEEP) lines.firstElementChild.remove();
+    const empty = lines.querySelector(".muted");
+    if (empty && page.lines.length) empty.remove();
+    if (!lines.childElementCount) lines.append(h("div", { class: "muted", text: "No line at this level." }));
+    if (stick) lines.scrollTop = lines.scrollHeight;
+  }
+  level.addEventListener("change", () => { after = 0; lines.replaceChildren(); poll(); });
+  every(2000, () => { if (live.checked) poll(); });
+  poll();
 }
 
 // ---------- Usage ----------
