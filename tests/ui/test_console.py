@@ -75,7 +75,7 @@ def test_viewer_sees_no_write_control_and_writes_are_refused(console, stack):
     c = console()
     page = c.sign_in("vic")
     expect(page.get_by_role("link", name="Users")).to_have_count(0)  # admins only
-    for hash_ in ["#overview", "#upstreams", "#apps", "#models", "#audit", "#config", "#usage"]:
+    for hash_ in ["#overview", "#upstreams", "#apps", "#models", "#calls", "#playground", "#log", "#usage", "#config", "#audit"]:
         page.goto("/ui/" + hash_)
         expect(page.locator("h1")).to_be_visible()
         page.wait_for_load_state("networkidle")
@@ -204,13 +204,16 @@ def test_a_hostile_model_name_renders_as_text(console):
     c.dialogs and None  # Console.close asserts no alert() ran
 
 
-def test_overview_on_a_phone(console):
+def test_every_page_fits_a_phone(console):
     c = console(viewport=(390, 844))
     page = c.sign_in("ann")
     expect(page.locator('article[data-upstream="gpu-a"]')).to_be_visible()
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390, f"page is {width}px wide on a 390px screen"
     shot(page, "overview-390")
+    for hash_ in ["#overview", "#upstreams", "#apps", "#models", "#calls", "#playground", "#log", "#usage", "#config", "#audit", "#users"]:
+        page.goto("/ui/" + hash_)
+        page.wait_for_load_state("networkidle")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{hash_} is {width}px wide on a 390px screen (tables scroll inside their box)"
 
 
 def test_playground_streams_and_the_call_shows_in_the_log(console):
