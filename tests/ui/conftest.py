@@ -60,7 +60,7 @@ class Stack:
         wait_line(proc, r"listening on http://")
         return proc, f"http://127.0.0.1:{port}"
 
-    def serve(self, upstreams):
+    def serve(self, upstreams, extra=""):
         blocks = "".join(f'[[upstreams]]\nname = "{n}"\nkind = "ollama"\nurl = "{u}"\n' for n, u in upstreams)
         cfg = Path(self.dir.name) / "llmux.toml"
         cfg.write_text(
@@ -75,7 +75,7 @@ url = "sqlite::memory:"
 [health]
 interval = "1s"
 timeout = "1s"
-{blocks}"""
+{extra}{blocks}"""
         )
         gw = self.spawn("serve", "--config", str(cfg))
         self.url = wait_line(gw, r"llmux listening on (http://\S+)").group(1)

@@ -7,7 +7,7 @@ import urllib.request
 
 from playwright.sync_api import expect
 
-from conftest import ADMIN_TOKEN, XSS_MODEL, Console, Stack, admin_api, shot
+from conftest import ADMIN_TOKEN, USERS, XSS_MODEL, Console, Stack, admin_api, shot
 
 
 def test_browsers_are_sent_to_the_console_and_ollama_clients_keep_the_banner(stack):
@@ -167,6 +167,7 @@ def test_create_an_app_and_a_key_whose_secret_is_shown_once(console, stack):
     page.get_by_role("button", name="Create app").click()
     expect(page.locator("#apps-table")).to_contain_text("web-shop")
     expect(page.locator("#apps-table")).to_contain_text("$25.00")
+    expect(page.locator('tr[data-app="web-shop"]')).to_contain_text("$0.00")  # spent today
     shop = page.locator('tr[data-app="web-shop"]')
     shop.get_by_role("button", name="Edit").click()
     shop.get_by_label("Credits (USD)").fill("40")
@@ -228,6 +229,7 @@ def test_playground_streams_and_the_call_shows_in_the_log(console):
     facts = page.locator("#pg-facts")
     expect(facts).to_contain_text("gpu-a")
     expect(facts).to_contain_text("TTFT")
+    expect(facts).to_contain_text("attempts")
     shot(page, "playground")
     page.goto("/ui/#calls")
     table = page.locator("#calls-table")
@@ -365,6 +367,44 @@ def test_usage_chart_table_and_csv(console, stack):
     assert "format=csv" in href
     csv = c.context.request.get(stack.url + href)
     assert csv.status == 200 and csv.text().startswith("start,model,calls"), csv.text()[:200]
+
+
+def test_with_client_keys_required_the_playground_key_and_app_spend(browser):
+    """[auth] required: the playground sends the virtual key typed in; the app's spend shows."""
+    s = Stack()
+    try:
+        _, url = s.mock("gpu-k", ["mistral:latest"])
+        s.serve([("gpu-k", url)], extra="[auth]\nrequired = true\n")
+        password, role = USERS["ann"]
+        assert admin_api(s.url, "POST", "/users", {"username": "ann", "password": password, "role": role})[0] == 201
+        assert admin_api(s.url, "PUT", "/pricing/mistral", {"input_per_mtok": 1000000, "output_per_mtok": 1000000})[0] == 200
+        assert admin_api(s.url, "POST", "/apps", {"name": "spender", "credits": 1000})[0] == 201
+        _, key = admin_api(s.url, "POST", "/keys", {"name": "spender-key", "app": "spender"})
+        c = Console(browser, s.url)
+        c.expected_statuses = {401}
+        page = c.sign_in("ann")
+        page.goto("/ui/#playground")
+        expect(page.get_by_label("Model")).to_contain_text("mistral")
+        page.get_by_role("button", name="Send").click()
+        expect(page.get_by_role("alert")).to_contain_text("HTTP 401")  # no key typed
+        page.get_by_label("Virtual key").fill(key["key"])
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator("#pg-output")).to_contain_text("tok5", timeout=10000)
+        deadline = time.time() + 10
+        while admin_api(s.url, "GET", "/usage?group_by=app")[1]["totals"]["cost"] == 0:
+            assert time.time() < deadline, "the call never reached the rollups"
+            time.sleep(0.2)
+        page.goto("/ui/#apps")
+        spent = page.locator('tr[data-app="spender"] td').nth(4)  # spent today
+        expect(spent).to_have_text(re.compile(r"^\$\d+\.\d\d$"))
+        expect(spent).not_to_have_text("$0.00")
+        page.goto("/ui/#usage")
+        page.get_by_label("Group by").select_option("app")
+        page.get_by_role("button", name="Show").click()
+        expect(page.locator("#usage-table")).to_contain_text("spender")
+        c.close()
+    finally:
+        s.close()
 
 
 def test_config_strategy_revisions_diff_and_rollback(console, stack):

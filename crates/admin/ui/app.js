@@ -478,7 +478,7 @@ function appsPage(main) {
   if (isAdmin()) {
     const appForm = h("form", { class: "stack", id: "app-form" },
       field("app-name", "App name", h("input", { required: true })),
-      field("app-credits", "Credits (USD)", h("input", { type: "number", step: "0.01" }), "Empty: unlimited"),
+      field("app-credits", "Credits (USD)", h("input", { type: "number", step: "0.01" }), "Empty: none yet; calls to priced models are refused until credited"),
       field("app-daily_budget", "Daily budget (USD)", h("input", { type: "number", step: "0.01", min: "0" })),
       field("app-monthly_budget", "Monthly budget (USD)", h("input", { type: "number", step: "0.01", min: "0" })),
       h("div", { class: "form-error wide" }),
@@ -565,15 +565,22 @@ function appsPage(main) {
 
   main.append(h("h2", { text: "Apps" }),
     h("div", { class: "scroll" }, h("table", { id: "apps-table" }, h("thead", {}, h("tr", {},
-      ["Name", "Credits", "Daily budget", "Monthly budget", "Created", ""].map((t) => h("th", { text: t })))), appsBody)),
+      ["Name", "Credits", "Daily budget", "Monthly budget", "Spent today (UTC)", "Spent this month", "Created", ""].map((t) => h("th", { text: t })))), appsBody)),
     h("h2", { text: "Virtual keys" }),
     h("div", { class: "scroll" }, h("table", { id: "keys-table" }, h("thead", {}, h("tr", {},
       ["Name", "App", "Key", "Models", "Limits", "Expires", "Last used", "State", ""].map((t) => h("th", { text: t })))), keysBody)));
 
   async function load() {
-    let apps, keys;
-    try { [apps, keys] = await Promise.all([api("GET", "/apps"), api("GET", "/keys")]); }
-    catch (e) { if (e.status !== 401) say(e.message, ""); return; }
+    let apps, keys, today, month;
+    const now = new Date();
+    const dayStart = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate())).toISOString();
+    const monthStart = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)).toISOString();
+    try {
+      [apps, keys, today, month] = await Promise.all([api("GET", "/apps"), api("GET", "/keys"),
+        api("GET", `/usage?group_by=app&from=${encodeURIComponent(dayStart)}`), api("GET", `/usage?group_by=app&from=${encodeURIComponent(monthStart)}`)]);
+    } catch (e) { if (e.status !== 401) say(e.message, ""); return; }
+    const spent = (u) => Object.fromEntries((u.rows || []).map((r) => [r.app_id, r.cost]));
+    const spentToday = spent(today), spentMonth = spent(month);
     const appName = Object.fromEntries(apps.map((a) => [a.id, a.name]));
     const chosen = appSelect.value;
     appSelect.replaceChildren(...apps.map((a) => h("option", { value: a.name, text: a.name })));
@@ -588,9 +595,10 @@ function appsPage(main) {
       return h("tr", { "data-app": a.name },
         h("td", { text: a.name }), h("td", { text: money(a.credits) }),
         h("td", { text: money(a.daily_budget) }), h("td", { text: money(a.monthly_budget) }),
+        h("td", { text: money(spentToday[a.id] || 0) }), h("td", { text: money(spentMonth[a.id] || 0) }),
         h("td", { text: fmtTime(a.created_at) }), cell);
     }));
-    if (!apps.length) appsBody.append(h("tr", {}, h("td", { colspan: "6", class: "muted", text: "No app yet." })));
+    if (!apps.length) appsBody.append(h("tr", {}, h("td", { colspan: "8", class: "muted", text: "No app yet." })));
     keysBody.replaceChildren(...keys.map((k) => {
       const revoked = Boolean(k.revoked_at) || k.status === "revoked";
       const act = h("td", { class: "actions" });
@@ -790,10 +798,14 @@ function usagePage(main) {
     strip.replaceChildren(stat("calls", String(t.calls ?? 0)), stat("errors", String(t.errors ?? 0)),
       stat("tokens in / out", `${t.input_tokens ?? 0} / ${t.output_tokens ?? 0}`), stat("cost", `$${Number(t.cost || 0).toFixed(4)}`));
     const rows = u.rows || [];
-    const key = by.value;
-    head.replaceChildren(...["Start", key, "Calls", "Errors", "Tokens in", "Tokens out", "Cost"].map((x) => h("th", { text: x })));
+    const key = by.value === "app" ? "app_id" : by.value;
+    let names = {};
+    if (by.value === "app") {
+      try { names = Object.fromEntries((await api("GET", "/apps")).map((a) => [a.id, a.name])); } catch { names = {}; }
+    }
+    head.replaceChildren(...["Start", by.value, "Calls", "Errors", "Tokens in", "Tokens out", "Cost"].map((x) => h("th", { text: x })));
     body.replaceChildren(...rows.map((r) => h("tr", {},
-      h("td", { text: fmtTime(r.start) }), h("td", { text: r[key] ?? "—" }), h("td", { text: String(r.calls) }),
+      h("td", { text: fmtTime(r.start) }), h("td", { text: names[r[key]] || r[key] || "—" }), h("td", { text: String(r.calls) }),
       h("td", { text: String(r.errors) }), h("td", { text: String(r.input_tokens) }), h("td", { text: String(r.output_tokens) }),
       h("td", { text: `$${Number(r.cost || 0).toFixed(6)}` }))));
     if (!rows.length) body.append(h("tr", {}, h("td", { colspan: "7", class: "muted", text: "No usage in this range." })));
@@ -1089,12 +1101,12 @@ function playgroundPage(main) {
   const facts = h("dl", { class: "kv", id: "pg-facts" });
   main.append(h("section", { class: "panel" }, form), out, facts);
   (async () => {
+    // From the admin API (what active upstreams serve), so it works when client keys are required.
     try {
-      const res = await fetch("/v1/models", { credentials: "omit" });
-      const data = await res.json();
-      const ids = (data.data || []).map((m) => m.id).sort();
+      const ups = await api("GET", "/upstreams");
+      const ids = [...new Set(ups.filter((u) => u.pool === "active").flatMap((u) => u.models || []))].sort();
       model.replaceChildren(...ids.map((id) => h("option", { value: id, text: id })));
-    } catch { /* the select stays empty; typing is not offered */ }
+    } catch { /* the select stays empty */ }
   })();
   const fact = (k, v) => facts.append(h("dt", { text: k }), h("dd", { text: v }));
   form.addEventListener("submit", async (ev) => {
@@ -1116,6 +1128,7 @@ function playgroundPage(main) {
       });
       fact("upstream", res.headers.get("x-llmux-upstream") || "—");
       fact("request id", res.headers.get("x-request-id") || "—");
+      fact("attempts", res.headers.get("x-llmux-attempts") || "—");
       if (!res.ok) {
         const text = await res.text();
         let msg = text;
