@@ -561,6 +561,7 @@ function appsPage(main) {
       h("h2", { text: `Key ${k.name} created` }),
       alertBox("This is the only time the full key is shown. Copy it now; llmux keeps only a hash.", "info"),
       secret, h("div", { class: "actions" }, copy, dismiss)));
+    secretBox.scrollIntoView({ block: "start" });
   }
 
   main.append(h("h2", { text: "Apps" }),
