@@ -17,6 +17,7 @@ pub mod jwt;
 pub mod keycache;
 pub mod ledger;
 mod login;
+pub mod logring;
 mod ops;
 pub mod plane;
 mod pricing;
@@ -25,6 +26,7 @@ mod routes;
 pub mod session;
 pub mod ssrf;
 pub mod time;
+mod ui;
 mod upstreams;
 pub mod watch;
 
@@ -38,6 +40,11 @@ use error::ApiError;
 /// The admin router for `cp`, to be nested at `/admin/v1` by `Gateway::serve`.
 pub fn router(cp: &Arc<ControlPlane>) -> axum::Router {
     routes::router(cp)
+}
+
+/// The web console's routes (`/ui/...`, absolute), to be merged beside the gateway's own.
+pub fn console_router<S: Clone + Send + Sync + 'static>(cp: &Arc<ControlPlane>) -> axum::Router<S> {
+    ui::router(cp)
 }
 
 /// Parses a JSON request body; a 400 whose message names the field when it does not fit.

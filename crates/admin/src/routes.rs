@@ -112,6 +112,7 @@ fn ops() -> Vec<Op> {
                 "timeouts": timeouts(), "api_version": s("string"), "enabled": s("boolean") })))
             .to(patch(u::patch)),
         op("delete", "/upstreams/{name}", "upstreams", "Delete an API upstream and its keys").to(delete(u::delete)),
+        op("post", "/upstreams/{name}/refresh", "upstreams", "Probe the upstream now (health, models, pool) and answer its state").to(post(u::refresh)),
         op("post", "/upstreams/{name}/keys", "upstreams", "Add a provider key")
             .body(object(&["key"], json!({ "key": s("string") }))).created().to(post(u::add_key)),
         op("delete", "/upstreams/{name}/keys/{key_id}", "upstreams", "Remove a provider key").to(delete(u::delete_key)),
@@ -189,6 +190,7 @@ fn ops() -> Vec<Op> {
             .body(object(&["input_per_mtok", "output_per_mtok"], json!({ "input_per_mtok": s("number"), "output_per_mtok": s("number") })))
             .to(put(pr::put)),
         op("delete", "/pricing/{model}", "accounting", "Drop a price override").to(delete(pr::delete)),
+        op("get", "/logs", "ops", "Recent gateway log lines (a ring of 10,000), oldest first (?after=&level=&limit=)").to(get(crate::logring::list)),
         op("get", "/openapi.json", "meta", "This document").to(get(openapi_json)),
     ]
 }

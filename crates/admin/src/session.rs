@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, Method};
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use store::Role;
@@ -37,16 +37,23 @@ pub async fn authenticate(
     if OPEN_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let given = req
+    let mut given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    // The web console's session cookie stands in for the header (see `cookie_credential`).
+    if given.is_none() {
+        match cookie_credential(req.headers(), read_only) {
+            Ok(bearer) => given = bearer,
+            Err(e) => return e.into_response(),
+        }
+    }
     let caller = match caller(&cp, given.as_deref()).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let read_only = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if caller.role == Role::Viewer && !read_only {
         return ApiError::Forbidden(format!(
             "user {:?} has the viewer role: read-only",
@@ -64,7 +71,11 @@ fn session_current(claims: &crate::jwt::Claims, user: &store::User) -> bool {
     claims.uid == user.id && claims.ver == user.session_epoch
 }
 
-async fn caller(cp: &ControlPlane, authorization: Option<&str>) -> Result<Caller, ApiError> {
+/// Who `authorization` (an `Authorization` header value) belongs to.
+pub(crate) async fn caller(
+    cp: &ControlPlane,
+    authorization: Option<&str>,
+) -> Result<Caller, ApiError> {
     let given = authorization
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
@@ -112,9 +123,124 @@ async fn caller(cp: &ControlPlane, authorization: Option<&str>) -> Result<Caller
     })
 }
 
+/// The web console's session cookie (set by `POST /ui/session`, HttpOnly, SameSite=Strict).
+pub const SESSION_COOKIE: &str = "llmux_session";
+
+/// The value of the console's session cookie in `headers`, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+/// The console's cookie as an `Authorization` value. A browser sends cookies with any request,
+/// so a state-changing one (`read_only` false) must also prove it comes from a page of this
+/// origin: its `Origin` (or, lacking that, `Referer`) must name the request's `Host`. With
+/// SameSite=Strict that is the CSRF defence.
+pub fn cookie_credential(headers: &HeaderMap, read_only: bool) -> Result<Option<String>, ApiError> {
+    let Some(token) = session_cookie(headers) else {
+        return Ok(None);
+    };
+    if !read_only && !same_origin(headers) {
+        return Err(ApiError::Forbidden(
+            "cross-origin request refused: a console write must carry an Origin matching the Host"
+                .into(),
+        ));
+    }
+    Ok(Some(format!("Bearer {token}")))
+}
+
+/// Whether the request's `Origin` (else `Referer`) has the same host and port as its `Host`.
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let source = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok());
+    let Some(source) = source else {
+        return false;
+    };
+    let Some((_, rest)) = source.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority.eq_ignore_ascii_case(host)
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(k.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_cookie_is_found_among_others() {
+        let h = headers(&[(header::COOKIE, "a=1; llmux_session=tok.en.sig; b=2")]);
+        assert_eq!(session_cookie(&h), Some("tok.en.sig"));
+        assert_eq!(
+            session_cookie(&headers(&[(header::COOKIE, "llmux_sessionx=1")])),
+            None
+        );
+        assert_eq!(session_cookie(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_cookie_write_needs_a_matching_origin() {
+        let cookie = (header::COOKIE, "llmux_session=t");
+        let host = (header::HOST, "127.0.0.1:4000");
+        let same = headers(&[
+            cookie.clone(),
+            host.clone(),
+            (header::ORIGIN, "http://127.0.0.1:4000"),
+        ]);
+        assert_eq!(
+            cookie_credential(&same, false).unwrap().as_deref(),
+            Some("Bearer t")
+        );
+        let referer = headers(&[
+            cookie.clone(),
+            host.clone(),
+            (header::REFERER, "http://127.0.0.1:4000/ui/#apps"),
+        ]);
+        assert!(cookie_credential(&referer, false).is_ok());
+        let foreign = headers(&[
+            cookie.clone(),
+            host.clone(),
+            (header::ORIGIN, "http://evil.example"),
+        ]);
+        assert!(matches!(
+            cookie_credential(&foreign, false),
+            Err(ApiError::Forbidden(_))
+        ));
+        let other_port = headers(&[
+            cookie.clone(),
+            host.clone(),
+            (header::ORIGIN, "http://127.0.0.1:4001"),
+        ]);
+        assert!(cookie_credential(&other_port, false).is_err());
+        let none = headers(&[cookie.clone(), host.clone()]);
+        assert!(cookie_credential(&none, false).is_err());
+        // Reads need no origin: they change nothing.
+        assert!(cookie_credential(&none, true).is_ok());
+        assert_eq!(cookie_credential(&headers(&[host]), false).unwrap(), None);
+    }
 
     #[test]
     fn a_token_is_bound_to_the_user_id_and_its_epoch() {

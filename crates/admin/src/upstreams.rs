@@ -420,3 +420,19 @@ pub async fn enable_key(
     .await;
     Ok(Json(after))
 }
+
+/// `POST /upstreams/{name}/refresh`: probes the upstream now (health, models, pool) instead of
+/// waiting for the next health interval, and answers its state afterwards. Changes no config.
+pub async fn refresh(
+    State(cp): State<Arc<ControlPlane>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let routes = cp.gateway.routes();
+    let Some(up) = routes.upstream(&name) else {
+        return Err(ApiError::NotFound(format!(
+            "no running upstream named {name:?} (a disabled one is not probed)"
+        )));
+    };
+    gateway::health::probe_some(std::slice::from_ref(up), &routes.config).await;
+    Ok(Json(view(&cp, &name).await?))
+}

@@ -169,7 +169,8 @@ impl Gateway {
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then lets open calls finish.
-    /// `admin` replaces the built-in read-only `/admin/v1` routes when given. Connections are
+    /// `admin` replaces the built-in read-only `/admin/v1` routes when given; `console` (the
+    /// web console's `/ui` routes) is served beside them when given. Connections are
     /// bounded by `server.header_timeout`, `idle_timeout` and `max_connections` (read here, at
     /// start-up), and the open-files limit is raised to its hard maximum first.
     pub async fn serve(
@@ -177,6 +178,7 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
         admin: Option<axum::Router>,
+        console: Option<axum::Router<Arc<Gateway>>>,
     ) -> std::io::Result<()> {
         let mut limits = listen::ConnLimits::from(&self.config().server);
         if let Some(nofile) = listen::raise_nofile_limit() {
@@ -194,7 +196,7 @@ impl Gateway {
                 limits.max_connections = room;
             }
         }
-        let app = server::router(Arc::clone(self), admin);
+        let app = server::router(Arc::clone(self), admin, console);
         listen::serve(
             listener,
             app,

@@ -23,13 +23,20 @@ fn generation(endpoint: Endpoint) -> axum::routing::MethodRouter<Arc<Gateway>> {
 /// open paths are one named list), the virtual key's concurrency limit and rate-limit headers
 /// (its request and token rates are checked by the handler once the body is read), then the
 /// route. Admin routes sit behind their own token check, so a new admin route
-/// cannot skip it. `admin` replaces the built-in read-only admin routes when given.
-pub fn router(gw: Arc<Gateway>, admin: Option<Router>) -> Router {
+/// cannot skip it. `admin` replaces the built-in read-only admin routes when given;
+/// `console` (the web console's `/ui` routes) is merged in when given, and then a browser
+/// asking for `/` is sent there.
+pub fn router(
+    gw: Arc<Gateway>,
+    admin: Option<Router>,
+    console: Option<Router<Arc<Gateway>>>,
+) -> Router {
+    let has_console = console.is_some();
     let admin = match admin {
         Some(a) => a,
         None => builtin_admin(&gw),
     };
-    Router::new()
+    let routes = Router::new()
         // OpenAI dialect
         .route(
             "/v1/chat/completions",
@@ -58,7 +65,15 @@ pub fn router(gw: Arc<Gateway>, admin: Option<Router>) -> Router {
             post(gemini_call).get(catalog::gemini_model),
         )
         // Ollama dialect
-        .route("/", get(catalog::root))
+        .route(
+            "/",
+            get(move |req: Request| async move {
+                if has_console && prefers_html(req.headers()) {
+                    return axum::response::Redirect::to("/ui/").into_response();
+                }
+                catalog::root().await
+            }),
+        )
         .route("/api/chat", generation(Endpoint::OllamaChat))
         .route("/api/generate", generation(Endpoint::OllamaGenerate))
         .route("/api/embed", generation(Endpoint::OllamaEmbed))
@@ -74,7 +89,12 @@ pub fn router(gw: Arc<Gateway>, admin: Option<Router>) -> Router {
         .route("/metrics", get(crate::metrics::scrape))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .nest_service("/admin/v1", admin)
+        .nest_service("/admin/v1", admin);
+    let routes = match console {
+        Some(console) => routes.merge(console),
+        None => routes,
+    };
+    routes
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), key_limits))
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), client_auth))
@@ -82,6 +102,15 @@ pub fn router(gw: Arc<Gateway>, admin: Option<Router>) -> Router {
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), request_id))
         .with_state(gw)
+}
+
+/// Whether the client is a browser: its `Accept` names `text/html` (Ollama clients and probes
+/// send `*/*` or nothing, and keep getting the banner).
+fn prefers_html(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/html")))
 }
 
 /// The admin routes the data plane serves on its own (no store): upstream state and

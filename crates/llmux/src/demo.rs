@@ -8,6 +8,8 @@ use std::time::Duration;
 
 const ADMIN_TOKEN: &str = "demo-admin-token";
 const PROVIDER_KEY: &str = "sk-demo-provider-key";
+/// The demo's console login (its store is in memory and dies with it).
+const DEMO_USER: (&str, &str) = ("demo", "demo");
 
 pub async fn run(listen: SocketAddr) -> Result<(), String> {
     // Slow enough to watch tokens arrive one by one, fast enough not to bore.
@@ -87,6 +89,14 @@ keys = ["{PROVIDER_KEY}"]
     let config =
         Config::from_toml_str(&toml, &|_| None).map_err(|e| format!("demo config: {e}"))?;
     let (store, keys) = crate::serve::open_store(&config).await?;
+    store
+        .create_user(
+            DEMO_USER.0,
+            &config::Secret::new(DEMO_USER.1.to_string()),
+            store::Role::Admin,
+        )
+        .await
+        .map_err(|e| format!("demo user: {e}"))?;
     let loaded = crate::serve::Loaded {
         path: None,
         text: Some(toml.clone()),
@@ -119,6 +129,8 @@ llmux demo: the gateway on http://{addr}, in front of
   gpu-b   mock Ollama node   llama3:latest, mistral:latest, nomic-embed-text
   openai  mock OpenAI API    gpt-4o, gpt-4o-mini, text-embedding-3-small
 
+Web console: http://{addr}/ui/   (sign in as {user} / {password})
+
 Try:
   curl -N http://{addr}/v1/chat/completions -H 'content-type: application/json' \
     -d '{{"model":"llama3","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
@@ -136,6 +148,8 @@ Try:
   Ollama SDK:  ollama.Client(host="http://{addr}")
 
 Ctrl-C stops it.
-"#
+"#,
+        user = DEMO_USER.0,
+        password = DEMO_USER.1,
     )
 }

@@ -107,7 +107,8 @@ fn init_logging() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        // Each line also goes to the ring behind `GET /admin/v1/logs` (the console's log page).
+        .with_writer(admin::logring::Tee::default);
     if json {
         builder.json().init();
         JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -194,11 +194,13 @@ pub async fn run_gateway(
         let gw = Arc::clone(&gw);
         let stopping = stopping.clone();
         let admin = admin::router(&cp);
+        let console = admin::console_router(&cp);
         tokio::spawn(async move {
             gw.serve(
                 listener,
                 async move { stopping.cancelled().await },
                 Some(admin),
+                Some(console),
             )
             .await
         })
