@@ -207,6 +207,11 @@ pub async fn run_gateway(
     };
     tokio::pin!(server);
     tokio::select! {
+        // The stop first: once it is asked for, the server ends by itself (with no open call, at
+        // once), and that end must still take the drain below — the writer's last batch, the
+        // spill file — rather than return as if the server had stopped on its own.
+        biased;
+        _ = stopping.cancelled() => {}
         res = &mut server => {
             return match res {
                 Ok(Ok(())) => Ok(()),
@@ -214,7 +219,6 @@ pub async fn run_gateway(
                 Err(e) => Err(format!("server task failed: {e}")),
             };
         }
-        _ = stopping.cancelled() => {}
     }
     tracing::info!(grace = ?grace, "shutting down: no new connections; waiting for open calls");
     cancel.cancel();
