@@ -552,3 +552,61 @@ fn with_json_logs_start_up_errors_are_json_lines_too() {
         }
     }
 }
+
+/// A refused call's line names the model asked for, and a client that hangs up while llmux waits
+/// for the first byte (the handler is dropped) still gets its one `client_closed` line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_hung_up_calls_log_their_line_with_the_model() {
+    let slow = mock::MockServer::start(mock::MockConfig {
+        ttft: Duration::from_secs(5),
+        ..node("slow", &["gpt-4o-mini"])
+    })
+    .await
+    .unwrap();
+    let gw = Llmux::start_opts(Opts {
+        body: oai("slow", &slow.url(), &["k1"]),
+        env: vec![("LLMUX_LOG_FORMAT".into(), "json".into())],
+        ..Opts::default()
+    });
+    let (s, refused, _) = chat_call(
+        &gw,
+        "x",
+        "/v1/chat/completions",
+        chat("no-such-model", false),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let hung = client()
+        .post(gw.url("/v1/chat/completions"))
+        .timeout(Duration::from_millis(500))
+        .json(&chat("gpt-4o-mini", false))
+        .send()
+        .await;
+    assert!(hung.is_err(), "the client gave up first");
+    let lines = |id: Option<&str>| -> Vec<Value> {
+        gw.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == "call")
+            .filter(|v| id.is_none_or(|id| v["fields"]["request_id"] == id))
+            .collect()
+    };
+    let until = Instant::now() + Duration::from_secs(3);
+    while lines(None).len() < 2 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = lines(Some(&refused));
+    assert_eq!(r.len(), 1, "{}", gw.log_text());
+    assert_eq!(r[0]["fields"]["model"], "no-such-model", "{}", r[0]);
+    let all = lines(None);
+    assert_eq!(all.len(), 2, "one line per call: {}", gw.log_text());
+    let h = all
+        .iter()
+        .find(|v| v["fields"]["request_id"] != refused.as_str())
+        .unwrap();
+    assert_eq!(h["fields"]["outcome"], "client_closed", "{h}");
+    assert_eq!(h["fields"]["model"], "gpt-4o-mini", "{h}");
+    assert_eq!(h["fields"]["status"], 499, "{h}");
+}
