@@ -431,13 +431,29 @@ async fn find_app(cp: &ControlPlane, id_or_name: &str) -> ApiResult<store::App> 
     }
 }
 
+/// Largest balance, budget or top-up (USD) the API takes. Beyond real money, and it keeps
+/// `credits + add` finite: an infinite balance reads back as JSON `null`, i.e. "not metered".
+const MAX_MONEY: f64 = 1e12;
+
 fn check_money(field: &str, v: Option<Option<f64>>) -> ApiResult<()> {
     match v.flatten() {
-        Some(x) if !x.is_finite() || x < 0.0 => {
-            Err(ApiError::field(field, "must be a number of at least 0"))
-        }
+        Some(x) if !x.is_finite() || !(0.0..=MAX_MONEY).contains(&x) => Err(ApiError::field(
+            field,
+            "must be a number between 0 and 1000000000000",
+        )),
         _ => Ok(()),
     }
+}
+
+/// A top-up: not zero, and within [`MAX_MONEY`] either way (negative takes credits back).
+fn check_top_up(add: f64) -> ApiResult<()> {
+    if !add.is_finite() || add == 0.0 || add.abs() > MAX_MONEY {
+        return Err(ApiError::field(
+            "add",
+            "must be a number other than 0, at most 1000000000000 either way (negative takes credits back)",
+        ));
+    }
+    Ok(())
 }
 
 /// `GET /apps`.
@@ -543,12 +559,7 @@ pub async fn add_credits(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let req: AddCredits = parse_body(&body)?;
-    if !req.add.is_finite() || req.add == 0.0 {
-        return Err(ApiError::field(
-            "add",
-            "must be a number other than 0 (negative takes credits back)",
-        ));
-    }
+    check_top_up(req.add)?;
     let current = find_app(&cp, &app).await?;
     let updated = cp.store.top_up_app(&current.id, req.add).await?;
     cp.ledger.refresh(&current.id);
@@ -978,4 +989,24 @@ pub async fn delete_user(
     )
     .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod money_tests {
+    use super::*;
+
+    #[test]
+    fn balances_budgets_and_top_ups_are_finite_and_bounded() {
+        assert!(check_money("credits", Some(Some(5.0))).is_ok());
+        assert!(check_money("credits", Some(None)).is_ok());
+        assert!(check_money("credits", Some(Some(-1.0))).is_err());
+        assert!(check_money("credits", Some(Some(1e308))).is_err());
+        assert!(check_money("daily_budget", Some(Some(2e12))).is_err());
+        assert!(check_top_up(5.0).is_ok());
+        assert!(check_top_up(-5.0).is_ok());
+        assert!(check_top_up(0.0).is_err());
+        // Twice 1e308 is infinite: the app would read back as not metered.
+        assert!(check_top_up(1e308).is_err());
+        assert!(check_top_up(-1e308).is_err());
+    }
 }
