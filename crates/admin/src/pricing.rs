@@ -104,8 +104,8 @@ pub async fn put(
         ("input_per_mtok", req.input_per_mtok),
         ("output_per_mtok", req.output_per_mtok),
     ] {
-        if !v.is_finite() || v < 0.0 {
-            return Err(ApiError::field(field, "must be a price of at least 0"));
+        if !config::valid_price(v) {
+            return Err(ApiError::field(field, "must be a price from 0 to 1000000"));
         }
     }
     if model.trim().is_empty() {
