@@ -176,6 +176,9 @@ pub struct Draft {
     /// Set once the record was handed over; a draft dropped without it settles as
     /// `client_closed` (see the `Drop` impl).
     settled: bool,
+    /// The shutdown's cut (`streams_cut`): a draft dropped once it fired settles as
+    /// `shutdown` (503), not `client_closed`.
+    pub shutdown: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Bytes of an answer kept in the log when `[logs] bodies = true`.
@@ -200,6 +203,7 @@ impl Draft {
             bodies,
             on_settle: None,
             settled: false,
+            shutdown: None,
         }
     }
 
@@ -257,7 +261,8 @@ impl Draft {
 /// A call whose handler was dropped before its answer was settled (the client hung up while
 /// llmux waited for the first byte, failed over, or read a whole answer to translate) is
 /// settled here: as `client_closed` (499), which releases its credit reservation and
-/// reconciles its rate-limit grant. Once an upstream had taken the call (`upstream` is known),
+/// reconciles its rate-limit grant (or as `shutdown`, 503, when the shutdown's cut dropped it
+/// at the end of the grace period). Once an upstream had taken the call (`upstream` is known),
 /// the prompt was sent and is charged as estimated input tokens; before that, nothing is.
 impl Drop for Draft {
     fn drop(&mut self) {
@@ -273,13 +278,12 @@ impl Drop for Draft {
         } else {
             Tokens::default()
         };
-        self.settle(
-            CLIENT_CLOSED_STATUS,
-            Some("client_closed"),
-            None,
-            tokens,
-            None,
-        );
+        let (status, class) = if self.shutdown.as_ref().is_some_and(|c| c.is_cancelled()) {
+            (503, "shutdown")
+        } else {
+            (CLIENT_CLOSED_STATUS, "client_closed")
+        };
+        self.settle(status, Some(class), None, tokens, None);
     }
 }
 

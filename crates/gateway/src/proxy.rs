@@ -74,7 +74,15 @@ pub async fn handle_with(
         model: None,
         pending: true,
     };
-    let mut resp = handle_call(gw, endpoint, req, path, &mut line.model).await;
+    // At the end of `server.shutdown_grace` a call still waiting for its answer is cut as
+    // open streams are: answered now (its record settles as `shutdown` when the call's future
+    // is dropped here), while the call-log writer still runs.
+    let cut = gw.accounting.streams_cut.clone();
+    let dialect = endpoint.dialect();
+    let mut resp = tokio::select! {
+        resp = handle_call(gw, endpoint, req, path, &mut line.model) => resp,
+        () = cut.cancelled() => error(dialect, ErrorKind::Unavailable, SHUTDOWN_CUT),
+    };
     line.pending = false;
     if resp.extensions_mut().remove::<CallLogged>().is_none() {
         let header = |name: &HeaderName| {
@@ -85,6 +93,7 @@ pub async fn handle_with(
         };
         let status = resp.status().as_u16();
         let outcome = match status {
+            _ if cut.is_cancelled() && status == 503 => "shutdown",
             0..=399 => "ok",
             400..=499 => "refused",
             _ => "upstream_error",
@@ -105,6 +114,10 @@ pub async fn handle_with(
     }
     resp
 }
+
+/// What a call still waiting for its answer at the end of the grace period is told.
+const SHUTDOWN_CUT: &str =
+    "llmux is shutting down: the call was cut at the end of server.shutdown_grace; retry it";
 
 /// The `call` line of a call answered here (not by the relay): written when the answer is
 /// ready, or on drop as `client_closed` when the client went away before that.
@@ -434,7 +447,7 @@ fn new_draft(gw: &Gateway, sink: Arc<dyn Accountant>, d: Draft0<'_>) -> Draft {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_millis() as i64)
         - d.started.elapsed().as_millis() as i64;
-    Draft::new(
+    let mut draft = Draft::new(
         CallRecord {
             created_at,
             request_id: d.request_id.to_string(),
@@ -451,7 +464,9 @@ fn new_draft(gw: &Gateway, sink: Arc<dyn Accountant>, d: Draft0<'_>) -> Draft {
         gw.accounting.pricing(),
         sink,
         bodies,
-    )
+    );
+    draft.shutdown = Some(gw.accounting.streams_cut.clone());
+    draft
 }
 
 /// A request ready to send to one candidate.

@@ -610,3 +610,52 @@ async fn refused_and_hung_up_calls_log_their_line_with_the_model() {
     assert_eq!(h["fields"]["model"], "gpt-4o-mini", "{h}");
     assert_eq!(h["fields"]["status"], 499, "{h}");
 }
+
+/// Calls still waiting for their upstream's first byte when the grace period ends (a slow
+/// upstream; here one answered whole and translated, one passed through) are answered 503 in
+/// their dialect and logged and recorded as `shutdown`, before the call-log writer stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_still_waiting_at_the_end_of_the_grace_period_are_answered_and_recorded() {
+    let m = mock::MockServer::start(mock::MockConfig {
+        ttft: Duration::from_secs(30),
+        ..node("m", &["gpt-4o-mini"])
+    })
+    .await
+    .unwrap();
+    let gw = Llmux::start_with_server(
+        &format!("[auth]\nrequired = true\n{}", oai("oai", &m.url(), &["k1"])),
+        "shutdown_grace = \"1s\"",
+    );
+    let key = app_key(&gw).await;
+    let mut tasks = Vec::new();
+    for path in ["/v1/chat/completions", "/api/chat"] {
+        let url = gw.url(path);
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = client()
+                .post(url)
+                .bearer_auth(&key)
+                .json(&chat("gpt-4o-mini", false))
+                .send()
+                .await;
+            resp.map(|r| r.status().as_u16()).unwrap_or(0)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sigterm(&gw);
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 503);
+    }
+    let mut gw = gw;
+    let status = gw.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", gw.log_text());
+    let log = gw.log_text();
+    assert_eq!(log.matches("outcome=\"shutdown\"").count(), 2, "{log}");
+    let gw = gw.restart(&[]);
+    let r = wait_rows(&gw, 2).await;
+    assert_eq!(r.len(), 2, "{}", gw.log_text());
+    for row in r {
+        assert_eq!(row["status"], 503, "{row}");
+        assert_eq!(row["error_class"], "shutdown", "{row}");
+    }
+}
