@@ -37,6 +37,14 @@ fn check_name(field: &str, name: &str) -> ApiResult<()> {
     if name.trim().is_empty() || name.len() > 200 {
         return Err(ApiError::field(field, "must be 1 to 200 characters"));
     }
+    // PostgreSQL cannot store a NUL byte (a 500 there), and a model name with a control
+    // character is refused on the data plane anyway.
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            field,
+            "must not contain control characters",
+        ));
+    }
     Ok(())
 }
 
@@ -275,6 +283,9 @@ fn check_targets(targets: &[String]) -> ApiResult<()> {
             &format!("targets[{i}]"),
             "model name must not be empty",
         ));
+    }
+    for (i, t) in targets.iter().enumerate() {
+        check_name(&format!("targets[{i}]"), t)?;
     }
     Ok(())
 }
@@ -1008,5 +1019,18 @@ mod money_tests {
         // Twice 1e308 is infinite: the app would read back as not metered.
         assert!(check_top_up(1e308).is_err());
         assert!(check_top_up(-1e308).is_err());
+    }
+
+    /// Names the admin API stores (apps, keys, aliases and their targets, models) carry no
+    /// control characters: PostgreSQL refuses a NUL byte with a 500.
+    #[test]
+    fn names_with_control_characters_are_refused() {
+        assert!(check_name("name", "gpt-4o").is_ok());
+        assert!(check_name("name", "a\u{0}b").is_err());
+        assert!(check_name("name", "a\nb").is_err());
+        assert!(check_targets(&["llama3".into(), "ll\u{0}ama3".into()])
+            .unwrap_err()
+            .to_string()
+            .starts_with("targets[1]: "));
     }
 }

@@ -111,6 +111,13 @@ pub async fn put(
     if model.trim().is_empty() {
         return Err(ApiError::field("model", "must not be empty"));
     }
+    // As a call's model is checked: a price for a name no call can use is a mistake.
+    if model.len() > 256 || model.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            "model",
+            "must be at most 256 bytes, without control characters",
+        ));
+    }
     let mut prices = load(&cp.store).await?;
     let before = prices
         .get(&model)
