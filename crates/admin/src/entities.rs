@@ -1004,6 +1004,7 @@ pub async fn delete_user(
 
 #[cfg(test)]
 mod money_tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
