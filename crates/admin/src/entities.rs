@@ -624,6 +624,38 @@ pub struct CreateKey {
     expires_at: Option<Value>,
 }
 
+/// A key's limits are at least 1: a limit of 0 refused every call with "try again when one
+/// finishes", which never comes. No limit is the field left out; a key to block is revoked.
+fn check_limits(limits: Option<&KeyLimits>) -> ApiResult<()> {
+    let Some(l) = limits else {
+        return Ok(());
+    };
+    let zero = |field: String| {
+        ApiError::field(
+            &field,
+            "must be at least 1 (leave it out for no limit; revoke the key to block it)",
+        )
+    };
+    for (field, v) in [
+        ("limits.rpm", l.rpm.map(u64::from)),
+        ("limits.tpm", l.tpm),
+        ("limits.concurrency", l.concurrency.map(u64::from)),
+    ] {
+        if v == Some(0) {
+            return Err(zero(field.to_string()));
+        }
+    }
+    for (model, m) in &l.models {
+        if m.rpm == Some(0) {
+            return Err(zero(format!("limits.models.{model}.rpm")));
+        }
+        if m.tpm == Some(0) {
+            return Err(zero(format!("limits.models.{model}.tpm")));
+        }
+    }
+    Ok(())
+}
+
 /// `PATCH /keys/{id}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -727,6 +759,7 @@ pub async fn create_key(
     let req: CreateKey = parse_body(&body)?;
     check_name("name", &req.name)?;
     check_models(req.models.as_ref())?;
+    check_limits(req.limits.as_ref())?;
     let expires_at = parse_expiry(req.expires_at.as_ref())?;
     let app = match find_app(&cp, &req.app).await {
         Ok(a) => a,
@@ -782,6 +815,7 @@ pub async fn patch_key(
         check_name("name", name)?;
     }
     check_models(req.models.as_ref())?;
+    check_limits(req.limits.as_ref())?;
     let expires_at = match &req.expires_at {
         Some(v) => parse_expiry(Some(v))?,
         None => current.expires_at,
@@ -1020,6 +1054,24 @@ mod money_tests {
         // Twice 1e308 is infinite: the app would read back as not metered.
         assert!(check_top_up(1e308).is_err());
         assert!(check_top_up(-1e308).is_err());
+    }
+
+    #[test]
+    fn key_limits_of_zero_are_refused() {
+        let limits = |v: serde_json::Value| serde_json::from_value::<KeyLimits>(v).unwrap();
+        assert!(check_limits(None).is_ok());
+        assert!(check_limits(Some(&limits(json!({"rpm": 1, "tpm": 5})))).is_ok());
+        for (v, field) in [
+            (json!({"rpm": 0}), "limits.rpm"),
+            (json!({"concurrency": 0}), "limits.concurrency"),
+            (
+                json!({"models": {"gpt-4o": {"tpm": 0}}}),
+                "limits.models.gpt-4o.tpm",
+            ),
+        ] {
+            let err = check_limits(Some(&limits(v))).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{field}: ")), "{err}");
+        }
     }
 
     /// Names the admin API stores (apps, keys, aliases and their targets, models) carry no
