@@ -37,6 +37,14 @@ fn check_name(field: &str, name: &str) -> ApiResult<()> {
     if name.trim().is_empty() || name.len() > 200 {
         return Err(ApiError::field(field, "must be 1 to 200 characters"));
     }
+    // PostgreSQL cannot store a NUL byte (a 500 there), and a model name with a control
+    // character is refused on the data plane anyway.
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            field,
+            "must not contain control characters",
+        ));
+    }
     Ok(())
 }
 
@@ -276,6 +284,9 @@ fn check_targets(targets: &[String]) -> ApiResult<()> {
             "model name must not be empty",
         ));
     }
+    for (i, t) in targets.iter().enumerate() {
+        check_name(&format!("targets[{i}]"), t)?;
+    }
     Ok(())
 }
 
@@ -431,13 +442,29 @@ async fn find_app(cp: &ControlPlane, id_or_name: &str) -> ApiResult<store::App> 
     }
 }
 
+/// Largest balance, budget or top-up (USD) the API takes. Beyond real money, and it keeps
+/// `credits + add` finite: an infinite balance reads back as JSON `null`, i.e. "not metered".
+const MAX_MONEY: f64 = 1e12;
+
 fn check_money(field: &str, v: Option<Option<f64>>) -> ApiResult<()> {
     match v.flatten() {
-        Some(x) if !x.is_finite() || x < 0.0 => {
-            Err(ApiError::field(field, "must be a number of at least 0"))
-        }
+        Some(x) if !x.is_finite() || !(0.0..=MAX_MONEY).contains(&x) => Err(ApiError::field(
+            field,
+            "must be a number between 0 and 1000000000000",
+        )),
         _ => Ok(()),
     }
+}
+
+/// A top-up: not zero, and within [`MAX_MONEY`] either way (negative takes credits back).
+fn check_top_up(add: f64) -> ApiResult<()> {
+    if !add.is_finite() || add == 0.0 || add.abs() > MAX_MONEY {
+        return Err(ApiError::field(
+            "add",
+            "must be a number other than 0, at most 1000000000000 either way (negative takes credits back)",
+        ));
+    }
+    Ok(())
 }
 
 /// `GET /apps`.
@@ -543,12 +570,7 @@ pub async fn add_credits(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let req: AddCredits = parse_body(&body)?;
-    if !req.add.is_finite() || req.add == 0.0 {
-        return Err(ApiError::field(
-            "add",
-            "must be a number other than 0 (negative takes credits back)",
-        ));
-    }
+    check_top_up(req.add)?;
     let current = find_app(&cp, &app).await?;
     let updated = cp.store.top_up_app(&current.id, req.add).await?;
     cp.ledger.refresh(&current.id);
@@ -600,6 +622,38 @@ pub struct CreateKey {
     limits: Option<KeyLimits>,
     #[serde(default)]
     expires_at: Option<Value>,
+}
+
+/// A key's limits are at least 1: a limit of 0 refused every call with "try again when one
+/// finishes", which never comes. No limit is the field left out; a key to block is revoked.
+fn check_limits(limits: Option<&KeyLimits>) -> ApiResult<()> {
+    let Some(l) = limits else {
+        return Ok(());
+    };
+    let zero = |field: String| {
+        ApiError::field(
+            &field,
+            "must be at least 1 (leave it out for no limit; revoke the key to block it)",
+        )
+    };
+    for (field, v) in [
+        ("limits.rpm", l.rpm.map(u64::from)),
+        ("limits.tpm", l.tpm),
+        ("limits.concurrency", l.concurrency.map(u64::from)),
+    ] {
+        if v == Some(0) {
+            return Err(zero(field.to_string()));
+        }
+    }
+    for (model, m) in &l.models {
+        if m.rpm == Some(0) {
+            return Err(zero(format!("limits.models.{model}.rpm")));
+        }
+        if m.tpm == Some(0) {
+            return Err(zero(format!("limits.models.{model}.tpm")));
+        }
+    }
+    Ok(())
 }
 
 /// `PATCH /keys/{id}`.
@@ -705,6 +759,7 @@ pub async fn create_key(
     let req: CreateKey = parse_body(&body)?;
     check_name("name", &req.name)?;
     check_models(req.models.as_ref())?;
+    check_limits(req.limits.as_ref())?;
     let expires_at = parse_expiry(req.expires_at.as_ref())?;
     let app = match find_app(&cp, &req.app).await {
         Ok(a) => a,
@@ -760,6 +815,7 @@ pub async fn patch_key(
         check_name("name", name)?;
     }
     check_models(req.models.as_ref())?;
+    check_limits(req.limits.as_ref())?;
     let expires_at = match &req.expires_at {
         Some(v) => parse_expiry(Some(v))?,
         None => current.expires_at,
@@ -978,4 +1034,56 @@ pub async fn delete_user(
     )
     .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod money_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn balances_budgets_and_top_ups_are_finite_and_bounded() {
+        assert!(check_money("credits", Some(Some(5.0))).is_ok());
+        assert!(check_money("credits", Some(None)).is_ok());
+        assert!(check_money("credits", Some(Some(-1.0))).is_err());
+        assert!(check_money("credits", Some(Some(1e308))).is_err());
+        assert!(check_money("daily_budget", Some(Some(2e12))).is_err());
+        assert!(check_top_up(5.0).is_ok());
+        assert!(check_top_up(-5.0).is_ok());
+        assert!(check_top_up(0.0).is_err());
+        // Twice 1e308 is infinite: the app would read back as not metered.
+        assert!(check_top_up(1e308).is_err());
+        assert!(check_top_up(-1e308).is_err());
+    }
+
+    #[test]
+    fn key_limits_of_zero_are_refused() {
+        let limits = |v: serde_json::Value| serde_json::from_value::<KeyLimits>(v).unwrap();
+        assert!(check_limits(None).is_ok());
+        assert!(check_limits(Some(&limits(json!({"rpm": 1, "tpm": 5})))).is_ok());
+        for (v, field) in [
+            (json!({"rpm": 0}), "limits.rpm"),
+            (json!({"concurrency": 0}), "limits.concurrency"),
+            (
+                json!({"models": {"gpt-4o": {"tpm": 0}}}),
+                "limits.models.gpt-4o.tpm",
+            ),
+        ] {
+            let err = check_limits(Some(&limits(v))).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{field}: ")), "{err}");
+        }
+    }
+
+    /// Names the admin API stores (apps, keys, aliases and their targets, models) carry no
+    /// control characters: PostgreSQL refuses a NUL byte with a 500.
+    #[test]
+    fn names_with_control_characters_are_refused() {
+        assert!(check_name("name", "gpt-4o").is_ok());
+        assert!(check_name("name", "a\u{0}b").is_err());
+        assert!(check_name("name", "a\nb").is_err());
+        assert!(check_targets(&["llama3".into(), "ll\u{0}ama3".into()])
+            .unwrap_err()
+            .to_string()
+            .starts_with("targets[1]: "));
+    }
 }

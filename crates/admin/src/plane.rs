@@ -146,6 +146,11 @@ pub(crate) fn compose(file: &Config, api: &ApiState) -> ApiResult<(Config, Overl
     Ok((config, overlay))
 }
 
+/// A timeout that is neither a duration string nor whole seconds (`1.5`, `9300000000000000000`,
+/// `true`): what to send instead, with the bound.
+const NOT_A_DURATION: &str =
+    "not a duration: send a string such as \"500ms\", \"5s\", \"1m30s\" or whole seconds, at most 24h";
+
 /// Validates an API upstream exactly as the config file would be validated, by writing it as
 /// one `[[upstreams]]` table and loading that: one set of rules for both sources. Errors name
 /// the field (`url: invalid URL …`).
@@ -175,12 +180,10 @@ pub(crate) fn upstream_config(u: &store::Upstream, keys: &[Secret]) -> ApiResult
                 Value::String(s) => text(s),
                 Value::Number(n) => match n.as_i64() {
                     Some(i) => toml::Value::Integer(i),
-                    None => {
-                        return Err(ApiError::field(&format!("timeouts.{k}"), "not a duration"))
-                    }
+                    None => return Err(ApiError::field(&format!("timeouts.{k}"), NOT_A_DURATION)),
                 },
                 Value::Null => continue,
-                _ => return Err(ApiError::field(&format!("timeouts.{k}"), "not a duration")),
+                _ => return Err(ApiError::field(&format!("timeouts.{k}"), NOT_A_DURATION)),
             };
             timeouts.insert(k.clone(), v);
         }
@@ -647,6 +650,17 @@ mod tests {
             let text = err.to_string();
             assert!(text.starts_with(&format!("timeouts.{field}: ")), "{text}");
             assert!(text.contains("maximum of 24h"), "{text}");
+        }
+        // Beyond i64 or fractional: not the file's syntax, and the answer says what is.
+        for v in [
+            json!(9_300_000_000_000_000_000_u64),
+            json!(1.5),
+            json!(true),
+        ] {
+            u.timeouts = json!({ "idle": v });
+            let text = upstream_config(&u, &[]).unwrap_err().to_string();
+            assert!(text.starts_with("timeouts.idle: "), "{text}");
+            assert!(text.contains("\"5s\"") && text.contains("24h"), "{text}");
         }
         u.timeouts = json!({ "first_byte": "24h", "idle": 86_400 });
         let cfg = upstream_config(&u, &[]).unwrap();

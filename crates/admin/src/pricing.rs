@@ -104,12 +104,19 @@ pub async fn put(
         ("input_per_mtok", req.input_per_mtok),
         ("output_per_mtok", req.output_per_mtok),
     ] {
-        if !v.is_finite() || v < 0.0 {
-            return Err(ApiError::field(field, "must be a price of at least 0"));
+        if !config::valid_price(v) {
+            return Err(ApiError::field(field, "must be a price from 0 to 1000000"));
         }
     }
     if model.trim().is_empty() {
         return Err(ApiError::field("model", "must not be empty"));
+    }
+    // As a call's model is checked: a price for a name no call can use is a mistake.
+    if model.len() > 256 || model.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            "model",
+            "must be at most 256 bytes, without control characters",
+        ));
     }
     let mut prices = load(&cp.store).await?;
     let before = prices

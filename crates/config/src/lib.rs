@@ -17,6 +17,16 @@ pub use error::ConfigError;
 pub use secret::Secret;
 pub use units::{bounded_duration, parse_duration, parse_size, MAX_DURATION};
 
+/// Highest price a model may be given, in USD per million tokens (a dollar a token, far above
+/// any real price): a call's cost then stays finite, where an infinite one would turn its app's
+/// balance into an infinity that reads back as "not metered".
+pub const MAX_PRICE_PER_MTOK: f64 = 1e6;
+
+/// Whether `v` is a price [`MAX_PRICE_PER_MTOK`] and [`Config`] accept: finite, 0 to the maximum.
+pub fn valid_price(v: f64) -> bool {
+    (0.0..=MAX_PRICE_PER_MTOK).contains(&v)
+}
+
 /// The whole llmux configuration, validated.
 #[derive(Clone, Debug, Default)]
 pub struct Config {

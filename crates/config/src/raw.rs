@@ -392,10 +392,10 @@ fn pricing_config(raw: Vec<RawPricing>) -> Result<Vec<PricingConfig>, ConfigErro
                 ("input_per_mtok", p.input_per_mtok),
                 ("output_per_mtok", p.output_per_mtok),
             ] {
-                if !v.is_finite() || v < 0.0 {
+                if !crate::valid_price(v) {
                     return Err(ConfigError::new(
                         format!("{path}.{field}"),
-                        format!("must be a price of at least 0 (got {v})"),
+                        format!("must be a price from 0 to 1000000 (got {v})"),
                     ));
                 }
             }

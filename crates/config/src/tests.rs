@@ -793,6 +793,7 @@ fn pricing_and_logs_sections() {
     assert!(d.pricing.is_empty() && !d.logs.bodies && d.logs.retention_days.is_none());
     for (text, path) in [
         ("[[pricing]]\nmodel = \"m\"\ninput_per_mtok = -1\noutput_per_mtok = 0\n", "pricing[0].input_per_mtok"),
+        ("[[pricing]]\nmodel = \"m\"\ninput_per_mtok = 1\noutput_per_mtok = 1e308\n", "pricing[0].output_per_mtok"),
         ("[[pricing]]\nmodel = \"\"\ninput_per_mtok = 1\noutput_per_mtok = 0\n", "pricing[0].model"),
         (
             "[[pricing]]\nmodel = \"m\"\ninput_per_mtok = 1\noutput_per_mtok = 1\n[[pricing]]\nmodel = \"m\"\ninput_per_mtok = 1\noutput_per_mtok = 1\n",

@@ -181,6 +181,10 @@ pub struct Draft {
     shutdown: Option<tokio_util::sync::CancellationToken>,
 }
 
+/// Most tokens one call is recorded with, each way (far beyond any model's context): larger
+/// counts an upstream reports are taken as this.
+pub const MAX_CALL_TOKENS: u64 = 1_000_000_000;
+
 /// Bytes of an answer kept in the log when `[logs] bodies = true`.
 pub const BODY_LOG_LIMIT: usize = 64 * 1024;
 
@@ -237,6 +241,13 @@ impl Draft {
             return;
         }
         self.settled = true;
+        // Counts come from the upstream's own report: a broken or hostile one must not
+        // overflow the sums below nor bill an app without bound.
+        let tokens = Tokens {
+            input: tokens.input.min(MAX_CALL_TOKENS),
+            output: tokens.output.min(MAX_CALL_TOKENS),
+            ..tokens
+        };
         if let Some(settle) = self.on_settle.take() {
             settle(tokens);
         }

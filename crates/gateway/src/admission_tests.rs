@@ -232,3 +232,45 @@ async fn an_alias_does_not_escape_its_targets_rpm() {
     let r = try_call(&gw, "gpt-4o", id).await.unwrap();
     assert_eq!(r.status(), 429);
 }
+
+/// An upstream that reports absurd token counts (`eval_count: 18446744073709551615`) cannot
+/// overflow the settlement (a panic is an outage) nor bill a finite app an infinite amount.
+#[test]
+fn absurd_upstream_token_counts_are_capped_when_settled() {
+    let book = Arc::new(Book::default());
+    let pricing = Arc::new(accounting::Pricing::build(&[], &Default::default()));
+    let mut d = Draft::new(
+        CallRecord {
+            requested_model: "gpt-4o".into(),
+            ..CallRecord::default()
+        },
+        10,
+        Instant::now(),
+        pricing,
+        Arc::clone(&book) as Arc<dyn Accountant>,
+        false,
+    );
+    // As the call's rate-limit reconciliation does with the settled tokens.
+    d.on_settle = Some(Box::new(|t: Tokens| {
+        let _ = t.input + t.output;
+    }));
+    let absurd = Tokens {
+        input: u64::MAX,
+        output: u64::MAX,
+        estimated: false,
+    };
+    d.finish(200, None, None, absurd, None);
+    let r = book.records.lock().unwrap().pop().unwrap();
+    assert!(
+        r.tokens.input <= accounting::MAX_CALL_TOKENS,
+        "{:?}",
+        r.tokens
+    );
+    assert!(
+        r.tokens.output <= accounting::MAX_CALL_TOKENS,
+        "{:?}",
+        r.tokens
+    );
+    assert!(i64::try_from(r.tokens.input + r.tokens.output).is_ok());
+    assert!(r.cost.is_finite() && r.cost > 0.0, "{}", r.cost);
+}

@@ -112,7 +112,10 @@ pub async fn model_info(
         None if anthropic_client => crate::proxy::error(
             wire::Dialect::Anthropic,
             wire::ErrorKind::ModelNotFound,
-            format!("model: {id}"),
+            format!(
+                "model: {}",
+                crate::accounting::cap(&id, crate::accounting::MAX_CLIENT_STRING)
+            ),
         ),
         None => crate::proxy::error(
             wire::Dialect::OpenAi,
@@ -240,6 +243,10 @@ pub async fn anthropic_count_tokens(State(gw): State<Arc<Gateway>>, req: Request
         Err(resp) => return resp,
     };
     let model = wire::Peek::parse(&bytes).ok().and_then(|p| p.model);
+    // Checked as a call's model is: it may be echoed in the 404 below.
+    if let Some(Err(message)) = model.as_deref().map(crate::proxy::check_model) {
+        return crate::proxy::error(dialect, wire::ErrorKind::InvalidRequest, message);
+    }
     let on_anthropic = model.as_deref().is_some_and(|m| {
         gw.routes()
             .plan(m, |k| k == UpstreamKind::Anthropic, None)

@@ -287,6 +287,7 @@ async fn get_with_keys(
         return get_json(up, url, None).await.map_err(|e| e.message);
     }
     let mut tried = Vec::new();
+    let mut throttled = false;
     loop {
         let pick = up.keys.pick(None, &tried).or_else(|| {
             // All keys resting after 429s: the upstream is alive; probe with the one that rests least.
@@ -296,7 +297,7 @@ async fn get_with_keys(
                 .flatten()
         });
         let Some(pick) = pick else {
-            return Err("no usable key: every key is disabled".into());
+            return Err(no_usable_key(throttled));
         };
         tried.push(pick.0);
         let Some(key) = up.keys.get(pick) else {
@@ -315,9 +316,20 @@ async fn get_with_keys(
                 let rest = crate::retry::rest(e.retry_after, cooldown, max_cooldown);
                 up.keys.cool(pick, rest);
                 up.mark_throttled(rest);
+                throttled = true;
             }
             Err(e) => return Err(e.message),
         }
+    }
+}
+
+/// Why a probe found no key to ask with: keys resting after a 429 are not disabled, and an
+/// operator reading "disabled" would look for a revoked key that is not there.
+fn no_usable_key(throttled: bool) -> String {
+    if throttled {
+        "no usable key: every key is rate-limited (429) or disabled".into()
+    } else {
+        "no usable key: every key is disabled".into()
     }
 }
 
@@ -448,6 +460,39 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(node.state().models.contains_key("llama3:latest"));
+        cancel.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    /// A probe whose every key is answered 429 says so, not that the keys are disabled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_probe_throttled_on_every_key_does_not_say_disabled() {
+        let m = mock::MockServer::start(mock::MockConfig {
+            api_key: Some("k".into()),
+            limited_keys: vec!["k".into()],
+            ..mock::MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let mut cfg = Config::default();
+        cfg.upstreams.push(UpstreamConfig {
+            name: "oa".into(),
+            kind: UpstreamKind::Openai,
+            url: format!("{}/v1", m.url()),
+            keys: vec![config::Secret::new("k")],
+            models: None,
+            weight: 1,
+            timeouts: Timeouts::default(),
+            api_version: None,
+        });
+        let gw = Gateway::new(cfg).unwrap();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let cancel = CancellationToken::new();
+        gw.start(&tasks, cancel.clone()).await;
+        let error = gw.routes().upstreams[0].state().last_error.clone();
+        let error = error.unwrap_or_default();
+        assert!(error.contains("rate-limited"), "{error}");
         cancel.cancel();
         tasks.close();
         tasks.wait().await;

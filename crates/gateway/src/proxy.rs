@@ -54,19 +54,36 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: Request) -> Respo
 pub(crate) struct CallLogged;
 
 /// One model call; every finished call — answered, refused or failed — logs one `call` line.
+/// A call whose client hangs up before its answer is ready (the handler is dropped) logs its
+/// line as `client_closed` from [`CallLine`]'s drop.
 pub async fn handle_with(
     gw: Arc<Gateway>,
     endpoint: Endpoint,
     req: Request,
     path: PathModel,
 ) -> Response<Body> {
-    let started = Instant::now();
     let request_id = req
         .extensions()
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    let mut resp = handle_call(gw, endpoint, req, path).await;
+    let mut line = CallLine {
+        request_id,
+        endpoint,
+        started: Instant::now(),
+        model: None,
+        pending: true,
+    };
+    // At the end of `server.shutdown_grace` a call still waiting for its answer is cut as
+    // open streams are: answered now (its record settles as `shutdown` when the call's future
+    // is dropped here), while the call-log writer still runs.
+    let cut = gw.accounting.streams_cut.clone();
+    let dialect = endpoint.dialect();
+    let mut resp = tokio::select! {
+        resp = handle_call(gw, endpoint, req, path, &mut line.model) => resp,
+        () = cut.cancelled() => error(dialect, ErrorKind::Unavailable, SHUTDOWN_CUT),
+    };
+    line.pending = false;
     if resp.extensions_mut().remove::<CallLogged>().is_none() {
         let header = |name: &HeaderName| {
             resp.headers()
@@ -76,26 +93,55 @@ pub async fn handle_with(
         };
         let status = resp.status().as_u16();
         let outcome = match status {
+            _ if cut.is_cancelled() && status == 503 => "shutdown",
             0..=399 => "ok",
             400..=499 => "refused",
             _ => "upstream_error",
         };
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let (model, upstream, attempts) = (
-            header(&crate::X_LLMUX_MODEL),
+        // The model that answered, else the one asked for (a refused call has no upstream).
+        let model = match header(&crate::X_LLMUX_MODEL) {
+            "" => line.model.as_deref().unwrap_or(""),
+            m => m,
+        };
+        let attempts: u64 = header(&crate::X_LLMUX_ATTEMPTS).parse().unwrap_or(0);
+        line.log(
+            model,
             header(&crate::X_LLMUX_UPSTREAM),
-            header(&crate::X_LLMUX_ATTEMPTS),
+            status,
+            attempts,
+            outcome,
         );
+    }
+    resp
+}
+
+/// What a call still waiting for its answer at the end of the grace period is told.
+const SHUTDOWN_CUT: &str =
+    "llmux is shutting down: the call was cut at the end of server.shutdown_grace; retry it";
+
+/// The `call` line of a call answered here (not by the relay): written when the answer is
+/// ready, or on drop as `client_closed` when the client went away before that.
+struct CallLine {
+    request_id: String,
+    endpoint: Endpoint,
+    started: Instant,
+    /// The model asked for, once it was read and checked.
+    model: Option<String>,
+    pending: bool,
+}
+
+impl CallLine {
+    fn log(&self, model: &str, upstream: &str, status: u16, attempts: u64, outcome: &str) {
         macro_rules! call_line {
             ($level:ident) => {
                 tracing::$level!(
-                    request_id = %request_id,
-                    endpoint = endpoint.as_str(),
+                    request_id = %self.request_id,
+                    endpoint = self.endpoint.as_str(),
                     model,
                     upstream,
                     status,
                     attempts,
-                    duration_ms,
+                    duration_ms = self.started.elapsed().as_millis() as u64,
                     outcome,
                     "call"
                 )
@@ -107,7 +153,21 @@ pub async fn handle_with(
             call_line!(info);
         }
     }
-    resp
+}
+
+impl Drop for CallLine {
+    fn drop(&mut self) {
+        if self.pending {
+            let model = self.model.as_deref().unwrap_or("");
+            self.log(
+                model,
+                "",
+                crate::accounting::CLIENT_CLOSED_STATUS,
+                0,
+                "client_closed",
+            );
+        }
+    }
 }
 
 /// Longest `model` a request may name (the longest real model names are under 100 bytes).
@@ -134,6 +194,7 @@ async fn handle_call(
     endpoint: Endpoint,
     req: Request,
     path: PathModel,
+    requested: &mut Option<String>,
 ) -> Response<Body> {
     let started = Instant::now();
     let dialect = endpoint.dialect();
@@ -170,6 +231,7 @@ async fn handle_call(
     if let Err(message) = check_model(&model) {
         return error(dialect, ErrorKind::InvalidRequest, message);
     }
+    *requested = Some(model.clone());
     // What may be sent upstream: the model or its alias's targets, then their fallbacks.
     // Permissions, prices and per-model limits apply to these, not to the name asked for.
     let targets = permitted(identity.as_ref(), &routes, &model);

@@ -164,8 +164,10 @@ async fn client_auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Nex
     }
     let required = gw.routes().config.auth.required;
     let dialect = dialect_of(&req);
-    let refuse =
-        |e: auth::AuthError| proxy::error(dialect, ErrorKind::Authentication, e.to_string());
+    let refuse = |e: auth::AuthError| {
+        gw.metrics.rejected("auth");
+        proxy::error(dialect, ErrorKind::Authentication, e.to_string())
+    };
     let token = auth::credential(req.headers(), req.uri().query()).map(str::to_string);
     let token = match token {
         Some(t) if required || auth::is_virtual_key(&t) => t,

@@ -18,6 +18,20 @@ pub fn run(file: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot write to stdout: {e}"))
 }
 
+/// `llmux config check` without a file: `./llmux.toml`, and when there is none, what to do
+/// (rather than "cannot read llmux.toml", which reads as a broken file).
+pub fn run_local() -> Result<(), String> {
+    let local = Path::new("llmux.toml");
+    if !local.exists() {
+        return Err(
+            "no llmux.toml in this directory: name the file (`llmux config check FILE`); \
+             `llmux serve` without a config runs on built-in defaults"
+                .into(),
+        );
+    }
+    run(local)
+}
+
 /// The compiled routing table as text: what each upstream serves and how calls are spread.
 pub fn render(cfg: &Config) -> String {
     use std::fmt::Write as _;

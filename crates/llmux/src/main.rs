@@ -53,11 +53,10 @@ fn main() -> ExitCode {
             cli::Command::Mock(args) => mockcmd::run(*args).await,
             cli::Command::Config {
                 action: cli::ConfigAction::Check { file, config },
-            } => check::run(
-                &file
-                    .or(config)
-                    .unwrap_or_else(|| std::path::PathBuf::from("llmux.toml")),
-            ),
+            } => match file.or(config) {
+                Some(file) => check::run(&file),
+                None => check::run_local(),
+            },
             cli::Command::Migrate { config } => secrets::migrate(config).await,
             cli::Command::Secrets {
                 action: cli::SecretsAction::Rotate { config },

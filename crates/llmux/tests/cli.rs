@@ -193,6 +193,19 @@ fn config_check_takes_config_option_or_the_local_file_and_warns_on_url_shapes() 
             "{args:?}: {err}"
         );
     }
+    // No file named and none here: says what to do.
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_llmux"))
+        .args(["config", "check"])
+        .current_dir(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no llmux.toml in this directory") && err.contains("config check FILE"),
+        "{err}"
+    );
     // A clean file: no warning.
     let path = write(
         &dir,

@@ -176,6 +176,11 @@ async fn a_flood_of_bad_keys_is_limited_per_ip_before_authentication() {
         metric(&m, "llmux_rejections_total{layer=\"ip\"}"),
         Some(1.0)
     );
+    // The ten wrong keys were refused by authentication.
+    assert_eq!(
+        metric(&m, "llmux_rejections_total{layer=\"auth\"}"),
+        Some(10.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -309,60 +309,6 @@ async fn streams_open_at_the_end_of_the_grace_period_are_cut_logged_and_billed()
     }
 }
 
-/// A call still waiting for its upstream's first byte when the grace period ends has no stream
-/// to cut: it is dropped, and its record (and the release of its reservation) still reaches
-/// the log while the writer runs, as `shutdown`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_still_waiting_for_an_upstream_at_the_end_of_the_grace_period_are_logged() {
-    let m = mock::MockServer::start(mock::MockConfig {
-        ttft: Duration::from_secs(30),
-        ..node("m", &["gpt-4o-mini"])
-    })
-    .await
-    .unwrap();
-    let gw = Llmux::start_with_server(
-        &format!("[auth]\nrequired = true\n{}", oai("oai", &m.url(), &["k1"])),
-        "shutdown_grace = \"1s\"",
-    );
-    let key = app_key(&gw).await;
-    let mut tasks = Vec::new();
-    for _ in 0..3 {
-        let url = gw.url("/v1/chat/completions");
-        let key = key.clone();
-        tasks.push(tokio::spawn(async move {
-            client()
-                .post(url)
-                .bearer_auth(&key)
-                .json(&chat("gpt-4o-mini", false))
-                .send()
-                .await
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    sigterm(&gw);
-    let stopped = Instant::now();
-    for t in tasks {
-        // The connection is closed without an answer: there was none to give.
-        let _ = t.await.unwrap();
-    }
-    let mut gw = gw;
-    let status = gw.child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "{}", gw.log_text());
-    assert!(
-        stopped.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        stopped.elapsed()
-    );
-    let gw = gw.restart(&[]);
-    let r = wait_rows(&gw, 3).await;
-    assert_eq!(r.len(), 3, "{}", gw.log_text());
-    for row in r {
-        assert_eq!(row["error_class"], "shutdown", "{row}");
-        assert_eq!(row["status"], 503, "{row}");
-        assert_eq!(row["upstream"], "oai", "{row}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_the_store_cannot_take_at_shutdown_are_spilled_and_replayed() {
     let m = mock::MockServer::start(node("m", &["gpt-4o-mini"]))
@@ -604,5 +550,114 @@ fn with_json_logs_start_up_errors_are_json_lines_too() {
                 serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
             assert_eq!(v["level"], "ERROR", "{line}");
         }
+    }
+}
+
+/// A refused call's line names the model asked for, and a client that hangs up while llmux waits
+/// for the first byte (the handler is dropped) still gets its one `client_closed` line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_hung_up_calls_log_their_line_with_the_model() {
+    let slow = mock::MockServer::start(mock::MockConfig {
+        ttft: Duration::from_secs(5),
+        ..node("slow", &["gpt-4o-mini"])
+    })
+    .await
+    .unwrap();
+    let gw = Llmux::start_opts(Opts {
+        body: oai("slow", &slow.url(), &["k1"]),
+        env: vec![("LLMUX_LOG_FORMAT".into(), "json".into())],
+        ..Opts::default()
+    });
+    let (s, refused, _) = chat_call(
+        &gw,
+        "x",
+        "/v1/chat/completions",
+        chat("no-such-model", false),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let hung = client()
+        .post(gw.url("/v1/chat/completions"))
+        .timeout(Duration::from_millis(500))
+        .json(&chat("gpt-4o-mini", false))
+        .send()
+        .await;
+    assert!(hung.is_err(), "the client gave up first");
+    let lines = |id: Option<&str>| -> Vec<Value> {
+        gw.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == "call")
+            .filter(|v| id.is_none_or(|id| v["fields"]["request_id"] == id))
+            .collect()
+    };
+    let until = Instant::now() + Duration::from_secs(3);
+    while lines(None).len() < 2 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = lines(Some(&refused));
+    assert_eq!(r.len(), 1, "{}", gw.log_text());
+    assert_eq!(r[0]["fields"]["model"], "no-such-model", "{}", r[0]);
+    let all = lines(None);
+    assert_eq!(all.len(), 2, "one line per call: {}", gw.log_text());
+    let h = all
+        .iter()
+        .find(|v| v["fields"]["request_id"] != refused.as_str())
+        .unwrap();
+    assert_eq!(h["fields"]["outcome"], "client_closed", "{h}");
+    assert_eq!(h["fields"]["model"], "gpt-4o-mini", "{h}");
+    assert_eq!(h["fields"]["status"], 499, "{h}");
+}
+
+/// Calls still waiting for their upstream's first byte when the grace period ends (a slow
+/// upstream; here one answered whole and translated, one passed through) are answered 503 in
+/// their dialect and logged and recorded as `shutdown`, before the call-log writer stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_still_waiting_at_the_end_of_the_grace_period_are_answered_and_recorded() {
+    let m = mock::MockServer::start(mock::MockConfig {
+        ttft: Duration::from_secs(30),
+        ..node("m", &["gpt-4o-mini"])
+    })
+    .await
+    .unwrap();
+    let gw = Llmux::start_with_server(
+        &format!("[auth]\nrequired = true\n{}", oai("oai", &m.url(), &["k1"])),
+        "shutdown_grace = \"1s\"",
+    );
+    let key = app_key(&gw).await;
+    let mut tasks = Vec::new();
+    for path in ["/v1/chat/completions", "/api/chat"] {
+        let url = gw.url(path);
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = client()
+                .post(url)
+                .bearer_auth(&key)
+                .json(&chat("gpt-4o-mini", false))
+                .send()
+                .await;
+            resp.map(|r| r.status().as_u16()).unwrap_or(0)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sigterm(&gw);
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 503);
+    }
+    let mut gw = gw;
+    let status = gw.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", gw.log_text());
+    let log = gw.log_text();
+    assert_eq!(log.matches("outcome=\"shutdown\"").count(), 2, "{log}");
+    let gw = gw.restart(&[]);
+    let r = wait_rows(&gw, 2).await;
+    assert_eq!(r.len(), 2, "{}", gw.log_text());
+    for row in r {
+        assert_eq!(row["status"], 503, "{row}");
+        assert_eq!(row["error_class"], "shutdown", "{row}");
+        // The prompt had reached the upstream: the record says where (and charges it).
+        assert_eq!(row["upstream"], "oai", "{row}");
     }
 }

@@ -460,3 +460,39 @@ async fn a_broken_responses_stream_ends_with_an_error_event() {
         );
     }
 }
+
+/// Token counting and model lookup check a client's model name as calls do: a name with a NUL
+/// byte is a 400, and a huge name is never echoed whole (any dialect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_tokens_and_model_lookup_check_and_cap_the_name() {
+    let (_mocks, gw) = every_kind().await;
+    let msgs = json!([{"role": "user", "content": "x"}]);
+    let r = post(
+        &gw,
+        "/v1/messages/count_tokens",
+        &json!({"model": "cl\u{0}aude", "messages": msgs}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    let huge = "m".repeat(100_000);
+    let r = post(
+        &gw,
+        "/v1/messages/count_tokens",
+        &json!({"model": huge, "messages": msgs}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().len() < 1_000);
+    let long = "m".repeat(20_000);
+    let r = client()
+        .get(gw.url(&format!("/v1/models/{long}")))
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let text = r.text().await.unwrap();
+    assert!(text.len() < 1_000, "{} bytes echoed", text.len());
+}

@@ -986,11 +986,11 @@ fn finish_str(f: &FinishReason) -> &'static str {
     }
 }
 
-fn usage_json(u: Usage) -> Value {
+pub(crate) fn usage_json(u: Usage) -> Value {
     json!({
         "promptTokenCount": u.input_tokens,
         "candidatesTokenCount": u.output_tokens,
-        "totalTokenCount": u.input_tokens + u.output_tokens,
+        "totalTokenCount": u.input_tokens.saturating_add(u.output_tokens),
     })
 }
 

@@ -872,7 +872,7 @@ fn usage_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.input_tokens,
         "completion_tokens": u.output_tokens,
-        "total_tokens": u.input_tokens + u.output_tokens,
+        "total_tokens": u.input_tokens.saturating_add(u.output_tokens),
     })
 }
 
@@ -1428,6 +1428,20 @@ impl StreamEncoder for OpenAiStreamEncoder {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// An upstream's absurd counts do not overflow the total (a panic is an outage).
+    #[test]
+    fn usage_total_saturates() {
+        let u = Usage {
+            input_tokens: u64::MAX,
+            output_tokens: 5,
+        };
+        assert_eq!(usage_json(&u)["total_tokens"], u64::MAX);
+        assert_eq!(
+            crate::translate::gemini::usage_json(u)["totalTokenCount"],
+            u64::MAX
+        );
+    }
 
     const CHAT_REQUEST: &str = include_str!("../../tests/fixtures/openai/chat_request.json");
     const CHAT_RESPONSE: &str = include_str!("../../tests/fixtures/openai/chat_response.json");
