@@ -377,8 +377,13 @@ async fn json_errors(req: Request, next: Next) -> Response {
         500..=599 => ErrorKind::Internal,
         _ => ErrorKind::InvalidRequest,
     };
-    let mut body = dialect.error_body(kind, &message);
-    if dialect == Dialect::Gemini {
+    let mut body = if path.starts_with("/admin/") {
+        // The admin API's own error shape, as its handlers answer.
+        serde_json::to_vec(&json!({ "error": { "message": message } })).unwrap_or_default()
+    } else {
+        dialect.error_body(kind, &message)
+    };
+    if dialect == Dialect::Gemini && !path.starts_with("/admin/") {
         // Google's error carries the HTTP status in `code`.
         if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
             v["error"]["code"] = json!(status.as_u16());

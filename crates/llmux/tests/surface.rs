@@ -385,6 +385,17 @@ async fn every_error_is_json_in_the_callers_dialect() {
     assert_eq!(r.status(), 413);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"]["message"].is_string(), "{v}");
+    // A bad query string on an admin route: the admin API's own shape, not a client dialect's.
+    let r = c
+        .get(gw.url("/admin/v1/calls?status=abc"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].is_string(), "{v}");
+    assert_eq!(v["error"].as_object().map(|o| o.len()), Some(1), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
