@@ -79,7 +79,7 @@ def test_viewer_sees_no_write_control_and_writes_are_refused(console, stack):
         page.goto("/ui/" + hash_)
         expect(page.locator("h1")).to_be_visible()
         page.wait_for_load_state("networkidle")
-        for label in ["Add upstream", "Edit", "Save", "Delete", "Check now", "Create app", "Create key", "Revoke",
+        for label in ["Add upstream", "Edit", "Save", "Delete", "Check now", "Create app", "Create key", "Revoke", "Top up",
                       "Create alias", "Switch off", "Switch on", "Remove", "Set strategy", "Roll back to this",
                       "Reload the config file now"]:
             expect(page.get_by_role("button", name=label, exact=True)).to_have_count(0)
@@ -193,6 +193,32 @@ def test_create_an_app_and_a_key_whose_secret_is_shown_once(console, stack):
     row.get_by_role("button", name="Revoke").click()
     row.get_by_role("button", name="Revoke checkout").click()
     expect(page.locator('tr[data-key="checkout"]')).to_contain_text("revoked")
+
+
+def test_top_up_adds_to_the_credits_left_and_unmetered_apps_say_so(console, stack):
+    assert admin_api(stack.url, "POST", "/apps", {"name": "topped", "credits": 10})[0] == 201
+    assert admin_api(stack.url, "POST", "/apps", {"name": "free-app"})[0] == 201
+    c = console()
+    c.expected_statuses = {400}
+    page = c.sign_in("ann")
+    page.goto("/ui/#apps")
+    expect(page.locator('tr[data-app="free-app"] td').nth(1)).to_have_text("not metered")
+    row = page.locator('tr[data-app="topped"]')
+    expect(row).to_contain_text("$10.00")
+    row.get_by_role("button", name="Top up").click()
+    row.get_by_label("Add credits (USD)").fill("0")
+    row.get_by_role("button", name="Add credits").click()
+    expect(page.locator("#tu-add-error")).to_contain_text("other than 0")
+    # Calls (here: another admin) change the credits while the form is open: the top-up adds to them.
+    _, apps = admin_api(stack.url, "GET", "/apps")
+    app_id = [a["id"] for a in apps if a["name"] == "topped"][0]
+    assert admin_api(stack.url, "PATCH", f"/apps/{app_id}", {"credits": 3})[0] == 200
+    row.get_by_label("Add credits (USD)").fill("5")
+    row.get_by_role("button", name="Add credits").click()
+    expect(page.locator("#notice")).to_contain_text("credits now $8.00")
+    expect(page.locator('tr[data-app="topped"] td').nth(1)).to_have_text("$8.00")
+    _, apps = admin_api(stack.url, "GET", "/apps")
+    assert [a["credits"] for a in apps if a["name"] == "topped"] == [8]
 
 
 def test_a_hostile_model_name_renders_as_text(console):

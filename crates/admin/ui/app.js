@@ -548,6 +548,26 @@ function appsPage(main) {
     cell.replaceChildren(form);
   }
 
+  // Top-up: POST /apps/{app}/credits {"add"} adds atomically to what calls meanwhile left
+  // (setting the value in Edit would overwrite their spend).
+  function topUp(a, cell) {
+    const form = h("form", { class: "stack", id: "topup-form" },
+      field("tu-add", "Add credits (USD)", h("input", { type: "number", step: "0.01", required: true }),
+        a.credits == null ? "This app is not metered: a top-up starts metering it from this amount" : "Negative takes credits back"),
+      h("div", { class: "form-error wide" }),
+      h("div", { class: "actions wide" }, h("button", { type: "submit", class: "primary", text: "Add credits" }), h("button", { type: "button", text: "Cancel", onclick: load })));
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try {
+        const after = await api("POST", `/apps/${encodeURIComponent(a.id)}/credits`, { add: Number(form["tu-add"].value) });
+        say(`App ${a.name}: credits now ${money(after.credits)}.`);
+        load();
+      } catch (e) { showFormError(form, "tu-", e, ["add"]); }
+    });
+    cell.replaceChildren(form);
+    form["tu-add"].focus();
+  }
+
   function showSecret(k) {
     const copy = h("button", { type: "button", class: "primary", text: "Copy" });
     const secret = h("div", { class: "secret", id: "new-secret", text: k.key });
@@ -591,10 +611,12 @@ function appsPage(main) {
       if (isAdmin()) {
         const edit = h("button", { type: "button", text: "Edit" });
         edit.addEventListener("click", () => editApp(a, cell));
-        cell.append(edit);
+        const top = h("button", { type: "button", text: "Top up" });
+        top.addEventListener("click", () => topUp(a, cell));
+        cell.append(edit, top);
       }
       return h("tr", { "data-app": a.name },
-        h("td", { text: a.name }), h("td", { text: money(a.credits) }),
+        h("td", { text: a.name }), h("td", {}, a.credits == null ? h("span", { class: "muted", text: "not metered" }) : money(a.credits)),
         h("td", { text: money(a.daily_budget) }), h("td", { text: money(a.monthly_budget) }),
         h("td", { text: money(spentToday[a.id] || 0) }), h("td", { text: money(spentMonth[a.id] || 0) }),
         h("td", { text: fmtTime(a.created_at) }), cell);
