@@ -267,7 +267,6 @@ def test_playground_streams_and_the_call_shows_in_the_log(console):
     page.get_by_role("button", name="Apply filters").click()
     table.locator("tbody tr").first.click()
     expect(page.locator("#call-detail")).to_contain_text("request_id")
-    shot(page, "calls")
 
 
 def test_edit_an_api_upstream_and_its_provider_keys(console, stack):
@@ -476,3 +475,69 @@ def test_gateway_log_live_with_a_level_filter(console, stack):
     expect(lines).not_to_contain_text("admin login")
     expect(lines.locator(".line.info")).to_have_count(0)
     admin_api(stack.url, "DELETE", "/upstreams/short-lived")
+
+
+def test_call_detail_shows_every_attempt_and_the_bodies_and_calls_filter_on_error_class_and_stream(browser):
+    """A call that failed over shows both attempts; bodies ([logs] bodies) show as text; the filters work."""
+    s = Stack()
+    try:
+        _, bad = s.mock("bad", ["llama3:latest", "solo:latest"])
+        _, good = s.mock("good", ["llama3:latest"])
+        faults = urllib.request.Request(bad + "/_mock/faults", data=json.dumps({"fail_rate": 1.0, "fail_status": 500}).encode(),
+                                        headers={"content-type": "application/json"}, method="POST")
+        urllib.request.urlopen(faults).read()
+        s.serve([("bad", bad), ("good", good)], extra='[logs]\nbodies = true\n[routing]\nstrategy = "round_robin"\n')
+        password, role = USERS["ann"]
+        assert admin_api(s.url, "POST", "/users", {"username": "ann", "password": password, "role": role})[0] == 201
+        hostile = "<img src=x onerror=alert(1)> hello"
+
+        def call(model, stream):
+            body = json.dumps({"model": model, "stream": stream, "messages": [{"role": "user", "content": hostile}]}).encode()
+            req = urllib.request.Request(s.url + "/v1/chat/completions", data=body, headers={"content-type": "application/json"})
+            try:
+                with urllib.request.urlopen(req) as r:
+                    r.read()
+            except urllib.error.HTTPError as e:
+                e.read()
+
+        call("llama3", False)
+        call("llama3", True)
+        call("solo", False)
+        deadline = time.time() + 10
+        while len(calls := admin_api(s.url, "GET", "/calls")[1]["calls"]) < 3:
+            assert time.time() < deadline, calls
+            time.sleep(0.2)
+        failed_over = [c for c in calls if c["requested_model"] == "llama3" and c["attempts"] == 2]
+        assert failed_over, calls
+        c = Console(browser, s.url)
+        page = c.sign_in("ann")
+        page.goto("/ui/#calls")
+        table = page.locator("#calls-table")
+        expect(table.locator("tbody tr")).to_have_count(3)
+        page.locator(f'tr[data-call="{failed_over[0]["request_id"]}"]').click()
+        detail = page.locator("#call-detail")
+        attempts = detail.locator("#call-attempts tbody tr")
+        expect(attempts).to_have_count(2)
+        expect(attempts.nth(0)).to_contain_text("bad")
+        expect(attempts.nth(0)).to_contain_text("500")
+        expect(attempts.nth(0)).to_contain_text("server_error")
+        expect(attempts.nth(1)).to_contain_text("good")
+        expect(attempts.nth(1)).to_contain_text("200")
+        expect(detail.locator("#call-request-body")).to_contain_text(hostile)
+        expect(detail.locator("#call-response-body")).not_to_be_empty()
+        assert detail.locator("img").count() == 0  # the body is text, never markup
+        shot(page, "calls")
+
+        page.get_by_label("Error class").select_option("server_error")
+        page.get_by_role("button", name="Apply filters").click()
+        expect(table.locator("tbody tr")).to_have_count(1)
+        expect(table).to_contain_text("solo")
+        page.get_by_label("Error class").select_option("")
+        page.get_by_label("Streamed").select_option("true")
+        page.get_by_role("button", name="Apply filters").click()
+        expect(table.locator("tbody tr")).to_have_count(1)
+        expect(table).to_contain_text("llama3")
+        expect(table).not_to_contain_text("solo")
+        c.close()
+    finally:
+        s.close()

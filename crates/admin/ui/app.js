@@ -1042,13 +1042,42 @@ function usersPage(main) {
 
 // ---------- Calls ----------
 
+// Every error class the call log records (see accounting::status_class and the relay).
+const ERROR_CLASSES = ["invalid_request", "authentication", "permission", "not_found", "payload_too_large",
+  "rate_limited", "client_error", "insufficient_quota", "upstream_error", "unavailable", "timeout", "server_error",
+  "client_closed", "shutdown"];
+
+// A call's attempts, in order: where each went, with which provider key, and how it ended.
+function attemptsTable(log) {
+  if (!log || !log.length) return h("p", { class: "muted", text: "No attempt reached an upstream." });
+  return h("div", { class: "scroll" }, h("table", { id: "call-attempts" },
+    h("thead", {}, h("tr", {}, ["#", "Upstream", "Provider key", "Status", "Error class", "Time"].map((t) => h("th", { text: t })))),
+    h("tbody", {}, log.map((a, i) => h("tr", {},
+      h("td", { text: String(i + 1) }), h("td", { text: a.upstream || "—" }), h("td", {}, a.key_id ? h("code", { text: a.key_id }) : "—"),
+      h("td", {}, badge(a.status == null ? "no answer" : String(a.status), a.error_class ? "bad" : "ok")),
+      h("td", { text: a.error_class || "—" }), h("td", { text: fmtMs(a.ms) }))))));
+}
+
+// A logged body ([logs] bodies = true) as text; JSON is indented for reading.
+function bodyBlock(id, title, text) {
+  if (text == null || text === "") return null;
+  let shown = String(text);
+  try { shown = JSON.stringify(JSON.parse(shown), null, 2); } catch { /* a stream or plain text: as logged */ }
+  return [h("h3", { text: title }), h("pre", { class: "body", id, text: shown })];
+}
+
 function callsPage(main) {
+  const classSel = h("select", {}, h("option", { value: "", text: "any" }), ERROR_CLASSES.map((c) => h("option", { value: c, text: c })));
+  const streamSel = h("select", {}, h("option", { value: "", text: "either" }), h("option", { value: "true", text: "streamed" }),
+    h("option", { value: "false", text: "whole answer" }));
   const form = h("form", { class: "stack", id: "calls-filter" },
     field("f-app", "App (name or id)", h("input", {})),
     field("f-key", "Key id", h("input", {})),
     field("f-model", "Model", h("input", {})),
     field("f-upstream", "Upstream", h("input", {})),
     field("f-status", "HTTP status", h("input", { type: "number", min: "100", max: "599", placeholder: "429" })),
+    field("f-error_class", "Error class", classSel),
+    field("f-stream", "Streamed", streamSel),
     field("f-from", "From", h("input", { type: "datetime-local" })),
     field("f-to", "To", h("input", { type: "datetime-local" })),
     h("div", { class: "form-error wide" }),
@@ -1066,27 +1095,32 @@ function callsPage(main) {
   let cursor = null;
   function query() {
     const q = new URLSearchParams({ limit: "50" });
-    for (const k of ["app", "key", "model", "upstream", "status"]) if (form["f-" + k].value.trim()) q.set(k, form["f-" + k].value.trim());
+    for (const k of ["app", "key", "model", "upstream", "status", "error_class", "stream"]) if (form["f-" + k].value.trim()) q.set(k, form["f-" + k].value.trim());
     for (const k of ["from", "to"]) if (form["f-" + k].value) q.set(k, new Date(form["f-" + k].value).toISOString());
     if (cursor) q.set("cursor", cursor);
     return q;
   }
   function showDetail(c) {
-    const rows = Object.entries(c).map(([k, v]) => [h("dt", { text: k }),
+    const own = new Set(["attempt_log", "request_body", "response_body"]);
+    const rows = Object.entries(c).filter(([k]) => !own.has(k)).map(([k, v]) => [h("dt", { text: k }),
       h("dd", {}, v !== null && typeof v === "object" ? h("pre", { text: JSON.stringify(v, null, 2) }) : String(v ?? "—"))]);
     const close = h("button", { type: "button", text: "Close" });
     close.addEventListener("click", () => detail.replaceChildren());
-    detail.replaceChildren(h("section", { class: "panel" }, h("h2", { text: `Call ${c.request_id || c.id || ""}` }), h("dl", { class: "kv" }, rows), close));
+    detail.replaceChildren(h("section", { class: "panel" }, h("h2", { text: `Call ${c.request_id || c.id || ""}` }), h("dl", { class: "kv" }, rows),
+      h("h3", { text: `Attempts (${(c.attempt_log || []).length})` }), attemptsTable(c.attempt_log),
+      bodyBlock("call-request-body", "Request body", c.request_body), bodyBlock("call-response-body", "Response body", c.response_body),
+      c.request_body == null && c.response_body == null ? h("p", { class: "hint", text: "Bodies are logged only with [logs] bodies = true." }) : null,
+      close));
   }
   async function load(reset) {
     if (reset) { cursor = null; body.replaceChildren(); }
     let page;
     try { page = await api("GET", "/calls?" + query()); }
-    catch (e) { showFormError(form, "f-", e, ["app", "key", "model", "upstream", "status", "from", "to"]); return; }
+    catch (e) { showFormError(form, "f-", e, ["app", "key", "model", "upstream", "status", "error_class", "stream", "from", "to"]); return; }
     showFormError(form, "f-", { message: "" }, [], null);
     const calls = page.calls || [];
     for (const c of calls) {
-      const tr = h("tr", { class: "clickable", tabindex: "0" },
+      const tr = h("tr", { class: "clickable", tabindex: "0", "data-call": c.request_id },
         h("td", { text: fmtTime(c.time) }), h("td", { text: c.app_id || "—" }),
         h("td", { text: c.requested_model || "" }), h("td", { text: c.upstream || "—" }),
         h("td", {}, badge(String(c.status ?? "") + (c.error_class ? " " + c.error_class : ""), (c.status || 0) >= 400 ? "bad" : "ok")),
