@@ -79,7 +79,7 @@ def test_viewer_sees_no_write_control_and_writes_are_refused(console, stack):
         page.goto("/ui/" + hash_)
         expect(page.locator("h1")).to_be_visible()
         page.wait_for_load_state("networkidle")
-        for label in ["Add upstream", "Edit", "Save", "Delete", "Check now", "Create app", "Create key", "Revoke", "Top up",
+        for label in ["Add upstream", "Edit", "Save", "Delete", "Check now", "Create app", "Create key", "Revoke", "Top up", "Disable", "Enable now",
                       "Create alias", "Switch off", "Switch on", "Remove", "Set strategy", "Roll back to this",
                       "Reload the config file now"]:
             expect(page.get_by_role("button", name=label, exact=True)).to_have_count(0)
@@ -287,6 +287,25 @@ def test_edit_an_api_upstream_and_its_provider_keys(console, stack):
     editor.locator("#provider-keys tr", has_text="…1111").get_by_role("button", name="Remove").click()
     page.get_by_role("button", name="Remove key …1111").click()
     expect(editor.locator("#provider-keys")).not_to_contain_text("…1111")
+    # Disabled by hand: out of rotation (calls use the other key), back with "Enable now".
+    second = editor.locator('#provider-keys tr[data-key="…2222"]')
+    page.get_by_label("New provider key").fill("sk-third-key-3333")
+    page.get_by_role("button", name="Add key").click()
+    expect(editor.locator("#provider-keys")).to_contain_text("…3333")
+    second.get_by_role("button", name="Disable").click()
+    expect(second).to_contain_text("disabled")
+    expect(second).to_contain_text("disabled by ann")
+    _, up = admin_api(stack.url, "GET", "/upstreams/oa")
+    assert {k["masked"]: k["state"] for k in up["keys"]} == {"…2222": "disabled", "…3333": "ok"}, up["keys"]
+    _, audit = admin_api(stack.url, "GET", "/audit?limit=5")
+    assert any(e["action"] == "upstream.key.disable" and e["actor"] == "ann" for e in audit), audit
+    second.get_by_role("button", name="Enable now").click()
+    expect(second.get_by_role("button", name="Disable")).to_be_visible()
+    expect(second).to_contain_text("ok")
+    third = editor.locator('#provider-keys tr[data-key="…3333"]')
+    third.get_by_role("button", name="Remove").click()
+    page.get_by_role("button", name="Remove key …3333").click()
+    expect(editor.locator("#provider-keys")).not_to_contain_text("…3333")
     editor.get_by_label("Weight").fill("7")
     page.get_by_role("button", name="Save changes").click()
     expect(page.locator("#notice")).to_contain_text("Upstream oa saved")

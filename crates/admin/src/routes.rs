@@ -117,6 +117,7 @@ fn ops() -> Vec<Op> {
             .body(object(&["key"], json!({ "key": s("string") }))).created().to(post(u::add_key)),
         op("delete", "/upstreams/{name}/keys/{key_id}", "upstreams", "Remove a provider key").to(delete(u::delete_key)),
         op("post", "/upstreams/{name}/keys/{key_id}/enable", "upstreams", "Put a disabled key back into rotation now").to(post(u::enable_key)),
+        op("post", "/upstreams/{name}/keys/{key_id}/disable", "upstreams", "Take a key out of rotation by hand until it is enabled again").to(post(u::disable_key)),
         op("get", "/models", "models", "Stored models and the models upstreams serve now").to(get(e::list_models)),
         op("post", "/models", "models", "Declare a model, or switch one off (enabled=false)")
             .body(object(&["name"], json!({ "name": s("string"), "upstream": s("string"), "enabled": s("boolean") })))

@@ -377,6 +377,14 @@ function upstreamsPage(main) {
         });
         cell.append(en);
       }
+      if (k.state !== "disabled") {
+        // Out of rotation now, until enabled again (the automatic re-check leaves it alone).
+        const dis = h("button", { type: "button", text: "Disable" });
+        dis.addEventListener("click", async () => {
+          try { await api("POST", `${path}/keys/${encodeURIComponent(k.id)}/disable`); openEditor(u); load(); } catch (e) { done(e.message, ""); }
+        });
+        cell.append(dis);
+      }
       const rm = h("button", { type: "button", class: "danger", text: "Remove" });
       rm.addEventListener("click", () => {
         const yes = h("button", { type: "button", class: "danger", text: `Remove key ${k.masked}` });
@@ -388,7 +396,8 @@ function upstreamsPage(main) {
         cell.replaceChildren(yes, no);
       });
       cell.append(rm);
-      return h("tr", {}, h("td", {}, h("code", { text: k.masked })), h("td", {}, badge(k.state, KEY_TONE[k.state])), cell);
+      return h("tr", { "data-key": k.masked }, h("td", {}, h("code", { text: k.masked })), h("td", {}, badge(k.state, KEY_TONE[k.state])),
+        h("td", { class: "muted", text: k.disabled_reason || "" }), cell);
     });
     const keyForm = h("form", { class: "stack", id: "key-add-form" },
       field("pk-key", "New provider key", h("input", { type: "password", autocomplete: "off", required: true }), "Stored encrypted; shown masked from now on"),
