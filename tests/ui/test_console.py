@@ -306,11 +306,24 @@ def test_edit_an_api_upstream_and_its_provider_keys(console, stack):
     third.get_by_role("button", name="Remove").click()
     page.get_by_role("button", name="Remove key …3333").click()
     expect(editor.locator("#provider-keys")).not_to_contain_text("…3333")
+    # Timeouts: the API's 400 (bounded at 24h) shows beside the field, then a good value is saved.
+    c.expected_statuses = {400}
+    editor.get_by_label("First-byte timeout").fill("25h")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#ed-timeouts-first_byte-error")).to_contain_text("24h")
+    expect(editor.get_by_label("First-byte timeout")).to_have_value("25h")  # what was typed stays
+    editor.get_by_label("First-byte timeout").fill("90s")
+    editor.get_by_label("Connect timeout").fill("3s")
     editor.get_by_label("Weight").fill("7")
     page.get_by_role("button", name="Save changes").click()
     expect(page.locator("#notice")).to_contain_text("Upstream oa saved")
     _, up = admin_api(stack.url, "GET", "/upstreams/oa")
     assert up["weight"] == 7 and [k["masked"] for k in up["keys"]] == ["…2222"]
+    assert up["timeouts"] == {"connect": "3s", "first_byte": "90s"}, up["timeouts"]
+    page.locator('tr[data-upstream="oa"]').get_by_role("button", name="Edit").click()
+    expect(editor.get_by_label("First-byte timeout")).to_have_value("90s")
+    expect(editor.get_by_label("Idle timeout")).to_have_value("")
+    shot(page, "upstream-edit")
     admin_api(stack.url, "DELETE", "/upstreams/oa")
 
 

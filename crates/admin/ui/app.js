@@ -110,9 +110,10 @@ function showFormError(form, prefix, err, fields, explain) {
   let msg = err.message.replace(/^invalid JSON body: /, "");
   const named = fields.find((f) => msg.startsWith(f + ":") || msg.includes("`" + f + "`"));
   const extra = explain ? explain(msg) : null;
-  if (named && form.querySelector(`#${prefix}${named}`)) {
-    form.querySelector(`#${prefix}${named}-error`).textContent = msg.replace(new RegExp("^" + named + ": "), "");
-    form.querySelector(`#${prefix}${named}`).classList.add("invalid");
+  const id = named ? prefix + named.replace(/\./g, "-") : null; // "timeouts.idle" → #ed-timeouts-idle
+  if (named && form.querySelector(`#${id}`)) {
+    form.querySelector(`#${id}-error`).textContent = msg.startsWith(named + ":") ? msg.slice(named.length + 1).trim() : msg;
+    form.querySelector(`#${id}`).classList.add("invalid");
     if (extra) general.append(alertBox(extra, "info"));
   } else {
     general.append(alertBox(err.status === 403 ? "Not allowed: " + msg : msg));
@@ -290,6 +291,9 @@ function explainSsrf(msg) {
   return "llmux refuses upstream URLs that point at loopback, private or link-local addresses, so the admin API cannot be used to reach internal services. If this upstream really lives on your network, set admin.allow_private_upstreams = true in the config file.";
 }
 
+// The timeouts an API upstream's editor shows: [key, label, default].
+const TIMEOUTS = [["connect", "Connect timeout", "5s"], ["first_byte", "First-byte timeout", "60s"], ["idle", "Idle timeout", "30s"]];
+
 function upstreamForm(onDone) {
   const kind = h("select", {}, Object.keys(URL_HINTS).map((k) => h("option", { value: k, text: k })));
   const url = h("input", { placeholder: URL_HINTS.ollama, required: true });
@@ -341,17 +345,20 @@ function upstreamsPage(main) {
     editor);
   main.append(h("p", { class: "hint", text: "Upstreams from the config file are read-only here: change them in the file (llmux reloads it on change or SIGHUP)." }));
 
-  // Edit an API upstream: url, weight, models, enabled; provider keys added, re-enabled, removed.
+  // Edit an API upstream: url, weight, models, timeouts, enabled; provider keys added, disabled, re-enabled, removed.
   async function openEditor(summary) {
     let u;
     try { u = await api("GET", `/upstreams/${encodeURIComponent(summary.name)}`); } catch (e) { done(e.message, ""); return; }
     const path = `/upstreams/${encodeURIComponent(u.name)}`;
     const enabled = h("input", { type: "checkbox" });
     enabled.checked = u.enabled !== false;
+    const timeouts = u.timeouts && typeof u.timeouts === "object" ? u.timeouts : {};
     const form = h("form", { class: "stack", id: "edit-form" },
       field("ed-url", "URL", h("input", { value: u.url || "", required: true })),
       field("ed-weight", "Weight", h("input", { type: "number", value: String(u.weight ?? 1) })),
       field("ed-models", "Models", h("input", { value: (u.declared_models || []).join(", ") }), "Comma-separated; empty: discovered"),
+      TIMEOUTS.map(([k, label, dflt]) => field(`ed-timeouts-${k}`, label,
+        h("input", { value: timeouts[k] == null ? "" : String(timeouts[k]), placeholder: dflt }), `Like 5s, 2m; empty: ${dflt}; at most 24h`)),
       h("div", { class: "field" }, h("label", { for: "ed-enabled", text: "Enabled" }), enabled, h("span", { class: "hint", text: "A disabled upstream gets no calls" })),
       h("div", { class: "form-error wide" }),
       h("div", { class: "actions wide" }, h("button", { class: "primary", type: "submit", text: "Save changes" })));
@@ -362,11 +369,15 @@ function upstreamsPage(main) {
       const models = list(form["ed-models"].value);
       // Unchanged "discovered" stays out of the patch (the API refuses an empty list).
       if (models.length || (u.declared_models || []).length) patch.models = models;
+      // The API replaces the whole map: keep what the form does not show (total).
+      const t = { ...timeouts };
+      for (const [k] of TIMEOUTS) { const v = form[`ed-timeouts-${k}`].value.trim(); if (v) t[k] = v; else delete t[k]; }
+      if (JSON.stringify(t) !== JSON.stringify(timeouts)) patch.timeouts = t;
       try {
         await api("PATCH", path, patch);
         editor.replaceChildren();
         done(`Upstream ${u.name} saved.`);
-      } catch (e) { showFormError(form, "ed-", e, ["url", "weight", "models", "enabled"], explainSsrf); }
+      } catch (e) { showFormError(form, "ed-", e, ["url", "weight", "models", "enabled", ...TIMEOUTS.map(([k]) => "timeouts." + k)], explainSsrf); }
     });
     const keyRows = (u.keys || []).map((k) => {
       const cell = h("td", { class: "actions" });
