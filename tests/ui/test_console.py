@@ -79,7 +79,7 @@ def test_viewer_sees_no_write_control_and_writes_are_refused(console, stack):
         page.goto("/ui/" + hash_)
         expect(page.locator("h1")).to_be_visible()
         page.wait_for_load_state("networkidle")
-        for label in ["Add upstream", "Edit", "Save", "Delete", "Check now", "Create app", "Create key", "Revoke", "Top up", "Disable", "Enable now",
+        for label in ["Add upstream", "Edit", "Save", "Delete", "Check now", "Create app", "Create key", "Revoke", "Top up", "Disable", "Enable now", "Keys",
                       "Create alias", "Switch off", "Switch on", "Remove", "Set strategy", "Roll back to this",
                       "Reload the config file now"]:
             expect(page.get_by_role("button", name=label, exact=True)).to_have_count(0)
@@ -570,6 +570,37 @@ def test_call_detail_shows_every_attempt_and_the_bodies_and_calls_filter_on_erro
         expect(table.locator("tbody tr")).to_have_count(1)
         expect(table).to_contain_text("llama3")
         expect(table).not_to_contain_text("solo")
+        c.close()
+    finally:
+        s.close()
+
+
+def test_a_config_file_upstreams_key_is_disabled_and_enabled_by_hand(browser):
+    s = Stack()
+    try:
+        _, url = s.mock("fk", ["gpt-4o-mini"])
+        block = f'[[upstreams]]\nname = "fk"\nkind = "openai"\nurl = "{url}/v1"\nkeys = ["sk-file-key-1111", "sk-file-key-2222"]\n'
+        s.serve([], extra=block)
+        password, role = USERS["ann"]
+        assert admin_api(s.url, "POST", "/users", {"username": "ann", "password": password, "role": role})[0] == 201
+        c = Console(browser, s.url)
+        page = c.sign_in("ann")
+        page.goto("/ui/#upstreams")
+        row = page.locator('tr[data-upstream="fk"]')
+        expect(row).to_contain_text("read-only (config file)")
+        row.get_by_role("button", name="Keys").click()
+        editor = page.locator("#upstream-editor")
+        expect(editor).to_contain_text("Provider keys of fk (config file)")
+        expect(editor.get_by_role("button", name="Remove")).to_have_count(0)  # the file owns the keys
+        key = editor.locator('#provider-keys tr[data-key="…2222"]')
+        key.get_by_role("button", name="Disable").click()
+        expect(key).to_contain_text("disabled by ann")
+        _, up = admin_api(s.url, "GET", "/upstreams/fk")
+        assert {k["masked"]: k["state"] for k in up["keys"]} == {"…1111": "ok", "…2222": "disabled"}, up["keys"]
+        key.get_by_role("button", name="Enable now").click()
+        expect(key.get_by_role("button", name="Disable")).to_be_visible()
+        _, up = admin_api(s.url, "GET", "/upstreams/fk")
+        assert all(k["state"] == "ok" for k in up["keys"]), up["keys"]
         c.close()
     finally:
         s.close()

@@ -350,6 +350,9 @@ function upstreamsPage(main) {
     let u;
     try { u = await api("GET", `/upstreams/${encodeURIComponent(summary.name)}`); } catch (e) { done(e.message, ""); return; }
     const path = `/upstreams/${encodeURIComponent(u.name)}`;
+    const fileUp = u.source === "file";
+    const keyRow = (k, cell) => h("tr", { "data-key": k.masked }, h("td", {}, h("code", { text: k.masked })), h("td", {}, badge(k.state, KEY_TONE[k.state])),
+      h("td", { class: "muted", text: k.disabled_reason || "" }), cell);
     const enabled = h("input", { type: "checkbox" });
     enabled.checked = u.enabled !== false;
     const timeouts = u.timeouts && typeof u.timeouts === "object" ? u.timeouts : {};
@@ -396,6 +399,7 @@ function upstreamsPage(main) {
         });
         cell.append(dis);
       }
+      if (fileUp) return keyRow(k, cell);
       const rm = h("button", { type: "button", class: "danger", text: "Remove" });
       rm.addEventListener("click", () => {
         const yes = h("button", { type: "button", class: "danger", text: `Remove key ${k.masked}` });
@@ -407,9 +411,19 @@ function upstreamsPage(main) {
         cell.replaceChildren(yes, no);
       });
       cell.append(rm);
-      return h("tr", { "data-key": k.masked }, h("td", {}, h("code", { text: k.masked })), h("td", {}, badge(k.state, KEY_TONE[k.state])),
-        h("td", { class: "muted", text: k.disabled_reason || "" }), cell);
+      return keyRow(k, cell);
     });
+    const keyTable = () => keyRows.length ? h("div", { class: "scroll" }, h("table", { id: "provider-keys" }, h("tbody", {}, keyRows))) : h("p", { class: "muted", text: "No key." });
+    if (fileUp) {
+      // A config-file upstream: its keys can be taken out of rotation (gateway state), nothing else.
+      const close = h("button", { type: "button", text: "Close" });
+      close.addEventListener("click", () => editor.replaceChildren());
+      editor.replaceChildren(h("section", { class: "panel" }, h("h2", { text: `Provider keys of ${u.name} (config file)` }),
+        h("p", { class: "hint", text: "Disabling a key is the gateway's state, not the file's: it lasts until the key is enabled again or llmux restarts." }),
+        keyTable(), h("div", { class: "actions" }, close)));
+      editor.scrollIntoView({ block: "nearest" });
+      return;
+    }
     const keyForm = h("form", { class: "stack", id: "key-add-form" },
       field("pk-key", "New provider key", h("input", { type: "password", autocomplete: "off", required: true }), "Stored encrypted; shown masked from now on"),
       h("div", { class: "form-error wide" }),
@@ -424,8 +438,7 @@ function upstreamsPage(main) {
     editor.replaceChildren(h("section", { class: "panel" },
       h("h2", { text: `Edit ${u.name} (${u.kind})` }), form,
       u.kind === "ollama" ? null : [h("h2", { text: "Provider keys" }),
-        keyRows.length ? h("div", { class: "scroll" }, h("table", { id: "provider-keys" }, h("tbody", {}, keyRows))) : h("p", { class: "muted", text: "No key." }),
-        keyForm],
+        keyTable(), keyForm],
       h("div", { class: "actions" }, close)));
     editor.scrollIntoView({ block: "nearest" });
   }
@@ -465,6 +478,11 @@ function upstreamsPage(main) {
           });
           actions.append(del);
         } else {
+          if ((u.keys || []).length) {
+            const keys = h("button", { type: "button", text: "Keys" });
+            keys.addEventListener("click", () => openEditor(u));
+            actions.append(keys);
+          }
           actions.append(h("span", { class: "muted", text: "read-only (config file)" }));
         }
       }
@@ -498,7 +516,7 @@ function appsPage(main) {
   if (isAdmin()) {
     const appForm = h("form", { class: "stack", id: "app-form" },
       field("app-name", "App name", h("input", { required: true })),
-      field("app-credits", "Credits (USD)", h("input", { type: "number", step: "0.01" }), "Empty: none yet; calls to priced models are refused until credited"),
+      field("app-credits", "Credits (USD)", h("input", { type: "number", step: "0.01" }), "Empty: not metered (no credit limit; budgets still apply)"),
       field("app-daily_budget", "Daily budget (USD)", h("input", { type: "number", step: "0.01", min: "0" })),
       field("app-monthly_budget", "Monthly budget (USD)", h("input", { type: "number", step: "0.01", min: "0" })),
       h("div", { class: "form-error wide" }),
