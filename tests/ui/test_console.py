@@ -217,6 +217,8 @@ def test_top_up_adds_to_the_credits_left_and_unmetered_apps_say_so(console, stac
     row.get_by_role("button", name="Add credits").click()
     expect(page.locator("#notice")).to_contain_text("credits now $8.00")
     expect(page.locator('tr[data-app="topped"] td').nth(1)).to_have_text("$8.00")
+    page.locator('tr[data-app="topped"]').scroll_into_view_if_needed()
+    shot(page, "apps-top-up")
     _, apps = admin_api(stack.url, "GET", "/apps")
     assert [a["credits"] for a in apps if a["name"] == "topped"] == [8]
 
@@ -558,6 +560,7 @@ def test_call_detail_shows_every_attempt_and_the_bodies_and_calls_filter_on_erro
         expect(detail.locator("#call-request-body")).to_contain_text(hostile)
         expect(detail.locator("#call-response-body")).not_to_be_empty()
         assert detail.locator("img").count() == 0  # the body is text, never markup
+        detail.locator("#call-attempts").evaluate("e => { e.scrollIntoView({block: 'start'}); window.scrollBy(0, -150); }")
         shot(page, "calls")
 
         page.get_by_label("Error class").select_option("server_error")
