@@ -310,3 +310,80 @@ async fn the_call_log_keeps_every_attempt_and_filters_on_error_class_and_stream(
     assert_eq!(streamed[0]["stream"], true);
     assert_eq!(calls(&gw, "stream=false").await.len(), 2);
 }
+
+/// `POST …/keys/{key_id}/disable`: calls stop using the key at once, a reload keeps it out,
+/// `…/enable` brings it back; both are audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_key_disabled_by_hand_gets_no_calls_until_enabled() {
+    let up = mock::MockServer::start(mock::MockConfig {
+        api_key: Some("sk-key-a".into()),
+        extra_keys: vec!["sk-key-b".into()],
+        ..node("p", &["gpt-4o-mini"])
+    })
+    .await
+    .unwrap();
+    let gw = Llmux::start(&format!(
+        "[health]\ninterval = \"60s\"\n[[upstreams]]\nname = \"p\"\nkind = \"openai\"\nurl = \"{}/v1\"\nkeys = [\"sk-key-a\", \"sk-key-b\"]\n",
+        up.url()
+    ));
+    let hits = |key: &str| up.stats().by_key.get(key).copied().unwrap_or(0);
+    let calls = |n: usize| {
+        let gw = &gw;
+        async move {
+            for _ in 0..n {
+                let r = client()
+                    .post(gw.url("/v1/chat/completions"))
+                    .json(&chat("gpt-4o-mini", false))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap();
+            }
+        }
+    };
+    assert_eq!(
+        admin_post(&gw, "/upstreams/p/keys/k1/disable", json!({})).await,
+        200
+    );
+    assert_eq!(
+        admin_post(&gw, "/upstreams/p/keys/k9/disable", json!({})).await,
+        404
+    );
+    let before = hits("sk-key-b");
+    calls(6).await;
+    assert_eq!(hits("sk-key-b"), before, "a disabled key was used");
+    // A reload rebuilds the pool: the key stays out.
+    assert_eq!(admin_post(&gw, "/reload", json!({})).await, 200);
+    calls(4).await;
+    assert_eq!(hits("sk-key-b"), before, "the reload revived the key");
+    let ups = gw.upstreams().await;
+    let key = &ups.as_array().unwrap()[0]["keys"][1];
+    assert_eq!(key["state"], "disabled", "{key}");
+    assert!(
+        key["disabled_reason"].as_str().unwrap().contains("admin"),
+        "{key}"
+    );
+    assert_eq!(
+        admin_post(&gw, "/upstreams/p/keys/k1/enable", json!({})).await,
+        200
+    );
+    calls(6).await;
+    assert!(hits("sk-key-b") > before, "the enabled key got no call");
+    let audit: Value = client()
+        .get(gw.url("/admin/v1/audit?limit=10"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"upstream.key.disable"), "{actions:?}");
+}
