@@ -79,7 +79,7 @@ def test_viewer_sees_no_write_control_and_writes_are_refused(console, stack):
         page.goto("/ui/" + hash_)
         expect(page.locator("h1")).to_be_visible()
         page.wait_for_load_state("networkidle")
-        for label in ["Add upstream", "Edit", "Save", "Delete", "Check now", "Create app", "Create key", "Revoke",
+        for label in ["Add upstream", "Edit", "Save", "Delete", "Check now", "Create app", "Create key", "Revoke", "Top up", "Disable", "Enable now", "Keys",
                       "Create alias", "Switch off", "Switch on", "Remove", "Set strategy", "Roll back to this",
                       "Reload the config file now"]:
             expect(page.get_by_role("button", name=label, exact=True)).to_have_count(0)
@@ -195,6 +195,34 @@ def test_create_an_app_and_a_key_whose_secret_is_shown_once(console, stack):
     expect(page.locator('tr[data-key="checkout"]')).to_contain_text("revoked")
 
 
+def test_top_up_adds_to_the_credits_left_and_unmetered_apps_say_so(console, stack):
+    assert admin_api(stack.url, "POST", "/apps", {"name": "topped", "credits": 10})[0] == 201
+    assert admin_api(stack.url, "POST", "/apps", {"name": "free-app"})[0] == 201
+    c = console()
+    c.expected_statuses = {400}
+    page = c.sign_in("ann")
+    page.goto("/ui/#apps")
+    expect(page.locator('tr[data-app="free-app"] td').nth(1)).to_have_text("not metered")
+    row = page.locator('tr[data-app="topped"]')
+    expect(row).to_contain_text("$10.00")
+    row.get_by_role("button", name="Top up").click()
+    row.get_by_label("Add credits (USD)").fill("0")
+    row.get_by_role("button", name="Add credits").click()
+    expect(page.locator("#tu-add-error")).to_contain_text("other than 0")
+    # Calls (here: another admin) change the credits while the form is open: the top-up adds to them.
+    _, apps = admin_api(stack.url, "GET", "/apps")
+    app_id = [a["id"] for a in apps if a["name"] == "topped"][0]
+    assert admin_api(stack.url, "PATCH", f"/apps/{app_id}", {"credits": 3})[0] == 200
+    row.get_by_label("Add credits (USD)").fill("5")
+    row.get_by_role("button", name="Add credits").click()
+    expect(page.locator("#notice")).to_contain_text("credits now $8.00")
+    expect(page.locator('tr[data-app="topped"] td').nth(1)).to_have_text("$8.00")
+    page.locator('tr[data-app="topped"]').scroll_into_view_if_needed()
+    shot(page, "apps-top-up")
+    _, apps = admin_api(stack.url, "GET", "/apps")
+    assert [a["credits"] for a in apps if a["name"] == "topped"] == [8]
+
+
 def test_a_hostile_model_name_renders_as_text(console):
     c = console()
     page = c.sign_in("ann")
@@ -241,7 +269,6 @@ def test_playground_streams_and_the_call_shows_in_the_log(console):
     page.get_by_role("button", name="Apply filters").click()
     table.locator("tbody tr").first.click()
     expect(page.locator("#call-detail")).to_contain_text("request_id")
-    shot(page, "calls")
 
 
 def test_edit_an_api_upstream_and_its_provider_keys(console, stack):
@@ -262,11 +289,43 @@ def test_edit_an_api_upstream_and_its_provider_keys(console, stack):
     editor.locator("#provider-keys tr", has_text="…1111").get_by_role("button", name="Remove").click()
     page.get_by_role("button", name="Remove key …1111").click()
     expect(editor.locator("#provider-keys")).not_to_contain_text("…1111")
+    # Disabled by hand: out of rotation (calls use the other key), back with "Enable now".
+    second = editor.locator('#provider-keys tr[data-key="…2222"]')
+    page.get_by_label("New provider key").fill("sk-third-key-3333")
+    page.get_by_role("button", name="Add key").click()
+    expect(editor.locator("#provider-keys")).to_contain_text("…3333")
+    second.get_by_role("button", name="Disable").click()
+    expect(second).to_contain_text("disabled")
+    expect(second).to_contain_text("disabled by ann")
+    _, up = admin_api(stack.url, "GET", "/upstreams/oa")
+    assert {k["masked"]: k["state"] for k in up["keys"]} == {"…2222": "disabled", "…3333": "ok"}, up["keys"]
+    _, audit = admin_api(stack.url, "GET", "/audit?limit=5")
+    assert any(e["action"] == "upstream.key.disable" and e["actor"] == "ann" for e in audit), audit
+    second.get_by_role("button", name="Enable now").click()
+    expect(second.get_by_role("button", name="Disable")).to_be_visible()
+    expect(second).to_contain_text("ok")
+    third = editor.locator('#provider-keys tr[data-key="…3333"]')
+    third.get_by_role("button", name="Remove").click()
+    page.get_by_role("button", name="Remove key …3333").click()
+    expect(editor.locator("#provider-keys")).not_to_contain_text("…3333")
+    # Timeouts: the API's 400 (bounded at 24h) shows beside the field, then a good value is saved.
+    c.expected_statuses = {400}
+    editor.get_by_label("First-byte timeout").fill("25h")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#ed-timeouts-first_byte-error")).to_contain_text("24h")
+    expect(editor.get_by_label("First-byte timeout")).to_have_value("25h")  # what was typed stays
+    editor.get_by_label("First-byte timeout").fill("90s")
+    editor.get_by_label("Connect timeout").fill("3s")
     editor.get_by_label("Weight").fill("7")
     page.get_by_role("button", name="Save changes").click()
     expect(page.locator("#notice")).to_contain_text("Upstream oa saved")
     _, up = admin_api(stack.url, "GET", "/upstreams/oa")
     assert up["weight"] == 7 and [k["masked"] for k in up["keys"]] == ["…2222"]
+    assert up["timeouts"] == {"connect": "3s", "first_byte": "90s"}, up["timeouts"]
+    page.locator('tr[data-upstream="oa"]').get_by_role("button", name="Edit").click()
+    expect(editor.get_by_label("First-byte timeout")).to_have_value("90s")
+    expect(editor.get_by_label("Idle timeout")).to_have_value("")
+    shot(page, "upstream-edit")
     admin_api(stack.url, "DELETE", "/upstreams/oa")
 
 
@@ -450,3 +509,101 @@ def test_gateway_log_live_with_a_level_filter(console, stack):
     expect(lines).not_to_contain_text("admin login")
     expect(lines.locator(".line.info")).to_have_count(0)
     admin_api(stack.url, "DELETE", "/upstreams/short-lived")
+
+
+def test_call_detail_shows_every_attempt_and_the_bodies_and_calls_filter_on_error_class_and_stream(browser):
+    """A call that failed over shows both attempts; bodies ([logs] bodies) show as text; the filters work."""
+    s = Stack()
+    try:
+        _, bad = s.mock("bad", ["llama3:latest", "solo:latest"])
+        _, good = s.mock("good", ["llama3:latest"])
+        faults = urllib.request.Request(bad + "/_mock/faults", data=json.dumps({"fail_rate": 1.0, "fail_status": 500}).encode(),
+                                        headers={"content-type": "application/json"}, method="POST")
+        urllib.request.urlopen(faults).read()
+        s.serve([("bad", bad), ("good", good)], extra='[logs]\nbodies = true\n[routing]\nstrategy = "round_robin"\n')
+        password, role = USERS["ann"]
+        assert admin_api(s.url, "POST", "/users", {"username": "ann", "password": password, "role": role})[0] == 201
+        hostile = "<img src=x onerror=alert(1)> hello"
+
+        def call(model, stream):
+            body = json.dumps({"model": model, "stream": stream, "messages": [{"role": "user", "content": hostile}]}).encode()
+            req = urllib.request.Request(s.url + "/v1/chat/completions", data=body, headers={"content-type": "application/json"})
+            try:
+                with urllib.request.urlopen(req) as r:
+                    r.read()
+            except urllib.error.HTTPError as e:
+                e.read()
+
+        call("llama3", False)
+        call("llama3", True)
+        call("solo", False)
+        deadline = time.time() + 10
+        while len(calls := admin_api(s.url, "GET", "/calls")[1]["calls"]) < 3:
+            assert time.time() < deadline, calls
+            time.sleep(0.2)
+        failed_over = [c for c in calls if c["requested_model"] == "llama3" and c["attempts"] == 2]
+        assert failed_over, calls
+        c = Console(browser, s.url)
+        page = c.sign_in("ann")
+        page.goto("/ui/#calls")
+        table = page.locator("#calls-table")
+        expect(table.locator("tbody tr")).to_have_count(3)
+        page.locator(f'tr[data-call="{failed_over[0]["request_id"]}"]').click()
+        detail = page.locator("#call-detail")
+        attempts = detail.locator("#call-attempts tbody tr")
+        expect(attempts).to_have_count(2)
+        expect(attempts.nth(0)).to_contain_text("bad")
+        expect(attempts.nth(0)).to_contain_text("500")
+        expect(attempts.nth(0)).to_contain_text("server_error")
+        expect(attempts.nth(1)).to_contain_text("good")
+        expect(attempts.nth(1)).to_contain_text("200")
+        expect(detail.locator("#call-request-body")).to_contain_text(hostile)
+        expect(detail.locator("#call-response-body")).not_to_be_empty()
+        assert detail.locator("img").count() == 0  # the body is text, never markup
+        detail.locator("#call-attempts").evaluate("e => { e.scrollIntoView({block: 'start'}); window.scrollBy(0, -150); }")
+        shot(page, "calls")
+
+        page.get_by_label("Error class").select_option("server_error")
+        page.get_by_role("button", name="Apply filters").click()
+        expect(table.locator("tbody tr")).to_have_count(1)
+        expect(table).to_contain_text("solo")
+        page.get_by_label("Error class").select_option("")
+        page.get_by_label("Streamed").select_option("true")
+        page.get_by_role("button", name="Apply filters").click()
+        expect(table.locator("tbody tr")).to_have_count(1)
+        expect(table).to_contain_text("llama3")
+        expect(table).not_to_contain_text("solo")
+        c.close()
+    finally:
+        s.close()
+
+
+def test_a_config_file_upstreams_key_is_disabled_and_enabled_by_hand(browser):
+    s = Stack()
+    try:
+        _, url = s.mock("fk", ["gpt-4o-mini"])
+        block = f'[[upstreams]]\nname = "fk"\nkind = "openai"\nurl = "{url}/v1"\nkeys = ["sk-file-key-1111", "sk-file-key-2222"]\n'
+        s.serve([], extra=block)
+        password, role = USERS["ann"]
+        assert admin_api(s.url, "POST", "/users", {"username": "ann", "password": password, "role": role})[0] == 201
+        c = Console(browser, s.url)
+        page = c.sign_in("ann")
+        page.goto("/ui/#upstreams")
+        row = page.locator('tr[data-upstream="fk"]')
+        expect(row).to_contain_text("read-only (config file)")
+        row.get_by_role("button", name="Keys").click()
+        editor = page.locator("#upstream-editor")
+        expect(editor).to_contain_text("Provider keys of fk (config file)")
+        expect(editor.get_by_role("button", name="Remove")).to_have_count(0)  # the file owns the keys
+        key = editor.locator('#provider-keys tr[data-key="…2222"]')
+        key.get_by_role("button", name="Disable").click()
+        expect(key).to_contain_text("disabled by ann")
+        _, up = admin_api(s.url, "GET", "/upstreams/fk")
+        assert {k["masked"]: k["state"] for k in up["keys"]} == {"…1111": "ok", "…2222": "disabled"}, up["keys"]
+        key.get_by_role("button", name="Enable now").click()
+        expect(key.get_by_role("button", name="Disable")).to_be_visible()
+        _, up = admin_api(s.url, "GET", "/upstreams/fk")
+        assert all(k["state"] == "ok" for k in up["keys"]), up["keys"]
+        c.close()
+    finally:
+        s.close()

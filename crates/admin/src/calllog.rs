@@ -481,6 +481,18 @@ pub fn to_store(r: gateway::accounting::CallRecord) -> CallRecord {
         response_body: r.response_body,
         chunks: r.chunks.map(i),
         reported_model: r.reported_model,
+        attempt_log: r
+            .attempt_log
+            .into_iter()
+            .map(|a| store::Attempt {
+                upstream: a.upstream,
+                key_id: a.key_id,
+                status: a.status,
+                error_class: a.error_class,
+                ms: a.ms,
+            })
+            .collect(),
+        stream: r.stream,
     }
 }
 

@@ -117,6 +117,7 @@ fn ops() -> Vec<Op> {
             .body(object(&["key"], json!({ "key": s("string") }))).created().to(post(u::add_key)),
         op("delete", "/upstreams/{name}/keys/{key_id}", "upstreams", "Remove a provider key").to(delete(u::delete_key)),
         op("post", "/upstreams/{name}/keys/{key_id}/enable", "upstreams", "Put a disabled key back into rotation now").to(post(u::enable_key)),
+        op("post", "/upstreams/{name}/keys/{key_id}/disable", "upstreams", "Take a key out of rotation by hand until it is enabled again").to(post(u::disable_key)),
         op("get", "/models", "models", "Stored models and the models upstreams serve now").to(get(e::list_models)),
         op("post", "/models", "models", "Declare a model, or switch one off (enabled=false)")
             .body(object(&["name"], json!({ "name": s("string"), "upstream": s("string"), "enabled": s("boolean") })))
@@ -183,7 +184,7 @@ fn ops() -> Vec<Op> {
         op("post", "/config/rollback", "config", "Restore a revision's routing; records a new revision")
             .body(object(&["revision"], json!({ "revision": s("integer") }))).to(post(ops::rollback)),
         op("get", "/audit", "audit", "Audit log, newest first (?limit=&before=); secrets masked").to(get(ops::list_audit)),
-        op("get", "/calls", "accounting", "The call log, newest first (?app=&key=&model=&upstream=&status=&from=&to=&limit=&cursor=)").to(get(a::list_calls)),
+        op("get", "/calls", "accounting", "The call log, newest first (?app=&key=&model=&upstream=&status=&error_class=&stream=&from=&to=&limit=&cursor=)").to(get(a::list_calls)),
         op("get", "/usage", "accounting", "Calls, errors, tokens and cost from the rollups (?from=&to=&group_by=app,model,upstream,hour|day&app=&format=csv)").to(get(a::usage)),
         op("get", "/pricing", "accounting", "The price table in force (USD per million tokens) and where each price comes from").to(get(pr::list)),
         op("put", "/pricing/{model}", "accounting", "Set a model's price (overrides the default and the file)")

@@ -386,6 +386,54 @@ pub async fn delete_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The running upstream `name` and the pool slot of its key `key_id`: the runtime slot
+/// (`k0`, …) or, for API upstreams, the stored key id.
+async fn key_slot(
+    cp: &ControlPlane,
+    name: &str,
+    key_id: &str,
+) -> ApiResult<(Arc<gateway::upstream::Upstream>, usize)> {
+    let routes = cp.gateway.routes();
+    let up = routes
+        .upstream(name)
+        .ok_or_else(|| ApiError::NotFound(format!("no upstream named {name:?}")))?;
+    let mut slot = up.keys.find(key_id);
+    if slot.is_none() && routes.source(name) == "api" {
+        let stored = cp.store.get_upstream_by_name(name).await?;
+        let keys = cp.store.list_provider_keys(Some(&stored.id)).await?;
+        slot = keys.iter().position(|k| k.id == key_id);
+    }
+    let i = slot
+        .filter(|i| *i < up.keys.len())
+        .ok_or_else(|| ApiError::NotFound(format!("upstream {name:?} has no key {key_id:?}")))?;
+    Ok((Arc::clone(up), i))
+}
+
+/// `POST /upstreams/{name}/keys/{key_id}/disable`: takes a key out of rotation now, by hand.
+/// It stays out (the re-checker leaves it alone, reloads keep it) until `…/enable` or a restart.
+pub async fn disable_key(
+    State(cp): State<Arc<ControlPlane>>,
+    Extension(caller): Extension<Caller>,
+    Path((name, key_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (up, i) = key_slot(&cp, &name, &key_id).await?;
+    let before = json!({ "id": key_id, "state": up.keys.state(i).as_str() });
+    up.keys
+        .disable_by_hand(i, &format!("disabled by {} (admin API)", caller.actor));
+    tracing::info!(upstream = %name, key = %key_id, actor = %caller.actor, "key disabled by the admin API");
+    let after = json!({ "id": key_id, "state": up.keys.state(i).as_str() });
+    cp.audit(
+        &caller.actor,
+        "upstream.key.disable",
+        "provider_key",
+        Some(&key_id),
+        Some(before),
+        Some(after.clone()),
+    )
+    .await;
+    Ok(Json(after))
+}
+
 /// `POST /upstreams/{name}/keys/{key_id}/enable`: puts a disabled key back into rotation now.
 /// Takes the runtime slot (`k0`, …) or, for API upstreams, the stored key id.
 pub async fn enable_key(
@@ -393,19 +441,7 @@ pub async fn enable_key(
     Extension(caller): Extension<Caller>,
     Path((name, key_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let routes = cp.gateway.routes();
-    let up = routes
-        .upstream(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("no upstream named {name:?}")))?;
-    let mut slot = up.keys.find(&key_id);
-    if slot.is_none() && routes.source(&name) == "api" {
-        let stored = cp.store.get_upstream_by_name(&name).await?;
-        let keys = cp.store.list_provider_keys(Some(&stored.id)).await?;
-        slot = keys.iter().position(|k| k.id == key_id);
-    }
-    let i = slot
-        .filter(|i| *i < up.keys.len())
-        .ok_or_else(|| ApiError::NotFound(format!("upstream {name:?} has no key {key_id:?}")))?;
+    let (up, i) = key_slot(&cp, &name, &key_id).await?;
     up.keys.enable(i);
     tracing::info!(upstream = %name, key = %key_id, "key re-enabled by the admin API");
     let after = json!({ "id": key_id, "state": up.keys.state(i).as_str() });

@@ -110,9 +110,10 @@ function showFormError(form, prefix, err, fields, explain) {
   let msg = err.message.replace(/^invalid JSON body: /, "");
   const named = fields.find((f) => msg.startsWith(f + ":") || msg.includes("`" + f + "`"));
   const extra = explain ? explain(msg) : null;
-  if (named && form.querySelector(`#${prefix}${named}`)) {
-    form.querySelector(`#${prefix}${named}-error`).textContent = msg.replace(new RegExp("^" + named + ": "), "");
-    form.querySelector(`#${prefix}${named}`).classList.add("invalid");
+  const id = named ? prefix + named.replace(/\./g, "-") : null; // "timeouts.idle" → #ed-timeouts-idle
+  if (named && form.querySelector(`#${id}`)) {
+    form.querySelector(`#${id}-error`).textContent = msg.startsWith(named + ":") ? msg.slice(named.length + 1).trim() : msg;
+    form.querySelector(`#${id}`).classList.add("invalid");
     if (extra) general.append(alertBox(extra, "info"));
   } else {
     general.append(alertBox(err.status === 403 ? "Not allowed: " + msg : msg));
@@ -290,6 +291,9 @@ function explainSsrf(msg) {
   return "llmux refuses upstream URLs that point at loopback, private or link-local addresses, so the admin API cannot be used to reach internal services. If this upstream really lives on your network, set admin.allow_private_upstreams = true in the config file.";
 }
 
+// The timeouts an API upstream's editor shows: [key, label, default].
+const TIMEOUTS = [["connect", "Connect timeout", "5s"], ["first_byte", "First-byte timeout", "60s"], ["idle", "Idle timeout", "30s"]];
+
 function upstreamForm(onDone) {
   const kind = h("select", {}, Object.keys(URL_HINTS).map((k) => h("option", { value: k, text: k })));
   const url = h("input", { placeholder: URL_HINTS.ollama, required: true });
@@ -341,17 +345,23 @@ function upstreamsPage(main) {
     editor);
   main.append(h("p", { class: "hint", text: "Upstreams from the config file are read-only here: change them in the file (llmux reloads it on change or SIGHUP)." }));
 
-  // Edit an API upstream: url, weight, models, enabled; provider keys added, re-enabled, removed.
+  // Edit an API upstream: url, weight, models, timeouts, enabled; provider keys added, disabled, re-enabled, removed.
   async function openEditor(summary) {
     let u;
     try { u = await api("GET", `/upstreams/${encodeURIComponent(summary.name)}`); } catch (e) { done(e.message, ""); return; }
     const path = `/upstreams/${encodeURIComponent(u.name)}`;
+    const fileUp = u.source === "file";
+    const keyRow = (k, cell) => h("tr", { "data-key": k.masked }, h("td", {}, h("code", { text: k.masked })), h("td", {}, badge(k.state, KEY_TONE[k.state])),
+      h("td", { class: "muted", text: k.disabled_reason || "" }), cell);
     const enabled = h("input", { type: "checkbox" });
     enabled.checked = u.enabled !== false;
+    const timeouts = u.timeouts && typeof u.timeouts === "object" ? u.timeouts : {};
     const form = h("form", { class: "stack", id: "edit-form" },
       field("ed-url", "URL", h("input", { value: u.url || "", required: true })),
       field("ed-weight", "Weight", h("input", { type: "number", value: String(u.weight ?? 1) })),
       field("ed-models", "Models", h("input", { value: (u.declared_models || []).join(", ") }), "Comma-separated; empty: discovered"),
+      TIMEOUTS.map(([k, label, dflt]) => field(`ed-timeouts-${k}`, label,
+        h("input", { value: timeouts[k] == null ? "" : String(timeouts[k]), placeholder: dflt }), `Like 5s, 2m; empty: ${dflt}; at most 24h`)),
       h("div", { class: "field" }, h("label", { for: "ed-enabled", text: "Enabled" }), enabled, h("span", { class: "hint", text: "A disabled upstream gets no calls" })),
       h("div", { class: "form-error wide" }),
       h("div", { class: "actions wide" }, h("button", { class: "primary", type: "submit", text: "Save changes" })));
@@ -362,11 +372,15 @@ function upstreamsPage(main) {
       const models = list(form["ed-models"].value);
       // Unchanged "discovered" stays out of the patch (the API refuses an empty list).
       if (models.length || (u.declared_models || []).length) patch.models = models;
+      // The API replaces the whole map: keep what the form does not show (total).
+      const t = { ...timeouts };
+      for (const [k] of TIMEOUTS) { const v = form[`ed-timeouts-${k}`].value.trim(); if (v) t[k] = v; else delete t[k]; }
+      if (JSON.stringify(t) !== JSON.stringify(timeouts)) patch.timeouts = t;
       try {
         await api("PATCH", path, patch);
         editor.replaceChildren();
         done(`Upstream ${u.name} saved.`);
-      } catch (e) { showFormError(form, "ed-", e, ["url", "weight", "models", "enabled"], explainSsrf); }
+      } catch (e) { showFormError(form, "ed-", e, ["url", "weight", "models", "enabled", ...TIMEOUTS.map(([k]) => "timeouts." + k)], explainSsrf); }
     });
     const keyRows = (u.keys || []).map((k) => {
       const cell = h("td", { class: "actions" });
@@ -377,6 +391,15 @@ function upstreamsPage(main) {
         });
         cell.append(en);
       }
+      if (k.state !== "disabled") {
+        // Out of rotation now, until enabled again (the automatic re-check leaves it alone).
+        const dis = h("button", { type: "button", text: "Disable" });
+        dis.addEventListener("click", async () => {
+          try { await api("POST", `${path}/keys/${encodeURIComponent(k.id)}/disable`); openEditor(u); load(); } catch (e) { done(e.message, ""); }
+        });
+        cell.append(dis);
+      }
+      if (fileUp) return keyRow(k, cell);
       const rm = h("button", { type: "button", class: "danger", text: "Remove" });
       rm.addEventListener("click", () => {
         const yes = h("button", { type: "button", class: "danger", text: `Remove key ${k.masked}` });
@@ -388,8 +411,19 @@ function upstreamsPage(main) {
         cell.replaceChildren(yes, no);
       });
       cell.append(rm);
-      return h("tr", {}, h("td", {}, h("code", { text: k.masked })), h("td", {}, badge(k.state, KEY_TONE[k.state])), cell);
+      return keyRow(k, cell);
     });
+    const keyTable = () => keyRows.length ? h("div", { class: "scroll" }, h("table", { id: "provider-keys" }, h("tbody", {}, keyRows))) : h("p", { class: "muted", text: "No key." });
+    if (fileUp) {
+      // A config-file upstream: its keys can be taken out of rotation (gateway state), nothing else.
+      const close = h("button", { type: "button", text: "Close" });
+      close.addEventListener("click", () => editor.replaceChildren());
+      editor.replaceChildren(h("section", { class: "panel" }, h("h2", { text: `Provider keys of ${u.name} (config file)` }),
+        h("p", { class: "hint", text: "Disabling a key is the gateway's state, not the file's: it lasts until the key is enabled again or llmux restarts." }),
+        keyTable(), h("div", { class: "actions" }, close)));
+      editor.scrollIntoView({ block: "nearest" });
+      return;
+    }
     const keyForm = h("form", { class: "stack", id: "key-add-form" },
       field("pk-key", "New provider key", h("input", { type: "password", autocomplete: "off", required: true }), "Stored encrypted; shown masked from now on"),
       h("div", { class: "form-error wide" }),
@@ -404,8 +438,7 @@ function upstreamsPage(main) {
     editor.replaceChildren(h("section", { class: "panel" },
       h("h2", { text: `Edit ${u.name} (${u.kind})` }), form,
       u.kind === "ollama" ? null : [h("h2", { text: "Provider keys" }),
-        keyRows.length ? h("div", { class: "scroll" }, h("table", { id: "provider-keys" }, h("tbody", {}, keyRows))) : h("p", { class: "muted", text: "No key." }),
-        keyForm],
+        keyTable(), keyForm],
       h("div", { class: "actions" }, close)));
     editor.scrollIntoView({ block: "nearest" });
   }
@@ -445,6 +478,11 @@ function upstreamsPage(main) {
           });
           actions.append(del);
         } else {
+          if ((u.keys || []).length) {
+            const keys = h("button", { type: "button", text: "Keys" });
+            keys.addEventListener("click", () => openEditor(u));
+            actions.append(keys);
+          }
           actions.append(h("span", { class: "muted", text: "read-only (config file)" }));
         }
       }
@@ -478,7 +516,7 @@ function appsPage(main) {
   if (isAdmin()) {
     const appForm = h("form", { class: "stack", id: "app-form" },
       field("app-name", "App name", h("input", { required: true })),
-      field("app-credits", "Credits (USD)", h("input", { type: "number", step: "0.01" }), "Empty: none yet; calls to priced models are refused until credited"),
+      field("app-credits", "Credits (USD)", h("input", { type: "number", step: "0.01" }), "Empty: not metered (no credit limit; budgets still apply)"),
       field("app-daily_budget", "Daily budget (USD)", h("input", { type: "number", step: "0.01", min: "0" })),
       field("app-monthly_budget", "Monthly budget (USD)", h("input", { type: "number", step: "0.01", min: "0" })),
       h("div", { class: "form-error wide" }),
@@ -548,6 +586,26 @@ function appsPage(main) {
     cell.replaceChildren(form);
   }
 
+  // Top-up: POST /apps/{app}/credits {"add"} adds atomically to what calls meanwhile left
+  // (setting the value in Edit would overwrite their spend).
+  function topUp(a, cell) {
+    const form = h("form", { class: "stack", id: "topup-form" },
+      field("tu-add", "Add credits (USD)", h("input", { type: "number", step: "0.01", required: true }),
+        a.credits == null ? "This app is not metered: a top-up starts metering it from this amount" : "Negative takes credits back"),
+      h("div", { class: "form-error wide" }),
+      h("div", { class: "actions wide" }, h("button", { type: "submit", class: "primary", text: "Add credits" }), h("button", { type: "button", text: "Cancel", onclick: load })));
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try {
+        const after = await api("POST", `/apps/${encodeURIComponent(a.id)}/credits`, { add: Number(form["tu-add"].value) });
+        say(`App ${a.name}: credits now ${money(after.credits)}.`);
+        load();
+      } catch (e) { showFormError(form, "tu-", e, ["add"]); }
+    });
+    cell.replaceChildren(form);
+    form["tu-add"].focus();
+  }
+
   function showSecret(k) {
     const copy = h("button", { type: "button", class: "primary", text: "Copy" });
     const secret = h("div", { class: "secret", id: "new-secret", text: k.key });
@@ -591,10 +649,12 @@ function appsPage(main) {
       if (isAdmin()) {
         const edit = h("button", { type: "button", text: "Edit" });
         edit.addEventListener("click", () => editApp(a, cell));
-        cell.append(edit);
+        const top = h("button", { type: "button", text: "Top up" });
+        top.addEventListener("click", () => topUp(a, cell));
+        cell.append(edit, top);
       }
       return h("tr", { "data-app": a.name },
-        h("td", { text: a.name }), h("td", { text: money(a.credits) }),
+        h("td", { text: a.name }), h("td", {}, a.credits == null ? h("span", { class: "muted", text: "not metered" }) : money(a.credits)),
         h("td", { text: money(a.daily_budget) }), h("td", { text: money(a.monthly_budget) }),
         h("td", { text: money(spentToday[a.id] || 0) }), h("td", { text: money(spentMonth[a.id] || 0) }),
         h("td", { text: fmtTime(a.created_at) }), cell);
@@ -1020,13 +1080,42 @@ function usersPage(main) {
 
 // ---------- Calls ----------
 
+// Every error class the call log records (see accounting::status_class and the relay).
+const ERROR_CLASSES = ["invalid_request", "authentication", "permission", "not_found", "payload_too_large",
+  "rate_limited", "client_error", "insufficient_quota", "upstream_error", "unavailable", "timeout", "server_error",
+  "client_closed", "shutdown"];
+
+// A call's attempts, in order: where each went, with which provider key, and how it ended.
+function attemptsTable(log) {
+  if (!log || !log.length) return h("p", { class: "muted", text: "No attempt reached an upstream." });
+  return h("div", { class: "scroll" }, h("table", { id: "call-attempts" },
+    h("thead", {}, h("tr", {}, ["#", "Upstream", "Provider key", "Status", "Error class", "Time"].map((t) => h("th", { text: t })))),
+    h("tbody", {}, log.map((a, i) => h("tr", {},
+      h("td", { text: String(i + 1) }), h("td", { text: a.upstream || "—" }), h("td", {}, a.key_id ? h("code", { text: a.key_id }) : "—"),
+      h("td", {}, badge(a.status == null ? "no answer" : String(a.status), a.error_class ? "bad" : "ok")),
+      h("td", { text: a.error_class || "—" }), h("td", { text: fmtMs(a.ms) }))))));
+}
+
+// A logged body ([logs] bodies = true) as text; JSON is indented for reading.
+function bodyBlock(id, title, text) {
+  if (text == null || text === "") return null;
+  let shown = String(text);
+  try { shown = JSON.stringify(JSON.parse(shown), null, 2); } catch { /* a stream or plain text: as logged */ }
+  return [h("h3", { text: title }), h("pre", { class: "body", id, text: shown })];
+}
+
 function callsPage(main) {
+  const classSel = h("select", {}, h("option", { value: "", text: "any" }), ERROR_CLASSES.map((c) => h("option", { value: c, text: c })));
+  const streamSel = h("select", {}, h("option", { value: "", text: "either" }), h("option", { value: "true", text: "streamed" }),
+    h("option", { value: "false", text: "whole answer" }));
   const form = h("form", { class: "stack", id: "calls-filter" },
     field("f-app", "App (name or id)", h("input", {})),
     field("f-key", "Key id", h("input", {})),
     field("f-model", "Model", h("input", {})),
     field("f-upstream", "Upstream", h("input", {})),
     field("f-status", "HTTP status", h("input", { type: "number", min: "100", max: "599", placeholder: "429" })),
+    field("f-error_class", "Error class", classSel),
+    field("f-stream", "Streamed", streamSel),
     field("f-from", "From", h("input", { type: "datetime-local" })),
     field("f-to", "To", h("input", { type: "datetime-local" })),
     h("div", { class: "form-error wide" }),
@@ -1044,27 +1133,32 @@ function callsPage(main) {
   let cursor = null;
   function query() {
     const q = new URLSearchParams({ limit: "50" });
-    for (const k of ["app", "key", "model", "upstream", "status"]) if (form["f-" + k].value.trim()) q.set(k, form["f-" + k].value.trim());
+    for (const k of ["app", "key", "model", "upstream", "status", "error_class", "stream"]) if (form["f-" + k].value.trim()) q.set(k, form["f-" + k].value.trim());
     for (const k of ["from", "to"]) if (form["f-" + k].value) q.set(k, new Date(form["f-" + k].value).toISOString());
     if (cursor) q.set("cursor", cursor);
     return q;
   }
   function showDetail(c) {
-    const rows = Object.entries(c).map(([k, v]) => [h("dt", { text: k }),
+    const own = new Set(["attempt_log", "request_body", "response_body"]);
+    const rows = Object.entries(c).filter(([k]) => !own.has(k)).map(([k, v]) => [h("dt", { text: k }),
       h("dd", {}, v !== null && typeof v === "object" ? h("pre", { text: JSON.stringify(v, null, 2) }) : String(v ?? "—"))]);
     const close = h("button", { type: "button", text: "Close" });
     close.addEventListener("click", () => detail.replaceChildren());
-    detail.replaceChildren(h("section", { class: "panel" }, h("h2", { text: `Call ${c.request_id || c.id || ""}` }), h("dl", { class: "kv" }, rows), close));
+    detail.replaceChildren(h("section", { class: "panel" }, h("h2", { text: `Call ${c.request_id || c.id || ""}` }), h("dl", { class: "kv" }, rows),
+      h("h3", { text: `Attempts (${(c.attempt_log || []).length})` }), attemptsTable(c.attempt_log),
+      bodyBlock("call-request-body", "Request body", c.request_body), bodyBlock("call-response-body", "Response body", c.response_body),
+      c.request_body == null && c.response_body == null ? h("p", { class: "hint", text: "Bodies are logged only with [logs] bodies = true." }) : null,
+      close));
   }
   async function load(reset) {
     if (reset) { cursor = null; body.replaceChildren(); }
     let page;
     try { page = await api("GET", "/calls?" + query()); }
-    catch (e) { showFormError(form, "f-", e, ["app", "key", "model", "upstream", "status", "from", "to"]); return; }
+    catch (e) { showFormError(form, "f-", e, ["app", "key", "model", "upstream", "status", "error_class", "stream", "from", "to"]); return; }
     showFormError(form, "f-", { message: "" }, [], null);
     const calls = page.calls || [];
     for (const c of calls) {
-      const tr = h("tr", { class: "clickable", tabindex: "0" },
+      const tr = h("tr", { class: "clickable", tabindex: "0", "data-call": c.request_id },
         h("td", { text: fmtTime(c.time) }), h("td", { text: c.app_id || "—" }),
         h("td", { text: c.requested_model || "" }), h("td", { text: c.upstream || "—" }),
         h("td", {}, badge(String(c.status ?? "") + (c.error_class ? " " + c.error_class : ""), (c.status || 0) >= 400 ? "bad" : "ok")),

@@ -159,6 +159,23 @@ pub struct CallRecord {
     pub request_body: Option<String>,
     /// The answer, secrets redacted, when `[logs] bodies = true` (up to a bounded size).
     pub response_body: Option<String>,
+    /// Every attempt at an upstream, in order; the last one answered when the call succeeded.
+    pub attempt_log: Vec<AttemptRecord>,
+    /// Whether the client asked for a streamed answer.
+    pub stream: Option<bool>,
+}
+
+/// One attempt of a call at an upstream, as the call log shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttemptRecord {
+    pub upstream: String,
+    pub key_id: Option<String>,
+    /// The upstream's HTTP status; `None` when it sent none (connect error, timeout).
+    pub status: Option<u16>,
+    /// Why the attempt failed; `None` for a successful answer.
+    pub error_class: Option<String>,
+    /// From sending the request to the answer's first byte, or to the failure.
+    pub ms: u64,
 }
 
 /// A call's record while the call runs: filled in as the call learns its upstream, finished

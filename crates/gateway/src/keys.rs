@@ -4,7 +4,7 @@
 //! `0` = ok, `u64::MAX` = disabled, anything else = cooling until that many ms after `base`.
 
 use config::Secret;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -37,6 +37,8 @@ pub struct Key {
     state: AtomicU64,
     /// Why and when the key was disabled; read by the admin API and the re-checker only.
     disabled: Mutex<Option<(String, SystemTime, Instant)>>,
+    /// Disabled by hand (admin API): the re-checker leaves it alone; only `enable` revives it.
+    by_hand: AtomicBool,
     /// Attempts made with this key: answered, failed, and the answered ones' total time to
     /// the first byte (µs) — the admin API's per-key success rate and latency.
     answered: AtomicU64,
@@ -92,6 +94,7 @@ impl KeyPool {
                     secret: s.clone(),
                     state: AtomicU64::new(OK),
                     disabled: Mutex::new(None),
+                    by_hand: AtomicBool::new(false),
                     answered: AtomicU64::new(0),
                     failed: AtomicU64::new(0),
                     latency_us: AtomicU64::new(0),
@@ -119,6 +122,7 @@ impl KeyPool {
             k.state = AtomicU64::new(prev.state.load(Ordering::Relaxed));
             let disabled = prev.disabled.lock().map(|d| d.clone()).unwrap_or(None);
             k.disabled = Mutex::new(disabled);
+            k.by_hand = AtomicBool::new(prev.by_hand.load(Ordering::Relaxed));
         }
     }
 
@@ -240,7 +244,22 @@ impl KeyPool {
         if let Ok(mut d) = k.disabled.lock() {
             *d = None;
         }
+        k.by_hand.store(false, Ordering::Relaxed);
         k.state.store(OK, Ordering::Relaxed);
+        true
+    }
+
+    /// Takes key `i` out of rotation by hand (an operator's decision, so no alert): it stays
+    /// disabled — the re-checker skips it — until [`KeyPool::enable`].
+    pub fn disable_by_hand(&self, i: usize, reason: &str) -> bool {
+        let Some(k) = self.keys.get(i) else {
+            return false;
+        };
+        if let Ok(mut d) = k.disabled.lock() {
+            *d = Some((reason.to_string(), SystemTime::now(), Instant::now()));
+        }
+        k.by_hand.store(true, Ordering::Relaxed);
+        k.state.store(DISABLED, Ordering::Relaxed);
         true
     }
 
@@ -278,6 +297,7 @@ impl KeyPool {
             .iter()
             .enumerate()
             .filter(|(_, k)| k.state.load(Ordering::Relaxed) == DISABLED)
+            .filter(|(_, k)| !k.by_hand.load(Ordering::Relaxed))
             .filter(|(_, k)| {
                 k.disabled
                     .lock()
@@ -372,5 +392,30 @@ mod tests {
         // A cooldown never revives a disabled key.
         p.cool(KeyPick(0), Duration::from_secs(1));
         assert_eq!(p.state(0).as_str(), "disabled");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_disabled_by_hand_is_never_rechecked_and_survives_a_reload_until_enabled() {
+        let p = pool(2);
+        assert!(p.disable_by_hand(1, "disabled by ann"));
+        assert!(
+            matches!(p.state(1), KeyState::Disabled { ref reason, .. } if reason == "disabled by ann")
+        );
+        let picks: Vec<usize> = (0..6).map(|_| p.pick(None, &[]).unwrap().0).collect();
+        assert!(picks.iter().all(|&i| i == 0), "{picks:?}");
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(p.due_for_recheck(Duration::from_secs(300)).is_empty());
+        let mut reloaded = pool(2);
+        reloaded.carry_over(&p);
+        assert!(reloaded
+            .due_for_recheck(Duration::from_secs(300))
+            .is_empty());
+        assert_eq!(reloaded.state(1).as_str(), "disabled");
+        reloaded.enable(1);
+        assert_eq!(reloaded.state(1), KeyState::Ok);
+        // Disabled again by an upstream's 401, it is re-checked as usual.
+        reloaded.disable(KeyPick(1), "HTTP 401");
+        tokio::time::advance(Duration::from_secs(301)).await;
+        assert_eq!(reloaded.due_for_recheck(Duration::from_secs(300)), vec![1]);
     }
 }

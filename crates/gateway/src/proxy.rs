@@ -256,6 +256,7 @@ async fn handle_call(
                 body: &body,
                 started,
                 client_ip,
+                stream: peek.stream,
             },
         )
     });
@@ -333,6 +334,7 @@ async fn handle_call(
         canonical: None,
         inexpressible: None,
         attempts: 0,
+        attempt_log: Vec::new(),
         failures: Vec::new(),
         last_reply: None,
         out_of_budget: false,
@@ -433,6 +435,17 @@ async fn admit(
 /// Output tokens reserved at admission for a priced call, settled to the real count at its end.
 const RESERVED_OUTPUT_TOKENS: u64 = 256;
 
+/// The error class a failed attempt is logged with: its status's class when the upstream
+/// answered, else `rate_limited`/`authentication` by verdict, `upstream_error` for no answer.
+fn attempt_failure_class(status: Option<u16>, class: &Class) -> &'static str {
+    match (status.and_then(accounting::status_class), class) {
+        (Some(c), _) => c,
+        (None, Class::Throttled { .. }) => "rate_limited",
+        (None, Class::BadKey) => "authentication",
+        (None, _) => "upstream_error",
+    }
+}
+
 /// What the call log needs from the request, before any upstream is chosen.
 struct Draft0<'a> {
     request_id: &'a str,
@@ -442,6 +455,7 @@ struct Draft0<'a> {
     body: &'a Bytes,
     started: Instant,
     client_ip: Option<String>,
+    stream: Option<bool>,
 }
 
 fn new_draft(gw: &Gateway, sink: Arc<dyn Accountant>, d: Draft0<'_>) -> Draft {
@@ -460,6 +474,7 @@ fn new_draft(gw: &Gateway, sink: Arc<dyn Accountant>, d: Draft0<'_>) -> Draft {
             requested_model: d.model.to_string(),
             client_ip: d.client_ip,
             request_body: bodies.then(|| accounting::redact(&String::from_utf8_lossy(d.body))),
+            stream: d.stream,
             ..CallRecord::default()
         },
         d.body.len() as u64,
@@ -538,6 +553,8 @@ struct Call {
     /// Set when some candidate could not express the request (reported if nothing else works).
     inexpressible: Option<TranslateError>,
     attempts: usize,
+    /// The attempts that failed so far, for the call log (the answering one is added when it takes the draft).
+    attempt_log: Vec<accounting::AttemptRecord>,
     failures: Vec<String>,
     last_reply: Option<Reply>,
     out_of_budget: bool,
@@ -743,6 +760,19 @@ impl Call {
                     if let Some(k) = used_key {
                         k.failed();
                     }
+                    let status = reply.as_ref().map(|r| r.status.as_u16());
+                    self.log_attempt(accounting::AttemptRecord {
+                        upstream: up.name.clone(),
+                        key_id: used_key.map(|k| k.id.clone()),
+                        status,
+                        error_class: Some(attempt_failure_class(status, &class).to_string()),
+                        ms: attempt_started
+                            .elapsed()
+                            .unwrap_or_default()
+                            .as_millis()
+                            .try_into()
+                            .unwrap_or(u64::MAX),
+                    });
                     up.metrics.attempt_failed(match class {
                         Class::OtherUpstream | Class::Client => 0,
                         Class::Throttled { .. } => 1,
@@ -1073,7 +1103,17 @@ impl Call {
             attempts: self.attempts,
             started: self.started,
             ttft: self.started.elapsed(),
-            draft: self.take_draft(),
+            draft: self.take_draft(accounting::AttemptRecord {
+                upstream: up.name.clone(),
+                key_id: key.and_then(|k| up.keys.get(k)).map(|k| k.id.clone()),
+                status: Some(status.as_u16()),
+                error_class: accounting::status_class(status.as_u16()).map(str::to_string),
+                ms: attempt_start
+                    .elapsed()
+                    .as_millis()
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            }),
             cut: self.gw.accounting.streams_cut.clone(),
         };
         let Some(t) = translated else {
@@ -1287,11 +1327,25 @@ impl Call {
         }
     }
 
-    /// Takes the call's record for the attempt that answers (its upstream already noted).
-    fn take_draft(&self) -> Option<Draft> {
+    /// Takes the call's record for the attempt that answers (its upstream already noted);
+    /// `answered` joins the failed attempts in its log.
+    fn take_draft(&self, answered: accounting::AttemptRecord) -> Option<Draft> {
         let mut d = self.draft.lock().ok()?.take()?;
         d.record.attempts = self.attempts as u32;
+        d.record.attempt_log.clone_from(&self.attempt_log);
+        d.record.attempt_log.push(answered);
         Some(d)
+    }
+
+    /// Adds a failed attempt to the call's log, and to the record if no answer took it (an
+    /// answer that failed after all put it back): a call nobody answers is logged with them.
+    fn log_attempt(&mut self, failed: accounting::AttemptRecord) {
+        self.attempt_log.push(failed);
+        if let Ok(mut slot) = self.draft.lock() {
+            if let Some(d) = slot.as_mut() {
+                d.record.attempt_log.clone_from(&self.attempt_log);
+            }
+        }
     }
 
     /// Gives the record back when an attempt that took it fails after all (it can be retried).

@@ -200,3 +200,190 @@ async fn console_files_redirect_cookie_session_and_csrf() {
     assert_eq!(r.status(), 204);
     assert!(header(&r, "set-cookie").contains("Max-Age=0"));
 }
+
+async fn calls(gw: &Llmux, query: &str) -> Vec<Value> {
+    let page: Value = client()
+        .get(gw.url(&format!("/admin/v1/calls?{query}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["calls"].as_array().unwrap().clone()
+}
+
+/// The call detail's data: every attempt of a call that failed over (upstream, provider key,
+/// status, error class, time), whether it streamed, and the calls filters on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_log_keeps_every_attempt_and_filters_on_error_class_and_stream() {
+    let bad = mock::MockServer::start(mock::MockConfig {
+        faults: mock::Faults {
+            fail_rate: 1.0,
+            fail_status: 500,
+            ..mock::Faults::default()
+        },
+        ..node("bad", &["gpt-4o-mini", "solo"])
+    })
+    .await
+    .unwrap();
+    let good = mock::MockServer::start(node("good", &["gpt-4o-mini"]))
+        .await
+        .unwrap();
+    let gw = Llmux::start(&format!(
+        "[routing]\nstrategy = \"round_robin\"\n{}{}",
+        openai("bad", &bad.url(), "sk-bad-key-0001"),
+        openai("good", &good.url(), "sk-good-key-0002")
+    ));
+    let http = client();
+    for stream in [false, true] {
+        let r = http
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat("gpt-4o-mini", stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    let r = http
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat("solo", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    r.bytes().await.unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let rows = loop {
+        let rows = calls(&gw, "limit=10").await;
+        if rows.len() == 3 {
+            break rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    // Round robin: one of the two good calls went to `bad` first and failed over.
+    let failed_over = rows
+        .iter()
+        .find(|c| c["requested_model"] == "gpt-4o-mini" && c["attempts"] == 2)
+        .unwrap_or_else(|| panic!("no call failed over: {rows:?}"));
+    let log = failed_over["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 2, "{failed_over}");
+    assert_eq!(log[0]["upstream"], "bad");
+    assert_eq!(log[0]["status"], 500);
+    assert_eq!(log[0]["error_class"], "server_error");
+    assert!(
+        log[0]["key_id"].as_str().is_some_and(|k| !k.is_empty()),
+        "{log:?}"
+    );
+    assert!(log[0]["ms"].is_u64());
+    assert_eq!(log[1]["upstream"], "good");
+    assert_eq!(log[1]["status"], 200);
+    assert!(log[1]["error_class"].is_null());
+    assert!(log[1]["key_id"].is_string());
+
+    // A call no upstream could serve keeps its failed attempts too (a 5xx is retried once).
+    let solo = rows
+        .iter()
+        .find(|c| c["requested_model"] == "solo")
+        .unwrap();
+    let log = solo["attempt_log"].as_array().unwrap();
+    assert_eq!(
+        log.len() as u64,
+        solo["attempts"].as_u64().unwrap(),
+        "{solo}"
+    );
+    assert!(
+        log.iter()
+            .all(|a| a["upstream"] == "bad" && a["status"] == 500),
+        "{solo}"
+    );
+
+    let errors = calls(&gw, "error_class=server_error").await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["requested_model"], "solo");
+    let streamed = calls(&gw, "stream=true").await;
+    assert_eq!(streamed.len(), 1, "{streamed:?}");
+    assert_eq!(streamed[0]["stream"], true);
+    assert_eq!(calls(&gw, "stream=false").await.len(), 2);
+}
+
+/// `POST …/keys/{key_id}/disable`: calls stop using the key at once, a reload keeps it out,
+/// `…/enable` brings it back; both are audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_key_disabled_by_hand_gets_no_calls_until_enabled() {
+    let up = mock::MockServer::start(mock::MockConfig {
+        api_key: Some("sk-key-a".into()),
+        extra_keys: vec!["sk-key-b".into()],
+        ..node("p", &["gpt-4o-mini"])
+    })
+    .await
+    .unwrap();
+    let gw = Llmux::start(&format!(
+        "[health]\ninterval = \"60s\"\n[[upstreams]]\nname = \"p\"\nkind = \"openai\"\nurl = \"{}/v1\"\nkeys = [\"sk-key-a\", \"sk-key-b\"]\n",
+        up.url()
+    ));
+    let hits = |key: &str| up.stats().by_key.get(key).copied().unwrap_or(0);
+    let calls = |n: usize| {
+        let gw = &gw;
+        async move {
+            for _ in 0..n {
+                let r = client()
+                    .post(gw.url("/v1/chat/completions"))
+                    .json(&chat("gpt-4o-mini", false))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap();
+            }
+        }
+    };
+    assert_eq!(
+        admin_post(&gw, "/upstreams/p/keys/k1/disable", json!({})).await,
+        200
+    );
+    assert_eq!(
+        admin_post(&gw, "/upstreams/p/keys/k9/disable", json!({})).await,
+        404
+    );
+    let before = hits("sk-key-b");
+    calls(6).await;
+    assert_eq!(hits("sk-key-b"), before, "a disabled key was used");
+    // A reload rebuilds the pool: the key stays out.
+    assert_eq!(admin_post(&gw, "/reload", json!({})).await, 200);
+    calls(4).await;
+    assert_eq!(hits("sk-key-b"), before, "the reload revived the key");
+    let ups = gw.upstreams().await;
+    let key = &ups.as_array().unwrap()[0]["keys"][1];
+    assert_eq!(key["state"], "disabled", "{key}");
+    assert!(
+        key["disabled_reason"].as_str().unwrap().contains("admin"),
+        "{key}"
+    );
+    assert_eq!(
+        admin_post(&gw, "/upstreams/p/keys/k1/enable", json!({})).await,
+        200
+    );
+    calls(6).await;
+    assert!(hits("sk-key-b") > before, "the enabled key got no call");
+    let audit: Value = client()
+        .get(gw.url("/admin/v1/audit?limit=10"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"upstream.key.disable"), "{actions:?}");
+}

@@ -61,6 +61,41 @@ pub struct CallRecord {
     /// The model the upstream named in its answer.
     #[serde(default)]
     pub reported_model: Option<String>,
+    /// Every attempt the call made, in order (stored as a JSON array).
+    #[serde(default)]
+    pub attempt_log: Vec<Attempt>,
+    /// Whether the client asked for a streamed answer (`None`: not known, older rows).
+    #[serde(default)]
+    pub stream: Option<bool>,
+}
+
+/// One attempt of a call at an upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The upstream tried.
+    pub upstream: String,
+    /// The provider key id it used, if the upstream has keys.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// The upstream's HTTP status; `None` when no answer came (connect error, timeout).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Why the attempt failed (`None`: it answered the call).
+    #[serde(default)]
+    pub error_class: Option<String>,
+    /// Milliseconds from sending the request to the answer's first byte or the failure.
+    pub ms: u64,
+}
+
+/// Attempts a record keeps (`routing.max_attempts` per target bounds them well below this).
+const MAX_ATTEMPTS_KEPT: usize = 64;
+
+/// The attempt log as stored: a JSON array, or NULL for none.
+fn attempt_log_json(log: &[Attempt]) -> Option<String> {
+    if log.is_empty() {
+        return None;
+    }
+    serde_json::to_string(log).ok()
 }
 
 /// Longest text a sanitised record keeps in a short field (ids, names, models).
@@ -104,6 +139,17 @@ impl CallRecord {
             reported_model: opt(&self.reported_model),
             request_body: body(&self.request_body),
             response_body: body(&self.response_body),
+            attempt_log: self
+                .attempt_log
+                .iter()
+                .take(MAX_ATTEMPTS_KEPT)
+                .map(|a| Attempt {
+                    upstream: short(&a.upstream),
+                    key_id: opt(&a.key_id),
+                    error_class: opt(&a.error_class),
+                    ..a.clone()
+                })
+                .collect(),
             ..self.clone()
         }
     }
@@ -162,6 +208,12 @@ pub struct CallFilter {
     pub upstream: Option<String>,
     /// Only calls answered with this HTTP status.
     pub status: Option<i64>,
+    /// Only calls that failed with this error class.
+    #[serde(default)]
+    pub error_class: Option<String>,
+    /// Only streamed (`true`) or whole (`false`) answers.
+    #[serde(default)]
+    pub stream: Option<bool>,
     /// Only rows after this cursor (`(created_at, id)` of the last row of the previous page).
     pub after: Option<(i64, i64)>,
     /// `created_at >= since`.
@@ -197,6 +249,12 @@ impl_from_row!(CallRecord, |row| {
         response_body: row.try_get("response_body")?,
         chunks: row.try_get("chunks")?,
         reported_model: row.try_get("reported_model")?,
+        // A log that does not parse (hand-edited row) shows as none rather than failing the page.
+        attempt_log: row
+            .try_get::<Option<String>, _>("attempt_log")?
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default(),
+        stream: row.try_get("stream")?,
     })
 });
 
@@ -212,11 +270,11 @@ macro_rules! cols {
         "created_at, request_id, app_id, virtual_key_id, dialect, requested_model, upstream, \
          upstream_model, provider_key_id, status, error_class, attempts, latency_ms, ttft_ms, \
          input_tokens, output_tokens, tokens_estimated, cost, client_ip, request_body, \
-         response_body, chunks, reported_model"
+         response_body, chunks, reported_model, attempt_log, stream"
     };
 }
 
-/// Rows per INSERT statement: 23 parameters each stays below SQLite's 32 766 and
+/// Rows per INSERT statement: 25 parameters each stays below SQLite's 32 766 and
 /// PostgreSQL's 65 535 bind-parameter limits.
 const ROWS_PER_STATEMENT: usize = 1000;
 
@@ -254,7 +312,9 @@ impl Store {
                         .push_bind(call.request_body.clone())
                         .push_bind(call.response_body.clone())
                         .push_bind(call.chunks)
-                        .push_bind(call.reported_model.clone());
+                        .push_bind(call.reported_model.clone())
+                        .push_bind(attempt_log_json(&call.attempt_log))
+                        .push_bind(call.stream);
                 });
                 written += insert.build().execute(&mut *tx).await?.rows_affected();
             }
@@ -286,6 +346,12 @@ impl Store {
             }
             if let Some(status) = filter.status {
                 query.push(" AND status = ").push_bind(status);
+            }
+            if let Some(class) = &filter.error_class {
+                query.push(" AND error_class = ").push_bind(class.clone());
+            }
+            if let Some(stream) = filter.stream {
+                query.push(" AND stream = ").push_bind(stream);
             }
             if let Some((at, id)) = filter.after {
                 query
@@ -401,7 +467,9 @@ impl Store {
                         .push_bind(call.request_body.clone())
                         .push_bind(call.response_body.clone())
                         .push_bind(call.chunks)
-                        .push_bind(call.reported_model.clone());
+                        .push_bind(call.reported_model.clone())
+                        .push_bind(attempt_log_json(&call.attempt_log))
+                        .push_bind(call.stream);
                 });
                 insert.build().execute(&mut *tx).await?;
             }

@@ -269,6 +269,11 @@ fn sqlite_migrator() -> Migrator {
             "call signals",
             include_str!("../migrations/sqlite/0006_call_signals.sql"),
         ),
+        migration(
+            7,
+            "call attempts",
+            include_str!("../migrations/sqlite/0007_call_attempts.sql"),
+        ),
     ])
 }
 
@@ -307,6 +312,11 @@ fn postgres_migrator() -> Migrator {
             6,
             "call signals",
             include_str!("../migrations/postgres/0006_call_signals.sql"),
+        ),
+        migration(
+            7,
+            "call attempts",
+            include_str!("../migrations/postgres/0007_call_attempts.sql"),
         ),
     ])
 }

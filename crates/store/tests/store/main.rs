@@ -64,6 +64,8 @@ fn call(i: usize, app_id: Option<&str>) -> CallRecord {
         response_body: None,
         chunks: Some(7),
         reported_model: Some("gpt-4o-2024-08-06".to_owned()),
+        attempt_log: Vec::new(),
+        stream: None,
     }
 }
 
@@ -867,6 +869,57 @@ async fn audit_events_and_config_revisions() {
             s.get_config_revision(-1).await,
             Err(StoreError::NotFound)
         ));
+    }
+}
+
+#[tokio::test]
+async fn call_log_keeps_every_attempt_and_filters_on_error_class_and_stream() {
+    for db in backends().await {
+        let s = &db.store;
+        let mut failed_over = call(1, None);
+        failed_over.stream = Some(true);
+        failed_over.attempt_log = vec![
+            store::Attempt {
+                upstream: "bad".to_owned(),
+                key_id: Some("key_1".to_owned()),
+                status: Some(500),
+                error_class: Some("upstream_error".to_owned()),
+                ms: 12,
+            },
+            store::Attempt {
+                upstream: "primary".to_owned(),
+                key_id: None,
+                status: Some(200),
+                error_class: None,
+                ms: 40,
+            },
+        ];
+        let mut timed_out = call(2, None);
+        timed_out.error_class = Some("timeout".to_owned());
+        timed_out.stream = Some(false);
+        s.insert_calls(&[failed_over.clone(), timed_out.clone()])
+            .await
+            .unwrap();
+        let all = s.list_calls(&CallFilter::default()).await.unwrap();
+        assert_eq!(all[1].record, failed_over, "{}", db.label());
+        let by_class = s
+            .list_calls(&CallFilter {
+                error_class: Some("timeout".to_owned()),
+                ..CallFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_class.len(), 1, "{}", db.label());
+        assert_eq!(by_class[0].record.request_id, timed_out.request_id);
+        let streamed = s
+            .list_calls(&CallFilter {
+                stream: Some(true),
+                ..CallFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(streamed.len(), 1, "{}", db.label());
+        assert_eq!(streamed[0].record.attempt_log.len(), 2);
     }
 }
 
