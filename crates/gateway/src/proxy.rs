@@ -115,6 +115,26 @@ pub async fn handle_with(
     resp
 }
 
+/// The `call` line of a call refused before its handler ran (a missing or wrong key, a per-IP,
+/// global or key-concurrency limit): every finished call logs one line, these too.
+pub(crate) fn log_refused(req: &Request, resp: &Response<Body>) {
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map_or("", |r| r.0.as_str());
+    tracing::info!(
+        request_id,
+        endpoint = req.uri().path(),
+        model = "",
+        upstream = "",
+        status = resp.status().as_u16(),
+        attempts = 0u64,
+        duration_ms = 0u64,
+        outcome = "refused",
+        "call"
+    );
+}
+
 /// What a call still waiting for its answer at the end of the grace period is told.
 const SHUTDOWN_CUT: &str =
     "llmux is shutting down: the call was cut at the end of server.shutdown_grace; retry it";

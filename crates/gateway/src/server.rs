@@ -164,28 +164,33 @@ async fn client_auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Nex
     }
     let required = gw.routes().config.auth.required;
     let dialect = dialect_of(&req);
-    let refuse = |e: auth::AuthError| {
+    // Takes the request rather than capturing it: a borrow held across the key lookup's
+    // await would make the middleware's future not `Send`.
+    let refuse = |req: &Request, e: auth::AuthError| {
         gw.metrics.rejected("auth");
-        proxy::error(dialect, ErrorKind::Authentication, e.to_string())
+        let resp = proxy::error(dialect, ErrorKind::Authentication, e.to_string());
+        proxy::log_refused(req, &resp);
+        resp
     };
     let token = auth::credential(req.headers(), req.uri().query()).map(str::to_string);
     let token = match token {
         Some(t) if required || auth::is_virtual_key(&t) => t,
         // Anonymous: no credential, or the provider key or placeholder an SDK insists on sending.
         _ if !required => return next.run(req).await,
-        _ => return refuse(auth::AuthError::Missing),
+        _ => return refuse(&req, auth::AuthError::Missing),
     };
     let Some(checker) = gw.authenticator().cloned() else {
-        return refuse(auth::AuthError::Unavailable(
-            "no key store is configured".into(),
-        ));
+        return refuse(
+            &req,
+            auth::AuthError::Unavailable("no key store is configured".into()),
+        );
     };
     match checker.authenticate(&token).await {
         Ok(identity) => {
             req.extensions_mut().insert(identity);
             next.run(req).await
         }
-        Err(e) => refuse(e),
+        Err(e) => refuse(&req, e),
     }
 }
 

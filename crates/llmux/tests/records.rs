@@ -555,6 +555,67 @@ fn with_json_logs_start_up_errors_are_json_lines_too() {
 
 /// A refused call's line names the model asked for, and a client that hangs up while llmux waits
 /// for the first byte (the handler is dropped) still gets its one `client_closed` line.
+/// Calls refused before their handler runs — a wrong key (401), the per-IP limit (429) — log
+/// their one `call` line too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_refused_before_their_handler_log_one_line_too() {
+    let m = mock::MockServer::start(node("m", &["gpt-4o-mini"]))
+        .await
+        .unwrap();
+    let gw = Llmux::start_opts(Opts {
+        body: format!(
+            "[auth]\nrequired = true\n[limits]\nip = \"2/min\"\n{}",
+            oai("oai", &m.url(), &["k1"])
+        ),
+        env: vec![("LLMUX_LOG_FORMAT".into(), "json".into())],
+        ..Opts::default()
+    });
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (s, _, _) = chat_call(
+            &gw,
+            "sk-llmux-wrong-key",
+            "/v1/chat/completions",
+            chat("gpt-4o-mini", false),
+        )
+        .await;
+        statuses.push(s);
+    }
+    assert_eq!(statuses, [401, 401, 429]);
+    let lines = || -> Vec<Value> {
+        gw.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == "call")
+            .collect()
+    };
+    let until = Instant::now() + Duration::from_secs(3);
+    while lines().len() < 3 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got: Vec<(Value, Value)> = lines()
+        .iter()
+        .map(|v| {
+            (
+                v["fields"]["status"].clone(),
+                v["fields"]["outcome"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!(401), json!("refused")),
+            (json!(401), json!("refused")),
+            (json!(429), json!("refused"))
+        ],
+        "{}",
+        gw.log_text()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_and_hung_up_calls_log_their_line_with_the_model() {
     let slow = mock::MockServer::start(mock::MockConfig {

@@ -700,7 +700,9 @@ pub async fn edge_limits(
         Ok(decisions) => match layers.iter().zip(&decisions).find(|(_, d)| !d.allowed) {
             Some((layer, d)) => {
                 gw.metrics.rejected(layer.as_str());
-                rejection(dialect, *layer, d)
+                let resp = rejection(dialect, *layer, d);
+                proxy::log_refused(&req, &resp);
+                resp
             }
             None => next.run(req).await,
         },
@@ -738,6 +740,7 @@ pub async fn key_limits(
                 );
                 // A slot frees when some call ends, which nobody can predict: ask for a second.
                 put(resp.headers_mut(), "retry-after", "1".into());
+                proxy::log_refused(&req, &resp);
                 return resp;
             }
         },
