@@ -2,68 +2,22 @@
 
 import json
 import os
-import re
-import socket
-import subprocess
-import tempfile
-import time
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("LLMUX_BIN", str(ROOT / "target" / "debug" / "llmux"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import Stack as _Stack, wait_line  # noqa: E402
+
 PROVIDER_KEY = "sk-provider-test"
 ADMIN = "sdk-admin-token"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_line(proc, pattern, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args} exited early")
-            continue
-        m = re.search(pattern, line)
-        if m:
-            return m
-    raise RuntimeError(f"{proc.args}: no line matching {pattern!r}")
-
-
-class Stack:
-    def __init__(self):
-        self.procs = []
-        self.dir = tempfile.TemporaryDirectory()
-
-    def spawn(self, *args):
-        # The working directory is the temp dir: the default store (llmux-data/) lands there.
-        proc = subprocess.Popen([BIN, *args], cwd=self.dir.name, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        self.procs.append(proc)
-        return proc
-
+class Stack(_Stack):
     def mock(self, name, models, *extra):
-        port = _free_port()
-        proc = self.spawn("mock", "--port", str(port), "--name", name, "--models", ",".join(models), *extra)
-        _wait_line(proc, r"listening on http://")
-        return f"http://127.0.0.1:{port}"
-
-    def close(self):
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        self.dir.cleanup()
+        return self.start_mock(name, models, *extra)[1]
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +55,7 @@ keys = ["{PROVIDER_KEY}"]
 """
         )
         gw = s.spawn("serve", "--config", str(cfg))
-        m = _wait_line(gw, r"llmux listening on (http://\S+)")
+        m = wait_line(gw, r"llmux listening on (http://\S+)")
         s.url = m.group(1)
         yield s
     finally:
@@ -133,7 +87,7 @@ def matrix():
         cfg = Path(s.dir.name) / "matrix.toml"
         cfg.write_text(f'[server]\nlisten = "127.0.0.1:0"\n[admin]\ntoken = "{ADMIN}"\n' + "".join(blocks))
         gw = s.spawn("serve", "--config", str(cfg))
-        m = _wait_line(gw, r"llmux listening on (http://\S+)")
+        m = wait_line(gw, r"llmux listening on (http://\S+)")
         s.url = m.group(1)
         yield s
     finally:

@@ -3,10 +3,8 @@
 import json
 import os
 import re
-import socket
+import sys
 import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,51 +12,20 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("LLMUX_BIN", str(ROOT / "target" / "debug" / "llmux"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import Stack as _Stack, wait_line  # noqa: E402
+
 CHROMIUM = os.environ.get("LLMUX_CHROMIUM", "/usr/bin/chromium")
 ADMIN_TOKEN = "ui-admin-token"
 XSS_MODEL = "<script>alert(1)</script>"
 USERS = {"ann": ("ann-password-1", "admin"), "vic": ("vic-password-1", "viewer")}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_line(proc, pattern, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args} exited early")
-            continue
-        m = re.search(pattern, line)
-        if m:
-            return m
-    raise RuntimeError(f"{proc.args}: no line matching {pattern!r}")
-
-
-class Stack:
-    """Processes of one test stack; the gateway's stderr is drained so it never blocks."""
-
-    def __init__(self):
-        self.procs = []
-        self.dir = tempfile.TemporaryDirectory()
-
-    def spawn(self, *args):
-        proc = subprocess.Popen([BIN, *args], cwd=self.dir.name, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        self.procs.append(proc)
-        return proc
+class Stack(_Stack):
+    """A console test stack; the gateway's stderr is drained so it never blocks."""
 
     def mock(self, name, models):
-        port = free_port()
-        proc = self.spawn("mock", "--port", str(port), "--name", name, "--models", ",".join(models), "--chunks", "6", "--chunk-delay", "0.02")
-        wait_line(proc, r"listening on http://")
-        return proc, f"http://127.0.0.1:{port}"
+        return self.start_mock(name, models, "--chunks", "6", "--chunk-delay", "0.02")
 
     def serve(self, upstreams, extra=""):
         blocks = "".join(f'[[upstreams]]\nname = "{n}"\nkind = "ollama"\nurl = "{u}"\n' for n, u in upstreams)
@@ -82,17 +49,6 @@ timeout = "1s"
         # Nothing reads the log from here on; a thread-free drain keeps the pipe from filling.
         subprocess.Popen(["cat"], stdin=gw.stderr, stdout=subprocess.DEVNULL)
         return self.url
-
-    def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        self.dir.cleanup()
 
 
 def admin_api(base, method, path, body=None, token=ADMIN_TOKEN):
