@@ -374,17 +374,6 @@ async fn every_error_is_json_in_the_callers_dialect() {
     assert!(r.status().is_client_error());
     let ct = header(&r, "content-type");
     assert!(ct.contains("json"), "{ct}");
-    let big = json!({"name": "x".repeat(3 << 20)});
-    let r = c
-        .post(gw.url("/admin/v1/apps"))
-        .bearer_auth(ADMIN)
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
-    let v: Value = r.json().await.unwrap();
-    assert!(v["error"]["message"].is_string(), "{v}");
     // A bad query string on an admin route: the admin API's own shape, not a client dialect's.
     let r = c
         .get(gw.url("/admin/v1/calls?status=abc"))
@@ -396,6 +385,19 @@ async fn every_error_is_json_in_the_callers_dialect() {
     let v: Value = r.json().await.unwrap();
     assert!(v["error"]["message"].is_string(), "{v}");
     assert_eq!(v["error"].as_object().map(|o| o.len()), Some(1), "{v}");
+    // Last: the server answers 413 without reading the body and closes that connection, which
+    // a request reusing it from the pool would find cut.
+    let big = json!({"name": "x".repeat(3 << 20)});
+    let r = c
+        .post(gw.url("/admin/v1/apps"))
+        .bearer_auth(ADMIN)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].is_string(), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
