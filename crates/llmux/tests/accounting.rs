@@ -9,57 +9,14 @@ mod common;
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use sqlx::{AssertSqlSafe, Connection as _};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-/// A PostgreSQL schema dropped when the test ends.
-struct PgSchema(String, String);
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let (base, schema) = (self.0.clone(), self.1.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
-                    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-                    let _ = sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 /// `(label, store url or None for SQLite, guard)`.
 async fn backends() -> Vec<(&'static str, Option<String>, Option<PgSchema>)> {
     let mut out = vec![("sqlite", None, None)];
-    if let Ok(base) = std::env::var("LLMUX_TEST_POSTGRES_URL") {
-        if !base.is_empty() {
-            let schema = format!(
-                "llmux_acct_{}_{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .subsec_nanos()
-            );
-            let mut c = sqlx::PgConnection::connect(&base).await.unwrap();
-            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                .execute(&mut c)
-                .await
-                .unwrap();
-            let sep = if base.contains('?') { '&' } else { '?' };
-            out.push((
-                "postgres",
-                Some(format!("{base}{sep}options=-csearch_path%3D{schema}")),
-                Some(PgSchema(base, schema)),
-            ));
-        }
+    if let Some(pg) = PgSchema::create("llmux_acct").await {
+        out.push(("postgres", Some(pg.url.clone()), Some(pg)));
     }
     out
 }

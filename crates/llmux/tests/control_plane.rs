@@ -15,28 +15,8 @@ const PROVIDER_KEY: &str = "sk-live-provider-secret-4242";
 struct Backend {
     label: &'static str,
     url: Option<String>,
-    pg: Option<(String, String)>,
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let Some((base, schema)) = self.pg.take() else {
-            return;
-        };
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
-                    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-                    let _ = sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await;
-                }
-            });
-        })
-        .join();
-    }
+    /// Dropped with the backend.
+    _pg: Option<PgSchema>,
 }
 
 /// SQLite (a file in the test's directory), plus PostgreSQL in a fresh schema when
@@ -45,37 +25,17 @@ async fn backends() -> Vec<Backend> {
     let mut out = vec![Backend {
         label: "sqlite",
         url: None,
-        pg: None,
+        _pg: None,
     }];
-    match std::env::var("LLMUX_TEST_POSTGRES_URL") {
-        Ok(base) if !base.is_empty() => {
-            let schema = format!(
-                "llmux_cp_{}_{}",
-                std::process::id(),
-                Instant::now().elapsed().as_nanos() % 1_000_000 + rand_suffix()
-            );
-            let mut c = sqlx::PgConnection::connect(&base).await.unwrap();
-            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                .execute(&mut c)
-                .await
-                .unwrap();
-            let sep = if base.contains('?') { '&' } else { '?' };
-            out.push(Backend {
-                label: "postgres",
-                url: Some(format!("{base}{sep}options=-csearch_path%3D{schema}")),
-                pg: Some((base, schema)),
-            });
-        }
-        _ => eprintln!("note: LLMUX_TEST_POSTGRES_URL is unset, skipping PostgreSQL"),
+    match PgSchema::create("llmux_cp").await {
+        Some(pg) => out.push(Backend {
+            label: "postgres",
+            url: Some(pg.url.clone()),
+            _pg: Some(pg),
+        }),
+        None => eprintln!("note: LLMUX_TEST_POSTGRES_URL is unset, skipping PostgreSQL"),
     }
     out
-}
-
-fn rand_suffix() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u8(1);
-    u128::from(h.finish() % 1_000_000_000)
 }
 
 fn opts(backend: &Backend, body: String, admin_extra: &str) -> Opts {

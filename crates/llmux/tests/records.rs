@@ -87,49 +87,16 @@ fn sigterm(gw: &Llmux) {
         .success());
 }
 
-/// A fresh PostgreSQL schema (dropped at the end by the caller) and its url.
-async fn pg_schema() -> Option<(String, String, String)> {
-    let base = std::env::var("LLMUX_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|b| !b.is_empty())?;
-    let schema = format!(
-        "llmux_rec_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
-    let mut c = sqlx::PgConnection::connect(&base).await.unwrap();
-    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
-    Some((base, schema, url))
-}
-
-async fn drop_schema(base: &str, schema: &str) {
-    if let Ok(mut c) = sqlx::PgConnection::connect(base).await {
-        let _ = sqlx::query(AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE"
-        )))
-        .execute(&mut c)
-        .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_model_names_are_refused_and_cannot_stop_the_call_log() {
     let m = mock::MockServer::start(node("m", &["gpt-4o-mini"]))
         .await
         .unwrap();
-    /// `(store url, PostgreSQL (base url, schema) to drop)`; `None` url: SQLite.
-    type Backend = (Option<String>, Option<(String, String)>);
+    /// `(store url, PostgreSQL schema dropped after its run)`; `None` url: SQLite.
+    type Backend = (Option<String>, Option<PgSchema>);
     let mut stores: Vec<Backend> = vec![(None, None)];
-    if let Some((base, schema, url)) = pg_schema().await {
-        stores.push((Some(url), Some((base, schema))));
+    if let Some(pg) = PgSchema::create("llmux_rec").await {
+        stores.push((Some(pg.url.clone()), Some(pg)));
     }
     for (store_url, pg) in stores {
         let gw = Llmux::start_opts(Opts {
@@ -186,9 +153,7 @@ async fn bad_model_names_are_refused_and_cannot_stop_the_call_log() {
         let r = wait_rows(&gw, 3).await;
         assert_eq!(r.len(), 3, "{}", gw.log_text());
         drop(gw);
-        if let Some((base, schema)) = pg {
-            drop_schema(&base, &schema).await;
-        }
+        drop(pg);
     }
 }
 

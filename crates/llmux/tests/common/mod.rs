@@ -254,3 +254,59 @@ pub fn header(resp: &reqwest::Response, name: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// A fresh PostgreSQL schema for one test (`url` points llmux at it), dropped with this guard.
+pub struct PgSchema {
+    base: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgSchema {
+    /// `None` when `LLMUX_TEST_POSTGRES_URL` is unset: the test runs on SQLite only.
+    pub async fn create(prefix: &str) -> Option<PgSchema> {
+        use sqlx::Connection as _;
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let base = std::env::var("LLMUX_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|b| !b.is_empty())?;
+        let name = format!(
+            "{prefix}_{}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut c = sqlx::PgConnection::connect(&base).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-csearch_path%3D{name}");
+        Some(PgSchema { base, name, url })
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        use sqlx::Connection as _;
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // Its own runtime on its own thread: drop may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
+                    let sql = format!("DROP SCHEMA IF EXISTS {name} CASCADE");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
+                }
+            });
+        })
+        .join();
+    }
+}
