@@ -6,9 +6,9 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use llmux_store::{CallFilter, UsageGroup, UsageQuery, UsageRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use store::{CallFilter, UsageGroup, UsageQuery, UsageRow};
 
 use crate::error::{ApiError, ApiResult};
 use crate::time::{parse_rfc3339, rfc3339_ms};
@@ -38,9 +38,11 @@ async fn app_id(cp: &ControlPlane, app: Option<&str>) -> ApiResult<Option<String
     let Some(app) = app else { return Ok(None) };
     match cp.store.get_app(app).await {
         Ok(a) => Ok(Some(a.id)),
-        Err(store::StoreError::NotFound) => match cp.store.get_app_by_name(app).await {
+        Err(llmux_store::StoreError::NotFound) => match cp.store.get_app_by_name(app).await {
             Ok(a) => Ok(Some(a.id)),
-            Err(store::StoreError::NotFound) => Err(ApiError::NotFound(format!("no app {app:?}"))),
+            Err(llmux_store::StoreError::NotFound) => {
+                Err(ApiError::NotFound(format!("no app {app:?}")))
+            }
             Err(e) => Err(e.into()),
         },
         Err(e) => Err(e.into()),

@@ -17,8 +17,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gateway::accounting::LOG_METRICS;
-use store::{CallRecord, Store};
+use llmux_gateway::accounting::LOG_METRICS;
+use llmux_store::{CallRecord, Store};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -327,7 +327,7 @@ pub const SPILL_FILE: &str = "call-log-spill.jsonl";
 /// Where records the store could not take at shutdown are kept: beside the SQLite database, or
 /// in `llmux-data/` for PostgreSQL. `None` for an in-memory database (nothing would replay it).
 pub fn spill_file(url: &str) -> Option<PathBuf> {
-    store::data_dir(url).map(|dir| dir.join(SPILL_FILE))
+    llmux_store::data_dir(url).map(|dir| dir.join(SPILL_FILE))
 }
 
 /// Appends `records` to the spill file (JSON lines, mode 0600), or reports them lost.
@@ -455,7 +455,7 @@ fn charges(batch: &[CallRecord]) -> Vec<(String, f64)> {
 }
 
 /// A gateway record in the store's shape.
-pub fn to_store(r: gateway::accounting::CallRecord) -> CallRecord {
+pub fn to_store(r: llmux_gateway::accounting::CallRecord) -> CallRecord {
     let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     CallRecord {
         created_at: r.created_at,
@@ -484,7 +484,7 @@ pub fn to_store(r: gateway::accounting::CallRecord) -> CallRecord {
         attempt_log: r
             .attempt_log
             .into_iter()
-            .map(|a| store::Attempt {
+            .map(|a| llmux_store::Attempt {
                 upstream: a.upstream,
                 key_id: a.key_id,
                 status: a.status,
@@ -533,7 +533,7 @@ mod tests {
     }
 
     fn record(i: usize) -> CallRecord {
-        to_store(gateway::accounting::CallRecord {
+        to_store(llmux_gateway::accounting::CallRecord {
             request_id: format!("req-{i}"),
             requested_model: "m".into(),
             ..Default::default()

@@ -8,13 +8,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use config::Secret;
-use serde::Deserialize;
-use serde_json::{json, Value};
-use store::{
+use llmux_config::Secret;
+use llmux_store::{
     AppPatch, KeyLimits, ModelOrigin, NewApp, NewModel, NewVirtualKey, Role, Source, VirtualKey,
     VirtualKeyUpdate,
 };
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
 use crate::session::Caller;
@@ -25,10 +25,10 @@ fn created(v: Value) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
 }
 
-fn not_found(what: &str, id: &str) -> impl FnOnce(store::StoreError) -> ApiError {
+fn not_found(what: &str, id: &str) -> impl FnOnce(llmux_store::StoreError) -> ApiError {
     let (what, id) = (what.to_owned(), id.to_owned());
     move |e| match e {
-        store::StoreError::NotFound => ApiError::NotFound(format!("no {what} {id:?}")),
+        llmux_store::StoreError::NotFound => ApiError::NotFound(format!("no {what} {id:?}")),
         other => other.into(),
     }
 }
@@ -79,7 +79,7 @@ async fn upstream_names(cp: &ControlPlane) -> ApiResult<HashMap<String, String>>
         .collect())
 }
 
-fn model_view(m: &store::Model, names: &HashMap<String, String>) -> Value {
+fn model_view(m: &llmux_store::Model, names: &HashMap<String, String>) -> Value {
     json!({
         "id": m.id,
         "name": m.name,
@@ -131,7 +131,7 @@ pub async fn create_model(
         None => None,
         Some(name) => match cp.store.get_upstream_by_name(name).await {
             Ok(u) => Some(u.id),
-            Err(store::StoreError::NotFound) => {
+            Err(llmux_store::StoreError::NotFound) => {
                 let hint = if cp.file_upstreams().await.contains(name) {
                     " (models can be tied only to upstreams managed through the API; leave \
                      `upstream` out to switch the model on or off everywhere)"
@@ -264,7 +264,7 @@ pub struct PatchAlias {
     targets: Vec<String>,
 }
 
-fn alias_view(a: &store::Alias) -> Value {
+fn alias_view(a: &llmux_store::Alias) -> Value {
     json!({
         "id": a.id,
         "name": a.name,
@@ -418,7 +418,7 @@ pub struct AddCredits {
     add: f64,
 }
 
-fn app_view(a: &store::App) -> Value {
+fn app_view(a: &llmux_store::App) -> Value {
     json!({
         "id": a.id,
         "name": a.name,
@@ -430,10 +430,10 @@ fn app_view(a: &store::App) -> Value {
 }
 
 /// The app with this id or name.
-async fn find_app(cp: &ControlPlane, id_or_name: &str) -> ApiResult<store::App> {
+async fn find_app(cp: &ControlPlane, id_or_name: &str) -> ApiResult<llmux_store::App> {
     match cp.store.get_app(id_or_name).await {
         Ok(a) => Ok(a),
-        Err(store::StoreError::NotFound) => cp
+        Err(llmux_store::StoreError::NotFound) => cp
             .store
             .get_app_by_name(id_or_name)
             .await
@@ -713,12 +713,12 @@ fn key_view(k: &VirtualKey) -> Value {
         "id": k.id,
         "name": k.name,
         "app": k.app_id,
-        "prefix": format!("{}{}", store::VIRTUAL_KEY_PREFIX, k.public_id),
+        "prefix": format!("{}{}", llmux_store::VIRTUAL_KEY_PREFIX, k.public_id),
         "models": k.models,
         "limits": k.limits,
         "expires_at": opt_rfc3339(k.expires_at),
         "revoked_at": opt_rfc3339(k.revoked_at),
-        "status": k.status_at(store::now_ms()),
+        "status": k.status_at(llmux_store::now_ms()),
         "created_at": rfc3339_ms(k.created_at),
         "last_used_at": opt_rfc3339(k.last_used_at),
     })
@@ -918,7 +918,7 @@ pub struct PatchUser {
     role: Option<String>,
 }
 
-fn user_view(u: &store::User) -> Value {
+fn user_view(u: &llmux_store::User) -> Value {
     json!({
         "id": u.id,
         "username": u.username,

@@ -3,8 +3,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use llmux_store::StoreError;
 use serde_json::json;
-use store::StoreError;
 
 /// An admin API error; rendered as `{"error":{"message"}}` with the status of its variant.
 #[derive(Debug, thiserror::Error)]

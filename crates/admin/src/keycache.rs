@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gateway::auth::{AuthError, AuthFuture, Authenticator, Identity};
+use llmux_gateway::auth::{AuthError, AuthFuture, Authenticator, Identity};
+use llmux_store::{KeyStatus, Store};
 use sha2::{Digest as _, Sha256};
-use store::{KeyStatus, Store};
 use tokio::time::Instant;
 
 /// How long a verified key is trusted without asking the store.
@@ -80,7 +80,7 @@ pub struct KeyCache {
     used: Mutex<HashMap<String, i64>>,
 }
 
-fn identity_of(v: &store::VerifiedKey) -> Known {
+fn identity_of(v: &llmux_store::VerifiedKey) -> Known {
     let k = &v.key;
     Known {
         identity: Identity {
@@ -88,7 +88,7 @@ fn identity_of(v: &store::VerifiedKey) -> Known {
             app_id: k.app_id.clone(),
             key_name: k.name.clone(),
             models: k.models.clone().unwrap_or_default(),
-            limits: Arc::new(gateway::limits::KeyLimits {
+            limits: Arc::new(llmux_gateway::limits::KeyLimits {
                 rpm: k.limits.rpm,
                 tpm: k.limits.tpm,
                 concurrency: k.limits.concurrency,
@@ -97,7 +97,7 @@ fn identity_of(v: &store::VerifiedKey) -> Known {
                     .models
                     .iter()
                     .map(|(m, l)| {
-                        let l = gateway::limits::ModelLimits {
+                        let l = llmux_gateway::limits::ModelLimits {
                             rpm: l.rpm,
                             tpm: l.tpm,
                         };
@@ -111,18 +111,19 @@ fn identity_of(v: &store::VerifiedKey) -> Known {
     }
 }
 
-type StoreFuture<'a, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, store::StoreError>> + Send + 'a>>;
+type StoreFuture<'a, T> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<T, llmux_store::StoreError>> + Send + 'a>,
+>;
 
 /// Where keys are checked and their use recorded: the store (a trait so that tests can stand
 /// in a store that hangs).
 pub trait KeySource: Send + Sync {
-    fn verify<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Option<store::VerifiedKey>>;
+    fn verify<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Option<llmux_store::VerifiedKey>>;
     fn touch<'a>(&'a self, used: &'a [(String, i64)]) -> StoreFuture<'a, ()>;
 }
 
 impl KeySource for Store {
-    fn verify<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Option<store::VerifiedKey>> {
+    fn verify<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Option<llmux_store::VerifiedKey>> {
         Box::pin(self.verify_virtual_key(token))
     }
     fn touch<'a>(&'a self, used: &'a [(String, i64)]) -> StoreFuture<'a, ()> {
@@ -298,7 +299,7 @@ impl KeyCache {
     }
 
     async fn check(&self, token: &str) -> Result<Identity, AuthError> {
-        if !gateway::auth::is_virtual_key(token) {
+        if !llmux_gateway::auth::is_virtual_key(token) {
             // Not even shaped like an llmux key: no store read, nothing cached.
             return Err(AuthError::Invalid);
         }
@@ -323,7 +324,7 @@ impl KeyCache {
             Known {
                 status, expires_at, ..
             } if status == KeyStatus::Expired
-                || expires_at.is_some_and(|at| at <= store::now_ms()) =>
+                || expires_at.is_some_and(|at| at <= llmux_store::now_ms()) =>
             {
                 Err(AuthError::Expired)
             }
@@ -335,7 +336,7 @@ impl KeyCache {
     }
 
     fn note_use(&self, key_id: &str) {
-        let now = store::now_ms();
+        let now = llmux_store::now_ms();
         if let Ok(mut used) = self.used.lock() {
             match used.get_mut(key_id) {
                 Some(at) => *at = now,
@@ -392,9 +393,9 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use store::{NewApp, NewVirtualKey};
+    use llmux_store::{NewApp, NewVirtualKey};
 
-    async fn store_with_key() -> (Store, store::VirtualKey, String) {
+    async fn store_with_key() -> (Store, llmux_store::VirtualKey, String) {
         let store = Store::connect("sqlite::memory:").await.unwrap();
         store.migrate().await.unwrap();
         let app = store
@@ -479,7 +480,7 @@ mod tests {
     }
 
     impl KeySource for Hanging {
-        fn verify<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<store::VerifiedKey>> {
+        fn verify<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<llmux_store::VerifiedKey>> {
             self.asked.fetch_add(1, Ordering::Relaxed);
             Box::pin(std::future::pending())
         }
@@ -527,7 +528,7 @@ mod tests {
             store.get_virtual_key(&key.id).await.unwrap().last_used_at,
             None
         );
-        let before = store::now_ms();
+        let before = llmux_store::now_ms();
         cache.check(&full).await.unwrap();
         cache.check(&full).await.unwrap();
         cache.flush_uses().await;

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gateway::accounting::{Accountant, AdmitFuture, CallRecord, Refusal};
-use store::Store;
+use llmux_gateway::accounting::{Accountant, AdmitFuture, CallRecord, Refusal};
+use llmux_store::Store;
 use tokio::time::Instant;
 
 use crate::calllog::{to_store, Flushed, Queue};
@@ -48,7 +48,7 @@ pub struct Figures {
 }
 
 pub type FiguresFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Figures, store::StoreError>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<Figures, llmux_store::StoreError>> + Send + 'a>>;
 
 /// Where the ledger reads an app's figures: the store (a trait so that tests can stand in a
 /// store that hangs or fails).
@@ -225,7 +225,7 @@ impl Ledger {
             // Free models (local ones) are never refused for money.
             return Ok(());
         }
-        self.reload_if_stale(app_id, store::now_ms()).await;
+        self.reload_if_stale(app_id, llmux_store::now_ms()).await;
         let Ok(mut books) = self.books.lock() else {
             return Ok(());
         };
@@ -282,7 +282,7 @@ impl Ledger {
         }
         // Outside the lock: emitting logs a line.
         for (percent, detail) in alerts {
-            gateway::alerts::emit(gateway::alerts::Alert::Budget {
+            llmux_gateway::alerts::emit(llmux_gateway::alerts::Alert::Budget {
                 app: app.to_owned(),
                 percent,
                 detail,

@@ -12,7 +12,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use config::Secret;
+use llmux_config::Secret;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
@@ -122,7 +122,7 @@ impl Throttle {
         }
         let queued = self.in_flight.fetch_add(1, Ordering::Relaxed);
         let slot = Slot(&self.in_flight);
-        if queued >= store::hashing_permits() + HASH_QUEUE {
+        if queued >= llmux_store::hashing_permits() + HASH_QUEUE {
             return Err(Refusal::Busy);
         }
         Ok(slot)
@@ -178,7 +178,7 @@ fn refused(refusal: Refusal) -> Response {
 
 /// `POST /login`: a JWT valid for 12 hours, bound to the user's id and session epoch.
 pub async fn login(State(cp): State<Arc<ControlPlane>>, req: Request) -> Response {
-    let ip = gateway::limits::client_addr(&req, &cp.gateway.config().limits);
+    let ip = llmux_gateway::limits::client_addr(&req, &cp.gateway.config().limits);
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -212,7 +212,7 @@ pub async fn login(State(cp): State<Arc<ControlPlane>>, req: Request) -> Respons
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let now = store::now_ms() / 1000;
+    let now = llmux_store::now_ms() / 1000;
     let claims = crate::jwt::Claims {
         sub: user.username.clone(),
         role: user.role.as_str().to_owned(),
@@ -287,7 +287,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_full_hashing_queue_answers_busy() {
         let t = Throttle::default();
-        let capacity = store::hashing_permits() + HASH_QUEUE;
+        let capacity = llmux_store::hashing_permits() + HASH_QUEUE;
         let slots: Vec<_> = (0..capacity)
             .map(|i| t.admit(None, &format!("u{i}"), Instant::now()).unwrap())
             .collect();

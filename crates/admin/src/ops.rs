@@ -5,10 +5,10 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::{Extension, Json};
-use config::Strategy;
+use llmux_config::Strategy;
+use llmux_store::Source;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use store::Source;
 
 use crate::error::{ApiError, ApiResult};
 use crate::plane::STRATEGY_SETTING;
@@ -131,8 +131,8 @@ pub async fn get_config(State(cp): State<Arc<ControlPlane>>) -> ApiResult<Json<V
     Ok(Json(json!({
         "file": cp.file_path.as_ref().map(|p| p.display().to_string()),
         "store": match cp.store.kind() {
-            store::BackendKind::Sqlite => "sqlite",
-            store::BackendKind::Postgres => "postgres",
+            llmux_store::BackendKind::Sqlite => "sqlite",
+            llmux_store::BackendKind::Postgres => "postgres",
         },
         "revision": status.revision,
         "last_reload_at": status.last_reload_at,

@@ -12,14 +12,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use config::{Config, Secret, Strategy, UpstreamConfig};
-use gateway::routing::Overlay;
-use gateway::Gateway;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use store::{
+use llmux_config::{Config, Secret, Strategy, UpstreamConfig};
+use llmux_gateway::routing::Overlay;
+use llmux_gateway::Gateway;
+use llmux_store::{
     Alias, MasterKeys, Model, NewAuditEvent, NewConfigRevision, RoutingSnapshot, Source, Store,
 };
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use tokio::sync::MutexGuard;
 
 use crate::error::{ApiError, ApiResult};
@@ -72,13 +72,13 @@ pub struct ControlPlane {
     /// Credits and budgets for the data plane; also queues call records for the writer.
     pub(crate) ledger: Arc<crate::ledger::Ledger>,
     /// The writer's end of the call-log queue, until [`ControlPlane::start_accounting`] takes it.
-    call_log_rx: Mutex<Option<tokio::sync::mpsc::Receiver<store::CallRecord>>>,
+    call_log_rx: Mutex<Option<tokio::sync::mpsc::Receiver<llmux_store::CallRecord>>>,
     call_log_queue: Arc<crate::calllog::Queue>,
 }
 
 /// The API-managed state that feeds the running config, with provider keys decrypted.
 pub(crate) struct ApiState {
-    pub(crate) upstreams: Vec<(store::Upstream, Vec<Secret>)>,
+    pub(crate) upstreams: Vec<(llmux_store::Upstream, Vec<Secret>)>,
     pub(crate) models: Vec<Model>,
     pub(crate) aliases: Vec<Alias>,
     pub(crate) strategy: Option<Strategy>,
@@ -89,7 +89,7 @@ pub(crate) async fn load_api_state(store: &Store, keys: &MasterKeys) -> ApiResul
     let upstreams = store.list_upstreams().await?;
     let mut secrets: HashMap<String, Vec<Secret>> = HashMap::new();
     for (key, secret) in store.reveal_provider_keys(keys, None).await? {
-        if key.state == store::KeyState::Ok {
+        if key.state == llmux_store::KeyState::Ok {
             secrets.entry(key.upstream_id).or_default().push(secret);
         }
     }
@@ -154,7 +154,10 @@ const NOT_A_DURATION: &str =
 /// Validates an API upstream exactly as the config file would be validated, by writing it as
 /// one `[[upstreams]]` table and loading that: one set of rules for both sources. Errors name
 /// the field (`url: invalid URL …`).
-pub(crate) fn upstream_config(u: &store::Upstream, keys: &[Secret]) -> ApiResult<UpstreamConfig> {
+pub(crate) fn upstream_config(
+    u: &llmux_store::Upstream,
+    keys: &[Secret],
+) -> ApiResult<UpstreamConfig> {
     let mut table = toml::Table::new();
     table.insert("name".into(), text(&u.name));
     table.insert("kind".into(), text(&u.kind));
@@ -241,7 +244,7 @@ impl ControlPlane {
         let keycache = Arc::new(KeyCache::new(store.clone()));
         let (call_log_queue, call_log_rx) = crate::calllog::Queue::new();
         let ledger = crate::ledger::Ledger::new(store.clone(), Arc::clone(&call_log_queue));
-        gateway.set_authenticator(Arc::clone(&keycache) as Arc<dyn gateway::auth::Authenticator>);
+        gateway.set_authenticator(Arc::clone(&keycache) as Arc<dyn llmux_gateway::auth::Authenticator>);
         Arc::new(ControlPlane {
             store,
             keys,
@@ -284,9 +287,9 @@ impl ControlPlane {
                 tracing::warn!(error = %e, "cannot read the price overrides; using the file's")
             }
         }
-        self.gateway
-            .accounting
-            .set_accountant(Arc::clone(&self.ledger) as Arc<dyn gateway::accounting::Accountant>);
+        self.gateway.accounting.set_accountant(
+            Arc::clone(&self.ledger) as Arc<dyn llmux_gateway::accounting::Accountant>
+        );
         // Records the last run could not write at its shutdown go in before any new ones.
         let spill = crate::calllog::spill_file(&self.gateway.config().store.url);
         if let Some(path) = spill.as_deref() {
@@ -456,14 +459,15 @@ impl ControlPlane {
             Ok(v) if v["changed"] == json!(true) => {
                 tracing::info!(file = %path.display(), revision = %v["revision"], actor, "config reloaded");
                 self.set_status(|s| {
-                    s.last_reload_at = Some(rfc3339_ms(store::now_ms()));
+                    s.last_reload_at = Some(rfc3339_ms(llmux_store::now_ms()));
                     s.last_reload_error = None;
                 });
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "config change refused; the running config keeps serving");
-                let error = json!({ "at": rfc3339_ms(store::now_ms()), "message": e.to_string() });
+                let error =
+                    json!({ "at": rfc3339_ms(llmux_store::now_ms()), "message": e.to_string() });
                 self.set_status(|s| s.last_reload_error = Some(error));
             }
         }
@@ -595,8 +599,8 @@ mod tests {
 
     use super::*;
 
-    fn stored(name: &str, url: &str) -> store::Upstream {
-        store::Upstream {
+    fn stored(name: &str, url: &str) -> llmux_store::Upstream {
+        llmux_store::Upstream {
             id: format!("up_{name}"),
             name: name.into(),
             kind: "openai".into(),
@@ -664,7 +668,7 @@ mod tests {
         }
         u.timeouts = json!({ "first_byte": "24h", "idle": 86_400 });
         let cfg = upstream_config(&u, &[]).unwrap();
-        assert_eq!(cfg.timeouts.first_byte, config::MAX_DURATION);
+        assert_eq!(cfg.timeouts.first_byte, llmux_config::MAX_DURATION);
     }
 
     /// Random JSON values in every timeout field: a clear 400 or a value within bounds,
@@ -697,7 +701,7 @@ mod tests {
                 Ok(cfg) => {
                     let t = &cfg.timeouts;
                     for d in [t.connect, t.first_byte, t.idle, t.total.unwrap_or_default()] {
-                        assert!(d <= config::MAX_DURATION, "{v}");
+                        assert!(d <= llmux_config::MAX_DURATION, "{v}");
                     }
                 }
                 Err(e) => assert!(matches!(e, ApiError::BadRequest(_)), "{v}: {e}"),
@@ -724,7 +728,7 @@ mod tests {
                 name: "gpt-4o".into(),
                 upstream_id: Some("up_a".into()),
                 enabled: false,
-                origin: store::ModelOrigin::Declared,
+                origin: llmux_store::ModelOrigin::Declared,
                 created_at: 0,
             }],
             aliases: vec![],

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
-use gateway::accounting::Price;
+use llmux_gateway::accounting::Price;
+use llmux_store::Store;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use store::Store;
 
 use crate::error::{ApiError, ApiResult};
 use crate::session::Caller;
@@ -27,7 +27,7 @@ struct PriceBody {
 }
 
 /// The overrides stored through the API.
-pub async fn load(store: &Store) -> Result<BTreeMap<String, Price>, store::StoreError> {
+pub async fn load(store: &Store) -> Result<BTreeMap<String, Price>, llmux_store::StoreError> {
     let mut out = BTreeMap::new();
     if let Some(Value::Object(map)) = store.get_setting(PRICING_SETTING).await? {
         for (model, v) in map {
@@ -104,7 +104,7 @@ pub async fn put(
         ("input_per_mtok", req.input_per_mtok),
         ("output_per_mtok", req.output_per_mtok),
     ] {
-        if !config::valid_price(v) {
+        if !llmux_config::valid_price(v) {
             return Err(ApiError::field(field, "must be a price from 0 to 1000000"));
         }
     }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::Gateway;
-use store::Store;
+use llmux_gateway::Gateway;
+use llmux_store::Store;
 use tokio_util::sync::CancellationToken;
 
 /// Rows per DELETE.
@@ -19,7 +19,7 @@ const EVERY: Duration = Duration::from_secs(600);
 pub async fn run(gw: Arc<Gateway>, store: Store, stop: CancellationToken) {
     loop {
         if let Some(days) = gw.config().logs.retention_days {
-            let cutoff = store::now_ms() - i64::from(days) * 86_400_000;
+            let cutoff = llmux_store::now_ms() - i64::from(days) * 86_400_000;
             let mut deleted = 0;
             loop {
                 if stop.is_cancelled() {

@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use store::Role;
+use llmux_store::Role;
 
 use crate::error::ApiError;
 use crate::ControlPlane;
@@ -67,7 +67,7 @@ pub async fn authenticate(
 
 /// Whether a token was issued to this very user (not a namesake created later) under its
 /// current session epoch.
-fn session_current(claims: &crate::jwt::Claims, user: &store::User) -> bool {
+fn session_current(claims: &crate::jwt::Claims, user: &llmux_store::User) -> bool {
     claims.uid == user.id && claims.ver == user.session_epoch
 }
 
@@ -88,14 +88,14 @@ pub(crate) async fn caller(
             )
         })?;
     if let Some(expected) = cp.gateway.config().admin.token.as_ref() {
-        if gateway::admin::constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
+        if llmux_gateway::admin::constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
             return Ok(Caller {
                 actor: TOKEN_ACTOR.into(),
                 role: Role::Admin,
             });
         }
     }
-    let now = store::now_ms() / 1000;
+    let now = llmux_store::now_ms() / 1000;
     let claims = crate::jwt::verify(&cp.jwt_secret, given, now)
         .map_err(|e| ApiError::Unauthorized(format!("invalid admin credentials: {e}")))?;
     // The user is read again on every call (one indexed row, no cache to go stale): a deleted
@@ -105,7 +105,7 @@ pub(crate) async fn caller(
         .get_user_by_username(&claims.sub)
         .await
         .map_err(|e| match e {
-            store::StoreError::NotFound => {
+            llmux_store::StoreError::NotFound => {
                 ApiError::Unauthorized("invalid admin credentials: user no longer exists".into())
             }
             other => other.into(),
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_token_is_bound_to_the_user_id_and_its_epoch() {
-        let user = store::User {
+        let user = llmux_store::User {
             id: "usr_a".into(),
             username: "ann".into(),
             role: Role::Admin,

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-pub use gateway::ssrf_dns::{classify, Class};
+pub use llmux_gateway::ssrf_dns::{classify, Class};
 
 /// Resolves the host of `url` and checks every address it resolves to. `Err` is the message
 /// for a 400 on the `url` field.
@@ -24,7 +24,7 @@ pub async fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
         return Err("the host resolves to no address".to_owned());
     }
     for ip in addrs {
-        if let Some(why) = gateway::ssrf_dns::refusal(ip, allow_private) {
+        if let Some(why) = llmux_gateway::ssrf_dns::refusal(ip, allow_private) {
             return Err(why);
         }
     }

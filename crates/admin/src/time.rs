@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 /// RFC 3339 of unix milliseconds.
 pub fn rfc3339_ms(ms: i64) -> String {
     let ms = u64::try_from(ms).unwrap_or(0);
-    wire::time::rfc3339(UNIX_EPOCH + Duration::from_millis(ms))
+    llmux_wire::time::rfc3339(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 /// An optional time field as JSON.
@@ -51,7 +51,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(secs * 1000 + millis)
 }
 
-/// Howard Hinnant's days-from-civil (inverse of `wire::time`'s civil-from-days).
+/// Howard Hinnant's days-from-civil (inverse of `llmux_wire::time`'s civil-from-days).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);

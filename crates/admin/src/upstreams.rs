@@ -8,10 +8,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use config::Secret;
+use llmux_config::Secret;
+use llmux_store::{NewUpstream, Source};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use store::{NewUpstream, Source};
 
 use crate::error::{ApiError, ApiResult};
 use crate::session::Caller;
@@ -80,7 +80,7 @@ pub(crate) async fn view(cp: &ControlPlane, name: &str) -> ApiResult<Value> {
             None => Err(ApiError::NotFound(format!("no upstream named {name:?}"))),
         };
     };
-    let mut v = gateway::admin::describe(up);
+    let mut v = llmux_gateway::admin::describe(up);
     v["source"] = json!(routes.source(name));
     if let Some(u) = stored {
         let keys = cp.store.list_provider_keys(Some(&u.id)).await?;
@@ -99,7 +99,7 @@ pub(crate) async fn view(cp: &ControlPlane, name: &str) -> ApiResult<Value> {
     Ok(v)
 }
 
-async fn stored_view(cp: &ControlPlane, u: &store::Upstream) -> ApiResult<Value> {
+async fn stored_view(cp: &ControlPlane, u: &llmux_store::Upstream) -> ApiResult<Value> {
     let keys: Vec<Value> = cp
         .store
         .list_provider_keys(Some(&u.id))
@@ -155,7 +155,11 @@ fn timeouts_json(t: Option<serde_json::Map<String, Value>>) -> Value {
 }
 
 /// Validates (as the config file would) and checks the URL against the SSRF rules.
-async fn validate(cp: &ControlPlane, u: &store::Upstream, keys: &[Secret]) -> ApiResult<String> {
+async fn validate(
+    cp: &ControlPlane,
+    u: &llmux_store::Upstream,
+    keys: &[Secret],
+) -> ApiResult<String> {
     let cfg = crate::plane::upstream_config(u, keys)?;
     let allow_private = cp.gateway.config().admin.allow_private_upstreams;
     crate::ssrf::check_url(&cfg.url, allow_private)
@@ -164,8 +168,8 @@ async fn validate(cp: &ControlPlane, u: &store::Upstream, keys: &[Secret]) -> Ap
     Ok(cfg.url)
 }
 
-fn draft(new: &NewUpstream) -> store::Upstream {
-    store::Upstream {
+fn draft(new: &NewUpstream) -> llmux_store::Upstream {
+    llmux_store::Upstream {
         id: String::new(),
         name: new.name.clone(),
         kind: new.kind.clone(),
@@ -233,7 +237,7 @@ pub async fn create(
 }
 
 /// The stored API upstream `name`; 409 for a file upstream, 404 for none.
-async fn api_upstream(cp: &ControlPlane, name: &str) -> ApiResult<store::Upstream> {
+async fn api_upstream(cp: &ControlPlane, name: &str) -> ApiResult<llmux_store::Upstream> {
     if cp.file_upstreams().await.contains(name) {
         return Err(ApiError::Conflict(format!(
             "upstream {name:?} is declared in the config file: edit the file to change it"
@@ -241,7 +245,7 @@ async fn api_upstream(cp: &ControlPlane, name: &str) -> ApiResult<store::Upstrea
     }
     match cp.store.get_upstream_by_name(name).await {
         Ok(u) if u.source == Source::Api => Ok(u),
-        Ok(_) | Err(store::StoreError::NotFound) => {
+        Ok(_) | Err(llmux_store::StoreError::NotFound) => {
             Err(ApiError::NotFound(format!("no upstream named {name:?}")))
         }
         Err(e) => Err(e.into()),
@@ -360,7 +364,7 @@ pub async fn delete_key(
     let up = api_upstream(&cp, &name).await?;
     let key = match cp.store.get_provider_key(&key_id).await {
         Ok(k) if k.upstream_id == up.id => k,
-        Ok(_) | Err(store::StoreError::NotFound) => {
+        Ok(_) | Err(llmux_store::StoreError::NotFound) => {
             return Err(ApiError::NotFound(format!(
                 "upstream {name:?} has no key {key_id:?}"
             )))
@@ -392,7 +396,7 @@ async fn key_slot(
     cp: &ControlPlane,
     name: &str,
     key_id: &str,
-) -> ApiResult<(Arc<gateway::upstream::Upstream>, usize)> {
+) -> ApiResult<(Arc<llmux_gateway::upstream::Upstream>, usize)> {
     let routes = cp.gateway.routes();
     let up = routes
         .upstream(name)
@@ -469,6 +473,6 @@ pub async fn refresh(
             "no running upstream named {name:?} (a disabled one is not probed)"
         )));
     };
-    gateway::health::probe_some(std::slice::from_ref(up), &routes.config).await;
+    llmux_gateway::health::probe_some(std::slice::from_ref(up), &routes.config).await;
     Ok(Json(view(&cp, &name).await?))
 }

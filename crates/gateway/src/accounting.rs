@@ -6,14 +6,14 @@
 //! block (the control plane's implementation queues them for a batched writer).
 
 use bytes::Bytes;
+use llmux_wire::canonical::Usage;
+use llmux_wire::Dialect;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use wire::canonical::Usage;
-use wire::Dialect;
 
 /// Input and output tokens of one call, and whether llmux had to estimate them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub struct Pricing {
 }
 
 impl Pricing {
-    pub fn build(config: &[config::PricingConfig], api: &BTreeMap<String, Price>) -> Pricing {
+    pub fn build(config: &[llmux_config::PricingConfig], api: &BTreeMap<String, Price>) -> Pricing {
         let mut prices: BTreeMap<String, Price> = DEFAULT_PRICES
             .iter()
             .map(|(m, i, o)| {
@@ -412,7 +412,7 @@ impl Accounting {
     }
 
     /// Rebuilds the table from the config's `[[pricing]]` and the API's overrides.
-    pub fn reprice(&self, config: &[config::PricingConfig]) {
+    pub fn reprice(&self, config: &[llmux_config::PricingConfig]) {
         let api = self
             .api_prices
             .lock()
@@ -425,7 +425,7 @@ impl Accounting {
     pub fn set_api_prices(
         &self,
         prices: BTreeMap<String, Price>,
-        config: &[config::PricingConfig],
+        config: &[llmux_config::PricingConfig],
     ) {
         if let Ok(mut m) = self.api_prices.lock() {
             *m = prices;

@@ -83,7 +83,11 @@ pub fn describe(u: &Upstream) -> Value {
     let mut loaded: Vec<&String> = state
         .model_list
         .iter()
-        .filter(|m| state.loaded.contains(wire::model::model_key(m).as_ref()))
+        .filter(|m| {
+            state
+                .loaded
+                .contains(llmux_wire::model::model_key(m).as_ref())
+        })
         .collect();
     loaded.sort();
     let keys: Vec<Value> = u
@@ -109,7 +113,7 @@ pub fn describe(u: &Upstream) -> Value {
                 }
                 KeyState::Disabled { reason, since } => {
                     v["disabled_reason"] = json!(reason);
-                    v["disabled_at"] = json!(wire::time::rfc3339(since));
+                    v["disabled_at"] = json!(llmux_wire::time::rfc3339(since));
                 }
             }
             v
@@ -133,7 +137,7 @@ pub fn describe(u: &Upstream) -> Value {
         "breaker": u.breaker.state().as_str(),
         "breaker_open_for_s": (u.breaker.open_remaining().as_secs_f64() * 10.0).round() / 10.0,
         "last_error": state.last_error,
-        "last_check": state.last_check.map(wire::time::rfc3339),
+        "last_check": state.last_check.map(llmux_wire::time::rfc3339),
     })
 }
 

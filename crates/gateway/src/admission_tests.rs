@@ -46,7 +46,7 @@ pub(crate) async fn silent_upstream() -> (std::net::SocketAddr, tokio::task::Joi
 }
 
 pub(crate) fn gateway(toml: &str) -> (Arc<Gateway>, Arc<Book>) {
-    let config = config::Config::from_toml_str(toml, &|_| None).unwrap();
+    let config = llmux_config::Config::from_toml_str(toml, &|_| None).unwrap();
     let gw = Gateway::new(config).unwrap();
     let book = Arc::new(Book::default());
     gw.accounting
@@ -127,7 +127,7 @@ async fn aliased(
             .collect(),
         ..Default::default()
     };
-    let config = config::Config::from_toml_str(&text, &|_| None).unwrap();
+    let config = llmux_config::Config::from_toml_str(&text, &|_| None).unwrap();
     gw.apply(config, overlay).await.unwrap();
     (gw, book, server)
 }

@@ -99,7 +99,7 @@ impl Alert {
         };
         v["event"] = json!(self.event());
         v["text"] = json!(self.text());
-        v["at"] = json!(wire::time::rfc3339(std::time::SystemTime::now()));
+        v["at"] = json!(llmux_wire::time::rfc3339(std::time::SystemTime::now()));
         v
     }
 }

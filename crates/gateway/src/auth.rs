@@ -23,10 +23,13 @@ impl Identity {
             return true;
         }
         let bare = model.split_once('/').map_or(model, |(_, m)| m);
-        let want = [wire::model::model_key(model), wire::model::model_key(bare)];
+        let want = [
+            llmux_wire::model::model_key(model),
+            llmux_wire::model::model_key(bare),
+        ];
         self.models
             .iter()
-            .any(|m| want.contains(&wire::model::model_key(m)))
+            .any(|m| want.contains(&llmux_wire::model::model_key(m)))
     }
 }
 

@@ -115,7 +115,7 @@ fn gateway(urls: &[String], extra: &str) -> Arc<Gateway> {
             "[[upstreams]]\nname = \"u{i}\"\nkind = \"openai\"\nurl = \"{url}\"\nmodels = [\"m\"]\ntimeouts = {{ first_byte = \"5s\", idle = \"300ms\" }}\n"
         ));
     }
-    let config = config::Config::from_toml_str(&text, &|_| None).unwrap();
+    let config = llmux_config::Config::from_toml_str(&text, &|_| None).unwrap();
     Gateway::new(config).unwrap()
 }
 
@@ -213,10 +213,10 @@ async fn the_prober_reads_a_listing_within_a_bound() {
 /// call path: not the first-byte deadline, not the relay's idle timer.
 #[tokio::test]
 async fn enormous_timeouts_do_not_overflow_the_clock() {
-    let node = mock::MockServer::start(mock::MockConfig {
+    let node = llmux_mock::MockServer::start(llmux_mock::MockConfig {
         models: vec!["m:latest".into()],
         chunk_delay: Duration::from_millis(5),
-        ..mock::MockConfig::default()
+        ..llmux_mock::MockConfig::default()
     })
     .await
     .unwrap();
@@ -224,7 +224,7 @@ async fn enormous_timeouts_do_not_overflow_the_clock() {
         "[[upstreams]]\nname = \"n\"\nkind = \"ollama\"\nurl = \"{}\"\nmodels = [\"m:latest\"]\n",
         node.url()
     );
-    let mut config = config::Config::from_toml_str(&text, &|_| None).unwrap();
+    let mut config = llmux_config::Config::from_toml_str(&text, &|_| None).unwrap();
     config.upstreams[0].timeouts.first_byte = Duration::MAX;
     config.upstreams[0].timeouts.idle = Duration::MAX;
     let gw = Gateway::new(config).unwrap();

@@ -1,6 +1,6 @@
 //! A circuit breaker per upstream: ejects an upstream that keeps failing and lets it back in through one trial call.
 
-use config::BreakerConfig;
+use llmux_config::BreakerConfig;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;

@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use config::UpstreamKind;
+use llmux_config::UpstreamKind;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,7 +49,7 @@ pub async fn openai_models(
                     "type": "model",
                     "id": name,
                     "display_name": name,
-                    "created_at": wire::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(*seen)),
+                    "created_at": llmux_wire::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(*seen)),
                 })
             })
             .collect();
@@ -75,7 +75,7 @@ pub async fn gemini_models(State(gw): State<Arc<Gateway>>) -> Response {
         .into_iter()
         .map(|(name, owner, _)| (name, owner))
         .collect();
-    Json(wire::translate::gemini::models_list(&models)).into_response()
+    Json(llmux_wire::translate::gemini::models_list(&models)).into_response()
 }
 
 /// `GET /v1/models/{id}`: OpenAI's model object — or Gemini's, for a Gemini client (it sends its key
@@ -102,7 +102,7 @@ pub async fn model_info(
             "type": "model",
             "id": name,
             "display_name": name,
-            "created_at": wire::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seen)),
+            "created_at": llmux_wire::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seen)),
         }))
         .into_response(),
         Some(Found {
@@ -110,16 +110,16 @@ pub async fn model_info(
         }) => Json(json!({ "id": name, "object": "model", "created": seen, "owned_by": owner }))
             .into_response(),
         None if anthropic_client => crate::proxy::error(
-            wire::Dialect::Anthropic,
-            wire::ErrorKind::ModelNotFound,
+            llmux_wire::Dialect::Anthropic,
+            llmux_wire::ErrorKind::ModelNotFound,
             format!(
                 "model: {}",
                 crate::accounting::cap(&id, crate::accounting::MAX_CLIENT_STRING)
             ),
         ),
         None => crate::proxy::error(
-            wire::Dialect::OpenAi,
-            wire::ErrorKind::ModelNotFound,
+            llmux_wire::Dialect::OpenAi,
+            llmux_wire::ErrorKind::ModelNotFound,
             format!(
                 "The model `{}` does not exist or you do not have access to it.",
                 crate::accounting::cap(&id, crate::accounting::MAX_CLIENT_STRING)
@@ -140,8 +140,8 @@ struct Found {
 /// `llama3:latest`, and `gpu-a/llama3` looks only at the upstream `gpu-a`.
 fn find_model(gw: &Gateway, requested: &str) -> Option<Found> {
     let routes = gw.routes();
-    let (pin, model) = wire::model::split_pinned(requested, |p| routes.upstream(p).is_some());
-    let key = wire::model::model_key(model);
+    let (pin, model) = llmux_wire::model::split_pinned(requested, |p| routes.upstream(p).is_some());
+    let key = llmux_wire::model::model_key(model);
     for up in &routes.upstreams {
         if pin.is_some_and(|p| p != up.name) {
             continue;
@@ -153,7 +153,7 @@ fn find_model(gw: &Gateway, requested: &str) -> Option<Found> {
         if let Some(name) = state
             .model_list
             .iter()
-            .find(|m| wire::model::model_key(m) == key)
+            .find(|m| llmux_wire::model::model_key(m) == key)
         {
             return Some(Found {
                 name: name.clone(),
@@ -169,7 +169,7 @@ fn find_model(gw: &Gateway, requested: &str) -> Option<Found> {
 /// `POST /api/show`: from an Ollama node when one serves the model; for a hosted model
 /// (OpenAI, Anthropic, …) llmux describes it itself, since only Ollama nodes have this call.
 pub async fn ollama_show(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
-    let (parts, bytes) = match buffered(&gw, req, wire::Dialect::Ollama).await {
+    let (parts, bytes) = match buffered(&gw, req, llmux_wire::Dialect::Ollama).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
@@ -228,7 +228,7 @@ fn hosted_show(found: &Found) -> Value {
             "general.basename": found.name,
         },
         "capabilities": ["completion", "tools"],
-        "modified_at": wire::time::rfc3339(
+        "modified_at": llmux_wire::time::rfc3339(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(found.seen)
         ),
     })
@@ -237,15 +237,15 @@ fn hosted_show(found: &Found) -> Value {
 /// `POST /v1/messages/count_tokens`: Anthropic's own count when an Anthropic upstream serves
 /// the model; otherwise an estimate from the request's text (about four characters a token).
 pub async fn anthropic_count_tokens(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
-    let dialect = wire::Dialect::Anthropic;
+    let dialect = llmux_wire::Dialect::Anthropic;
     let (parts, bytes) = match buffered(&gw, req, dialect).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let model = wire::Peek::parse(&bytes).ok().and_then(|p| p.model);
+    let model = llmux_wire::Peek::parse(&bytes).ok().and_then(|p| p.model);
     // Checked as a call's model is: it may be echoed in the 404 below.
     if let Some(Err(message)) = model.as_deref().map(crate::proxy::check_model) {
-        return crate::proxy::error(dialect, wire::ErrorKind::InvalidRequest, message);
+        return crate::proxy::error(dialect, llmux_wire::ErrorKind::InvalidRequest, message);
     }
     let on_anthropic = model.as_deref().is_some_and(|m| {
         gw.routes()
@@ -256,17 +256,21 @@ pub async fn anthropic_count_tokens(State(gw): State<Arc<Gateway>>, req: Request
         let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         return crate::proxy::handle(gw, Endpoint::AnthropicCountTokens, req).await;
     }
-    let codec = wire::translate::codec(dialect);
-    let request = match codec.decode_request(wire::canonical::Op::Chat, &bytes) {
+    let codec = llmux_wire::translate::codec(dialect);
+    let request = match codec.decode_request(llmux_wire::canonical::Op::Chat, &bytes) {
         Ok(r) => r,
         Err(e) => {
-            return crate::proxy::error(dialect, wire::ErrorKind::InvalidRequest, e.to_string())
+            return crate::proxy::error(
+                dialect,
+                llmux_wire::ErrorKind::InvalidRequest,
+                e.to_string(),
+            )
         }
     };
     if find_model(&gw, &request.model).is_none() {
         return crate::proxy::error(
             dialect,
-            wire::ErrorKind::ModelNotFound,
+            llmux_wire::ErrorKind::ModelNotFound,
             format!("model: {}", request.model),
         );
     }
@@ -275,8 +279,8 @@ pub async fn anthropic_count_tokens(State(gw): State<Arc<Gateway>>, req: Request
 
 /// Input tokens of a request, estimated: about four characters a token, plus a few per message
 /// for the chat framing, as tokenizers of the common models come out on English text.
-fn estimate_input_tokens(req: &wire::canonical::ChatRequest) -> u64 {
-    use wire::canonical::Part;
+fn estimate_input_tokens(req: &llmux_wire::canonical::ChatRequest) -> u64 {
+    use llmux_wire::canonical::Part;
     let mut chars = req.system.as_deref().map_or(0, |s| s.chars().count());
     let mut tokens = 0u64;
     for m in &req.messages {
@@ -305,7 +309,7 @@ fn estimate_input_tokens(req: &wire::canonical::ChatRequest) -> u64 {
 async fn buffered(
     gw: &Gateway,
     req: Request,
-    dialect: wire::Dialect,
+    dialect: llmux_wire::Dialect,
 ) -> Result<(axum::http::request::Parts, bytes::Bytes), Response> {
     let max_body = gw.routes().config.server.max_body;
     let (parts, body) = req.into_parts();
@@ -313,7 +317,7 @@ async fn buffered(
         Ok(b) => Ok((parts, b)),
         Err(e) => Err(crate::proxy::error(
             dialect,
-            wire::ErrorKind::PayloadTooLarge,
+            llmux_wire::ErrorKind::PayloadTooLarge,
             format!(
                 "request body could not be read within server.max_body ({max_body} bytes): {e}"
             ),
@@ -345,12 +349,12 @@ pub async fn gemini_model(
         .filter(|(m, _, _)| m == name)
         .map(|(name, owner, _)| (name, owner))
         .collect();
-    let list = wire::translate::gemini::models_list(&found);
+    let list = llmux_wire::translate::gemini::models_list(&found);
     match list.get("models").and_then(|m| m.get(0)) {
         Some(model) => Json(model.clone()).into_response(),
         None => crate::proxy::error(
-            wire::Dialect::Gemini,
-            wire::ErrorKind::ModelNotFound,
+            llmux_wire::Dialect::Gemini,
+            llmux_wire::ErrorKind::ModelNotFound,
             format!(
                 "models/{} is not found",
                 crate::accounting::cap(name, crate::accounting::MAX_CLIENT_STRING)

@@ -1,9 +1,9 @@
 //! How a call leaves for an upstream of each kind: the dialect it speaks, its URLs and its auth headers.
 
 use crate::upstream::Upstream;
-use config::UpstreamKind;
-use wire::canonical::Op;
-use wire::Dialect;
+use llmux_config::UpstreamKind;
+use llmux_wire::canonical::Op;
+use llmux_wire::Dialect;
 
 /// Anthropic's API version header when the config names none.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";

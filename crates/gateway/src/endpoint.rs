@@ -2,9 +2,9 @@
 
 use crate::egress;
 use crate::upstream::Upstream;
-use config::UpstreamKind;
-use wire::canonical::{Codec, Op};
-use wire::Dialect;
+use llmux_config::UpstreamKind;
+use llmux_wire::canonical::{Codec, Op};
+use llmux_wire::Dialect;
 
 /// A model call of one ingress dialect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,8 +94,8 @@ impl Endpoint {
     /// The codec a translated call's body is read with and its answer written in.
     pub fn codec(self) -> &'static dyn Codec {
         match self {
-            Endpoint::Responses => &wire::translate::responses::ResponsesCodec,
-            e => wire::translate::codec(e.dialect()),
+            Endpoint::Responses => &llmux_wire::translate::responses::ResponsesCodec,
+            e => llmux_wire::translate::codec(e.dialect()),
         }
     }
 

@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Response, StatusCode};
 use axum::response::IntoResponse;
-use wire::{Dialect, ErrorKind};
+use llmux_wire::{Dialect, ErrorKind};
 
 /// An error answered by llmux itself (not relayed from an upstream).
 #[derive(Debug, Clone, thiserror::Error)]

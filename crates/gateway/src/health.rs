@@ -2,7 +2,7 @@
 
 use crate::upstream::{index_models, unix_now, Pool, Upstream};
 use crate::Gateway;
-use config::UpstreamKind;
+use llmux_config::UpstreamKind;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub async fn probe_all(gw: &Gateway) {
 }
 
 /// Probes `upstreams` concurrently, each bounded by `health.timeout`.
-pub async fn probe_some(upstreams: &[Arc<Upstream>], config: &config::Config) {
+pub async fn probe_some(upstreams: &[Arc<Upstream>], config: &llmux_config::Config) {
     let timeout = config.health.timeout;
     let r = &config.routing;
     let (cooldown, max_cooldown) = (r.cooldown, r.max_cooldown);
@@ -192,7 +192,7 @@ async fn probe_one(
                         .iter()
                         .filter_map(|m| m.get("name").or_else(|| m.get("model")))
                         .filter_map(Value::as_str)
-                        .map(|n| wire::model::model_key(n).into_owned())
+                        .map(|n| llmux_wire::model::model_key(n).into_owned())
                         .collect();
                 }
             });
@@ -374,7 +374,7 @@ async fn get_json(up: &Upstream, url: &str, key: Option<&str>) -> Result<Value, 
         None,
         &mut stream,
         declared,
-        config::MAX_DURATION,
+        llmux_config::MAX_DURATION,
         LISTING_LIMIT,
     )
     .await
@@ -417,7 +417,7 @@ fn names(entries: &[Value], fields: &[&str]) -> Vec<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use config::{Config, Timeouts, UpstreamConfig};
+    use llmux_config::{Config, Timeouts, UpstreamConfig};
 
     /// A node down at start that comes back is active again within seconds, not at the next
     /// 60 s round.
@@ -447,7 +447,7 @@ mod tests {
         // Down for a few failed re-probes (1 s, 2 s), then back.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let _mock = mock::MockServer::start_on(listener, mock::MockConfig::default())
+        let _mock = llmux_mock::MockServer::start_on(listener, llmux_mock::MockConfig::default())
             .await
             .unwrap();
         let back = Instant::now();
@@ -468,10 +468,10 @@ mod tests {
     /// A probe whose every key is answered 429 says so, not that the keys are disabled.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_probe_throttled_on_every_key_does_not_say_disabled() {
-        let m = mock::MockServer::start(mock::MockConfig {
+        let m = llmux_mock::MockServer::start(llmux_mock::MockConfig {
             api_key: Some("k".into()),
             limited_keys: vec!["k".into()],
-            ..mock::MockConfig::default()
+            ..llmux_mock::MockConfig::default()
         })
         .await
         .unwrap();
@@ -480,7 +480,7 @@ mod tests {
             name: "oa".into(),
             kind: UpstreamKind::Openai,
             url: format!("{}/v1", m.url()),
-            keys: vec![config::Secret::new("k")],
+            keys: vec![llmux_config::Secret::new("k")],
             models: None,
             weight: 1,
             timeouts: Timeouts::default(),

@@ -3,7 +3,7 @@
 //! The state of a key is one atomic word, so picking a key on the hot path takes no lock:
 //! `0` = ok, `u64::MAX` = disabled, anything else = cooling until that many ms after `base`.
 
-use config::Secret;
+use llmux_config::Secret;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};

@@ -29,7 +29,7 @@ mod bounds_tests;
 
 use arc_swap::ArcSwap;
 use axum::http::HeaderName;
-use config::Config;
+use llmux_config::Config;
 use routing::Routes;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -248,7 +248,7 @@ pub(crate) fn splitmix64(mut z: u64) -> u64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use config::{Secret, Timeouts, UpstreamConfig, UpstreamKind};
+    use llmux_config::{Secret, Timeouts, UpstreamConfig, UpstreamKind};
     use std::time::Duration;
 
     fn with_keys(url: &str, keys: &[&str]) -> Config {
@@ -271,7 +271,7 @@ mod tests {
     /// the other key's cooldown, the breaker, and the calls in flight.
     #[tokio::test]
     async fn a_reload_carries_runtime_state_over_a_changed_definition() {
-        let node = mock::MockServer::start(mock::MockConfig::default())
+        let node = llmux_mock::MockServer::start(llmux_mock::MockConfig::default())
             .await
             .unwrap();
         let url = node.url();

@@ -39,8 +39,8 @@ pub struct ConnLimits {
     pub max_connections: usize,
 }
 
-impl From<&config::ServerConfig> for ConnLimits {
-    fn from(s: &config::ServerConfig) -> Self {
+impl From<&llmux_config::ServerConfig> for ConnLimits {
+    fn from(s: &llmux_config::ServerConfig) -> Self {
         ConnLimits {
             header_timeout: s.header_timeout,
             idle_timeout: s.idle_timeout,

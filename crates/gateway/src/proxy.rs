@@ -17,13 +17,13 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
-use config::UpstreamKind;
 use futures_util::StreamExt;
+use llmux_config::UpstreamKind;
+use llmux_wire::canonical::{ChatRequest, Op, TranslateError};
+use llmux_wire::translate::{self, embed};
+use llmux_wire::{Dialect, ErrorKind, Peek};
 use std::sync::Arc;
 use std::time::Instant;
-use wire::canonical::{ChatRequest, Op, TranslateError};
-use wire::translate::{self, embed};
-use wire::{Dialect, ErrorKind, Peek};
 
 /// Response headers of the upstream that are worth passing on; the rest (hop-by-hop, server,
 /// provider internals) stay behind.
@@ -594,7 +594,7 @@ impl Call {
         let routes = Arc::clone(&self.routes);
         let mut route_error = None;
         let mut limited = None;
-        let asked = wire::model::model_key(&model);
+        let asked = llmux_wire::model::model_key(&model);
         for target in &targets {
             let target = target.as_str();
             let endpoint = self.endpoint;
@@ -607,7 +607,7 @@ impl Call {
             };
             // The requested name's own limits were checked at admission; a target's apply
             // when the call reaches it, and one that is spent is skipped.
-            if wire::model::model_key(target) != asked {
+            if llmux_wire::model::model_key(target) != asked {
                 let dialect = self.endpoint.dialect();
                 let id = self.identity.as_ref();
                 match crate::limits::admit_model(&self.gw, id, target, &self.body, dialect).await {
@@ -1492,7 +1492,7 @@ fn ingress_encoder(
     gemini_sse: bool,
     op: Op,
     include_usage: bool,
-) -> Box<dyn wire::canonical::StreamEncoder> {
+) -> Box<dyn llmux_wire::canonical::StreamEncoder> {
     match endpoint.dialect() {
         Dialect::OpenAi if endpoint != Endpoint::Responses => {
             translate::openai::OpenAiCodec.stream_encoder_with(op, include_usage)
@@ -1505,8 +1505,10 @@ fn ingress_encoder(
 }
 
 /// A whole answer as the events a stream of it would have carried.
-fn answer_events(a: &wire::canonical::ChatResponse) -> Vec<wire::canonical::StreamEvent> {
-    use wire::canonical::StreamEvent as E;
+fn answer_events(
+    a: &llmux_wire::canonical::ChatResponse,
+) -> Vec<llmux_wire::canonical::StreamEvent> {
+    use llmux_wire::canonical::StreamEvent as E;
     let mut events = vec![E::Start {
         id: a.id.clone(),
         model: a.model.clone(),

@@ -11,13 +11,13 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use http_body::{Body, Frame, SizeHint};
+use llmux_wire::canonical::{StreamDecoder, StreamEncoder, StreamEvent};
+use llmux_wire::{Dialect, ErrorKind};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
-use wire::canonical::{StreamDecoder, StreamEncoder, StreamEvent};
-use wire::{Dialect, ErrorKind};
 
 /// Rewrites a stream from the upstream's dialect into the client's, one chunk at a time.
 pub struct Transcoder {
@@ -25,7 +25,7 @@ pub struct Transcoder {
     pub encoder: Box<dyn StreamEncoder>,
     events: Vec<StreamEvent>,
     /// The upstream's usage, as its decoder reported it (for the call log).
-    usage: Option<wire::canonical::Usage>,
+    usage: Option<llmux_wire::canonical::Usage>,
     /// Upstream chunks read, and the model the upstream named (for the call log).
     chunks: u64,
     reported_model: Option<String>,
@@ -299,7 +299,7 @@ impl Relay {
         }
         let reply = match self.stream_dialect {
             Some(_) if self.log.endpoint == crate::endpoint::Endpoint::Responses => Ok(
-                Frame::data(wire::translate::responses::stream_error_event(&message).into()),
+                Frame::data(llmux_wire::translate::responses::stream_error_event(&message).into()),
             ),
             Some(d) => Ok(Frame::data(
                 d.stream_error_event(ErrorKind::BadGateway, &message),

@@ -37,7 +37,7 @@ pub fn classify_status(status: StatusCode, retry_after: Option<&str>) -> Class {
 ///
 /// The header comes from the network, so anything goes: garbage (text, negative, NaN, inf,
 /// the HTTP-date form — rare from LLM providers) is treated as absent, and a number too large
-/// for any clock (`1e20`) is clamped to [`config::MAX_DURATION`]. Callers cap the result
+/// for any clock (`1e20`) is clamped to [`llmux_config::MAX_DURATION`]. Callers cap the result
 /// further at `routing.max_cooldown` (see [`rest`]).
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
@@ -46,12 +46,12 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
         Err(_) => match v.parse::<f64>() {
             Ok(f) if f.is_finite() && f >= 0.0 => {
                 // Finite and not negative: only "too large" can fail here.
-                Some(Duration::try_from_secs_f64(f).unwrap_or(config::MAX_DURATION))
+                Some(Duration::try_from_secs_f64(f).unwrap_or(llmux_config::MAX_DURATION))
             }
             _ => None,
         },
     };
-    parsed.map(|d| d.min(config::MAX_DURATION))
+    parsed.map(|d| d.min(llmux_config::MAX_DURATION))
 }
 
 /// How long a throttled key (or upstream) rests: `Retry-After` when given, else `cooldown`,
@@ -183,9 +183,9 @@ mod tests {
     #[test]
     fn absurd_retry_after_values_are_clamped_or_ignored() {
         let s = |v: &str| parse_retry_after(v);
-        assert_eq!(s("1e20"), Some(config::MAX_DURATION));
-        assert_eq!(s("18446744073709551616"), Some(config::MAX_DURATION));
-        assert_eq!(s("18446744073709551615"), Some(config::MAX_DURATION));
+        assert_eq!(s("1e20"), Some(llmux_config::MAX_DURATION));
+        assert_eq!(s("18446744073709551616"), Some(llmux_config::MAX_DURATION));
+        assert_eq!(s("18446744073709551615"), Some(llmux_config::MAX_DURATION));
         assert_eq!(s("1.5"), Some(Duration::from_millis(1500)));
         assert_eq!(s(" 30 "), Some(Duration::from_secs(30)));
         for garbage in [
@@ -207,7 +207,7 @@ mod tests {
         assert_eq!(
             classify_status(StatusCode::TOO_MANY_REQUESTS, Some("1e20")),
             Class::Throttled {
-                retry_after: Some(config::MAX_DURATION)
+                retry_after: Some(llmux_config::MAX_DURATION)
             }
         );
         let (cooldown, max) = (Duration::from_secs(60), Duration::from_secs(300));
@@ -253,7 +253,7 @@ mod tests {
             let float = f64::from_bits(next()).to_string();
             for v in [text, float, (next() >> (next() % 64)).to_string()] {
                 if let Some(d) = parse_retry_after(&v) {
-                    assert!(d <= config::MAX_DURATION, "{v:?} gave {d:?}");
+                    assert!(d <= llmux_config::MAX_DURATION, "{v:?} gave {d:?}");
                 }
                 assert!(rest(parse_retry_after(&v), cooldown, max) <= max);
                 let _ = classify_status(StatusCode::TOO_MANY_REQUESTS, Some(&v));

@@ -1,11 +1,11 @@
 //! The routing snapshot: which upstreams serve a model, and the strategy that orders them for one call.
 
 use crate::upstream::{Pool, Upstream};
-use config::{Config, Strategy, UpstreamKind};
+use llmux_config::{Config, Strategy, UpstreamKind};
+use llmux_wire::model::{model_key, split_pinned};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use wire::model::{model_key, split_pinned};
 
 /// What the control plane adds to the file's config: entities managed through the admin API.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -343,7 +343,7 @@ fn permute<T, K>(items: &mut [T], perm: &mut [(K, usize)]) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use config::{Timeouts, UpstreamConfig};
+    use llmux_config::{Timeouts, UpstreamConfig};
     use std::collections::HashMap;
 
     fn upstream(name: &str, kind: UpstreamKind, models: &[&str], weight: u32) -> Arc<Upstream> {
@@ -359,7 +359,7 @@ mod tests {
                     timeouts: Timeouts::default(),
                     api_version: None,
                 },
-                &config::RoutingConfig::default(),
+                &llmux_config::RoutingConfig::default(),
             )
             .unwrap(),
         )

@@ -9,9 +9,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use llmux_wire::{Dialect, ErrorKind};
 use serde_json::json;
 use std::sync::Arc;
-use wire::{Dialect, ErrorKind};
 
 fn generation(endpoint: Endpoint) -> axum::routing::MethodRouter<Arc<Gateway>> {
     post(move |State(gw): State<Arc<Gateway>>, req: Request| proxy::handle(gw, endpoint, req))

@@ -386,7 +386,7 @@ mod tests {
              [[upstreams]]\nname = \"file\"\nkind = \"openai\"\nurl = \"http://localhost:{port}/v1\"\nmodels = [\"m\"]\n\
              [[upstreams]]\nname = \"api\"\nkind = \"openai\"\nurl = \"http://localhost:{port}/v2\"\nmodels = [\"m\"]\n"
         );
-        let config = config::Config::from_toml_str(&toml, &|_| None).unwrap();
+        let config = llmux_config::Config::from_toml_str(&toml, &|_| None).unwrap();
         let gw = crate::Gateway::new(config.clone()).unwrap();
         let mut overlay = crate::routing::Overlay::default();
         overlay.api_upstreams.insert("api".into());

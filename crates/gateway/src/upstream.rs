@@ -3,13 +3,13 @@
 use crate::breaker::Breaker;
 use crate::keys::KeyPool;
 use arc_swap::ArcSwap;
-use config::{RoutingConfig, Timeouts, UpstreamConfig, UpstreamKind};
+use llmux_config::{RoutingConfig, Timeouts, UpstreamConfig, UpstreamKind};
+use llmux_wire::model::model_key;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use wire::model::model_key;
 
 /// Whether an upstream takes traffic. Standby nodes are tried only when no active one serves the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub struct Upstream {
     pub dns_policy: Arc<crate::ssrf_dns::PolicyCell>,
     /// The definition it was built from: an unchanged definition keeps this runtime (health,
     /// breaker, key states) across reloads.
-    pub definition: (UpstreamConfig, config::BreakerConfig),
+    pub definition: (UpstreamConfig, llmux_config::BreakerConfig),
     pub keys: KeyPool,
     /// Shared with the upstream's next definition when a reload leaves the breaker settings alone.
     pub breaker: Arc<Breaker>,

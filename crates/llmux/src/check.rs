@@ -1,6 +1,6 @@
 //! `llmux config check [FILE]`: validate a config file, print the routing table it compiles to, and warn about upstream URLs that will not work.
 
-use config::{Config, UpstreamKind};
+use llmux_config::{Config, UpstreamKind};
 use std::io::Write;
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! `llmux demo`: the real gateway in front of two mock Ollama nodes and a mock OpenAI provider, in one process.
 
-use config::Config;
-use mock::{MockConfig, MockServer};
+use llmux_config::Config;
+use llmux_mock::{MockConfig, MockServer};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -92,8 +92,8 @@ keys = ["{PROVIDER_KEY}"]
     store
         .create_user(
             DEMO_USER.0,
-            &config::Secret::new(DEMO_USER.1.to_string()),
-            store::Role::Admin,
+            &llmux_config::Secret::new(DEMO_USER.1.to_string()),
+            llmux_store::Role::Admin,
         )
         .await
         .map_err(|e| format!("demo user: {e}"))?;

@@ -107,7 +107,7 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // Each line also goes to the ring behind `GET /admin/v1/logs` (the console's log page).
-        .with_writer(admin::logring::Tee::default);
+        .with_writer(llmux_admin::logring::Tee::default);
     if json {
         builder.json().init();
         JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! `llmux mock`: a standalone mock upstream for trying llmux, tests and the benchmark.
 
 use crate::cli::MockArgs;
-use mock::{Faults, MockConfig};
+use llmux_mock::{Faults, MockConfig};
 use std::time::Duration;
 
 pub async fn run(args: MockArgs) -> Result<(), String> {
@@ -17,7 +17,7 @@ pub async fn run(args: MockArgs) -> Result<(), String> {
         cfg.name,
         cfg.models.join(", ")
     );
-    mock::serve(listener, cfg)
+    llmux_mock::serve(listener, cfg)
         .await
         .map_err(|e| format!("mock server failed: {e}"))
 }

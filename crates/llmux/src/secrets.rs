@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use store::{MasterKey, MasterKeys};
+use llmux_store::{MasterKey, MasterKeys};
 
 use crate::serve;
 
@@ -44,7 +44,7 @@ pub async fn rotate(config: Option<PathBuf>) -> Result<(), String> {
         }
         _ => format!(
             "set {}=\"{}\" before the next start (the new key first, then the previous ones)",
-            store::MASTER_KEY_ENV,
+            llmux_store::MASTER_KEY_ENV,
             std::iter::once(&new_key)
                 .chain(std::iter::once(old.current()))
                 .chain(old.previous())

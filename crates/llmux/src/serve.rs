@@ -1,13 +1,13 @@
 //! `llmux serve`: load the config, open the store, compose file + API state, probe upstreams,
 //! serve (data plane and admin API) until a signal, then drain within the grace period.
 
-use admin::ControlPlane;
-use config::Config;
-use gateway::Gateway;
+use llmux_admin::ControlPlane;
+use llmux_config::Config;
+use llmux_gateway::Gateway;
+use llmux_store::{MasterKeys, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use store::{MasterKeys, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -73,7 +73,7 @@ pub fn load(path: Option<PathBuf>) -> Result<Loaded, String> {
 /// (relative to the working directory) for PostgreSQL. `None` for an in-memory database,
 /// whose secrets die with the process anyway.
 pub fn master_key_file(url: &str) -> Option<PathBuf> {
-    store::data_dir(url).map(|dir| dir.join("master.key"))
+    llmux_store::data_dir(url).map(|dir| dir.join("master.key"))
 }
 
 /// The master keys: `LLMUX_MASTER_KEY`, else the key file (created 0600 on first start), else
@@ -83,12 +83,12 @@ pub fn master_keys(url: &str) -> Result<MasterKeys, String> {
         tracing::info!(
             key = keys.current().id(),
             "master key from {}",
-            store::MASTER_KEY_ENV
+            llmux_store::MASTER_KEY_ENV
         );
         return Ok(keys);
     }
     let Some(path) = master_key_file(url) else {
-        return Ok(MasterKeys::new(store::MasterKey::generate()));
+        return Ok(MasterKeys::new(llmux_store::MasterKey::generate()));
     };
     let (keys, created) = MasterKeys::load_or_create(&path)
         .map_err(|e| format!("master key file {}: {e}", path.display()))?;
@@ -97,7 +97,7 @@ pub fn master_keys(url: &str) -> Result<MasterKeys, String> {
             file = %path.display(),
             "created a new master key file (mode 0600): it encrypts the provider keys in the \
              store; back it up, or set {} instead",
-            store::MASTER_KEY_ENV
+            llmux_store::MASTER_KEY_ENV
         );
     }
     Ok(keys)
@@ -107,17 +107,20 @@ pub fn master_keys(url: &str) -> Result<MasterKeys, String> {
 /// that cannot be opened is a start-up error naming the url.
 pub async fn open_store(config: &Config) -> Result<(Store, MasterKeys), String> {
     let url = &config.store.url;
-    let store = Store::connect(url)
-        .await
-        .map_err(|e| format!("cannot open the store at {}: {e}", store::redact_url(url)))?;
+    let store = Store::connect(url).await.map_err(|e| {
+        format!(
+            "cannot open the store at {}: {e}",
+            llmux_store::redact_url(url)
+        )
+    })?;
     store.migrate().await.map_err(|e| {
         format!(
             "cannot migrate the store at {}: {e}",
-            store::redact_url(url)
+            llmux_store::redact_url(url)
         )
     })?;
     let keys = master_keys(url)?;
-    tracing::info!(store = %store::redact_url(url), "store ready");
+    tracing::info!(store = %llmux_store::redact_url(url), "store ready");
     Ok((store, keys))
 }
 
@@ -131,21 +134,21 @@ pub async fn run_gateway(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let grace = loaded.config.server.shutdown_grace;
-    let (effective, overlay) = admin::initial_config(&store, &keys, &loaded.config).await?;
+    let (effective, overlay) = llmux_admin::initial_config(&store, &keys, &loaded.config).await?;
     let gw = Gateway::new(effective.clone())?;
-    if effective.limits.backend == config::LimitsBackend::Redis {
+    if effective.limits.backend == llmux_config::LimitsBackend::Redis {
         // Fixed at start-up: switching the backend of live counters would reset every limit.
         let url = effective
             .limits
             .redis_url
             .as_ref()
-            .map(config::Secret::expose);
-        let backend = ratelimit_redis::RedisBackend::new(url.unwrap_or_default())?;
+            .map(llmux_config::Secret::expose);
+        let backend = llmux_ratelimit_redis::RedisBackend::new(url.unwrap_or_default())?;
         gw.limits.set_shared(Arc::new(backend));
     }
     // Same upstreams as `new` built: this only installs the overlay, no probe.
     gw.apply(effective, overlay).await?;
-    let env: admin::Env = Arc::new(|name: &str| std::env::var(name).ok());
+    let env: llmux_admin::Env = Arc::new(|name: &str| std::env::var(name).ok());
     let cp = ControlPlane::new(
         store.clone(),
         keys,
@@ -164,8 +167,8 @@ pub async fn run_gateway(
     // The call-log writer stops last: only once no call can finish any more (below).
     let writer_stop = CancellationToken::new();
     cp.start_accounting(&tasks, writer_stop.clone()).await;
-    gateway::limits::start(&gw, &tasks, cancel.clone());
-    admin::watch::spawn(&cp, &tasks, cancel.clone());
+    llmux_gateway::limits::start(&gw, &tasks, cancel.clone());
+    llmux_admin::watch::spawn(&cp, &tasks, cancel.clone());
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
@@ -193,8 +196,8 @@ pub async fn run_gateway(
     let server = {
         let gw = Arc::clone(&gw);
         let stopping = stopping.clone();
-        let admin = admin::router(&cp);
-        let console = admin::console_router(&cp);
+        let admin = llmux_admin::router(&cp);
+        let console = llmux_admin::console_router(&cp);
         tokio::spawn(async move {
             gw.serve(
                 listener,
@@ -244,7 +247,7 @@ pub async fn run_gateway(
     writer_stop.cancel();
     // The writer gives up on a store that cannot take its records within its own bound (they
     // go to the spill file); this outer bound only guards against a task that hangs.
-    let bound = admin::calllog::SHUTDOWN_WRITE + Duration::from_secs(2);
+    let bound = llmux_admin::calllog::SHUTDOWN_WRITE + Duration::from_secs(2);
     if tokio::time::timeout(bound, tasks.wait()).await.is_err() {
         tracing::warn!("background tasks still running at exit");
     }
@@ -302,7 +305,7 @@ mod tests {
             Some(PathBuf::from("llmux-data/master.key"))
         );
         assert_eq!(
-            store::redact_url("postgres://u:p@h/db"),
+            llmux_store::redact_url("postgres://u:p@h/db"),
             "postgres://***@h/db"
         );
     }

@@ -167,7 +167,7 @@ fn chat_body(model: &str, stream: bool) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
     for (label, store_url, _guard) in backends().await {
-        let m = mock::MockServer::start(node(
+        let m = llmux_mock::MockServer::start(node(
             "m",
             &[
                 "llama3:latest",
@@ -582,12 +582,12 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_in_flight_at_sigterm_are_all_in_the_log_after_restart() {
-    let m = mock::MockServer::start(mock::MockConfig {
+    let m = llmux_mock::MockServer::start(llmux_mock::MockConfig {
         name: "slow".into(),
         models: vec!["llama3:latest".into(), "gpt-4o-mini".into()],
         chunk_delay: Duration::from_millis(100),
         chunks: 10,
-        ..mock::MockConfig::default()
+        ..llmux_mock::MockConfig::default()
     })
     .await
     .unwrap();
@@ -674,7 +674,7 @@ async fn calls_in_flight_at_sigterm_are_all_in_the_log_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_logged_only_when_asked_and_without_secrets() {
-    let m = mock::MockServer::start(node("m", &["llama3:latest"]))
+    let m = llmux_mock::MockServer::start(node("m", &["llama3:latest"]))
         .await
         .unwrap();
     for bodies in [false, true] {

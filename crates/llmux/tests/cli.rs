@@ -92,11 +92,11 @@ async fn sigterm_lets_an_open_stream_finish_then_exits_zero() {
     use std::io::{BufRead, BufReader};
     use std::time::{Duration, Instant};
 
-    let up = mock::MockServer::start(mock::MockConfig {
+    let up = llmux_mock::MockServer::start(llmux_mock::MockConfig {
         name: "slow".into(),
         chunks: 15,
         chunk_delay: Duration::from_millis(200),
-        ..mock::MockConfig::default()
+        ..llmux_mock::MockConfig::default()
     })
     .await
     .unwrap();

@@ -39,7 +39,7 @@ async fn sign_in(gw: &Llmux, user: &str, password: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_files_redirect_cookie_session_and_csrf() {
-    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
+    let a = llmux_mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
         .await
         .unwrap();
     let gw = Llmux::start(&ollama("gpu-a", &a.url()));
@@ -218,17 +218,17 @@ async fn calls(gw: &Llmux, query: &str) -> Vec<Value> {
 /// status, error class, time), whether it streamed, and the calls filters on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_call_log_keeps_every_attempt_and_filters_on_error_class_and_stream() {
-    let bad = mock::MockServer::start(mock::MockConfig {
-        faults: mock::Faults {
+    let bad = llmux_mock::MockServer::start(llmux_mock::MockConfig {
+        faults: llmux_mock::Faults {
             fail_rate: 1.0,
             fail_status: 500,
-            ..mock::Faults::default()
+            ..llmux_mock::Faults::default()
         },
         ..node("bad", &["gpt-4o-mini", "solo"])
     })
     .await
     .unwrap();
-    let good = mock::MockServer::start(node("good", &["gpt-4o-mini"]))
+    let good = llmux_mock::MockServer::start(node("good", &["gpt-4o-mini"]))
         .await
         .unwrap();
     let gw = Llmux::start(&format!(
@@ -315,7 +315,7 @@ async fn the_call_log_keeps_every_attempt_and_filters_on_error_class_and_stream(
 /// `…/enable` brings it back; both are audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_key_disabled_by_hand_gets_no_calls_until_enabled() {
-    let up = mock::MockServer::start(mock::MockConfig {
+    let up = llmux_mock::MockServer::start(llmux_mock::MockConfig {
         api_key: Some("sk-key-a".into()),
         extra_keys: vec!["sk-key-b".into()],
         ..node("p", &["gpt-4o-mini"])

@@ -132,8 +132,8 @@ async fn api_upstream_serves_at_once_is_encrypted_and_survives_restart() {
         let label = backend.label;
         let mut oc = node("prov", &["gpt-4o-mini"]);
         oc.api_key = Some(PROVIDER_KEY.into());
-        let o = mock::MockServer::start(oc).await.unwrap();
-        let a = mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
+        let o = llmux_mock::MockServer::start(oc).await.unwrap();
+        let a = llmux_mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
             .await
             .unwrap();
         let gw = Llmux::start_opts(opts(
@@ -425,7 +425,7 @@ async fn private_upstreams_need_the_setting() {
 async fn virtual_keys_on_the_data_plane() {
     for backend in backends().await {
         let label = backend.label;
-        let a = mock::MockServer::start(node("gpu-a", &["llama3:latest", "mistral:latest"]))
+        let a = llmux_mock::MockServer::start(node("gpu-a", &["llama3:latest", "mistral:latest"]))
             .await
             .unwrap();
         let gw = Llmux::start_opts(opts(
@@ -648,10 +648,10 @@ async fn roles_login_and_open_paths() {
 async fn hot_reload_refuses_bad_edits_and_rollback_restores_routing() {
     for backend in backends().await {
         let label = backend.label;
-        let a = mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
+        let a = llmux_mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
             .await
             .unwrap();
-        let b = mock::MockServer::start(node("gpu-b", &["mistral:latest"]))
+        let b = llmux_mock::MockServer::start(node("gpu-b", &["mistral:latest"]))
             .await
             .unwrap();
         let gw = Llmux::start_opts(opts(&backend, ollama("gpu-a", &a.url()), ""));
@@ -815,7 +815,7 @@ async fn hot_reload_refuses_bad_edits_and_rollback_restores_routing() {
 async fn migrate_rotate_and_a_store_that_cannot_open() {
     let mut oc = node("prov", &["gpt-4o-mini"]);
     oc.api_key = Some(PROVIDER_KEY.into());
-    let o = mock::MockServer::start(oc).await.unwrap();
+    let o = llmux_mock::MockServer::start(oc).await.unwrap();
     let gw = Llmux::start_opts(Opts {
         admin_extra: "allow_private_upstreams = true".into(),
         ..Opts::default()
@@ -886,7 +886,7 @@ async fn migrate_rotate_and_a_store_that_cannot_open() {
 async fn models_switch_off_and_aliases_route() {
     for backend in backends().await {
         let label = backend.label;
-        let a = mock::MockServer::start(node("gpu-a", &["llama3:latest", "mistral:latest"]))
+        let a = llmux_mock::MockServer::start(node("gpu-a", &["llama3:latest", "mistral:latest"]))
             .await
             .unwrap();
         let gw = Llmux::start_opts(opts(&backend, ollama("gpu-a", &a.url()), ""));

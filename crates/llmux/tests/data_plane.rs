@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use futures_util::StreamExt;
-use mock::{Faults, MockServer};
+use llmux_mock::{Faults, MockServer};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

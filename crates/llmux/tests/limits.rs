@@ -71,7 +71,7 @@ fn random_ip() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sixth_call_on_a_key_limited_to_five_gets_429() {
-    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
+    let a = llmux_mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
         .await
         .unwrap();
     let gw = Llmux::start(&format!(
@@ -153,7 +153,7 @@ async fn the_sixth_call_on_a_key_limited_to_five_gets_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_bad_keys_is_limited_per_ip_before_authentication() {
-    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
+    let a = llmux_mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
         .await
         .unwrap();
     let gw = Llmux::start(&format!(
@@ -188,7 +188,7 @@ async fn concurrency_two_with_three_slow_streams() {
     let mut cfg = node("slow", &["llama3:latest"]);
     cfg.chunk_delay = Duration::from_millis(150);
     cfg.chunks = 6;
-    let a = mock::MockServer::start(cfg).await.unwrap();
+    let a = llmux_mock::MockServer::start(cfg).await.unwrap();
     let gw = Llmux::start(&format!(
         "[auth]\nrequired = true\n{}",
         ollama("slow", &a.url())
@@ -253,7 +253,7 @@ async fn call_from(gw: &Llmux, ip: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_sharing_redis_admit_exactly_the_limit() {
     let Some(redis) = shared_redis() else { return };
-    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
+    let a = llmux_mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
         .await
         .unwrap();
     let body = format!(
@@ -334,7 +334,7 @@ async fn redis_stopped_mid_run_fails_open_and_is_used_again_when_back() {
         eprintln!("redis-server is not installed: skipping the Redis outage test");
         return;
     };
-    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
+    let a = llmux_mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
         .await
         .unwrap();
     let gw = Llmux::start(&format!(
@@ -386,7 +386,7 @@ async fn redis_stopped_mid_run_fails_open_and_is_used_again_when_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_limit_within_a_key() {
-    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest", "mistral:latest"]))
+    let a = llmux_mock::MockServer::start(node("gpu-a", &["llama3:latest", "mistral:latest"]))
         .await
         .unwrap();
     let gw = Llmux::start(&format!(
@@ -423,7 +423,7 @@ async fn a_model_limit_within_a_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_presented_virtual_key_is_honoured_when_auth_is_not_required() {
-    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest", "qwen2:latest"]))
+    let a = llmux_mock::MockServer::start(node("gpu-a", &["llama3:latest", "qwen2:latest"]))
         .await
         .unwrap();
     let gw = Llmux::start(&format!(
@@ -461,7 +461,7 @@ async fn a_presented_virtual_key_is_honoured_when_auth_is_not_required() {
 /// records the address the proxy appended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cannot_pick_its_own_address_in_x_forwarded_for() {
-    let a = mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
+    let a = llmux_mock::MockServer::start(node("gpu-a", &["llama3:latest"]))
         .await
         .unwrap();
     let gw = Llmux::start(&format!(

@@ -89,7 +89,7 @@ fn sigterm(gw: &Llmux) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_model_names_are_refused_and_cannot_stop_the_call_log() {
-    let m = mock::MockServer::start(node("m", &["gpt-4o-mini"]))
+    let m = llmux_mock::MockServer::start(node("m", &["gpt-4o-mini"]))
         .await
         .unwrap();
     /// `(store url, PostgreSQL schema dropped after its run)`; `None` url: SQLite.
@@ -159,7 +159,7 @@ async fn bad_model_names_are_refused_and_cannot_stop_the_call_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_are_billed_with_the_upstreams_usage_and_the_client_sees_no_usage_chunk() {
-    let m = mock::MockServer::start(mock::MockConfig {
+    let m = llmux_mock::MockServer::start(llmux_mock::MockConfig {
         chunks: 40,
         ..node("m", &["gpt-4o-mini"])
     })
@@ -208,7 +208,7 @@ async fn streams_are_billed_with_the_upstreams_usage_and_the_client_sees_no_usag
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_open_at_the_end_of_the_grace_period_are_cut_logged_and_billed() {
-    let m = mock::MockServer::start(mock::MockConfig {
+    let m = llmux_mock::MockServer::start(llmux_mock::MockConfig {
         chunk_delay: Duration::from_millis(100),
         chunks: 300,
         ..node("m", &["gpt-4o-mini", "llama3:latest"])
@@ -276,7 +276,7 @@ async fn streams_open_at_the_end_of_the_grace_period_are_cut_logged_and_billed()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_the_store_cannot_take_at_shutdown_are_spilled_and_replayed() {
-    let m = mock::MockServer::start(node("m", &["gpt-4o-mini"]))
+    let m = llmux_mock::MockServer::start(node("m", &["gpt-4o-mini"]))
         .await
         .unwrap();
     let gw = Llmux::start_with_server(
@@ -335,14 +335,14 @@ async fn records_the_store_cannot_take_at_shutdown_are_spilled_and_replayed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_logs_one_json_line() {
-    let m = mock::MockServer::start(node("m", &["gpt-4o-mini"]))
+    let m = llmux_mock::MockServer::start(node("m", &["gpt-4o-mini"]))
         .await
         .unwrap();
     // Streams of this one break after two chunks.
-    let broken = mock::MockServer::start(mock::MockConfig {
-        faults: mock::Faults {
+    let broken = llmux_mock::MockServer::start(llmux_mock::MockConfig {
+        faults: llmux_mock::Faults {
             drop_after: Some(2),
-            ..mock::Faults::default()
+            ..llmux_mock::Faults::default()
         },
         ..node("b", &["broken"])
     })
@@ -397,11 +397,11 @@ async fn every_call_logs_one_json_line() {
 async fn key_states_show_success_rate_and_latency_and_retries_are_counted() {
     // Every second generation call is refused with 429 (health checks are not): the second
     // call's first attempt fails on one key and is retried on the other.
-    let m = mock::MockServer::start(mock::MockConfig {
-        faults: mock::Faults {
+    let m = llmux_mock::MockServer::start(llmux_mock::MockConfig {
+        faults: llmux_mock::Faults {
             fail_rate: 0.5,
             fail_status: 429,
-            ..mock::Faults::default()
+            ..llmux_mock::Faults::default()
         },
         ..node("m", &["gpt-4o-mini"])
     })
@@ -452,7 +452,7 @@ async fn key_states_show_success_rate_and_latency_and_retries_are_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn sigkill_loss_window() {
-    let m = mock::MockServer::start(node("m", &["gpt-4o-mini"]))
+    let m = llmux_mock::MockServer::start(node("m", &["gpt-4o-mini"]))
         .await
         .unwrap();
     let gw = Llmux::start(&format!(
@@ -524,7 +524,7 @@ fn with_json_logs_start_up_errors_are_json_lines_too() {
 /// their one `call` line too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_refused_before_their_handler_log_one_line_too() {
-    let m = mock::MockServer::start(node("m", &["gpt-4o-mini"]))
+    let m = llmux_mock::MockServer::start(node("m", &["gpt-4o-mini"]))
         .await
         .unwrap();
     let gw = Llmux::start_opts(Opts {
@@ -583,7 +583,7 @@ async fn calls_refused_before_their_handler_log_one_line_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_and_hung_up_calls_log_their_line_with_the_model() {
-    let slow = mock::MockServer::start(mock::MockConfig {
+    let slow = llmux_mock::MockServer::start(llmux_mock::MockConfig {
         ttft: Duration::from_secs(5),
         ..node("slow", &["gpt-4o-mini"])
     })
@@ -642,7 +642,7 @@ async fn refused_and_hung_up_calls_log_their_line_with_the_model() {
 /// their dialect and logged and recorded as `shutdown`, before the call-log writer stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_still_waiting_at_the_end_of_the_grace_period_are_answered_and_recorded() {
-    let m = mock::MockServer::start(mock::MockConfig {
+    let m = llmux_mock::MockServer::start(llmux_mock::MockConfig {
         ttft: Duration::from_secs(30),
         ..node("m", &["gpt-4o-mini"])
     })

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use futures_util::StreamExt;
-use mock::{Faults, KeyRules, MockConfig, MockServer};
+use llmux_mock::{Faults, KeyRules, MockConfig, MockServer};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

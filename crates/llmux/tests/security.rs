@@ -155,7 +155,7 @@ async fn data_plane_p50(gw: &Llmux, window: Duration) -> f64 {
 /// its latency. Prints the figures (`--nocapture`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_neither_grows_memory_nor_slows_the_data_plane() {
-    let node = mock::MockServer::start(node("gpu", &["llama3:latest"]))
+    let node = llmux_mock::MockServer::start(node("gpu", &["llama3:latest"]))
         .await
         .unwrap();
     let gw = Llmux::start(&format!(
@@ -215,7 +215,7 @@ async fn a_login_flood_neither_grows_memory_nor_slows_the_data_plane() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_and_probes_work_while_the_limit_backend_is_down() {
-    let node = mock::MockServer::start(node("gpu", &["llama3:latest"]))
+    let node = llmux_mock::MockServer::start(node("gpu", &["llama3:latest"]))
         .await
         .unwrap();
     // Nothing listens on port 1: every rate-limit check fails, and fail_open = false refuses.

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use mock::{Faults, MockServer};
+use llmux_mock::{Faults, MockServer};
 use serde_json::{json, Value};
 
 /// An `[[upstreams]]` block of any kind, with a static model list.
@@ -440,7 +440,7 @@ async fn a_broken_responses_stream_ends_with_an_error_event() {
     let mut cfg = String::new();
     let mut mocks = Vec::new();
     for (name, kind) in [("oa", "openai"), ("ol", "ollama")] {
-        let m = MockServer::start(mock::MockConfig {
+        let m = MockServer::start(llmux_mock::MockConfig {
             chunks: 8,
             ..node(name, &["m:latest"])
         })

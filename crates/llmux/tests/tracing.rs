@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use mock::{Faults, MockConfig, MockServer};
+use llmux_mock::{Faults, MockConfig, MockServer};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -12,7 +12,7 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-pub(crate) use wire::time::rfc3339;
+pub(crate) use llmux_wire::time::rfc3339;
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 

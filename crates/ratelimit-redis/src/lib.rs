@@ -7,7 +7,7 @@
 //! RESP one (a few commands, a small connection pool) to keep a full Redis client library out
 //! of the build.
 
-use gateway::limits::{BackendError, BoxFuture, Check, Decision, SharedBackend};
+use llmux_gateway::limits::{BackendError, BoxFuture, Check, Decision, SharedBackend};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

@@ -1,6 +1,6 @@
 //! Provider API keys of an upstream, encrypted at rest, and their rotation to a new master key.
 
-use config::Secret;
+use llmux_config::Secret;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{enum_column, impl_from_row, on_pool, text_enum, write_tx, BackendKind};

@@ -3,7 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
-use config::Secret;
+use llmux_config::Secret;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 

@@ -1,5 +1,5 @@
 //! The fuzz targets' seed corpus as an ordinary test: every recorded provider sample, each of
-//! its prefixes and a few hostile inputs go through every parser (`wire::fuzzing`) without a panic.
+//! its prefixes and a few hostile inputs go through every parser (`llmux_wire::fuzzing`) without a panic.
 
 use std::path::Path;
 
@@ -46,9 +46,9 @@ fn every_parser_survives_the_corpus_and_its_prefixes() {
         let step = (sample.len() / 64).max(1);
         for end in (0..=sample.len()).step_by(step) {
             let data = &sample[..end];
-            wire::fuzzing::peek(data);
-            wire::fuzzing::decoders(data);
-            wire::fuzzing::streams(data);
+            llmux_wire::fuzzing::peek(data);
+            llmux_wire::fuzzing::decoders(data);
+            llmux_wire::fuzzing::streams(data);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The in-process limiter: GCRA per key in sharded maps, and concurrent-call counters.
 
 use super::{Check, Decision};
-use config::Rate;
+use llmux_config::Rate;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

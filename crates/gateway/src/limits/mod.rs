@@ -16,7 +16,8 @@ use crate::Gateway;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Response};
 use bytes::Bytes;
-use config::Rate;
+use llmux_config::Rate;
+use llmux_wire::{Dialect, ErrorKind};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +26,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use wire::{Dialect, ErrorKind};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -110,10 +110,13 @@ impl KeyLimits {
             return None;
         }
         let bare = model.split_once('/').map_or(model, |(_, m)| m);
-        let want = [wire::model::model_key(model), wire::model::model_key(bare)];
+        let want = [
+            llmux_wire::model::model_key(model),
+            llmux_wire::model::model_key(bare),
+        ];
         self.models
             .iter()
-            .find(|(m, _)| want.contains(&wire::model::model_key(m)))
+            .find(|(m, _)| want.contains(&llmux_wire::model::model_key(m)))
             .map(|(m, l)| (m.as_str(), *l))
     }
 }
@@ -495,7 +498,7 @@ fn model_checks(
     layers: &mut Vec<Layer>,
     grant: &mut TokenGrant,
 ) {
-    let name = wire::model::model_key(name);
+    let name = llmux_wire::model::model_key(name);
     if let Some(rpm) = m.rpm {
         checks.push(Check {
             key: format!("key:{}:model:{name}:rpm", id.key_id),
@@ -620,7 +623,7 @@ pub fn rejection(dialect: Dialect, layer: Layer, d: &Decision) -> Response<Body>
 /// are never believed, so a client cannot pick its own address.
 pub fn client_addr(
     req: &axum::extract::Request,
-    cfg: &config::LimitsConfig,
+    cfg: &llmux_config::LimitsConfig,
 ) -> Option<std::net::IpAddr> {
     let peer = req
         .extensions()
@@ -831,7 +834,7 @@ mod tests {
         req
     }
 
-    fn resolved(cfg: &config::LimitsConfig, peer: &str, xff: &[&str]) -> String {
+    fn resolved(cfg: &llmux_config::LimitsConfig, peer: &str, xff: &[&str]) -> String {
         client_addr(&from(peer, xff), cfg).unwrap().to_string()
     }
 
@@ -839,7 +842,7 @@ mod tests {
     /// the trusted proxies.
     #[test]
     fn forwarded_for_is_read_from_the_right_past_trusted_proxies() {
-        let mut cfg = config::LimitsConfig::default();
+        let mut cfg = llmux_config::LimitsConfig::default();
         // Not trusted: the peer, whatever the header says.
         assert_eq!(resolved(&cfg, "192.0.2.1", &["6.6.6.6"]), "192.0.2.1");
         cfg.trust_forwarded_for = true;
@@ -929,7 +932,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_shared_backend_outage_falls_back_to_local_counters_and_recovers() {
-        let gw = Gateway::new(config::Config::default()).unwrap();
+        let gw = Gateway::new(llmux_config::Config::default()).unwrap();
         let flaky = Arc::new(Flaky::default());
         flaky.up.store(true, Ordering::Relaxed);
         gw.limits

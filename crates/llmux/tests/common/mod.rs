@@ -231,11 +231,11 @@ pub fn openai(name: &str, url: &str, key: &str) -> String {
     format!("[[upstreams]]\nname = \"{name}\"\nkind = \"openai\"\nurl = \"{url}/v1\"\nkeys = [\"{key}\"]\n")
 }
 
-pub fn node(name: &str, models: &[&str]) -> mock::MockConfig {
-    mock::MockConfig {
+pub fn node(name: &str, models: &[&str]) -> llmux_mock::MockConfig {
+    llmux_mock::MockConfig {
         name: name.to_string(),
         models: models.iter().map(|m| m.to_string()).collect(),
-        ..mock::MockConfig::default()
+        ..llmux_mock::MockConfig::default()
     }
 }
 

@@ -1,9 +1,9 @@
 //! Test harness: migrated stores on a temp SQLite file and, if configured, a fresh Postgres schema.
 
+use llmux_store::{BackendKind, Store};
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
-use store::{BackendKind, Store};
 use tempfile::TempDir;
 
 /// The environment variable naming a PostgreSQL database for the tests.

@@ -6,14 +6,14 @@ mod security;
 
 use std::os::unix::fs::PermissionsExt as _;
 
-use config::Secret;
 use harness::backends;
-use serde_json::json;
-use store::{
+use llmux_config::Secret;
+use llmux_store::{
     sealed_key_id, AppPatch, CallFilter, CallRecord, KeyLimits, KeyState, KeyStatus, MasterKey,
     MasterKeys, ModelOrigin, NewApp, NewAuditEvent, NewConfigRevision, NewModel, NewUpstream,
     NewVirtualKey, Role, Source, Store, StoreError, UsageGroup, UsageQuery, VirtualKeyUpdate,
 };
+use serde_json::json;
 
 fn upstream(name: &str) -> NewUpstream {
     NewUpstream {
@@ -879,14 +879,14 @@ async fn call_log_keeps_every_attempt_and_filters_on_error_class_and_stream() {
         let mut failed_over = call(1, None);
         failed_over.stream = Some(true);
         failed_over.attempt_log = vec![
-            store::Attempt {
+            llmux_store::Attempt {
                 upstream: "bad".to_owned(),
                 key_id: Some("key_1".to_owned()),
                 status: Some(500),
                 error_class: Some("upstream_error".to_owned()),
                 ms: 12,
             },
-            store::Attempt {
+            llmux_store::Attempt {
                 upstream: "primary".to_owned(),
                 key_id: None,
                 status: Some(200),
@@ -963,11 +963,11 @@ async fn call_log_batch_insert_of_1000_rows() {
 
         // The indexes exist (created by the initial migration).
         let index_sql = match s.kind() {
-            store::BackendKind::Sqlite => {
+            llmux_store::BackendKind::Sqlite => {
                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'call_log' \
                  AND name IN ('call_log_created_at', 'call_log_app_created_at')"
             }
-            store::BackendKind::Postgres => {
+            llmux_store::BackendKind::Postgres => {
                 "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema() \
                  AND tablename = 'call_log' \
                  AND indexname IN ('call_log_created_at', 'call_log_app_created_at')"

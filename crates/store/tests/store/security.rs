@@ -4,8 +4,8 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
-use config::Secret;
-use store::{Role, Store, StoreError};
+use llmux_config::Secret;
+use llmux_store::{Role, Store, StoreError};
 
 use crate::harness::backends;
 

@@ -1,3 +1,3 @@
 #![no_main]
-//! Fuzz target: `wire::fuzzing::decoders` on arbitrary bytes.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| wire::fuzzing::decoders(data));
+//! Fuzz target: `llmux_wire::fuzzing::decoders` on arbitrary bytes.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| llmux_wire::fuzzing::decoders(data));

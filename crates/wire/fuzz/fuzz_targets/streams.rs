@@ -1,3 +1,3 @@
 #![no_main]
-//! Fuzz target: `wire::fuzzing::streams` on arbitrary bytes.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| wire::fuzzing::streams(data));
+//! Fuzz target: `llmux_wire::fuzzing::streams` on arbitrary bytes.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| llmux_wire::fuzzing::streams(data));
