@@ -141,6 +141,8 @@ def main():
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--port-base", type=int, default=18100)
     ap.add_argument("--setup-seconds", type=int, default=0)
+    ap.add_argument("--baseline", default=None,
+                    help="another llmux binary: each llmux target is also measured on it, as NAME@base")
     a = ap.parse_args()
 
     cfg = {
@@ -235,6 +237,8 @@ def measure(a, cfg, root, raw, procs, run, install_notes):
     variants = sorted(glob.glob(os.path.join(root, "bench", "configs", "llmux*.toml.in")))
     for i, v in enumerate(variants):
         ports["llmux:" + os.path.basename(v)] = base + 21 + i
+        if a.baseline:
+            ports["llmux@base:" + os.path.basename(v)] = base + 51 + i
     busy = [f"{k}={p}" for k, p in ports.items() if not P.port_free(p)]
     if busy:
         raise SystemExit(f"bench: ports in use: {', '.join(busy)} (pick others with --port-base)")
@@ -508,13 +512,18 @@ def build_targets(only, root, a, ports, up_fast, nginx, bin_llmux, tools, worker
                 "nginx-proxy", [nginx, "-c", conf, "-p", ngdir, "-e", os.path.join(ngdir, "error.log")])
         targets.append(t)
 
-    for v in variants:
-        name = os.path.basename(v)[: -len(".toml.in")]
-        if name not in only:
+    # With --baseline, every llmux target is measured twice in the same rounds: on this tree's
+    # binary and on the baseline binary (NAME@base), so before/after is one run's ratio.
+    builds = [("", "llmux:", bin_llmux)] + ([("@base", "llmux@base:", os.path.abspath(a.baseline))] if a.baseline else [])
+    for v, (suffix, port_key, exe) in [(v, b) for v in variants for b in builds]:
+        vname = os.path.basename(v)[: -len(".toml.in")]
+        if vname not in only:
             continue
-        port = ports["llmux:" + os.path.basename(v)]
-        t = Target(name, name, "2-thread tokio runtime (default); LLMUX_LOG=warn")
-        t.version = cmd_version([bin_llmux, "--version"])
+        name = vname + suffix
+        port = ports[port_key + os.path.basename(v)]
+        t = Target(name, name, "2-thread tokio runtime (default); LLMUX_LOG=warn"
+                   + (f"; baseline binary {exe}" if suffix else ""))
+        t.version = cmd_version([exe, "--version"])
         cfg_path = os.path.join(a.run_dir, f"{name}.toml")
         text = render(v, cfg_path, port=port, up_fast=up["fast"], up_stream=up["stream"], up_slow=up["slow"])
         with open(os.path.join(raw, f"{name}.toml"), "w") as f:
@@ -531,8 +540,8 @@ def build_targets(only, root, a, ports, up_fast, nginx, bin_llmux, tools, worker
                 t.admin_token = line.split("=", 1)[1].strip().strip('"')
         for k in up:
             t.urls[k] = (f"http://127.0.0.1:{port}{cc}", hdrs)
-        t.start = lambda procs, name=name, cfg_path=cfg_path: procs.start(
-            name, [bin_llmux, "serve", "--config", cfg_path], env={"LLMUX_LOG": "warn"})
+        t.start = lambda procs, name=name, cfg_path=cfg_path, exe=exe: procs.start(
+            name, [exe, "serve", "--config", cfg_path], env={"LLMUX_LOG": "warn"})
         targets.append(t)
 
     if "litellm" in only:
