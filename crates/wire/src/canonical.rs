@@ -241,3 +241,25 @@ pub trait Codec: Sync {
     /// An upstream error body (any status) → its message, for re-rendering in the client's dialect.
     fn error_message(&self, body: &[u8]) -> Option<String>;
 }
+
+/// `data:<media type>;base64,<data>` → its parts; anything else is a plain URL.
+pub(crate) fn image_from_url(url: &str) -> Image {
+    if let Some(rest) = url.strip_prefix("data:") {
+        if let Some((head, data)) = rest.split_once(',') {
+            if let Some(media_type) = head.strip_suffix(";base64") {
+                return Image::Base64 {
+                    media_type: media_type.to_string(),
+                    data: data.to_string(),
+                };
+            }
+        }
+    }
+    Image::Url(url.to_string())
+}
+
+pub(crate) fn image_to_url(image: &Image) -> String {
+    match image {
+        Image::Url(u) => u.clone(),
+        Image::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+    }
+}

@@ -3,11 +3,19 @@
 //! Pure: no I/O, no async runtime. Everything here runs on the hot path or in parsers that are fuzzed,
 //! so it never panics on any input.
 
+pub mod anthropic;
 pub mod body;
 pub mod canonical;
 pub mod dialect;
+pub mod embed;
 pub mod fuzzing;
+pub mod gemini;
+mod ids;
+mod json;
 pub mod model;
+pub mod ollama;
+pub mod openai;
+pub mod stream;
 pub mod time;
 pub mod translate;
 

@@ -1,0 +1,211 @@
+//! The canonical form → an Anthropic Messages request body for an upstream.
+
+use super::DEFAULT_MAX_TOKENS;
+use crate::canonical::{
+    ChatRequest, Image, Part, ResponseFormat, Role, ToolChoice, TranslateError,
+};
+use crate::ids::new_id;
+use crate::json::empty_schema;
+use serde_json::{json, Map, Value};
+
+fn image_block(img: &Image) -> Value {
+    match img {
+        Image::Url(u) => json!({"type": "image", "source": {"type": "url", "url": u}}),
+        Image::Base64 { media_type, data } => json!({
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }),
+    }
+}
+
+fn content_blocks(parts: &[Part]) -> Vec<Value> {
+    parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Text(t) if t.is_empty() => None,
+            Part::Text(t) => Some(json!({"type": "text", "text": t})),
+            Part::Image(img) => Some(image_block(img)),
+        })
+        .collect()
+}
+
+/// Tool call arguments (JSON text) → the `input` object Anthropic wants.
+pub(super) fn arguments_object(args: &str) -> Option<Value> {
+    if args.trim().is_empty() {
+        return Some(json!({}));
+    }
+    match serde_json::from_str::<Value>(args) {
+        Ok(v @ Value::Object(_)) => Some(v),
+        _ => None,
+    }
+}
+
+pub(super) fn tool_use_id(id: &str) -> String {
+    if id.is_empty() {
+        new_id("toolu_")
+    } else {
+        id.to_string()
+    }
+}
+
+fn encode_messages(req: &ChatRequest) -> Result<Vec<Value>, TranslateError> {
+    // (role, blocks), consecutive same-role turns merged.
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for (i, m) in req.messages.iter().enumerate() {
+        let (role, blocks) = match m.role {
+            Role::User => ("user", content_blocks(&m.content)),
+            Role::Assistant => {
+                let mut blocks = Vec::new();
+                for (j, p) in m.content.iter().enumerate() {
+                    match p {
+                        Part::Text(t) if t.is_empty() => {}
+                        Part::Text(t) => blocks.push(json!({"type": "text", "text": t})),
+                        Part::Image(_) => {
+                            return Err(TranslateError::new(
+                                format!("messages[{i}].content[{j}]"),
+                                "Anthropic assistant turns cannot carry images",
+                            ))
+                        }
+                    }
+                }
+                for (j, c) in m.tool_calls.iter().enumerate() {
+                    let input = arguments_object(&c.arguments).ok_or_else(|| {
+                        TranslateError::new(
+                            format!("messages[{i}].tool_calls[{j}].arguments"),
+                            "tool call arguments must be a JSON object",
+                        )
+                    })?;
+                    blocks.push(json!({
+                        "type": "tool_use",
+                        "id": tool_use_id(&c.id),
+                        "name": c.name,
+                        "input": input,
+                    }));
+                }
+                ("assistant", blocks)
+            }
+            Role::Tool => {
+                let id = m.tool_call_id.clone().ok_or_else(|| {
+                    TranslateError::new(
+                        format!("messages[{i}].tool_call_id"),
+                        "a tool result must name the call it answers",
+                    )
+                })?;
+                let content = match m.content.as_slice() {
+                    [] => json!(""),
+                    [Part::Text(t)] => json!(t),
+                    parts => Value::Array(content_blocks(parts)),
+                };
+                let block = json!({"type": "tool_result", "tool_use_id": id, "content": content});
+                ("user", vec![block])
+            }
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some((r, b)) if *r == role => b.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    Ok(turns
+        .into_iter()
+        .map(|(role, blocks)| {
+            // Tool results must open a user turn.
+            let (mut results, rest): (Vec<Value>, Vec<Value>) = blocks
+                .into_iter()
+                .partition(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"));
+            results.extend(rest);
+            json!({"role": role, "content": results})
+        })
+        .collect())
+}
+
+pub(super) fn encode_request(req: &ChatRequest) -> Result<Value, TranslateError> {
+    match &req.response_format {
+        Some(ResponseFormat::JsonObject) | Some(ResponseFormat::JsonSchema { .. }) => {
+            return Err(TranslateError::new(
+                "response_format",
+                "Anthropic Messages has no JSON response format",
+            ))
+        }
+        Some(ResponseFormat::Text) | None => {}
+    }
+    if req.seed.is_some() {
+        return Err(TranslateError::new(
+            "seed",
+            "Anthropic Messages has no seed",
+        ));
+    }
+    if req.frequency_penalty.is_some_and(|p| p != 0.0) {
+        return Err(TranslateError::new(
+            "frequency_penalty",
+            "Anthropic Messages has no frequency penalty",
+        ));
+    }
+    if req.presence_penalty.is_some_and(|p| p != 0.0) {
+        return Err(TranslateError::new(
+            "presence_penalty",
+            "Anthropic Messages has no presence penalty",
+        ));
+    }
+    let mut o = Map::new();
+    o.insert("model".into(), json!(req.model));
+    o.insert(
+        "max_tokens".into(),
+        json!(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+    );
+    if let Some(s) = req.system.as_deref().filter(|s| !s.is_empty()) {
+        o.insert("system".into(), json!(s));
+    }
+    o.insert("messages".into(), Value::Array(encode_messages(req)?));
+    if let Some(t) = req.temperature {
+        o.insert("temperature".into(), json!(t));
+    }
+    if let Some(t) = req.top_p {
+        o.insert("top_p".into(), json!(t));
+    }
+    if let Some(k) = req.top_k {
+        o.insert("top_k".into(), json!(k));
+    }
+    if !req.stop.is_empty() {
+        o.insert("stop_sequences".into(), json!(req.stop));
+    }
+    if req.stream {
+        o.insert("stream".into(), json!(true));
+    }
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut v = Map::new();
+                v.insert("name".into(), json!(t.name));
+                if let Some(d) = &t.description {
+                    v.insert("description".into(), json!(d));
+                }
+                let schema = if t.parameters.is_null() {
+                    empty_schema()
+                } else {
+                    t.parameters.clone()
+                };
+                v.insert("input_schema".into(), schema);
+                Value::Object(v)
+            })
+            .collect();
+        o.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(tc) = &req.tool_choice {
+        let v = match tc {
+            ToolChoice::Auto => json!({"type": "auto"}),
+            ToolChoice::None => json!({"type": "none"}),
+            ToolChoice::Required => json!({"type": "any"}),
+            ToolChoice::Tool(name) => json!({"type": "tool", "name": name}),
+        };
+        o.insert("tool_choice".into(), v);
+    }
+    if let Some(u) = &req.user {
+        o.insert("metadata".into(), json!({"user_id": u}));
+    }
+    Ok(Value::Object(o))
+}

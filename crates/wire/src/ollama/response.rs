@@ -1,0 +1,162 @@
+//! Whole Ollama answers ⇄ the canonical form, and error bodies.
+
+use crate::canonical::{FinishReason, ToolCall, Usage};
+use crate::time::rfc3339;
+use serde_json::{json, Map, Value};
+use std::time::SystemTime;
+
+pub(super) fn done_reason(f: &FinishReason) -> &'static str {
+    match f {
+        FinishReason::Length => "length",
+        FinishReason::Stop | FinishReason::ToolCalls | FinishReason::ContentFilter => "stop",
+    }
+}
+
+pub(super) fn map_done_reason(reason: Option<&str>, has_calls: bool) -> FinishReason {
+    match reason {
+        Some("length") => FinishReason::Length,
+        _ if has_calls => FinishReason::ToolCalls,
+        _ => FinishReason::Stop,
+    }
+}
+
+pub(super) fn decode_usage(v: &Value) -> Usage {
+    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Usage {
+        input_tokens: n("prompt_eval_count"),
+        output_tokens: n("eval_count"),
+    }
+}
+
+pub(super) fn error_of(v: &Value) -> Option<String> {
+    let e = v.get("error")?;
+    Some(match e {
+        Value::String(s) => s.clone(),
+        other => other
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| other.to_string(), str::to_string),
+    })
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `2023-08-04T19:22:45.499127Z` or `…-07:00` → Unix seconds.
+pub(super) fn parse_rfc3339(s: &str) -> Option<u64> {
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|b| b.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut rest = s.get(19..)?;
+    if let Some(r) = rest.strip_prefix('.') {
+        rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = if rest.eq_ignore_ascii_case("z") {
+        0
+    } else {
+        let sign = match rest.get(..1)? {
+            "+" => 1,
+            "-" => -1,
+            _ => return None,
+        };
+        let oh: i64 = rest.get(1..3)?.parse().ok()?;
+        let om: i64 = rest.get(4..6)?.parse().ok()?;
+        sign * (oh * 3600 + om * 60)
+    };
+    let t = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset;
+    u64::try_from(t).ok()
+}
+
+/// An answer's (text, tool calls) from an Ollama chat `message` or generate `response`.
+pub(super) fn answer_of(v: &Value, token: &str, first_index: usize) -> (String, Vec<ToolCall>) {
+    if let Some(r) = v.get("response").and_then(Value::as_str) {
+        return (r.to_string(), Vec::new());
+    }
+    let Some(m) = v.get("message") else {
+        return (String::new(), Vec::new());
+    };
+    let text = m
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut calls = Vec::new();
+    for c in m
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let Some(f) = c.get("function") else {
+            continue;
+        };
+        let Some(name) = f.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let arguments = match f.get("arguments") {
+            Some(a @ Value::Object(_)) => a.to_string(),
+            Some(Value::String(s)) => s.clone(),
+            _ => "{}".to_string(),
+        };
+        let n = first_index + calls.len();
+        let id = match c.get("id").and_then(Value::as_str) {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => format!("call_{token}_{n}"),
+        };
+        calls.push(ToolCall {
+            id,
+            name: name.to_string(),
+            arguments,
+        });
+    }
+    (text, calls)
+}
+
+/// The timing fields of a `done` line.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Timing {
+    pub(super) total: u64,
+    pub(super) prompt_eval: u64,
+    pub(super) eval: u64,
+}
+
+pub(super) fn done_fields(
+    line: &mut Map<String, Value>,
+    finish: &FinishReason,
+    usage: Usage,
+    t: Timing,
+) {
+    line.insert("done".to_string(), json!(true));
+    line.insert("done_reason".to_string(), json!(done_reason(finish)));
+    line.insert("total_duration".to_string(), json!(t.total));
+    line.insert("load_duration".to_string(), json!(0));
+    line.insert("prompt_eval_count".to_string(), json!(usage.input_tokens));
+    line.insert("prompt_eval_duration".to_string(), json!(t.prompt_eval));
+    line.insert("eval_count".to_string(), json!(usage.output_tokens));
+    line.insert("eval_duration".to_string(), json!(t.eval));
+}
+
+pub(super) fn base_line(model: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("model".to_string(), json!(model));
+    m.insert("created_at".to_string(), json!(rfc3339(SystemTime::now())));
+    m
+}

@@ -1,0 +1,95 @@
+//! An Ollama NDJSON stream → canonical stream events.
+
+use super::response::{answer_of, decode_usage, error_of, map_done_reason};
+use super::{bad, fresh_token};
+use crate::canonical::{StreamDecoder, StreamEvent, TranslateError};
+use crate::stream::framing::LineSplitter;
+use serde_json::Value;
+
+#[derive(Default)]
+pub(super) struct OllamaStreamDecoder {
+    splitter: LineSplitter,
+    lines: Vec<String>,
+    started: bool,
+    token: String,
+    calls: usize,
+    done: bool,
+}
+
+impl OllamaStreamDecoder {
+    fn line(&mut self, line: &str, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| bad("", format!("Ollama stream line is not valid JSON: {e}")))?;
+        if let Some(msg) = error_of(&v) {
+            out.push(StreamEvent::Error(msg));
+            return Ok(());
+        }
+        if !v.is_object() {
+            return Err(bad("", "Ollama stream line is not a JSON object"));
+        }
+        if !self.started {
+            self.started = true;
+            self.token = fresh_token();
+            out.push(StreamEvent::Start {
+                id: format!("ollama-{}", self.token),
+                model: v
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+        }
+        let (text, calls) = answer_of(&v, &self.token, self.calls);
+        if !text.is_empty() {
+            out.push(StreamEvent::Text(text));
+        }
+        for c in calls {
+            let index = self.calls;
+            self.calls += 1;
+            out.push(StreamEvent::ToolCallStart {
+                index,
+                id: c.id,
+                name: c.name,
+            });
+            out.push(StreamEvent::ToolCallArgs {
+                index,
+                fragment: c.arguments,
+            });
+        }
+        if v.get("done").and_then(Value::as_bool) == Some(true) && !self.done {
+            self.done = true;
+            out.push(StreamEvent::Finish(map_done_reason(
+                v.get("done_reason").and_then(Value::as_str),
+                self.calls > 0,
+            )));
+            out.push(StreamEvent::Usage(decode_usage(&v)));
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        let lines = std::mem::take(&mut self.lines);
+        let mut result = Ok(());
+        for l in &lines {
+            if let Err(e) = self.line(l, out) {
+                result = Err(e);
+                break;
+            }
+        }
+        self.lines = lines;
+        self.lines.clear();
+        result
+    }
+}
+
+impl StreamDecoder for OllamaStreamDecoder {
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        self.splitter.feed(chunk, &mut self.lines);
+        self.drain(out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        self.splitter.finish(&mut self.lines);
+        self.drain(out)
+    }
+}

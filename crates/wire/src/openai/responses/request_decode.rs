@@ -1,0 +1,320 @@
+//! Responses API request bodies → the canonical form; refuses what a stateless translation cannot do.
+
+use crate::canonical::{
+    image_from_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
+    TranslateError,
+};
+use crate::json::{
+    as_obj, empty_schema, field, opt_array, opt_bool, opt_f64, opt_str, opt_u32, path, req_str, Obj,
+};
+use serde_json::{json, Value};
+
+/// Fields that need server-side state or features no other dialect has.
+const REFUSED: [(&str, &str); 5] = [
+    (
+        "previous_response_id",
+        "stored conversations cannot be translated; send the whole conversation in `input`",
+    ),
+    (
+        "conversation",
+        "stored conversations cannot be translated; send the whole conversation in `input`",
+    ),
+    ("prompt", "stored prompt templates cannot be translated"),
+    ("reasoning", "reasoning options cannot be translated"),
+    ("top_logprobs", "logprobs cannot be translated"),
+];
+
+fn reject_fields(o: &Obj) -> Result<(), TranslateError> {
+    for (key, why) in REFUSED {
+        if field(o, key).is_some() {
+            return Err(TranslateError::new(key, why));
+        }
+    }
+    if opt_bool(o, "", "background")? == Some(true) {
+        return Err(TranslateError::new(
+            "background",
+            "background responses cannot be translated",
+        ));
+    }
+    Ok(())
+}
+
+/// A message's `content`: a string or an array of `input_text` / `input_image` / `output_text` parts.
+pub(super) fn decode_content(v: Option<&Value>, at: &str) -> Result<Vec<Part>, TranslateError> {
+    let parts = match v {
+        None => return Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => return Ok(Vec::new()),
+        Some(Value::String(s)) => return Ok(vec![Part::Text(s.clone())]),
+        Some(Value::Array(parts)) => parts,
+        Some(_) => {
+            return Err(TranslateError::new(
+                at,
+                "must be a string or an array of content parts",
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for (j, part) in parts.iter().enumerate() {
+        let pp = format!("{at}[{j}]");
+        let po = as_obj(part, &pp)?;
+        let ty = req_str(po, &pp, "type")?;
+        match ty.as_str() {
+            "input_text" | "output_text" | "text" => {
+                let text = req_str(po, &pp, "text")?;
+                if !text.is_empty() {
+                    out.push(Part::Text(text));
+                }
+            }
+            "refusal" => out.push(Part::Text(req_str(po, &pp, "refusal")?)),
+            "input_image" => match opt_str(po, &pp, "image_url")? {
+                Some(url) => out.push(Part::Image(image_from_url(&url))),
+                None => {
+                    return Err(TranslateError::new(
+                        path(&pp, "image_url"),
+                        "is required (images by `file_id` cannot be translated)",
+                    ))
+                }
+            },
+            other => {
+                return Err(TranslateError::new(
+                    path(&pp, "type"),
+                    format!("content part type `{other}` cannot be translated"),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn text_of(parts: Vec<Part>) -> String {
+    parts
+        .into_iter()
+        .filter_map(|p| match p {
+            Part::Text(t) => Some(t),
+            Part::Image(_) => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The assistant message that collects function calls: the last message when it is the
+/// assistant's, else a new one.
+fn assistant_turn(messages: &mut Vec<Message>) -> &mut Message {
+    let reuse = messages.last().is_some_and(|m| m.role == Role::Assistant);
+    if !reuse {
+        messages.push(Message {
+            role: Role::Assistant,
+            content: Vec::new(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        });
+    }
+    let last = messages.len() - 1;
+    &mut messages[last]
+}
+
+fn decode_input(
+    o: &Obj,
+    system: &mut Vec<String>,
+    messages: &mut Vec<Message>,
+) -> Result<(), TranslateError> {
+    let items = match field(o, "input") {
+        None => return Err(TranslateError::new("input", "is required")),
+        Some(Value::String(s)) => {
+            messages.push(Message {
+                role: Role::User,
+                content: vec![Part::Text(s.clone())],
+                tool_calls: Vec::new(),
+                tool_call_id: None,
+                name: None,
+            });
+            return Ok(());
+        }
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(TranslateError::new(
+                "input",
+                "must be a string or an array of input items",
+            ))
+        }
+    };
+    // Call id → function name, so outputs can carry the name (Gemini needs it).
+    let mut names: Vec<(String, String)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let p = format!("input[{i}]");
+        let it = as_obj(item, &p)?;
+        let ty = opt_str(it, &p, "type")?.unwrap_or_else(|| "message".to_string());
+        match ty.as_str() {
+            "message" => {
+                let role = req_str(it, &p, "role")?;
+                let content = decode_content(field(it, "content"), &path(&p, "content"))?;
+                let role = match role.as_str() {
+                    "system" | "developer" => {
+                        system.push(text_of(content));
+                        continue;
+                    }
+                    "user" => Role::User,
+                    "assistant" => Role::Assistant,
+                    other => {
+                        return Err(TranslateError::new(
+                            path(&p, "role"),
+                            format!("unknown role `{other}`"),
+                        ))
+                    }
+                };
+                messages.push(Message {
+                    role,
+                    content,
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                    name: None,
+                });
+            }
+            "function_call" => {
+                let call = ToolCall {
+                    id: req_str(it, &p, "call_id")?,
+                    name: req_str(it, &p, "name")?,
+                    arguments: opt_str(it, &p, "arguments")?.unwrap_or_else(|| "{}".into()),
+                };
+                names.push((call.id.clone(), call.name.clone()));
+                assistant_turn(messages).tool_calls.push(call);
+            }
+            "function_call_output" => {
+                let id = req_str(it, &p, "call_id")?;
+                let content = decode_content(field(it, "output"), &path(&p, "output"))?;
+                let name = names
+                    .iter()
+                    .rev()
+                    .find(|(cid, _)| *cid == id)
+                    .map(|(_, n)| n.clone());
+                messages.push(Message {
+                    role: Role::Tool,
+                    content,
+                    tool_calls: Vec::new(),
+                    tool_call_id: Some(id),
+                    name,
+                });
+            }
+            // The model's hidden reasoning from an earlier turn: other dialects have no place for it.
+            "reasoning" => {}
+            other => {
+                return Err(TranslateError::new(
+                    path(&p, "type"),
+                    format!("input item type `{other}` cannot be translated"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode_tools(o: &Obj) -> Result<Vec<Tool>, TranslateError> {
+    let Some(tools) = opt_array(o, "", "tools")? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(tools.len());
+    for (i, t) in tools.iter().enumerate() {
+        let tp = format!("tools[{i}]");
+        let t = as_obj(t, &tp)?;
+        let ty = req_str(t, &tp, "type")?;
+        if ty != "function" {
+            return Err(TranslateError::new(
+                path(&tp, "type"),
+                format!("built-in tool `{ty}` cannot be translated; only function tools can"),
+            ));
+        }
+        out.push(Tool {
+            name: req_str(t, &tp, "name")?,
+            description: opt_str(t, &tp, "description")?,
+            parameters: field(t, "parameters").cloned().unwrap_or_else(empty_schema),
+        });
+    }
+    Ok(out)
+}
+
+fn decode_tool_choice(o: &Obj) -> Result<Option<ToolChoice>, TranslateError> {
+    match field(o, "tool_choice") {
+        None => Ok(None),
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Ok(Some(ToolChoice::Auto)),
+            "none" => Ok(Some(ToolChoice::None)),
+            "required" => Ok(Some(ToolChoice::Required)),
+            other => Err(TranslateError::new(
+                "tool_choice",
+                format!("unknown tool_choice `{other}`"),
+            )),
+        },
+        Some(Value::Object(tc)) => {
+            let ty = opt_str(tc, "tool_choice", "type")?.unwrap_or_default();
+            if ty != "function" {
+                return Err(TranslateError::new(
+                    "tool_choice.type",
+                    format!("tool_choice type `{ty}` cannot be translated"),
+                ));
+            }
+            Ok(Some(ToolChoice::Tool(req_str(tc, "tool_choice", "name")?)))
+        }
+        Some(_) => Err(TranslateError::new(
+            "tool_choice",
+            "must be a string or an object",
+        )),
+    }
+}
+
+/// `text.format`: `{"type":"text"}`, `{"type":"json_object"}` or
+/// `{"type":"json_schema","name","schema","strict"}` (flat, unlike chat's `response_format`).
+fn decode_text_format(o: &Obj) -> Result<Option<ResponseFormat>, TranslateError> {
+    let Some(text) = field(o, "text") else {
+        return Ok(None);
+    };
+    let text = as_obj(text, "text")?;
+    let Some(format) = field(text, "format") else {
+        return Ok(None);
+    };
+    let at = "text.format";
+    let f = as_obj(format, at)?;
+    match req_str(f, at, "type")?.as_str() {
+        "text" => Ok(Some(ResponseFormat::Text)),
+        "json_object" => Ok(Some(ResponseFormat::JsonObject)),
+        "json_schema" => Ok(Some(ResponseFormat::JsonSchema {
+            name: opt_str(f, at, "name")?.unwrap_or_else(|| "response".to_string()),
+            schema: field(f, "schema").cloned().unwrap_or_else(|| json!({})),
+            strict: opt_bool(f, at, "strict")?.unwrap_or(false),
+        })),
+        other => Err(TranslateError::new(
+            "text.format.type",
+            format!("text format `{other}` cannot be translated"),
+        )),
+    }
+}
+
+pub(super) fn decode_request(o: &Obj) -> Result<ChatRequest, TranslateError> {
+    reject_fields(o)?;
+    let mut req = ChatRequest {
+        model: req_str(o, "", "model")?,
+        ..ChatRequest::default()
+    };
+    let mut system = Vec::new();
+    if let Some(instructions) = opt_str(o, "", "instructions")? {
+        system.push(instructions);
+    }
+    decode_input(o, &mut system, &mut req.messages)?;
+    if !system.is_empty() {
+        req.system = Some(system.join("\n\n"));
+    }
+    req.max_tokens = opt_u32(o, "", "max_output_tokens")?;
+    req.temperature = opt_f64(o, "", "temperature")?;
+    req.top_p = opt_f64(o, "", "top_p")?;
+    req.stream = opt_bool(o, "", "stream")?.unwrap_or(false);
+    // The Responses API always reports usage, streamed or not.
+    req.include_usage = true;
+    req.user = match opt_str(o, "", "user")? {
+        Some(u) => Some(u),
+        None => opt_str(o, "", "safety_identifier")?,
+    };
+    req.tools = decode_tools(o)?;
+    req.tool_choice = decode_tool_choice(o)?;
+    req.response_format = decode_text_format(o)?;
+    Ok(req)
+}
