@@ -42,3 +42,8 @@ pub(crate) fn now_secs() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// A short unique token for ids the upstream did not give (Gemini's and Ollama's tool calls).
+pub(crate) fn fresh_token() -> String {
+    new_id("")
+}

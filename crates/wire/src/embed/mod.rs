@@ -19,6 +19,7 @@ pub use crate::gemini::embed::{
     decode_gemini_response, encode_gemini_batch_request, encode_gemini_batch_response,
     encode_gemini_request, encode_gemini_response,
 };
+use crate::json::{as_u32, bad, typed};
 pub use crate::ollama::embed::{
     decode_ollama_legacy_request, decode_ollama_legacy_response, decode_ollama_request,
     decode_ollama_response, encode_ollama_legacy_request, encode_ollama_legacy_response,
@@ -32,10 +33,6 @@ pub use crate::openai::embed::{
 use crate::canonical::TranslateError;
 use serde::Serialize;
 use serde_json::Value;
-
-pub(crate) fn bad(field: impl Into<String>, message: impl Into<String>) -> TranslateError {
-    TranslateError::new(field, message)
-}
 
 pub(crate) fn parse(body: &[u8]) -> Result<Value, TranslateError> {
     let v: Value = serde_json::from_slice(body)
@@ -68,22 +65,13 @@ pub(crate) fn opt_str<'a>(
     key: &str,
     path: &str,
 ) -> Result<Option<&'a str>, TranslateError> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(bad(path, "expected a string")),
-    }
+    let x = v.get(key).filter(|x| !x.is_null());
+    typed(x, Value::as_str, || bad(path, "expected a string"))
 }
 
 pub(crate) fn opt_u32(v: Option<&Value>, path: &str) -> Result<Option<u32>, TranslateError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(x) => x
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| bad(path, "expected a non-negative integer")),
-    }
+    let x = v.filter(|x| !x.is_null());
+    typed(x, as_u32, || bad(path, "expected a non-negative integer"))
 }
 
 pub(crate) fn to_bytes<T: Serialize>(v: &T) -> Vec<u8> {

@@ -8,14 +8,15 @@ use crate::gemini::embed::{
     decode_gemini_response, encode_gemini_batch_request, encode_gemini_batch_response,
     encode_gemini_request, encode_gemini_response,
 };
+use crate::json::{base64_decode, base64_encode};
 use crate::ollama::embed::{
     decode_ollama_legacy_request, decode_ollama_legacy_response, decode_ollama_request,
     decode_ollama_response, encode_ollama_legacy_request, encode_ollama_legacy_response,
     encode_ollama_request, encode_ollama_response,
 };
 use crate::openai::embed::{
-    base64_decode, base64_encode, base64_to_floats, decode_openai_request, decode_openai_response,
-    encode_openai_request, encode_openai_response, floats_to_base64, EncodingFormat,
+    base64_to_floats, decode_openai_request, decode_openai_response, encode_openai_request,
+    encode_openai_response, floats_to_base64, EncodingFormat,
 };
 use serde_json::{json, Value};
 

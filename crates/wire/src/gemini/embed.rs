@@ -1,7 +1,8 @@
 //! Gemini `:embedContent` and `:batchEmbedContents` ⇄ canonical.
 
 use crate::canonical::{EmbedRequest, EmbedResponse, TranslateError};
-use crate::embed::{bad, field, opt_str, opt_u32, parse, to_bytes, vector};
+use crate::embed::{field, opt_str, opt_u32, parse, to_bytes, vector};
+use crate::json::bad;
 use serde::Serialize;
 use serde_json::{json, Value};
 

@@ -24,8 +24,8 @@
 //!   end) shows its arguments are complete; text is never held. `finishReason` is held until usage
 //!   arrives (or the stream ends) so that the last chunk carries both, as Gemini's does.
 
+use crate::json::bad;
 pub mod embed;
-mod fields;
 mod request_decode;
 mod request_encode;
 mod response;
@@ -40,7 +40,7 @@ use crate::canonical::{
     ToolCall, TranslateError,
 };
 use crate::ids::now_secs;
-use fields::Fields;
+use crate::json::Fields;
 use request_decode::{decode_contents, decode_generation_config, decode_system, decode_tools};
 use request_encode::{
     args_value, encode_function_response, encode_generation_config, encode_parts, encode_tools,
@@ -74,13 +74,15 @@ pub fn models_list(models: &[(String, String)]) -> Value {
     json!({ "models": list })
 }
 
-pub(super) fn bad(field: impl Into<String>, message: impl Into<String>) -> TranslateError {
-    TranslateError::new(field, message)
-}
-
-/// A short unique token for ids the upstream did not give (shared with the other codecs).
-pub(super) fn fresh_token() -> String {
-    crate::ids::new_id("")
+/// Rejects any field of `f` outside `known` and `ignored`, naming it.
+pub(super) fn only(f: &Fields, known: &[&str], ignored: &[&str]) -> Result<(), TranslateError> {
+    match f.unknown(known, ignored) {
+        Some(at) => Err(bad(
+            at,
+            "this Gemini field cannot be translated to another dialect",
+        )),
+        None => Ok(()),
+    }
 }
 
 impl Codec for GeminiCodec {
@@ -90,8 +92,9 @@ impl Codec for GeminiCodec {
         }
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| bad("", format!("request body is not valid JSON: {e}")))?;
-        let top = Fields::of(&v, "")?;
-        top.only(
+        let top = Fields::any_case(&v, "")?;
+        only(
+            &top,
             &[
                 "contents",
                 "systemInstruction",

@@ -1,11 +1,12 @@
 //! Gemini `generateContent` request bodies → the canonical form; refuses what it cannot carry.
 
-use super::bad;
-use super::fields::{camel, Fields};
+use super::only;
 use crate::canonical::{
     ChatRequest, Image, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
     TranslateError,
 };
+use crate::json::bad;
+use crate::json::{camel, Fields};
 use serde_json::{json, Map, Value};
 
 /// One part of a Gemini `Content`, as far as the canonical form can hold it.
@@ -26,8 +27,9 @@ enum GPart {
 
 /// `None` for parts that carry nothing translatable (thoughts, empty parts).
 fn decode_part(v: &Value, path: &str) -> Result<Option<GPart>, TranslateError> {
-    let f = Fields::of(v, path)?;
-    f.only(
+    let f = Fields::any_case(v, path)?;
+    only(
+        &f,
         &[
             "text",
             "inlineData",
@@ -50,7 +52,7 @@ fn decode_part(v: &Value, path: &str) -> Result<Option<GPart>, TranslateError> {
         return Ok(Some(GPart::Text(t.to_string())));
     }
     if let Some(d) = f.obj("inlineData")? {
-        d.only(&["mimeType", "data"], &["displayName"])?;
+        only(&d, &["mimeType", "data"], &["displayName"])?;
         let mime = d.need_str("mimeType")?;
         if !mime.starts_with("image/") {
             return Err(bad(
@@ -65,7 +67,7 @@ fn decode_part(v: &Value, path: &str) -> Result<Option<GPart>, TranslateError> {
         })));
     }
     if let Some(d) = f.obj("fileData")? {
-        d.only(&["mimeType", "fileUri"], &["displayName"])?;
+        only(&d, &["mimeType", "fileUri"], &["displayName"])?;
         if let Some(mime) = d.str("mimeType")? {
             if !mime.starts_with("image/") {
                 return Err(bad(
@@ -78,7 +80,7 @@ fn decode_part(v: &Value, path: &str) -> Result<Option<GPart>, TranslateError> {
         return Ok(Some(GPart::Image(Image::Url(uri.to_string()))));
     }
     if let Some(c) = f.obj("functionCall")? {
-        c.only(&["name", "args", "id"], &[])?;
+        only(&c, &["name", "args", "id"], &[])?;
         let name = c.need_str("name")?.to_string();
         let args = match c.get("args") {
             None => "{}".to_string(),
@@ -89,7 +91,11 @@ fn decode_part(v: &Value, path: &str) -> Result<Option<GPart>, TranslateError> {
         return Ok(Some(GPart::Call { id, name, args }));
     }
     if let Some(r) = f.obj("functionResponse")? {
-        r.only(&["name", "response", "id"], &["willContinue", "scheduling"])?;
+        only(
+            &r,
+            &["name", "response", "id"],
+            &["willContinue", "scheduling"],
+        )?;
         let name = r.need_str("name")?.to_string();
         let text = r.get("response").map(tool_text).unwrap_or_default();
         let id = r.str("id")?.map(str::to_string);
@@ -117,8 +123,8 @@ pub(super) fn decode_system(v: &Value, path: &str) -> Result<Option<String>, Tra
     if let Value::String(s) = v {
         return Ok(Some(s.clone()));
     }
-    let f = Fields::of(v, path)?;
-    f.only(&["parts", "role"], &[])?;
+    let f = Fields::any_case(v, path)?;
+    only(&f, &["parts", "role"], &[])?;
     let mut texts = Vec::new();
     for (j, p) in f.array("parts")?.iter().enumerate() {
         let ppath = format!("{}[{j}]", f.at("parts"));
@@ -154,8 +160,8 @@ pub(super) fn decode_contents(
     };
     for (i, c) in contents.iter().enumerate() {
         let path = format!("contents[{i}]");
-        let cf = Fields::of(c, &path)?;
-        cf.only(&["role", "parts"], &[])?;
+        let cf = Fields::any_case(c, &path)?;
+        only(&cf, &["role", "parts"], &[])?;
         let is_model = match cf.str("role")?.unwrap_or("user") {
             "model" => true,
             "user" | "function" | "tool" => false,
@@ -255,7 +261,8 @@ pub(super) fn decode_generation_config(
     g: &Fields,
     req: &mut ChatRequest,
 ) -> Result<(), TranslateError> {
-    g.only(
+    only(
+        g,
         &[
             "maxOutputTokens",
             "temperature",
@@ -330,11 +337,12 @@ pub(super) fn decode_generation_config(
 
 pub(super) fn decode_tools(top: &Fields, req: &mut ChatRequest) -> Result<(), TranslateError> {
     for (i, t) in top.array("tools")?.iter().enumerate() {
-        let tf = Fields::of(t, &format!("tools[{i}]"))?;
-        tf.only(&["functionDeclarations"], &[])?;
+        let tf = Fields::any_case(t, &format!("tools[{i}]"))?;
+        only(&tf, &["functionDeclarations"], &[])?;
         for (j, d) in tf.array("functionDeclarations")?.iter().enumerate() {
-            let df = Fields::of(d, &format!("tools[{i}].functionDeclarations[{j}]"))?;
-            df.only(
+            let df = Fields::any_case(d, &format!("tools[{i}].functionDeclarations[{j}]"))?;
+            only(
+                &df,
                 &["name", "description", "parameters", "parametersJsonSchema"],
                 &["response", "responseJsonSchema", "behavior"],
             )?;
@@ -353,11 +361,11 @@ pub(super) fn decode_tools(top: &Fields, req: &mut ChatRequest) -> Result<(), Tr
     let Some(tc) = top.obj("toolConfig")? else {
         return Ok(());
     };
-    tc.only(&["functionCallingConfig"], &["retrievalConfig"])?;
+    only(&tc, &["functionCallingConfig"], &["retrievalConfig"])?;
     let Some(fc) = tc.obj("functionCallingConfig")? else {
         return Ok(());
     };
-    fc.only(&["mode", "allowedFunctionNames"], &[])?;
+    only(&fc, &["mode", "allowedFunctionNames"], &[])?;
     let names = fc.strings("allowedFunctionNames")?;
     let mode = fc.str("mode")?.unwrap_or("AUTO").to_ascii_uppercase();
     req.tool_choice = Some(match mode.as_str() {
@@ -393,7 +401,7 @@ fn from_gemini_schema(v: &Value) -> Value {
     let mut out = Map::new();
     let mut nullable = false;
     for (k, val) in m {
-        let key = camel(k);
+        let key = camel(k).into_owned();
         match key.as_str() {
             "type" => match val {
                 Value::String(t) if t.eq_ignore_ascii_case("TYPE_UNSPECIFIED") => {}

@@ -1,9 +1,9 @@
 //! The canonical form → a Gemini `generateContent` request body for an upstream.
 
-use super::bad;
 use crate::canonical::{
     ChatRequest, Image, Message, Part, ResponseFormat, ToolChoice, TranslateError,
 };
+use crate::json::bad;
 use serde_json::{json, Map, Value};
 
 /// JSON Schema → Gemini's OpenAPI subset, or `None` when the schema uses something the subset lacks.

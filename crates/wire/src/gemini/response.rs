@@ -1,7 +1,7 @@
 //! Whole Gemini answers ⇄ the canonical form, and error bodies.
 
-use super::fresh_token;
 use crate::canonical::{FinishReason, Usage};
+use crate::ids::fresh_token;
 use serde_json::{json, Map, Value};
 
 pub(super) fn map_finish(reason: &str, has_calls: bool) -> FinishReason {

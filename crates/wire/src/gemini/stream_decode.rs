@@ -1,11 +1,11 @@
 //! A Gemini SSE stream (`alt=sse`) → canonical stream events.
 
-use super::bad;
 use super::response::{
     answer_part, blocked, candidate_parts, decode_usage, error_of, finish_reason_of, id_token,
     map_finish, AnswerPart,
 };
 use crate::canonical::{FinishReason, StreamDecoder, StreamEvent, TranslateError, Usage};
+use crate::json::bad;
 use crate::stream::framing::{SseEvent, SseParser};
 use serde_json::Value;
 

@@ -1,9 +1,9 @@
 //! Canonical stream events → Gemini SSE chunks, tool calls whole and the finish with usage.
 
-use super::fresh_token;
 use super::request_encode::args_value;
 use super::response::chunk_json;
 use crate::canonical::{FinishReason, StreamEncoder, StreamEvent, Usage};
+use crate::ids::fresh_token;
 use crate::stream::framing::write_sse;
 use crate::stream::hold::{Held, PendingCall, Ready};
 use serde_json::{json, Value};

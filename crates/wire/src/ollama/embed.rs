@@ -1,7 +1,8 @@
 //! Ollama `/api/embed` and the older one-prompt `/api/embeddings` ⇄ canonical.
 
 use crate::canonical::{EmbedRequest, EmbedResponse, TranslateError};
-use crate::embed::{bad, opt_str, opt_u32, parse, texts, to_bytes, vector};
+use crate::embed::{opt_str, opt_u32, parse, texts, to_bytes, vector};
+use crate::json::bad;
 use serde::Serialize;
 use serde_json::{json, Value};
 

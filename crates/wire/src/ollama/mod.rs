@@ -20,8 +20,9 @@
 //!   event (or the end) shows its arguments are complete; text is never held. The `done` line waits
 //!   for usage (or the end) so that it carries the counts.
 
+use crate::ids::fresh_token;
+use crate::json::bad;
 pub mod embed;
-mod fields;
 mod request_decode;
 mod request_encode;
 mod response;
@@ -36,7 +37,7 @@ use crate::canonical::{
     TranslateError,
 };
 use crate::ids::now_secs;
-use fields::Obj;
+use crate::json::Fields;
 use request_decode::{
     decode_format, decode_generate, decode_messages, decode_options, decode_tools,
 };
@@ -54,20 +55,11 @@ use stream_encode::OllamaStreamEncoder;
 /// The Ollama codec.
 pub struct OllamaCodec;
 
-pub(super) fn bad(field: impl Into<String>, message: impl Into<String>) -> TranslateError {
-    TranslateError::new(field, message)
-}
-
-/// A short unique token for ids the upstream did not give (shared with the other codecs).
-pub(super) fn fresh_token() -> String {
-    crate::ids::new_id("")
-}
-
 impl Codec for OllamaCodec {
     fn decode_request(&self, op: Op, body: &[u8]) -> Result<ChatRequest, TranslateError> {
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| bad("", format!("request body is not valid JSON: {e}")))?;
-        let o = Obj::of(&v, "")?;
+        let o = Fields::of(&v, "")?;
         if o.bool("logprobs")? == Some(true) {
             return Err(bad("logprobs", "log probabilities cannot be translated"));
         }

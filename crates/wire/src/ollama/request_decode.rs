@@ -1,10 +1,10 @@
 //! Ollama `/api/chat` and `/api/generate` request bodies → the canonical form; refuses what it cannot carry.
 
-use super::bad;
-use super::fields::Obj;
 use crate::canonical::{
     ChatRequest, Image, Message, Part, ResponseFormat, Role, Tool, ToolCall, TranslateError,
 };
+use crate::json::bad;
+use crate::json::Fields;
 use serde_json::{json, Value};
 
 /// The image type a base64 payload starts with; Ollama sends no type. JPEG when unknown.
@@ -20,9 +20,9 @@ fn sniff_mime(b64: &str) -> &'static str {
     }
 }
 
-fn decode_images(o: &Obj, key: &str) -> Result<Vec<Part>, TranslateError> {
+fn decode_images(o: &Fields, key: &str) -> Result<Vec<Part>, TranslateError> {
     let mut parts = Vec::new();
-    for (i, data) in o.strings(key)?.into_iter().enumerate() {
+    for (i, data) in o.one_or_more_strings(key)?.into_iter().enumerate() {
         if data.is_empty() {
             return Err(bad(format!("{}[{i}]", o.at(key)), "empty image"));
         }
@@ -71,7 +71,7 @@ struct CallRecord {
     answered: bool,
 }
 
-pub(super) fn decode_messages(o: &Obj, req: &mut ChatRequest) -> Result<(), TranslateError> {
+pub(super) fn decode_messages(o: &Fields, req: &mut ChatRequest) -> Result<(), TranslateError> {
     let mut system: Vec<String> = Vec::new();
     let mut calls: Vec<CallRecord> = Vec::new();
     let mut next = 0usize;
@@ -81,7 +81,7 @@ pub(super) fn decode_messages(o: &Obj, req: &mut ChatRequest) -> Result<(), Tran
         id
     };
     for (i, m) in o.array("messages")?.iter().enumerate() {
-        let mo = Obj::of(m, &format!("messages[{i}]"))?;
+        let mo = Fields::of(m, &format!("messages[{i}]"))?;
         let role = mo
             .str("role")?
             .ok_or_else(|| bad(mo.at("role"), "missing required field"))?;
@@ -111,11 +111,11 @@ pub(super) fn decode_messages(o: &Obj, req: &mut ChatRequest) -> Result<(), Tran
                 let mut msg = message(Role::Assistant, content);
                 for (j, c) in mo.array("tool_calls")?.iter().enumerate() {
                     let cpath = format!("{}[{j}]", mo.at("tool_calls"));
-                    let co = Obj::of(c, &cpath)?;
+                    let co = Fields::of(c, &cpath)?;
                     let f = co
                         .get("function")
                         .ok_or_else(|| bad(co.at("function"), "missing required field"))?;
-                    let fo = Obj::of(f, &co.at("function"))?;
+                    let fo = Fields::of(f, &co.at("function"))?;
                     let name = fo
                         .str("name")?
                         .ok_or_else(|| bad(fo.at("name"), "missing required field"))?
@@ -183,9 +183,9 @@ pub(super) fn decode_messages(o: &Obj, req: &mut ChatRequest) -> Result<(), Tran
     Ok(())
 }
 
-pub(super) fn decode_tools(o: &Obj, req: &mut ChatRequest) -> Result<(), TranslateError> {
+pub(super) fn decode_tools(o: &Fields, req: &mut ChatRequest) -> Result<(), TranslateError> {
     for (i, t) in o.array("tools")?.iter().enumerate() {
-        let to = Obj::of(t, &format!("tools[{i}]"))?;
+        let to = Fields::of(t, &format!("tools[{i}]"))?;
         if let Some(kind) = to.str("type")? {
             if kind != "function" {
                 return Err(bad(
@@ -197,7 +197,7 @@ pub(super) fn decode_tools(o: &Obj, req: &mut ChatRequest) -> Result<(), Transla
         let f = to
             .get("function")
             .ok_or_else(|| bad(to.at("function"), "missing required field"))?;
-        let fo = Obj::of(f, &to.at("function"))?;
+        let fo = Fields::of(f, &to.at("function"))?;
         req.tools.push(Tool {
             name: fo
                 .str("name")?
@@ -213,7 +213,7 @@ pub(super) fn decode_tools(o: &Obj, req: &mut ChatRequest) -> Result<(), Transla
     Ok(())
 }
 
-pub(super) fn decode_format(o: &Obj) -> Result<Option<ResponseFormat>, TranslateError> {
+pub(super) fn decode_format(o: &Fields) -> Result<Option<ResponseFormat>, TranslateError> {
     match o.get("format") {
         None => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -230,11 +230,11 @@ pub(super) fn decode_format(o: &Obj) -> Result<Option<ResponseFormat>, Translate
     }
 }
 
-pub(super) fn decode_options(o: &Obj, req: &mut ChatRequest) -> Result<(), TranslateError> {
+pub(super) fn decode_options(o: &Fields, req: &mut ChatRequest) -> Result<(), TranslateError> {
     let Some(v) = o.get("options") else {
         return Ok(());
     };
-    let opts = Obj::of(v, &o.at("options"))?;
+    let opts = Fields::of(v, &o.at("options"))?;
     req.temperature = opts.f64("temperature")?;
     req.top_p = opts.f64("top_p")?;
     req.top_k = match opts.i64("top_k")? {
@@ -246,14 +246,14 @@ pub(super) fn decode_options(o: &Obj, req: &mut ChatRequest) -> Result<(), Trans
         Some(n) if n >= 0 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
         _ => None,
     };
-    req.stop = opts.strings("stop")?;
+    req.stop = opts.one_or_more_strings("stop")?;
     req.seed = opts.i64("seed")?;
     req.frequency_penalty = opts.f64("frequency_penalty")?;
     req.presence_penalty = opts.f64("presence_penalty")?;
     Ok(())
 }
 
-pub(super) fn decode_generate(o: &Obj, req: &mut ChatRequest) -> Result<(), TranslateError> {
+pub(super) fn decode_generate(o: &Fields, req: &mut ChatRequest) -> Result<(), TranslateError> {
     if o.str("suffix")?.is_some_and(|s| !s.is_empty()) {
         return Err(bad(
             o.at("suffix"),

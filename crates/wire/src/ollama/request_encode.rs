@@ -1,7 +1,7 @@
 //! The canonical form → an Ollama `/api/chat` or `/api/generate` request body for an upstream.
 
-use super::bad;
 use crate::canonical::{ChatRequest, Image, Message, Part, Role, ToolChoice, TranslateError};
+use crate::json::bad;
 use serde_json::{json, Map, Value};
 
 fn image_data(img: &Image) -> Option<&str> {

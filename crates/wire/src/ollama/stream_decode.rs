@@ -1,7 +1,9 @@
 //! An Ollama NDJSON stream → canonical stream events.
 
 use super::response::{answer_of, decode_usage, error_of, map_done_reason};
-use super::{bad, fresh_token};
+use crate::ids::fresh_token;
+use crate::json::bad;
+
 use crate::canonical::{StreamDecoder, StreamEvent, TranslateError};
 use crate::stream::framing::LineSplitter;
 use serde_json::Value;
