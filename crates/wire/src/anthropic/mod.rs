@@ -26,6 +26,7 @@ use crate::canonical::{
     ChatRequest, ChatResponse, Codec, Op, StreamDecoder, StreamEncoder, TranslateError,
 };
 use crate::json::parse_object;
+use crate::stream::decoder::Framed;
 use request_decode::decode_request;
 use request_encode::encode_request;
 use response::{decode_response, encode_response, error_of};
@@ -59,7 +60,7 @@ impl Codec for AnthropicCodec {
     }
 
     fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
-        Box::new(AnthropicStreamDecoder::default())
+        Box::new(Framed::<AnthropicStreamDecoder>::default())
     }
 
     fn stream_encoder(&self, _op: Op) -> Box<dyn StreamEncoder> {

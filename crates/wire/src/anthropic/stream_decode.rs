@@ -1,15 +1,14 @@
 //! An Anthropic SSE stream → canonical stream events.
 
 use super::response::{error_of, finish_from_anthropic, input_tokens};
-use crate::canonical::{StreamDecoder, StreamEvent, TranslateError, Usage};
+use crate::canonical::{StreamEvent, TranslateError, Usage};
 use crate::json::count;
+use crate::stream::decoder::FrameDecoder;
 use crate::stream::framing::{SseEvent, SseParser};
 use serde_json::Value;
 
 #[derive(Default)]
 pub(super) struct AnthropicStreamDecoder {
-    sse: SseParser,
-    frames: Vec<SseEvent>,
     /// Input tokens from `message_start`, reported with the output tokens of `message_delta`.
     input_tokens: u64,
     /// Content block index → canonical tool call index.
@@ -18,7 +17,9 @@ pub(super) struct AnthropicStreamDecoder {
     done: bool,
 }
 
-impl AnthropicStreamDecoder {
+impl FrameDecoder for AnthropicStreamDecoder {
+    type Framing = SseParser;
+
     fn frame(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
         if self.done || ev.data.trim().is_empty() {
             return Ok(());
@@ -133,35 +134,5 @@ impl AnthropicStreamDecoder {
             _ => {}
         }
         Ok(())
-    }
-
-    fn drain(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let frames = std::mem::take(&mut self.frames);
-        let mut result = Ok(());
-        for f in &frames {
-            if let Err(e) = self.frame(f, out) {
-                result = Err(e);
-                break;
-            }
-        }
-        self.frames = frames;
-        self.frames.clear();
-        result
-    }
-}
-
-impl StreamDecoder for AnthropicStreamDecoder {
-    fn feed(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let mut frames = std::mem::take(&mut self.frames);
-        self.sse.feed(chunk, &mut frames);
-        self.frames = frames;
-        self.drain(out)
-    }
-
-    fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let mut frames = std::mem::take(&mut self.frames);
-        self.sse.finish(&mut frames);
-        self.frames = frames;
-        self.drain(out)
     }
 }

@@ -25,6 +25,7 @@
 //!   arrives (or the stream ends) so that the last chunk carries both, as Gemini's does.
 
 use crate::json::bad;
+use crate::stream::decoder::Framed;
 pub mod embed;
 mod request_decode;
 mod request_encode;
@@ -228,7 +229,7 @@ impl Codec for GeminiCodec {
     }
 
     fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
-        Box::new(GeminiStreamDecoder::default())
+        Box::new(Framed::<GeminiStreamDecoder>::default())
     }
 
     fn stream_encoder(&self, _op: Op) -> Box<dyn StreamEncoder> {

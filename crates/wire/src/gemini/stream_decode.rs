@@ -4,15 +4,14 @@ use super::response::{
     answer_part, blocked, candidate_parts, decode_usage, error_of, finish_reason_of, id_token,
     map_finish, AnswerPart,
 };
-use crate::canonical::{FinishReason, StreamDecoder, StreamEvent, TranslateError, Usage};
+use crate::canonical::{FinishReason, StreamEvent, TranslateError, Usage};
 use crate::json::bad;
+use crate::stream::decoder::FrameDecoder;
 use crate::stream::framing::{SseEvent, SseParser};
 use serde_json::Value;
 
 #[derive(Default)]
 pub(super) struct GeminiStreamDecoder {
-    sse: SseParser,
-    events: Vec<SseEvent>,
     started: bool,
     token: String,
     calls: usize,
@@ -95,31 +94,16 @@ impl GeminiStreamDecoder {
         }
         Ok(())
     }
-
-    fn drain(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let events = std::mem::take(&mut self.events);
-        let mut result = Ok(());
-        for e in &events {
-            if let Err(err) = self.data(&e.data, out) {
-                result = Err(err);
-                break;
-            }
-        }
-        self.events = events;
-        self.events.clear();
-        result
-    }
 }
 
-impl StreamDecoder for GeminiStreamDecoder {
-    fn feed(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        self.sse.feed(chunk, &mut self.events);
-        self.drain(out)
+impl FrameDecoder for GeminiStreamDecoder {
+    type Framing = SseParser;
+
+    fn frame(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        self.data(&ev.data, out)
     }
 
-    fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        self.sse.finish(&mut self.events);
-        self.drain(out)?;
+    fn end(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
         if self.started && !self.usage_sent {
             if let Some(u) = self.usage {
                 self.usage_sent = true;

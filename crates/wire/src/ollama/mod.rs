@@ -22,6 +22,7 @@
 
 use crate::ids::fresh_token;
 use crate::json::bad;
+use crate::stream::decoder::Framed;
 pub mod embed;
 mod request_decode;
 mod request_encode;
@@ -189,7 +190,7 @@ impl Codec for OllamaCodec {
     }
 
     fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
-        Box::new(OllamaStreamDecoder::default())
+        Box::new(Framed::<OllamaStreamDecoder>::default())
     }
 
     fn stream_encoder(&self, op: Op) -> Box<dyn StreamEncoder> {

@@ -3,23 +3,24 @@
 use super::response::{answer_of, decode_usage, error_of, map_done_reason};
 use crate::ids::fresh_token;
 use crate::json::bad;
+use crate::stream::decoder::FrameDecoder;
 
-use crate::canonical::{StreamDecoder, StreamEvent, TranslateError};
+use crate::canonical::{StreamEvent, TranslateError};
 use crate::stream::framing::LineSplitter;
 use serde_json::Value;
 
 #[derive(Default)]
 pub(super) struct OllamaStreamDecoder {
-    splitter: LineSplitter,
-    lines: Vec<String>,
     started: bool,
     token: String,
     calls: usize,
     done: bool,
 }
 
-impl OllamaStreamDecoder {
-    fn line(&mut self, line: &str, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+impl FrameDecoder for OllamaStreamDecoder {
+    type Framing = LineSplitter;
+
+    fn frame(&mut self, line: &String, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
         let v: Value = serde_json::from_str(line)
             .map_err(|e| bad("", format!("Ollama stream line is not valid JSON: {e}")))?;
         if let Some(msg) = error_of(&v) {
@@ -67,31 +68,5 @@ impl OllamaStreamDecoder {
             out.push(StreamEvent::Usage(decode_usage(&v)));
         }
         Ok(())
-    }
-
-    fn drain(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let lines = std::mem::take(&mut self.lines);
-        let mut result = Ok(());
-        for l in &lines {
-            if let Err(e) = self.line(l, out) {
-                result = Err(e);
-                break;
-            }
-        }
-        self.lines = lines;
-        self.lines.clear();
-        result
-    }
-}
-
-impl StreamDecoder for OllamaStreamDecoder {
-    fn feed(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        self.splitter.feed(chunk, &mut self.lines);
-        self.drain(out)
-    }
-
-    fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        self.splitter.finish(&mut self.lines);
-        self.drain(out)
     }
 }

@@ -31,6 +31,7 @@ use crate::canonical::{
     ChatRequest, ChatResponse, Codec, Op, StreamDecoder, StreamEncoder, TranslateError,
 };
 use crate::json::parse_object;
+use crate::stream::decoder::Framed;
 use request_decode::{decode_chat, decode_completion};
 use request_encode::encode_chat_request;
 use response::{decode_chat_response, encode_chat_response, error_of};
@@ -73,7 +74,7 @@ impl Codec for OpenAiCodec {
     }
 
     fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
-        Box::new(OpenAiStreamDecoder::default())
+        Box::new(Framed::<OpenAiStreamDecoder>::default())
     }
 
     /// Writes the usage chunk whenever a `StreamEvent::Usage` arrives; use

@@ -1,8 +1,9 @@
 //! An OpenAI SSE stream (chat or legacy completions) → canonical stream events.
 
 use super::response::{error_of, finish_from_openai, usage_from};
-use crate::canonical::{FinishReason, StreamDecoder, StreamEvent, TranslateError, Usage};
+use crate::canonical::{FinishReason, StreamEvent, TranslateError, Usage};
 use crate::ids::new_id;
+use crate::stream::decoder::FrameDecoder;
 use crate::stream::framing::{SseEvent, SseParser};
 use serde_json::Value;
 
@@ -12,8 +13,6 @@ fn stream_error(message: impl Into<String>) -> TranslateError {
 
 #[derive(Default)]
 pub(super) struct OpenAiStreamDecoder {
-    sse: SseParser,
-    frames: Vec<SseEvent>,
     started: bool,
     done: bool,
     /// OpenAI tool call index (or `None` when the server sent none) → canonical index.
@@ -34,7 +33,7 @@ impl OpenAiStreamDecoder {
         }
     }
 
-    fn frame(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+    fn data(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
         let data = data.trim();
         if data.is_empty() || self.done {
             return Ok(());
@@ -164,35 +163,16 @@ impl OpenAiStreamDecoder {
             });
         }
     }
-
-    fn drain(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let frames = std::mem::take(&mut self.frames);
-        let mut result = Ok(());
-        for f in &frames {
-            if let Err(e) = self.frame(&f.data, out) {
-                result = Err(e);
-                break;
-            }
-        }
-        self.frames = frames;
-        self.frames.clear();
-        result
-    }
 }
 
-impl StreamDecoder for OpenAiStreamDecoder {
-    fn feed(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let mut frames = std::mem::take(&mut self.frames);
-        self.sse.feed(chunk, &mut frames);
-        self.frames = frames;
-        self.drain(out)
+impl FrameDecoder for OpenAiStreamDecoder {
+    type Framing = SseParser;
+
+    fn frame(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        self.data(&ev.data, out)
     }
 
-    fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let mut frames = std::mem::take(&mut self.frames);
-        self.sse.finish(&mut frames);
-        self.frames = frames;
-        self.drain(out)?;
+    fn end(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
         if !self.done {
             self.flush_usage(out);
         }

@@ -29,6 +29,7 @@ use crate::canonical::{
     ChatRequest, ChatResponse, Codec, Op, StreamDecoder, StreamEncoder, TranslateError,
 };
 use crate::json::parse_object;
+use crate::stream::decoder::Framed;
 use crate::stream::framing::write_sse;
 use request_decode::decode_request;
 use request_encode::encode_request;
@@ -58,7 +59,7 @@ impl Codec for ResponsesCodec {
     }
 
     fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
-        Box::new(ResponsesStreamDecoder::default())
+        Box::new(Framed::<ResponsesStreamDecoder>::default())
     }
 
     fn stream_encoder(&self, _op: Op) -> Box<dyn StreamEncoder> {

@@ -1,13 +1,13 @@
 //! A Responses API event stream → canonical stream events.
 
 use super::response::{finish_from, usage_from};
-use crate::canonical::{FinishReason, StreamDecoder, StreamEvent, TranslateError};
-use crate::stream::framing::SseParser;
+use crate::canonical::{FinishReason, StreamEvent, TranslateError};
+use crate::stream::decoder::FrameDecoder;
+use crate::stream::framing::{SseEvent, SseParser};
 use serde_json::Value;
 
 #[derive(Default)]
 pub(super) struct ResponsesStreamDecoder {
-    sse: SseParser,
     /// Output item id → canonical tool call index.
     calls: Vec<String>,
     started: bool,
@@ -108,22 +108,14 @@ impl ResponsesStreamDecoder {
     }
 }
 
-impl StreamDecoder for ResponsesStreamDecoder {
-    fn feed(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let mut events = Vec::new();
-        self.sse.feed(chunk, &mut events);
-        for e in events {
-            self.event(&e.data, out)?;
-        }
-        Ok(())
+impl FrameDecoder for ResponsesStreamDecoder {
+    type Framing = SseParser;
+
+    fn frame(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        self.event(&ev.data, out)
     }
 
-    fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let mut events = Vec::new();
-        self.sse.finish(&mut events);
-        for e in events {
-            self.event(&e.data, out)?;
-        }
+    fn end(&mut self, _out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
         if self.started && !self.done {
             return Err(TranslateError::new(
                 "stream",
