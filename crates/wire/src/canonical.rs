@@ -52,6 +52,19 @@ pub struct Message {
     pub name: Option<String>,
 }
 
+impl Message {
+    /// A message of `role` with `content` and nothing else.
+    pub fn new(role: Role, content: Vec<Part>) -> Message {
+        Message {
+            role,
+            content,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Part {
     Text(String),

@@ -13,7 +13,7 @@ use base64::Engine;
 
 use serde_json::{json, Map, Value};
 
-use crate::canonical::TranslateError;
+use crate::canonical::{Tool, TranslateError};
 
 /// A JSON object.
 pub(crate) type Obj = Map<String, Value>;
@@ -136,6 +136,28 @@ pub(crate) fn as_obj<'a>(v: &'a Value, at: &str) -> Result<&'a Obj, TranslateErr
 /// A `u64` member of a JSON object, 0 when absent or not a number (token counts).
 pub(crate) fn count(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Inserts `key: value` when there is a value.
+pub(crate) fn put<T: Into<Value>>(o: &mut Obj, key: &str, value: Option<T>) {
+    if let Some(v) = value {
+        o.insert(key.into(), v.into());
+    }
+}
+
+/// A tool's `name`, `description` (when it has one) and its parameters' schema under
+/// `schema_key` (an empty object schema when it takes none).
+pub(crate) fn tool_object(t: &Tool, schema_key: &str) -> Obj {
+    let mut f = Map::new();
+    f.insert("name".into(), json!(t.name));
+    put(&mut f, "description", t.description.clone());
+    let schema = if t.parameters.is_null() {
+        empty_schema()
+    } else {
+        t.parameters.clone()
+    };
+    f.insert(schema_key.into(), schema);
+    f
 }
 
 /// The JSON schema of a tool that takes no arguments.

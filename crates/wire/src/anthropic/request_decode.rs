@@ -84,14 +84,107 @@ fn decode_tool_result_content(v: Option<&Value>, at: &str) -> Result<Vec<Part>, 
     }
 }
 
-fn user_message(content: Vec<Part>) -> Message {
-    Message {
-        role: Role::User,
-        content,
-        tool_calls: Vec::new(),
-        tool_call_id: None,
-        name: None,
+/// A message's `content`: a string (one text block) or an array of blocks.
+fn content_blocks(m: &Obj, cp: &str) -> Result<Vec<Value>, TranslateError> {
+    match field(m, "content") {
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})]),
+        Some(Value::Array(a)) => Ok(a.clone()),
+        Some(_) => Err(TranslateError::new(
+            cp,
+            "must be a string or an array of blocks",
+        )),
+        None => Err(TranslateError::new(cp, "is required")),
     }
+}
+
+fn untranslatable_block(bp: String, kind: &str) -> TranslateError {
+    TranslateError::new(bp, format!("`{kind}` blocks cannot be translated"))
+}
+
+/// A text block's text, `None` when it is empty.
+fn block_text(bo: &Obj, bp: &str) -> Result<Option<Part>, TranslateError> {
+    let t = req_str(bo, bp, "text")?;
+    Ok((!t.is_empty()).then_some(Part::Text(t)))
+}
+
+/// A `tool_result` block → a tool message, named from the call it answers when known.
+fn tool_result(bo: &Obj, bp: &str, names: &[(String, String)]) -> Result<Message, TranslateError> {
+    let id = req_str(bo, bp, "tool_use_id")?;
+    let name = names
+        .iter()
+        .rev()
+        .find(|(cid, _)| *cid == id)
+        .map(|(_, n)| n.clone());
+    Ok(Message {
+        role: Role::Tool,
+        content: decode_tool_result_content(field(bo, "content"), &path(bp, "content"))?,
+        tool_calls: Vec::new(),
+        tool_call_id: Some(id),
+        name,
+    })
+}
+
+/// A user turn: its parts, split around its tool results (each a message of its own).
+fn decode_user(
+    blocks: &[Value],
+    cp: &str,
+    names: &[(String, String)],
+    out: &mut Vec<Message>,
+) -> Result<(), TranslateError> {
+    let mut parts = Vec::new();
+    for (j, b) in blocks.iter().enumerate() {
+        let bp = format!("{cp}[{j}]");
+        let bo = as_obj(b, &bp)?;
+        match req_str(bo, &bp, "type")?.as_str() {
+            "text" => parts.extend(block_text(bo, &bp)?),
+            "image" => parts.push(Part::Image(decode_image(bo, &bp)?)),
+            "tool_result" => {
+                if !parts.is_empty() {
+                    out.push(Message::new(Role::User, std::mem::take(&mut parts)));
+                }
+                out.push(tool_result(bo, &bp, names)?);
+            }
+            other => return Err(untranslatable_block(bp, other)),
+        }
+    }
+    if !parts.is_empty() {
+        out.push(Message::new(Role::User, parts));
+    }
+    Ok(())
+}
+
+/// An assistant turn; the names of its tool calls are recorded for the results that follow.
+fn decode_assistant(
+    blocks: &[Value],
+    cp: &str,
+    names: &mut Vec<(String, String)>,
+) -> Result<Message, TranslateError> {
+    let mut m = Message::new(Role::Assistant, Vec::new());
+    for (j, b) in blocks.iter().enumerate() {
+        let bp = format!("{cp}[{j}]");
+        let bo = as_obj(b, &bp)?;
+        match req_str(bo, &bp, "type")?.as_str() {
+            "text" => m.content.extend(block_text(bo, &bp)?),
+            "tool_use" => {
+                let id = req_str(bo, &bp, "id")?;
+                let name = req_str(bo, &bp, "name")?;
+                let arguments = match field(bo, "input") {
+                    None => "{}".to_string(),
+                    Some(v) => v.to_string(),
+                };
+                names.push((id.clone(), name.clone()));
+                m.tool_calls.push(ToolCall {
+                    id,
+                    name,
+                    arguments,
+                });
+            }
+            "thinking" | "redacted_thinking" => {}
+            other => return Err(untranslatable_block(bp, other)),
+        }
+    }
+    Ok(m)
 }
 
 /// One Anthropic message → canonical messages (a user turn splits around its tool results).
@@ -103,117 +196,18 @@ fn decode_message(
 ) -> Result<(), TranslateError> {
     let role = req_str(m, p, "role")?;
     let cp = path(p, "content");
-    let blocks: Vec<Value> = match field(m, "content") {
-        Some(Value::String(s)) if s.is_empty() => Vec::new(),
-        Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
-        Some(Value::Array(a)) => a.clone(),
-        Some(_) => {
-            return Err(TranslateError::new(
-                &cp,
-                "must be a string or an array of blocks",
-            ))
-        }
-        None => return Err(TranslateError::new(&cp, "is required")),
-    };
+    let blocks = content_blocks(m, &cp)?;
     match role.as_str() {
-        "user" => {
-            let mut parts = Vec::new();
-            for (j, b) in blocks.iter().enumerate() {
-                let bp = format!("{cp}[{j}]");
-                let bo = as_obj(b, &bp)?;
-                match req_str(bo, &bp, "type")?.as_str() {
-                    "text" => {
-                        let t = req_str(bo, &bp, "text")?;
-                        if !t.is_empty() {
-                            parts.push(Part::Text(t));
-                        }
-                    }
-                    "image" => parts.push(Part::Image(decode_image(bo, &bp)?)),
-                    "tool_result" => {
-                        if !parts.is_empty() {
-                            out.push(user_message(std::mem::take(&mut parts)));
-                        }
-                        let id = req_str(bo, &bp, "tool_use_id")?;
-                        let name = names
-                            .iter()
-                            .rev()
-                            .find(|(cid, _)| *cid == id)
-                            .map(|(_, n)| n.clone());
-                        out.push(Message {
-                            role: Role::Tool,
-                            content: decode_tool_result_content(
-                                field(bo, "content"),
-                                &path(&bp, "content"),
-                            )?,
-                            tool_calls: Vec::new(),
-                            tool_call_id: Some(id),
-                            name,
-                        });
-                    }
-                    other => {
-                        return Err(TranslateError::new(
-                            bp,
-                            format!("`{other}` blocks cannot be translated"),
-                        ))
-                    }
-                }
-            }
-            if !parts.is_empty() {
-                out.push(user_message(parts));
-            }
-        }
+        "user" => decode_user(&blocks, &cp, names, out),
         "assistant" => {
-            let mut content = Vec::new();
-            let mut tool_calls = Vec::new();
-            for (j, b) in blocks.iter().enumerate() {
-                let bp = format!("{cp}[{j}]");
-                let bo = as_obj(b, &bp)?;
-                match req_str(bo, &bp, "type")?.as_str() {
-                    "text" => {
-                        let t = req_str(bo, &bp, "text")?;
-                        if !t.is_empty() {
-                            content.push(Part::Text(t));
-                        }
-                    }
-                    "tool_use" => {
-                        let id = req_str(bo, &bp, "id")?;
-                        let name = req_str(bo, &bp, "name")?;
-                        let arguments = match field(bo, "input") {
-                            None => "{}".to_string(),
-                            Some(v) => v.to_string(),
-                        };
-                        names.push((id.clone(), name.clone()));
-                        tool_calls.push(ToolCall {
-                            id,
-                            name,
-                            arguments,
-                        });
-                    }
-                    "thinking" | "redacted_thinking" => {}
-                    other => {
-                        return Err(TranslateError::new(
-                            bp,
-                            format!("`{other}` blocks cannot be translated"),
-                        ))
-                    }
-                }
-            }
-            out.push(Message {
-                role: Role::Assistant,
-                content,
-                tool_calls,
-                tool_call_id: None,
-                name: None,
-            });
+            out.push(decode_assistant(&blocks, &cp, names)?);
+            Ok(())
         }
-        other => {
-            return Err(TranslateError::new(
-                path(p, "role"),
-                format!("unknown role `{other}` (Anthropic has user and assistant)"),
-            ))
-        }
+        other => Err(TranslateError::new(
+            path(p, "role"),
+            format!("unknown role `{other}` (Anthropic has user and assistant)"),
+        )),
     }
-    Ok(())
 }
 
 fn decode_system(o: &Obj) -> Result<Option<String>, TranslateError> {

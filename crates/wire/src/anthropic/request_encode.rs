@@ -5,7 +5,7 @@ use crate::canonical::{
     ChatRequest, Image, Part, ResponseFormat, Role, ToolChoice, TranslateError,
 };
 use crate::ids::new_id;
-use crate::json::empty_schema;
+use crate::json::{put, tool_object};
 use serde_json::{json, Map, Value};
 
 fn image_block(img: &Image) -> Value {
@@ -121,34 +121,47 @@ fn encode_messages(req: &ChatRequest) -> Result<Vec<Value>, TranslateError> {
         .collect())
 }
 
-pub(super) fn encode_request(req: &ChatRequest) -> Result<Value, TranslateError> {
-    match &req.response_format {
-        Some(ResponseFormat::JsonObject) | Some(ResponseFormat::JsonSchema { .. }) => {
-            return Err(TranslateError::new(
-                "response_format",
-                "Anthropic Messages has no JSON response format",
-            ))
-        }
-        Some(ResponseFormat::Text) | None => {}
-    }
-    if req.seed.is_some() {
-        return Err(TranslateError::new(
-            "seed",
-            "Anthropic Messages has no seed",
-        ));
-    }
-    if req.frequency_penalty.is_some_and(|p| p != 0.0) {
-        return Err(TranslateError::new(
+/// Refuses what Anthropic Messages cannot do: JSON response formats, a seed, penalties.
+fn reject_unsupported(req: &ChatRequest) -> Result<(), TranslateError> {
+    let json_format = matches!(
+        req.response_format,
+        Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+    );
+    let refused = [
+        (
+            json_format,
+            "response_format",
+            "Anthropic Messages has no JSON response format",
+        ),
+        (req.seed.is_some(), "seed", "Anthropic Messages has no seed"),
+        (
+            req.frequency_penalty.is_some_and(|p| p != 0.0),
             "frequency_penalty",
             "Anthropic Messages has no frequency penalty",
-        ));
-    }
-    if req.presence_penalty.is_some_and(|p| p != 0.0) {
-        return Err(TranslateError::new(
+        ),
+        (
+            req.presence_penalty.is_some_and(|p| p != 0.0),
             "presence_penalty",
             "Anthropic Messages has no presence penalty",
-        ));
+        ),
+    ];
+    match refused.into_iter().find(|(set, ..)| *set) {
+        Some((_, field, why)) => Err(TranslateError::new(field, why)),
+        None => Ok(()),
     }
+}
+
+fn tool_choice_json(tc: &ToolChoice) -> Value {
+    match tc {
+        ToolChoice::Auto => json!({"type": "auto"}),
+        ToolChoice::None => json!({"type": "none"}),
+        ToolChoice::Required => json!({"type": "any"}),
+        ToolChoice::Tool(name) => json!({"type": "tool", "name": name}),
+    }
+}
+
+pub(super) fn encode_request(req: &ChatRequest) -> Result<Value, TranslateError> {
+    reject_unsupported(req)?;
     let mut o = Map::new();
     o.insert("model".into(), json!(req.model));
     o.insert(
@@ -159,15 +172,9 @@ pub(super) fn encode_request(req: &ChatRequest) -> Result<Value, TranslateError>
         o.insert("system".into(), json!(s));
     }
     o.insert("messages".into(), Value::Array(encode_messages(req)?));
-    if let Some(t) = req.temperature {
-        o.insert("temperature".into(), json!(t));
-    }
-    if let Some(t) = req.top_p {
-        o.insert("top_p".into(), json!(t));
-    }
-    if let Some(k) = req.top_k {
-        o.insert("top_k".into(), json!(k));
-    }
+    put(&mut o, "temperature", req.temperature);
+    put(&mut o, "top_p", req.top_p);
+    put(&mut o, "top_k", req.top_k);
     if !req.stop.is_empty() {
         o.insert("stop_sequences".into(), json!(req.stop));
     }
@@ -175,35 +182,14 @@ pub(super) fn encode_request(req: &ChatRequest) -> Result<Value, TranslateError>
         o.insert("stream".into(), json!(true));
     }
     if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| {
-                let mut v = Map::new();
-                v.insert("name".into(), json!(t.name));
-                if let Some(d) = &t.description {
-                    v.insert("description".into(), json!(d));
-                }
-                let schema = if t.parameters.is_null() {
-                    empty_schema()
-                } else {
-                    t.parameters.clone()
-                };
-                v.insert("input_schema".into(), schema);
-                Value::Object(v)
-            })
-            .collect();
-        o.insert("tools".into(), Value::Array(tools));
+        let tools = req.tools.iter().map(|t| tool_object(t, "input_schema"));
+        o.insert("tools".into(), tools.map(Value::Object).collect());
     }
-    if let Some(tc) = &req.tool_choice {
-        let v = match tc {
-            ToolChoice::Auto => json!({"type": "auto"}),
-            ToolChoice::None => json!({"type": "none"}),
-            ToolChoice::Required => json!({"type": "any"}),
-            ToolChoice::Tool(name) => json!({"type": "tool", "name": name}),
-        };
-        o.insert("tool_choice".into(), v);
-    }
+    put(
+        &mut o,
+        "tool_choice",
+        req.tool_choice.as_ref().map(tool_choice_json),
+    );
     if let Some(u) = &req.user {
         o.insert("metadata".into(), json!({"user_id": u}));
     }

@@ -17,6 +17,97 @@ pub(super) struct AnthropicStreamDecoder {
     done: bool,
 }
 
+fn str_of(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// Text, unless it is empty.
+fn push_text(t: String, out: &mut Vec<StreamEvent>) {
+    if !t.is_empty() {
+        out.push(StreamEvent::Text(t));
+    }
+}
+
+impl AnthropicStreamDecoder {
+    fn message_start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let m = v.get("message").unwrap_or(&Value::Null);
+        if let Some(u) = m.get("usage") {
+            self.input_tokens = input_tokens(u);
+        }
+        out.push(StreamEvent::Start {
+            id: str_of(m, "id"),
+            model: str_of(m, "model"),
+        });
+    }
+
+    fn block_start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let cb = v.get("content_block").unwrap_or(&Value::Null);
+        match cb.get("type").and_then(Value::as_str) {
+            Some("tool_use") => {
+                let index = self.tools.len();
+                self.tools.push((block, index));
+                out.push(StreamEvent::ToolCallStart {
+                    index,
+                    id: str_of(cb, "id"),
+                    name: str_of(cb, "name"),
+                });
+                if let Some(input) = cb.get("input").and_then(Value::as_object) {
+                    if !input.is_empty() {
+                        out.push(StreamEvent::ToolCallArgs {
+                            index,
+                            fragment: Value::Object(input.clone()).to_string(),
+                        });
+                    }
+                }
+            }
+            Some("text") => push_text(str_of(cb, "text"), out),
+            _ => {}
+        }
+    }
+
+    fn block_delta(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let d = v.get("delta").unwrap_or(&Value::Null);
+        match d.get("type").and_then(Value::as_str) {
+            Some("text_delta") => push_text(str_of(d, "text"), out),
+            Some("input_json_delta") => {
+                let fragment = str_of(d, "partial_json");
+                let index = self
+                    .tools
+                    .iter()
+                    .find(|(b, _)| *b == block)
+                    .map(|(_, i)| *i);
+                if let (Some(index), false) = (index, fragment.is_empty()) {
+                    out.push(StreamEvent::ToolCallArgs { index, fragment });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn message_delta(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        if let Some(r) = v
+            .get("delta")
+            .and_then(|d| d.get("stop_reason"))
+            .and_then(Value::as_str)
+        {
+            out.push(StreamEvent::Finish(finish_from_anthropic(r)));
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            let input = if u.get("input_tokens").is_some_and(Value::is_u64) {
+                input_tokens(u)
+            } else {
+                self.input_tokens
+            };
+            out.push(StreamEvent::Usage(Usage {
+                input_tokens: input,
+                output_tokens: count(u, "output_tokens"),
+            }));
+        }
+    }
+}
+
 impl FrameDecoder for AnthropicStreamDecoder {
     type Framing = SseParser;
 
@@ -38,93 +129,11 @@ impl FrameDecoder for AnthropicStreamDecoder {
             .and_then(Value::as_str)
             .or(ev.event.as_deref())
             .unwrap_or("");
-        let str_of =
-            |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or("").to_string();
         match ty {
-            "message_start" => {
-                let m = v.get("message").unwrap_or(&Value::Null);
-                if let Some(u) = m.get("usage") {
-                    self.input_tokens = input_tokens(u);
-                }
-                out.push(StreamEvent::Start {
-                    id: str_of(m, "id"),
-                    model: str_of(m, "model"),
-                });
-            }
-            "content_block_start" => {
-                let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let cb = v.get("content_block").unwrap_or(&Value::Null);
-                match cb.get("type").and_then(Value::as_str) {
-                    Some("tool_use") => {
-                        let index = self.tools.len();
-                        self.tools.push((block, index));
-                        out.push(StreamEvent::ToolCallStart {
-                            index,
-                            id: str_of(cb, "id"),
-                            name: str_of(cb, "name"),
-                        });
-                        if let Some(input) = cb.get("input").and_then(Value::as_object) {
-                            if !input.is_empty() {
-                                out.push(StreamEvent::ToolCallArgs {
-                                    index,
-                                    fragment: Value::Object(input.clone()).to_string(),
-                                });
-                            }
-                        }
-                    }
-                    Some("text") => {
-                        let t = str_of(cb, "text");
-                        if !t.is_empty() {
-                            out.push(StreamEvent::Text(t));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            "content_block_delta" => {
-                let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let d = v.get("delta").unwrap_or(&Value::Null);
-                match d.get("type").and_then(Value::as_str) {
-                    Some("text_delta") => {
-                        let t = str_of(d, "text");
-                        if !t.is_empty() {
-                            out.push(StreamEvent::Text(t));
-                        }
-                    }
-                    Some("input_json_delta") => {
-                        let fragment = str_of(d, "partial_json");
-                        let index = self
-                            .tools
-                            .iter()
-                            .find(|(b, _)| *b == block)
-                            .map(|(_, i)| *i);
-                        if let (Some(index), false) = (index, fragment.is_empty()) {
-                            out.push(StreamEvent::ToolCallArgs { index, fragment });
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            "message_delta" => {
-                if let Some(r) = v
-                    .get("delta")
-                    .and_then(|d| d.get("stop_reason"))
-                    .and_then(Value::as_str)
-                {
-                    out.push(StreamEvent::Finish(finish_from_anthropic(r)));
-                }
-                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                    let input = if u.get("input_tokens").is_some_and(Value::is_u64) {
-                        input_tokens(u)
-                    } else {
-                        self.input_tokens
-                    };
-                    out.push(StreamEvent::Usage(Usage {
-                        input_tokens: input,
-                        output_tokens: count(u, "output_tokens"),
-                    }));
-                }
-            }
+            "message_start" => self.message_start(&v, out),
+            "content_block_start" => self.block_start(&v, out),
+            "content_block_delta" => self.block_delta(&v, out),
+            "message_delta" => self.message_delta(&v, out),
             "error" => {
                 let msg = error_of(&v).unwrap_or_else(|| "upstream error".to_string());
                 out.push(StreamEvent::Error(msg));

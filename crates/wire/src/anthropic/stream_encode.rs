@@ -108,6 +108,67 @@ impl AnthropicStreamEncoder {
     }
 }
 
+impl AnthropicStreamEncoder {
+    fn text(&mut self, t: &str, out: &mut Vec<u8>) {
+        if t.is_empty() || self.finish.is_some() {
+            return;
+        }
+        self.start("", "", out);
+        let index = match self.open {
+            Some((i, BlockKind::Text)) => i,
+            _ => self.open_block(BlockKind::Text, json!({"type": "text", "text": ""}), out),
+        };
+        event(
+            out,
+            "content_block_delta",
+            &json!({
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "text_delta", "text": t},
+            }),
+        );
+    }
+
+    fn tool_start(&mut self, index: usize, id: &str, name: &str, out: &mut Vec<u8>) {
+        if self.finish.is_some() {
+            return;
+        }
+        self.start("", "", out);
+        let block = self.open_block(
+            BlockKind::Tool,
+            json!({"type": "tool_use", "id": tool_use_id(id), "name": name, "input": {}}),
+            out,
+        );
+        self.tool_blocks.push((index, block));
+    }
+
+    fn tool_args(&mut self, index: usize, fragment: &str, out: &mut Vec<u8>) {
+        if fragment.is_empty() || self.finish.is_some() {
+            return;
+        }
+        // Arguments of an earlier call (a server interleaving calls) still go to its
+        // block; the SDKs accumulate deltas by index.
+        let Some(block) = self
+            .tool_blocks
+            .iter()
+            .rev()
+            .find(|(c, _)| *c == index)
+            .map(|(_, b)| *b)
+        else {
+            return;
+        };
+        event(
+            out,
+            "content_block_delta",
+            &json!({
+                "type": "content_block_delta",
+                "index": block,
+                "delta": {"type": "input_json_delta", "partial_json": fragment},
+            }),
+        );
+    }
+}
+
 impl StreamEncoder for AnthropicStreamEncoder {
     fn content_type(&self) -> &'static str {
         "text/event-stream"
@@ -119,62 +180,11 @@ impl StreamEncoder for AnthropicStreamEncoder {
         }
         match ev {
             StreamEvent::Start { id, model } => self.start(id, model, out),
-            StreamEvent::Text(t) => {
-                if t.is_empty() || self.finish.is_some() {
-                    return;
-                }
-                self.start("", "", out);
-                let index = match self.open {
-                    Some((i, BlockKind::Text)) => i,
-                    _ => self.open_block(BlockKind::Text, json!({"type": "text", "text": ""}), out),
-                };
-                event(
-                    out,
-                    "content_block_delta",
-                    &json!({
-                        "type": "content_block_delta",
-                        "index": index,
-                        "delta": {"type": "text_delta", "text": t},
-                    }),
-                );
-            }
+            StreamEvent::Text(t) => self.text(t, out),
             StreamEvent::ToolCallStart { index, id, name } => {
-                if self.finish.is_some() {
-                    return;
-                }
-                self.start("", "", out);
-                let block = self.open_block(
-                    BlockKind::Tool,
-                    json!({"type": "tool_use", "id": tool_use_id(id), "name": name, "input": {}}),
-                    out,
-                );
-                self.tool_blocks.push((*index, block));
+                self.tool_start(*index, id, name, out)
             }
-            StreamEvent::ToolCallArgs { index, fragment } => {
-                if fragment.is_empty() || self.finish.is_some() {
-                    return;
-                }
-                // Arguments of an earlier call (a server interleaving calls) still go to its
-                // block; the SDKs accumulate deltas by index.
-                let Some(block) = self
-                    .tool_blocks
-                    .iter()
-                    .rev()
-                    .find(|(c, _)| c == index)
-                    .map(|(_, b)| *b)
-                else {
-                    return;
-                };
-                event(
-                    out,
-                    "content_block_delta",
-                    &json!({
-                        "type": "content_block_delta",
-                        "index": block,
-                        "delta": {"type": "input_json_delta", "partial_json": fragment},
-                    }),
-                );
-            }
+            StreamEvent::ToolCallArgs { index, fragment } => self.tool_args(*index, fragment, out),
             StreamEvent::Finish(reason) => {
                 if self.finish.is_some() {
                     return;

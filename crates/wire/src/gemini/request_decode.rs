@@ -5,6 +5,7 @@ use crate::canonical::{
     ChatRequest, Image, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
     TranslateError,
 };
+use crate::ids::CallLedger;
 use crate::json::bad;
 use crate::json::{camel, Fields};
 use serde_json::{json, Map, Value};
@@ -141,120 +142,94 @@ pub(super) fn decode_system(v: &Value, path: &str) -> Result<Option<String>, Tra
     })
 }
 
-struct CallRecord {
-    id: String,
-    name: String,
-    answered: bool,
+/// A turn's role: `true` for the model's.
+fn is_model_turn(cf: &Fields) -> Result<bool, TranslateError> {
+    match cf.str("role")?.unwrap_or("user") {
+        "model" => Ok(true),
+        "user" | "function" | "tool" => Ok(false),
+        other => Err(bad(
+            cf.at("role"),
+            format!("unknown role `{other}` (expected `user` or `model`)"),
+        )),
+    }
+}
+
+/// One `Content` → canonical messages: a model turn is one assistant message; a user turn
+/// splits around its function responses (each a tool message).
+fn decode_turn(
+    cf: &Fields,
+    is_model: bool,
+    ledger: &mut CallLedger,
+    out: &mut Vec<Message>,
+) -> Result<(), TranslateError> {
+    let mut content: Vec<Part> = Vec::new();
+    let mut tool_calls: Vec<ToolCall> = Vec::new();
+    for (j, p) in cf.array("parts")?.iter().enumerate() {
+        let ppath = format!("{}[{j}]", cf.at("parts"));
+        let Some(part) = decode_part(p, &ppath)? else {
+            continue;
+        };
+        match part {
+            GPart::Text(t) => match content.last_mut() {
+                // The model's text arrives split in many parts; one string reads better.
+                Some(Part::Text(prev)) if is_model => prev.push_str(&t),
+                _ => content.push(Part::Text(t)),
+            },
+            GPart::Image(img) => content.push(Part::Image(img)),
+            GPart::Call { id, name, args } => {
+                if !is_model {
+                    return Err(bad(
+                        format!("{ppath}.functionCall"),
+                        "only a `model` turn can hold a functionCall",
+                    ));
+                }
+                tool_calls.push(ToolCall {
+                    id: ledger.call(id, &name),
+                    name,
+                    arguments: args,
+                });
+            }
+            GPart::Response { id, name, text } => {
+                if is_model {
+                    return Err(bad(
+                        format!("{ppath}.functionResponse"),
+                        "a functionResponse belongs in a `user` turn",
+                    ));
+                }
+                if !content.is_empty() {
+                    out.push(Message::new(Role::User, std::mem::take(&mut content)));
+                }
+                let mut m = Message::new(Role::Tool, vec![Part::Text(text)]);
+                m.tool_call_id = Some(ledger.answer(id.as_deref(), Some(&name)));
+                m.name = Some(name);
+                out.push(m);
+            }
+        }
+    }
+    if is_model {
+        if !content.is_empty() || !tool_calls.is_empty() {
+            let mut m = Message::new(Role::Assistant, content);
+            m.tool_calls = tool_calls;
+            out.push(m);
+        }
+    } else if !content.is_empty() {
+        out.push(Message::new(Role::User, content));
+    }
+    Ok(())
 }
 
 pub(super) fn decode_contents(
     contents: &[Value],
     out: &mut Vec<Message>,
 ) -> Result<(), TranslateError> {
-    let mut calls: Vec<CallRecord> = Vec::new();
-    let mut next = 0usize;
-    let mut gen_id = || {
-        let id = format!("call_{next}");
-        next += 1;
-        id
-    };
+    let mut ledger = CallLedger::default();
     for (i, c) in contents.iter().enumerate() {
-        let path = format!("contents[{i}]");
-        let cf = Fields::any_case(c, &path)?;
+        let cf = Fields::any_case(c, &format!("contents[{i}]"))?;
         only(&cf, &["role", "parts"], &[])?;
-        let is_model = match cf.str("role")?.unwrap_or("user") {
-            "model" => true,
-            "user" | "function" | "tool" => false,
-            other => {
-                return Err(bad(
-                    cf.at("role"),
-                    format!("unknown role `{other}` (expected `user` or `model`)"),
-                ))
-            }
-        };
-        let mut content: Vec<Part> = Vec::new();
-        let mut tool_calls: Vec<ToolCall> = Vec::new();
-        for (j, p) in cf.array("parts")?.iter().enumerate() {
-            let ppath = format!("{path}.parts[{j}]");
-            let Some(part) = decode_part(p, &ppath)? else {
-                continue;
-            };
-            match part {
-                GPart::Text(t) => match content.last_mut() {
-                    // The model's text arrives split in many parts; one string reads better.
-                    Some(Part::Text(prev)) if is_model => prev.push_str(&t),
-                    _ => content.push(Part::Text(t)),
-                },
-                GPart::Image(img) => content.push(Part::Image(img)),
-                GPart::Call { id, name, args } => {
-                    if !is_model {
-                        return Err(bad(
-                            format!("{ppath}.functionCall"),
-                            "only a `model` turn can hold a functionCall",
-                        ));
-                    }
-                    let id = id.unwrap_or_else(&mut gen_id);
-                    calls.push(CallRecord {
-                        id: id.clone(),
-                        name: name.clone(),
-                        answered: false,
-                    });
-                    tool_calls.push(ToolCall {
-                        id,
-                        name,
-                        arguments: args,
-                    });
-                }
-                GPart::Response { id, name, text } => {
-                    if is_model {
-                        return Err(bad(
-                            format!("{ppath}.functionResponse"),
-                            "a functionResponse belongs in a `user` turn",
-                        ));
-                    }
-                    if !content.is_empty() {
-                        out.push(message(Role::User, std::mem::take(&mut content)));
-                    }
-                    let by_id = id
-                        .as_deref()
-                        .and_then(|id| calls.iter().position(|c| c.id == id));
-                    let found =
-                        by_id.or_else(|| calls.iter().position(|c| !c.answered && c.name == name));
-                    let call_id = match found.and_then(|k| calls.get_mut(k)) {
-                        Some(rec) => {
-                            rec.answered = true;
-                            rec.id.clone()
-                        }
-                        None => id.unwrap_or_else(&mut gen_id),
-                    };
-                    let mut m = message(Role::Tool, vec![Part::Text(text)]);
-                    m.tool_call_id = Some(call_id);
-                    m.name = Some(name);
-                    out.push(m);
-                }
-            }
-        }
-        if is_model {
-            if !content.is_empty() || !tool_calls.is_empty() {
-                let mut m = message(Role::Assistant, content);
-                m.tool_calls = tool_calls;
-                out.push(m);
-            }
-        } else if !content.is_empty() {
-            out.push(message(Role::User, content));
-        }
+        let is_model = is_model_turn(&cf)?;
+        decode_turn(&cf, is_model, &mut ledger, out)?;
     }
     Ok(())
-}
-
-pub(super) fn message(role: Role, content: Vec<Part>) -> Message {
-    Message {
-        role,
-        content,
-        tool_calls: Vec::new(),
-        tool_call_id: None,
-        name: None,
-    }
 }
 
 pub(super) fn decode_generation_config(

@@ -3,6 +3,7 @@
 use crate::canonical::{
     ChatRequest, Image, Message, Part, ResponseFormat, Role, Tool, ToolCall, TranslateError,
 };
+use crate::ids::CallLedger;
 use crate::json::bad;
 use crate::json::Fields;
 use serde_json::{json, Value};
@@ -45,16 +46,6 @@ fn decode_images(o: &Fields, key: &str) -> Result<Vec<Part>, TranslateError> {
     Ok(parts)
 }
 
-pub(super) fn message(role: Role, content: Vec<Part>) -> Message {
-    Message {
-        role,
-        content,
-        tool_calls: Vec::new(),
-        tool_call_id: None,
-        name: None,
-    }
-}
-
 /// Ollama tool-call arguments (an object; some clients send JSON text) → canonical JSON text.
 fn arguments_text(v: Option<&Value>, path: &str) -> Result<String, TranslateError> {
     match v {
@@ -65,110 +56,101 @@ fn arguments_text(v: Option<&Value>, path: &str) -> Result<String, TranslateErro
     }
 }
 
-struct CallRecord {
-    id: String,
-    name: String,
-    answered: bool,
+/// One of an assistant message's `tool_calls` (at `cpath`).
+fn decode_tool_call(
+    c: &Value,
+    cpath: &str,
+    ledger: &mut CallLedger,
+) -> Result<ToolCall, TranslateError> {
+    let co = Fields::of(c, cpath)?;
+    let f = co
+        .get("function")
+        .ok_or_else(|| bad(co.at("function"), "missing required field"))?;
+    let fo = Fields::of(f, &co.at("function"))?;
+    let name = fo.need_str("name")?.to_string();
+    let arguments = arguments_text(fo.get("arguments"), &fo.at("arguments"))?;
+    let id = co
+        .str("id")?
+        .filter(|id| !id.is_empty())
+        .map(str::to_string);
+    Ok(ToolCall {
+        id: ledger.call(id, &name),
+        name,
+        arguments,
+    })
+}
+
+fn decode_assistant(
+    mo: &Fields,
+    text: String,
+    images: Vec<Part>,
+    ledger: &mut CallLedger,
+) -> Result<Message, TranslateError> {
+    let mut content = Vec::new();
+    if !text.is_empty() {
+        content.push(Part::Text(text));
+    }
+    content.extend(images);
+    let mut msg = Message::new(Role::Assistant, content);
+    for (j, c) in mo.array("tool_calls")?.iter().enumerate() {
+        let cpath = format!("{}[{j}]", mo.at("tool_calls"));
+        msg.tool_calls.push(decode_tool_call(c, &cpath, ledger)?);
+    }
+    if msg.content.is_empty() && msg.tool_calls.is_empty() {
+        // An empty assistant turn still takes its place in the conversation.
+        msg.content.push(Part::Text(String::new()));
+    }
+    Ok(msg)
+}
+
+fn decode_tool_result(
+    mo: &Fields,
+    text: String,
+    ledger: &mut CallLedger,
+) -> Result<Message, TranslateError> {
+    let name = match mo.str("tool_name")? {
+        Some(n) => Some(n),
+        None => mo.str("name")?,
+    }
+    .map(str::to_string);
+    let call_id = ledger.answer(mo.str("tool_call_id")?, name.as_deref());
+    let mut msg = Message::new(Role::Tool, vec![Part::Text(text)]);
+    msg.tool_call_id = Some(call_id);
+    msg.name = name;
+    Ok(msg)
 }
 
 pub(super) fn decode_messages(o: &Fields, req: &mut ChatRequest) -> Result<(), TranslateError> {
     let mut system: Vec<String> = Vec::new();
-    let mut calls: Vec<CallRecord> = Vec::new();
-    let mut next = 0usize;
-    let mut gen_id = || {
-        let id = format!("call_{next}");
-        next += 1;
-        id
-    };
+    let mut ledger = CallLedger::default();
     for (i, m) in o.array("messages")?.iter().enumerate() {
         let mo = Fields::of(m, &format!("messages[{i}]"))?;
-        let role = mo
-            .str("role")?
-            .ok_or_else(|| bad(mo.at("role"), "missing required field"))?;
+        let role = mo.need_str("role")?;
         let text = mo.str("content")?.unwrap_or_default().to_string();
         let images = decode_images(&mo, "images")?;
         match role {
-            "system" => {
-                if !images.is_empty() {
-                    return Err(bad(mo.at("images"), "a system message cannot hold images"));
-                }
-                system.push(text);
+            "system" if !images.is_empty() => {
+                return Err(bad(mo.at("images"), "a system message cannot hold images"))
             }
+            "system" => system.push(text),
             "user" => {
                 let mut content = Vec::new();
                 if !text.is_empty() || images.is_empty() {
                     content.push(Part::Text(text));
                 }
                 content.extend(images);
-                req.messages.push(message(Role::User, content));
+                req.messages.push(Message::new(Role::User, content));
             }
             "assistant" => {
-                let mut content = Vec::new();
-                if !text.is_empty() {
-                    content.push(Part::Text(text));
-                }
-                content.extend(images);
-                let mut msg = message(Role::Assistant, content);
-                for (j, c) in mo.array("tool_calls")?.iter().enumerate() {
-                    let cpath = format!("{}[{j}]", mo.at("tool_calls"));
-                    let co = Fields::of(c, &cpath)?;
-                    let f = co
-                        .get("function")
-                        .ok_or_else(|| bad(co.at("function"), "missing required field"))?;
-                    let fo = Fields::of(f, &co.at("function"))?;
-                    let name = fo
-                        .str("name")?
-                        .ok_or_else(|| bad(fo.at("name"), "missing required field"))?
-                        .to_string();
-                    let arguments = arguments_text(fo.get("arguments"), &fo.at("arguments"))?;
-                    let id = match co.str("id")? {
-                        Some(id) if !id.is_empty() => id.to_string(),
-                        _ => gen_id(),
-                    };
-                    calls.push(CallRecord {
-                        id: id.clone(),
-                        name: name.clone(),
-                        answered: false,
-                    });
-                    msg.tool_calls.push(ToolCall {
-                        id,
-                        name,
-                        arguments,
-                    });
-                }
-                if msg.content.is_empty() && msg.tool_calls.is_empty() {
-                    // An empty assistant turn still takes its place in the conversation.
-                    msg.content.push(Part::Text(String::new()));
-                }
+                let msg = decode_assistant(&mo, text, images, &mut ledger)?;
                 req.messages.push(msg);
             }
-            "tool" => {
-                if !images.is_empty() {
-                    return Err(bad(mo.at("images"), "tool results cannot hold images"));
-                }
-                let name = match mo.str("tool_name")? {
-                    Some(n) => Some(n),
-                    None => mo.str("name")?,
-                }
-                .map(str::to_string);
-                let given = mo.str("tool_call_id")?;
-                let by_id = given.and_then(|id| calls.iter().position(|c| c.id == id));
-                let found = by_id.or_else(|| {
-                    let n = name.as_deref()?;
-                    calls.iter().position(|c| !c.answered && c.name == n)
-                });
-                let call_id = match found.and_then(|k| calls.get_mut(k)) {
-                    Some(rec) => {
-                        rec.answered = true;
-                        rec.id.clone()
-                    }
-                    None => given.map_or_else(&mut gen_id, str::to_string),
-                };
-                let mut msg = message(Role::Tool, vec![Part::Text(text)]);
-                msg.tool_call_id = Some(call_id);
-                msg.name = name;
-                req.messages.push(msg);
+            "tool" if !images.is_empty() => {
+                return Err(bad(mo.at("images"), "tool results cannot hold images"))
             }
+            "tool" => req
+                .messages
+                .push(decode_tool_result(&mo, text, &mut ledger)?),
             other => {
                 return Err(bad(
                     mo.at("role"),
@@ -284,6 +266,6 @@ pub(super) fn decode_generate(o: &Fields, req: &mut ChatRequest) -> Result<(), T
         content.push(Part::Text(text));
     }
     content.extend(images);
-    req.messages.push(message(Role::User, content));
+    req.messages.push(Message::new(Role::User, content));
     Ok(())
 }
