@@ -96,3 +96,13 @@ impl CallLedger {
         id.map_or_else(|| self.fresh(), str::to_string)
     }
 }
+
+/// The name of the latest call with `id` in `names` (call id, name), for a tool result that
+/// gives only the id.
+pub(crate) fn call_name(names: &[(String, String)], id: &str) -> Option<String> {
+    names
+        .iter()
+        .rev()
+        .find(|(cid, _)| cid == id)
+        .map(|(_, n)| n.clone())
+}

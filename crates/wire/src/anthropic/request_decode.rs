@@ -3,6 +3,7 @@
 use crate::canonical::{
     ChatRequest, Image, Message, Part, Role, Tool, ToolCall, ToolChoice, TranslateError,
 };
+use crate::ids::call_name;
 use crate::json::{
     as_obj, empty_schema, field, opt_array, opt_bool, opt_f64, opt_str, opt_u32, path, req_str, Obj,
 };
@@ -111,11 +112,7 @@ fn block_text(bo: &Obj, bp: &str) -> Result<Option<Part>, TranslateError> {
 /// A `tool_result` block → a tool message, named from the call it answers when known.
 fn tool_result(bo: &Obj, bp: &str, names: &[(String, String)]) -> Result<Message, TranslateError> {
     let id = req_str(bo, bp, "tool_use_id")?;
-    let name = names
-        .iter()
-        .rev()
-        .find(|(cid, _)| *cid == id)
-        .map(|(_, n)| n.clone());
+    let name = call_name(names, &id);
     Ok(Message {
         role: Role::Tool,
         content: decode_tool_result_content(field(bo, "content"), &path(bp, "content"))?,

@@ -6,42 +6,48 @@ use crate::canonical::{
 use crate::json::bad;
 use serde_json::{json, Map, Value};
 
+/// `type` in upper case; a `[t, "null"]` pair is `t` and `nullable`. `None` for any other list.
+fn gemini_type(val: &Value, out: &mut Map<String, Value>) -> Option<()> {
+    match val {
+        Value::String(t) => {
+            out.insert("type".into(), Value::String(t.to_ascii_uppercase()));
+        }
+        Value::Array(ts) => {
+            let non_null: Vec<&str> = ts
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|t| *t != "null")
+                .collect();
+            if non_null.len() + usize::from(non_null.len() < ts.len()) != ts.len() {
+                return None;
+            }
+            let [one] = non_null.as_slice() else {
+                return None;
+            };
+            out.insert("type".into(), Value::String(one.to_ascii_uppercase()));
+            if non_null.len() < ts.len() {
+                out.insert("nullable".to_string(), Value::Bool(true));
+            }
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
 /// JSON Schema → Gemini's OpenAPI subset, or `None` when the schema uses something the subset lacks.
 pub(super) fn to_gemini_schema(v: &Value) -> Option<Value> {
     let m = v.as_object()?;
     let mut out = Map::new();
     for (k, val) in m {
         match k.as_str() {
-            "type" => match val {
-                Value::String(t) => {
-                    out.insert(k.clone(), Value::String(t.to_ascii_uppercase()));
-                }
-                Value::Array(ts) => {
-                    let non_null: Vec<&str> = ts
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .filter(|t| *t != "null")
-                        .collect();
-                    if non_null.len() + usize::from(non_null.len() < ts.len()) != ts.len() {
-                        return None;
-                    }
-                    let [one] = non_null.as_slice() else {
-                        return None;
-                    };
-                    out.insert(k.clone(), Value::String(one.to_ascii_uppercase()));
-                    if non_null.len() < ts.len() {
-                        out.insert("nullable".to_string(), Value::Bool(true));
-                    }
-                }
-                _ => return None,
-            },
+            "type" => gemini_type(val, &mut out)?,
             "properties" => {
                 let props = val.as_object()?;
-                let mut conv = Map::new();
-                for (name, s) in props {
-                    conv.insert(name.clone(), to_gemini_schema(s)?);
-                }
-                out.insert(k.clone(), Value::Object(conv));
+                let conv: Option<Map<String, Value>> = props
+                    .iter()
+                    .map(|(name, s)| Some((name.clone(), to_gemini_schema(s)?)))
+                    .collect();
+                out.insert(k.clone(), Value::Object(conv?));
             }
             "items" => {
                 out.insert(k.clone(), to_gemini_schema(val)?);

@@ -4,7 +4,7 @@ use crate::canonical::{
     image_from_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
     TranslateError,
 };
-use crate::ids::new_id;
+use crate::ids::{call_name, new_id};
 use crate::json::{
     as_obj, empty_schema, field, opt_array, opt_bool, opt_f64, opt_i64, opt_str, opt_u32, path,
     req_str, Obj,
@@ -313,14 +313,30 @@ fn decode_response_format(o: &Obj) -> Result<Option<ResponseFormat>, TranslateEr
     }
 }
 
-pub(super) fn decode_chat(o: &Obj) -> Result<ChatRequest, TranslateError> {
-    reject_chat_fields(o)?;
-    let mut req = ChatRequest {
-        model: req_str(o, "", "model")?,
-        ..ChatRequest::default()
-    };
-    let msgs = opt_array(o, "", "messages")?
-        .ok_or_else(|| TranslateError::new("messages", "is required"))?;
+fn decode_assistant(m: &Obj, p: &str, cp: &str) -> Result<Message, TranslateError> {
+    for key in ["audio", "function_call"] {
+        if field(m, key).is_some() {
+            return Err(TranslateError::new(
+                path(p, key),
+                "this field cannot be translated",
+            ));
+        }
+    }
+    let mut msg = Message::new(
+        Role::Assistant,
+        decode_content(field(m, "content"), cp, false)?,
+    );
+    if let Some(r) = opt_str(m, p, "refusal")? {
+        if !r.is_empty() && msg.content.is_empty() {
+            msg.content.push(Part::Text(r));
+        }
+    }
+    msg.tool_calls = decode_tool_calls(m, p)?;
+    Ok(msg)
+}
+
+/// The messages; system and developer messages are joined into the system prompt.
+fn decode_messages(msgs: &[Value], req: &mut ChatRequest) -> Result<(), TranslateError> {
     let mut system: Vec<String> = Vec::new();
     // Tool call id → tool name, so tool results can carry the name (Gemini needs it).
     let mut names: Vec<(String, String)> = Vec::new();
@@ -329,58 +345,28 @@ pub(super) fn decode_chat(o: &Obj) -> Result<ChatRequest, TranslateError> {
         let m = as_obj(m, &p)?;
         let role = req_str(m, &p, "role")?;
         let cp = path(&p, "content");
+        let content = |images| decode_content(field(m, "content"), &cp, images);
         let message = match role.as_str() {
             "system" | "developer" => {
-                let text = text_only(decode_content(field(m, "content"), &cp, false)?, "\n");
-                system.push(text);
+                system.push(text_only(content(false)?, "\n"));
                 continue;
             }
-            "user" => Message {
-                role: Role::User,
-                content: decode_content(field(m, "content"), &cp, true)?,
-                tool_calls: Vec::new(),
-                tool_call_id: None,
-                name: None,
-            },
+            "user" => Message::new(Role::User, content(true)?),
             "assistant" => {
-                for key in ["audio", "function_call"] {
-                    if field(m, key).is_some() {
-                        return Err(TranslateError::new(
-                            path(&p, key),
-                            "this field cannot be translated",
-                        ));
-                    }
-                }
-                let mut content = decode_content(field(m, "content"), &cp, false)?;
-                if let Some(r) = opt_str(m, &p, "refusal")? {
-                    if !r.is_empty() && content.is_empty() {
-                        content.push(Part::Text(r));
-                    }
-                }
-                let tool_calls = decode_tool_calls(m, &p)?;
-                names.extend(tool_calls.iter().map(|c| (c.id.clone(), c.name.clone())));
-                Message {
-                    role: Role::Assistant,
-                    content,
-                    tool_calls,
-                    tool_call_id: None,
-                    name: None,
-                }
+                let msg = decode_assistant(m, &p, &cp)?;
+                names.extend(
+                    msg.tool_calls
+                        .iter()
+                        .map(|c| (c.id.clone(), c.name.clone())),
+                );
+                msg
             }
             "tool" => {
                 let id = req_str(m, &p, "tool_call_id")?;
-                let name = names
-                    .iter()
-                    .rev()
-                    .find(|(cid, _)| *cid == id)
-                    .map(|(_, n)| n.clone());
-                Message {
-                    role: Role::Tool,
-                    content: decode_content(field(m, "content"), &cp, false)?,
-                    tool_calls: Vec::new(),
-                    tool_call_id: Some(id),
-                    name,
-                }
+                let mut msg = Message::new(Role::Tool, content(false)?);
+                msg.name = call_name(&names, &id);
+                msg.tool_call_id = Some(id);
+                msg
             }
             "function" => {
                 return Err(TranslateError::new(
@@ -400,6 +386,18 @@ pub(super) fn decode_chat(o: &Obj) -> Result<ChatRequest, TranslateError> {
     if !system.is_empty() {
         req.system = Some(system.join("\n\n"));
     }
+    Ok(())
+}
+
+pub(super) fn decode_chat(o: &Obj) -> Result<ChatRequest, TranslateError> {
+    reject_chat_fields(o)?;
+    let mut req = ChatRequest {
+        model: req_str(o, "", "model")?,
+        ..ChatRequest::default()
+    };
+    let msgs = opt_array(o, "", "messages")?
+        .ok_or_else(|| TranslateError::new("messages", "is required"))?;
+    decode_messages(msgs, &mut req)?;
     decode_sampling(o, &mut req)?;
     req.tools = decode_tools(o)?;
     req.tool_choice = decode_tool_choice(o)?;

@@ -4,6 +4,7 @@ use crate::canonical::{
     image_from_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
     TranslateError,
 };
+use crate::ids::call_name;
 use crate::json::{
     as_obj, empty_schema, field, opt_array, opt_bool, opt_f64, opt_str, opt_u32, path, req_str, Obj,
 };
@@ -102,43 +103,45 @@ pub(super) fn text_of(parts: Vec<Part>) -> String {
 fn assistant_turn(messages: &mut Vec<Message>) -> &mut Message {
     let reuse = messages.last().is_some_and(|m| m.role == Role::Assistant);
     if !reuse {
-        messages.push(Message {
-            role: Role::Assistant,
-            content: Vec::new(),
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-            name: None,
-        });
+        messages.push(Message::new(Role::Assistant, Vec::new()));
     }
     let last = messages.len() - 1;
     &mut messages[last]
 }
 
-fn decode_input(
-    o: &Obj,
+/// A `message` item: a system or developer message joins the system prompt.
+fn decode_message_item(
+    it: &Obj,
+    p: &str,
     system: &mut Vec<String>,
     messages: &mut Vec<Message>,
 ) -> Result<(), TranslateError> {
-    let items = match field(o, "input") {
-        None => return Err(TranslateError::new("input", "is required")),
-        Some(Value::String(s)) => {
-            messages.push(Message {
-                role: Role::User,
-                content: vec![Part::Text(s.clone())],
-                tool_calls: Vec::new(),
-                tool_call_id: None,
-                name: None,
-            });
+    let role = req_str(it, p, "role")?;
+    let content = decode_content(field(it, "content"), &path(p, "content"))?;
+    let role = match role.as_str() {
+        "system" | "developer" => {
+            system.push(text_of(content));
             return Ok(());
         }
-        Some(Value::Array(items)) => items,
-        Some(_) => {
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        other => {
             return Err(TranslateError::new(
-                "input",
-                "must be a string or an array of input items",
+                path(p, "role"),
+                format!("unknown role `{other}`"),
             ))
         }
     };
+    messages.push(Message::new(role, content));
+    Ok(())
+}
+
+/// The items of an array `input`.
+fn decode_items(
+    items: &[Value],
+    system: &mut Vec<String>,
+    messages: &mut Vec<Message>,
+) -> Result<(), TranslateError> {
     // Call id → function name, so outputs can carry the name (Gemini needs it).
     let mut names: Vec<(String, String)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -146,31 +149,7 @@ fn decode_input(
         let it = as_obj(item, &p)?;
         let ty = opt_str(it, &p, "type")?.unwrap_or_else(|| "message".to_string());
         match ty.as_str() {
-            "message" => {
-                let role = req_str(it, &p, "role")?;
-                let content = decode_content(field(it, "content"), &path(&p, "content"))?;
-                let role = match role.as_str() {
-                    "system" | "developer" => {
-                        system.push(text_of(content));
-                        continue;
-                    }
-                    "user" => Role::User,
-                    "assistant" => Role::Assistant,
-                    other => {
-                        return Err(TranslateError::new(
-                            path(&p, "role"),
-                            format!("unknown role `{other}`"),
-                        ))
-                    }
-                };
-                messages.push(Message {
-                    role,
-                    content,
-                    tool_calls: Vec::new(),
-                    tool_call_id: None,
-                    name: None,
-                });
-            }
+            "message" => decode_message_item(it, &p, system, messages)?,
             "function_call" => {
                 let call = ToolCall {
                     id: req_str(it, &p, "call_id")?,
@@ -183,18 +162,10 @@ fn decode_input(
             "function_call_output" => {
                 let id = req_str(it, &p, "call_id")?;
                 let content = decode_content(field(it, "output"), &path(&p, "output"))?;
-                let name = names
-                    .iter()
-                    .rev()
-                    .find(|(cid, _)| *cid == id)
-                    .map(|(_, n)| n.clone());
-                messages.push(Message {
-                    role: Role::Tool,
-                    content,
-                    tool_calls: Vec::new(),
-                    tool_call_id: Some(id),
-                    name,
-                });
+                let mut m = Message::new(Role::Tool, content);
+                m.name = call_name(&names, &id);
+                m.tool_call_id = Some(id);
+                messages.push(m);
             }
             // The model's hidden reasoning from an earlier turn: other dialects have no place for it.
             "reasoning" => {}
@@ -207,6 +178,25 @@ fn decode_input(
         }
     }
     Ok(())
+}
+
+fn decode_input(
+    o: &Obj,
+    system: &mut Vec<String>,
+    messages: &mut Vec<Message>,
+) -> Result<(), TranslateError> {
+    match field(o, "input") {
+        None => Err(TranslateError::new("input", "is required")),
+        Some(Value::String(s)) => {
+            messages.push(Message::new(Role::User, vec![Part::Text(s.clone())]));
+            Ok(())
+        }
+        Some(Value::Array(items)) => decode_items(items, system, messages),
+        Some(_) => Err(TranslateError::new(
+            "input",
+            "must be a string or an array of input items",
+        )),
+    }
 }
 
 fn decode_tools(o: &Obj) -> Result<Vec<Tool>, TranslateError> {
