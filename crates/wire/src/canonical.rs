@@ -53,6 +53,17 @@ pub struct Message {
 }
 
 impl Message {
+    /// The id of the call this tool result (message `i` of the request) answers, which every
+    /// dialect that names calls requires.
+    pub(crate) fn answered_call(&self, i: usize) -> Result<String, TranslateError> {
+        self.tool_call_id.clone().ok_or_else(|| {
+            TranslateError::new(
+                format!("messages[{i}].tool_call_id"),
+                "a tool result must name the call it answers",
+            )
+        })
+    }
+
     /// A message of `role` with `content` and nothing else.
     pub fn new(role: Role, content: Vec<Part>) -> Message {
         Message {

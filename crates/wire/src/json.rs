@@ -160,6 +160,49 @@ pub(crate) fn tool_object(t: &Tool, schema_key: &str) -> Obj {
     f
 }
 
+/// A function tool read from `t` (at `tp`): `name`, `description` and the parameters' schema
+/// under `schema_key` (an empty object schema when absent).
+pub(crate) fn decode_tool(t: &Obj, tp: &str, schema_key: &str) -> Result<Tool, TranslateError> {
+    Ok(Tool {
+        name: req_str(t, tp, "name")?,
+        description: opt_str(t, tp, "description")?,
+        parameters: field(t, schema_key).cloned().unwrap_or_else(empty_schema),
+    })
+}
+
+/// Tool-call argument text → the JSON object the dialects that want an object send (empty
+/// text is `{}`); `None` when it is not a JSON object.
+pub(crate) fn arguments_object(arguments: &str) -> Option<Value> {
+    if arguments.trim().is_empty() {
+        return Some(json!({}));
+    }
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(v @ Value::Object(_)) => Some(v),
+        _ => None,
+    }
+}
+
+/// Like [`arguments_object`] for answers, which cannot fail: text that is no object is kept
+/// under `arguments`.
+pub(crate) fn arguments_value(arguments: &str) -> Value {
+    arguments_object(arguments).unwrap_or_else(|| json!({ "arguments": arguments }))
+}
+
+/// The message of an `error` member written the OpenAI or Anthropic way: a string, or an
+/// object with a `message` ("upstream error" without one).
+pub(crate) fn error_message(e: &Value) -> Option<String> {
+    match e {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(e) => Some(
+            e.get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("upstream error")
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
 /// The JSON schema of a tool that takes no arguments.
 pub(crate) fn empty_schema() -> Value {
     json!({"type": "object", "properties": {}})

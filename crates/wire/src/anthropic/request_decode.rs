@@ -5,7 +5,7 @@ use crate::canonical::{
 };
 use crate::ids::call_name;
 use crate::json::{
-    as_obj, empty_schema, field, opt_array, opt_bool, opt_f64, opt_str, opt_u32, path, req_str, Obj,
+    as_obj, decode_tool, field, opt_array, opt_bool, opt_f64, opt_str, opt_u32, path, req_str, Obj,
 };
 use serde_json::{json, Value};
 
@@ -254,13 +254,7 @@ fn decode_tools(o: &Obj) -> Result<Vec<Tool>, TranslateError> {
                 ));
             }
         }
-        out.push(Tool {
-            name: req_str(t, &tp, "name")?,
-            description: opt_str(t, &tp, "description")?,
-            parameters: field(t, "input_schema")
-                .cloned()
-                .unwrap_or_else(empty_schema),
-        });
+        out.push(decode_tool(t, &tp, "input_schema")?);
     }
     Ok(out)
 }

@@ -5,7 +5,7 @@ use crate::canonical::{
     ChatRequest, Image, Part, ResponseFormat, Role, ToolChoice, TranslateError,
 };
 use crate::ids::new_id;
-use crate::json::{put, tool_object};
+use crate::json::{arguments_object, put, tool_object};
 use serde_json::{json, Map, Value};
 
 fn image_block(img: &Image) -> Value {
@@ -27,17 +27,6 @@ fn content_blocks(parts: &[Part]) -> Vec<Value> {
             Part::Image(img) => Some(image_block(img)),
         })
         .collect()
-}
-
-/// Tool call arguments (JSON text) → the `input` object Anthropic wants.
-pub(super) fn arguments_object(args: &str) -> Option<Value> {
-    if args.trim().is_empty() {
-        return Some(json!({}));
-    }
-    match serde_json::from_str::<Value>(args) {
-        Ok(v @ Value::Object(_)) => Some(v),
-        _ => None,
-    }
 }
 
 pub(super) fn tool_use_id(id: &str) -> String {
@@ -85,12 +74,7 @@ fn encode_messages(req: &ChatRequest) -> Result<Vec<Value>, TranslateError> {
                 ("assistant", blocks)
             }
             Role::Tool => {
-                let id = m.tool_call_id.clone().ok_or_else(|| {
-                    TranslateError::new(
-                        format!("messages[{i}].tool_call_id"),
-                        "a tool result must name the call it answers",
-                    )
-                })?;
+                let id = m.answered_call(i)?;
                 let content = match m.content.as_slice() {
                     [] => json!(""),
                     [Part::Text(t)] => json!(t),

@@ -1,9 +1,10 @@
 //! Whole Anthropic answers ⇄ the canonical form, and error bodies.
 
-use super::request_encode::{arguments_object, tool_use_id};
+use super::request_encode::tool_use_id;
 use crate::canonical::{ChatResponse, FinishReason, ToolCall, TranslateError, Usage};
 use crate::ids::{new_id, now_secs};
-use crate::json::{as_obj, count, field, opt_array, opt_str, parse_object, req_str};
+use crate::json::arguments_object;
+use crate::json::{as_obj, count, error_message, field, opt_array, opt_str, parse_object, req_str};
 use serde_json::{json, Value};
 
 pub(super) fn finish_from_anthropic(s: &str) -> FinishReason {
@@ -33,17 +34,7 @@ pub(super) fn input_tokens(usage: &Value) -> u64 {
 }
 
 pub(super) fn error_of(v: &Value) -> Option<String> {
-    let e = v.get("error")?;
-    match e {
-        Value::Object(_) => Some(
-            e.get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("upstream error")
-                .to_string(),
-        ),
-        Value::String(s) => Some(s.clone()),
-        _ => None,
-    }
+    error_message(v.get("error")?)
 }
 
 pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateError> {

@@ -2,22 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use super::*;
 use crate::canonical::EmbedResponse;
-use crate::gemini::embed::{
-    decode_gemini_batch_request, decode_gemini_batch_response, decode_gemini_request,
-    decode_gemini_response, encode_gemini_batch_request, encode_gemini_batch_response,
-    encode_gemini_request, encode_gemini_response,
-};
 use crate::json::{base64_decode, base64_encode};
-use crate::ollama::embed::{
-    decode_ollama_legacy_request, decode_ollama_legacy_response, decode_ollama_request,
-    decode_ollama_response, encode_ollama_legacy_request, encode_ollama_legacy_response,
-    encode_ollama_request, encode_ollama_response,
-};
-use crate::openai::embed::{
-    base64_to_floats, decode_openai_request, decode_openai_response, encode_openai_request,
-    encode_openai_response, floats_to_base64, EncodingFormat,
-};
+use crate::openai::embed::{base64_to_floats, floats_to_base64};
 use serde_json::{json, Value};
 
 // Shaped after the public API references' examples.

@@ -41,10 +41,11 @@ use crate::canonical::{
     ToolCall, TranslateError,
 };
 use crate::ids::now_secs;
+use crate::json::arguments_value;
 use crate::json::Fields;
 use request_decode::{decode_contents, decode_generation_config, decode_system, decode_tools};
 use request_encode::{
-    args_value, encode_function_response, encode_generation_config, encode_parts, encode_tools,
+    encode_function_response, encode_generation_config, encode_parts, encode_tools,
 };
 use response::{
     answer_part, blocked, candidate_parts, chunk_json, decode_usage, error_of, finish_reason_of,
@@ -216,7 +217,9 @@ impl Codec for GeminiCodec {
             parts.push(json!({ "text": resp.text }));
         }
         for c in &resp.tool_calls {
-            parts.push(json!({"functionCall": {"name": c.name, "args": args_value(&c.arguments)}}));
+            parts.push(
+                json!({"functionCall": {"name": c.name, "args": arguments_value(&c.arguments)}}),
+            );
         }
         chunk_json(
             &resp.id,

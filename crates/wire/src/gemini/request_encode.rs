@@ -3,7 +3,7 @@
 use crate::canonical::{
     ChatRequest, Image, Message, Part, ResponseFormat, ToolChoice, TranslateError,
 };
-use crate::json::bad;
+use crate::json::{arguments_object, bad};
 use serde_json::{json, Map, Value};
 
 /// `type` in upper case; a `[t, "null"]` pair is `t` and `nullable`. `None` for any other list.
@@ -160,23 +160,6 @@ fn image_part(img: &Image) -> Value {
     }
 }
 
-/// Tool-call argument text → the object Gemini wants; `None` when it is not a JSON object.
-fn args_object(arguments: &str) -> Option<Value> {
-    let t = arguments.trim();
-    if t.is_empty() {
-        return Some(json!({}));
-    }
-    match serde_json::from_str::<Value>(t) {
-        Ok(v @ Value::Object(_)) => Some(v),
-        _ => None,
-    }
-}
-
-/// Like `args_object` for answers, which cannot fail: text that is no object is kept under `arguments`.
-pub(super) fn args_value(arguments: &str) -> Value {
-    args_object(arguments).unwrap_or_else(|| json!({ "arguments": arguments }))
-}
-
 fn tool_response_value(text: &str) -> Value {
     match serde_json::from_str::<Value>(text) {
         Ok(v @ Value::Object(_)) => v,
@@ -210,7 +193,7 @@ pub(super) fn encode_parts(m: &Message, i: usize) -> Result<Vec<Value>, Translat
         }
     }
     for (j, c) in m.tool_calls.iter().enumerate() {
-        let args = args_object(&c.arguments).ok_or_else(|| {
+        let args = arguments_object(&c.arguments).ok_or_else(|| {
             bad(
                 format!("messages[{i}].tool_calls[{j}].arguments"),
                 "Gemini needs the arguments as a JSON object",

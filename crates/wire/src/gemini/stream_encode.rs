@@ -1,9 +1,9 @@
 //! Canonical stream events → Gemini SSE chunks, tool calls whole and the finish with usage.
 
-use super::request_encode::args_value;
 use super::response::chunk_json;
 use crate::canonical::{FinishReason, StreamEncoder, StreamEvent, Usage};
 use crate::ids::fresh_token;
+use crate::json::arguments_value;
 use crate::stream::framing::write_sse;
 use crate::stream::hold::{Held, PendingCall, Ready};
 use serde_json::{json, Value};
@@ -38,7 +38,7 @@ impl GeminiStreamEncoder {
         }
         let parts: Vec<Value> = calls
             .into_iter()
-            .map(|c| json!({"functionCall": {"name": c.name, "args": args_value(&c.args)}}))
+            .map(|c| json!({"functionCall": {"name": c.name, "args": arguments_value(&c.args)}}))
             .collect();
         self.chunk(out, parts, None, None);
     }

@@ -38,12 +38,13 @@ use crate::canonical::{
     TranslateError,
 };
 use crate::ids::now_secs;
+use crate::json::arguments_value;
 use crate::json::Fields;
 use request_decode::{
     decode_format, decode_generate, decode_messages, decode_options, decode_tools,
 };
 use request_encode::{
-    args_value, encode_messages, encode_options, encode_tools, split_content, tool_call_json,
+    encode_messages, encode_options, encode_tools, split_content, tool_call_json,
 };
 use response::{
     answer_of, base_line, decode_usage, done_fields, error_of, map_done_reason, parse_rfc3339,
@@ -174,7 +175,7 @@ impl Codec for OllamaCodec {
                     let calls = resp
                         .tool_calls
                         .iter()
-                        .map(|c| tool_call_json(&c.name, args_value(&c.arguments)))
+                        .map(|c| tool_call_json(&c.name, arguments_value(&c.arguments)))
                         .collect();
                     msg.insert("tool_calls".to_string(), Value::Array(calls));
                 }

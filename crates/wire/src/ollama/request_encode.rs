@@ -1,7 +1,7 @@
 //! The canonical form → an Ollama `/api/chat` or `/api/generate` request body for an upstream.
 
 use crate::canonical::{ChatRequest, Image, Message, Part, Role, ToolChoice, TranslateError};
-use crate::json::bad;
+use crate::json::{arguments_object, bad};
 use serde_json::{json, Map, Value};
 
 fn image_data(img: &Image) -> Option<&str> {
@@ -33,22 +33,6 @@ pub(super) fn split_content(m: &Message, i: usize) -> Result<(String, Vec<Value>
         }
     }
     Ok((texts.join("\n"), images))
-}
-
-fn args_object(arguments: &str) -> Option<Value> {
-    let t = arguments.trim();
-    if t.is_empty() {
-        return Some(json!({}));
-    }
-    match serde_json::from_str::<Value>(t) {
-        Ok(v @ Value::Object(_)) => Some(v),
-        _ => None,
-    }
-}
-
-/// For answers, which cannot fail: arguments that are no JSON object are kept under `arguments`.
-pub(super) fn args_value(arguments: &str) -> Value {
-    args_object(arguments).unwrap_or_else(|| json!({ "arguments": arguments }))
 }
 
 pub(super) fn tool_call_json(name: &str, args: Value) -> Value {
@@ -97,7 +81,7 @@ pub(super) fn encode_messages(req: &ChatRequest) -> Result<Vec<Value>, Translate
         if !m.tool_calls.is_empty() {
             let mut calls = Vec::new();
             for (j, c) in m.tool_calls.iter().enumerate() {
-                let args = args_object(&c.arguments).ok_or_else(|| {
+                let args = arguments_object(&c.arguments).ok_or_else(|| {
                     bad(
                         format!("messages[{i}].tool_calls[{j}].arguments"),
                         "Ollama needs the arguments as a JSON object",

@@ -1,8 +1,9 @@
 //! Canonical stream events → Ollama NDJSON lines, tool calls whole and the `done` line with usage.
 
-use super::request_encode::{args_value, tool_call_json};
+use super::request_encode::tool_call_json;
 use super::response::{base_line, done_fields, Timing};
 use crate::canonical::{FinishReason, Op, StreamEncoder, StreamEvent, Usage};
+use crate::json::arguments_value;
 use crate::stream::hold::{Held, PendingCall, Ready};
 use serde_json::{json, Map, Value};
 use std::time::Instant;
@@ -64,7 +65,7 @@ impl OllamaStreamEncoder {
         }
         let calls: Vec<Value> = calls
             .into_iter()
-            .map(|c| tool_call_json(&c.name, args_value(&c.args)))
+            .map(|c| tool_call_json(&c.name, arguments_value(&c.args)))
             .collect();
         self.content_line(out, "", calls);
     }

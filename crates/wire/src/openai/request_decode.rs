@@ -6,7 +6,7 @@ use crate::canonical::{
 };
 use crate::ids::{call_name, new_id};
 use crate::json::{
-    as_obj, empty_schema, field, opt_array, opt_bool, opt_f64, opt_i64, opt_str, opt_u32, path,
+    as_obj, decode_tool, field, opt_array, opt_bool, opt_f64, opt_i64, opt_str, opt_u32, path,
     req_str, Obj,
 };
 use serde_json::{json, Value};
@@ -238,16 +238,17 @@ fn decode_tools(o: &Obj) -> Result<Vec<Tool>, TranslateError> {
             field(t, "function").ok_or_else(|| TranslateError::new(&fp, "is required"))?,
             &fp,
         )?;
-        out.push(Tool {
-            name: req_str(f, &fp, "name")?,
-            description: opt_str(f, &fp, "description")?,
-            parameters: field(f, "parameters").cloned().unwrap_or_else(empty_schema),
-        });
+        out.push(decode_tool(f, &fp, "parameters")?);
     }
     Ok(out)
 }
 
-fn decode_tool_choice(o: &Obj) -> Result<Option<ToolChoice>, TranslateError> {
+/// `tool_choice`: `auto`, `none`, `required`, or a function object whose name `name_of`
+/// reads (nested under `function` in chat, flat in the Responses API).
+pub(super) fn decode_tool_choice_by(
+    o: &Obj,
+    name_of: fn(&Obj) -> Result<String, TranslateError>,
+) -> Result<Option<ToolChoice>, TranslateError> {
     match field(o, "tool_choice") {
         None => Ok(None),
         Some(Value::String(s)) => match s.as_str() {
@@ -267,22 +268,33 @@ fn decode_tool_choice(o: &Obj) -> Result<Option<ToolChoice>, TranslateError> {
                     format!("tool_choice type `{ty}` cannot be translated"),
                 ));
             }
-            let f = as_obj(
-                field(tc, "function")
-                    .ok_or_else(|| TranslateError::new("tool_choice.function", "is required"))?,
-                "tool_choice.function",
-            )?;
-            Ok(Some(ToolChoice::Tool(req_str(
-                f,
-                "tool_choice.function",
-                "name",
-            )?)))
+            Ok(Some(ToolChoice::Tool(name_of(tc)?)))
         }
         Some(_) => Err(TranslateError::new(
             "tool_choice",
             "must be a string or an object",
         )),
     }
+}
+
+fn decode_tool_choice(o: &Obj) -> Result<Option<ToolChoice>, TranslateError> {
+    decode_tool_choice_by(o, |tc| {
+        let f = as_obj(
+            field(tc, "function")
+                .ok_or_else(|| TranslateError::new("tool_choice.function", "is required"))?,
+            "tool_choice.function",
+        )?;
+        req_str(f, "tool_choice.function", "name")
+    })
+}
+
+/// A `json_schema` response format's `name`, `schema` and `strict` (read from `js`, at `at`).
+pub(super) fn json_schema_format(js: &Obj, at: &str) -> Result<ResponseFormat, TranslateError> {
+    Ok(ResponseFormat::JsonSchema {
+        name: opt_str(js, at, "name")?.unwrap_or_else(|| "response".to_string()),
+        schema: field(js, "schema").cloned().unwrap_or_else(|| json!({})),
+        strict: opt_bool(js, at, "strict")?.unwrap_or(false),
+    })
 }
 
 fn decode_response_format(o: &Obj) -> Result<Option<ResponseFormat>, TranslateError> {
@@ -300,11 +312,7 @@ fn decode_response_format(o: &Obj) -> Result<Option<ResponseFormat>, TranslateEr
                 field(rf, "json_schema").ok_or_else(|| TranslateError::new(at, "is required"))?,
                 at,
             )?;
-            Ok(Some(ResponseFormat::JsonSchema {
-                name: opt_str(js, at, "name")?.unwrap_or_else(|| "response".to_string()),
-                schema: field(js, "schema").cloned().unwrap_or_else(|| json!({})),
-                strict: opt_bool(js, at, "strict")?.unwrap_or(false),
-            }))
+            json_schema_format(js, at).map(Some)
         }
         other => Err(TranslateError::new(
             "response_format.type",

@@ -86,12 +86,7 @@ fn encode_message(m: &Message, i: usize) -> Result<Value, TranslateError> {
             Value::Object(a)
         }
         Role::Tool => {
-            let id = m.tool_call_id.clone().ok_or_else(|| {
-                TranslateError::new(
-                    format!("messages[{i}].tool_call_id"),
-                    "a tool result must name the call it answers",
-                )
-            })?;
+            let id = m.answered_call(i)?;
             let content = text_content(m, i, "tool")?.unwrap_or_else(|| json!(""));
             json!({"role": "tool", "tool_call_id": id, "content": content})
         }
@@ -102,12 +97,13 @@ fn tool_json(t: &Tool) -> Value {
     json!({"type": "function", "function": tool_object(t, "parameters")})
 }
 
-fn tool_choice_json(tc: &ToolChoice) -> Value {
+/// `tool_choice`: `auto`, `none`, `required`, or the object `named` writes for a named function.
+pub(super) fn tool_choice_json(tc: &ToolChoice, named: fn(&str) -> Value) -> Value {
     match tc {
         ToolChoice::Auto => json!("auto"),
         ToolChoice::None => json!("none"),
         ToolChoice::Required => json!("required"),
-        ToolChoice::Tool(name) => json!({"type": "function", "function": {"name": name}}),
+        ToolChoice::Tool(name) => named(name),
     }
 }
 
@@ -159,10 +155,13 @@ pub(super) fn encode_chat_request(req: &ChatRequest) -> Result<Value, TranslateE
     if !req.tools.is_empty() {
         o.insert("tools".into(), req.tools.iter().map(tool_json).collect());
     }
+    let named = |name: &str| json!({"type": "function", "function": {"name": name}});
     put(
         &mut o,
         "tool_choice",
-        req.tool_choice.as_ref().map(tool_choice_json),
+        req.tool_choice
+            .as_ref()
+            .map(|tc| tool_choice_json(tc, named)),
     );
     put(
         &mut o,

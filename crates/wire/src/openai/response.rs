@@ -4,7 +4,7 @@ use super::request_decode::{decode_content, decode_tool_calls, text_only};
 use super::request_encode::tool_call_json;
 use crate::canonical::{ChatResponse, FinishReason, Op, TranslateError, Usage};
 use crate::ids::{new_id, now_secs};
-use crate::json::{as_obj, count, field, opt_array, opt_str, parse_object, path};
+use crate::json::{as_obj, count, error_message, field, opt_array, opt_str, parse_object, path};
 use serde_json::{json, Map, Value};
 
 pub(super) fn finish_from_openai(s: &str) -> FinishReason {
@@ -142,14 +142,5 @@ pub(super) fn encode_chat_response(op: Op, resp: &ChatResponse) -> Value {
 
 /// `{"error":{"message":…}}` (or `{"error":"…"}`, as some compatible servers write it).
 pub(super) fn error_of(v: &Value) -> Option<String> {
-    match v.get("error")? {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(e) => Some(
-            e.get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("upstream error")
-                .to_string(),
-        ),
-        _ => None,
-    }
+    error_message(v.get("error")?)
 }

@@ -1,14 +1,15 @@
 //! Responses API request bodies → the canonical form; refuses what a stateless translation cannot do.
 
+use super::super::request_decode::{decode_tool_choice_by, json_schema_format};
 use crate::canonical::{
     image_from_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
     TranslateError,
 };
 use crate::ids::call_name;
 use crate::json::{
-    as_obj, empty_schema, field, opt_array, opt_bool, opt_f64, opt_str, opt_u32, path, req_str, Obj,
+    as_obj, decode_tool, field, opt_array, opt_bool, opt_f64, opt_str, opt_u32, path, req_str, Obj,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Fields that need server-side state or features no other dialect has.
 const REFUSED: [(&str, &str); 5] = [
@@ -214,42 +215,13 @@ fn decode_tools(o: &Obj) -> Result<Vec<Tool>, TranslateError> {
                 format!("built-in tool `{ty}` cannot be translated; only function tools can"),
             ));
         }
-        out.push(Tool {
-            name: req_str(t, &tp, "name")?,
-            description: opt_str(t, &tp, "description")?,
-            parameters: field(t, "parameters").cloned().unwrap_or_else(empty_schema),
-        });
+        out.push(decode_tool(t, &tp, "parameters")?);
     }
     Ok(out)
 }
 
 fn decode_tool_choice(o: &Obj) -> Result<Option<ToolChoice>, TranslateError> {
-    match field(o, "tool_choice") {
-        None => Ok(None),
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Ok(Some(ToolChoice::Auto)),
-            "none" => Ok(Some(ToolChoice::None)),
-            "required" => Ok(Some(ToolChoice::Required)),
-            other => Err(TranslateError::new(
-                "tool_choice",
-                format!("unknown tool_choice `{other}`"),
-            )),
-        },
-        Some(Value::Object(tc)) => {
-            let ty = opt_str(tc, "tool_choice", "type")?.unwrap_or_default();
-            if ty != "function" {
-                return Err(TranslateError::new(
-                    "tool_choice.type",
-                    format!("tool_choice type `{ty}` cannot be translated"),
-                ));
-            }
-            Ok(Some(ToolChoice::Tool(req_str(tc, "tool_choice", "name")?)))
-        }
-        Some(_) => Err(TranslateError::new(
-            "tool_choice",
-            "must be a string or an object",
-        )),
-    }
+    decode_tool_choice_by(o, |tc| req_str(tc, "tool_choice", "name"))
 }
 
 /// `text.format`: `{"type":"text"}`, `{"type":"json_object"}` or
@@ -267,11 +239,7 @@ fn decode_text_format(o: &Obj) -> Result<Option<ResponseFormat>, TranslateError>
     match req_str(f, at, "type")?.as_str() {
         "text" => Ok(Some(ResponseFormat::Text)),
         "json_object" => Ok(Some(ResponseFormat::JsonObject)),
-        "json_schema" => Ok(Some(ResponseFormat::JsonSchema {
-            name: opt_str(f, at, "name")?.unwrap_or_else(|| "response".to_string()),
-            schema: field(f, "schema").cloned().unwrap_or_else(|| json!({})),
-            strict: opt_bool(f, at, "strict")?.unwrap_or(false),
-        })),
+        "json_schema" => json_schema_format(f, at).map(Some),
         other => Err(TranslateError::new(
             "text.format.type",
             format!("text format `{other}` cannot be translated"),

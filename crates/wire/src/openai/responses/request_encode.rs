@@ -1,8 +1,8 @@
 //! The canonical form → a Responses API request body, for an upstream that speaks it.
 
+use super::super::request_encode::tool_choice_json;
 use crate::canonical::{
-    image_to_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, ToolChoice,
-    TranslateError,
+    image_to_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, TranslateError,
 };
 use crate::json::put;
 use serde_json::{json, Map, Value};
@@ -82,15 +82,6 @@ fn tool_json(t: &Tool) -> Value {
     })
 }
 
-fn tool_choice_json(tc: &ToolChoice) -> Value {
-    match tc {
-        ToolChoice::Auto => json!("auto"),
-        ToolChoice::None => json!("none"),
-        ToolChoice::Required => json!("required"),
-        ToolChoice::Tool(name) => json!({"type": "function", "name": name}),
-    }
-}
-
 /// `text.format`: flat, unlike chat's `response_format`.
 fn text_json(rf: &ResponseFormat) -> Value {
     let format = match rf {
@@ -121,10 +112,13 @@ pub(super) fn encode_request(req: &ChatRequest) -> Result<Value, TranslateError>
     if !req.tools.is_empty() {
         o.insert("tools".into(), req.tools.iter().map(tool_json).collect());
     }
+    let named = |name: &str| json!({"type": "function", "name": name});
     put(
         &mut o,
         "tool_choice",
-        req.tool_choice.as_ref().map(tool_choice_json),
+        req.tool_choice
+            .as_ref()
+            .map(|tc| tool_choice_json(tc, named)),
     );
     put(&mut o, "text", req.response_format.as_ref().map(text_json));
     put(&mut o, "user", req.user.clone());

@@ -3,7 +3,9 @@
 use super::request_decode::{decode_content, text_of};
 use crate::canonical::{ChatResponse, FinishReason, ToolCall, TranslateError, Usage};
 use crate::ids::{new_id, now_secs};
-use crate::json::{as_obj, count, field, opt_array, opt_str, parse_object, path, req_str, Obj};
+use crate::json::{
+    as_obj, count, error_message, field, opt_array, opt_str, parse_object, path, req_str, Obj,
+};
 use serde_json::{json, Value};
 
 fn usage_json(u: Option<&Usage>) -> Value {
@@ -209,14 +211,5 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateErro
 
 /// `{"error":{"message":…}}` of an error body, or the `error` of a failed response.
 pub(super) fn error_of(o: &Obj) -> Option<String> {
-    match o.get("error")? {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(e) => Some(
-            e.get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("upstream error")
-                .to_string(),
-        ),
-        _ => None,
-    }
+    error_message(o.get("error")?)
 }
