@@ -32,6 +32,24 @@ pub struct ChatRequest {
     pub legacy_prompt: bool,
 }
 
+impl ChatRequest {
+    /// The function name of tool result `i`: its own, else that of the call it answers.
+    pub(crate) fn tool_name(&self, i: usize) -> Option<String> {
+        let m = self.messages.get(i)?;
+        if let Some(n) = &m.name {
+            return Some(n.clone());
+        }
+        let id = m.tool_call_id.as_deref()?;
+        self.messages
+            .get(..i)?
+            .iter()
+            .rev()
+            .flat_map(|m| m.tool_calls.iter())
+            .find(|c| c.id == id)
+            .map(|c| c.name.clone())
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     User,

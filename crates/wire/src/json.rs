@@ -129,6 +129,23 @@ pub(crate) fn opt_array<'a>(
     read(o, prefix, key, Value::as_array, "must be an array")
 }
 
+/// The objects of the array `o[key]` (absent: none), each read by `read` given its path.
+pub(crate) fn each_object<T>(
+    o: &Obj,
+    key: &str,
+    mut read: impl FnMut(&Obj, &str) -> Result<T, TranslateError>,
+) -> Result<Vec<T>, TranslateError> {
+    let Some(items) = opt_array(o, "", key)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        out.push(read(as_obj(item, &at)?, &at)?);
+    }
+    Ok(out)
+}
+
 pub(crate) fn as_obj<'a>(v: &'a Value, at: &str) -> Result<&'a Obj, TranslateError> {
     v.as_object().ok_or_else(|| bad(at, "must be an object"))
 }

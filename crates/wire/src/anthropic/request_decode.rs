@@ -5,7 +5,8 @@ use crate::canonical::{
 };
 use crate::ids::call_name;
 use crate::json::{
-    as_obj, decode_tool, field, opt_array, opt_bool, opt_f64, opt_str, opt_u32, path, req_str, Obj,
+    as_obj, decode_tool, each_object, field, opt_array, opt_bool, opt_f64, opt_str, opt_u32, path,
+    req_str, Obj,
 };
 use serde_json::{json, Value};
 
@@ -239,24 +240,17 @@ fn decode_system(o: &Obj) -> Result<Option<String>, TranslateError> {
 }
 
 fn decode_tools(o: &Obj) -> Result<Vec<Tool>, TranslateError> {
-    let Some(tools) = opt_array(o, "", "tools")? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::with_capacity(tools.len());
-    for (i, t) in tools.iter().enumerate() {
-        let tp = format!("tools[{i}]");
-        let t = as_obj(t, &tp)?;
-        if let Some(ty) = opt_str(t, &tp, "type")? {
+    each_object(o, "tools", |t, tp| {
+        if let Some(ty) = opt_str(t, tp, "type")? {
             if ty != "custom" {
                 return Err(TranslateError::new(
-                    path(&tp, "type"),
+                    path(tp, "type"),
                     format!("server tool `{ty}` cannot be translated"),
                 ));
             }
         }
-        out.push(decode_tool(t, &tp, "input_schema")?);
-    }
-    Ok(out)
+        decode_tool(t, tp, "input_schema")
+    })
 }
 
 fn decode_tool_choice(o: &Obj) -> Result<Option<ToolChoice>, TranslateError> {

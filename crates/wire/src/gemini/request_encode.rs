@@ -168,21 +168,6 @@ fn tool_response_value(text: &str) -> Value {
     }
 }
 
-fn tool_name(req: &ChatRequest, i: usize) -> Option<String> {
-    let m = req.messages.get(i)?;
-    if let Some(n) = &m.name {
-        return Some(n.clone());
-    }
-    let id = m.tool_call_id.as_deref()?;
-    req.messages
-        .get(..i)?
-        .iter()
-        .rev()
-        .flat_map(|m| m.tool_calls.iter())
-        .find(|c| c.id == id)
-        .map(|c| c.name.clone())
-}
-
 pub(super) fn encode_parts(m: &Message, i: usize) -> Result<Vec<Value>, TranslateError> {
     let mut parts = Vec::new();
     for p in &m.content {
@@ -209,7 +194,7 @@ pub(super) fn encode_function_response(
     m: &Message,
     i: usize,
 ) -> Result<Value, TranslateError> {
-    let name = tool_name(req, i).ok_or_else(|| {
+    let name = req.tool_name(i).ok_or_else(|| {
         bad(
             format!("messages[{i}].tool_call_id"),
             "Gemini needs the tool's name and no earlier assistant tool call has this id",

@@ -39,21 +39,6 @@ pub(super) fn tool_call_json(name: &str, args: Value) -> Value {
     json!({"function": {"name": name, "arguments": args}})
 }
 
-pub(super) fn tool_name(req: &ChatRequest, i: usize) -> Option<String> {
-    let m = req.messages.get(i)?;
-    if let Some(n) = &m.name {
-        return Some(n.clone());
-    }
-    let id = m.tool_call_id.as_deref()?;
-    req.messages
-        .get(..i)?
-        .iter()
-        .rev()
-        .flat_map(|m| m.tool_calls.iter())
-        .find(|c| c.id == id)
-        .map(|c| c.name.clone())
-}
-
 pub(super) fn encode_messages(req: &ChatRequest) -> Result<Vec<Value>, TranslateError> {
     let mut out = Vec::new();
     if let Some(s) = &req.system {
@@ -92,7 +77,7 @@ pub(super) fn encode_messages(req: &ChatRequest) -> Result<Vec<Value>, Translate
             msg.insert("tool_calls".to_string(), Value::Array(calls));
         }
         if m.role == Role::Tool {
-            if let Some(name) = tool_name(req, i) {
+            if let Some(name) = req.tool_name(i) {
                 msg.insert("tool_name".to_string(), json!(name));
             }
         }

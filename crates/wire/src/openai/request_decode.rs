@@ -6,8 +6,8 @@ use crate::canonical::{
 };
 use crate::ids::{call_name, new_id};
 use crate::json::{
-    as_obj, decode_tool, field, opt_array, opt_bool, opt_f64, opt_i64, opt_str, opt_u32, path,
-    req_str, Obj,
+    as_obj, decode_tool, each_object, field, opt_array, opt_bool, opt_f64, opt_i64, opt_str,
+    opt_u32, path, req_str, Obj,
 };
 use serde_json::{json, Value};
 
@@ -78,11 +78,14 @@ fn reject_chat_fields(o: &Obj) -> Result<(), TranslateError> {
     Ok(())
 }
 
-/// Content (string, array of parts or null) → parts. `images`: image parts are allowed here.
-pub(super) fn decode_content(
+/// Content (string, array of typed parts or null) → parts. Parts whose type is one of
+/// `text_types` are text (empty ones are dropped), `refusal` parts are their text, and `other`
+/// reads any other part (its object, path and type) or refuses it.
+pub(super) fn decode_parts(
     v: Option<&Value>,
     at: &str,
-    images: bool,
+    text_types: &[&str],
+    other: impl Fn(&Obj, &str, &str) -> Result<Part, TranslateError>,
 ) -> Result<Vec<Part>, TranslateError> {
     let parts = match v {
         None => return Ok(Vec::new()),
@@ -102,30 +105,39 @@ pub(super) fn decode_content(
         let po = as_obj(part, &pp)?;
         let ty = req_str(po, &pp, "type")?;
         match ty.as_str() {
-            "text" => {
+            t if text_types.contains(&t) => {
                 let text = req_str(po, &pp, "text")?;
                 if !text.is_empty() {
                     out.push(Part::Text(text));
                 }
             }
             "refusal" => out.push(Part::Text(req_str(po, &pp, "refusal")?)),
-            "image_url" if images => {
-                let url = match field(po, "image_url") {
-                    Some(Value::String(u)) => u.clone(),
-                    Some(Value::Object(iu)) => req_str(iu, &path(&pp, "image_url"), "url")?,
-                    _ => return Err(TranslateError::new(path(&pp, "image_url"), "is required")),
-                };
-                out.push(Part::Image(image_from_url(&url)));
-            }
-            other => {
-                return Err(TranslateError::new(
-                    pp,
-                    format!("content part type `{other}` cannot be translated here"),
-                ))
-            }
+            t => out.push(other(po, &pp, t)?),
         }
     }
     Ok(out)
+}
+
+/// Chat content → parts. `images`: image parts are allowed here.
+pub(super) fn decode_content(
+    v: Option<&Value>,
+    at: &str,
+    images: bool,
+) -> Result<Vec<Part>, TranslateError> {
+    decode_parts(v, at, &["text"], |po, pp, ty| match ty {
+        "image_url" if images => {
+            let url = match field(po, "image_url") {
+                Some(Value::String(u)) => u.clone(),
+                Some(Value::Object(iu)) => req_str(iu, &path(pp, "image_url"), "url")?,
+                _ => return Err(TranslateError::new(path(pp, "image_url"), "is required")),
+            };
+            Ok(Part::Image(image_from_url(&url)))
+        }
+        other => Err(TranslateError::new(
+            pp,
+            format!("content part type `{other}` cannot be translated here"),
+        )),
+    })
 }
 
 pub(super) fn text_only(parts: Vec<Part>, sep: &str) -> String {
@@ -218,29 +230,22 @@ fn decode_sampling(o: &Obj, req: &mut ChatRequest) -> Result<(), TranslateError>
 }
 
 fn decode_tools(o: &Obj) -> Result<Vec<Tool>, TranslateError> {
-    let Some(tools) = opt_array(o, "", "tools")? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::with_capacity(tools.len());
-    for (i, t) in tools.iter().enumerate() {
-        let tp = format!("tools[{i}]");
-        let t = as_obj(t, &tp)?;
-        if let Some(ty) = opt_str(t, &tp, "type")? {
+    each_object(o, "tools", |t, tp| {
+        if let Some(ty) = opt_str(t, tp, "type")? {
             if ty != "function" {
                 return Err(TranslateError::new(
-                    path(&tp, "type"),
+                    path(tp, "type"),
                     format!("tool type `{ty}` cannot be translated"),
                 ));
             }
         }
-        let fp = path(&tp, "function");
+        let fp = path(tp, "function");
         let f = as_obj(
             field(t, "function").ok_or_else(|| TranslateError::new(&fp, "is required"))?,
             &fp,
         )?;
-        out.push(decode_tool(f, &fp, "parameters")?);
-    }
-    Ok(out)
+        decode_tool(f, &fp, "parameters")
+    })
 }
 
 /// `tool_choice`: `auto`, `none`, `required`, or a function object whose name `name_of`

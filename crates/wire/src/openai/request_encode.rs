@@ -107,7 +107,7 @@ pub(super) fn tool_choice_json(tc: &ToolChoice, named: fn(&str) -> Value) -> Val
     }
 }
 
-fn response_format_json(rf: &ResponseFormat) -> Value {
+pub(super) fn response_format_json(rf: &ResponseFormat) -> Value {
     match rf {
         ResponseFormat::Text => json!({"type": "text"}),
         ResponseFormat::JsonObject => json!({"type": "json_object"}),

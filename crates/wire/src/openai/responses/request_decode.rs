@@ -1,13 +1,16 @@
 //! Responses API request bodies → the canonical form; refuses what a stateless translation cannot do.
 
-use super::super::request_decode::{decode_tool_choice_by, json_schema_format};
+use super::super::request_decode::{
+    decode_parts, decode_tool_choice_by, json_schema_format, text_only,
+};
 use crate::canonical::{
     image_from_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
     TranslateError,
 };
 use crate::ids::call_name;
 use crate::json::{
-    as_obj, decode_tool, field, opt_array, opt_bool, opt_f64, opt_str, opt_u32, path, req_str, Obj,
+    as_obj, decode_tool, each_object, field, opt_bool, opt_f64, opt_str, opt_u32, path, req_str,
+    Obj,
 };
 use serde_json::Value;
 
@@ -43,60 +46,20 @@ fn reject_fields(o: &Obj) -> Result<(), TranslateError> {
 
 /// A message's `content`: a string or an array of `input_text` / `input_image` / `output_text` parts.
 pub(super) fn decode_content(v: Option<&Value>, at: &str) -> Result<Vec<Part>, TranslateError> {
-    let parts = match v {
-        None => return Ok(Vec::new()),
-        Some(Value::String(s)) if s.is_empty() => return Ok(Vec::new()),
-        Some(Value::String(s)) => return Ok(vec![Part::Text(s.clone())]),
-        Some(Value::Array(parts)) => parts,
-        Some(_) => {
-            return Err(TranslateError::new(
-                at,
-                "must be a string or an array of content parts",
-            ))
-        }
-    };
-    let mut out = Vec::with_capacity(parts.len());
-    for (j, part) in parts.iter().enumerate() {
-        let pp = format!("{at}[{j}]");
-        let po = as_obj(part, &pp)?;
-        let ty = req_str(po, &pp, "type")?;
-        match ty.as_str() {
-            "input_text" | "output_text" | "text" => {
-                let text = req_str(po, &pp, "text")?;
-                if !text.is_empty() {
-                    out.push(Part::Text(text));
-                }
-            }
-            "refusal" => out.push(Part::Text(req_str(po, &pp, "refusal")?)),
-            "input_image" => match opt_str(po, &pp, "image_url")? {
-                Some(url) => out.push(Part::Image(image_from_url(&url))),
-                None => {
-                    return Err(TranslateError::new(
-                        path(&pp, "image_url"),
-                        "is required (images by `file_id` cannot be translated)",
-                    ))
-                }
-            },
-            other => {
-                return Err(TranslateError::new(
-                    path(&pp, "type"),
-                    format!("content part type `{other}` cannot be translated"),
-                ))
-            }
-        }
-    }
-    Ok(out)
-}
-
-pub(super) fn text_of(parts: Vec<Part>) -> String {
-    parts
-        .into_iter()
-        .filter_map(|p| match p {
-            Part::Text(t) => Some(t),
-            Part::Image(_) => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let text_types = ["input_text", "output_text", "text"];
+    decode_parts(v, at, &text_types, |po, pp, ty| match ty {
+        "input_image" => match opt_str(po, pp, "image_url")? {
+            Some(url) => Ok(Part::Image(image_from_url(&url))),
+            None => Err(TranslateError::new(
+                path(pp, "image_url"),
+                "is required (images by `file_id` cannot be translated)",
+            )),
+        },
+        other => Err(TranslateError::new(
+            path(pp, "type"),
+            format!("content part type `{other}` cannot be translated"),
+        )),
+    })
 }
 
 /// The assistant message that collects function calls: the last message when it is the
@@ -121,7 +84,7 @@ fn decode_message_item(
     let content = decode_content(field(it, "content"), &path(p, "content"))?;
     let role = match role.as_str() {
         "system" | "developer" => {
-            system.push(text_of(content));
+            system.push(text_only(content, "\n"));
             return Ok(());
         }
         "user" => Role::User,
@@ -201,23 +164,16 @@ fn decode_input(
 }
 
 fn decode_tools(o: &Obj) -> Result<Vec<Tool>, TranslateError> {
-    let Some(tools) = opt_array(o, "", "tools")? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::with_capacity(tools.len());
-    for (i, t) in tools.iter().enumerate() {
-        let tp = format!("tools[{i}]");
-        let t = as_obj(t, &tp)?;
-        let ty = req_str(t, &tp, "type")?;
+    each_object(o, "tools", |t, tp| {
+        let ty = req_str(t, tp, "type")?;
         if ty != "function" {
             return Err(TranslateError::new(
-                path(&tp, "type"),
+                path(tp, "type"),
                 format!("built-in tool `{ty}` cannot be translated; only function tools can"),
             ));
         }
-        out.push(decode_tool(t, &tp, "parameters")?);
-    }
-    Ok(out)
+        decode_tool(t, tp, "parameters")
+    })
 }
 
 fn decode_tool_choice(o: &Obj) -> Result<Option<ToolChoice>, TranslateError> {

@@ -1,6 +1,6 @@
 //! The canonical form → a Responses API request body, for an upstream that speaks it.
 
-use super::super::request_encode::tool_choice_json;
+use super::super::request_encode::{response_format_json, tool_choice_json};
 use crate::canonical::{
     image_to_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, TranslateError,
 };
@@ -85,13 +85,12 @@ fn tool_json(t: &Tool) -> Value {
 /// `text.format`: flat, unlike chat's `response_format`.
 fn text_json(rf: &ResponseFormat) -> Value {
     let format = match rf {
-        ResponseFormat::Text => json!({"type": "text"}),
-        ResponseFormat::JsonObject => json!({"type": "json_object"}),
         ResponseFormat::JsonSchema {
             name,
             schema,
             strict,
         } => json!({"type": "json_schema", "name": name, "schema": schema, "strict": strict}),
+        other => response_format_json(other),
     };
     json!({ "format": format })
 }

@@ -1,6 +1,7 @@
 //! Whole response objects ⇄ the canonical form, and error bodies.
 
-use super::request_decode::{decode_content, text_of};
+use super::super::request_decode::text_only;
+use super::request_decode::decode_content;
 use crate::canonical::{ChatResponse, FinishReason, ToolCall, TranslateError, Usage};
 use crate::ids::{new_id, now_secs};
 use crate::json::{
@@ -191,7 +192,7 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateErro
         match opt_str(it, &p, "type")?.as_deref() {
             Some("message") => {
                 let parts = decode_content(field(it, "content"), &path(&p, "content"))?;
-                resp.text.push_str(&text_of(parts));
+                resp.text.push_str(&text_only(parts, "\n"));
             }
             Some("function_call") => resp.tool_calls.push(ToolCall {
                 id: req_str(it, &p, "call_id")?,
