@@ -16,6 +16,8 @@ pub mod model;
 pub mod ollama;
 pub mod openai;
 pub mod stream;
+#[cfg(test)]
+mod testing;
 pub mod time;
 pub mod translate;
 

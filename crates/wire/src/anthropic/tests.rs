@@ -5,9 +5,11 @@
 use super::{AnthropicCodec, DEFAULT_MAX_TOKENS};
 use crate::canonical::{
     ChatRequest, ChatResponse, Codec, FinishReason, Image, Message, Op, Part, ResponseFormat, Role,
-    StreamDecoder, StreamEncoder, StreamEvent, ToolCall, ToolChoice, Usage,
+    StreamEncoder, StreamEvent, ToolCall, ToolChoice, Usage,
 };
-use crate::stream::framing::SseParser;
+use crate::testing::{
+    decode_all as decode_with, encode_all as encode, exercise, prefixes, sse_events, stream_twice,
+};
 use serde_json::{json, Value};
 
 use crate::translate::openai::OpenAiCodec;
@@ -24,38 +26,14 @@ const OPENAI_STREAM: &str = include_str!("../../tests/fixtures/openai/chat_strea
 const OPENAI_STREAM_TOOLS: &str =
     include_str!("../../tests/fixtures/openai/chat_stream_tool_calls.sse");
 
-fn decode_with(dec: &mut dyn StreamDecoder, bytes: &[u8], cuts: &[usize]) -> Vec<StreamEvent> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    for &c in cuts {
-        dec.feed(&bytes[at..c], &mut out).unwrap();
-        at = c;
-    }
-    dec.feed(&bytes[at..], &mut out).unwrap();
-    dec.finish(&mut out).unwrap();
-    out
-}
-
 fn decode(bytes: &[u8]) -> Vec<StreamEvent> {
     decode_with(AnthropicCodec.stream_decoder().as_mut(), bytes, &[])
 }
 
-fn encode(enc: &mut dyn StreamEncoder, events: &[StreamEvent]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in events {
-        enc.encode(e, &mut out);
-    }
-    enc.finish(&mut out);
-    out
-}
-
 /// (event name, data) of every SSE event.
 fn sse(bytes: &[u8]) -> Vec<(String, Value)> {
-    let mut p = SseParser::new();
-    let mut ev = Vec::new();
-    p.feed(bytes, &mut ev);
-    p.finish(&mut ev);
-    ev.into_iter()
+    sse_events(bytes)
+        .into_iter()
         .map(|e| {
             (
                 e.event.unwrap_or_default(),
@@ -986,32 +964,13 @@ fn decoders_never_panic_on_truncated_or_garbage_input() {
             b"event: error\ndata: {\"type\":\"error\",\"error\":42}\n\n",
             b"\r\r\n\n:\ndata\n\ndata: null\n\n",
         ];
-    for s in [STREAM, STREAM_TOOL] {
-        for end in 0..=s.len() {
-            let mut d = AnthropicCodec.stream_decoder();
-            let mut out = Vec::new();
-            let _ = d.feed(&s.as_bytes()[..end], &mut out);
-            let _ = d.finish(&mut out);
-        }
+    let samples = [STREAM, STREAM_TOOL, REQUEST, RESPONSE, RESPONSE_TOOL, ERROR];
+    for p in prefixes(&samples) {
+        exercise(&AnthropicCodec, p);
     }
     for g in garbage {
-        let mut d = AnthropicCodec.stream_decoder();
-        let mut out = Vec::new();
-        let _ = d.feed(g, &mut out);
-        let _ = d.feed(g, &mut out);
-        let _ = d.finish(&mut out);
-    }
-    for s in [REQUEST, RESPONSE, RESPONSE_TOOL, ERROR] {
-        for end in 0..=s.len() {
-            let b = &s.as_bytes()[..end];
-            let _ = AnthropicCodec.decode_request(Op::Chat, b);
-            let _ = AnthropicCodec.decode_response(b);
-            let _ = AnthropicCodec.error_message(b);
-        }
-    }
-    for g in garbage {
-        let _ = AnthropicCodec.decode_request(Op::Chat, g);
-        let _ = AnthropicCodec.decode_response(g);
+        exercise(&AnthropicCodec, g);
+        stream_twice(&AnthropicCodec, g);
     }
     // Encoders accept any event order without panicking.
     let mut enc = AnthropicCodec.stream_encoder(Op::Chat);

@@ -6,6 +6,7 @@ use super::*;
 use crate::canonical::EmbedResponse;
 use crate::json::{base64_decode, base64_encode};
 use crate::openai::embed::{base64_to_floats, floats_to_base64};
+use crate::testing::prefixes;
 use serde_json::{json, Value};
 
 // Shaped after the public API references' examples.
@@ -274,20 +275,16 @@ fn never_panics_on_truncated_or_garbage_input() {
         r#"{"data":[{"embedding":[1,"x"]},5],"requests":[5],"embeddings":[5,{"values":5}],"embedding":{"values":[null]}}"#,
         "\u{0}\u{ffff}",
     ];
-    for s in samples {
-        let b = s.as_bytes();
-        for end in 0..=b.len() {
-            let p = &b[..end];
-            let _ = decode_openai_request(p);
-            let _ = decode_openai_response(p);
-            let _ = decode_ollama_request(p);
-            let _ = decode_ollama_response(p);
-            let _ = decode_ollama_legacy_request(p);
-            let _ = decode_ollama_legacy_response(p);
-            let _ = decode_gemini_request(p);
-            let _ = decode_gemini_response(p);
-            let _ = decode_gemini_batch_request(p);
-            let _ = decode_gemini_batch_response(p);
-        }
+    for p in prefixes(&samples) {
+        let _ = decode_openai_request(p);
+        let _ = decode_openai_response(p);
+        let _ = decode_ollama_request(p);
+        let _ = decode_ollama_response(p);
+        let _ = decode_ollama_legacy_request(p);
+        let _ = decode_ollama_legacy_response(p);
+        let _ = decode_gemini_request(p);
+        let _ = decode_gemini_response(p);
+        let _ = decode_gemini_batch_request(p);
+        let _ = decode_gemini_batch_response(p);
     }
 }

@@ -9,7 +9,7 @@ use crate::canonical::{
     ChatRequest, ChatResponse, Codec, FinishReason, Image, Message, Op, Part, ResponseFormat, Role,
     StreamEvent, Tool, ToolCall, ToolChoice, TranslateError, Usage,
 };
-use crate::stream::framing::SseParser;
+use crate::testing::{encode_all, exercise, prefixes, sse_events, try_decode};
 use serde_json::{json, Value};
 
 const REQUEST_SDK: &str = include_str!("../../tests/fixtures/gemini/request_sdk.json");
@@ -33,35 +33,16 @@ fn decode_err(body: &str) -> TranslateError {
 }
 
 fn stream(bytes: &[u8], cut: Option<usize>) -> Result<Vec<StreamEvent>, TranslateError> {
-    let mut d = GeminiCodec.stream_decoder();
-    let mut out = Vec::new();
-    match cut {
-        Some(c) => {
-            d.feed(&bytes[..c], &mut out)?;
-            d.feed(&bytes[c..], &mut out)?;
-        }
-        None => d.feed(bytes, &mut out)?,
-    }
-    d.finish(&mut out)?;
-    Ok(out)
+    try_decode(GeminiCodec.stream_decoder().as_mut(), bytes, cut.as_slice())
 }
 
 fn encode_events(events: &[StreamEvent]) -> Vec<u8> {
     let mut e = GeminiCodec.stream_encoder(Op::Chat);
-    let mut out = Vec::new();
-    for ev in events {
-        e.encode(ev, &mut out);
-    }
-    e.finish(&mut out);
-    out
+    encode_all(e.as_mut(), events)
 }
 
 fn sse_json(bytes: &[u8]) -> Vec<Value> {
-    let mut p = SseParser::new();
-    let mut events = Vec::new();
-    p.feed(bytes, &mut events);
-    p.finish(&mut events);
-    events
+    sse_events(bytes)
         .iter()
         .map(|e| serde_json::from_str(&e.data).unwrap())
         .collect()
@@ -975,15 +956,8 @@ fn never_panics_on_truncated_or_garbage_input() {
         STREAM_CALL,
         ERROR,
     ];
-    for s in samples {
-        let b = s.as_bytes();
-        for end in 0..=b.len() {
-            let p = &b[..end];
-            let _ = GeminiCodec.decode_request(Op::Chat, p);
-            let _ = GeminiCodec.decode_response(p);
-            let _ = GeminiCodec.error_message(p);
-            let _ = stream(p, None);
-        }
+    for p in prefixes(&samples) {
+        exercise(&GeminiCodec, p);
     }
     let garbage: &[&[u8]] = &[
         b"",
@@ -1005,10 +979,7 @@ fn never_panics_on_truncated_or_garbage_input() {
         b"data: {\"error\":5}\n\n",
     ];
     for g in garbage {
-        let _ = GeminiCodec.decode_request(Op::Chat, g);
-        let _ = GeminiCodec.decode_response(g);
-        let _ = GeminiCodec.error_message(g);
-        let _ = stream(g, None);
+        exercise(&GeminiCodec, g);
     }
 }
 

@@ -8,6 +8,7 @@ use crate::canonical::{
     ChatRequest, ChatResponse, Codec, FinishReason, Image, Message, Op, Part, ResponseFormat, Role,
     StreamEvent, Tool, ToolCall, ToolChoice, TranslateError, Usage,
 };
+use crate::testing::{encode_all, exercise, prefixes, try_decode};
 use crate::time::rfc3339;
 use serde_json::{json, Value};
 use std::time::SystemTime;
@@ -29,17 +30,7 @@ fn text(s: &str) -> Part {
 }
 
 fn stream(bytes: &[u8], cut: Option<usize>) -> Result<Vec<StreamEvent>, TranslateError> {
-    let mut d = OllamaCodec.stream_decoder();
-    let mut out = Vec::new();
-    match cut {
-        Some(c) => {
-            d.feed(&bytes[..c], &mut out)?;
-            d.feed(&bytes[c..], &mut out)?;
-        }
-        None => d.feed(bytes, &mut out)?,
-    }
-    d.finish(&mut out)?;
-    Ok(out)
+    try_decode(OllamaCodec.stream_decoder().as_mut(), bytes, cut.as_slice())
 }
 
 /// Generated ids differ from decoder to decoder; the rest must not.
@@ -64,12 +55,7 @@ fn without_ids(events: Vec<StreamEvent>) -> Vec<StreamEvent> {
 fn encode_events(op: Op, events: &[StreamEvent]) -> Vec<u8> {
     let mut e = OllamaCodec.stream_encoder(op);
     assert_eq!(e.content_type(), "application/x-ndjson");
-    let mut out = Vec::new();
-    for ev in events {
-        e.encode(ev, &mut out);
-    }
-    e.finish(&mut out);
-    out
+    encode_all(e.as_mut(), events)
 }
 
 fn lines(bytes: &[u8]) -> Vec<Value> {
@@ -822,16 +808,8 @@ fn never_panics_on_truncated_or_garbage_input() {
         GENERATE_STREAM,
         ERROR,
     ];
-    for s in samples {
-        let b = s.as_bytes();
-        for end in 0..=b.len() {
-            let p = &b[..end];
-            let _ = OllamaCodec.decode_request(Op::Chat, p);
-            let _ = OllamaCodec.decode_request(Op::Completion, p);
-            let _ = OllamaCodec.decode_response(p);
-            let _ = OllamaCodec.error_message(p);
-            let _ = stream(p, None);
-        }
+    for p in prefixes(&samples) {
+        exercise(&OllamaCodec, p);
     }
     let garbage: &[&[u8]] = &[
             b"",
@@ -850,10 +828,6 @@ fn never_panics_on_truncated_or_garbage_input() {
             b"\n\n{}\n",
         ];
     for g in garbage {
-        let _ = OllamaCodec.decode_request(Op::Chat, g);
-        let _ = OllamaCodec.decode_request(Op::Completion, g);
-        let _ = OllamaCodec.decode_response(g);
-        let _ = OllamaCodec.error_message(g);
-        let _ = stream(g, None);
+        exercise(&OllamaCodec, g);
     }
 }

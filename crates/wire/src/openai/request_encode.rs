@@ -98,13 +98,32 @@ fn tool_json(t: &Tool) -> Value {
 }
 
 /// `tool_choice`: `auto`, `none`, `required`, or the object `named` writes for a named function.
-pub(super) fn tool_choice_json(tc: &ToolChoice, named: fn(&str) -> Value) -> Value {
+fn tool_choice_json(tc: &ToolChoice, named: fn(&str) -> Value) -> Value {
     match tc {
         ToolChoice::Auto => json!("auto"),
         ToolChoice::None => json!("none"),
         ToolChoice::Required => json!("required"),
         ToolChoice::Tool(name) => named(name),
     }
+}
+
+/// `tools` and `tool_choice`: each tool written by `tool`, a named choice by `named` (chat
+/// nests the function, the Responses API does not).
+pub(super) fn put_tools(
+    o: &mut Map<String, Value>,
+    req: &ChatRequest,
+    tool: fn(&Tool) -> Value,
+    named: fn(&str) -> Value,
+) {
+    if !req.tools.is_empty() {
+        o.insert("tools".into(), req.tools.iter().map(tool).collect());
+    }
+    let choice = req.tool_choice.as_ref();
+    put(
+        o,
+        "tool_choice",
+        choice.map(|tc| tool_choice_json(tc, named)),
+    );
 }
 
 pub(super) fn response_format_json(rf: &ResponseFormat) -> Value {
@@ -152,17 +171,8 @@ pub(super) fn encode_chat_request(req: &ChatRequest) -> Result<Value, TranslateE
         o.insert("stream".into(), json!(true));
         o.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    if !req.tools.is_empty() {
-        o.insert("tools".into(), req.tools.iter().map(tool_json).collect());
-    }
     let named = |name: &str| json!({"type": "function", "function": {"name": name}});
-    put(
-        &mut o,
-        "tool_choice",
-        req.tool_choice
-            .as_ref()
-            .map(|tc| tool_choice_json(tc, named)),
-    );
+    put_tools(&mut o, req, tool_json, named);
     put(
         &mut o,
         "response_format",

@@ -6,10 +6,12 @@ use super::response::usage_json;
 use super::OpenAiCodec;
 use crate::canonical::{
     ChatRequest, ChatResponse, Codec, FinishReason, Image, Message, Op, Part, ResponseFormat, Role,
-    StreamDecoder, StreamEncoder, StreamEvent, ToolCall, ToolChoice, Usage,
+    StreamEvent, ToolCall, ToolChoice, Usage,
 };
 use crate::ids::new_id;
-use crate::stream::framing::SseParser;
+use crate::testing::{
+    decode_all, encode_all as encode_stream, exercise, prefixes, sse_events, stream_twice,
+};
 use serde_json::{json, Value};
 
 /// An upstream's absurd counts do not overflow the total (a panic is an outage).
@@ -36,41 +38,12 @@ const COMPLETION_RESPONSE: &str =
 const COMPLETION_STREAM: &str = include_str!("../../tests/fixtures/openai/completion_stream.sse");
 const ERROR: &str = include_str!("../../tests/fixtures/openai/error.json");
 
-pub(crate) fn decode_all(
-    dec: &mut dyn StreamDecoder,
-    bytes: &[u8],
-    cuts: &[usize],
-) -> Vec<StreamEvent> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    for &c in cuts {
-        dec.feed(&bytes[at..c], &mut out).unwrap();
-        at = c;
-    }
-    dec.feed(&bytes[at..], &mut out).unwrap();
-    dec.finish(&mut out).unwrap();
-    out
-}
-
 fn decode_stream(bytes: &[u8]) -> Vec<StreamEvent> {
     decode_all(OpenAiCodec.stream_decoder().as_mut(), bytes, &[])
 }
 
-fn encode_stream(enc: &mut dyn StreamEncoder, events: &[StreamEvent]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in events {
-        enc.encode(e, &mut out);
-    }
-    enc.finish(&mut out);
-    out
-}
-
 fn data_lines(bytes: &[u8]) -> Vec<String> {
-    let mut p = SseParser::new();
-    let mut ev = Vec::new();
-    p.feed(bytes, &mut ev);
-    p.finish(&mut ev);
-    ev.into_iter().map(|e| e.data).collect()
+    sse_events(bytes).into_iter().map(|e| e.data).collect()
 }
 
 #[test]
@@ -739,40 +712,22 @@ fn decoders_never_panic_on_truncated_or_garbage_input() {
             b"data: {\"error\":null,\"choices\":null}\n\n",
             b"data: [DONE]\n\ndata: garbage\n\n",
         ];
-    let samples = [CHAT_STREAM, CHAT_STREAM_TOOLS, COMPLETION_STREAM];
-    for s in samples {
-        for end in 0..=s.len() {
-            let mut d = OpenAiCodec.stream_decoder();
-            let mut out = Vec::new();
-            let _ = d.feed(&s.as_bytes()[..end], &mut out);
-            let _ = d.finish(&mut out);
-        }
-    }
-    for g in garbage {
-        let mut d = OpenAiCodec.stream_decoder();
-        let mut out = Vec::new();
-        let _ = d.feed(g, &mut out);
-        let _ = d.feed(g, &mut out);
-        let _ = d.finish(&mut out);
-    }
-    for s in [
+    let samples = [
+        CHAT_STREAM,
+        CHAT_STREAM_TOOLS,
+        COMPLETION_STREAM,
         CHAT_REQUEST,
         CHAT_RESPONSE,
         CHAT_RESPONSE_TOOLS,
         COMPLETION_REQUEST,
         COMPLETION_RESPONSE,
         ERROR,
-    ] {
-        for end in 0..=s.len() {
-            let b = &s.as_bytes()[..end];
-            let _ = OpenAiCodec.decode_request(Op::Chat, b);
-            let _ = OpenAiCodec.decode_request(Op::Completion, b);
-            let _ = OpenAiCodec.decode_response(b);
-            let _ = OpenAiCodec.error_message(b);
-        }
+    ];
+    for p in prefixes(&samples) {
+        exercise(&OpenAiCodec, p);
     }
     for g in garbage {
-        let _ = OpenAiCodec.decode_request(Op::Chat, g);
-        let _ = OpenAiCodec.decode_response(g);
+        exercise(&OpenAiCodec, g);
+        stream_twice(&OpenAiCodec, g);
     }
 }

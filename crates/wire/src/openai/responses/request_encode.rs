@@ -1,6 +1,6 @@
 //! The canonical form → a Responses API request body, for an upstream that speaks it.
 
-use super::super::request_encode::{response_format_json, tool_choice_json};
+use super::super::request_encode::{put_tools, response_format_json};
 use crate::canonical::{
     image_to_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, TranslateError,
 };
@@ -108,17 +108,8 @@ pub(super) fn encode_request(req: &ChatRequest) -> Result<Value, TranslateError>
     put(&mut o, "max_output_tokens", req.max_tokens);
     put(&mut o, "temperature", req.temperature);
     put(&mut o, "top_p", req.top_p);
-    if !req.tools.is_empty() {
-        o.insert("tools".into(), req.tools.iter().map(tool_json).collect());
-    }
     let named = |name: &str| json!({"type": "function", "name": name});
-    put(
-        &mut o,
-        "tool_choice",
-        req.tool_choice
-            .as_ref()
-            .map(|tc| tool_choice_json(tc, named)),
-    );
+    put_tools(&mut o, req, tool_json, named);
     put(&mut o, "text", req.response_format.as_ref().map(text_json));
     put(&mut o, "user", req.user.clone());
     if req.stream {

@@ -7,16 +7,9 @@ use crate::canonical::{
     ChatResponse, Codec, FinishReason, Op, Part, ResponseFormat, Role, StreamEvent, ToolCall,
     ToolChoice, Usage,
 };
-use crate::stream::framing::{SseEvent, SseParser};
+use crate::stream::framing::SseEvent;
+use crate::testing::{encode_all, sse_events as events};
 use serde_json::{json, Value};
-
-fn events(bytes: &[u8]) -> Vec<SseEvent> {
-    let mut p = SseParser::new();
-    let mut out = Vec::new();
-    p.feed(bytes, &mut out);
-    p.finish(&mut out);
-    out
-}
 
 fn data(e: &SseEvent) -> Value {
     serde_json::from_str(&e.data).unwrap()
@@ -160,13 +153,7 @@ fn encodes_a_response_object_like_openai() {
 }
 
 fn encode(events: &[StreamEvent]) -> Vec<u8> {
-    let mut enc = ResponsesCodec.stream_encoder(Op::Chat);
-    let mut out = Vec::new();
-    for e in events {
-        enc.encode(e, &mut out);
-    }
-    enc.finish(&mut out);
-    out
+    encode_all(ResponsesCodec.stream_encoder(Op::Chat).as_mut(), events)
 }
 
 #[test]
