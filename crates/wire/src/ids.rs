@@ -1,4 +1,5 @@
-//! Ids and timestamps the codecs write into answers when the upstream gave none.
+//! Ids the codecs make up: answer and tool-call ids an upstream did not give, the `call_N` ids
+//! of dialects whose tool calls carry none (and which call a result answers), and the clock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -6,11 +6,9 @@
 
 use std::borrow::Cow;
 
-use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
-use base64::Engine;
-
+use base64::{alphabet, Engine};
 use serde_json::{json, Map, Value};
 
 use crate::canonical::{Tool, TranslateError};

@@ -22,15 +22,17 @@ mod stream_encode;
 #[cfg(test)]
 mod tests;
 
+use serde_json::Value;
+
 use crate::canonical::{
     ChatRequest, ChatResponse, Codec, Op, StreamDecoder, StreamEncoder, TranslateError,
 };
 use crate::json::parse_object;
 use crate::stream::decoder::Framed;
+
 use request_decode::decode_request;
 use request_encode::encode_request;
 use response::{decode_response, encode_response, error_of};
-use serde_json::Value;
 use stream_decode::AnthropicStreamDecoder;
 use stream_encode::AnthropicStreamEncoder;
 

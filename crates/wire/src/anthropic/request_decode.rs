@@ -1,5 +1,7 @@
 //! Anthropic Messages request bodies → the canonical form; refuses what it cannot carry.
 
+use serde_json::{json, Value};
+
 use crate::canonical::{
     ChatRequest, Image, Message, Part, Role, Tool, ToolCall, ToolChoice, TranslateError,
 };
@@ -8,7 +10,6 @@ use crate::json::{
     as_obj, decode_tool, each_object, field, opt_array, opt_bool, opt_f64, opt_str, opt_u32, path,
     req_str, Obj,
 };
-use serde_json::{json, Value};
 
 fn reject_fields(o: &Obj) -> Result<(), TranslateError> {
     if let Some(t) = field(o, "thinking") {

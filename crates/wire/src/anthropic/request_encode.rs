@@ -1,12 +1,14 @@
 //! The canonical form → an Anthropic Messages request body for an upstream.
 
-use super::DEFAULT_MAX_TOKENS;
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{
     ChatRequest, Image, Part, ResponseFormat, Role, ToolChoice, TranslateError,
 };
 use crate::ids::new_id;
 use crate::json::{arguments_object, put, tool_object};
-use serde_json::{json, Map, Value};
+
+use super::DEFAULT_MAX_TOKENS;
 
 fn image_block(img: &Image) -> Value {
     match img {

@@ -1,11 +1,15 @@
 //! Whole Anthropic answers ⇄ the canonical form, and error bodies.
 
-use super::request_encode::tool_use_id;
+use serde_json::{json, Value};
+
 use crate::canonical::{ChatResponse, FinishReason, ToolCall, TranslateError, Usage};
 use crate::ids::{new_id, now_secs};
-use crate::json::arguments_object;
-use crate::json::{as_obj, count, error_message, field, opt_array, opt_str, parse_object, req_str};
-use serde_json::{json, Value};
+use crate::json::{
+    arguments_object, as_obj, count, error_message, field, opt_array, opt_str, parse_object,
+    req_str,
+};
+
+use super::request_encode::tool_use_id;
 
 pub(super) fn finish_from_anthropic(s: &str) -> FinishReason {
     match s {

@@ -1,11 +1,13 @@
 //! An Anthropic SSE stream → canonical stream events.
 
-use super::response::{error_of, finish_from_anthropic, input_tokens};
+use serde_json::Value;
+
 use crate::canonical::{StreamEvent, TranslateError, Usage};
 use crate::json::count;
 use crate::stream::decoder::FrameDecoder;
 use crate::stream::framing::{SseEvent, SseParser};
-use serde_json::Value;
+
+use super::response::{error_of, finish_from_anthropic, input_tokens};
 
 #[derive(Default)]
 pub(super) struct AnthropicStreamDecoder {

@@ -1,11 +1,13 @@
 //! Canonical stream events → Anthropic's SSE event sequence.
 
-use super::request_encode::tool_use_id;
-use super::response::finish_to_anthropic;
+use serde_json::{json, Value};
+
 use crate::canonical::{FinishReason, StreamEncoder, StreamEvent, Usage};
 use crate::ids::new_id;
 use crate::stream::framing::write_sse;
-use serde_json::{json, Value};
+
+use super::request_encode::tool_use_id;
+use super::response::finish_to_anthropic;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum BlockKind {

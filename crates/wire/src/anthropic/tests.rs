@@ -2,7 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::{AnthropicCodec, DEFAULT_MAX_TOKENS};
+use serde_json::{json, Value};
+
 use crate::canonical::{
     ChatRequest, ChatResponse, Codec, FinishReason, Image, Message, Op, Part, ResponseFormat, Role,
     StreamEncoder, StreamEvent, ToolCall, ToolChoice, Usage,
@@ -10,9 +11,9 @@ use crate::canonical::{
 use crate::testing::{
     decode_all as decode_with, encode_all as encode, exercise, prefixes, sse_events, stream_twice,
 };
-use serde_json::{json, Value};
-
 use crate::translate::openai::OpenAiCodec;
+
+use super::{AnthropicCodec, DEFAULT_MAX_TOKENS};
 
 const REQUEST: &str = include_str!("../../tests/fixtures/anthropic/messages_request.json");
 const RESPONSE: &str = include_str!("../../tests/fixtures/anthropic/messages_response.json");

@@ -19,7 +19,6 @@ pub use crate::gemini::embed::{
     decode_gemini_response, encode_gemini_batch_request, encode_gemini_batch_response,
     encode_gemini_request, encode_gemini_response,
 };
-use crate::json::{as_u32, bad, typed};
 pub use crate::ollama::embed::{
     decode_ollama_legacy_request, decode_ollama_legacy_response, decode_ollama_request,
     decode_ollama_response, encode_ollama_legacy_request, encode_ollama_legacy_response,
@@ -30,9 +29,11 @@ pub use crate::openai::embed::{
     EncodingFormat,
 };
 
-use crate::canonical::TranslateError;
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::canonical::TranslateError;
+use crate::json::{as_u32, bad, typed};
 
 pub(crate) fn parse(body: &[u8]) -> Result<Value, TranslateError> {
     let v: Value = serde_json::from_slice(body)

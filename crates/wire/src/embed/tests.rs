@@ -2,12 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::*;
+use serde_json::{json, Value};
+
 use crate::canonical::EmbedResponse;
 use crate::json::{base64_decode, base64_encode};
 use crate::openai::embed::{base64_to_floats, floats_to_base64};
 use crate::testing::prefixes;
-use serde_json::{json, Value};
+
+use super::*;
 
 // Shaped after the public API references' examples.
 const OPENAI_RESPONSE: &str = r#"{

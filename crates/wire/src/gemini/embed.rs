@@ -1,10 +1,11 @@
 //! Gemini `:embedContent` and `:batchEmbedContents` ⇄ canonical.
 
+use serde::Serialize;
+use serde_json::{json, Value};
+
 use crate::canonical::{EmbedRequest, EmbedResponse, TranslateError};
 use crate::embed::{field, opt_str, opt_u32, parse, to_bytes, vector};
 use crate::json::bad;
-use serde::Serialize;
-use serde_json::{json, Value};
 
 fn gemini_model(v: &Value, path: &str) -> Result<String, TranslateError> {
     let m = opt_str(v, "model", path)?.unwrap_or_default();

@@ -24,8 +24,6 @@
 //!   end) shows its arguments are complete; text is never held. `finishReason` is held until usage
 //!   arrives (or the stream ends) so that the last chunk carries both, as Gemini's does.
 
-use crate::json::bad;
-use crate::stream::decoder::Framed;
 pub mod embed;
 mod request_decode;
 mod request_encode;
@@ -36,13 +34,16 @@ mod stream_encode;
 #[cfg(test)]
 mod tests;
 
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{
     ChatRequest, ChatResponse, Codec, FinishReason, Op, Role, StreamDecoder, StreamEncoder,
     ToolCall, TranslateError,
 };
 use crate::ids::now_secs;
-use crate::json::arguments_value;
-use crate::json::Fields;
+use crate::json::{arguments_value, bad, Fields};
+use crate::stream::decoder::Framed;
+
 use request_decode::{decode_contents, decode_generation_config, decode_system, decode_tools};
 use request_encode::{
     encode_function_response, encode_generation_config, encode_parts, encode_tools,
@@ -51,7 +52,6 @@ use response::{
     answer_part, blocked, candidate_parts, chunk_json, decode_usage, error_of, finish_reason_of,
     id_token, map_finish, AnswerPart,
 };
-use serde_json::{json, Map, Value};
 use stream_decode::GeminiStreamDecoder;
 use stream_encode::GeminiStreamEncoder;
 

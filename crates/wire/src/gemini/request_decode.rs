@@ -1,14 +1,15 @@
 //! Gemini `generateContent` request bodies → the canonical form; refuses what it cannot carry.
 
-use super::only;
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{
     ChatRequest, Image, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
     TranslateError,
 };
 use crate::ids::CallLedger;
-use crate::json::bad;
-use crate::json::{camel, Fields};
-use serde_json::{json, Map, Value};
+use crate::json::{bad, camel, Fields};
+
+use super::only;
 
 /// One part of a Gemini `Content`, as far as the canonical form can hold it.
 enum GPart {

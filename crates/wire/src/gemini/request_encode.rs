@@ -1,10 +1,11 @@
 //! The canonical form → a Gemini `generateContent` request body for an upstream.
 
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{
     ChatRequest, Image, Message, Part, ResponseFormat, ToolChoice, TranslateError,
 };
 use crate::json::{arguments_object, bad};
-use serde_json::{json, Map, Value};
 
 /// `type` in upper case; a `[t, "null"]` pair is `t` and `nullable`. `None` for any other list.
 fn gemini_type(val: &Value, out: &mut Map<String, Value>) -> Option<()> {

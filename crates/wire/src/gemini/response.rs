@@ -1,8 +1,9 @@
 //! Whole Gemini answers ⇄ the canonical form, and error bodies.
 
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{FinishReason, Usage};
 use crate::ids::fresh_token;
-use serde_json::{json, Map, Value};
 
 pub(super) fn map_finish(reason: &str, has_calls: bool) -> FinishReason {
     match reason {

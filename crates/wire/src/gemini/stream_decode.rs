@@ -1,14 +1,16 @@
 //! A Gemini SSE stream (`alt=sse`) → canonical stream events.
 
-use super::response::{
-    answer_part, blocked, candidate_parts, decode_usage, error_of, finish_reason_of, id_token,
-    map_finish, AnswerPart,
-};
+use serde_json::Value;
+
 use crate::canonical::{FinishReason, StreamEvent, TranslateError, Usage};
 use crate::json::bad;
 use crate::stream::decoder::FrameDecoder;
 use crate::stream::framing::{SseEvent, SseParser};
-use serde_json::Value;
+
+use super::response::{
+    answer_part, blocked, candidate_parts, decode_usage, error_of, finish_reason_of, id_token,
+    map_finish, AnswerPart,
+};
 
 #[derive(Default)]
 pub(super) struct GeminiStreamDecoder {

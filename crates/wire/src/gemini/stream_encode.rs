@@ -1,12 +1,14 @@
 //! Canonical stream events → Gemini SSE chunks, tool calls whole and the finish with usage.
 
-use super::response::chunk_json;
+use serde_json::{json, Value};
+
 use crate::canonical::{FinishReason, StreamEncoder, StreamEvent, Usage};
 use crate::ids::fresh_token;
 use crate::json::arguments_value;
 use crate::stream::framing::write_sse;
 use crate::stream::hold::{Held, PendingCall, Ready};
-use serde_json::{json, Value};
+
+use super::response::chunk_json;
 
 #[derive(Default)]
 pub(super) struct GeminiStreamEncoder {

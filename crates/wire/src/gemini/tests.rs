@@ -2,15 +2,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::request_encode::to_gemini_schema;
-use super::response::usage_json;
-use super::{models_list, GeminiCodec};
+use serde_json::{json, Value};
+
 use crate::canonical::{
     ChatRequest, ChatResponse, Codec, FinishReason, Image, Message, Op, Part, ResponseFormat, Role,
     StreamEvent, Tool, ToolCall, ToolChoice, TranslateError, Usage,
 };
 use crate::testing::{encode_all, exercise, prefixes, sse_events, try_decode};
-use serde_json::{json, Value};
+
+use super::request_encode::to_gemini_schema;
+use super::response::usage_json;
+use super::{models_list, GeminiCodec};
 
 const REQUEST_SDK: &str = include_str!("../../tests/fixtures/gemini/request_sdk.json");
 const REQUEST_SNAKE: &str = include_str!("../../tests/fixtures/gemini/request_rest_snake.json");

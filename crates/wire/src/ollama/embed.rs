@@ -1,10 +1,11 @@
 //! Ollama `/api/embed` and the older one-prompt `/api/embeddings` ⇄ canonical.
 
+use serde::Serialize;
+use serde_json::{json, Value};
+
 use crate::canonical::{EmbedRequest, EmbedResponse, TranslateError};
 use crate::embed::{opt_str, opt_u32, parse, texts, to_bytes, vector};
 use crate::json::bad;
-use serde::Serialize;
-use serde_json::{json, Value};
 
 pub fn decode_ollama_request(body: &[u8]) -> Result<EmbedRequest, TranslateError> {
     let v = parse(body)?;

@@ -20,9 +20,6 @@
 //!   event (or the end) shows its arguments are complete; text is never held. The `done` line waits
 //!   for usage (or the end) so that it carries the counts.
 
-use crate::ids::fresh_token;
-use crate::json::bad;
-use crate::stream::decoder::Framed;
 pub mod embed;
 mod request_decode;
 mod request_encode;
@@ -33,13 +30,16 @@ mod stream_encode;
 #[cfg(test)]
 mod tests;
 
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{
     ChatRequest, ChatResponse, Codec, Op, ResponseFormat, Role, StreamDecoder, StreamEncoder,
     TranslateError,
 };
-use crate::ids::now_secs;
-use crate::json::arguments_value;
-use crate::json::Fields;
+use crate::ids::{fresh_token, now_secs};
+use crate::json::{arguments_value, bad, Fields};
+use crate::stream::decoder::Framed;
+
 use request_decode::{
     decode_format, decode_generate, decode_messages, decode_options, decode_tools,
 };
@@ -50,7 +50,6 @@ use response::{
     answer_of, base_line, decode_usage, done_fields, error_of, map_done_reason, parse_rfc3339,
     Timing,
 };
-use serde_json::{json, Map, Value};
 use stream_decode::OllamaStreamDecoder;
 use stream_encode::OllamaStreamEncoder;
 

@@ -1,12 +1,12 @@
 //! Ollama `/api/chat` and `/api/generate` request bodies → the canonical form; refuses what it cannot carry.
 
+use serde_json::{json, Value};
+
 use crate::canonical::{
     ChatRequest, Image, Message, Part, ResponseFormat, Role, Tool, ToolCall, TranslateError,
 };
 use crate::ids::CallLedger;
-use crate::json::bad;
-use crate::json::Fields;
-use serde_json::{json, Value};
+use crate::json::{bad, Fields};
 
 /// The image type a base64 payload starts with; Ollama sends no type. JPEG when unknown.
 fn sniff_mime(b64: &str) -> &'static str {

@@ -1,8 +1,9 @@
 //! The canonical form → an Ollama `/api/chat` or `/api/generate` request body for an upstream.
 
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{ChatRequest, Image, Message, Part, Role, ToolChoice, TranslateError};
 use crate::json::{arguments_object, bad};
-use serde_json::{json, Map, Value};
 
 fn image_data(img: &Image) -> Option<&str> {
     match img {

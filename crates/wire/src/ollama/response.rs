@@ -1,9 +1,11 @@
 //! Whole Ollama answers ⇄ the canonical form, and error bodies.
 
+use std::time::SystemTime;
+
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{FinishReason, ToolCall, Usage};
 use crate::time::rfc3339;
-use serde_json::{json, Map, Value};
-use std::time::SystemTime;
 
 pub(super) fn done_reason(f: &FinishReason) -> &'static str {
     match f {

@@ -1,13 +1,14 @@
 //! An Ollama NDJSON stream → canonical stream events.
 
-use super::response::{answer_of, decode_usage, error_of, map_done_reason};
+use serde_json::Value;
+
+use crate::canonical::{StreamEvent, TranslateError};
 use crate::ids::fresh_token;
 use crate::json::bad;
 use crate::stream::decoder::FrameDecoder;
-
-use crate::canonical::{StreamEvent, TranslateError};
 use crate::stream::framing::LineSplitter;
-use serde_json::Value;
+
+use super::response::{answer_of, decode_usage, error_of, map_done_reason};
 
 #[derive(Default)]
 pub(super) struct OllamaStreamDecoder {

@@ -1,12 +1,15 @@
 //! Canonical stream events → Ollama NDJSON lines, tool calls whole and the `done` line with usage.
 
-use super::request_encode::tool_call_json;
-use super::response::{base_line, done_fields, Timing};
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{FinishReason, Op, StreamEncoder, StreamEvent, Usage};
 use crate::json::arguments_value;
 use crate::stream::hold::{Held, PendingCall, Ready};
-use serde_json::{json, Map, Value};
-use std::time::Instant;
+
+use super::request_encode::tool_call_json;
+use super::response::{base_line, done_fields, Timing};
 
 pub(super) struct OllamaStreamEncoder {
     op: Op,

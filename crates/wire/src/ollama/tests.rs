@@ -2,16 +2,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::response::parse_rfc3339;
-use super::OllamaCodec;
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
 use crate::canonical::{
     ChatRequest, ChatResponse, Codec, FinishReason, Image, Message, Op, Part, ResponseFormat, Role,
     StreamEvent, Tool, ToolCall, ToolChoice, TranslateError, Usage,
 };
 use crate::testing::{encode_all, exercise, prefixes, try_decode};
 use crate::time::rfc3339;
-use serde_json::{json, Value};
-use std::time::SystemTime;
+
+use super::response::parse_rfc3339;
+use super::OllamaCodec;
 
 const CHAT_REQUEST: &str = include_str!("../../tests/fixtures/ollama/chat_request.json");
 const GENERATE_REQUEST: &str = include_str!("../../tests/fixtures/ollama/generate_request.json");

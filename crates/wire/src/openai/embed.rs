@@ -1,10 +1,11 @@
 //! OpenAI `/v1/embeddings` ⇄ canonical, vectors as floats or base64.
 
+use serde::Serialize;
+use serde_json::{json, Value};
+
 use crate::canonical::{EmbedRequest, EmbedResponse, TranslateError};
 use crate::embed::{opt_str, opt_u32, parse, texts, to_bytes, vector};
 use crate::json::{bad, base64_decode, base64_encode};
-use serde::Serialize;
-use serde_json::{json, Value};
 
 /// OpenAI's `encoding_format`: how the client wants the vectors written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -27,15 +27,17 @@ mod stream_encode;
 #[cfg(test)]
 mod tests;
 
+use serde_json::Value;
+
 use crate::canonical::{
     ChatRequest, ChatResponse, Codec, Op, StreamDecoder, StreamEncoder, TranslateError,
 };
 use crate::json::parse_object;
 use crate::stream::decoder::Framed;
+
 use request_decode::{decode_chat, decode_completion};
 use request_encode::encode_chat_request;
 use response::{decode_chat_response, encode_chat_response, error_of};
-use serde_json::Value;
 use stream_decode::OpenAiStreamDecoder;
 use stream_encode::OpenAiStreamEncoder;
 

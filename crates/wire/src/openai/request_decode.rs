@@ -1,5 +1,7 @@
 //! OpenAI chat and legacy completion request bodies → the canonical form; refuses what it cannot carry.
 
+use serde_json::{json, Value};
+
 use crate::canonical::{
     image_from_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
     TranslateError,
@@ -9,7 +11,6 @@ use crate::json::{
     as_obj, decode_tool, each_object, field, opt_array, opt_bool, opt_f64, opt_i64, opt_str,
     opt_u32, path, req_str, Obj,
 };
-use serde_json::{json, Value};
 
 fn unsupported(field: &str, why: &str) -> TranslateError {
     TranslateError::new(field, why)

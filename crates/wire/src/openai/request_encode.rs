@@ -1,12 +1,13 @@
 //! The canonical form → an OpenAI chat completions request body for an upstream.
 
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{
     image_to_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
     TranslateError,
 };
 use crate::ids::new_id;
 use crate::json::{put, tool_object};
-use serde_json::{json, Map, Value};
 
 /// Text parts as a string when there is one, an array of text parts otherwise; `None` when there
 /// are none. Images are refused (assistant and tool messages carry text only).

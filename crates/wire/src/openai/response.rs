@@ -1,11 +1,13 @@
 //! Whole OpenAI answers (chat and legacy completions) ⇄ the canonical form, and error bodies.
 
-use super::request_decode::{decode_content, decode_tool_calls, text_only};
-use super::request_encode::tool_call_json;
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{ChatResponse, FinishReason, Op, TranslateError, Usage};
 use crate::ids::{new_id, now_secs};
 use crate::json::{as_obj, count, error_message, field, opt_array, opt_str, parse_object, path};
-use serde_json::{json, Map, Value};
+
+use super::request_decode::{decode_content, decode_tool_calls, text_only};
+use super::request_encode::tool_call_json;
 
 pub(super) fn finish_from_openai(s: &str) -> FinishReason {
     match s {

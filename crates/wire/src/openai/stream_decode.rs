@@ -1,11 +1,13 @@
 //! An OpenAI SSE stream (chat or legacy completions) → canonical stream events.
 
-use super::response::{error_of, finish_from_openai, usage_from};
+use serde_json::Value;
+
 use crate::canonical::{FinishReason, StreamEvent, TranslateError, Usage};
 use crate::ids::new_id;
 use crate::stream::decoder::FrameDecoder;
 use crate::stream::framing::{SseEvent, SseParser};
-use serde_json::Value;
+
+use super::response::{error_of, finish_from_openai, usage_from};
 
 fn stream_error(message: impl Into<String>) -> TranslateError {
     TranslateError::new("stream", message)

@@ -1,10 +1,12 @@
 //! Canonical stream events → OpenAI SSE chunks, `[DONE]` last.
 
-use super::response::{finish_to_openai, usage_json};
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{Op, StreamEncoder, StreamEvent, Usage};
 use crate::ids::{new_id, now_secs};
 use crate::stream::framing::write_sse;
-use serde_json::{json, Map, Value};
+
+use super::response::{finish_to_openai, usage_json};
 
 pub(super) struct OpenAiStreamEncoder {
     op: Op,

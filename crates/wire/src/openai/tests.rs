@@ -2,8 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::response::usage_json;
-use super::OpenAiCodec;
+use serde_json::{json, Value};
+
 use crate::canonical::{
     ChatRequest, ChatResponse, Codec, FinishReason, Image, Message, Op, Part, ResponseFormat, Role,
     StreamEvent, ToolCall, ToolChoice, Usage,
@@ -12,7 +12,9 @@ use crate::ids::new_id;
 use crate::testing::{
     decode_all, encode_all as encode_stream, exercise, prefixes, sse_events, stream_twice,
 };
-use serde_json::{json, Value};
+
+use super::response::usage_json;
+use super::OpenAiCodec;
 
 /// An upstream's absurd counts do not overflow the total (a panic is an outage).
 #[test]

@@ -25,16 +25,18 @@ mod stream_encode;
 #[cfg(test)]
 mod tests;
 
+use serde_json::json;
+
 use crate::canonical::{
     ChatRequest, ChatResponse, Codec, Op, StreamDecoder, StreamEncoder, TranslateError,
 };
 use crate::json::parse_object;
 use crate::stream::decoder::Framed;
 use crate::stream::framing::write_sse;
+
 use request_decode::decode_request;
 use request_encode::encode_request;
 use response::{decode_response, encode_response, error_of};
-use serde_json::json;
 use stream_decode::ResponsesStreamDecoder;
 use stream_encode::ResponsesStreamEncoder;
 

@@ -1,8 +1,7 @@
 //! Responses API request bodies → the canonical form; refuses what a stateless translation cannot do.
 
-use super::super::request_decode::{
-    decode_parts, decode_tool_choice_by, json_schema_format, text_only,
-};
+use serde_json::Value;
+
 use crate::canonical::{
     image_from_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
     TranslateError,
@@ -12,7 +11,10 @@ use crate::json::{
     as_obj, decode_tool, each_object, field, opt_bool, opt_f64, opt_str, opt_u32, path, req_str,
     Obj,
 };
-use serde_json::Value;
+
+use super::super::request_decode::{
+    decode_parts, decode_tool_choice_by, json_schema_format, text_only,
+};
 
 /// Fields that need server-side state or features no other dialect has.
 const REFUSED: [(&str, &str); 5] = [

@@ -1,11 +1,13 @@
 //! The canonical form → a Responses API request body, for an upstream that speaks it.
 
-use super::super::request_encode::{put_tools, response_format_json};
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{
     image_to_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, TranslateError,
 };
 use crate::json::put;
-use serde_json::{json, Map, Value};
+
+use super::super::request_encode::{put_tools, response_format_json};
 
 /// Refuses the sampling parameters the Responses API does not have.
 fn reject_unsupported(req: &ChatRequest) -> Result<(), TranslateError> {

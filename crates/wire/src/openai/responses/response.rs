@@ -1,13 +1,15 @@
 //! Whole response objects ⇄ the canonical form, and error bodies.
 
-use super::super::request_decode::text_only;
-use super::request_decode::decode_content;
+use serde_json::{json, Value};
+
 use crate::canonical::{ChatResponse, FinishReason, ToolCall, TranslateError, Usage};
 use crate::ids::{new_id, now_secs};
 use crate::json::{
     as_obj, count, error_message, field, opt_array, opt_str, parse_object, path, req_str, Obj,
 };
-use serde_json::{json, Value};
+
+use super::super::request_decode::text_only;
+use super::request_decode::decode_content;
 
 fn usage_json(u: Option<&Usage>) -> Value {
     match u {

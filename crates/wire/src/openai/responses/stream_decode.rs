@@ -1,10 +1,12 @@
 //! A Responses API event stream → canonical stream events.
 
-use super::response::{finish_from, usage_from};
+use serde_json::Value;
+
 use crate::canonical::{FinishReason, StreamEvent, TranslateError};
 use crate::stream::decoder::FrameDecoder;
 use crate::stream::framing::{SseEvent, SseParser};
-use serde_json::Value;
+
+use super::response::{finish_from, usage_from};
 
 #[derive(Default)]
 pub(super) struct ResponsesStreamDecoder {

@@ -1,12 +1,14 @@
 //! Canonical stream events → the Responses API's SSE event sequence.
 
-use super::response::{
-    function_call_item, message_item, output_text, response_id, response_object, Ending,
-};
+use serde_json::{json, Map, Value};
+
 use crate::canonical::{FinishReason, StreamEncoder, StreamEvent, ToolCall, Usage};
 use crate::ids::{new_id, now_secs};
 use crate::stream::framing::write_sse;
-use serde_json::{json, Map, Value};
+
+use super::response::{
+    function_call_item, message_item, output_text, response_id, response_object, Ending,
+};
 
 /// One output item of the response being streamed.
 struct Item {

@@ -2,14 +2,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::ResponsesCodec;
+use serde_json::{json, Value};
+
 use crate::canonical::{
     ChatResponse, Codec, FinishReason, Op, Part, ResponseFormat, Role, StreamEvent, ToolCall,
     ToolChoice, Usage,
 };
 use crate::stream::framing::SseEvent;
 use crate::testing::{encode_all, sse_events as events};
-use serde_json::{json, Value};
+
+use super::ResponsesCodec;
 
 fn data(e: &SseEvent) -> Value {
     serde_json::from_str(&e.data).unwrap()
