@@ -39,6 +39,7 @@ use crate::canonical::{
 use crate::ids::{fresh_token, now_secs};
 use crate::json::{arguments_value, bad, Fields};
 use crate::stream::decoder::Framed;
+use crate::time::parse_rfc3339;
 
 use request_decode::{
     decode_format, decode_generate, decode_messages, decode_options, decode_tools,
@@ -47,8 +48,7 @@ use request_encode::{
     encode_messages, encode_options, encode_tools, split_content, tool_call_json,
 };
 use response::{
-    answer_of, base_line, decode_usage, done_fields, error_of, map_done_reason, parse_rfc3339,
-    Timing,
+    answer_of, base_line, decode_usage, done_fields, error_of, map_done_reason, Timing,
 };
 use stream_decode::OllamaStreamDecoder;
 use stream_encode::OllamaStreamEncoder;

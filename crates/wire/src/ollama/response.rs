@@ -41,52 +41,6 @@ pub(super) fn error_of(v: &Value) -> Option<String> {
     })
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// `2023-08-04T19:22:45.499127Z` or `…-07:00` → Unix seconds.
-pub(super) fn parse_rfc3339(s: &str) -> Option<u64> {
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        if t.bytes().all(|b| b.is_ascii_digit()) {
-            t.parse().ok()
-        } else {
-            None
-        }
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let mut rest = s.get(19..)?;
-    if let Some(r) = rest.strip_prefix('.') {
-        rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    let offset = if rest.eq_ignore_ascii_case("z") {
-        0
-    } else {
-        let sign = match rest.get(..1)? {
-            "+" => 1,
-            "-" => -1,
-            _ => return None,
-        };
-        let oh: i64 = rest.get(1..3)?.parse().ok()?;
-        let om: i64 = rest.get(4..6)?.parse().ok()?;
-        sign * (oh * 3600 + om * 60)
-    };
-    let t = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset;
-    u64::try_from(t).ok()
-}
-
 /// An answer's (text, tool calls) from an Ollama chat `message` or generate `response`.
 pub(super) fn answer_of(v: &Value, token: &str, first_index: usize) -> (String, Vec<ToolCall>) {
     if let Some(r) = v.get("response").and_then(Value::as_str) {

@@ -2,8 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::SystemTime;
-
 use serde_json::{json, Value};
 
 use crate::canonical::{
@@ -11,9 +9,7 @@ use crate::canonical::{
     StreamEvent, Tool, ToolCall, ToolChoice, TranslateError, Usage,
 };
 use crate::testing::{encode_all, exercise, prefixes, try_decode};
-use crate::time::rfc3339;
 
-use super::response::parse_rfc3339;
 use super::OllamaCodec;
 
 const CHAT_REQUEST: &str = include_str!("../../tests/fixtures/ollama/chat_request.json");
@@ -192,32 +188,6 @@ fn decodes_responses() {
     assert_eq!(r.finish, FinishReason::Length);
     assert_eq!(r.usage.output_tokens, 290);
     assert_eq!(r.created, 1_691_176_965);
-}
-
-#[test]
-fn rfc3339_parsing() {
-    assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-    assert_eq!(
-        parse_rfc3339("2023-08-04T08:52:19.385406455-07:00"),
-        Some(1_691_164_339)
-    );
-    assert_eq!(
-        parse_rfc3339("2024-02-29T12:00:00+01:30"),
-        Some(1_709_202_600)
-    );
-    for bad in [
-        "",
-        "2023",
-        "2023-08-04T08:52:19",
-        "2023-13-04T08:52:19Z",
-        "xxxx-08-04T08:52:19Z",
-        "2023-08-04T08:52:19+0",
-    ] {
-        assert_eq!(parse_rfc3339(bad), None, "{bad}");
-    }
-    let now = SystemTime::now();
-    let secs = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    assert_eq!(parse_rfc3339(&rfc3339(now)), Some(secs));
 }
 
 #[test]
