@@ -1,10 +1,11 @@
 //! Reads `model` and `stream` from a JSON request body without building a tree, and rewrites only `model`.
 
+use std::fmt;
+use std::ops::Range;
+
 use bytes::{Bytes, BytesMut};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use std::fmt;
-use std::ops::Range;
 
 /// What the router needs from a request body. The body itself is forwarded untouched
 /// (or with only the `model` value replaced), so the rest is never parsed into values.

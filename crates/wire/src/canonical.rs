@@ -32,6 +32,24 @@ pub struct ChatRequest {
     pub legacy_prompt: bool,
 }
 
+impl ChatRequest {
+    /// The function name of tool result `i`: its own, else that of the call it answers.
+    pub(crate) fn tool_name(&self, i: usize) -> Option<String> {
+        let m = self.messages.get(i)?;
+        if let Some(n) = &m.name {
+            return Some(n.clone());
+        }
+        let id = m.tool_call_id.as_deref()?;
+        self.messages
+            .get(..i)?
+            .iter()
+            .rev()
+            .flat_map(|m| m.tool_calls.iter())
+            .find(|c| c.id == id)
+            .map(|c| c.name.clone())
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     User,
@@ -50,6 +68,30 @@ pub struct Message {
     pub tool_call_id: Option<String>,
     /// For `Role::Tool`: the tool's name when the dialect needs it (Gemini `functionResponse.name`).
     pub name: Option<String>,
+}
+
+impl Message {
+    /// The id of the call this tool result (message `i` of the request) answers, which every
+    /// dialect that names calls requires.
+    pub(crate) fn answered_call(&self, i: usize) -> Result<String, TranslateError> {
+        self.tool_call_id.clone().ok_or_else(|| {
+            TranslateError::new(
+                format!("messages[{i}].tool_call_id"),
+                "a tool result must name the call it answers",
+            )
+        })
+    }
+
+    /// A message of `role` with `content` and nothing else.
+    pub fn new(role: Role, content: Vec<Part>) -> Message {
+        Message {
+            role,
+            content,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -240,4 +282,26 @@ pub trait Codec: Sync {
     fn stream_encoder(&self, op: Op) -> Box<dyn StreamEncoder>;
     /// An upstream error body (any status) → its message, for re-rendering in the client's dialect.
     fn error_message(&self, body: &[u8]) -> Option<String>;
+}
+
+/// `data:<media type>;base64,<data>` → its parts; anything else is a plain URL.
+pub(crate) fn image_from_url(url: &str) -> Image {
+    if let Some(rest) = url.strip_prefix("data:") {
+        if let Some((head, data)) = rest.split_once(',') {
+            if let Some(media_type) = head.strip_suffix(";base64") {
+                return Image::Base64 {
+                    media_type: media_type.to_string(),
+                    data: data.to_string(),
+                };
+            }
+        }
+    }
+    Image::Url(url.to_string())
+}
+
+pub(crate) fn image_to_url(image: &Image) -> String {
+    match image {
+        Image::Url(u) => u.clone(),
+        Image::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+    }
 }

@@ -1,14 +1,9 @@
-//! Codecs between each dialect and the canonical form (`crate::canonical`).
+//! The codec of each dialect (`codec`), and the paths the gateway has always used for the dialect modules.
 
-pub mod anthropic;
-pub mod embed;
-pub mod framing;
-pub mod gemini;
-mod hold;
-pub mod json_array;
-pub mod ollama;
-pub mod openai;
-pub mod responses;
+pub use crate::embed;
+pub use crate::openai::responses;
+pub use crate::stream::{framing, json_array};
+pub use crate::{anthropic, gemini, ollama, openai};
 
 use crate::canonical::Codec;
 use crate::Dialect;

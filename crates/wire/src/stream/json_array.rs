@@ -1,7 +1,7 @@
 //! Gemini's stream without `alt=sse`: the chunks an SSE encoder writes, re-framed as one JSON array sent element by element.
 
 use crate::canonical::{StreamEncoder, StreamEvent};
-use crate::translate::framing::{SseEvent, SseParser};
+use crate::stream::framing::{SseEvent, SseParser};
 
 /// Wraps an SSE stream encoder (Gemini's) and writes its events' data as the elements of a
 /// JSON array (`[{…}`, `\r\n,{…}`, …, `]`), as `streamGenerateContent` answers without

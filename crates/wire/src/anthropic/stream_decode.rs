@@ -1,0 +1,149 @@
+//! An Anthropic SSE stream → canonical stream events.
+
+use serde_json::Value;
+
+use crate::canonical::{StreamEvent, TranslateError, Usage};
+use crate::json::count;
+use crate::stream::decoder::FrameDecoder;
+use crate::stream::framing::{SseEvent, SseParser};
+
+use super::response::{error_of, finish_from_anthropic, input_tokens};
+
+#[derive(Default)]
+pub(super) struct AnthropicStreamDecoder {
+    /// Input tokens from `message_start`, reported with the output tokens of `message_delta`.
+    input_tokens: u64,
+    /// Content block index → canonical tool call index.
+    tools: Vec<(u64, usize)>,
+    /// An error ended the stream.
+    done: bool,
+}
+
+fn str_of(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// Text, unless it is empty.
+fn push_text(t: String, out: &mut Vec<StreamEvent>) {
+    if !t.is_empty() {
+        out.push(StreamEvent::Text(t));
+    }
+}
+
+impl AnthropicStreamDecoder {
+    fn message_start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let m = v.get("message").unwrap_or(&Value::Null);
+        if let Some(u) = m.get("usage") {
+            self.input_tokens = input_tokens(u);
+        }
+        out.push(StreamEvent::Start {
+            id: str_of(m, "id"),
+            model: str_of(m, "model"),
+        });
+    }
+
+    fn block_start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let cb = v.get("content_block").unwrap_or(&Value::Null);
+        match cb.get("type").and_then(Value::as_str) {
+            Some("tool_use") => {
+                let index = self.tools.len();
+                self.tools.push((block, index));
+                out.push(StreamEvent::ToolCallStart {
+                    index,
+                    id: str_of(cb, "id"),
+                    name: str_of(cb, "name"),
+                });
+                if let Some(input) = cb.get("input").and_then(Value::as_object) {
+                    if !input.is_empty() {
+                        out.push(StreamEvent::ToolCallArgs {
+                            index,
+                            fragment: Value::Object(input.clone()).to_string(),
+                        });
+                    }
+                }
+            }
+            Some("text") => push_text(str_of(cb, "text"), out),
+            _ => {}
+        }
+    }
+
+    fn block_delta(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let d = v.get("delta").unwrap_or(&Value::Null);
+        match d.get("type").and_then(Value::as_str) {
+            Some("text_delta") => push_text(str_of(d, "text"), out),
+            Some("input_json_delta") => {
+                let fragment = str_of(d, "partial_json");
+                let index = self
+                    .tools
+                    .iter()
+                    .find(|(b, _)| *b == block)
+                    .map(|(_, i)| *i);
+                if let (Some(index), false) = (index, fragment.is_empty()) {
+                    out.push(StreamEvent::ToolCallArgs { index, fragment });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn message_delta(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        if let Some(r) = v
+            .get("delta")
+            .and_then(|d| d.get("stop_reason"))
+            .and_then(Value::as_str)
+        {
+            out.push(StreamEvent::Finish(finish_from_anthropic(r)));
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            let input = if u.get("input_tokens").is_some_and(Value::is_u64) {
+                input_tokens(u)
+            } else {
+                self.input_tokens
+            };
+            out.push(StreamEvent::Usage(Usage {
+                input_tokens: input,
+                output_tokens: count(u, "output_tokens"),
+            }));
+        }
+    }
+}
+
+impl FrameDecoder for AnthropicStreamDecoder {
+    type Framing = SseParser;
+
+    fn frame(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        if self.done || ev.data.trim().is_empty() {
+            return Ok(());
+        }
+        let v: Value = serde_json::from_str(&ev.data).map_err(|e| {
+            TranslateError::new("stream", format!("invalid JSON in an Anthropic event: {e}"))
+        })?;
+        if !v.is_object() {
+            return Err(TranslateError::new(
+                "stream",
+                "an Anthropic stream event must be a JSON object",
+            ));
+        }
+        let ty = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(ev.event.as_deref())
+            .unwrap_or("");
+        match ty {
+            "message_start" => self.message_start(&v, out),
+            "content_block_start" => self.block_start(&v, out),
+            "content_block_delta" => self.block_delta(&v, out),
+            "message_delta" => self.message_delta(&v, out),
+            "error" => {
+                let msg = error_of(&v).unwrap_or_else(|| "upstream error".to_string());
+                out.push(StreamEvent::Error(msg));
+                self.done = true;
+            }
+            // ping, content_block_stop, message_stop and anything newer.
+            _ => {}
+        }
+        Ok(())
+    }
+}

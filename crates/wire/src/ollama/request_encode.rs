@@ -1,0 +1,147 @@
+//! The canonical form → an Ollama `/api/chat` or `/api/generate` request body for an upstream.
+
+use serde_json::{json, Map, Value};
+
+use crate::canonical::{ChatRequest, Image, Message, Part, Role, ToolChoice, TranslateError};
+use crate::json::{arguments_object, bad};
+
+fn image_data(img: &Image) -> Option<&str> {
+    match img {
+        Image::Base64 { data, .. } => Some(data),
+        Image::Url(url) => url
+            .strip_prefix("data:")
+            .and_then(|r| r.split_once(";base64,"))
+            .map(|(_, d)| d),
+    }
+}
+
+/// A message's text (parts joined by newlines) and base64 images.
+pub(super) fn split_content(m: &Message, i: usize) -> Result<(String, Vec<Value>), TranslateError> {
+    let mut texts: Vec<&str> = Vec::new();
+    let mut images = Vec::new();
+    for (j, p) in m.content.iter().enumerate() {
+        match p {
+            Part::Text(t) => texts.push(t),
+            Part::Image(img) => match image_data(img) {
+                Some(d) => images.push(Value::String(d.to_string())),
+                None => {
+                    return Err(bad(
+                        format!("messages[{i}].content[{j}]"),
+                        "Ollama takes images only as base64 data, not as URLs",
+                    ))
+                }
+            },
+        }
+    }
+    Ok((texts.join("\n"), images))
+}
+
+pub(super) fn tool_call_json(name: &str, args: Value) -> Value {
+    json!({"function": {"name": name, "arguments": args}})
+}
+
+pub(super) fn encode_messages(req: &ChatRequest) -> Result<Vec<Value>, TranslateError> {
+    let mut out = Vec::new();
+    if let Some(s) = &req.system {
+        out.push(json!({"role": "system", "content": s}));
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        let (text, images) = split_content(m, i)?;
+        let mut msg = Map::new();
+        let role = match m.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        };
+        msg.insert("role".to_string(), json!(role));
+        msg.insert("content".to_string(), json!(text));
+        if !images.is_empty() {
+            if m.role == Role::Tool {
+                return Err(bad(
+                    format!("messages[{i}].content"),
+                    "Ollama tool results cannot hold images",
+                ));
+            }
+            msg.insert("images".to_string(), Value::Array(images));
+        }
+        if !m.tool_calls.is_empty() {
+            let mut calls = Vec::new();
+            for (j, c) in m.tool_calls.iter().enumerate() {
+                let args = arguments_object(&c.arguments).ok_or_else(|| {
+                    bad(
+                        format!("messages[{i}].tool_calls[{j}].arguments"),
+                        "Ollama needs the arguments as a JSON object",
+                    )
+                })?;
+                calls.push(tool_call_json(&c.name, args));
+            }
+            msg.insert("tool_calls".to_string(), Value::Array(calls));
+        }
+        if m.role == Role::Tool {
+            if let Some(name) = req.tool_name(i) {
+                msg.insert("tool_name".to_string(), json!(name));
+            }
+        }
+        out.push(Value::Object(msg));
+    }
+    Ok(out)
+}
+
+pub(super) fn encode_options(req: &ChatRequest) -> Map<String, Value> {
+    let mut o = Map::new();
+    if let Some(t) = req.temperature {
+        o.insert("temperature".to_string(), json!(t));
+    }
+    if let Some(p) = req.top_p {
+        o.insert("top_p".to_string(), json!(p));
+    }
+    if let Some(k) = req.top_k {
+        o.insert("top_k".to_string(), json!(k));
+    }
+    if let Some(n) = req.max_tokens {
+        o.insert("num_predict".to_string(), json!(n));
+    }
+    if !req.stop.is_empty() {
+        o.insert("stop".to_string(), json!(req.stop));
+    }
+    if let Some(s) = req.seed {
+        o.insert("seed".to_string(), json!(s));
+    }
+    if let Some(p) = req.frequency_penalty {
+        o.insert("frequency_penalty".to_string(), json!(p));
+    }
+    if let Some(p) = req.presence_penalty {
+        o.insert("presence_penalty".to_string(), json!(p));
+    }
+    o
+}
+
+pub(super) fn encode_tools(req: &ChatRequest) -> Result<Option<Value>, TranslateError> {
+    match &req.tool_choice {
+        Some(ToolChoice::Required) | Some(ToolChoice::Tool(_)) => {
+            return Err(bad(
+                "tool_choice",
+                "Ollama cannot be made to call a tool; only `auto` and `none` translate",
+            ))
+        }
+        Some(ToolChoice::None) => return Ok(None),
+        Some(ToolChoice::Auto) | None => {}
+    }
+    if req.tools.is_empty() {
+        return Ok(None);
+    }
+    let tools = req
+        .tools
+        .iter()
+        .map(|t| {
+            let mut f = Map::new();
+            f.insert("name".to_string(), json!(t.name));
+            if let Some(d) = &t.description {
+                f.insert("description".to_string(), json!(d));
+            }
+            f.insert("parameters".to_string(), t.parameters.clone());
+            json!({"type": "function", "function": Value::Object(f)})
+        })
+        .collect();
+    Ok(Some(Value::Array(tools)))
+}
