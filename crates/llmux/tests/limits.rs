@@ -215,16 +215,12 @@ async fn concurrency_two_with_three_slow_streams() {
     while let Some(chunk) = body.next().await {
         chunk.unwrap();
     }
-    let mut admitted = false;
-    for _ in 0..50 {
-        let r = stream().await.unwrap();
-        if r.status() == 200 {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(admitted, "a new call is admitted once a stream ended");
+    eventually(
+        Duration::from_secs(2),
+        "a new call is admitted once a stream ended",
+        async || stream().await.unwrap().status() == 200,
+    )
+    .await;
     drop(second);
     let m = metrics(&gw).await;
     assert!(metric(&m, "llmux_rejections_total{layer=\"key_concurrency\"}").unwrap() >= 1.0);
@@ -367,16 +363,16 @@ async fn redis_stopped_mid_run_fails_open_and_is_used_again_when_back() {
 
     // Back on the same port: the probe notices, and counters go to Redis again.
     let redis = OwnRedis::start(port).expect("redis-server restarts");
-    let mut up = false;
-    for _ in 0..200 {
+    let up = poll_until(Duration::from_secs(10), async || {
         let m = metrics(&gw).await;
-        if metric(&m, "llmux_ratelimit_backend_up{backend=\"redis\"}") == Some(1.0) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the backend is seen up again: {}", gw.log_text());
+        metric(&m, "llmux_ratelimit_backend_up{backend=\"redis\"}") == Some(1.0)
+    })
+    .await;
+    assert!(
+        up.is_some(),
+        "the backend is seen up again: {}",
+        gw.log_text()
+    );
     assert_eq!(call_from(&gw, "10.0.0.3").await, 200);
     assert!(
         redis.exists("llmux:v1:rl:ip:10.0.0.3"),
@@ -486,14 +482,16 @@ async fn a_client_cannot_pick_its_own_address_in_x_forwarded_for() {
         }
     }
     assert_eq!(admitted, 3);
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    let mut polls = 0;
-    let calls = loop {
+    let mut polls = 0u32;
+    let calls = poll_until(Duration::from_secs(10), async || {
         polls += 1;
         // The admin API is behind the per-IP limit too: each poll comes from a new address.
         let page: Value = client()
             .get(gw.url("/admin/v1/calls"))
-            .header("x-forwarded-for", format!("192.0.2.{polls}"))
+            .header(
+                "x-forwarded-for",
+                format!("198.51.{}.{}", polls / 256, polls % 256),
+            )
             .bearer_auth(ADMIN)
             .send()
             .await
@@ -502,12 +500,10 @@ async fn a_client_cannot_pick_its_own_address_in_x_forwarded_for() {
             .await
             .unwrap();
         let calls = page["calls"].as_array().cloned().unwrap_or_default();
-        if !calls.is_empty() || std::time::Instant::now() > until {
-            break calls;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(!calls.is_empty());
+        (!calls.is_empty()).then_some(calls)
+    })
+    .await
+    .expect("the calls are recorded");
     for c in &calls {
         assert_eq!(c["client_ip"], "203.0.113.9", "{c}");
     }
