@@ -135,7 +135,7 @@ async fn sigterm_lets_an_open_stream_finish_then_exits_zero() {
         .unwrap();
     let mut body = resp.bytes_stream();
     body.next().await.unwrap().unwrap();
-    // SIGTERM one second into a three-second stream.
+    // The scenario (not a wait for something): SIGTERM one second into a three-second stream.
     tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed())).await;
     let pid = child.id().to_string();
     assert!(Command::new("kill")

@@ -265,15 +265,10 @@ async fn an_unreachable_store_fails_the_start_fast_without_binding_the_port() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("llmux still waits for the store after 20 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let exited = poll_until(Duration::from_secs(20), async || child.try_wait().unwrap()).await;
+    let Some(status) = exited else {
+        let _ = child.kill();
+        panic!("llmux still waits for the store after 20 s");
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
