@@ -1031,10 +1031,8 @@ impl Call {
         let added_usage = prepared.added_usage;
         self.note_attempt(cand, key);
         let attempt_start = Instant::now();
-        let deadline = tokio::time::Instant::from_std(crate::deadline::after(
-            attempt_start,
-            up.timeouts.first_byte,
-        ));
+        let deadline =
+            crate::deadline::after_tokio(tokio::time::Instant::now(), up.timeouts.first_byte);
         let failed = |reason: String| Outcome::Failed {
             class: Class::OtherUpstream,
             reason,

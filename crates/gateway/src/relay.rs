@@ -184,7 +184,8 @@ pub struct Relay {
     /// Armed lazily: chunks only note the time; the timer is re-armed when it fires early.
     idle_timer: Pin<Box<Sleep>>,
     idle: Duration,
-    last_data: Instant,
+    /// On tokio's clock, like the timer it re-arms (pausable in tests).
+    last_data: tokio::time::Instant,
     /// `Some` for SSE / NDJSON responses: a failure is reported as that format's error event.
     stream_dialect: Option<Dialect>,
     transcoder: Option<Transcoder>,
@@ -214,7 +215,7 @@ impl Relay {
         log: CallLog,
         inflight: InFlight,
     ) -> Relay {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         let tap = log.draft.as_ref().map(|_| UsageTap::new(stream_dialect));
         let captured = log.draft.as_ref().filter(|d| d.bodies).map(|_| Vec::new());
         Relay {
@@ -273,7 +274,7 @@ impl Relay {
 
     fn data(&mut self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.bytes += chunk.len() as u64;
-        self.last_data = Instant::now();
+        self.last_data = tokio::time::Instant::now();
         if let Some(c) = self.captured.as_mut() {
             let room = BODY_LOG_LIMIT.saturating_sub(c.len());
             c.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -330,7 +331,7 @@ impl Relay {
             }
             Some(t) => {
                 // Upstream data counts as activity for the idle timer even when it completes no event.
-                self.last_data = Instant::now();
+                self.last_data = tokio::time::Instant::now();
                 let out = t.chunk(&chunk).map_err(|e| {
                     format!(
                         "upstream '{}' sent a stream llmux cannot read: {e}",
@@ -400,7 +401,7 @@ impl Body for Relay {
                 }
                 Poll::Pending => {}
             }
-            let deadline = crate::deadline::after(this.last_data, this.idle);
+            let deadline = crate::deadline::after_tokio(this.last_data, this.idle);
             if this.idle_timer.as_mut().poll(cx).is_pending() {
                 // Waiting for the upstream: a shutdown's cut must wake this body too.
                 let cut = this
@@ -411,7 +412,7 @@ impl Body for Relay {
                 }
                 return Poll::Pending;
             }
-            if Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline {
                 let msg = format!(
                     "upstream '{}' stalled: no data for {:?} (timeouts.idle)",
                     this.log.upstream, this.idle
@@ -420,9 +421,7 @@ impl Body for Relay {
             }
             // Data arrived since the timer was armed: re-arm for the real deadline and poll again
             // so the new timer registers this task.
-            this.idle_timer
-                .as_mut()
-                .reset(tokio::time::Instant::from_std(deadline));
+            this.idle_timer.as_mut().reset(deadline);
         }
     }
 

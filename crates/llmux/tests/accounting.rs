@@ -10,7 +10,7 @@ use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `(label, store url or None for SQLite, guard)`.
 async fn backends() -> Vec<(&'static str, Option<String>, Option<PgSchema>)> {
@@ -148,14 +148,17 @@ async fn calls_of(gw: &Llmux, app: &str) -> Vec<Value> {
     }
 }
 
+/// The app's call records once there are `n` (or what there is after 10 s, for the caller's
+/// assertion to show).
 async fn wait_rows(gw: &Llmux, app: &str, n: usize) -> Vec<Value> {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
+    let enough = poll_until(Duration::from_secs(10), async || {
         let rows = calls_of(gw, app).await;
-        if rows.len() >= n || Instant::now() > until {
-            return rows;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        (rows.len() >= n).then_some(rows)
+    })
+    .await;
+    match enough {
+        Some(rows) => rows,
+        None => calls_of(gw, app).await,
     }
 }
 
@@ -635,7 +638,8 @@ async fn calls_in_flight_at_sigterm_are_all_in_the_log_after_restart() {
             (id, usage_in(&String::from_utf8_lossy(&text)))
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGTERM once every stream is open.
+    gw.wait_in_flight(30).await;
     let pid = gw.child.id().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])

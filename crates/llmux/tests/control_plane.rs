@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use sqlx::{AssertSqlSafe, Connection as _};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PROVIDER_KEY: &str = "sk-live-provider-secret-4242";
 
@@ -115,14 +115,6 @@ async fn stored_text(gw: &Llmux, backend: &Backend) -> String {
             }
             out
         }
-    }
-}
-
-async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let until = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -677,8 +669,10 @@ async fn hot_reload_refuses_bad_edits_and_rollback_restores_routing() {
             ollama("gpu-a", &a.url()),
             ollama("gpu-b", &b.url())
         ));
-        wait_for("the file edit", Duration::from_secs(10), async || {
-            chat_status(&gw, "mistral", None).await.0 == 200
+        // The routes go live before the reload's revision is written: wait for both.
+        eventually(Duration::from_secs(10), "the file edit", async || {
+            let (_, revs) = admin(&gw, "GET", "/config/revisions", ADMIN, None).await;
+            chat_status(&gw, "mistral", None).await.0 == 200 && revs[0]["source"] == "file"
         })
         .await;
         let (_, revs) = admin(&gw, "GET", "/config/revisions", ADMIN, None).await;
@@ -690,7 +684,7 @@ async fn hot_reload_refuses_bad_edits_and_rollback_restores_routing() {
             "{}[[upstreams]]\nname = \"c\"\nkind = \"bogus\"\nurl = \"http://x\"\n",
             ollama("gpu-a", &a.url())
         ));
-        wait_for("the refusal", Duration::from_secs(10), async || {
+        eventually(Duration::from_secs(10), "the refusal", async || {
             let (_, c) = admin(&gw, "GET", "/config", ADMIN, None).await;
             c["last_reload_error"]["message"]
                 .as_str()
@@ -790,7 +784,7 @@ async fn hot_reload_refuses_bad_edits_and_rollback_restores_routing() {
             .status()
             .unwrap()
             .success());
-        wait_for("the SIGHUP reload", Duration::from_secs(10), async || {
+        eventually(Duration::from_secs(10), "the SIGHUP reload", async || {
             gw.log_text().contains("SIGHUP")
         })
         .await;
@@ -803,7 +797,7 @@ async fn hot_reload_refuses_bad_edits_and_rollback_restores_routing() {
         ));
         // The new routes go live before the reload's revision and status are written: wait
         // for the status too, or a loaded machine sees the routes first.
-        wait_for("the fixed file", Duration::from_secs(10), async || {
+        eventually(Duration::from_secs(10), "the fixed file", async || {
             let (_, c) = admin(&gw, "GET", "/config", ADMIN, None).await;
             c["last_reload_error"].is_null() && chat_status(&gw, "mistral", None).await.0 == 200
         })

@@ -215,16 +215,12 @@ async fn concurrency_two_with_three_slow_streams() {
     while let Some(chunk) = body.next().await {
         chunk.unwrap();
     }
-    let mut admitted = false;
-    for _ in 0..50 {
-        let r = stream().await.unwrap();
-        if r.status() == 200 {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(admitted, "a new call is admitted once a stream ended");
+    eventually(
+        Duration::from_secs(2),
+        "a new call is admitted once a stream ended",
+        async || stream().await.unwrap().status() == 200,
+    )
+    .await;
     drop(second);
     let m = metrics(&gw).await;
     assert!(metric(&m, "llmux_rejections_total{layer=\"key_concurrency\"}").unwrap() >= 1.0);
@@ -278,34 +274,39 @@ async fn two_instances_sharing_redis_admit_exactly_the_limit() {
     );
 }
 
-/// A `redis-server` of this test's own, on a free port, without persistence.
+/// A `redis-server` of this test's own, without persistence, on a Unix socket (Redis cannot
+/// take a TCP port from the OS); [`tcp_to`] puts it on one.
 struct OwnRedis {
     child: std::process::Child,
-    port: u16,
+    socket: std::path::PathBuf,
 }
 
 impl OwnRedis {
-    fn start(port: u16) -> Option<OwnRedis> {
+    async fn start(socket: &std::path::Path) -> Option<OwnRedis> {
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", "0", "--unixsocket"])
+            .arg(socket)
             .args(["--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .ok()?;
-        let r = OwnRedis { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(r);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        let r = OwnRedis {
+            child,
+            socket: socket.to_path_buf(),
+        };
+        poll_until(Duration::from_secs(2), async || {
+            tokio::net::UnixStream::connect(socket).await.is_ok()
+        })
+        .await?;
+        Some(r)
     }
 
     fn exists(&self, key: &str) -> bool {
         let out = std::process::Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "exists", key])
+            .arg("-s")
+            .arg(&self.socket)
+            .args(["exists", key])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim() == "1"
@@ -319,18 +320,30 @@ impl Drop for OwnRedis {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Forwards connections to a TCP port from the OS to the Unix `socket`, whether or not a
+/// server is there: the port stays this test's while Redis stops and starts behind it.
+async fn tcp_to(socket: std::path::PathBuf) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                // No server: the connection is closed at once, as a refused one would be.
+                if let Ok(mut unix) = tokio::net::UnixStream::connect(&socket).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+                }
+            });
+        }
+    });
+    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_mid_run_fails_open_and_is_used_again_when_back() {
-    let port = free_port();
-    let Some(redis) = OwnRedis::start(port) else {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("redis.sock");
+    let Some(redis) = OwnRedis::start(&socket).await else {
         eprintln!("redis-server is not installed: skipping the Redis outage test");
         return;
     };
@@ -338,7 +351,8 @@ async fn redis_stopped_mid_run_fails_open_and_is_used_again_when_back() {
         .await
         .unwrap();
     let gw = Llmux::start(&format!(
-        "[limits]\nip = \"3/min\"\ntrust_forwarded_for = true\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}\"\n{}",
+        "[limits]\nip = \"3/min\"\ntrust_forwarded_for = true\nbackend = \"redis\"\nredis_url = \"redis://{}\"\n{}",
+        tcp_to(socket.clone()).await,
         ollama("gpu-a", &a.url())
     ));
     assert_eq!(call_from(&gw, "10.0.0.1").await, 200);
@@ -365,18 +379,20 @@ async fn redis_stopped_mid_run_fails_open_and_is_used_again_when_back() {
     );
     assert!(gw.log_text().contains("rate-limit backend unreachable"));
 
-    // Back on the same port: the probe notices, and counters go to Redis again.
-    let redis = OwnRedis::start(port).expect("redis-server restarts");
-    let mut up = false;
-    for _ in 0..200 {
+    // Back at the same address: the probe notices, and counters go to Redis again.
+    let redis = OwnRedis::start(&socket)
+        .await
+        .expect("redis-server restarts");
+    let up = poll_until(Duration::from_secs(10), async || {
         let m = metrics(&gw).await;
-        if metric(&m, "llmux_ratelimit_backend_up{backend=\"redis\"}") == Some(1.0) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the backend is seen up again: {}", gw.log_text());
+        metric(&m, "llmux_ratelimit_backend_up{backend=\"redis\"}") == Some(1.0)
+    })
+    .await;
+    assert!(
+        up.is_some(),
+        "the backend is seen up again: {}",
+        gw.log_text()
+    );
     assert_eq!(call_from(&gw, "10.0.0.3").await, 200);
     assert!(
         redis.exists("llmux:v1:rl:ip:10.0.0.3"),
@@ -486,14 +502,16 @@ async fn a_client_cannot_pick_its_own_address_in_x_forwarded_for() {
         }
     }
     assert_eq!(admitted, 3);
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    let mut polls = 0;
-    let calls = loop {
+    let mut polls = 0u32;
+    let calls = poll_until(Duration::from_secs(10), async || {
         polls += 1;
         // The admin API is behind the per-IP limit too: each poll comes from a new address.
         let page: Value = client()
             .get(gw.url("/admin/v1/calls"))
-            .header("x-forwarded-for", format!("192.0.2.{polls}"))
+            .header(
+                "x-forwarded-for",
+                format!("198.51.{}.{}", polls / 256, polls % 256),
+            )
             .bearer_auth(ADMIN)
             .send()
             .await
@@ -502,12 +520,10 @@ async fn a_client_cannot_pick_its_own_address_in_x_forwarded_for() {
             .await
             .unwrap();
         let calls = page["calls"].as_array().cloned().unwrap_or_default();
-        if !calls.is_empty() || std::time::Instant::now() > until {
-            break calls;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(!calls.is_empty());
+        (!calls.is_empty()).then_some(calls)
+    })
+    .await
+    .expect("the calls are recorded");
     for c in &calls {
         assert_eq!(c["client_ip"], "203.0.113.9", "{c}");
     }

@@ -53,14 +53,17 @@ async fn rows(gw: &Llmux) -> Vec<Value> {
     page["calls"].as_array().unwrap().clone()
 }
 
+/// The call records once there are `n` (or what there is after 15 s, for the caller's
+/// assertion to show).
 async fn wait_rows(gw: &Llmux, n: usize) -> Vec<Value> {
-    let until = Instant::now() + Duration::from_secs(15);
-    loop {
+    let enough = poll_until(Duration::from_secs(15), async || {
         let r = rows(gw).await;
-        if r.len() >= n || Instant::now() > until {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        (r.len() >= n).then_some(r)
+    })
+    .await;
+    match enough {
+        Some(r) => r,
+        None => rows(gw).await,
     }
 }
 
@@ -249,7 +252,8 @@ async fn streams_open_at_the_end_of_the_grace_period_are_cut_logged_and_billed()
             n
         }));
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // SIGTERM once every stream is open.
+    gw.wait_in_flight(6).await;
     sigterm(&gw);
     let stopped = Instant::now();
     for t in tasks {
@@ -368,7 +372,24 @@ async fn every_call_logs_one_json_line() {
         let (_, id, _) = chat_call(&gw, "x", "/v1/chat/completions", chat(model, stream)).await;
         ids.push(id);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The call lines are written as each call ends, the broken stream's last.
+    eventually(
+        Duration::from_secs(5),
+        "a call line for each call",
+        async || {
+            let calls: Vec<Value> = gw
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["fields"]["message"] == "call")
+                .collect();
+            ids.iter()
+                .all(|id| calls.iter().any(|v| v["fields"]["request_id"] == *id))
+        },
+    )
+    .await;
     let log = gw.log.lock().unwrap().clone();
     for line in &log {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
@@ -556,10 +577,7 @@ async fn calls_refused_before_their_handler_log_one_line_too() {
             .filter(|v| v["fields"]["message"] == "call")
             .collect()
     };
-    let until = Instant::now() + Duration::from_secs(3);
-    while lines().len() < 3 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(Duration::from_secs(3), async || lines().len() >= 3).await;
     let got: Vec<(Value, Value)> = lines()
         .iter()
         .map(|v| {
@@ -619,10 +637,7 @@ async fn refused_and_hung_up_calls_log_their_line_with_the_model() {
             .filter(|v| id.is_none_or(|id| v["fields"]["request_id"] == id))
             .collect()
     };
-    let until = Instant::now() + Duration::from_secs(3);
-    while lines(None).len() < 2 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(Duration::from_secs(3), async || lines(None).len() >= 2).await;
     let r = lines(Some(&refused));
     assert_eq!(r.len(), 1, "{}", gw.log_text());
     assert_eq!(r[0]["fields"]["model"], "no-such-model", "{}", r[0]);
@@ -667,7 +682,13 @@ async fn calls_still_waiting_at_the_end_of_the_grace_period_are_answered_and_rec
             resp.map(|r| r.status().as_u16()).unwrap_or(0)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SIGTERM once both prompts have reached the upstream.
+    eventually(
+        Duration::from_secs(10),
+        "both calls at the upstream",
+        async || m.stats().in_flight >= 2,
+    )
+    .await;
     sigterm(&gw);
     for t in tasks {
         assert_eq!(t.await.unwrap(), 503);

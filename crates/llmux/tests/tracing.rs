@@ -6,64 +6,11 @@ mod common;
 use common::*;
 use llmux_mock::{Faults, MockConfig, MockServer};
 use serde_json::Value;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
 
-/// A collector that records every JSON body POSTed to it (OTLP/HTTP JSON).
-async fn collector() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&seen);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let sink = Arc::clone(&sink);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    let Some(head_end) = text.find("\r\n\r\n") else {
-                        continue;
-                    };
-                    let len: usize = text[..head_end]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buf.len() < head_end + 4 + len {
-                        continue;
-                    }
-                    let body = &buf[head_end + 4..head_end + 4 + len];
-                    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-                        sink.lock().unwrap().push(v);
-                    }
-                    let _ = sock
-                        .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-                        .await;
-                    buf.drain(..head_end + 4 + len);
-                }
-            });
-        }
-    });
-    (url, seen)
-}
-
-fn spans(seen: &Arc<Mutex<Vec<Value>>>) -> Vec<Value> {
-    seen.lock()
-        .unwrap()
+fn spans(collector: &Recorder) -> Vec<Value> {
+    collector
+        .bodies()
         .iter()
         .flat_map(|batch| {
             batch["resourceSpans"][0]["scopeSpans"][0]["spans"]
@@ -76,8 +23,8 @@ fn spans(seen: &Arc<Mutex<Vec<Value>>>) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_is_traced_from_the_client_through_each_attempt_to_the_upstream() {
-    let (url, seen) = collector().await;
-    let collector_base = url.trim_end_matches('/').to_string();
+    let collector = Recorder::start().await;
+    let collector_base = collector.url("");
     // The first node fails, so the call takes two attempts.
     let bad = MockServer::start(MockConfig {
         faults: Faults {
@@ -123,16 +70,13 @@ async fn a_call_is_traced_from_the_client_through_each_attempt_to_the_upstream()
         "{sent}"
     );
 
-    let until = Instant::now() + Duration::from_secs(5);
-    let all = loop {
-        let all = spans(&seen);
-        if all.iter().filter(|s| s["name"] == "llmux.call").count() >= 2 {
-            break all;
-        }
-        assert!(Instant::now() < until, "spans: {all:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let batch = seen.lock().unwrap()[0].clone();
+    let all = eventually(Duration::from_secs(5), "spans of both calls", async || {
+        let all = spans(&collector);
+        let calls = all.iter().filter(|s| s["name"] == "llmux.call").count();
+        (calls >= 2).then_some(all)
+    })
+    .await;
+    let batch = collector.bodies()[0].clone();
     assert_eq!(
         batch["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
         "llmux-test"

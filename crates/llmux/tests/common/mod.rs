@@ -1,11 +1,15 @@
-//! Test harness: starts the real `llmux` binary on port 0 against in-process mock upstreams.
+//! Test harness: starts the real `llmux` binary on port 0 (it reports the port it got)
+//! against in-process mock upstreams; `eventually` polls for what happens in the background,
+//! and `Recorder` is an HTTP sink for webhooks and OTLP exports.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const ADMIN: &str = "test-admin-token";
 
@@ -183,16 +187,136 @@ impl Llmux {
 
     /// Waits until no call is in flight, up to `limit`; returns whether it got there.
     pub async fn wait_idle(&self, limit: Duration) -> bool {
-        let until = std::time::Instant::now() + limit;
-        loop {
-            if self.in_flight().await == 0 {
-                return true;
-            }
-            if std::time::Instant::now() > until {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        poll_until(limit, async || self.in_flight().await == 0)
+            .await
+            .is_some()
+    }
+
+    /// Waits until `n` calls are in flight (e.g. before a signal that must find them open).
+    pub async fn wait_in_flight(&self, n: u64) {
+        eventually(
+            Duration::from_secs(10),
+            &format!("{n} calls in flight"),
+            async || self.in_flight().await >= n,
+        )
+        .await;
+    }
+}
+
+/// What a poll in [`eventually`] returns: `true` or `Some(value)` once the wait is over.
+pub trait Settled {
+    type Out;
+    fn settled(self) -> Option<Self::Out>;
+}
+
+impl Settled for bool {
+    type Out = ();
+    fn settled(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Settled for Option<T> {
+    type Out = T;
+    fn settled(self) -> Option<T> {
+        self
+    }
+}
+
+/// Polls `check` every 20 ms until it settles (`true`, or `Some(value)`), for up to `limit`.
+pub async fn poll_until<S: Settled>(
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> S,
+) -> Option<S::Out> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(out) = check().await.settled() {
+            return Some(out);
         }
+        if Instant::now() > until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Like [`poll_until`], but a wait that runs out fails the test, naming `what`.
+pub async fn eventually<S: Settled>(
+    limit: Duration,
+    what: &str,
+    check: impl AsyncFnMut() -> S,
+) -> S::Out {
+    match poll_until(limit, check).await {
+        Some(out) => out,
+        None => panic!("not within {limit:?}: {what}"),
+    }
+}
+
+/// An HTTP server on a port from the OS that answers every request `204` and keeps each JSON
+/// body: a webhook, or an OTLP/HTTP collector. Stops with the test's runtime.
+pub struct Recorder {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Recorder {
+    pub async fn start() -> Recorder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(record(sock, Arc::clone(&sink)));
+            }
+        });
+        Recorder { addr, seen }
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The JSON bodies received so far, in order.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Serves one connection: reads requests (bodies by `Content-Length`), keeps the JSON ones.
+async fn record(mut sock: tokio::net::TcpStream, sink: Arc<Mutex<Vec<Value>>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = sock.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        if buf.len() < head_end + 4 + len {
+            continue;
+        }
+        let body = &buf[head_end + 4..head_end + 4 + len];
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            sink.lock().unwrap().push(v);
+        }
+        let _ = sock
+            .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+            .await;
+        buf.drain(..head_end + 4 + len);
     }
 }
 
