@@ -375,18 +375,9 @@ fn to_hex(b: &[u8]) -> String {
     s
 }
 
+/// A random non-zero id part (W3C trace and span ids must not be all zeros).
 fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(SEQ.fetch_add(1, Relaxed));
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() | 1
+    rand::random::<u64>() | 1
 }
 
 #[cfg(test)]
