@@ -118,16 +118,11 @@ pub struct Ledger {
 /// Unix ms at the start of the UTC day and month that contain `now`.
 fn day_and_month_start(now: i64) -> (i64, i64) {
     let day = now.div_euclid(DAY_MS) * DAY_MS;
-    let days = now.div_euclid(DAY_MS);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    (day, day - (d - 1) * DAY_MS)
+    let Ok(midnight) = jiff::Timestamp::from_millisecond(day) else {
+        return (day, day);
+    };
+    let date = jiff::tz::Offset::UTC.to_datetime(midnight).date();
+    (day, day - i64::from(date.day() - 1) * DAY_MS)
 }
 
 impl Ledger {

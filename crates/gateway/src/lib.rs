@@ -32,7 +32,6 @@ use axum::http::HeaderName;
 use llmux_config::Config;
 use routing::Routes;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -217,26 +216,12 @@ fn configure_outputs(config: &Config) {
     alerts::configure(config.alerts.webhook_url.clone());
 }
 
-static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// A short unique id: a per-process random seed mixed with a counter (a bijection, so no repeats in one process).
+/// A short random id (64 bits from rand's thread-local CSPRNG), e.g. `req_3f9a…`.
 pub fn new_request_id() -> String {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        h.finish()
-    });
-    let n = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
-    format!("req_{:016x}", splitmix64(seed.wrapping_add(n)))
+    format!("req_{:016x}", rand::random::<u64>())
 }
 
+/// SplitMix64's finaliser: a fast, stable bijection on `u64` (hashing, not randomness).
 pub(crate) fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

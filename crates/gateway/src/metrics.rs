@@ -1,6 +1,7 @@
 //! Prometheus metrics: counters and histograms kept in atomics on the hot path (no locks, no
-//! label maps), rendered as Prometheus text when `/metrics` is scraped. Labels stay
-//! low-cardinality: upstream names, endpoints, outcomes and classes — never keys, users or ids.
+//! label maps: each upstream holds its own handles), encoded as Prometheus text (0.0.4) by
+//! `prometheus-client` when `/metrics` is scraped. Labels stay low-cardinality: upstream
+//! names, endpoints, outcomes and classes — never keys, users or ids.
 
 use crate::endpoint::Endpoint;
 use crate::upstream::{Pool, Upstream};
@@ -8,7 +9,15 @@ use crate::Gateway;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +50,9 @@ const OUTCOMES: [(Outcome, &str); 4] = [
 /// Classes of failed attempts, as `retry::Class` names them.
 pub const ATTEMPT_CLASSES: [&str; 3] = ["other_upstream", "throttled", "bad_key"];
 
+/// A lock-free histogram over [`BUCKETS`] (prometheus-client's own takes a mutex per
+/// observation); it encodes through prometheus-client like any other metric.
+#[derive(Debug)]
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS.len() + 1],
     sum_us: AtomicU64,
@@ -66,43 +78,35 @@ impl Histogram {
         self.sum_us
             .fetch_add(d.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
     }
+}
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += self.counts[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.counts[BUCKETS.len()].load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
+        let buckets: [(f64, u64); BUCKETS.len() + 1] = std::array::from_fn(|i| {
+            let bound = BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            (bound, self.counts[i].load(Relaxed))
+        });
+        let count = buckets.iter().map(|(_, n)| n).sum();
         let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
-/// What one upstream saw; lives in the `Upstream`, so recording is a few relaxed atomic adds.
+/// What one upstream saw; lives in the `Upstream`, so recording is a few relaxed atomic adds
+/// on handles resolved when the upstream was built.
+#[derive(Default)]
 pub struct UpstreamMetrics {
     /// Calls by endpoint × outcome.
-    calls: [[AtomicU64; OUTCOMES.len()]; Endpoint::ALL.len()],
+    calls: [[Counter; OUTCOMES.len()]; Endpoint::ALL.len()],
     duration: Histogram,
     ttft: Histogram,
-    attempt_failures: [AtomicU64; ATTEMPT_CLASSES.len()],
-    input_tokens: AtomicU64,
-    output_tokens: AtomicU64,
-}
-
-impl Default for UpstreamMetrics {
-    fn default() -> Self {
-        UpstreamMetrics {
-            calls: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
-            duration: Histogram::default(),
-            ttft: Histogram::default(),
-            attempt_failures: std::array::from_fn(|_| AtomicU64::new(0)),
-            input_tokens: AtomicU64::new(0),
-            output_tokens: AtomicU64::new(0),
-        }
-    }
+    attempt_failures: [Counter; ATTEMPT_CLASSES.len()],
+    input_tokens: Counter,
+    output_tokens: Counter,
 }
 
 impl UpstreamMetrics {
@@ -112,7 +116,7 @@ impl UpstreamMetrics {
             .iter()
             .position(|(x, _)| *x == outcome)
             .unwrap_or(0);
-        self.calls[endpoint.index()][o].fetch_add(1, Relaxed);
+        self.calls[endpoint.index()][o].inc();
         self.duration.observe(duration);
         if outcome == Outcome::Ok || outcome == Outcome::ClientClosed {
             self.ttft.observe(ttft);
@@ -122,7 +126,7 @@ impl UpstreamMetrics {
     /// A failed attempt (retried elsewhere or not), by class index of [`ATTEMPT_CLASSES`].
     pub fn attempt_failed(&self, class: usize) {
         if let Some(c) = self.attempt_failures.get(class) {
-            c.fetch_add(1, Relaxed);
+            c.inc();
         }
     }
 
@@ -132,7 +136,7 @@ impl UpstreamMetrics {
         let mut failed = 0;
         for per_endpoint in &self.calls {
             for (i, c) in per_endpoint.iter().enumerate() {
-                let n = c.load(Relaxed);
+                let n = c.get();
                 total += n;
                 if OUTCOMES[i].0 == Outcome::UpstreamError {
                     failed += n;
@@ -141,13 +145,13 @@ impl UpstreamMetrics {
         }
         // Attempts that failed over to another upstream never reach the client, but they are
         // this upstream's failures all the same.
-        let attempts: u64 = self.attempt_failures.iter().map(|c| c.load(Relaxed)).sum();
+        let attempts: u64 = self.attempt_failures.iter().map(Counter::get).sum();
         (total + attempts, failed + attempts)
     }
 
     pub fn tokens(&self, input: u64, output: u64) {
-        self.input_tokens.fetch_add(input, Relaxed);
-        self.output_tokens.fetch_add(output, Relaxed);
+        self.input_tokens.inc_by(input);
+        self.output_tokens.inc_by(output);
     }
 }
 
@@ -155,12 +159,14 @@ impl UpstreamMetrics {
 #[derive(Default)]
 pub struct GatewayMetrics {
     /// Every HTTP response by class: 1xx..5xx (index 0..4), other.
-    responses: [AtomicU64; 6],
+    responses: [Counter; STATUS_CLASSES.len()],
     /// Calls refused by a gatekeeping layer, by [`REJECTION_LAYERS`] index.
-    rejections: [AtomicU64; REJECTION_LAYERS.len()],
+    rejections: [Counter; REJECTION_LAYERS.len()],
     /// Calls that needed more than one attempt: answered in the end (0) or not (1).
-    retried: [AtomicU64; 2],
+    retried: [Counter; 2],
 }
+
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 /// Layers that can refuse a call before it reaches an upstream.
 pub const REJECTION_LAYERS: [&str; 8] = [
@@ -180,17 +186,17 @@ impl GatewayMetrics {
             100..=599 => usize::from(status / 100) - 1,
             _ => 5,
         };
-        self.responses[i].fetch_add(1, Relaxed);
+        self.responses[i].inc();
     }
 
     /// A call that made more than one attempt ended: `success` when one of them answered.
     pub fn retried(&self, success: bool) {
-        self.retried[usize::from(!success)].fetch_add(1, Relaxed);
+        self.retried[usize::from(!success)].inc();
     }
 
     pub fn rejected(&self, layer: &str) {
         if let Some(i) = REJECTION_LAYERS.iter().position(|l| *l == layer) {
-            self.rejections[i].fetch_add(1, Relaxed);
+            self.rejections[i].inc();
         }
     }
 }
@@ -198,278 +204,262 @@ impl GatewayMetrics {
 /// `GET /metrics`.
 pub async fn scrape(State(gw): State<Arc<Gateway>>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
         render(&gw),
     )
         .into_response()
 }
 
-fn help(out: &mut String, name: &str, kind: &str, text: &str) {
-    let _ = writeln!(out, "# HELP {name} {text}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Label values are upstream names (`[A-Za-z0-9._-]`) and fixed words; escaping is for safety.
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-pub fn render(gw: &Gateway) -> String {
-    let routes = gw.routes();
-    let ups: Vec<&Arc<Upstream>> = routes.upstreams.iter().collect();
+/// The whole exposition: the gateway's families, then the call log's.
+pub fn render(gw: &Arc<Gateway>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(Arc::clone(gw))));
     let mut out = String::with_capacity(16 * 1024);
-
-    help(&mut out, "llmux_build_info", "gauge", "Build information.");
-    let _ = writeln!(
-        out,
-        "llmux_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-
-    help(
-        &mut out,
-        "llmux_http_responses_total",
-        "counter",
-        "HTTP responses by status class.",
-    );
-    for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
-        .iter()
-        .enumerate()
-    {
-        let n = gw.metrics.responses[i].load(Relaxed);
-        let _ = writeln!(out, "llmux_http_responses_total{{class=\"{class}\"}} {n}");
-    }
-
-    help(
-        &mut out,
-        "llmux_rejections_total",
-        "counter",
-        "Calls refused before reaching an upstream, by layer.",
-    );
-    for (i, layer) in REJECTION_LAYERS.iter().enumerate() {
-        let n = gw.metrics.rejections[i].load(Relaxed);
-        let _ = writeln!(out, "llmux_rejections_total{{layer=\"{layer}\"}} {n}");
-    }
-
-    help(
-        &mut out,
-        "llmux_retries_total",
-        "counter",
-        "Calls that needed more than one attempt, by whether one of the retries answered.",
-    );
-    for (i, outcome) in ["success", "failure"].iter().enumerate() {
-        let n = gw.metrics.retried[i].load(Relaxed);
-        let _ = writeln!(out, "llmux_retries_total{{outcome=\"{outcome}\"}} {n}");
-    }
-
+    let _ = prometheus_text::encode(&mut out, &registry);
     crate::accounting::render_metrics(&gw.accounting, &mut out);
+    out
+}
 
-    help(
-        &mut out,
-        "llmux_ratelimit_backend_up",
-        "gauge",
-        "1 while the rate-limit backend answers (0: limiting on local counters, or refusing with fail_open = false).",
-    );
+/// Reads the gateway's counters and the upstreams' current state at scrape time.
+struct Scrape(Arc<Gateway>);
+
+impl fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Scrape")
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let gw = &self.0;
+        encode_gateway(&mut enc, gw)?;
+        let routes = gw.routes();
+        let ups: Vec<&Arc<Upstream>> = routes.upstreams.iter().collect();
+        encode_traffic(&mut enc, &ups)?;
+        encode_alerts(&mut enc)?;
+        encode_upstream_state(&mut enc, &ups)
+    }
+}
+
+/// Starts a family: its `# HELP` and `# TYPE` lines. Counters get `_total` appended.
+fn family<'a>(
+    enc: &'a mut DescriptorEncoder,
+    name: &'a str,
+    help: &str,
+    kind: MetricType,
+) -> Result<MetricEncoder<'a>, fmt::Error> {
+    enc.encode_descriptor(name, help, None, kind)
+}
+
+/// One series of a family.
+fn series(
+    m: &mut MetricEncoder,
+    labels: &impl EncodeLabelSet,
+    value: &impl EncodeMetric,
+) -> fmt::Result {
+    value.encode(m.encode_family(labels)?)
+}
+
+fn encode_gateway(enc: &mut DescriptorEncoder, gw: &Gateway) -> fmt::Result {
+    let mut m = family(
+        enc,
+        "llmux_build_info",
+        "Build information.",
+        MetricType::Gauge,
+    )?;
+    series(
+        &mut m,
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        &ConstGauge::new(1),
+    )?;
+
+    let help = "HTTP responses by status class.";
+    let mut m = family(enc, "llmux_http_responses", help, MetricType::Counter)?;
+    for (class, n) in STATUS_CLASSES.iter().zip(&gw.metrics.responses) {
+        series(&mut m, &[("class", *class)], n)?;
+    }
+
+    let help = "Calls refused before reaching an upstream, by layer.";
+    let mut m = family(enc, "llmux_rejections", help, MetricType::Counter)?;
+    for (layer, n) in REJECTION_LAYERS.iter().zip(&gw.metrics.rejections) {
+        series(&mut m, &[("layer", *layer)], n)?;
+    }
+
+    let help = "Calls that needed more than one attempt, by whether one of the retries answered.";
+    let mut m = family(enc, "llmux_retries", help, MetricType::Counter)?;
+    for (outcome, n) in ["success", "failure"].iter().zip(&gw.metrics.retried) {
+        series(&mut m, &[("outcome", *outcome)], n)?;
+    }
+
+    let help = "1 while the rate-limit backend answers (0: limiting on local counters, or refusing with fail_open = false).";
+    let mut m = family(enc, "llmux_ratelimit_backend_up", help, MetricType::Gauge)?;
     let (backend, up) = gw.limits.backend_state();
-    let _ = writeln!(
-        out,
-        "llmux_ratelimit_backend_up{{backend=\"{backend}\"}} {}",
-        u8::from(up)
-    );
+    series(
+        &mut m,
+        &[("backend", backend)],
+        &ConstGauge::new(u32::from(up)),
+    )
+}
 
-    help(
-        &mut out,
-        "llmux_calls_total",
-        "counter",
-        "Calls answered by an upstream, by endpoint and outcome.",
-    );
-    for u in &ups {
-        let name = esc(&u.name);
+/// What the upstreams answered: calls, latencies, failed attempts, tokens.
+fn encode_traffic(enc: &mut DescriptorEncoder, ups: &[&Arc<Upstream>]) -> fmt::Result {
+    let help = "Calls answered by an upstream, by endpoint and outcome.";
+    let mut m = family(enc, "llmux_calls", help, MetricType::Counter)?;
+    for u in ups {
         for e in Endpoint::ALL {
-            for (o, (_, oname)) in OUTCOMES.iter().enumerate() {
-                let n = u.metrics.calls[e.index()][o].load(Relaxed);
-                if n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "llmux_calls_total{{upstream=\"{name}\",endpoint=\"{}\",outcome=\"{oname}\"}} {n}",
-                        e.as_str()
-                    );
+            for ((_, outcome), n) in OUTCOMES.iter().zip(&u.metrics.calls[e.index()]) {
+                if n.get() > 0 {
+                    let labels = [
+                        ("upstream", u.name.as_str()),
+                        ("endpoint", e.as_str()),
+                        ("outcome", outcome),
+                    ];
+                    series(&mut m, &labels, n)?;
                 }
             }
         }
     }
-
-    help(
-        &mut out,
+    let help = "Time from request to the end of the response.";
+    let mut m = family(
+        enc,
         "llmux_call_duration_seconds",
-        "histogram",
-        "Time from request to the end of the response.",
-    );
-    for u in &ups {
-        u.metrics.duration.render(
-            &mut out,
-            "llmux_call_duration_seconds",
-            &format!("upstream=\"{}\"", esc(&u.name)),
-        );
+        help,
+        MetricType::Histogram,
+    )?;
+    for u in ups {
+        series(
+            &mut m,
+            &[("upstream", u.name.as_str())],
+            &u.metrics.duration,
+        )?;
     }
-    help(
-        &mut out,
-        "llmux_ttft_seconds",
-        "histogram",
-        "Time from request to the first byte of the answer.",
-    );
-    for u in &ups {
-        u.metrics.ttft.render(
-            &mut out,
-            "llmux_ttft_seconds",
-            &format!("upstream=\"{}\"", esc(&u.name)),
-        );
+    let help = "Time from request to the first byte of the answer.";
+    let mut m = family(enc, "llmux_ttft_seconds", help, MetricType::Histogram)?;
+    for u in ups {
+        series(&mut m, &[("upstream", u.name.as_str())], &u.metrics.ttft)?;
     }
-
-    help(
-        &mut out,
-        "llmux_attempt_failures_total",
-        "counter",
-        "Failed upstream attempts (each retried elsewhere when possible), by class.",
-    );
-    for u in &ups {
-        for (i, class) in ATTEMPT_CLASSES.iter().enumerate() {
-            let n = u.metrics.attempt_failures[i].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "llmux_attempt_failures_total{{upstream=\"{}\",class=\"{class}\"}} {n}",
-                esc(&u.name)
-            );
+    let help = "Failed upstream attempts (each retried elsewhere when possible), by class.";
+    let mut m = family(enc, "llmux_attempt_failures", help, MetricType::Counter)?;
+    for u in ups {
+        for (class, n) in ATTEMPT_CLASSES.iter().zip(&u.metrics.attempt_failures) {
+            series(
+                &mut m,
+                &[("upstream", u.name.as_str()), ("class", class)],
+                n,
+            )?;
         }
     }
-
-    help(
-        &mut out,
-        "llmux_tokens_total",
-        "counter",
-        "Tokens reported by upstreams on translated calls, by direction.",
-    );
-    for u in &ups {
-        let name = esc(&u.name);
-        let i = u.metrics.input_tokens.load(Relaxed);
-        let o = u.metrics.output_tokens.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "llmux_tokens_total{{upstream=\"{name}\",direction=\"input\"}} {i}"
-        );
-        let _ = writeln!(
-            out,
-            "llmux_tokens_total{{upstream=\"{name}\",direction=\"output\"}} {o}"
-        );
+    let help = "Tokens reported by upstreams on translated calls, by direction.";
+    let mut m = family(enc, "llmux_tokens", help, MetricType::Counter)?;
+    for u in ups {
+        let name = u.name.as_str();
+        series(
+            &mut m,
+            &[("upstream", name), ("direction", "input")],
+            &u.metrics.input_tokens,
+        )?;
+        series(
+            &mut m,
+            &[("upstream", name), ("direction", "output")],
+            &u.metrics.output_tokens,
+        )?;
     }
+    Ok(())
+}
 
+fn encode_alerts(enc: &mut DescriptorEncoder) -> fmt::Result {
     let (sent, dropped) = crate::alerts::counts();
-    help(
-        &mut out,
-        "llmux_alerts_total",
-        "counter",
-        "Alerts posted to the webhook, and dropped.",
-    );
-    let _ = writeln!(out, "llmux_alerts_total{{result=\"sent\"}} {sent}");
-    let _ = writeln!(out, "llmux_alerts_total{{result=\"dropped\"}} {dropped}");
+    let help = "Alerts posted to the webhook, and dropped.";
+    let mut m = family(enc, "llmux_alerts", help, MetricType::Counter)?;
+    series(&mut m, &[("result", "sent")], &ConstCounter::new(sent))?;
+    series(
+        &mut m,
+        &[("result", "dropped")],
+        &ConstCounter::new(dropped),
+    )
+}
 
-    help(
-        &mut out,
-        "llmux_upstream_up",
-        "gauge",
-        "1 when the upstream is in the active pool, 0 in standby.",
-    );
-    for u in &ups {
-        let up = u8::from(u.state().pool == Pool::Active);
-        let _ = writeln!(
-            out,
-            "llmux_upstream_up{{upstream=\"{}\"}} {up}",
-            esc(&u.name)
-        );
+/// The upstreams' state now: pool, load, probe latency, breaker and provider keys.
+fn encode_upstream_state(enc: &mut DescriptorEncoder, ups: &[&Arc<Upstream>]) -> fmt::Result {
+    let help = "1 when the upstream is in the active pool, 0 in standby.";
+    let mut m = family(enc, "llmux_upstream_up", help, MetricType::Gauge)?;
+    for u in ups {
+        let up = u32::from(u.state().pool == Pool::Active);
+        series(
+            &mut m,
+            &[("upstream", u.name.as_str())],
+            &ConstGauge::new(up),
+        )?;
     }
-    help(
-        &mut out,
-        "llmux_upstream_in_flight",
-        "gauge",
-        "Calls in flight to the upstream.",
-    );
-    for u in &ups {
-        let _ = writeln!(
-            out,
-            "llmux_upstream_in_flight{{upstream=\"{}\"}} {}",
-            esc(&u.name),
-            u.active_requests()
-        );
+    let help = "Calls in flight to the upstream.";
+    let mut m = family(enc, "llmux_upstream_in_flight", help, MetricType::Gauge)?;
+    for u in ups {
+        let n = ConstGauge::new(u.active_requests());
+        series(&mut m, &[("upstream", u.name.as_str())], &n)?;
     }
-    help(
-        &mut out,
+    let help = "Smoothed health-probe latency.";
+    let mut m = family(
+        enc,
         "llmux_upstream_latency_seconds",
-        "gauge",
-        "Smoothed health-probe latency.",
-    );
-    for u in &ups {
+        help,
+        MetricType::Gauge,
+    )?;
+    for u in ups {
         if let Some(ms) = u.state().latency_ms {
-            let _ = writeln!(
-                out,
-                "llmux_upstream_latency_seconds{{upstream=\"{}\"}} {}",
-                esc(&u.name),
-                ms / 1000.0
-            );
+            series(
+                &mut m,
+                &[("upstream", u.name.as_str())],
+                &ConstGauge::new(ms / 1000.0),
+            )?;
         }
     }
-    help(
-        &mut out,
-        "llmux_breaker_state",
-        "gauge",
-        "1 for the breaker's current state (closed, open, half_open).",
-    );
-    for u in &ups {
+    let help = "1 for the breaker's current state (closed, open, half_open).";
+    let mut m = family(enc, "llmux_breaker_state", help, MetricType::Gauge)?;
+    for u in ups {
         let current = u.breaker.state().as_str();
         for s in ["closed", "open", "half_open"] {
-            let _ = writeln!(
-                out,
-                "llmux_breaker_state{{upstream=\"{}\",state=\"{s}\"}} {}",
-                esc(&u.name),
-                u8::from(current == s)
-            );
+            let v = ConstGauge::new(u32::from(current == s));
+            series(&mut m, &[("upstream", u.name.as_str()), ("state", s)], &v)?;
         }
     }
-    help(
-        &mut out,
-        "llmux_provider_keys",
-        "gauge",
-        "Provider keys by state (ok, cooling, disabled).",
-    );
-    for u in &ups {
+    let help = "Provider keys by state (ok, cooling, disabled).";
+    let mut m = family(enc, "llmux_provider_keys", help, MetricType::Gauge)?;
+    for u in ups {
         let mut counts = [0usize; 3];
         for i in 0..u.keys.len() {
-            let idx = match u.keys.state(i).as_str() {
+            counts[match u.keys.state(i).as_str() {
                 "ok" => 0,
                 "cooling" => 1,
                 _ => 2,
-            };
-            counts[idx] += 1;
+            }] += 1;
         }
-        for (i, s) in ["ok", "cooling", "disabled"].iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "llmux_provider_keys{{upstream=\"{}\",state=\"{s}\"}} {}",
-                esc(&u.name),
-                counts[i]
-            );
+        for (s, n) in ["ok", "cooling", "disabled"].iter().zip(counts) {
+            series(
+                &mut m,
+                &[("upstream", u.name.as_str()), ("state", s)],
+                &ConstGauge::new(n),
+            )?;
         }
     }
-    out
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    /// `x{u="a"}` over one histogram, as `/metrics` would print it.
+    #[derive(Debug)]
+    struct One(Histogram);
+
+    impl Collector for One {
+        fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+            let mut m = family(&mut enc, "x", "Help.", MetricType::Histogram)?;
+            series(&mut m, &[("u", "a")], &self.0)
+        }
+    }
 
     #[test]
     fn histogram_is_cumulative_and_counts_everything() {
@@ -477,8 +467,14 @@ mod tests {
         h.observe(Duration::from_micros(500));
         h.observe(Duration::from_millis(30));
         h.observe(Duration::from_secs(500));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(One(h)));
         let mut out = String::new();
-        h.render(&mut out, "x", "u=\"a\"");
+        prometheus_text::encode(&mut out, &registry).unwrap();
+        assert!(
+            out.starts_with("# HELP x Help.\n# TYPE x histogram\n"),
+            "{out}"
+        );
         assert!(out.contains("x_bucket{u=\"a\",le=\"0.001\"} 1\n"));
         assert!(out.contains("x_bucket{u=\"a\",le=\"0.05\"} 2\n"));
         assert!(out.contains("x_bucket{u=\"a\",le=\"120\"} 2\n"));
@@ -492,9 +488,9 @@ mod tests {
         for s in [200, 204, 404, 503, 42] {
             m.response(s);
         }
-        assert_eq!(m.responses[1].load(Relaxed), 2);
-        assert_eq!(m.responses[3].load(Relaxed), 1);
-        assert_eq!(m.responses[4].load(Relaxed), 1);
-        assert_eq!(m.responses[5].load(Relaxed), 1);
+        assert_eq!(m.responses[1].get(), 2);
+        assert_eq!(m.responses[3].get(), 1);
+        assert_eq!(m.responses[4].get(), 1);
+        assert_eq!(m.responses[5].get(), 1);
     }
 }

@@ -737,13 +737,16 @@ impl Call {
                     name: "llmux.attempt",
                     ctx,
                     parent: Some(parent.span_id),
-                    kind: 3,
+                    kind: crate::telemetry::SpanKind::Client,
                     start: attempt_started,
                     end: std::time::SystemTime::now(),
                     attributes: vec![
                         ("llmux.upstream", up.name.clone().into()),
                         ("llmux.attempt", self.attempts.into()),
-                        ("llm.model", cand.model.clone().into()),
+                        (
+                            crate::telemetry::GEN_AI_REQUEST_MODEL,
+                            cand.model.clone().into(),
+                        ),
                     ],
                     error: match &outcome {
                         Outcome::Done(_) => None,

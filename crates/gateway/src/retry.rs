@@ -122,28 +122,9 @@ impl RetryBudget {
     }
 }
 
-/// A factor in `[lo, hi)` from a small per-thread generator; for spreading timers, not for secrets.
+/// A factor in `[lo, hi)` from rand's thread-local generator, for spreading timers.
 pub fn jitter(lo: f64, hi: f64) -> f64 {
-    use std::cell::Cell;
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(0x5eed);
-            h.finish() | 1
-        });
-    }
-    let x = STATE.with(|s| {
-        // xorshift64*
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    });
-    let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
-    lo + (hi - lo) * unit
+    lo + (hi - lo) * rand::random::<f64>()
 }
 
 /// Backoff before retrying the very same target: 50 ms, 100 ms, 200 ms … (±50 %), at most 1 s.

@@ -84,14 +84,35 @@ impl TraceContext {
     }
 }
 
+/// The OTLP span kinds llmux emits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    /// A client's call into llmux (`llmux.call`).
+    Server,
+    /// One attempt at an upstream (`llmux.attempt`).
+    Client,
+}
+
+impl SpanKind {
+    /// The number OTLP gives the kind (`SPAN_KIND_SERVER` = 2, `SPAN_KIND_CLIENT` = 3).
+    fn otlp(self) -> u8 {
+        match self {
+            SpanKind::Server => 2,
+            SpanKind::Client => 3,
+        }
+    }
+}
+
+/// The model asked for, as the OpenTelemetry GenAI conventions name it.
+pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
+
 /// A finished span, ready to export.
 #[derive(Clone, Debug)]
 pub struct Span {
     pub name: &'static str,
     pub ctx: TraceContext,
     pub parent: Option<[u8; 8]>,
-    /// OTLP span kind: 2 server, 3 client.
-    pub kind: u8,
+    pub kind: SpanKind,
     pub start: SystemTime,
     pub end: SystemTime,
     pub attributes: Vec<(&'static str, Value)>,
@@ -125,7 +146,7 @@ impl Span {
             "traceId": to_hex(&self.ctx.trace_id),
             "spanId": to_hex(&self.ctx.span_id),
             "name": self.name,
-            "kind": self.kind,
+            "kind": self.kind.otlp(),
             "startTimeUnixNano": nanos(self.start),
             "endTimeUnixNano": nanos(self.end),
             "attributes": attributes,
@@ -196,7 +217,7 @@ impl SpanBody {
                 name: "llmux.call",
                 ctx: t.ctx,
                 parent: t.parent,
-                kind: 2,
+                kind: SpanKind::Server,
                 start: t.start,
                 end: SystemTime::now(),
                 attributes: vec![
@@ -375,18 +396,9 @@ fn to_hex(b: &[u8]) -> String {
     s
 }
 
+/// A random non-zero id part (W3C trace and span ids must not be all zeros).
 fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(SEQ.fetch_add(1, Relaxed));
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() | 1
+    rand::random::<u64>() | 1
 }
 
 #[cfg(test)]
@@ -421,11 +433,11 @@ mod tests {
             name: "llmux.call",
             ctx,
             parent: None,
-            kind: 2,
+            kind: SpanKind::Server,
             start: UNIX_EPOCH + Duration::from_secs(1),
             end: UNIX_EPOCH + Duration::from_secs(2),
             attributes: vec![
-                ("llm.model", json!("llama3")),
+                (GEN_AI_REQUEST_MODEL, json!("llama3")),
                 ("http.status_code", json!(200)),
             ],
             error: None,
@@ -435,5 +447,7 @@ mod tests {
         assert_eq!(v["startTimeUnixNano"], "1000000000");
         assert_eq!(v["attributes"][1]["value"]["intValue"], "200");
         assert_eq!(v["status"]["code"], 1);
+        assert_eq!(v["kind"], 2);
+        assert_eq!(v["attributes"][0]["key"], "gen_ai.request.model");
     }
 }

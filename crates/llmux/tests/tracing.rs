@@ -98,6 +98,19 @@ async fn a_call_is_traced_from_the_client_through_each_attempt_to_the_upstream()
             call_ids.contains(&&a["parentSpanId"]),
             "attempt parent: {a}"
         );
+        assert_eq!(a["kind"], 3, "{a}");
+        // The model under its OpenTelemetry GenAI name.
+        let model = a["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|kv| kv["key"] == "gen_ai.request.model");
+        assert!(
+            model.is_some_and(|kv| kv["value"]["stringValue"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("llama3"))),
+            "{a}"
+        );
     }
     let failed: Vec<&&Value> = attempts
         .iter()

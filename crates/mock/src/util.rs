@@ -14,29 +14,10 @@ pub(crate) fn unix_now() -> u64 {
 
 pub(crate) use llmux_wire::time::rfc3339;
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64 with padding (what OpenAI uses for `encoding_format: "base64"`).
 pub(crate) fn base64(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let b1 = c.get(1).copied().unwrap_or(0);
-        let b2 = c.get(2).copied().unwrap_or(0);
-        let n = u32::from(c[0]) << 16 | u32::from(b1) << 8 | u32::from(b2);
-        out.push(B64[(n >> 18) as usize & 63] as char);
-        out.push(B64[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 {
-            B64[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if c.len() > 2 {
-            B64[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 /// FNV-1a: tiny, stable across runs and platforms (std's hasher is randomly seeded).

@@ -3,50 +3,22 @@
 //! Each check is one `EVALSHA` of a versioned Lua script ([`SCRIPT`]) that reads Redis's own
 //! clock (`TIME`) and charges every counter of the call or none, so instances with skewed
 //! clocks still share one limit exactly. Keys live under [`KEY_PREFIX`]; a change to their
-//! meaning or to the script's arguments bumps the version in both. The client is a minimal
-//! RESP one (a few commands, a small connection pool) to keep a full Redis client library out
-//! of the build.
+//! meaning or to the script's arguments bumps the version in both. The client is the `redis`
+//! crate's [`ConnectionManager`]: one multiplexed connection, reconnected when it drops, with
+//! the script reloaded when the server lost it (`NOSCRIPT`).
 
 use llmux_gateway::limits::{BackendError, BoxFuture, Check, Decision, SharedBackend};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, RedisResult, Script};
+use std::future::Future;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::sync::Mutex;
 
 /// The script run for every check and reconciliation (version 1: see the prefix).
 pub const SCRIPT: &str = include_str!("script.lua");
 /// Every key this backend writes starts with this.
 pub const KEY_PREFIX: &str = "llmux:v1:rl:";
-/// Connections kept open; calls spread over them round-robin.
-const POOL: usize = 4;
 /// Connect, and each command's round trip, give up after this long.
 const IO_TIMEOUT: Duration = Duration::from_millis(200);
-
-/// Where the server is, from a `redis://[user:password@]host[:port][/db]` URL.
-#[derive(Clone)]
-struct Target {
-    addr: String,
-    username: Option<String>,
-    password: Option<String>,
-    db: Option<u32>,
-}
-
-struct Conn {
-    io: BufReader<TcpStream>,
-    /// SHA-1 of [`SCRIPT`] as this server loaded it.
-    sha: String,
-}
-
-/// A RESP reply (arrays of scalars only: all this backend needs).
-#[derive(Debug, PartialEq)]
-enum Reply {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Vec<Reply>),
-}
 
 fn err(e: impl std::fmt::Display) -> BackendError {
     BackendError(e.to_string())
@@ -54,147 +26,103 @@ fn err(e: impl std::fmt::Display) -> BackendError {
 
 /// Counters in one Redis server.
 pub struct RedisBackend {
-    target: Target,
-    pool: Vec<Mutex<Option<Conn>>>,
-    next: AtomicUsize,
+    client: redis::Client,
+    conn: ConnectionManager,
+    script: Script,
 }
 
 impl RedisBackend {
-    /// Parses `url`; connects lazily, on the first call.
+    /// Parses `url` (`redis://[user:password@]host[:port][/db]`); connects lazily, on the
+    /// first call. Needs a Tokio runtime.
     pub fn new(url: &str) -> Result<RedisBackend, String> {
         let u = url::Url::parse(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
         if u.scheme() != "redis" {
             return Err("only redis:// URLs are supported".into());
         }
-        let host = u.host_str().ok_or("the Redis URL has no host")?;
-        let port = u.port().unwrap_or(6379);
-        let db = match u.path().trim_start_matches('/') {
-            "" => None,
-            d => Some(
-                d.parse()
-                    .map_err(|_| format!("invalid Redis database {d:?}"))?,
-            ),
-        };
-        let decode = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
-        let password = u.password().map(decode);
-        let username = Some(u.username()).filter(|n| !n.is_empty()).map(decode);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let addr = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        match u.path().trim_start_matches('/') {
+            "" => {}
+            d if d.parse::<u32>().is_ok() => {}
+            d => return Err(format!("invalid Redis database {d:?}")),
+        }
+        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(IO_TIMEOUT))
+            .set_response_timeout(Some(IO_TIMEOUT))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| format!("invalid Redis URL: {e}"))?;
         Ok(RedisBackend {
-            target: Target {
-                addr,
-                username,
-                password,
-                db,
-            },
-            pool: (0..POOL).map(|_| Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
+            client,
+            conn,
+            script: Script::new(SCRIPT),
         })
     }
 
-    async fn connect(&self) -> Result<Conn, BackendError> {
-        let t = &self.target;
-        let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(&t.addr))
-            .await
-            .map_err(|_| err("connect timed out"))?
-            .map_err(err)?;
-        let _ = tcp.set_nodelay(true);
-        let mut io = BufReader::new(tcp);
-        if let Some(pass) = &t.password {
-            let mut args = vec!["AUTH".as_bytes()];
-            if let Some(user) = &t.username {
-                args.push(user.as_bytes());
+    /// Runs `op` on the shared connection, within [`IO_TIMEOUT`] per try. A connection that
+    /// died with a Redis restart gets one retry on the manager's fresh one, so a restart does
+    /// not look like an outage to the next few calls.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, BackendError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let attempt = || async {
+            match tokio::time::timeout(IO_TIMEOUT * 2, op(self.conn.clone())).await {
+                Ok(r) => r.map_err(Failure::Redis),
+                Err(_) => Err(Failure::TimedOut),
             }
-            args.push(pass.as_bytes());
-            expect_ok(roundtrip(&mut io, &args).await?)?;
-        }
-        if let Some(db) = t.db {
-            expect_ok(roundtrip(&mut io, &[b"SELECT", db.to_string().as_bytes()]).await?)?;
-        }
-        let sha = load_script(&mut io).await?;
-        Ok(Conn { io, sha })
-    }
-
-    /// Runs `f` on a pooled connection (connecting when needed). The connection is taken out
-    /// of the pool while in use and put back only after a clean round trip, so a call that
-    /// fails or is cancelled half-way never leaves a half-read reply for the next one.
-    async fn with_conn(&self, script_args: &[Vec<u8>]) -> Result<Reply, BackendError> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % POOL;
-        let mut slot = self.pool[i].lock().await;
-        if let Some(conn) = slot.take() {
-            // A pooled connection may have died with a Redis restart: one fresh retry, so a
-            // restart does not look like an outage to the next few calls.
-            if let Ok((conn, reply)) = self.eval_on(conn, script_args).await {
-                *slot = Some(conn);
-                return Ok(reply);
-            }
-        }
-        let conn = self.connect().await?;
-        let (conn, reply) = self.eval_on(conn, script_args).await?;
-        *slot = Some(conn);
-        Ok(reply)
-    }
-
-    async fn eval_on(
-        &self,
-        mut conn: Conn,
-        script_args: &[Vec<u8>],
-    ) -> Result<(Conn, Reply), BackendError> {
-        let eval = |sha: &str| {
-            let mut args: Vec<Vec<u8>> = vec![b"EVALSHA".to_vec(), sha.as_bytes().to_vec()];
-            args.extend(script_args.iter().cloned());
-            args
         };
-        let args = eval(&conn.sha);
-        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        let mut reply = roundtrip(&mut conn.io, &refs).await?;
-        if matches!(&reply, Reply::Error(e) if e.starts_with("NOSCRIPT")) {
-            // The server lost its scripts (SCRIPT FLUSH, a restart behind a proxy): load again.
-            conn.sha = load_script(&mut conn.io).await?;
-            let args = eval(&conn.sha);
-            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-            reply = roundtrip(&mut conn.io, &refs).await?;
+        match attempt().await {
+            Err(Failure::Redis(e)) if e.is_connection_dropped() || e.is_io_error() => {
+                attempt().await.map_err(Failure::into_backend)
+            }
+            r => r.map_err(Failure::into_backend),
         }
-        Ok((conn, reply))
     }
 
-    fn script_args(mode: &str, checks: &[Check], costs: &[i64]) -> Vec<Vec<u8>> {
-        let mut a = Vec::with_capacity(2 + checks.len() * 4);
-        a.push(checks.len().to_string().into_bytes());
+    /// Runs the script in `mode` over `checks`, with one cost (or delta) per check.
+    async fn eval(
+        &self,
+        mode: &str,
+        checks: &[Check],
+        costs: &[i64],
+    ) -> Result<Vec<i64>, BackendError> {
+        let mut invocation = self.script.prepare_invoke();
         for c in checks {
-            a.push(format!("{KEY_PREFIX}{}", c.key).into_bytes());
+            invocation.key(format!("{KEY_PREFIX}{}", c.key));
         }
-        a.push(mode.as_bytes().to_vec());
+        invocation.arg(mode);
         for (c, cost) in checks.iter().zip(costs) {
-            a.push(c.rate.per.as_micros().to_string().into_bytes());
-            a.push(c.rate.count.to_string().into_bytes());
-            a.push(cost.to_string().into_bytes());
+            let period = u64::try_from(c.rate.per.as_micros()).unwrap_or(u64::MAX);
+            invocation.arg(period).arg(c.rate.count).arg(*cost);
         }
-        a
+        let invocation = &invocation;
+        self.run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
     }
 }
 
-fn micros(v: &Reply) -> Duration {
-    match v {
-        Reply::Int(n) => Duration::from_micros(u64::try_from(*n).unwrap_or(0)),
-        _ => Duration::ZERO,
+/// Why one try failed.
+enum Failure {
+    Redis(RedisError),
+    TimedOut,
+}
+
+impl Failure {
+    fn into_backend(self) -> BackendError {
+        match self {
+            Failure::Redis(e) => err(e),
+            Failure::TimedOut => err("Redis did not answer in time"),
+        }
     }
 }
 
-fn int(v: &Reply) -> u64 {
-    match v {
-        Reply::Int(n) => u64::try_from(*n).unwrap_or(0),
-        _ => 0,
-    }
+fn micros(v: i64) -> Duration {
+    Duration::from_micros(u64::try_from(v).unwrap_or(0))
+}
+
+fn int(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 impl SharedBackend for RedisBackend {
@@ -207,12 +135,7 @@ impl SharedBackend for RedisBackend {
                 .iter()
                 .map(|c| i64::try_from(c.cost).unwrap_or(i64::MAX))
                 .collect();
-            let reply = self
-                .with_conn(&Self::script_args("check", checks, &costs))
-                .await?;
-            let Reply::Array(items) = reply else {
-                return Err(err(format!("unexpected script reply {reply:?}")));
-            };
+            let items = self.eval("check", checks, &costs).await?;
             if items.len() != 1 + 4 * checks.len() {
                 return Err(err("the script answered in an unexpected shape"));
             }
@@ -222,11 +145,11 @@ impl SharedBackend for RedisBackend {
                 .map(|(i, c)| {
                     let r = &items[1 + 4 * i..5 + 4 * i];
                     Decision {
-                        allowed: int(&r[0]) == 1,
+                        allowed: r[0] == 1,
                         limit: c.rate.count,
-                        remaining: int(&r[1]),
-                        reset: micros(&r[2]),
-                        retry_after: micros(&r[3]),
+                        remaining: int(r[1]),
+                        reset: micros(r[2]),
+                        retry_after: micros(r[3]),
                     }
                 })
                 .collect())
@@ -239,106 +162,31 @@ impl SharedBackend for RedisBackend {
         delta: i64,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
-            let args = Self::script_args("adjust", std::slice::from_ref(check), &[delta]);
-            match self.with_conn(&args).await? {
-                Reply::Error(e) => Err(err(e)),
-                _ => Ok(()),
-            }
+            self.eval("adjust", std::slice::from_ref(check), &[delta])
+                .await
+                .map(drop)
         })
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), BackendError>> {
         Box::pin(async move {
-            // A fresh connection: proves the server is back and reloads the script there.
-            let mut conn = self.connect().await?;
-            match roundtrip(&mut conn.io, &[b"PING"]).await? {
-                Reply::Simple(s) if s == "PONG" => Ok(()),
-                other => Err(err(format!("unexpected PING reply {other:?}"))),
+            // A fresh connection: proves the server is back (the shared one reconnects on its
+            // own, and reloads the script on the first NOSCRIPT).
+            let fresh = async {
+                let mut conn = self.client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            };
+            match tokio::time::timeout(IO_TIMEOUT * 2, fresh).await {
+                Ok(Ok(pong)) if pong == "PONG" => Ok(()),
+                Ok(Ok(other)) => Err(err(format!("unexpected PING reply {other:?}"))),
+                Ok(Err(e)) => Err(err(e)),
+                Err(_) => Err(err("Redis did not answer in time")),
             }
         })
     }
 
     fn name(&self) -> &'static str {
         "redis"
-    }
-}
-
-fn expect_ok(r: Reply) -> Result<(), BackendError> {
-    match r {
-        Reply::Simple(_) => Ok(()),
-        Reply::Error(e) => Err(err(e)),
-        other => Err(err(format!("unexpected reply {other:?}"))),
-    }
-}
-
-async fn load_script(io: &mut BufReader<TcpStream>) -> Result<String, BackendError> {
-    match roundtrip(io, &[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]).await? {
-        Reply::Bulk(Some(sha)) => String::from_utf8(sha).map_err(err),
-        other => Err(err(format!("cannot load the rate-limit script: {other:?}"))),
-    }
-}
-
-fn encode(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// Sends one command and reads its reply, within [`IO_TIMEOUT`].
-async fn roundtrip(io: &mut BufReader<TcpStream>, args: &[&[u8]]) -> Result<Reply, BackendError> {
-    let send_and_read = async {
-        io.get_mut().write_all(&encode(args)).await.map_err(err)?;
-        read_reply(io, true).await
-    };
-    tokio::time::timeout(IO_TIMEOUT, send_and_read)
-        .await
-        .map_err(|_| err("Redis did not answer in time"))?
-}
-
-async fn read_line(io: &mut BufReader<TcpStream>) -> Result<String, BackendError> {
-    let mut line = Vec::new();
-    io.read_until(b'\n', &mut line).await.map_err(err)?;
-    if !line.ends_with(b"\r\n") {
-        return Err(err("connection closed"));
-    }
-    line.truncate(line.len() - 2);
-    String::from_utf8(line).map_err(err)
-}
-
-async fn read_reply(io: &mut BufReader<TcpStream>, nested: bool) -> Result<Reply, BackendError> {
-    let line = read_line(io).await?;
-    let (kind, rest) = line.split_at_checked(1).ok_or_else(|| err("empty reply"))?;
-    let number = || {
-        rest.parse::<i64>()
-            .map_err(|_| err(format!("bad reply {line:?}")))
-    };
-    match kind {
-        "+" => Ok(Reply::Simple(rest.to_string())),
-        "-" => Ok(Reply::Error(rest.to_string())),
-        ":" => Ok(Reply::Int(number()?)),
-        "$" => {
-            let Ok(n) = usize::try_from(number()?) else {
-                return Ok(Reply::Bulk(None));
-            };
-            let mut buf = vec![0; n + 2];
-            io.read_exact(&mut buf).await.map_err(err)?;
-            buf.truncate(n);
-            Ok(Reply::Bulk(Some(buf)))
-        }
-        "*" if nested => {
-            let n = usize::try_from(number()?).unwrap_or(0);
-            let mut items = Vec::with_capacity(n);
-            for _ in 0..n {
-                items.push(Box::pin(read_reply(io, false)).await?);
-            }
-            Ok(Reply::Array(items))
-        }
-        _ => Err(err(format!("unexpected reply {line:?}"))),
     }
 }
 
@@ -371,16 +219,18 @@ mod tests {
         format!("test:{name}:{nanos}:{}", std::process::id())
     }
 
-    #[test]
-    fn urls() {
+    #[tokio::test]
+    async fn urls() {
         let b = RedisBackend::new("redis://u:p%40ss@example.com:6380/2").unwrap();
-        assert_eq!(b.target.addr, "example.com:6380");
-        assert_eq!(b.target.username.as_deref(), Some("u"));
-        assert_eq!(b.target.password.as_deref(), Some("p@ss"));
-        assert_eq!(b.target.db, Some(2));
+        let info = b.client.get_connection_info();
+        assert_eq!(info.addr().to_string(), "example.com:6380");
+        assert_eq!(info.redis_settings().username(), Some("u"));
+        assert_eq!(info.redis_settings().password(), Some("p@ss"));
+        assert_eq!(info.redis_settings().db(), 2);
+        let b = RedisBackend::new("redis://[::1]").unwrap();
         assert_eq!(
-            RedisBackend::new("redis://[::1]").unwrap().target.addr,
-            "[::1]:6379"
+            b.client.get_connection_info().addr().to_string(),
+            "::1:6379"
         );
         assert!(RedisBackend::new("http://x").is_err());
         assert!(RedisBackend::new("redis://x/abc").is_err());

@@ -1,38 +1,19 @@
 //! Ids the codecs make up: answer and tool-call ids an upstream did not give, the `call_N` ids
 //! of dialects whose tool calls carry none (and which call a result answers), and the clock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-static ID_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A fresh id: `prefix` and 24 base-62 characters from the clock, the process id and a
-/// process-wide counter (unique within the process, unlikely to repeat across processes).
+/// A fresh id: `prefix` and 24 random base-62 characters from rand's thread-local generator.
 pub(crate) fn new_id(prefix: &str) -> String {
-    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let n = ID_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut state = splitmix64(nanos ^ (u64::from(std::process::id()) << 40)) ^ n;
+    use rand::RngExt as _;
     let mut id = String::with_capacity(prefix.len() + 24);
     id.push_str(prefix);
-    for _ in 0..4 {
-        state = splitmix64(state);
-        let mut x = state;
-        for _ in 0..6 {
-            id.push(char::from(ALPHABET[(x % 62) as usize]));
-            x /= 62;
-        }
-    }
+    id.extend(
+        rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(24)
+            .map(char::from),
+    );
     id
 }
 
