@@ -188,8 +188,12 @@ pub struct Draft {
     pub sink: Arc<dyn Accountant>,
     /// Whether the answer is kept (`[logs] bodies`).
     pub bodies: bool,
-    /// Told the real tokens when the call settles (the rate limiter's token reconciliation).
-    pub on_settle: Option<Box<dyn FnOnce(Tokens) + Send + Sync>>,
+    /// The tokens the key's limits charged the call so far (grown when it moves on to a
+    /// fallback target with limits of its own); handed to `on_settle`.
+    pub grant: crate::limits::TokenGrant,
+    /// Told the real tokens and the grant when the call settles (the rate limiter's token
+    /// reconciliation).
+    pub on_settle: Option<Box<dyn FnOnce(Tokens, crate::limits::TokenGrant) + Send + Sync>>,
     /// Set once the record was handed over; a draft dropped without it settles as
     /// `client_closed` (see the `Drop` impl).
     settled: bool,
@@ -222,6 +226,7 @@ impl Draft {
             pricing,
             sink,
             bodies,
+            grant: crate::limits::TokenGrant::default(),
             on_settle: None,
             settled: false,
             shutdown: None,
@@ -266,7 +271,7 @@ impl Draft {
             ..tokens
         };
         if let Some(settle) = self.on_settle.take() {
-            settle(tokens);
+            settle(tokens, std::mem::take(&mut self.grant));
         }
         let r = &mut self.record;
         r.status = status;

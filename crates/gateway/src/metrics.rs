@@ -2,6 +2,7 @@
 //! label maps), rendered as Prometheus text when `/metrics` is scraped. Labels stay
 //! low-cardinality: upstream names, endpoints, outcomes and classes — never keys, users or ids.
 
+use crate::call::failure::FailureClass;
 use crate::endpoint::Endpoint;
 use crate::upstream::{Pool, Upstream};
 use crate::Gateway;
@@ -37,9 +38,6 @@ const OUTCOMES: [(Outcome, &str); 4] = [
     (Outcome::UpstreamError, "upstream_error"),
     (Outcome::ClientClosed, "client_closed"),
 ];
-
-/// Classes of failed attempts, as `retry::Class` names them.
-pub const ATTEMPT_CLASSES: [&str; 3] = ["other_upstream", "throttled", "bad_key"];
 
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS.len() + 1],
@@ -87,7 +85,7 @@ pub struct UpstreamMetrics {
     calls: [[AtomicU64; OUTCOMES.len()]; Endpoint::ALL.len()],
     duration: Histogram,
     ttft: Histogram,
-    attempt_failures: [AtomicU64; ATTEMPT_CLASSES.len()],
+    attempt_failures: [AtomicU64; FailureClass::ALL.len()],
     input_tokens: AtomicU64,
     output_tokens: AtomicU64,
 }
@@ -119,11 +117,9 @@ impl UpstreamMetrics {
         }
     }
 
-    /// A failed attempt (retried elsewhere or not), by class index of [`ATTEMPT_CLASSES`].
-    pub fn attempt_failed(&self, class: usize) {
-        if let Some(c) = self.attempt_failures.get(class) {
-            c.fetch_add(1, Relaxed);
-        }
+    /// A failed attempt (retried elsewhere or not), by class.
+    pub fn attempt_failed(&self, class: FailureClass) {
+        self.attempt_failures[class.index()].fetch_add(1, Relaxed);
     }
 
     /// (calls, failed calls) since start: what the error-rate alert watches.
@@ -338,8 +334,9 @@ pub fn render(gw: &Gateway) -> String {
         "Failed upstream attempts (each retried elsewhere when possible), by class.",
     );
     for u in &ups {
-        for (i, class) in ATTEMPT_CLASSES.iter().enumerate() {
-            let n = u.metrics.attempt_failures[i].load(Relaxed);
+        for class in FailureClass::ALL {
+            let n = u.metrics.attempt_failures[class.index()].load(Relaxed);
+            let class = class.as_str();
             let _ = writeln!(
                 out,
                 "llmux_attempt_failures_total{{upstream=\"{}\",class=\"{class}\"}} {n}",

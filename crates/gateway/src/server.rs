@@ -1,6 +1,6 @@
 //! Every route llmux serves and the layers around them, in one place.
 
-use crate::proxy::{self, Endpoint};
+use crate::call::{self, Endpoint};
 use crate::upstream::Pool;
 use crate::{admin, auth, catalog, Gateway, RequestId};
 use axum::extract::{Request, State};
@@ -14,7 +14,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 fn generation(endpoint: Endpoint) -> axum::routing::MethodRouter<Arc<Gateway>> {
-    post(move |State(gw): State<Arc<Gateway>>, req: Request| proxy::handle(gw, endpoint, req))
+    post(move |State(gw): State<Arc<Gateway>>, req: Request| call::handle(gw, endpoint, req))
 }
 
 /// The whole HTTP surface. Layers run outside-in: request id (every response carries
@@ -168,8 +168,8 @@ async fn client_auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Nex
     // await would make the middleware's future not `Send`.
     let refuse = |req: &Request, e: auth::AuthError| {
         gw.metrics.rejected("auth");
-        let resp = proxy::error(dialect, ErrorKind::Authentication, e.to_string());
-        proxy::log_refused(req, &resp);
+        let resp = call::error(dialect, ErrorKind::Authentication, e.to_string());
+        call::log_refused(req, &resp);
         resp
     };
     let token = auth::credential(req.headers(), req.uri().query()).map(str::to_string);
@@ -217,7 +217,7 @@ async fn gemini_call(
     req: Request,
 ) -> Response {
     let Some((model, action)) = rest.rsplit_once(':') else {
-        return proxy::error(
+        return call::error(
             Dialect::Gemini,
             ErrorKind::NotFound,
             format!(
@@ -232,7 +232,7 @@ async fn gemini_call(
         "embedContent" => Endpoint::GeminiEmbed,
         "batchEmbedContents" => Endpoint::GeminiBatchEmbed,
         other => {
-            return proxy::error(
+            return call::error(
                 Dialect::Gemini,
                 ErrorKind::NotFound,
                 format!(
@@ -246,11 +246,11 @@ async fn gemini_call(
         .uri()
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
-    let path = proxy::PathModel {
+    let path = call::PathModel {
         model: Some(model.trim_start_matches("models/").to_string()),
         sse,
     };
-    proxy::handle_with(gw, endpoint, req, path).await
+    call::handle_with(gw, endpoint, req, path).await
 }
 
 /// Takes the client's `x-request-id` when it is sane, or makes one; echoes it on the response.
@@ -325,7 +325,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 async fn not_found(req: Request) -> Response {
     let path = req.uri().path();
     let dialect = dialect_of(&req);
-    let mut resp = proxy::error(
+    let mut resp = call::error(
         dialect,
         ErrorKind::NotFound,
         format!("no route for {} {path}", req.method()),

@@ -84,14 +84,30 @@ impl TraceContext {
     }
 }
 
+/// The role of a span: the call llmux serves, or an attempt it makes at an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    Server,
+    Client,
+}
+
+impl SpanKind {
+    /// The OTLP number of the kind.
+    pub fn otlp(self) -> u8 {
+        match self {
+            SpanKind::Server => 2,
+            SpanKind::Client => 3,
+        }
+    }
+}
+
 /// A finished span, ready to export.
 #[derive(Clone, Debug)]
 pub struct Span {
     pub name: &'static str,
     pub ctx: TraceContext,
     pub parent: Option<[u8; 8]>,
-    /// OTLP span kind: 2 server, 3 client.
-    pub kind: u8,
+    pub kind: SpanKind,
     pub start: SystemTime,
     pub end: SystemTime,
     pub attributes: Vec<(&'static str, Value)>,
@@ -125,7 +141,7 @@ impl Span {
             "traceId": to_hex(&self.ctx.trace_id),
             "spanId": to_hex(&self.ctx.span_id),
             "name": self.name,
-            "kind": self.kind,
+            "kind": self.kind.otlp(),
             "startTimeUnixNano": nanos(self.start),
             "endTimeUnixNano": nanos(self.end),
             "attributes": attributes,
@@ -196,7 +212,7 @@ impl SpanBody {
                 name: "llmux.call",
                 ctx: t.ctx,
                 parent: t.parent,
-                kind: 2,
+                kind: SpanKind::Server,
                 start: t.start,
                 end: SystemTime::now(),
                 attributes: vec![
@@ -421,7 +437,7 @@ mod tests {
             name: "llmux.call",
             ctx,
             parent: None,
-            kind: 2,
+            kind: SpanKind::Server,
             start: UNIX_EPOCH + Duration::from_secs(1),
             end: UNIX_EPOCH + Duration::from_secs(2),
             attributes: vec![

@@ -11,7 +11,7 @@ mod memory;
 pub use memory::{Concurrency, ConcurrencyGuard, MemoryLimiter};
 
 use crate::auth::Identity;
-use crate::proxy;
+use crate::call;
 use crate::Gateway;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Response};
@@ -387,11 +387,12 @@ pub fn estimate_tokens(body: &[u8]) -> u64 {
     (body.len() as u64 / 4).saturating_add(cap)
 }
 
-tokio::task_local! {
-    /// The decisions of the key's limits for the call being served, filled by [`admit`] (deep in
-    /// the handler, once the model and body are known) and turned into response headers by
-    /// [`key_limits`] (which sees the response): the handler runs inside the middleware's task.
-    static GRANTED: Arc<Mutex<Vec<(Layer, Decision)>>>;
+/// What the key's limits said to a call they let through: the token grant to reconcile, and
+/// the decisions its answer's `x-ratelimit-*` headers report (see [`rate_headers_of`]).
+#[derive(Debug, Default)]
+pub struct Admitted {
+    pub grant: TokenGrant,
+    pub decisions: Vec<(Layer, Decision)>,
 }
 
 /// Per-key and per-model admission, once the model and body are known: requests and tokens
@@ -402,13 +403,13 @@ pub async fn admit(
     model: &str,
     body: &[u8],
     dialect: Dialect,
-) -> Result<TokenGrant, Response<Body>> {
+) -> Result<Admitted, Response<Body>> {
     let Some(id) = identity else {
-        return Ok(TokenGrant::default());
+        return Ok(Admitted::default());
     };
     let limits = &id.limits;
     if limits.rpm.is_none() && limits.tpm.is_none() && limits.models.is_empty() {
-        return Ok(TokenGrant::default());
+        return Ok(Admitted::default());
     }
     let model_limits = limits.model(model);
     let wants_tokens = limits.tpm.is_some() || model_limits.is_some_and(|(_, m)| m.tpm.is_some());
@@ -444,13 +445,8 @@ pub async fn admit(
     if let Some((name, m)) = model_limits {
         model_checks(id, name, m, estimated, &mut checks, &mut layers, &mut grant);
     }
-    let pairs = decide(gw, &checks, layers, dialect).await?;
-    let _ = GRANTED.try_with(|g| {
-        if let Ok(mut g) = g.lock() {
-            *g = pairs;
-        }
-    });
-    Ok(grant)
+    let decisions = decide(gw, &checks, layers, dialect).await?;
+    Ok(Admitted { grant, decisions })
 }
 
 /// The per-model limits of `target` alone: checked when a call moves on to a fallback target
@@ -461,12 +457,12 @@ pub async fn admit_model(
     target: &str,
     body: &[u8],
     dialect: Dialect,
-) -> Result<TokenGrant, Response<Body>> {
+) -> Result<Admitted, Response<Body>> {
     let Some(id) = identity else {
-        return Ok(TokenGrant::default());
+        return Ok(Admitted::default());
     };
     let Some((name, m)) = id.limits.model(target) else {
-        return Ok(TokenGrant::default());
+        return Ok(Admitted::default());
     };
     let estimated = if m.tpm.is_some() {
         estimate_tokens(body)
@@ -479,13 +475,8 @@ pub async fn admit_model(
     };
     let (mut checks, mut layers) = (Vec::with_capacity(2), Vec::with_capacity(2));
     model_checks(id, name, m, estimated, &mut checks, &mut layers, &mut grant);
-    let pairs = decide(gw, &checks, layers, dialect).await?;
-    let _ = GRANTED.try_with(|g| {
-        if let Ok(mut g) = g.lock() {
-            g.extend(pairs);
-        }
-    });
-    Ok(grant)
+    let decisions = decide(gw, &checks, layers, dialect).await?;
+    Ok(Admitted { grant, decisions })
 }
 
 /// The checks of one model's limits for key `id`.
@@ -540,7 +531,7 @@ async fn decide(
 }
 
 fn backend_down(dialect: Dialect) -> Response<Body> {
-    proxy::error(
+    call::error(
         dialect,
         ErrorKind::Unavailable,
         "rate limits cannot be checked right now (the shared backend is unreachable)",
@@ -574,6 +565,20 @@ fn put(headers: &mut HeaderMap, name: &'static str, value: String) {
     }
 }
 
+/// The rate-limit headers of a call the key's limits let through: one set per kind (requests,
+/// tokens), from the limit closest to refusing.
+pub fn rate_headers_of(headers: &mut HeaderMap, decisions: &[(Layer, Decision)]) {
+    for tokens in [false, true] {
+        let tightest = decisions
+            .iter()
+            .filter(|(l, _)| l.is_tokens() == tokens)
+            .min_by_key(|(_, d)| d.remaining);
+        if let Some((layer, d)) = tightest {
+            rate_headers(headers, *layer, d);
+        }
+    }
+}
+
 /// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for one decision.
 fn rate_headers(headers: &mut HeaderMap, layer: Layer, d: &Decision) {
     let (limit, remaining, reset) = if layer.is_tokens() {
@@ -599,7 +604,7 @@ fn rate_headers(headers: &mut HeaderMap, layer: Layer, d: &Decision) {
 pub fn rejection(dialect: Dialect, layer: Layer, d: &Decision) -> Response<Body> {
     let secs = d.retry_after.as_secs() + u64::from(d.retry_after.subsec_nanos() > 0);
     let secs = secs.max(1);
-    let mut resp = proxy::error(
+    let mut resp = call::error(
         dialect,
         ErrorKind::RateLimited,
         format!(
@@ -704,7 +709,7 @@ pub async fn edge_limits(
             Some((layer, d)) => {
                 gw.metrics.rejected(layer.as_str());
                 let resp = rejection(dialect, *layer, d);
-                proxy::log_refused(&req, &resp);
+                call::log_refused(&req, &resp);
                 resp
             }
             None => next.run(req).await,
@@ -713,8 +718,8 @@ pub async fn edge_limits(
 }
 
 /// Middleware after authentication: the key's concurrent calls (the slot is held until the
-/// response body ends or is dropped), then the rate-limit headers of the key's limits on the
-/// response ([`admit`] does the rate checks once the body is read).
+/// response body ends or is dropped). [`admit`] does the rate checks once the body is read,
+/// and the call puts their headers on its answer.
 pub async fn key_limits(
     axum::extract::State(gw): axum::extract::State<Arc<Gateway>>,
     req: axum::extract::Request,
@@ -733,7 +738,7 @@ pub async fn key_limits(
             Err(in_use) => {
                 gw.metrics.rejected(Layer::KeyConcurrency.as_str());
                 let dialect = crate::server::dialect_of(&req);
-                let mut resp = proxy::error(
+                let mut resp = call::error(
                     dialect,
                     ErrorKind::RateLimited,
                     format!(
@@ -743,25 +748,12 @@ pub async fn key_limits(
                 );
                 // A slot frees when some call ends, which nobody can predict: ask for a second.
                 put(resp.headers_mut(), "retry-after", "1".into());
-                proxy::log_refused(&req, &resp);
+                call::log_refused(&req, &resp);
                 return resp;
             }
         },
     };
-    let slot = Arc::new(Mutex::new(Vec::new()));
-    let mut resp = GRANTED.scope(Arc::clone(&slot), next.run(req)).await;
-    if let Ok(granted) = slot.lock() {
-        // One set of headers per kind (requests, tokens): the limit closest to refusing.
-        for tokens in [false, true] {
-            let tightest = granted
-                .iter()
-                .filter(|(l, _)| l.is_tokens() == tokens)
-                .min_by_key(|(_, d)| d.remaining);
-            if let Some((layer, d)) = tightest {
-                rate_headers(resp.headers_mut(), *layer, d);
-            }
-        }
-    }
+    let resp = next.run(req).await;
     match guard {
         None => resp,
         Some(guard) => resp.map(|inner| {

@@ -3,8 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use super::admission::RESERVED_OUTPUT_TOKENS;
 use super::*;
-use crate::accounting::{AdmitFuture, Refusal};
+use crate::accounting::{self, Accountant, AdmitFuture, CallRecord, Refusal, Tokens};
 use crate::auth::Identity;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -251,7 +252,7 @@ fn absurd_upstream_token_counts_are_capped_when_settled() {
         false,
     );
     // As the call's rate-limit reconciliation does with the settled tokens.
-    d.on_settle = Some(Box::new(|t: Tokens| {
+    d.on_settle = Some(Box::new(|t: Tokens, _grant| {
         let _ = t.input + t.output;
     }));
     let absurd = Tokens {
