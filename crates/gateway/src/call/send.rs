@@ -6,7 +6,7 @@ use super::prepare::{Prepared, Translated};
 use super::{Call, Failed, Reply};
 use crate::keys::KeyPick;
 use crate::routing::Candidate;
-use crate::upstream::InFlight;
+use crate::upstream::{InFlight, Upstream};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -53,21 +53,8 @@ impl Call {
     ) -> Result<Sent, Failed> {
         let up = &cand.upstream;
         let guard = up.begin();
-        let mut call = up
-            .client
-            .post(prepared.url)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(prepared.body);
-        let secret = key.and_then(|k| up.keys.get(k)).map(|k| k.secret.expose());
-        call = crate::egress::authorize(call, up, secret);
-        if let Some(t) = trace {
-            call = call.header("traceparent", t.header());
-        }
-        if up.kind == UpstreamKind::Anthropic {
-            if let Some(beta) = &self.anthropic_beta {
-                call = call.header("anthropic-beta", beta.clone());
-            }
-        }
+        let (translated, added_usage) = (prepared.translated, prepared.added_usage);
+        let call = self.request(up, key, prepared, trace);
         let at = Instant::now();
         let first_byte = up.timeouts.first_byte;
         let deadline = tokio::time::Instant::from_std(crate::deadline::after(at, first_byte));
@@ -95,7 +82,6 @@ impl Call {
             );
             return Err(Failed::upstream(reason));
         }
-        let translated = prepared.translated;
         let resp = self
             .unless_failed(resp, deadline, translated, &up.name)
             .await?;
@@ -131,8 +117,35 @@ impl Call {
             guard,
             at,
             translated,
-            added_usage: prepared.added_usage,
+            added_usage,
         })
+    }
+
+    /// The HTTP request of `prepared` for `up`, with the key's credentials, the trace context
+    /// and the headers passed on from the client.
+    fn request(
+        &self,
+        up: &Upstream,
+        key: Option<KeyPick>,
+        prepared: Prepared,
+        trace: Option<crate::telemetry::TraceContext>,
+    ) -> reqwest::RequestBuilder {
+        let mut call = up
+            .client
+            .post(prepared.url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(prepared.body);
+        let secret = key.and_then(|k| up.keys.get(k)).map(|k| k.secret.expose());
+        call = crate::egress::authorize(call, up, secret);
+        if let Some(t) = trace {
+            call = call.header("traceparent", t.header());
+        }
+        if up.kind == UpstreamKind::Anthropic {
+            if let Some(beta) = &self.anthropic_beta {
+                call = call.header("anthropic-beta", beta.clone());
+            }
+        }
+        call
     }
 
     /// `resp` unless its status is a failure of the upstream or the key (the client's own
