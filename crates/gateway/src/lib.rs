@@ -1,7 +1,6 @@
 //! The llmux data plane: routes OpenAI- and Ollama-dialect calls to healthy upstreams that serve the model, and relays their answers as they stream.
 
 pub mod accounting;
-pub mod admin;
 pub mod alerts;
 pub mod auth;
 pub mod breaker;
@@ -67,7 +66,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the upstreams of `config`. No network I/O: call [`Gateway::start`] to probe and serve.
-    pub fn new(config: Config) -> Result<Arc<Gateway>, String> {
+    pub fn new(config: Config) -> Result<Arc<Gateway>, error::GatewayError> {
         let upstreams = config
             .upstreams
             .iter()
@@ -102,7 +101,11 @@ impl Gateway {
     /// key states); changed ones carry over what the change leaves true (see
     /// [`Upstream::carry_over`]); new or changed ones are probed first, so they serve from the
     /// first call. Calls in flight finish on the snapshot they started with.
-    pub async fn apply(&self, config: Config, overlay: routing::Overlay) -> Result<(), String> {
+    pub async fn apply(
+        &self,
+        config: Config,
+        overlay: routing::Overlay,
+    ) -> Result<(), error::GatewayError> {
         let _one_at_a_time = self.applying.lock().await;
         let current = self.routes();
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
@@ -169,15 +172,15 @@ impl Gateway {
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then lets open calls finish.
-    /// `admin` replaces the built-in read-only `/admin/v1` routes when given; `console` (the
-    /// web console's `/ui` routes) is served beside them when given. Connections are
+    /// `admin` (the control plane's admin API) is served under `/admin/v1`; `console` (the
+    /// web console's `/ui` routes) beside it when given. Connections are
     /// bounded by `server.header_timeout`, `idle_timeout` and `max_connections` (read here, at
     /// start-up), and the open-files limit is raised to its hard maximum first.
     pub async fn serve(
         self: &Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-        admin: Option<axum::Router>,
+        admin: axum::Router,
         console: Option<axum::Router<Arc<Gateway>>>,
     ) -> std::io::Result<()> {
         let mut limits = listen::ConnLimits::from(&self.config().server);

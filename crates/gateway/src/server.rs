@@ -2,7 +2,7 @@
 
 use crate::call::{self, Endpoint};
 use crate::upstream::Pool;
-use crate::{admin, auth, catalog, Gateway, RequestId};
+use crate::{auth, catalog, Gateway, RequestId};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -22,20 +22,11 @@ fn generation(endpoint: Endpoint) -> axum::routing::MethodRouter<Arc<Gateway>> {
 /// of bad keys never reaches the key lookup), client authentication (when `auth.required`;
 /// open paths are one named list), the virtual key's concurrency limit and rate-limit headers
 /// (its request and token rates are checked by the handler once the body is read), then the
-/// route. Admin routes sit behind their own token check, so a new admin route
-/// cannot skip it. `admin` replaces the built-in read-only admin routes when given;
-/// `console` (the web console's `/ui` routes) is merged in when given, and then a browser
-/// asking for `/` is sent there.
-pub fn router(
-    gw: Arc<Gateway>,
-    admin: Option<Router>,
-    console: Option<Router<Arc<Gateway>>>,
-) -> Router {
+/// route. `admin` (the control plane's admin API, behind its own authentication) is served
+/// under `/admin/v1`; `console` (the web console's `/ui` routes) is merged in when given,
+/// and then a browser asking for `/` is sent there.
+pub fn router(gw: Arc<Gateway>, admin: Router, console: Option<Router<Arc<Gateway>>>) -> Router {
     let has_console = console.is_some();
-    let admin = match admin {
-        Some(a) => a,
-        None => builtin_admin(&gw),
-    };
     let routes = Router::new()
         // OpenAI dialect
         .route(
@@ -111,24 +102,6 @@ fn prefers_html(headers: &axum::http::HeaderMap) -> bool {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/html")))
-}
-
-/// The admin routes the data plane serves on its own (no store): upstream state and
-/// re-enabling keys, behind the bootstrap token. The control plane replaces them.
-pub fn builtin_admin(gw: &Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/upstreams", get(admin::list_upstreams))
-        .route("/upstreams/{name}", get(admin::get_upstream))
-        .route(
-            "/upstreams/{name}/keys/{key_id}/enable",
-            post(admin::enable_key),
-        )
-        .fallback(admin_not_found)
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(gw),
-            admin::require_admin,
-        ))
-        .with_state(Arc::clone(gw))
 }
 
 /// Paths any client may call without a key: liveness, readiness and metrics probes, and the
@@ -401,12 +374,4 @@ async fn json_errors(req: Request, next: Next) -> Response {
         HeaderValue::from_static("application/json"),
     );
     Response::from_parts(parts, axum::body::Body::from(body))
-}
-
-async fn admin_not_found(req: Request) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({ "error": { "message": format!("no admin route for {} {}", req.method(), req.uri().path()) } })),
-    )
-        .into_response()
 }
