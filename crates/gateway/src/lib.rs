@@ -1,4 +1,7 @@
-//! The llmux data plane: routes OpenAI- and Ollama-dialect calls to healthy upstreams that serve the model, and relays their answers as they stream.
+//! The llmux data plane: takes calls in four dialects — OpenAI (Chat Completions, Completions,
+//! Responses, Embeddings), Anthropic, Gemini and Ollama — routes each to a healthy upstream
+//! that serves the model, translating between dialects when they differ, and relays the answer
+//! as it streams. The path of one call is `call/` (see `docs/architecture.md`).
 
 pub mod accounting;
 pub mod alerts;

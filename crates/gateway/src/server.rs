@@ -20,8 +20,8 @@ fn generation(endpoint: Endpoint) -> axum::routing::MethodRouter<Arc<Gateway>> {
 /// The whole HTTP surface. Layers run outside-in: request id (every response carries
 /// `x-request-id`), rate limits per client IP and global (before authentication, so a flood
 /// of bad keys never reaches the key lookup), client authentication (when `auth.required`;
-/// open paths are one named list), the virtual key's concurrency limit and rate-limit headers
-/// (its request and token rates are checked by the handler once the body is read), then the
+/// open paths are one named list), the virtual key's concurrency limit (its request and token
+/// rates are checked, and their headers set, by the call once the body is read), then the
 /// route. `admin` (the control plane's admin API, behind its own authentication) is served
 /// under `/admin/v1`; `console` (the web console's `/ui` routes) is merged in when given,
 /// and then a browser asking for `/` is sent there.
@@ -120,7 +120,7 @@ async fn edge_limits(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -
     crate::limits::edge_limits(State(gw), req, next).await
 }
 
-/// The virtual key's concurrency limit and rate-limit headers (after authentication).
+/// The virtual key's concurrency limit (after authentication).
 async fn key_limits(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     crate::limits::key_limits(State(gw), req, next).await
 }
