@@ -70,40 +70,13 @@ pub async fn admit(
     }
     let model_limits = limits.model(model);
     let wants_tokens = limits.tpm.is_some() || model_limits.is_some_and(|(_, m)| m.tpm.is_some());
-    let estimated = if wants_tokens {
-        estimate_tokens(body)
-    } else {
-        0
-    };
-    let mut checks = Vec::with_capacity(4);
-    let mut layers = Vec::with_capacity(4);
-    let mut grant = TokenGrant {
-        checks: Vec::new(),
-        estimated,
-    };
-    if let Some(rpm) = limits.rpm {
-        checks.push(Check {
-            key: format!("key:{}:rpm", id.key_id),
-            rate: per_minute(rpm.into()),
-            cost: 1,
-        });
-        layers.push(Layer::KeyRpm);
-    }
-    if let Some(tpm) = limits.tpm {
-        let c = Check {
-            key: format!("key:{}:tpm", id.key_id),
-            rate: per_minute(tpm),
-            cost: estimated,
-        };
-        grant.checks.push(c.clone());
-        checks.push(c);
-        layers.push(Layer::KeyTpm);
-    }
+    let mut checks = Checks::new(wants_tokens.then(|| estimate_tokens(body)), 4);
+    let key = |kind: &str| format!("key:{}:{kind}", id.key_id);
+    checks.rates(key, limits.rpm, limits.tpm, [Layer::KeyRpm, Layer::KeyTpm]);
     if let Some((name, m)) = model_limits {
-        model_checks(id, name, m, estimated, &mut checks, &mut layers, &mut grant);
+        checks.model(id, name, m);
     }
-    let decisions = decide(gw, &checks, layers, dialect).await?;
-    Ok(Admitted { grant, decisions })
+    checks.decide(gw, dialect).await
 }
 
 /// The per-model limits of `target` alone: checked when a call moves on to a fallback target
@@ -121,49 +94,73 @@ pub async fn admit_model(
     let Some((name, m)) = id.limits.model(target) else {
         return Ok(Admitted::default());
     };
-    let estimated = if m.tpm.is_some() {
-        estimate_tokens(body)
-    } else {
-        0
-    };
-    let mut grant = TokenGrant {
-        checks: Vec::new(),
-        estimated,
-    };
-    let (mut checks, mut layers) = (Vec::with_capacity(2), Vec::with_capacity(2));
-    model_checks(id, name, m, estimated, &mut checks, &mut layers, &mut grant);
-    let decisions = decide(gw, &checks, layers, dialect).await?;
-    Ok(Admitted { grant, decisions })
+    let mut checks = Checks::new(m.tpm.map(|_| estimate_tokens(body)), 2);
+    checks.model(id, name, m);
+    checks.decide(gw, dialect).await
 }
 
-/// The checks of one model's limits for key `id`.
-fn model_checks(
-    id: &Identity,
-    name: &str,
-    m: ModelLimits,
-    estimated: u64,
-    checks: &mut Vec<Check>,
-    layers: &mut Vec<Layer>,
-    grant: &mut TokenGrant,
-) {
-    let name = llmux_wire::model::model_key(name);
-    if let Some(rpm) = m.rpm {
-        checks.push(Check {
-            key: format!("key:{}:model:{name}:rpm", id.key_id),
-            rate: per_minute(rpm.into()),
-            cost: 1,
-        });
-        layers.push(Layer::Model);
+/// The checks one call makes, the layer of each, and the token checks its grant reconciles.
+struct Checks {
+    checks: Vec<Check>,
+    layers: Vec<Layer>,
+    grant: TokenGrant,
+}
+
+impl Checks {
+    /// `estimated`: the call's token estimate, when some limit counts tokens.
+    fn new(estimated: Option<u64>, capacity: usize) -> Checks {
+        Checks {
+            checks: Vec::with_capacity(capacity),
+            layers: Vec::with_capacity(capacity),
+            grant: TokenGrant {
+                checks: Vec::new(),
+                estimated: estimated.unwrap_or(0),
+            },
+        }
     }
-    if let Some(tpm) = m.tpm {
-        let c = Check {
-            key: format!("key:{}:model:{name}:tpm", id.key_id),
-            rate: per_minute(tpm),
-            cost: estimated,
-        };
-        grant.checks.push(c.clone());
-        checks.push(c);
-        layers.push(Layer::ModelTokens);
+
+    /// A request rate and a token rate, counted under `key("rpm")` and `key("tpm")`.
+    fn rates(
+        &mut self,
+        key: impl Fn(&str) -> String,
+        rpm: Option<u32>,
+        tpm: Option<u64>,
+        [requests, tokens]: [Layer; 2],
+    ) {
+        if let Some(rpm) = rpm {
+            self.checks.push(Check {
+                key: key("rpm"),
+                rate: per_minute(rpm.into()),
+                cost: 1,
+            });
+            self.layers.push(requests);
+        }
+        if let Some(tpm) = tpm {
+            let c = Check {
+                key: key("tpm"),
+                rate: per_minute(tpm),
+                cost: self.grant.estimated,
+            };
+            self.grant.checks.push(c.clone());
+            self.checks.push(c);
+            self.layers.push(tokens);
+        }
+    }
+
+    /// The limits of one model (`name` as the key lists it) for key `id`.
+    fn model(&mut self, id: &Identity, name: &str, m: ModelLimits) {
+        let name = llmux_wire::model::model_key(name);
+        let key = |kind: &str| format!("key:{}:model:{name}:{kind}", id.key_id);
+        self.rates(key, m.rpm, m.tpm, [Layer::Model, Layer::ModelTokens]);
+    }
+
+    /// Runs the checks (all or nothing); `Err` is the refusal to answer.
+    async fn decide(self, gw: &Gateway, dialect: Dialect) -> Result<Admitted, Response<Body>> {
+        let decisions = decide(gw, &self.checks, self.layers, dialect).await?;
+        Ok(Admitted {
+            grant: self.grant,
+            decisions,
+        })
     }
 }
 

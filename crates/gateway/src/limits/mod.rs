@@ -347,7 +347,12 @@ impl TokenGrant {
     /// moved on to it), so that one reconciliation settles both.
     pub fn absorb(&mut self, other: TokenGrant) {
         self.estimated = self.estimated.max(other.estimated);
-        self.checks.extend(other.checks);
+        if self.checks.is_empty() {
+            // The common case (the call's first grant): moved, not copied.
+            self.checks = other.checks;
+        } else {
+            self.checks.extend(other.checks);
+        }
     }
 }
 
