@@ -57,7 +57,8 @@ impl Call {
         let call = self.request(up, key, prepared, trace);
         let at = Instant::now();
         let first_byte = up.timeouts.first_byte;
-        let deadline = tokio::time::Instant::from_std(crate::deadline::after(at, first_byte));
+        // On tokio's clock, so the deadline follows paused time in tests.
+        let deadline = crate::deadline::after_tokio(tokio::time::Instant::now(), first_byte);
         let resp = match tokio::time::timeout_at(deadline, call.send()).await {
             Err(_) => {
                 let reason = format!("no response within {first_byte:?} (timeouts.first_byte)");
