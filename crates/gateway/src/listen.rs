@@ -2,7 +2,7 @@
 //!
 //! `axum::serve` cannot bound how long a client takes to send its headers or how long an idle
 //! connection stays, so a few thousand connections sending a byte a second could hold every
-//! descriptor. Each connection's socket is wrapped in [`Watched`], which fails the read (and
+//! descriptor. Each connection's socket is wrapped in `Watched`, which fails the read (and
 //! so closes the connection) when a deadline passes while no call is in progress: the header
 //! deadline from connecting or from the first byte of a request, the idle deadline from the
 //! end of the last call (on h2c, where clients send frames between calls, only the latter).

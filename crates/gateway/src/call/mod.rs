@@ -1,4 +1,4 @@
-//! One model call as a pipeline of named stages over one owned per-call context ([`Call`]):
+//! One model call as a pipeline of named stages over one owned per-call context (`Call`):
 //! `admission` (read the request; model permission, the key's limits, credit) → `plan`
 //! (targets and their candidates, in order) → `failover` (what to try next, how to react to a
 //! failure) → `send` (the upstream request, up to its first byte) → `respond` (passthrough,
@@ -55,7 +55,7 @@ const SHUTDOWN_CUT: &str =
 
 /// One model call; every finished call — answered, refused or failed — logs one `call` line.
 /// A call whose client hangs up before its answer is ready (the handler is dropped) logs its
-/// line as `client_closed` from [`CallLine`]'s drop.
+/// line as `client_closed` from `CallLine`'s drop.
 pub async fn handle_with(
     gw: Arc<Gateway>,
     endpoint: Endpoint,

@@ -45,7 +45,7 @@ pub fn estimate_tokens(body: &[u8]) -> u64 {
 }
 
 /// What the key's limits said to a call they let through: the token grant to reconcile, and
-/// the decisions its answer's `x-ratelimit-*` headers report (see [`rate_headers_of`]).
+/// the decisions its answer's `x-ratelimit-*` headers report (see [`super::rate_headers_of`]).
 #[derive(Debug, Default)]
 pub struct Admitted {
     pub grant: TokenGrant,

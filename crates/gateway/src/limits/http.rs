@@ -195,7 +195,7 @@ pub async fn edge_limits(
 }
 
 /// Middleware after authentication: the key's concurrent calls (the slot is held until the
-/// response body ends or is dropped). [`admit`] does the rate checks once the body is read,
+/// response body ends or is dropped). [`super::admit`] does the rate checks once the body is read,
 /// and the call puts their headers on its answer.
 pub async fn key_limits(
     axum::extract::State(gw): axum::extract::State<Arc<Gateway>>,

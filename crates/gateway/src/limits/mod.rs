@@ -199,7 +199,7 @@ impl Default for Limiter {
 pub struct BackendDown;
 
 impl Limiter {
-    /// Puts counters in `backend` (once; later calls are ignored). Call [`Limiter::start`] too.
+    /// Puts counters in `backend` (once; later calls are ignored). Call [`start`] too.
     pub fn set_shared(&self, backend: Arc<dyn SharedBackend>) {
         let _ = self.shared.set(backend);
     }
