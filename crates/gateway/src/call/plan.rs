@@ -228,7 +228,7 @@ impl Call {
             k.failed();
         }
         let status = reply.as_ref().map(|r| r.status.as_u16());
-        self.log_attempt(AttemptRecord {
+        self.log_attempt(|| AttemptRecord {
             upstream: up.name.clone(),
             key_id: used_key.map(|k| k.id.clone()),
             status,
@@ -262,7 +262,8 @@ impl Call {
 
     /// Adds a failed attempt to the record's log; an attempt whose answer was being read (and
     /// then broke, stalled or could not be translated) is replaced by its failure.
-    fn log_attempt(&mut self, failed: AttemptRecord) {
+    /// (`failed` is built only when there is a record to keep it.)
+    fn log_attempt(&mut self, failed: impl FnOnce() -> AttemptRecord) {
         let Some(d) = self.draft.as_mut() else {
             return;
         };
@@ -270,7 +271,7 @@ impl Call {
         if std::mem::take(&mut self.answering) {
             log.pop();
         }
-        log.push(failed);
+        log.push(failed());
     }
 
     /// Every option failed before a byte reached the client.

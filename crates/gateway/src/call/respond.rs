@@ -39,7 +39,7 @@ impl Call {
         let up = &cand.upstream;
         let ttft = self.started.elapsed();
         let status = sent.status.as_u16();
-        self.answering(AttemptRecord {
+        self.answering(|| AttemptRecord {
             upstream: up.name.clone(),
             key_id: key.and_then(|k| up.keys.get(k)).map(|k| k.id.clone()),
             status: Some(status),
@@ -87,10 +87,10 @@ impl Call {
 
     /// Notes the attempt whose answer is arriving in the record's attempt log (see
     /// [`Call::log_attempt`] for when its whole answer then fails).
-    fn answering(&mut self, answered: AttemptRecord) {
+    fn answering(&mut self, answered: impl FnOnce() -> AttemptRecord) {
         if let Some(d) = self.draft.as_mut() {
             d.record.attempts = self.attempts as u32;
-            d.record.attempt_log.push(answered);
+            d.record.attempt_log.push(answered());
             self.answering = true;
         }
     }
