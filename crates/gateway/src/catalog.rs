@@ -244,8 +244,12 @@ pub async fn anthropic_count_tokens(State(gw): State<Arc<Gateway>>, req: Request
     };
     let model = llmux_wire::Peek::parse(&bytes).ok().and_then(|p| p.model);
     // Checked as a call's model is: it may be echoed in the 404 below.
-    if let Some(Err(message)) = model.as_deref().map(crate::call::check_model) {
-        return crate::call::error(dialect, llmux_wire::ErrorKind::InvalidRequest, message);
+    if let Some(Err(e)) = model.as_deref().map(crate::call::check_model) {
+        return crate::call::error(
+            dialect,
+            llmux_wire::ErrorKind::InvalidRequest,
+            e.to_string(),
+        );
     }
     let on_anthropic = model.as_deref().is_some_and(|m| {
         gw.routes()

@@ -22,18 +22,24 @@ pub const MAX_MODEL_LEN: usize = 256;
 /// Output tokens reserved at admission for a priced call, settled to the real count at its end.
 pub(super) const RESERVED_OUTPUT_TOKENS: u64 = 256;
 
+/// Why a client's model name is refused. The message never repeats the name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModelNameError {
+    #[error("invalid `model`: {0} bytes long; the limit is {MAX_MODEL_LEN}")]
+    TooLong(usize),
+    #[error("invalid `model`: contains control characters")]
+    ControlCharacters,
+}
+
 /// A client's model name is checked before it is echoed in a message, logged or stored: no
 /// control characters (a NUL byte cannot be stored in PostgreSQL) and at most
-/// [`MAX_MODEL_LEN`] bytes. The message never repeats the name.
-pub fn check_model(model: &str) -> Result<(), String> {
+/// [`MAX_MODEL_LEN`] bytes.
+pub fn check_model(model: &str) -> Result<(), ModelNameError> {
     if model.len() > MAX_MODEL_LEN {
-        return Err(format!(
-            "invalid `model`: {} bytes long; the limit is {MAX_MODEL_LEN}",
-            model.len()
-        ));
+        return Err(ModelNameError::TooLong(model.len()));
     }
     if model.chars().any(char::is_control) {
-        return Err("invalid `model`: contains control characters".into());
+        return Err(ModelNameError::ControlCharacters);
     }
     Ok(())
 }
@@ -96,7 +102,8 @@ impl Call {
             let message = "missing required field `model`";
             return Err(error(dialect, ErrorKind::InvalidRequest, message));
         };
-        check_model(&model).map_err(|m| error(dialect, ErrorKind::InvalidRequest, m))?;
+        check_model(&model)
+            .map_err(|e| error(dialect, ErrorKind::InvalidRequest, e.to_string()))?;
         *requested = Some(model.clone());
         // What may be sent upstream: the model or its alias's targets, then their fallbacks.
         // Permissions, prices and per-model limits apply to these, not to the name asked for.

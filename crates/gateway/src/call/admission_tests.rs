@@ -275,3 +275,18 @@ fn absurd_upstream_token_counts_are_capped_when_settled() {
     assert!(i64::try_from(r.tokens.input + r.tokens.output).is_ok());
     assert!(r.cost.is_finite() && r.cost > 0.0, "{}", r.cost);
 }
+
+/// A refused model name is described, never repeated (it may be anything a client sent).
+#[test]
+fn model_names_are_refused_without_repeating_them() {
+    assert_eq!(check_model("llama3:8b"), Ok(()));
+    let long = "m".repeat(MAX_MODEL_LEN + 1);
+    assert_eq!(
+        check_model(&long).unwrap_err().to_string(),
+        "invalid `model`: 257 bytes long; the limit is 256"
+    );
+    assert_eq!(
+        check_model("a\0b").unwrap_err().to_string(),
+        "invalid `model`: contains control characters"
+    );
+}

@@ -15,7 +15,7 @@ mod respond;
 mod send;
 
 pub use crate::endpoint::Endpoint;
-pub use admission::{check_model, MAX_MODEL_LEN};
+pub use admission::{check_model, ModelNameError, MAX_MODEL_LEN};
 pub(crate) use line::log_refused;
 pub(crate) use send::{read_whole, WholeError};
 
