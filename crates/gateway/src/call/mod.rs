@@ -186,14 +186,15 @@ impl Call {
         for (name, value) in headers {
             h.insert(name, value);
         }
-        let show_upstream = self.routes.config.server.upstream_header;
-        if show_upstream {
+        let mut shown_upstream = false;
+        if self.routes.config.server.upstream_header {
             let cached = self
                 .routes
                 .upstream(upstream)
                 .and_then(|u| u.name_header.clone());
             if let Some(v) = cached.or_else(|| HeaderValue::from_str(upstream).ok()) {
                 h.insert(crate::X_LLMUX_UPSTREAM, v);
+                shown_upstream = true;
             }
         }
         let mut shown_model = None;
@@ -207,7 +208,7 @@ impl Call {
         } else {
             self.shown = Shown {
                 model: shown_model.map(str::to_string),
-                upstream: show_upstream.then(|| upstream.to_string()),
+                upstream: shown_upstream.then(|| upstream.to_string()),
                 attempts: self.attempts as u64,
             };
         }
