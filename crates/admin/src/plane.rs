@@ -383,7 +383,7 @@ impl ControlPlane {
         self.gateway
             .apply(config, overlay)
             .await
-            .map_err(ApiError::BadRequest)?;
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         self.record_revision(fs, actor, source, note).await
     }
 
@@ -504,7 +504,7 @@ impl ControlPlane {
         self.gateway
             .apply(effective, overlay)
             .await
-            .map_err(ApiError::BadRequest)?;
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         fs.text = Some(text);
         fs.config = config;
         let revision = self

@@ -88,7 +88,7 @@ pub(crate) async fn caller(
             )
         })?;
     if let Some(expected) = cp.gateway.config().admin.token.as_ref() {
-        if llmux_gateway::admin::constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
+        if llmux_gateway::auth::constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
             return Ok(Caller {
                 actor: TOKEN_ACTOR.into(),
                 role: Role::Admin,

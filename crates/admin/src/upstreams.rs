@@ -80,7 +80,7 @@ pub(crate) async fn view(cp: &ControlPlane, name: &str) -> ApiResult<Value> {
             None => Err(ApiError::NotFound(format!("no upstream named {name:?}"))),
         };
     };
-    let mut v = llmux_gateway::admin::describe(up);
+    let mut v = up.describe();
     v["source"] = json!(routes.source(name));
     if let Some(u) = stored {
         let keys = cp.store.list_provider_keys(Some(&u.id)).await?;

@@ -99,6 +99,17 @@ pub fn credential<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<
         })
 }
 
+/// Compares secrets without an early exit, so timing does not reveal how much of a guess was right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +149,13 @@ mod tests {
             ..id
         };
         assert!(any.allows("anything"));
+    }
+
+    #[test]
+    fn ct_eq() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
     }
 }

@@ -2,7 +2,7 @@
 //! size cap, and absurd durations that must not overflow the clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::proxy::{self, Endpoint};
+use crate::call::{self, Endpoint};
 use crate::Gateway;
 use axum::body::Body;
 use axum::extract::Request;
@@ -130,7 +130,7 @@ async fn call(gw: &Arc<Gateway>) -> (u16, Option<String>, Value) {
         .unwrap();
     let resp = tokio::time::timeout(
         Duration::from_secs(20),
-        proxy::handle(Arc::clone(gw), Endpoint::AnthropicMessages, req),
+        call::handle(Arc::clone(gw), Endpoint::AnthropicMessages, req),
     )
     .await
     .expect("the call must not hang on a stalled upstream");
@@ -235,7 +235,7 @@ async fn enormous_timeouts_do_not_overflow_the_clock() {
         .header("content-type", "application/json")
         .body(Body::from(body))
         .unwrap();
-    let resp = proxy::handle(Arc::clone(&gw), Endpoint::OllamaChat, req).await;
+    let resp = call::handle(Arc::clone(&gw), Endpoint::OllamaChat, req).await;
     assert_eq!(resp.status(), 200);
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
         .await

@@ -109,7 +109,7 @@ pub async fn model_info(
             name, owner, seen, ..
         }) => Json(json!({ "id": name, "object": "model", "created": seen, "owned_by": owner }))
             .into_response(),
-        None if anthropic_client => crate::proxy::error(
+        None if anthropic_client => crate::call::error(
             llmux_wire::Dialect::Anthropic,
             llmux_wire::ErrorKind::ModelNotFound,
             format!(
@@ -117,7 +117,7 @@ pub async fn model_info(
                 crate::accounting::cap(&id, crate::accounting::MAX_CLIENT_STRING)
             ),
         ),
-        None => crate::proxy::error(
+        None => crate::call::error(
             llmux_wire::Dialect::OpenAi,
             llmux_wire::ErrorKind::ModelNotFound,
             format!(
@@ -196,11 +196,11 @@ pub async fn ollama_show(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
         return Json(hosted_show(&found)).into_response();
     }
     let req = Request::from_parts(parts, axum::body::Body::from(bytes));
-    let path = crate::proxy::PathModel {
+    let path = crate::call::PathModel {
         model: legacy_name,
         sse: false,
     };
-    crate::proxy::handle_with(gw, Endpoint::OllamaShow, req, path).await
+    crate::call::handle_with(gw, Endpoint::OllamaShow, req, path).await
 }
 
 /// What `/api/show` says about a model no Ollama node holds: its name, where it is served
@@ -244,8 +244,12 @@ pub async fn anthropic_count_tokens(State(gw): State<Arc<Gateway>>, req: Request
     };
     let model = llmux_wire::Peek::parse(&bytes).ok().and_then(|p| p.model);
     // Checked as a call's model is: it may be echoed in the 404 below.
-    if let Some(Err(message)) = model.as_deref().map(crate::proxy::check_model) {
-        return crate::proxy::error(dialect, llmux_wire::ErrorKind::InvalidRequest, message);
+    if let Some(Err(e)) = model.as_deref().map(crate::call::check_model) {
+        return crate::call::error(
+            dialect,
+            llmux_wire::ErrorKind::InvalidRequest,
+            e.to_string(),
+        );
     }
     let on_anthropic = model.as_deref().is_some_and(|m| {
         gw.routes()
@@ -254,13 +258,13 @@ pub async fn anthropic_count_tokens(State(gw): State<Arc<Gateway>>, req: Request
     });
     if on_anthropic {
         let req = Request::from_parts(parts, axum::body::Body::from(bytes));
-        return crate::proxy::handle(gw, Endpoint::AnthropicCountTokens, req).await;
+        return crate::call::handle(gw, Endpoint::AnthropicCountTokens, req).await;
     }
     let codec = llmux_wire::translate::codec(dialect);
     let request = match codec.decode_request(llmux_wire::canonical::Op::Chat, &bytes) {
         Ok(r) => r,
         Err(e) => {
-            return crate::proxy::error(
+            return crate::call::error(
                 dialect,
                 llmux_wire::ErrorKind::InvalidRequest,
                 e.to_string(),
@@ -268,7 +272,7 @@ pub async fn anthropic_count_tokens(State(gw): State<Arc<Gateway>>, req: Request
         }
     };
     if find_model(&gw, &request.model).is_none() {
-        return crate::proxy::error(
+        return crate::call::error(
             dialect,
             llmux_wire::ErrorKind::ModelNotFound,
             format!("model: {}", request.model),
@@ -315,7 +319,7 @@ async fn buffered(
     let (parts, body) = req.into_parts();
     match axum::body::to_bytes(body, max_body).await {
         Ok(b) => Ok((parts, b)),
-        Err(e) => Err(crate::proxy::error(
+        Err(e) => Err(crate::call::error(
             dialect,
             llmux_wire::ErrorKind::PayloadTooLarge,
             format!(
@@ -352,7 +356,7 @@ pub async fn gemini_model(
     let list = llmux_wire::translate::gemini::models_list(&found);
     match list.get("models").and_then(|m| m.get(0)) {
         Some(model) => Json(model.clone()).into_response(),
-        None => crate::proxy::error(
+        None => crate::call::error(
             llmux_wire::Dialect::Gemini,
             llmux_wire::ErrorKind::ModelNotFound,
             format!(

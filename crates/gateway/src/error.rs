@@ -1,4 +1,5 @@
-//! The one place a gateway error becomes an HTTP response, rendered in the caller's dialect.
+//! The gateway's errors: the one place an error answered to a client becomes an HTTP response
+//! (rendered in the caller's dialect), and why a config cannot become a running gateway.
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Response, StatusCode};
@@ -37,4 +38,17 @@ impl IntoResponse for ApiError {
         );
         resp
     }
+}
+
+/// Why a config cannot become a running gateway ([`crate::Gateway::new`],
+/// [`crate::Gateway::apply`]).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// An upstream's HTTP client could not be built (its TLS backend failed to start).
+    #[error("upstream {upstream}: cannot build HTTP client: {source}")]
+    HttpClient {
+        upstream: String,
+        #[source]
+        source: reqwest::Error,
+    },
 }

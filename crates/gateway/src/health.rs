@@ -346,15 +346,13 @@ async fn get_json(up: &Upstream, url: &str, key: Option<&str>) -> Result<Value, 
     })?;
     let status = resp.status();
     if !status.is_success() {
-        let retry_after = match crate::retry::classify_status(
+        let retry_after = crate::call::failure::classify_status(
             status,
             resp.headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok()),
-        ) {
-            crate::retry::Class::Throttled { retry_after } => retry_after,
-            _ => None,
-        };
+        )
+        .and_then(|f| f.retry_after);
         return Err(ProbeError {
             status: Some(status.as_u16()),
             message: format!("health check got HTTP {}", status.as_u16()),
@@ -370,7 +368,7 @@ async fn get_json(up: &Upstream, url: &str, key: Option<&str>) -> Result<Value, 
         retry_after: None,
         message,
     };
-    let body = crate::proxy::read_whole(
+    let body = crate::call::read_whole(
         None,
         &mut stream,
         declared,
@@ -380,11 +378,11 @@ async fn get_json(up: &Upstream, url: &str, key: Option<&str>) -> Result<Value, 
     .await
     .map_err(|e| {
         fail(match e {
-            crate::proxy::WholeError::TooLarge => format!(
+            crate::call::WholeError::TooLarge => format!(
                 "health check reply is larger than {LISTING_LIMIT} bytes, the most llmux reads"
             ),
-            crate::proxy::WholeError::Broken(e) => format!("health check reply broke: {e}"),
-            crate::proxy::WholeError::Stalled => "health check reply stalled".to_string(),
+            crate::call::WholeError::Broken(e) => format!("health check reply broke: {e}"),
+            crate::call::WholeError::Stalled => "health check reply stalled".to_string(),
         })
     })?;
     serde_json::from_slice::<Value>(&body)

@@ -1,10 +1,13 @@
-//! The llmux data plane: routes OpenAI- and Ollama-dialect calls to healthy upstreams that serve the model, and relays their answers as they stream.
+//! The llmux data plane: takes calls in four dialects — OpenAI (Chat Completions, Completions,
+//! Responses, Embeddings), Anthropic, Gemini and Ollama — routes each to a healthy upstream
+//! that serves the model, translating between dialects when they differ, and relays the answer
+//! as it streams. The path of one call is `call/` (see `docs/architecture.md`).
 
 pub mod accounting;
-pub mod admin;
 pub mod alerts;
 pub mod auth;
 pub mod breaker;
+pub mod call;
 pub mod catalog;
 pub mod deadline;
 pub mod egress;
@@ -15,7 +18,6 @@ pub mod keys;
 pub mod limits;
 pub mod listen;
 pub mod metrics;
-pub mod proxy;
 pub mod relay;
 pub mod retry;
 pub mod routing;
@@ -66,7 +68,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the upstreams of `config`. No network I/O: call [`Gateway::start`] to probe and serve.
-    pub fn new(config: Config) -> Result<Arc<Gateway>, String> {
+    pub fn new(config: Config) -> Result<Arc<Gateway>, error::GatewayError> {
         let upstreams = config
             .upstreams
             .iter()
@@ -101,7 +103,11 @@ impl Gateway {
     /// key states); changed ones carry over what the change leaves true (see
     /// [`Upstream::carry_over`]); new or changed ones are probed first, so they serve from the
     /// first call. Calls in flight finish on the snapshot they started with.
-    pub async fn apply(&self, config: Config, overlay: routing::Overlay) -> Result<(), String> {
+    pub async fn apply(
+        &self,
+        config: Config,
+        overlay: routing::Overlay,
+    ) -> Result<(), error::GatewayError> {
         let _one_at_a_time = self.applying.lock().await;
         let current = self.routes();
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
@@ -168,15 +174,15 @@ impl Gateway {
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then lets open calls finish.
-    /// `admin` replaces the built-in read-only `/admin/v1` routes when given; `console` (the
-    /// web console's `/ui` routes) is served beside them when given. Connections are
+    /// `admin` (the control plane's admin API) is served under `/admin/v1`; `console` (the
+    /// web console's `/ui` routes) beside it when given. Connections are
     /// bounded by `server.header_timeout`, `idle_timeout` and `max_connections` (read here, at
     /// start-up), and the open-files limit is raised to its hard maximum first.
     pub async fn serve(
         self: &Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-        admin: Option<axum::Router>,
+        admin: axum::Router,
         console: Option<axum::Router<Arc<Gateway>>>,
     ) -> std::io::Result<()> {
         let mut limits = listen::ConnLimits::from(&self.config().server);

@@ -2,7 +2,7 @@
 //!
 //! `axum::serve` cannot bound how long a client takes to send its headers or how long an idle
 //! connection stays, so a few thousand connections sending a byte a second could hold every
-//! descriptor. Each connection's socket is wrapped in [`Watched`], which fails the read (and
+//! descriptor. Each connection's socket is wrapped in `Watched`, which fails the read (and
 //! so closes the connection) when a deadline passes while no call is in progress: the header
 //! deadline from connecting or from the first byte of a request, the idle deadline from the
 //! end of the last call (on h2c, where clients send frames between calls, only the latter).
@@ -110,22 +110,11 @@ pub async fn serve(
             conn,
         };
         let builder = Arc::clone(&builder);
-        let stop = stop.clone();
-        let abandon = abandon.clone();
+        let (stop, abandon) = (stop.clone(), abandon.clone());
         tasks.spawn(async move {
             let _slot = slot;
-            let mut served = pin!(builder.serve_connection(io, service));
-            let outcome = tokio::select! {
-                r = served.as_mut() => r,
-                _ = stop.cancelled() => {
-                    served.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        r = served.as_mut() => r,
-                        _ = abandon.cancelled() => Ok(()),
-                    }
-                }
-            };
-            if let Err(e) = outcome {
+            let served = builder.serve_connection(io, service);
+            if let Err(e) = finish_on_stop(served, stop, abandon).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
@@ -135,6 +124,26 @@ pub async fn serve(
     tasks.close();
     tasks.wait().await;
     Ok(())
+}
+
+/// Serves one connection to its end; once `stop` is cancelled, lets its calls finish (an idle
+/// connection closes at once) unless `abandon` is cancelled first.
+async fn finish_on_stop(
+    served: auto::Connection<'_, TokioIo<Watched>, CallService, TokioExecutor>,
+    stop: CancellationToken,
+    abandon: CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut served = pin!(served);
+    tokio::select! {
+        r = served.as_mut() => r,
+        _ = stop.cancelled() => {
+            served.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = served.as_mut() => r,
+                _ = abandon.cancelled() => Ok(()),
+            }
+        }
+    }
 }
 
 /// Accept errors that concern one connection only (it was reset before we took it).

@@ -3,6 +3,7 @@
 //! `prometheus-client` when `/metrics` is scraped. Labels stay low-cardinality: upstream
 //! names, endpoints, outcomes and classes — never keys, users or ids.
 
+use crate::call::failure::FailureClass;
 use crate::endpoint::Endpoint;
 use crate::upstream::{Pool, Upstream};
 use crate::Gateway;
@@ -46,9 +47,6 @@ const OUTCOMES: [(Outcome, &str); 4] = [
     (Outcome::UpstreamError, "upstream_error"),
     (Outcome::ClientClosed, "client_closed"),
 ];
-
-/// Classes of failed attempts, as `retry::Class` names them.
-pub const ATTEMPT_CLASSES: [&str; 3] = ["other_upstream", "throttled", "bad_key"];
 
 /// A lock-free histogram over [`BUCKETS`] (prometheus-client's own takes a mutex per
 /// observation); it encodes through prometheus-client like any other metric.
@@ -104,7 +102,7 @@ pub struct UpstreamMetrics {
     calls: [[Counter; OUTCOMES.len()]; Endpoint::ALL.len()],
     duration: Histogram,
     ttft: Histogram,
-    attempt_failures: [Counter; ATTEMPT_CLASSES.len()],
+    attempt_failures: [Counter; FailureClass::ALL.len()],
     input_tokens: Counter,
     output_tokens: Counter,
 }
@@ -123,11 +121,9 @@ impl UpstreamMetrics {
         }
     }
 
-    /// A failed attempt (retried elsewhere or not), by class index of [`ATTEMPT_CLASSES`].
-    pub fn attempt_failed(&self, class: usize) {
-        if let Some(c) = self.attempt_failures.get(class) {
-            c.inc();
-        }
+    /// A failed attempt (retried elsewhere or not), by class.
+    pub fn attempt_failed(&self, class: FailureClass) {
+        self.attempt_failures[class.index()].inc();
     }
 
     /// (calls, failed calls) since start: what the error-rate alert watches.
@@ -341,10 +337,10 @@ fn encode_traffic(enc: &mut DescriptorEncoder, ups: &[&Arc<Upstream>]) -> fmt::R
     let help = "Failed upstream attempts (each retried elsewhere when possible), by class.";
     let mut m = family(enc, "llmux_attempt_failures", help, MetricType::Counter)?;
     for u in ups {
-        for (class, n) in ATTEMPT_CLASSES.iter().zip(&u.metrics.attempt_failures) {
+        for (class, n) in FailureClass::ALL.iter().zip(&u.metrics.attempt_failures) {
             series(
                 &mut m,
-                &[("upstream", u.name.as_str()), ("class", class)],
+                &[("upstream", u.name.as_str()), ("class", class.as_str())],
                 n,
             )?;
         }

@@ -436,13 +436,6 @@ impl Body for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        let outcome = match self.outcome {
-            Outcome::Complete => "ok",
-            Outcome::Failed => "upstream_error",
-            Outcome::Cut => "shutdown",
-            // Dropped before the end: the client went away; dropping `inner` closes the upstream connection.
-            Outcome::Streaming => "client_closed",
-        };
         let l = &self.log;
         let measured = match self.outcome {
             Outcome::Complete if l.status < 400 => crate::metrics::Outcome::Ok,
@@ -454,6 +447,24 @@ impl Drop for Relay {
             .upstream()
             .metrics
             .call(l.endpoint, measured, l.started.elapsed(), l.ttft);
+        self.log_call();
+        if let Some(draft) = self.log.draft.take() {
+            self.settle(draft);
+        }
+    }
+}
+
+impl Relay {
+    /// The call's `call` line, once its body is over (or dropped).
+    fn log_call(&self) {
+        let outcome = match self.outcome {
+            Outcome::Complete => "ok",
+            Outcome::Failed => "upstream_error",
+            Outcome::Cut => "shutdown",
+            // Dropped before the end: the client went away; dropping `inner` closes the upstream connection.
+            Outcome::Streaming => "client_closed",
+        };
+        let l = &self.log;
         macro_rules! call_line {
             ($level:ident) => {
                 tracing::$level!(
@@ -479,43 +490,44 @@ impl Drop for Relay {
             _ if l.status >= 500 => call_line!(warn),
             _ => call_line!(info),
         }
-        if let Some(draft) = self.log.draft.take() {
-            let request_bytes = draft.request_bytes;
-            let mut tokens = match (self.tap.as_mut(), self.transcoder.as_ref()) {
-                (Some(tap), _) => tap.finish(request_bytes),
-                (None, Some(t)) => accounting::from_canonical(t.usage, request_bytes, self.bytes),
-                (None, None) => accounting::tokens(None, None, request_bytes, self.bytes),
-            };
-            if !self.log.endpoint.generates() {
-                // Model details or a token count, not a generation: nothing to count.
-                tokens = accounting::Tokens::default();
-            } else if self.log.endpoint.is_embed() && tokens.estimated {
-                // Embeddings produce vectors, not tokens: only the input counts (an OpenAI
-                // embeddings answer reports `prompt_tokens` alone).
-                tokens.output = 0;
-                tokens.estimated = !self.tap.as_ref().is_some_and(UsageTap::input_reported);
-            }
-            let class = match self.outcome {
-                Outcome::Failed => Some("upstream_error"),
-                Outcome::Streaming => Some("client_closed"),
-                Outcome::Cut => Some("shutdown"),
-                Outcome::Complete => None,
-            };
-            let status = self.log.status;
-            let ttft = self.log.ttft;
-            let mut draft = draft;
-            if let Some(tap) = self.tap.as_ref() {
-                if self.stream_dialect.is_some() {
-                    draft.record.chunks = Some(tap.chunks());
-                }
-                draft.record.reported_model = tap.reported_model().map(str::to_string);
-            }
-            if let Some(t) = self.transcoder.as_ref() {
-                draft.record.chunks = Some(t.chunks);
-                draft.record.reported_model = t.reported_model.clone();
-            }
-            draft.finish(status, class, Some(ttft), tokens, self.captured.as_deref());
+    }
+
+    /// Settles the call's record with what the body delivered.
+    fn settle(&mut self, mut draft: Draft) {
+        let request_bytes = draft.request_bytes;
+        let mut tokens = match (self.tap.as_mut(), self.transcoder.as_ref()) {
+            (Some(tap), _) => tap.finish(request_bytes),
+            (None, Some(t)) => accounting::from_canonical(t.usage, request_bytes, self.bytes),
+            (None, None) => accounting::tokens(None, None, request_bytes, self.bytes),
+        };
+        if !self.log.endpoint.generates() {
+            // Model details or a token count, not a generation: nothing to count.
+            tokens = accounting::Tokens::default();
+        } else if self.log.endpoint.is_embed() && tokens.estimated {
+            // Embeddings produce vectors, not tokens: only the input counts (an OpenAI
+            // embeddings answer reports `prompt_tokens` alone).
+            tokens.output = 0;
+            tokens.estimated = !self.tap.as_ref().is_some_and(UsageTap::input_reported);
         }
+        let class = match self.outcome {
+            Outcome::Failed => Some("upstream_error"),
+            Outcome::Streaming => Some("client_closed"),
+            Outcome::Cut => Some("shutdown"),
+            Outcome::Complete => None,
+        };
+        let status = self.log.status;
+        let ttft = self.log.ttft;
+        if let Some(tap) = self.tap.as_ref() {
+            if self.stream_dialect.is_some() {
+                draft.record.chunks = Some(tap.chunks());
+            }
+            draft.record.reported_model = tap.reported_model().map(str::to_string);
+        }
+        if let Some(t) = self.transcoder.as_ref() {
+            draft.record.chunks = Some(t.chunks);
+            draft.record.reported_model = t.reported_model.clone();
+        }
+        draft.finish(status, class, Some(ttft), tokens, self.captured.as_deref());
     }
 }
 

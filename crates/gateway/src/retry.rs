@@ -1,37 +1,9 @@
-//! What to do after a failed attempt — decided in one place — plus the retry budget and jitter.
+//! Retry pacing: `Retry-After` parsing, how long a throttled key rests, the retry budget,
+//! backoff and jitter (what a failure *is* lives in `call::failure`).
 
-use reqwest::StatusCode;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// The verdict on one attempt. The attempt loop reads this field; it never parses error text.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Class {
-    /// Connect error, reset or timeout before the first byte, 5xx: try another upstream; counts against this one's breaker.
-    OtherUpstream,
-    /// 429: rest this key (for `Retry-After`, capped) and try another key or upstream. Not a breaker failure.
-    Throttled { retry_after: Option<Duration> },
-    /// 401/402/403: this key is bad; disable it and try another key of the same upstream.
-    BadKey,
-    /// 400, 404, 413, 422, context length…: the client's problem; give it the upstream's answer.
-    Client,
-}
-
-/// Classifies an HTTP status from an upstream.
-pub fn classify_status(status: StatusCode, retry_after: Option<&str>) -> Class {
-    match status.as_u16() {
-        429 => Class::Throttled {
-            retry_after: retry_after.and_then(parse_retry_after),
-        },
-        401..=403 => Class::BadKey,
-        408 | 500 | 502 | 503 | 504 | 529 => Class::OtherUpstream,
-        // Other 5xx (501 Not Implemented, 505, …) will not get better elsewhere for this request shape,
-        // but a sick upstream answering odd 5xx still is one: treat every 5xx as the upstream's failure.
-        500..=599 => Class::OtherUpstream,
-        _ => Class::Client,
-    }
-}
 
 /// `Retry-After` as seconds: the one parser of that header (attempts and health probes alike).
 ///
@@ -138,30 +110,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classes() {
-        let s = |c: u16| StatusCode::from_u16(c).unwrap_or(StatusCode::IM_A_TEAPOT);
-        for c in [500, 502, 503, 504, 529, 408] {
-            assert_eq!(classify_status(s(c), None), Class::OtherUpstream, "{c}");
-        }
-        for c in [401, 402, 403] {
-            assert_eq!(classify_status(s(c), None), Class::BadKey, "{c}");
-        }
-        for c in [400, 404, 413, 422] {
-            assert_eq!(classify_status(s(c), None), Class::Client, "{c}");
-        }
-        assert_eq!(
-            classify_status(s(429), Some("7")),
-            Class::Throttled {
-                retry_after: Some(Duration::from_secs(7))
-            }
-        );
-        assert_eq!(
-            classify_status(s(429), Some("soon")),
-            Class::Throttled { retry_after: None }
-        );
-    }
-
-    #[test]
     fn absurd_retry_after_values_are_clamped_or_ignored() {
         let s = |v: &str| parse_retry_after(v);
         assert_eq!(s("1e20"), Some(llmux_config::MAX_DURATION));
@@ -185,12 +133,6 @@ mod tests {
             // "1e400" parses as f64 infinity: not a number of seconds either.
             assert_eq!(s(garbage), None, "{garbage:?}");
         }
-        assert_eq!(
-            classify_status(StatusCode::TOO_MANY_REQUESTS, Some("1e20")),
-            Class::Throttled {
-                retry_after: Some(llmux_config::MAX_DURATION)
-            }
-        );
         let (cooldown, max) = (Duration::from_secs(60), Duration::from_secs(300));
         assert_eq!(rest(s("1e20"), cooldown, max), max);
         assert_eq!(rest(s("garbage"), cooldown, max), cooldown);
@@ -237,7 +179,10 @@ mod tests {
                     assert!(d <= llmux_config::MAX_DURATION, "{v:?} gave {d:?}");
                 }
                 assert!(rest(parse_retry_after(&v), cooldown, max) <= max);
-                let _ = classify_status(StatusCode::TOO_MANY_REQUESTS, Some(&v));
+                let _ = crate::call::failure::classify_status(
+                    reqwest::StatusCode::TOO_MANY_REQUESTS,
+                    Some(&v),
+                );
             }
         }
     }

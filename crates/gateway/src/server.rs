@@ -1,8 +1,8 @@
 //! Every route llmux serves and the layers around them, in one place.
 
-use crate::proxy::{self, Endpoint};
+use crate::call::{self, Endpoint};
 use crate::upstream::Pool;
-use crate::{admin, auth, catalog, Gateway, RequestId};
+use crate::{auth, catalog, Gateway, RequestId};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -14,28 +14,19 @@ use serde_json::json;
 use std::sync::Arc;
 
 fn generation(endpoint: Endpoint) -> axum::routing::MethodRouter<Arc<Gateway>> {
-    post(move |State(gw): State<Arc<Gateway>>, req: Request| proxy::handle(gw, endpoint, req))
+    post(move |State(gw): State<Arc<Gateway>>, req: Request| call::handle(gw, endpoint, req))
 }
 
 /// The whole HTTP surface. Layers run outside-in: request id (every response carries
 /// `x-request-id`), rate limits per client IP and global (before authentication, so a flood
 /// of bad keys never reaches the key lookup), client authentication (when `auth.required`;
-/// open paths are one named list), the virtual key's concurrency limit and rate-limit headers
-/// (its request and token rates are checked by the handler once the body is read), then the
-/// route. Admin routes sit behind their own token check, so a new admin route
-/// cannot skip it. `admin` replaces the built-in read-only admin routes when given;
-/// `console` (the web console's `/ui` routes) is merged in when given, and then a browser
-/// asking for `/` is sent there.
-pub fn router(
-    gw: Arc<Gateway>,
-    admin: Option<Router>,
-    console: Option<Router<Arc<Gateway>>>,
-) -> Router {
+/// open paths are one named list), the virtual key's concurrency limit (its request and token
+/// rates are checked, and their headers set, by the call once the body is read), then the
+/// route. `admin` (the control plane's admin API, behind its own authentication) is served
+/// under `/admin/v1`; `console` (the web console's `/ui` routes) is merged in when given,
+/// and then a browser asking for `/` is sent there.
+pub fn router(gw: Arc<Gateway>, admin: Router, console: Option<Router<Arc<Gateway>>>) -> Router {
     let has_console = console.is_some();
-    let admin = match admin {
-        Some(a) => a,
-        None => builtin_admin(&gw),
-    };
     let routes = Router::new()
         // OpenAI dialect
         .route(
@@ -113,24 +104,6 @@ fn prefers_html(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/html")))
 }
 
-/// The admin routes the data plane serves on its own (no store): upstream state and
-/// re-enabling keys, behind the bootstrap token. The control plane replaces them.
-pub fn builtin_admin(gw: &Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/upstreams", get(admin::list_upstreams))
-        .route("/upstreams/{name}", get(admin::get_upstream))
-        .route(
-            "/upstreams/{name}/keys/{key_id}/enable",
-            post(admin::enable_key),
-        )
-        .fallback(admin_not_found)
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(gw),
-            admin::require_admin,
-        ))
-        .with_state(Arc::clone(gw))
-}
-
 /// Paths any client may call without a key: liveness, readiness and metrics probes, and the
 /// Ollama banner and version that tools check first. `/admin` has its own auth.
 const OPEN_PATHS: [&str; 5] = ["/", "/healthz", "/readyz", "/metrics", "/api/version"];
@@ -147,7 +120,7 @@ async fn edge_limits(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -
     crate::limits::edge_limits(State(gw), req, next).await
 }
 
-/// The virtual key's concurrency limit and rate-limit headers (after authentication).
+/// The virtual key's concurrency limit (after authentication).
 async fn key_limits(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     crate::limits::key_limits(State(gw), req, next).await
 }
@@ -168,8 +141,8 @@ async fn client_auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Nex
     // await would make the middleware's future not `Send`.
     let refuse = |req: &Request, e: auth::AuthError| {
         gw.metrics.rejected("auth");
-        let resp = proxy::error(dialect, ErrorKind::Authentication, e.to_string());
-        proxy::log_refused(req, &resp);
+        let resp = call::error(dialect, ErrorKind::Authentication, e.to_string());
+        call::log_refused(req, &resp);
         resp
     };
     let token = auth::credential(req.headers(), req.uri().query()).map(str::to_string);
@@ -217,7 +190,7 @@ async fn gemini_call(
     req: Request,
 ) -> Response {
     let Some((model, action)) = rest.rsplit_once(':') else {
-        return proxy::error(
+        return call::error(
             Dialect::Gemini,
             ErrorKind::NotFound,
             format!(
@@ -232,7 +205,7 @@ async fn gemini_call(
         "embedContent" => Endpoint::GeminiEmbed,
         "batchEmbedContents" => Endpoint::GeminiBatchEmbed,
         other => {
-            return proxy::error(
+            return call::error(
                 Dialect::Gemini,
                 ErrorKind::NotFound,
                 format!(
@@ -246,11 +219,11 @@ async fn gemini_call(
         .uri()
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
-    let path = proxy::PathModel {
+    let path = call::PathModel {
         model: Some(model.trim_start_matches("models/").to_string()),
         sse,
     };
-    proxy::handle_with(gw, endpoint, req, path).await
+    call::handle_with(gw, endpoint, req, path).await
 }
 
 /// Takes the client's `x-request-id` when it is sane, or makes one; echoes it on the response.
@@ -325,7 +298,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 async fn not_found(req: Request) -> Response {
     let path = req.uri().path();
     let dialect = dialect_of(&req);
-    let mut resp = proxy::error(
+    let mut resp = call::error(
         dialect,
         ErrorKind::NotFound,
         format!("no route for {} {path}", req.method()),
@@ -401,12 +374,4 @@ async fn json_errors(req: Request, next: Next) -> Response {
         HeaderValue::from_static("application/json"),
     );
     Response::from_parts(parts, axum::body::Body::from(body))
-}
-
-async fn admin_not_found(req: Request) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({ "error": { "message": format!("no admin route for {} {}", req.method(), req.uri().path()) } })),
-    )
-        .into_response()
 }

@@ -2,10 +2,11 @@
 
 use crate::breaker::Breaker;
 use crate::keys::KeyPool;
+use crate::keys::KeyState;
 use arc_swap::ArcSwap;
 use llmux_config::{RoutingConfig, Timeouts, UpstreamConfig, UpstreamKind};
 use llmux_wire::model::model_key;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -94,7 +95,10 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig, routing: &RoutingConfig) -> Result<Upstream, String> {
+    pub fn new(
+        cfg: &UpstreamConfig,
+        routing: &RoutingConfig,
+    ) -> Result<Upstream, crate::error::GatewayError> {
         // Trusted until `Gateway::apply` learns the upstream came through the admin API; every
         // lookup reads the cell, so a later change applies to the next connection.
         let dns_policy = crate::ssrf_dns::PolicyCell::new(crate::ssrf_dns::Policy::Trusted);
@@ -113,7 +117,10 @@ impl Upstream {
         }
         let client = builder
             .build()
-            .map_err(|e| format!("upstream {}: cannot build HTTP client: {e}", cfg.name))?;
+            .map_err(|source| crate::error::GatewayError::HttpClient {
+                upstream: cfg.name.clone(),
+                source,
+            })?;
         let (models, model_list) = match &cfg.models {
             Some(list) => index_models(list.clone()),
             None => (HashMap::new(), Vec::new()),
@@ -294,6 +301,73 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.upstream.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Upstream {
+    /// The runtime state of this upstream as the admin API shows it.
+    pub fn describe(&self) -> Value {
+        let u = self;
+        let state = u.state();
+        let mut loaded: Vec<&String> = state
+            .model_list
+            .iter()
+            .filter(|m| {
+                state
+                    .loaded
+                    .contains(llmux_wire::model::model_key(m).as_ref())
+            })
+            .collect();
+        loaded.sort();
+        let keys: Vec<Value> = u
+            .keys
+            .keys()
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let state = u.keys.state(i);
+                let (success_rate, latency_ms) = k.stats();
+                let round = |x: f64, digits: f64| (x * digits).round() / digits;
+                let mut v = json!({
+                    "id": k.id,
+                    "masked": k.secret.masked(),
+                    "state": state.as_str(),
+                    "success_rate": success_rate.map(|r| round(r, 1000.0)),
+                    "latency_ms": latency_ms.map(|l| round(l, 10.0)),
+                });
+                match state {
+                    KeyState::Ok => {}
+                    KeyState::Cooling { remaining } => {
+                        v["cooling_for_s"] = json!((remaining.as_secs_f64() * 10.0).round() / 10.0);
+                    }
+                    KeyState::Disabled { reason, since } => {
+                        v["disabled_reason"] = json!(reason);
+                        v["disabled_at"] = json!(llmux_wire::time::rfc3339(since));
+                    }
+                }
+                v
+            })
+            .collect();
+        json!({
+            "name": u.name,
+            "kind": u.kind.as_str(),
+            "url": u.base,
+            "weight": u.weight,
+            "source": "file",
+            "pool": state.pool.as_str(),
+            "latency_ms": state.latency_ms.map(|l| (l * 1000.0).round() / 1000.0),
+            "ttft_ms": u.ttft_ms().map(|l| (l * 1000.0).round() / 1000.0),
+            "active_requests": u.active_requests(),
+            "served": u.served.load(std::sync::atomic::Ordering::Relaxed),
+            "failed": u.failed.load(std::sync::atomic::Ordering::Relaxed),
+            "models": state.model_list,
+            "loaded_models": loaded,
+            "keys": keys,
+            "breaker": u.breaker.state().as_str(),
+            "breaker_open_for_s": (u.breaker.open_remaining().as_secs_f64() * 10.0).round() / 10.0,
+            "last_error": state.last_error,
+            "last_check": state.last_check.map(llmux_wire::time::rfc3339),
+        })
     }
 }
 

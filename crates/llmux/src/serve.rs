@@ -135,7 +135,7 @@ pub async fn run_gateway(
 ) -> Result<(), String> {
     let grace = loaded.config.server.shutdown_grace;
     let (effective, overlay) = llmux_admin::initial_config(&store, &keys, &loaded.config).await?;
-    let gw = Gateway::new(effective.clone())?;
+    let gw = Gateway::new(effective.clone()).map_err(|e| e.to_string())?;
     if effective.limits.backend == llmux_config::LimitsBackend::Redis {
         // Fixed at start-up: switching the backend of live counters would reset every limit.
         let url = effective
@@ -147,7 +147,9 @@ pub async fn run_gateway(
         gw.limits.set_shared(Arc::new(backend));
     }
     // Same upstreams as `new` built: this only installs the overlay, no probe.
-    gw.apply(effective, overlay).await?;
+    gw.apply(effective, overlay)
+        .await
+        .map_err(|e| e.to_string())?;
     let env: llmux_admin::Env = Arc::new(|name: &str| std::env::var(name).ok());
     let cp = ControlPlane::new(
         store.clone(),
@@ -202,7 +204,7 @@ pub async fn run_gateway(
             gw.serve(
                 listener,
                 async move { stopping.cancelled().await },
-                Some(admin),
+                admin,
                 Some(console),
             )
             .await

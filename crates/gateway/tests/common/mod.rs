@@ -41,7 +41,10 @@ impl Gw {
         let (serving, stop) = (Arc::clone(&gw), cancel.clone());
         tokio::spawn(async move {
             let shutdown = async move { stop.cancelled().await };
-            serving.serve(listener, shutdown, None, None).await.unwrap();
+            serving
+                .serve(listener, shutdown, axum::Router::new(), None)
+                .await
+                .unwrap();
         });
         let client = reqwest::Client::builder()
             // Virtual time: a call that never ends fails the test instead of hanging it.

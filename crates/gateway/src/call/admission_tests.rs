@@ -3,8 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use super::admission::RESERVED_OUTPUT_TOKENS;
 use super::*;
-use crate::accounting::{AdmitFuture, Refusal};
+use crate::accounting::{self, Accountant, AdmitFuture, CallRecord, Refusal, Tokens};
 use crate::auth::Identity;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -251,7 +252,7 @@ fn absurd_upstream_token_counts_are_capped_when_settled() {
         false,
     );
     // As the call's rate-limit reconciliation does with the settled tokens.
-    d.on_settle = Some(Box::new(|t: Tokens| {
+    d.on_settle = Some(Box::new(|t: Tokens, _grant| {
         let _ = t.input + t.output;
     }));
     let absurd = Tokens {
@@ -273,4 +274,77 @@ fn absurd_upstream_token_counts_are_capped_when_settled() {
     );
     assert!(i64::try_from(r.tokens.input + r.tokens.output).is_ok());
     assert!(r.cost.is_finite() && r.cost > 0.0, "{}", r.cost);
+}
+
+/// A refused model name is described, never repeated (it may be anything a client sent).
+#[test]
+fn model_names_are_refused_without_repeating_them() {
+    assert_eq!(check_model("llama3:8b"), Ok(()));
+    let long = "m".repeat(MAX_MODEL_LEN + 1);
+    assert_eq!(
+        check_model(&long).unwrap_err().to_string(),
+        "invalid `model`: 257 bytes long; the limit is 256"
+    );
+    assert_eq!(
+        check_model("a\0b").unwrap_err().to_string(),
+        "invalid `model`: contains control characters"
+    );
+}
+
+/// Two nodes that answer every call with a 503: the call fails over until `max_attempts`, and
+/// its record says what its answer's headers say (attempts, the upstream that answered last),
+/// lists every attempt, and keeps no upstream model or key (no upstream served it).
+#[tokio::test]
+async fn a_call_every_upstream_fails_is_recorded_with_each_attempt() {
+    let failing = |name: &str| llmux_mock::MockConfig {
+        name: name.into(),
+        faults: llmux_mock::Faults {
+            fail_rate: 1.0,
+            fail_status: 503,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let a = llmux_mock::MockServer::start(failing("a")).await.unwrap();
+    let b = llmux_mock::MockServer::start(failing("b")).await.unwrap();
+    let node = |name: &str, url: String| {
+        format!("[[upstreams]]\nname = \"{name}\"\nkind = \"ollama\"\nurl = \"{url}\"\nmodels = [\"llama3:latest\"]\n")
+    };
+    let (gw, book) = gateway(&format!(
+        "[routing]\nmax_attempts = 3\n{}{}",
+        node("a", a.url()),
+        node("b", b.url())
+    ));
+    let resp = handle(
+        Arc::clone(&gw),
+        Endpoint::ChatCompletions,
+        chat("llama3", None),
+    )
+    .await;
+    assert_eq!(resp.status(), 503, "the last upstream's own answer");
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(header("x-llmux-attempts").as_deref(), Some("3"));
+    let records = book.records.lock().unwrap().clone();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r.status, 503);
+    assert_eq!(r.attempts, 3);
+    assert_eq!(r.upstream, header("x-llmux-upstream"));
+    assert!(r.upstream.is_some());
+    assert_eq!(r.upstream_model, None);
+    assert_eq!(r.provider_key_id, None);
+    assert_eq!(r.attempt_log.len(), 3, "{:?}", r.attempt_log);
+    for attempt in &r.attempt_log {
+        assert_eq!(attempt.status, Some(503));
+        assert_eq!(attempt.error_class.as_deref(), Some("unavailable"));
+    }
+    let upstreams: Vec<&str> = r.attempt_log.iter().map(|a| a.upstream.as_str()).collect();
+    assert!(
+        upstreams.contains(&"a") && upstreams.contains(&"b"),
+        "{upstreams:?}"
+    );
 }

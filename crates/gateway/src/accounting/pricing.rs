@@ -1,0 +1,143 @@
+//! What calls cost: token counts, prices per million tokens, and the pricing table (the
+//! config's `[[pricing]]`, the admin API's overrides, then built-in defaults, by prefix).
+
+use std::collections::BTreeMap;
+
+/// Input and output tokens of one call, and whether llmux had to estimate them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+    pub estimated: bool,
+}
+
+/// Price of one model in USD per million tokens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    pub fn cost(&self, t: Tokens) -> f64 {
+        (t.input as f64 * self.input_per_mtok + t.output as f64 * self.output_per_mtok) / 1e6
+    }
+}
+
+/// Shipped list prices (USD per million tokens, input/output). A model not listed here nor in
+/// the config is free — which is what local Ollama models are.
+pub const DEFAULT_PRICES: &[(&str, f64, f64)] = &[
+    ("gpt-4o", 2.5, 10.0),
+    ("gpt-4o-mini", 0.15, 0.6),
+    ("gpt-4.1", 2.0, 8.0),
+    ("gpt-4.1-mini", 0.4, 1.6),
+    ("gpt-4.1-nano", 0.1, 0.4),
+    ("o3-mini", 1.1, 4.4),
+    ("o4-mini", 1.1, 4.4),
+    ("text-embedding-3-small", 0.02, 0.0),
+    ("text-embedding-3-large", 0.13, 0.0),
+    ("claude-sonnet-4", 3.0, 15.0),
+    ("claude-opus-4", 15.0, 75.0),
+    ("claude-3-5-haiku", 0.8, 4.0),
+    ("claude-3-7-sonnet", 3.0, 15.0),
+    ("gemini-2.0-flash", 0.1, 0.4),
+    ("gemini-2.0-flash-lite", 0.075, 0.3),
+    ("gemini-2.5-flash", 0.3, 2.5),
+    ("gemini-2.5-pro", 1.25, 10.0),
+    ("gemini-1.5-pro", 1.25, 5.0),
+    ("gemini-1.5-flash", 0.075, 0.3),
+];
+
+/// Model → price: the shipped defaults, then `[[pricing]]` from the config, then overrides set
+/// through the admin API (each layer replaces the one before for the models it names).
+#[derive(Clone, Debug, Default)]
+pub struct Pricing {
+    prices: BTreeMap<String, Price>,
+}
+
+impl Pricing {
+    pub fn build(config: &[llmux_config::PricingConfig], api: &BTreeMap<String, Price>) -> Pricing {
+        let mut prices: BTreeMap<String, Price> = DEFAULT_PRICES
+            .iter()
+            .map(|(m, i, o)| {
+                (
+                    (*m).to_string(),
+                    Price {
+                        input_per_mtok: *i,
+                        output_per_mtok: *o,
+                    },
+                )
+            })
+            .collect();
+        for p in config {
+            prices.insert(
+                p.model.clone(),
+                Price {
+                    input_per_mtok: p.input_per_mtok,
+                    output_per_mtok: p.output_per_mtok,
+                },
+            );
+        }
+        for (m, p) in api {
+            prices.insert(m.clone(), *p);
+        }
+        Pricing { prices }
+    }
+
+    /// The price of `model`: an exact entry, else the longest entry that prefixes it followed
+    /// by `-`, `:` or `@` (dated snapshots such as `claude-sonnet-4-20250514`), after dropping an
+    /// upstream pin (`openai/gpt-4o`) and Ollama's `:latest`. `None`: free.
+    pub fn price(&self, model: &str) -> Option<Price> {
+        let bare = model.split_once('/').map_or(model, |(_, m)| m);
+        let bare = bare.strip_suffix(":latest").unwrap_or(bare);
+        for m in [model, bare] {
+            if let Some(p) = self.prices.get(m) {
+                return Some(*p);
+            }
+        }
+        self.prices
+            .iter()
+            .filter(|(name, _)| {
+                bare.strip_prefix(name.as_str())
+                    .is_some_and(|rest| rest.starts_with(['-', ':', '@']))
+            })
+            .max_by_key(|(name, _)| name.len())
+            .map(|(_, p)| *p)
+    }
+
+    pub fn entries(&self) -> &BTreeMap<String, Price> {
+        &self.prices
+    }
+}
+
+/// Tokens a byte count stands for when the upstream reports none (about 4 bytes a token).
+pub fn estimate_tokens(bytes: u64) -> u64 {
+    bytes.div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn prices_by_prefix() {
+        let p = Pricing::build(&[], &BTreeMap::new());
+        assert_eq!(p.price("gpt-4o").unwrap().input_per_mtok, 2.5);
+        assert_eq!(p.price("gpt-4o-mini").unwrap().input_per_mtok, 0.15);
+        assert_eq!(p.price("gpt-4o-2024-08-06").unwrap().input_per_mtok, 2.5);
+        assert_eq!(p.price("openai/gpt-4o-mini").unwrap().output_per_mtok, 0.6);
+        assert_eq!(
+            p.price("claude-sonnet-4-20250514").unwrap().output_per_mtok,
+            15.0
+        );
+        assert!(p.price("llama3").is_none());
+        assert!(p.price("gpt-4omni").is_none());
+        let cost = p.price("gpt-4o").unwrap().cost(Tokens {
+            input: 1_000_000,
+            output: 100_000,
+            estimated: false,
+        });
+        assert!((cost - 3.5).abs() < 1e-9);
+    }
+}

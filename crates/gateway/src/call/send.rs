@@ -1,0 +1,280 @@
+//! The send stage: one attempt's request to one candidate, up to the answer's first bytes
+//! (bounded by `timeouts.first_byte`). An error status is read (a little) and classified here.
+
+use super::failure::classify_status;
+use super::prepare::{Prepared, Translated};
+use super::{Call, Failed, Reply};
+use crate::keys::KeyPick;
+use crate::routing::Candidate;
+use crate::upstream::{InFlight, Upstream};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use llmux_config::UpstreamKind;
+use std::time::Instant;
+
+/// Response headers of the upstream that are worth passing on; the rest (hop-by-hop, server,
+/// provider internals) stay behind.
+const PASSED_HEADERS: [HeaderName; 3] = [
+    header::CONTENT_TYPE,
+    header::CACHE_CONTROL,
+    header::RETRY_AFTER,
+];
+
+/// Error bodies of failed attempts are kept (to hand back if every option fails) up to this size.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// An upstream answer whose first bytes (or end) arrived within the first-byte deadline.
+pub(super) struct Sent {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub content_length: Option<u64>,
+    pub first: Option<Bytes>,
+    pub stream: BoxStream<'static, reqwest::Result<Bytes>>,
+    /// Counts the call in flight at the upstream until the answer is over.
+    pub guard: InFlight,
+    /// When the request was sent.
+    pub at: Instant,
+    pub translated: Option<Translated>,
+    pub added_usage: bool,
+}
+
+impl Call {
+    /// Sends `prepared` to `cand` with `key`. `Err`: the attempt failed before any byte could
+    /// reach the client (no answer in time, a broken connection, a redirect, an error status
+    /// that is not the client's own).
+    pub(super) async fn send(
+        &self,
+        cand: &Candidate,
+        key: Option<KeyPick>,
+        prepared: Prepared,
+        trace: Option<crate::telemetry::TraceContext>,
+    ) -> Result<Sent, Failed> {
+        let up = &cand.upstream;
+        let guard = up.begin();
+        let (translated, added_usage) = (prepared.translated, prepared.added_usage);
+        let call = self.request(up, key, prepared, trace);
+        let at = Instant::now();
+        let first_byte = up.timeouts.first_byte;
+        // On tokio's clock, so the deadline follows paused time in tests.
+        let deadline = crate::deadline::after_tokio(tokio::time::Instant::now(), first_byte);
+        let resp = match tokio::time::timeout_at(deadline, call.send()).await {
+            Err(_) => {
+                let reason = format!("no response within {first_byte:?} (timeouts.first_byte)");
+                return Err(Failed::upstream(reason));
+            }
+            Ok(Err(e)) => {
+                let reason = describe(&e);
+                if e.is_connect() {
+                    up.mark_down(&reason);
+                }
+                return Err(Failed::upstream(reason));
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        let status = resp.status();
+        if status.is_redirection() {
+            // Redirects are never followed (a key must not travel to another host), and a 3xx
+            // is no answer for the client: the upstream failed this attempt.
+            let reason = format!(
+                "HTTP {} redirect from the upstream (not followed)",
+                status.as_u16()
+            );
+            return Err(Failed::upstream(reason));
+        }
+        let resp = self
+            .unless_failed(resp, deadline, translated, &up.name)
+            .await?;
+        let headers = pick_headers(resp.headers());
+        let content_length = resp.content_length();
+        let mut stream = resp.bytes_stream().boxed();
+        // Nothing has reached the client yet: wait for the first bytes too, so a node that
+        // answers headers and then dies is still retried elsewhere.
+        let first = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => {
+                let reason = format!("no data within {first_byte:?} (timeouts.first_byte)");
+                return Err(Failed::upstream(reason));
+            }
+            Ok(Some(Err(e))) => return Err(Failed::upstream(describe(&e))),
+            Ok(Some(Ok(chunk))) => Some(chunk),
+            Ok(None) => None,
+        };
+        // The upstream answered (a client error is still an answer): good for its breaker.
+        up.breaker.success();
+        if status.is_success() {
+            up.record_ttft(at.elapsed());
+            up.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if up.kind == UpstreamKind::Ollama && self.endpoint.loads_model() {
+                up.mark_loaded(&cand.model);
+            }
+        }
+        Ok(Sent {
+            status,
+            headers,
+            content_length,
+            first,
+            stream,
+            guard,
+            at,
+            translated,
+            added_usage,
+        })
+    }
+
+    /// The HTTP request of `prepared` for `up`, with the key's credentials, the trace context
+    /// and the headers passed on from the client.
+    fn request(
+        &self,
+        up: &Upstream,
+        key: Option<KeyPick>,
+        prepared: Prepared,
+        trace: Option<crate::telemetry::TraceContext>,
+    ) -> reqwest::RequestBuilder {
+        let mut call = up
+            .client
+            .post(prepared.url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(prepared.body);
+        let secret = key.and_then(|k| up.keys.get(k)).map(|k| k.secret.expose());
+        call = crate::egress::authorize(call, up, secret);
+        if let Some(t) = trace {
+            call = call.header("traceparent", t.header());
+        }
+        if up.kind == UpstreamKind::Anthropic {
+            if let Some(beta) = &self.anthropic_beta {
+                call = call.header("anthropic-beta", beta.clone());
+            }
+        }
+        call
+    }
+
+    /// `resp` unless its status is a failure of the upstream or the key (the client's own
+    /// errors are answers); the failure keeps the start of the error body, in the client's
+    /// dialect, to hand back if nothing better comes of the retries.
+    async fn unless_failed(
+        &self,
+        resp: reqwest::Response,
+        deadline: tokio::time::Instant,
+        translated: Option<Translated>,
+        upstream: &str,
+    ) -> Result<reqwest::Response, Failed> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok());
+        let Some(failure) = classify_status(status, retry_after) else {
+            return Ok(resp);
+        };
+        let headers = pick_headers(resp.headers());
+        let body = tokio::time::timeout_at(deadline, read_limited(resp, ERROR_BODY_LIMIT))
+            .await
+            .unwrap_or_default();
+        let (headers, body) = self.client_error(translated, status, headers, body);
+        Err(Failed {
+            failure,
+            reason: format!("HTTP {}", status.as_u16()),
+            reply: Some(Reply {
+                status,
+                headers,
+                body,
+                upstream: upstream.to_string(),
+            }),
+        })
+    }
+}
+
+/// Why a whole upstream answer could not be read.
+pub(crate) enum WholeError {
+    /// The connection broke mid-body.
+    Broken(reqwest::Error),
+    /// No data for `timeouts.idle`.
+    Stalled,
+    /// Longer than `server.max_upstream_body` (declared or as it arrived).
+    TooLarge,
+}
+
+/// Reads an answer whole (to translate it): each chunk within `idle`, at most `limit` bytes.
+pub(crate) async fn read_whole(
+    first: Option<Bytes>,
+    stream: &mut BoxStream<'static, reqwest::Result<Bytes>>,
+    declared: Option<u64>,
+    idle: std::time::Duration,
+    limit: usize,
+) -> Result<Vec<u8>, WholeError> {
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(WholeError::TooLarge);
+    }
+    let first = first.unwrap_or_default();
+    if first.len() > limit {
+        return Err(WholeError::TooLarge);
+    }
+    // The declared length saves regrowing the buffer, but only up to 1 MiB: memory is spent
+    // on bytes that arrived, not on what an upstream claims it will send.
+    let capacity = declared.map_or(0, |n| (n as usize).min(1 << 20));
+    let mut body = Vec::with_capacity(capacity.max(first.len()));
+    body.extend_from_slice(&first);
+    loop {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => return Err(WholeError::Stalled),
+            Ok(None) => return Ok(body),
+            Ok(Some(Err(e))) => return Err(WholeError::Broken(e)),
+            Ok(Some(Ok(chunk))) => {
+                if chunk.len() > limit - body.len() {
+                    return Err(WholeError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// The start of an error body, at most `limit` bytes; the rest is not read. Callers bound the
+/// time too (the attempt's first-byte deadline), so a trickling error body cannot hold a call.
+async fn read_limited(resp: reqwest::Response, limit: usize) -> Bytes {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = limit.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Bytes::from(out)
+}
+
+/// A reqwest error in words an operator can act on, without the URL (it may carry a key in a query).
+pub(super) fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connection failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "response body failed"
+    } else {
+        "request failed"
+    };
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {cause}")
+    }
+}
+
+fn pick_headers(from: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    PASSED_HEADERS
+        .iter()
+        .filter_map(|name| from.get(name).map(|v| (name.clone(), v.clone())))
+        .collect()
+}
