@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 use tokio::sync::MutexGuard;
 
 use crate::error::{ApiError, ApiResult};
-use crate::keycache::KeyCache;
 use crate::time::rfc3339_ms;
+use llmux_hub::keycache::KeyCache;
 
 /// The setting that overrides `routing.strategy`.
 pub const STRATEGY_SETTING: &str = "routing.strategy";
@@ -70,10 +70,10 @@ pub struct ControlPlane {
     pub(crate) state: tokio::sync::Mutex<FileState>,
     pub(crate) status: Mutex<ReloadStatus>,
     /// Credits and budgets for the data plane; also queues call records for the writer.
-    pub(crate) ledger: Arc<crate::ledger::Ledger>,
+    pub(crate) ledger: Arc<llmux_hub::ledger::Ledger>,
     /// The writer's end of the call-log queue, until [`ControlPlane::start_accounting`] takes it.
     call_log_rx: Mutex<Option<tokio::sync::mpsc::Receiver<llmux_store::CallRecord>>>,
-    call_log_queue: Arc<crate::calllog::Queue>,
+    call_log_queue: Arc<llmux_hub::calllog::Queue>,
 }
 
 /// The API-managed state that feeds the running config, with provider keys decrypted.
@@ -242,8 +242,8 @@ impl ControlPlane {
             crate::jwt::hmac_sha256(keys.current().to_base64().as_bytes(), b"llmux admin jwt v1");
         let fingerprint = file_path.as_deref().and_then(crate::watch::fingerprint);
         let keycache = Arc::new(KeyCache::new(store.clone()));
-        let (call_log_queue, call_log_rx) = crate::calllog::Queue::new();
-        let ledger = crate::ledger::Ledger::new(store.clone(), Arc::clone(&call_log_queue));
+        let (call_log_queue, call_log_rx) = llmux_hub::calllog::Queue::new();
+        let ledger = llmux_hub::ledger::Ledger::new(store.clone(), Arc::clone(&call_log_queue));
         gateway.set_authenticator(Arc::clone(&keycache) as Arc<dyn llmux_gateway::auth::Authenticator>);
         Arc::new(ControlPlane {
             store,
@@ -291,25 +291,28 @@ impl ControlPlane {
             Arc::clone(&self.ledger) as Arc<dyn llmux_gateway::accounting::Accountant>
         );
         // Records the last run could not write at its shutdown go in before any new ones.
-        let spill = crate::calllog::spill_file(&self.gateway.config().store.url);
+        let spill = llmux_hub::calllog::spill_file(&self.gateway.config().store.url);
         if let Some(path) = spill.as_deref() {
-            crate::calllog::replay_spill(&self.store, &*self.ledger, path).await;
+            llmux_hub::calllog::replay_spill(&self.store, &*self.ledger, path).await;
         }
-        tasks.spawn(crate::calllog::run(
+        tasks.spawn(llmux_hub::calllog::run(
             Arc::clone(&self.call_log_queue),
             rx,
             Arc::new(self.store.clone()),
-            Arc::clone(&self.ledger) as Arc<dyn crate::calllog::Flushed>,
+            Arc::clone(&self.ledger) as Arc<dyn llmux_hub::calllog::Flushed>,
             stop.clone(),
             spill,
         ));
-        tasks.spawn(crate::retention::run(
+        tasks.spawn(llmux_hub::retention::run(
             Arc::clone(&self.gateway),
             self.store.clone(),
             stop.clone(),
         ));
         // Virtual keys' `last_used_at`, written in batches off the request path.
-        tasks.spawn(crate::keycache::run_touch(Arc::clone(&self.keycache), stop));
+        tasks.spawn(llmux_hub::keycache::run_touch(
+            Arc::clone(&self.keycache),
+            stop,
+        ));
     }
 
     /// The store.

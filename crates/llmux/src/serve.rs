@@ -247,7 +247,7 @@ pub async fn run_gateway(
     writer_stop.cancel();
     // The writer gives up on a store that cannot take its records within its own bound (they
     // go to the spill file); this outer bound only guards against a task that hangs.
-    let bound = llmux_admin::calllog::SHUTDOWN_WRITE + Duration::from_secs(2);
+    let bound = llmux_hub::calllog::SHUTDOWN_WRITE + Duration::from_secs(2);
     if tokio::time::timeout(bound, tasks.wait()).await.is_err() {
         tracing::warn!("background tasks still running at exit");
     }
