@@ -10,6 +10,7 @@
 //! - [`watch::spawn`] polls the config file and listens for SIGHUP.
 
 mod accounting_api;
+mod change;
 mod entities;
 pub mod error;
 pub mod jwt;
