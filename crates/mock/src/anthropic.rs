@@ -6,8 +6,9 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::handler::{anthropic_error, bad_request, model_not_found, ok_json, Admitted, Dialect};
+use crate::handler::{Admitted, Dialect};
 use crate::ollama::{full_text, push_token, TOOL_ARGS};
+use crate::reply::{anthropic_error, bad_request, model_not_found, ok_json};
 use crate::state::Shared;
 use crate::stream::streaming;
 use crate::util::{self, js, rfc3339};

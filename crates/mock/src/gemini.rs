@@ -7,8 +7,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::anthropic::display_name;
-use crate::handler::{bad_request, gemini_error, ok_json, Admitted, Dialect, GEMINI_JSON};
+use crate::handler::{Admitted, Dialect, GEMINI_JSON};
 use crate::ollama::{push_token, TOOL_ARGS};
+use crate::reply::{bad_request, gemini_error, ok_json};
 use crate::state::Shared;
 use crate::stream::streaming;
 use crate::util::{self, js};

@@ -10,6 +10,7 @@ mod gemini;
 mod handler;
 mod ollama;
 mod openai;
+mod reply;
 mod responses;
 mod server;
 mod state;

@@ -3,8 +3,9 @@
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use crate::handler::{ok_json, Call, Dialect, GenReq};
+use crate::handler::{Call, Dialect, GenReq};
 use crate::ollama::TOOL_ARGS;
+use crate::reply::ok_json;
 use crate::stream::streaming;
 use crate::util::{self, unix_now};
 
