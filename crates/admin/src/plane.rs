@@ -94,7 +94,10 @@ pub(crate) async fn load_api_state(store: &Store, keys: &MasterKeys) -> ApiResul
         }
     }
     let strategy = match store.get_setting(STRATEGY_SETTING).await? {
-        Some(Value::String(s)) => Some(s.parse().map_err(ApiError::Internal)?),
+        Some(Value::String(s)) => Some(
+            s.parse()
+                .map_err(|e: llmux_config::ValueError| ApiError::Internal(e.to_string()))?,
+        ),
         _ => None,
     };
     Ok(ApiState {
@@ -333,13 +336,14 @@ impl ControlPlane {
 
     /// Records the state at start-up as a revision, unless it is the newest one already (so
     /// restarts do not pile up identical revisions).
-    pub async fn record_startup(&self) -> Result<(), String> {
+    pub async fn record_startup(&self) -> ApiResult<()> {
         let fs = self.state.lock().await;
+        // The store's own words (as before), not the API's "store: …" 500.
         let routing = self
             .store
             .routing_snapshot()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         if let Ok(Some(latest)) = self.store.latest_config_revision().await {
             if let Ok(content) = serde_json::from_str::<RevisionContent>(&latest.content) {
                 let same_file = self.open_file(&content).ok() == Some(fs.text.clone());
@@ -352,7 +356,6 @@ impl ControlPlane {
         self.record_revision(&fs, "llmux", Source::File, Some("startup"))
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 
     fn open_file(&self, content: &RevisionContent) -> ApiResult<Option<String>> {
@@ -564,11 +567,9 @@ pub async fn initial_config(
     store: &Store,
     keys: &MasterKeys,
     file: &Config,
-) -> Result<(Config, Overlay), String> {
-    let api = load_api_state(store, keys)
-        .await
-        .map_err(|e| e.to_string())?;
-    compose(file, &api).map_err(|e| e.to_string())
+) -> ApiResult<(Config, Overlay)> {
+    let api = load_api_state(store, keys).await?;
+    compose(file, &api)
 }
 
 /// Replaces anything that looks like a secret in an audit snapshot with `***`: fields named

@@ -38,7 +38,8 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 pub const SHUTDOWN_WRITE: Duration = Duration::from_secs(3);
 
 /// Why a batch did not land.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct WriteError {
     pub message: String,
     /// The store refused the data itself (retrying the same records can never work), as
@@ -264,7 +265,7 @@ async fn write_isolating(
     flushed: &dyn Flushed,
     stop: &CancellationToken,
     give_up_at: &mut Option<tokio::time::Instant>,
-) -> Result<(), String> {
+) -> Result<(), WriteError> {
     let settle = |part: &[CallRecord], balances: &[(String, f64)]| {
         LOG_METRICS
             .queue_depth
@@ -309,7 +310,7 @@ async fn write_isolating(
         for mut p in parts.into_iter().rev() {
             batch.append(&mut p);
         }
-        return Err(failed.message);
+        return Err(failed);
     }
     Ok(())
 }

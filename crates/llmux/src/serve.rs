@@ -131,7 +131,9 @@ async fn compose(
     store: &Store,
     keys: MasterKeys,
 ) -> Result<(Arc<Gateway>, Arc<ControlPlane>), String> {
-    let (effective, overlay) = llmux_admin::initial_config(store, &keys, &loaded.config).await?;
+    let (effective, overlay) = llmux_admin::initial_config(store, &keys, &loaded.config)
+        .await
+        .map_err(|e| e.to_string())?;
     let gw = Gateway::new(effective.clone())?;
     if effective.limits.backend == llmux_config::LimitsBackend::Redis {
         // Fixed at start-up: switching the backend of live counters would reset every limit.

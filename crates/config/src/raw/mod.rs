@@ -446,7 +446,7 @@ impl RawLimits {
                 .unwrap_or_default()
                 .iter()
                 .map(|c| c.parse())
-                .collect::<Result<_, String>>()
+                .collect::<Result<_, crate::ValueError>>()
                 .map_err(|e| ConfigError::new("limits.trusted_proxies", e))?,
         })
     }
