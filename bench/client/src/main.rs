@@ -335,99 +335,125 @@ fn fd_count(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
+/// What the `hold` streams share: the gate on opening, and the counts the run reports.
+struct Hold {
+    opening: Arc<Semaphore>,
+    /// Streams past their first event and not ended.
+    open_now: AtomicUsize,
+    ever_open: AtomicUsize,
+    ended_early: AtomicUsize,
+    failed: AtomicUsize,
+    progress: Notify,
+    errors: std::sync::Mutex<Vec<String>>,
+}
+
+impl Hold {
+    fn note_error(&self, e: String) {
+        if let Ok(mut v) = self.errors.lock() {
+            if v.len() < 5 {
+                v.push(e);
+            }
+        }
+    }
+}
+
+/// Reads one stream to its first event (then it counts as open and frees its opening slot),
+/// then on until it ends; `is_open` says whether it got that far.
+async fn hold_stream(
+    c: &reqwest::Client,
+    t: &Target,
+    h: &Hold,
+    is_open: &mut bool,
+) -> Result<(), String> {
+    let permit = h
+        .opening
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| e.to_string())?;
+    let resp = request(c, t)?
+        .send()
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    let mut body = resp.bytes_stream();
+    let mut sp = Splitter::default();
+    let mut seen = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("body: {e}"))?;
+        seen += sp.feed(&chunk).len();
+        if seen > 0 {
+            *is_open = true;
+            drop(permit);
+            h.open_now.fetch_add(1, Ordering::SeqCst);
+            h.ever_open.fetch_add(1, Ordering::SeqCst);
+            h.progress.notify_one();
+            // Keep reading below: the stream stays open until it ends or we exit.
+            break;
+        }
+    }
+    if !*is_open {
+        return Err("ended before its first event".into());
+    }
+    while let Some(chunk) = body.next().await {
+        chunk.map_err(|e| format!("body: {e}"))?;
+    }
+    Ok(())
+}
+
+/// One `hold` stream until it ends or `deadline`, counted in `h`.
+async fn hold_one(c: reqwest::Client, t: Arc<Target>, h: Arc<Hold>, deadline: Instant) {
+    let mut is_open = false;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let r = tokio::time::timeout(left, hold_stream(&c, &t, &h, &mut is_open)).await;
+    if r.is_ok() && is_open {
+        // Ended (by the upstream or an error) after it was open: no longer open.
+        h.open_now.fetch_sub(1, Ordering::SeqCst);
+        h.ended_early.fetch_add(1, Ordering::SeqCst);
+    }
+    if let Ok(Err(e)) = r {
+        if !is_open {
+            h.failed.fetch_add(1, Ordering::SeqCst);
+        }
+        h.note_error(e);
+    }
+    h.progress.notify_one();
+}
+
 async fn run_hold(a: HoldArgs) -> Result<Value, String> {
     let t = Arc::new(a.target);
     let deadline = Instant::now() + Duration::from_secs_f64(t.timeout);
     let c = client(0)?;
-    let opening = Arc::new(Semaphore::new(a.open_concurrency.max(1)));
-    let open_now = Arc::new(AtomicUsize::new(0)); // streams past their first event and not ended
-    let ever_open = Arc::new(AtomicUsize::new(0));
-    let ended_early = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let progress = Arc::new(Notify::new());
-    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let h = Arc::new(Hold {
+        opening: Arc::new(Semaphore::new(a.open_concurrency.max(1))),
+        open_now: AtomicUsize::new(0),
+        ever_open: AtomicUsize::new(0),
+        ended_early: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        progress: Notify::new(),
+        errors: std::sync::Mutex::new(Vec::new()),
+    });
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(a.streams);
-    for _ in 0..a.streams {
-        let (c, t) = (c.clone(), t.clone());
-        let (opening, open_now, ever_open) = (opening.clone(), open_now.clone(), ever_open.clone());
-        let (ended_early, failed, progress) =
-            (ended_early.clone(), failed.clone(), progress.clone());
-        let errors = errors.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut is_open = false;
-            let work = async {
-                let permit = opening.acquire_owned().await.map_err(|e| e.to_string())?;
-                let resp = request(&c, &t)?
-                    .send()
-                    .await
-                    .map_err(|e| format!("send: {e}"))?;
-                if !resp.status().is_success() {
-                    return Err(format!("status {}", resp.status()));
-                }
-                let mut body = resp.bytes_stream();
-                let mut sp = Splitter::default();
-                let mut seen = 0usize;
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| format!("body: {e}"))?;
-                    seen += sp.feed(&chunk).len();
-                    if seen > 0 {
-                        is_open = true;
-                        drop(permit);
-                        open_now.fetch_add(1, Ordering::SeqCst);
-                        ever_open.fetch_add(1, Ordering::SeqCst);
-                        progress.notify_one();
-                        // Keep reading below: the stream stays open until it ends or we exit.
-                        break;
-                    }
-                }
-                if !is_open {
-                    return Err("ended before its first event".into());
-                }
-                while let Some(chunk) = body.next().await {
-                    chunk.map_err(|e| format!("body: {e}"))?;
-                }
-                Ok::<(), String>(())
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            let r = tokio::time::timeout(left, work).await;
-            if r.is_ok() && is_open {
-                // Ended (by the upstream or an error) after it was open: no longer open.
-                open_now.fetch_sub(1, Ordering::SeqCst);
-                ended_early.fetch_add(1, Ordering::SeqCst);
-            }
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    if !is_open {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                    if let Ok(mut v) = errors.lock() {
-                        if v.len() < 5 {
-                            v.push(e);
-                        }
-                    }
-                }
-                Err(_) => {}
-            }
-            progress.notify_one();
-        }));
-    }
+    let tasks: Vec<_> = (0..a.streams)
+        .map(|_| tokio::spawn(hold_one(c.clone(), t.clone(), h.clone(), deadline)))
+        .collect();
     // Wait (bounded) until every stream is open, or nothing more can happen.
     loop {
-        let open = ever_open.load(Ordering::SeqCst);
-        let dead = failed.load(Ordering::SeqCst);
+        let open = h.ever_open.load(Ordering::SeqCst);
+        let dead = h.failed.load(Ordering::SeqCst);
         if open + dead >= a.streams || Instant::now() >= deadline {
             break;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let _ =
-            tokio::time::timeout(left.min(Duration::from_millis(200)), progress.notified()).await;
+            tokio::time::timeout(left.min(Duration::from_millis(200)), h.progress.notified()).await;
     }
     let open_elapsed = started.elapsed().as_secs_f64();
     // Let the last accepted streams settle in the gateway before reading memory.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let open_at_sample = open_now.load(Ordering::SeqCst);
+    let open_at_sample = h.open_now.load(Ordering::SeqCst);
     let per_pid: Vec<Value> = a
         .pids
         .iter()
@@ -435,8 +461,8 @@ async fn run_hold(a: HoldArgs) -> Result<Value, String> {
         .collect();
     let rss_total: u64 = a.pids.iter().filter_map(|p| rss_kib(*p)).sum();
     let fds_total: usize = a.pids.iter().filter_map(|p| fd_count(*p)).sum();
-    let open_after = open_now.load(Ordering::SeqCst);
-    let errs = errors.lock().map(|v| v.clone()).unwrap_or_default();
+    let open_after = h.open_now.load(Ordering::SeqCst);
+    let errs = h.errors.lock().map(|v| v.clone()).unwrap_or_default();
     for task in &tasks {
         task.abort();
     }
@@ -444,11 +470,11 @@ async fn run_hold(a: HoldArgs) -> Result<Value, String> {
         "mode": "hold",
         "url": t.url,
         "requested": a.streams,
-        "opened": ever_open.load(Ordering::SeqCst),
+        "opened": h.ever_open.load(Ordering::SeqCst),
         "open_at_sample": open_at_sample,
         "open_after_sample": open_after,
-        "ended_early": ended_early.load(Ordering::SeqCst),
-        "failed": failed.load(Ordering::SeqCst),
+        "ended_early": h.ended_early.load(Ordering::SeqCst),
+        "failed": h.failed.load(Ordering::SeqCst),
         "errors": errs,
         "seconds_to_open": open_elapsed,
         "rss_kib": rss_total,

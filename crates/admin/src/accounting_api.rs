@@ -124,25 +124,12 @@ pub struct UsageParams {
     format: Option<String>,
 }
 
-/// `GET /usage`: calls, errors, tokens and cost summed over the rollups; `group_by` any of
-/// `app`, `model`, `upstream`, and `hour` or `day` (one row per bucket). CSV with
-/// `format=csv` or `Accept: text/csv`.
-pub async fn usage(
-    State(cp): State<Arc<ControlPlane>>,
-    headers: HeaderMap,
-    Query(p): Query<UsageParams>,
-) -> ApiResult<Response> {
+/// `group_by`: the dimensions, whether the time buckets are days, and the names as given.
+fn group_by(list: &str) -> ApiResult<(UsageGroup, bool, Vec<String>)> {
     let mut group = UsageGroup::default();
     let mut day = false;
     let mut names = Vec::new();
-    for g in p
-        .group_by
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-    {
+    for g in list.split(',').map(str::trim).filter(|g| !g.is_empty()) {
         match g {
             "app" => group.app = true,
             "model" => group.model = true,
@@ -161,19 +148,53 @@ pub async fn usage(
         }
         names.push(g.to_owned());
     }
-    let csv = match p.format.as_deref() {
-        Some("csv") => true,
-        Some("json") | None => headers
+    Ok((group, day, names))
+}
+
+/// CSV when `format=csv`, or with no `format` when the client accepts `text/csv`.
+fn wants_csv(format: Option<&str>, headers: &HeaderMap) -> ApiResult<bool> {
+    match format {
+        Some("csv") => Ok(true),
+        Some("json") | None => Ok(headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("text/csv")),
-        Some(other) => {
-            return Err(ApiError::field(
-                "format",
-                format!("unknown format {other:?} (json, csv)"),
-            ))
-        }
-    };
+            .is_some_and(|a| a.contains("text/csv"))),
+        Some(other) => Err(ApiError::field(
+            "format",
+            format!("unknown format {other:?} (json, csv)"),
+        )),
+    }
+}
+
+/// The rows' calls, errors, tokens and cost summed.
+fn totals(rows: &[UsageRow]) -> Value {
+    rows.iter().fold(
+        json!({"calls": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0}),
+        |mut t, r| {
+            for (k, v) in [
+                ("calls", r.calls),
+                ("errors", r.errors),
+                ("input_tokens", r.input_tokens),
+                ("output_tokens", r.output_tokens),
+            ] {
+                t[k] = json!(t[k].as_i64().unwrap_or(0) + v);
+            }
+            t["cost"] = json!(t["cost"].as_f64().unwrap_or(0.0) + r.cost);
+            t
+        },
+    )
+}
+
+/// `GET /usage`: calls, errors, tokens and cost summed over the rollups; `group_by` any of
+/// `app`, `model`, `upstream`, and `hour` or `day` (one row per bucket). CSV with
+/// `format=csv` or `Accept: text/csv`.
+pub async fn usage(
+    State(cp): State<Arc<ControlPlane>>,
+    headers: HeaderMap,
+    Query(p): Query<UsageParams>,
+) -> ApiResult<Response> {
+    let (group, day, names) = group_by(p.group_by.as_deref().unwrap_or(""))?;
+    let csv = wants_csv(p.format.as_deref(), &headers)?;
     let query = UsageQuery {
         from: time_param("from", p.from.as_deref())?,
         to: time_param("to", p.to.as_deref())?,
@@ -201,21 +222,7 @@ pub async fn usage(
         )
             .into_response());
     }
-    let totals = rows.iter().fold(
-        json!({"calls": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0}),
-        |mut t, r| {
-            for (k, v) in [
-                ("calls", r.calls),
-                ("errors", r.errors),
-                ("input_tokens", r.input_tokens),
-                ("output_tokens", r.output_tokens),
-            ] {
-                t[k] = json!(t[k].as_i64().unwrap_or(0) + v);
-            }
-            t["cost"] = json!(t["cost"].as_f64().unwrap_or(0.0) + r.cost);
-            t
-        },
-    );
+    let totals = totals(&rows);
     let rows: Vec<Value> = rows
         .iter()
         .map(|r| {

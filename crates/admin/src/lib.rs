@@ -1,27 +1,24 @@
-//! llmux control plane: the admin REST API (`/admin/v1`) over the store, virtual-key
-//! authentication for the data plane, and the live config (file + API) with revisions,
-//! rollback and hot reload.
+//! llmux control plane: the admin REST API (`/admin/v1`) over the store, the web console, and
+//! the live config (file + API) with revisions, rollback and hot reload.
 //!
 //! - [`ControlPlane`] composes the file's config with API-managed state and drives
 //!   `Gateway::apply`; every change is a stored revision ([`plane`]).
 //! - [`router`] is the admin API; [`openapi`] its OpenAPI document, built from the same route
 //!   table ([`routes`]).
-//! - [`keycache::KeyCache`] checks virtual keys on the data plane.
+//! - The data-plane services it wires into the gateway (key cache, ledger, call-log writer,
+//!   retention) live in `llmux_hub`.
 //! - [`watch::spawn`] polls the config file and listens for SIGHUP.
 
 mod accounting_api;
-pub mod calllog;
+mod change;
 mod entities;
 pub mod error;
 pub mod jwt;
-pub mod keycache;
-pub mod ledger;
 mod login;
 pub mod logring;
 mod ops;
 pub mod plane;
 mod pricing;
-mod retention;
 mod routes;
 pub mod session;
 pub mod ssrf;

@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 use tokio::sync::MutexGuard;
 
 use crate::error::{ApiError, ApiResult};
-use crate::keycache::KeyCache;
 use crate::time::rfc3339_ms;
+use llmux_hub::keycache::KeyCache;
 
 /// The setting that overrides `routing.strategy`.
 pub const STRATEGY_SETTING: &str = "routing.strategy";
@@ -70,10 +70,10 @@ pub struct ControlPlane {
     pub(crate) state: tokio::sync::Mutex<FileState>,
     pub(crate) status: Mutex<ReloadStatus>,
     /// Credits and budgets for the data plane; also queues call records for the writer.
-    pub(crate) ledger: Arc<crate::ledger::Ledger>,
+    pub(crate) ledger: Arc<llmux_hub::ledger::Ledger>,
     /// The writer's end of the call-log queue, until [`ControlPlane::start_accounting`] takes it.
     call_log_rx: Mutex<Option<tokio::sync::mpsc::Receiver<llmux_store::CallRecord>>>,
-    call_log_queue: Arc<crate::calllog::Queue>,
+    call_log_queue: Arc<llmux_hub::calllog::Queue>,
 }
 
 /// The API-managed state that feeds the running config, with provider keys decrypted.
@@ -94,7 +94,10 @@ pub(crate) async fn load_api_state(store: &Store, keys: &MasterKeys) -> ApiResul
         }
     }
     let strategy = match store.get_setting(STRATEGY_SETTING).await? {
-        Some(Value::String(s)) => Some(s.parse().map_err(ApiError::Internal)?),
+        Some(Value::String(s)) => Some(
+            s.parse()
+                .map_err(|e: llmux_config::ValueError| ApiError::Internal(e.to_string()))?,
+        ),
         _ => None,
     };
     Ok(ApiState {
@@ -242,8 +245,8 @@ impl ControlPlane {
             crate::jwt::hmac_sha256(keys.current().to_base64().as_bytes(), b"llmux admin jwt v1");
         let fingerprint = file_path.as_deref().and_then(crate::watch::fingerprint);
         let keycache = Arc::new(KeyCache::new(store.clone()));
-        let (call_log_queue, call_log_rx) = crate::calllog::Queue::new();
-        let ledger = crate::ledger::Ledger::new(store.clone(), Arc::clone(&call_log_queue));
+        let (call_log_queue, call_log_rx) = llmux_hub::calllog::Queue::new();
+        let ledger = llmux_hub::ledger::Ledger::new(store.clone(), Arc::clone(&call_log_queue));
         gateway.set_authenticator(Arc::clone(&keycache) as Arc<dyn llmux_gateway::auth::Authenticator>);
         Arc::new(ControlPlane {
             store,
@@ -291,25 +294,28 @@ impl ControlPlane {
             Arc::clone(&self.ledger) as Arc<dyn llmux_gateway::accounting::Accountant>
         );
         // Records the last run could not write at its shutdown go in before any new ones.
-        let spill = crate::calllog::spill_file(&self.gateway.config().store.url);
+        let spill = llmux_hub::calllog::spill_file(&self.gateway.config().store.url);
         if let Some(path) = spill.as_deref() {
-            crate::calllog::replay_spill(&self.store, &*self.ledger, path).await;
+            llmux_hub::calllog::replay_spill(&self.store, &*self.ledger, path).await;
         }
-        tasks.spawn(crate::calllog::run(
+        tasks.spawn(llmux_hub::calllog::run(
             Arc::clone(&self.call_log_queue),
             rx,
             Arc::new(self.store.clone()),
-            Arc::clone(&self.ledger) as Arc<dyn crate::calllog::Flushed>,
+            Arc::clone(&self.ledger) as Arc<dyn llmux_hub::calllog::Flushed>,
             stop.clone(),
             spill,
         ));
-        tasks.spawn(crate::retention::run(
+        tasks.spawn(llmux_hub::retention::run(
             Arc::clone(&self.gateway),
             self.store.clone(),
             stop.clone(),
         ));
         // Virtual keys' `last_used_at`, written in batches off the request path.
-        tasks.spawn(crate::keycache::run_touch(Arc::clone(&self.keycache), stop));
+        tasks.spawn(llmux_hub::keycache::run_touch(
+            Arc::clone(&self.keycache),
+            stop,
+        ));
     }
 
     /// The store.
@@ -330,13 +336,14 @@ impl ControlPlane {
 
     /// Records the state at start-up as a revision, unless it is the newest one already (so
     /// restarts do not pile up identical revisions).
-    pub async fn record_startup(&self) -> Result<(), String> {
+    pub async fn record_startup(&self) -> ApiResult<()> {
         let fs = self.state.lock().await;
+        // The store's own words (as before), not the API's "store: …" 500.
         let routing = self
             .store
             .routing_snapshot()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         if let Ok(Some(latest)) = self.store.latest_config_revision().await {
             if let Ok(content) = serde_json::from_str::<RevisionContent>(&latest.content) {
                 let same_file = self.open_file(&content).ok() == Some(fs.text.clone());
@@ -349,7 +356,6 @@ impl ControlPlane {
         self.record_revision(&fs, "llmux", Source::File, Some("startup"))
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 
     fn open_file(&self, content: &RevisionContent) -> ApiResult<Option<String>> {
@@ -561,11 +567,9 @@ pub async fn initial_config(
     store: &Store,
     keys: &MasterKeys,
     file: &Config,
-) -> Result<(Config, Overlay), String> {
-    let api = load_api_state(store, keys)
-        .await
-        .map_err(|e| e.to_string())?;
-    compose(file, &api).map_err(|e| e.to_string())
+) -> ApiResult<(Config, Overlay)> {
+    let api = load_api_state(store, keys).await?;
+    compose(file, &api)
 }
 
 /// Replaces anything that looks like a secret in an audit snapshot with `***`: fields named

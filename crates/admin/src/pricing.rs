@@ -12,6 +12,7 @@ use llmux_store::Store;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::change::{audited, audited_delete};
 use crate::error::{ApiError, ApiResult};
 use crate::session::Caller;
 use crate::{parse_body, ControlPlane};
@@ -130,16 +131,17 @@ pub async fn put(
     save(&cp, prices).await?;
     let after = json!({ "model": model, "input_per_mtok": price.input_per_mtok,
                         "output_per_mtok": price.output_per_mtok, "source": "api" });
-    cp.audit(
-        &caller.actor,
-        "pricing.set",
-        "pricing",
-        Some(&model),
-        before,
-        Some(after.clone()),
-    )
-    .await;
-    Ok(Json(after))
+    Ok(Json(
+        audited(
+            &cp,
+            &caller,
+            "pricing.set",
+            ("pricing", &model),
+            before,
+            after,
+        )
+        .await,
+    ))
 }
 
 /// `DELETE /pricing/{model}`: drop the API's override (the file's or the default price returns).
@@ -156,14 +158,5 @@ pub async fn delete(
     };
     save(&cp, prices).await?;
     let before = json!({ "model": model, "input_per_mtok": old.input_per_mtok, "output_per_mtok": old.output_per_mtok });
-    cp.audit(
-        &caller.actor,
-        "pricing.delete",
-        "pricing",
-        Some(&model),
-        Some(before),
-        None,
-    )
-    .await;
-    Ok(axum::http::StatusCode::NO_CONTENT)
+    Ok(audited_delete(&cp, &caller, "pricing.delete", ("pricing", &model), before).await)
 }

@@ -95,6 +95,17 @@ fn timeouts() -> Value {
 
 /// The table. Paths are relative to `/admin/v1`.
 fn ops() -> Vec<Op> {
+    let mut table = upstream_ops();
+    table.extend(model_ops());
+    table.extend(app_ops());
+    table.extend(operation_ops());
+    table
+}
+
+/// `/upstreams` and their provider keys.
+// One line per route: the table reads as a table.
+#[rustfmt::skip]
+fn upstream_ops() -> Vec<Op> {
     let kinds =
         json!({ "type": "string", "enum": ["ollama", "openai", "anthropic", "gemini", "azure"] });
     vec![
@@ -118,6 +129,14 @@ fn ops() -> Vec<Op> {
         op("delete", "/upstreams/{name}/keys/{key_id}", "upstreams", "Remove a provider key").to(delete(u::delete_key)),
         op("post", "/upstreams/{name}/keys/{key_id}/enable", "upstreams", "Put a disabled key back into rotation now").to(post(u::enable_key)),
         op("post", "/upstreams/{name}/keys/{key_id}/disable", "upstreams", "Take a key out of rotation by hand until it is enabled again").to(post(u::disable_key)),
+    ]
+}
+
+/// `/models` and `/aliases`.
+// One line per route: the table reads as a table.
+#[rustfmt::skip]
+fn model_ops() -> Vec<Op> {
+    vec![
         op("get", "/models", "models", "Stored models and the models upstreams serve now").to(get(e::list_models)),
         op("post", "/models", "models", "Declare a model, or switch one off (enabled=false)")
             .body(object(&["name"], json!({ "name": s("string"), "upstream": s("string"), "enabled": s("boolean") })))
@@ -132,6 +151,14 @@ fn ops() -> Vec<Op> {
         op("patch", "/aliases/{name}", "aliases", "Replace an alias's targets")
             .body(object(&["targets"], json!({ "targets": strings() }))).to(patch(e::patch_alias)),
         op("delete", "/aliases/{name}", "aliases", "Delete an alias").to(delete(e::delete_alias)),
+    ]
+}
+
+/// `/apps`, `/keys`, `/users` and `/login`.
+// One line per route: the table reads as a table.
+#[rustfmt::skip]
+fn app_ops() -> Vec<Op> {
+    vec![
         op("get", "/apps", "apps", "Apps (owners of virtual keys)").to(get(e::list_apps)),
         op("post", "/apps", "apps", "Create an app (without credits: not metered)")
             .body(object(&["name"], json!({ "name": s("string"), "credits": money(),
@@ -172,6 +199,14 @@ fn ops() -> Vec<Op> {
         op("post", "/login", "users", "Log in: a bearer token (JWT) valid for 12 hours, until the password or role changes; 429/503 with Retry-After when sign-ins are limited")
             .body(object(&["username", "password"], json!({ "username": s("string"), "password": s("string") })))
             .to(post(crate::login::login)),
+    ]
+}
+
+/// Routing, config revisions, audit, accounting, logs and this document.
+// One line per route: the table reads as a table.
+#[rustfmt::skip]
+fn operation_ops() -> Vec<Op> {
+    vec![
         op("get", "/routing", "routing", "The routing strategy in force and where it comes from").to(get(ops::get_routing)),
         op("put", "/routing", "routing", "Override the strategy (null: back to the file's)")
             .body(json!({ "type": "object", "required": ["strategy"], "properties": { "strategy": {

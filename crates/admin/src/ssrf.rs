@@ -5,27 +5,48 @@ use std::net::IpAddr;
 
 pub use llmux_gateway::ssrf_dns::{classify, Class};
 
-/// Resolves the host of `url` and checks every address it resolves to. `Err` is the message
-/// for a 400 on the `url` field.
-pub async fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
-    let host = parsed.host().ok_or("the URL has no host")?;
+/// Why an upstream URL is refused; the message of a 400 on the `url` field.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlRefused {
+    #[error("invalid URL: {0}")]
+    Invalid(#[from] url::ParseError),
+    #[error("the URL has no host")]
+    NoHost,
+    #[error("cannot resolve host {host:?}: {source}")]
+    Unresolved {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("the host resolves to no address")]
+    NoAddress,
+    /// An address the gateway must not call (metadata, link-local, private when not allowed).
+    #[error("{0}")]
+    Address(String),
+}
+
+/// Resolves the host of `url` and checks every address it resolves to.
+pub async fn check_url(url: &str, allow_private: bool) -> Result<(), UrlRefused> {
+    let parsed = url::Url::parse(url)?;
+    let host = parsed.host().ok_or(UrlRefused::NoHost)?;
     let port = parsed.port_or_known_default().unwrap_or(80);
     let addrs: Vec<IpAddr> = match host {
         url::Host::Ipv4(v4) => vec![IpAddr::V4(v4)],
         url::Host::Ipv6(v6) => vec![IpAddr::V6(v6)],
         url::Host::Domain(name) => tokio::net::lookup_host((name, port))
             .await
-            .map_err(|e| format!("cannot resolve host {name:?}: {e}"))?
+            .map_err(|source| UrlRefused::Unresolved {
+                host: name.to_owned(),
+                source,
+            })?
             .map(|a| a.ip())
             .collect(),
     };
     if addrs.is_empty() {
-        return Err("the host resolves to no address".to_owned());
+        return Err(UrlRefused::NoAddress);
     }
     for ip in addrs {
         if let Some(why) = llmux_gateway::ssrf_dns::refusal(ip, allow_private) {
-            return Err(why);
+            return Err(UrlRefused::Address(why));
         }
     }
     Ok(())
@@ -40,11 +61,15 @@ mod tests {
     #[tokio::test]
     async fn urls() {
         assert!(check_url("http://127.0.0.1:9/v1", true).await.is_ok());
-        let err = check_url("http://127.0.0.1:9/v1", false).await.unwrap_err();
+        let err = check_url("http://127.0.0.1:9/v1", false)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("allow_private_upstreams"), "{err}");
         let err = check_url("http://169.254.169.254/latest", true)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("link-local"), "{err}");
         assert!(check_url("http://[::1]:80", false).await.is_err());
         assert!(check_url("http://localhost:80", false).await.is_err());
@@ -54,7 +79,7 @@ mod tests {
             "http://[::127.0.0.1]/",
             "http://[::ffff:127.0.0.1]/",
         ] {
-            let err = check_url(embedded, false).await.unwrap_err();
+            let err = check_url(embedded, false).await.unwrap_err().to_string();
             assert!(err.contains("loopback"), "{embedded}: {err}");
         }
     }

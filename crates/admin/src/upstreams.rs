@@ -13,6 +13,7 @@ use llmux_store::{NewUpstream, Source};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::change::{apply, audited, audited_delete};
 use crate::error::{ApiError, ApiResult};
 use crate::session::Caller;
 use crate::{parse_body, ControlPlane};
@@ -224,13 +225,13 @@ pub async fn create(
         .await?;
     drop(fs);
     let after = view(&cp, &up.name).await?;
-    cp.audit(
-        &caller.actor,
+    let after = audited(
+        &cp,
+        &caller,
         "upstream.create",
-        "upstream",
-        Some(&up.name),
+        ("upstream", &up.name),
         None,
-        Some(after.clone()),
+        after,
     )
     .await;
     Ok((StatusCode::CREATED, Json(after)).into_response())
@@ -262,7 +263,6 @@ pub async fn patch(
     let req: PatchUpstream = parse_body(&body)?;
     let current = api_upstream(&cp, &name).await?;
     let before = view(&cp, &name).await?;
-    let fs = cp.lock().await;
     let mut new = NewUpstream {
         name: current.name.clone(),
         kind: req.kind.unwrap_or(current.kind),
@@ -276,23 +276,19 @@ pub async fn patch(
         source: Source::Api,
         api_version: req.api_version.or(current.api_version),
     };
-    new.url = validate(&cp, &draft(&new), &[]).await?;
-    cp.store.update_upstream(&current.id, &new).await?;
-    let note = format!("upstream {name:?} updated");
-    cp.apply_locked(&fs, &caller.actor, Source::Api, Some(&note))
-        .await?;
-    drop(fs);
+    let change = async {
+        new.url = validate(&cp, &draft(&new), &[]).await?;
+        Ok(cp.store.update_upstream(&current.id, &new).await?)
+    };
+    apply(&cp, &caller, change, |_| {
+        format!("upstream {name:?} updated")
+    })
+    .await?;
     let after = view(&cp, &name).await?;
-    cp.audit(
-        &caller.actor,
-        "upstream.update",
-        "upstream",
-        Some(&name),
-        Some(before),
-        Some(after.clone()),
-    )
-    .await;
-    Ok(Json(after))
+    let target = ("upstream", name.as_str());
+    Ok(Json(
+        audited(&cp, &caller, "upstream.update", target, Some(before), after).await,
+    ))
 }
 
 /// `DELETE /upstreams/{name}`.
@@ -303,22 +299,13 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let current = api_upstream(&cp, &name).await?;
     let before = view(&cp, &name).await?;
-    let fs = cp.lock().await;
-    cp.store.delete_upstream(&current.id).await?;
-    let note = format!("upstream {name:?} deleted");
-    cp.apply_locked(&fs, &caller.actor, Source::Api, Some(&note))
-        .await?;
-    drop(fs);
-    cp.audit(
-        &caller.actor,
-        "upstream.delete",
-        "upstream",
-        Some(&name),
-        Some(before),
-        None,
-    )
-    .await;
-    Ok(StatusCode::NO_CONTENT)
+    let change = async { Ok(cp.store.delete_upstream(&current.id).await?) };
+    apply(&cp, &caller, change, |()| {
+        format!("upstream {name:?} deleted")
+    })
+    .await?;
+    let target = ("upstream", name.as_str());
+    Ok(audited_delete(&cp, &caller, "upstream.delete", target, before).await)
 }
 
 /// `POST /upstreams/{name}/keys`: adds a provider key (encrypted at rest; shown masked).
@@ -333,25 +320,20 @@ pub async fn add_key(
         return Err(ApiError::field("key", "must not be empty"));
     }
     let up = api_upstream(&cp, &name).await?;
-    let fs = cp.lock().await;
-    let key = cp
-        .store
-        .create_provider_key(&cp.keys, &up.id, &Secret::new(req.key))
-        .await?;
-    let note = format!("key added to upstream {name:?}");
-    cp.apply_locked(&fs, &caller.actor, Source::Api, Some(&note))
-        .await?;
-    drop(fs);
+    let secret = Secret::new(req.key);
+    let change = async {
+        Ok(cp
+            .store
+            .create_provider_key(&cp.keys, &up.id, &secret)
+            .await?)
+    };
+    let key = apply(&cp, &caller, change, |_| {
+        format!("key added to upstream {name:?}")
+    })
+    .await?;
     let after = json!({ "id": key.id, "upstream": name, "masked": key.masked, "state": key.state.as_str() });
-    cp.audit(
-        &caller.actor,
-        "upstream.key.create",
-        "provider_key",
-        Some(&key.id),
-        None,
-        Some(after.clone()),
-    )
-    .await;
+    let target = ("provider_key", key.id.as_str());
+    let after = audited(&cp, &caller, "upstream.key.create", target, None, after).await;
     Ok((StatusCode::CREATED, Json(after)).into_response())
 }
 
@@ -371,23 +353,14 @@ pub async fn delete_key(
         }
         Err(e) => return Err(e.into()),
     };
-    let fs = cp.lock().await;
-    cp.store.delete_provider_key(&key.id).await?;
-    let note = format!("key removed from upstream {name:?}");
-    cp.apply_locked(&fs, &caller.actor, Source::Api, Some(&note))
-        .await?;
-    drop(fs);
+    let change = async { Ok(cp.store.delete_provider_key(&key.id).await?) };
+    apply(&cp, &caller, change, |()| {
+        format!("key removed from upstream {name:?}")
+    })
+    .await?;
     let before = json!({ "id": key.id, "upstream": name, "masked": key.masked });
-    cp.audit(
-        &caller.actor,
-        "upstream.key.delete",
-        "provider_key",
-        Some(&key.id),
-        Some(before),
-        None,
-    )
-    .await;
-    Ok(StatusCode::NO_CONTENT)
+    let target = ("provider_key", key.id.as_str());
+    Ok(audited_delete(&cp, &caller, "upstream.key.delete", target, before).await)
 }
 
 /// The running upstream `name` and the pool slot of its key `key_id`: the runtime slot
@@ -426,16 +399,18 @@ pub async fn disable_key(
         .disable_by_hand(i, &format!("disabled by {} (admin API)", caller.actor));
     tracing::info!(upstream = %name, key = %key_id, actor = %caller.actor, "key disabled by the admin API");
     let after = json!({ "id": key_id, "state": up.keys.state(i).as_str() });
-    cp.audit(
-        &caller.actor,
-        "upstream.key.disable",
-        "provider_key",
-        Some(&key_id),
-        Some(before),
-        Some(after.clone()),
-    )
-    .await;
-    Ok(Json(after))
+    let target = ("provider_key", key_id.as_str());
+    Ok(Json(
+        audited(
+            &cp,
+            &caller,
+            "upstream.key.disable",
+            target,
+            Some(before),
+            after,
+        )
+        .await,
+    ))
 }
 
 /// `POST /upstreams/{name}/keys/{key_id}/enable`: puts a disabled key back into rotation now.
@@ -449,16 +424,10 @@ pub async fn enable_key(
     up.keys.enable(i);
     tracing::info!(upstream = %name, key = %key_id, "key re-enabled by the admin API");
     let after = json!({ "id": key_id, "state": up.keys.state(i).as_str() });
-    cp.audit(
-        &caller.actor,
-        "upstream.key.enable",
-        "provider_key",
-        Some(&key_id),
-        None,
-        Some(after.clone()),
-    )
-    .await;
-    Ok(Json(after))
+    let target = ("provider_key", key_id.as_str());
+    Ok(Json(
+        audited(&cp, &caller, "upstream.key.enable", target, None, after).await,
+    ))
 }
 
 /// `POST /upstreams/{name}/refresh`: probes the upstream now (health, models, pool) instead of

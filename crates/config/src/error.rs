@@ -12,12 +12,45 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl std::fmt::Display) -> Self {
         Self {
             path: path.into(),
-            message: message.into(),
+            message: message.to_string(),
         }
     }
+}
+
+/// Why a written value (a duration, size, rate, address block, upstream kind or routing
+/// strategy) is not one; each variant holds the value as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error(r#"invalid duration {0:?} (use e.g. "500ms", "5s", "1m", "1h30m")"#)]
+    Duration(String),
+    #[error("duration {0:?} is too large")]
+    DurationTooLarge(String),
+    /// Longer than [`crate::MAX_DURATION`]; the value as the user wrote it (quoted if a string).
+    #[error("duration {0} is longer than the maximum of 24h (1 day)")]
+    DurationTooLong(String),
+    #[error(
+        r#"invalid size {0:?} (use e.g. "512KiB", "32MiB", "1GiB", "10MB" or a number of bytes)"#
+    )]
+    Size(String),
+    #[error("size {0:?} is too large")]
+    SizeTooLarge(String),
+    #[error(r#"invalid rate {0:?} (expected N/s, N/min or N/h, e.g. "600/min")"#)]
+    Rate(String),
+    #[error("rate {0:?} must allow at least one call")]
+    RateZero(String),
+    #[error("{0:?} is not an address block (use e.g. \"10.0.0.0/8\")")]
+    Cidr(String),
+    #[error("{0:?}: the prefix length must be 0 to {1}")]
+    CidrPrefix(String, u8),
+    #[error("unsupported kind {0:?} (expected ollama, openai, anthropic, gemini or azure)")]
+    Kind(String),
+    #[error(
+        "unknown strategy {0:?} (expected least_active, lowest_latency, round_robin or weighted)"
+    )]
+    Strategy(String),
 }
 
 fn render(path: &str, message: &str) -> String {

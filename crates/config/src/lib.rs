@@ -13,7 +13,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use error::ConfigError;
+pub use error::{ConfigError, ValueError};
 pub use secret::Secret;
 pub use units::{bounded_duration, parse_duration, parse_size, MAX_DURATION};
 
@@ -182,10 +182,10 @@ pub struct Rate {
 }
 
 impl FromStr for Rate {
-    type Err = String;
+    type Err = ValueError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!(r#"invalid rate {s:?} (expected N/s, N/min or N/h, e.g. "600/min")"#);
+        let bad = || ValueError::Rate(s.to_owned());
         let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
         let count: u64 = n.trim().parse().map_err(|_| bad())?;
         let per = match unit.trim() {
@@ -195,7 +195,7 @@ impl FromStr for Rate {
             _ => return Err(bad()),
         };
         if count == 0 {
-            return Err(format!("rate {s:?} must allow at least one call"));
+            return Err(ValueError::RateZero(s.to_owned()));
         }
         Ok(Rate { count, per })
     }
@@ -262,9 +262,9 @@ impl Cidr {
 }
 
 impl FromStr for Cidr {
-    type Err = String;
+    type Err = ValueError;
 
-    fn from_str(s: &str) -> Result<Cidr, String> {
+    fn from_str(s: &str) -> Result<Cidr, ValueError> {
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
@@ -272,7 +272,7 @@ impl FromStr for Cidr {
         let addr: std::net::IpAddr = addr
             .trim()
             .parse()
-            .map_err(|_| format!("{s:?} is not an address block (use e.g. \"10.0.0.0/8\")"))?;
+            .map_err(|_| ValueError::Cidr(s.to_owned()))?;
         let addr = addr.to_canonical();
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
@@ -282,7 +282,7 @@ impl FromStr for Cidr {
                 .parse::<u8>()
                 .ok()
                 .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+                .ok_or_else(|| ValueError::CidrPrefix(s.to_owned(), max))?,
         };
         Ok(Cidr { addr, prefix })
     }
@@ -464,7 +464,7 @@ impl fmt::Display for UpstreamKind {
 }
 
 impl FromStr for UpstreamKind {
-    type Err = String;
+    type Err = ValueError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
@@ -473,9 +473,7 @@ impl FromStr for UpstreamKind {
             "anthropic" => Ok(Self::Anthropic),
             "gemini" => Ok(Self::Gemini),
             "azure" => Ok(Self::Azure),
-            _ => Err(format!(
-                "unsupported kind {s:?} (expected ollama, openai, anthropic, gemini or azure)"
-            )),
+            _ => Err(ValueError::Kind(s.to_owned())),
         }
     }
 }
@@ -509,7 +507,7 @@ impl fmt::Display for Strategy {
 }
 
 impl FromStr for Strategy {
-    type Err = String;
+    type Err = ValueError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
@@ -517,9 +515,7 @@ impl FromStr for Strategy {
             "lowest_latency" => Ok(Self::LowestLatency),
             "round_robin" => Ok(Self::RoundRobin),
             "weighted" => Ok(Self::Weighted),
-            _ => Err(format!(
-                "unknown strategy {s:?} (expected least_active, lowest_latency, round_robin or weighted)"
-            )),
+            _ => Err(ValueError::Strategy(s.to_owned())),
         }
     }
 }

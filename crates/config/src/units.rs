@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::error::ValueError;
+
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
 /// The longest duration any setting takes (timeouts, cooldowns, intervals, windows…): one day.
@@ -11,18 +13,19 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// `d` if it is at most [`MAX_DURATION`], else an error quoting `written` (the value as the
 /// user wrote it).
-pub fn bounded_duration(written: impl std::fmt::Display, d: Duration) -> Result<Duration, String> {
+pub fn bounded_duration(
+    written: impl std::fmt::Display,
+    d: Duration,
+) -> Result<Duration, ValueError> {
     if d > MAX_DURATION {
-        Err(format!(
-            "duration {written} is longer than the maximum of 24h (1 day)"
-        ))
+        Err(ValueError::DurationTooLong(written.to_string()))
     } else {
         Ok(d)
     }
 }
 
-fn duration_error(s: &str) -> String {
-    format!(r#"invalid duration {s:?} (use e.g. "500ms", "5s", "1m", "1h30m")"#)
+fn duration_error(s: &str) -> ValueError {
+    ValueError::Duration(s.to_owned())
 }
 
 /// Parses a duration such as `"500ms"`, `"5s"`, `"1m"`, `"2h"`, `"1m30s"`, `"1.5s"`, or a bare
@@ -31,11 +34,11 @@ fn duration_error(s: &str) -> String {
 /// Units are `ms`, `s`, `m` and `h` (case-insensitive); components may be combined and may carry
 /// a decimal fraction. Negative, empty and unit-less fractional values are rejected, and so
 /// is anything longer than [`MAX_DURATION`].
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     parse_unbounded(s).and_then(|d| bounded_duration(format_args!("{s:?}"), d))
 }
 
-fn parse_unbounded(s: &str) -> Result<Duration, String> {
+fn parse_unbounded(s: &str) -> Result<Duration, ValueError> {
     let text = s.trim();
     if text.is_empty() {
         return Err(duration_error(s));
@@ -44,7 +47,7 @@ fn parse_unbounded(s: &str) -> Result<Duration, String> {
         return text
             .parse::<u64>()
             .map(Duration::from_secs)
-            .map_err(|_| format!("duration {s:?} is too large"));
+            .map_err(|_| ValueError::DurationTooLarge(s.to_owned()));
     }
 
     let mut total: u128 = 0;
@@ -77,7 +80,7 @@ fn parse_unbounded(s: &str) -> Result<Duration, String> {
             // more likely a typo than "1m30s".
             _ => return Err(duration_error(s)),
         };
-        let too_large = || format!("duration {s:?} is too large");
+        let too_large = || ValueError::DurationTooLarge(s.to_owned());
         let whole = if int_digits.is_empty() {
             0
         } else {
@@ -99,23 +102,21 @@ fn parse_unbounded(s: &str) -> Result<Duration, String> {
         rest = after_unit.trim_start();
     }
 
-    let secs =
-        u64::try_from(total / NANOS_PER_SEC).map_err(|_| format!("duration {s:?} is too large"))?;
+    let secs = u64::try_from(total / NANOS_PER_SEC)
+        .map_err(|_| ValueError::DurationTooLarge(s.to_owned()))?;
     // The remainder is below 10^9, so it always fits in u32.
     let nanos = (total % NANOS_PER_SEC) as u32;
     Ok(Duration::new(secs, nanos))
 }
 
-fn size_error(s: &str) -> String {
-    format!(
-        r#"invalid size {s:?} (use e.g. "512KiB", "32MiB", "1GiB", "10MB" or a number of bytes)"#
-    )
+fn size_error(s: &str) -> ValueError {
+    ValueError::Size(s.to_owned())
 }
 
 /// Parses a size such as `"32MiB"`, `"512KiB"`, `"1GiB"`, `"10MB"`, `"1KB"`, `"1024B"` or a bare
 /// integer number of bytes. Units are case-insensitive; `KB`/`MB`/`GB`/`TB` are powers of 1000
 /// and `KiB`/`MiB`/`GiB`/`TiB` powers of 1024.
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub fn parse_size(s: &str) -> Result<usize, ValueError> {
     let text = s.trim();
     let digits_len = text.bytes().take_while(u8::is_ascii_digit).count();
     let (digits, unit) = text.split_at(digits_len);
@@ -134,7 +135,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "tib" => 1 << 40,
         _ => return Err(size_error(s)),
     };
-    let too_large = || format!("size {s:?} is too large");
+    let too_large = || ValueError::SizeTooLarge(s.to_owned());
     let count = digits.parse::<u64>().map_err(|_| too_large())?;
     let bytes = count.checked_mul(multiplier).ok_or_else(too_large)?;
     usize::try_from(bytes).map_err(|_| too_large())
@@ -167,15 +168,16 @@ mod tests {
         for bad in [
             "", " ", "5x", "-5s", "s", "1.s5", "1m30", "5 sec", "1.5", ".s", "1h-5m", "5s!",
         ] {
-            let err = parse_duration(bad).unwrap_err();
+            let err = parse_duration(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid duration"), "{bad:?} gave {err}");
         }
         assert_eq!(
-            parse_duration("5x").unwrap_err(),
+            parse_duration("5x").unwrap_err().to_string(),
             r#"invalid duration "5x" (use e.g. "500ms", "5s", "1m", "1h30m")"#
         );
         assert!(parse_duration("99999999999999999999999h")
             .unwrap_err()
+            .to_string()
             .contains("too large"));
     }
 
@@ -184,7 +186,7 @@ mod tests {
         assert_eq!(parse_duration("24h").unwrap(), MAX_DURATION);
         assert_eq!(parse_duration("86400").unwrap(), MAX_DURATION);
         for long in ["24h1ms", "86401", "9300000000000000000", "25h", "1441m"] {
-            let err = parse_duration(long).unwrap_err();
+            let err = parse_duration(long).unwrap_err().to_string();
             assert!(err.contains("maximum of 24h"), "{long:?} gave {err}");
         }
     }
@@ -266,11 +268,12 @@ mod tests {
     #[test]
     fn bad_sizes() {
         for bad in ["", "MiB", "32XB", "-1", "1.5MiB", "32 MiB extra"] {
-            let err = parse_size(bad).unwrap_err();
+            let err = parse_size(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid size"), "{bad:?} gave {err}");
         }
         assert!(parse_size("99999999999999999999TiB")
             .unwrap_err()
+            .to_string()
             .contains("too large"));
     }
 }

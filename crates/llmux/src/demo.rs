@@ -11,7 +11,14 @@ const PROVIDER_KEY: &str = "sk-demo-provider-key";
 /// The demo's console login (its store is in memory and dies with it).
 const DEMO_USER: (&str, &str) = ("demo", "demo");
 
-pub async fn run(listen: SocketAddr) -> Result<(), String> {
+/// The demo's mock upstreams: two Ollama nodes and an OpenAI-compatible provider.
+struct Mocks {
+    gpu_a: MockServer,
+    gpu_b: MockServer,
+    openai: MockServer,
+}
+
+async fn start_mocks() -> Result<Mocks, String> {
     // Slow enough to watch tokens arrive one by one, fast enough not to bore.
     let pace = |name: &str, models: &[&str], loaded: &[&str]| MockConfig {
         name: name.to_string(),
@@ -47,8 +54,16 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
     );
     openai_cfg.api_key = Some(PROVIDER_KEY.to_string());
     let openai = start(openai_cfg).await?;
+    Ok(Mocks {
+        gpu_a,
+        gpu_b,
+        openai,
+    })
+}
 
-    let toml = format!(
+/// The demo's config file: the gateway on `listen` in front of `mocks`, its store in memory.
+fn demo_toml(listen: SocketAddr, mocks: &Mocks) -> String {
+    format!(
         r#"
 [server]
 listen = "{listen}"
@@ -82,10 +97,15 @@ kind = "openai"
 url = "{o}/v1"
 keys = ["{PROVIDER_KEY}"]
 "#,
-        a = gpu_a.url(),
-        b = gpu_b.url(),
-        o = openai.url(),
-    );
+        a = mocks.gpu_a.url(),
+        b = mocks.gpu_b.url(),
+        o = mocks.openai.url(),
+    )
+}
+
+pub async fn run(listen: SocketAddr) -> Result<(), String> {
+    let mocks = start_mocks().await?;
+    let toml = demo_toml(listen, &mocks);
     let config =
         Config::from_toml_str(&toml, &|_| None).map_err(|e| format!("demo config: {e}"))?;
     let (store, keys) = crate::serve::open_store(&config).await?;
@@ -117,7 +137,7 @@ keys = ["{PROVIDER_KEY}"]
         crate::serve::shutdown_signal(),
     )
     .await;
-    drop((gpu_a, gpu_b, openai));
+    drop(mocks);
     result
 }
 

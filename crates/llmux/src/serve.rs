@@ -124,17 +124,16 @@ pub async fn open_store(config: &Config) -> Result<(Store, MasterKeys), String> 
     Ok((store, keys))
 }
 
-/// Runs a gateway with its control plane on `listener` until `stop` resolves, then gives open
-/// calls `server.shutdown_grace` to finish.
-pub async fn run_gateway(
+/// The gateway on the effective config (file + store), with its limits backend and its
+/// control plane; the start-up revision recorded.
+async fn compose(
     loaded: Loaded,
-    store: Store,
+    store: &Store,
     keys: MasterKeys,
-    listener: tokio::net::TcpListener,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    let grace = loaded.config.server.shutdown_grace;
-    let (effective, overlay) = llmux_admin::initial_config(&store, &keys, &loaded.config).await?;
+) -> Result<(Arc<Gateway>, Arc<ControlPlane>), String> {
+    let (effective, overlay) = llmux_admin::initial_config(store, &keys, &loaded.config)
+        .await
+        .map_err(|e| e.to_string())?;
     let gw = Gateway::new(effective.clone()).map_err(|e| e.to_string())?;
     if effective.limits.backend == llmux_config::LimitsBackend::Redis {
         // Fixed at start-up: switching the backend of live counters would reset every limit.
@@ -163,17 +162,11 @@ pub async fn run_gateway(
     if let Err(e) = cp.record_startup().await {
         tracing::warn!(error = %e, "cannot record the start-up config revision");
     }
-    let tasks = TaskTracker::new();
-    let cancel = CancellationToken::new();
-    gw.start(&tasks, cancel.clone()).await;
-    // The call-log writer stops last: only once no call can finish any more (below).
-    let writer_stop = CancellationToken::new();
-    cp.start_accounting(&tasks, writer_stop.clone()).await;
-    llmux_gateway::limits::start(&gw, &tasks, cancel.clone());
-    llmux_admin::watch::spawn(&cp, &tasks, cancel.clone());
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    Ok((gw, cp))
+}
+
+/// One log line per upstream with its state after the start-up probe.
+fn log_upstreams(gw: &Gateway) {
     for up in gw.routes().upstreams.iter() {
         let s = up.state();
         tracing::info!(
@@ -186,6 +179,31 @@ pub async fn run_gateway(
             "upstream"
         );
     }
+}
+
+/// Runs a gateway with its control plane on `listener` until `stop` resolves, then gives open
+/// calls `server.shutdown_grace` to finish.
+pub async fn run_gateway(
+    loaded: Loaded,
+    store: Store,
+    keys: MasterKeys,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let grace = loaded.config.server.shutdown_grace;
+    let (gw, cp) = compose(loaded, &store, keys).await?;
+    let tasks = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    gw.start(&tasks, cancel.clone()).await;
+    // The call-log writer stops last: only once no call can finish any more (below).
+    let writer_stop = CancellationToken::new();
+    cp.start_accounting(&tasks, writer_stop.clone()).await;
+    llmux_gateway::limits::start(&gw, &tasks, cancel.clone());
+    llmux_admin::watch::spawn(&cp, &tasks, cancel.clone());
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    log_upstreams(&gw);
     // A stable line that scripts and tests wait for.
     crate::say(&format!("llmux listening on http://{addr}"));
 
@@ -228,28 +246,50 @@ pub async fn run_gateway(
     tracing::info!(grace = ?grace, "shutting down: no new connections; waiting for open calls");
     cancel.cancel();
     tasks.close();
-    match tokio::time::timeout(grace, &mut server).await {
+    drain_calls(&gw, grace, &mut server).await;
+    writer_stop.cancel();
+    finish(&tasks, &store).await;
+    Ok(())
+}
+
+/// Waits up to `grace` for the open calls; then cuts the streams still open, then drops the
+/// calls left, each step given [`CUT_SETTLE`] so their records still reach the writer.
+async fn drain_calls<F: std::future::Future + Unpin>(
+    gw: &Gateway,
+    grace: Duration,
+    server: &mut F,
+) {
+    match tokio::time::timeout(grace, &mut *server).await {
         Ok(_) => tracing::info!("all calls finished; bye"),
         Err(_) => {
             tracing::warn!(grace = ?grace, "grace period over; cutting the streams still open");
             // Each open stream ends now with its error event and queues its record (what it
             // delivered), while the call-log writer still runs; their connections then close.
             gw.accounting.streams_cut.cancel();
-            if tokio::time::timeout(CUT_SETTLE, &mut server).await.is_err() {
+            if tokio::time::timeout(CUT_SETTLE, &mut *server)
+                .await
+                .is_err()
+            {
                 // Calls with no stream to cut (waiting for an upstream, reading a whole
                 // answer): dropped now, so their records settle while the writer runs.
                 tracing::warn!("calls still open after the cut: dropping them");
                 gw.accounting.calls_dropped.cancel();
-                if tokio::time::timeout(CUT_SETTLE, &mut server).await.is_err() {
+                if tokio::time::timeout(CUT_SETTLE, &mut *server)
+                    .await
+                    .is_err()
+                {
                     tracing::warn!("connections still open after the drop; closing them at exit");
                 }
             }
         }
     }
-    writer_stop.cancel();
+}
+
+/// Once the call-log writer is told to stop: waits for the background tasks, closes the store.
+async fn finish(tasks: &TaskTracker, store: &Store) {
     // The writer gives up on a store that cannot take its records within its own bound (they
     // go to the spill file); this outer bound only guards against a task that hangs.
-    let bound = llmux_admin::calllog::SHUTDOWN_WRITE + Duration::from_secs(2);
+    let bound = llmux_hub::calllog::SHUTDOWN_WRITE + Duration::from_secs(2);
     if tokio::time::timeout(bound, tasks.wait()).await.is_err() {
         tracing::warn!("background tasks still running at exit");
     }
@@ -259,7 +299,6 @@ pub async fn run_gateway(
     {
         tracing::warn!("the store did not close in time");
     }
-    Ok(())
 }
 
 /// After the grace period, how long the cut streams get to end and their connections to close.

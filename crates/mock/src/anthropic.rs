@@ -1,13 +1,16 @@
 //! Anthropic Messages API (version 2023-06-01): `/v1/messages` with its SSE event sequence, token counting and the model list.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::handler::{anthropic_error, bad_request, model_not_found, ok_json, Admitted, Dialect};
+use crate::handler::{Admitted, Dialect};
 use crate::ollama::{full_text, push_token, TOOL_ARGS};
+use crate::reply::{anthropic_error, bad_request, model_not_found, ok_json};
 use crate::state::Shared;
 use crate::stream::streaming;
 use crate::util::{self, js, rfc3339};
@@ -77,6 +80,128 @@ fn parse(bytes: &Bytes) -> Result<(MessagesReq, String), Box<Response>> {
     }
 }
 
+/// One `/v1/messages` answer, whole or as its SSE event sequence.
+struct Message {
+    id: String,
+    tool_id: String,
+    /// The model, as a JSON string.
+    model: String,
+    /// The tool "called", or None for a text answer.
+    tool: Option<String>,
+    /// Text tokens (a text answer has this many words).
+    n: usize,
+    input: u64,
+    output: usize,
+    stop: &'static str,
+    /// The node, whose name makes the words of a text answer.
+    st: Arc<Shared>,
+}
+
+impl Message {
+    fn whole(&self) -> String {
+        let Message {
+            id,
+            tool_id,
+            model,
+            stop,
+            input,
+            output,
+            ..
+        } = self;
+        let content = match &self.tool {
+            Some(t) => format!(
+                r#"{{"type":"tool_use","id":"{tool_id}","name":{},"input":{TOOL_ARGS}}}"#,
+                js(t)
+            ),
+            None => format!(
+                r#"{{"type":"text","text":"{}"}}"#,
+                full_text(&self.st.name_json, self.n)
+            ),
+        };
+        format!(
+            r#"{{"id":"{id}","type":"message","role":"assistant","model":{model},"content":[{content}],"stop_reason":"{stop}","stop_sequence":null,"usage":{{"input_tokens":{input},"output_tokens":{output}}}}}"#
+        )
+    }
+
+    /// The `i`th event of the stream (None after `message_stop`).
+    fn event(&self, i: usize) -> Option<String> {
+        let Message {
+            id,
+            model,
+            stop,
+            input,
+            output,
+            ..
+        } = self;
+        let output = *output;
+        let (name, data) = match i {
+            0 => (
+                "message_start",
+                format!(
+                    r#"{{"type":"message_start","message":{{"id":"{id}","type":"message","role":"assistant","model":{model},"content":[],"stop_reason":null,"stop_sequence":null,"usage":{{"input_tokens":{input},"output_tokens":1}}}}}}"#
+                ),
+            ),
+            1 => (
+                "content_block_start",
+                format!(
+                    r#"{{"type":"content_block_start","index":0,"content_block":{}}}"#,
+                    self.block()
+                ),
+            ),
+            2 => ("ping", r#"{"type": "ping"}"#.to_owned()),
+            i if i < LEAD + output => (
+                "content_block_delta",
+                format!(
+                    r#"{{"type":"content_block_delta","index":0,"delta":{}}}"#,
+                    self.delta(i - LEAD)
+                ),
+            ),
+            i => match i - LEAD - output {
+                0 => (
+                    "content_block_stop",
+                    r#"{"type":"content_block_stop","index":0}"#.to_owned(),
+                ),
+                1 => (
+                    "message_delta",
+                    format!(
+                        r#"{{"type":"message_delta","delta":{{"stop_reason":"{stop}","stop_sequence":null}},"usage":{{"output_tokens":{output}}}}}"#
+                    ),
+                ),
+                2 => ("message_stop", r#"{"type":"message_stop"}"#.to_owned()),
+                _ => return None,
+            },
+        };
+        Some(format!("event: {name}\ndata: {data}\n\n"))
+    }
+
+    /// The content block `content_block_start` opens.
+    fn block(&self) -> String {
+        match &self.tool {
+            Some(t) => format!(
+                r#"{{"type":"tool_use","id":"{}","name":{},"input":{{}}}}"#,
+                self.tool_id,
+                js(t)
+            ),
+            None => r#"{"type":"text","text":""}"#.to_owned(),
+        }
+    }
+
+    /// The `k`th delta: a piece of the tool's arguments, or the `k`th word.
+    fn delta(&self, k: usize) -> String {
+        if self.tool.is_some() {
+            format!(
+                r#"{{"type":"input_json_delta","partial_json":{}}}"#,
+                js(TOOL_FRAGMENTS[k])
+            )
+        } else {
+            let mut d = String::from(r#"{"type":"text_delta","text":""#);
+            push_token(&mut d, &self.st.name_json, k);
+            d.push_str("\"}");
+            d
+        }
+    }
+}
+
 pub(crate) async fn messages(adm: Admitted, bytes: &Bytes) -> Response {
     let (req, model) = match parse(bytes) {
         Ok(r) => r,
@@ -94,7 +219,6 @@ pub(crate) async fn messages(adm: Admitted, bytes: &Bytes) -> Response {
     let streams = req.stream.unwrap_or(false);
     let call = adm.into_call(model, streams).await;
     let st = call.st.clone();
-    let input = req.input_tokens(req.messages.as_deref().unwrap_or(&[]));
     let tool = req.tool_name();
     let (n, reason) = call.budget(Some(max_tokens));
     let (output, stop) = match tool {
@@ -102,83 +226,22 @@ pub(crate) async fn messages(adm: Admitted, bytes: &Bytes) -> Response {
         None if reason == "length" => (n, "max_tokens"),
         None => (n, "end_turn"),
     };
-    let id = format!("msg_01{}", st.next_id(22));
-    let tool_id = format!("toolu_01{}", st.next_id(22));
-    let model = js(&call.model);
-
-    if !streams {
-        let content = match &tool {
-            Some(t) => format!(
-                r#"{{"type":"tool_use","id":"{tool_id}","name":{},"input":{TOOL_ARGS}}}"#,
-                js(t)
-            ),
-            None => format!(
-                r#"{{"type":"text","text":"{}"}}"#,
-                full_text(&st.name_json, n)
-            ),
-        };
-        let body = format!(
-            r#"{{"id":"{id}","type":"message","role":"assistant","model":{model},"content":[{content}],"stop_reason":"{stop}","stop_sequence":null,"usage":{{"input_tokens":{input},"output_tokens":{output}}}}}"#
-        );
-        return ok_json(Dialect::Anthropic, body);
-    }
-
-    let block = match &tool {
-        Some(t) => format!(
-            r#"{{"type":"tool_use","id":"{tool_id}","name":{},"input":{{}}}}"#,
-            js(t)
-        ),
-        None => r#"{"type":"text","text":""}"#.to_owned(),
+    let message = Message {
+        id: format!("msg_01{}", st.next_id(22)),
+        tool_id: format!("toolu_01{}", st.next_id(22)),
+        model: js(&call.model),
+        tool,
+        n,
+        input: req.input_tokens(req.messages.as_deref().unwrap_or(&[])),
+        output,
+        stop,
+        st,
     };
-    let is_tool = tool.is_some();
+    if !streams {
+        return ok_json(Dialect::Anthropic, message.whole());
+    }
     let pace = call.pace();
-    streaming(SSE, pace, call.guard, move |i| {
-        let (name, data) = match i {
-            0 => (
-                "message_start",
-                format!(
-                    r#"{{"type":"message_start","message":{{"id":"{id}","type":"message","role":"assistant","model":{model},"content":[],"stop_reason":null,"stop_sequence":null,"usage":{{"input_tokens":{input},"output_tokens":1}}}}}}"#
-                ),
-            ),
-            1 => (
-                "content_block_start",
-                format!(r#"{{"type":"content_block_start","index":0,"content_block":{block}}}"#),
-            ),
-            2 => ("ping", r#"{"type": "ping"}"#.to_owned()),
-            i if i < LEAD + output => {
-                let delta = if is_tool {
-                    format!(
-                        r#"{{"type":"input_json_delta","partial_json":{}}}"#,
-                        js(TOOL_FRAGMENTS[i - LEAD])
-                    )
-                } else {
-                    let mut d = String::from(r#"{"type":"text_delta","text":""#);
-                    push_token(&mut d, &st.name_json, i - LEAD);
-                    d.push_str("\"}");
-                    d
-                };
-                (
-                    "content_block_delta",
-                    format!(r#"{{"type":"content_block_delta","index":0,"delta":{delta}}}"#),
-                )
-            }
-            i => match i - LEAD - output {
-                0 => (
-                    "content_block_stop",
-                    r#"{"type":"content_block_stop","index":0}"#.to_owned(),
-                ),
-                1 => (
-                    "message_delta",
-                    format!(
-                        r#"{{"type":"message_delta","delta":{{"stop_reason":"{stop}","stop_sequence":null}},"usage":{{"output_tokens":{output}}}}}"#
-                    ),
-                ),
-                2 => ("message_stop", r#"{"type":"message_stop"}"#.to_owned()),
-                _ => return None,
-            },
-        };
-        Some(format!("event: {name}\ndata: {data}\n\n"))
-    })
+    streaming(SSE, pace, call.guard, move |i| message.event(i))
 }
 
 /// `POST /v1/messages/count_tokens`: not a generation, so neither counted nor failed.

@@ -7,8 +7,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::anthropic::display_name;
-use crate::handler::{bad_request, gemini_error, ok_json, Admitted, Dialect, GEMINI_JSON};
+use crate::handler::{Admitted, Dialect, GEMINI_JSON};
 use crate::ollama::{push_token, TOOL_ARGS};
+use crate::reply::{bad_request, gemini_error, ok_json};
 use crate::state::Shared;
 use crate::stream::streaming;
 use crate::util::{self, js};
@@ -164,6 +165,43 @@ pub(crate) async fn generation(
     }
 }
 
+/// A text part holding the words `tokens` of the answer.
+fn text_part(name_json: &str, tokens: std::ops::Range<usize>) -> String {
+    let mut p = String::from(r#"{"text":""#);
+    tokens.for_each(|i| push_token(&mut p, name_json, i));
+    p.push_str("\"}");
+    p
+}
+
+/// What every GenerateContentResponse of one call shares.
+struct Envelope {
+    /// `usageMetadata`.
+    usage: String,
+    /// `modelVersion` and `responseId`, and the closing brace.
+    tail: String,
+    finish: &'static str,
+}
+
+impl Envelope {
+    /// A whole GenerateContentResponse holding `parts`; the last one carries finish and usage.
+    fn wrap(&self, parts: &str, last: bool) -> String {
+        let mut s = String::with_capacity(parts.len() + self.usage.len() + self.tail.len() + 128);
+        s.push_str(r#"{"candidates":[{"content":{"parts":["#);
+        s.push_str(parts);
+        s.push_str(r#"],"role":"model"},"#);
+        if last {
+            s.push_str(r#""finishReason":""#);
+            s.push_str(self.finish);
+            s.push_str(r#"","index":0}],"usageMetadata":"#);
+            s.push_str(&self.usage);
+        } else {
+            s.push_str(r#""index":0}]"#);
+        }
+        s.push_str(&self.tail);
+        s
+    }
+}
+
 async fn generate(adm: Admitted, method: Method, model: String, bytes: &Bytes) -> Response {
     let req: GenerateReq = match serde_json::from_slice(bytes) {
         Ok(r) => r,
@@ -204,31 +242,15 @@ async fn generate(adm: Admitted, method: Method, model: String, bytes: &Bytes) -
             js(&f)
         )
     });
-    // A whole GenerateContentResponse holding `parts`; the last one carries finish and usage.
-    let response = move |parts: &str, last: bool| {
-        let mut s = String::with_capacity(parts.len() + usage.len() + tail.len() + 128);
-        s.push_str(r#"{"candidates":[{"content":{"parts":["#);
-        s.push_str(parts);
-        s.push_str(r#"],"role":"model"},"#);
-        if last {
-            s.push_str(r#""finishReason":""#);
-            s.push_str(finish);
-            s.push_str(r#"","index":0}],"usageMetadata":"#);
-            s.push_str(&usage);
-        } else {
-            s.push_str(r#""index":0}]"#);
-        }
-        s.push_str(&tail);
-        s
+    let envelope = Envelope {
+        usage,
+        tail,
+        finish,
     };
+    let response = move |parts: &str, last: bool| envelope.wrap(parts, last);
 
     let Some(sse) = sse else {
-        let parts = call_part.unwrap_or_else(|| {
-            let mut p = String::from(r#"{"text":""#);
-            (0..n).for_each(|i| push_token(&mut p, &st.name_json, i));
-            p.push_str("\"}");
-            p
-        });
+        let parts = call_part.unwrap_or_else(|| text_part(&st.name_json, 0..n));
         return ok_json(Dialect::Gemini, response(&parts, true));
     };
 
@@ -239,14 +261,9 @@ async fn generate(adm: Admitted, method: Method, model: String, bytes: &Bytes) -
         if i >= frames {
             return None;
         }
-        let part = call_part.clone().unwrap_or_else(|| {
-            let mut p = String::from(r#"{"text":""#);
-            if i < n {
-                push_token(&mut p, &st.name_json, i);
-            }
-            p.push_str("\"}");
-            p
-        });
+        let part = call_part
+            .clone()
+            .unwrap_or_else(|| text_part(&st.name_json, i..(i + 1).min(n)));
         let last = i + 1 == frames;
         let body = response(&part, last);
         Some(if sse {

@@ -2,14 +2,16 @@
 //
 // Used by the gateway's tests, by `llmux demo` and as the benchmark's upstream, so
 // replies are deterministic, byte-faithful to the real servers and cheap to produce.
-// Paths: Ollama `/`, `/api/*`; OpenAI `/v1/*` (chat, completions, embeddings, responses); Anthropic `/v1/messages` (and `/v1/models`
-// when asked with `anthropic-version`); Gemini `/v1beta/models*`.
+// Paths: Ollama `/`, `/api/*`; OpenAI `/v1/*` (chat, completions, embeddings, responses);
+// Azure OpenAI `/openai/*`; Anthropic `/v1/messages` (and `/v1/models` when asked with
+// `anthropic-version`); Gemini `/v1beta/models*` (and `/v1/models*` from google-genai clients).
 
 mod anthropic;
 mod gemini;
 mod handler;
 mod ollama;
 mod openai;
+mod reply;
 mod responses;
 mod server;
 mod state;

@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use crate::handler::{bad_request, ok_json, ollama_error, respond, Call, Dialect, GenReq};
+use crate::handler::{Call, Dialect, GenReq};
+use crate::reply::{bad_request, ok_json, ollama_error, respond};
 use crate::state::Shared;
 use crate::stream::streaming;
 use crate::util::{self, js, rfc3339};

@@ -6,8 +6,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use crate::handler::{model_not_found, ok_json, openai_error, Call, Dialect, GenReq};
+use crate::handler::{Call, Dialect, GenReq};
 use crate::ollama::{full_text, push_token, TOOL_ARGS};
+use crate::reply::{model_not_found, ok_json, openai_error};
 use crate::state::Shared;
 use crate::stream::streaming;
 use crate::util::{self, js, unix_now};

@@ -3,8 +3,9 @@
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use crate::handler::{ok_json, Call, Dialect, GenReq};
+use crate::handler::{Call, Dialect, GenReq};
 use crate::ollama::TOOL_ARGS;
+use crate::reply::ok_json;
 use crate::stream::streaming;
 use crate::util::{self, unix_now};
 
@@ -98,142 +99,157 @@ fn event(seq: &mut u64, ty: &str, body: Value) -> String {
     format!("event: {ty}\ndata: {}\n\n", Value::Object(o))
 }
 
+/// The answer's one output item: a message, or a function call when the request has tools.
+struct Item {
+    id: String,
+    call_id: String,
+    tool: Option<String>,
+}
+
+impl Item {
+    fn view(&self, status: &str, text: &str, args: &str) -> Value {
+        let Item { id, call_id, .. } = self;
+        match &self.tool {
+            Some(name) => json!({
+                "id": id, "type": "function_call", "status": status,
+                "arguments": args, "call_id": call_id, "name": name,
+            }),
+            None => json!({
+                "id": id, "type": "message", "status": status,
+                "content": if status == "in_progress" { json!([]) } else { json!([output_text(text)]) },
+                "role": "assistant",
+            }),
+        }
+    }
+}
+
+/// The SSE events of one streamed answer, numbered as they are added.
+struct Events {
+    seq: u64,
+    out: Vec<String>,
+    /// `item_id` and `output_index` of the item the deltas belong to.
+    at: Value,
+}
+
+impl Events {
+    fn push(&mut self, ty: &str, body: Value) {
+        let e = event(&mut self.seq, ty, body);
+        self.out.push(e);
+    }
+
+    /// An event about the output item: `extra` after its `item_id` and `output_index`.
+    fn push_at(&mut self, ty: &str, extra: Value) {
+        let mut o = self.at.clone();
+        if let (Value::Object(o), Value::Object(e)) = (&mut o, extra) {
+            o.extend(e);
+        }
+        self.push(ty, o);
+    }
+}
+
+/// The deltas of a function call's arguments, or of a message's text part by part.
+fn push_deltas(ev: &mut Events, item: &Item, words: &[String], text: &str) {
+    match &item.tool {
+        Some(name) => {
+            for frag in TOOL_FRAGMENTS {
+                ev.push_at(
+                    "response.function_call_arguments.delta",
+                    json!({"delta": frag}),
+                );
+            }
+            ev.push_at(
+                "response.function_call_arguments.done",
+                json!({"name": name, "arguments": TOOL_ARGS}),
+            );
+        }
+        None => {
+            let part = json!({"content_index": 0, "part": output_text("")});
+            ev.push_at("response.content_part.added", part);
+            for word in words {
+                let delta = json!({"content_index": 0, "delta": word, "logprobs": []});
+                ev.push_at("response.output_text.delta", delta);
+            }
+            let done = json!({"content_index": 0, "text": text, "logprobs": []});
+            ev.push_at("response.output_text.done", done);
+            let part = json!({"content_index": 0, "part": output_text(text)});
+            ev.push_at("response.content_part.done", part);
+        }
+    }
+}
+
+/// The whole event sequence: created, in progress, the item and its deltas, then `done`.
+fn stream_events(started: Value, done: Value, item: &Item, words: &[String]) -> Vec<String> {
+    let text: String = words.concat();
+    let mut ev = Events {
+        seq: 0,
+        out: Vec::new(),
+        at: json!({"item_id": item.id, "output_index": 0}),
+    };
+    ev.push("response.created", json!({"response": started}));
+    ev.push("response.in_progress", json!({"response": started}));
+    ev.push(
+        "response.output_item.added",
+        json!({"output_index": 0, "item": item.view("in_progress", "", "")}),
+    );
+    push_deltas(&mut ev, item, words, &text);
+    ev.push(
+        "response.output_item.done",
+        json!({"output_index": 0, "item": item.view("completed", &text, TOOL_ARGS)}),
+    );
+    let last = if done["status"] == "incomplete" {
+        "response.incomplete"
+    } else {
+        "response.completed"
+    };
+    ev.push(last, json!({"response": done}));
+    ev.out
+}
+
 pub(crate) fn responses(call: Call, req: &GenReq, streams: bool) -> Response {
     let st = call.st.clone();
     let prompt = input_tokens(req);
     let tool = req.tool_name();
     let (n, reason) = call.budget(req.max_output_tokens);
     let id = format!("resp_{}", st.next_id(48));
-    let item_id = match tool {
-        Some(_) => format!("fc_{}", st.next_id(48)),
-        None => format!("msg_{}", st.next_id(48)),
+    let item = Item {
+        id: match tool {
+            Some(_) => format!("fc_{}", st.next_id(48)),
+            None => format!("msg_{}", st.next_id(48)),
+        },
+        call_id: format!("call_{}", st.next_id(24)),
+        tool,
     };
-    let call_id = format!("call_{}", st.next_id(24));
     let created = unix_now();
-    let text: String = (0..n).map(|i| token(&st.name, i)).collect();
-    let output_tokens = match tool {
+    let words: Vec<String> = (0..n).map(|i| token(&st.name, i)).collect();
+    let text = words.concat();
+    let output_tokens = match item.tool {
         Some(_) => TOOL_FRAGMENTS.len() as u64,
         None => n as u64,
     };
-    let item = |status: &str, text: &str, args: &str| match &tool {
-        Some(name) => json!({
-            "id": item_id, "type": "function_call", "status": status,
-            "arguments": args, "call_id": call_id, "name": name,
-        }),
-        None => json!({
-            "id": item_id, "type": "message", "status": status,
-            "content": if status == "in_progress" { json!([]) } else { json!([output_text(text)]) },
-            "role": "assistant",
-        }),
-    };
-    let incomplete = tool.is_none() && reason == "length";
+    let incomplete = item.tool.is_none() && reason == "length";
     let mut done = response(&id, created, &call.model, req);
-    done.insert(
-        "status".into(),
-        json!(if incomplete {
-            "incomplete"
-        } else {
-            "completed"
-        }),
-    );
+    let status = if incomplete {
+        "incomplete"
+    } else {
+        "completed"
+    };
+    done.insert("status".into(), json!(status));
     if incomplete {
         done.insert(
             "incomplete_details".into(),
             json!({"reason": "max_output_tokens"}),
         );
     }
-    done.insert(
-        "output".into(),
-        json!([item("completed", &text, TOOL_ARGS)]),
-    );
+    let output = json!([item.view("completed", &text, TOOL_ARGS)]);
+    done.insert("output".into(), output);
     done.insert("usage".into(), usage(prompt, output_tokens));
 
     if !streams {
         return ok_json(Dialect::OpenAi, Value::Object(done).to_string());
     }
-
-    let mut seq = 0;
-    let mut frames = Vec::new();
     let started = Value::Object(response(&id, created, &call.model, req));
-    frames.push(event(
-        &mut seq,
-        "response.created",
-        json!({"response": started}),
-    ));
-    frames.push(event(
-        &mut seq,
-        "response.in_progress",
-        json!({"response": started}),
-    ));
-    frames.push(event(
-        &mut seq,
-        "response.output_item.added",
-        json!({"output_index": 0, "item": item("in_progress", "", "")}),
-    ));
-    let at = json!({"item_id": item_id, "output_index": 0});
-    let with = |extra: Value| {
-        let mut o = at.clone();
-        if let (Value::Object(o), Value::Object(e)) = (&mut o, extra) {
-            o.extend(e);
-        }
-        o
-    };
-    match &tool {
-        Some(name) => {
-            for frag in TOOL_FRAGMENTS {
-                frames.push(event(
-                    &mut seq,
-                    "response.function_call_arguments.delta",
-                    with(json!({"delta": frag})),
-                ));
-            }
-            frames.push(event(
-                &mut seq,
-                "response.function_call_arguments.done",
-                with(json!({"name": name, "arguments": TOOL_ARGS})),
-            ));
-        }
-        None => {
-            frames.push(event(
-                &mut seq,
-                "response.content_part.added",
-                with(json!({"content_index": 0, "part": output_text("")})),
-            ));
-            for i in 0..n {
-                frames.push(event(
-                    &mut seq,
-                    "response.output_text.delta",
-                    with(json!({"content_index": 0, "delta": token(&st.name, i), "logprobs": []})),
-                ));
-            }
-            frames.push(event(
-                &mut seq,
-                "response.output_text.done",
-                with(json!({"content_index": 0, "text": text, "logprobs": []})),
-            ));
-            frames.push(event(
-                &mut seq,
-                "response.content_part.done",
-                with(json!({"content_index": 0, "part": output_text(&text)})),
-            ));
-        }
-    }
-    frames.push(event(
-        &mut seq,
-        "response.output_item.done",
-        json!({"output_index": 0, "item": item("completed", &text, TOOL_ARGS)}),
-    ));
-    let last = if incomplete {
-        "response.incomplete"
-    } else {
-        "response.completed"
-    };
-    frames.push(event(
-        &mut seq,
-        last,
-        json!({"response": Value::Object(done)}),
-    ));
+    let events = stream_events(started, Value::Object(done), &item, &words);
     let pace = call.pace();
-    let mut frames = frames.into_iter();
-    streaming(SSE, pace, call.guard, move |_| frames.next())
+    let mut events = events.into_iter();
+    streaming(SSE, pace, call.guard, move |_| events.next())
 }

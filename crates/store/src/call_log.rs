@@ -274,6 +274,47 @@ macro_rules! cols {
     };
 }
 
+/// Inserts `$calls` into `call_log` within the transaction `$tx` of backend `$db`, with
+/// multi-row INSERTs (the values in [`cols!`] order); evaluates to the rows written.
+macro_rules! insert_call_rows {
+    ($tx:ident, $db:ident, $calls:expr) => {{
+        let mut written = 0;
+        for chunk in $calls.chunks(ROWS_PER_STATEMENT) {
+            let mut insert =
+                QueryBuilder::<$db>::new(concat!("INSERT INTO call_log (", cols!(), ") "));
+            insert.push_values(chunk, |mut row, call| {
+                row.push_bind(call.created_at)
+                    .push_bind(call.request_id.clone())
+                    .push_bind(call.app_id.clone())
+                    .push_bind(call.virtual_key_id.clone())
+                    .push_bind(call.dialect.clone())
+                    .push_bind(call.requested_model.clone())
+                    .push_bind(call.upstream.clone())
+                    .push_bind(call.upstream_model.clone())
+                    .push_bind(call.provider_key_id.clone())
+                    .push_bind(call.status)
+                    .push_bind(call.error_class.clone())
+                    .push_bind(call.attempts)
+                    .push_bind(call.latency_ms)
+                    .push_bind(call.ttft_ms)
+                    .push_bind(call.input_tokens)
+                    .push_bind(call.output_tokens)
+                    .push_bind(call.tokens_estimated)
+                    .push_bind(call.cost)
+                    .push_bind(call.client_ip.clone())
+                    .push_bind(call.request_body.clone())
+                    .push_bind(call.response_body.clone())
+                    .push_bind(call.chunks)
+                    .push_bind(call.reported_model.clone())
+                    .push_bind(attempt_log_json(&call.attempt_log))
+                    .push_bind(call.stream);
+            });
+            written += insert.build().execute(&mut *$tx).await?.rows_affected();
+        }
+        written
+    }};
+}
+
 /// Rows per INSERT statement: 25 parameters each stays below SQLite's 32 766 and
 /// PostgreSQL's 65 535 bind-parameter limits.
 const ROWS_PER_STATEMENT: usize = 1000;
@@ -285,40 +326,7 @@ impl Store {
             return Ok(0);
         }
         Ok(write_tx!(self, |tx, _kind, Db| {
-            let mut written = 0;
-            for chunk in calls.chunks(ROWS_PER_STATEMENT) {
-                let mut insert =
-                    QueryBuilder::<Db>::new(concat!("INSERT INTO call_log (", cols!(), ") "));
-                insert.push_values(chunk, |mut row, call| {
-                    row.push_bind(call.created_at)
-                        .push_bind(call.request_id.clone())
-                        .push_bind(call.app_id.clone())
-                        .push_bind(call.virtual_key_id.clone())
-                        .push_bind(call.dialect.clone())
-                        .push_bind(call.requested_model.clone())
-                        .push_bind(call.upstream.clone())
-                        .push_bind(call.upstream_model.clone())
-                        .push_bind(call.provider_key_id.clone())
-                        .push_bind(call.status)
-                        .push_bind(call.error_class.clone())
-                        .push_bind(call.attempts)
-                        .push_bind(call.latency_ms)
-                        .push_bind(call.ttft_ms)
-                        .push_bind(call.input_tokens)
-                        .push_bind(call.output_tokens)
-                        .push_bind(call.tokens_estimated)
-                        .push_bind(call.cost)
-                        .push_bind(call.client_ip.clone())
-                        .push_bind(call.request_body.clone())
-                        .push_bind(call.response_body.clone())
-                        .push_bind(call.chunks)
-                        .push_bind(call.reported_model.clone())
-                        .push_bind(attempt_log_json(&call.attempt_log))
-                        .push_bind(call.stream);
-                });
-                written += insert.build().execute(&mut *tx).await?.rows_affected();
-            }
-            written
+            insert_call_rows!(tx, Db, calls)
         }))
     }
 
@@ -399,6 +407,42 @@ struct Sums {
 /// Rollup buckets, by name and length in milliseconds (UTC days).
 const BUCKETS: [(&str, i64); 2] = [("hour", 3_600_000), ("day", 86_400_000)];
 
+/// A rollup row's key: bucket, bucket start, app id, model, upstream (`""` for none).
+type RollupKey<'a> = (&'a str, i64, &'a str, &'a str, &'a str);
+
+/// What a batch adds to each rollup row, and what it costs each app.
+fn batch_sums(calls: &[CallRecord]) -> (Vec<(RollupKey<'_>, Sums)>, BTreeMap<&str, f64>) {
+    let mut rollups: BTreeMap<RollupKey<'_>, Sums> = BTreeMap::new();
+    let mut charges: BTreeMap<&str, f64> = BTreeMap::new();
+    for c in calls {
+        let cost = c.cost.unwrap_or(0.0);
+        let app = c.app_id.as_deref().unwrap_or("");
+        for (bucket, len) in BUCKETS {
+            let start = c.created_at.div_euclid(len) * len;
+            let s = rollups
+                .entry((
+                    bucket,
+                    start,
+                    app,
+                    c.requested_model.as_str(),
+                    c.upstream.as_deref().unwrap_or(""),
+                ))
+                .or_default();
+            s.calls += 1;
+            s.errors += i64::from(c.status >= 400);
+            s.input_tokens += c.input_tokens.unwrap_or(0);
+            s.output_tokens += c.output_tokens.unwrap_or(0);
+            s.cost += cost;
+        }
+        if let Some(app) = c.app_id.as_deref() {
+            if cost > 0.0 {
+                *charges.entry(app).or_default() += cost;
+            }
+        }
+    }
+    (rollups.into_iter().collect(), charges)
+}
+
 impl Store {
     /// Writes a batch of calls the way the call-log writer needs it, in ONE transaction: the
     /// rows, their hourly and daily usage rollups, and each app's credit decremented by the
@@ -411,68 +455,9 @@ impl Store {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
-        let mut rollups: BTreeMap<(&str, i64, &str, &str, &str), Sums> = BTreeMap::new();
-        let mut charges: BTreeMap<&str, f64> = BTreeMap::new();
-        for c in calls {
-            let cost = c.cost.unwrap_or(0.0);
-            let app = c.app_id.as_deref().unwrap_or("");
-            for (bucket, len) in BUCKETS {
-                let start = c.created_at.div_euclid(len) * len;
-                let s = rollups
-                    .entry((
-                        bucket,
-                        start,
-                        app,
-                        c.requested_model.as_str(),
-                        c.upstream.as_deref().unwrap_or(""),
-                    ))
-                    .or_default();
-                s.calls += 1;
-                s.errors += i64::from(c.status >= 400);
-                s.input_tokens += c.input_tokens.unwrap_or(0);
-                s.output_tokens += c.output_tokens.unwrap_or(0);
-                s.cost += cost;
-            }
-            if let Some(app) = c.app_id.as_deref() {
-                if cost > 0.0 {
-                    *charges.entry(app).or_default() += cost;
-                }
-            }
-        }
-        let rollups: Vec<_> = rollups.into_iter().collect();
+        let (rollups, charges) = batch_sums(calls);
         Ok(write_tx!(self, |tx, _kind, Db| {
-            for chunk in calls.chunks(ROWS_PER_STATEMENT) {
-                let mut insert =
-                    QueryBuilder::<Db>::new(concat!("INSERT INTO call_log (", cols!(), ") "));
-                insert.push_values(chunk, |mut row, call| {
-                    row.push_bind(call.created_at)
-                        .push_bind(call.request_id.clone())
-                        .push_bind(call.app_id.clone())
-                        .push_bind(call.virtual_key_id.clone())
-                        .push_bind(call.dialect.clone())
-                        .push_bind(call.requested_model.clone())
-                        .push_bind(call.upstream.clone())
-                        .push_bind(call.upstream_model.clone())
-                        .push_bind(call.provider_key_id.clone())
-                        .push_bind(call.status)
-                        .push_bind(call.error_class.clone())
-                        .push_bind(call.attempts)
-                        .push_bind(call.latency_ms)
-                        .push_bind(call.ttft_ms)
-                        .push_bind(call.input_tokens)
-                        .push_bind(call.output_tokens)
-                        .push_bind(call.tokens_estimated)
-                        .push_bind(call.cost)
-                        .push_bind(call.client_ip.clone())
-                        .push_bind(call.request_body.clone())
-                        .push_bind(call.response_body.clone())
-                        .push_bind(call.chunks)
-                        .push_bind(call.reported_model.clone())
-                        .push_bind(attempt_log_json(&call.attempt_log))
-                        .push_bind(call.stream);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
+            insert_call_rows!(tx, Db, calls);
             for chunk in rollups.chunks(ROWS_PER_STATEMENT) {
                 let mut upsert = QueryBuilder::<Db>::new(
                     "INSERT INTO usage_rollup (bucket, start, app_id, model, upstream, calls, \

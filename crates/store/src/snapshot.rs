@@ -36,6 +36,49 @@ pub struct RoutingSnapshot {
     pub settings: BTreeMap<String, serde_json::Value>,
 }
 
+/// Inserts the snapshot's API upstreams and their provider keys (sealed, with their original
+/// ids) within the transaction `$tx`; a macro so one body serves both backends.
+macro_rules! insert_api_upstreams {
+    ($tx:ident, $snapshot:expr) => {
+        for u in &$snapshot.upstreams {
+            sqlx::query(
+                "INSERT INTO upstreams (id, name, kind, url, weight, models, timeouts, \
+                 enabled, source, created_at, updated_at, api_version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(&u.id)
+            .bind(&u.name)
+            .bind(&u.kind)
+            .bind(&u.url)
+            .bind(u.weight)
+            .bind(to_json_opt(u.models.as_ref())?)
+            .bind(to_json(&u.timeouts)?)
+            .bind(u.enabled)
+            .bind(u.source.as_str())
+            .bind(u.created_at)
+            .bind(u.updated_at)
+            .bind(&u.api_version)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        for k in &$snapshot.provider_keys {
+            sqlx::query(
+                "INSERT INTO provider_keys (id, upstream_id, ciphertext, masked, state, \
+                 disabled_reason, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&k.key.id)
+            .bind(&k.key.upstream_id)
+            .bind(&k.ciphertext)
+            .bind(&k.key.masked)
+            .bind(k.key.state.as_str())
+            .bind(&k.key.disabled_reason)
+            .bind(k.key.created_at)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    };
+}
+
 impl Store {
     /// Reads the routing state in one consistent view: one transaction (a write transaction,
     /// so that on SQLite no writer can slip in between the five reads).
@@ -109,42 +152,7 @@ impl Store {
             ] {
                 sqlx::query(sql).execute(&mut *tx).await?;
             }
-            for u in &snapshot.upstreams {
-                sqlx::query(
-                    "INSERT INTO upstreams (id, name, kind, url, weight, models, timeouts, \
-                     enabled, source, created_at, updated_at, api_version) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(&u.id)
-                .bind(&u.name)
-                .bind(&u.kind)
-                .bind(&u.url)
-                .bind(u.weight)
-                .bind(to_json_opt(u.models.as_ref())?)
-                .bind(to_json(&u.timeouts)?)
-                .bind(u.enabled)
-                .bind(u.source.as_str())
-                .bind(u.created_at)
-                .bind(u.updated_at)
-                .bind(&u.api_version)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for k in &snapshot.provider_keys {
-                sqlx::query(
-                    "INSERT INTO provider_keys (id, upstream_id, ciphertext, masked, state, \
-                     disabled_reason, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&k.key.id)
-                .bind(&k.key.upstream_id)
-                .bind(&k.ciphertext)
-                .bind(&k.key.masked)
-                .bind(k.key.state.as_str())
-                .bind(&k.key.disabled_reason)
-                .bind(k.key.created_at)
-                .execute(&mut *tx)
-                .await?;
-            }
+            insert_api_upstreams!(tx, snapshot);
             for m in &snapshot.models {
                 sqlx::query(
                     "INSERT INTO models (id, name, upstream_id, enabled, origin, created_at) \

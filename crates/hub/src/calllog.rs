@@ -38,7 +38,8 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 pub const SHUTDOWN_WRITE: Duration = Duration::from_secs(3);
 
 /// Why a batch did not land.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct WriteError {
     pub message: String,
     /// The store refused the data itself (retrying the same records can never work), as
@@ -167,26 +168,7 @@ pub async fn run(
                 () = stop.cancelled() => {}
             }
         }
-        let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
-        while batch.len() < BATCH_MAX {
-            match rx.try_recv() {
-                Ok(r) => {
-                    batch.push(r);
-                    continue;
-                }
-                Err(_) if stop.is_cancelled() => break,
-                Err(_) => {}
-            }
-            queue.take_overflow(&mut batch);
-            if batch.len() >= BATCH_MAX || batch.is_empty() {
-                break;
-            }
-            tokio::select! {
-                r = rx.recv() => match r { Some(r) => batch.push(r), None => break },
-                () = tokio::time::sleep_until(deadline) => break,
-                () = stop.cancelled() => {}
-            }
-        }
+        fill(&queue, &mut rx, &mut batch, &stop).await;
         queue.take_overflow(&mut batch);
         if batch.is_empty() {
             if stop.is_cancelled() && rx.is_empty() && queue.overflow_is_empty() {
@@ -211,14 +193,7 @@ pub async fn run(
                 let out_of_time =
                     give_up_at.is_some_and(|at| tokio::time::Instant::now() + backoff >= at);
                 if stop.is_cancelled() && out_of_time {
-                    rx.close();
-                    while let Ok(r) = rx.try_recv() {
-                        batch.push(r);
-                    }
-                    if let Ok(mut o) = queue.overflow.lock() {
-                        batch.extend(o.drain(..));
-                    }
-                    spill_at_shutdown(spill.as_deref(), std::mem::take(&mut batch)).await;
+                    spill_the_rest(&queue, &mut rx, batch, spill.as_deref()).await;
                     return;
                 }
                 // A stop ends the wait: the shutdown's bounded drain starts at once.
@@ -232,6 +207,53 @@ pub async fn run(
     }
 }
 
+/// Adds to a started batch what arrives within [`FLUSH_EVERY`], up to [`BATCH_MAX`]; once
+/// stopping, only what is queued already.
+async fn fill(
+    queue: &Queue,
+    rx: &mut mpsc::Receiver<CallRecord>,
+    batch: &mut Vec<CallRecord>,
+    stop: &CancellationToken,
+) {
+    let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
+    while batch.len() < BATCH_MAX {
+        match rx.try_recv() {
+            Ok(r) => {
+                batch.push(r);
+                continue;
+            }
+            Err(_) if stop.is_cancelled() => return,
+            Err(_) => {}
+        }
+        queue.take_overflow(batch);
+        if batch.len() >= BATCH_MAX || batch.is_empty() {
+            return;
+        }
+        tokio::select! {
+            r = rx.recv() => match r { Some(r) => batch.push(r), None => return },
+            () = tokio::time::sleep_until(deadline) => return,
+            () = stop.cancelled() => {}
+        }
+    }
+}
+
+/// Out of time at shutdown: `batch`, the channel and the overflow go to the spill file.
+async fn spill_the_rest(
+    queue: &Queue,
+    rx: &mut mpsc::Receiver<CallRecord>,
+    mut batch: Vec<CallRecord>,
+    spill: Option<&Path>,
+) {
+    rx.close();
+    while let Ok(r) = rx.try_recv() {
+        batch.push(r);
+    }
+    if let Ok(mut o) = queue.overflow.lock() {
+        batch.extend(o.drain(..));
+    }
+    spill_at_shutdown(spill, batch).await;
+}
+
 /// Writes `batch`, isolating records the store refuses for their data: a batch that fails for
 /// a data reason is split in halves until the bad record stands alone; that one is stored
 /// sanitised, or set aside (counted, logged) when even that fails — so one bad record can
@@ -243,7 +265,7 @@ async fn write_isolating(
     flushed: &dyn Flushed,
     stop: &CancellationToken,
     give_up_at: &mut Option<tokio::time::Instant>,
-) -> Result<(), String> {
+) -> Result<(), WriteError> {
     let settle = |part: &[CallRecord], balances: &[(String, f64)]| {
         LOG_METRICS
             .queue_depth
@@ -288,7 +310,7 @@ async fn write_isolating(
         for mut p in parts.into_iter().rev() {
             batch.append(&mut p);
         }
-        return Err(failed.message);
+        return Err(failed);
     }
     Ok(())
 }

@@ -1,0 +1,342 @@
+//! `/models` (declared or switched-off models, and the ones upstreams serve) and `/aliases`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::{Extension, Json};
+use llmux_store::{ModelOrigin, NewModel};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{check_name, created, not_found};
+use crate::change::{apply, audited, audited_delete};
+use crate::error::{ApiError, ApiResult};
+use crate::session::Caller;
+use crate::time::rfc3339_ms;
+use crate::{parse_body, ControlPlane};
+
+/// `POST /models`: declare a model, or switch one off (on one API upstream, or everywhere).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateModel {
+    name: String,
+    #[serde(default)]
+    upstream: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+/// `PATCH /models/{id}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchModel {
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+async fn upstream_names(cp: &ControlPlane) -> ApiResult<HashMap<String, String>> {
+    Ok(cp
+        .store
+        .list_upstreams()
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.name))
+        .collect())
+}
+
+fn model_view(m: &llmux_store::Model, names: &HashMap<String, String>) -> Value {
+    json!({
+        "id": m.id,
+        "name": m.name,
+        "upstream": m.upstream_id.as_ref().and_then(|id| names.get(id)),
+        "enabled": m.enabled,
+        "origin": m.origin.as_str(),
+        "created_at": rfc3339_ms(m.created_at),
+    })
+}
+
+/// `GET /models`: the stored models (declared, or switched off), then every model an upstream
+/// serves right now that has no stored row (`origin: discovered`, `id: null`).
+pub async fn list_models(State(cp): State<Arc<ControlPlane>>) -> ApiResult<Json<Value>> {
+    let names = upstream_names(&cp).await?;
+    let stored = cp.store.list_models(None).await?;
+    let mut out: Vec<Value> = stored.iter().map(|m| model_view(m, &names)).collect();
+    let routes = cp.gateway.routes();
+    for up in &routes.upstreams {
+        for model in &up.state().model_list {
+            let known = stored.iter().any(|m| {
+                m.name == *model
+                    && m.upstream_id
+                        .as_ref()
+                        .is_none_or(|id| names.get(id) == Some(&up.name))
+            });
+            if !known {
+                out.push(json!({
+                    "id": null,
+                    "name": model,
+                    "upstream": up.name,
+                    "enabled": true,
+                    "origin": ModelOrigin::Discovered.as_str(),
+                }));
+            }
+        }
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+/// The id of the API upstream `name` a model is tied to; a 400 naming the field otherwise.
+async fn model_upstream(cp: &ControlPlane, name: &str) -> ApiResult<String> {
+    match cp.store.get_upstream_by_name(name).await {
+        Ok(u) => Ok(u.id),
+        Err(llmux_store::StoreError::NotFound) => {
+            let hint = if cp.file_upstreams().await.contains(name) {
+                " (models can be tied only to upstreams managed through the API; leave \
+                 `upstream` out to switch the model on or off everywhere)"
+            } else {
+                ""
+            };
+            Err(ApiError::field(
+                "upstream",
+                format!("no API upstream named {name:?}{hint}"),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /models`.
+pub async fn create_model(
+    State(cp): State<Arc<ControlPlane>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: CreateModel = parse_body(&body)?;
+    check_name("name", &req.name)?;
+    let upstream_id = match &req.upstream {
+        None => None,
+        Some(name) => Some(model_upstream(&cp, name).await?),
+    };
+    let new = NewModel {
+        name: req.name,
+        upstream_id,
+        enabled: req.enabled.unwrap_or(true),
+        origin: ModelOrigin::Declared,
+    };
+    let model = apply(
+        &cp,
+        &caller,
+        async { Ok(cp.store.create_model(&new).await?) },
+        |m| format!("model {:?} added", m.name),
+    )
+    .await?;
+    let after = model_view(&model, &upstream_names(&cp).await?);
+    let after = audited(
+        &cp,
+        &caller,
+        "model.create",
+        ("model", &model.id),
+        None,
+        after,
+    )
+    .await;
+    Ok(created(after))
+}
+
+/// `PATCH /models/{id}`: switch a model on or off.
+pub async fn patch_model(
+    State(cp): State<Arc<ControlPlane>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let req: PatchModel = parse_body(&body)?;
+    let current = cp
+        .store
+        .get_model(&id)
+        .await
+        .map_err(not_found("model", &id))?;
+    let names = upstream_names(&cp).await?;
+    let new = NewModel {
+        name: current.name.clone(),
+        upstream_id: current.upstream_id.clone(),
+        enabled: req.enabled.unwrap_or(current.enabled),
+        origin: current.origin,
+    };
+    let updated = apply(
+        &cp,
+        &caller,
+        async { Ok(cp.store.update_model(&id, &new).await?) },
+        |m| format!("model {:?} updated", m.name),
+    )
+    .await?;
+    let before = Some(model_view(&current, &names));
+    let after = model_view(&updated, &names);
+    Ok(Json(
+        audited(&cp, &caller, "model.update", ("model", &id), before, after).await,
+    ))
+}
+
+/// `DELETE /models/{id}`.
+pub async fn delete_model(
+    State(cp): State<Arc<ControlPlane>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let current = cp
+        .store
+        .get_model(&id)
+        .await
+        .map_err(not_found("model", &id))?;
+    let names = upstream_names(&cp).await?;
+    let note = format!("model {:?} removed", current.name);
+    apply(
+        &cp,
+        &caller,
+        async { Ok(cp.store.delete_model(&id).await?) },
+        |()| note,
+    )
+    .await?;
+    let before = model_view(&current, &names);
+    Ok(audited_delete(&cp, &caller, "model.delete", ("model", &id), before).await)
+}
+
+/// `POST /aliases`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAlias {
+    name: String,
+    targets: Vec<String>,
+}
+
+/// `PATCH /aliases/{name}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchAlias {
+    targets: Vec<String>,
+}
+
+fn alias_view(a: &llmux_store::Alias) -> Value {
+    json!({
+        "id": a.id,
+        "name": a.name,
+        "targets": a.targets,
+        "created_at": rfc3339_ms(a.created_at),
+        "updated_at": rfc3339_ms(a.updated_at),
+    })
+}
+
+pub(super) fn check_targets(targets: &[String]) -> ApiResult<()> {
+    if targets.is_empty() {
+        return Err(ApiError::field("targets", "must list at least one model"));
+    }
+    if let Some(i) = targets.iter().position(|t| t.trim().is_empty()) {
+        return Err(ApiError::field(
+            &format!("targets[{i}]"),
+            "model name must not be empty",
+        ));
+    }
+    for (i, t) in targets.iter().enumerate() {
+        check_name(&format!("targets[{i}]"), t)?;
+    }
+    Ok(())
+}
+
+async fn find_alias(cp: &ControlPlane, name: &str) -> ApiResult<llmux_store::Alias> {
+    cp.store
+        .get_alias_by_name(name)
+        .await
+        .map_err(not_found("alias", name))
+}
+
+/// `GET /aliases`.
+pub async fn list_aliases(State(cp): State<Arc<ControlPlane>>) -> ApiResult<Json<Value>> {
+    let list = cp.store.list_aliases().await?;
+    Ok(Json(Value::Array(list.iter().map(alias_view).collect())))
+}
+
+/// `POST /aliases`.
+pub async fn create_alias(
+    State(cp): State<Arc<ControlPlane>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: CreateAlias = parse_body(&body)?;
+    check_name("name", &req.name)?;
+    check_targets(&req.targets)?;
+    let alias = apply(
+        &cp,
+        &caller,
+        async { Ok(cp.store.create_alias(&req.name, &req.targets).await?) },
+        |a| format!("alias {:?} created", a.name),
+    )
+    .await?;
+    let after = alias_view(&alias);
+    let after = audited(
+        &cp,
+        &caller,
+        "alias.create",
+        ("alias", &alias.name),
+        None,
+        after,
+    )
+    .await;
+    Ok(created(after))
+}
+
+/// `PATCH /aliases/{name}`.
+pub async fn patch_alias(
+    State(cp): State<Arc<ControlPlane>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let req: PatchAlias = parse_body(&body)?;
+    check_targets(&req.targets)?;
+    let current = find_alias(&cp, &name).await?;
+    let alias = apply(
+        &cp,
+        &caller,
+        async {
+            Ok(cp
+                .store
+                .update_alias(&current.id, &name, &req.targets)
+                .await?)
+        },
+        |_| format!("alias {name:?} updated"),
+    )
+    .await?;
+    let (before, after) = (Some(alias_view(&current)), alias_view(&alias));
+    Ok(Json(
+        audited(
+            &cp,
+            &caller,
+            "alias.update",
+            ("alias", &name),
+            before,
+            after,
+        )
+        .await,
+    ))
+}
+
+/// `DELETE /aliases/{name}`.
+pub async fn delete_alias(
+    State(cp): State<Arc<ControlPlane>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let current = find_alias(&cp, &name).await?;
+    apply(
+        &cp,
+        &caller,
+        async { Ok(cp.store.delete_alias(&current.id).await?) },
+        |()| format!("alias {name:?} deleted"),
+    )
+    .await?;
+    let before = alias_view(&current);
+    Ok(audited_delete(&cp, &caller, "alias.delete", ("alias", &name), before).await)
+}
