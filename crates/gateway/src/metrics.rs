@@ -206,13 +206,12 @@ pub async fn scrape(State(gw): State<Arc<Gateway>>) -> Response {
         .into_response()
 }
 
-/// The whole exposition: the gateway's families, then the call log's.
+/// The whole exposition.
 pub fn render(gw: &Arc<Gateway>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape(Arc::clone(gw))));
     let mut out = String::with_capacity(16 * 1024);
     let _ = prometheus_text::encode(&mut out, &registry);
-    crate::accounting::render_metrics(&gw.accounting, &mut out);
     out
 }
 
@@ -233,8 +232,23 @@ impl Collector for Scrape {
         let ups: Vec<&Arc<Upstream>> = routes.upstreams.iter().collect();
         encode_traffic(&mut enc, &ups)?;
         encode_alerts(&mut enc)?;
-        encode_upstream_state(&mut enc, &ups)
+        encode_upstream_state(&mut enc, &ups)?;
+        encode_call_log(&mut enc, gw)
     }
+}
+
+/// The call log's queue and the ledger's refusals.
+fn encode_call_log(enc: &mut DescriptorEncoder, gw: &Gateway) -> fmt::Result {
+    for (name, counter, help, v) in crate::accounting::metric_values(&gw.accounting) {
+        if counter {
+            let m = family(enc, name, help, MetricType::Counter)?;
+            ConstCounter::new(v).encode(m)?;
+        } else {
+            let m = family(enc, name, help, MetricType::Gauge)?;
+            ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(m)?;
+        }
+    }
+    Ok(())
 }
 
 /// Starts a family: its `# HELP` and `# TYPE` lines. Counters get `_total` appended.

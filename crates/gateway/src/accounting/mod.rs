@@ -149,56 +149,54 @@ pub static LOG_METRICS: LogMetrics = LogMetrics {
     spilled: AtomicU64::new(0),
 };
 
-pub(crate) fn render_metrics(accounting: &Accounting, out: &mut String) {
-    use std::fmt::Write as _;
+/// The call log's and the ledger's counters for `/metrics`: (name, is a counter, help, value).
+/// Counter names leave out `_total`, which the encoder adds.
+pub(crate) fn metric_values(
+    accounting: &Accounting,
+) -> [(&'static str, bool, &'static str, u64); 7] {
     let m = &LOG_METRICS;
-    for (name, kind, help, v) in [
+    [
         (
             "llmux_call_log_queue_depth",
-            "gauge",
+            false,
             "Call-log records waiting for the writer.",
             m.queue_depth.load(Relaxed),
         ),
         (
-            "llmux_call_log_overflow_total",
-            "counter",
+            "llmux_call_log_overflow",
+            true,
             "Call-log records that waited in the overflow buffer because the channel was full.",
             m.overflowed.load(Relaxed),
         ),
         (
-            "llmux_call_log_dropped_total",
-            "counter",
+            "llmux_call_log_dropped",
+            true,
             "Call-log records dropped because the overflow buffer was full too.",
             m.dropped.load(Relaxed),
         ),
         (
-            "llmux_call_log_write_errors_total",
-            "counter",
+            "llmux_call_log_write_errors",
+            true,
             "Call-log batches that failed to write and were retried.",
             m.write_errors.load(Relaxed),
         ),
         (
-            "llmux_call_log_rejected_total",
-            "counter",
+            "llmux_call_log_rejected",
+            true,
             "Call-log records the store refused for their data (stored sanitised or set aside).",
             m.rejected.load(Relaxed),
         ),
         (
-            "llmux_call_log_spilled_total",
-            "counter",
+            "llmux_call_log_spilled",
+            true,
             "Call-log records written to the spill file for the next start to replay.",
             m.spilled.load(Relaxed),
         ),
         (
-            "llmux_quota_refusals_total",
-            "counter",
+            "llmux_quota_refusals",
+            true,
             "Calls refused for lack of credit or budget.",
             accounting.refused.load(Relaxed),
         ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
-    }
+    ]
 }
