@@ -162,6 +162,21 @@ impl Span {
     }
 }
 
+/// What a call's record learned that its span reports under OpenTelemetry's GenAI names:
+/// set once when the record settles, read when the span ends.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenAiUsage {
+    /// The model the call asked for.
+    pub request_model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Request to first byte of the answer, for calls an upstream answered.
+    pub ttft: Option<std::time::Duration>,
+}
+
+/// Shared by a call's span and its record (only when tracing is on).
+pub type UsageSlot = std::sync::Arc<OnceLock<GenAiUsage>>;
+
 /// The span of one client call, carried in the request's extensions while the call runs.
 #[derive(Clone, Debug)]
 pub struct CallTrace {
@@ -170,6 +185,8 @@ pub struct CallTrace {
     pub parent: Option<[u8; 8]>,
     pub start: SystemTime,
     pub path: String,
+    /// Filled by the call's record when it settles.
+    pub usage: UsageSlot,
 }
 
 impl CallTrace {
@@ -183,6 +200,7 @@ impl CallTrace {
             parent,
             start: SystemTime::now(),
             path: path.to_string(),
+            usage: UsageSlot::default(),
         }
     }
 
@@ -213,6 +231,14 @@ struct SpanBody {
 impl SpanBody {
     fn finish(&mut self) {
         if let Some((t, status, request_id)) = self.pending.take() {
+            let mut attributes = vec![
+                ("http.route", t.path.into()),
+                ("http.status_code", status.into()),
+                ("llmux.request_id", request_id.into()),
+            ];
+            if let Some(u) = t.usage.get() {
+                attributes.extend(gen_ai_attributes(u));
+            }
             record(Span {
                 name: "llmux.call",
                 ctx: t.ctx,
@@ -220,11 +246,7 @@ impl SpanBody {
                 kind: SpanKind::Server,
                 start: t.start,
                 end: SystemTime::now(),
-                attributes: vec![
-                    ("http.route", t.path.into()),
-                    ("http.status_code", status.into()),
-                    ("llmux.request_id", request_id.into()),
-                ],
+                attributes,
                 error: if !self.ended {
                     Some("client closed the connection before the end".into())
                 } else if status >= 500 {
@@ -237,6 +259,20 @@ impl SpanBody {
     }
 }
 
+/// The call's model, tokens and time to first token, as OpenTelemetry's GenAI conventions
+/// name them.
+fn gen_ai_attributes(u: &GenAiUsage) -> Vec<(&'static str, Value)> {
+    let mut a = vec![
+        (GEN_AI_REQUEST_MODEL, u.request_model.clone().into()),
+        ("gen_ai.usage.input_tokens", u.input_tokens.into()),
+        ("gen_ai.usage.output_tokens", u.output_tokens.into()),
+    ];
+    if let Some(t) = u.ttft {
+        a.push(("gen_ai.server.time_to_first_token", t.as_secs_f64().into()));
+    }
+    a
+}
+
 impl http_body::Body for SpanBody {
     type Data = bytes::Bytes;
     type Error = axum::Error;
@@ -247,8 +283,9 @@ impl http_body::Body for SpanBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         if let std::task::Poll::Ready(None) = &polled {
+            // The span is recorded on drop, once the inner body (the relay, which settles
+            // the call's record and with it the usage) is gone.
             self.ended = true;
-            self.finish();
         }
         polled
     }
@@ -267,6 +304,12 @@ impl Drop for SpanBody {
         if http_body::Body::is_end_stream(&self.inner) {
             self.ended = true;
         }
+        // The inner body first: dropping the relay settles the call's record, which fills
+        // the usage this span reports.
+        drop(std::mem::replace(
+            &mut self.inner,
+            axum::body::Body::empty(),
+        ));
         self.finish();
     }
 }

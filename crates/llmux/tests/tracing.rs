@@ -86,6 +86,25 @@ async fn a_call_is_traced_from_the_client_through_each_attempt_to_the_upstream()
         assert_eq!(call["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(call["parentSpanId"], "00f067aa0ba902b7");
         assert_eq!(call["kind"], 2);
+        // What the call's record settled, under OpenTelemetry's GenAI names.
+        let attr = |key: &str| {
+            call["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|kv| kv["key"] == key)
+                .map(|kv| kv["value"].clone())
+                .unwrap_or_else(|| panic!("{key} missing on {call}"))
+        };
+        assert_eq!(attr("gen_ai.request.model")["stringValue"], "llama3");
+        for key in ["gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"] {
+            let n: u64 = attr(key)["intValue"].as_str().unwrap().parse().unwrap();
+            assert!(n > 0, "{key} = {n} on {call}");
+        }
+        let ttft = attr("gen_ai.server.time_to_first_token")["doubleValue"]
+            .as_f64()
+            .unwrap();
+        assert!(ttft > 0.0 && ttft < 5.0, "time to first token {ttft} s");
     }
     let attempts: Vec<&Value> = all
         .iter()

@@ -77,6 +77,8 @@ pub struct Draft {
     /// Cancelled once the shutdown grace is over: a draft dropped after that was dropped by
     /// the shutdown, not by its client.
     shutdown: Option<tokio_util::sync::CancellationToken>,
+    /// The call span's usage, filled when the record settles (tracing on).
+    usage: Option<crate::telemetry::UsageSlot>,
 }
 
 /// Most tokens one call is recorded with, each way (far beyond any model's context): larger
@@ -107,10 +109,17 @@ impl Draft {
             on_settle: None,
             settled: false,
             shutdown: None,
+            usage: None,
         }
     }
 
     /// Tells the draft how to know that a drop comes from the shutdown (see the `Drop` impl).
+    /// Reports the settled model, tokens and time to first token to the call's span.
+    pub fn with_usage(mut self, usage: Option<crate::telemetry::UsageSlot>) -> Draft {
+        self.usage = usage;
+        self
+    }
+
     pub fn with_shutdown(mut self, token: tokio_util::sync::CancellationToken) -> Draft {
         self.shutdown = Some(token);
         self
@@ -158,6 +167,14 @@ impl Draft {
         r.latency_ms = self.started.elapsed().as_millis() as u64;
         r.ttft_ms = ttft.map(|d| d.as_millis() as u64);
         r.tokens = tokens;
+        if let Some(u) = &self.usage {
+            let _ = u.set(crate::telemetry::GenAiUsage {
+                request_model: r.requested_model.clone(),
+                input_tokens: tokens.input,
+                output_tokens: tokens.output,
+                ttft,
+            });
+        }
         let model = r.upstream_model.as_deref().unwrap_or(&r.requested_model);
         r.cost = self
             .pricing

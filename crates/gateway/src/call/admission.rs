@@ -50,6 +50,8 @@ struct Facts {
     session: Option<u64>,
     anthropic_beta: Option<axum::http::HeaderValue>,
     trace: Option<crate::telemetry::TraceContext>,
+    /// The call span's usage slot, when tracing is on.
+    usage: Option<crate::telemetry::UsageSlot>,
     identity: Option<Identity>,
     client_ip: Option<String>,
 }
@@ -71,6 +73,10 @@ impl Facts {
                 .extensions()
                 .get::<crate::telemetry::CallTrace>()
                 .map(|t| t.ctx),
+            usage: req
+                .extensions()
+                .get::<crate::telemetry::CallTrace>()
+                .map(|t| std::sync::Arc::clone(&t.usage)),
             identity: req.extensions().get::<Identity>().cloned(),
             // The address the per-IP limit used: past trusted proxies, not the client's claim.
             client_ip: crate::limits::client_addr(req, &routes.config.limits)
@@ -309,6 +315,7 @@ fn new_draft(
         bodies,
     )
     .with_shutdown(gw.accounting.streams_cut.clone())
+    .with_usage(facts.usage.clone())
 }
 
 /// Reads the body within `max_body` and peeks at it, checking the content type first.
