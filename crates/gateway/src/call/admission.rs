@@ -58,6 +58,7 @@ struct Facts {
 
 impl Facts {
     fn of(req: &Request, routes: &Routes) -> Facts {
+        let trace = req.extensions().get::<crate::telemetry::CallTrace>();
         Facts {
             request_id: req
                 .extensions()
@@ -69,14 +70,8 @@ impl Facts {
                 .get(crate::X_LLMUX_SESSION)
                 .map(|v| fnv1a(v.as_bytes())),
             anthropic_beta: req.headers().get("anthropic-beta").cloned(),
-            trace: req
-                .extensions()
-                .get::<crate::telemetry::CallTrace>()
-                .map(|t| t.ctx),
-            usage: req
-                .extensions()
-                .get::<crate::telemetry::CallTrace>()
-                .map(|t| std::sync::Arc::clone(&t.usage)),
+            trace: trace.map(|t| t.ctx),
+            usage: trace.map(|t| std::sync::Arc::clone(&t.usage)),
             identity: req.extensions().get::<Identity>().cloned(),
             // The address the per-IP limit used: past trusted proxies, not the client's claim.
             client_ip: crate::limits::client_addr(req, &routes.config.limits)
