@@ -43,6 +43,49 @@ pub struct Config {
     pub logs: LogsConfig,
     pub alerts: AlertsConfig,
     pub telemetry: TelemetryConfig,
+    pub cluster: ClusterConfig,
+}
+
+impl Config {
+    /// Cluster mode: a PostgreSQL store and a Redis URL (`limits.redis_url`), unless
+    /// `cluster.enabled = false`. Then instances share config changes, probing, passive
+    /// signals, in-flight counts, key concurrency and credit reservations (docs/cluster.md).
+    pub fn cluster_mode(&self) -> bool {
+        self.cluster.enabled != Some(false)
+            && self.store.is_postgres()
+            && self.limits.redis_url.is_some()
+    }
+}
+
+/// `[cluster]`: tuning of cluster mode (see [`Config::cluster_mode`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterConfig {
+    /// `None`: on when the store is PostgreSQL and `limits.redis_url` is set; `Some(false)`
+    /// keeps instances apart even then; `Some(true)` makes a missing piece a config error.
+    pub enabled: Option<bool>,
+    /// Every Redis key and channel of the cluster starts with `{prefix}:`; two clusters on one
+    /// Redis need two prefixes.
+    pub prefix: String,
+    /// The address other instances and operators see in the registry; default: the listen
+    /// address (with the host name when it listens on every interface).
+    pub advertise: Option<String>,
+    /// How often an instance renews its lease and heartbeat.
+    pub heartbeat: Duration,
+    /// How long an instance's lease (its in-flight counts, its prober lease) outlives its last
+    /// heartbeat; at least three heartbeats.
+    pub lease: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            prefix: "llmux".to_string(),
+            advertise: None,
+            heartbeat: Duration::from_secs(2),
+            lease: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[telemetry]`: traces over OTLP.
@@ -155,6 +198,13 @@ pub struct AdminConfig {
 pub struct StoreConfig {
     /// `sqlite:...`, `postgres://...` or `postgresql://...`.
     pub url: String,
+}
+
+impl StoreConfig {
+    /// Whether the store is PostgreSQL (the store a cluster shares).
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
 }
 
 impl Default for StoreConfig {

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod limits;
 pub mod listen;
 pub mod metrics;
+pub mod peers;
 pub mod relay;
 pub mod retry;
 pub mod routing;
@@ -64,6 +65,8 @@ pub struct Gateway {
     pub accounting: accounting::Accounting,
     /// Rate limits: local counters, and the shared backend when the binary wires one.
     pub limits: limits::Limiter,
+    /// What other instances of a cluster share with this one; empty on a single instance.
+    pub peers: peers::Peers,
 }
 
 impl Gateway {
@@ -86,6 +89,7 @@ impl Gateway {
             metrics: metrics::GatewayMetrics::default(),
             accounting,
             limits: limits::Limiter::default(),
+            peers: peers::Peers::default(),
         }))
     }
 

@@ -135,8 +135,9 @@ async fn compose(
         .await
         .map_err(|e| e.to_string())?;
     let gw = Gateway::new(effective.clone()).map_err(|e| e.to_string())?;
-    if effective.limits.backend == llmux_config::LimitsBackend::Redis {
+    if effective.limits.backend == llmux_config::LimitsBackend::Redis || effective.cluster_mode() {
         // Fixed at start-up: switching the backend of live counters would reset every limit.
+        // A cluster always shares its limits: that is what makes them exact across instances.
         let url = effective
             .limits
             .redis_url
@@ -194,15 +195,29 @@ pub async fn run_gateway(
     let (gw, cp) = compose(loaded, &store, keys).await?;
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let config = Arc::clone(&gw.routes().config);
+    if config.cluster_mode() {
+        // Before the gateway starts probing: the prober lease decides who probes.
+        let cluster = llmux_cluster::Cluster::new(&config, addr)?;
+        llmux_cluster::start(llmux_cluster::Ctx {
+            cluster,
+            gw: Arc::clone(&gw),
+            cp: Arc::clone(&cp),
+            store: store.clone(),
+            tasks: tasks.clone(),
+            cancel: cancel.clone(),
+        })
+        .await;
+    }
     gw.start(&tasks, cancel.clone()).await;
     // The call-log writer stops last: only once no call can finish any more (below).
     let writer_stop = CancellationToken::new();
     cp.start_accounting(&tasks, writer_stop.clone()).await;
     llmux_gateway::limits::start(&gw, &tasks, cancel.clone());
     llmux_admin::watch::spawn(&cp, &tasks, cancel.clone());
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the bound address: {e}"))?;
     log_upstreams(&gw);
     // A stable line that scripts and tests wait for.
     crate::say(&format!("llmux listening on http://{addr}"));

@@ -18,7 +18,30 @@ pub const SCRIPT: &str = include_str!("script.lua");
 /// Every key this backend writes starts with this.
 pub const KEY_PREFIX: &str = "llmux:v1:rl:";
 /// Connect, and each command's round trip, give up after this long.
-const IO_TIMEOUT: Duration = Duration::from_millis(200);
+pub const IO_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Checks `url` and makes its client and a lazily connected, self-reconnecting multiplexed
+/// connection with [`IO_TIMEOUT`] bounds: what every Redis user in llmux (limits, cluster)
+/// builds on.
+pub fn connect(url: &str) -> Result<(redis::Client, ConnectionManager), String> {
+    let u = url::Url::parse(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+    if u.scheme() != "redis" {
+        return Err("only redis:// URLs are supported".into());
+    }
+    match u.path().trim_start_matches('/') {
+        "" => {}
+        d if d.parse::<u32>().is_ok() => {}
+        d => return Err(format!("invalid Redis database {d:?}")),
+    }
+    let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(IO_TIMEOUT))
+        .set_response_timeout(Some(IO_TIMEOUT))
+        .set_number_of_retries(1);
+    let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        .map_err(|e| format!("invalid Redis URL: {e}"))?;
+    Ok((client, conn))
+}
 
 fn err(e: impl std::fmt::Display) -> BackendError {
     BackendError(e.to_string())
@@ -35,22 +58,7 @@ impl RedisBackend {
     /// Parses `url` (`redis://[user:password@]host[:port][/db]`); connects lazily, on the
     /// first call. Needs a Tokio runtime.
     pub fn new(url: &str) -> Result<RedisBackend, String> {
-        let u = url::Url::parse(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
-        if u.scheme() != "redis" {
-            return Err("only redis:// URLs are supported".into());
-        }
-        match u.path().trim_start_matches('/') {
-            "" => {}
-            d if d.parse::<u32>().is_ok() => {}
-            d => return Err(format!("invalid Redis database {d:?}")),
-        }
-        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(IO_TIMEOUT))
-            .set_response_timeout(Some(IO_TIMEOUT))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| format!("invalid Redis URL: {e}"))?;
+        let (client, conn) = connect(url)?;
         Ok(RedisBackend {
             client,
             conn,

@@ -1,6 +1,7 @@
 //! The file's shape as serde sees it (`Raw*`, unknown keys rejected) and its validation into
 //! the public types. `[routing]`/`[health]` and `[[upstreams]]` have files of their own.
 
+mod cluster;
 mod de;
 mod routing;
 mod upstream;
@@ -40,6 +41,7 @@ pub(crate) struct RawConfig {
     upstreams: Vec<RawUpstream>,
     alerts: RawAlerts,
     telemetry: RawTelemetry,
+    cluster: cluster::RawCluster,
 }
 
 #[derive(Deserialize, Default)]
@@ -286,6 +288,13 @@ impl RawConfig {
 
         let alerts = self.alerts.into_config()?;
         let telemetry = self.telemetry.into_config()?;
+        let cluster = self.cluster.into_config()?;
+        if cluster.enabled == Some(true) && !(store.is_postgres() && limits.redis_url.is_some()) {
+            return Err(ConfigError::new(
+                "cluster.enabled",
+                "cluster mode needs a PostgreSQL store (store.url = \"postgres://…\") and Redis (limits.redis_url)",
+            ));
+        }
         Ok(Config {
             server,
             admin,
@@ -299,6 +308,7 @@ impl RawConfig {
             upstreams,
             alerts,
             telemetry,
+            cluster,
         })
     }
 }

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod cluster;
+
 pub const ADMIN: &str = "test-admin-token";
 
 /// A running `llmux serve`; killed on drop.
