@@ -877,3 +877,58 @@ fn trusted_proxies_and_connection_limits() {
         );
     }
 }
+
+#[test]
+fn cluster_mode_needs_postgres_and_redis() {
+    let pg = "[store]\nurl = \"postgres://u@db/llmux\"\n";
+    let redis = "[limits]\nredis_url = \"redis://127.0.0.1:6379\"\n";
+    assert!(!parse("").unwrap().cluster_mode());
+    assert!(!parse(pg).unwrap().cluster_mode());
+    assert!(!parse(redis).unwrap().cluster_mode());
+    let c = parse(&format!("{pg}{redis}")).unwrap();
+    assert!(c.cluster_mode());
+    assert_eq!(c.cluster.prefix, "llmux");
+    assert_eq!(c.cluster.heartbeat, secs(2));
+    assert_eq!(c.cluster.lease, secs(10));
+    let off = parse(&format!("{pg}{redis}[cluster]\nenabled = false\n")).unwrap();
+    assert!(!off.cluster_mode());
+    let tuned = parse(&format!(
+        "{pg}{redis}[cluster]\nprefix = \"prod-eu\"\nheartbeat = \"1s\"\nadvertise = \"10.0.0.7:4000\"\n"
+    ))
+    .unwrap();
+    assert_eq!(tuned.cluster.prefix, "prod-eu");
+    // The lease defaults to 10s, and to three heartbeats when that is longer.
+    assert_eq!(tuned.cluster.lease, secs(10));
+    assert_eq!(
+        parse(&format!("{pg}{redis}[cluster]\nheartbeat = \"5s\"\n"))
+            .unwrap()
+            .cluster
+            .lease,
+        secs(15)
+    );
+    for (text, path) in [
+        (
+            format!("{redis}[cluster]\nenabled = true\n"),
+            "cluster.enabled",
+        ),
+        (
+            format!("{pg}[cluster]\nenabled = true\n"),
+            "cluster.enabled",
+        ),
+        (
+            "[cluster]\nprefix = \"a b\"\n".to_string(),
+            "cluster.prefix",
+        ),
+        (
+            "[cluster]\nheartbeat = \"10ms\"\n".to_string(),
+            "cluster.heartbeat",
+        ),
+        (
+            "[cluster]\nheartbeat = \"2s\"\nlease = \"3s\"\n".to_string(),
+            "cluster.lease",
+        ),
+        ("[cluster]\nleader = true\n".to_string(), "cluster.leader"),
+    ] {
+        assert_eq!(fail(&text).0, path, "{text}");
+    }
+}

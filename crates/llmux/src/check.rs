@@ -32,6 +32,24 @@ pub fn run_local() -> Result<(), String> {
     run(local)
 }
 
+/// Whether instances on this config behave as one, and if not, what is missing.
+fn cluster_line(cfg: &Config) -> String {
+    let c = &cfg.cluster;
+    if cfg.cluster_mode() {
+        return format!(
+            "on (PostgreSQL store + limits.redis_url; prefix {:?}, heartbeat {:?}, lease {:?})",
+            c.prefix, c.heartbeat, c.lease
+        );
+    }
+    let missing = match (cfg.store.is_postgres(), cfg.limits.redis_url.is_some()) {
+        _ if c.enabled == Some(false) => "cluster.enabled = false",
+        (false, _) => "the store is SQLite: one instance",
+        (true, false) => "no limits.redis_url: instances share the store only",
+        (true, true) => "off",
+    };
+    format!("off ({missing})")
+}
+
 /// The compiled routing table as text: what each upstream serves and how calls are spread.
 pub fn render(cfg: &Config) -> String {
     use std::fmt::Write as _;
@@ -54,6 +72,7 @@ pub fn render(cfg: &Config) -> String {
             "disabled (no admin.token)"
         }
     );
+    let _ = writeln!(out, "cluster:   {}", cluster_line(cfg));
     let _ = writeln!(out, "\nupstreams ({}):", cfg.upstreams.len());
     for u in &cfg.upstreams {
         let models = match &u.models {
