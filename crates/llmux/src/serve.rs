@@ -198,20 +198,8 @@ pub async fn run_gateway(
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
-    let config = Arc::clone(&gw.routes().config);
-    if config.cluster_mode() {
-        // Before the gateway starts probing: the prober lease decides who probes.
-        let cluster = llmux_cluster::Cluster::new(&config, addr)?;
-        llmux_cluster::start(llmux_cluster::Ctx {
-            cluster,
-            gw: Arc::clone(&gw),
-            cp: Arc::clone(&cp),
-            store: store.clone(),
-            tasks: tasks.clone(),
-            cancel: cancel.clone(),
-        })
-        .await;
-    }
+    // Before the gateway starts probing: the prober lease decides who probes.
+    start_cluster(&gw, &cp, &store, addr, (&tasks, &cancel)).await?;
     gw.start(&tasks, cancel.clone()).await;
     // The call-log writer stops last: only once no call can finish any more (below).
     let writer_stop = CancellationToken::new();
@@ -264,6 +252,31 @@ pub async fn run_gateway(
     drain_calls(&gw, grace, &mut server).await;
     writer_stop.cancel();
     finish(&tasks, &store).await;
+    Ok(())
+}
+
+/// Joins the cluster when the config is in cluster mode (PostgreSQL store + Redis).
+async fn start_cluster(
+    gw: &Arc<Gateway>,
+    cp: &Arc<ControlPlane>,
+    store: &Store,
+    addr: std::net::SocketAddr,
+    (tasks, cancel): (&TaskTracker, &CancellationToken),
+) -> Result<(), String> {
+    let config = Arc::clone(&gw.routes().config);
+    if !config.cluster_mode() {
+        return Ok(());
+    }
+    let cluster = llmux_cluster::Cluster::new(&config, addr)?;
+    llmux_cluster::start(llmux_cluster::Ctx {
+        cluster,
+        gw: Arc::clone(gw),
+        cp: Arc::clone(cp),
+        store: store.clone(),
+        tasks: tasks.clone(),
+        cancel: cancel.clone(),
+    })
+    .await;
     Ok(())
 }
 
