@@ -130,11 +130,8 @@ impl ControlPlane {
         if self.store.kind() != BackendKind::Postgres {
             return;
         }
-        let sent = tokio::time::timeout(
-            STORE_WAIT,
-            self.store.notify(&self.sync.origin, kind, id),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout(STORE_WAIT, self.store.notify(&self.sync.origin, kind, id)).await;
         match sent {
             Ok(Ok(Some(seq))) => self.sync.mark(seq),
             Ok(Ok(None)) => {}
@@ -389,7 +386,11 @@ mod tests {
         assert_eq!(s.upto, Some(8), "the gap closed");
         s.mark(10);
         s.synced_to(9);
-        assert_eq!(s.upto, Some(10), "a re-read at 9 also takes 10 heard before");
+        assert_eq!(
+            s.upto,
+            Some(10),
+            "a re-read at 9 also takes 10 heard before"
+        );
         assert!(s.covers(10) && !s.covers(11) && !s.covers(4));
     }
 }

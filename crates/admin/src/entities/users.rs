@@ -14,11 +14,11 @@ use serde_json::{json, Value};
 
 use super::{check_name, created, not_found};
 use crate::change::{audited, audited_delete};
-use llmux_store::ChangeKind;
 use crate::error::{ApiError, ApiResult};
 use crate::session::Caller;
 use crate::time::rfc3339_ms;
 use crate::{parse_body, ControlPlane};
+use llmux_store::ChangeKind;
 
 /// `POST /users`.
 #[derive(Deserialize)]
