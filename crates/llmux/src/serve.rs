@@ -218,8 +218,6 @@ pub async fn run_gateway(
     cp.start_accounting(&tasks, writer_stop.clone()).await;
     llmux_gateway::limits::start(&gw, &tasks, cancel.clone());
     llmux_admin::watch::spawn(&cp, &tasks, cancel.clone());
-    // On PostgreSQL: admin changes made on other instances, live here within a second.
-    llmux_admin::sync::spawn(&cp, &tasks, cancel.clone());
     log_upstreams(&gw);
     // A stable line that scripts and tests wait for.
     crate::say(&format!("llmux listening on http://{addr}"));
