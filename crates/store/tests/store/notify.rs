@@ -86,4 +86,23 @@ async fn a_change_is_counted_and_heard_on_its_schema_only() {
         .await
         .unwrap();
     assert_eq!(next(&mut l).await, change("c", 3, ChangeKind::Config, None));
+
+    // The server ends the listener's session: an error, then a new connection that says so.
+    let admin = sqlx::PgPool::connect(&ours.url).await.unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = $1",
+    )
+    .bind(format!("LISTEN \"{}\"", l.channel()))
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1, "one listener session on {}", l.channel());
+    let lost = tokio::time::timeout(Duration::from_secs(5), l.next()).await;
+    assert!(lost.unwrap().is_err(), "a cut connection is an error");
+    assert_eq!(next(&mut l).await, Heard::Connected);
+    ours.store
+        .notify("d", ChangeKind::User, None)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut l).await, change("d", 4, ChangeKind::User, None));
 }
