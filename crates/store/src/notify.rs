@@ -162,8 +162,8 @@ impl ChangeListener {
     /// The next thing heard: [`Heard::Connected`] once the `LISTEN` is in place (at the first
     /// call, and after a lost connection), then the notifications. An error (the server cannot
     /// be reached, the connection broke) drops the connection: call again, after a pause, to
-    /// reconnect. Cancel-safe in the sense that a cancelled call may lose the notification it
-    /// was reading; call [`ChangeListener::reset`] after cancelling to be sure of nothing.
+    /// reconnect. A call cancelled mid-way may lose the notification it was reading: after
+    /// cancelling one, call [`ChangeListener::reset`] (the next call then says `Connected`).
     pub async fn next(&mut self) -> Result<Heard, StoreError> {
         let Some(listener) = self.listener.as_mut() else {
             let connect = async {

@@ -47,6 +47,18 @@ async fn strategy(n: &Llmux) -> String {
     v["strategy"].as_str().unwrap_or_default().to_string()
 }
 
+/// Where the price in force for `model` comes from (`default`, `file` or `api`).
+async fn price_source(n: &Llmux, model: &str) -> String {
+    let (_, v) = admin(n, "GET", "/pricing", None).await;
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["model"] == model)
+        .and_then(|p| p["source"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 async fn login(n: &Llmux, username: &str, password: &str) -> u16 {
     client()
         .post(n.url("/admin/v1/login"))
@@ -210,6 +222,17 @@ async fn every_admin_change_on_a_is_live_on_b_and_c_within_a_second() {
     took.push(seen!(bc, BOUND, "routing strategy set", |n| strategy(n)
         .await
         == "round_robin"));
+
+    // A price override.
+    let price = json!({"input_per_mtok": 7.0, "output_per_mtok": 9.0});
+    let (s, _) = admin(a, "PUT", "/pricing/gpt-extra", Some(price)).await;
+    assert_eq!(s, 200);
+    took.push(seen!(bc, BOUND, "price overridden", |n| price_source(
+        n,
+        "gpt-extra"
+    )
+    .await
+        == "api"));
 
     // A second key, used on B and C (so that they cache it), then revoked on A.
     let (_, k2) = admin(
