@@ -37,6 +37,8 @@ pub const RECHECK_EVERY: Duration = Duration::from_secs(2);
 /// The longest a publish or a counter read may take (PostgreSQL down must not stall an admin
 /// call for the pool's 30-second acquire timeout).
 const STORE_WAIT: Duration = Duration::from_secs(2);
+/// The longest a re-read of the shared config may take.
+const RESYNC_WAIT: Duration = Duration::from_secs(10);
 /// The first pause before the listener reconnects (doubling up to [`RETRY_MAX`]).
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -183,9 +185,22 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// [`ControlPlane::resync_config`] within [`RESYNC_WAIT`]: a store that does not answer
+    /// must not hold the change lock for the pool's 30-second acquire timeout.
+    async fn resync_config_bounded(&self) -> ApiResult<()> {
+        tokio::time::timeout(RESYNC_WAIT, self.resync_config())
+            .await
+            .map_err(|_| {
+                ApiError::Internal(format!(
+                    "the store did not answer within {} s",
+                    RESYNC_WAIT.as_secs()
+                ))
+            })?
+    }
+
     /// Re-reads everything another instance may have changed.
     async fn resync_all(&self) {
-        if let Err(e) = self.resync_config().await {
+        if let Err(e) = self.resync_config_bounded().await {
             tracing::warn!(error = %e, "cannot apply the shared config; the running config keeps serving");
         }
         self.keycache.clear();
@@ -201,7 +216,7 @@ impl ControlPlane {
         let id = change.id.as_deref();
         match change.kind {
             ChangeKind::Config => {
-                if let Err(e) = self.resync_config().await {
+                if let Err(e) = self.resync_config_bounded().await {
                     tracing::warn!(error = %e, from = %change.from, "cannot apply a config change made on another instance; the running config keeps serving");
                 }
             }
@@ -318,13 +333,21 @@ async fn apply_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // The first tick is immediate; the listener's `Connected` syncs first.
     loop {
+        let work = async {
+            tokio::select! {
+                heard = rx.recv() => match heard {
+                    Some(heard) => on_heard(&cp, heard).await,
+                    None => return false,
+                },
+                _ = tick.tick() => recheck(&cp, &mut rx, &reset).await,
+            }
+            true
+        };
+        // A re-read in progress stops with the process too (the running config stays whole:
+        // `Gateway::apply` swaps it in one step).
         tokio::select! {
             _ = cancel.cancelled() => return,
-            heard = rx.recv() => match heard {
-                Some(heard) => on_heard(&cp, heard).await,
-                None => return,
-            },
-            _ = tick.tick() => recheck(&cp, &mut rx, &reset).await,
+            more = work => if !more { return },
         }
     }
 }
