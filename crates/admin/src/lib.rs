@@ -7,7 +7,8 @@
 //!   table ([`routes`]).
 //! - The data-plane services it wires into the gateway (key cache, ledger, call-log writer,
 //!   retention) live in `llmux_hub`.
-//! - [`watch::spawn`] polls the config file and listens for SIGHUP.
+//! - [`watch::spawn`] polls the config file, listens for SIGHUP, and (on PostgreSQL) starts
+//!   [`sync::spawn`], which applies the changes other instances on the same store publish.
 
 mod accounting_api;
 mod change;
@@ -22,6 +23,7 @@ mod pricing;
 mod routes;
 pub mod session;
 pub mod ssrf;
+pub mod sync;
 pub mod time;
 mod ui;
 mod upstreams;

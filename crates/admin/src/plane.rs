@@ -74,6 +74,8 @@ pub struct ControlPlane {
     /// The writer's end of the call-log queue, until [`ControlPlane::start_accounting`] takes it.
     call_log_rx: Mutex<Option<tokio::sync::mpsc::Receiver<llmux_store::CallRecord>>>,
     call_log_queue: Arc<llmux_hub::calllog::Queue>,
+    /// This process's side of the change stream between instances (`sync`).
+    pub(crate) sync: crate::sync::SyncState,
 }
 
 /// The API-managed state that feeds the running config, with provider keys decrypted.
@@ -266,6 +268,7 @@ impl ControlPlane {
             ledger,
             call_log_rx: Mutex::new(Some(call_log_rx)),
             call_log_queue,
+            sync: crate::sync::SyncState::new(),
         })
     }
 
@@ -326,6 +329,11 @@ impl ControlPlane {
     /// How the last reload went.
     pub fn status(&self) -> ReloadStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Notes `id` as the newest revision applied (a change heard from another instance).
+    pub(crate) fn set_revision(&self, id: i64) {
+        self.set_status(|s| s.revision = Some(id));
     }
 
     fn set_status(&self, f: impl FnOnce(&mut ReloadStatus)) {
@@ -390,7 +398,9 @@ impl ControlPlane {
             .apply(config, overlay)
             .await
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        self.record_revision(fs, actor, source, note).await
+        let revision = self.record_revision(fs, actor, source, note).await?;
+        self.publish(llmux_store::ChangeKind::Config, None).await;
+        Ok(revision)
     }
 
     async fn record_revision(
@@ -516,6 +526,7 @@ impl ControlPlane {
         let revision = self
             .record_revision(fs, actor, Source::File, Some("config file reloaded"))
             .await?;
+        self.publish(llmux_store::ChangeKind::Config, None).await;
         Ok(json!({ "changed": true, "revision": revision }))
     }
 

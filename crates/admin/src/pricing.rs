@@ -90,6 +90,7 @@ async fn save(cp: &ControlPlane, prices: BTreeMap<String, Price>) -> ApiResult<(
     cp.gateway
         .accounting
         .set_api_prices(prices, &cp.gateway.config().pricing);
+    cp.publish(llmux_store::ChangeKind::Config, None).await;
     Ok(())
 }
 

@@ -20,8 +20,11 @@ pub fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Starts the file poller and the SIGHUP listener on `tasks`; both stop on `cancel`.
+/// Starts what applies config changes made outside this instance's admin API, on `tasks`; all
+/// stop on `cancel`: the file poller and the SIGHUP listener (with a config file), and on a
+/// PostgreSQL store the listener for the other instances' changes ([`crate::sync::spawn`]).
 pub fn spawn(cp: &Arc<ControlPlane>, tasks: &TaskTracker, cancel: CancellationToken) {
+    crate::sync::spawn(cp, tasks, cancel.clone());
     let Some(path) = cp.file_path.clone() else {
         return;
     };

@@ -149,6 +149,16 @@ impl Ledger {
         }
     }
 
+    /// Re-reads every app's credits and budgets at its next call (after a change made on
+    /// another instance, or when notifications about such changes may have been lost).
+    pub fn refresh_all(&self) {
+        if let Ok(mut books) = self.books.lock() {
+            for b in books.values_mut() {
+                b.loaded = None;
+            }
+        }
+    }
+
     /// Reads the app's figures when they are stale: one call at a time per app, within
     /// [`STORE_TIMEOUT`]; a call that has figures to go on does not wait for another's reload.
     async fn reload_if_stale(&self, app_id: &str, now: i64) {

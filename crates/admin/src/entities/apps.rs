@@ -167,7 +167,7 @@ pub async fn patch_app(
     };
     let updated = cp.store.patch_app(&current.id, &patch).await?;
     // Credits or budgets may have changed: the data plane re-reads them at the app's next call.
-    cp.ledger.refresh(&current.id);
+    cp.app_changed(&current.id).await;
     let (before, after) = (Some(app_view(&current)), app_view(&updated));
     Ok(Json(
         audited(
@@ -194,7 +194,7 @@ pub async fn add_credits(
     check_top_up(req.add)?;
     let current = find_app(&cp, &app).await?;
     let updated = cp.store.top_up_app(&current.id, req.add).await?;
-    cp.ledger.refresh(&current.id);
+    cp.app_changed(&current.id).await;
     let (before, after) = (Some(app_view(&current)), app_view(&updated));
     Ok(Json(
         audited(
@@ -217,7 +217,8 @@ pub async fn delete_app(
 ) -> ApiResult<StatusCode> {
     let current = find_app(&cp, &app).await?;
     cp.store.delete_app(&current.id).await?;
-    cp.keycache.clear();
+    cp.key_changed(None).await;
+    cp.app_changed(&current.id).await;
     let before = app_view(&current);
     Ok(audited_delete(&cp, &caller, "app.delete", ("app", &current.id), before).await)
 }

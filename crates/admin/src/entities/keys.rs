@@ -194,7 +194,7 @@ pub async fn create_key(
         })
         .await?;
     // A client may have tried this key before it existed: forget negative answers.
-    cp.keycache.invalidate(&key.id);
+    cp.key_changed(Some(&key.id)).await;
     let view = key_view(&key);
     let mut out = audited(
         &cp,
@@ -234,7 +234,7 @@ pub async fn patch_key(
         expires_at,
     };
     let updated = cp.store.update_virtual_key(&id, &update).await?;
-    cp.keycache.invalidate(&id);
+    cp.key_changed(Some(&id)).await;
     let (before, after) = (Some(key_view(&current)), key_view(&updated));
     Ok(Json(
         audited(
@@ -257,7 +257,7 @@ pub async fn revoke_key(
 ) -> ApiResult<Json<Value>> {
     let current = find_key(&cp, &id).await?;
     let updated = cp.store.revoke_virtual_key(&id).await?;
-    cp.keycache.invalidate(&id);
+    cp.key_changed(Some(&id)).await;
     let (before, after) = (Some(key_view(&current)), key_view(&updated));
     Ok(Json(
         audited(
@@ -280,7 +280,7 @@ pub async fn delete_key(
 ) -> ApiResult<StatusCode> {
     let current = find_key(&cp, &id).await?;
     cp.store.delete_virtual_key(&id).await?;
-    cp.keycache.invalidate(&id);
+    cp.key_changed(Some(&id)).await;
     let before = key_view(&current);
     Ok(audited_delete(&cp, &caller, "key.delete", ("virtual_key", &id), before).await)
 }

@@ -18,6 +18,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::session::Caller;
 use crate::time::rfc3339_ms;
 use crate::{parse_body, ControlPlane};
+use llmux_store::ChangeKind;
 
 /// `POST /users`.
 #[derive(Deserialize)]
@@ -86,6 +87,7 @@ pub async fn create_user(
         .store
         .create_user(&req.username, &Secret::new(req.password), role)
         .await?;
+    cp.publish(ChangeKind::User, Some(&user.id)).await;
     let after = user_view(&user);
     let target = ("user", user.username.as_str());
     Ok(created(
@@ -113,6 +115,7 @@ pub async fn patch_user(
         Some(role) => cp.store.set_user_role(&current.id, role).await?,
         None => current.clone(),
     };
+    cp.publish(ChangeKind::User, Some(&current.id)).await;
     // The audit log notes that the password changed; the answer does not.
     let mut after = user_view(&updated);
     if req.password.is_some() {
@@ -139,6 +142,7 @@ pub async fn delete_user(
 ) -> ApiResult<StatusCode> {
     let current = find_user(&cp, &username).await?;
     cp.store.delete_user(&current.id).await?;
+    cp.publish(ChangeKind::User, Some(&current.id)).await;
     let before = user_view(&current);
     Ok(audited_delete(&cp, &caller, "user.delete", ("user", &username), before).await)
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod harness;
+mod notify;
 mod security;
 
 use std::os::unix::fs::PermissionsExt as _;
