@@ -223,11 +223,8 @@ impl KeyPool {
         let Some(k) = self.keys.get(pick.0) else {
             return false;
         };
-        if k.state.swap(DISABLED, Ordering::Relaxed) == DISABLED {
+        if !self.disable_quietly(pick, reason) {
             return false;
-        }
-        if let Ok(mut d) = k.disabled.lock() {
-            *d = Some((reason.to_string(), SystemTime::now(), Instant::now()));
         }
         crate::alerts::emit(crate::alerts::Alert::KeyDisabled {
             upstream: self.owner.clone(),
@@ -235,6 +232,33 @@ impl KeyPool {
             reason: reason.to_string(),
         });
         true
+    }
+
+    /// [`KeyPool::disable`] without the alert: another instance of the cluster disabled the
+    /// key and alerted already. Returns true if this call disabled it.
+    pub fn disable_quietly(&self, pick: KeyPick, reason: &str) -> bool {
+        let Some(k) = self.keys.get(pick.0) else {
+            return false;
+        };
+        if k.state.swap(DISABLED, Ordering::Relaxed) == DISABLED {
+            return false;
+        }
+        if let Ok(mut d) = k.disabled.lock() {
+            *d = Some((reason.to_string(), SystemTime::now(), Instant::now()));
+        }
+        true
+    }
+
+    /// Re-enables key `i` because its re-check passed elsewhere (the cluster's prober), unless
+    /// it is not disabled or was disabled by hand here. Returns true if it was re-enabled.
+    pub fn enable_rechecked(&self, i: usize) -> bool {
+        let Some(k) = self.keys.get(i) else {
+            return false;
+        };
+        if k.state.load(Ordering::Relaxed) != DISABLED || k.by_hand.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.enable(i)
     }
 
     pub fn enable(&self, i: usize) -> bool {
