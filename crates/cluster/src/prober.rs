@@ -106,6 +106,8 @@ pub struct Prober {
     /// Set once the first claim settled the mode (no wake for the start-up decision).
     settled: AtomicBool,
     wake: Arc<Notify>,
+    /// Upstream name → whether the latest shared result has it in standby.
+    reported: Mutex<HashMap<String, bool>>,
     /// Results waiting to be published, by upstream name.
     pending: Mutex<HashMap<String, ProbeResult>>,
     publish: Notify,
@@ -130,6 +132,12 @@ impl ProbeCoordinator for Prober {
             }
         }
         self.publish.notify_one();
+    }
+
+    fn reported_down(&self, up: &Upstream) -> bool {
+        self.reported
+            .lock()
+            .is_ok_and(|r| r.get(&up.name).copied().unwrap_or(false))
     }
 
     fn wake(&self) -> Arc<Notify> {
@@ -191,6 +199,12 @@ impl Prober {
     async fn step(&self) {
         let holder = self.claim().await;
         let now = llmux_store::now_ms();
+        if holder.is_some() && self.mode() == Mode::Unreachable {
+            // Back from an outage in which it probed for itself: its own results are fresh;
+            // the prober's next publication takes over from here.
+            self.fresh_ms
+                .fetch_max(u64::try_from(now).unwrap_or(0), Ordering::Relaxed);
+        }
         let mode = match &holder {
             None => Mode::Unreachable,
             Some(h) if *h == self.cluster.id => {
@@ -249,6 +263,9 @@ impl Prober {
         self.fresh_ms.fetch_max(at, Ordering::Relaxed);
         let routes = self.gw.routes();
         for result in &shared.results {
+            if let Ok(mut reported) = self.reported.lock() {
+                reported.insert(result.name.clone(), result.pool != "active");
+            }
             if let Some(up) = routes.upstream(&result.name) {
                 result.apply(up);
             }
@@ -331,6 +348,7 @@ pub(crate) fn start(ctx: &Ctx) {
         fresh_ms: AtomicU64::new(u64::try_from(llmux_store::now_ms()).unwrap_or(0)),
         settled: AtomicBool::new(false),
         wake: Arc::new(Notify::new()),
+        reported: Mutex::new(HashMap::new()),
         pending: Mutex::new(HashMap::new()),
         publish: Notify::new(),
     });

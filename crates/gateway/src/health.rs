@@ -78,12 +78,12 @@ pub async fn run(gw: Arc<Gateway>, cancel: CancellationToken) {
         let interval = routes.config.health.interval;
         let now = Instant::now();
         next_round = next_round.min(now + interval);
-        if should_probe(&gw) {
-            track_standby(&routes, &mut retries, now);
-        } else {
-            // The prober re-probes standby upstreams and shares what it finds.
-            retries.clear();
-        }
+        // A follower re-probes only what it put in standby itself (a live call's failure):
+        // standby upstreams the prober reported are the prober's to re-probe.
+        let probing = should_probe(&gw);
+        track_standby(&routes, &mut retries, now, |u| {
+            probing || !gw.peers.probe.get().is_some_and(|p| p.reported_down(u))
+        });
         // Wake at least every first-retry step, so a node a live call just marked down is
         // re-probed in about a second rather than at the next round.
         let wake_at = retries
@@ -161,14 +161,12 @@ fn track_standby(
     routes: &crate::routing::Routes,
     retries: &mut HashMap<String, (tokio::time::Instant, Duration)>,
     now: tokio::time::Instant,
+    mine: impl Fn(&Upstream) -> bool,
 ) {
-    retries.retain(|name, _| {
-        routes
-            .upstream(name)
-            .is_some_and(|u| u.state().pool == Pool::Standby)
-    });
+    let standby = |u: &Upstream| u.state().pool == Pool::Standby && mine(u);
+    retries.retain(|name, _| routes.upstream(name).is_some_and(|u| standby(u)));
     for u in &routes.upstreams {
-        if u.state().pool == Pool::Standby && !retries.contains_key(&u.name) {
+        if standby(u) && !retries.contains_key(&u.name) {
             retries.insert(
                 u.name.clone(),
                 (now + STANDBY_FIRST_RETRY, STANDBY_FIRST_RETRY),

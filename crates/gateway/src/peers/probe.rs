@@ -27,6 +27,11 @@ pub trait ProbeCoordinator: Send + Sync {
     /// caller's path; never blocks).
     fn probed(&self, upstreams: &[Arc<Upstream>]);
 
+    /// Whether the prober's latest shared result has `up` in standby: then re-probing it is
+    /// the prober's work, and a follower leaves it alone. A follower re-probes (on the usual
+    /// backoff) only upstreams it put in standby itself after a live call failed there.
+    fn reported_down(&self, up: &Upstream) -> bool;
+
     /// Fires when [`ProbeCoordinator::should_probe`] turns true (the lease was won, or the
     /// shared results went stale), so the health loop probes at once rather than at its next
     /// round.
@@ -123,5 +128,63 @@ impl ProbeResult {
             tracing::info!(upstream = %up.name, pool = pool.as_str(), "upstream pool changed by the cluster's prober");
         }
         true
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use llmux_config::{RoutingConfig, Timeouts, UpstreamConfig};
+
+    fn node(url: &str) -> Upstream {
+        let cfg = UpstreamConfig {
+            name: "gpu-a".into(),
+            kind: UpstreamKind::Ollama,
+            url: url.into(),
+            keys: Vec::new(),
+            models: None,
+            weight: 1,
+            timeouts: Timeouts::default(),
+            api_version: None,
+        };
+        Upstream::new(&cfg, &RoutingConfig::default()).unwrap()
+    }
+
+    /// A follower takes the prober's pool, models and loaded models; an older result, or one
+    /// about another server of the same name, changes nothing.
+    #[tokio::test]
+    async fn a_newer_result_for_the_same_server_is_applied_and_nothing_else() {
+        let prober = node("http://10.0.0.5:11434");
+        prober.update(|s| {
+            s.pool = Pool::Standby;
+            s.last_error = Some("connection failed".into());
+            s.last_check = Some(SystemTime::now());
+            let (map, list) = index_models(vec!["llama3:latest".into(), "qwen2:7b".into()]);
+            s.models = map;
+            s.model_list = list;
+            s.ps = vec![serde_json::json!({"name": "qwen2:7b"})];
+        });
+        let shared = ProbeResult::of(&prober);
+        let wire: ProbeResult =
+            serde_json::from_str(&serde_json::to_string(&shared).unwrap()).unwrap();
+        assert_eq!(wire, shared);
+
+        let follower = node("http://10.0.0.5:11434");
+        assert!(wire.apply(&follower));
+        let s = follower.state();
+        assert_eq!(s.pool, Pool::Standby);
+        assert_eq!(s.model_list, vec!["llama3:latest", "qwen2:7b"]);
+        assert!(s.loaded.contains("qwen2:7b"));
+        assert_eq!(s.last_error.as_deref(), Some("connection failed"));
+        assert!(!wire.apply(&follower), "the same result twice is applied once");
+
+        let elsewhere = node("http://10.0.0.6:11434");
+        assert!(!wire.apply(&elsewhere), "another server of the same name");
+        assert_eq!(elsewhere.state().pool, Pool::Active);
+
+        let fresher = node("http://10.0.0.5:11434");
+        fresher.update(|s| s.last_check = Some(SystemTime::now() + Duration::from_secs(5)));
+        assert!(!wire.apply(&fresher), "an older result than the instance's own");
     }
 }

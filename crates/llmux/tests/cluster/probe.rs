@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use llmux_mock::{Faults, KeyRules, MockServer};
 use serde_json::Value;
 
-use crate::common::cluster::{time_until, Spec, TestCluster};
+use crate::common::cluster::{time_until, OwnRedis, Spec, TestCluster};
 use crate::common::{chat, client, node, ollama, openai, Llmux};
 
 /// `[health]` of these tests: a round every second.
@@ -284,4 +284,66 @@ async fn send(n: &Llmux, model: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
+}
+
+#[tokio::test]
+async fn without_redis_every_instance_probes_for_itself_and_one_prober_returns() {
+    let Some(mut own) = OwnRedis::start() else {
+        eprintln!("note: redis-server is not installed: skipping");
+        return;
+    };
+    let a = MockServer::start(node("gpu-a", &["llama3:latest"]))
+        .await
+        .unwrap();
+    let body = format!("{}{HEALTH}", ollama("gpu-a", &a.url()));
+    let mut spec = Spec::new(3, &body);
+    spec.redis_url = Some(own.url());
+    let Some(c) = TestCluster::start(spec).await else {
+        return;
+    };
+    settled(&c).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    own.stop();
+    let alone = time_until(Duration::from_secs(5), || async {
+        c.nodes
+            .iter()
+            .all(|n| n.log_text().contains("Redis unreachable: probing for itself"))
+    })
+    .await
+    .expect("the instances did not say they probe for themselves within 5 s");
+    let before = probes(&a, "/api/tags");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let n = probes(&a, "/api/tags") - before;
+    println!("Redis down: all 3 instances probing for themselves after {alone:?}; {n} probes in 5 s");
+    assert!(n >= 10, "3 instances probing for themselves send ~15 probes in 5 s, got {n}");
+
+    own.restart();
+    let back = time_until(Duration::from_secs(10), || async {
+        prober_id(&c).await.is_some()
+    })
+    .await
+    .expect("no prober elected within 10 s of Redis returning");
+    // Followers settle once the new prober's first results arrive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = probes(&a, "/api/tags");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let n = probes(&a, "/api/tags") - before;
+    println!("Redis back: prober elected after {back:?}; then {n} probes in 5 s");
+    assert!((3..=7).contains(&n), "one prober again: {n} probes in 5 s");
+
+    // The followers take the prober's results again (resubscribed, or through the hash).
+    a.set_models(vec!["llama3:latest".into(), "mistral:7b".into()]);
+    let seen = time_until(Duration::from_secs(5), || async {
+        for node in &c.nodes {
+            let models = upstream(node, "gpu-a").await["models"].clone();
+            if !models.as_array().unwrap().iter().any(|m| m == "mistral:7b") {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .expect("the followers did not take the prober's model list after the outage");
+    println!("after the outage, a new model is shown by all 3 instances in {seen:?}");
 }
