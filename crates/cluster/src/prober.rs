@@ -244,10 +244,18 @@ impl Prober {
         }
         let id = &self.cluster.id;
         match mode {
-            Mode::Prober => tracing::info!(instance = %id, "cluster: this instance is the prober now: it runs the health checks and model discovery for the cluster"),
-            Mode::Following => tracing::info!(instance = %id, prober = holder.unwrap_or(""), "cluster: following the prober: taking its health results instead of probing"),
-            Mode::Unreachable => tracing::warn!(instance = %id, "cluster: Redis unreachable: probing for itself until it is back"),
-            Mode::Stale => tracing::warn!(instance = %id, prober = holder.unwrap_or(""), stale_after = ?self.stale_after(), "cluster: the prober's shared results are stale: probing for itself"),
+            Mode::Prober => {
+                tracing::info!(instance = %id, "cluster: this instance is the prober now: it runs the health checks and model discovery for the cluster")
+            }
+            Mode::Following => {
+                tracing::info!(instance = %id, prober = holder.unwrap_or(""), "cluster: following the prober: taking its health results instead of probing")
+            }
+            Mode::Unreachable => {
+                tracing::warn!(instance = %id, "cluster: Redis unreachable: probing for itself until it is back")
+            }
+            Mode::Stale => {
+                tracing::warn!(instance = %id, prober = holder.unwrap_or(""), stale_after = ?self.stale_after(), "cluster: the prober's shared results are stale: probing for itself")
+            }
         }
         if mode.probes() && !was.probes() && !first {
             self.wake.notify_one();

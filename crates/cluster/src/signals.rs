@@ -118,10 +118,9 @@ fn apply(cluster: &Cluster, gw: &Gateway, w: &Wire) -> bool {
     });
     let d = Duration::from_millis(w.ms);
     let changed = match (w.kind.as_str(), pick) {
-        ("key_disabled", Some(k)) => up.keys.disable_quietly(
-            k,
-            &format!("{} (seen by instance {})", w.reason, w.from),
-        ),
+        ("key_disabled", Some(k)) => up
+            .keys
+            .disable_quietly(k, &format!("{} (seen by instance {})", w.reason, w.from)),
         ("key_cooled", k) => {
             up.mark_throttled(d);
             if let Some(k) = k {

@@ -285,8 +285,7 @@ async fn check(
     let started = Instant::now();
     match up.kind {
         UpstreamKind::Ollama => {
-            let tags =
-                get_with_keys(up, &crate::egress::listing_url(up), rests, peers).await?;
+            let tags = get_with_keys(up, &crate::egress::listing_url(up), rests, peers).await?;
             let latency = started.elapsed();
             let tags = list(&tags, "models");
             // /api/ps is informative (warm models); an old node without it is still healthy.
@@ -313,8 +312,7 @@ async fn check(
             })
         }
         _ => {
-            let listed =
-                get_with_keys(up, &crate::egress::listing_url(up), rests, peers).await?;
+            let listed = get_with_keys(up, &crate::egress::listing_url(up), rests, peers).await?;
             let latency = started.elapsed();
             let models = match &up.static_models {
                 Some(_) => None,
@@ -379,7 +377,13 @@ async fn get_with_keys(
                 let rest = crate::retry::rest(e.retry_after, cooldown, max_cooldown);
                 up.keys.cool(pick, rest);
                 up.mark_throttled(rest);
-                announce_to(peers, up, Some(pick), SignalKind::KeyCooled(rest), &e.message);
+                announce_to(
+                    peers,
+                    up,
+                    Some(pick),
+                    SignalKind::KeyCooled(rest),
+                    &e.message,
+                );
                 throttled = true;
             }
             Err(e) => return Err(e.message),

@@ -177,7 +177,10 @@ mod tests {
         assert_eq!(s.model_list, vec!["llama3:latest", "qwen2:7b"]);
         assert!(s.loaded.contains("qwen2:7b"));
         assert_eq!(s.last_error.as_deref(), Some("connection failed"));
-        assert!(!wire.apply(&follower), "the same result twice is applied once");
+        assert!(
+            !wire.apply(&follower),
+            "the same result twice is applied once"
+        );
 
         let elsewhere = node("http://10.0.0.6:11434");
         assert!(!wire.apply(&elsewhere), "another server of the same name");
@@ -185,6 +188,9 @@ mod tests {
 
         let fresher = node("http://10.0.0.5:11434");
         fresher.update(|s| s.last_check = Some(SystemTime::now() + Duration::from_secs(5)));
-        assert!(!wire.apply(&fresher), "an older result than the instance's own");
+        assert!(
+            !wire.apply(&fresher),
+            "an older result than the instance's own"
+        );
     }
 }

@@ -72,7 +72,9 @@ async fn one_instance_probes_and_the_others_take_its_results() {
     let a = MockServer::start(node("gpu-a", &["llama3:latest"]))
         .await
         .unwrap();
-    let b = MockServer::start(node("gpu-b", &["qwen2:7b"])).await.unwrap();
+    let b = MockServer::start(node("gpu-b", &["qwen2:7b"]))
+        .await
+        .unwrap();
     let body = format!(
         "{}{}{HEALTH}",
         ollama("gpu-a", &a.url()),
@@ -169,9 +171,14 @@ async fn a_killed_prober_is_replaced_within_two_intervals() {
     .expect("probing did not resume within 6 s of the prober's death");
     let gap = killed.elapsed().min(resumed + Duration::from_millis(100));
     let new = prober_id(&c).await.unwrap_or_default();
-    println!("prober {old} killed with SIGKILL: {new} probing after {gap:?} (interval 1 s, bound 2 s)");
+    println!(
+        "prober {old} killed with SIGKILL: {new} probing after {gap:?} (interval 1 s, bound 2 s)"
+    );
     assert_ne!(new, old);
-    assert!(gap <= Duration::from_secs(2), "probing resumed after {gap:?}");
+    assert!(
+        gap <= Duration::from_secs(2),
+        "probing resumed after {gap:?}"
+    );
 
     // And again only one prober.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -306,17 +313,23 @@ async fn without_redis_every_instance_probes_for_itself_and_one_prober_returns()
 
     own.stop();
     let alone = time_until(Duration::from_secs(5), || async {
-        c.nodes
-            .iter()
-            .all(|n| n.log_text().contains("Redis unreachable: probing for itself"))
+        c.nodes.iter().all(|n| {
+            n.log_text()
+                .contains("Redis unreachable: probing for itself")
+        })
     })
     .await
     .expect("the instances did not say they probe for themselves within 5 s");
     let before = probes(&a, "/api/tags");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let n = probes(&a, "/api/tags") - before;
-    println!("Redis down: all 3 instances probing for themselves after {alone:?}; {n} probes in 5 s");
-    assert!(n >= 10, "3 instances probing for themselves send ~15 probes in 5 s, got {n}");
+    println!(
+        "Redis down: all 3 instances probing for themselves after {alone:?}; {n} probes in 5 s"
+    );
+    assert!(
+        n >= 10,
+        "3 instances probing for themselves send ~15 probes in 5 s, got {n}"
+    );
 
     own.restart();
     let back = time_until(Duration::from_secs(10), || async {
