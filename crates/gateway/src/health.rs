@@ -99,12 +99,9 @@ pub async fn run(gw: Arc<Gateway>, cancel: CancellationToken) {
         }
         let now = Instant::now();
         if now >= next_round {
-            if should_probe(&gw) {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = async { probe_all(&gw).await; recheck_keys(&gw).await } => {}
-                }
-                probed(&gw, &gw.routes().upstreams);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = round(&gw) => {}
             }
             next_round = Instant::now() + interval;
             continue;
@@ -130,6 +127,20 @@ pub async fn run(gw: Arc<Gateway>, cancel: CancellationToken) {
                 *at = now + *wait;
             }
         }
+    }
+}
+
+/// One round: probe every upstream and re-check disabled keys, then share the results. A
+/// cluster's follower only re-checks: the prober re-checks disabled keys and announces the
+/// ones that work again, and a key still disabled here after two re-check periods (an
+/// announcement lost) is re-checked here, so no key stays out for good.
+async fn round(gw: &Gateway) {
+    if should_probe(gw) {
+        probe_all(gw).await;
+        recheck_keys(gw).await;
+        probed(gw, &gw.routes().upstreams);
+    } else {
+        recheck_keys_after(gw, gw.routes().config.health.key_recheck * 2).await;
     }
 }
 
@@ -177,8 +188,12 @@ fn track_standby(
 
 /// Disabled keys come back: each one due is tried with a cheap listing call and re-enabled on success.
 pub async fn recheck_keys(gw: &Gateway) {
+    recheck_keys_after(gw, gw.routes().config.health.key_recheck).await;
+}
+
+/// [`recheck_keys`] for keys whose last check is at least `every` old.
+async fn recheck_keys_after(gw: &Gateway, every: Duration) {
     let routes = gw.routes();
-    let every = routes.config.health.key_recheck;
     let timeout = routes.config.health.timeout;
     for up in &routes.upstreams {
         for i in up.keys.due_for_recheck(every) {
