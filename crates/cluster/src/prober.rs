@@ -11,7 +11,7 @@
 //!   upstream's [`ProbeResult`] into the hash `{ns}:probe` (field = upstream name; the hash
 //!   expires when no prober refreshes it) and publishes the same on channel `{ns}:probe`. The
 //!   others apply them as they arrive, and read the hash when no publication came for an
-//!   interval (a lost message, a reconnect).
+//!   interval plus a timeout (a lost message, a reconnect).
 //! - **Fallback**: an instance that cannot reach Redis, or whose newest shared results are
 //!   older than `2 × interval + timeout` (one missed round, each round bounded by the
 //!   timeout), probes for itself and says so in its log, rather than route blind.
@@ -214,8 +214,9 @@ impl Prober {
                 Mode::Prober
             }
             Some(_) => {
-                let interval = self.gw.config().health.interval;
-                if self.age(now) > interval {
+                // Publications come every interval plus one round (bounded by the timeout).
+                let health = &self.gw.config().health;
+                if self.age(now) > health.interval + health.timeout {
                     self.read_shared().await;
                 }
                 if self.age(now) > self.stale_after() {
@@ -262,12 +263,14 @@ impl Prober {
         }
     }
 
-    /// Applies a publication of another instance; returns whether it was one.
-    fn apply(&self, shared: &Shared) -> bool {
+    /// Applies a publication of another instance, received at `received_ms` (a message, fresh
+    /// by definition: no clock of another host involved) or read from the hash (`None`: its
+    /// own time stamp says how fresh it is). Returns whether it was another instance's.
+    fn apply(&self, shared: &Shared, received_ms: Option<i64>) -> bool {
         if shared.by == self.cluster.id {
             return false;
         }
-        let at = u64::try_from(shared.at_ms).unwrap_or(0);
+        let at = u64::try_from(received_ms.unwrap_or(shared.at_ms)).unwrap_or(0);
         self.fresh_ms.fetch_max(at, Ordering::Relaxed);
         let routes = self.gw.routes();
         for result in &shared.results {
@@ -292,7 +295,7 @@ impl Prober {
         };
         for json in fields.values() {
             if let Ok(shared) = serde_json::from_str::<Shared>(json) {
-                self.apply(&shared);
+                self.apply(&shared, None);
             }
         }
     }
@@ -406,7 +409,7 @@ async fn subscribe(p: &Prober) {
                     continue;
                 };
                 if let Ok(shared) = serde_json::from_str::<Shared>(&payload) {
-                    p.apply(&shared);
+                    p.apply(&shared, Some(llmux_store::now_ms()));
                 }
             }
         }

@@ -442,4 +442,19 @@ mod tests {
         tokio::time::advance(Duration::from_secs(301)).await;
         assert_eq!(reloaded.due_for_recheck(Duration::from_secs(300)), vec![1]);
     }
+
+    /// A cluster's re-enable announcement revives a key disabled after a refusal, not one an
+    /// operator disabled by hand, and a quiet disable (another instance's) disables as usual.
+    #[test]
+    fn a_rechecked_key_comes_back_unless_disabled_by_hand() {
+        let p = pool(2);
+        assert!(p.disable_quietly(KeyPick(0), "401 seen elsewhere"));
+        assert!(!p.disable_quietly(KeyPick(0), "again"), "already disabled");
+        assert_eq!(p.state(0).as_str(), "disabled");
+        assert!(p.disable_by_hand(1, "operator"));
+        assert!(p.enable_rechecked(0));
+        assert_eq!(p.state(0), KeyState::Ok);
+        assert!(!p.enable_rechecked(1), "an operator's decision stands");
+        assert!(!p.enable_rechecked(0), "not disabled");
+    }
 }
