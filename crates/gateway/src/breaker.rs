@@ -172,6 +172,25 @@ impl Breaker {
         Some(open_for)
     }
 
+    /// Opens the breaker for `open_for` because another instance of the cluster saw the
+    /// upstream fail (its breaker opened). An already open breaker keeps the later deadline;
+    /// when it expires, one trial call decides as for a breaker opened here. Returns whether
+    /// this closed breaker opened.
+    pub fn open_remotely(&self, open_for: Duration) -> bool {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let until = crate::deadline::after_tokio(now, open_for.min(self.cfg.max_open_for));
+        let was_closed = inner.state == BreakerState::Closed;
+        if inner.state != BreakerState::Open || inner.open_until < until {
+            inner.open_until = until;
+        }
+        inner.state = BreakerState::Open;
+        inner.trial_out = false;
+        inner.window.clear();
+        self.tripped.store(true, Ordering::Relaxed);
+        was_closed
+    }
+
     /// Frees a half-open trial whose call ended without a verdict on the upstream.
     pub fn release_trial(&self) {
         if self.tripped.load(Ordering::Relaxed) {
@@ -302,6 +321,22 @@ mod tests {
             assert_eq!(b.failure(), None);
             b.success();
         }
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    /// Another instance's breaker opened: this one opens too, keeps the later deadline, and
+    /// lets one trial through when it expires.
+    #[tokio::test(start_paused = true)]
+    async fn a_remote_opening_opens_until_its_deadline_then_trials() {
+        let b = breaker();
+        assert!(b.open_remotely(Duration::from_secs(10)));
+        assert_eq!(b.admit(), Admission::Rejected);
+        assert!(!b.open_remotely(Duration::from_secs(2)), "already open");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(b.state(), BreakerState::Open, "the later deadline holds");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(b.admit(), Admission::Trial);
+        b.success();
         assert_eq!(b.state(), BreakerState::Closed);
     }
 }

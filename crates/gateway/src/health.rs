@@ -21,18 +21,37 @@ struct Probe {
 /// Probes every upstream once, all at the same time, each bounded by `timeout`.
 pub async fn probe_all(gw: &Gateway) {
     let routes = gw.routes();
-    probe_some(&routes.upstreams, &routes.config).await;
+    probe_with(&routes.upstreams, &routes.config, Some(&gw.peers)).await;
 }
 
 /// Probes `upstreams` concurrently, each bounded by `health.timeout`.
 pub async fn probe_some(upstreams: &[Arc<Upstream>], config: &llmux_config::Config) {
+    probe_with(upstreams, config, None).await;
+}
+
+/// [`probe_some`], announcing keys it disables or cools to the cluster's other instances
+/// through `peers` when given.
+async fn probe_with(
+    upstreams: &[Arc<Upstream>],
+    config: &llmux_config::Config,
+    peers: Option<&crate::peers::Peers>,
+) {
     let timeout = config.health.timeout;
     let r = &config.routing;
-    let (cooldown, max_cooldown) = (r.cooldown, r.max_cooldown);
+    let rests = (r.cooldown, r.max_cooldown);
     let probes = upstreams
         .iter()
-        .map(|u| probe_one(u, timeout, cooldown, max_cooldown));
+        .map(|u| probe_one(u, timeout, rests, peers));
     futures_util::future::join_all(probes).await;
+}
+
+/// Keys of the models an Ollama node's `/api/ps` entries say are loaded.
+pub fn loaded_models(ps: &[Value]) -> std::collections::HashSet<String> {
+    ps.iter()
+        .filter_map(|m| m.get("name").or_else(|| m.get("model")))
+        .filter_map(Value::as_str)
+        .map(|n| llmux_wire::model::model_key(n).into_owned())
+        .collect()
 }
 
 /// The first re-probe of a standby upstream comes this soon; each failure doubles the wait,
@@ -42,20 +61,32 @@ const STANDBY_FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs probes (and re-checks of disabled keys) every `health.interval` until `cancel` fires;
 /// in between, standby upstreams are re-probed on their own backoff.
+///
+/// In a cluster (`gw.peers.probe` set) only the instance the coordinator names probes; the
+/// others skip their rounds and take the prober's results. When the coordinator wakes this
+/// loop (the lease was won, or the shared results went stale) it probes at once.
 pub async fn run(gw: Arc<Gateway>, cancel: CancellationToken) {
     use tokio::time::Instant;
     let mut next_round = Instant::now() + gw.routes().config.health.interval;
     // Standby upstream → (next re-probe, current wait).
     let mut retries: HashMap<String, (Instant, Duration)> = HashMap::new();
+    let wake = gw.peers.probe.get().map(|p| p.wake());
+    // Share the start-up probe (`Gateway::start` ran it just before) when this is the prober.
+    probed(&gw, &gw.routes().upstreams);
     loop {
         let routes = gw.routes();
         let interval = routes.config.health.interval;
         let now = Instant::now();
         next_round = next_round.min(now + interval);
-        track_standby(&routes, &mut retries, now);
+        // A follower re-probes only what it put in standby itself (a live call's failure):
+        // standby upstreams the prober reported are the prober's to re-probe.
+        let probing = should_probe(&gw);
+        track_standby(&routes, &mut retries, now, |u| {
+            probing || !gw.peers.probe.get().is_some_and(|p| p.reported_down(u))
+        });
         // Wake at least every first-retry step, so a node a live call just marked down is
         // re-probed in about a second rather than at the next round.
-        let wake = retries
+        let wake_at = retries
             .values()
             .map(|(at, _)| *at)
             .chain([next_round, now + STANDBY_FIRST_RETRY])
@@ -63,13 +94,14 @@ pub async fn run(gw: Arc<Gateway>, cancel: CancellationToken) {
             .unwrap_or(next_round);
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until(wake) => {}
+            _ = tokio::time::sleep_until(wake_at) => {}
+            _ = woken(wake.as_deref()) => next_round = Instant::now(),
         }
         let now = Instant::now();
         if now >= next_round {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = async { probe_all(&gw).await; recheck_keys(&gw).await } => {}
+                _ = round(&gw) => {}
             }
             next_round = Instant::now() + interval;
             continue;
@@ -85,8 +117,9 @@ pub async fn run(gw: Arc<Gateway>, cancel: CancellationToken) {
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = probe_some(&due, &routes.config) => {}
+            _ = probe_with(&due, &routes.config, Some(&gw.peers)) => {}
         }
+        probed(&gw, &due);
         let now = Instant::now();
         for u in &due {
             if let Some((at, wait)) = retries.get_mut(&u.name) {
@@ -97,20 +130,54 @@ pub async fn run(gw: Arc<Gateway>, cancel: CancellationToken) {
     }
 }
 
+/// One round: probe every upstream and re-check disabled keys, then share the results. A
+/// cluster's follower only re-checks: the prober re-checks disabled keys and announces the
+/// ones that work again, and a key still disabled here after two re-check periods (an
+/// announcement lost) is re-checked here, so no key stays out for good.
+async fn round(gw: &Gateway) {
+    if should_probe(gw) {
+        probe_all(gw).await;
+        recheck_keys(gw).await;
+        probed(gw, &gw.routes().upstreams);
+    } else {
+        recheck_keys_after(gw, gw.routes().config.health.key_recheck * 2).await;
+    }
+}
+
+/// Whether this instance runs the active checks now: always on a single instance; in a
+/// cluster, when the coordinator says so.
+fn should_probe(gw: &Gateway) -> bool {
+    gw.peers.probe.get().is_none_or(|p| p.should_probe())
+}
+
+/// Hands what was just probed to the cluster's coordinator (which shares it when this
+/// instance is the prober).
+fn probed(gw: &Gateway, upstreams: &[Arc<Upstream>]) {
+    if let Some(p) = gw.peers.probe.get() {
+        p.probed(upstreams);
+    }
+}
+
+/// Resolves when `wake` is notified; never without one.
+async fn woken(wake: Option<&tokio::sync::Notify>) {
+    match wake {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Keeps `retries` to the upstreams in standby now: new ones start at the first step, ones
 /// that came back (or left the config) are dropped.
 fn track_standby(
     routes: &crate::routing::Routes,
     retries: &mut HashMap<String, (tokio::time::Instant, Duration)>,
     now: tokio::time::Instant,
+    mine: impl Fn(&Upstream) -> bool,
 ) {
-    retries.retain(|name, _| {
-        routes
-            .upstream(name)
-            .is_some_and(|u| u.state().pool == Pool::Standby)
-    });
+    let standby = |u: &Upstream| u.state().pool == Pool::Standby && mine(u);
+    retries.retain(|name, _| routes.upstream(name).is_some_and(|u| standby(u)));
     for u in &routes.upstreams {
-        if u.state().pool == Pool::Standby && !retries.contains_key(&u.name) {
+        if standby(u) && !retries.contains_key(&u.name) {
             retries.insert(
                 u.name.clone(),
                 (now + STANDBY_FIRST_RETRY, STANDBY_FIRST_RETRY),
@@ -121,8 +188,12 @@ fn track_standby(
 
 /// Disabled keys come back: each one due is tried with a cheap listing call and re-enabled on success.
 pub async fn recheck_keys(gw: &Gateway) {
+    recheck_keys_after(gw, gw.routes().config.health.key_recheck).await;
+}
+
+/// [`recheck_keys`] for keys whose last check is at least `every` old.
+async fn recheck_keys_after(gw: &Gateway, every: Duration) {
     let routes = gw.routes();
-    let every = routes.config.health.key_recheck;
     let timeout = routes.config.health.timeout;
     for up in &routes.upstreams {
         for i in up.keys.due_for_recheck(every) {
@@ -144,6 +215,13 @@ pub async fn recheck_keys(gw: &Gateway) {
                 Ok(_) => {
                     up.keys.enable(i);
                     tracing::info!(upstream = %up.name, key = %key.id, "disabled key works again: re-enabled");
+                    crate::peers::signals::announce(
+                        gw,
+                        up,
+                        Some(crate::keys::KeyPick(i)),
+                        crate::peers::signals::SignalKind::KeyEnabled,
+                        "re-check passed",
+                    );
                 }
                 Err(e) => up
                     .keys
@@ -156,10 +234,10 @@ pub async fn recheck_keys(gw: &Gateway) {
 async fn probe_one(
     up: &Arc<Upstream>,
     timeout: Duration,
-    cooldown: Duration,
-    max_cooldown: Duration,
+    rests: (Duration, Duration),
+    peers: Option<&crate::peers::Peers>,
 ) {
-    let result = match tokio::time::timeout(timeout, check(up, cooldown, max_cooldown)).await {
+    let result = match tokio::time::timeout(timeout, check(up, rests, peers)).await {
         Ok(r) => r,
         Err(_) => Err(format!("health check timed out after {timeout:?}")),
     };
@@ -187,13 +265,7 @@ async fn probe_one(
                 if up.kind == UpstreamKind::Ollama {
                     s.tags = probe.tags.clone();
                     s.ps = probe.ps.clone();
-                    s.loaded = probe
-                        .ps
-                        .iter()
-                        .filter_map(|m| m.get("name").or_else(|| m.get("model")))
-                        .filter_map(Value::as_str)
-                        .map(|n| llmux_wire::model::model_key(n).into_owned())
-                        .collect();
+                    s.loaded = loaded_models(&probe.ps);
                 }
             });
             if before == Pool::Standby {
@@ -220,12 +292,15 @@ async fn probe_one(
     }
 }
 
-async fn check(up: &Upstream, cooldown: Duration, max_cooldown: Duration) -> Result<Probe, String> {
+async fn check(
+    up: &Upstream,
+    rests: (Duration, Duration),
+    peers: Option<&crate::peers::Peers>,
+) -> Result<Probe, String> {
     let started = Instant::now();
     match up.kind {
         UpstreamKind::Ollama => {
-            let tags =
-                get_with_keys(up, &crate::egress::listing_url(up), cooldown, max_cooldown).await?;
+            let tags = get_with_keys(up, &crate::egress::listing_url(up), rests, peers).await?;
             let latency = started.elapsed();
             let tags = list(&tags, "models");
             // /api/ps is informative (warm models); an old node without it is still healthy.
@@ -252,8 +327,7 @@ async fn check(up: &Upstream, cooldown: Duration, max_cooldown: Duration) -> Res
             })
         }
         _ => {
-            let listed =
-                get_with_keys(up, &crate::egress::listing_url(up), cooldown, max_cooldown).await?;
+            let listed = get_with_keys(up, &crate::egress::listing_url(up), rests, peers).await?;
             let latency = started.elapsed();
             let models = match &up.static_models {
                 Some(_) => None,
@@ -280,9 +354,10 @@ struct ProbeError {
 async fn get_with_keys(
     up: &Upstream,
     url: &str,
-    cooldown: Duration,
-    max_cooldown: Duration,
+    (cooldown, max_cooldown): (Duration, Duration),
+    peers: Option<&crate::peers::Peers>,
 ) -> Result<Value, String> {
+    use crate::peers::signals::{announce_to, SignalKind};
     if up.keys.is_empty() {
         return get_json(up, url, None).await.map_err(|e| e.message);
     }
@@ -309,6 +384,7 @@ async fn get_with_keys(
                 let reason = format!("health check: {}", e.message);
                 if up.keys.disable(pick, &reason) {
                     tracing::warn!(upstream = %up.name, key = %key.id, reason, "key disabled");
+                    announce_to(peers, up, Some(pick), SignalKind::KeyDisabled, &reason);
                 }
             }
             // A throttled key says nothing about the upstream's health: rest it, ask with the next.
@@ -316,6 +392,13 @@ async fn get_with_keys(
                 let rest = crate::retry::rest(e.retry_after, cooldown, max_cooldown);
                 up.keys.cool(pick, rest);
                 up.mark_throttled(rest);
+                announce_to(
+                    peers,
+                    up,
+                    Some(pick),
+                    SignalKind::KeyCooled(rest),
+                    &e.message,
+                );
                 throttled = true;
             }
             Err(e) => return Err(e.message),

@@ -223,11 +223,8 @@ impl KeyPool {
         let Some(k) = self.keys.get(pick.0) else {
             return false;
         };
-        if k.state.swap(DISABLED, Ordering::Relaxed) == DISABLED {
+        if !self.disable_quietly(pick, reason) {
             return false;
-        }
-        if let Ok(mut d) = k.disabled.lock() {
-            *d = Some((reason.to_string(), SystemTime::now(), Instant::now()));
         }
         crate::alerts::emit(crate::alerts::Alert::KeyDisabled {
             upstream: self.owner.clone(),
@@ -235,6 +232,33 @@ impl KeyPool {
             reason: reason.to_string(),
         });
         true
+    }
+
+    /// [`KeyPool::disable`] without the alert: another instance of the cluster disabled the
+    /// key and alerted already. Returns true if this call disabled it.
+    pub fn disable_quietly(&self, pick: KeyPick, reason: &str) -> bool {
+        let Some(k) = self.keys.get(pick.0) else {
+            return false;
+        };
+        if k.state.swap(DISABLED, Ordering::Relaxed) == DISABLED {
+            return false;
+        }
+        if let Ok(mut d) = k.disabled.lock() {
+            *d = Some((reason.to_string(), SystemTime::now(), Instant::now()));
+        }
+        true
+    }
+
+    /// Re-enables key `i` because its re-check passed elsewhere (the cluster's prober), unless
+    /// it is not disabled or was disabled by hand here. Returns true if it was re-enabled.
+    pub fn enable_rechecked(&self, i: usize) -> bool {
+        let Some(k) = self.keys.get(i) else {
+            return false;
+        };
+        if k.state.load(Ordering::Relaxed) != DISABLED || k.by_hand.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.enable(i)
     }
 
     pub fn enable(&self, i: usize) -> bool {
@@ -417,5 +441,20 @@ mod tests {
         reloaded.disable(KeyPick(1), "HTTP 401");
         tokio::time::advance(Duration::from_secs(301)).await;
         assert_eq!(reloaded.due_for_recheck(Duration::from_secs(300)), vec![1]);
+    }
+
+    /// A cluster's re-enable announcement revives a key disabled after a refusal, not one an
+    /// operator disabled by hand, and a quiet disable (another instance's) disables as usual.
+    #[test]
+    fn a_rechecked_key_comes_back_unless_disabled_by_hand() {
+        let p = pool(2);
+        assert!(p.disable_quietly(KeyPick(0), "401 seen elsewhere"));
+        assert!(!p.disable_quietly(KeyPick(0), "again"), "already disabled");
+        assert_eq!(p.state(0).as_str(), "disabled");
+        assert!(p.disable_by_hand(1, "operator"));
+        assert!(p.enable_rechecked(0));
+        assert_eq!(p.state(0), KeyState::Ok);
+        assert!(!p.enable_rechecked(1), "an operator's decision stands");
+        assert!(!p.enable_rechecked(0), "not disabled");
     }
 }

@@ -15,6 +15,7 @@ use llmux_wire::canonical::{StreamDecoder, StreamEncoder, StreamEvent};
 use llmux_wire::{Dialect, ErrorKind};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
@@ -203,6 +204,8 @@ pub struct Relay {
     strip: Option<UsageStrip>,
     /// Wakes the body when the stream is cut (armed only while it waits for the upstream).
     cut_wait: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+    /// In a cluster: where a breaker this stream opens is announced.
+    signals: Option<Arc<dyn crate::peers::signals::SignalBus>>,
 }
 
 impl Relay {
@@ -236,7 +239,14 @@ impl Relay {
             captured,
             strip: None,
             cut_wait: None,
+            signals: None,
         }
+    }
+
+    /// Announces a breaker this stream opens (a break after the first byte) through `bus`.
+    pub fn announcing(mut self, bus: Option<&Arc<dyn crate::peers::signals::SignalBus>>) -> Relay {
+        self.signals = bus.cloned();
+        self
     }
 
     /// Removes the usage-only chunk from the stream the client sees (the tap still reads it).
@@ -292,7 +302,11 @@ impl Relay {
     fn fail(&mut self, message: String) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.outcome = Outcome::Failed;
         // A stream that breaks is the upstream's failure, even though it can no longer be retried.
-        let _ = self.inflight.upstream().breaker.failure();
+        let up = self.inflight.upstream();
+        if let (Some(open_for), Some(bus)) = (up.breaker.failure(), &self.signals) {
+            let kind = crate::peers::signals::SignalKind::BreakerOpened(open_for);
+            bus.announce(up, None, kind, &message);
+        }
         if let Some(t) = self.transcoder.as_mut() {
             let event = t.error(&message);
             self.error = Some(message);

@@ -11,6 +11,7 @@ use crate::keys::KeyPick;
 use crate::routing::{Candidate, RouteError};
 use crate::telemetry::{Span, SpanKind};
 use crate::upstream::Upstream;
+use crate::Gateway;
 use axum::body::Body;
 use axum::http::{HeaderValue, Response};
 use llmux_wire::ErrorKind;
@@ -140,7 +141,7 @@ impl Call {
                 Outcome::Failed(failed) => {
                     let took = started.elapsed();
                     let (reaction, reason) = self.failed(&mut machine, &up, pick, failed, took);
-                    apply(&up, reaction, &reason, trial);
+                    apply(&self.gw, &up, reaction, &reason, trial);
                 }
             }
         }
@@ -338,12 +339,15 @@ fn choose_key(
     pick.map_or(KeyChoice::NoneUsable, KeyChoice::Key)
 }
 
-/// Applies the failover's reaction to the upstream's breaker, keys and rest.
-fn apply(up: &Upstream, reaction: Reaction, reason: &str, trial: TrialGuard) {
+/// Applies the failover's reaction to the upstream's breaker, keys and rest, and announces
+/// it to the other instances of a cluster (a no-op on a single instance).
+fn apply(gw: &Gateway, up: &Upstream, reaction: Reaction, reason: &str, trial: TrialGuard) {
+    use crate::peers::signals::{announce, SignalKind};
     match reaction {
         Reaction::Breaker => {
             if let Some(open_for) = up.breaker.failure() {
                 tracing::warn!(upstream = %up.name, ?open_for, "circuit opened: upstream ejected");
+                announce(gw, up, None, SignalKind::BreakerOpened(open_for), reason);
             }
             trial.disarm();
         }
@@ -352,12 +356,14 @@ fn apply(up: &Upstream, reaction: Reaction, reason: &str, trial: TrialGuard) {
             if let Some(k) = key {
                 up.keys.cool(k, rest);
             }
+            announce(gw, up, key, SignalKind::KeyCooled(rest), reason);
         }
         Reaction::Disable(key) => {
             let key = key.and_then(|k| up.keys.get(k).map(|kk| (k, kk)));
             if let Some((k, kk)) = key {
                 if up.keys.disable(k, reason) {
                     tracing::warn!(upstream = %up.name, key = %kk.id, reason, "key disabled");
+                    announce(gw, up, Some(k), SignalKind::KeyDisabled, reason);
                 }
             }
         }

@@ -138,7 +138,8 @@ impl Call {
             sent.content_length,
             log,
             sent.guard,
-        );
+        )
+        .announcing(self.gw.peers.signals.get());
         if sent.added_usage && status.is_success() && format == Some(Dialect::OpenAi) {
             relay = relay.stripping_usage();
         }
@@ -174,6 +175,7 @@ impl Call {
             log,
             sent.guard,
         )
+        .announcing(self.gw.peers.signals.get())
         .transcoding(transcoder);
         let mut out = Response::new(Body::new(relay));
         *out.status_mut() = status;
