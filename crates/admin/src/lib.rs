@@ -7,10 +7,12 @@
 //!   table ([`routes`]).
 //! - The data-plane services it wires into the gateway (key cache, ledger, call-log writer,
 //!   retention) live in `llmux_hub`.
+//! - [`cluster_api`] answers `GET /admin/v1/cluster` from the view the binary sets.
 //! - [`watch::spawn`] polls the config file and listens for SIGHUP.
 
 mod accounting_api;
 mod change;
+pub mod cluster_api;
 mod entities;
 pub mod error;
 pub mod jwt;

@@ -211,6 +211,10 @@ pub async fn run_gateway(
             cancel: cancel.clone(),
         })
         .await;
+    } else {
+        // `GET /admin/v1/cluster` on a single instance: this one alone, at its bound address.
+        let local = llmux_admin::cluster_api::Local::new(Arc::clone(&gw), addr.to_string());
+        cp.set_cluster_view(Arc::new(local));
     }
     gw.start(&tasks, cancel.clone()).await;
     // The call-log writer stops last: only once no call can finish any more (below).
