@@ -138,7 +138,10 @@ pub fn local_load(gw: &Gateway) -> (u64, u64) {
     let routes = gw.routes();
     routes.upstreams.iter().fold((0, 0), |(active, done), u| {
         let now = u64::try_from(u.active_requests()).unwrap_or(u64::MAX);
-        (active.saturating_add(now), done.saturating_add(u.metrics.totals().0))
+        (
+            active.saturating_add(now),
+            done.saturating_add(u.metrics.totals().0),
+        )
     })
 }
 

@@ -61,7 +61,9 @@ pub(crate) fn start(ctx: &Ctx) {
         .cp
         .set_cluster_view(Arc::clone(&registry) as Arc<dyn ClusterView>)
     {
-        tracing::warn!("cluster registry: a cluster view was already set; /admin/v1/cluster keeps it");
+        tracing::warn!(
+            "cluster registry: a cluster view was already set; /admin/v1/cluster keeps it"
+        );
     }
     let cancel = ctx.cancel.clone();
     ctx.tasks.spawn(async move {
@@ -103,7 +105,11 @@ impl Registry {
     /// only repeats the last one).
     fn record(&self, sample: bool) -> Instance {
         let (in_flight, total) = local_load(&self.gw);
-        let min = if sample { Duration::ZERO } else { Duration::MAX };
+        let min = if sample {
+            Duration::ZERO
+        } else {
+            Duration::MAX
+        };
         Instance {
             id: self.cluster.id.clone(),
             address: self.cluster.address.clone(),
@@ -114,12 +120,7 @@ impl Registry {
             in_flight,
             calls_per_s: self.rate.sample(total, min),
             // No coordinator (the prober part is off): every instance probes for itself.
-            prober: self
-                .gw
-                .peers
-                .probe
-                .get()
-                .is_none_or(|p| p.is_prober()),
+            prober: self.gw.peers.probe.get().is_none_or(|p| p.is_prober()),
         }
     }
 
@@ -138,7 +139,10 @@ impl Registry {
         match tokio::time::timeout(IO_TIMEOUT * 2, write).await {
             Ok(Ok(dropped)) => {
                 if dropped > 0 {
-                    tracing::info!(dropped, "cluster registry: forgot instances silent for 10 minutes");
+                    tracing::info!(
+                        dropped,
+                        "cluster registry: forgot instances silent for 10 minutes"
+                    );
                 }
                 Ok(())
             }
@@ -183,7 +187,9 @@ impl Registry {
         type Answer = ((i64, i64), HashMap<String, String>, Vec<(String, f64)>);
         let read = pipe.query_async::<Answer>(&mut conn);
         match tokio::time::timeout(IO_TIMEOUT * 2, read).await {
-            Ok(Ok(((secs, micros), records, beats))) => Ok((secs * 1000 + micros / 1000, records, beats)),
+            Ok(Ok(((secs, micros), records, beats))) => {
+                Ok((secs * 1000 + micros / 1000, records, beats))
+            }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("Redis did not answer within {:?}", IO_TIMEOUT * 2)),
         }
@@ -206,7 +212,8 @@ pub fn listing(
             let mut instance: Instance = serde_json::from_str(records.get(id)?).ok()?;
             instance.last_heartbeat_ms = at;
             let late = now.saturating_sub(at);
-            let lost_after = i64::try_from(instance.heartbeat_ms.saturating_mul(3)).unwrap_or(i64::MAX);
+            let lost_after =
+                i64::try_from(instance.heartbeat_ms.saturating_mul(3)).unwrap_or(i64::MAX);
             let state = if late > lost_after {
                 InstanceState::Lost
             } else {

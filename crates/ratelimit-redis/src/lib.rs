@@ -266,7 +266,9 @@ mod tests {
             info.addr()
         );
         assert_eq!(info.redis_settings().db(), 1);
-        let e = RedisBackend::new("rediss://redis.example/#insecure").err().unwrap();
+        let e = RedisBackend::new("rediss://redis.example/#insecure")
+            .err()
+            .unwrap();
         assert!(e.contains("SSL_CERT_FILE"), "{e}");
         assert!(RedisBackend::new("http://x").is_err());
         assert!(RedisBackend::new("redis://x/abc").is_err());

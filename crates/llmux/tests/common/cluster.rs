@@ -21,6 +21,8 @@ pub struct TestCluster {
     pub prefix: String,
     /// The config after `[server]`, `[admin]` and `[store]`, as every instance has it.
     pub body: String,
+    /// Extra environment variables of every instance.
+    pub env: Vec<(String, String)>,
 }
 
 /// How to start a cluster.
@@ -40,6 +42,8 @@ pub struct Spec {
     pub redis_url: Option<String>,
     /// Extra lines of `[admin]`.
     pub admin_extra: String,
+    /// Extra environment variables of every instance (e.g. `SSL_CERT_FILE` for `rediss://`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Spec {
@@ -51,6 +55,7 @@ impl Spec {
             cluster_extra: String::new(),
             redis_url: None,
             admin_extra: "allow_private_upstreams = true".to_string(),
+            env: Vec::new(),
         }
     }
 }
@@ -106,6 +111,7 @@ impl TestCluster {
             redis_url,
             prefix,
             body,
+            env: spec.env.clone(),
         };
         c.nodes.push(c.spawn(&spec.admin_extra));
         for _ in 1..spec.n {
@@ -120,7 +126,10 @@ impl TestCluster {
             body: self.body.clone(),
             admin_extra: admin_extra.to_string(),
             store_url: Some(self.pg.url.clone()),
-            env: vec![("LLMUX_MASTER_KEY".into(), MASTER_KEY.into())],
+            env: [("LLMUX_MASTER_KEY".to_string(), MASTER_KEY.to_string())]
+                .into_iter()
+                .chain(self.env.iter().cloned())
+                .collect(),
             ..Opts::default()
         })
     }
