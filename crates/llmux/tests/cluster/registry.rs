@@ -3,8 +3,8 @@
 //! listed); one stopped cleanly leaves the list. And `rediss://`: a cluster on a Redis that
 //! speaks only TLS shares its registry and its limits through it.
 
-use crate::common::cluster::{time_until, Spec, TestCluster};
-use crate::common::{client, Llmux, ADMIN};
+use crate::common::cluster::{time_until, Spec, TestCluster, MASTER_KEY};
+use crate::common::{client, Llmux, Opts, ADMIN};
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -342,4 +342,17 @@ async fn a_cluster_on_a_tls_only_redis_shares_its_registry_and_limits() {
             node.log_text()
         );
     }
+    // The certificate is checked: an instance without the CA cannot join.
+    let stranger = Llmux::start_opts(Opts {
+        body: c.body.clone(),
+        store_url: Some(c.pg.url.clone()),
+        env: vec![("LLMUX_MASTER_KEY".into(), MASTER_KEY.into())],
+        ..Opts::default()
+    });
+    let refused = time_until(Duration::from_secs(5), || async {
+        stranger.log_text().contains("invalid peer certificate")
+    })
+    .await;
+    assert!(refused.is_some(), "{}", stranger.log_text());
+    assert_eq!(states(&c.nodes[0]).await.len(), 2);
 }
