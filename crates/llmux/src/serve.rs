@@ -182,6 +182,36 @@ fn log_upstreams(gw: &Gateway) {
     }
 }
 
+/// In cluster mode, joins the cluster — before the gateway starts probing, since the prober
+/// lease decides who probes. Otherwise `GET /admin/v1/cluster` lists this instance alone, at
+/// its bound address.
+async fn join_cluster(
+    gw: &Arc<Gateway>,
+    cp: &Arc<ControlPlane>,
+    store: &Store,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+    addr: std::net::SocketAddr,
+) -> Result<(), String> {
+    let config = Arc::clone(&gw.routes().config);
+    if !config.cluster_mode() {
+        let local = llmux_admin::cluster_api::Local::new(Arc::clone(gw), addr.to_string());
+        cp.set_cluster_view(Arc::new(local));
+        return Ok(());
+    }
+    let cluster = llmux_cluster::Cluster::new(&config, addr)?;
+    llmux_cluster::start(llmux_cluster::Ctx {
+        cluster,
+        gw: Arc::clone(gw),
+        cp: Arc::clone(cp),
+        store: store.clone(),
+        tasks: tasks.clone(),
+        cancel: cancel.clone(),
+    })
+    .await;
+    Ok(())
+}
+
 /// Runs a gateway with its control plane on `listener` until `stop` resolves, then gives open
 /// calls `server.shutdown_grace` to finish.
 pub async fn run_gateway(
@@ -198,24 +228,7 @@ pub async fn run_gateway(
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
-    let config = Arc::clone(&gw.routes().config);
-    if config.cluster_mode() {
-        // Before the gateway starts probing: the prober lease decides who probes.
-        let cluster = llmux_cluster::Cluster::new(&config, addr)?;
-        llmux_cluster::start(llmux_cluster::Ctx {
-            cluster,
-            gw: Arc::clone(&gw),
-            cp: Arc::clone(&cp),
-            store: store.clone(),
-            tasks: tasks.clone(),
-            cancel: cancel.clone(),
-        })
-        .await;
-    } else {
-        // `GET /admin/v1/cluster` on a single instance: this one alone, at its bound address.
-        let local = llmux_admin::cluster_api::Local::new(Arc::clone(&gw), addr.to_string());
-        cp.set_cluster_view(Arc::new(local));
-    }
+    join_cluster(&gw, &cp, &store, &tasks, &cancel, addr).await?;
     gw.start(&tasks, cancel.clone()).await;
     // The call-log writer stops last: only once no call can finish any more (below).
     let writer_stop = CancellationToken::new();
