@@ -3,7 +3,7 @@
 //! listed); one stopped cleanly leaves the list. And `rediss://`: a cluster on a Redis that
 //! speaks only TLS shares its registry and its limits through it.
 
-use crate::common::cluster::{time_until, Spec, TestCluster, MASTER_KEY};
+use crate::common::cluster::{time_until, OwnRedis, Spec, TestCluster, MASTER_KEY};
 use crate::common::{client, Llmux, Opts, ADMIN};
 use serde_json::Value;
 use std::process::{Command, Stdio};
@@ -355,4 +355,119 @@ async fn a_cluster_on_a_tls_only_redis_shares_its_registry_and_limits() {
     .await;
     assert!(refused.is_some(), "{}", stranger.log_text());
     assert_eq!(states(&c.nodes[0]).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_gone_the_list_answers_at_once_with_this_instance_and_recovers() {
+    let Some(mut redis) = OwnRedis::start() else {
+        eprintln!("note: no redis-server: skipping");
+        return;
+    };
+    let mut spec = Spec::new(2, "");
+    spec.redis_url = Some(redis.url());
+    let Some(c) = TestCluster::start(spec).await else {
+        return;
+    };
+    let mut ids: Vec<String> = Vec::new();
+    for node in &c.nodes {
+        ids.push(
+            cluster_view(node).await["instance"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert!(all_list(&c, &ids, Duration::from_secs(5)).await.is_some());
+
+    redis.stop();
+    let asked = Instant::now();
+    let v = cluster_view(&c.nodes[0]).await;
+    let took = asked.elapsed();
+    println!("registry: with Redis stopped, /admin/v1/cluster answered in {took:?}: {v}");
+    // Every Redis call is bounded (2 × 200 ms): the route never hangs on an outage.
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(
+        v["warning"].as_str().unwrap().contains("Redis unreachable"),
+        "{v}"
+    );
+    let rows = v["instances"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["id"], v["instance"]);
+    assert_eq!(rows[0]["state"], "live");
+
+    // Back (empty): the next heartbeats write the records again.
+    redis.restart();
+    let back = all_list(&c, &ids, Duration::from_secs(10)).await;
+    println!("registry: Redis restarted empty; both instances listed again after {back:?}");
+    assert!(back.is_some());
+    assert!(cluster_view(&c.nodes[0]).await.get("warning").is_none());
+}
+
+/// The row of instance `id` as `node` lists it.
+async fn row(node: &Llmux, id: &str) -> Option<Value> {
+    let v = cluster_view(node).await;
+    v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_calls_and_calls_per_second_of_one_instance_are_seen_by_another() {
+    // Each reply takes about 1.5 s: long enough for a heartbeat to catch the calls in flight.
+    let up = llmux_mock::MockServer::start(llmux_mock::MockConfig {
+        ttft: Duration::from_millis(1500),
+        ..crate::common::node("gpu", &["llama3:latest"])
+    })
+    .await
+    .unwrap();
+    let body = crate::common::ollama("gpu", &up.url());
+    let Some(c) = TestCluster::start(Spec::new(2, &body)).await else {
+        return;
+    };
+    let a = cluster_view(&c.nodes[0]).await["instance"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let url = c.nodes[0].url("/v1/chat/completions");
+            tokio::spawn(async move {
+                let r = client()
+                    .post(url)
+                    .json(&crate::common::chat("llama3", false))
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            })
+        })
+        .collect();
+    let seen = time_until(Duration::from_secs(5), || async {
+        row(&c.nodes[1], &a)
+            .await
+            .is_some_and(|r| r["in_flight"] == 4)
+    })
+    .await;
+    println!("registry: 4 calls in flight on A seen by B after {seen:?}");
+    assert!(seen.is_some());
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    // The heartbeat after the calls ended: none in flight, and 4 calls over one interval.
+    let peak = std::sync::Mutex::new(0.0_f64);
+    let settled = time_until(Duration::from_secs(5), || async {
+        let r = row(&c.nodes[1], &a).await.unwrap();
+        let mut peak = peak.lock().unwrap();
+        *peak = r["calls_per_s"].as_f64().unwrap().max(*peak);
+        r["in_flight"] == 0 && *peak > 0.0
+    })
+    .await;
+    let rate = *peak.lock().unwrap();
+    println!("registry: after the calls, A's calls/s as B sees it peaked at {rate} (4 calls, heartbeat 500 ms)");
+    assert!(settled.is_some());
+    // 4 calls finished within one or two heartbeat intervals of 0.5 s: 4 to 8 calls/s.
+    assert!((3.5..=8.5).contains(&rate), "{rate}");
 }
