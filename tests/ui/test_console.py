@@ -75,7 +75,7 @@ def test_viewer_sees_no_write_control_and_writes_are_refused(console, stack):
     c = console()
     page = c.sign_in("vic")
     expect(page.get_by_role("link", name="Users")).to_have_count(0)  # admins only
-    for hash_ in ["#overview", "#upstreams", "#apps", "#models", "#calls", "#playground", "#log", "#usage", "#config", "#audit"]:
+    for hash_ in ["#overview", "#upstreams", "#apps", "#models", "#calls", "#playground", "#log", "#cluster", "#usage", "#config", "#audit"]:
         page.goto("/ui/" + hash_)
         expect(page.locator("h1")).to_be_visible()
         page.wait_for_load_state("networkidle")
@@ -238,7 +238,7 @@ def test_every_page_fits_a_phone(console):
     page = c.sign_in("ann")
     expect(page.locator('article[data-upstream="gpu-a"]')).to_be_visible()
     shot(page, "overview-390")
-    for hash_ in ["#overview", "#upstreams", "#apps", "#models", "#calls", "#playground", "#log", "#usage", "#config", "#audit", "#users"]:
+    for hash_ in ["#overview", "#upstreams", "#apps", "#models", "#calls", "#playground", "#log", "#cluster", "#usage", "#config", "#audit", "#users"]:
         page.goto("/ui/" + hash_)
         page.wait_for_load_state("networkidle")
         width = page.evaluate("document.documentElement.scrollWidth")

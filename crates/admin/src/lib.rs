@@ -7,11 +7,13 @@
 //!   table ([`routes`]).
 //! - The data-plane services it wires into the gateway (key cache, ledger, call-log writer,
 //!   retention) live in `llmux_hub`.
+//! - [`cluster_api`] answers `GET /admin/v1/cluster` from the view the binary sets.
 //! - [`watch::spawn`] polls the config file, listens for SIGHUP, and (on PostgreSQL) starts
 //!   [`sync::spawn`], which applies the changes other instances on the same store publish.
 
 mod accounting_api;
 mod change;
+pub mod cluster_api;
 mod entities;
 pub mod error;
 pub mod jwt;

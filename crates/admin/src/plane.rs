@@ -65,6 +65,8 @@ pub struct ControlPlane {
     pub(crate) jwt_secret: [u8; 32],
     /// Sign-in limits of `POST /login`.
     pub(crate) login: crate::login::Throttle,
+    /// What `GET /admin/v1/cluster` answers from (see [`crate::cluster_api`]).
+    pub(crate) cluster: std::sync::OnceLock<Arc<dyn crate::cluster_api::ClusterView>>,
     pub(crate) file_path: Option<PathBuf>,
     pub(crate) env: Env,
     pub(crate) state: tokio::sync::Mutex<FileState>,
@@ -257,6 +259,7 @@ impl ControlPlane {
             keycache,
             jwt_secret,
             login: crate::login::Throttle::default(),
+            cluster: std::sync::OnceLock::new(),
             file_path,
             env,
             state: tokio::sync::Mutex::new(FileState {

@@ -226,6 +226,7 @@ fn operation_ops() -> Vec<Op> {
             .body(object(&["input_per_mtok", "output_per_mtok"], json!({ "input_per_mtok": s("number"), "output_per_mtok": s("number") })))
             .to(put(pr::put)),
         op("delete", "/pricing/{model}", "accounting", "Drop a price override").to(delete(pr::delete)),
+        op("get", "/cluster", "ops", "Instances of the cluster (id, address, version, started, last heartbeat, in-flight, calls/s, prober, live or lost); a single instance lists itself with mode \"single\"").to(get(crate::cluster_api::get_cluster)),
         op("get", "/logs", "ops", "Recent gateway log lines (a ring of 10,000), oldest first (?after=&level=&limit=)").to(get(crate::logring::list)),
         op("get", "/openapi.json", "meta", "This document").to(get(openapi_json)),
     ]

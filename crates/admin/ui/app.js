@@ -70,6 +70,7 @@ const PAGES = [
   { id: "calls", title: "Calls", render: callsPage },
   { id: "playground", title: "Playground", render: playgroundPage },
   { id: "log", title: "Gateway log", render: logPage },
+  { id: "cluster", title: "Cluster", render: clusterPage },
   { id: "usage", title: "Usage", render: usagePage },
   { id: "config", title: "Config", render: configPage },
   { id: "audit", title: "Audit", render: auditPage },
@@ -812,6 +813,41 @@ function logPage(main) {
   }
   level.addEventListener("change", () => { after = 0; lines.replaceChildren(); poll(); });
   every(2000, () => { if (live.checked) poll(); });
+  poll();
+}
+
+// ---------- Cluster ----------
+
+const STATE_TONE = { live: "ok", lost: "bad" };
+
+function clusterPage(main) {
+  const summary = h("p", { id: "cluster-summary", "aria-live": "polite" });
+  const warning = h("div", { id: "cluster-warning" });
+  const body = h("tbody");
+  main.append(summary, warning,
+    h("div", { class: "scroll" }, h("table", { id: "cluster-table" }, h("thead", {}, h("tr", {},
+      ["ID", "Address", "Version", "Started", "Last heartbeat", "In flight", "Calls/s", "Prober", "State"].map((t) => h("th", { text: t })))), body)),
+    h("p", { class: "hint", text: "Every instance writes its record to Redis at each heartbeat; one silent for three heartbeats is lost, and is dropped after 10 minutes. A clean stop leaves the list at once. Refreshes every 2 s." }));
+  async function poll() {
+    let v;
+    try { v = await api("GET", "/cluster"); } catch (e) { warning.replaceChildren(alertBox(e.message)); return; }
+    const live = v.instances.filter((i) => i.state === "live").length;
+    summary.textContent = v.mode === "single"
+      ? "Single instance: no cluster (cluster mode needs a PostgreSQL store and a Redis URL)."
+      : `Cluster of ${v.instances.length} instance${v.instances.length === 1 ? "" : "s"}, ${live} live.`;
+    warning.replaceChildren(...(v.warning ? [alertBox(v.warning, "info")] : []));
+    body.replaceChildren(...v.instances.map((i) => h("tr", { "data-instance": i.id },
+      h("td", {}, h("code", { text: i.id }), i.id === v.instance ? h("span", { class: "muted", text: " (this one)" }) : null),
+      h("td", { text: i.address }),
+      h("td", { text: i.version }),
+      h("td", { text: fmtTime(i.started) }),
+      h("td", { text: fmtTime(i.last_heartbeat) }),
+      h("td", { text: String(i.in_flight) }),
+      h("td", { text: fmtNum(i.calls_per_s, 2) }),
+      h("td", {}, i.prober ? badge("prober", "ok") : h("span", { class: "muted", text: "—" })),
+      h("td", {}, badge(i.state, STATE_TONE[i.state])))));
+  }
+  every(2000, poll);
   poll();
 }
 

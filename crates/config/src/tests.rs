@@ -751,6 +751,16 @@ fn limits_section() {
         Some("redis://127.0.0.1:6379")
     );
     assert!(!l.fail_open && l.trust_forwarded_for);
+    // TLS: rediss:// is accepted as it is.
+    let tls = Config::from_toml_str(
+        "[limits]\nbackend = \"redis\"\nredis_url = \"rediss://u:p@redis.example:6380/1\"\n",
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(
+        tls.limits.redis_url.as_ref().map(Secret::expose),
+        Some("rediss://u:p@redis.example:6380/1")
+    );
     let d = Config::default().limits;
     assert!(d.ip.is_none() && d.global.is_none() && d.fail_open);
     assert_eq!(d.backend, LimitsBackend::Memory);
@@ -765,6 +775,10 @@ fn limits_section() {
         ("[limits]\nbackend = \"memcached\"\n", "limits.backend"),
         ("[limits]\nbackend = \"redis\"\n", "limits.redis_url"),
         ("[limits]\nredis_url = \"http://x\"\n", "limits.redis_url"),
+        (
+            "[limits]\nredis_url = \"rediss://x:6380/#insecure\"\n",
+            "limits.redis_url",
+        ),
         ("[limits]\nburst = 3\n", "limits.burst"),
     ] {
         assert_eq!(

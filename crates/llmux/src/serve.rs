@@ -182,6 +182,36 @@ fn log_upstreams(gw: &Gateway) {
     }
 }
 
+/// In cluster mode, joins the cluster — before the gateway starts probing, since the prober
+/// lease decides who probes. Otherwise `GET /admin/v1/cluster` lists this instance alone, at
+/// its bound address.
+async fn join_cluster(
+    gw: &Arc<Gateway>,
+    cp: &Arc<ControlPlane>,
+    store: &Store,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+    addr: std::net::SocketAddr,
+) -> Result<(), String> {
+    let config = Arc::clone(&gw.routes().config);
+    if !config.cluster_mode() {
+        let local = llmux_admin::cluster_api::Local::new(Arc::clone(gw), addr.to_string());
+        cp.set_cluster_view(Arc::new(local));
+        return Ok(());
+    }
+    let cluster = llmux_cluster::Cluster::new(&config, addr)?;
+    llmux_cluster::start(llmux_cluster::Ctx {
+        cluster,
+        gw: Arc::clone(gw),
+        cp: Arc::clone(cp),
+        store: store.clone(),
+        tasks: tasks.clone(),
+        cancel: cancel.clone(),
+    })
+    .await;
+    Ok(())
+}
+
 /// Runs a gateway with its control plane on `listener` until `stop` resolves, then gives open
 /// calls `server.shutdown_grace` to finish.
 pub async fn run_gateway(
@@ -199,7 +229,7 @@ pub async fn run_gateway(
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
     // Before the gateway starts probing: the prober lease decides who probes.
-    start_cluster(&gw, &cp, &store, addr, (&tasks, &cancel)).await?;
+    join_cluster(&gw, &cp, &store, &tasks, &cancel, addr).await?;
     gw.start(&tasks, cancel.clone()).await;
     // The call-log writer stops last: only once no call can finish any more (below).
     let writer_stop = CancellationToken::new();
@@ -252,31 +282,6 @@ pub async fn run_gateway(
     drain_calls(&gw, grace, &mut server).await;
     writer_stop.cancel();
     finish(&tasks, &store).await;
-    Ok(())
-}
-
-/// Joins the cluster when the config is in cluster mode (PostgreSQL store + Redis).
-async fn start_cluster(
-    gw: &Arc<Gateway>,
-    cp: &Arc<ControlPlane>,
-    store: &Store,
-    addr: std::net::SocketAddr,
-    (tasks, cancel): (&TaskTracker, &CancellationToken),
-) -> Result<(), String> {
-    let config = Arc::clone(&gw.routes().config);
-    if !config.cluster_mode() {
-        return Ok(());
-    }
-    let cluster = llmux_cluster::Cluster::new(&config, addr)?;
-    llmux_cluster::start(llmux_cluster::Ctx {
-        cluster,
-        gw: Arc::clone(gw),
-        cp: Arc::clone(cp),
-        store: store.clone(),
-        tasks: tasks.clone(),
-        cancel: cancel.clone(),
-    })
-    .await;
     Ok(())
 }
 

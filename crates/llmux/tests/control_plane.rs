@@ -590,6 +590,29 @@ async fn roles_login_and_open_paths() {
         // The viewer reads but cannot write.
         let (s, _) = admin(&gw, "GET", "/upstreams", &viewer, None).await;
         assert_eq!(s, 200);
+        // A single instance (no Redis) lists itself alone, as the prober.
+        let (s, v) = admin(&gw, "GET", "/cluster", &viewer, None).await;
+        assert_eq!(s, 200, "{label}: {v}");
+        assert_eq!(v["mode"], "single", "{label}: {v}");
+        let me = &v["instances"].as_array().unwrap()[..];
+        assert_eq!(me.len(), 1, "{label}: {v}");
+        assert_eq!(me[0]["id"], v["instance"]);
+        assert_eq!(me[0]["address"], gw.addr.to_string());
+        assert_eq!(me[0]["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            (me[0]["prober"].as_bool(), me[0]["state"].as_str()),
+            (Some(true), Some("live"))
+        );
+        assert_eq!(
+            (me[0]["in_flight"].as_u64(), me[0]["calls_per_s"].as_f64()),
+            (Some(0), Some(0.0))
+        );
+        for t in ["started", "last_heartbeat"] {
+            assert!(
+                me[0][t].as_str().unwrap().ends_with('Z'),
+                "{label}: {t} in {v}"
+            );
+        }
         let (s, v) = admin(&gw, "POST", "/apps", &viewer, Some(json!({"name": "a"}))).await;
         assert_eq!(s, 403, "{v}");
         let (s, _) = admin(

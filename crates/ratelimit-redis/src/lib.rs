@@ -23,10 +23,28 @@ pub const IO_TIMEOUT: Duration = Duration::from_millis(200);
 /// Checks `url` and makes its client and a lazily connected, self-reconnecting multiplexed
 /// connection with [`IO_TIMEOUT`] bounds: what every Redis user in llmux (limits, cluster)
 /// builds on.
+///
+/// `rediss://` connects over TLS (rustls, on the `ring` provider the rest of llmux already
+/// uses). The server's certificate is checked against the system's trust store, which
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR` replace (a private CA); `rediss://host/#insecure` is
+/// refused, since it would skip the check.
 pub fn connect(url: &str) -> Result<(redis::Client, ConnectionManager), String> {
     let u = url::Url::parse(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
-    if u.scheme() != "redis" {
-        return Err("only redis:// URLs are supported".into());
+    match u.scheme() {
+        "redis" => {}
+        "rediss" if u.fragment() == Some("insecure") => {
+            return Err(
+                "rediss://…#insecure would not check the server's certificate: give llmux the \
+                 CA instead (SSL_CERT_FILE=/path/to/ca.pem)"
+                    .into(),
+            )
+        }
+        "rediss" => {}
+        other => {
+            return Err(format!(
+                "a Redis URL starts with redis:// or rediss:// (TLS), not {other}://"
+            ))
+        }
     }
     match u.path().trim_start_matches('/') {
         "" => {}
@@ -240,6 +258,18 @@ mod tests {
             b.client.get_connection_info().addr().to_string(),
             "::1:6379"
         );
+        let b = RedisBackend::new("rediss://u:secret@redis.example:6380/1").unwrap();
+        let info = b.client.get_connection_info();
+        assert!(
+            matches!(info.addr(), redis::ConnectionAddr::TcpTls { host, port: 6380, insecure: false, .. } if host == "redis.example"),
+            "{:?}",
+            info.addr()
+        );
+        assert_eq!(info.redis_settings().db(), 1);
+        let e = RedisBackend::new("rediss://redis.example/#insecure")
+            .err()
+            .unwrap();
+        assert!(e.contains("SSL_CERT_FILE"), "{e}");
         assert!(RedisBackend::new("http://x").is_err());
         assert!(RedisBackend::new("redis://x/abc").is_err());
     }

@@ -426,13 +426,14 @@ impl RawLimits {
             if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
                 return Err(ConfigError::new(
                     "limits.redis_url",
-                    "must start with redis:// (rediss:// is not supported yet)",
+                    "must start with redis:// or rediss:// (TLS)",
                 ));
             }
-            if u.starts_with("rediss://") {
+            if u.starts_with("rediss://") && u.ends_with("#insecure") {
                 return Err(ConfigError::new(
                     "limits.redis_url",
-                    "TLS (rediss://) is not supported yet: use redis://",
+                    "#insecure would skip checking the server's certificate: give llmux the CA \
+                     instead (SSL_CERT_FILE=/path/to/ca.pem)",
                 ));
             }
         }

@@ -12,15 +12,18 @@ pub const MASTER_KEY: &str = "5f1d3c7a9b2e4f6081726354a1b2c3d4e5f60718293a4b5c6d
 /// A running cluster; every instance is killed, and the schema dropped, on drop.
 pub struct TestCluster {
     pub nodes: Vec<Llmux>,
-    /// One cluster test at a time: each runs three or more processes and measures timings
-    /// on a machine of two cores.
-    _turn: tokio::sync::OwnedMutexGuard<()>,
     pub pg: PgSchema,
     pub redis_url: String,
     /// `cluster.prefix` of this test: its Redis keys start with `{prefix}:`.
     pub prefix: String,
     /// The config after `[server]`, `[admin]` and `[store]`, as every instance has it.
     pub body: String,
+    /// Extra environment variables of every instance.
+    pub env: Vec<(String, String)>,
+    /// One cluster test at a time: each runs three or more processes and measures timings
+    /// on a machine of two cores. Last, so that the next test starts only once these
+    /// processes are gone and the schema is dropped.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 /// How to start a cluster.
@@ -40,6 +43,8 @@ pub struct Spec {
     pub redis_url: Option<String>,
     /// Extra lines of `[admin]`.
     pub admin_extra: String,
+    /// Extra environment variables of every instance (e.g. `SSL_CERT_FILE` for `rediss://`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Spec {
@@ -51,6 +56,7 @@ impl Spec {
             cluster_extra: String::new(),
             redis_url: None,
             admin_extra: "allow_private_upstreams = true".to_string(),
+            env: Vec::new(),
         }
     }
 }
@@ -106,6 +112,7 @@ impl TestCluster {
             redis_url,
             prefix,
             body,
+            env: spec.env.clone(),
         };
         c.nodes.push(c.spawn(&spec.admin_extra));
         for _ in 1..spec.n {
@@ -120,7 +127,10 @@ impl TestCluster {
             body: self.body.clone(),
             admin_extra: admin_extra.to_string(),
             store_url: Some(self.pg.url.clone()),
-            env: vec![("LLMUX_MASTER_KEY".into(), MASTER_KEY.into())],
+            env: [("LLMUX_MASTER_KEY".to_string(), MASTER_KEY.to_string())]
+                .into_iter()
+                .chain(self.env.iter().cloned())
+                .collect(),
             ..Opts::default()
         })
     }
