@@ -13,7 +13,7 @@
 //! The store is asked once per key at a time (concurrent calls with the same key wait for that
 //! one read), for at most [`STORE_TIMEOUT`]; after a failure it is left alone for a backoff,
 //! during which a key seen valid within [`STALE_GRACE`] keeps working and others are refused
-//! at once (401, "cannot check the API key right now") instead of each waiting on the store.
+//! at once (503, "cannot check the API key right now") instead of each waiting on the store.
 //!
 //! The cache also notes which keys are used; [`run_touch`] writes `last_used_at` for them in
 //! one transaction every [`TOUCH_EVERY`] and at shutdown, off the request path.

@@ -274,6 +274,11 @@ fn sqlite_migrator() -> Migrator {
             "call attempts",
             include_str!("../migrations/sqlite/0007_call_attempts.sql"),
         ),
+        migration(
+            8,
+            "call ids",
+            include_str!("../migrations/sqlite/0008_call_ids.sql"),
+        ),
     ])
 }
 
@@ -317,6 +322,11 @@ fn postgres_migrator() -> Migrator {
             7,
             "call attempts",
             include_str!("../migrations/postgres/0007_call_attempts.sql"),
+        ),
+        migration(
+            8,
+            "call ids",
+            include_str!("../migrations/postgres/0008_call_ids.sql"),
         ),
     ])
 }
