@@ -32,8 +32,10 @@ use tokio::time::Instant;
 pub const POSITIVE_TTL: Duration = Duration::from_secs(10);
 /// How long an unknown or wrong key is refused without asking the store.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(2);
-/// How long a key seen valid keeps working while the store cannot be asked.
-pub const STALE_GRACE: Duration = Duration::from_secs(300);
+/// How long a key seen valid keeps working while the store cannot be asked. Long enough to
+/// ride out a database outage (the data plane serves on its last state meanwhile; a key can
+/// be revoked only through the store, and a revoke made here drops the key at once).
+pub const STALE_GRACE: Duration = Duration::from_secs(3600);
 /// How long a call waits for the store to check its key.
 pub const STORE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The first pause after a failed store read (doubling up to [`BACKOFF_MAX`]).

@@ -38,7 +38,7 @@ async fn load(addrs: Vec<String>, key: Option<String>, stop: Arc<AtomicBool>) ->
             while !stop.load(Ordering::Relaxed) {
                 let mut req = http
                     .post(format!("{base}/v1/chat/completions"))
-                    .json(&chat("m1", n % 2 == 0));
+                    .json(&chat("m1", n.is_multiple_of(2)));
                 if let Some(k) = &key {
                     req = req.bearer_auth(k);
                 }
