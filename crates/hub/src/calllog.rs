@@ -48,8 +48,10 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 pub const BATCH_MAX: usize = 500;
 /// …or this long after its first record arrived.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Retry backoff while the store fails: doubles from the first to the last.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// Retry backoff while the store fails: doubles from the first to the last. The last is short:
+/// a retry costs one failed connection attempt, and it bounds how long the records that waited
+/// through an outage wait once the store is back.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 /// On shutdown, how long the writer may keep writing (and retrying a store that is down)
 /// before what is left goes to the spill file: the process must exit near its grace period.
 pub const SHUTDOWN_WRITE: Duration = Duration::from_secs(3);
@@ -813,7 +815,7 @@ mod tests {
         for i in 0..50 {
             queue.push(record(i));
         }
-        // Long enough for the backoff to reach its 5 s cap.
+        // Long enough for the backoff to reach its cap.
         tokio::time::sleep(Duration::from_secs(20)).await;
         stop.cancel();
         let stopped = tokio::time::Instant::now();

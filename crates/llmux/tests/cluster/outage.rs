@@ -223,17 +223,39 @@ async fn redis_stopped_and_restarted_calls_keep_flowing_and_instances_rejoin() {
     }
 }
 
-/// A TCP proxy to PostgreSQL that the test can cut: while cut, new connections are closed at
-/// once and the open ones are closed too (as a failed server or a broken link does). Armed
+/// A TCP proxy to PostgreSQL that the test can cut: while cut, its port is closed (new
+/// connections are refused) and the open connections are closed too, as when the server is
+/// down; or freeze: nothing moves, as in a network partition. Armed
 /// with [`PgProxy::lose_next_commit_answer`], it lets the next COMMIT of a call-log batch
 /// through and cuts that connection before the server's answer reaches llmux: the batch is
 /// in the database, and the writer, which saw its connection fail, writes it again.
 struct PgProxy {
     port: u16,
-    open: Arc<AtomicBool>,
+    target: String,
+    /// The accept loop; `None` while the port is closed.
+    listening: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// While set, nothing is forwarded and new connections get no answer: a network partition
+    /// (no reset, no refusal: every read waits).
+    frozen: Arc<AtomicBool>,
     cut: tokio::sync::watch::Sender<u64>,
     trap: Arc<AtomicBool>,
     sprung: Arc<AtomicU64>,
+}
+
+/// How the test takes PostgreSQL away.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Outage {
+    /// Connections closed and refused: a server that is down.
+    Cut,
+    /// Connections silent: a partition, where every query waits.
+    Freeze,
+}
+
+/// Waits while `frozen` is set.
+async fn thawed(frozen: &AtomicBool) {
+    while frozen.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -244,10 +266,10 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 async fn pipe(
     inbound: tokio::net::TcpStream,
     outbound: tokio::net::TcpStream,
-    trap: Arc<AtomicBool>,
-    sprung: Arc<AtomicU64>,
+    (trap, sprung, frozen): (Arc<AtomicBool>, Arc<AtomicU64>, Arc<AtomicBool>),
     mut cut: tokio::sync::watch::Receiver<u64>,
 ) {
+    let ice = Arc::clone(&frozen);
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let (mut from_client, mut to_client) = inbound.into_split();
     let (mut from_server, mut to_server) = outbound.into_split();
@@ -261,6 +283,7 @@ async fn pipe(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            thawed(&frozen).await;
             let chunk = &buf[..n];
             in_batch |= contains(chunk, b"INSERT INTO call_log (");
             let commit = contains(chunk, b"COMMIT");
@@ -291,6 +314,7 @@ async fn pipe(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            thawed(&ice).await;
             if !hold.load(Ordering::SeqCst) && to_client.write_all(&buf[..n]).await.is_err() {
                 return;
             }
@@ -306,48 +330,77 @@ async fn pipe(
 impl PgProxy {
     async fn start(target: String) -> PgProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let open = Arc::new(AtomicBool::new(true));
         let (cut, _) = tokio::sync::watch::channel(0u64);
-        let trap = Arc::new(AtomicBool::new(false));
-        let sprung = Arc::new(AtomicU64::new(0));
-        let (gate, cuts) = (Arc::clone(&open), cut.clone());
-        let (traps, springs) = (Arc::clone(&trap), Arc::clone(&sprung));
-        tokio::spawn(async move {
+        let proxy = PgProxy {
+            port: listener.local_addr().unwrap().port(),
+            target,
+            listening: Mutex::new(None),
+            frozen: Arc::new(AtomicBool::new(false)),
+            cut,
+            trap: Arc::new(AtomicBool::new(false)),
+            sprung: Arc::new(AtomicU64::new(0)),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    /// Accepts connections on `listener` until [`PgProxy::fail`] closes it.
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let cuts = self.cut.clone();
+        let target = self.target.clone();
+        let shared = (
+            Arc::clone(&self.trap),
+            Arc::clone(&self.sprung),
+            Arc::clone(&self.frozen),
+        );
+        let task = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
-                if !gate.load(Ordering::SeqCst) {
-                    continue; // dropped: closed at once
-                }
-                let cut = cuts.subscribe();
-                let (target, trap, sprung) =
-                    (target.clone(), Arc::clone(&traps), Arc::clone(&springs));
+                let mut cut = cuts.subscribe();
+                let (target, shared) = (target.clone(), shared.clone());
                 tokio::spawn(async move {
+                    // A partition: the connection is taken and never answered until the end.
+                    tokio::select! {
+                        () = thawed(&shared.2) => {}
+                        _ = cut.changed() => return,
+                    }
                     if let Ok(outbound) = tokio::net::TcpStream::connect(&target).await {
-                        pipe(inbound, outbound, trap, sprung, cut).await;
+                        pipe(inbound, outbound, shared, cut).await;
                     }
                 });
             }
         });
-        PgProxy {
-            port,
-            open,
-            cut,
-            trap,
-            sprung,
+        *self.listening.lock().unwrap() = Some(task);
+    }
+
+    /// Takes PostgreSQL away, the way `how` says.
+    fn fail(&self, how: Outage) {
+        match how {
+            Outage::Cut => {
+                // The port closes (new connections are refused) and open ones are cut.
+                if let Some(task) = self.listening.lock().unwrap().take() {
+                    task.abort();
+                }
+                self.cut.send_modify(|n| *n += 1);
+            }
+            Outage::Freeze => self.frozen.store(true, Ordering::SeqCst),
+        }
+    }
+
+    /// Brings it back; the connections of a partition are gone by then (as TCP keepalive or
+    /// the server would have ended them), so llmux opens new ones.
+    async fn heal(&self) {
+        self.cut.send_modify(|n| *n += 1);
+        self.frozen.store(false, Ordering::SeqCst);
+        if self.listening.lock().unwrap().is_none() {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+                .await
+                .unwrap();
+            self.serve(listener);
         }
     }
 
     fn lose_next_commit_answer(&self) {
         self.trap.store(true, Ordering::SeqCst);
-    }
-
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        self.cut.send_modify(|n| *n += 1);
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
     }
 }
 
@@ -391,6 +444,15 @@ async fn call_log(url: &str) -> HashMap<String, i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_cut_off_and_back_every_completed_call_is_logged_exactly_once() {
+    postgres_outage(Outage::Cut).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_partitioned_and_back_calls_do_not_hang_and_are_logged_exactly_once() {
+    postgres_outage(Outage::Freeze).await;
+}
+
+async fn postgres_outage(how: Outage) {
     let mock = llmux_mock::MockServer::start(node("n1", &["m1"]))
         .await
         .unwrap();
@@ -437,7 +499,7 @@ async fn postgres_cut_off_and_back_every_completed_call_is_logged_exactly_once()
     let before = load_for(&addrs, Some(&key), Duration::from_secs(2)).await;
     assert!(before.failed().is_empty(), "{:?}", before.failed());
 
-    proxy.cut();
+    proxy.fail(how);
     let cut_at = Instant::now();
     // Longer than the key cache's 10 s: the key is then served from its last known state.
     let during = load_for(&addrs, Some(&key), Duration::from_secs(12)).await;
@@ -457,10 +519,10 @@ async fn postgres_cut_off_and_back_every_completed_call_is_logged_exactly_once()
     let outage = cut_at.elapsed();
     // The first batch written when the store is back commits, but its answer is lost.
     proxy.lose_next_commit_answer();
-    proxy.restore();
+    proxy.heal().await;
     let slowest = during.slowest_ms.load(Ordering::Relaxed);
     println!(
-        "postgres outage: {:.1} s cut; {} calls succeeded, {} failed, slowest {slowest} ms; unknown key: {unknown_status} in {unknown_ms} ms",
+        "postgres outage ({how:?}): {:.1} s; {} calls succeeded, {} failed, slowest {slowest} ms; unknown key: {unknown_status} in {unknown_ms} ms",
         outage.as_secs_f64(),
         during.ok.load(Ordering::Relaxed),
         during.failed().len()
@@ -506,7 +568,7 @@ async fn postgres_cut_off_and_back_every_completed_call_is_logged_exactly_once()
     let duplicates = log.values().filter(|n| **n > 1).count();
     let sprung = proxy.sprung.load(Ordering::SeqCst);
     println!(
-        "call log after the outage: calls made {} / recorded {recorded} / duplicates {duplicates} / lost {lost}; \
+        "call log after the outage ({how:?}): calls made {} / recorded {recorded} / duplicates {duplicates} / lost {lost}; \
          the records of the outage all written {caught_up:?} after the store came back; \
          batches committed with their answer lost (and written again): {sprung}",
         made.len(),
@@ -514,7 +576,7 @@ async fn postgres_cut_off_and_back_every_completed_call_is_logged_exactly_once()
     assert!(caught_up.is_some(), "records of the outage still missing");
     assert!(settled.is_some(), "records still missing: {lost}");
     assert!(
-        caught_up.is_some_and(|t| t < Duration::from_secs(10)),
+        caught_up.is_some_and(|t| t < Duration::from_secs(5)),
         "{caught_up:?}"
     );
     assert_eq!(sprung, 1, "the lost-answer trap never caught a batch");
