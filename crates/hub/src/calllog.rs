@@ -9,12 +9,15 @@
 //! store is back; the outage is logged once when it starts (with that bound) and once when it
 //! ends (with how long it lasted and how many records waited).
 //!
-//! Every record carries a unique `call_id`, and the store skips rows whose id is in the log
-//! already: a batch retried after a write that timed out although its commit landed, or a
-//! spill file replayed after such a write, is written exactly once (and charged once). A record the store refuses for its data is
-//! isolated and stored sanitised or set aside (`llmux_call_log_rejected_total`), so it cannot
-//! stop the log. On shutdown the writer drains everything queued within a bounded time; what
-//! the store cannot take goes to a spill file that the next start replays.
+//! Every record carries a unique `call_id`, and the store skips records whose id is in the log
+//! already: a batch retried after a write whose commit landed but whose answer was lost (a
+//! connection cut, a timeout), or a spill file replayed after such a write, is written exactly
+//! once (and charged once).
+//!
+//! A record the store refuses for its data is isolated and stored sanitised or set aside
+//! (`llmux_call_log_rejected_total`), so it cannot stop the log. On shutdown the writer drains
+//! everything queued within a bounded time; what the store cannot take goes to a spill file
+//! that the next start replays.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -262,7 +265,7 @@ pub async fn run(
 }
 
 /// The store being unavailable to the writer: logged once when it starts and once when it
-/// ends, not at every retry (a retry every 5 s for an hour would be 720 lines).
+/// ends, not at every retry (a retry a second for an hour would be 3,600 lines).
 #[derive(Default)]
 struct Outage {
     since: Option<tokio::time::Instant>,
