@@ -33,7 +33,7 @@ impl Identity {
     }
 }
 
-/// Why a credential was refused. Every variant is a 401 in the caller's dialect.
+/// Why a credential was refused: a 401 in the caller's dialect, but `Unavailable` a 503.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthError {
     Missing,

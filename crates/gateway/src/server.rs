@@ -141,7 +141,12 @@ async fn client_auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Nex
     // await would make the middleware's future not `Send`.
     let refuse = |req: &Request, e: auth::AuthError| {
         gw.metrics.rejected("auth");
-        let resp = call::error(dialect, ErrorKind::Authentication, e.to_string());
+        // A key store that cannot be asked is not the key's fault: 503, which clients retry.
+        let kind = match e {
+            auth::AuthError::Unavailable(_) => ErrorKind::Unavailable,
+            _ => ErrorKind::Authentication,
+        };
+        let resp = call::error(dialect, kind, e.to_string());
         call::log_refused(req, &resp);
         resp
     };

@@ -4,10 +4,20 @@
 //!
 //! When the channel is full, records wait in a bounded overflow buffer
 //! (`llmux_call_log_overflow_total`); only when that is full too is a record dropped, counted
-//! (`llmux_call_log_dropped_total`) and logged. A record the store refuses for its data is
-//! isolated and stored sanitised or set aside (`llmux_call_log_rejected_total`), so it cannot
-//! stop the log. On shutdown the writer drains everything queued within a bounded time; what
-//! the store cannot take goes to a spill file that the next start replays.
+//! (`llmux_call_log_dropped_total`) and logged. So while the store is down the process holds
+//! up to [`BUFFER_RECORDS`] records (channel and overflow) and writes them, in order, when the
+//! store is back; the outage is logged once when it starts (with that bound) and once when it
+//! ends (with how long it lasted and how many records waited).
+//!
+//! Every record carries a unique `call_id`, and the store skips records whose id is in the log
+//! already: a batch retried after a write whose commit landed but whose answer was lost (a
+//! connection cut, a timeout), or a spill file replayed after such a write, is written exactly
+//! once (and charged once).
+//!
+//! A record the store refuses for its data is isolated and stored sanitised or set aside
+//! (`llmux_call_log_rejected_total`), so it cannot stop the log. On shutdown the writer drains
+//! everything queued within a bounded time; what the store cannot take goes to a spill file
+//! that the next start replays.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -27,12 +37,24 @@ use tokio_util::sync::CancellationToken;
 pub const CHANNEL_CAPACITY: usize = 10_000;
 /// Records the overflow buffer holds (about 1 KB each) before records are dropped.
 pub const OVERFLOW_LIMIT: usize = 200_000;
+/// Bytes the overflow buffer holds (by [`approx_size`]) before records are dropped: with
+/// `[logs] bodies = true` a record can carry 128 KiB of text, and 200,000 of those would not
+/// fit in memory.
+pub const OVERFLOW_BYTES: usize = 256 * 1024 * 1024;
+/// Records held in memory while the store is down, before any is dropped.
+pub const BUFFER_RECORDS: usize = CHANNEL_CAPACITY + OVERFLOW_LIMIT;
+/// A write that has not finished after this long is abandoned (its transaction rolls back, or
+/// its commit landed and the retry skips its rows): a store behind a dead link can otherwise
+/// hold the writer forever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 /// A batch is written when it has this many records…
 pub const BATCH_MAX: usize = 500;
 /// …or this long after its first record arrived.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Retry backoff while the store fails: doubles from the first to the last.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// Retry backoff while the store fails: doubles from the first to the last. The last is short:
+/// a retry costs one failed connection attempt, and it bounds how long the records that waited
+/// through an outage wait once the store is back.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 /// On shutdown, how long the writer may keep writing (and retrying a store that is down)
 /// before what is left goes to the spill file: the process must exit near its grace period.
 pub const SHUTDOWN_WRITE: Duration = Duration::from_secs(3);
@@ -75,18 +97,25 @@ pub trait Flushed: Send + Sync {
 /// The sending side, shared by every call.
 pub struct Queue {
     tx: mpsc::Sender<CallRecord>,
-    overflow: Mutex<VecDeque<CallRecord>>,
+    overflow: Mutex<Overflow>,
+    /// [`OVERFLOW_BYTES`] (smaller in tests).
+    overflow_bytes: usize,
     wake: Notify,
 }
 
 impl Queue {
     /// A queue and the receiver its writer reads.
     pub fn new() -> (Arc<Queue>, mpsc::Receiver<CallRecord>) {
+        Queue::bounded(OVERFLOW_BYTES)
+    }
+
+    fn bounded(overflow_bytes: usize) -> (Arc<Queue>, mpsc::Receiver<CallRecord>) {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         (
             Arc::new(Queue {
                 tx,
-                overflow: Mutex::new(VecDeque::new()),
+                overflow: Mutex::new(Overflow::default()),
+                overflow_bytes,
                 wake: Notify::new(),
             }),
             rx,
@@ -100,9 +129,13 @@ impl Queue {
             Ok(()) => return,
             Err(TrySendError::Full(r) | TrySendError::Closed(r)) => r,
         };
+        let size = approx_size(&record);
         let kept = match self.overflow.lock() {
-            Ok(mut o) if o.len() < OVERFLOW_LIMIT => {
-                o.push_back(record);
+            Ok(mut o)
+                if o.records.len() < OVERFLOW_LIMIT && o.bytes + size <= self.overflow_bytes =>
+            {
+                o.bytes += size;
+                o.records.push_back(record);
                 true
             }
             _ => false,
@@ -117,7 +150,9 @@ impl Queue {
             if n.is_multiple_of(1000) {
                 tracing::error!(
                     dropped = n + 1,
-                    "call log overflow buffer full: call records dropped"
+                    records = OVERFLOW_LIMIT,
+                    bytes = self.overflow_bytes,
+                    "call log overflow buffer full: call records dropped (llmux_call_log_dropped_total)"
                 );
             }
         }
@@ -126,8 +161,11 @@ impl Queue {
     fn take_overflow(&self, batch: &mut Vec<CallRecord>) {
         if let Ok(mut o) = self.overflow.lock() {
             while batch.len() < BATCH_MAX {
-                match o.pop_front() {
-                    Some(r) => batch.push(r),
+                match o.records.pop_front() {
+                    Some(r) => {
+                        o.bytes = o.bytes.saturating_sub(approx_size(&r));
+                        batch.push(r);
+                    }
                     None => break,
                 }
             }
@@ -135,8 +173,25 @@ impl Queue {
     }
 
     fn overflow_is_empty(&self) -> bool {
-        self.overflow.lock().map_or(true, |o| o.is_empty())
+        self.overflow.lock().map_or(true, |o| o.records.is_empty())
     }
+}
+
+/// The records waiting beyond the channel, and their size by [`approx_size`].
+#[derive(Default)]
+struct Overflow {
+    records: VecDeque<CallRecord>,
+    bytes: usize,
+}
+
+/// About how much memory `r` holds: its texts plus a fixed share for the rest.
+fn approx_size(r: &CallRecord) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    512 + r.request_id.len()
+        + r.requested_model.len()
+        + text(&r.request_body)
+        + text(&r.response_body)
+        + r.attempt_log.len() * 96
 }
 
 /// The writer task: runs until `stop` is cancelled, then drains the queue and returns. What the
@@ -153,6 +208,7 @@ pub async fn run(
     let mut batch: Vec<CallRecord> = Vec::with_capacity(BATCH_MAX);
     let mut backoff = BACKOFF.0;
     let mut give_up_at: Option<tokio::time::Instant> = None;
+    let mut outage = Outage::default();
     loop {
         let stopping = stop.is_cancelled();
         if batch.is_empty() {
@@ -186,10 +242,11 @@ pub async fn run(
         match write_isolating(&*sink, &mut batch, &*flushed, &stop, &mut give_up_at).await {
             Ok(()) => {
                 backoff = BACKOFF.0;
+                outage.over();
             }
             Err(e) => {
                 LOG_METRICS.write_errors.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, records = batch.len(), retry_in = ?backoff, "call log write failed; keeping the batch");
+                outage.failed(&e, backoff);
                 let out_of_time =
                     give_up_at.is_some_and(|at| tokio::time::Instant::now() + backoff >= at);
                 if stop.is_cancelled() && out_of_time {
@@ -203,6 +260,48 @@ pub async fn run(
                 }
                 backoff = (backoff * 2).min(BACKOFF.1);
             }
+        }
+    }
+}
+
+/// The store being unavailable to the writer: logged once when it starts and once when it
+/// ends, not at every retry (a retry a second for an hour would be 3,600 lines).
+#[derive(Default)]
+struct Outage {
+    since: Option<tokio::time::Instant>,
+    failures: u64,
+}
+
+impl Outage {
+    fn failed(&mut self, e: &WriteError, retry_in: Duration) {
+        self.failures += 1;
+        let waiting = LOG_METRICS.queue_depth.load(Relaxed);
+        if self.since.is_none() {
+            self.since = Some(tokio::time::Instant::now());
+            tracing::warn!(
+                error = %e,
+                waiting,
+                buffer = BUFFER_RECORDS,
+                ?retry_in,
+                "call log: the store is unavailable; call records wait in memory (up to {BUFFER_RECORDS}, \
+                 then they are dropped and counted in llmux_call_log_dropped_total) and are \
+                 written when it is back"
+            );
+        } else {
+            tracing::debug!(error = %e, waiting, ?retry_in, "call log write failed again; retrying");
+        }
+    }
+
+    fn over(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                lasted = ?since.elapsed(),
+                failed_writes = self.failures,
+                waiting = LOG_METRICS.queue_depth.load(Relaxed),
+                dropped_total = LOG_METRICS.dropped.load(Relaxed),
+                "call log: the store is back; writing the records that waited"
+            );
+            self.failures = 0;
         }
     }
 }
@@ -249,7 +348,8 @@ async fn spill_the_rest(
         batch.push(r);
     }
     if let Ok(mut o) = queue.overflow.lock() {
-        batch.extend(o.drain(..));
+        o.bytes = 0;
+        batch.extend(o.records.drain(..));
     }
     spill_at_shutdown(spill, batch).await;
 }
@@ -331,6 +431,12 @@ async fn write_by(
             tokio::select! {
                 r = &mut fut => return r,
                 () = stop.cancelled() => {}
+                () = tokio::time::sleep(WRITE_TIMEOUT) => {
+                    return Err(WriteError {
+                        message: format!("the store did not finish the write within {WRITE_TIMEOUT:?}"),
+                        data: false,
+                    });
+                }
             }
             *give_up_at.insert(tokio::time::Instant::now() + SHUTDOWN_WRITE)
         }
@@ -482,6 +588,7 @@ pub fn to_store(r: llmux_gateway::accounting::CallRecord) -> CallRecord {
     CallRecord {
         created_at: r.created_at,
         request_id: r.request_id,
+        call_id: Some(llmux_store::new_call_id()),
         app_id: r.app_id,
         virtual_key_id: r.virtual_key_id,
         dialect: r.dialect,
@@ -711,7 +818,7 @@ mod tests {
         for i in 0..50 {
             queue.push(record(i));
         }
-        // Long enough for the backoff to reach its 5 s cap.
+        // Long enough for the backoff to reach its cap.
         tokio::time::sleep(Duration::from_secs(20)).await;
         stop.cancel();
         let stopped = tokio::time::Instant::now();
@@ -763,6 +870,118 @@ mod tests {
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 20);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The store itself, but the answer of the first `lose` writes is lost after the commit
+    /// landed (a connection cut just after the server took the COMMIT).
+    struct LostAnswers {
+        store: Store,
+        lose: AtomicUsize,
+    }
+
+    impl BatchSink for LostAnswers {
+        fn write<'a>(&'a self, batch: &'a [CallRecord]) -> WriteFuture<'a> {
+            Box::pin(async move {
+                let written = BatchSink::write(&self.store, batch).await;
+                if self
+                    .lose
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    return Err(WriteError {
+                        message: "connection reset after COMMIT".into(),
+                        data: false,
+                    });
+                }
+                written
+            })
+        }
+    }
+
+    /// Real time: SQLite works on threads of its own, which paused time would not wait for.
+    #[tokio::test]
+    async fn a_batch_retried_after_its_answer_was_lost_is_written_and_charged_once() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let app = store
+            .create_app(&llmux_store::NewApp {
+                name: "a".into(),
+                credits: Some(10.0),
+                daily_budget: None,
+                monthly_budget: None,
+            })
+            .await
+            .unwrap();
+        let sink = Arc::new(LostAnswers {
+            store: store.clone(),
+            lose: AtomicUsize::new(3),
+        });
+        let (queue, rx) = Queue::new();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Arc::clone(&queue),
+            rx,
+            Arc::clone(&sink) as Arc<dyn BatchSink>,
+            Arc::new(Nobody),
+            stop.clone(),
+            None,
+        ));
+        let records: Vec<CallRecord> = (0..1200)
+            .map(|i| CallRecord {
+                app_id: Some(app.id.clone()),
+                cost: Some(0.001),
+                ..record(i)
+            })
+            .collect();
+        for r in &records {
+            queue.push(r.clone());
+        }
+        for _ in 0..100 {
+            if sink.lose.load(Ordering::SeqCst) == 0 && queue.tx.capacity() == CHANNEL_CAPACITY {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(sink.lose.load(Ordering::SeqCst), 0, "three answers lost");
+        assert_eq!(store.count_calls().await.unwrap(), 1200, "each record once");
+        let credits = || async { store.get_app(&app.id).await.unwrap().credits.unwrap() };
+        assert!((credits().await - 8.8).abs() < 1e-9, "{}", credits().await);
+
+        // A spill file holding records that are in already (a write abandoned at shutdown
+        // whose commit landed) adds nothing when replayed.
+        let dir = tempfile_dir("lost");
+        let path = dir.join(SPILL_FILE);
+        append_jsonl(&path, &records[..700]).unwrap();
+        replay_spill(&store, &Nobody, &path).await;
+        assert_eq!(store.count_calls().await.unwrap(), 1200);
+        assert!((credits().await - 8.8).abs() < 1e-9, "{}", credits().await);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir(what: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("llmux-spill-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn the_overflow_is_bounded_in_bytes_too_and_what_it_drops_is_counted() {
+        let (queue, _rx) = Queue::bounded(64 * 1024);
+        for i in 0..CHANNEL_CAPACITY {
+            queue.push(record(i));
+        }
+        let dropped = LOG_METRICS.dropped.load(Relaxed);
+        for i in 0..10 {
+            queue.push(CallRecord {
+                request_body: Some("x".repeat(16 * 1024)),
+                ..record(i)
+            });
+        }
+        // 64 KiB hold three records of about 16.5 KiB; the seven others are dropped, counted.
+        assert_eq!(queue.overflow.lock().unwrap().records.len(), 3);
+        assert_eq!(LOG_METRICS.dropped.load(Relaxed) - dropped, 7);
     }
 
     #[tokio::test(start_paused = true)]

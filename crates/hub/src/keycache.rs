@@ -13,13 +13,17 @@
 //! The store is asked once per key at a time (concurrent calls with the same key wait for that
 //! one read), for at most [`STORE_TIMEOUT`]; after a failure it is left alone for a backoff,
 //! during which a key seen valid within [`STALE_GRACE`] keeps working and others are refused
-//! at once (401, "cannot check the API key right now") instead of each waiting on the store.
+//! at once (503, "cannot check the API key right now") instead of each waiting on the store.
+//! Once a read has failed, the store counts as down until a read or the `last_used_at` write
+//! succeeds: meanwhile a key seen valid is let in on what is known without a read (which
+//! would only wait for the timeout), and the write, every [`TOUCH_EVERY`], notices the store's
+//! return.
 //!
 //! The cache also notes which keys are used; [`run_touch`] writes `last_used_at` for them in
 //! one transaction every [`TOUCH_EVERY`] and at shutdown, off the request path.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,8 +36,10 @@ use tokio::time::Instant;
 pub const POSITIVE_TTL: Duration = Duration::from_secs(10);
 /// How long an unknown or wrong key is refused without asking the store.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(2);
-/// How long a key seen valid keeps working while the store cannot be asked.
-pub const STALE_GRACE: Duration = Duration::from_secs(300);
+/// How long a key seen valid keeps working while the store cannot be asked. Long enough to
+/// ride out a database outage (the data plane serves on its last state meanwhile; a key can
+/// be revoked only through the store, and a revoke made here drops the key at once).
+pub const STALE_GRACE: Duration = Duration::from_secs(3600);
 /// How long a call waits for the store to check its key.
 pub const STORE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The first pause after a failed store read (doubling up to [`BACKOFF_MAX`]).
@@ -45,6 +51,8 @@ const MAX_POSITIVE: usize = 100_000;
 pub const MAX_NEGATIVE: usize = 10_000;
 /// How often `last_used_at` is written.
 pub const TOUCH_EVERY: Duration = Duration::from_secs(5);
+/// How long that write may take (a store behind a dead link never answers).
+const TOUCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 struct Known {
@@ -76,6 +84,8 @@ pub struct KeyCache {
     /// One store read per key at a time.
     inflight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     backoff: Mutex<Backoff>,
+    /// Whether the store failed last time it was asked (see the module doc).
+    down: AtomicBool,
     /// Key id → last use (unix ms), not written yet.
     used: Mutex<HashMap<String, i64>>,
 }
@@ -153,6 +163,7 @@ impl KeyCache {
             generation: AtomicU64::new(0),
             inflight: Mutex::new(HashMap::new()),
             backoff: Mutex::new(Backoff::default()),
+            down: AtomicBool::new(false),
             used: Mutex::new(HashMap::new()),
         }
     }
@@ -253,6 +264,7 @@ impl KeyCache {
     }
 
     fn note_store(&self, ok: bool) {
+        self.down.store(!ok, Ordering::SeqCst);
         if let Ok(mut b) = self.backoff.lock() {
             if ok {
                 *b = Backoff::default();
@@ -304,15 +316,25 @@ impl KeyCache {
             return Err(AuthError::Invalid);
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // The store is down: a key seen valid goes on without waiting for a read that fails.
+        let known_while_down = || {
+            self.down
+                .load(Ordering::SeqCst)
+                .then(|| self.stale(&digest))
+                .flatten()
+        };
         let known = match self.lookup(&digest) {
             Some(Ok(known)) => known,
             Some(Err(())) => return Err(AuthError::Invalid),
-            None => match self.read(token, digest).await {
-                Read::Found(known) => known,
-                Read::Unknown => return Err(AuthError::Invalid),
-                Read::Failed(why) => match self.stale(&digest) {
-                    Some(known) => known,
-                    None => return Err(AuthError::Unavailable(why)),
+            None => match known_while_down() {
+                Some(known) => known,
+                None => match self.read(token, digest).await {
+                    Read::Found(known) => known,
+                    Read::Unknown => return Err(AuthError::Invalid),
+                    Read::Failed(why) => match self.stale(&digest) {
+                        Some(known) => known,
+                        None => return Err(AuthError::Unavailable(why)),
+                    },
                 },
             },
         };
@@ -357,7 +379,19 @@ impl KeyCache {
         if used.is_empty() {
             return;
         }
-        if let Err(e) = self.store.touch(&used).await {
+        let written = match tokio::time::timeout(TOUCH_TIMEOUT, self.store.touch(&used)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {TOUCH_TIMEOUT:?}")),
+        };
+        // The store's health as this write found it: while it is down, known keys skip the
+        // reads and unknown ones get their 503 at once (the backoff); once it is back, keys
+        // are read again.
+        match &written {
+            Ok(()) if self.down.load(Ordering::SeqCst) => self.note_store(true),
+            Ok(()) => {}
+            Err(_) => self.note_store(false),
+        }
+        if let Err(e) = written {
             tracing::warn!(error = %e, keys = used.len(), "cannot record when keys were last used; retrying later");
             if let Ok(mut u) = self.used.lock() {
                 for (id, at) in used {
@@ -518,6 +552,80 @@ mod tests {
         tokio::time::advance(BACKOFF_FIRST).await;
         let _ = cache.check("sk-llmux-def-secret").await;
         assert_eq!(source.asked.load(Ordering::Relaxed), 2);
+    }
+
+    /// A store that can be switched off (then it never answers), counting the reads.
+    struct Switch {
+        key: llmux_store::VerifiedKey,
+        up: std::sync::atomic::AtomicBool,
+        asked: AtomicU64,
+    }
+
+    impl KeySource for Switch {
+        fn verify<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<llmux_store::VerifiedKey>> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let up = self.up.load(Ordering::SeqCst);
+            let key = self.key.clone();
+            Box::pin(async move {
+                if !up {
+                    std::future::pending::<()>().await;
+                }
+                Ok(Some(key))
+            })
+        }
+        fn touch<'a>(&'a self, _: &'a [(String, i64)]) -> StoreFuture<'a, ()> {
+            let up = self.up.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if !up {
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn while_the_store_is_down_known_keys_do_not_wait_and_its_return_is_noticed() {
+        let (store, _, full) = store_with_key().await;
+        let source = Arc::new(Switch {
+            key: store.verify_virtual_key(&full).await.unwrap().unwrap(),
+            up: std::sync::atomic::AtomicBool::new(true),
+            asked: AtomicU64::new(0),
+        });
+        // Paused only now: SQLite (above) works on threads that paused time does not wait for.
+        tokio::time::pause();
+        let cache = KeyCache::with_source(Arc::clone(&source) as Arc<dyn KeySource>);
+        let expire = || {
+            if let Some(e) = cache.positive.lock().unwrap().get_mut(&digest(&full)) {
+                e.until = Instant::now();
+            }
+        };
+        assert!(cache.check(&full).await.is_ok());
+        source.up.store(false, Ordering::SeqCst);
+        expire();
+        // The first call to find the store gone waits for its read...
+        let started = Instant::now();
+        assert!(cache.check(&full).await.is_ok());
+        assert!(
+            started.elapsed() >= STORE_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(source.asked.load(Ordering::SeqCst), 2);
+        // ...the next ones, even after the backoff, do not.
+        tokio::time::advance(BACKOFF_MAX * 2).await;
+        let started = Instant::now();
+        assert!(cache.check(&full).await.is_ok());
+        assert!(started.elapsed() < Duration::from_millis(10));
+        assert_eq!(source.asked.load(Ordering::SeqCst), 2);
+        // The `last_used_at` write finds the store still down, then back: keys are read again.
+        cache.flush_uses().await;
+        assert!(cache.down.load(Ordering::SeqCst));
+        source.up.store(true, Ordering::SeqCst);
+        cache.flush_uses().await;
+        assert!(!cache.down.load(Ordering::SeqCst));
+        assert!(cache.check(&full).await.is_ok());
+        assert_eq!(source.asked.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

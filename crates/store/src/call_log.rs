@@ -13,8 +13,14 @@ use crate::{Store, StoreError};
 pub struct CallRecord {
     /// Unix milliseconds when the request arrived.
     pub created_at: i64,
-    /// The request id (also sent to the client).
+    /// The request id (also sent to the client; a client may choose it, so it is not unique).
     pub request_id: String,
+    /// The call's own unique id ([`new_call_id`]), given when the record is made and kept in
+    /// `call_log_ids`: a batch written again (after a timeout whose commit did land, or from
+    /// the spill file) skips the records that are in already. `None` in records from older
+    /// versions (always written), and in rows read back from the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
     /// App of the virtual key, if any.
     pub app_id: Option<String>,
     /// Virtual key row id, if any.
@@ -87,6 +93,11 @@ pub struct Attempt {
     pub ms: u64,
 }
 
+/// A new unique call id: `call_` + 16 random alphanumerics (about 95 bits).
+pub fn new_call_id() -> String {
+    crate::ids::new_id("call")
+}
+
 /// Attempts a record keeps (`routing.max_attempts` per target bounds them well below this).
 const MAX_ATTEMPTS_KEPT: usize = 64;
 
@@ -127,6 +138,7 @@ impl CallRecord {
         let body = |s: &Option<String>| s.as_deref().map(|s| clean(s, SANITISED_BODY));
         CallRecord {
             request_id: short(&self.request_id),
+            call_id: opt(&self.call_id),
             app_id: opt(&self.app_id),
             virtual_key_id: opt(&self.virtual_key_id),
             dialect: short(&self.dialect),
@@ -228,6 +240,7 @@ impl_from_row!(CallRecord, |row| {
     Ok(CallRecord {
         created_at: row.try_get("created_at")?,
         request_id: row.try_get("request_id")?,
+        call_id: None,
         app_id: row.try_get("app_id")?,
         virtual_key_id: row.try_get("virtual_key_id")?,
         dialect: row.try_get("dialect")?,
@@ -275,11 +288,30 @@ macro_rules! cols {
 }
 
 /// Inserts `$calls` into `call_log` within the transaction `$tx` of backend `$db`, with
-/// multi-row INSERTs (the values in [`cols!`] order); evaluates to the rows written.
+/// multi-row INSERTs (the values in [`cols!`] order), skipping every record whose `call_id`
+/// is in `call_log_ids` already; evaluates to the records written.
 macro_rules! insert_call_rows {
     ($tx:ident, $db:ident, $calls:expr) => {{
-        let mut written = 0;
-        for chunk in $calls.chunks(ROWS_PER_STATEMENT) {
+        let mut new_ids: Vec<String> = Vec::new();
+        let with_ids: Vec<(&str, i64)> = $calls
+            .iter()
+            .filter_map(|c| c.call_id.as_deref().map(|id| (id, c.created_at)))
+            .collect();
+        for chunk in with_ids.chunks(ROWS_PER_STATEMENT) {
+            let mut ids =
+                QueryBuilder::<$db>::new("INSERT INTO call_log_ids (call_id, created_at) ");
+            ids.push_values(chunk, |mut row, (id, at)| {
+                row.push_bind(*id).push_bind(*at);
+            });
+            ids.push(" ON CONFLICT (call_id) DO NOTHING RETURNING call_id");
+            new_ids.extend(
+                ids.build_query_scalar::<String>()
+                    .fetch_all(&mut *$tx)
+                    .await?,
+            );
+        }
+        let fresh = only_new($calls, with_ids.len(), new_ids);
+        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
             let mut insert =
                 QueryBuilder::<$db>::new(concat!("INSERT INTO call_log (", cols!(), ") "));
             insert.push_values(chunk, |mut row, call| {
@@ -309,9 +341,9 @@ macro_rules! insert_call_rows {
                     .push_bind(attempt_log_json(&call.attempt_log))
                     .push_bind(call.stream);
             });
-            written += insert.build().execute(&mut *$tx).await?.rows_affected();
+            insert.build().execute(&mut *$tx).await?;
         }
-        written
+        fresh
     }};
 }
 
@@ -320,14 +352,16 @@ macro_rules! insert_call_rows {
 const ROWS_PER_STATEMENT: usize = 1000;
 
 impl Store {
-    /// Inserts `calls` in one transaction with multi-row INSERTs; returns the rows written.
+    /// Inserts `calls` in one transaction with multi-row INSERTs; returns the rows written
+    /// (a record whose `call_id` is in the log already is skipped).
     pub async fn insert_calls(&self, calls: &[CallRecord]) -> Result<u64, StoreError> {
         if calls.is_empty() {
             return Ok(0);
         }
-        Ok(write_tx!(self, |tx, _kind, Db| {
-            insert_call_rows!(tx, Db, calls)
-        }))
+        let written = write_tx!(self, |tx, _kind, Db| {
+            insert_call_rows!(tx, Db, calls).len()
+        });
+        Ok(u64::try_from(written).unwrap_or(u64::MAX))
     }
 
     /// Calls matching `filter`, newest first.
@@ -411,10 +445,12 @@ const BUCKETS: [(&str, i64); 2] = [("hour", 3_600_000), ("day", 86_400_000)];
 type RollupKey<'a> = (&'a str, i64, &'a str, &'a str, &'a str);
 
 /// What a batch adds to each rollup row, and what it costs each app.
-fn batch_sums(calls: &[CallRecord]) -> (Vec<(RollupKey<'_>, Sums)>, BTreeMap<&str, f64>) {
+fn batch_sums<'a>(
+    calls: &[&'a CallRecord],
+) -> (Vec<(RollupKey<'a>, Sums)>, BTreeMap<&'a str, f64>) {
     let mut rollups: BTreeMap<RollupKey<'_>, Sums> = BTreeMap::new();
     let mut charges: BTreeMap<&str, f64> = BTreeMap::new();
-    for c in calls {
+    for &c in calls {
         let cost = c.cost.unwrap_or(0.0);
         let app = c.app_id.as_deref().unwrap_or("");
         for (bucket, len) in BUCKETS {
@@ -443,10 +479,25 @@ fn batch_sums(calls: &[CallRecord]) -> (Vec<(RollupKey<'_>, Sums)>, BTreeMap<&st
     (rollups.into_iter().collect(), charges)
 }
 
+/// The records of `calls` to write: those whose id was new (in `new_ids`, out of `with_ids`
+/// records that had one), and every one without an id (nothing tells those apart).
+fn only_new(calls: &[CallRecord], with_ids: usize, new_ids: Vec<String>) -> Vec<&CallRecord> {
+    if new_ids.len() == with_ids {
+        return calls.iter().collect();
+    }
+    let new_ids: std::collections::HashSet<String> = new_ids.into_iter().collect();
+    calls
+        .iter()
+        .filter(|c| c.call_id.as_ref().is_none_or(|id| new_ids.contains(id)))
+        .collect()
+}
+
 impl Store {
     /// Writes a batch of calls the way the call-log writer needs it, in ONE transaction: the
     /// rows, their hourly and daily usage rollups, and each app's credit decremented by the
     /// batch's cost. Either all of it lands or none (the writer then retries the same batch).
+    /// Idempotent by `call_id`: records in the log already are neither written nor counted nor
+    /// charged again, so a batch may be retried after a commit whose answer was lost.
     /// Returns the new credit balance of every app that was charged.
     pub async fn record_calls(
         &self,
@@ -455,9 +506,11 @@ impl Store {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
-        let (rollups, charges) = batch_sums(calls);
         Ok(write_tx!(self, |tx, _kind, Db| {
-            insert_call_rows!(tx, Db, calls);
+            // Only the rows written now count: a record already in the log was counted and
+            // charged by the transaction that wrote it.
+            let fresh = insert_call_rows!(tx, Db, calls);
+            let (rollups, charges) = batch_sums(&fresh);
             for chunk in rollups.chunks(ROWS_PER_STATEMENT) {
                 let mut upsert = QueryBuilder::<Db>::new(
                     "INSERT INTO usage_rollup (bucket, start, app_id, model, upstream, calls, \
@@ -507,11 +560,12 @@ impl Store {
         }))
     }
 
-    /// Deletes up to `batch` call rows older than `before` (unix ms), oldest first; returns how
-    /// many went. Small batches keep each transaction (and its lock) short.
+    /// Deletes up to `batch` call rows older than `before` (unix ms), oldest first, and as many
+    /// of their ids (`call_log_ids`); returns how many calls went. Small batches keep each
+    /// transaction (and its lock) short.
     pub async fn delete_calls_before(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
         Ok(write_tx!(self, |tx| {
-            sqlx::query(
+            let calls = sqlx::query(
                 "DELETE FROM call_log WHERE id IN \
                  (SELECT id FROM call_log WHERE created_at < $1 ORDER BY id LIMIT $2)",
             )
@@ -519,7 +573,18 @@ impl Store {
             .bind(batch)
             .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            // Their ids go with them (there are never more ids than calls in a time range, so
+            // these keep up with the rounds of the caller).
+            sqlx::query(
+                "DELETE FROM call_log_ids WHERE call_id IN \
+                 (SELECT call_id FROM call_log_ids WHERE created_at < $1 LIMIT $2)",
+            )
+            .bind(before)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?;
+            calls
         }))
     }
 }

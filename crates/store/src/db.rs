@@ -61,6 +61,7 @@ impl Store {
             check_reachable(&options).await?;
             let pool = PgPoolOptions::new()
                 .max_connections(16)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await?;
             return Ok(Store {
@@ -131,6 +132,12 @@ impl Store {
         }
     }
 }
+
+/// How long a query waits for a PostgreSQL connection (sqlx's default is 30 s). While the
+/// server refuses connections, sqlx retries within this time with a backoff of up to a fifth
+/// of it: 5 s keeps a store that comes back from waiting up to 6 s for the next try, and an
+/// admin request from hanging 30 s on a store that is down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the start-up waits for PostgreSQL to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -279,6 +286,11 @@ fn sqlite_migrator() -> Migrator {
             "change counter",
             include_str!("../migrations/sqlite/0008_change_counter.sql"),
         ),
+        migration(
+            9,
+            "call ids",
+            include_str!("../migrations/sqlite/0009_call_ids.sql"),
+        ),
     ])
 }
 
@@ -327,6 +339,11 @@ fn postgres_migrator() -> Migrator {
             8,
             "change counter",
             include_str!("../migrations/postgres/0008_change_counter.sql"),
+        ),
+        migration(
+            9,
+            "call ids",
+            include_str!("../migrations/postgres/0009_call_ids.sql"),
         ),
     ])
 }

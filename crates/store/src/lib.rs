@@ -28,7 +28,7 @@ mod virtual_keys;
 pub use aliases::Alias;
 pub use apps::{App, AppPatch, NewApp};
 pub use audit::{AuditEvent, NewAuditEvent};
-pub use call_log::{Attempt, CallFilter, CallRecord, StoredCall};
+pub use call_log::{new_call_id, Attempt, CallFilter, CallRecord, StoredCall};
 pub use config_revisions::{ConfigRevision, NewConfigRevision};
 pub use crypto::{sealed_key_id, MasterKey, MasterKeys, MASTER_KEY_ENV};
 pub use db::{data_dir, redact_url, BackendKind, Store, UnknownWord};

@@ -44,6 +44,7 @@ fn call(i: usize, app_id: Option<&str>) -> CallRecord {
     CallRecord {
         created_at: 1_700_000_000_000 + i,
         request_id: format!("req-{i}"),
+        call_id: None,
         app_id: app_id.map(str::to_owned),
         virtual_key_id: Some("vk_x".to_owned()),
         dialect: "openai".to_owned(),
@@ -1147,6 +1148,60 @@ async fn a_record_the_database_refuses_is_a_data_error_and_stores_sanitised() {
         assert_eq!(
             rows[0].record.reported_model.as_deref(),
             Some("gpt-4o-2024-08-06")
+        );
+    }
+}
+
+/// A batch written again (its first commit landed but the answer was lost) adds no row, no
+/// usage and no charge for the records already in; records without a call id are all written.
+#[tokio::test]
+async fn record_calls_is_idempotent_by_call_id() {
+    for db in backends().await {
+        let label = db.label();
+        let s = &db.store;
+        let a = s.create_app(&app("payer")).await.unwrap();
+        let calls: Vec<CallRecord> = (0..5)
+            .map(|i| CallRecord {
+                call_id: Some(llmux_store::new_call_id()),
+                ..call(i, Some(&a.id))
+            })
+            .collect();
+        s.record_calls(&calls[..3]).await.unwrap();
+        let after_first = s.get_app(&a.id).await.unwrap().credits.unwrap();
+        // The retry holds the three written and two new ones.
+        let balances = s.record_calls(&calls).await.unwrap();
+        assert_eq!(s.count_calls().await.unwrap(), 5, "{label}");
+        let credits = s.get_app(&a.id).await.unwrap().credits.unwrap();
+        assert!(
+            (after_first - credits - 2.0 * 0.001).abs() < 1e-9,
+            "{label}: {credits}"
+        );
+        assert_eq!(balances, vec![(a.id.clone(), credits)], "{label}");
+        // All in already: nothing written, nothing charged.
+        assert!(s.record_calls(&calls).await.unwrap().is_empty(), "{label}");
+        assert_eq!(s.insert_calls(&calls).await.unwrap(), 0, "{label}");
+        let usage = s.usage(&UsageQuery::default()).await.unwrap();
+        assert_eq!(
+            usage.iter().map(|r| r.calls).sum::<i64>(),
+            5,
+            "{label}: {usage:?}"
+        );
+        // Without ids (records of an older version) nothing can be told apart.
+        s.record_calls(&[call(9, None), call(9, None)])
+            .await
+            .unwrap();
+        assert_eq!(s.count_calls().await.unwrap(), 7, "{label}");
+        // Retention takes the ids with their calls.
+        assert_eq!(
+            s.delete_calls_before(i64::MAX, 100).await.unwrap(),
+            7,
+            "{label}"
+        );
+        s.record_calls(&calls[..1]).await.unwrap();
+        assert_eq!(
+            s.count_calls().await.unwrap(),
+            1,
+            "{label}: an id deleted is new again"
         );
     }
 }
