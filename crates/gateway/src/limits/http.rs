@@ -5,6 +5,7 @@
 use super::{admit::backend_down, BackendDown, Check, ConcurrencyGuard, Decision, Layer};
 use crate::auth::Identity;
 use crate::call;
+use crate::peers::counts::{SharedCounts, SharedSlot};
 use crate::Gateway;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Response};
@@ -210,11 +211,16 @@ pub async fn key_limits(
     }
     let guard = match id.limits.concurrency {
         None => None,
-        Some(limit) => match gw.limits.concurrency.acquire(&id.key_id, limit) {
-            Ok(g) => Some(g),
-            Err(in_use) => {
-                gw.metrics.rejected(Layer::KeyConcurrency.as_str());
+        Some(limit) => match take_slot(&gw, &id.key_id, limit).await {
+            Ok(slot) => Some(slot),
+            Err(refused) => {
                 let dialect = crate::server::dialect_of(&req);
+                let Some(in_use) = refused else {
+                    let resp = backend_down(dialect);
+                    call::log_refused(&req, &resp);
+                    return resp;
+                };
+                gw.metrics.rejected(Layer::KeyConcurrency.as_str());
                 let mut resp = call::error(
                     dialect,
                     ErrorKind::RateLimited,
@@ -242,10 +248,51 @@ pub async fn key_limits(
     }
 }
 
+/// A concurrent-call slot of a key: the local one always, and the cluster's when a cluster
+/// granted one (given back when the slot is dropped).
+struct Slot {
+    _local: ConcurrencyGuard,
+    shared: Option<(Arc<dyn SharedCounts>, Box<str>)>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((counts, key)) = &self.shared {
+            counts.release(key);
+        }
+    }
+}
+
+/// Takes a slot of `key` (limit `limit`): in this process, then across the cluster when there
+/// is one. `Err(Some(n))`: `n` slots are held; `Err(None)`: the cluster's shared state is
+/// unreachable and `limits.fail_open` is false.
+async fn take_slot(gw: &Gateway, key: &str, limit: u32) -> Result<Slot, Option<u32>> {
+    let local = gw.limits.concurrency.acquire(key, limit).map_err(Some)?;
+    let Some(counts) = gw.peers.counts.get() else {
+        return Ok(Slot {
+            _local: local,
+            shared: None,
+        });
+    };
+    match counts.acquire(key, limit).await {
+        SharedSlot::Granted => Ok(Slot {
+            _local: local,
+            shared: Some((Arc::clone(counts), key.into())),
+        }),
+        SharedSlot::Refused(in_use) => Err(Some(in_use)),
+        // The local count stands in for the cluster's, as the rate limits do.
+        SharedSlot::Unavailable if gw.routes().config.limits.fail_open => Ok(Slot {
+            _local: local,
+            shared: None,
+        }),
+        SharedSlot::Unavailable => Err(None),
+    }
+}
+
 /// A response body that holds a concurrency slot until it ends or is dropped.
 struct Guarded {
     inner: Body,
-    guard: Option<ConcurrencyGuard>,
+    guard: Option<Slot>,
 }
 
 impl http_body::Body for Guarded {
