@@ -216,7 +216,8 @@ impl ClusterCounts {
             .arg(limit)
             .arg(self.cluster.live_key(""))
             .arg(CONC_TTL_MS);
-        let answer = tokio::time::timeout(ADMIT_TIMEOUT, call.invoke_async::<(i64, i64)>(&mut conn));
+        let answer =
+            tokio::time::timeout(ADMIT_TIMEOUT, call.invoke_async::<(i64, i64)>(&mut conn));
         match answer.await {
             Ok(Ok((1, _))) => SharedSlot::Granted,
             Ok(Ok((_, held))) => {

@@ -251,14 +251,10 @@ impl Ledger {
             gate.lock_owned().await
         };
         // Another call may have reloaded (or failed) while this one waited.
-        let again = self
-            .books
-            .lock()
-            .ok()
-            .and_then(|b| {
-                b.get(app_id)
-                    .map(|b| !b.fresh(today, shared) && !b.backing_off())
-            });
+        let again = self.books.lock().ok().and_then(|b| {
+            b.get(app_id)
+                .map(|b| !b.fresh(today, shared) && !b.backing_off())
+        });
         if again != Some(true) {
             return;
         }

@@ -224,7 +224,13 @@ async fn three_instances_overspend_credits_by_at_most_the_calls_in_flight() {
         return;
     };
     let balance = 2.0;
-    let key = key_for(&c.nodes[0], "metered", json!({ "credits": balance }), json!({})).await;
+    let key = key_for(
+        &c.nodes[0],
+        "metered",
+        json!({ "credits": balance }),
+        json!({}),
+    )
+    .await;
     // Two callers per instance, each calling until it is refused for credit.
     let workers = 6;
     let started = Instant::now();
@@ -264,7 +270,10 @@ async fn three_instances_overspend_credits_by_at_most_the_calls_in_flight() {
         costs_of(&c.nodes[1], "metered").await.len() == served as usize
     })
     .await;
-    assert!(costs.is_some(), "the call log lacks some of the {served} served calls");
+    assert!(
+        costs.is_some(),
+        "the call log lacks some of the {served} served calls"
+    );
     let costs = costs_of(&c.nodes[1], "metered").await;
     let spent: f64 = costs.iter().sum();
     let max_cost = costs.iter().cloned().fold(0.0, f64::max);
