@@ -293,3 +293,80 @@ async fn three_instances_overspend_credits_by_at_most_the_calls_in_flight() {
     assert!(spent > balance * 0.5, "the balance was used: {spent}");
     assert!(overspend <= bound + 1e-9, "overspend {overspend} > {bound}");
 }
+
+/// `n` calls of `key` at once, spread over the instances; how many were admitted (200) and
+/// refused (429).
+async fn burst(c: &TestCluster, key: &str, n: usize) -> (usize, usize) {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let (url, key) = (
+                c.nodes[i % c.nodes.len()].url("/v1/chat/completions"),
+                key.to_string(),
+            );
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&chat("llama3", false))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(ok + refused, n, "{statuses:?}");
+    (ok, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_slots_are_put_back_after_a_redis_restart() {
+    let Some(mut redis) = crate::common::cluster::OwnRedis::start() else {
+        eprintln!("note: redis-server is not installed: skipping");
+        return;
+    };
+    let mut cfg = node("slow", &["llama3:latest"]);
+    cfg.ttft = Duration::from_secs(8);
+    let slow = llmux_mock::MockServer::start(cfg).await.unwrap();
+    let body = format!("[auth]\nrequired = true\n{}", ollama("slow", &slow.url()));
+    let mut spec = Spec::new(3, &body);
+    spec.redis_url = Some(redis.url());
+    let Some(c) = TestCluster::start(spec).await else {
+        return;
+    };
+    let key = key_for(&c.nodes[0], "kept", json!({}), json!({ "concurrency": 5 })).await;
+    // Three slots held, one on each instance.
+    let held: Vec<_> = (0..3)
+        .map(|i| {
+            let (url, key) = (c.nodes[i].url("/v1/chat/completions"), key.clone());
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&chat("llama3", false))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    for node in &c.nodes {
+        node.wait_in_flight(1).await;
+    }
+    // Redis comes back empty: each instance writes its held slots back at its next heartbeat.
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (ok, refused) = burst(&c, &key, 5).await;
+    println!("after a Redis restart with 3 slots held: 5 more calls → {ok} admitted, {refused} refused (limit 5)");
+    assert_eq!((ok, refused), (2, 3));
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap(), 200);
+    }
+}
