@@ -381,6 +381,66 @@ mod tests {
         );
     }
 
+    /// A cluster that answers `answer` and counts the releases it gets.
+    struct FakeCounts {
+        answer: SharedSlot,
+        released: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SharedCounts for FakeCounts {
+        fn acquire<'a>(&'a self, _: &'a str, _: u32) -> super::super::BoxFuture<'a, SharedSlot> {
+            let answer = self.answer;
+            Box::pin(async move { answer })
+        }
+        fn release(&self, _: &str) {
+            self.released
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn gateway_with(answer: SharedSlot, fail_open: bool) -> (Arc<Gateway>, Arc<FakeCounts>) {
+        let mut config = llmux_config::Config::default();
+        config.limits.fail_open = fail_open;
+        let gw = Gateway::new(config).unwrap();
+        let fake = Arc::new(FakeCounts {
+            answer,
+            released: Default::default(),
+        });
+        let _ = gw
+            .peers
+            .counts
+            .set(Arc::clone(&fake) as Arc<dyn SharedCounts>);
+        (gw, fake)
+    }
+
+    #[tokio::test]
+    async fn a_cluster_slot_is_taken_refused_or_counted_locally() {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Granted: held locally too, and given back to the cluster once dropped.
+        let (gw, fake) = gateway_with(SharedSlot::Granted, true);
+        let slot = take_slot(&gw, "k", 5).await.unwrap();
+        assert_eq!(gw.limits.concurrency.in_use("k"), 1);
+        drop(slot);
+        assert_eq!(fake.released.load(Relaxed), 1);
+        assert_eq!(gw.limits.concurrency.in_use("k"), 0);
+        // The cluster's limit is reached although this instance holds nothing.
+        let (gw, _) = gateway_with(SharedSlot::Refused(5), true);
+        assert_eq!(take_slot(&gw, "k", 5).await.err(), Some(Some(5)));
+        assert_eq!(gw.limits.concurrency.in_use("k"), 0);
+        // Redis unreachable: counted locally with fail_open (nothing to release), else refused.
+        let (gw, fake) = gateway_with(SharedSlot::Unavailable, true);
+        let slots: Vec<_> = [take_slot(&gw, "k", 2).await, take_slot(&gw, "k", 2).await]
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(take_slot(&gw, "k", 2).await.err(), Some(Some(2)));
+        drop(slots);
+        assert_eq!(fake.released.load(Relaxed), 0);
+        let (gw, _) = gateway_with(SharedSlot::Unavailable, false);
+        assert_eq!(take_slot(&gw, "k", 2).await.err(), Some(None));
+        assert_eq!(gw.limits.concurrency.in_use("k"), 0);
+    }
+
     #[test]
     fn reset_durations_like_openai() {
         assert_eq!(openai_duration(Duration::from_millis(20)), "20ms");
