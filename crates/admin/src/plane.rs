@@ -324,6 +324,11 @@ impl ControlPlane {
         ));
     }
 
+    /// The data plane's ledger (credits and budgets), for cluster mode to share.
+    pub fn ledger(&self) -> &Arc<llmux_hub::ledger::Ledger> {
+        &self.ledger
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store

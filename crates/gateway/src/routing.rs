@@ -261,7 +261,7 @@ pub fn order(cands: &mut [Candidate], strategy: Strategy, turn: usize) {
     match strategy {
         Strategy::RoundRobin => sort_rotating(cands, turn, |c| c.tier),
         Strategy::LeastActive => sort_rotating(cands, turn, |c| {
-            (c.tier, c.upstream.active_requests(), !c.warm)
+            (c.tier, c.upstream.cluster_active_requests(), !c.warm)
         }),
         Strategy::LowestLatency => sort_rotating(cands, turn, |c| {
             // Whole milliseconds, so probe jitter does not hide a tie that warmth should break.

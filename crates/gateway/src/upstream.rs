@@ -86,6 +86,9 @@ pub struct Upstream {
     // calls started before it are still counted where routing and `/metrics` look.
     /// Calls in flight right now (attempt started, response not yet finished or dropped).
     active: Arc<AtomicUsize>,
+    /// Calls in flight on the other instances of a cluster (0 on a single instance), as their
+    /// last published counts say; set by `llmux-cluster`.
+    remote_active: Arc<AtomicUsize>,
     /// Smoothed time to first byte of live calls, in microseconds (0 = none yet).
     ttft_us: Arc<AtomicU64>,
     pub served: Arc<AtomicU64>,
@@ -143,6 +146,7 @@ impl Upstream {
             throttled_until_ms: AtomicU64::new(0),
             created: tokio::time::Instant::now(),
             active: Arc::default(),
+            remote_active: Arc::default(),
             ttft_us: Arc::default(),
             served: Arc::default(),
             failed: Arc::default(),
@@ -170,6 +174,7 @@ impl Upstream {
     /// upstream without models for a whole interval.
     pub fn carry_over(mut self, old: &Upstream) -> Upstream {
         self.active = Arc::clone(&old.active);
+        self.remote_active = Arc::clone(&old.remote_active);
         self.ttft_us = Arc::clone(&old.ttft_us);
         self.served = Arc::clone(&old.served);
         self.failed = Arc::clone(&old.failed);
@@ -211,6 +216,22 @@ impl Upstream {
 
     pub fn active_requests(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Calls in flight on the other instances of a cluster (0 on a single instance).
+    pub fn remote_active_requests(&self) -> usize {
+        self.remote_active.load(Ordering::Relaxed)
+    }
+
+    /// Sets the other instances' in-flight calls on this upstream (cluster mode).
+    pub fn set_remote_active_requests(&self, n: usize) {
+        self.remote_active.store(n, Ordering::Relaxed);
+    }
+
+    /// In flight here and on the other instances: what `least_active` compares.
+    pub fn cluster_active_requests(&self) -> usize {
+        self.active_requests()
+            .saturating_add(self.remote_active_requests())
     }
 
     /// Counts a call in flight until the returned guard is dropped — on success, failure or hang-up alike.
@@ -358,6 +379,7 @@ impl Upstream {
             "latency_ms": state.latency_ms.map(|l| (l * 1000.0).round() / 1000.0),
             "ttft_ms": u.ttft_ms().map(|l| (l * 1000.0).round() / 1000.0),
             "active_requests": u.active_requests(),
+            "remote_active_requests": u.remote_active_requests(),
             "served": u.served.load(std::sync::atomic::Ordering::Relaxed),
             "failed": u.failed.load(std::sync::atomic::Ordering::Relaxed),
             "models": state.model_list,

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use llmux_gateway::accounting::{Accountant, AdmitFuture, CallRecord, Refusal};
@@ -25,6 +25,7 @@ use llmux_store::Store;
 use tokio::time::Instant;
 
 use crate::calllog::{to_store, Flushed, Queue};
+use crate::sharedbook::{Admission, Mark, SharedBook, Verdict};
 
 /// How long the store's figures for an app are trusted before they are read again.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(30);
@@ -94,11 +95,78 @@ struct AppBook {
     retry_wait: Duration,
     /// Held by the one call reloading the figures.
     gate: Arc<tokio::sync::Mutex<()>>,
+    /// The store's figures at the last load and the cluster's mark read just before them.
+    at_load: AtLoad,
+    /// Orders this instance's published outstanding (cluster mode).
+    seq: u64,
+}
+
+/// What a cluster-wide admission measures from (see [`crate::sharedbook`]).
+#[derive(Clone, Debug, Default)]
+struct AtLoad {
+    /// `None`: no shared book, or it did not answer at the load.
+    mark: Option<Mark>,
+    credits: Option<f64>,
+    spent_day: f64,
+    spent_month: f64,
 }
 
 impl AppBook {
-    fn fresh(&self, today: i64) -> bool {
-        self.loaded.is_some_and(|at| at.elapsed() < RELOAD_EVERY) && self.day_start == today
+    /// `shared`: in a cluster, figures loaded without the cluster's mark are re-read after
+    /// [`RETRY_FIRST`] rather than [`RELOAD_EVERY`], so that the shared view resumes soon.
+    fn fresh(&self, today: i64, shared: bool) -> bool {
+        let ttl = if shared && self.at_load.mark.is_none() {
+            RETRY_FIRST
+        } else {
+            RELOAD_EVERY
+        };
+        self.loaded.is_some_and(|at| at.elapsed() < ttl) && self.day_start == today
+    }
+
+    /// Reserved by calls still running plus settled but not written: what this instance holds.
+    fn outstanding(&self) -> f64 {
+        self.reserved + self.unflushed
+    }
+
+    /// The local checks: this instance's view of the store's figures and its own calls.
+    fn check(&self) -> Result<(), Refusal> {
+        if self
+            .credits
+            .is_some_and(|credits| credits - self.unflushed - self.reserved <= 0.0)
+        {
+            return Err(Refusal::OutOfCredit);
+        }
+        if self
+            .daily_budget
+            .is_some_and(|cap| self.spent_day + self.reserved >= cap)
+        {
+            return Err(Refusal::DailyBudget);
+        }
+        if self
+            .monthly_budget
+            .is_some_and(|cap| self.spent_month + self.reserved >= cap)
+        {
+            return Err(Refusal::MonthlyBudget);
+        }
+        Ok(())
+    }
+
+    /// The cluster-wide admission of a call that reserves `reserve` (already added).
+    fn admission(&self, app: &str, reserve: f64) -> Option<Admission> {
+        let mark = self.at_load.mark.clone()?;
+        let after = self.outstanding();
+        Some(Admission {
+            app: app.to_owned(),
+            mark,
+            credits: self.at_load.credits,
+            daily: self.daily_budget.map(|cap| (cap, self.at_load.spent_day)),
+            monthly: self
+                .monthly_budget
+                .map(|cap| (cap, self.at_load.spent_month)),
+            outstanding: (after - reserve).max(0.0),
+            after,
+            seq: self.seq,
+        })
     }
 
     fn backing_off(&self) -> bool {
@@ -113,6 +181,8 @@ pub struct Ledger {
     books: Mutex<HashMap<String, AppBook>>,
     /// Reloads attempted (for tests and logs).
     loads: AtomicU64,
+    /// The other instances' reservations and spending (cluster mode).
+    shared: OnceLock<Arc<dyn SharedBook>>,
 }
 
 /// Unix ms at the start of the UTC day and month that contain `now`.
@@ -137,7 +207,14 @@ impl Ledger {
             queue,
             books: Mutex::new(HashMap::new()),
             loads: AtomicU64::new(0),
+            shared: OnceLock::new(),
         })
+    }
+
+    /// Admits against the whole cluster's spending through `book` (once; later calls are
+    /// ignored). Without it, or while it does not answer, the ledger decides on its own.
+    pub fn set_shared(&self, book: Arc<dyn SharedBook>) {
+        let _ = self.shared.set(book);
     }
 
     /// Re-reads the app's credits and budgets at its next call (after an admin change).
@@ -163,12 +240,13 @@ impl Ledger {
     /// [`STORE_TIMEOUT`]; a call that has figures to go on does not wait for another's reload.
     async fn reload_if_stale(&self, app_id: &str, now: i64) {
         let (today, month) = day_and_month_start(now);
+        let shared = self.shared.get().is_some();
         let (gate, known) = {
             let Ok(mut books) = self.books.lock() else {
                 return;
             };
             let b = books.entry(app_id.to_owned()).or_default();
-            if b.fresh(today) || b.backing_off() {
+            if b.fresh(today, shared) || b.backing_off() {
                 return;
             }
             (Arc::clone(&b.gate), b.known)
@@ -183,15 +261,19 @@ impl Ledger {
             gate.lock_owned().await
         };
         // Another call may have reloaded (or failed) while this one waited.
-        let again = self
-            .books
-            .lock()
-            .ok()
-            .and_then(|b| b.get(app_id).map(|b| !b.fresh(today) && !b.backing_off()));
+        let again = self.books.lock().ok().and_then(|b| {
+            b.get(app_id)
+                .map(|b| !b.fresh(today, shared) && !b.backing_off())
+        });
         if again != Some(true) {
             return;
         }
         self.loads.fetch_add(1, Ordering::Relaxed);
+        // Before the store: every cost the mark counts as flushed is in what the store says.
+        let mark = match self.shared.get() {
+            Some(book) => book.mark(app_id).await,
+            None => None,
+        };
         let read = tokio::time::timeout(STORE_TIMEOUT, self.source.figures(app_id, today, month))
             .await
             .map_err(|_| format!("no answer within {STORE_TIMEOUT:?}"))
@@ -202,6 +284,12 @@ impl Ledger {
         let b = books.entry(app_id.to_owned()).or_default();
         match read {
             Ok(f) => {
+                b.at_load = AtLoad {
+                    mark,
+                    credits: f.credits,
+                    spent_day: f.spent_day,
+                    spent_month: f.spent_month,
+                };
                 b.credits = f.credits;
                 b.daily_budget = f.daily_budget;
                 b.monthly_budget = f.monthly_budget;
@@ -231,29 +319,44 @@ impl Ledger {
             return Ok(());
         }
         self.reload_if_stale(app_id, llmux_store::now_ms()).await;
-        let Ok(mut books) = self.books.lock() else {
+        let admission = {
+            let Ok(mut books) = self.books.lock() else {
+                return Ok(());
+            };
+            let Some(b) = books.get_mut(app_id) else {
+                return Ok(());
+            };
+            b.check()?;
+            b.reserved += reserve;
+            b.seq += 1;
+            b.admission(app_id, reserve)
+        };
+        let (Some(book), Some(admission)) = (self.shared.get(), admission) else {
             return Ok(());
         };
-        let Some(b) = books.get_mut(app_id) else {
-            return Ok(());
-        };
-        if b.credits
-            .is_some_and(|credits| credits - b.unflushed - b.reserved <= 0.0)
-        {
-            return Err(Refusal::OutOfCredit);
+        match book.admit(admission).await {
+            // Unanswered: decided on this instance's figures, as on a single instance.
+            None | Some(Verdict::Admit) => Ok(()),
+            Some(Verdict::Stale) => {
+                self.refresh(app_id);
+                Ok(())
+            }
+            Some(Verdict::Refuse(refusal)) => {
+                self.unreserve(app_id, reserve, book.as_ref());
+                Err(refusal)
+            }
         }
-        if b.daily_budget
-            .is_some_and(|cap| b.spent_day + b.reserved >= cap)
-        {
-            return Err(Refusal::DailyBudget);
+    }
+
+    /// Gives back a reservation the cluster refused, and says so to the others.
+    fn unreserve(&self, app_id: &str, reserve: f64, book: &dyn SharedBook) {
+        if let Ok(mut books) = self.books.lock() {
+            if let Some(b) = books.get_mut(app_id) {
+                b.reserved = (b.reserved - reserve).max(0.0);
+                b.seq += 1;
+                book.publish(app_id, b.outstanding(), b.seq);
+            }
         }
-        if b.monthly_budget
-            .is_some_and(|cap| b.spent_month + b.reserved >= cap)
-        {
-            return Err(Refusal::MonthlyBudget);
-        }
-        b.reserved += reserve;
-        Ok(())
     }
 
     fn settle(&self, r: &CallRecord) {
@@ -268,6 +371,10 @@ impl Ledger {
             let b = books.entry(app.to_owned()).or_default();
             b.reserved = (b.reserved - r.reserved).max(0.0);
             b.unflushed += r.cost;
+            if let Some(book) = self.shared.get() {
+                b.seq += 1;
+                book.publish(app, b.outstanding(), b.seq);
+            }
             let (day, month) = (b.spent_day, b.spent_month);
             b.spent_day += r.cost;
             b.spent_month += r.cost;
@@ -322,11 +429,19 @@ impl Flushed for Ledger {
         let Ok(mut books) = self.books.lock() else {
             return;
         };
+        let book = self.shared.get();
         for (app, cost) in charged {
-            if let Some(b) = books.get_mut(app) {
+            let left = books.get_mut(app).map(|b| {
                 b.unflushed = (b.unflushed - cost).max(0.0);
+                b.seq += 1;
+                (b.outstanding(), b.seq)
+            });
+            if let Some(book) = book {
+                book.flushed(app, *cost, left);
             }
         }
+        // The balances update this instance's own view (used while the cluster's is out of
+        // reach); the cluster-wide admission measures from the figures at the mark instead.
         for (app, balance) in balances {
             if let Some(b) = books.get_mut(app) {
                 b.credits = Some(*balance);

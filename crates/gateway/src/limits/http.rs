@@ -5,6 +5,7 @@
 use super::{admit::backend_down, BackendDown, Check, ConcurrencyGuard, Decision, Layer};
 use crate::auth::Identity;
 use crate::call;
+use crate::peers::counts::{SharedCounts, SharedSlot};
 use crate::Gateway;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Response};
@@ -210,11 +211,16 @@ pub async fn key_limits(
     }
     let guard = match id.limits.concurrency {
         None => None,
-        Some(limit) => match gw.limits.concurrency.acquire(&id.key_id, limit) {
-            Ok(g) => Some(g),
-            Err(in_use) => {
-                gw.metrics.rejected(Layer::KeyConcurrency.as_str());
+        Some(limit) => match take_slot(&gw, &id.key_id, limit).await {
+            Ok(slot) => Some(slot),
+            Err(refused) => {
                 let dialect = crate::server::dialect_of(&req);
+                let Some(in_use) = refused else {
+                    let resp = backend_down(dialect);
+                    call::log_refused(&req, &resp);
+                    return resp;
+                };
+                gw.metrics.rejected(Layer::KeyConcurrency.as_str());
                 let mut resp = call::error(
                     dialect,
                     ErrorKind::RateLimited,
@@ -242,10 +248,51 @@ pub async fn key_limits(
     }
 }
 
+/// A concurrent-call slot of a key: the local one always, and the cluster's when a cluster
+/// granted one (given back when the slot is dropped).
+struct Slot {
+    _local: ConcurrencyGuard,
+    shared: Option<(Arc<dyn SharedCounts>, Box<str>)>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((counts, key)) = &self.shared {
+            counts.release(key);
+        }
+    }
+}
+
+/// Takes a slot of `key` (limit `limit`): in this process, then across the cluster when there
+/// is one. `Err(Some(n))`: `n` slots are held; `Err(None)`: the cluster's shared state is
+/// unreachable and `limits.fail_open` is false.
+async fn take_slot(gw: &Gateway, key: &str, limit: u32) -> Result<Slot, Option<u32>> {
+    let local = gw.limits.concurrency.acquire(key, limit).map_err(Some)?;
+    let Some(counts) = gw.peers.counts.get() else {
+        return Ok(Slot {
+            _local: local,
+            shared: None,
+        });
+    };
+    match counts.acquire(key, limit).await {
+        SharedSlot::Granted => Ok(Slot {
+            _local: local,
+            shared: Some((Arc::clone(counts), key.into())),
+        }),
+        SharedSlot::Refused(in_use) => Err(Some(in_use)),
+        // The local count stands in for the cluster's, as the rate limits do.
+        SharedSlot::Unavailable if gw.routes().config.limits.fail_open => Ok(Slot {
+            _local: local,
+            shared: None,
+        }),
+        SharedSlot::Unavailable => Err(None),
+    }
+}
+
 /// A response body that holds a concurrency slot until it ends or is dropped.
 struct Guarded {
     inner: Body,
-    guard: Option<ConcurrencyGuard>,
+    guard: Option<Slot>,
 }
 
 impl http_body::Body for Guarded {
@@ -332,6 +379,66 @@ mod tests {
             resolved(&cfg, "10.0.0.2", &["nonsense, 10.1.1.1"]),
             "10.1.1.1"
         );
+    }
+
+    /// A cluster that answers `answer` and counts the releases it gets.
+    struct FakeCounts {
+        answer: SharedSlot,
+        released: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SharedCounts for FakeCounts {
+        fn acquire<'a>(&'a self, _: &'a str, _: u32) -> super::super::BoxFuture<'a, SharedSlot> {
+            let answer = self.answer;
+            Box::pin(async move { answer })
+        }
+        fn release(&self, _: &str) {
+            self.released
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn gateway_with(answer: SharedSlot, fail_open: bool) -> (Arc<Gateway>, Arc<FakeCounts>) {
+        let mut config = llmux_config::Config::default();
+        config.limits.fail_open = fail_open;
+        let gw = Gateway::new(config).unwrap();
+        let fake = Arc::new(FakeCounts {
+            answer,
+            released: Default::default(),
+        });
+        let _ = gw
+            .peers
+            .counts
+            .set(Arc::clone(&fake) as Arc<dyn SharedCounts>);
+        (gw, fake)
+    }
+
+    #[tokio::test]
+    async fn a_cluster_slot_is_taken_refused_or_counted_locally() {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Granted: held locally too, and given back to the cluster once dropped.
+        let (gw, fake) = gateway_with(SharedSlot::Granted, true);
+        let slot = take_slot(&gw, "k", 5).await.unwrap();
+        assert_eq!(gw.limits.concurrency.in_use("k"), 1);
+        drop(slot);
+        assert_eq!(fake.released.load(Relaxed), 1);
+        assert_eq!(gw.limits.concurrency.in_use("k"), 0);
+        // The cluster's limit is reached although this instance holds nothing.
+        let (gw, _) = gateway_with(SharedSlot::Refused(5), true);
+        assert_eq!(take_slot(&gw, "k", 5).await.err(), Some(Some(5)));
+        assert_eq!(gw.limits.concurrency.in_use("k"), 0);
+        // Redis unreachable: counted locally with fail_open (nothing to release), else refused.
+        let (gw, fake) = gateway_with(SharedSlot::Unavailable, true);
+        let slots: Vec<_> = [take_slot(&gw, "k", 2).await, take_slot(&gw, "k", 2).await]
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(take_slot(&gw, "k", 2).await.err(), Some(Some(2)));
+        drop(slots);
+        assert_eq!(fake.released.load(Relaxed), 0);
+        let (gw, _) = gateway_with(SharedSlot::Unavailable, false);
+        assert_eq!(take_slot(&gw, "k", 2).await.err(), Some(None));
+        assert_eq!(gw.limits.concurrency.in_use("k"), 0);
     }
 
     #[test]
