@@ -181,8 +181,12 @@ impl KeyCache {
         }
     }
 
-    /// Forgets everything (e.g. after an app was deleted with its keys).
+    /// Forgets everything (e.g. after an app was deleted with its keys, or another instance's
+    /// change was missed). Every caller has just heard from the store (it wrote, or read the
+    /// change counter), so the store also stops counting as down: with nothing cached left to
+    /// ride on, keys must be read again at once rather than refused until a backoff ends.
     pub fn clear(&self) {
+        self.note_store(true);
         self.generation.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut entries) = self.positive.lock() {
             entries.clear();
@@ -626,6 +630,31 @@ mod tests {
         assert!(!cache.down.load(Ordering::SeqCst));
         assert!(cache.check(&full).await.is_ok());
         assert_eq!(source.asked.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_cleared_cache_reads_keys_again_at_once_after_an_outage() {
+        let (store, _, full) = store_with_key().await;
+        let source = Arc::new(Switch {
+            key: store.verify_virtual_key(&full).await.unwrap().unwrap(),
+            up: std::sync::atomic::AtomicBool::new(false),
+            asked: AtomicU64::new(0),
+        });
+        tokio::time::pause();
+        let cache = KeyCache::with_source(Arc::clone(&source) as Arc<dyn KeySource>);
+        // The store is down: the key was never seen, so it is refused, and then refused at
+        // once during the backoff.
+        assert!(matches!(
+            cache.check(&full).await,
+            Err(AuthError::Unavailable(_))
+        ));
+        assert!(cache.down.load(Ordering::SeqCst));
+        // The store is back and another instance's change makes this one forget everything
+        // (cluster sync heard from the store): the key is read at once, not after the backoff.
+        source.up.store(true, Ordering::SeqCst);
+        cache.clear();
+        assert!(cache.check(&full).await.is_ok());
+        assert_eq!(source.asked.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
