@@ -101,6 +101,13 @@ fn init_logging() {
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".to_string());
+    // PostgreSQL's notices ("relation … already exists, skipping" at every start) are not
+    // news for an operator, unless the filter asks for sqlx by name.
+    let filter = if filter.contains("sqlx") {
+        filter
+    } else {
+        format!("{filter},sqlx::postgres::notice=warn")
+    };
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LLMUX_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
