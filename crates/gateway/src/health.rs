@@ -1,6 +1,6 @@
 //! The health prober: checks every upstream concurrently, refreshes its models, moves it between pools.
 
-use crate::upstream::{index_models, unix_now, Pool, Upstream};
+use crate::upstream::{Pool, Upstream};
 use crate::Gateway;
 use llmux_config::UpstreamKind;
 use serde_json::Value;
@@ -254,19 +254,7 @@ async fn probe_one(
                     Some(old) => old * 0.7 + ms * 0.3,
                     None => ms,
                 });
-                if let Some(models) = &probe.models {
-                    if *models != s.model_list {
-                        let (map, list) = index_models(models.clone());
-                        s.models = map;
-                        s.model_list = list;
-                        s.models_seen_at = unix_now();
-                    }
-                }
-                if up.kind == UpstreamKind::Ollama {
-                    s.tags = probe.tags.clone();
-                    s.ps = probe.ps.clone();
-                    s.loaded = loaded_models(&probe.ps);
-                }
+                s.take_discovery(up.kind, probe.models.as_ref(), &probe.tags, &probe.ps);
             });
             if before == Pool::Standby {
                 tracing::info!(upstream = %up.name, latency_ms = ms, "upstream healthy again: back to active");

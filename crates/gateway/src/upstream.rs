@@ -51,6 +51,33 @@ pub struct UpstreamState {
     pub models_seen_at: u64,
 }
 
+impl UpstreamState {
+    /// Takes what a probe discovered (here or on the cluster's prober): the model list when it
+    /// changed (`None`: declared in config) and, for Ollama, the `/api/tags` and `/api/ps`
+    /// entries with the loaded models they name.
+    pub fn take_discovery(
+        &mut self,
+        kind: UpstreamKind,
+        models: Option<&Vec<String>>,
+        tags: &[Value],
+        ps: &[Value],
+    ) {
+        if let Some(models) = models {
+            if *models != self.model_list {
+                let (map, list) = index_models(models.clone());
+                self.models = map;
+                self.model_list = list;
+                self.models_seen_at = unix_now();
+            }
+        }
+        if kind == UpstreamKind::Ollama {
+            self.tags = tags.to_vec();
+            self.ps = ps.to_vec();
+            self.loaded = crate::health::loaded_models(ps);
+        }
+    }
+}
+
 /// A running upstream. Shared by every call routed to it; counters are atomics.
 pub struct Upstream {
     pub name: String,

@@ -21,19 +21,6 @@ async fn backends() -> Vec<(&'static str, Option<String>, Option<PgSchema>)> {
     out
 }
 
-async fn admin(gw: &Llmux, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = client()
-        .request(method.parse().unwrap(), gw.url(&format!("/admin/v1{path}")))
-        .bearer_auth(ADMIN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 fn upstream(name: &str, kind: &str, url: &str, models: &[&str]) -> String {
     let url = match kind {
         "openai" => format!("{url}/v1"),

@@ -12,19 +12,6 @@ use serde_json::{json, Value};
 use sqlx::{AssertSqlSafe, Connection as _};
 use std::time::{Duration, Instant};
 
-async fn admin(gw: &Llmux, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = client()
-        .request(method.parse().unwrap(), gw.url(&format!("/admin/v1{path}")))
-        .bearer_auth(ADMIN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 /// A key of a new app `a` with plenty of credit.
 async fn app_key(gw: &Llmux) -> String {
     let (s, _) = admin(

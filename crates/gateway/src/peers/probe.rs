@@ -6,8 +6,7 @@
 //! rely on the prober's results (Redis unreachable, results stale) probes for itself. Live-call
 //! failures (`mark_down`, key and breaker reactions) stay local and immediate.
 
-use crate::upstream::{index_models, unix_now, Pool, Upstream};
-use llmux_config::UpstreamKind;
+use crate::upstream::{Pool, Upstream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -110,19 +109,8 @@ impl ProbeResult {
             s.latency_ms = self.latency_ms;
             s.last_error = self.last_error.clone();
             s.last_check = Some(checked);
-            if let (Some(models), None) = (&self.models, &up.static_models) {
-                if *models != s.model_list {
-                    let (map, list) = index_models(models.clone());
-                    s.models = map;
-                    s.model_list = list;
-                    s.models_seen_at = unix_now();
-                }
-            }
-            if up.kind == UpstreamKind::Ollama {
-                s.tags = self.tags.clone();
-                s.ps = self.ps.clone();
-                s.loaded = crate::health::loaded_models(&self.ps);
-            }
+            let models = self.models.as_ref().filter(|_| up.static_models.is_none());
+            s.take_discovery(up.kind, models, &self.tags, &self.ps);
         });
         if was != pool {
             tracing::info!(upstream = %up.name, pool = pool.as_str(), "upstream pool changed by the cluster's prober");
@@ -135,7 +123,8 @@ impl ProbeResult {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use llmux_config::{RoutingConfig, Timeouts, UpstreamConfig};
+    use crate::upstream::index_models;
+    use llmux_config::{RoutingConfig, Timeouts, UpstreamConfig, UpstreamKind};
 
     fn node(url: &str) -> Upstream {
         let cfg = UpstreamConfig {

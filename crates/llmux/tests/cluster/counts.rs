@@ -7,19 +7,6 @@ use crate::common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-async fn admin(gw: &Llmux, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = client()
-        .request(method.parse().unwrap(), gw.url(&format!("/admin/v1{path}")))
-        .bearer_auth(ADMIN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 /// A virtual key of a new app `app` (`app_fields` added to the app), with `limits`.
 async fn key_for(gw: &Llmux, app: &str, app_fields: Value, limits: Value) -> String {
     let mut body = json!({ "name": app });

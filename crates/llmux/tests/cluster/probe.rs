@@ -67,6 +67,24 @@ async fn upstream(n: &Llmux, upstream: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// How long until B and C (every instance but the first) show `name` as `ok` says; `None`
+/// past 3 s.
+async fn on_followers(
+    c: &TestCluster,
+    name: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Option<Duration> {
+    time_until(Duration::from_secs(3), || async {
+        for node in &c.nodes[1..] {
+            if !ok(&upstream(node, name).await) {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+}
+
 #[tokio::test]
 async fn one_instance_probes_and_the_others_take_its_results() {
     let a = MockServer::start(node("gpu-a", &["llama3:latest"]))
@@ -233,17 +251,9 @@ async fn a_refused_key_and_an_open_breaker_reach_every_instance_within_a_second(
         }
     }
     assert!(bad(&keyed) > first, "A never used sk-bad");
-    let known = time_until(Duration::from_secs(3), || async {
-        for node in &c.nodes[1..] {
-            let u = upstream(node, "keyed").await;
-            if u["keys"][0]["state"] != "disabled" {
-                return false;
-            }
-        }
-        true
-    })
-    .await
-    .expect("B and C did not disable the key within 3 s");
+    let known = on_followers(&c, "keyed", |u| u["keys"][0]["state"] == "disabled")
+        .await
+        .expect("B and C did not disable the key within 3 s");
     let known = refused.elapsed().max(known);
     println!("key refused (401) on A: disabled on B and C after {known:?} (from the start of A's call; bound 1 s)");
     assert!(known < Duration::from_secs(1), "{known:?}");
@@ -272,16 +282,9 @@ async fn a_refused_key_and_an_open_breaker_reach_every_instance_within_a_second(
         }
     }
     assert!(slow(&keyed) > first, "A never used sk-slow");
-    let cooled = time_until(Duration::from_secs(3), || async {
-        for node in &c.nodes[1..] {
-            if upstream(node, "keyed").await["keys"][2]["state"] != "cooling" {
-                return false;
-            }
-        }
-        true
-    })
-    .await
-    .expect("B and C did not cool the key within 3 s");
+    let cooled = on_followers(&c, "keyed", |u| u["keys"][2]["state"] == "cooling")
+        .await
+        .expect("B and C did not cool the key within 3 s");
     let cooled = throttled.elapsed().max(cooled);
     println!("key throttled (429) on A: cooling on B and C after {cooled:?} (from the start of A's call; bound 1 s)");
     assert!(cooled < Duration::from_secs(1), "{cooled:?}");
@@ -311,16 +314,9 @@ async fn a_refused_key_and_an_open_breaker_reach_every_instance_within_a_second(
         }
     }
     assert!(open, "A's breaker did not open");
-    let announced = time_until(Duration::from_secs(3), || async {
-        for node in &c.nodes[1..] {
-            if upstream(node, "flaky").await["breaker"] != "open" {
-                return false;
-            }
-        }
-        true
-    })
-    .await
-    .expect("B and C did not open their breakers within 3 s");
+    let announced = on_followers(&c, "flaky", |u| u["breaker"] == "open")
+        .await
+        .expect("B and C did not open their breakers within 3 s");
     let announced = at.elapsed().max(announced);
     println!("breaker opened on A by failing call {calls}: open on B and C after {announced:?} (from the start of A's call; bound 1 s)");
     assert!(announced < Duration::from_secs(1), "{announced:?}");

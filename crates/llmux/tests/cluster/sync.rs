@@ -5,28 +5,15 @@
 use std::time::{Duration, Instant};
 
 use llmux_mock::MockServer;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::common::cluster::{Spec, TestCluster};
-use crate::common::{chat, client, node, ollama, Llmux, ADMIN};
+use crate::common::{admin, chat, client, node, ollama, Llmux};
 
 /// The bound for a change to reach the other instances.
 const BOUND: Duration = Duration::from_secs(1);
 /// How long a check polls before it fails (well past the bound, to print the real figure).
 const LIMIT: Duration = Duration::from_secs(10);
-
-async fn admin(n: &Llmux, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = client()
-        .request(method.parse().unwrap(), n.url(&format!("/admin/v1{path}")))
-        .bearer_auth(ADMIN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 /// A chat call with virtual key `key`: its status.
 async fn call(n: &Llmux, key: &str, model: &str) -> u16 {

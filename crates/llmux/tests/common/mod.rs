@@ -340,6 +340,20 @@ impl Drop for Llmux {
     }
 }
 
+/// An admin API call with the bootstrap token: (status, JSON body or `Null`).
+pub async fn admin(gw: &Llmux, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = client()
+        .request(method.parse().unwrap(), gw.url(&format!("/admin/v1{path}")))
+        .bearer_auth(ADMIN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
