@@ -1,4 +1,5 @@
-//! Accepting client connections: the connection cap, the header and idle timeouts, HTTP/1 and h2c.
+//! Accepting client connections: the connection cap, the header and idle timeouts, HTTP/1 and h2c,
+//! and with `[server.tls]` HTTPS (the handshake within the header timeout; see `tls.rs`).
 //!
 //! `axum::serve` cannot bound how long a client takes to send its headers or how long an idle
 //! connection stays, so a few thousand connections sending a byte a second could hold every
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,6 +58,7 @@ pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: ConnLimits,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     abandon: CancellationToken,
 ) -> io::Result<()> {
@@ -103,18 +105,34 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let slot = Slot::take(&open);
         let conn = Arc::new(ConnState::default());
-        let io = TokioIo::new(Watched::new(tcp, Arc::clone(&conn), limits));
         let service = CallService {
             app: app.clone(),
             peer,
-            conn,
+            conn: Arc::clone(&conn),
         };
         let builder = Arc::clone(&builder);
         let (stop, abandon) = (stop.clone(), abandon.clone());
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tasks.spawn(async move {
             let _slot = slot;
-            let served = builder.serve_connection(io, service);
-            if let Err(e) = finish_on_stop(served, stop, abandon).await {
+            let ended = match acceptor {
+                None => {
+                    let io = TokioIo::new(Watched::new(tcp, conn, limits));
+                    finish_on_stop(builder.serve_connection(io, service), stop, abandon).await
+                }
+                Some(acceptor) => {
+                    // The handshake counts as the first request's headers: it gets their timeout.
+                    let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp));
+                    let stream = match handshake.await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake not done within server.header_timeout"),
+                    };
+                    let io = TokioIo::new(Watched::new(stream, conn, limits));
+                    finish_on_stop(builder.serve_connection(io, service), stop, abandon).await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
@@ -128,8 +146,8 @@ pub async fn serve(
 
 /// Serves one connection to its end; once `stop` is cancelled, lets its calls finish (an idle
 /// connection closes at once) unless `abandon` is cancelled first.
-async fn finish_on_stop(
-    served: auto::Connection<'_, TokioIo<Watched>, CallService, TokioExecutor>,
+async fn finish_on_stop<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    served: auto::Connection<'_, TokioIo<Watched<S>>, CallService, TokioExecutor>,
     stop: CancellationToken,
     abandon: CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -313,8 +331,8 @@ enum Phase {
 
 /// A client socket whose reads fail once the connection's deadline passes with no call in
 /// progress, which makes hyper close it.
-struct Watched {
-    tcp: TcpStream,
+struct Watched<S> {
+    tcp: S,
     conn: Arc<ConnState>,
     phase: Phase,
     /// Calls finished when the socket last looked.
@@ -327,8 +345,8 @@ struct Watched {
     h2: Option<bool>,
 }
 
-impl Watched {
-    fn new(tcp: TcpStream, conn: Arc<ConnState>, limits: ConnLimits) -> Watched {
+impl<S> Watched<S> {
+    fn new(tcp: S, conn: Arc<ConnState>, limits: ConnLimits) -> Watched<S> {
         Watched {
             tcp,
             conn,
@@ -366,7 +384,7 @@ impl Watched {
     }
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -394,7 +412,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -442,6 +460,7 @@ mod tests {
     use super::*;
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     async fn start(limits: ConnLimits) -> (SocketAddr, CancellationToken) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -456,6 +475,7 @@ mod tests {
             listener,
             app,
             limits,
+            None,
             async move { s.cancelled().await },
             CancellationToken::new(),
         ));
