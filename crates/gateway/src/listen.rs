@@ -26,8 +26,9 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
@@ -104,37 +105,23 @@ pub async fn serve(
         // Small SSE chunks must leave at once, not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         let slot = Slot::take(&open);
-        let conn = Arc::new(ConnState::default());
-        let service = CallService {
-            app: app.clone(),
-            peer,
-            conn: Arc::clone(&conn),
+        let state = Arc::new(ConnState::default());
+        let conn = Conn {
+            builder: Arc::clone(&builder),
+            service: CallService {
+                app: app.clone(),
+                peer,
+                conn: Arc::clone(&state),
+            },
+            state,
+            limits,
+            stop: stop.clone(),
+            abandon: abandon.clone(),
         };
-        let builder = Arc::clone(&builder);
-        let (stop, abandon) = (stop.clone(), abandon.clone());
         let acceptor = tls.as_ref().map(|t| t.acceptor());
         tasks.spawn(async move {
             let _slot = slot;
-            let ended = match acceptor {
-                None => {
-                    let io = TokioIo::new(Watched::new(tcp, conn, limits));
-                    finish_on_stop(builder.serve_connection(io, service), stop, abandon).await
-                }
-                Some(acceptor) => {
-                    // The handshake counts as the first request's headers: it gets their timeout.
-                    let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp));
-                    let stream = match handshake.await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => return tracing::debug!(%peer, "TLS handshake not done within server.header_timeout"),
-                    };
-                    let io = TokioIo::new(Watched::new(stream, conn, limits));
-                    finish_on_stop(builder.serve_connection(io, service), stop, abandon).await
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(%peer, error = %e, "connection ended");
-            }
+            conn.run(tcp, acceptor, peer).await;
         });
     }
     drop(listener);
@@ -142,6 +129,53 @@ pub async fn serve(
     tasks.close();
     tasks.wait().await;
     Ok(())
+}
+
+/// What serving one accepted connection needs, whatever its transport.
+struct Conn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: CallService,
+    state: Arc<ConnState>,
+    limits: ConnLimits,
+    stop: CancellationToken,
+    abandon: CancellationToken,
+}
+
+impl Conn {
+    /// Serves the connection, after the TLS handshake when there is an acceptor.
+    async fn run(self, tcp: TcpStream, acceptor: Option<TlsAcceptor>, peer: SocketAddr) {
+        let ended = match acceptor {
+            None => self.serve(tcp).await,
+            Some(acceptor) => {
+                // The handshake counts as the first request's headers: it gets their timeout.
+                let handshake =
+                    tokio::time::timeout(self.limits.header_timeout, acceptor.accept(tcp));
+                match handshake.await {
+                    Ok(Ok(stream)) => self.serve(stream).await,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => {
+                        return tracing::debug!(
+                            %peer,
+                            "TLS handshake not done within server.header_timeout"
+                        )
+                    }
+                }
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(%peer, error = %e, "connection ended");
+        }
+    }
+
+    /// Serves HTTP/1 or HTTP/2 on `io` (a TCP or TLS stream) until it ends or is stopped.
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        self,
+        io: S,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let io = TokioIo::new(Watched::new(io, self.state, self.limits));
+        let served = self.builder.serve_connection(io, self.service);
+        finish_on_stop(served, self.stop, self.abandon).await
+    }
 }
 
 /// Serves one connection to its end; once `stop` is cancelled, lets its calls finish (an idle
@@ -460,7 +494,6 @@ mod tests {
     use super::*;
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
 
     async fn start(limits: ConnLimits) -> (SocketAddr, CancellationToken) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -3,6 +3,8 @@
 //! files refused by `llmux config check` and `llmux serve`, CORS preflights from an allowed and
 //! a refused origin, and gzip / brotli on `/v1/models` but never on a stream.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;
@@ -253,7 +255,7 @@ async fn https_with_alpn_and_certificate_rotation() {
         async || served_with(&gw, &ca2).await,
     )
     .await;
-    println!("certificate served {:?} after SIGHUP", hup.elapsed());
+    eprintln!("certificate served {:?} after SIGHUP", hup.elapsed());
     assert!(!served_with(&gw, &ca1).await, "the old certificate is gone");
 
     // A file change alone (a new mtime): picked up by the poller.
@@ -266,7 +268,7 @@ async fn https_with_alpn_and_certificate_rotation() {
         async || served_with(&gw, &ca3).await,
     )
     .await;
-    println!(
+    eprintln!(
         "certificate served {:?} after the files changed",
         changed.elapsed()
     );
@@ -363,7 +365,7 @@ fn broken_tls_files_are_config_errors_naming_the_file() {
         for s in says {
             assert!(out.contains(s), "{cert} + {key}: {s:?} missing in {out}");
         }
-        println!("{cert} + {key}: {}", out.trim());
+        eprintln!("{cert} + {key}: {}", out.trim());
     }
     let (ok, out) = run(dir, &["serve", "--config", "llmux.toml"]);
     assert!(!ok && out.contains("does not go with"), "{out}");
@@ -490,7 +492,7 @@ async fn compression_of_json_but_not_streams() {
     let br = get("gzip, deflate, br", "/v1/models").await.unwrap();
     assert_eq!(header(&br, "content-encoding"), "br");
     let br = br.bytes().await.unwrap();
-    println!(
+    eprintln!(
         "/v1/models with {} models: {} bytes plain, {} gzip, {} brotli",
         names.len(),
         plain.len(),
