@@ -451,7 +451,7 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// gzip and brotli on `/v1/models` for clients that accept them, identity for those that do
+/// gzip and brotli on `/v1/models` (and the admin API) for clients that accept them, identity for those that do
 /// not; never on a stream (SSE or NDJSON) nor on a tiny body.
 #[tokio::test]
 async fn compression_of_json_but_not_streams() {
@@ -506,6 +506,20 @@ async fn compression_of_json_but_not_streams() {
         "gzip",
         "Ollama's list too"
     );
+    let admin = client()
+        .get(gw.url("/admin/v1/upstreams"))
+        .bearer_auth(ADMIN)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&admin, "content-encoding"),
+        "gzip",
+        "the admin API too"
+    );
+    let upstreams: Value = serde_json::from_slice(&gunzip(&admin.bytes().await.unwrap())).unwrap();
+    assert_eq!(upstreams[0]["name"], "gpu-a");
     let tiny = get("gzip", "/healthz").await.unwrap();
     assert_eq!(
         header(&tiny, "content-encoding"),
