@@ -166,6 +166,59 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Connections held open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Whether JSON answers of 1 KiB or more are compressed (gzip or brotli) for clients whose
+    /// `Accept-Encoding` allows it; streams never are. Default true.
+    pub compression: bool,
+    /// `[server.tls]`: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with these PEM files.
+    pub tls: Option<TlsConfig>,
+    /// `[server.cors]`: which browser origins may call llmux.
+    pub cors: CorsConfig,
+}
+
+/// `[server.tls]`: the certificate chain and private key, PEM files (relative paths are from
+/// the working directory). Both are re-read on SIGHUP and when either file changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// `[server.cors]`: cross-origin calls from browsers. Off (no CORS headers, preflights not
+/// answered) while no origin is allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorsConfig {
+    /// Origins (`https://app.example.com`, normalised) whose calls and preflights are allowed.
+    pub allowed_origins: Vec<String>,
+    /// `allowed_origins = ["*"]`: every origin (answered `Access-Control-Allow-Origin: *`).
+    pub any_origin: bool,
+    /// How long a browser may cache a preflight's answer (`Access-Control-Max-Age`).
+    pub max_age: Duration,
+}
+
+impl CorsConfig {
+    /// Whether CORS is on at all.
+    pub fn enabled(&self) -> bool {
+        self.any_origin || !self.allowed_origins.is_empty()
+    }
+
+    /// Whether a browser on `origin` (the `Origin` header as sent) may call llmux.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.any_origin
+            || self
+                .allowed_origins
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin))
+    }
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            any_origin: false,
+            max_age: Duration::from_secs(600),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -179,6 +232,9 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            compression: true,
+            tls: None,
+            cors: CorsConfig::default(),
         }
     }
 }

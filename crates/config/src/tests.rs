@@ -205,7 +205,7 @@ fn unknown_keys_name_the_key() {
     assert_eq!(path, "server.bogus");
     assert_eq!(
         msg,
-        "unknown key (expected one of listen, max_body, max_upstream_body, shutdown_grace, upstream_header, header_timeout, idle_timeout, max_connections)"
+        "unknown key (expected one of listen, max_body, max_upstream_body, shutdown_grace, upstream_header, header_timeout, idle_timeout, max_connections, compression, tls, cors)"
     );
 
     let (path, msg) = fail(&format!("{UPSTREAM}bogus = 1"));
@@ -944,5 +944,71 @@ fn cluster_mode_needs_postgres_and_redis() {
         ("[cluster]\nleader = true\n".to_string(), "cluster.leader"),
     ] {
         assert_eq!(fail(&text).0, path, "{text}");
+    }
+}
+
+#[test]
+fn cors_origins_compression_and_tls_keys() {
+    let d = parse("").unwrap().server;
+    assert!(d.compression && d.tls.is_none() && !d.cors.enabled());
+    assert_eq!(d.cors.max_age, secs(600));
+    let c = parse(
+        "[server]\ncompression = false\n[server.cors]\nallowed_origins = [\"https://App.Example.com/\", \"http://localhost:5173\"]\nmax_age = \"2m\"\n",
+    )
+    .unwrap()
+    .server;
+    assert!(!c.compression);
+    assert_eq!(
+        c.cors.allowed_origins,
+        ["https://app.example.com", "http://localhost:5173"]
+    );
+    assert!(c.cors.allows("https://app.example.com") && !c.cors.allows("https://example.com"));
+    assert_eq!(c.cors.max_age, secs(120));
+    let any = parse("[server.cors]\nallowed_origins = [\"*\"]\n")
+        .unwrap()
+        .server
+        .cors;
+    assert!(any.any_origin && any.allows("https://anything.example"));
+    for (text, path, says) in [
+        (
+            "[server.cors]\nallowed_origins = [\"https://a.example/app\"]\n",
+            "server.cors.allowed_origins[0]",
+            "no path",
+        ),
+        (
+            "[server.cors]\nallowed_origins = [\"https://a.example\", \"ftp://b\"]\n",
+            "server.cors.allowed_origins[1]",
+            "http:// or https://",
+        ),
+        (
+            "[server.cors]\nallowed_origins = [\"https://a.example\", \"*\"]\n",
+            "server.cors.allowed_origins[1]",
+            "alone",
+        ),
+        (
+            "[server.cors]\nmax_age = \"25h\"\n",
+            "server.cors.max_age",
+            "",
+        ),
+        ("[server.cors]\norigins = []\n", "server.cors.origins", ""),
+        (
+            "[server.tls]\ncert = \"cert.pem\"\n",
+            "server.tls.key",
+            "is required",
+        ),
+        (
+            "[server.tls]\ncert = \"/nonexistent/llmux-cert.pem\"\nkey = \"k.pem\"\n",
+            "server.tls.cert",
+            "cannot read /nonexistent/llmux-cert.pem",
+        ),
+        (
+            "[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nca = \"x\"\n",
+            "server.tls.ca",
+            "",
+        ),
+    ] {
+        let (p, m) = fail(text);
+        assert_eq!(p, path, "{text}");
+        assert!(m.contains(says), "{text}: {m}");
     }
 }

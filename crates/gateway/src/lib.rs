@@ -9,6 +9,8 @@ pub mod auth;
 pub mod breaker;
 pub mod call;
 pub mod catalog;
+mod compress;
+mod cors;
 pub mod deadline;
 pub mod egress;
 pub mod endpoint;
@@ -25,6 +27,7 @@ pub mod routing;
 pub mod server;
 pub mod ssrf_dns;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 
 #[cfg(test)]
@@ -181,10 +184,13 @@ impl Gateway {
     /// `admin` (the control plane's admin API) is served under `/admin/v1`; `console` (the
     /// web console's `/ui` routes) beside it when given. Connections are
     /// bounded by `server.header_timeout`, `idle_timeout` and `max_connections` (read here, at
-    /// start-up), and the open-files limit is raised to its hard maximum first.
+    /// start-up), and the open-files limit is raised to its hard maximum first. With `tls`
+    /// (loaded by the caller, so a broken certificate stops start-up) it serves HTTPS and
+    /// re-reads the files on SIGHUP or change.
     pub async fn serve(
         self: &Arc<Self>,
         listener: TcpListener,
+        tls: Option<Arc<tls::Tls>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
         admin: axum::Router,
         console: Option<axum::Router<Arc<Gateway>>>,
@@ -206,14 +212,22 @@ impl Gateway {
             }
         }
         let app = server::router(Arc::clone(self), admin, console);
-        listen::serve(
+        let watching = CancellationToken::new();
+        if let Some(tls) = &tls {
+            let gw = Arc::clone(self);
+            tls.watch(move || gw.config().server.tls.clone(), watching.clone());
+        }
+        let served = listen::serve(
             listener,
             app,
             limits,
+            tls,
             shutdown,
             self.accounting.calls_dropped.clone(),
         )
-        .await
+        .await;
+        watching.cancel();
+        served
     }
 }
 

@@ -1,4 +1,5 @@
-//! Accepting client connections: the connection cap, the header and idle timeouts, HTTP/1 and h2c.
+//! Accepting client connections: the connection cap, the header and idle timeouts, HTTP/1 and h2c,
+//! and with `[server.tls]` HTTPS (the handshake within the header timeout; see `tls.rs`).
 //!
 //! `axum::serve` cannot bound how long a client takes to send its headers or how long an idle
 //! connection stays, so a few thousand connections sending a byte a second could hold every
@@ -27,6 +28,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
@@ -57,6 +59,7 @@ pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: ConnLimits,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     abandon: CancellationToken,
 ) -> io::Result<()> {
@@ -102,21 +105,23 @@ pub async fn serve(
         // Small SSE chunks must leave at once, not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         let slot = Slot::take(&open);
-        let conn = Arc::new(ConnState::default());
-        let io = TokioIo::new(Watched::new(tcp, Arc::clone(&conn), limits));
-        let service = CallService {
-            app: app.clone(),
-            peer,
-            conn,
+        let state = Arc::new(ConnState::default());
+        let conn = Conn {
+            builder: Arc::clone(&builder),
+            service: CallService {
+                app: app.clone(),
+                peer,
+                conn: Arc::clone(&state),
+            },
+            state,
+            limits,
+            stop: stop.clone(),
+            abandon: abandon.clone(),
         };
-        let builder = Arc::clone(&builder);
-        let (stop, abandon) = (stop.clone(), abandon.clone());
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tasks.spawn(async move {
             let _slot = slot;
-            let served = builder.serve_connection(io, service);
-            if let Err(e) = finish_on_stop(served, stop, abandon).await {
-                tracing::debug!(%peer, error = %e, "connection ended");
-            }
+            conn.run(tcp, acceptor, peer).await;
         });
     }
     drop(listener);
@@ -126,10 +131,57 @@ pub async fn serve(
     Ok(())
 }
 
+/// What serving one accepted connection needs, whatever its transport.
+struct Conn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: CallService,
+    state: Arc<ConnState>,
+    limits: ConnLimits,
+    stop: CancellationToken,
+    abandon: CancellationToken,
+}
+
+impl Conn {
+    /// Serves the connection, after the TLS handshake when there is an acceptor.
+    async fn run(self, tcp: TcpStream, acceptor: Option<TlsAcceptor>, peer: SocketAddr) {
+        let ended = match acceptor {
+            None => self.serve(tcp).await,
+            Some(acceptor) => {
+                // The handshake counts as the first request's headers: it gets their timeout.
+                let handshake =
+                    tokio::time::timeout(self.limits.header_timeout, acceptor.accept(tcp));
+                match handshake.await {
+                    Ok(Ok(stream)) => self.serve(stream).await,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => {
+                        return tracing::debug!(
+                            %peer,
+                            "TLS handshake not done within server.header_timeout"
+                        )
+                    }
+                }
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(%peer, error = %e, "connection ended");
+        }
+    }
+
+    /// Serves HTTP/1 or HTTP/2 on `io` (a TCP or TLS stream) until it ends or is stopped.
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        self,
+        io: S,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let io = TokioIo::new(Watched::new(io, self.state, self.limits));
+        let served = self.builder.serve_connection(io, self.service);
+        finish_on_stop(served, self.stop, self.abandon).await
+    }
+}
+
 /// Serves one connection to its end; once `stop` is cancelled, lets its calls finish (an idle
 /// connection closes at once) unless `abandon` is cancelled first.
-async fn finish_on_stop(
-    served: auto::Connection<'_, TokioIo<Watched>, CallService, TokioExecutor>,
+async fn finish_on_stop<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    served: auto::Connection<'_, TokioIo<Watched<S>>, CallService, TokioExecutor>,
     stop: CancellationToken,
     abandon: CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -313,8 +365,8 @@ enum Phase {
 
 /// A client socket whose reads fail once the connection's deadline passes with no call in
 /// progress, which makes hyper close it.
-struct Watched {
-    tcp: TcpStream,
+struct Watched<S> {
+    tcp: S,
     conn: Arc<ConnState>,
     phase: Phase,
     /// Calls finished when the socket last looked.
@@ -327,8 +379,8 @@ struct Watched {
     h2: Option<bool>,
 }
 
-impl Watched {
-    fn new(tcp: TcpStream, conn: Arc<ConnState>, limits: ConnLimits) -> Watched {
+impl<S> Watched<S> {
+    fn new(tcp: S, conn: Arc<ConnState>, limits: ConnLimits) -> Watched<S> {
         Watched {
             tcp,
             conn,
@@ -366,7 +418,7 @@ impl Watched {
     }
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -394,7 +446,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -456,6 +508,7 @@ mod tests {
             listener,
             app,
             limits,
+            None,
             async move { s.cancelled().await },
             CancellationToken::new(),
         ));

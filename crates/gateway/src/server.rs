@@ -18,7 +18,8 @@ fn generation(endpoint: Endpoint) -> axum::routing::MethodRouter<Arc<Gateway>> {
 }
 
 /// The whole HTTP surface. Layers run outside-in: request id (every response carries
-/// `x-request-id`), rate limits per client IP and global (before authentication, so a flood
+/// `x-request-id`), CORS (`cors.rs`: preflights answered before anything else), compression of
+/// whole JSON answers (`compress.rs`), rate limits per client IP and global (before authentication, so a flood
 /// of bad keys never reaches the key lookup), client authentication (when `auth.required`;
 /// open paths are one named list), the virtual key's concurrency limit (its request and token
 /// rates are checked, and their headers set, by the call once the body is read), then the
@@ -91,6 +92,11 @@ pub fn router(gw: Arc<Gateway>, admin: Router, console: Option<Router<Arc<Gatewa
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), client_auth))
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), edge_limits))
         .layer(middleware::from_fn(json_errors))
+        .layer(crate::compress::layer(Arc::clone(&gw)))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&gw),
+            crate::cors::layer,
+        ))
         .layer(middleware::from_fn_with_state(Arc::clone(&gw), request_id))
         .with_state(gw)
 }

@@ -6,6 +6,11 @@ use std::path::Path;
 
 pub fn run(file: &Path) -> Result<(), String> {
     let cfg = Config::load(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    // The files were read and parsed by the config; that the key goes with the certificate
+    // (and that rustls takes them) is checked as `llmux serve` would.
+    if let Some(tls) = &cfg.server.tls {
+        llmux_gateway::tls::server_config(tls).map_err(|e| format!("{}: {e}", file.display()))?;
+    }
     let text = render(&cfg);
     // Valid but probably wrong: said on stderr, and the exit stays 0.
     let mut err = std::io::stderr().lock();
@@ -56,6 +61,14 @@ pub fn render(cfg: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "config OK");
     let _ = writeln!(out, "listen:    {}", cfg.server.listen);
+    if let Some(tls) = &cfg.server.tls {
+        let _ = writeln!(
+            out,
+            "tls:       {} + {} (h2, http/1.1)",
+            tls.cert.display(),
+            tls.key.display()
+        );
+    }
     let _ = writeln!(out, "strategy:  {}", cfg.routing.strategy.as_str());
     let _ = writeln!(out, "attempts:  {} per call", cfg.routing.max_attempts);
     let _ = writeln!(

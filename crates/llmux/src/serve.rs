@@ -222,6 +222,12 @@ pub async fn run_gateway(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let grace = loaded.config.server.shutdown_grace;
+    // A certificate that does not load stops start-up here, before anything is served.
+    let tls = match &loaded.config.server.tls {
+        Some(files) => Some(Arc::new(llmux_gateway::tls::Tls::load(files)?)),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let (gw, cp) = compose(loaded, &store, keys).await?;
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
@@ -238,7 +244,7 @@ pub async fn run_gateway(
     llmux_admin::watch::spawn(&cp, &tasks, cancel.clone());
     log_upstreams(&gw);
     // A stable line that scripts and tests wait for.
-    crate::say(&format!("llmux listening on http://{addr}"));
+    crate::say(&format!("llmux listening on {scheme}://{addr}"));
 
     let stopping = CancellationToken::new();
     let stop_signal = stopping.clone();
@@ -254,6 +260,7 @@ pub async fn run_gateway(
         tokio::spawn(async move {
             gw.serve(
                 listener,
+                tls,
                 async move { stopping.cancelled().await },
                 admin,
                 Some(console),

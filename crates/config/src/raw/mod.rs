@@ -3,6 +3,7 @@
 
 mod cluster;
 mod de;
+mod listener;
 mod routing;
 mod upstream;
 
@@ -156,6 +157,9 @@ struct RawServer {
     header_timeout: Option<Dur>,
     idle_timeout: Option<Dur>,
     max_connections: Option<usize>,
+    compression: Option<bool>,
+    tls: Option<listener::RawTls>,
+    cors: listener::RawCors,
 }
 
 #[derive(Deserialize, Default)]
@@ -379,6 +383,9 @@ impl RawServer {
             // Zero is allowed: it means "stop immediately".
             shutdown_grace: self.shutdown_grace.map_or(default.shutdown_grace, |d| d.0),
             upstream_header: self.upstream_header.unwrap_or(default.upstream_header),
+            compression: self.compression.unwrap_or(default.compression),
+            tls: self.tls.map(listener::RawTls::into_config).transpose()?,
+            cors: self.cors.into_config()?,
         })
     }
 }

@@ -42,7 +42,7 @@ impl Gw {
         tokio::spawn(async move {
             let shutdown = async move { stop.cancelled().await };
             serving
-                .serve(listener, shutdown, axum::Router::new(), None)
+                .serve(listener, None, shutdown, axum::Router::new(), None)
                 .await
                 .unwrap();
         });

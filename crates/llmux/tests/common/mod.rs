@@ -19,6 +19,8 @@ pub const ADMIN: &str = "test-admin-token";
 pub struct Llmux {
     pub child: Child,
     pub addr: SocketAddr,
+    /// `http://ADDR`, or `https://ADDR` with `[server.tls]`.
+    pub base: String,
     pub log: Arc<Mutex<Vec<String>>>,
     /// The working directory (holds the config file, and the SQLite store and master key by
     /// default); shared so that a restart finds the same state.
@@ -129,7 +131,7 @@ impl Llmux {
                     .as_ref()
                     .and_then(|v| v["fields"]["message"].as_str())
                     .unwrap_or(&line);
-                if let Some(rest) = text.strip_prefix("llmux listening on http://") {
+                if let Some(rest) = text.strip_prefix("llmux listening on ") {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(rest.trim().to_string());
                     }
@@ -137,8 +139,8 @@ impl Llmux {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a.parse().unwrap(),
+        let base: String = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -146,9 +148,11 @@ impl Llmux {
                 panic!("llmux did not start: {:#?}", log.lock().unwrap());
             }
         };
+        let addr = base.split_once("://").unwrap().1.parse().unwrap();
         Llmux {
             child,
             addr,
+            base,
             log,
             dir,
             header,
@@ -156,7 +160,7 @@ impl Llmux {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}{path}", self.base)
     }
 
     pub fn log_text(&self) -> String {
