@@ -422,6 +422,7 @@ async fn models_crud_and_conflicts() {
             upstream_id: Some(up.id.clone()),
             enabled: true,
             origin: ModelOrigin::Declared,
+            original_name: None,
         };
         let m = s.create_model(&new).await.unwrap();
         assert!(m.id.starts_with("md_"));
