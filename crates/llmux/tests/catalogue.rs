@@ -93,7 +93,7 @@ async fn normalised_names_route_and_collisions_are_reported() {
         .unwrap_or_else(|| panic!("{found}"));
     assert_eq!(c["rule"], "dated_snapshots");
     assert_eq!(c["routes_to"], "gpt-4o-2024-08-06");
-    println!("collisions reported by the admin API: {found}");
+    eprintln!("collisions reported by the admin API: {found}");
     let (ok, out, err) = gw.run_cli(&["config", "check", "llmux.toml"]);
     assert!(ok, "{err}");
     assert!(out.contains("catalog:   normalize case"), "{out}");
@@ -171,7 +171,7 @@ async fn a_switched_off_model_vanishes_from_every_listing_and_404s_in_every_dial
         assert!(!list.iter().any(|m| m.contains("mistral")), "{list:?}");
         assert!(list.iter().any(|m| m.contains("llama3")), "{list:?}");
     }
-    println!("listings with mistral switched off: {lists:?}");
+    eprintln!("listings with mistral switched off: {lists:?}");
     assert_404_everywhere(&gw, "mistral").await;
     assert_eq!(metric(&gw, "llmux_models ").await, "llmux_models 1");
     assert_eq!(
@@ -494,7 +494,7 @@ async fn discovery_lists_at_most_n_upstreams_at_once() {
     })
     .await;
     let max = gauge.max.load(Ordering::SeqCst);
-    println!(
+    eprintln!(
         "discovery_concurrency = 3: {names} models from 12 nodes, at most {max} listings at once"
     );
     assert!(
@@ -519,7 +519,7 @@ async fn a_healthy_upstream_is_not_listed_more_often_than_the_minimum_interval()
     let start = fast.listings.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(6500)).await;
     let listed = fast.listings.load(Ordering::SeqCst) - start;
-    println!("health.interval 1s, min_discovery_interval 3s: {listed} listings in 6.5 s");
+    eprintln!("health.interval 1s, min_discovery_interval 3s: {listed} listings in 6.5 s");
     assert!((1..=3).contains(&listed), "{listed} listings in 6.5 s");
     // An admin refresh is not held back.
     let (status, _) = admin(&gw, "POST", "/upstreams/n/refresh", None).await;
