@@ -141,9 +141,18 @@ pub(crate) fn compose(file: &Config, api: &ApiState) -> ApiResult<(Config, Overl
     if let Some(strategy) = api.strategy {
         config.routing.strategy = strategy;
     }
-    for m in api.models.iter().filter(|m| !m.enabled) {
+    for m in &api.models {
         let upstream = m.upstream_id.as_ref().and_then(|id| ids.get(id)).cloned();
-        overlay.disabled_models.push((upstream, m.name.clone()));
+        // A renamed model is switched off (and sent upstream) under the name the upstream knows.
+        let served = m.original_name.clone().unwrap_or_else(|| m.name.clone());
+        if let Some(original) = &m.original_name {
+            overlay
+                .renames
+                .push((upstream.clone(), original.clone(), m.name.clone()));
+        }
+        if !m.enabled {
+            overlay.disabled_models.push((upstream, served));
+        }
     }
     overlay.aliases = api
         .aliases
@@ -753,6 +762,7 @@ mod tests {
                 enabled: false,
                 origin: llmux_store::ModelOrigin::Declared,
                 created_at: 0,
+                original_name: None,
             }],
             aliases: vec![],
             strategy: Some(Strategy::Weighted),

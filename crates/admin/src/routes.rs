@@ -141,8 +141,11 @@ fn model_ops() -> Vec<Op> {
         op("post", "/models", "models", "Declare a model, or switch one off (enabled=false)")
             .body(object(&["name"], json!({ "name": s("string"), "upstream": s("string"), "enabled": s("boolean") })))
             .created().to(post(e::create_model)),
-        op("patch", "/models/{id}", "models", "Switch a model on or off")
-            .body(object(&[], json!({ "enabled": s("boolean") }))).to(patch(e::patch_model)),
+        op("get", "/models/collisions", "models", "Served model names that normalise alike, and where the shared name routes").to(get(e::collisions)),
+        op("post", "/models/batch", "models", "Switch many models on or off, or delete them: one transaction, all or nothing")
+            .body(object(&["ids"], json!({ "ids": strings(), "enabled": s("boolean"), "delete": s("boolean") }))).to(post(e::batch_models)),
+        op("patch", "/models/{id}", "models", "Switch a model on or off, or rename it (keep_alias: the old name becomes an alias)")
+            .body(object(&[], json!({ "enabled": s("boolean"), "name": s("string"), "keep_alias": s("boolean") }))).to(patch(e::patch_model)),
         op("delete", "/models/{id}", "models", "Forget a stored model").to(delete(e::delete_model)),
         op("get", "/aliases", "aliases", "Model aliases").to(get(e::list_aliases)),
         op("post", "/aliases", "aliases", "Create an alias: a model name standing for others, tried in order")
@@ -187,6 +190,8 @@ fn app_ops() -> Vec<Op> {
             .to(patch(e::patch_key)),
         op("delete", "/keys/{id}", "keys", "Delete a virtual key").to(delete(e::delete_key)),
         op("post", "/keys/{id}/revoke", "keys", "Revoke a virtual key now").to(post(e::revoke_key)),
+        op("post", "/keys/batch", "keys", "Revoke many virtual keys: one transaction, all or nothing")
+            .body(object(&["ids", "revoke"], json!({ "ids": strings(), "revoke": s("boolean") }))).to(post(e::batch_keys)),
         op("get", "/users", "users", "Admin users").to(get(e::list_users)),
         op("post", "/users", "users", "Create a user (argon2id password hash)")
             .body(object(&["username", "password", "role"], json!({ "username": s("string"), "password": s("string"),

@@ -44,6 +44,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub telemetry: TelemetryConfig,
     pub cluster: ClusterConfig,
+    /// `[catalog]`: how model names are normalised.
+    pub catalog: CatalogConfig,
 }
 
 impl Config {
@@ -473,6 +475,64 @@ impl Default for BreakerConfig {
     }
 }
 
+/// One rule by which a requested name also matches a served model (`[catalog] normalize`).
+/// Ollama's own `:latest` rule (`llama3` is `llama3:latest`) always applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NormalizeRule {
+    /// Names match whatever their letters' case (`GPT-4o` is `gpt-4o`).
+    Case,
+    /// Gemini's `models/` prefix is dropped (`models/gemini-2.0-flash`).
+    GeminiPrefix,
+    /// A provider kind as prefix is dropped (`openai/gpt-4o`), unless it names an upstream
+    /// (then it pins that upstream, as always).
+    ProviderPrefix,
+    /// A dated snapshot (`gpt-4o-2024-08-06`, `claude-3-5-sonnet-20241022`) also answers to
+    /// its undated name when nothing is served under that name exactly.
+    DatedSnapshots,
+}
+
+impl NormalizeRule {
+    /// Every rule, in the order they apply; all are on by default.
+    pub const ALL: [NormalizeRule; 4] = [
+        NormalizeRule::Case,
+        NormalizeRule::GeminiPrefix,
+        NormalizeRule::ProviderPrefix,
+        NormalizeRule::DatedSnapshots,
+    ];
+
+    /// The rule's name in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NormalizeRule::Case => "case",
+            NormalizeRule::GeminiPrefix => "gemini_prefix",
+            NormalizeRule::ProviderPrefix => "provider_prefix",
+            NormalizeRule::DatedSnapshots => "dated_snapshots",
+        }
+    }
+}
+
+/// `[catalog]`: the model catalogue's name normalisation (docs/catalog.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogConfig {
+    /// The rules on; default: every rule.
+    pub normalize: Vec<NormalizeRule>,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            normalize: NormalizeRule::ALL.to_vec(),
+        }
+    }
+}
+
+impl CatalogConfig {
+    /// Whether `rule` is on.
+    pub fn has(&self, rule: NormalizeRule) -> bool {
+        self.normalize.contains(&rule)
+    }
+}
+
 /// `[health]`: background upstream health checks.
 #[derive(Clone, Debug)]
 pub struct HealthConfig {
@@ -481,6 +541,12 @@ pub struct HealthConfig {
     pub timeout: Duration,
     /// How often a disabled key is re-checked with a cheap request.
     pub key_recheck: Duration,
+    /// At most this many upstreams are probed (and their models listed) at once.
+    pub discovery_concurrency: u32,
+    /// A healthy upstream is not listed again sooner than this by the scheduled rounds
+    /// (an admin refresh is not held back; a standby upstream is re-probed on its own
+    /// backoff). Longer than `interval`: listed every few rounds; zero: every round.
+    pub min_discovery_interval: Duration,
 }
 
 impl Default for HealthConfig {
@@ -489,6 +555,8 @@ impl Default for HealthConfig {
             interval: Duration::from_secs(60),
             timeout: Duration::from_secs(5),
             key_recheck: Duration::from_secs(300),
+            discovery_concurrency: 10,
+            min_discovery_interval: Duration::from_secs(1),
         }
     }
 }

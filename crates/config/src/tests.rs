@@ -1012,3 +1012,41 @@ fn cors_origins_compression_and_tls_keys() {
         assert!(m.contains(says), "{text}: {m}");
     }
 }
+
+#[test]
+fn catalog_rules_and_discovery_keys() {
+    let d = parse("").unwrap();
+    assert_eq!(d.catalog.normalize, crate::NormalizeRule::ALL.to_vec());
+    assert_eq!(d.health.discovery_concurrency, 10);
+    assert_eq!(d.health.min_discovery_interval, secs(1));
+    let c = parse(
+        "[catalog]\nnormalize = [\"case\"]\n[health]\ndiscovery_concurrency = 3\nmin_discovery_interval = \"90s\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.catalog.normalize, vec![crate::NormalizeRule::Case]);
+    assert_eq!(c.health.discovery_concurrency, 3);
+    assert_eq!(c.health.min_discovery_interval, secs(90));
+    assert!(parse("[catalog]\nnormalize = []\n")
+        .unwrap()
+        .catalog
+        .normalize
+        .is_empty());
+    for (text, path) in [
+        (
+            "[catalog]\nnormalize = [\"cases\"]\n",
+            "catalog.normalize[0]",
+        ),
+        (
+            "[health]\ndiscovery_concurrency = 0\n",
+            "health.discovery_concurrency",
+        ),
+        (
+            "[health]\nmin_discovery_interval = \"25h\"\n",
+            "health.min_discovery_interval",
+        ),
+        ("[catalog]\nfoo = 1\n", "catalog"),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(path), "{text}: {err}");
+    }
+}

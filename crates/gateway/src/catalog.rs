@@ -15,7 +15,8 @@ use std::sync::Arc;
 /// The Ollama API version llmux answers `/api/version` with: the release whose API it mirrors.
 pub const OLLAMA_COMPAT_VERSION: &str = "0.12.6";
 
-/// Every model an active upstream serves, once: (name, upstream, seen at unix seconds).
+/// Every model an active upstream serves, once, by the name clients use (a renamed model by
+/// its new name; a switched-off one not at all): (name, upstream, seen at unix seconds).
 fn reachable_models(gw: &Gateway) -> Vec<(String, String, u64)> {
     let routes = gw.routes();
     let mut seen = HashSet::new();
@@ -25,9 +26,12 @@ fn reachable_models(gw: &Gateway) -> Vec<(String, String, u64)> {
         if state.pool != Pool::Active {
             continue;
         }
-        for name in &state.model_list {
+        for served in &state.model_list {
+            let Some(name) = routes.listed_name(&up.name, served) else {
+                continue;
+            };
             if seen.insert(name.clone()) {
-                out.push((name.clone(), up.name.clone(), state.models_seen_at));
+                out.push((name, up.name.clone(), state.models_seen_at));
             }
         }
     }
@@ -136,34 +140,29 @@ struct Found {
     seen: u64,
 }
 
-/// The model `requested` names, matched the way calls are routed: `llama3` is
-/// `llama3:latest`, and `gpu-a/llama3` looks only at the upstream `gpu-a`.
+/// The model `requested` names, matched the way calls are routed (`llama3` is
+/// `llama3:latest`, `gpu-a/llama3` looks only at `gpu-a`, normalised names and renames
+/// apply, a switched-off model is not found), on an active upstream.
 fn find_model(gw: &Gateway, requested: &str) -> Option<Found> {
     let routes = gw.routes();
-    let (pin, model) = llmux_wire::model::split_pinned(requested, |p| routes.upstream(p).is_some());
-    let key = llmux_wire::model::model_key(model);
-    for up in &routes.upstreams {
-        if pin.is_some_and(|p| p != up.name) {
-            continue;
-        }
-        let state = up.state();
+    let plan = routes.plan(requested, |_| true, None).ok()?;
+    plan.into_iter().find_map(|c| {
+        let state = c.upstream.state();
         if state.pool != Pool::Active {
-            continue;
+            return None;
         }
-        if let Some(name) = state
-            .model_list
-            .iter()
-            .find(|m| llmux_wire::model::model_key(m) == key)
-        {
-            return Some(Found {
-                name: name.clone(),
-                owner: up.name.clone(),
-                kind: up.kind,
-                seen: state.models_seen_at,
-            });
-        }
-    }
-    None
+        let served = state
+            .models
+            .get(llmux_wire::model::model_key(&c.model).as_ref())
+            .cloned()
+            .unwrap_or_else(|| c.model.clone());
+        Some(Found {
+            name: routes.listed_name(&c.upstream.name, &served)?,
+            owner: c.upstream.name.clone(),
+            kind: c.upstream.kind,
+            seen: state.models_seen_at,
+        })
+    })
 }
 
 /// `POST /api/show`: from an Ollama node when one serves the model; for a hosted model
@@ -348,10 +347,9 @@ pub async fn gemini_model(
     axum::extract::Path(rest): axum::extract::Path<String>,
 ) -> Response {
     let name = rest.trim_start_matches("models/");
-    let found: Vec<(String, String)> = reachable_models(&gw)
+    let found: Vec<(String, String)> = find_model(&gw, name)
+        .map(|f| (f.name, f.owner))
         .into_iter()
-        .filter(|(m, _, _)| m == name)
-        .map(|(name, owner, _)| (name, owner))
         .collect();
     let list = llmux_wire::translate::gemini::models_list(&found);
     match list.get("models").and_then(|m| m.get(0)) {
@@ -370,13 +368,15 @@ pub async fn gemini_model(
 /// `GET /api/tags`: every reachable model, de-duplicated by name — the Ollama nodes' entries as
 /// they sent them, then the other upstreams' models (reached through translation).
 pub async fn ollama_tags(State(gw): State<Arc<Gateway>>) -> Response {
-    let mut entries = union_ollama(&gw, |state| {
-        if state.tags.is_empty() {
+    let routes = gw.routes();
+    let mut entries = union_ollama(&gw, |up, state| {
+        let entries = if state.tags.is_empty() {
             // Declared models have no tag entry from the node: describe them minimally.
             state.model_list.iter().map(|m| synthetic_tag(m)).collect()
         } else {
             state.tags.clone()
-        }
+        };
+        listed_entries(&routes, up, entries)
     });
     let mut seen: HashSet<String> = entries
         .iter()
@@ -392,7 +392,10 @@ pub async fn ollama_tags(State(gw): State<Arc<Gateway>>) -> Response {
 
 /// `GET /api/ps`: the union of the models loaded on active Ollama nodes.
 pub async fn ollama_ps(State(gw): State<Arc<Gateway>>) -> Response {
-    let entries = union_ollama(&gw, |state| state.ps.clone());
+    let routes = gw.routes();
+    let entries = union_ollama(&gw, |up, state| {
+        listed_entries(&routes, up, state.ps.clone())
+    });
     Json(json!({ "models": entries })).into_response()
 }
 
@@ -409,7 +412,35 @@ pub async fn root() -> Response {
         .into_response()
 }
 
-fn union_ollama(gw: &Gateway, entries: impl Fn(&UpstreamState) -> Vec<Value>) -> Vec<Value> {
+/// A node's `/api/tags` or `/api/ps` entries as clients may see them: switched-off models
+/// left out, renamed ones under their new name.
+fn listed_entries(
+    routes: &crate::routing::Routes,
+    upstream: &str,
+    entries: Vec<Value>,
+) -> Vec<Value> {
+    entries
+        .into_iter()
+        .filter_map(|mut entry| {
+            let served = entry
+                .get("name")
+                .or_else(|| entry.get("model"))
+                .and_then(Value::as_str)?
+                .to_string();
+            let listed = routes.listed_name(upstream, &served)?;
+            if listed != served {
+                for field in ["name", "model"] {
+                    if let Some(v) = entry.get_mut(field) {
+                        *v = Value::String(listed.clone());
+                    }
+                }
+            }
+            Some(entry)
+        })
+        .collect()
+}
+
+fn union_ollama(gw: &Gateway, entries: impl Fn(&str, &UpstreamState) -> Vec<Value>) -> Vec<Value> {
     let routes = gw.routes();
     let mut seen = HashSet::new();
     let mut out = Vec::new();
@@ -421,7 +452,7 @@ fn union_ollama(gw: &Gateway, entries: impl Fn(&UpstreamState) -> Vec<Value>) ->
         if state.pool != Pool::Active {
             continue;
         }
-        for entry in entries(&state) {
+        for entry in entries(&up.name, &state) {
             let name = entry
                 .get("name")
                 .or_else(|| entry.get("model"))
@@ -453,4 +484,125 @@ fn synthetic_tag(name: &str) -> Value {
             "quantization_level": ""
         }
     })
+}
+
+/// Served names that normalise alike (`[catalog] normalize`): a request by the shared name
+/// matches more than one of them, and routing takes the greatest (the newest snapshot).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Collision {
+    /// The shared normalised key, as requested (without Ollama's `:latest`).
+    pub normalized: String,
+    /// `normalized` (case or prefixes) or `dated_snapshots` (undated name, nothing exact).
+    pub rule: &'static str,
+    /// `(upstream, served name)` of each model involved.
+    pub models: Vec<(String, String)>,
+    /// The served name a request by `normalized` is sent as.
+    pub routes_to: String,
+}
+
+/// The collisions among `(upstream, served name)` pairs under `rules`; a name on two upstreams
+/// is one model (no collision).
+pub fn collisions(models: &[(String, String)], rules: llmux_wire::model::Rules) -> Vec<Collision> {
+    use llmux_wire::model::{normalized_key, undated};
+    use std::collections::{BTreeMap, BTreeSet};
+    if !rules.any() {
+        return Vec::new();
+    }
+    let bare = |k: &str| k.strip_suffix(":latest").unwrap_or(k).to_string();
+    let mut by_key: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let mut by_undated: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (up, name) in models {
+        let key = normalized_key(name, rules);
+        if rules.dated_snapshots {
+            if let Some(u) = undated(&key) {
+                by_undated
+                    .entry(u)
+                    .or_default()
+                    .push((up.clone(), name.clone()));
+            }
+        }
+        by_key
+            .entry(key)
+            .or_default()
+            .push((up.clone(), name.clone()));
+    }
+    let mut out = Vec::new();
+    let mut push = |key: &str, rule, members: Vec<(String, String)>| {
+        let names: BTreeSet<&String> = members.iter().map(|(_, n)| n).collect();
+        if names.len() > 1 {
+            let routes_to = names
+                .iter()
+                .next_back()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            out.push(Collision {
+                normalized: bare(key),
+                rule,
+                models: members,
+                routes_to,
+            });
+        }
+    };
+    for (key, members) in &by_key {
+        push(key, "normalized", members.clone());
+    }
+    for (key, members) in by_undated {
+        // An undated name served as such answers exactly: no ambiguity then.
+        if !by_key.contains_key(&key) {
+            push(&key, "dated_snapshots", members);
+        }
+    }
+    out
+}
+
+/// Every `(upstream, served name)` the running upstreams offer now.
+pub fn served_models(routes: &crate::routing::Routes) -> Vec<(String, String)> {
+    routes
+        .upstreams
+        .iter()
+        .flat_map(|u| {
+            let state = u.state();
+            state
+                .model_list
+                .iter()
+                .map(|m| (u.name.clone(), m.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod collision_tests {
+    use super::*;
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn collisions_by_rule() {
+        let rules = crate::routing::rules_of(&llmux_config::CatalogConfig::default());
+        let found = collisions(
+            &pairs(&[
+                ("a", "GPT-4o"),
+                ("b", "gpt-4o"),
+                ("a", "llama3"),
+                ("b", "llama3"),
+                ("a", "claude-3-5-sonnet-20240620"),
+                ("b", "claude-3-5-sonnet-20241022"),
+                ("a", "gpt-4o-2024-08-06"),
+            ]),
+            rules,
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].normalized, "gpt-4o");
+        assert_eq!(found[0].rule, "normalized");
+        assert_eq!(found[1].normalized, "claude-3-5-sonnet");
+        assert_eq!(found[1].rule, "dated_snapshots");
+        assert_eq!(found[1].routes_to, "claude-3-5-sonnet-20241022");
+        let none = llmux_wire::model::Rules::default();
+        assert!(collisions(&pairs(&[("a", "X"), ("b", "x")]), none).is_empty());
+    }
 }

@@ -18,13 +18,38 @@ struct Probe {
     ps: Vec<Value>,
 }
 
-/// Probes every upstream once, all at the same time, each bounded by `timeout`.
+/// Probes every upstream once, at most `health.discovery_concurrency` at a time, each bounded
+/// by `timeout`; an active upstream listed less than `health.min_discovery_interval` ago is
+/// left alone this time.
 pub async fn probe_all(gw: &Gateway) {
     let routes = gw.routes();
-    probe_with(&routes.upstreams, &routes.config, Some(&gw.peers)).await;
+    let due = due_for_discovery(
+        &routes.upstreams,
+        routes.config.health.min_discovery_interval,
+    );
+    probe_with(&due, &routes.config, Some(&gw.peers)).await;
 }
 
-/// Probes `upstreams` concurrently, each bounded by `health.timeout`.
+/// The upstreams a scheduled round probes: every one but the active ones probed less than
+/// `min_interval` ago (a standby upstream is probed for its recovery whenever it is due).
+fn due_for_discovery(upstreams: &[Arc<Upstream>], min_interval: Duration) -> Vec<Arc<Upstream>> {
+    let now = SystemTime::now();
+    upstreams
+        .iter()
+        .filter(|u| {
+            let state = u.state();
+            let recent = state
+                .last_check
+                .and_then(|at| now.duration_since(at).ok())
+                .is_some_and(|age| age < min_interval);
+            !(recent && state.pool == Pool::Active)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Probes `upstreams` now (none held back by the minimum interval), at most
+/// `health.discovery_concurrency` at a time, each bounded by `health.timeout`.
 pub async fn probe_some(upstreams: &[Arc<Upstream>], config: &llmux_config::Config) {
     probe_with(upstreams, config, None).await;
 }
@@ -39,9 +64,18 @@ async fn probe_with(
     let timeout = config.health.timeout;
     let r = &config.routing;
     let rests = (r.cooldown, r.max_cooldown);
-    let probes = upstreams
-        .iter()
-        .map(|u| probe_one(u, timeout, rests, peers));
+    let cap = usize::try_from(config.health.discovery_concurrency)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let slots = tokio::sync::Semaphore::new(cap);
+    let probes = upstreams.iter().map(|u| {
+        let slots = &slots;
+        async move {
+            // Never closed, so the permit always comes.
+            let _slot = slots.acquire().await.ok();
+            probe_one(u, timeout, rests, peers).await;
+        }
+    });
     futures_util::future::join_all(probes).await;
 }
 

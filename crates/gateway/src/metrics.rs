@@ -233,6 +233,7 @@ impl Collector for Scrape {
         encode_traffic(&mut enc, &ups)?;
         encode_alerts(&mut enc)?;
         encode_upstream_state(&mut enc, &ups)?;
+        encode_catalog(&mut enc, &routes)?;
         encode_call_log(&mut enc, gw)
     }
 }
@@ -387,6 +388,31 @@ fn encode_alerts(enc: &mut DescriptorEncoder) -> fmt::Result {
         &[("result", "dropped")],
         &ConstCounter::new(dropped),
     )
+}
+
+/// The model catalogue: models each upstream offers (switched-off ones not counted), and the
+/// distinct models clients can call on active upstreams (what `/v1/models` lists).
+fn encode_catalog(enc: &mut DescriptorEncoder, routes: &crate::routing::Routes) -> fmt::Result {
+    let help =
+        "Models the upstream offers now (discovered or declared; switched-off ones not counted).";
+    let mut m = family(enc, "llmux_upstream_models", help, MetricType::Gauge)?;
+    let mut listed = std::collections::HashSet::new();
+    for u in &routes.upstreams {
+        let state = u.state();
+        let names: Vec<String> = state
+            .model_list
+            .iter()
+            .filter_map(|served| routes.listed_name(&u.name, served))
+            .collect();
+        let n = ConstGauge::new(i64::try_from(names.len()).unwrap_or(i64::MAX));
+        series(&mut m, &[("upstream", u.name.as_str())], &n)?;
+        if state.pool == Pool::Active {
+            listed.extend(names);
+        }
+    }
+    let help = "Distinct models clients can call now, as /v1/models lists them.";
+    let m = family(enc, "llmux_models", help, MetricType::Gauge)?;
+    ConstGauge::new(i64::try_from(listed.len()).unwrap_or(i64::MAX)).encode(m)
 }
 
 /// The upstreams' state now: pool, load, probe latency, breaker and provider keys.

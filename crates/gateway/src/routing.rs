@@ -16,6 +16,10 @@ pub struct Overlay {
     pub disabled_models: Vec<(Option<String>, String)>,
     /// Names of upstreams managed through the admin API (the rest come from the file).
     pub api_upstreams: std::collections::BTreeSet<String>,
+    /// Renamed models: `(upstream or None for every upstream, original name, new name)`. The
+    /// new name answers (and is listed); the original is what is sent upstream, and stops
+    /// answering by itself.
+    pub renames: Vec<(Option<String>, String, String)>,
 }
 
 /// Immutable once built; swapped whole when the configuration changes.
@@ -26,6 +30,12 @@ pub struct Routes {
     by_name: HashMap<String, usize>,
     /// `(upstream or "", model key)` pairs switched off through the admin API.
     disabled: std::collections::HashSet<(String, String)>,
+    /// New name's key → `(upstream or "", original key)` of each renamed model it stands for.
+    renamed_to: HashMap<String, Vec<(String, String)>>,
+    /// `(upstream or "", original key)` → the new name: originals answer only by that name.
+    renamed_from: HashMap<(String, String), String>,
+    /// The catalogue's normalisation rules (`[catalog] normalize`).
+    rules: llmux_wire::model::Rules,
     pub strategy: Strategy,
     /// Rotates the starting point among equals so ties spread instead of piling onto the first node.
     cursor: AtomicUsize,
@@ -94,7 +104,23 @@ impl Routes {
             .iter()
             .map(|(u, m)| (u.clone().unwrap_or_default(), model_key(m).into_owned()))
             .collect();
+        let mut renamed_to: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut renamed_from = HashMap::new();
+        for (up, original, new) in &overlay.renames {
+            let from = (
+                up.clone().unwrap_or_default(),
+                model_key(original).into_owned(),
+            );
+            renamed_to
+                .entry(model_key(new).into_owned())
+                .or_default()
+                .push(from.clone());
+            renamed_from.insert(from, new.clone());
+        }
         Routes {
+            rules: rules_of(&config.catalog),
+            renamed_to,
+            renamed_from,
             strategy: config.routing.strategy,
             config,
             overlay,
@@ -146,50 +172,48 @@ impl Routes {
         affinity: Option<u64>,
     ) -> Result<Vec<Candidate>, RouteError> {
         let (pin, model) = split_pinned(requested, |p| self.by_name.contains_key(p));
-        let key = model_key(model);
         let mut found = Vec::with_capacity(self.upstreams.len());
         let mut incompatible = Vec::new();
-        for upstream in &self.upstreams {
-            if pin.is_some_and(|p| p != upstream.name) {
-                continue;
+        // Exact names first; normalised ones only when nothing matched exactly anywhere, and
+        // dated snapshots only when nothing matched by normalised name either.
+        for tier in [Match::Exact, Match::Normalized, Match::Undated] {
+            if tier != Match::Exact && !self.rules.any() {
+                break;
             }
-            let state = upstream.state();
-            let Some(served_as) = state.models.get(key.as_ref()) else {
-                continue;
-            };
-            if !self.disabled.is_empty()
-                && (self.disabled.contains(&(String::new(), key.to_string()))
-                    || self
-                        .disabled
-                        .contains(&(upstream.name.clone(), key.to_string())))
-            {
-                continue;
+            if tier == Match::Undated && !self.rules.dated_snapshots {
+                break;
             }
-            if !accepts(upstream.kind) {
-                incompatible.push(upstream.name.clone());
-                continue;
+            for upstream in &self.upstreams {
+                if pin.is_some_and(|p| p != upstream.name) {
+                    continue;
+                }
+                let state = upstream.state();
+                let Some(upstream_model) = self.served(upstream, &state, model, tier) else {
+                    continue;
+                };
+                if !accepts(upstream.kind) {
+                    incompatible.push(upstream.name.clone());
+                    continue;
+                }
+                let tier = if !upstream.breaker.is_available()
+                    || (!upstream.keys.is_empty() && !upstream.keys.has_usable())
+                {
+                    2
+                } else if state.pool == Pool::Standby {
+                    1
+                } else {
+                    0
+                };
+                found.push(Candidate {
+                    upstream: Arc::clone(upstream),
+                    warm: state.loaded.contains(model_key(&upstream_model).as_ref()),
+                    model: upstream_model,
+                    tier,
+                });
             }
-            // Ollama resolves `:latest` itself, so it gets the name as asked (no body rewrite);
-            // an OpenAI-style server needs its exact name.
-            let upstream_model = match upstream.kind {
-                UpstreamKind::Ollama => model.to_string(),
-                _ => served_as.clone(),
-            };
-            let tier = if !upstream.breaker.is_available()
-                || (!upstream.keys.is_empty() && !upstream.keys.has_usable())
-            {
-                2
-            } else if state.pool == Pool::Standby {
-                1
-            } else {
-                0
-            };
-            found.push(Candidate {
-                upstream: Arc::clone(upstream),
-                model: upstream_model,
-                warm: state.loaded.contains(key.as_ref()),
-                tier,
-            });
+            if !found.is_empty() || !incompatible.is_empty() {
+                break;
+            }
         }
         if found.is_empty() {
             return Err(match (pin, incompatible.is_empty()) {
@@ -212,6 +236,106 @@ impl Routes {
         Ok(found)
     }
 
+    /// The name to send `upstream` for a request of `model`, when it serves that model under
+    /// the match `tier` and the model is neither switched off nor renamed away there.
+    fn served(
+        &self,
+        upstream: &Upstream,
+        state: &crate::upstream::UpstreamState,
+        model: &str,
+        tier: Match,
+    ) -> Option<String> {
+        let key = model_key(model);
+        let usable = |served: &str| {
+            let k = model_key(served);
+            !self.is_disabled(&upstream.name, &k)
+                && !self.is_disabled(&upstream.name, &key)
+                && self.renamed(&upstream.name, served).is_none()
+        };
+        match tier {
+            Match::Exact => {
+                if let Some(froms) = self.renamed_to.get(key.as_ref()) {
+                    let hit = froms.iter().find_map(|(up, original)| {
+                        (up.is_empty() || *up == upstream.name)
+                            .then(|| state.models.get(original))
+                            .flatten()
+                    });
+                    if let Some(served) = hit {
+                        return (!self.is_disabled(&upstream.name, &model_key(served)))
+                            .then(|| served.clone());
+                    }
+                }
+                let served = state.models.get(key.as_ref())?;
+                if !usable(served) {
+                    return None;
+                }
+                // Ollama resolves `:latest` itself, so it gets the name as asked (no body
+                // rewrite); an OpenAI-style server needs its exact name.
+                Some(match upstream.kind {
+                    UpstreamKind::Ollama => model.to_string(),
+                    _ => served.clone(),
+                })
+            }
+            Match::Normalized | Match::Undated => {
+                let wanted = llmux_wire::model::normalized_key(model, self.rules);
+                let undated = tier == Match::Undated;
+                // Several served names may normalise alike (a collision, reported by the admin
+                // API and `config check`): the greatest name wins, the newest dated snapshot.
+                state
+                    .model_list
+                    .iter()
+                    .filter(|served| {
+                        let n = llmux_wire::model::normalized_key(served, self.rules);
+                        let n = if undated {
+                            llmux_wire::model::undated(&n)
+                        } else {
+                            Some(n)
+                        };
+                        n.as_deref() == Some(wanted.as_str()) && usable(served)
+                    })
+                    .max()
+                    .cloned()
+            }
+        }
+    }
+
+    fn is_disabled(&self, upstream: &str, key: &str) -> bool {
+        !self.disabled.is_empty()
+            && (self.disabled.contains(&(String::new(), key.to_string()))
+                || self
+                    .disabled
+                    .contains(&(upstream.to_string(), key.to_string())))
+    }
+
+    /// The new name of the model `upstream` serves as `served`, when it was renamed.
+    pub fn renamed(&self, upstream: &str, served: &str) -> Option<&str> {
+        if self.renamed_from.is_empty() {
+            return None;
+        }
+        let key = model_key(served).into_owned();
+        self.renamed_from
+            .get(&(upstream.to_string(), key.clone()))
+            .or_else(|| self.renamed_from.get(&(String::new(), key)))
+            .map(String::as_str)
+    }
+
+    /// The name clients see for the model `upstream` serves as `served`: its new name when
+    /// renamed; `None` when it is switched off (it is then in no listing).
+    pub fn listed_name(&self, upstream: &str, served: &str) -> Option<String> {
+        if self.is_disabled(upstream, &model_key(served)) {
+            return None;
+        }
+        Some(
+            self.renamed(upstream, served)
+                .map_or_else(|| served.to_string(), str::to_string),
+        )
+    }
+
+    /// The catalogue's normalisation rules in force.
+    pub fn rules(&self) -> llmux_wire::model::Rules {
+        self.rules
+    }
+
     /// The fallback chain configured for `requested` (matched by Ollama's `:latest` rule too).
     pub fn fallbacks(&self, requested: &str) -> &[String] {
         let fallbacks = &self.config.routing.fallbacks;
@@ -223,6 +347,28 @@ impl Routes {
             .iter()
             .find(|(m, _)| model_key(m) == key)
             .map_or(&[], |(_, chain)| chain.as_slice())
+    }
+}
+
+/// How a requested name matched a served one, tried in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Match {
+    /// The name, by Ollama's `:latest` rule (or a rename's new name).
+    Exact,
+    /// By the normalised key (case, `models/`, provider prefix).
+    Normalized,
+    /// A dated snapshot, by its undated normalised key.
+    Undated,
+}
+
+/// The wire crate's rule flags from `[catalog] normalize`.
+pub fn rules_of(catalog: &llmux_config::CatalogConfig) -> llmux_wire::model::Rules {
+    use llmux_config::NormalizeRule as R;
+    llmux_wire::model::Rules {
+        case: catalog.has(R::Case),
+        gemini_prefix: catalog.has(R::GeminiPrefix),
+        provider_prefix: catalog.has(R::ProviderPrefix),
+        dated_snapshots: catalog.has(R::DatedSnapshots),
     }
 }
 

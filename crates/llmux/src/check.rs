@@ -14,7 +14,10 @@ pub fn run(file: &Path) -> Result<(), String> {
     let text = render(&cfg);
     // Valid but probably wrong: said on stderr, and the exit stays 0.
     let mut err = std::io::stderr().lock();
-    for w in url_warnings(&cfg) {
+    for w in url_warnings(&cfg)
+        .into_iter()
+        .chain(collision_warnings(&cfg))
+    {
         let _ = writeln!(err, "warning: {w}");
     }
     std::io::stdout()
@@ -86,6 +89,14 @@ pub fn render(cfg: &Config) -> String {
         }
     );
     let _ = writeln!(out, "cluster:   {}", cluster_line(cfg));
+    let rules: Vec<&str> = cfg.catalog.normalize.iter().map(|r| r.as_str()).collect();
+    let _ = writeln!(
+        out,
+        "catalog:   normalize {} (+ Ollama's :latest); discovery at most {} at once, each upstream at most every {:?}",
+        if rules.is_empty() { "off".to_string() } else { rules.join(", ") },
+        cfg.health.discovery_concurrency,
+        cfg.health.min_discovery_interval
+    );
     let _ = writeln!(out, "\nupstreams ({}):", cfg.upstreams.len());
     for u in &cfg.upstreams {
         let models = match &u.models {
@@ -129,6 +140,38 @@ pub fn render(cfg: &Config) -> String {
         }
     }
     out
+}
+
+/// Declared model names (`models = [...]`) that normalise alike under `[catalog] normalize`:
+/// a request by the shared name matches several of them (discovered names are reported by
+/// the admin API's `GET /admin/v1/models/collisions`).
+pub fn collision_warnings(cfg: &Config) -> Vec<String> {
+    let declared: Vec<(String, String)> = cfg
+        .upstreams
+        .iter()
+        .flat_map(|u| {
+            u.models
+                .iter()
+                .flatten()
+                .map(|m| (u.name.clone(), m.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let rules = llmux_gateway::routing::rules_of(&cfg.catalog);
+    llmux_gateway::catalog::collisions(&declared, rules)
+        .into_iter()
+        .map(|c| {
+            let names: Vec<String> = c.models.iter().map(|(u, m)| format!("{u}/{m}")).collect();
+            format!(
+                "model name collision ({}): {} all answer to {:?}; a request by that name goes to {:?} \
+                 (rename one through the admin API, or turn the rule off in [catalog] normalize)",
+                c.rule,
+                names.join(", "),
+                c.normalized,
+                c.routes_to
+            )
+        })
+        .collect()
 }
 
 /// The path of a URL (`/v1` of `https://api.openai.com/v1/`), without query and trailing `/`.

@@ -291,6 +291,11 @@ fn sqlite_migrator() -> Migrator {
             "call ids",
             include_str!("../migrations/sqlite/0009_call_ids.sql"),
         ),
+        migration(
+            10,
+            "model rename",
+            include_str!("../migrations/sqlite/0010_model_rename.sql"),
+        ),
     ])
 }
 
@@ -344,6 +349,11 @@ fn postgres_migrator() -> Migrator {
             9,
             "call ids",
             include_str!("../migrations/postgres/0009_call_ids.sql"),
+        ),
+        migration(
+            10,
+            "model rename",
+            include_str!("../migrations/postgres/0010_model_rename.sql"),
         ),
     ])
 }

@@ -31,6 +31,9 @@ pub struct Model {
     pub origin: ModelOrigin,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// The name the upstream knows it by, when it was renamed (`name` is then the new name).
+    #[serde(default)]
+    pub original_name: Option<String>,
 }
 
 /// The fields of a model, for create and (full replacement) update.
@@ -44,6 +47,8 @@ pub struct NewModel {
     pub enabled: bool,
     /// Declared or discovered.
     pub origin: ModelOrigin,
+    /// The name the upstream knows it by, when renamed.
+    pub original_name: Option<String>,
 }
 
 impl_from_row!(Model, |row| {
@@ -54,12 +59,13 @@ impl_from_row!(Model, |row| {
         enabled: row.try_get("enabled")?,
         origin: enum_column(row.try_get("origin")?, "origin")?,
         created_at: row.try_get("created_at")?,
+        original_name: row.try_get("original_name")?,
     })
 });
 
 macro_rules! cols {
     () => {
-        "id, name, upstream_id, enabled, origin, created_at"
+        "id, name, upstream_id, enabled, origin, created_at, original_name"
     };
 }
 
@@ -82,7 +88,7 @@ impl Store {
             sqlx::query_as(concat!(
                 "INSERT INTO models (",
                 cols!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
                 cols!()
             ))
             .bind(&id)
@@ -91,6 +97,7 @@ impl Store {
             .bind(new.enabled)
             .bind(new.origin.as_str())
             .bind(now_ms())
+            .bind(&new.original_name)
             .fetch_one(&mut *tx)
             .await
             .map_err(StoreError::conflict_as(conflict(new)))?
@@ -126,8 +133,8 @@ impl Store {
     pub async fn update_model(&self, id: &str, new: &NewModel) -> Result<Model, StoreError> {
         let updated: Option<Model> = write_tx!(self, |tx| {
             sqlx::query_as(concat!(
-                "UPDATE models SET name = $2, upstream_id = $3, enabled = $4, origin = $5 \
-                 WHERE id = $1 RETURNING ",
+                "UPDATE models SET name = $2, upstream_id = $3, enabled = $4, origin = $5, \
+                 original_name = $6 WHERE id = $1 RETURNING ",
                 cols!()
             ))
             .bind(id)
@@ -135,6 +142,7 @@ impl Store {
             .bind(&new.upstream_id)
             .bind(new.enabled)
             .bind(new.origin.as_str())
+            .bind(&new.original_name)
             .fetch_optional(&mut *tx)
             .await
             .map_err(StoreError::conflict_as(conflict(new)))?
@@ -156,4 +164,51 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Switches every model in `ids` on or off in one transaction: all or none. An unknown id
+    /// is `Invalid`, naming it, and nothing changes.
+    pub async fn set_models_enabled(
+        &self,
+        ids: &[String],
+        enabled: bool,
+    ) -> Result<Vec<Model>, StoreError> {
+        Ok(write_tx!(self, |tx| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row: Option<Model> = sqlx::query_as(concat!(
+                    "UPDATE models SET enabled = $2 WHERE id = $1 RETURNING ",
+                    cols!()
+                ))
+                .bind(id)
+                .bind(enabled)
+                .fetch_optional(&mut *tx)
+                .await?;
+                out.push(row.ok_or_else(|| unknown_model(id))?);
+            }
+            out
+        }))
+    }
+
+    /// Deletes every model in `ids` in one transaction: all or none. An unknown id is
+    /// `Invalid`, naming it, and nothing is deleted.
+    pub async fn delete_models(&self, ids: &[String]) -> Result<Vec<Model>, StoreError> {
+        Ok(write_tx!(self, |tx| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row: Option<Model> = sqlx::query_as(concat!(
+                    "DELETE FROM models WHERE id = $1 RETURNING ",
+                    cols!()
+                ))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                out.push(row.ok_or_else(|| unknown_model(id))?);
+            }
+            out
+        }))
+    }
+}
+
+fn unknown_model(id: &str) -> StoreError {
+    StoreError::Invalid(format!("ids: no model with id {id:?}; nothing was changed"))
 }

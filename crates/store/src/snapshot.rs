@@ -98,7 +98,7 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
             let models: Vec<Model> = sqlx::query_as(
-                "SELECT id, name, upstream_id, enabled, origin, created_at FROM models \
+                "SELECT id, name, upstream_id, enabled, origin, created_at, original_name FROM models \
                  ORDER BY name, id",
             )
             .fetch_all(&mut *tx)
@@ -155,8 +155,8 @@ impl Store {
             insert_api_upstreams!(tx, snapshot);
             for m in &snapshot.models {
                 sqlx::query(
-                    "INSERT INTO models (id, name, upstream_id, enabled, origin, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO models (id, name, upstream_id, enabled, origin, created_at, \
+                     original_name) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(&m.id)
                 .bind(&m.name)
@@ -164,6 +164,7 @@ impl Store {
                 .bind(m.enabled)
                 .bind(m.origin.as_str())
                 .bind(m.created_at)
+                .bind(&m.original_name)
                 .execute(&mut *tx)
                 .await?;
             }

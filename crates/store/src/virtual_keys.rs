@@ -374,6 +374,32 @@ impl Store {
         updated.ok_or(StoreError::NotFound)
     }
 
+    /// Revokes every key in `ids` in one transaction: all or none (a key already revoked keeps
+    /// its time). An unknown id is `Invalid`, naming it, and nothing changes.
+    pub async fn revoke_virtual_keys(&self, ids: &[String]) -> Result<Vec<VirtualKey>, StoreError> {
+        let now = now_ms();
+        Ok(write_tx!(self, |tx| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row: Option<VirtualKey> = sqlx::query_as(concat!(
+                    "UPDATE virtual_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
+                     RETURNING ",
+                    cols!()
+                ))
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                out.push(row.ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "ids: no virtual key with id {id:?}; nothing was changed"
+                    ))
+                })?);
+            }
+            out
+        }))
+    }
+
     /// Records that key `id` was used at `at` (unix milliseconds; never moves backwards).
     pub async fn touch_virtual_key(&self, id: &str, at: i64) -> Result<(), StoreError> {
         let touched = write_tx!(self, |tx| {

@@ -118,7 +118,7 @@ fn check_models(models: Option<&Vec<String>>) -> ApiResult<()> {
     Ok(())
 }
 
-fn key_view(k: &VirtualKey) -> Value {
+pub(super) fn key_view(k: &VirtualKey) -> Value {
     json!({
         "id": k.id,
         "name": k.name,

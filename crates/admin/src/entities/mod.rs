@@ -2,11 +2,13 @@
 //! `/apps` ([`apps`]), `/keys` (virtual keys, [`keys`]) and `/users` ([`users`]).
 
 mod apps;
+mod catalog;
 mod keys;
 mod models;
 mod users;
 
 pub use apps::{add_credits, create_app, delete_app, get_app, list_apps, patch_app};
+pub use catalog::{batch_keys, batch_models, collisions};
 pub use keys::{create_key, delete_key, get_key, list_keys, patch_key, revoke_key};
 pub use models::{
     create_alias, create_model, delete_alias, delete_model, list_aliases, list_models, patch_alias,

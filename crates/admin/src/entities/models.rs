@@ -30,15 +30,20 @@ pub struct CreateModel {
     enabled: Option<bool>,
 }
 
-/// `PATCH /models/{id}`.
+/// `PATCH /models/{id}`: switch on or off, and/or rename (`name`: the new name answers, the
+/// old one stops unless `keep_alias` makes it an alias of the new one).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatchModel {
     #[serde(default)]
     enabled: Option<bool>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    keep_alias: Option<bool>,
 }
 
-async fn upstream_names(cp: &ControlPlane) -> ApiResult<HashMap<String, String>> {
+pub(super) async fn upstream_names(cp: &ControlPlane) -> ApiResult<HashMap<String, String>> {
     Ok(cp
         .store
         .list_upstreams()
@@ -48,10 +53,25 @@ async fn upstream_names(cp: &ControlPlane) -> ApiResult<HashMap<String, String>>
         .collect())
 }
 
-fn model_view(m: &llmux_store::Model, names: &HashMap<String, String>) -> Value {
+/// The normalised name a model is routed on (without Ollama's `:latest`).
+pub(super) fn normalized(name: &str, rules: llmux_wire::model::Rules) -> String {
+    let key = llmux_wire::model::normalized_key(name, rules);
+    key.strip_suffix(":latest")
+        .map_or(key.clone(), str::to_string)
+}
+
+pub(super) fn model_view(
+    m: &llmux_store::Model,
+    names: &HashMap<String, String>,
+    rules: llmux_wire::model::Rules,
+) -> Value {
     json!({
         "id": m.id,
         "name": m.name,
+        "display_name": m.name,
+        "original_name": m.original_name.as_deref().unwrap_or(&m.name),
+        "normalized": normalized(&m.name, rules),
+        "renamed": m.original_name.is_some(),
         "upstream": m.upstream_id.as_ref().and_then(|id| names.get(id)),
         "enabled": m.enabled,
         "origin": m.origin.as_str(),
@@ -64,12 +84,16 @@ fn model_view(m: &llmux_store::Model, names: &HashMap<String, String>) -> Value 
 pub async fn list_models(State(cp): State<Arc<ControlPlane>>) -> ApiResult<Json<Value>> {
     let names = upstream_names(&cp).await?;
     let stored = cp.store.list_models(None).await?;
-    let mut out: Vec<Value> = stored.iter().map(|m| model_view(m, &names)).collect();
     let routes = cp.gateway.routes();
+    let rules = routes.rules();
+    let mut out: Vec<Value> = stored
+        .iter()
+        .map(|m| model_view(m, &names, rules))
+        .collect();
     for up in &routes.upstreams {
         for model in &up.state().model_list {
             let known = stored.iter().any(|m| {
-                m.name == *model
+                m.original_name.as_ref().unwrap_or(&m.name) == model
                     && m.upstream_id
                         .as_ref()
                         .is_none_or(|id| names.get(id) == Some(&up.name))
@@ -78,6 +102,10 @@ pub async fn list_models(State(cp): State<Arc<ControlPlane>>) -> ApiResult<Json<
                 out.push(json!({
                     "id": null,
                     "name": model,
+                    "display_name": model,
+                    "original_name": model,
+                    "normalized": normalized(model, rules),
+                    "renamed": false,
                     "upstream": up.name,
                     "enabled": true,
                     "origin": ModelOrigin::Discovered.as_str(),
@@ -125,6 +153,7 @@ pub async fn create_model(
         upstream_id,
         enabled: req.enabled.unwrap_or(true),
         origin: ModelOrigin::Declared,
+        original_name: None,
     };
     let model = apply(
         &cp,
@@ -133,7 +162,8 @@ pub async fn create_model(
         |m| format!("model {:?} added", m.name),
     )
     .await?;
-    let after = model_view(&model, &upstream_names(&cp).await?);
+    let rules = cp.gateway.routes().rules();
+    let after = model_view(&model, &upstream_names(&cp).await?, rules);
     let after = audited(
         &cp,
         &caller,
@@ -146,7 +176,7 @@ pub async fn create_model(
     Ok(created(after))
 }
 
-/// `PATCH /models/{id}`: switch a model on or off.
+/// `PATCH /models/{id}`: switch a model on or off, rename it.
 pub async fn patch_model(
     State(cp): State<Arc<ControlPlane>>,
     Extension(caller): Extension<Caller>,
@@ -154,30 +184,81 @@ pub async fn patch_model(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let req: PatchModel = parse_body(&body)?;
+    if let Some(name) = &req.name {
+        check_name("name", name)?;
+    }
     let current = cp
         .store
         .get_model(&id)
         .await
         .map_err(not_found("model", &id))?;
     let names = upstream_names(&cp).await?;
-    let new = NewModel {
-        name: current.name.clone(),
-        upstream_id: current.upstream_id.clone(),
-        enabled: req.enabled.unwrap_or(current.enabled),
-        origin: current.origin,
+    let new = renamed(&current, &req);
+    let alias = match (&req.name, req.keep_alias) {
+        (Some(name), Some(true)) if *name != current.name => {
+            Some((current.name.clone(), name.clone()))
+        }
+        (_, Some(true)) => {
+            return Err(ApiError::field(
+                "keep_alias",
+                "only with a new `name` (the old name becomes an alias of it)",
+            ))
+        }
+        _ => None,
     };
     let updated = apply(
         &cp,
         &caller,
-        async { Ok(cp.store.update_model(&id, &new).await?) },
-        |m| format!("model {:?} updated", m.name),
+        async {
+            if let Some((old, _)) = &alias {
+                // Checked first so that a taken alias name changes nothing.
+                if cp.store.get_alias_by_name(old).await.is_ok() {
+                    return Err(ApiError::Conflict(format!(
+                        "keep_alias: an alias {old:?} exists already; delete it or rename without keep_alias"
+                    )));
+                }
+            }
+            let updated = cp.store.update_model(&id, &new).await?;
+            if let Some((old, target)) = &alias {
+                cp.store.create_alias(old, std::slice::from_ref(target)).await?;
+            }
+            Ok(updated)
+        },
+        |m| match &req.name {
+            Some(_) if current.name != m.name => {
+                format!("model {:?} renamed to {:?}", current.name, m.name)
+            }
+            _ => format!("model {:?} updated", m.name),
+        },
     )
     .await?;
-    let before = Some(model_view(&current, &names));
-    let after = model_view(&updated, &names);
+    let rules = cp.gateway.routes().rules();
+    let before = Some(model_view(&current, &names, rules));
+    let after = model_view(&updated, &names, rules);
     Ok(Json(
         audited(&cp, &caller, "model.update", ("model", &id), before, after).await,
     ))
+}
+
+/// `current` with what `req` changes: a new name keeps the upstream's own name as
+/// `original_name` (renaming back to it clears it).
+fn renamed(current: &llmux_store::Model, req: &PatchModel) -> NewModel {
+    let original = current
+        .original_name
+        .clone()
+        .unwrap_or_else(|| current.name.clone());
+    let (name, original_name) = match &req.name {
+        Some(n) if *n == original => (n.clone(), None),
+        Some(n) => (n.clone(), Some(original)),
+        None => (current.name.clone(), current.original_name.clone()),
+    };
+    NewModel {
+        name,
+        upstream_id: current.upstream_id.clone(),
+        enabled: req.enabled.unwrap_or(current.enabled),
+        origin: current.origin,
+        original_name,
+    }
 }
 
 /// `DELETE /models/{id}`.
@@ -200,7 +281,7 @@ pub async fn delete_model(
         |()| note,
     )
     .await?;
-    let before = model_view(&current, &names);
+    let before = model_view(&current, &names, cp.gateway.routes().rules());
     Ok(audited_delete(&cp, &caller, "model.delete", ("model", &id), before).await)
 }
 

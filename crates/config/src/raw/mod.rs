@@ -1,6 +1,7 @@
 //! The file's shape as serde sees it (`Raw*`, unknown keys rejected) and its validation into
 //! the public types. `[routing]`/`[health]` and `[[upstreams]]` have files of their own.
 
+mod catalog;
 mod cluster;
 mod de;
 mod listener;
@@ -43,6 +44,7 @@ pub(crate) struct RawConfig {
     alerts: RawAlerts,
     telemetry: RawTelemetry,
     cluster: cluster::RawCluster,
+    catalog: catalog::RawCatalog,
 }
 
 #[derive(Deserialize, Default)]
@@ -293,6 +295,7 @@ impl RawConfig {
         let alerts = self.alerts.into_config()?;
         let telemetry = self.telemetry.into_config()?;
         let cluster = self.cluster.into_config()?;
+        let catalog = self.catalog.into_config()?;
         if cluster.enabled == Some(true) && !(store.is_postgres() && limits.redis_url.is_some()) {
             return Err(ConfigError::new(
                 "cluster.enabled",
@@ -313,6 +316,7 @@ impl RawConfig {
             alerts,
             telemetry,
             cluster,
+            catalog,
         })
     }
 }

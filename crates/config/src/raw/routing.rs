@@ -40,6 +40,8 @@ pub(super) struct RawHealth {
     interval: Option<Dur>,
     timeout: Option<Dur>,
     key_recheck: Option<Dur>,
+    discovery_concurrency: Option<i64>,
+    min_discovery_interval: Option<Dur>,
 }
 
 /// A fraction from 0 to 1, or `default` when absent.
@@ -200,10 +202,29 @@ impl RawHealth {
             None => default.key_recheck,
             Some(Dur(d)) => positive("health.key_recheck", d)?,
         };
+        let discovery_concurrency = count(
+            "health.discovery_concurrency",
+            self.discovery_concurrency,
+            default.discovery_concurrency,
+        )?;
+        // Zero: no minimum (every round lists every upstream). Longer than `interval`: an
+        // active upstream is listed only every few rounds.
+        let min_discovery_interval = match self.min_discovery_interval {
+            None => default.min_discovery_interval,
+            Some(Dur(d)) if d <= Duration::from_secs(24 * 3600) => d,
+            Some(Dur(d)) => {
+                return Err(ConfigError::new(
+                    "health.min_discovery_interval",
+                    format!("must be at most 24h (got {d:?})"),
+                ))
+            }
+        };
         Ok(HealthConfig {
             interval,
             timeout,
             key_recheck,
+            discovery_concurrency,
+            min_discovery_interval,
         })
     }
 }

@@ -12,6 +12,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod catalog;
 mod counts;
 mod outage;
 mod probe;

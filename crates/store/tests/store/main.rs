@@ -422,6 +422,7 @@ async fn models_crud_and_conflicts() {
             upstream_id: Some(up.id.clone()),
             enabled: true,
             origin: ModelOrigin::Declared,
+            original_name: None,
         };
         let m = s.create_model(&new).await.unwrap();
         assert!(m.id.starts_with("md_"));
@@ -1389,4 +1390,71 @@ async fn optional_credits_migration_keeps_apps_and_keys_on_sqlite() {
         s.get_virtual_key(&key.id).await,
         Err(StoreError::NotFound)
     ));
+}
+
+/// Batches are one transaction on both backends: an unknown id rolls back the ids before it.
+#[tokio::test]
+async fn model_and_key_batches_are_all_or_nothing() {
+    for db in backends().await {
+        let s = &db.store;
+        let mut ids = Vec::new();
+        for name in ["b1", "b2"] {
+            let m = s
+                .create_model(&NewModel {
+                    name: name.to_owned(),
+                    upstream_id: None,
+                    enabled: true,
+                    origin: ModelOrigin::Declared,
+                    original_name: None,
+                })
+                .await
+                .unwrap();
+            ids.push(m.id);
+        }
+        let with_unknown = vec![ids[0].clone(), ids[1].clone(), "md_unknown".to_owned()];
+        let err = s
+            .set_models_enabled(&with_unknown, false)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("md_unknown"), "{err}");
+        assert!(s.list_models(None).await.unwrap().iter().all(|m| m.enabled));
+        assert!(s.delete_models(&with_unknown).await.is_err());
+        assert_eq!(s.list_models(None).await.unwrap().len(), 2);
+        assert_eq!(s.set_models_enabled(&ids, false).await.unwrap().len(), 2);
+        assert!(s
+            .list_models(None)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| !m.enabled));
+        assert_eq!(s.delete_models(&ids).await.unwrap().len(), 2);
+        assert!(s.list_models(None).await.unwrap().is_empty());
+
+        let a = s.create_app(&app("batch-app")).await.unwrap();
+        let mut keys = Vec::new();
+        for name in ["k1", "k2"] {
+            let (k, _) = s
+                .create_virtual_key(&NewVirtualKey {
+                    app_id: a.id.clone(),
+                    name: name.to_owned(),
+                    models: None,
+                    limits: KeyLimits::default(),
+                    expires_at: None,
+                })
+                .await
+                .unwrap();
+            keys.push(k.id);
+        }
+        let with_unknown = vec![keys[0].clone(), "vk_unknown".to_owned()];
+        let err = s.revoke_virtual_keys(&with_unknown).await.unwrap_err();
+        assert!(err.to_string().contains("vk_unknown"), "{err}");
+        assert!(s
+            .get_virtual_key(&keys[0])
+            .await
+            .unwrap()
+            .revoked_at
+            .is_none());
+        let revoked = s.revoke_virtual_keys(&keys).await.unwrap();
+        assert!(revoked.iter().all(|k| k.revoked_at.is_some()));
+    }
 }
