@@ -536,6 +536,9 @@ pub enum Strategy {
     LowestLatency,
     RoundRobin,
     Weighted,
+    /// The lowest price per million tokens (`[[pricing]]`, then the shipped defaults; an
+    /// `upstream/model` entry prices one deployment), ties broken by fewest calls in flight.
+    Cheapest,
 }
 
 impl Strategy {
@@ -546,6 +549,7 @@ impl Strategy {
             Self::LowestLatency => "lowest_latency",
             Self::RoundRobin => "round_robin",
             Self::Weighted => "weighted",
+            Self::Cheapest => "cheapest",
         }
     }
 }
@@ -565,6 +569,7 @@ impl FromStr for Strategy {
             "lowest_latency" => Ok(Self::LowestLatency),
             "round_robin" => Ok(Self::RoundRobin),
             "weighted" => Ok(Self::Weighted),
+            "cheapest" => Ok(Self::Cheapest),
             _ => Err(ValueError::Strategy(s.to_owned())),
         }
     }
