@@ -58,6 +58,9 @@ impl NodeOutcome {
     }
 }
 
+/// A refusal before any node is asked: what kind, and the message.
+type Refusal = (ErrorKind, String);
+
 fn refuse(kind: ErrorKind, message: impl Into<String>) -> Response {
     error(Dialect::Ollama, kind, message)
 }
@@ -148,7 +151,7 @@ async fn admit(
             ))
         }
     };
-    let (model, targets) = targets(gw, model, op)?;
+    let (model, targets) = targets(gw, model, op).map_err(|(kind, m)| refuse(kind, m))?;
     Ok((model, stream, targets))
 }
 
@@ -181,20 +184,16 @@ async fn authorize(gw: &Gateway, headers: &HeaderMap) -> Result<Option<String>, 
 
 /// The nodes `requested` names: `node/model` one node (an Ollama one), a bare name every
 /// active Ollama node — for a delete, those that list the model.
-fn targets(
-    gw: &Gateway,
-    requested: &str,
-    op: Op,
-) -> Result<(String, Vec<Arc<Upstream>>), Response> {
+fn targets(gw: &Gateway, requested: &str, op: Op) -> Result<(String, Vec<Arc<Upstream>>), Refusal> {
     let routes = gw.routes();
     let (pin, model) = llmux_wire::model::split_pinned(requested, |p| routes.upstream(p).is_some());
     if let Some(name) = pin {
         let up = routes
             .upstream(name)
             .cloned()
-            .ok_or_else(|| refuse(ErrorKind::NotFound, format!("no upstream named '{name}'")))?;
+            .ok_or_else(|| (ErrorKind::NotFound, format!("no upstream named '{name}'")))?;
         if up.kind != UpstreamKind::Ollama {
-            return Err(refuse(
+            return Err((
                 ErrorKind::InvalidRequest,
                 format!(
                     "upstream '{name}' is a {} upstream: {} manages models on Ollama nodes only",
@@ -215,11 +214,11 @@ fn targets(
         .collect();
     if nodes.is_empty() {
         return Err(match op {
-            Op::Pull => refuse(
+            Op::Pull => (
                 ErrorKind::Unavailable,
-                "no active Ollama node to pull onto (see GET /admin/v1/upstreams)",
+                "no active Ollama node to pull onto (see GET /admin/v1/upstreams)".to_string(),
             ),
-            Op::Delete => refuse(
+            Op::Delete => (
                 ErrorKind::ModelNotFound,
                 format!("model '{model}' not found on any active Ollama node"),
             ),

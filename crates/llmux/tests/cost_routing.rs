@@ -72,7 +72,7 @@ output_per_mtok = 2.0
     for _ in 0..10 {
         *seen.entry(call(&gw, "gpt-4o").await).or_default() += 1;
     }
-    println!("cheapest, 10 idle calls: {seen:?}");
+    eprintln!("cheapest, 10 idle calls: {seen:?}");
     assert!(!seen.contains_key("dear"), "{seen:?}");
     assert_eq!(seen.values().sum::<usize>(), 10);
     assert!(seen.len() == 2, "equals take turns: {seen:?}");
@@ -111,7 +111,7 @@ output_per_mtok = 2.0
         row["input_tokens"].as_f64().unwrap(),
         row["output_tokens"].as_f64().unwrap(),
     );
-    println!("last call: {input} in, {output} out, cost {cost}");
+    eprintln!("last call: {input} in, {output} out, cost {cost}");
     assert!(
         (cost - (input * 1.0 + output * 2.0) / 1e6).abs() < 1e-12,
         "{row}"

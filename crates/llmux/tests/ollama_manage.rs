@@ -129,7 +129,7 @@ async fn a_pull_streams_every_nodes_progress_and_the_model_routes_at_once() {
     // The lines arrived as the nodes sent them, not all at the end.
     let first = lines.first().unwrap().0;
     let last = lines.last().unwrap().0;
-    println!(
+    eprintln!(
         "pull of mistral on 2 nodes: {} lines, first after {first:?}, last after {last:?}",
         lines.len()
     );

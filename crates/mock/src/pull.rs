@@ -33,13 +33,16 @@ struct ModelReq {
     stream: Option<bool>,
 }
 
-fn parse(bytes: &Bytes) -> Result<(String, bool), Response> {
-    let req: ModelReq =
-        serde_json::from_slice(bytes).map_err(|e| bad_request(Dialect::Ollama, &e.to_string()))?;
+fn parse(bytes: &Bytes) -> Result<(String, bool), Box<Response>> {
+    let req: ModelReq = serde_json::from_slice(bytes)
+        .map_err(|e| Box::new(bad_request(Dialect::Ollama, &e.to_string())))?;
     let stream = req.stream.unwrap_or(true);
     match req.model.or(req.name).filter(|m| !m.is_empty()) {
         Some(m) => Ok((m, stream)),
-        None => Err(ollama_error(StatusCode::BAD_REQUEST, "model is required")),
+        None => Err(Box::new(ollama_error(
+            StatusCode::BAD_REQUEST,
+            "model is required",
+        ))),
     }
 }
 
@@ -86,7 +89,7 @@ fn progress(model: &str) -> Vec<String> {
 pub(crate) fn pull(st: &Arc<Shared>, bytes: &Bytes) -> Response {
     let (wanted, stream) = match parse(bytes) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let found = find(st, &wanted);
     if !stream {
@@ -133,7 +136,7 @@ pub(crate) fn pull(st: &Arc<Shared>, bytes: &Bytes) -> Response {
 pub(crate) fn delete(st: &Arc<Shared>, bytes: &Bytes) -> Response {
     let wanted = match parse(bytes) {
         Ok((m, _)) => m,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     match st.resolve(&wanted) {
         Some(model) => {
