@@ -13,6 +13,7 @@
 mod common;
 
 mod counts;
+mod manage;
 mod outage;
 mod probe;
 mod registry;
