@@ -72,7 +72,7 @@ pub async fn pull(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Err(resp) => return resp,
     };
     if !stream {
-        let outcomes = run_all(&gw, &targets, &model, Op::Pull, None).await;
+        let outcomes = run_all(&gw, &targets, &model, Op::Pull).await;
         return whole_answer(&model, Op::Pull, outcomes);
     }
     let (tx, rx) = mpsc::channel::<Value>(64);
@@ -101,7 +101,7 @@ pub async fn delete(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Ok(admitted) => admitted,
         Err(resp) => return resp,
     };
-    let outcomes = run_all(&gw, &targets, &model, Op::Delete, None).await;
+    let outcomes = run_all(&gw, &targets, &model, Op::Delete).await;
     whole_answer(&model, Op::Delete, outcomes)
 }
 
@@ -227,15 +227,9 @@ fn targets(gw: &Gateway, requested: &str, op: Op) -> Result<(String, Vec<Arc<Ups
     Ok((model.to_string(), nodes))
 }
 
-/// Runs `op` on every node at once and waits for all of them.
-async fn run_all(
-    gw: &Gateway,
-    targets: &[Arc<Upstream>],
-    model: &str,
-    op: Op,
-    tx: Option<&mpsc::Sender<Value>>,
-) -> Vec<NodeOutcome> {
-    let runs = targets.iter().map(|up| run_node(gw, up, model, op, tx));
+/// Runs `op` on every node at once and waits for all of them (no progress is relayed).
+async fn run_all(gw: &Gateway, targets: &[Arc<Upstream>], model: &str, op: Op) -> Vec<NodeOutcome> {
+    let runs = targets.iter().map(|up| run_node(gw, up, model, op, None));
     futures_util::future::join_all(runs).await
 }
 
