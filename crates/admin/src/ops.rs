@@ -16,11 +16,12 @@ use crate::session::Caller;
 use crate::time::rfc3339_ms;
 use crate::{parse_body, ControlPlane};
 
-const STRATEGIES: [Strategy; 4] = [
+const STRATEGIES: [Strategy; 5] = [
     Strategy::LeastActive,
     Strategy::LowestLatency,
     Strategy::RoundRobin,
     Strategy::Weighted,
+    Strategy::Cheapest,
 ];
 
 /// `PUT /routing`.

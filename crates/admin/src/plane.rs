@@ -261,7 +261,7 @@ impl ControlPlane {
         let (call_log_queue, call_log_rx) = llmux_hub::calllog::Queue::new();
         let ledger = llmux_hub::ledger::Ledger::new(store.clone(), Arc::clone(&call_log_queue));
         gateway.set_authenticator(Arc::clone(&keycache) as Arc<dyn llmux_gateway::auth::Authenticator>);
-        Arc::new(ControlPlane {
+        let cp = Arc::new(ControlPlane {
             store,
             keys,
             gateway,
@@ -281,7 +281,11 @@ impl ControlPlane {
             call_log_rx: Mutex::new(Some(call_log_rx)),
             call_log_queue,
             sync: crate::sync::SyncState::new(),
-        })
+        });
+        // Ollama model management on the data plane is admin-only when auth is on.
+        let gate = crate::session::AdminGate(Arc::downgrade(&cp));
+        cp.gateway.set_admin_check(Arc::new(gate));
+        cp
     }
 
     /// Starts accounting: loads the API's price overrides, installs the ledger as the gateway's

@@ -216,7 +216,7 @@ fn operation_ops() -> Vec<Op> {
         op("put", "/routing", "routing", "Override the strategy (null: back to the file's)")
             .body(json!({ "type": "object", "required": ["strategy"], "properties": { "strategy": {
                 "type": "string", "nullable": true,
-                "enum": ["least_active", "lowest_latency", "round_robin", "weighted", null] } } }))
+                "enum": ["least_active", "lowest_latency", "round_robin", "weighted", "cheapest", null] } } }))
             .to(put(ops::put_routing)),
         op("post", "/reload", "config", "Re-read the config file now (400 with the reason when invalid)").to(post(ops::reload)),
         op("get", "/config", "config", "Config source, current revision, last reload error").to(get(ops::get_config)),

@@ -123,6 +123,31 @@ pub(crate) async fn caller(
     })
 }
 
+/// The data plane's administrator check (Ollama model management: `/api/pull`,
+/// `/api/delete`), by the admin API's own rule: the admin token, or the login token of a user
+/// with the admin role. Holds the control plane weakly (the control plane holds the gateway).
+pub struct AdminGate(pub std::sync::Weak<ControlPlane>);
+
+impl llmux_gateway::auth::AdminCheck for AdminGate {
+    fn check<'a>(&'a self, token: &'a str) -> llmux_gateway::auth::AdminFuture<'a> {
+        use llmux_gateway::auth::AdminRefusal;
+        Box::pin(async move {
+            let cp = self.0.upgrade().ok_or_else(|| {
+                AdminRefusal::Unavailable("the admin API is shutting down".into())
+            })?;
+            match caller(&cp, Some(&format!("Bearer {token}"))).await {
+                Ok(c) if c.role == Role::Admin => Ok(c.actor),
+                Ok(c) => Err(AdminRefusal::Forbidden(format!(
+                    "user {:?} has the viewer role: model management needs an administrator",
+                    c.actor
+                ))),
+                Err(ApiError::Unauthorized(m)) => Err(AdminRefusal::Unauthorized(m)),
+                Err(other) => Err(AdminRefusal::Unavailable(other.to_string())),
+            }
+        })
+    }
+}
+
 /// The web console's session cookie (set by `POST /ui/session`, HttpOnly, SameSite=Strict).
 pub const SESSION_COOKIE: &str = "llmux_session";
 

@@ -48,7 +48,7 @@ pub enum ValueError {
     #[error("unsupported kind {0:?} (expected ollama, openai, anthropic, gemini or azure)")]
     Kind(String),
     #[error(
-        "unknown strategy {0:?} (expected least_active, lowest_latency, round_robin or weighted)"
+        "unknown strategy {0:?} (expected least_active, lowest_latency, round_robin, weighted or cheapest)"
     )]
     Strategy(String),
 }

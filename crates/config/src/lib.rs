@@ -660,6 +660,9 @@ pub enum Strategy {
     LowestLatency,
     RoundRobin,
     Weighted,
+    /// The lowest price per million tokens (`[[pricing]]`, then the shipped defaults; an
+    /// `upstream/model` entry prices one deployment), ties broken by fewest calls in flight.
+    Cheapest,
 }
 
 impl Strategy {
@@ -670,6 +673,7 @@ impl Strategy {
             Self::LowestLatency => "lowest_latency",
             Self::RoundRobin => "round_robin",
             Self::Weighted => "weighted",
+            Self::Cheapest => "cheapest",
         }
     }
 }
@@ -689,6 +693,7 @@ impl FromStr for Strategy {
             "lowest_latency" => Ok(Self::LowestLatency),
             "round_robin" => Ok(Self::RoundRobin),
             "weighted" => Ok(Self::Weighted),
+            "cheapest" => Ok(Self::Cheapest),
             _ => Err(ValueError::Strategy(s.to_owned())),
         }
     }

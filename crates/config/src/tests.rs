@@ -410,7 +410,7 @@ fn bad_enums_and_addresses() {
     assert_eq!(path, "routing.strategy");
     assert_eq!(
         msg,
-        "unknown strategy \"fastest\" (expected least_active, lowest_latency, round_robin or weighted)"
+        "unknown strategy \"fastest\" (expected least_active, lowest_latency, round_robin, weighted or cheapest)"
     );
 
     let (path, msg) = fail("[[upstreams]]\nname = \"a\"\nkind = \"vllm\"\nurl = \"http://h\"");
@@ -441,6 +441,7 @@ fn strategy_and_kind_round_trip() {
         Strategy::LowestLatency,
         Strategy::RoundRobin,
         Strategy::Weighted,
+        Strategy::Cheapest,
     ] {
         assert_eq!(s.as_str().parse::<Strategy>().unwrap(), s);
     }

@@ -65,6 +65,28 @@ pub trait Authenticator: Send + Sync {
     fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a>;
 }
 
+/// Why a caller is not taken as an administrator (in the caller's dialect: 401, 403 or 503).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminRefusal {
+    /// No valid admin credential.
+    Unauthorized(String),
+    /// A valid credential without the admin role (a viewer).
+    Forbidden(String),
+    /// The check could not be made (the user store is unreachable).
+    Unavailable(String),
+}
+
+pub type AdminFuture<'a> = Pin<Box<dyn Future<Output = Result<String, AdminRefusal>> + Send + 'a>>;
+
+/// Asks "is this caller an administrator" for data-plane paths that are admin-only (Ollama model
+/// management). Implemented by the control plane over the admin token and its users (the same
+/// rule as the admin API); set once with [`crate::Gateway::set_admin_check`].
+pub trait AdminCheck: Send + Sync {
+    /// The actor's name (a username, or `admin-token`) when `token` is the admin token or an
+    /// admin user's login token.
+    fn check<'a>(&'a self, token: &'a str) -> AdminFuture<'a>;
+}
+
 /// How every llmux virtual key begins (the store's `VIRTUAL_KEY_PREFIX`).
 pub const VIRTUAL_KEY_PREFIX: &str = "sk-llmux-";
 

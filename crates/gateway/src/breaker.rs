@@ -53,6 +53,9 @@ pub struct Breaker {
 /// Bound on remembered outcomes: the rate needs only `min_calls` of them, and memory must stay flat under load.
 const WINDOW_CAP: usize = 512;
 
+/// Fewest recent outcomes a success rate is read from: one failure among two calls says little.
+pub const MIN_RATE_CALLS: usize = 5;
+
 impl Breaker {
     pub fn new(cfg: BreakerConfig) -> Breaker {
         Breaker {
@@ -189,6 +192,23 @@ impl Breaker {
         inner.window.clear();
         self.tripped.store(true, Ordering::Relaxed);
         was_closed
+    }
+
+    /// The share of recent calls (within `window`, at least [`MIN_RATE_CALLS`] of them) that
+    /// succeeded; `None` with fewer. `lowest_latency` weighs latency by it.
+    pub fn success_rate(&self) -> Option<f64> {
+        let now = Instant::now();
+        let inner = self.lock();
+        let (mut calls, mut ok) = (0usize, 0usize);
+        for (_, failed) in inner
+            .window
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) <= self.cfg.window)
+        {
+            calls += 1;
+            ok += usize::from(!*failed);
+        }
+        (calls >= MIN_RATE_CALLS).then(|| ok as f64 / calls as f64)
     }
 
     /// Frees a half-open trial whose call ended without a verdict on the upstream.

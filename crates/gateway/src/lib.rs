@@ -20,6 +20,7 @@ pub mod keys;
 pub mod limits;
 pub mod listen;
 pub mod metrics;
+pub mod ollama_admin;
 pub mod peers;
 pub mod relay;
 pub mod retry;
@@ -61,6 +62,8 @@ pub struct Gateway {
     pub retry_budget: retry::RetryBudget,
     /// Checks virtual keys when `auth.required`; set once by whoever owns the key store.
     authenticator: std::sync::OnceLock<Arc<dyn auth::Authenticator>>,
+    /// Tells administrators apart for admin-only data-plane paths (`/api/pull`, `/api/delete`).
+    admin_check: std::sync::OnceLock<Arc<dyn auth::AdminCheck>>,
     /// Serializes `apply`, so two reloads cannot interleave their probes and swaps.
     applying: tokio::sync::Mutex<()>,
     pub metrics: metrics::GatewayMetrics,
@@ -88,6 +91,7 @@ impl Gateway {
             routes: ArcSwap::from_pointee(routes),
             retry_budget: budget,
             authenticator: std::sync::OnceLock::new(),
+            admin_check: std::sync::OnceLock::new(),
             applying: tokio::sync::Mutex::new(()),
             metrics: metrics::GatewayMetrics::default(),
             accounting,
@@ -103,6 +107,16 @@ impl Gateway {
 
     pub fn authenticator(&self) -> Option<&Arc<dyn auth::Authenticator>> {
         self.authenticator.get()
+    }
+
+    /// Installs the administrator check (once; later calls are ignored).
+    pub fn set_admin_check(&self, a: Arc<dyn auth::AdminCheck>) {
+        let _ = self.admin_check.set(a);
+    }
+
+    /// The administrator check, when the control plane installed one.
+    pub fn admin_check(&self) -> Option<&Arc<dyn auth::AdminCheck>> {
+        self.admin_check.get()
     }
 
     /// Compiles `config` plus `overlay` into a new routing snapshot and swaps it in. Upstreams

@@ -1,5 +1,6 @@
 //! The routing snapshot: which upstreams serve a model, and the strategy that orders them for one call.
 
+use crate::accounting::Pricing;
 use crate::upstream::{Pool, Upstream};
 use llmux_config::{Config, Strategy, UpstreamKind};
 use llmux_wire::model::{model_key, split_pinned};
@@ -143,10 +144,30 @@ impl Routes {
     /// The models to try for `requested`, in order: an alias's targets, or the model itself;
     /// each followed by its configured fallbacks.
     pub fn chain(&self, requested: &str) -> Vec<String> {
-        let heads: Vec<String> = match self.overlay.aliases.get(requested) {
+        self.chain_priced(requested, None)
+    }
+
+    /// [`Routes::chain`]; with the `cheapest` strategy and `pricing`, an alias's targets go
+    /// cheapest first: each is ranked by its cheapest ready deployment, targets nothing ready
+    /// serves last (the order among equals is the alias's). Fallbacks stay behind their target.
+    pub fn chain_priced(&self, requested: &str, pricing: Option<&Pricing>) -> Vec<String> {
+        let mut heads: Vec<String> = match self.overlay.aliases.get(requested) {
             Some(targets) => targets.clone(),
             None => vec![requested.to_string()],
         };
+        if let Some(p) = pricing.filter(|_| self.strategy == Strategy::Cheapest && heads.len() > 1)
+        {
+            let cheapest = |head: &String| {
+                self.plan_with(head, |_| true, None, Some(p))
+                    .ok()
+                    .and_then(|c| c.first().filter(|c| c.tier == 0).map(|c| price_units(p, c)))
+                    .unwrap_or(u64::MAX)
+            };
+            let mut keyed: Vec<(u64, String)> =
+                heads.into_iter().map(|h| (cheapest(&h), h)).collect();
+            keyed.sort_by_key(|(price, _)| *price);
+            heads = keyed.into_iter().map(|(_, h)| h).collect();
+        }
         let mut out: Vec<String> = Vec::with_capacity(heads.len() + 2);
         for head in heads {
             let fallbacks = self.fallbacks(&head).to_vec();
@@ -170,6 +191,18 @@ impl Routes {
         requested: &str,
         accepts: impl Fn(UpstreamKind) -> bool,
         affinity: Option<u64>,
+    ) -> Result<Vec<Candidate>, RouteError> {
+        self.plan_with(requested, accepts, affinity, None)
+    }
+
+    /// [`Routes::plan`] with the price table the `cheapest` strategy ranks by (without one,
+    /// `cheapest` orders as `least_active`).
+    pub fn plan_with(
+        &self,
+        requested: &str,
+        accepts: impl Fn(UpstreamKind) -> bool,
+        affinity: Option<u64>,
+        pricing: Option<&Pricing>,
     ) -> Result<Vec<Candidate>, RouteError> {
         let (pin, model) = split_pinned(requested, |p| self.by_name.contains_key(p));
         let mut found = Vec::with_capacity(self.upstreams.len());
@@ -229,7 +262,7 @@ impl Routes {
             });
         }
         let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
-        order(&mut found, self.strategy, turn);
+        order_priced(&mut found, self.strategy, turn, pricing);
         if let Some(session) = affinity {
             stick(&mut found, session);
         }
@@ -398,9 +431,42 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     crate::splitmix64(h)
 }
 
+/// A deployment's price for ranking: input plus output dollars per million tokens, in
+/// millionths. Its `upstream/model` entry first, then the model's own; unpriced counts as free,
+/// as the call log does.
+pub fn price_units(pricing: &Pricing, c: &Candidate) -> u64 {
+    let price = pricing.price(&format!("{}/{}", c.upstream.name, c.model));
+    price.map_or(0, |p| {
+        ((p.input_per_mtok + p.output_per_mtok).max(0.0) * 1e6).round() as u64
+    })
+}
+
+/// `lowest_latency`'s rank: the probe latency divided by the recent success rate (the breaker's
+/// window), in whole milliseconds — the expected time to a good answer when a failed attempt
+/// costs about one more try. Unknown latency ranks last; no rate yet counts as 1; the rate is
+/// floored at 5 % so a failing node stays ordered by its latency among failing ones.
+pub fn latency_score(latency_ms: Option<f64>, success_rate: Option<f64>) -> u64 {
+    let Some(ms) = latency_ms else {
+        return u64::MAX / 2;
+    };
+    let rate = success_rate.unwrap_or(1.0).clamp(0.05, 1.0);
+    // Whole milliseconds, so probe jitter does not hide a tie that warmth should break.
+    (ms.max(0.0) / rate).round().min(1e15) as u64
+}
+
 /// Orders candidates for one call. `turn` is a per-call counter: within each run of candidates
 /// that compare equal it picks who goes first, so equals take turns.
 pub fn order(cands: &mut [Candidate], strategy: Strategy, turn: usize) {
+    order_priced(cands, strategy, turn, None);
+}
+
+/// [`order`], with the price table `cheapest` ranks by.
+pub fn order_priced(
+    cands: &mut [Candidate],
+    strategy: Strategy,
+    turn: usize,
+    pricing: Option<&Pricing>,
+) {
     if cands.len() < 2 {
         return;
     }
@@ -409,13 +475,15 @@ pub fn order(cands: &mut [Candidate], strategy: Strategy, turn: usize) {
         Strategy::LeastActive => sort_rotating(cands, turn, |c| {
             (c.tier, c.upstream.cluster_active_requests(), !c.warm)
         }),
+        Strategy::Cheapest => sort_rotating(cands, turn, |c| {
+            let price = pricing.map_or(0, |p| price_units(p, c));
+            (c.tier, price, c.upstream.cluster_active_requests(), !c.warm)
+        }),
         Strategy::LowestLatency => sort_rotating(cands, turn, |c| {
-            // Whole milliseconds, so probe jitter does not hide a tie that warmth should break.
-            let ms = c
-                .upstream
-                .state()
-                .latency_ms
-                .map_or(u64::MAX / 2, |l| l.max(0.0).round() as u64);
+            let ms = latency_score(
+                c.upstream.state().latency_ms,
+                c.upstream.breaker.success_rate(),
+            );
             // A recent 429 ranks an upstream behind every unthrottled one.
             let throttled = c.upstream.is_throttled();
             (c.tier, throttled, ms, !c.warm)
@@ -666,6 +734,107 @@ mod tests {
         let r = routes(Strategy::LeastActive, ups);
         let c = firsts(&r, "m", 12);
         assert_eq!((c.get("u0"), c.get("u1")), (Some(&6), Some(&6)), "{c:?}");
+    }
+
+    #[test]
+    fn latency_is_weighed_by_the_success_rate() {
+        assert_eq!(latency_score(Some(40.0), None), 40);
+        assert_eq!(latency_score(Some(40.0), Some(1.0)), 40);
+        // Half the calls fail: twice the expected time to a good answer.
+        assert_eq!(latency_score(Some(40.0), Some(0.5)), 80);
+        // A fast node that fails 80 % of the time ranks behind a slower reliable one...
+        assert!(latency_score(Some(10.0), Some(0.2)) > latency_score(Some(30.0), Some(1.0)));
+        // ...and a rate of 0 is floored (5 %), keeping failing nodes ordered by latency.
+        assert_eq!(latency_score(Some(10.0), Some(0.0)), 200);
+        assert!(latency_score(Some(10.0), Some(0.0)) < latency_score(Some(20.0), Some(0.0)));
+        assert_eq!(latency_score(None, Some(1.0)), u64::MAX / 2);
+    }
+
+    /// The breaker's window feeds `lowest_latency`: the faster node loses its lead once most of
+    /// its recent calls failed (without its breaker opening: the rate stays under its threshold
+    /// only in count, so the test uses a breaker that never trips).
+    #[test]
+    fn lowest_latency_ranks_a_failing_fast_node_behind_a_reliable_one() {
+        let mut routing = llmux_config::RoutingConfig::default();
+        routing.breaker.consecutive_failures = u32::MAX;
+        routing.breaker.failure_rate = 1.1;
+        let make = |name: &str| {
+            let cfg = UpstreamConfig {
+                name: name.into(),
+                kind: UpstreamKind::Ollama,
+                url: "http://127.0.0.1:9".into(),
+                keys: Vec::new(),
+                models: Some(vec!["m:latest".into()]),
+                weight: 1,
+                timeouts: Timeouts::default(),
+                api_version: None,
+            };
+            Arc::new(Upstream::new(&cfg, &routing).unwrap())
+        };
+        let (fast, slow) = (make("fast"), make("slow"));
+        fast.update(|s| s.latency_ms = Some(10.0));
+        slow.update(|s| s.latency_ms = Some(30.0));
+        let r = routes(
+            Strategy::LowestLatency,
+            vec![Arc::clone(&fast), Arc::clone(&slow)],
+        );
+        assert_eq!(firsts(&r, "m", 4).get("fast"), Some(&4));
+        for i in 0..10 {
+            slow.breaker.success();
+            if i < 8 {
+                fast.breaker.failure();
+            } else {
+                fast.breaker.success();
+            }
+        }
+        assert_eq!(fast.breaker.success_rate(), Some(0.2));
+        assert_eq!(slow.breaker.success_rate(), Some(1.0));
+        assert_eq!(firsts(&r, "m", 4).get("slow"), Some(&4));
+    }
+
+    #[test]
+    fn cheapest_ranks_by_price_then_by_calls_in_flight() {
+        use crate::accounting::Price;
+        let a = upstream("a", UpstreamKind::Openai, &["gpt-4o"], 1);
+        let b = upstream("b", UpstreamKind::Openai, &["gpt-4o"], 1);
+        let c = upstream("c", UpstreamKind::Openai, &["gpt-4o"], 1);
+        let r = routes(
+            Strategy::Cheapest,
+            vec![Arc::clone(&a), Arc::clone(&b), Arc::clone(&c)],
+        );
+        let price = |i: f64, o: f64| Price {
+            input_per_mtok: i,
+            output_per_mtok: o,
+        };
+        let api = std::collections::BTreeMap::from([
+            ("a/gpt-4o".to_string(), price(5.0, 15.0)),
+            ("b/gpt-4o".to_string(), price(1.0, 2.0)),
+            ("c/gpt-4o".to_string(), price(1.0, 2.0)),
+        ]);
+        let pricing = Pricing::build(&[], &api);
+        let plan = |r: &Routes| {
+            r.plan_with("gpt-4o", |_| true, None, Some(&pricing))
+                .unwrap()
+        };
+        let names = |p: Vec<Candidate>| {
+            p.iter()
+                .map(|c| c.upstream.name.clone())
+                .collect::<Vec<_>>()
+        };
+        // b and c tie on price: the less busy one goes first, a (dearer) always last.
+        let _busy = b.begin();
+        for _ in 0..4 {
+            assert_eq!(names(plan(&r)), ["c", "b", "a"]);
+        }
+        drop(_busy);
+        let _busy = c.begin();
+        assert_eq!(names(plan(&r)), ["b", "c", "a"]);
+        // A deployment the breaker left out goes behind every ready one, however cheap.
+        for _ in 0..5 {
+            b.breaker.failure();
+            c.breaker.failure();
+        }
+        assert_eq!(plan(&r)[0].upstream.name, "a");
     }
 
     #[test]

@@ -71,6 +71,11 @@ pub fn router(gw: Arc<Gateway>, admin: Router, console: Option<Router<Arc<Gatewa
         .route("/api/embed", generation(Endpoint::OllamaEmbed))
         .route("/api/embeddings", generation(Endpoint::OllamaEmbeddings))
         .route("/api/show", post(catalog::ollama_show))
+        .route("/api/pull", post(crate::ollama_admin::pull))
+        .route(
+            "/api/delete",
+            axum::routing::delete(crate::ollama_admin::delete),
+        )
         .route("/api/create", post(catalog::ollama_unsupported))
         .route("/api/copy", post(catalog::ollama_unsupported))
         .route("/api/push", post(catalog::ollama_unsupported))
@@ -114,6 +119,10 @@ fn prefers_html(headers: &axum::http::HeaderMap) -> bool {
 /// Ollama banner and version that tools check first. `/admin` has its own auth.
 const OPEN_PATHS: [&str; 5] = ["/", "/healthz", "/readyz", "/metrics", "/api/version"];
 
+/// Ollama model management: no virtual key; with `auth.required` the handler itself asks for
+/// an administrator (`ollama_admin`).
+const MANAGE_PATHS: [&str; 2] = ["/api/pull", "/api/delete"];
+
 /// Per client IP and global limits. Probes (`/healthz`, `/readyz`, `/metrics`, …) and the
 /// admin API are never limited: neither may be locked by a flood of data-plane calls nor, with
 /// `limits.fail_open = false`, by an unreachable rate-limit backend (the admin sign-in has its
@@ -138,7 +147,11 @@ async fn key_limits(State(gw): State<Arc<Gateway>>, req: Request, next: Next) ->
 /// the model is known).
 async fn client_auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if OPEN_PATHS.contains(&path) || path.starts_with("/admin/") || path.starts_with("/ui") {
+    if OPEN_PATHS.contains(&path)
+        || MANAGE_PATHS.contains(&path)
+        || path.starts_with("/admin/")
+        || path.starts_with("/ui")
+    {
         return next.run(req).await;
     }
     let required = gw.routes().config.auth.required;

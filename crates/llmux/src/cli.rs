@@ -139,4 +139,10 @@ pub struct MockArgs {
     /// Accept generation calls and never answer.
     #[arg(long)]
     pub hang: bool,
+    /// Models `/api/pull` can fetch, comma-separated (default: common Ollama library names).
+    #[arg(long, value_delimiter = ',')]
+    pub registry: Vec<String>,
+    /// Seconds between two `/api/pull` progress lines.
+    #[arg(long, default_value_t = 0.0)]
+    pub pull_step: f64,
 }

@@ -51,6 +51,19 @@ pub fn config_from(a: &MockArgs) -> Result<MockConfig, String> {
         revoked_keys: a.revoked_keys.clone(),
         limited_keys: a.limited_keys.clone(),
         strict_anthropic_version: false,
+        registry: if a.registry.is_empty() {
+            llmux_mock::DEFAULT_REGISTRY
+                .iter()
+                .map(|m| (*m).to_owned())
+                .collect()
+        } else {
+            a.registry
+                .iter()
+                .filter(|m| !m.is_empty())
+                .cloned()
+                .collect()
+        },
+        pull_step: seconds("pull-step", a.pull_step)?,
         faults: Faults {
             fail_rate: a.fail_rate,
             fail_status: a.fail_status,

@@ -282,7 +282,7 @@ async fn route(st: &Arc<Shared>, req: Request) -> Response {
         );
     }
 
-    let bytes = if method == Method::POST {
+    let bytes = if method == Method::POST || method == Method::DELETE {
         match axum::body::to_bytes(body, BODY_LIMIT).await {
             Ok(b) => b,
             Err(e) => return bad_request(dialect, &format!("failed to read body: {e}")),
@@ -352,6 +352,8 @@ async fn dispatch(
         (&Method::GET, "/api/tags") => return ollama::tags(st),
         (&Method::GET, "/api/ps") => return ollama::ps(st),
         (&Method::POST, "/api/show") => return ollama::show(st, bytes),
+        (&Method::POST, "/api/pull") => return crate::pull::pull(st, bytes),
+        (&Method::DELETE, "/api/delete") => return crate::pull::delete(st, bytes),
         (&Method::GET, "/v1/models") if dialect == Dialect::Anthropic => {
             return anthropic::models(st)
         }

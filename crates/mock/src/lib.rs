@@ -11,6 +11,7 @@ mod gemini;
 mod handler;
 mod ollama;
 mod openai;
+mod pull;
 mod reply;
 mod responses;
 mod server;
@@ -57,7 +58,24 @@ pub struct MockConfig {
     pub strict_anthropic_version: bool,
     /// Initial fault injection settings.
     pub faults: Faults,
+    /// Models `/api/pull` finds in the "registry" (besides the node's own); any other name
+    /// fails with Ollama's `pull model manifest: file does not exist`.
+    pub registry: Vec<String>,
+    /// Pause between two `/api/pull` progress lines (how fast a pull goes).
+    pub pull_step: Duration,
 }
+
+/// What the mock's registry has by default: common Ollama library names.
+pub const DEFAULT_REGISTRY: [&str; 8] = [
+    "llama3",
+    "llama3.1",
+    "llama3.2",
+    "mistral",
+    "qwen2.5",
+    "phi3",
+    "gemma2",
+    "nomic-embed-text",
+];
 
 impl Default for MockConfig {
     fn default() -> Self {
@@ -75,6 +93,8 @@ impl Default for MockConfig {
             limited_keys: Vec::new(),
             strict_anthropic_version: false,
             faults: Faults::default(),
+            registry: DEFAULT_REGISTRY.iter().map(|m| (*m).to_owned()).collect(),
+            pull_step: Duration::ZERO,
         }
     }
 }

@@ -58,6 +58,10 @@ pub(crate) struct Shared {
     pub(crate) chunks: usize,
     pub(crate) dims: usize,
     pub(crate) strict_anthropic_version: bool,
+    /// Models `/api/pull` can fetch besides the node's own.
+    pub(crate) registry: Vec<String>,
+    /// Pause between two `/api/pull` progress lines.
+    pub(crate) pull_step: Duration,
     keys: RwLock<Arc<KeyRules>>,
     by_key: Mutex<BTreeMap<String, u64>>,
     pub(crate) started: SystemTime,
@@ -103,6 +107,8 @@ impl Shared {
             chunks: cfg.chunks,
             dims: cfg.dims,
             strict_anthropic_version: cfg.strict_anthropic_version,
+            registry: cfg.registry,
+            pull_step: cfg.pull_step,
             keys: RwLock::new(Arc::new(KeyRules {
                 valid: cfg.api_key.into_iter().chain(cfg.extra_keys).collect(),
                 revoked: cfg.revoked_keys,
@@ -137,6 +143,24 @@ impl Shared {
 
     pub(crate) fn set_models(&self, models: Vec<String>) {
         *self.models.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(models);
+    }
+
+    /// A pulled model: served from now on (its tagged name, as `/api/tags` shows it).
+    pub(crate) fn install(&self, model: &str) {
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        if !models.iter().any(|m| m == model) {
+            let mut next = models.as_ref().clone();
+            next.push(model.to_owned());
+            *models = Arc::new(next);
+        }
+    }
+
+    /// A deleted model: no longer served nor loaded.
+    pub(crate) fn uninstall(&self, model: &str) {
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        let next: Vec<String> = models.iter().filter(|m| *m != model).cloned().collect();
+        *models = Arc::new(next);
+        lock(&self.loaded).retain(|m| m != model);
     }
 
     pub(crate) fn faults(&self) -> Arc<Faults> {
@@ -269,7 +293,7 @@ impl Shared {
 }
 
 /// `name` with an explicit tag (`:latest` when it has none); a ':' before the last '/' is a registry port.
-fn with_tag(name: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn with_tag(name: &str) -> std::borrow::Cow<'_, str> {
     let base = name.rsplit('/').next().unwrap_or(name);
     if base.contains(':') {
         name.into()

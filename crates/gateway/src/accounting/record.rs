@@ -176,9 +176,11 @@ impl Draft {
             });
         }
         let model = r.upstream_model.as_deref().unwrap_or(&r.requested_model);
+        // A deployment's own entry (`upstream/model`) first, then the model's.
+        let deployment = r.upstream.as_ref().map(|u| format!("{u}/{model}"));
         r.cost = self
             .pricing
-            .price(model)
+            .price(deployment.as_deref().unwrap_or(model))
             .or_else(|| self.pricing.price(&r.requested_model))
             .map_or(0.0, |p| p.cost(tokens));
         if self.bodies {

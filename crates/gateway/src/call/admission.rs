@@ -108,7 +108,7 @@ impl Call {
         *requested = Some(model.clone());
         // What may be sent upstream: the model or its alias's targets, then their fallbacks.
         // Permissions, prices and per-model limits apply to these, not to the name asked for.
-        let targets = permitted(facts.identity.as_ref(), &routes, &model);
+        let targets = permitted(facts.identity.as_ref(), &routes, &model, &gw.accounting);
         if targets.is_empty() {
             gw.metrics.rejected("model_permission");
             let message =
@@ -213,10 +213,18 @@ impl Call {
 /// The models a call for `model` may reach: its alias's targets (or itself), then their
 /// fallbacks, keeping for a key with a model list only those it allows. A key that lists the
 /// alias name itself may use the alias's own targets; fallbacks need their own permission.
-fn permitted(identity: Option<&Identity>, routes: &Routes, model: &str) -> Vec<String> {
+/// With the `cheapest` strategy an alias's targets come cheapest first.
+fn permitted(
+    identity: Option<&Identity>,
+    routes: &Routes,
+    model: &str,
+    accounting: &crate::accounting::Accounting,
+) -> Vec<String> {
     // Most calls have no alias and no fallback: skip building the chain for them.
     let chain = if routes.overlay.aliases.is_empty() && routes.config.routing.fallbacks.is_empty() {
         vec![model.to_string()]
+    } else if routes.strategy == llmux_config::Strategy::Cheapest {
+        routes.chain_priced(model, Some(&accounting.pricing()))
     } else {
         routes.chain(model)
     };

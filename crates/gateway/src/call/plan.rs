@@ -29,7 +29,10 @@ impl Call {
         for target in targets {
             let target = target.as_str();
             let endpoint = self.endpoint;
-            let cands = match routes.plan(target, |k| endpoint.accepts(k), self.affinity) {
+            let pricing = (routes.strategy == llmux_config::Strategy::Cheapest)
+                .then(|| self.gw.accounting.pricing());
+            let accepts = |k| endpoint.accepts(k);
+            let cands = match routes.plan_with(target, accepts, self.affinity, pricing.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
                     route_error.get_or_insert(e);

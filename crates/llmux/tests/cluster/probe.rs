@@ -33,7 +33,7 @@ async fn prober_id(c: &TestCluster) -> Option<String> {
 
 /// Waits until a prober is elected and every instance has settled (it leads or follows);
 /// returns the index of the prober in `c.nodes`.
-async fn settled(c: &TestCluster) -> usize {
+pub(crate) async fn settled(c: &TestCluster) -> usize {
     let ready = time_until(Duration::from_secs(10), || async {
         let Some(id) = prober_id(c).await else {
             return false;
@@ -57,7 +57,7 @@ fn is_instance(n: &Llmux, id: &str) -> bool {
 }
 
 /// `upstream` as instance `n` shows it in `/admin/v1/upstreams`.
-async fn upstream(n: &Llmux, upstream: &str) -> Value {
+pub(crate) async fn upstream(n: &Llmux, upstream: &str) -> Value {
     let all = n.upstreams().await;
     all.as_array()
         .unwrap()
