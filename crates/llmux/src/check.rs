@@ -99,39 +99,7 @@ pub fn render(cfg: &Config) -> String {
     );
     let _ = writeln!(out, "\nupstreams ({}):", cfg.upstreams.len());
     for u in &cfg.upstreams {
-        let models = match &u.models {
-            Some(m) => m.join(", "),
-            None => match u.kind {
-                UpstreamKind::Ollama => "discovered from /api/tags".to_string(),
-                UpstreamKind::Openai => "discovered from /models".to_string(),
-                UpstreamKind::Anthropic => "discovered from /v1/models".to_string(),
-                UpstreamKind::Gemini => "discovered from /v1beta/models".to_string(),
-                UpstreamKind::Azure => "the listed deployments".to_string(),
-            },
-        };
-        let keys: Vec<String> = u.keys.iter().map(|k| k.masked()).collect();
-        let _ = writeln!(out, "  {} ({}) {}", u.name, u.kind.as_str(), u.url);
-        let _ = writeln!(out, "    models:   {models}");
-        let _ = writeln!(out, "    weight:   {}", u.weight);
-        let _ = writeln!(
-            out,
-            "    keys:     {}",
-            if keys.is_empty() {
-                "none".to_string()
-            } else {
-                keys.join(", ")
-            }
-        );
-        let _ = writeln!(
-            out,
-            "    timeouts: connect {:?}, first byte {:?}, idle {:?}, total {}",
-            u.timeouts.connect,
-            u.timeouts.first_byte,
-            u.timeouts.idle,
-            u.timeouts
-                .total
-                .map_or("none".to_string(), |t| format!("{t:?}"))
-        );
+        render_upstream(&mut out, u);
     }
     if !cfg.routing.fallbacks.is_empty() {
         let _ = writeln!(out, "\nfallbacks:");
@@ -140,6 +108,45 @@ pub fn render(cfg: &Config) -> String {
         }
     }
     out
+}
+
+/// One upstream of the routing table: where it is, what it serves, its keys and timeouts.
+fn render_upstream(out: &mut String, u: &llmux_config::UpstreamConfig) {
+    use std::fmt::Write as _;
+
+    let models = match &u.models {
+        Some(m) => m.join(", "),
+        None => match u.kind {
+            UpstreamKind::Ollama => "discovered from /api/tags".to_string(),
+            UpstreamKind::Openai => "discovered from /models".to_string(),
+            UpstreamKind::Anthropic => "discovered from /v1/models".to_string(),
+            UpstreamKind::Gemini => "discovered from /v1beta/models".to_string(),
+            UpstreamKind::Azure => "the listed deployments".to_string(),
+        },
+    };
+    let keys: Vec<String> = u.keys.iter().map(|k| k.masked()).collect();
+    let _ = writeln!(out, "  {} ({}) {}", u.name, u.kind.as_str(), u.url);
+    let _ = writeln!(out, "    models:   {models}");
+    let _ = writeln!(out, "    weight:   {}", u.weight);
+    let _ = writeln!(
+        out,
+        "    keys:     {}",
+        if keys.is_empty() {
+            "none".to_string()
+        } else {
+            keys.join(", ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "    timeouts: connect {:?}, first byte {:?}, idle {:?}, total {}",
+        u.timeouts.connect,
+        u.timeouts.first_byte,
+        u.timeouts.idle,
+        u.timeouts
+            .total
+            .map_or("none".to_string(), |t| format!("{t:?}"))
+    );
 }
 
 /// Declared model names (`models = [...]`) that normalise alike under `[catalog] normalize`:
