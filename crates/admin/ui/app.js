@@ -824,10 +824,11 @@ function clusterPage(main) {
   const summary = h("p", { id: "cluster-summary", "aria-live": "polite" });
   const warning = h("div", { id: "cluster-warning" });
   const body = h("tbody");
+  const hint = h("p", { class: "hint" });
   main.append(summary, warning,
     h("div", { class: "scroll" }, h("table", { id: "cluster-table" }, h("thead", {}, h("tr", {},
       ["ID", "Address", "Version", "Started", "Last heartbeat", "In flight", "Calls/s", "Prober", "State"].map((t) => h("th", { text: t })))), body)),
-    h("p", { class: "hint", text: "Every instance writes its record to Redis at each heartbeat; one silent for three heartbeats is lost, and is dropped after 10 minutes. A clean stop leaves the list at once. Refreshes every 2 s." }));
+    hint);
   async function poll() {
     let v;
     try { v = await api("GET", "/cluster"); } catch (e) { warning.replaceChildren(alertBox(e.message)); return; }
@@ -835,6 +836,9 @@ function clusterPage(main) {
     summary.textContent = v.mode === "single"
       ? "Single instance: no cluster (cluster mode needs a PostgreSQL store and a Redis URL)."
       : `Cluster of ${v.instances.length} instance${v.instances.length === 1 ? "" : "s"}, ${live} live.`;
+    hint.textContent = v.mode === "single"
+      ? "Refreshes every 2 s."
+      : "Every instance writes its record to Redis at each heartbeat; one silent for three heartbeats is lost, and is dropped after 10 minutes. A clean stop leaves the list at once. Refreshes every 2 s.";
     warning.replaceChildren(...(v.warning ? [alertBox(v.warning, "info")] : []));
     body.replaceChildren(...v.instances.map((i) => h("tr", { "data-instance": i.id },
       h("td", {}, h("code", { text: i.id }), i.id === v.instance ? h("span", { class: "muted", text: " (this one)" }) : null),
