@@ -404,6 +404,17 @@ impl ControlPlane {
         self.state.lock().await
     }
 
+    /// Recomposes the running config from the store's API-managed state and `fs` (the file
+    /// side) and swaps it into the gateway.
+    pub(crate) async fn apply_composed(&self, fs: &FileState) -> ApiResult<()> {
+        let api = load_api_state(&self.store, &self.keys).await?;
+        let (config, overlay) = compose(&fs.config, &api)?;
+        self.gateway
+            .apply(config, overlay)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.to_string()))
+    }
+
     /// Recomputes the effective config from `fs` and the store, applies it, and records a
     /// revision. Call with the change lock held.
     pub(crate) async fn apply_locked(
@@ -413,12 +424,7 @@ impl ControlPlane {
         source: Source,
         note: Option<&str>,
     ) -> ApiResult<i64> {
-        let api = load_api_state(&self.store, &self.keys).await?;
-        let (config, overlay) = compose(&fs.config, &api)?;
-        self.gateway
-            .apply(config, overlay)
-            .await
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        self.apply_composed(fs).await?;
         let revision = self.record_revision(fs, actor, source, note).await?;
         self.publish(llmux_store::ChangeKind::Config, None).await;
         Ok(revision)

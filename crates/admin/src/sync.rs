@@ -29,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{ApiError, ApiResult};
-use crate::plane::{compose, load_api_state};
 use crate::ControlPlane;
 
 /// How often the change counter is read to catch a lost notification.
@@ -168,12 +167,7 @@ impl ControlPlane {
     /// (the instance that made the change recorded them).
     pub async fn resync_config(&self) -> ApiResult<()> {
         let fs = self.lock().await;
-        let api = load_api_state(&self.store, &self.keys).await?;
-        let (config, overlay) = compose(&fs.config, &api)?;
-        self.gateway
-            .apply(config, overlay)
-            .await
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        self.apply_composed(&fs).await?;
         drop(fs);
         let prices = crate::pricing::load(&self.store).await?;
         self.gateway
