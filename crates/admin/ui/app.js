@@ -513,6 +513,29 @@ function appsPage(main) {
   const appSelect = h("select", { required: true });
   main.append(notice, secretBox);
   const say = (msg, tone) => notice.replaceChildren(alertBox(msg, tone || "ok"));
+  const keySel = new Set();
+  const keyBar = isAdmin() ? h("div", { class: "actions", id: "key-batch" }) : null;
+  function drawKeyBar() {
+    if (!keyBar) return;
+    const n = keySel.size;
+    const b = h("button", { type: "button", class: "danger", text: "Revoke selected" });
+    b.disabled = n === 0;
+    b.addEventListener("click", () => {
+      const yes = h("button", { type: "button", class: "danger", text: `Revoke ${n} key${n === 1 ? "" : "s"}` });
+      const no = h("button", { type: "button", text: "Cancel" });
+      yes.addEventListener("click", async () => {
+        try {
+          const r = await api("POST", "/keys/batch", { ids: [...keySel], revoke: true });
+          say(`${r.count} key${r.count === 1 ? "" : "s"} revoked.`);
+          keySel.clear();
+          load();
+        } catch (e) { say(e.message, ""); }
+      });
+      no.addEventListener("click", drawKeyBar);
+      keyBar.replaceChildren(h("span", { text: "Calls with them stop at once. " }), yes, no);
+    });
+    keyBar.replaceChildren(h("span", { class: "muted", text: n ? `${n} selected: ` : "Select keys below to revoke many at once. " }), b);
+  }
 
   if (isAdmin()) {
     const appForm = h("form", { class: "stack", id: "app-form" },
@@ -627,8 +650,9 @@ function appsPage(main) {
     h("div", { class: "scroll" }, h("table", { id: "apps-table" }, h("thead", {}, h("tr", {},
       ["Name", "Credits", "Daily budget", "Monthly budget", "Spent today (UTC)", "Spent this month", "Created", ""].map((t) => h("th", { text: t })))), appsBody)),
     h("h2", { text: "Virtual keys" }),
+    keyBar,
     h("div", { class: "scroll" }, h("table", { id: "keys-table" }, h("thead", {}, h("tr", {},
-      ["Name", "App", "Key", "Models", "Limits", "Expires", "Last used", "State", ""].map((t) => h("th", { text: t })))), keysBody)));
+      ["", "Name", "App", "Key", "Models", "Limits", "Expires", "Last used", "State", ""].map((t) => h("th", { text: t })))), keysBody)));
 
   async function load() {
     let apps, keys, today, month;
@@ -679,14 +703,24 @@ function appsPage(main) {
         act.append(b);
       }
       const limits = k.limits ? Object.entries(k.limits).filter(([, v]) => typeof v === "number").map(([n, v]) => `${n} ${v}`).join(", ") : "";
-      return h("tr", { "data-key": k.name },
+      const pick = h("td", {});
+      if (isAdmin() && !revoked) {
+        const box = h("input", { type: "checkbox", "aria-label": `Select key ${k.name}` });
+        box.checked = keySel.has(k.id);
+        box.addEventListener("change", () => { if (box.checked) keySel.add(k.id); else keySel.delete(k.id); drawKeyBar(); });
+        pick.append(box);
+      }
+      return h("tr", { "data-key": k.name }, pick,
         h("td", { text: k.name }), h("td", { text: appName[k.app] || k.app || "" }),
         h("td", {}, h("code", { text: k.prefix ? k.prefix + "…" : (k.masked || "") })),
         h("td", { text: (k.models || []).join(", ") || "all" }), h("td", { text: limits || "—" }),
         h("td", { text: fmtTime(k.expires_at) }), h("td", { text: fmtTime(k.last_used_at) }),
         h("td", {}, badge(k.status || (revoked ? "revoked" : "active"), k.status === "active" ? "ok" : "bad")), act);
     }));
-    if (!keys.length) keysBody.append(h("tr", {}, h("td", { colspan: "9", class: "muted", text: "No key yet." })));
+    const live = new Set(keys.filter((k) => !k.revoked_at && k.status !== "revoked").map((k) => k.id));
+    for (const id of [...keySel]) if (!live.has(id)) keySel.delete(id);
+    drawKeyBar();
+    if (!keys.length) keysBody.append(h("tr", {}, h("td", { colspan: "10", class: "muted", text: "No key yet." })));
   }
   load();
 }
@@ -698,6 +732,9 @@ function modelsPage(main) {
   const servedBody = h("tbody");
   const storedBody = h("tbody");
   const aliasBody = h("tbody");
+  const collisionBody = h("tbody");
+  const selected = new Set();
+  const batchBar = isAdmin() ? h("div", { class: "actions", id: "model-batch" }) : null;
   main.append(notice);
   const say = (msg, tone) => notice.replaceChildren(alertBox(msg, tone || "ok"));
   let aliasForm = null;
@@ -723,9 +760,70 @@ function modelsPage(main) {
     h("div", { class: "scroll" }, h("table", { id: "alias-table" }, h("thead", {}, h("tr", {},
       ["Alias", "Targets", ""].map((t) => h("th", { text: t })))), aliasBody)),
     h("h2", { text: "Stored model settings" }),
+    batchBar,
     h("div", { class: "scroll" }, h("table", { id: "stored-models" }, h("thead", {}, h("tr", {},
-      ["Model", "Upstream", "State", "Origin"].map((t) => h("th", { text: t })))), storedBody)));
+      ["", "Model", "Upstream", "State", "Origin"].map((t) => h("th", { text: t })))), storedBody)),
+    h("h2", { text: "Name collisions" }),
+    h("p", { class: "muted", text: "Served names that normalise alike; a request by the normalised name goes to the one shown. Rename or switch one off to settle it." }),
+    h("div", { class: "scroll" }, h("table", { id: "collisions-table" }, h("thead", {}, h("tr", {},
+      ["Normalised name", "Rule", "Models", "Routes to"].map((t) => h("th", { text: t })))), collisionBody)));
 
+  async function rename(name, stored, to, keepAlias) {
+    let made = null;
+    try {
+      // A discovered model has no row yet: one is made for the rename, and removed again if
+      // the rename is refused, so a refusal changes nothing.
+      if (!stored) made = (await api("POST", "/models", { name })).id;
+      await api("PATCH", `/models/${encodeURIComponent(stored ? stored.id : made)}`, { name: to, keep_alias: keepAlias });
+      say(`Model ${name} renamed to ${to}${keepAlias ? ` (${name} kept as an alias)` : ""}.`);
+      load();
+    } catch (e) {
+      if (made) await api("DELETE", `/models/${encodeURIComponent(made)}`).catch(() => {});
+      say(e.message, "");
+    }
+  }
+  function renameForm(cell, name, stored) {
+    const input = h("input", { required: true, value: name, "aria-label": `New name for ${name}` });
+    const keep = h("input", { type: "checkbox", id: `keep-${name}` });
+    const save = h("button", { type: "submit", class: "primary", text: "Save name" });
+    const cancel = h("button", { type: "button", text: "Cancel" });
+    const form = h("form", { class: "inline" }, input,
+      h("label", { class: "check" }, keep, " Keep the old name as an alias"), save, cancel);
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const to = input.value.trim();
+      if (to && to !== name) rename(name, stored, to, keep.checked); else load();
+    });
+    cancel.addEventListener("click", load);
+    cell.replaceChildren(form);
+    input.focus();
+  }
+  async function batch(body, what) {
+    try {
+      const r = await api("POST", "/models/batch", { ids: [...selected], ...body });
+      say(`${r.count} model setting${r.count === 1 ? "" : "s"} ${what}.`);
+      selected.clear();
+      load();
+    } catch (e) { say(e.message, ""); }
+  }
+  function drawBatchBar() {
+    if (!batchBar) return;
+    const n = selected.size;
+    const off = h("button", { type: "button", text: "Switch off selected" });
+    const on = h("button", { type: "button", text: "Switch on selected" });
+    const del = h("button", { type: "button", class: "danger", text: "Delete selected" });
+    for (const b of [off, on, del]) b.disabled = n === 0;
+    off.addEventListener("click", () => batch({ enabled: false }, "switched off"));
+    on.addEventListener("click", () => batch({ enabled: true }, "switched on"));
+    del.addEventListener("click", () => {
+      const yes = h("button", { type: "button", class: "danger", text: `Delete ${n} model setting${n === 1 ? "" : "s"}` });
+      const no = h("button", { type: "button", text: "Cancel" });
+      yes.addEventListener("click", () => batch({ delete: true }, "deleted"));
+      no.addEventListener("click", drawBatchBar);
+      batchBar.replaceChildren(h("span", { text: "Their names answer as discovered again. " }), yes, no);
+    });
+    batchBar.replaceChildren(h("span", { class: "muted", text: n ? `${n} selected: ` : "Select settings below to change many at once. " }), off, on, del);
+  }
   async function setEnabled(name, stored, enabled) {
     try {
       if (stored) await api("PATCH", `/models/${encodeURIComponent(stored.id)}`, { enabled });
@@ -735,15 +833,24 @@ function modelsPage(main) {
     } catch (e) { say(e.message, ""); }
   }
   async function load() {
-    let ups, models, aliases;
-    try { [ups, models, aliases] = await Promise.all([api("GET", "/upstreams"), api("GET", "/models"), api("GET", "/aliases")]); }
-    catch (e) { if (e.status !== 401) say(e.message, ""); return; }
-    const served = new Map();
-    for (const u of ups) for (const m of u.models || []) {
-      if (!served.has(m)) served.set(m, []);
-      served.get(m).push({ name: u.name, warm: (u.loaded_models || []).includes(m), pool: u.pool });
+    let ups, models, aliases, collisions;
+    try {
+      [ups, models, aliases, collisions] = await Promise.all([api("GET", "/upstreams"), api("GET", "/models"),
+        api("GET", "/aliases"), api("GET", "/models/collisions")]);
     }
+    catch (e) { if (e.status !== 401) say(e.message, ""); return; }
     const stored = models.filter((m) => m.origin !== "discovered");
+    // Upstreams list their own names; a renamed model is served under its new name.
+    const shownAs = (upstream, name) => {
+      const r = stored.find((m) => m.renamed && m.original_name === name && (!m.upstream || m.upstream === upstream));
+      return r ? r.name : name;
+    };
+    const served = new Map();
+    for (const u of ups) for (const orig of u.models || []) {
+      const m = shownAs(u.name, orig);
+      if (!served.has(m)) served.set(m, []);
+      served.get(m).push({ name: u.name, warm: (u.loaded_models || []).includes(orig), pool: u.pool });
+    }
     const global = new Map(stored.filter((m) => !m.upstream).map((m) => [m.name, m]));
     for (const m of global.keys()) if (!served.has(m)) served.set(m, []);
     servedBody.replaceChildren(...[...served.keys()].sort().map((name) => {
@@ -753,7 +860,9 @@ function modelsPage(main) {
       if (isAdmin()) {
         const b = h("button", { type: "button", text: on ? "Switch off" : "Switch on" });
         b.addEventListener("click", () => setEnabled(name, st, !on));
-        cell.append(b);
+        const r = h("button", { type: "button", text: "Rename" });
+        r.addEventListener("click", () => renameForm(cell, name, st));
+        cell.append(b, r);
       }
       return h("tr", { "data-model": name }, h("td", {}, h("code", { text: name })),
         h("td", {}, h("div", { class: "chips" }, served.get(name).map((x) =>
@@ -778,10 +887,27 @@ function modelsPage(main) {
       return h("tr", { "data-alias": a.name }, h("td", {}, h("code", { text: a.name })), h("td", { text: (a.targets || []).join(" → ") }), cell);
     }));
     if (!aliases.length) aliasBody.append(h("tr", {}, h("td", { colspan: "3", class: "muted", text: "No alias." })));
-    storedBody.replaceChildren(...stored.map((m) => h("tr", {},
-      h("td", {}, h("code", { text: m.name })), h("td", { text: m.upstream || "everywhere" }),
-      h("td", {}, m.enabled === false ? badge("off", "bad") : badge("on", "ok")), h("td", { text: m.origin || "" }))));
-    if (!stored.length) storedBody.append(h("tr", {}, h("td", { colspan: "4", class: "muted", text: "None: every served model is on." })));
+    const ids = new Set(stored.map((m) => m.id));
+    for (const id of [...selected]) if (!ids.has(id)) selected.delete(id);
+    storedBody.replaceChildren(...stored.map((m) => {
+      const pick = h("td", {});
+      if (isAdmin()) {
+        const box = h("input", { type: "checkbox", "aria-label": `Select ${m.name}${m.upstream ? " on " + m.upstream : ""}` });
+        box.checked = selected.has(m.id);
+        box.addEventListener("change", () => { if (box.checked) selected.add(m.id); else selected.delete(m.id); drawBatchBar(); });
+        pick.append(box);
+      }
+      const label = m.renamed ? [h("code", { text: m.name }), h("span", { class: "muted", text: ` (was ${m.original_name})` })] : [h("code", { text: m.name })];
+      return h("tr", { "data-stored": m.name }, pick, h("td", {}, ...label), h("td", { text: m.upstream || "everywhere" }),
+        h("td", {}, m.enabled === false ? badge("off", "bad") : badge("on", "ok")), h("td", { text: m.origin || "" }));
+    }));
+    if (!stored.length) storedBody.append(h("tr", {}, h("td", { colspan: "5", class: "muted", text: "None: every served model is on." })));
+    drawBatchBar();
+    collisionBody.replaceChildren(...collisions.map((c) => h("tr", { "data-collision": c.normalized },
+      h("td", {}, h("code", { text: c.normalized })), h("td", { text: c.rule }),
+      h("td", { text: (c.models || []).map((m) => `${m.upstream}: ${m.name}`).join(", ") }),
+      h("td", {}, h("code", { text: c.routes_to || "" })))));
+    if (!collisions.length) collisionBody.append(h("tr", {}, h("td", { colspan: "4", class: "muted", text: "No collision." })));
   }
   load();
 }

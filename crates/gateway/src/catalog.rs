@@ -562,9 +562,11 @@ pub fn served_models(routes: &crate::routing::Routes) -> Vec<(String, String)> {
         .iter()
         .flat_map(|u| {
             let state = u.state();
+            // A switched-off model takes no call, so it collides with nothing.
             state
                 .model_list
                 .iter()
+                .filter(|m| routes.listed_name(&u.name, m).is_some())
                 .map(|m| (u.name.clone(), m.clone()))
                 .collect::<Vec<_>>()
         })
