@@ -442,6 +442,6 @@ pub async fn refresh(
             "no running upstream named {name:?} (a disabled one is not probed)"
         )));
     };
-    llmux_gateway::health::probe_some(std::slice::from_ref(up), &routes.config).await;
+    llmux_gateway::health::reprobe(&cp.gateway, std::slice::from_ref(up)).await;
     Ok(Json(view(&cp, &name).await?))
 }

@@ -12,6 +12,9 @@
 //!   expires when no prober refreshes it) and publishes the same on channel `{ns}:probe`. The
 //!   others apply them as they arrive, and read the hash when no publication came for an
 //!   interval plus a timeout (a lost message, a reconnect).
+//! - **On demand**: a re-probe made for a pull, a delete or an admin's refresh is shared at
+//!   once by whichever instance made it (marked `manual`: fresh news of those upstreams, but
+//!   not a sign that the prober is alive).
 //! - **Fallback**: an instance that cannot reach Redis, or whose newest shared results are
 //!   older than `2 × interval + timeout` (one missed round, each round bounded by the
 //!   timeout), probes for itself and says so in its log, rather than route blind.
@@ -94,6 +97,10 @@ struct Shared {
     /// When it published (unix ms): how fresh the results are.
     at_ms: i64,
     results: Vec<ProbeResult>,
+    /// An on-demand re-probe (a pull, a refresh), possibly by a follower: fresh news of these
+    /// upstreams, but no sign that the prober is alive (it does not move `fresh_ms`).
+    #[serde(default)]
+    manual: bool,
 }
 
 /// The cluster's [`ProbeCoordinator`]: the lease, the shared results, the fallback.
@@ -110,6 +117,8 @@ pub struct Prober {
     reported: Mutex<HashMap<String, bool>>,
     /// Results waiting to be published, by upstream name.
     pending: Mutex<HashMap<String, ProbeResult>>,
+    /// On-demand re-probe results waiting to be published (by any instance), by name.
+    pending_manual: Mutex<HashMap<String, ProbeResult>>,
     publish: Notify,
 }
 
@@ -127,6 +136,15 @@ impl ProbeCoordinator for Prober {
             return;
         }
         if let Ok(mut pending) = self.pending.lock() {
+            for up in upstreams {
+                pending.insert(up.name.clone(), ProbeResult::of(up));
+            }
+        }
+        self.publish.notify_one();
+    }
+
+    fn reprobed(&self, upstreams: &[Arc<Upstream>]) {
+        if let Ok(mut pending) = self.pending_manual.lock() {
             for up in upstreams {
                 pending.insert(up.name.clone(), ProbeResult::of(up));
             }
@@ -270,8 +288,10 @@ impl Prober {
         if shared.by == self.cluster.id {
             return false;
         }
-        let at = u64::try_from(received_ms.unwrap_or(shared.at_ms)).unwrap_or(0);
-        self.fresh_ms.fetch_max(at, Ordering::Relaxed);
+        if !shared.manual {
+            let at = u64::try_from(received_ms.unwrap_or(shared.at_ms)).unwrap_or(0);
+            self.fresh_ms.fetch_max(at, Ordering::Relaxed);
+        }
         let routes = self.gw.routes();
         for result in &shared.results {
             if let Ok(mut reported) = self.reported.lock() {
@@ -300,15 +320,26 @@ impl Prober {
         }
     }
 
-    /// Publishes what is pending, when this instance is the prober.
+    /// Publishes what is pending: a round's results when this instance is the prober,
+    /// on-demand re-probes whoever made them.
     async fn publish_pending(&self) {
-        let results: Vec<ProbeResult> = match self.pending.lock() {
-            Ok(mut p) => p.drain().map(|(_, r)| r).collect(),
-            Err(_) => return,
+        let take = |m: &Mutex<HashMap<String, ProbeResult>>| -> Vec<ProbeResult> {
+            m.lock()
+                .map(|mut p| p.drain().map(|(_, r)| r).collect())
+                .unwrap_or_default()
         };
-        if results.is_empty() || !self.is_prober() {
-            return;
+        let rounds = take(&self.pending);
+        let manual = take(&self.pending_manual);
+        if self.is_prober() && !rounds.is_empty() {
+            self.share(rounds, false).await;
         }
+        if !manual.is_empty() {
+            self.share(manual, true).await;
+        }
+    }
+
+    /// Writes `results` into the hash and publishes them, in one atomic pipeline.
+    async fn share(&self, results: Vec<ProbeResult>, manual: bool) {
         let at_ms = llmux_store::now_ms();
         let by = self.cluster.id.clone();
         let mut pipe = redis::pipe();
@@ -318,6 +349,7 @@ impl Prober {
                 by: by.clone(),
                 at_ms,
                 results: vec![r.clone()],
+                manual,
             };
             if let Ok(json) = serde_json::to_string(&one) {
                 pipe.hset(self.results_key(), &r.name, json).ignore();
@@ -325,7 +357,12 @@ impl Prober {
         }
         let keep_ms = u64::try_from(self.stale_after().as_millis()).unwrap_or(u64::MAX);
         pipe.pexpire(self.results_key(), keep_ms as i64).ignore();
-        let all = Shared { by, at_ms, results };
+        let all = Shared {
+            by,
+            at_ms,
+            results,
+            manual,
+        };
         if let Ok(json) = serde_json::to_string(&all) {
             pipe.publish(self.results_key(), json).ignore();
         }
@@ -361,6 +398,7 @@ pub(crate) fn start(ctx: &Ctx) {
         wake: Arc::new(Notify::new()),
         reported: Mutex::new(HashMap::new()),
         pending: Mutex::new(HashMap::new()),
+        pending_manual: Mutex::new(HashMap::new()),
         publish: Notify::new(),
     });
     let _ = ctx

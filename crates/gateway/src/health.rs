@@ -54,13 +54,15 @@ pub async fn probe_some(upstreams: &[Arc<Upstream>], config: &llmux_config::Conf
     probe_with(upstreams, config, None).await;
 }
 
-/// Probes `upstreams` now (after a model was pulled onto or deleted from them) and hands the
-/// results to the cluster's coordinator like a round's: the prober shares them at once; a
-/// follower keeps them locally and the others learn at the prober's next round.
+/// Probes `upstreams` now (after a model was pulled onto or deleted from them, or on an
+/// admin's refresh) and hands the results to the cluster's coordinator, which shares them
+/// with every instance at once, from the prober or a follower alike.
 pub async fn reprobe(gw: &Gateway, upstreams: &[Arc<Upstream>]) {
     let config = gw.config();
     probe_with(upstreams, &config, Some(&gw.peers)).await;
-    probed(gw, upstreams);
+    if let Some(p) = gw.peers.probe.get() {
+        p.reprobed(upstreams);
+    }
 }
 
 /// [`probe_some`], announcing keys it disables or cools to the cluster's other instances

@@ -26,6 +26,13 @@ pub trait ProbeCoordinator: Send + Sync {
     /// caller's path; never blocks).
     fn probed(&self, upstreams: &[Arc<Upstream>]);
 
+    /// This instance just re-probed `upstreams` on demand (a model pulled or deleted through
+    /// it, `POST /admin/v1/upstreams/{name}/refresh`): the results are shared with every
+    /// instance at once, whether or not this one is the prober (off the caller's path).
+    fn reprobed(&self, upstreams: &[Arc<Upstream>]) {
+        self.probed(upstreams);
+    }
+
     /// Whether the prober's latest shared result has `up` in standby: then re-probing it is
     /// the prober's work, and a follower leaves it alone. A follower re-probes (on the usual
     /// backoff) only upstreams it put in standby itself after a live call failed there.
