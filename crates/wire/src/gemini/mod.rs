@@ -37,8 +37,8 @@ mod tests;
 use serde_json::{json, Map, Value};
 
 use crate::canonical::{
-    ChatRequest, ChatResponse, Codec, FinishReason, Op, Role, StreamDecoder, StreamEncoder,
-    ToolCall, TranslateError,
+    system_turn_text, ChatRequest, ChatResponse, Codec, FinishReason, Op, Role, StreamDecoder,
+    StreamEncoder, ToolCall, TranslateError,
 };
 use crate::ids::now_secs;
 use crate::json::{arguments_value, bad, Fields};
@@ -128,6 +128,7 @@ impl Codec for GeminiCodec {
                 Role::User => ("user", encode_parts(m, i)?),
                 Role::Assistant => ("model", encode_parts(m, i)?),
                 Role::Tool => ("user", vec![encode_function_response(req, m, i)?]),
+                Role::System => ("user", vec![json!({ "text": system_turn_text(m) })]),
             };
             if parts.is_empty() {
                 continue;

@@ -37,6 +37,7 @@ use crate::stream::decoder::Framed;
 
 use request_decode::{decode_chat, decode_completion};
 use request_encode::encode_chat_request;
+pub use request_encode::TOOL_ERROR_MARK;
 use response::{decode_chat_response, encode_chat_response, error_of};
 use stream_decode::OpenAiStreamDecoder;
 use stream_encode::OpenAiStreamEncoder;
