@@ -94,23 +94,27 @@ fn decode_part(v: &Value, path: &str) -> Result<Option<GPart>, TranslateError> {
         let id = c.str("id")?.map(str::to_string);
         return Ok(Some(GPart::Call { id, name, args }));
     }
-    if let Some(r) = f.obj("functionResponse")? {
-        only(
-            &r,
-            &["name", "response", "id"],
-            &["willContinue", "scheduling"],
-        )?;
-        let name = r.need_str("name")?.to_string();
-        let (text, error) = r.get("response").map(tool_text).unwrap_or_default();
-        let id = r.str("id")?.map(str::to_string);
-        return Ok(Some(GPart::Response {
-            id,
-            name,
-            text,
-            error,
-        }));
+    match f.obj("functionResponse")? {
+        Some(r) => function_response(&r).map(Some),
+        None => Ok(None),
     }
-    Ok(None)
+}
+
+fn function_response(r: &Fields) -> Result<GPart, TranslateError> {
+    only(
+        r,
+        &["name", "response", "id"],
+        &["willContinue", "scheduling"],
+    )?;
+    let name = r.need_str("name")?.to_string();
+    let (text, error) = r.get("response").map(tool_text).unwrap_or_default();
+    let id = r.str("id")?.map(str::to_string);
+    Ok(GPart::Response {
+        id,
+        name,
+        text,
+        error,
+    })
 }
 
 /// The tool result text carried by a `functionResponse.response` (a lone `result` or `error`
