@@ -85,12 +85,6 @@ def oll(fid):
     return ollama.Client(host=fid.url, timeout=60)
 
 
-def messages_create(c, **kw):
-    """`messages.create`, passing fields this SDK version may not know as extra body."""
-    extra = {k: kw.pop(k) for k in ("output_config",) if k in kw}
-    return c.messages.create(**kw, extra_body=extra or None)
-
-
 def openai_format(body):
     """The structured-output request as an Ollama node got it, via /api/chat or its OpenAI API."""
     return body.get("format", body.get("response_format"))
@@ -101,7 +95,7 @@ def openai_format(body):
 
 def test_anthropic_output_config_reaches_openai_as_response_format(fid):
     fmt = {"format": {"type": "json_schema", "schema": SCHEMA}}
-    messages_create(ant(fid), model=GPT, max_tokens=200, messages=HI, output_config=fmt)
+    ant(fid).messages.create(model=GPT, max_tokens=200, messages=HI, output_config=fmt)
     rf = last_body(fid, "openai-up")["response_format"]
     assert rf["type"] == "json_schema"
     assert rf["json_schema"]["schema"] == SCHEMA
@@ -110,18 +104,18 @@ def test_anthropic_output_config_reaches_openai_as_response_format(fid):
 
 def test_anthropic_output_config_reaches_gemini_and_ollama(fid):
     fmt = {"format": {"type": "json_schema", "schema": SCHEMA}}
-    messages_create(ant(fid), model=GEMINI, max_tokens=200, messages=HI, output_config=fmt)
+    ant(fid).messages.create(model=GEMINI, max_tokens=200, messages=HI, output_config=fmt)
     g = last_body(fid, "gemini-up")["generationConfig"]
     assert g["responseMimeType"] == "application/json"
     assert "responseSchema" in g or g["responseJsonSchema"] == SCHEMA
-    messages_create(ant(fid), model=LLAMA, max_tokens=200, messages=HI, output_config=fmt)
+    ant(fid).messages.create(model=LLAMA, max_tokens=200, messages=HI, output_config=fmt)
     f = openai_format(last_body(fid, "ollama-up"))
     assert f == SCHEMA or f["json_schema"]["schema"] == SCHEMA
 
 
 def test_unknown_output_config_key_is_a_400(fid):
     with pytest.raises(anthropic.BadRequestError) as e:
-        messages_create(ant(fid), model=GPT, max_tokens=20, messages=HI, output_config={"effort": "low"})
+        ant(fid).messages.create(model=GPT, max_tokens=20, messages=HI, output_config={"effort": "low"})
     assert "output_config.effort" in str(e.value)
 
 
