@@ -236,7 +236,7 @@ def test_anthropic_is_error_reaches_gemini_as_error_response(fid):
     assert fr["response"] == {"error": "city not found"}
 
 
-def test_openai_tool_error_mark_reaches_ollama(fid):
+def test_anthropic_is_error_is_marked_for_ollama(fid):
     ant(fid).messages.create(model=LLAMA, max_tokens=50, messages=tool_turns(True), tools=TOOLS)
     tool = [m for m in last_body(fid, "ollama-up")["messages"] if m["role"] == "tool"][0]
     assert tool["content"] == "[tool error] city not found"
@@ -264,8 +264,7 @@ MIDDLE = [
 
 
 def test_mid_system_keeps_its_place_for_openai_and_ollama(fid):
-    ant_like = oll(fid)
-    ant_like.chat(model=GPT, messages=MIDDLE)
+    oll(fid).chat(model=GPT, messages=MIDDLE)
     roles = [(m["role"], m["content"]) for m in last_body(fid, "openai-up")["messages"]]
     assert roles[0] == ("system", "Be terse.")
     assert roles[3] == ("system", "From now on answer in French.")
