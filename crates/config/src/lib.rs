@@ -579,6 +579,40 @@ pub struct UpstreamConfig {
     /// API version sent to upstreams that want one: Azure's `api-version` query
     /// (default `2024-10-21`), Anthropic's `anthropic-version` header (default `2023-06-01`).
     pub api_version: Option<String>,
+    /// Which field carries the output limit of translated calls to an OpenAI-style API
+    /// (`max_tokens_field`): `max_completion_tokens` for kinds openai and azure, `max_tokens`
+    /// for ollama (its OpenAI-compatible API) unless the config says otherwise.
+    pub max_tokens_field: MaxTokensField,
+    /// `max_output_tokens` (kind anthropic): model name → the `max_tokens` sent when a
+    /// translated call sets no limit, over the shipped table of Claude models.
+    pub max_output_tokens: BTreeMap<String, u32>,
+}
+
+/// The request field that carries the output limit to an OpenAI-style chat API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MaxTokensField {
+    /// What OpenAI's reasoning models require (and every current OpenAI model accepts).
+    #[default]
+    MaxCompletionTokens,
+    /// The older field, for OpenAI-compatible servers that know no other.
+    MaxTokens,
+}
+
+impl MaxTokensField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxCompletionTokens => "max_completion_tokens",
+            Self::MaxTokens => "max_tokens",
+        }
+    }
+
+    /// The default for an upstream of `kind`.
+    pub fn default_for(kind: UpstreamKind) -> MaxTokensField {
+        match kind {
+            UpstreamKind::Ollama => Self::MaxTokens,
+            _ => Self::MaxCompletionTokens,
+        }
+    }
 }
 
 /// Per-upstream timeouts.

@@ -1051,3 +1051,81 @@ fn catalog_rules_and_discovery_keys() {
         assert!(err.contains(path), "{text}: {err}");
     }
 }
+
+#[test]
+fn max_tokens_field_defaults_by_kind_and_is_checked() {
+    let up = |kind: &str, extra: &str| {
+        format!("[[upstreams]]\nname = \"u\"\nkind = \"{kind}\"\nurl = \"http://127.0.0.1:1\"\nmodels = [\"m\"]\n{extra}")
+    };
+    let field = |text: String| parse(&text).map(|c| c.upstreams[0].max_tokens_field);
+    assert_eq!(
+        field(up("openai", "")).unwrap(),
+        MaxTokensField::MaxCompletionTokens
+    );
+    assert_eq!(
+        field(up("azure", "")).unwrap(),
+        MaxTokensField::MaxCompletionTokens
+    );
+    assert_eq!(field(up("ollama", "")).unwrap(), MaxTokensField::MaxTokens);
+    let legacy = "max_tokens_field = \"max_tokens\"\n";
+    assert_eq!(
+        field(up("openai", legacy)).unwrap(),
+        MaxTokensField::MaxTokens
+    );
+    let modern = "max_tokens_field = \"max_completion_tokens\"\n";
+    assert_eq!(
+        field(up("ollama", modern)).unwrap(),
+        MaxTokensField::MaxCompletionTokens
+    );
+    for (kind, extra) in [
+        ("openai", "max_tokens_field = \"maxTokens\"\n"),
+        ("anthropic", legacy),
+        ("gemini", legacy),
+    ] {
+        let err = field(up(kind, extra)).unwrap_err();
+        assert_eq!(err.path, "upstreams[0].max_tokens_field", "{kind}: {err}");
+    }
+}
+
+#[test]
+fn max_output_tokens_only_for_anthropic_and_in_range() {
+    let up = |kind: &str, extra: &str| {
+        format!("[[upstreams]]\nname = \"u\"\nkind = \"{kind}\"\nurl = \"http://127.0.0.1:1\"\nmodels = [\"m\"]\n{extra}")
+    };
+    let cfg = parse(&up(
+        "anthropic",
+        "max_output_tokens = { \"claude-x\" = 32000, m = 100 }\n",
+    ))
+    .unwrap();
+    let table = &cfg.upstreams[0].max_output_tokens;
+    assert_eq!(table.get("claude-x"), Some(&32000));
+    assert_eq!(table.get("m"), Some(&100));
+    assert!(parse(&up("anthropic", "")).unwrap().upstreams[0]
+        .max_output_tokens
+        .is_empty());
+    for (kind, extra, path) in [
+        (
+            "openai",
+            "max_output_tokens = { m = 5 }\n",
+            "upstreams[0].max_output_tokens",
+        ),
+        (
+            "anthropic",
+            "max_output_tokens = { m = 0 }\n",
+            "upstreams[0].max_output_tokens.m",
+        ),
+        (
+            "anthropic",
+            "max_output_tokens = { m = -3 }\n",
+            "upstreams[0].max_output_tokens.m",
+        ),
+        (
+            "anthropic",
+            "max_output_tokens = { \" \" = 5 }\n",
+            "upstreams[0].max_output_tokens.\" \"",
+        ),
+    ] {
+        let err = parse(&up(kind, extra)).unwrap_err();
+        assert_eq!(err.path, path, "{extra}: {err}");
+    }
+}

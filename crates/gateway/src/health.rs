@@ -550,6 +550,8 @@ mod tests {
             weight: 1,
             timeouts: Timeouts::default(),
             api_version: None,
+            max_tokens_field: Default::default(),
+            max_output_tokens: Default::default(),
         });
         let gw = Gateway::new(cfg).unwrap();
         let tasks = tokio_util::task::TaskTracker::new();
@@ -599,6 +601,8 @@ mod tests {
             weight: 1,
             timeouts: Timeouts::default(),
             api_version: None,
+            max_tokens_field: Default::default(),
+            max_output_tokens: Default::default(),
         });
         let gw = Gateway::new(cfg).unwrap();
         let tasks = tokio_util::task::TaskTracker::new();

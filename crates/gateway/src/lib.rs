@@ -285,6 +285,8 @@ mod tests {
             weight: 1,
             timeouts: Timeouts::default(),
             api_version: None,
+            max_tokens_field: Default::default(),
+            max_output_tokens: Default::default(),
         });
         cfg
     }

@@ -572,6 +572,8 @@ mod tests {
                     weight,
                     timeouts: Timeouts::default(),
                     api_version: None,
+                    max_tokens_field: Default::default(),
+                    max_output_tokens: Default::default(),
                 },
                 &llmux_config::RoutingConfig::default(),
             )
@@ -768,6 +770,8 @@ mod tests {
                 weight: 1,
                 timeouts: Timeouts::default(),
                 api_version: None,
+                max_tokens_field: Default::default(),
+                max_output_tokens: Default::default(),
             };
             Arc::new(Upstream::new(&cfg, &routing).unwrap())
         };

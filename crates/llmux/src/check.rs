@@ -147,6 +147,33 @@ fn render_upstream(out: &mut String, u: &llmux_config::UpstreamConfig) {
             .total
             .map_or("none".to_string(), |t| format!("{t:?}"))
     );
+    render_limits(out, u);
+}
+
+/// How translated calls carry their output limit to this upstream (docs/compatibility.md).
+fn render_limits(out: &mut String, u: &llmux_config::UpstreamConfig) {
+    use std::fmt::Write as _;
+
+    match u.kind {
+        UpstreamKind::Openai | UpstreamKind::Azure | UpstreamKind::Ollama => {
+            let field = u.max_tokens_field.as_str();
+            let _ = writeln!(out, "    limit:    sent as {field} when translated");
+        }
+        UpstreamKind::Anthropic => {
+            let overrides: Vec<String> = u
+                .max_output_tokens
+                .iter()
+                .map(|(m, n)| format!("{m} = {n}"))
+                .collect();
+            let shown = if overrides.is_empty() {
+                "the shipped table".to_string()
+            } else {
+                format!("{} (else the shipped table)", overrides.join(", "))
+            };
+            let _ = writeln!(out, "    limit:    none given: {shown}");
+        }
+        UpstreamKind::Gemini => {}
+    }
 }
 
 /// Declared model names (`models = [...]`) that normalise alike under `[catalog] normalize`:
@@ -278,5 +305,29 @@ mod tests {
         ] {
             assert!(warnings(kind, url).is_empty(), "{kind} {url}");
         }
+    }
+
+    #[test]
+    fn the_output_limit_rules_are_shown() {
+        let shown = |kind: &str, extra: &str| {
+            let text = format!(
+                "[[upstreams]]\nname = \"u\"\nkind = \"{kind}\"\nurl = \"http://h/v1\"\nmodels = [\"m\"]\n{extra}"
+            );
+            let cfg = Config::from_toml_str(&text, &|_| None).unwrap();
+            let mut out = String::new();
+            render_limits(&mut out, &cfg.upstreams[0]);
+            out
+        };
+        assert!(shown("openai", "").contains("sent as max_completion_tokens"));
+        assert!(shown("ollama", "").contains("sent as max_tokens"));
+        let vllm = shown("openai", "max_tokens_field = \"max_tokens\"\n");
+        assert!(
+            vllm.contains("sent as max_tokens when translated"),
+            "{vllm}"
+        );
+        assert!(shown("anthropic", "").contains("the shipped table"));
+        let over = shown("anthropic", "max_output_tokens = { m = 900 }\n");
+        assert!(over.contains("m = 900 (else the shipped table)"), "{over}");
+        assert!(shown("gemini", "").is_empty());
     }
 }

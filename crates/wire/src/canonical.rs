@@ -30,6 +30,10 @@ pub struct ChatRequest {
     pub user: Option<String>,
     /// Legacy completion (`/v1/completions`, `/api/generate`): the prompt arrived as one user message.
     pub legacy_prompt: bool,
+    /// Egress only, set by the gateway from the upstream's `max_tokens_field`: OpenAI chat
+    /// bodies carry the limit as `max_tokens` (older OpenAI-compatible servers) instead of
+    /// `max_completion_tokens`. Decoders leave it `false`.
+    pub legacy_max_tokens: bool,
 }
 
 impl ChatRequest {
@@ -56,6 +60,9 @@ pub enum Role {
     Assistant,
     /// The result of a tool call (`tool_call_id` says which).
     Tool,
+    /// A system (or developer) message in the middle of the conversation, kept in its place.
+    /// System messages before the first other message go to [`ChatRequest::system`] instead.
+    System,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -68,6 +75,8 @@ pub struct Message {
     pub tool_call_id: Option<String>,
     /// For `Role::Tool`: the tool's name when the dialect needs it (Gemini `functionResponse.name`).
     pub name: Option<String>,
+    /// For `Role::Tool`: the tool reported a failure (Anthropic `tool_result.is_error`).
+    pub is_error: bool,
 }
 
 impl Message {
@@ -90,6 +99,7 @@ impl Message {
             tool_calls: Vec::new(),
             tool_call_id: None,
             name: None,
+            is_error: false,
         }
     }
 }
@@ -112,6 +122,8 @@ pub struct Tool {
     pub description: Option<String>,
     /// JSON Schema of the arguments.
     pub parameters: Value,
+    /// Strict schema adherence (OpenAI `function.strict`, Anthropic `strict`); `None`: not said.
+    pub strict: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -134,8 +146,12 @@ pub struct ToolCall {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ResponseFormat {
+    /// Plain text (the default, said explicitly).
     Text,
+    /// Any JSON object (OpenAI `json_object`, Gemini `application/json`, Ollama `"json"`).
     JsonObject,
+    /// JSON following `schema` (OpenAI `json_schema`, Anthropic `output_config.format`,
+    /// Gemini `responseJsonSchema`, Ollama `format` as a schema object).
     JsonSchema {
         name: String,
         schema: Value,
@@ -282,6 +298,21 @@ pub trait Codec: Sync {
     fn stream_encoder(&self, op: Op) -> Box<dyn StreamEncoder>;
     /// An upstream error body (any status) → its message, for re-rendering in the client's dialect.
     fn error_message(&self, body: &[u8]) -> Option<String>;
+}
+
+/// A mid-conversation system message ([`Role::System`]) as the text of a user turn, in the
+/// dialects that take system instructions only at the top (Anthropic, Gemini): the text
+/// wrapped in `<system>` … `</system>` lines, in its place in the conversation.
+pub fn system_turn_text(m: &Message) -> String {
+    let text: Vec<&str> = m
+        .content
+        .iter()
+        .filter_map(|p| match p {
+            Part::Text(t) => Some(t.as_str()),
+            Part::Image(_) => None,
+        })
+        .collect();
+    format!("<system>\n{}\n</system>", text.join("\n"))
 }
 
 /// `data:<media type>;base64,<data>` → its parts; anything else is a plain URL.

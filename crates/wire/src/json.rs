@@ -182,7 +182,16 @@ pub(crate) fn decode_tool(t: &Obj, tp: &str, schema_key: &str) -> Result<Tool, T
         name: req_str(t, tp, "name")?,
         description: opt_str(t, tp, "description")?,
         parameters: field(t, schema_key).cloned().unwrap_or_else(empty_schema),
+        strict: opt_bool(t, tp, "strict")?,
     })
+}
+
+/// [`tool_object`] with the tool's `strict` flag, for the dialects that have one (OpenAI,
+/// Anthropic).
+pub(crate) fn strict_tool_object(t: &Tool, schema_key: &str) -> Obj {
+    let mut f = tool_object(t, schema_key);
+    put(&mut f, "strict", t.strict);
+    f
 }
 
 /// Tool-call argument text → the JSON object the dialects that want an object send (empty

@@ -1,6 +1,6 @@
 //! `[[upstreams]]`: one provider endpoint each, with its keys, models and timeouts.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::de::Dur;
 use super::positive;
 use crate::error::{join_index, join_key, ConfigError};
-use crate::{Secret, Timeouts, UpstreamConfig, UpstreamKind};
+use crate::{MaxTokensField, Secret, Timeouts, UpstreamConfig, UpstreamKind};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
@@ -26,6 +26,10 @@ pub(super) struct RawUpstream {
     timeouts: RawTimeouts,
     #[serde(default)]
     api_version: Option<String>,
+    #[serde(default)]
+    max_tokens_field: Option<String>,
+    #[serde(default)]
+    max_output_tokens: Option<BTreeMap<String, i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -106,6 +110,75 @@ fn check_api_version(path: &str, v: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `max_tokens_field`: only for kinds with an OpenAI-style API; else the kind's default.
+fn max_tokens_field(
+    path: &str,
+    kind: UpstreamKind,
+    raw: Option<&str>,
+) -> Result<MaxTokensField, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(MaxTokensField::default_for(kind));
+    };
+    let at = format!("{path}.max_tokens_field");
+    if matches!(kind, UpstreamKind::Anthropic | UpstreamKind::Gemini) {
+        return Err(ConfigError::new(
+            at,
+            format!("only for kinds openai, azure and ollama (this upstream is {kind})"),
+        ));
+    }
+    [
+        MaxTokensField::MaxCompletionTokens,
+        MaxTokensField::MaxTokens,
+    ]
+    .into_iter()
+    .find(|f| f.as_str() == raw)
+    .ok_or_else(|| {
+        ConfigError::new(
+            at,
+            format!("unknown field {raw:?}: use max_completion_tokens or max_tokens"),
+        )
+    })
+}
+
+/// Largest `max_output_tokens` value accepted (no model comes near it).
+const MAX_OUTPUT_TOKENS_LIMIT: i64 = 10_000_000;
+
+/// `max_output_tokens`: only for kind anthropic; model names not empty, 1 to 10,000,000 tokens.
+fn max_output_tokens(
+    path: &str,
+    kind: UpstreamKind,
+    raw: Option<BTreeMap<String, i64>>,
+) -> Result<BTreeMap<String, u32>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(BTreeMap::new());
+    };
+    let at = format!("{path}.max_output_tokens");
+    if kind != UpstreamKind::Anthropic {
+        return Err(ConfigError::new(
+            at,
+            format!("only for kind anthropic (this upstream is {kind})"),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (model, n) in raw {
+        let key = join_key(&at, &model);
+        if model.trim().is_empty() {
+            return Err(ConfigError::new(key, "model name must not be empty"));
+        }
+        let n = u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_OUTPUT_TOKENS_LIMIT).contains(&i64::from(*n)))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    &key,
+                    format!("must be between 1 and {MAX_OUTPUT_TOKENS_LIMIT} (got {n})"),
+                )
+            })?;
+        out.insert(model, n);
+    }
+    Ok(out)
+}
+
 impl RawUpstream {
     pub(super) fn into_config(self, path: &str) -> Result<UpstreamConfig, ConfigError> {
         check_name(path, &self.name)?;
@@ -145,6 +218,8 @@ impl RawUpstream {
         if let Some(v) = &self.api_version {
             check_api_version(path, v)?;
         }
+        let max_tokens_field = max_tokens_field(path, kind, self.max_tokens_field.as_deref())?;
+        let max_output_tokens = max_output_tokens(path, kind, self.max_output_tokens)?;
         Ok(UpstreamConfig {
             name: self.name,
             kind,
@@ -154,6 +229,8 @@ impl RawUpstream {
             weight,
             timeouts,
             api_version: self.api_version,
+            max_tokens_field,
+            max_output_tokens,
         })
     }
 }

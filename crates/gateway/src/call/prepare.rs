@@ -5,6 +5,7 @@ use super::{Call, Endpoint};
 use crate::egress;
 use crate::routing::Candidate;
 use bytes::Bytes;
+use llmux_config::{MaxTokensField, UpstreamConfig};
 use llmux_wire::canonical::{ChatRequest, Op, TranslateError};
 use llmux_wire::translate::{self, embed};
 use llmux_wire::Dialect;
@@ -62,6 +63,7 @@ impl Call {
         let canonical = self.canonical_request(op).map_err(Unprepared::Invalid)?;
         let mut req = canonical.clone();
         req.model = cand.model.clone();
+        egress_limits(&mut req, &up.definition.0, upstream);
         let include_usage = req.include_usage;
         // Usage is needed to answer clients whose dialect always reports it (and for accounting).
         req.include_usage = true;
@@ -177,6 +179,16 @@ impl Call {
             Some(Err(e)) => Err(e.clone()),
             None => Err(TranslateError::new("", "request could not be decoded")),
         }
+    }
+}
+
+/// The upstream's own rules for the output limit: the field an OpenAI-style API takes it in,
+/// and for Anthropic (which requires one) the configured `max_output_tokens` of the model when
+/// the client set none (the wire crate falls back to its table of Claude models).
+fn egress_limits(req: &mut ChatRequest, def: &UpstreamConfig, upstream: Dialect) {
+    req.legacy_max_tokens = def.max_tokens_field == MaxTokensField::MaxTokens;
+    if upstream == Dialect::Anthropic && req.max_tokens.is_none() {
+        req.max_tokens = def.max_output_tokens.get(&req.model).copied();
     }
 }
 

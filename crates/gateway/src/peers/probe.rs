@@ -143,6 +143,8 @@ mod tests {
             weight: 1,
             timeouts: Timeouts::default(),
             api_version: None,
+            max_tokens_field: Default::default(),
+            max_output_tokens: Default::default(),
         };
         Upstream::new(&cfg, &RoutingConfig::default()).unwrap()
     }

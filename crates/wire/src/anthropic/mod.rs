@@ -1,18 +1,24 @@
 //! Anthropic Messages (API version 2023-06-01) ⇄ the canonical form: requests, answers and SSE streams.
 //!
 //! Decoding a client body refuses, naming the field, what the canonical form cannot carry:
-//! extended `thinking`, `mcp_servers`, `container`, `context_management`, `output_format`,
-//! `tool_choice.disable_parallel_tool_use`, server tools (a `tools[i].type` other than
-//! `custom`), and content blocks other than text, image (base64 or URL), tool_use and
-//! tool_result. Ignored as harmless: `cache_control` anywhere, `service_tier`, metadata other
-//! than `user_id`, citations, a tool result's `is_error` (its content still says what failed),
-//! and `thinking` / `redacted_thinking` blocks in past assistant turns.
+//! extended `thinking`, `mcp_servers`, `container`, `context_management`, `output_config`
+//! keys other than `format`, `tool_choice.disable_parallel_tool_use`, server tools (a
+//! `tools[i].type` other than `custom`), and content blocks other than text, image (base64 or
+//! URL), tool_use and tool_result. Structured output (`output_config.format`, or the older
+//! `output_format`) becomes the canonical JSON-schema response format; a tool result's
+//! `is_error` and a tool's `strict` are carried. Ignored as harmless: `cache_control`
+//! anywhere, `service_tier`, metadata other than `user_id`, citations, and `thinking` /
+//! `redacted_thinking` blocks in past assistant turns.
 //!
-//! Encoding an upstream request writes `max_tokens` [`DEFAULT_MAX_TOKENS`] when the canonical
-//! request has none, lifts tool results into user turns, merges consecutive same-role turns
-//! (tool results first, as Anthropic requires) and refuses `response_format` JSON modes, `seed`
-//! and non-zero frequency / presence penalties.
+//! Encoding an upstream request writes `max_tokens` as the model's maximum output
+//! ([`max_output_tokens`]; the gateway fills in configured overrides) when the canonical
+//! request has none, lifts tool results into user turns, writes a mid-conversation system
+//! message as a user turn ([`crate::canonical::system_turn_text`]), merges consecutive
+//! same-role turns (tool results first, as Anthropic requires), writes a JSON-schema format as
+//! `output_config.format` and refuses the schema-less JSON mode, `seed` and non-zero
+//! frequency / presence penalties.
 
+mod limits;
 mod request_decode;
 mod request_encode;
 mod response;
@@ -39,8 +45,7 @@ use stream_encode::AnthropicStreamEncoder;
 /// The Anthropic codec (`/v1/messages`).
 pub struct AnthropicCodec;
 
-/// `max_tokens` sent upstream when the client did not say (Anthropic requires the field).
-pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+pub use limits::{max_output_tokens, DEFAULT_MAX_OUTPUT_TOKENS};
 
 impl Codec for AnthropicCodec {
     fn decode_request(&self, _op: Op, body: &[u8]) -> Result<ChatRequest, TranslateError> {

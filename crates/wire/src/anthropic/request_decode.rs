@@ -3,7 +3,8 @@
 use serde_json::{json, Value};
 
 use crate::canonical::{
-    ChatRequest, Image, Message, Part, Role, Tool, ToolCall, ToolChoice, TranslateError,
+    ChatRequest, Image, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
+    TranslateError,
 };
 use crate::ids::call_name;
 use crate::json::{
@@ -28,7 +29,7 @@ fn reject_fields(o: &Obj) -> Result<(), TranslateError> {
             ));
         }
     }
-    for key in ["container", "context_management", "output_format"] {
+    for key in ["container", "context_management"] {
         if field(o, key).is_some() {
             return Err(TranslateError::new(key, "this field cannot be translated"));
         }
@@ -121,6 +122,7 @@ fn tool_result(bo: &Obj, bp: &str, names: &[(String, String)]) -> Result<Message
         tool_calls: Vec::new(),
         tool_call_id: Some(id),
         name,
+        is_error: opt_bool(bo, bp, "is_error")?.unwrap_or(false),
     })
 }
 
@@ -278,6 +280,53 @@ fn decode_tool_choice(o: &Obj) -> Result<Option<ToolChoice>, TranslateError> {
     }
 }
 
+/// A structured-output `format` (at `at`): `{"type": "json_schema", "schema": …}`.
+fn decode_format(f: &Value, at: &str) -> Result<ResponseFormat, TranslateError> {
+    let f = as_obj(f, at)?;
+    let ty = req_str(f, at, "type")?;
+    if ty != "json_schema" {
+        return Err(TranslateError::new(
+            path(at, "type"),
+            format!("output format `{ty}` cannot be translated (only json_schema)"),
+        ));
+    }
+    let sp = path(at, "schema");
+    let schema = field(f, "schema").ok_or_else(|| TranslateError::new(&sp, "is required"))?;
+    as_obj(schema, &sp)?;
+    Ok(ResponseFormat::JsonSchema {
+        // OpenAI requires a name; Anthropic's format has none.
+        name: "response".to_string(),
+        schema: schema.clone(),
+        // Carried as a plain schema: OpenAI's strict mode demands more of a schema (every
+        // property required) than Anthropic does, and would refuse many valid ones.
+        strict: false,
+    })
+}
+
+/// `output_config.format` (or the older top-level `output_format`); other `output_config`
+/// keys (`effort`) are refused.
+fn decode_output_config(o: &Obj) -> Result<Option<ResponseFormat>, TranslateError> {
+    let mut format = None;
+    if let Some(oc) = field(o, "output_config") {
+        for (key, value) in as_obj(oc, "output_config")? {
+            let at = path("output_config", key);
+            match key.as_str() {
+                "format" if !value.is_null() => format = Some(decode_format(value, &at)?),
+                "format" => {}
+                _ => return Err(TranslateError::new(at, "this field cannot be translated")),
+            }
+        }
+    }
+    match field(o, "output_format") {
+        Some(f) if format.is_none() => Ok(Some(decode_format(f, "output_format")?)),
+        Some(_) => Err(TranslateError::new(
+            "output_format",
+            "give either output_format or output_config.format, not both",
+        )),
+        None => Ok(format),
+    }
+}
+
 pub(super) fn decode_request(o: &Obj) -> Result<ChatRequest, TranslateError> {
     reject_fields(o)?;
     let mut req = ChatRequest {
@@ -312,5 +361,6 @@ pub(super) fn decode_request(o: &Obj) -> Result<ChatRequest, TranslateError> {
     if let Some(md) = field(o, "metadata") {
         req.user = opt_str(as_obj(md, "metadata")?, "metadata", "user_id")?;
     }
+    req.response_format = decode_output_config(o)?;
     Ok(req)
 }

@@ -3,12 +3,12 @@
 use serde_json::{json, Map, Value};
 
 use crate::canonical::{
-    ChatRequest, Image, Part, ResponseFormat, Role, ToolChoice, TranslateError,
+    system_turn_text, ChatRequest, Image, Part, ResponseFormat, Role, ToolChoice, TranslateError,
 };
 use crate::ids::new_id;
-use crate::json::{arguments_object, put, tool_object};
+use crate::json::{arguments_object, put, strict_tool_object};
 
-use super::DEFAULT_MAX_TOKENS;
+use super::max_output_tokens;
 
 fn image_block(img: &Image) -> Value {
     match img {
@@ -82,9 +82,17 @@ fn encode_messages(req: &ChatRequest) -> Result<Vec<Value>, TranslateError> {
                     [Part::Text(t)] => json!(t),
                     parts => Value::Array(content_blocks(parts)),
                 };
-                let block = json!({"type": "tool_result", "tool_use_id": id, "content": content});
+                let mut block =
+                    json!({"type": "tool_result", "tool_use_id": id, "content": content});
+                if m.is_error {
+                    block["is_error"] = json!(true);
+                }
                 ("user", vec![block])
             }
+            Role::System => (
+                "user",
+                vec![json!({"type": "text", "text": system_turn_text(m)})],
+            ),
         };
         if blocks.is_empty() {
             continue;
@@ -107,17 +115,14 @@ fn encode_messages(req: &ChatRequest) -> Result<Vec<Value>, TranslateError> {
         .collect())
 }
 
-/// Refuses what Anthropic Messages cannot do: JSON response formats, a seed, penalties.
+/// Refuses what Anthropic Messages cannot do: JSON without a schema, a seed, penalties.
 fn reject_unsupported(req: &ChatRequest) -> Result<(), TranslateError> {
-    let json_format = matches!(
-        req.response_format,
-        Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
-    );
+    let json_object = matches!(req.response_format, Some(ResponseFormat::JsonObject));
     let refused = [
         (
-            json_format,
+            json_object,
             "response_format",
-            "Anthropic Messages has no JSON response format",
+            "Anthropic Messages has no schema-less JSON mode; give a JSON schema (json_schema)",
         ),
         (req.seed.is_some(), "seed", "Anthropic Messages has no seed"),
         (
@@ -150,10 +155,11 @@ pub(super) fn encode_request(req: &ChatRequest) -> Result<Value, TranslateError>
     reject_unsupported(req)?;
     let mut o = Map::new();
     o.insert("model".into(), json!(req.model));
-    o.insert(
-        "max_tokens".into(),
-        json!(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
-    );
+    // Anthropic requires a limit; a call without one means "as much as the model allows".
+    let max_tokens = req
+        .max_tokens
+        .unwrap_or_else(|| max_output_tokens(&req.model));
+    o.insert("max_tokens".into(), json!(max_tokens));
     if let Some(s) = req.system.as_deref().filter(|s| !s.is_empty()) {
         o.insert("system".into(), json!(s));
     }
@@ -168,7 +174,10 @@ pub(super) fn encode_request(req: &ChatRequest) -> Result<Value, TranslateError>
         o.insert("stream".into(), json!(true));
     }
     if !req.tools.is_empty() {
-        let tools = req.tools.iter().map(|t| tool_object(t, "input_schema"));
+        let tools = req
+            .tools
+            .iter()
+            .map(|t| strict_tool_object(t, "input_schema"));
         o.insert("tools".into(), tools.map(Value::Object).collect());
     }
     put(
@@ -178,6 +187,11 @@ pub(super) fn encode_request(req: &ChatRequest) -> Result<Value, TranslateError>
     );
     if let Some(u) = &req.user {
         o.insert("metadata".into(), json!({"user_id": u}));
+    }
+    // Plain text is Anthropic's only other output: nothing to say for `Text`.
+    if let Some(ResponseFormat::JsonSchema { schema, .. }) = &req.response_format {
+        let format = json!({"type": "json_schema", "schema": schema});
+        o.insert("output_config".into(), json!({ "format": format }));
     }
     Ok(Value::Object(o))
 }

@@ -13,7 +13,7 @@ use crate::testing::{
 };
 use crate::translate::openai::OpenAiCodec;
 
-use super::{AnthropicCodec, DEFAULT_MAX_TOKENS};
+use super::{AnthropicCodec, DEFAULT_MAX_OUTPUT_TOKENS};
 
 const REQUEST: &str = include_str!("../../tests/fixtures/anthropic/messages_request.json");
 const RESPONSE: &str = include_str!("../../tests/fixtures/anthropic/messages_response.json");
@@ -51,6 +51,7 @@ fn user(text: &str) -> Message {
         tool_calls: vec![],
         tool_call_id: None,
         name: None,
+        is_error: false,
     }
 }
 
@@ -254,17 +255,6 @@ fn inexpressible_fields_are_named() {
     );
     assert_eq!(
         encode_err(ChatRequest {
-            response_format: Some(ResponseFormat::JsonSchema {
-                name: "n".into(),
-                schema: json!({}),
-                strict: true
-            }),
-            ..base.clone()
-        }),
-        "response_format"
-    );
-    assert_eq!(
-        encode_err(ChatRequest {
             seed: Some(1),
             ..base.clone()
         }),
@@ -303,6 +293,7 @@ fn inexpressible_fields_are_named() {
         }],
         tool_call_id: None,
         name: None,
+        is_error: false,
     });
     assert_eq!(
         encode_err(bad_args.clone()),
@@ -310,14 +301,14 @@ fn inexpressible_fields_are_named() {
     );
     bad_args.messages[1].tool_calls[0].arguments = "[1,2]".into();
     assert_eq!(encode_err(bad_args), "messages[1].tool_calls[0].arguments");
-    // The OpenAI fixture asks for a JSON schema and a seed: Anthropic cannot.
+    // The OpenAI fixture asks for a seed: Anthropic cannot.
     let openai = include_str!("../../tests/fixtures/openai/chat_request.json");
     let req = OpenAiCodec
         .decode_request(Op::Chat, openai.as_bytes())
         .unwrap();
     assert_eq!(
         AnthropicCodec.encode_request(&req).unwrap_err().field,
-        "response_format"
+        "seed"
     );
 }
 
@@ -349,8 +340,9 @@ fn openai_request_to_anthropic() {
         }"#;
     let req = OpenAiCodec.decode_request(Op::Chat, body).unwrap();
     let v: Value = serde_json::from_slice(&AnthropicCodec.encode_request(&req).unwrap()).unwrap();
-    assert_eq!(v["max_tokens"], DEFAULT_MAX_TOKENS);
-    assert_eq!(v["system"], "Be terse.\n\nUse Celsius.");
+    assert_eq!(v["max_tokens"], DEFAULT_MAX_OUTPUT_TOKENS);
+    // The developer message after the conversation began keeps its place, as a user turn.
+    assert_eq!(v["system"], "Be terse.");
     assert_eq!(v["temperature"], 0.3);
     assert_eq!(v["stop_sequences"], json!(["END"]));
     assert_eq!(v["stream"], true);
@@ -376,7 +368,8 @@ fn openai_request_to_anthropic() {
             {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
                 {"type": "tool_result", "tool_use_id": "call_2", "content": "24C"},
-                {"type": "text", "text": "Which is warmer?"}
+                {"type": "text", "text": "Which is warmer?"},
+                {"type": "text", "text": "<system>\nUse Celsius.\n</system>"}
             ]}
         ])
     );
@@ -405,7 +398,7 @@ fn anthropic_request_to_openai() {
     req.top_k = None;
     let v: Value = serde_json::from_slice(&OpenAiCodec.encode_request(&req).unwrap()).unwrap();
     assert_eq!(v["model"], "claude-sonnet-4-20250514");
-    assert_eq!(v["max_tokens"], 1024);
+    assert_eq!(v["max_completion_tokens"], 1024);
     assert_eq!(v["stop"], json!(["\n\nHuman:"]));
     assert_eq!(v["tool_choice"], "auto");
     assert_eq!(v["user"], "13803d75-b4b5-4c3e-b2a2-6f21399b021b");

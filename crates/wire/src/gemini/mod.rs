@@ -15,7 +15,11 @@
 //!   Decoded answers use `call_<responseId>_<n>`. Encoded bodies carry no ids, and each
 //!   `functionResponse` is named from `Message::name` or from the assistant call it answers.
 //! - `functionResponse.response` must be an object: tool text that is a JSON object is sent as is,
-//!   anything else as `{"result": …}`; decoding unwraps a lone `result` again.
+//!   anything else as `{"result": …}`; a failed tool's result (`Message::is_error`) as
+//!   `{"error": …}`. Decoding unwraps a lone `result` again, and a lone `error` as a failed result.
+//! - System instructions are top-level only: a mid-conversation system message (`Role::System`)
+//!   is sent in its place as a user turn `<system>\n…\n</system>` (`system_turn_text`). Tools'
+//!   `strict` has no Gemini field and is not sent.
 //! - Schemas: `parameters` / `responseSchema` take an OpenAPI subset (upper-case `type`, `nullable`).
 //!   A JSON Schema that fits it (after dropping `$schema`, boolean `additionalProperties`, unsupported
 //!   `format`s and other pure annotations) is sent there; any other goes whole as `parametersJsonSchema` /
@@ -37,8 +41,8 @@ mod tests;
 use serde_json::{json, Map, Value};
 
 use crate::canonical::{
-    ChatRequest, ChatResponse, Codec, FinishReason, Op, Role, StreamDecoder, StreamEncoder,
-    ToolCall, TranslateError,
+    system_turn_text, ChatRequest, ChatResponse, Codec, FinishReason, Op, Role, StreamDecoder,
+    StreamEncoder, ToolCall, TranslateError,
 };
 use crate::ids::now_secs;
 use crate::json::{arguments_value, bad, Fields};
@@ -128,6 +132,7 @@ impl Codec for GeminiCodec {
                 Role::User => ("user", encode_parts(m, i)?),
                 Role::Assistant => ("model", encode_parts(m, i)?),
                 Role::Tool => ("user", vec![encode_function_response(req, m, i)?]),
+                Role::System => ("user", vec![json!({ "text": system_turn_text(m) })]),
             };
             if parts.is_empty() {
                 continue;

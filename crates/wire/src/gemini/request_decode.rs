@@ -24,6 +24,8 @@ enum GPart {
         id: Option<String>,
         name: String,
         text: String,
+        /// The response is a lone `error` (a failed tool).
+        error: bool,
     },
 }
 
@@ -92,33 +94,45 @@ fn decode_part(v: &Value, path: &str) -> Result<Option<GPart>, TranslateError> {
         let id = c.str("id")?.map(str::to_string);
         return Ok(Some(GPart::Call { id, name, args }));
     }
-    if let Some(r) = f.obj("functionResponse")? {
-        only(
-            &r,
-            &["name", "response", "id"],
-            &["willContinue", "scheduling"],
-        )?;
-        let name = r.need_str("name")?.to_string();
-        let text = r.get("response").map(tool_text).unwrap_or_default();
-        let id = r.str("id")?.map(str::to_string);
-        return Ok(Some(GPart::Response { id, name, text }));
+    match f.obj("functionResponse")? {
+        Some(r) => function_response(&r).map(Some),
+        None => Ok(None),
     }
-    Ok(None)
 }
 
-/// The tool result text carried by a `functionResponse.response` (a lone `result` is unwrapped).
-fn tool_text(v: &Value) -> String {
+fn function_response(r: &Fields) -> Result<GPart, TranslateError> {
+    only(
+        r,
+        &["name", "response", "id"],
+        &["willContinue", "scheduling"],
+    )?;
+    let name = r.need_str("name")?.to_string();
+    let (text, error) = r.get("response").map(tool_text).unwrap_or_default();
+    let id = r.str("id")?.map(str::to_string);
+    Ok(GPart::Response {
+        id,
+        name,
+        text,
+        error,
+    })
+}
+
+/// The tool result text carried by a `functionResponse.response` (a lone `result` or `error`
+/// is unwrapped) and whether it is a lone `error`.
+fn tool_text(v: &Value) -> (String, bool) {
     if let Value::Object(m) = v {
         if m.len() == 1 {
-            if let Some(r) = m.get("result") {
-                return match r {
+            let lone = m.get("result").map(|r| (r, false));
+            if let Some((r, error)) = lone.or_else(|| m.get("error").map(|r| (r, true))) {
+                let text = match r {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
+                return (text, error);
             }
         }
     }
-    v.to_string()
+    (v.to_string(), false)
 }
 
 pub(super) fn decode_system(v: &Value, path: &str) -> Result<Option<String>, TranslateError> {
@@ -190,7 +204,12 @@ fn decode_turn(
                     arguments: args,
                 });
             }
-            GPart::Response { id, name, text } => {
+            GPart::Response {
+                id,
+                name,
+                text,
+                error,
+            } => {
                 if is_model {
                     return Err(bad(
                         format!("{ppath}.functionResponse"),
@@ -201,6 +220,7 @@ fn decode_turn(
                     out.push(Message::new(Role::User, std::mem::take(&mut content)));
                 }
                 let mut m = Message::new(Role::Tool, vec![Part::Text(text)]);
+                m.is_error = error;
                 m.tool_call_id = Some(ledger.answer(id.as_deref(), Some(&name)));
                 m.name = Some(name);
                 out.push(m);
@@ -331,6 +351,7 @@ pub(super) fn decode_tools(top: &Fields, req: &mut ChatRequest) -> Result<(), Tr
                 name: df.need_str("name")?.to_string(),
                 description: df.str("description")?.map(str::to_string),
                 parameters,
+                strict: None,
             });
         }
     }

@@ -161,8 +161,14 @@ fn image_part(img: &Image) -> Value {
     }
 }
 
-fn tool_response_value(text: &str) -> Value {
-    match serde_json::from_str::<Value>(text) {
+/// `functionResponse.response`: the result's JSON object as is, other text under `result`; a
+/// failed tool's result (whatever its form) under `error`, as Gemini's docs suggest.
+fn tool_response_value(text: &str, is_error: bool) -> Value {
+    let parsed = serde_json::from_str::<Value>(text);
+    if is_error {
+        return json!({ "error": parsed.unwrap_or_else(|_| json!(text)) });
+    }
+    match parsed {
         Ok(v @ Value::Object(_)) => v,
         Ok(v) => json!({ "result": v }),
         Err(_) => json!({ "result": text }),
@@ -213,7 +219,8 @@ pub(super) fn encode_function_response(
             }
         }
     }
-    Ok(json!({"functionResponse": {"name": name, "response": tool_response_value(&text)}}))
+    let response = tool_response_value(&text, m.is_error);
+    Ok(json!({"functionResponse": {"name": name, "response": response}}))
 }
 
 pub(super) fn encode_generation_config(

@@ -495,6 +495,7 @@ fn canonical_request() -> ChatRequest {
                 tool_calls: vec![],
                 tool_call_id: None,
                 name: None,
+                is_error: false,
             },
             Message {
                 role: Role::Assistant,
@@ -506,6 +507,7 @@ fn canonical_request() -> ChatRequest {
                 }],
                 tool_call_id: None,
                 name: None,
+                is_error: false,
             },
             Message {
                 role: Role::Tool,
@@ -513,6 +515,7 @@ fn canonical_request() -> ChatRequest {
                 tool_calls: vec![],
                 tool_call_id: Some("toolu_01".into()),
                 name: None,
+                is_error: false,
             },
             Message {
                 role: Role::User,
@@ -520,6 +523,7 @@ fn canonical_request() -> ChatRequest {
                 tool_calls: vec![],
                 tool_call_id: None,
                 name: None,
+                is_error: false,
             },
         ],
         max_tokens: Some(100),
@@ -541,11 +545,13 @@ fn canonical_request() -> ChatRequest {
                     "properties": {"city": {"type": "string", "description": "City"}},
                     "required": ["city"]
                 }),
+                strict: None,
             },
             Tool {
                 name: "now".into(),
                 description: None,
                 parameters: json!({"type": "object", "properties": {}}),
+                strict: None,
             },
         ],
         tool_choice: Some(ToolChoice::Tool("get_weather".into())),
@@ -561,6 +567,7 @@ fn canonical_request() -> ChatRequest {
         }),
         user: Some("u1".into()),
         legacy_prompt: false,
+        legacy_max_tokens: false,
     }
 }
 
@@ -654,6 +661,7 @@ fn tool_results_wrap_and_unwrap() {
                 tool_calls: vec![],
                 tool_call_id: Some("c".into()),
                 name: Some("f".into()),
+                is_error: false,
             }],
             ..ChatRequest::default()
         };
@@ -681,11 +689,13 @@ fn schemas_outside_the_subset_go_as_json_schema() {
             tool_calls: vec![],
             tool_call_id: None,
             name: None,
+            is_error: false,
         }],
         tools: vec![Tool {
             name: "t".into(),
             description: None,
             parameters: schema.clone(),
+            strict: None,
         }],
         response_format: Some(ResponseFormat::JsonSchema {
             name: "x".into(),
@@ -833,6 +843,7 @@ fn untranslatable_fields_are_named() {
         tool_calls: vec![],
         tool_call_id: Some(id.into()),
         name: name.map(str::to_string),
+        is_error: false,
     };
     let err = GeminiCodec
         .encode_request(&ChatRequest {
@@ -853,6 +864,7 @@ fn untranslatable_fields_are_named() {
                 }],
                 tool_call_id: None,
                 name: None,
+                is_error: false,
             }],
             ..ChatRequest::default()
         })
@@ -873,6 +885,7 @@ fn untranslatable_fields_are_named() {
                 tool_calls: vec![],
                 tool_call_id: Some("c".into()),
                 name: Some("f".into()),
+                is_error: false,
             }],
             ..ChatRequest::default()
         })

@@ -12,6 +12,9 @@
 //! - Tool calls have no ids in Ollama: decoded requests number them `call_0`, `call_1`, … in order and a
 //!   `tool` message answers the earliest unanswered call named by its `tool_name`; decoded answers use
 //!   `call_<token>_<n>`. Encoded tool messages carry `tool_name` when it is known.
+//! - A system message after the first other message keeps its place (canonical `Role::System`);
+//!   earlier ones form the system prompt. A failed tool's result (`Message::is_error`) is sent with
+//!   its text marked by [`crate::openai::TOOL_ERROR_MARK`]; tools' `strict` has no Ollama field.
 //! - `tool_choice`: `auto` is Ollama's only behaviour and `none` is sent as no tools; `required` or a
 //!   named tool cannot be expressed and is rejected.
 //! - Durations: a stream encoder reports the wall time it saw; a whole answer has no timing, so its

@@ -132,7 +132,11 @@ pub(super) fn decode_messages(o: &Fields, req: &mut ChatRequest) -> Result<(), T
             "system" if !images.is_empty() => {
                 return Err(bad(mo.at("images"), "a system message cannot hold images"))
             }
-            "system" => system.push(text),
+            "system" if req.messages.is_empty() => system.push(text),
+            // A later system message keeps its place.
+            "system" => req
+                .messages
+                .push(Message::new(Role::System, vec![Part::Text(text)])),
             "user" => {
                 let mut content = Vec::new();
                 if !text.is_empty() || images.is_empty() {
@@ -190,6 +194,7 @@ pub(super) fn decode_tools(o: &Fields, req: &mut ChatRequest) -> Result<(), Tran
                 .get("parameters")
                 .cloned()
                 .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            strict: None,
         });
     }
     Ok(())

@@ -4,6 +4,7 @@ use serde_json::{json, Map, Value};
 
 use crate::canonical::{ChatRequest, Image, Message, Part, Role, ToolChoice, TranslateError};
 use crate::json::{arguments_object, bad};
+use crate::openai::TOOL_ERROR_MARK;
 
 fn image_data(img: &Image) -> Option<&str> {
     match img {
@@ -52,6 +53,12 @@ pub(super) fn encode_messages(req: &ChatRequest) -> Result<Vec<Value>, Translate
             Role::User => "user",
             Role::Assistant => "assistant",
             Role::Tool => "tool",
+            Role::System => "system",
+        };
+        let text = if m.is_error {
+            format!("{TOOL_ERROR_MARK}{text}")
+        } else {
+            text
         };
         msg.insert("role".to_string(), json!(role));
         msg.insert("content".to_string(), json!(text));

@@ -426,6 +426,7 @@ fn canonical_request() -> ChatRequest {
                 tool_calls: vec![],
                 tool_call_id: None,
                 name: None,
+                is_error: false,
             },
             Message {
                 role: Role::Assistant,
@@ -437,6 +438,7 @@ fn canonical_request() -> ChatRequest {
                 }],
                 tool_call_id: None,
                 name: None,
+                is_error: false,
             },
             Message {
                 role: Role::Tool,
@@ -444,6 +446,7 @@ fn canonical_request() -> ChatRequest {
                 tool_calls: vec![],
                 tool_call_id: Some("toolu_9".into()),
                 name: None,
+                is_error: false,
             },
         ],
         max_tokens: Some(64),
@@ -460,11 +463,13 @@ fn canonical_request() -> ChatRequest {
             name: "get_weather".into(),
             description: Some("Weather".into()),
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+            strict: None,
         }],
         tool_choice: Some(ToolChoice::Auto),
         response_format: Some(ResponseFormat::JsonObject),
         user: None,
         legacy_prompt: false,
+        legacy_max_tokens: false,
     }
 }
 
@@ -662,6 +667,7 @@ fn untranslatable_fields_are_named() {
             tool_calls: vec![],
             tool_call_id: None,
             name: None,
+            is_error: false,
         }],
         ..ChatRequest::default()
     };
@@ -677,6 +683,7 @@ fn untranslatable_fields_are_named() {
             tool_calls: vec![],
             tool_call_id: None,
             name: None,
+            is_error: false,
         }],
         ..ChatRequest::default()
     };

@@ -7,14 +7,22 @@
 //! `reasoning_effort`, `verbosity`, audio / file content parts, non-function tools and (legacy
 //! completions) `echo`, `suffix`, `best_of` > 1 and token-array prompts.
 //!
-//! Ignored as harmless: `store`, `metadata`, `service_tier`, `prompt_cache_key`,
-//! `safety_identifier`, stream options other than `include_usage`, a message's `name`, an image
-//! part's `detail`, a tool's `strict`, and any other top-level field not listed above.
-//! `top_k` (a vLLM extension) is read into the canonical form.
+//! Ignored as harmless: `store`, `metadata` (OpenAI's own stored-completion tags; no other
+//! dialect has a place for them), `service_tier`, `prompt_cache_key`, `safety_identifier`,
+//! stream options other than `include_usage`, a message's `name`, an image part's `detail`, and
+//! any other top-level field not listed above. A tool's `strict` is carried; `top_k` (a vLLM
+//! extension) is read into the canonical form. System and developer messages before the first
+//! other message form the system prompt; later ones keep their place ([`Role::System`]).
 //!
-//! Encoding an upstream request always writes a chat completions body with `max_tokens` (the
-//! field every OpenAI-compatible server understands) and, when streaming, asks for usage
-//! (`stream_options.include_usage`) so the gateway can account for it whatever the client asked.
+//! Encoding an upstream request writes a chat completions body with the limit as
+//! `max_completion_tokens` (what reasoning models require), or as `max_tokens` when the
+//! gateway sets [`ChatRequest::legacy_max_tokens`] for an upstream configured so; when
+//! streaming it asks for usage (`stream_options.include_usage`) so the gateway can account for
+//! it whatever the client asked. A failed tool's result (`Message::is_error`) has no flag here:
+//! its text starts with [`TOOL_ERROR_MARK`].
+//!
+//! [`Role::System`]: crate::canonical::Role::System
+//! [`ChatRequest::legacy_max_tokens`]: crate::canonical::ChatRequest::legacy_max_tokens
 
 pub mod embed;
 mod request_decode;
@@ -37,6 +45,7 @@ use crate::stream::decoder::Framed;
 
 use request_decode::{decode_chat, decode_completion};
 use request_encode::encode_chat_request;
+pub use request_encode::TOOL_ERROR_MARK;
 use response::{decode_chat_response, encode_chat_response, error_of};
 use stream_decode::OpenAiStreamDecoder;
 use stream_encode::OpenAiStreamEncoder;

@@ -349,7 +349,8 @@ fn decode_assistant(m: &Obj, p: &str, cp: &str) -> Result<Message, TranslateErro
     Ok(msg)
 }
 
-/// The messages; system and developer messages are joined into the system prompt.
+/// The messages; system and developer messages before the first other message are joined
+/// into the system prompt, later ones stay in their place ([`Role::System`]).
 fn decode_messages(msgs: &[Value], req: &mut ChatRequest) -> Result<(), TranslateError> {
     let mut system: Vec<String> = Vec::new();
     // Tool call id → tool name, so tool results can carry the name (Gemini needs it).
@@ -361,9 +362,13 @@ fn decode_messages(msgs: &[Value], req: &mut ChatRequest) -> Result<(), Translat
         let cp = path(&p, "content");
         let content = |images| decode_content(field(m, "content"), &cp, images);
         let message = match role.as_str() {
-            "system" | "developer" => {
+            "system" | "developer" if req.messages.is_empty() => {
                 system.push(text_only(content(false)?, "\n"));
                 continue;
+            }
+            "system" | "developer" => {
+                let text = text_only(content(false)?, "\n");
+                Message::new(Role::System, vec![Part::Text(text)])
             }
             "user" => Message::new(Role::User, content(true)?),
             "assistant" => {
@@ -466,6 +471,7 @@ pub(super) fn decode_completion(o: &Obj) -> Result<ChatRequest, TranslateError> 
             tool_calls: Vec::new(),
             tool_call_id: None,
             name: None,
+            is_error: false,
         }],
         legacy_prompt: true,
         ..ChatRequest::default()

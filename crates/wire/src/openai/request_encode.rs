@@ -7,7 +7,7 @@ use crate::canonical::{
     TranslateError,
 };
 use crate::ids::new_id;
-use crate::json::{put, tool_object};
+use crate::json::{put, strict_tool_object};
 
 /// Text parts as a string when there is one, an array of text parts otherwise; `None` when there
 /// are none. Images are refused (assistant and tool messages carry text only).
@@ -89,13 +89,43 @@ fn encode_message(m: &Message, i: usize) -> Result<Value, TranslateError> {
         Role::Tool => {
             let id = m.answered_call(i)?;
             let content = text_content(m, i, "tool")?.unwrap_or_else(|| json!(""));
+            let content = if m.is_error {
+                mark_tool_error(content)
+            } else {
+                content
+            };
             json!({"role": "tool", "tool_call_id": id, "content": content})
+        }
+        Role::System => {
+            let content = text_content(m, i, "system")?.unwrap_or_else(|| json!(""));
+            json!({"role": "system", "content": content})
         }
     })
 }
 
+/// Marks a failed tool's result where the dialect has no error flag: the text (or its first
+/// text part) starts with [`TOOL_ERROR_MARK`].
+pub(crate) fn mark_tool_error(content: Value) -> Value {
+    match content {
+        Value::String(s) => json!(format!("{TOOL_ERROR_MARK}{s}")),
+        Value::Array(mut parts) => {
+            if let Some(Value::Object(p)) = parts.first_mut() {
+                let text = p.get("text").and_then(Value::as_str).unwrap_or_default();
+                let marked = format!("{TOOL_ERROR_MARK}{text}");
+                p.insert("text".into(), json!(marked));
+            }
+            Value::Array(parts)
+        }
+        other => other,
+    }
+}
+
+/// What starts the text of a failed tool's result in dialects without an error flag
+/// (OpenAI and Ollama tool messages).
+pub const TOOL_ERROR_MARK: &str = "[tool error] ";
+
 fn tool_json(t: &Tool) -> Value {
-    json!({"type": "function", "function": tool_object(t, "parameters")})
+    json!({"type": "function", "function": strict_tool_object(t, "parameters")})
 }
 
 /// `tool_choice`: `auto`, `none`, `required`, or the object `named` writes for a named function.
@@ -159,7 +189,12 @@ pub(super) fn encode_chat_request(req: &ChatRequest) -> Result<Value, TranslateE
     let mut o = Map::new();
     o.insert("model".into(), json!(req.model));
     o.insert("messages".into(), Value::Array(msgs));
-    put(&mut o, "max_tokens", req.max_tokens);
+    let limit_key = if req.legacy_max_tokens {
+        "max_tokens"
+    } else {
+        "max_completion_tokens"
+    };
+    put(&mut o, limit_key, req.max_tokens);
     put(&mut o, "temperature", req.temperature);
     put(&mut o, "top_p", req.top_p);
     if !req.stop.is_empty() {

@@ -159,6 +159,7 @@ fn decodes_legacy_completion_request() {
             tool_calls: vec![],
             tool_call_id: None,
             name: None,
+            is_error: false,
         }]
     );
     assert_eq!(req.max_tokens, Some(7));
@@ -295,7 +296,7 @@ fn request_round_trips_through_canonical() {
         v["messages"][3],
         json!({"role": "tool", "tool_call_id": "call_abc123", "content": "{\"temperature\":22}"})
     );
-    assert_eq!(v["max_tokens"], 300);
+    assert_eq!(v["max_completion_tokens"], 300);
     assert_eq!(v["stream_options"]["include_usage"], true);
     assert_eq!(v["tool_choice"], "auto");
     assert_eq!(v["response_format"]["json_schema"]["name"], "weather");

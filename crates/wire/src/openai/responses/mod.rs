@@ -3,7 +3,8 @@
 //! Decoding a client body reads `input` (a string, or items: messages with `input_text` /
 //! `input_image` / `output_text` parts, `function_call` and `function_call_output`),
 //! `instructions`, `max_output_tokens`, `temperature`, `top_p`, function `tools`,
-//! `tool_choice`, `text.format`, `stream` and `user`. It refuses, naming the field, what a
+//! `tool_choice`, `text.format`, `stream` and `user` (system / developer messages after the first
+//! other item keep their place; a function tool's `strict` is carried when given). It refuses, naming the field, what a
 //! stateless translation cannot do: `previous_response_id`, `conversation`, `prompt`,
 //! `background`, `reasoning`, `top_logprobs`, built-in (non-function) tools and item types
 //! other than the ones above. `store`, `metadata`, `include`, `truncation`,

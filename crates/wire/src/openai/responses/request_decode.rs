@@ -75,7 +75,8 @@ fn assistant_turn(messages: &mut Vec<Message>) -> &mut Message {
     &mut messages[last]
 }
 
-/// A `message` item: a system or developer message joins the system prompt.
+/// A `message` item: a system or developer message before any other joins the system
+/// prompt; a later one stays in its place ([`Role::System`]).
 fn decode_message_item(
     it: &Obj,
     p: &str,
@@ -85,8 +86,13 @@ fn decode_message_item(
     let role = req_str(it, p, "role")?;
     let content = decode_content(field(it, "content"), &path(p, "content"))?;
     let role = match role.as_str() {
-        "system" | "developer" => {
+        "system" | "developer" if messages.is_empty() => {
             system.push(text_only(content, "\n"));
+            return Ok(());
+        }
+        "system" | "developer" => {
+            let text = Part::Text(text_only(content, "\n"));
+            messages.push(Message::new(Role::System, vec![text]));
             return Ok(());
         }
         "user" => Role::User,

@@ -5,9 +5,9 @@ use serde_json::{json, Map, Value};
 use crate::canonical::{
     image_to_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, TranslateError,
 };
-use crate::json::put;
+use crate::json::{put, strict_tool_object};
 
-use super::super::request_encode::{put_tools, response_format_json};
+use super::super::request_encode::{put_tools, response_format_json, TOOL_ERROR_MARK};
 
 /// Refuses the sampling parameters the Responses API does not have.
 fn reject_unsupported(req: &ChatRequest) -> Result<(), TranslateError> {
@@ -43,6 +43,7 @@ fn content(m: &Message, output: bool) -> Vec<Value> {
 fn input_items(m: &Message, input: &mut Vec<Value>) {
     match m.role {
         Role::User => input.push(json!({"role": "user", "content": content(m, false)})),
+        Role::System => input.push(json!({"role": "system", "content": content(m, false)})),
         Role::Assistant => {
             if !m.content.is_empty() {
                 input.push(json!({"role": "assistant", "content": content(m, true)}));
@@ -66,6 +67,11 @@ fn input_items(m: &Message, input: &mut Vec<Value>) {
                 })
                 .collect::<Vec<_>>()
                 .join("\n");
+            let text = if m.is_error {
+                format!("{TOOL_ERROR_MARK}{text}")
+            } else {
+                text
+            };
             input.push(json!({
                 "type": "function_call_output",
                 "call_id": m.tool_call_id.clone().unwrap_or_default(),
@@ -76,12 +82,9 @@ fn input_items(m: &Message, input: &mut Vec<Value>) {
 }
 
 fn tool_json(t: &Tool) -> Value {
-    json!({
-        "type": "function",
-        "name": t.name,
-        "description": t.description,
-        "parameters": t.parameters,
-    })
+    let mut f = strict_tool_object(t, "parameters");
+    f.insert("type".into(), json!("function"));
+    Value::Object(f)
 }
 
 /// `text.format`: flat, unlike chat's `response_format`.
