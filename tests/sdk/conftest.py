@@ -119,7 +119,15 @@ def pytest_sessionfinish(session, exitstatus):
             modes = [m for m in ("plain", "stream", "tools") if _COMPAT.get((i, u, m)) == "pass"]
             cells.append(" · ".join(modes) if len(modes) < 3 else "plain · stream · tools ✅")
         lines.append(f"| {i} | " + " | ".join(cells) + " |")
-    Path(out).write_text("\n".join(lines) + "\n")
+    table = "\n".join(lines) + "\n"
+    path = Path(out)
+    # In a page that marks its matrix, only the matrix is replaced: the rest is prose.
+    text = path.read_text() if path.exists() else ""
+    start, end = "<!-- matrix:start -->\n", "<!-- matrix:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        table = head + start + table + end + rest.split(end, 1)[1]
+    path.write_text(table)
 
 
 def set_faults(node_url, **faults):
