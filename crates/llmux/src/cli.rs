@@ -1,4 +1,5 @@
-//! The command line: `serve`, `demo`, `mock`, `config check`, `migrate`, `secrets rotate`.
+//! The command line: `serve`, `demo`, `mock`, `config check`, `migrate`, `secrets rotate`,
+//! `completions` (and the hidden `man`, for packaging).
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -54,6 +55,14 @@ pub enum Command {
         #[command(subcommand)]
         action: SecretsAction,
     },
+    /// Print a shell completion script: `llmux completions bash > /etc/bash_completion.d/llmux`.
+    Completions {
+        /// The shell: bash, zsh, fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from this command line; used to build packages.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
