@@ -60,9 +60,14 @@ pub enum Command {
         /// The shell: bash, zsh, fish (also elvish, powershell).
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), generated from this command line; used to build packages.
+    /// Print the man page llmux(1) (roff), generated from this command line; with `--dir`,
+    /// write it and one page per subcommand (llmux-serve.1, …) there. Used to build packages.
     #[command(hide = true)]
-    Man,
+    Man {
+        /// Directory to write every page to.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

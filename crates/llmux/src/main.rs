@@ -63,7 +63,7 @@ fn main() -> ExitCode {
                 action: cli::SecretsAction::Rotate { config },
             } => secrets::rotate(config).await,
             cli::Command::Completions { shell } => shellgen::completions(shell),
-            cli::Command::Man => shellgen::man(),
+            cli::Command::Man { dir } => shellgen::man(dir.as_deref()),
         }
     });
     match result {

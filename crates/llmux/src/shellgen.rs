@@ -12,9 +12,16 @@ pub fn completions(shell: clap_complete::Shell) -> Result<(), String> {
     write_stdout(&out)
 }
 
-/// Writes the man page `llmux(1)` (roff) to stdout; the Debian package ships it gzipped.
-pub fn man() -> Result<(), String> {
+/// Writes the man page `llmux(1)` (roff) to stdout, or with `dir` every page (`llmux.1` and
+/// one per subcommand, `llmux-serve.1`, …) into that directory; the Debian package ships them.
+pub fn man(dir: Option<&std::path::Path>) -> Result<(), String> {
     let cmd = crate::cli::Cli::command();
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        return clap_mangen::generate_to(cmd, dir)
+            .map_err(|e| format!("cannot write the man pages to {}: {e}", dir.display()));
+    }
     let mut out = Vec::new();
     clap_mangen::Man::new(cmd)
         .render(&mut out)

@@ -335,3 +335,50 @@ fn the_man_page_is_generated_from_the_command_line() {
         "{help}"
     );
 }
+
+/// The man pages and completion scripts the Debian package ships are committed under
+/// `packaging/` (so `cargo deb` needs no build step); they must be what the binary generates.
+#[test]
+fn the_packaged_man_pages_and_completions_match_the_command_line() {
+    let packaging = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging");
+    let regenerate = "regenerate them: scripts/deb-test --regenerate";
+    let dir = tempfile::tempdir().unwrap();
+    let out = llmux(&["man", "--dir", &dir.path().to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pages: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    let mut shipped: Vec<String> = std::fs::read_dir(packaging.join("man"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    shipped.sort();
+    assert_eq!(pages, shipped, "{regenerate}");
+    assert!(pages.contains(&"llmux-serve.1".to_string()));
+    for page in &pages {
+        let fresh = std::fs::read(dir.path().join(page)).unwrap();
+        let committed = std::fs::read(packaging.join("man").join(page)).unwrap();
+        assert!(
+            fresh == committed,
+            "packaging/man/{page} is stale: {regenerate}"
+        );
+    }
+    for (shell, file) in [
+        ("bash", "llmux.bash"),
+        ("zsh", "_llmux"),
+        ("fish", "llmux.fish"),
+    ] {
+        let fresh = llmux(&["completions", shell]).stdout;
+        let committed = std::fs::read(packaging.join("completions").join(file)).unwrap();
+        assert!(
+            fresh == committed,
+            "packaging/completions/{file} is stale: {regenerate}"
+        );
+    }
+}
