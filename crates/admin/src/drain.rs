@@ -48,7 +48,9 @@ async fn switch(cp: &ControlPlane, caller: &Caller, name: &str, on: bool) -> Api
         .await?
         .into_iter()
         .any(|d| d.upstream == name);
-    if !known && !(was && !on) {
+    // A stale drain (on a name no longer configured) may still be lifted.
+    let lifting_stale = was && !on;
+    if !known && !lifting_stale {
         return Err(ApiError::NotFound(format!("no upstream named {name:?}")));
     }
     let changed = if on {
