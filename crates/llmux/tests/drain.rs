@@ -98,6 +98,19 @@ async fn a_drained_node_takes_no_new_call_while_its_stream_finishes() {
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains("drained") && msg.contains("(a)"), "{msg}");
     assert_eq!(a.stats().generations, generations_on_a, "a got a new call");
+    // b still serves: ready; b drained too: nothing left to serve, not ready.
+    let ready = client().get(gw.url("/readyz")).send().await.unwrap();
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["active_upstreams"], 1, "{body}");
+    let (s, _) = switch(&gw, "b", "drain").await;
+    assert_eq!(s, 200);
+    let ready = client().get(gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let (s, _, v) = call(&gw, "llama3").await;
+    assert_eq!(s, 503, "{v}");
+    assert!(v.to_string().contains("(a, b)"), "{v}");
+    let (s, _) = switch(&gw, "b", "undrain").await;
+    assert_eq!(s, 200);
 
     // The open stream runs to its end, whole.
     while let Some(chunk) = stream.chunk().await.unwrap() {
