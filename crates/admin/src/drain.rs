@@ -53,6 +53,7 @@ async fn switch(cp: &ControlPlane, caller: &Caller, name: &str, on: bool) -> Api
     if !known && !lifting_stale {
         return Err(ApiError::NotFound(format!("no upstream named {name:?}")));
     }
+    let before = json!({ "drain": state_of(cp, name) });
     let changed = if on {
         cp.store.set_drain(name, &caller.actor).await?
     } else {
@@ -67,9 +68,10 @@ async fn switch(cp: &ControlPlane, caller: &Caller, name: &str, on: bool) -> Api
     }
     cp.publish(ChangeKind::Config, None).await;
     let after = view(cp, name, known).await?;
-    let (action, before) = match on {
-        true => ("upstream.drain", json!({ "drain": null })),
-        false => ("upstream.undrain", json!({ "drain": "drained" })),
+    let action = if on {
+        "upstream.drain"
+    } else {
+        "upstream.undrain"
     };
     let summary = json!({ "drain": after["drain"], "active_requests": after["active_requests"] });
     cp.audit(

@@ -150,6 +150,17 @@ async fn a_drained_node_takes_no_new_call_while_its_stream_finishes() {
         .filter_map(|e| e["action"].as_str())
         .collect();
     assert_eq!(actions, ["upstream.undrain", "upstream.drain"], "{audit}");
+    let events = audit
+        .as_array()
+        .or_else(|| audit["events"].as_array())
+        .unwrap();
+    let drain = events
+        .iter()
+        .find(|e| e["action"] == "upstream.drain" && e["target_id"] == "a")
+        .unwrap();
+    assert_eq!(drain["before"]["drain"], Value::Null, "{drain}");
+    assert_eq!(drain["after"]["drain"], "draining", "{drain}");
+    assert_eq!(drain["actor"], "admin-token", "{drain}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
