@@ -14,6 +14,7 @@
 mod accounting_api;
 mod change;
 pub mod cluster_api;
+mod drain;
 mod entities;
 pub mod error;
 pub mod jwt;

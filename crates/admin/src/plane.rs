@@ -86,6 +86,8 @@ pub(crate) struct ApiState {
     pub(crate) models: Vec<Model>,
     pub(crate) aliases: Vec<Alias>,
     pub(crate) strategy: Option<Strategy>,
+    /// Upstreams drained for maintenance (runtime switches, by name).
+    pub(crate) drained: BTreeSet<String>,
 }
 
 /// Loads what the API manages from the store (decrypting provider keys in memory only).
@@ -116,6 +118,12 @@ pub(crate) async fn load_api_state(store: &Store, keys: &MasterKeys) -> ApiResul
         models: store.list_models(None).await?,
         aliases: store.list_aliases().await?,
         strategy,
+        drained: store
+            .list_drains()
+            .await?
+            .into_iter()
+            .map(|d| d.upstream)
+            .collect(),
     })
 }
 
@@ -141,6 +149,7 @@ pub(crate) fn compose(file: &Config, api: &ApiState) -> ApiResult<(Config, Overl
     if let Some(strategy) = api.strategy {
         config.routing.strategy = strategy;
     }
+    overlay.drained = api.drained.clone();
     for m in &api.models {
         let upstream = m.upstream_id.as_ref().and_then(|id| ids.get(id)).cloned();
         // A renamed model is switched off (and sent upstream) under the name the upstream knows.
@@ -776,12 +785,17 @@ mod tests {
             }],
             aliases: vec![],
             strategy: Some(Strategy::Weighted),
+            drained: ["f".to_string()].into_iter().collect(),
         };
         let (config, overlay) = compose(&file, &api).unwrap();
         let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["f", "a"], "disabled API upstreams do not run");
         assert_eq!(config.routing.strategy, Strategy::Weighted);
         assert!(overlay.api_upstreams.contains("off"));
+        assert!(
+            overlay.drained.contains("f"),
+            "drains reach the routing overlay"
+        );
         assert_eq!(
             overlay.disabled_models,
             vec![(Some("a".to_string()), "gpt-4o".to_string())]
@@ -791,6 +805,7 @@ mod tests {
             models: vec![],
             aliases: vec![],
             strategy: None,
+            drained: BTreeSet::new(),
         };
         assert!(matches!(compose(&file, &clash), Err(ApiError::Conflict(_))));
     }

@@ -16,7 +16,8 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use crate::{
-    accounting_api as a, entities as e, ops, pricing as pr, session, upstreams as u, ControlPlane,
+    accounting_api as a, drain as dr, entities as e, ops, pricing as pr, session, upstreams as u,
+    ControlPlane,
 };
 
 type Handler = MethodRouter<Arc<ControlPlane>>;
@@ -123,6 +124,8 @@ fn upstream_ops() -> Vec<Op> {
                 "timeouts": timeouts(), "api_version": s("string"), "enabled": s("boolean") })))
             .to(patch(u::patch)),
         op("delete", "/upstreams/{name}", "upstreams", "Delete an API upstream and its keys").to(delete(u::delete)),
+        op("post", "/upstreams/{name}/drain", "upstreams", "Drain for maintenance: no new call goes to it, its calls in flight finish (drain: draining, then drained); kept across reloads and restarts, on every instance").to(post(dr::drain)),
+        op("post", "/upstreams/{name}/undrain", "upstreams", "Put a drained upstream back into rotation").to(post(dr::undrain)),
         op("post", "/upstreams/{name}/refresh", "upstreams", "Probe the upstream now (health, models, pool) and answer its state").to(post(u::refresh)),
         op("post", "/upstreams/{name}/keys", "upstreams", "Add a provider key")
             .body(object(&["key"], json!({ "key": s("string") }))).created().to(post(u::add_key)),

@@ -15,7 +15,8 @@
 //!
 //! What is not shared this way: the config file (each instance reads its own; a rollback's
 //! restored file settings hold on the instance that rolled back) and runtime state (health,
-//! key cooldowns, drains: see docs/cluster.md).
+//! key cooldowns: see docs/cluster.md). Drains are runtime state kept in the store, so they
+//! travel as a `config` change (`crate::drain`).
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher as _, Hasher as _};

@@ -83,6 +83,7 @@ pub(crate) async fn view(cp: &ControlPlane, name: &str) -> ApiResult<Value> {
     };
     let mut v = up.describe();
     v["source"] = json!(routes.source(name));
+    v["drain"] = crate::drain::state_of(cp, name);
     if let Some(u) = stored {
         let keys = cp.store.list_provider_keys(Some(&u.id)).await?;
         if let Some(list) = v["keys"].as_array_mut() {
@@ -117,6 +118,7 @@ async fn stored_view(cp: &ControlPlane, u: &llmux_store::Upstream) -> ApiResult<
         "source": "api",
         "enabled": u.enabled,
         "pool": "disabled",
+        "drain": crate::drain::state_of(cp, &u.name),
         "active_requests": 0,
         "models": u.models.clone().unwrap_or_default(),
         "declared_models": u.models,
@@ -299,7 +301,11 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let current = api_upstream(&cp, &name).await?;
     let before = view(&cp, &name).await?;
-    let change = async { Ok(cp.store.delete_upstream(&current.id).await?) };
+    let change = async {
+        // A drain belongs to the upstream: a new one of the same name starts in rotation.
+        cp.store.clear_drain(&name).await?;
+        Ok(cp.store.delete_upstream(&current.id).await?)
+    };
     apply(&cp, &caller, change, |()| {
         format!("upstream {name:?} deleted")
     })

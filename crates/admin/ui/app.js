@@ -88,6 +88,9 @@ function badge(text, tone) { return h("span", { class: "badge " + (tone || ""), 
 const POOL_TONE = { active: "ok", standby: "warn", disabled: "bad" };
 const BREAKER_TONE = { closed: "ok", half_open: "warn", open: "bad" };
 const KEY_TONE = { ok: "ok", cooling: "warn", disabled: "bad" };
+const DRAIN_TONE = { draining: "warn", drained: "bad" };
+// "draining" / "drained" beside the pool of an upstream taken out of rotation, else nothing.
+function drainBadge(u) { return u.drain ? h("span", { class: "drain", title: "drained for maintenance: no new call goes to it" }, badge(u.drain, DRAIN_TONE[u.drain])) : null; }
 function list(s) { return String(s || "").split(/[\n,]/).map((x) => x.trim()).filter(Boolean); }
 function alertBox(message, tone) { return h("div", { class: "alert " + (tone || ""), role: "alert", text: message }); }
 
@@ -213,7 +216,7 @@ function upstreamCard(u) {
   const pool = u.pool || (u.enabled === false ? "disabled" : "—");
   return h("article", { class: "card", "data-upstream": u.name },
     h("h3", {}, h("span", { text: u.name }), badge(u.kind), h("span", { class: "pool" }, badge(pool, POOL_TONE[pool])),
-      u.source === "file" ? badge("config file") : null),
+      drainBadge(u), u.source === "file" ? badge("config file") : null),
     h("dl", { class: "kv" },
       h("dt", { text: "breaker" }), h("dd", {}, badge(u.breaker || "—", BREAKER_TONE[u.breaker])),
       h("dt", { text: "latency" }), h("dd", { text: fmtMs(u.latency_ms) + (u.ttft_ms ? ` · TTFT ${fmtMs(u.ttft_ms)}` : "") }),
@@ -344,7 +347,10 @@ function upstreamsPage(main) {
     h("div", { class: "scroll" }, h("table", {}, h("thead", {}, h("tr", {},
       ["Name", "Kind", "Source", "Pool", "URL", "Models", "Keys", ""].map((t) => h("th", { text: t })))), body)),
     editor);
-  main.append(h("p", { class: "hint", text: "Upstreams from the config file are read-only here: change them in the file (llmux reloads it on change or SIGHUP)." }));
+  main.append(h("p", { class: "hint", text: "Upstreams from the config file are read-only here: change them in the file (llmux reloads it on change or SIGHUP). Drain takes any upstream out of rotation for maintenance: new calls go elsewhere, its calls in flight finish (draining, then drained)." }));
+  // While an upstream is draining, follow it to "drained" (not while a confirmation is open).
+  let draining = false;
+  every(2000, () => { if (draining && !body.textContent.includes("Sure?")) load(); });
 
   // Edit an API upstream: url, weight, models, timeouts, enabled; provider keys added, disabled, re-enabled, removed.
   async function openEditor(summary) {
@@ -450,6 +456,7 @@ function upstreamsPage(main) {
   async function load() {
     let ups;
     try { ups = await api("GET", "/upstreams"); } catch (e) { notice.replaceChildren(alertBox(e.message)); return; }
+    draining = ups.some((u) => u.drain === "draining");
     body.replaceChildren(...ups.map((u) => {
       const actions = h("td", { class: "actions" });
       if (isAdmin()) {
@@ -462,6 +469,7 @@ function upstreamsPage(main) {
           } catch (e) { done(`Check of ${u.name} failed: ${e.message}`, ""); }
         });
         if (u.pool) actions.append(check);
+        actions.append(drainButton(u, actions, done, load));
         if (u.source === "api") {
           const edit = h("button", { type: "button", text: "Edit" });
           edit.addEventListener("click", () => openEditor(u));
@@ -491,7 +499,7 @@ function upstreamsPage(main) {
       return h("tr", { "data-upstream": u.name },
         h("td", { text: u.name }), h("td", { text: u.kind }),
         h("td", { text: u.source === "file" ? "config file" : "admin API" }),
-        h("td", {}, badge(pool, POOL_TONE[pool])),
+        h("td", {}, badge(pool, POOL_TONE[pool]), " ", drainBadge(u)),
         h("td", { text: u.url || "" }),
         h("td", { text: (u.models || u.declared_models || []).join(", ") }),
         h("td", { text: (u.keys || []).map((k) => `${k.masked} (${k.state})`).join(", ") }),
@@ -499,6 +507,37 @@ function upstreamsPage(main) {
     }));
   }
   load();
+}
+
+// "Drain" (asks first: new calls stop going to the upstream, its calls in flight finish) or
+// "Undrain" for an upstream of either source.
+function drainButton(u, actions, done, load) {
+  const path = `/upstreams/${encodeURIComponent(u.name)}`;
+  if (u.drain) {
+    const undrain = h("button", { type: "button", text: "Undrain" });
+    undrain.addEventListener("click", async () => {
+      undrain.disabled = true;
+      try { await api("POST", `${path}/undrain`); done(`${u.name} is back in rotation.`); }
+      catch (e) { done(e.message, ""); }
+    });
+    return undrain;
+  }
+  const drain = h("button", { type: "button", text: "Drain" });
+  drain.addEventListener("click", () => {
+    const really = h("button", { type: "button", class: "danger", text: `Drain ${u.name}` });
+    const cancel = h("button", { type: "button", text: "Cancel" });
+    really.addEventListener("click", async () => {
+      really.disabled = true;
+      try {
+        const r = await api("POST", `${path}/drain`);
+        done(r.drain === "drained" ? `${u.name} is drained: no call is left on it.`
+          : `${u.name} is draining: no new call goes to it, ${r.active_requests} still running.`, "info");
+      } catch (e) { done(e.message, ""); }
+    });
+    cancel.addEventListener("click", load);
+    actions.replaceChildren(h("span", { text: "New calls stop going to it; calls in flight finish. Sure? " }), really, cancel);
+  });
+  return drain;
 }
 
 // ---------- Apps & keys ----------

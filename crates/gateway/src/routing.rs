@@ -21,6 +21,27 @@ pub struct Overlay {
     /// new name answers (and is listed); the original is what is sent upstream, and stops
     /// answering by itself.
     pub renames: Vec<(Option<String>, String, String)>,
+    /// Upstreams drained for maintenance: no new call goes to them (their calls in flight
+    /// finish); probes and discovery go on. A runtime switch kept in the store.
+    pub drained: std::collections::BTreeSet<String>,
+}
+
+/// Where a drained upstream stands: new calls stopped, and whether calls are still running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drain {
+    /// Drained, with calls still in flight (here or, in a cluster, on another instance).
+    Draining,
+    /// Drained, and no call left: safe to stop for maintenance.
+    Drained,
+}
+
+impl Drain {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drain::Draining => "draining",
+            Drain::Drained => "drained",
+        }
+    }
 }
 
 /// Immutable once built; swapped whole when the configuration changes.
@@ -67,6 +88,11 @@ pub enum RouteError {
         model: String,
         upstreams: Vec<String>,
     },
+    /// Only drained upstreams serve it (taken out of rotation for maintenance).
+    Drained {
+        model: String,
+        upstreams: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for RouteError {
@@ -79,6 +105,12 @@ impl std::fmt::Display for RouteError {
             RouteError::Incompatible { model, upstreams } => write!(
                 f,
                 "model '{model}' is served only by upstreams that cannot take this kind of call ({})",
+                upstreams.join(", ")
+            ),
+            RouteError::Drained { model, upstreams } => write!(
+                f,
+                "no upstream available for model '{model}': it is served only by upstreams \
+                 drained for maintenance ({})",
                 upstreams.join(", ")
             ),
         }
@@ -184,6 +216,21 @@ impl Routes {
         self.by_name.get(name).and_then(|&i| self.upstreams.get(i))
     }
 
+    /// Whether `upstream` is drained (no new call goes to it).
+    pub fn is_drained(&self, upstream: &str) -> bool {
+        self.overlay.drained.contains(upstream)
+    }
+
+    /// The drain state of `up`: `None` when it takes calls. Drained once no call is in flight
+    /// on it here or (in a cluster) on the other instances.
+    pub fn drain_state(&self, up: &Upstream) -> Option<Drain> {
+        self.is_drained(&up.name)
+            .then(|| match up.cluster_active_requests() {
+                0 => Drain::Drained,
+                _ => Drain::Draining,
+            })
+    }
+
     /// Every upstream that can serve `requested` through `accepts`, ordered by the strategy:
     /// active ones first, then standby ones as a last resort.
     pub fn plan(
@@ -207,6 +254,7 @@ impl Routes {
         let (pin, model) = split_pinned(requested, |p| self.by_name.contains_key(p));
         let mut found = Vec::with_capacity(self.upstreams.len());
         let mut incompatible = Vec::new();
+        let mut drained = Vec::new();
         // Exact names first; normalised ones only when nothing matched exactly anywhere, and
         // dated snapshots only when nothing matched by normalised name either.
         for tier in [Match::Exact, Match::Normalized, Match::Undated] {
@@ -228,6 +276,10 @@ impl Routes {
                     incompatible.push(upstream.name.clone());
                     continue;
                 }
+                if self.is_drained(&upstream.name) {
+                    drained.push(upstream.name.clone());
+                    continue;
+                }
                 let tier = if !upstream.breaker.is_available()
                     || (!upstream.keys.is_empty() && !upstream.keys.has_usable())
                 {
@@ -244,12 +296,16 @@ impl Routes {
                     tier,
                 });
             }
-            if !found.is_empty() || !incompatible.is_empty() {
+            if !found.is_empty() || !incompatible.is_empty() || !drained.is_empty() {
                 break;
             }
         }
         if found.is_empty() {
             return Err(match (pin, incompatible.is_empty()) {
+                (_, true) if !drained.is_empty() => RouteError::Drained {
+                    model: model.to_string(),
+                    upstreams: drained,
+                },
                 (_, false) => RouteError::Incompatible {
                     model: model.to_string(),
                     upstreams: incompatible,
@@ -594,6 +650,56 @@ mod tests {
             *count.entry(plan[0].upstream.name.clone()).or_default() += 1;
         }
         count
+    }
+
+    #[test]
+    fn drained_upstreams_take_no_new_call() {
+        let a = upstream("a", UpstreamKind::Ollama, &["llama3:latest"], 1);
+        let b = upstream(
+            "b",
+            UpstreamKind::Ollama,
+            &["llama3:latest", "qwen:latest"],
+            1,
+        );
+        let overlay = Overlay {
+            drained: ["b".to_string()].into_iter().collect(),
+            ..Overlay::default()
+        };
+        let r = Routes::with_overlay(Arc::new(Config::default()), Arc::new(overlay), vec![a, b]);
+        for _ in 0..4 {
+            let plan = r.plan("llama3", |_| true, None).unwrap();
+            let names: Vec<&str> = plan.iter().map(|c| c.upstream.name.as_str()).collect();
+            assert_eq!(names, ["a"], "a drained node is not even a last resort");
+        }
+        let only_drained = r.plan("qwen", |_| true, None).err();
+        assert_eq!(
+            only_drained,
+            Some(RouteError::Drained {
+                model: "qwen".into(),
+                upstreams: vec!["b".into()],
+            })
+        );
+        assert!(only_drained
+            .unwrap()
+            .to_string()
+            .contains("no upstream available"));
+        let pinned = r.plan("b/llama3", |_| true, None).err();
+        assert!(
+            matches!(pinned, Some(RouteError::Drained { .. })),
+            "{pinned:?}"
+        );
+        // Unknown stays unknown: a drain does not hide a typo.
+        assert!(matches!(
+            r.plan("nope", |_| true, None),
+            Err(RouteError::UnknownModel(_))
+        ));
+        let b = r.upstream("b").unwrap();
+        assert_eq!(r.drain_state(b), Some(Drain::Drained));
+        let guard = b.begin();
+        assert_eq!(r.drain_state(b), Some(Drain::Draining));
+        drop(guard);
+        assert_eq!(r.drain_state(b), Some(Drain::Drained));
+        assert_eq!(r.drain_state(r.upstream("a").unwrap()), None);
     }
 
     #[test]

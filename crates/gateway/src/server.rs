@@ -293,13 +293,14 @@ async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Ready when at least one upstream is active (or none are configured, so the process itself is the check).
+/// Ready when at least one upstream is active and not drained (or none are configured, so the
+/// process itself is the check).
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let routes = gw.routes();
     let active = routes
         .upstreams
         .iter()
-        .filter(|u| u.state().pool == Pool::Active)
+        .filter(|u| u.state().pool == Pool::Active && !routes.is_drained(&u.name))
         .count();
     let ready = active > 0 || routes.upstreams.is_empty();
     let status = if ready {

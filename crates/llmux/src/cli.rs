@@ -1,4 +1,5 @@
-//! The command line: `serve`, `demo`, `mock`, `config check`, `migrate`, `secrets rotate`.
+//! The command line: `serve`, `demo`, `mock`, `config check`, `migrate`, `secrets rotate`,
+//! `completions` (and the hidden `man`, for packaging).
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -53,6 +54,19 @@ pub enum Command {
     Secrets {
         #[command(subcommand)]
         action: SecretsAction,
+    },
+    /// Print a shell completion script: `llmux completions bash > /etc/bash_completion.d/llmux`.
+    Completions {
+        /// The shell: bash, zsh, fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page llmux(1) (roff), generated from this command line; with `--dir`,
+    /// write it and one page per subcommand (llmux-serve.1, …) there. Used to build packages.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write every page to.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 

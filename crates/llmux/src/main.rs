@@ -6,6 +6,7 @@ mod demo;
 mod mockcmd;
 mod secrets;
 mod serve;
+mod shellgen;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -61,6 +62,8 @@ fn main() -> ExitCode {
             cli::Command::Secrets {
                 action: cli::SecretsAction::Rotate { config },
             } => secrets::rotate(config).await,
+            cli::Command::Completions { shell } => shellgen::completions(shell),
+            cli::Command::Man { dir } => shellgen::man(dir.as_deref()),
         }
     });
     match result {

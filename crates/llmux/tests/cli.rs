@@ -272,3 +272,113 @@ fn serve_listen_overrides_the_config_file() {
         .unwrap();
     assert!(port > 1, "{addr}");
 }
+
+#[test]
+fn completions_for_bash_zsh_and_fish_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = llmux(&["completions", shell]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{shell}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for sub in [
+            "serve",
+            "config",
+            "migrate",
+            "secrets",
+            "completions",
+            "listen",
+        ] {
+            assert!(text.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    // The bash script loads and registers itself.
+    let script = llmux(&["completions", "bash"]).stdout;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llmux.bash");
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p llmux", path.display()))
+        .output()
+        .unwrap();
+    let registered = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && registered.contains("llmux"),
+        "{registered}"
+    );
+
+    let out = llmux(&["completions", "tcsh"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tcsh") && err.contains("bash"), "{err}");
+}
+
+#[test]
+fn the_man_page_is_generated_from_the_command_line() {
+    let out = llmux(&["man"]);
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH llmux 1"),
+        "{page}"
+    );
+    for text in ["llmux", "serve", "completions", env!("CARGO_PKG_VERSION")] {
+        assert!(page.contains(text), "the man page lacks {text}");
+    }
+    // Hidden from the help, so it does not crowd the list of what operators run.
+    let help = String::from_utf8_lossy(&llmux(&["--help"]).stdout).to_string();
+    assert!(
+        help.contains("completions") && !help.contains("\n  man "),
+        "{help}"
+    );
+}
+
+/// The man pages and completion scripts the Debian package ships are committed under
+/// `packaging/` (so `cargo deb` needs no build step); they must be what the binary generates.
+#[test]
+fn the_packaged_man_pages_and_completions_match_the_command_line() {
+    let packaging = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging");
+    let regenerate = "regenerate them: scripts/deb-test --regenerate";
+    let dir = tempfile::tempdir().unwrap();
+    let out = llmux(&["man", "--dir", &dir.path().to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pages: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    let mut shipped: Vec<String> = std::fs::read_dir(packaging.join("man"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    shipped.sort();
+    assert_eq!(pages, shipped, "{regenerate}");
+    assert!(pages.contains(&"llmux-serve.1".to_string()));
+    for page in &pages {
+        let fresh = std::fs::read(dir.path().join(page)).unwrap();
+        let committed = std::fs::read(packaging.join("man").join(page)).unwrap();
+        assert!(
+            fresh == committed,
+            "packaging/man/{page} is stale: {regenerate}"
+        );
+    }
+    for (shell, file) in [
+        ("bash", "llmux.bash"),
+        ("zsh", "_llmux"),
+        ("fish", "llmux.fish"),
+    ] {
+        let fresh = llmux(&["completions", shell]).stdout;
+        let committed = std::fs::read(packaging.join("completions").join(file)).unwrap();
+        assert!(
+            fresh == committed,
+            "packaging/completions/{file} is stale: {regenerate}"
+        );
+    }
+}

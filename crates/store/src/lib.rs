@@ -37,6 +37,7 @@ pub use ids::now_ms;
 pub use models::{Model, ModelOrigin, NewModel};
 pub use notify::{Change, ChangeKind, ChangeListener, Heard};
 pub use provider_keys::{KeyState, ProviderKey};
+pub use settings::{Drain, RUNTIME_PREFIX};
 pub use snapshot::{RoutingSnapshot, SealedProviderKey};
 pub use upstreams::{NewUpstream, Source, Upstream};
 pub use usage::{UsageGroup, UsageQuery, UsageRow};

@@ -109,7 +109,10 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
             let settings: Vec<(String, String)> =
-                sqlx::query_as("SELECT key, value FROM settings ORDER BY key")
+                // Runtime switches (drains) are not configuration: not recorded.
+                sqlx::query_as(
+                    "SELECT key, value FROM settings WHERE key NOT LIKE 'runtime.%' ORDER BY key",
+                )
                     .fetch_all(&mut *tx)
                     .await?;
             let settings = settings
@@ -147,7 +150,8 @@ impl Store {
             for sql in [
                 "DELETE FROM models",
                 "DELETE FROM aliases",
-                "DELETE FROM settings",
+                // Runtime switches (drains) outlive a rollback.
+                "DELETE FROM settings WHERE key NOT LIKE 'runtime.%'",
                 "DELETE FROM upstreams WHERE source = 'api'",
             ] {
                 sqlx::query(sql).execute(&mut *tx).await?;
@@ -182,6 +186,9 @@ impl Store {
                 .await?;
             }
             for (key, value) in &snapshot.settings {
+                if key.starts_with(crate::RUNTIME_PREFIX) {
+                    continue;
+                }
                 sqlx::query("INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)")
                     .bind(key)
                     .bind(to_json(value)?)

@@ -291,6 +291,7 @@ impl Call {
             if let Some(e) = route_error.filter(|_| self.failures.is_empty()) {
                 let kind = match e {
                     RouteError::Incompatible { .. } => ErrorKind::InvalidRequest,
+                    RouteError::Drained { .. } => ErrorKind::Unavailable,
                     _ => ErrorKind::ModelNotFound,
                 };
                 return error(dialect, kind, e.to_string());

@@ -14,6 +14,7 @@ mod common;
 
 mod catalog;
 mod counts;
+mod drain;
 mod manage;
 mod outage;
 mod probe;

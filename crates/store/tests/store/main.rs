@@ -1115,6 +1115,50 @@ async fn settings_and_routing_snapshots_round_trip() {
 }
 
 #[tokio::test]
+async fn drains_are_rows_of_their_own_and_outlive_a_snapshot_restore() {
+    for db in backends().await {
+        let label = db.label();
+        let s = &db.store;
+        assert!(s.list_drains().await.unwrap().is_empty());
+        assert!(s.set_drain("gpu-a", "ann").await.unwrap(), "{label}");
+        assert!(
+            !s.set_drain("gpu-a", "bob").await.unwrap(),
+            "idempotent: {label}"
+        );
+        assert!(s.set_drain("gpu.b", "bob").await.unwrap());
+        let drains = s.list_drains().await.unwrap();
+        let names: Vec<&str> = drains.iter().map(|d| d.upstream.as_str()).collect();
+        assert_eq!(names, ["gpu-a", "gpu.b"], "{label}");
+        assert_eq!(
+            drains[0].actor, "ann",
+            "the first drain's record stays: {label}"
+        );
+        assert!(drains[0].since > 0);
+
+        // Not configuration: a snapshot neither records nor removes them.
+        let snap = s.routing_snapshot().await.unwrap();
+        assert!(
+            snap.settings.keys().all(|k| !k.starts_with("runtime.")),
+            "{label}"
+        );
+        s.clear_drain("gpu.b").await.unwrap();
+        s.set_drain("gpu-c", "ann").await.unwrap();
+        s.restore_routing_snapshot(&snap).await.unwrap();
+        let names: Vec<String> = s
+            .list_drains()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.upstream)
+            .collect();
+        assert_eq!(names, ["gpu-a", "gpu-c"], "{label}");
+
+        assert!(s.clear_drain("gpu-a").await.unwrap());
+        assert!(!s.clear_drain("gpu-a").await.unwrap(), "{label}");
+    }
+}
+
+#[tokio::test]
 async fn a_record_the_database_refuses_is_a_data_error_and_stores_sanitised() {
     for db in backends().await {
         let label = db.label();
