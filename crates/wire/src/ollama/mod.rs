@@ -28,6 +28,8 @@ mod stream_decode;
 mod stream_encode;
 
 #[cfg(test)]
+mod native_tests;
+#[cfg(test)]
 mod tests;
 
 use serde_json::{json, Map, Value};
@@ -45,7 +47,7 @@ use request_decode::{
     decode_format, decode_generate, decode_messages, decode_options, decode_tools,
 };
 use request_encode::{
-    encode_messages, encode_options, encode_tools, split_content, tool_call_json,
+    encode_extras, encode_messages, encode_options, encode_tools, split_content, tool_call_json,
 };
 use response::{
     answer_of, base_line, decode_usage, done_fields, error_of, map_done_reason, Timing,
@@ -125,6 +127,7 @@ impl Codec for OllamaCodec {
         if !options.is_empty() {
             body.insert("options".to_string(), Value::Object(options));
         }
+        encode_extras(req, &mut body);
         body.insert("stream".to_string(), json!(req.stream));
         serde_json::to_vec(&Value::Object(body)).map_err(|e| bad("", e.to_string()))
     }
