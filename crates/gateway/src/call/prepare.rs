@@ -5,6 +5,7 @@ use super::{Call, Endpoint};
 use crate::egress;
 use crate::routing::Candidate;
 use bytes::Bytes;
+use llmux_config::UpstreamKind;
 use llmux_wire::canonical::{ChatRequest, Op, TranslateError};
 use llmux_wire::translate::{self, embed};
 use llmux_wire::Dialect;
@@ -42,8 +43,8 @@ impl Call {
     /// The URL and body for `cand`.
     pub(super) fn prepare(&mut self, cand: &Candidate) -> Result<Prepared, Unprepared> {
         let up = &cand.upstream;
-        let upstream = egress::dialect_for(up.kind, self.dialect());
-        if self.endpoint.passes_through(up.kind) {
+        let mut upstream = egress::dialect_for(up.kind, self.dialect());
+        if self.endpoint.passes_through(up.kind) && !self.leaves_ollama_v1(up.kind)? {
             return self.prepare_passthrough(cand);
         }
         if self.endpoint.is_embed() {
@@ -60,6 +61,9 @@ impl Call {
             )));
         };
         let canonical = self.canonical_request(op).map_err(Unprepared::Invalid)?;
+        if up.kind == UpstreamKind::Ollama && egress::needs_ollama_native(canonical) {
+            upstream = Dialect::Ollama;
+        }
         let mut req = canonical.clone();
         req.model = cand.model.clone();
         let include_usage = req.include_usage;
@@ -68,8 +72,14 @@ impl Call {
         let body = translate::codec(upstream)
             .encode_request(&req)
             .map_err(Unprepared::Inexpressible)?;
-        // Translated bodies are always chat bodies (a legacy prompt travels as one user message).
-        let url = egress::chat_url(up, upstream, Op::Chat, &cand.model, req.stream);
+        // Translated bodies are chat bodies (a legacy prompt travels as one user message),
+        // except Ollama's, whose encoder writes a legacy prompt as an `/api/generate` body.
+        let url_op = if upstream == Dialect::Ollama && req.legacy_prompt {
+            Op::Completion
+        } else {
+            Op::Chat
+        };
+        let url = egress::chat_url(up, upstream, url_op, &cand.model, req.stream);
         Ok(Prepared {
             url: parse_url(url)?,
             body: Bytes::from(body),
@@ -82,6 +92,25 @@ impl Call {
             }),
             added_usage: false,
         })
+    }
+
+    /// Whether an OpenAI call to an Ollama node must leave the byte passthrough to its `/v1`:
+    /// it carries what only Ollama's native API can say (`top_k`, `options`, `keep_alive`,
+    /// `think`). A body that does not name them is never decoded here; one that does but is
+    /// invalid is the client's 400 (passed through, the option would be silently dropped).
+    fn leaves_ollama_v1(&mut self, kind: UpstreamKind) -> Result<bool, Unprepared> {
+        if kind != UpstreamKind::Ollama || self.dialect() != Dialect::OpenAi {
+            return Ok(false);
+        }
+        let Some(op) = self.endpoint.op() else {
+            return Ok(false);
+        };
+        if !egress::names_ollama_native(&self.body) {
+            return Ok(false);
+        }
+        self.canonical_request(op)
+            .map(egress::needs_ollama_native)
+            .map_err(Unprepared::Invalid)
     }
 
     /// The client's own bytes, with the candidate's model name.
