@@ -167,3 +167,245 @@ async fn thinking_and_runner_options_are_refused_where_only_ollama_carries_them(
     assert!(m.stats().last_body.unwrap().get("keep_alive").is_none());
     assert_eq!(m.stats().generations, 1);
 }
+
+/// Bytes the image server answers `/cat.png` with.
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR fake image";
+
+/// A tiny HTTP server on 127.0.0.1: `/cat.png` (image/png), `/page.html` (text/html),
+/// `/big.jpg` (image/jpeg, 200 KiB), anything else 404. Counts the requests it served.
+struct Images {
+    base: String,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Images {
+    async fn start() -> Images {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let line = String::from_utf8_lossy(&head).to_string();
+                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let (status, ctype, body): (&str, &str, Vec<u8>) = match path.as_str() {
+                        "/cat.png" => ("200 OK", "image/png", PNG.to_vec()),
+                        "/page.html" => {
+                            ("200 OK", "text/html; charset=utf-8", b"<p>hi</p>".to_vec())
+                        }
+                        "/big.jpg" => ("200 OK", "image/jpeg", vec![1u8; 200 * 1024]),
+                        _ => ("404 Not Found", "text/plain", b"no".to_vec()),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(&body).await;
+                });
+            }
+        });
+        Images { base, hits }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn png_b64() -> String {
+    // Standard base64 of PNG, computed here so the test does not trust the gateway's encoder.
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in PNG.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn openai_image(model: &str, url: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": url}}]}]})
+}
+
+/// An Ollama node, a Gemini upstream and an OpenAI one; private addresses allowed or not.
+async fn image_stack(allow_private: bool) -> (Vec<MockServer>, Llmux) {
+    let ol = MockServer::start(node("ol", &["llama3:latest"]))
+        .await
+        .unwrap();
+    let ge = MockServer::start(node("ge", &["gem"])).await.unwrap();
+    let oa = MockServer::start(node("oa", &["gpt-4o"])).await.unwrap();
+    let body = format!(
+        "{}{}{}[translation]\nimage_fetch_max = \"64KiB\"\nimage_fetch_timeout = \"20s\"\nimage_fetch_max_count = 2\n",
+        upstream("ol", "ollama", &ol.url(), "llama3:latest"),
+        upstream("ge", "gemini", &ge.url(), "gem"),
+        upstream("oa", "openai", &format!("{}/v1", oa.url()), "gpt-4o"),
+    );
+    let gw = Llmux::start_opts(Opts {
+        body,
+        admin_extra: format!("allow_private_upstreams = {allow_private}"),
+        ..Opts::default()
+    });
+    (vec![ol, ge, oa], gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_urls_are_fetched_and_inlined_for_ollama_and_gemini() {
+    let images = Images::start().await;
+    let (mocks, gw) = image_stack(true).await;
+    let (ol, ge, oa) = (&mocks[0], &mocks[1], &mocks[2]);
+    let cat = images.url("/cat.png");
+    let data_url = format!("data:image/png;base64,{}", png_b64());
+
+    // OpenAI client → Ollama: out of the passthrough, inlined as a data URL on /v1.
+    let r = post(&gw, "/v1/chat/completions", &openai_image("llama3", &cat)).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(calls(ol, "/v1/chat/completions"), 1);
+    let seen = ol.stats().last_body.unwrap();
+    assert_eq!(
+        seen["messages"][0]["content"][1]["image_url"]["url"],
+        data_url
+    );
+
+    // Anthropic URL image → Ollama, with top_k: native /api/chat with `images`.
+    let body = json!({"model": "llama3", "max_tokens": 20, "top_k": 3, "messages": [{"role": "user",
+        "content": [{"type": "image", "source": {"type": "url", "url": cat}},
+                    {"type": "text", "text": "what is this?"}]}]});
+    let r = post(&gw, "/v1/messages", &body).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let seen = ol.stats().last_body.unwrap();
+    assert_eq!(calls(ol, "/api/chat"), 1);
+    assert_eq!(seen["messages"][0]["images"], json!([png_b64()]));
+
+    // OpenAI client → Gemini: inlineData with the answer's media type.
+    let r = post(&gw, "/v1/chat/completions", &openai_image("gem", &cat)).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let seen = ge.stats().last_body.unwrap();
+    let part = &seen["contents"][0]["parts"][1];
+    assert_eq!(part["inlineData"]["mimeType"], "image/png", "{seen}");
+    assert_eq!(part["inlineData"]["data"], png_b64());
+
+    // An OpenAI upstream takes URLs: passed as they are, nothing fetched.
+    let before = images.hits();
+    let r = post(&gw, "/v1/chat/completions", &openai_image("gpt-4o", &cat)).await;
+    assert_eq!(r.status(), 200);
+    let seen = oa.stats().last_body.unwrap();
+    assert_eq!(seen["messages"][0]["content"][1]["image_url"]["url"], cat);
+    assert_eq!(images.hits(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_that_cannot_be_fetched_are_the_clients_400_naming_url_and_reason() {
+    let images = Images::start().await;
+    let (mocks, gw) = image_stack(true).await;
+    let cases = [
+        ("/page.html", "not an image"),
+        ("/big.jpg", "larger than 65536 bytes"),
+        ("/gone.png", "HTTP 404"),
+    ];
+    for (path, reason) in cases {
+        let url = images.url(path);
+        for model in ["llama3", "gem"] {
+            let r = post(&gw, "/v1/chat/completions", &openai_image(model, &url)).await;
+            assert_eq!(r.status(), 400, "{model} {path}");
+            let v: Value = r.json().await.unwrap();
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(
+                msg.contains(&url) && msg.contains(reason),
+                "{model} {path}: {msg}"
+            );
+        }
+    }
+    // In Anthropic's shape for an Anthropic client; Gemini's for a Gemini client.
+    let body = json!({"model": "llama3", "max_tokens": 20, "messages": [{"role": "user",
+        "content": [{"type": "image", "source": {"type": "url", "url": images.url("/page.html")}}]}]});
+    let r = post(&gw, "/v1/messages", &body).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not an image"));
+    // More URL images than image_fetch_max_count (2).
+    let mut body = openai_image("gem", &images.url("/cat.png"));
+    let parts = body["messages"][0]["content"].as_array_mut().unwrap();
+    for p in ["/a.png", "/b.png"] {
+        parts.push(json!({"type": "image_url", "image_url": {"url": images.url(p)}}));
+    }
+    let r = post(&gw, "/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("image_fetch_max_count"),
+        "{v}"
+    );
+    // Nothing reached an upstream.
+    for m in &mocks {
+        assert_eq!(m.stats().generations, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_image_addresses_are_refused_unless_allowed() {
+    let images = Images::start().await;
+    let (mocks, gw) = image_stack(false).await;
+    let url = images.url("/cat.png");
+    for model in ["llama3", "gem"] {
+        let r = post(&gw, "/v1/chat/completions", &openai_image(model, &url)).await;
+        assert_eq!(r.status(), 400, "{model}");
+        let v: Value = r.json().await.unwrap();
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(&url) && msg.contains("loopback"), "{msg}");
+        assert!(msg.contains("allow_private_upstreams"), "{msg}");
+    }
+    // By name too (checked when the name is resolved).
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let r = post(&gw, "/v1/chat/completions", &openai_image("gem", &by_name)).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("loopback"),
+        "{v}"
+    );
+    // Metadata addresses never.
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        &openai_image("gem", "http://169.254.169.254/latest/meta-data"),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(images.hits(), 0);
+    for m in &mocks[..2] {
+        assert_eq!(m.stats().generations, 0);
+    }
+}

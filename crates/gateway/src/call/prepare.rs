@@ -1,7 +1,7 @@
 //! The request for one candidate: the client's bytes (model rewritten) when the upstream speaks
 //! the client's dialect, else the canonical form encoded in the upstream's (chat or embeddings).
 
-use super::{Call, Endpoint};
+use super::{inline, Call, Endpoint};
 use crate::egress;
 use crate::routing::Candidate;
 use bytes::Bytes;
@@ -41,7 +41,7 @@ pub(super) enum Unprepared {
 
 impl Call {
     /// The URL and body for `cand`.
-    pub(super) fn prepare(&mut self, cand: &Candidate) -> Result<Prepared, Unprepared> {
+    pub(super) async fn prepare(&mut self, cand: &Candidate) -> Result<Prepared, Unprepared> {
         let up = &cand.upstream;
         let mut upstream = egress::dialect_for(up.kind, self.dialect());
         if self.endpoint.passes_through(up.kind) && !self.leaves_ollama_v1(up.kind)? {
@@ -64,6 +64,10 @@ impl Call {
         if up.kind == UpstreamKind::Ollama && egress::needs_ollama_native(canonical) {
             upstream = Dialect::Ollama;
         }
+        if inline::takes_only_inline(up.kind, upstream) {
+            self.inline_images().await.map_err(Unprepared::Invalid)?;
+        }
+        let canonical = self.canonical_request(op).map_err(Unprepared::Invalid)?;
         let mut req = canonical.clone();
         req.model = cand.model.clone();
         let include_usage = req.include_usage;
@@ -96,8 +100,9 @@ impl Call {
 
     /// Whether an OpenAI call to an Ollama node must leave the byte passthrough to its `/v1`:
     /// it carries what only Ollama's native API can say (`top_k`, `options`, `keep_alive`,
-    /// `think`). A body that does not name them is never decoded here; one that does but is
-    /// invalid is the client's 400 (passed through, the option would be silently dropped).
+    /// `think`), or images by URL, which Ollama cannot fetch (llmux inlines them). A body that
+    /// names neither is never decoded here; one that does but is invalid is the client's 400
+    /// (passed through, the option would be silently dropped, the image refused upstream).
     fn leaves_ollama_v1(&mut self, kind: UpstreamKind) -> Result<bool, Unprepared> {
         if kind != UpstreamKind::Ollama || self.dialect() != Dialect::OpenAi {
             return Ok(false);
@@ -105,11 +110,12 @@ impl Call {
         let Some(op) = self.endpoint.op() else {
             return Ok(false);
         };
-        if !egress::names_ollama_native(&self.body) {
+        let images = memmem(&self.body, b"\"image_url\"");
+        if !images && !egress::names_ollama_native(&self.body) {
             return Ok(false);
         }
         self.canonical_request(op)
-            .map(egress::needs_ollama_native)
+            .map(|r| egress::needs_ollama_native(r) || !inline::fetchable_urls(r).is_empty())
             .map_err(Unprepared::Invalid)
     }
 
@@ -207,6 +213,10 @@ impl Call {
             None => Err(TranslateError::new("", "request could not be decoded")),
         }
     }
+}
+
+fn memmem(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn parse_url(text: String) -> Result<reqwest::Url, Unprepared> {
