@@ -1,12 +1,13 @@
 //! Anthropic Messages (API version 2023-06-01) ⇄ the canonical form: requests, answers and SSE streams.
 //!
 //! Decoding a client body refuses, naming the field, what the canonical form cannot carry:
-//! extended `thinking`, `mcp_servers`, `container`, `context_management`, `output_format`,
+//! `mcp_servers`, `container`, `context_management`, `output_format`,
 //! `tool_choice.disable_parallel_tool_use`, server tools (a `tools[i].type` other than
 //! `custom`), and content blocks other than text, image (base64 or URL), tool_use and
 //! tool_result. Ignored as harmless: `cache_control` anywhere, `service_tier`, metadata other
 //! than `user_id`, citations, a tool result's `is_error` (its content still says what failed),
-//! and `thinking` / `redacted_thinking` blocks in past assistant turns.
+//! and `thinking` / `redacted_thinking` blocks in past assistant turns. Extended `thinking` is read
+//! as the canonical `think`, which only Ollama's native API carries (other encoders refuse it).
 //!
 //! Encoding an upstream request writes `max_tokens` [`DEFAULT_MAX_TOKENS`] when the canonical
 //! request has none, lifts tool results into user turns, merges consecutive same-role turns

@@ -7,6 +7,8 @@
 //!   content), and options canonical has no field for (`num_ctx`, `repeat_penalty`, `min_p`, …):
 //!   Ollama itself only warns about options it does not use. `logprobs: true`, and on `/api/generate`
 //!   a non-empty `suffix`, `template` or `context` or `raw: true`, cannot be translated and are rejected.
+//! - Encoded from other dialects' requests: `think`, `keep_alive` and runner `options` (`num_ctx`, …)
+//!   from `canonical::OllamaExtras`; the standard fields win over the same `options` member.
 //! - `encode_request` writes an `/api/generate` body when the request is a `legacy_prompt` (it must be
 //!   one user message) and an `/api/chat` body otherwise; the caller picks the path the same way.
 //! - Tool calls have no ids in Ollama: decoded requests number them `call_0`, `call_1`, … in order and a

@@ -4,13 +4,15 @@
 //! `n` ≠ 1, `logprobs: true`, `top_logprobs`, `audio`, `modalities` other than `["text"]`, a
 //! non-empty `logit_bias`, `parallel_tool_calls: false`, the deprecated `functions` /
 //! `function_call` and the `function` role, `prediction`, `web_search_options`,
-//! `reasoning_effort`, `verbosity`, audio / file content parts, non-function tools and (legacy
+//! `verbosity`, audio / file content parts, non-function tools and (legacy
 //! completions) `echo`, `suffix`, `best_of` > 1 and token-array prompts.
 //!
 //! Ignored as harmless: `store`, `metadata`, `service_tier`, `prompt_cache_key`,
 //! `safety_identifier`, stream options other than `include_usage`, a message's `name`, an image
 //! part's `detail`, a tool's `strict`, and any other top-level field not listed above.
-//! `top_k` (a vLLM extension) is read into the canonical form.
+//! `top_k` (a vLLM extension) is read into the canonical form; so are `reasoning_effort` and
+//! what an SDK's `extra_body` sends for an Ollama node (`think`, `keep_alive`, `options`), which
+//! only Ollama's native API carries (`canonical::OllamaExtras`).
 //!
 //! Encoding an upstream request always writes a chat completions body with `max_tokens` (the
 //! field every OpenAI-compatible server understands) and, when streaming, asks for usage
