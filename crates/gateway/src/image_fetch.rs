@@ -6,6 +6,7 @@ use crate::ssrf_dns::{GuardedResolver, Policy, PolicyCell};
 use base64::Engine as _;
 use futures_util::StreamExt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -49,6 +50,37 @@ pub enum FetchError {
     Status(u16),
     #[error("{0}")]
     Transport(String),
+}
+
+/// The results `llmux_image_fetches_total` counts, in the order of [`RESULTS`].
+pub const RESULTS: [&str; 7] = [
+    "ok",
+    "refused",
+    "too_big",
+    "not_image",
+    "timeout",
+    "http_status",
+    "failed",
+];
+
+static COUNTS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+
+/// Fetches since start, by result (as [`RESULTS`] names them), for `/metrics`.
+pub fn counts() -> [u64; 7] {
+    std::array::from_fn(|i| COUNTS[i].load(Relaxed))
+}
+
+fn count(result: &Result<Fetched, FetchError>) {
+    let i = match result {
+        Ok(_) => 0,
+        Err(FetchError::Refused(_)) => 1,
+        Err(FetchError::TooBig { .. }) => 2,
+        Err(FetchError::NotImage(_)) => 3,
+        Err(FetchError::Timeout(_)) => 4,
+        Err(FetchError::Status(_)) => 5,
+        Err(_) => 6,
+    };
+    COUNTS[i].fetch_add(1, Relaxed);
 }
 
 /// The fetching client and the guard policy it reads on every lookup. One per process: its
@@ -113,8 +145,14 @@ pub fn is_fetchable(url: &str) -> bool {
     lower.starts_with("http://") || lower.starts_with("https://")
 }
 
-/// Fetches `url` under `limits`.
+/// Fetches `url` under `limits` (counted in `llmux_image_fetches_total`).
 pub async fn fetch(url: &str, limits: FetchLimits) -> Result<Fetched, FetchError> {
+    let result = fetch_uncounted(url, limits).await;
+    count(&result);
+    result
+}
+
+async fn fetch_uncounted(url: &str, limits: FetchLimits) -> Result<Fetched, FetchError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| FetchError::Invalid(e.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(FetchError::Scheme);
@@ -293,5 +331,7 @@ mod tests {
             Err(FetchError::Scheme)
         );
         assert!(is_fetchable("HTTPS://x/y.png") && !is_fetchable("gs://b/x.png"));
+        let n = counts();
+        assert!(n[0] >= 2 && n[1] >= 3 && n[2] >= 1 && n[3] >= 1 && n[4] >= 1 && n[5] >= 1);
     }
 }
