@@ -292,6 +292,14 @@ async fn image_urls_are_fetched_and_inlined_for_ollama_and_gemini() {
         data_url
     );
 
+    // Inline data, even with what canonical cannot carry: still the byte passthrough.
+    let mut body = openai_image("llama3", &data_url);
+    body["logprobs"] = json!(true);
+    let r = post(&gw, "/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(calls(ol, "/v1/chat/completions"), 2);
+    assert_eq!(ol.stats().last_body.unwrap()["logprobs"], true);
+
     // Anthropic URL image → Ollama, with top_k: native /api/chat with `images`.
     let body = json!({"model": "llama3", "max_tokens": 20, "top_k": 3, "messages": [{"role": "user",
         "content": [{"type": "image", "source": {"type": "url", "url": cat}},

@@ -101,8 +101,8 @@ impl Call {
     /// Whether an OpenAI call to an Ollama node must leave the byte passthrough to its `/v1`:
     /// it carries what only Ollama's native API can say (`top_k`, `options`, `keep_alive`,
     /// `think`), or images by URL, which Ollama cannot fetch (llmux inlines them). A body that
-    /// names neither is never decoded here; one that does but is invalid is the client's 400
-    /// (passed through, the option would be silently dropped, the image refused upstream).
+    /// names neither is never decoded here; one that names an Ollama option but cannot be
+    /// decoded is the client's 400 (passed through, the option would be silently dropped).
     fn leaves_ollama_v1(&mut self, kind: UpstreamKind) -> Result<bool, Unprepared> {
         if kind != UpstreamKind::Ollama || self.dialect() != Dialect::OpenAi {
             return Ok(false);
@@ -110,13 +110,17 @@ impl Call {
         let Some(op) = self.endpoint.op() else {
             return Ok(false);
         };
-        let images = memmem(&self.body, b"\"image_url\"");
-        if !images && !egress::names_ollama_native(&self.body) {
+        let native = egress::names_ollama_native(&self.body);
+        if !native && !memmem(&self.body, b"\"image_url\"") {
             return Ok(false);
         }
-        self.canonical_request(op)
-            .map(|r| egress::needs_ollama_native(r) || !inline::fetchable_urls(r).is_empty())
-            .map_err(Unprepared::Invalid)
+        match self.canonical_request(op) {
+            Ok(r) => Ok(egress::needs_ollama_native(r) || !inline::fetchable_urls(r).is_empty()),
+            Err(e) if native => Err(Unprepared::Invalid(e)),
+            // Only images, in a body canonical cannot carry (say `logprobs`): passed through as
+            // before, for Ollama to judge.
+            Err(_) => Ok(false),
+        }
     }
 
     /// The client's own bytes, with the candidate's model name.
