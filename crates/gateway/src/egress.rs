@@ -2,7 +2,7 @@
 
 use crate::upstream::Upstream;
 use llmux_config::UpstreamKind;
-use llmux_wire::canonical::Op;
+use llmux_wire::canonical::{ChatRequest, Op};
 use llmux_wire::Dialect;
 
 /// Anthropic's API version header when the config names none.
@@ -12,7 +12,8 @@ pub const AZURE_API_VERSION: &str = "2024-10-21";
 
 /// The dialect a call to an upstream of `kind` is written in, for a client speaking `ingress`.
 /// Ollama nodes take Ollama's own API from Ollama clients and their OpenAI-compatible `/v1`
-/// from everyone else (one translation instead of two).
+/// from everyone else (one translation instead of two), unless the call carries what only the
+/// native API can say ([`needs_ollama_native`]: the call then goes to `/api/chat`).
 pub fn dialect_for(kind: UpstreamKind, ingress: Dialect) -> Dialect {
     match kind {
         UpstreamKind::Ollama if ingress == Dialect::Ollama => Dialect::Ollama,
@@ -20,6 +21,28 @@ pub fn dialect_for(kind: UpstreamKind, ingress: Dialect) -> Dialect {
         UpstreamKind::Anthropic => Dialect::Anthropic,
         UpstreamKind::Gemini => Dialect::Gemini,
     }
+}
+
+/// Whether a call to an Ollama node must use Ollama's native `/api/chat` (or `/api/generate`)
+/// rather than its OpenAI-compatible `/v1`: it carries what only the native API can say —
+/// `top_k`, `think`, `keep_alive` or runner options such as `num_ctx`.
+pub fn needs_ollama_native(req: &ChatRequest) -> bool {
+    req.top_k.is_some() || !req.ollama.is_empty()
+}
+
+/// Top-level members of an OpenAI body that only Ollama's native API carries.
+const OLLAMA_NATIVE_MEMBERS: [&str; 4] = ["top_k", "options", "keep_alive", "think"];
+
+/// Whether an OpenAI body names a top-level member only Ollama's native API carries. A byte
+/// scan first, so a body that does not mention them is never parsed.
+pub fn names_ollama_native(body: &[u8]) -> bool {
+    let mentioned = OLLAMA_NATIVE_MEMBERS.iter().any(|m| {
+        let quoted = format!("\"{m}\"");
+        body.windows(quoted.len()).any(|w| w == quoted.as_bytes())
+    });
+    mentioned
+        && serde_json::from_slice::<std::collections::HashMap<String, serde::de::IgnoredAny>>(body)
+            .is_ok_and(|top| OLLAMA_NATIVE_MEMBERS.iter().any(|m| top.contains_key(*m)))
 }
 
 /// The root of the upstream's OpenAI-style API (`…/v1` for OpenAI kinds, `…/v1` under an Ollama node).
@@ -218,5 +241,23 @@ mod tests {
             assert_eq!(v["model"], "m");
         }
         assert!(with_include_usage(b"[1]").is_none());
+    }
+
+    #[test]
+    fn ollama_native_members_are_top_level_ones() {
+        assert!(names_ollama_native(br#"{"model":"m","top_k":4}"#));
+        assert!(names_ollama_native(
+            br#"{"options":{"num_ctx":8},"model":"m"}"#
+        ));
+        assert!(names_ollama_native(br#"{"keep_alive":"5m"}"#));
+        assert!(names_ollama_native(br#"{"think":false}"#));
+        // Named only inside a message, or not at all: the passthrough stays.
+        assert!(!names_ollama_native(
+            br#"{"model":"m","messages":[{"role":"user","content":"think"}]}"#
+        ));
+        assert!(!names_ollama_native(
+            br#"{"model":"m","reasoning_effort":"low"}"#
+        ));
+        assert!(!names_ollama_native(br#"{"top_k":"#));
     }
 }

@@ -16,6 +16,7 @@ pub mod egress;
 pub mod endpoint;
 pub mod error;
 pub mod health;
+pub mod image_fetch;
 pub mod keys;
 pub mod limits;
 pub mod listen;

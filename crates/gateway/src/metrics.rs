@@ -232,6 +232,7 @@ impl Collector for Scrape {
         let ups: Vec<&Arc<Upstream>> = routes.upstreams.iter().collect();
         encode_traffic(&mut enc, &ups)?;
         encode_alerts(&mut enc)?;
+        encode_image_fetches(&mut enc)?;
         encode_upstream_state(&mut enc, &ups)?;
         encode_catalog(&mut enc, &routes)?;
         encode_call_log(&mut enc, gw)
@@ -388,6 +389,17 @@ fn encode_alerts(enc: &mut DescriptorEncoder) -> fmt::Result {
         &[("result", "dropped")],
         &ConstCounter::new(dropped),
     )
+}
+
+/// Images fetched for upstreams that take only inline bytes, by result.
+fn encode_image_fetches(enc: &mut DescriptorEncoder) -> fmt::Result {
+    let help = "Images given by URL that llmux fetched to inline them, by result.";
+    let mut m = family(enc, "llmux_image_fetches", help, MetricType::Counter)?;
+    let counts = crate::image_fetch::counts();
+    for (result, n) in crate::image_fetch::RESULTS.iter().zip(counts) {
+        series(&mut m, &[("result", *result)], &ConstCounter::new(n))?;
+    }
+    Ok(())
 }
 
 /// The model catalogue: models each upstream offers (switched-off ones not counted), and the

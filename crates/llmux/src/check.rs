@@ -97,6 +97,7 @@ pub fn render(cfg: &Config) -> String {
         cfg.health.discovery_concurrency,
         cfg.health.min_discovery_interval
     );
+    let _ = writeln!(out, "images:    {}", image_fetch_line(cfg));
     let _ = writeln!(out, "\nupstreams ({}):", cfg.upstreams.len());
     for u in &cfg.upstreams {
         render_upstream(&mut out, u);
@@ -108,6 +109,26 @@ pub fn render(cfg: &Config) -> String {
         }
     }
     out
+}
+
+/// What happens to images given by URL to upstreams that take only inline bytes.
+fn image_fetch_line(cfg: &Config) -> String {
+    let t = &cfg.translation;
+    if t.image_fetch_max_count == 0 {
+        return "URLs to Gemini and Ollama upstreams refused (translation.image_fetch_max_count = 0)"
+            .to_string();
+    }
+    format!(
+        "URLs to Gemini and Ollama upstreams fetched and inlined: at most {} per call, {} bytes and {:?} each, {}",
+        t.image_fetch_max_count,
+        t.image_fetch_max,
+        t.image_fetch_timeout,
+        if cfg.admin.allow_private_upstreams {
+            "private addresses allowed"
+        } else {
+            "public addresses only"
+        }
+    )
 }
 
 /// One upstream of the routing table: where it is, what it serves, its keys and timeouts.
@@ -274,6 +295,16 @@ mod tests {
         );
         let cfg = Config::from_toml_str(&text, &|_| None).unwrap();
         url_warnings(&cfg)
+    }
+
+    #[test]
+    fn image_fetching_is_shown() {
+        let cfg = Config::from_toml_str("", &|_| None).unwrap();
+        let out = render(&cfg);
+        assert!(out.contains("images:    URLs to Gemini and Ollama upstreams fetched and inlined: at most 8 per call, 20971520 bytes and 10s each, public addresses only"), "{out}");
+        let cfg =
+            Config::from_toml_str("[translation]\nimage_fetch_max_count = 0\n", &|_| None).unwrap();
+        assert!(render(&cfg).contains("refused (translation.image_fetch_max_count = 0)"));
     }
 
     #[test]

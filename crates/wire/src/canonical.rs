@@ -16,6 +16,8 @@ pub struct ChatRequest {
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub top_k: Option<u32>,
+    /// What only Ollama's native API carries (`think`, `keep_alive`, runner options).
+    pub ollama: OllamaExtras,
     pub stop: Vec<String>,
     pub seed: Option<i64>,
     pub frequency_penalty: Option<f64>,
@@ -36,7 +38,54 @@ pub struct ChatRequest {
     pub legacy_max_tokens: bool,
 }
 
+/// Fields of a request only Ollama's native `/api/chat` carries, from clients of any dialect
+/// (OpenAI `reasoning_effort` and `extra_body` members, Anthropic `thinking`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OllamaExtras {
+    /// Ollama `think`: reasoning on, off, or at a level.
+    pub think: Option<Think>,
+    /// Ollama `keep_alive` (a duration string or seconds): how long the runner keeps the model
+    /// loaded. It does not change the answer, so other dialects leave it out.
+    pub keep_alive: Option<Value>,
+    /// Members of Ollama's `options` canonical has no field for (`num_ctx`, `repeat_penalty`, …).
+    pub options: serde_json::Map<String, Value>,
+}
+
+impl OllamaExtras {
+    pub fn is_empty(&self) -> bool {
+        self.think.is_none() && self.keep_alive.is_none() && self.options.is_empty()
+    }
+}
+
+/// Whether (and how hard) the model reasons before it answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Think {
+    On,
+    Off,
+    /// `low`, `medium` or `high` (OpenAI `reasoning_effort`, Ollama's levels for gpt-oss).
+    Level(String),
+}
+
 impl ChatRequest {
+    /// Refuses what only Ollama's native API carries, for an encoder of another dialect
+    /// (`target` names it). `keep_alive` only steers the runner and is left out without a word.
+    pub(crate) fn refuse_ollama_extras(&self, target: &str) -> Result<(), TranslateError> {
+        // Not thinking is what the other targets do unasked: only a request to think is refused.
+        if matches!(self.ollama.think, Some(Think::On | Think::Level(_))) {
+            return Err(TranslateError::new(
+                "think",
+                format!("reasoning options (thinking, reasoning_effort, think) cannot be translated to {target}"),
+            ));
+        }
+        if let Some(key) = self.ollama.options.keys().next() {
+            return Err(TranslateError::new(
+                format!("options.{key}"),
+                format!("Ollama runner options cannot be translated to {target}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The function name of tool result `i`: its own, else that of the call it answers.
     pub(crate) fn tool_name(&self, i: usize) -> Option<String> {
         let m = self.messages.get(i)?;

@@ -6,6 +6,7 @@ mod cluster;
 mod de;
 mod listener;
 mod routing;
+mod translation;
 mod upstream;
 
 use std::collections::HashSet;
@@ -45,6 +46,7 @@ pub(crate) struct RawConfig {
     telemetry: RawTelemetry,
     cluster: cluster::RawCluster,
     catalog: catalog::RawCatalog,
+    translation: translation::RawTranslation,
 }
 
 #[derive(Deserialize, Default)]
@@ -296,6 +298,7 @@ impl RawConfig {
         let telemetry = self.telemetry.into_config()?;
         let cluster = self.cluster.into_config()?;
         let catalog = self.catalog.into_config()?;
+        let translation = self.translation.into_config()?;
         if cluster.enabled == Some(true) && !(store.is_postgres() && limits.redis_url.is_some()) {
             return Err(ConfigError::new(
                 "cluster.enabled",
@@ -317,6 +320,7 @@ impl RawConfig {
             telemetry,
             cluster,
             catalog,
+            translation,
         })
     }
 }

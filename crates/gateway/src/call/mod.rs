@@ -8,6 +8,7 @@
 pub(crate) mod admission;
 pub mod failover;
 pub mod failure;
+mod inline;
 mod line;
 mod plan;
 mod prepare;

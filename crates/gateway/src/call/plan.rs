@@ -97,7 +97,7 @@ impl Call {
             };
             let cand = &cands[pick.idx];
             let up = Arc::clone(&cand.upstream);
-            let prepared = match self.prepare(cand) {
+            let prepared = match self.prepare(cand).await {
                 Ok(p) => p,
                 Err(Unprepared::Invalid(e)) => {
                     let kind = ErrorKind::InvalidRequest;

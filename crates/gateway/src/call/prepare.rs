@@ -1,11 +1,11 @@
 //! The request for one candidate: the client's bytes (model rewritten) when the upstream speaks
 //! the client's dialect, else the canonical form encoded in the upstream's (chat or embeddings).
 
-use super::{Call, Endpoint};
+use super::{inline, Call, Endpoint};
 use crate::egress;
 use crate::routing::Candidate;
 use bytes::Bytes;
-use llmux_config::{MaxTokensField, UpstreamConfig};
+use llmux_config::{MaxTokensField, UpstreamConfig, UpstreamKind};
 use llmux_wire::canonical::{ChatRequest, Op, TranslateError};
 use llmux_wire::translate::{self, embed};
 use llmux_wire::Dialect;
@@ -41,10 +41,10 @@ pub(super) enum Unprepared {
 
 impl Call {
     /// The URL and body for `cand`.
-    pub(super) fn prepare(&mut self, cand: &Candidate) -> Result<Prepared, Unprepared> {
+    pub(super) async fn prepare(&mut self, cand: &Candidate) -> Result<Prepared, Unprepared> {
         let up = &cand.upstream;
-        let upstream = egress::dialect_for(up.kind, self.dialect());
-        if self.endpoint.passes_through(up.kind) {
+        let mut upstream = egress::dialect_for(up.kind, self.dialect());
+        if self.endpoint.passes_through(up.kind) && !self.leaves_ollama_v1(up.kind)? {
             return self.prepare_passthrough(cand);
         }
         if self.endpoint.is_embed() {
@@ -61,6 +61,13 @@ impl Call {
             )));
         };
         let canonical = self.canonical_request(op).map_err(Unprepared::Invalid)?;
+        if up.kind == UpstreamKind::Ollama && egress::needs_ollama_native(canonical) {
+            upstream = Dialect::Ollama;
+        }
+        if inline::takes_only_inline(up.kind, upstream) {
+            self.inline_images().await.map_err(Unprepared::Invalid)?;
+        }
+        let canonical = self.canonical_request(op).map_err(Unprepared::Invalid)?;
         let mut req = canonical.clone();
         req.model = cand.model.clone();
         egress_limits(&mut req, &up.definition.0, upstream);
@@ -70,8 +77,14 @@ impl Call {
         let body = translate::codec(upstream)
             .encode_request(&req)
             .map_err(Unprepared::Inexpressible)?;
-        // Translated bodies are always chat bodies (a legacy prompt travels as one user message).
-        let url = egress::chat_url(up, upstream, Op::Chat, &cand.model, req.stream);
+        // Translated bodies are chat bodies (a legacy prompt travels as one user message),
+        // except Ollama's, whose encoder writes a legacy prompt as an `/api/generate` body.
+        let url_op = if upstream == Dialect::Ollama && req.legacy_prompt {
+            Op::Completion
+        } else {
+            Op::Chat
+        };
+        let url = egress::chat_url(up, upstream, url_op, &cand.model, req.stream);
         Ok(Prepared {
             url: parse_url(url)?,
             body: Bytes::from(body),
@@ -84,6 +97,31 @@ impl Call {
             }),
             added_usage: false,
         })
+    }
+
+    /// Whether an OpenAI call to an Ollama node must leave the byte passthrough to its `/v1`:
+    /// it carries what only Ollama's native API can say (`top_k`, `options`, `keep_alive`,
+    /// `think`), or images by URL, which Ollama cannot fetch (llmux inlines them). A body that
+    /// names neither is never decoded here; one that names an Ollama option but cannot be
+    /// decoded is the client's 400 (passed through, the option would be silently dropped).
+    fn leaves_ollama_v1(&mut self, kind: UpstreamKind) -> Result<bool, Unprepared> {
+        if kind != UpstreamKind::Ollama || self.dialect() != Dialect::OpenAi {
+            return Ok(false);
+        }
+        let Some(op) = self.endpoint.op() else {
+            return Ok(false);
+        };
+        let native = egress::names_ollama_native(&self.body);
+        if !native && !memmem(&self.body, b"\"image_url\"") {
+            return Ok(false);
+        }
+        match self.canonical_request(op) {
+            Ok(r) => Ok(egress::needs_ollama_native(r) || !inline::fetchable_urls(r).is_empty()),
+            Err(e) if native => Err(Unprepared::Invalid(e)),
+            // Only images, in a body canonical cannot carry (say `logprobs`): passed through as
+            // before, for Ollama to judge.
+            Err(_) => Ok(false),
+        }
     }
 
     /// The client's own bytes, with the candidate's model name.
@@ -190,6 +228,10 @@ fn egress_limits(req: &mut ChatRequest, def: &UpstreamConfig, upstream: Dialect)
     if upstream == Dialect::Anthropic && req.max_tokens.is_none() {
         req.max_tokens = def.max_output_tokens.get(&req.model).copied();
     }
+}
+
+fn memmem(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn parse_url(text: String) -> Result<reqwest::Url, Unprepared> {

@@ -1,14 +1,15 @@
 //! Anthropic Messages (API version 2023-06-01) ⇄ the canonical form: requests, answers and SSE streams.
 //!
 //! Decoding a client body refuses, naming the field, what the canonical form cannot carry:
-//! extended `thinking`, `mcp_servers`, `container`, `context_management`, `output_config`
-//! keys other than `format`, `tool_choice.disable_parallel_tool_use`, server tools (a
-//! `tools[i].type` other than `custom`), and content blocks other than text, image (base64 or
-//! URL), tool_use and tool_result. Structured output (`output_config.format`, or the older
-//! `output_format`) becomes the canonical JSON-schema response format; a tool result's
-//! `is_error` and a tool's `strict` are carried. Ignored as harmless: `cache_control`
-//! anywhere, `service_tier`, metadata other than `user_id`, citations, and `thinking` /
-//! `redacted_thinking` blocks in past assistant turns.
+//! `mcp_servers`, `container`, `context_management`, `output_config` keys other than
+//! `format`, `tool_choice.disable_parallel_tool_use`, server tools (a `tools[i].type` other
+//! than `custom`), and content blocks other than text, image (base64 or URL), tool_use and
+//! tool_result. Structured output (`output_config.format`, or the older `output_format`)
+//! becomes the canonical JSON-schema response format; a tool result's `is_error` and a tool's
+//! `strict` are carried. Ignored as harmless: `cache_control` anywhere, `service_tier`,
+//! metadata other than `user_id`, citations, and `thinking` / `redacted_thinking` blocks in
+//! past assistant turns. Extended `thinking` is read as the canonical `think`, which only
+//! Ollama's native API carries (other encoders refuse it).
 //!
 //! Encoding an upstream request writes `max_tokens` as the model's maximum output
 //! ([`max_output_tokens`]; the gateway fills in configured overrides) when the canonical
@@ -53,6 +54,7 @@ impl Codec for AnthropicCodec {
     }
 
     fn encode_request(&self, req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
+        req.refuse_ollama_extras("Anthropic")?;
         let v = encode_request(req)?;
         serde_json::to_vec(&v).map_err(|e| TranslateError::new("", e.to_string()))
     }

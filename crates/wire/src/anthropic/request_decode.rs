@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::canonical::{
-    ChatRequest, Image, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
+    ChatRequest, Image, Message, Part, ResponseFormat, Role, Think, Tool, ToolCall, ToolChoice,
     TranslateError,
 };
 use crate::ids::call_name;
@@ -13,14 +13,6 @@ use crate::json::{
 };
 
 fn reject_fields(o: &Obj) -> Result<(), TranslateError> {
-    if let Some(t) = field(o, "thinking") {
-        if t.get("type").and_then(Value::as_str) != Some("disabled") {
-            return Err(TranslateError::new(
-                "thinking",
-                "extended thinking cannot be translated",
-            ));
-        }
-    }
     if let Some(m) = field(o, "mcp_servers") {
         if m.as_array().is_none_or(|a| !a.is_empty()) {
             return Err(TranslateError::new(
@@ -35,6 +27,23 @@ fn reject_fields(o: &Obj) -> Result<(), TranslateError> {
         }
     }
     Ok(())
+}
+
+/// `thinking` → canonical `think`: only Ollama's native API can carry it (as `think`); the
+/// other targets refuse it when it asks for thinking.
+fn decode_thinking(o: &Obj) -> Result<Option<Think>, TranslateError> {
+    let Some(t) = field(o, "thinking") else {
+        return Ok(None);
+    };
+    let t = as_obj(t, "thinking")?;
+    match req_str(t, "thinking", "type")?.as_str() {
+        "enabled" | "adaptive" => Ok(Some(Think::On)),
+        "disabled" => Ok(Some(Think::Off)),
+        other => Err(TranslateError::new(
+            "thinking.type",
+            format!("unknown thinking type `{other}`"),
+        )),
+    }
 }
 
 fn decode_image(b: &Obj, at: &str) -> Result<Image, TranslateError> {
@@ -347,6 +356,7 @@ pub(super) fn decode_request(o: &Obj) -> Result<ChatRequest, TranslateError> {
     req.temperature = opt_f64(o, "", "temperature")?;
     req.top_p = opt_f64(o, "", "top_p")?;
     req.top_k = opt_u32(o, "", "top_k")?;
+    req.ollama.think = decode_thinking(o)?;
     if let Some(stops) = opt_array(o, "", "stop_sequences")? {
         for (k, s) in stops.iter().enumerate() {
             let s = s.as_str().ok_or_else(|| {

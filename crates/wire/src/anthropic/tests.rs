@@ -192,10 +192,7 @@ fn tool_choices_and_tool_result_blocks() {
 #[test]
 fn inexpressible_fields_are_named() {
     let cases: &[(&str, &str)] = &[
-        (
-            r#""thinking":{"type":"enabled","budget_tokens":2000}"#,
-            "thinking",
-        ),
+        (r#""thinking":{"type":"sometimes"}"#, "thinking.type"),
         (
             r#""mcp_servers":[{"type":"url","url":"https://m","name":"m"}]"#,
             "mcp_servers",

@@ -126,6 +126,7 @@ impl Codec for GeminiCodec {
     }
 
     fn encode_request(&self, req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
+        req.refuse_ollama_extras("Gemini")?;
         let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
         for (i, m) in req.messages.iter().enumerate() {
             let (role, parts) = match m.role {

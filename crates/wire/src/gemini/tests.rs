@@ -530,6 +530,7 @@ fn canonical_request() -> ChatRequest {
         temperature: Some(0.7),
         top_p: Some(0.9),
         top_k: Some(5),
+        ollama: Default::default(),
         stop: vec!["STOP".into()],
         seed: Some(-3),
         frequency_penalty: Some(0.1),

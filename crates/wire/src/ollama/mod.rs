@@ -7,6 +7,8 @@
 //!   content), and options canonical has no field for (`num_ctx`, `repeat_penalty`, `min_p`, …):
 //!   Ollama itself only warns about options it does not use. `logprobs: true`, and on `/api/generate`
 //!   a non-empty `suffix`, `template` or `context` or `raw: true`, cannot be translated and are rejected.
+//! - Encoded from other dialects' requests: `think`, `keep_alive` and runner `options` (`num_ctx`, …)
+//!   from `canonical::OllamaExtras`; the standard fields win over the same `options` member.
 //! - `encode_request` writes an `/api/generate` body when the request is a `legacy_prompt` (it must be
 //!   one user message) and an `/api/chat` body otherwise; the caller picks the path the same way.
 //! - Tool calls have no ids in Ollama: decoded requests number them `call_0`, `call_1`, … in order and a
@@ -31,6 +33,8 @@ mod stream_decode;
 mod stream_encode;
 
 #[cfg(test)]
+mod native_tests;
+#[cfg(test)]
 mod tests;
 
 use serde_json::{json, Map, Value};
@@ -48,7 +52,7 @@ use request_decode::{
     decode_format, decode_generate, decode_messages, decode_options, decode_tools,
 };
 use request_encode::{
-    encode_messages, encode_options, encode_tools, split_content, tool_call_json,
+    encode_extras, encode_messages, encode_options, encode_tools, split_content, tool_call_json,
 };
 use response::{
     answer_of, base_line, decode_usage, done_fields, error_of, map_done_reason, Timing,
@@ -128,6 +132,7 @@ impl Codec for OllamaCodec {
         if !options.is_empty() {
             body.insert("options".to_string(), Value::Object(options));
         }
+        encode_extras(req, &mut body);
         body.insert("stream".to_string(), json!(req.stream));
         serde_json::to_vec(&Value::Object(body)).map_err(|e| bad("", e.to_string()))
     }

@@ -2,7 +2,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::canonical::{ChatRequest, Image, Message, Part, Role, ToolChoice, TranslateError};
+use crate::canonical::{
+    ChatRequest, Image, Message, Part, Role, Think, ToolChoice, TranslateError,
+};
 use crate::json::{arguments_object, bad};
 use crate::openai::TOOL_ERROR_MARK;
 
@@ -94,8 +96,9 @@ pub(super) fn encode_messages(req: &ChatRequest) -> Result<Vec<Value>, Translate
     Ok(out)
 }
 
+/// Ollama `options`: the runner options the client sent as they are, under the canonical fields.
 pub(super) fn encode_options(req: &ChatRequest) -> Map<String, Value> {
-    let mut o = Map::new();
+    let mut o = req.ollama.options.clone();
     if let Some(t) = req.temperature {
         o.insert("temperature".to_string(), json!(t));
     }
@@ -151,4 +154,23 @@ pub(super) fn encode_tools(req: &ChatRequest) -> Result<Option<Value>, Translate
         })
         .collect();
     Ok(Some(Value::Array(tools)))
+}
+
+/// Ollama `think` and `keep_alive`, when the client said them.
+pub(super) fn encode_extras(req: &ChatRequest, body: &mut Map<String, Value>) {
+    match &req.ollama.think {
+        None => {}
+        Some(Think::On) => {
+            body.insert("think".to_string(), json!(true));
+        }
+        Some(Think::Off) => {
+            body.insert("think".to_string(), json!(false));
+        }
+        Some(Think::Level(level)) => {
+            body.insert("think".to_string(), json!(level));
+        }
+    }
+    if let Some(k) = &req.ollama.keep_alive {
+        body.insert("keep_alive".to_string(), k.clone());
+    }
 }

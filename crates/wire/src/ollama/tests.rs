@@ -453,6 +453,7 @@ fn canonical_request() -> ChatRequest {
         temperature: Some(0.3),
         top_p: Some(0.5),
         top_k: Some(8),
+        ollama: Default::default(),
         stop: vec!["###".into()],
         seed: Some(1234),
         frequency_penalty: Some(0.2),

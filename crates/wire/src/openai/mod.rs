@@ -4,15 +4,18 @@
 //! `n` ≠ 1, `logprobs: true`, `top_logprobs`, `audio`, `modalities` other than `["text"]`, a
 //! non-empty `logit_bias`, `parallel_tool_calls: false`, the deprecated `functions` /
 //! `function_call` and the `function` role, `prediction`, `web_search_options`,
-//! `reasoning_effort`, `verbosity`, audio / file content parts, non-function tools and (legacy
+//! `verbosity`, audio / file content parts, non-function tools and (legacy
 //! completions) `echo`, `suffix`, `best_of` > 1 and token-array prompts.
 //!
 //! Ignored as harmless: `store`, `metadata` (OpenAI's own stored-completion tags; no other
 //! dialect has a place for them), `service_tier`, `prompt_cache_key`, `safety_identifier`,
 //! stream options other than `include_usage`, a message's `name`, an image part's `detail`, and
 //! any other top-level field not listed above. A tool's `strict` is carried; `top_k` (a vLLM
-//! extension) is read into the canonical form. System and developer messages before the first
-//! other message form the system prompt; later ones keep their place ([`Role::System`]).
+//! extension) is read into the canonical form; so are `reasoning_effort` and what an SDK's
+//! `extra_body` sends for an Ollama node (`think`, `keep_alive`, `options`), which only
+//! Ollama's native API carries (`canonical::OllamaExtras`). System and developer messages
+//! before the first other message form the system prompt; later ones keep their place
+//! ([`Role::System`]).
 //!
 //! Encoding an upstream request writes a chat completions body with the limit as
 //! `max_completion_tokens` (what reasoning models require), or as `max_tokens` when the
@@ -72,6 +75,7 @@ impl Codec for OpenAiCodec {
     }
 
     fn encode_request(&self, req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
+        req.refuse_ollama_extras("OpenAI")?;
         let v = encode_chat_request(req)?;
         serde_json::to_vec(&v).map_err(|e| TranslateError::new("", e.to_string()))
     }

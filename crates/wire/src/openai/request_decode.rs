@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 
 use crate::canonical::{
-    image_from_url, ChatRequest, Message, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
-    TranslateError,
+    image_from_url, ChatRequest, Message, Part, ResponseFormat, Role, Think, Tool, ToolCall,
+    ToolChoice, TranslateError,
 };
 use crate::ids::{call_name, new_id};
 use crate::json::{
@@ -69,7 +69,6 @@ fn reject_chat_fields(o: &Obj) -> Result<(), TranslateError> {
         "function_call",
         "prediction",
         "web_search_options",
-        "reasoning_effort",
         "verbosity",
     ] {
         if field(o, key).is_some() {
@@ -227,6 +226,60 @@ fn decode_sampling(o: &Obj, req: &mut ChatRequest) -> Result<(), TranslateError>
         req.include_usage = opt_bool(so, "stream_options", "include_usage")?.unwrap_or(false);
     }
     req.user = opt_str(o, "", "user")?;
+    decode_ollama_extras(o, req)
+}
+
+/// `reasoning_effort`, and what an OpenAI SDK sends in `extra_body` for an Ollama node (`think`,
+/// `keep_alive`, `options`): carried to Ollama's native API, refused by the other targets
+/// (`keep_alive` is left out there).
+fn decode_ollama_extras(o: &Obj, req: &mut ChatRequest) -> Result<(), TranslateError> {
+    let effort = match opt_str(o, "", "reasoning_effort")?.as_deref() {
+        None => None,
+        Some("none") => Some(Think::Off),
+        // Ollama's levels are low, medium and high: minimal is nearest to low.
+        Some("minimal" | "low") => Some(Think::Level("low".into())),
+        Some(l @ ("medium" | "high")) => Some(Think::Level(l.into())),
+        Some(other) => {
+            return Err(TranslateError::new(
+                "reasoning_effort",
+                format!("unknown reasoning effort `{other}` (none, minimal, low, medium or high)"),
+            ))
+        }
+    };
+    let think = match field(o, "think") {
+        None => None,
+        Some(Value::Bool(true)) => Some(Think::On),
+        Some(Value::Bool(false)) => Some(Think::Off),
+        Some(Value::String(l)) if ["low", "medium", "high"].contains(&l.as_str()) => {
+            Some(Think::Level(l.clone()))
+        }
+        Some(_) => {
+            return Err(TranslateError::new(
+                "think",
+                "must be true, false, \"low\", \"medium\" or \"high\"",
+            ))
+        }
+    };
+    if effort.is_some() && think.is_some() {
+        return Err(TranslateError::new(
+            "think",
+            "give reasoning_effort or think, not both",
+        ));
+    }
+    req.ollama.think = think.or(effort);
+    req.ollama.keep_alive = match field(o, "keep_alive") {
+        None => None,
+        Some(v @ (Value::String(_) | Value::Number(_))) => Some(v.clone()),
+        Some(_) => {
+            return Err(TranslateError::new(
+                "keep_alive",
+                "must be a duration string (\"5m\") or a number of seconds",
+            ))
+        }
+    };
+    if let Some(opts) = field(o, "options") {
+        req.ollama.options = as_obj(opts, "options")?.clone();
+    }
     Ok(())
 }
 

@@ -193,7 +193,7 @@ fn inexpressible_fields_are_named() {
             r#""prediction":{"type":"content","content":"x"}"#,
             "prediction",
         ),
-        (r#""reasoning_effort":"low""#, "reasoning_effort"),
+        (r#""reasoning_effort":"extreme""#, "reasoning_effort"),
         (r#""stop":5"#, "stop"),
         (r#""temperature":"hot""#, "temperature"),
         (

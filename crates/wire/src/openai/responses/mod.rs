@@ -50,6 +50,7 @@ impl Codec for ResponsesCodec {
     }
 
     fn encode_request(&self, req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
+        req.refuse_ollama_extras("the OpenAI Responses API")?;
         encode_request(req).map(|v| v.to_string().into_bytes())
     }
 
