@@ -16,6 +16,7 @@ pub mod egress;
 pub mod endpoint;
 pub mod error;
 pub mod health;
+pub mod hooks;
 pub mod keys;
 pub mod limits;
 pub mod listen;
@@ -73,6 +74,8 @@ pub struct Gateway {
     pub limits: limits::Limiter,
     /// What other instances of a cluster share with this one; empty on a single instance.
     pub peers: peers::Peers,
+    /// `[[hooks]]`, compiled for the running config; their client and metrics.
+    pub hooks: hooks::Hooks,
 }
 
 impl Gateway {
@@ -97,6 +100,7 @@ impl Gateway {
             accounting,
             limits: limits::Limiter::default(),
             peers: peers::Peers::default(),
+            hooks: hooks::Hooks::default(),
         }))
     }
 

@@ -4,6 +4,7 @@
 mod catalog;
 mod cluster;
 mod de;
+mod hooks;
 mod listener;
 mod routing;
 mod upstream;
@@ -45,6 +46,7 @@ pub(crate) struct RawConfig {
     telemetry: RawTelemetry,
     cluster: cluster::RawCluster,
     catalog: catalog::RawCatalog,
+    hooks: Vec<hooks::RawHook>,
 }
 
 #[derive(Deserialize, Default)]
@@ -296,6 +298,7 @@ impl RawConfig {
         let telemetry = self.telemetry.into_config()?;
         let cluster = self.cluster.into_config()?;
         let catalog = self.catalog.into_config()?;
+        let hooks = hooks::hooks_config(self.hooks)?;
         if cluster.enabled == Some(true) && !(store.is_postgres() && limits.redis_url.is_some()) {
             return Err(ConfigError::new(
                 "cluster.enabled",
@@ -317,6 +320,7 @@ impl RawConfig {
             telemetry,
             cluster,
             catalog,
+            hooks,
         })
     }
 }

@@ -8,6 +8,7 @@
 pub(crate) mod admission;
 pub mod failover;
 pub mod failure;
+mod hooked;
 mod line;
 mod plan;
 mod prepare;
@@ -88,6 +89,9 @@ async fn handle_call(
         Ok(c) => c,
         Err(resp) => return (resp, Shown::default()),
     };
+    if let Err(refusal) = call.hook(&model).await {
+        return call.finish(refusal);
+    }
     let resp = match call.admit(&model, &targets).await {
         Ok(()) => call.run(&model, &targets).await,
         Err(refusal) => refusal,
@@ -164,6 +168,8 @@ pub(crate) struct Call {
     out_of_budget: bool,
     /// What the answer's `x-llmux-*` headers say, for the call line and the record.
     shown: Shown,
+    /// Headers the hooks in scope add to every upstream request of the call.
+    hook_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Call {
