@@ -387,6 +387,19 @@ redact = ['\b\d{{3}}-\d{{2}}-\d{{4}}\b']
         4,
         "under the cap: the client's"
     );
+    // Fields llmux cannot translate still pass through, with the hook's change.
+    let mut rich = openai_chat("gpt-4o-mini", "hi");
+    rich["reasoning_effort"] = json!("low");
+    rich["logprobs"] = json!(true);
+    let (s, v) = post(&gw, None, "/v1/chat/completions", rich).await;
+    assert_eq!(s, 200, "{v}");
+    let sent = m.stats().last_body.unwrap();
+    assert_eq!(sent["max_tokens"], 16, "{sent}");
+    assert_eq!(
+        (sent["reasoning_effort"].clone(), sent["logprobs"].clone()),
+        (json!("low"), json!(true)),
+        "{sent}"
+    );
     // … and translated (Anthropic → OpenAI upstream), and on Ollama's own field.
     let (s, _) = post(
         &gw,
@@ -433,7 +446,7 @@ redact = ['\b\d{{3}}-\d{{2}}-\d{{4}}\b']
     assert_eq!(s, 200);
     let sent = m.stats().last_body.unwrap();
     assert_eq!(sent["messages"][0]["content"], "ssn 123-45-6789 ok");
-    let calls = rows(&gw, 6).await;
+    let calls = rows(&gw, 7).await;
     let masked = calls
         .iter()
         .find(|c| {
@@ -453,7 +466,7 @@ redact = ['\b\d{{3}}-\d{{2}}-\d{{4}}\b']
         "{text}"
     );
     assert!(
-        text.contains("llmux_hook_calls_total{hook=\"cap\",outcome=\"modify\"} 6"),
+        text.contains("llmux_hook_calls_total{hook=\"cap\",outcome=\"modify\"} 7"),
         "{text}"
     );
 }
@@ -549,6 +562,10 @@ fn config_check_names_the_hook_that_is_wrong() {
         (
             "name = \"pii\"\ndeny_pattern = \"[z-a]\"\n",
             "hooks[0].deny_pattern: hook \"pii\": invalid regex",
+        ),
+        (
+            "name = \"pii\"\ndeny_pattern = \"a*\"\n",
+            "matches the empty string",
         ),
         ("name = \"idle\"\n", "hooks[0]: hook \"idle\": does nothing"),
         (

@@ -254,6 +254,28 @@ mod tests {
     }
 
     #[test]
+    fn hook_denied_carries_its_code_in_each_dialect() {
+        let v = |d: Dialect| -> serde_json::Value {
+            serde_json::from_slice(&d.error_body(ErrorKind::HookDenied, "no")).unwrap()
+        };
+        assert_eq!(ErrorKind::HookDenied.status(), 403);
+        let o = v(Dialect::OpenAi);
+        assert_eq!(
+            (o["error"]["code"].as_str(), o["error"]["type"].as_str()),
+            (Some("hook_denied"), Some("permission_error"))
+        );
+        let a = v(Dialect::Anthropic);
+        assert_eq!(
+            (a["error"]["code"].as_str(), a["error"]["type"].as_str()),
+            (Some("hook_denied"), Some("permission_error"))
+        );
+        let g = v(Dialect::Gemini);
+        assert_eq!(g["error"]["status"], "PERMISSION_DENIED");
+        assert_eq!(g["error"]["details"][0]["reason"], "hook_denied");
+        assert_eq!(v(Dialect::Ollama), serde_json::json!({"error": "no"}));
+    }
+
+    #[test]
     fn stream_error_events() {
         let e = Dialect::OpenAi.stream_error_event(ErrorKind::BadGateway, "cut");
         assert!(e.starts_with(b"data: {\"error\":"));

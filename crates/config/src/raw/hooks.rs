@@ -224,10 +224,15 @@ fn check_url(raw: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A pattern that compiles and does not match the empty string (which would deny every
+/// call, or mask between every two characters).
 fn check_regex(p: &str) -> Result<(), String> {
-    regex_automata::meta::Regex::new(p)
-        .map(drop)
-        .map_err(|e| format!("invalid regex {p:?}: {e}"))
+    let re =
+        regex_automata::meta::Regex::new(p).map_err(|e| format!("invalid regex {p:?}: {e}"))?;
+    if re.is_match("") {
+        return Err(format!("regex {p:?} matches the empty string"));
+    }
+    Ok(())
 }
 
 fn headers(

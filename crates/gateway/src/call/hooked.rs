@@ -9,8 +9,9 @@ use crate::hooks::{self, rewrite, Hook, HookOutcome, Verdict};
 use axum::body::Body;
 use axum::http::Response;
 use llmux_config::HookFail;
-use llmux_wire::canonical::ChatRequest;
+use llmux_wire::canonical::{ChatRequest, Op, TranslateError};
 use llmux_wire::{ErrorKind, Peek};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,17 +44,23 @@ impl Call {
             return Ok(());
         }
         self.take_masks_and_headers(&scoped);
-        let reads = scoped.iter().any(|h| h.cfg.reads_request());
-        let mut req = match (reads, self.endpoint.op()) {
-            (true, Some(op)) => match self.canonical_request(op) {
-                Ok(r) => Some(r.clone()),
+        let reads = scoped.iter().find(|h| h.cfg.reads_request());
+        let (mut req, lossless) = match (reads, self.endpoint.op()) {
+            (Some(h), Some(op)) => match self.read_for_hooks(op) {
+                Ok((r, lossless)) => (Some(r), lossless),
                 Err(e) => {
-                    let resp = error(self.dialect(), ErrorKind::InvalidRequest, e.to_string());
+                    let message = format!(
+                        "hook '{}' must read this request, and it cannot be read: {e}",
+                        h.cfg.name
+                    );
+                    let resp = error(self.dialect(), ErrorKind::InvalidRequest, message);
                     return Err(self.refused(None, resp));
                 }
             },
-            _ => None,
+            _ => (None, true),
         };
+        // What the hooks saw first: the changes are what differs from it.
+        let original = req.clone();
         let mut changed = false;
         for hook in scoped {
             match self.run_hook(hook, model, req.as_mut()).await {
@@ -62,10 +69,48 @@ impl Call {
                 Step::Refused(resp) => return Err(self.refused(Some(hook), resp)),
             }
         }
-        match req.filter(|_| changed) {
-            Some(req) => self.replace_request(req),
-            None => Ok(()),
+        match (original, req.filter(|_| changed)) {
+            (Some(original), Some(req)) => self.replace_request(&original, req, lossless),
+            _ => Ok(()),
         }
+    }
+
+    /// The request in canonical form for the hooks, and whether that form holds all of it.
+    /// Top-level fields the canonical form refuses (OpenAI's `logprobs`, `reasoning_effort`,
+    /// …: they cannot be translated, but pass through untouched) are left out of what the
+    /// hooks see rather than refusing the call; a call that needs translating still fails on
+    /// them later, as without hooks.
+    fn read_for_hooks(&mut self, op: Op) -> Result<(ChatRequest, bool), TranslateError> {
+        let first = match self.canonical_request(op) {
+            Ok(r) => return Ok((r.clone(), true)),
+            Err(e) => e,
+        };
+        let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&self.body) else {
+            return Err(first);
+        };
+        let codec = self.endpoint.codec();
+        let mut err = first;
+        // Each refused field is removed in turn; a handful at most in any real request.
+        for _ in 0..16 {
+            if body.remove(&err.field).is_none() {
+                return Err(err);
+            }
+            let bytes =
+                serde_json::to_vec(&body).map_err(|e| TranslateError::new("", e.to_string()))?;
+            match codec.decode_request(op, &bytes) {
+                Ok(mut r) => {
+                    if self.model_in_path {
+                        r.model = self.peek.model.clone().unwrap_or_default();
+                    }
+                    if self.endpoint == super::Endpoint::GeminiStream {
+                        r.stream = true;
+                    }
+                    return Ok((r, false));
+                }
+                Err(e) => err = e,
+            }
+        }
+        Err(err)
     }
 
     /// One hook's turn: its built-in actions in order (deny, deny_pattern, set), or its
@@ -187,12 +232,17 @@ impl Call {
 
     /// The changed request becomes the call's: its canonical form for translated attempts, and
     /// its body re-encoded in the client's dialect for passthrough ones.
-    fn replace_request(&mut self, mut req: ChatRequest) -> Result<(), Response<Body>> {
-        let Some(Ok(original)) = self.canonical.take() else {
-            return Ok(());
-        };
-        rewrite::keep_call_shape(&mut req, &original);
-        let body = rewrite::reencode(self.endpoint, &self.body, &original, &req).map_err(|e| {
+    /// `original`: the request as the hooks first saw it; `lossless`: whether that is all of
+    /// the request (else the canonical form is decoded again from the new body when an
+    /// attempt needs translating, and refuses what it refused before).
+    fn replace_request(
+        &mut self,
+        original: &ChatRequest,
+        mut req: ChatRequest,
+        lossless: bool,
+    ) -> Result<(), Response<Body>> {
+        rewrite::keep_call_shape(&mut req, original);
+        let body = rewrite::reencode(self.endpoint, &self.body, original, &req).map_err(|e| {
             let message = format!(
                 "the request as changed by a hook cannot be written as a {} request: {e}",
                 self.endpoint.as_str()
@@ -213,7 +263,7 @@ impl Call {
         }
         self.body = body;
         self.peek = peek;
-        self.canonical = Some(Ok(req));
+        self.canonical = lossless.then_some(Ok(req));
         Ok(())
     }
 

@@ -220,7 +220,8 @@ mod tests {
 
     #[test]
     fn reencode_a_legacy_completion_keeps_its_prompt_form() {
-        let body = json!({"model": "m", "prompt": "say hi", "max_tokens": 10, "logprobs": 2});
+        let body =
+            json!({"model": "m", "prompt": "say hi", "max_tokens": 10, "user": "u1", "seed": 3});
         let original = decode(Endpoint::Completions, &body);
         let mut changed = original.clone();
         changed.messages[0].content = vec![Part::Text("say bye".into())];
@@ -234,7 +235,10 @@ mod tests {
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["prompt"], "say bye");
         assert!(v.get("messages").is_none());
-        assert_eq!(v["logprobs"], 2);
+        assert_eq!(
+            (v["user"].clone(), v["seed"].clone()),
+            (json!("u1"), json!(3))
+        );
     }
 
     #[test]
