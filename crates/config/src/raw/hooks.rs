@@ -76,23 +76,7 @@ pub(super) fn hooks_config(raw: Vec<RawHook>) -> Result<Vec<HookConfig>, ConfigE
 
 impl RawHook {
     fn into_config(self, path: &str) -> Result<HookConfig, ConfigError> {
-        let name = match self.name.as_deref().map(str::trim) {
-            Some(n) if valid_name(n) => n.to_string(),
-            Some(n) => {
-                return Err(ConfigError::new(
-                    format!("{path}.name"),
-                    format!(
-                        "invalid hook name {n:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
-                    ),
-                ))
-            }
-            None => {
-                return Err(ConfigError::new(
-                    format!("{path}.name"),
-                    "is required (it names the hook in errors, metrics and the call log)",
-                ))
-            }
-        };
+        let name = hook_name(self.name.as_deref(), path)?;
         let err = |key: &str, msg: String| {
             let at = if key.is_empty() {
                 path.to_string()
@@ -168,6 +152,21 @@ impl RawHook {
             headers,
             redact: self.redact,
         })
+    }
+}
+
+/// The hook's `name`: required, 1 to 64 letters, digits, '-', '_' or '.'.
+fn hook_name(name: Option<&str>, path: &str) -> Result<String, ConfigError> {
+    match name.map(str::trim) {
+        Some(n) if valid_name(n) => Ok(n.to_string()),
+        Some(n) => Err(ConfigError::new(
+            format!("{path}.name"),
+            format!("invalid hook name {n:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
+        )),
+        None => Err(ConfigError::new(
+            format!("{path}.name"),
+            "is required (it names the hook in errors, metrics and the call log)",
+        )),
     }
 }
 

@@ -70,7 +70,10 @@ impl Call {
             }
         }
         match (original, req.filter(|_| changed)) {
-            (Some(original), Some(req)) => self.replace_request(&original, req, lossless),
+            (Some(original), Some(req)) => match self.replace_request(&original, req, lossless) {
+                Some(refusal) => Err(refusal),
+                None => Ok(()),
+            },
             _ => Ok(()),
         }
     }
@@ -234,24 +237,31 @@ impl Call {
     /// its body re-encoded in the client's dialect for passthrough ones.
     /// `original`: the request as the hooks first saw it; `lossless`: whether that is all of
     /// the request (else the canonical form is decoded again from the new body when an
-    /// attempt needs translating, and refuses what it refused before).
+    /// attempt needs translating, and refuses what it refused before). `Some` is the refusal
+    /// of a changed request that cannot be written in the client's dialect.
     fn replace_request(
         &mut self,
         original: &ChatRequest,
         mut req: ChatRequest,
         lossless: bool,
-    ) -> Result<(), Response<Body>> {
+    ) -> Option<Response<Body>> {
         rewrite::keep_call_shape(&mut req, original);
-        let body = rewrite::reencode(self.endpoint, &self.body, original, &req).map_err(|e| {
-            let message = format!(
-                "the request as changed by a hook cannot be written as a {} request: {e}",
-                self.endpoint.as_str()
-            );
-            self.refused_now(error(self.dialect(), ErrorKind::InvalidRequest, message))
-        })?;
-        let peek = Peek::parse(&body).map_err(|e| {
-            self.refused_now(error(self.dialect(), ErrorKind::Internal, e.to_string()))
-        })?;
+        let written = rewrite::reencode(self.endpoint, &self.body, original, &req).and_then(|b| {
+            Peek::parse(&b)
+                .map(|p| (b, p))
+                .map_err(|e| TranslateError::new("", e.to_string()))
+        });
+        let (body, peek) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                let message = format!(
+                    "the request as changed by a hook cannot be written as a {} request: {e}",
+                    self.endpoint.as_str()
+                );
+                let resp = error(self.dialect(), ErrorKind::InvalidRequest, message);
+                return Some(self.refused(None, resp));
+            }
+        };
         if let Some(d) = self.draft.as_mut() {
             if d.record.request_body.is_some() {
                 let text = crate::accounting::redact(&String::from_utf8_lossy(&body));
@@ -264,7 +274,7 @@ impl Call {
         self.body = body;
         self.peek = peek;
         self.canonical = lossless.then_some(Ok(req));
-        Ok(())
+        None
     }
 
     /// Settles the record of a call a hook refused (or whose request could not be read),
@@ -286,9 +296,5 @@ impl Call {
             );
         }
         resp
-    }
-
-    fn refused_now(&mut self, resp: Response<Body>) -> Response<Body> {
-        self.refused(None, resp)
     }
 }
