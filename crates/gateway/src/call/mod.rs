@@ -1,5 +1,6 @@
 //! One model call as a pipeline of named stages over one owned per-call context (`Call`):
-//! `admission` (read the request; model permission, the key's limits, credit) → `plan`
+//! `admission` (read the request; model permission), `hooked` (the `[[hooks]]` in scope:
+//! refuse, change, add headers, mask the log), `admission` again (the key's limits, credit) → `plan`
 //! (targets and their candidates, in order) → `failover` (what to try next, how to react to a
 //! failure) → `send` (the upstream request, up to its first byte) → `respond` (passthrough,
 //! transcoded stream, whole translated answer, embeddings). The call's record travels in the
