@@ -620,4 +620,20 @@ fn config_check_names_the_hook_that_is_wrong() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("hooks (2, in order):"), "{text}");
+    assert!(
+        text.contains(
+            "guard: external http://10.0.0.9:9000/check (timeout 2s, fail open) [every call]"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("token=t"),
+        "the URL's query is not printed: {text}"
+    );
+    assert!(
+        text.contains("cap: max_tokens at most 512; redact 1 pattern(s) in the call log"),
+        "{text}"
+    );
 }
