@@ -14,10 +14,10 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// The upstreams: an Ollama node serving llama3 and an OpenAI-kind provider serving
-/// gpt-4o-mini, both on mock `m`.
+/// gpt-4o-mini, both on mock `m` (which serves both: each upstream lists only its own).
 fn upstreams(m: &MockServer) -> String {
     format!(
-        "{}[[upstreams]]\nname = \"oai\"\nkind = \"openai\"\nurl = \"{}/v1\"\nkeys = [\"sk-up\"]\nmodels = [\"gpt-4o-mini\"]\n",
+        "{}models = [\"llama3\"]\n[[upstreams]]\nname = \"oai\"\nkind = \"openai\"\nurl = \"{}/v1\"\nkeys = [\"sk-up\"]\nmodels = [\"gpt-4o-mini\"]\n",
         ollama("gpu", &m.url()),
         m.url()
     )
@@ -400,6 +400,13 @@ redact = ['\b\d{{3}}-\d{{2}}-\d{{4}}\b']
         (json!("low"), json!(true)),
         "{sent}"
     );
+    // The Responses API passed through: its own field is capped.
+    let responses = json!({"model": "gpt-4o-mini", "input": "hi", "max_output_tokens": 100});
+    let (s, v) = post(&gw, None, "/v1/responses", responses).await;
+    assert_eq!(s, 200, "{v}");
+    let sent = m.stats().last_body.unwrap();
+    assert_eq!(sent["max_output_tokens"], 16, "{sent}");
+    assert_eq!(sent["input"], "hi", "{sent}");
     // … and translated (Anthropic → OpenAI upstream), and on Ollama's own field.
     let (s, _) = post(
         &gw,
@@ -446,7 +453,7 @@ redact = ['\b\d{{3}}-\d{{2}}-\d{{4}}\b']
     assert_eq!(s, 200);
     let sent = m.stats().last_body.unwrap();
     assert_eq!(sent["messages"][0]["content"], "ssn 123-45-6789 ok");
-    let calls = rows(&gw, 7).await;
+    let calls = rows(&gw, 8).await;
     let masked = calls
         .iter()
         .find(|c| {
@@ -466,7 +473,7 @@ redact = ['\b\d{{3}}-\d{{2}}-\d{{4}}\b']
         "{text}"
     );
     assert!(
-        text.contains("llmux_hook_calls_total{hook=\"cap\",outcome=\"modify\"} 7"),
+        text.contains("llmux_hook_calls_total{hook=\"cap\",outcome=\"modify\"} 8"),
         "{text}"
     );
 }
