@@ -1288,7 +1288,7 @@ function usersPage(main) {
 // Every error class the call log records (see accounting::status_class and the relay).
 const ERROR_CLASSES = ["invalid_request", "authentication", "permission", "not_found", "payload_too_large",
   "rate_limited", "client_error", "insufficient_quota", "upstream_error", "unavailable", "timeout", "server_error",
-  "client_closed", "shutdown"];
+  "client_closed", "shutdown", "hook_denied", "hook_failed"];
 
 // A call's attempts, in order: where each went, with which provider key, and how it ended.
 function attemptsTable(log) {
@@ -1366,7 +1366,7 @@ function callsPage(main) {
       const tr = h("tr", { class: "clickable", tabindex: "0", "data-call": c.request_id },
         h("td", { text: fmtTime(c.time) }), h("td", { text: c.app_id || "—" }),
         h("td", { text: c.requested_model || "" }), h("td", { text: c.upstream || "—" }),
-        h("td", {}, badge(String(c.status ?? "") + (c.error_class ? " " + c.error_class : ""), (c.status || 0) >= 400 ? "bad" : "ok")),
+        h("td", {}, badge(String(c.status ?? "") + (c.error_class ? " " + c.error_class : "") + (c.hook ? ` (hook ${c.hook})` : ""), (c.status || 0) >= 400 ? "bad" : "ok")),
         h("td", { text: fmtMs(c.latency_ms) }), h("td", { text: fmtMs(c.ttft_ms) }),
         h("td", { text: `${c.input_tokens ?? "—"} / ${c.output_tokens ?? "—"}` }),
         h("td", { text: c.cost != null ? `$${Number(c.cost).toFixed(6)}` : "—" }));

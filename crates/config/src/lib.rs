@@ -1,6 +1,7 @@
 //! llmux configuration: the TOML file, `${ENV}` interpolation and validation into typed settings.
 
 mod error;
+mod hooks;
 mod interpolate;
 mod raw;
 mod secret;
@@ -14,6 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use error::{ConfigError, ValueError};
+pub use hooks::{ExternalHook, HookConfig, HookFail, HookScope, HookSet};
 pub use secret::Secret;
 pub use units::{bounded_duration, parse_duration, parse_size, MAX_DURATION};
 
@@ -48,6 +50,8 @@ pub struct Config {
     pub catalog: CatalogConfig,
     /// `[translation]`: what llmux fetches itself for translated calls.
     pub translation: TranslationConfig,
+    /// `[[hooks]]`: checks and changes around each model call, in file order (docs/hooks.md).
+    pub hooks: Vec<HookConfig>,
 }
 
 impl Config {

@@ -1129,3 +1129,93 @@ fn max_output_tokens_only_for_anthropic_and_in_range() {
         assert_eq!(err.path, path, "{extra}: {err}");
     }
 }
+
+#[test]
+fn hooks_parse_with_their_defaults_in_file_order() {
+    let cfg = parse(
+        r#"
+[[hooks]]
+name = "guard"
+url = "http://10.0.0.9:9000/check"
+models = ["gpt-4o"]
+
+[[hooks]]
+name = "cap"
+set = { max_tokens = 512, temperature = 0.2 }
+headers = { "X-Team" = "research" }
+redact = ['\d{4}']
+apps = ["app_1"]
+keys = ["vk_1"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.hooks.len(), 2, "{:?}", cfg.hooks);
+    let (guard, cap) = (&cfg.hooks[0], &cfg.hooks[1]);
+    assert_eq!((guard.name.as_str(), cap.name.as_str()), ("guard", "cap"));
+    let ext = guard.external.as_ref().unwrap();
+    assert_eq!((ext.timeout, ext.fail), (secs(2), HookFail::Closed));
+    assert_eq!(guard.scope.models, ["gpt-4o"]);
+    assert!(guard.reads_request());
+    assert_eq!(
+        (cap.set.max_tokens, cap.set.temperature),
+        (Some(512), Some(0.2))
+    );
+    assert_eq!(
+        cap.headers,
+        [("x-team".to_string(), "research".to_string())]
+    );
+    assert_eq!((cap.scope.apps.len(), cap.scope.keys.len()), (1, 1));
+    assert!(cap.external.is_none() && cap.reads_request());
+    assert!(Config::default().hooks.is_empty());
+}
+
+#[test]
+fn hook_errors_name_the_hook_and_the_key() {
+    for (text, path, message) in [
+        (
+            "name = \"g\"\nurl = \"http://h\"\ntimeout = \"0s\"",
+            "hooks[0].timeout",
+            "greater than zero",
+        ),
+        (
+            "name = \"g\"\nurl = \"http://h\"\ntimeout = \"2m\"",
+            "hooks[0].timeout",
+            "at most 60s",
+        ),
+        (
+            "name = \"c\"\nset = { max_tokens = 0 }",
+            "hooks[0].set.max_tokens",
+            "at least 1",
+        ),
+        (
+            "name = \"c\"\nset = { top_p = 1.5 }",
+            "hooks[0].set.top_p",
+            "from 0 to 1",
+        ),
+        (
+            "name = \"c\"\ndeny = true\ntimeout = \"1s\"",
+            "hooks[0].timeout",
+            "only to an external hook",
+        ),
+        (
+            "name = \"c\"\nheaders = { \"x-a\" = \"x\" }\nmessage = \"m\"",
+            "hooks[0].message",
+            "deny",
+        ),
+        (
+            "name = \"c\"\ndeny = true\nmodels = [\"\"]",
+            "hooks[0].models",
+            "empty name",
+        ),
+        (
+            "name = \"bad name\"\ndeny = true",
+            "hooks[0].name",
+            "invalid hook name",
+        ),
+        ("deny = true", "hooks[0].name", "is required"),
+    ] {
+        let (p, m) = fail(&format!("[[hooks]]\n{text}\n"));
+        assert_eq!(p, path, "{text}: {m}");
+        assert!(m.contains(message), "{text}: {m}");
+    }
+}

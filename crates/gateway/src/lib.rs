@@ -17,6 +17,7 @@ pub mod endpoint;
 pub mod error;
 pub mod health;
 pub mod image_fetch;
+pub mod hooks;
 pub mod keys;
 pub mod limits;
 pub mod listen;
@@ -74,6 +75,8 @@ pub struct Gateway {
     pub limits: limits::Limiter,
     /// What other instances of a cluster share with this one; empty on a single instance.
     pub peers: peers::Peers,
+    /// `[[hooks]]`, compiled for the running config; their client and metrics.
+    pub hooks: hooks::Hooks,
 }
 
 impl Gateway {
@@ -98,6 +101,7 @@ impl Gateway {
             accounting,
             limits: limits::Limiter::default(),
             peers: peers::Peers::default(),
+            hooks: hooks::Hooks::default(),
         }))
     }
 

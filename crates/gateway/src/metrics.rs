@@ -66,6 +66,11 @@ impl Default for Histogram {
 }
 
 impl Histogram {
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
     pub fn observe(&self, d: Duration) {
         let s = d.as_secs_f64();
         let i = BUCKETS
@@ -235,8 +240,41 @@ impl Collector for Scrape {
         encode_image_fetches(&mut enc)?;
         encode_upstream_state(&mut enc, &ups)?;
         encode_catalog(&mut enc, &routes)?;
+        encode_hooks(&mut enc, gw)?;
         encode_call_log(&mut enc, gw)
     }
+}
+
+/// `[[hooks]]`: what each hook decided, and how long external hooks took.
+fn encode_hooks(enc: &mut DescriptorEncoder, gw: &Gateway) -> fmt::Result {
+    let hooks = gw.hooks.metrics();
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let help = "Hook decisions, by hook and outcome (allow, deny, modify, error).";
+    let mut m = family(enc, "llmux_hook_calls", help, MetricType::Counter)?;
+    for (name, h) in &hooks {
+        for (o, n) in crate::hooks::HookOutcome::ALL.iter().zip(&h.calls) {
+            series(
+                &mut m,
+                &[("hook", name.as_str()), ("outcome", o.as_str())],
+                n,
+            )?;
+        }
+    }
+    let help = "Time external hooks took to answer (or fail).";
+    let mut m = family(
+        enc,
+        "llmux_hook_duration_seconds",
+        help,
+        MetricType::Histogram,
+    )?;
+    for (name, h) in &hooks {
+        if h.duration.count() > 0 {
+            series(&mut m, &[("hook", name.as_str())], &h.duration)?;
+        }
+    }
+    Ok(())
 }
 
 /// The call log's queue and the ledger's refusals.

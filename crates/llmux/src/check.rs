@@ -108,6 +108,7 @@ pub fn render(cfg: &Config) -> String {
             let _ = writeln!(out, "  {model} -> {}", chain.join(" -> "));
         }
     }
+    render_hooks(&mut out, cfg);
     out
 }
 
@@ -129,6 +130,76 @@ fn image_fetch_line(cfg: &Config) -> String {
             "public addresses only"
         }
     )
+}
+
+/// `[[hooks]]` in the order they run: what each does and its scope (docs/hooks.md). A URL's
+/// query string (which may hold a token) is not printed.
+fn render_hooks(out: &mut String, cfg: &Config) {
+    use std::fmt::Write as _;
+    if cfg.hooks.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nhooks ({}, in order):", cfg.hooks.len());
+    for h in &cfg.hooks {
+        let mut does = Vec::new();
+        if let Some(e) = &h.external {
+            let url = e.url.split('?').next().unwrap_or_default();
+            does.push(format!(
+                "external {url} (timeout {:?}, fail {})",
+                e.timeout,
+                e.fail.as_str()
+            ));
+        }
+        if h.deny {
+            does.push("deny".into());
+        }
+        if let Some(p) = &h.deny_pattern {
+            does.push(format!("deny_pattern {p:?}"));
+        }
+        if let Some(n) = h.set.max_tokens {
+            does.push(format!("max_tokens at most {n}"));
+        }
+        let set = &h.set;
+        let replaced = [
+            ("temperature", set.temperature.is_some()),
+            ("top_p", set.top_p.is_some()),
+            ("top_k", set.top_k.is_some()),
+            ("seed", set.seed.is_some()),
+            ("frequency_penalty", set.frequency_penalty.is_some()),
+            ("presence_penalty", set.presence_penalty.is_some()),
+        ];
+        let replaced: Vec<&str> = replaced
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(k, _)| *k)
+            .collect();
+        if !replaced.is_empty() {
+            does.push(format!("set {}", replaced.join(", ")));
+        }
+        if !h.headers.is_empty() {
+            let names: Vec<&str> = h.headers.iter().map(|(n, _)| n.as_str()).collect();
+            does.push(format!("headers {}", names.join(", ")));
+        }
+        if !h.redact.is_empty() {
+            does.push(format!(
+                "redact {} pattern(s) in the call log",
+                h.redact.len()
+            ));
+        }
+        let s = &h.scope;
+        let mut scope = Vec::new();
+        for (what, list) in [("models", &s.models), ("apps", &s.apps), ("keys", &s.keys)] {
+            if !list.is_empty() {
+                scope.push(format!("{what} {}", list.join(", ")));
+            }
+        }
+        let scope = if scope.is_empty() {
+            "every call".to_string()
+        } else {
+            scope.join("; ")
+        };
+        let _ = writeln!(out, "  {}: {} [{scope}]", h.name, does.join("; "));
+    }
 }
 
 /// One upstream of the routing table: where it is, what it serves, its keys and timeouts.

@@ -38,6 +38,7 @@ pub enum Command {
     },
     /// Run a mock upstream that speaks the Ollama, OpenAI, Anthropic, Gemini and Azure APIs, with
     /// fault injection.
+    #[command(after_help = MOCK_HELP)]
     Mock(Box<MockArgs>),
     /// Work with config files.
     Config {
@@ -69,6 +70,18 @@ pub enum Command {
         dir: Option<PathBuf>,
     },
 }
+
+/// What `llmux mock --help` says besides its options: the test endpoints.
+const MOCK_HELP: &str = "\
+Test endpoints:
+  GET  /_mock/stats    what the node saw (requests, last body, last x-* headers, hook calls)
+  POST /_mock/faults   change fault injection (JSON: fail_rate, fail_status, hang, ...)
+  POST /_mock/models   change the served models (a JSON array of names)
+  POST /hook           an external hook for llmux's [[hooks]] (docs/hooks.md); the answer
+                       follows a marker in the prompt: deny-me (deny), modify-me (modify:
+                       the marker becomes modified-by-hook and max_tokens 5), slow-hook (no
+                       answer for 30 s), garbage-hook (not JSON), error-hook (500); any
+                       other prompt is allowed";
 
 #[derive(Subcommand, Debug)]
 pub enum SecretsAction {

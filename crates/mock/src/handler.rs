@@ -262,10 +262,17 @@ async fn route(st: &Arc<Shared>, req: Request) -> Response {
     if let Some(ctl) = path.strip_prefix("/_mock/") {
         return control(st, method, ctl, body).await;
     }
+    if path == "/hook" && method == Method::POST {
+        return match axum::body::to_bytes(body, BODY_LIMIT).await {
+            Ok(b) => crate::hook::answer(st, &b).await,
+            Err(e) => ollama_error(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+    }
     let dialect = Dialect::of(method, path, &parts.headers, parts.uri.query());
     let cred = Credential::of(dialect, &parts.headers, parts.uri.query());
     st.note_request(path, cred.shown.as_deref());
     st.note_traceparent(parts.headers.get("traceparent"));
+    st.note_headers(&parts.headers);
     let guard = InFlight::new(st);
 
     if let Some(refused) = check_key(st, dialect, path, &cred) {

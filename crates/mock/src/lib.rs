@@ -9,6 +9,7 @@
 mod anthropic;
 mod gemini;
 mod handler;
+mod hook;
 mod ollama;
 mod openai;
 mod pull;
@@ -142,4 +143,13 @@ pub struct Stats {
     /// W3C `traceparent` of the last request (None when it had none).
     #[serde(default)]
     pub last_traceparent: Option<String>,
+    /// The `x-*` headers of the last request (`x-api-key` and `x-goog-api-key` left out).
+    #[serde(default)]
+    pub last_headers: BTreeMap<String, String>,
+    /// Calls of the mock hook (`POST /hook`, see the `hook` module).
+    #[serde(default)]
+    pub hook_calls: u64,
+    /// What the mock hook was last sent.
+    #[serde(default)]
+    pub last_hook: Option<serde_json::Value>,
 }

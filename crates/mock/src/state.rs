@@ -81,6 +81,10 @@ pub(crate) struct Shared {
     last_auth: Mutex<Option<HeaderValue>>,
     last_traceparent: Mutex<Option<HeaderValue>>,
     last_body: Mutex<Option<Bytes>>,
+    /// The `x-*` headers of the last request (credentials left out).
+    last_headers: Mutex<BTreeMap<String, String>>,
+    hook_calls: AtomicU64,
+    last_hook: Mutex<Option<serde_json::Value>>,
 }
 
 /// A poisoned lock only means another request panicked mid-update of plain data; keep serving.
@@ -131,6 +135,9 @@ impl Shared {
             last_auth: Mutex::new(None),
             last_traceparent: Mutex::new(None),
             last_body: Mutex::new(None),
+            last_headers: Mutex::new(BTreeMap::new()),
+            hook_calls: AtomicU64::new(0),
+            last_hook: Mutex::new(None),
         }
     }
 
@@ -244,6 +251,30 @@ impl Shared {
         *lock(&self.last_traceparent) = v.cloned();
     }
 
+    /// Remembers the `x-*` headers of the last request, except the ones carrying keys.
+    pub(crate) fn note_headers(&self, headers: &axum::http::HeaderMap) {
+        let kept = headers
+            .iter()
+            .filter(|(n, _)| {
+                let n = n.as_str();
+                n.starts_with("x-") && n != "x-api-key" && n != "x-goog-api-key"
+            })
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        *lock(&self.last_headers) = kept;
+    }
+
+    /// Counts a call of the mock hook (`POST /hook`) and keeps what it was sent.
+    pub(crate) fn note_hook(&self, payload: &serde_json::Value) {
+        self.hook_calls.fetch_add(1, Relaxed);
+        *lock(&self.last_hook) = Some(payload.clone());
+    }
+
     pub(crate) fn note_body(&self, body: &Bytes) {
         // Bytes clone is a refcount bump; parsing waits until someone asks for stats.
         *lock(&self.last_body) = Some(body.clone());
@@ -288,6 +319,9 @@ impl Shared {
             last_body,
             failed: self.failed.load(Relaxed),
             by_key: lock(&self.by_key).clone(),
+            last_headers: lock(&self.last_headers).clone(),
+            hook_calls: self.hook_calls.load(Relaxed),
+            last_hook: lock(&self.last_hook).clone(),
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct CallRecord {
     /// Whether the client asked for a streamed answer (`None`: not known, older rows).
     #[serde(default)]
     pub stream: Option<bool>,
+    /// The hook (`[[hooks]]`) that refused the call, if one did.
+    #[serde(default)]
+    pub hook: Option<String>,
 }
 
 /// One attempt of a call at an upstream.
@@ -149,6 +152,7 @@ impl CallRecord {
             error_class: opt(&self.error_class),
             client_ip: opt(&self.client_ip),
             reported_model: opt(&self.reported_model),
+            hook: opt(&self.hook),
             request_body: body(&self.request_body),
             response_body: body(&self.response_body),
             attempt_log: self
@@ -268,6 +272,7 @@ impl_from_row!(CallRecord, |row| {
             .and_then(|j| serde_json::from_str(&j).ok())
             .unwrap_or_default(),
         stream: row.try_get("stream")?,
+        hook: row.try_get("hook")?,
     })
 });
 
@@ -283,7 +288,7 @@ macro_rules! cols {
         "created_at, request_id, app_id, virtual_key_id, dialect, requested_model, upstream, \
          upstream_model, provider_key_id, status, error_class, attempts, latency_ms, ttft_ms, \
          input_tokens, output_tokens, tokens_estimated, cost, client_ip, request_body, \
-         response_body, chunks, reported_model, attempt_log, stream"
+         response_body, chunks, reported_model, attempt_log, stream, hook"
     };
 }
 
@@ -339,7 +344,8 @@ macro_rules! insert_call_rows {
                     .push_bind(call.chunks)
                     .push_bind(call.reported_model.clone())
                     .push_bind(attempt_log_json(&call.attempt_log))
-                    .push_bind(call.stream);
+                    .push_bind(call.stream)
+                    .push_bind(call.hook.clone());
             });
             insert.build().execute(&mut *$tx).await?;
         }

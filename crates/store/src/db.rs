@@ -296,6 +296,11 @@ fn sqlite_migrator() -> Migrator {
             "model rename",
             include_str!("../migrations/sqlite/0010_model_rename.sql"),
         ),
+        migration(
+            11,
+            "call hook",
+            include_str!("../migrations/sqlite/0011_call_hook.sql"),
+        ),
     ])
 }
 
@@ -354,6 +359,11 @@ fn postgres_migrator() -> Migrator {
             10,
             "model rename",
             include_str!("../migrations/postgres/0010_model_rename.sql"),
+        ),
+        migration(
+            11,
+            "call hook",
+            include_str!("../migrations/postgres/0011_call_hook.sql"),
         ),
     ])
 }

@@ -29,7 +29,7 @@ impl Dialect {
     /// The JSON error body a client of this dialect expects.
     /// OpenAI: `{"error":{"message","type","param","code"}}`; Ollama: `{"error":"..."}`.
     pub fn error_body(self, kind: ErrorKind, message: &str) -> Vec<u8> {
-        let value = match self {
+        let mut value = match self {
             Dialect::OpenAi => json!({
                 "error": {
                     "message": message,
@@ -51,6 +51,9 @@ impl Dialect {
                 }
             }),
         };
+        if kind == ErrorKind::HookDenied {
+            mark_hook_denied(self, &mut value);
+        }
         serde_json::to_vec(&value).unwrap_or_default()
     }
 
@@ -93,6 +96,8 @@ pub enum ErrorKind {
     Authentication,
     /// Credentials valid but not allowed.
     PermissionDenied,
+    /// A hook (`[[hooks]]`) refused the call: a 403 with the code `hook_denied`.
+    HookDenied,
     /// Body over `server.max_body`.
     PayloadTooLarge,
     /// Too many requests.
@@ -109,13 +114,35 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// A hook's refusal carries the code `hook_denied` where the dialect has room for one:
+/// OpenAI's `error.code` (already), Anthropic's error object (an extra `code` field, which its
+/// SDKs keep on the exception's body), Gemini's `details` (a `google.rpc.ErrorInfo` reason).
+/// Ollama's errors are a bare message.
+fn mark_hook_denied(dialect: Dialect, value: &mut serde_json::Value) {
+    let error = value.get_mut("error").and_then(|e| e.as_object_mut());
+    match (dialect, error) {
+        (Dialect::Anthropic, Some(e)) => {
+            e.insert("code".into(), json!("hook_denied"));
+        }
+        (Dialect::Gemini, Some(e)) => {
+            let info = json!({
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "hook_denied",
+                "domain": "llmux",
+            });
+            e.insert("details".into(), json!([info]));
+        }
+        _ => {}
+    }
+}
+
 impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
             ErrorKind::InvalidRequest => 400,
             ErrorKind::ModelNotFound | ErrorKind::NotFound => 404,
             ErrorKind::Authentication => 401,
-            ErrorKind::PermissionDenied => 403,
+            ErrorKind::PermissionDenied | ErrorKind::HookDenied => 403,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::RateLimited | ErrorKind::InsufficientQuota => 429,
             ErrorKind::BadGateway => 502,
@@ -132,7 +159,7 @@ impl ErrorKind {
             | ErrorKind::NotFound
             | ErrorKind::PayloadTooLarge
             | ErrorKind::Authentication => "invalid_request_error",
-            ErrorKind::PermissionDenied => "permission_error",
+            ErrorKind::PermissionDenied | ErrorKind::HookDenied => "permission_error",
             ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::InsufficientQuota => "insufficient_quota",
             ErrorKind::BadGateway
@@ -147,7 +174,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => "invalid_request_error",
             ErrorKind::ModelNotFound | ErrorKind::NotFound => "not_found_error",
             ErrorKind::Authentication => "authentication_error",
-            ErrorKind::PermissionDenied => "permission_error",
+            ErrorKind::PermissionDenied | ErrorKind::HookDenied => "permission_error",
             ErrorKind::PayloadTooLarge => "request_too_large",
             ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::InsufficientQuota => "billing_error",
@@ -161,7 +188,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge => "INVALID_ARGUMENT",
             ErrorKind::ModelNotFound | ErrorKind::NotFound => "NOT_FOUND",
             ErrorKind::Authentication => "UNAUTHENTICATED",
-            ErrorKind::PermissionDenied => "PERMISSION_DENIED",
+            ErrorKind::PermissionDenied | ErrorKind::HookDenied => "PERMISSION_DENIED",
             ErrorKind::RateLimited | ErrorKind::InsufficientQuota => "RESOURCE_EXHAUSTED",
             ErrorKind::Unavailable | ErrorKind::BadGateway => "UNAVAILABLE",
             ErrorKind::Timeout => "DEADLINE_EXCEEDED",
@@ -176,6 +203,7 @@ impl ErrorKind {
             ErrorKind::NotFound => Some("not_found"),
             ErrorKind::Authentication => Some("invalid_api_key"),
             ErrorKind::PermissionDenied => Some("permission_denied"),
+            ErrorKind::HookDenied => Some("hook_denied"),
             ErrorKind::PayloadTooLarge => Some("payload_too_large"),
             ErrorKind::RateLimited => Some("rate_limit_exceeded"),
             ErrorKind::InsufficientQuota => Some("insufficient_quota"),
@@ -223,6 +251,28 @@ mod tests {
         assert_eq!(v["error"]["status"], "NOT_FOUND");
         let e = Dialect::Anthropic.stream_error_event(ErrorKind::BadGateway, "cut");
         assert!(e.starts_with(b"event: error\ndata: {"));
+    }
+
+    #[test]
+    fn hook_denied_carries_its_code_in_each_dialect() {
+        let v = |d: Dialect| -> serde_json::Value {
+            serde_json::from_slice(&d.error_body(ErrorKind::HookDenied, "no")).unwrap()
+        };
+        assert_eq!(ErrorKind::HookDenied.status(), 403);
+        let o = v(Dialect::OpenAi);
+        assert_eq!(
+            (o["error"]["code"].as_str(), o["error"]["type"].as_str()),
+            (Some("hook_denied"), Some("permission_error"))
+        );
+        let a = v(Dialect::Anthropic);
+        assert_eq!(
+            (a["error"]["code"].as_str(), a["error"]["type"].as_str()),
+            (Some("hook_denied"), Some("permission_error"))
+        );
+        let g = v(Dialect::Gemini);
+        assert_eq!(g["error"]["status"], "PERMISSION_DENIED");
+        assert_eq!(g["error"]["details"][0]["reason"], "hook_denied");
+        assert_eq!(v(Dialect::Ollama), serde_json::json!({"error": "no"}));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod catalog;
 mod cluster;
 mod de;
+mod hooks;
 mod listener;
 mod routing;
 mod translation;
@@ -47,6 +48,7 @@ pub(crate) struct RawConfig {
     cluster: cluster::RawCluster,
     catalog: catalog::RawCatalog,
     translation: translation::RawTranslation,
+    hooks: Vec<hooks::RawHook>,
 }
 
 #[derive(Deserialize, Default)]
@@ -299,6 +301,7 @@ impl RawConfig {
         let cluster = self.cluster.into_config()?;
         let catalog = self.catalog.into_config()?;
         let translation = self.translation.into_config()?;
+        let hooks = hooks::hooks_config(self.hooks)?;
         if cluster.enabled == Some(true) && !(store.is_postgres() && limits.redis_url.is_some()) {
             return Err(ConfigError::new(
                 "cluster.enabled",
@@ -321,6 +324,7 @@ impl RawConfig {
             cluster,
             catalog,
             translation,
+            hooks,
         })
     }
 }

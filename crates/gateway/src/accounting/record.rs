@@ -40,6 +40,8 @@ pub struct CallRecord {
     pub attempt_log: Vec<AttemptRecord>,
     /// Whether the client asked for a streamed answer.
     pub stream: Option<bool>,
+    /// The hook (`[[hooks]]`) that refused the call, if one did.
+    pub hook: Option<String>,
 }
 
 /// One attempt of a call at an upstream, as the call log shows it.
@@ -79,6 +81,8 @@ pub struct Draft {
     shutdown: Option<tokio_util::sync::CancellationToken>,
     /// The call span's usage, filled when the record settles (tracing on).
     usage: Option<crate::telemetry::UsageSlot>,
+    /// The `redact` patterns of the hooks in scope, applied to the bodies the record keeps.
+    pub masks: Option<Arc<Vec<regex_automata::meta::Regex>>>,
 }
 
 /// Most tokens one call is recorded with, each way (far beyond any model's context): larger
@@ -110,6 +114,7 @@ impl Draft {
             settled: false,
             shutdown: None,
             usage: None,
+            masks: None,
         }
     }
 
@@ -186,7 +191,11 @@ impl Draft {
         if self.bodies {
             if let Some(b) = response {
                 let b = &b[..b.len().min(BODY_LOG_LIMIT)];
-                r.response_body = Some(redact(&String::from_utf8_lossy(b)));
+                let text = redact(&String::from_utf8_lossy(b));
+                r.response_body = Some(match &self.masks {
+                    Some(m) => crate::hooks::mask(m, &text),
+                    None => text,
+                });
             }
         }
         self.sink.record(std::mem::take(&mut self.record));

@@ -154,6 +154,7 @@ impl Call {
             last_reply: None,
             out_of_budget: false,
             shown: Shown::default(),
+            hook_headers: Vec::new(),
         };
         Ok((call, model, targets))
     }

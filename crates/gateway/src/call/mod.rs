@@ -1,5 +1,6 @@
 //! One model call as a pipeline of named stages over one owned per-call context (`Call`):
-//! `admission` (read the request; model permission, the key's limits, credit) → `plan`
+//! `admission` (read the request; model permission), `hooked` (the `[[hooks]]` in scope:
+//! refuse, change, add headers, mask the log), `admission` again (the key's limits, credit) → `plan`
 //! (targets and their candidates, in order) → `failover` (what to try next, how to react to a
 //! failure) → `send` (the upstream request, up to its first byte) → `respond` (passthrough,
 //! transcoded stream, whole translated answer, embeddings). The call's record travels in the
@@ -9,6 +10,7 @@ pub(crate) mod admission;
 pub mod failover;
 pub mod failure;
 mod inline;
+mod hooked;
 mod line;
 mod plan;
 mod prepare;
@@ -89,6 +91,9 @@ async fn handle_call(
         Ok(c) => c,
         Err(resp) => return (resp, Shown::default()),
     };
+    if let Err(refusal) = call.hook(&model).await {
+        return call.finish(refusal);
+    }
     let resp = match call.admit(&model, &targets).await {
         Ok(()) => call.run(&model, &targets).await,
         Err(refusal) => refusal,
@@ -165,6 +170,8 @@ pub(crate) struct Call {
     out_of_budget: bool,
     /// What the answer's `x-llmux-*` headers say, for the call line and the record.
     shown: Shown,
+    /// Headers the hooks in scope add to every upstream request of the call.
+    hook_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Call {

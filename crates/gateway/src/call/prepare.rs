@@ -198,7 +198,7 @@ impl Call {
         })
     }
 
-    fn canonical_request(&mut self, op: Op) -> Result<&ChatRequest, TranslateError> {
+    pub(super) fn canonical_request(&mut self, op: Op) -> Result<&ChatRequest, TranslateError> {
         if self.canonical.is_none() {
             let codec = self.endpoint.codec();
             let decoded = codec.decode_request(op, &self.body).map(|mut r| {

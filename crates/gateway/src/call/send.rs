@@ -138,6 +138,9 @@ impl Call {
             .body(prepared.body);
         let secret = key.and_then(|k| up.keys.get(k)).map(|k| k.secret.expose());
         call = crate::egress::authorize(call, up, secret);
+        for (name, value) in &self.hook_headers {
+            call = call.header(name, value);
+        }
         if let Some(t) = trace {
             call = call.header("traceparent", t.header());
         }
