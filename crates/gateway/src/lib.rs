@@ -7,6 +7,7 @@ pub mod accounting;
 pub mod alerts;
 pub mod auth;
 pub mod breaker;
+pub mod cache;
 pub mod call;
 pub mod catalog;
 mod compress;
@@ -73,6 +74,9 @@ pub struct Gateway {
     pub limits: limits::Limiter,
     /// What other instances of a cluster share with this one; empty on a single instance.
     pub peers: peers::Peers,
+    /// The response cache (`[cache]`): its memory backend, the shared one when installed, the
+    /// calls in flight and the counters.
+    pub cache: cache::Cache,
 }
 
 impl Gateway {
@@ -97,6 +101,7 @@ impl Gateway {
             accounting,
             limits: limits::Limiter::default(),
             peers: peers::Peers::default(),
+            cache: cache::Cache::default(),
         }))
     }
 
@@ -162,6 +167,7 @@ impl Gateway {
         }
         health::probe_some(&fresh, &config).await;
         self.accounting.reprice(&config.pricing);
+        self.cache.reconfigured(&config.cache);
         configure_outputs(&config);
         let routes = Routes::with_overlay(Arc::new(config), Arc::new(overlay), upstreams);
         self.routes.store(Arc::new(routes));

@@ -1,6 +1,7 @@
 //! The file's shape as serde sees it (`Raw*`, unknown keys rejected) and its validation into
 //! the public types. `[routing]`/`[health]` and `[[upstreams]]` have files of their own.
 
+mod cache;
 mod catalog;
 mod cluster;
 mod de;
@@ -45,6 +46,7 @@ pub(crate) struct RawConfig {
     telemetry: RawTelemetry,
     cluster: cluster::RawCluster,
     catalog: catalog::RawCatalog,
+    cache: cache::RawCache,
 }
 
 #[derive(Deserialize, Default)]
@@ -296,6 +298,7 @@ impl RawConfig {
         let telemetry = self.telemetry.into_config()?;
         let cluster = self.cluster.into_config()?;
         let catalog = self.catalog.into_config()?;
+        let cache = self.cache.into_config(limits.redis_url.is_some())?;
         if cluster.enabled == Some(true) && !(store.is_postgres() && limits.redis_url.is_some()) {
             return Err(ConfigError::new(
                 "cluster.enabled",
@@ -317,6 +320,7 @@ impl RawConfig {
             telemetry,
             cluster,
             catalog,
+            cache,
         })
     }
 }

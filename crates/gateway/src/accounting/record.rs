@@ -40,6 +40,8 @@ pub struct CallRecord {
     pub attempt_log: Vec<AttemptRecord>,
     /// Whether the client asked for a streamed answer.
     pub stream: Option<bool>,
+    /// Answered from the response cache (`[cache]`): no upstream, no tokens, no cost.
+    pub cache_hit: bool,
 }
 
 /// One attempt of a call at an upstream, as the call log shows it.

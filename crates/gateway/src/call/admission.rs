@@ -154,6 +154,9 @@ impl Call {
             last_reply: None,
             out_of_budget: false,
             shown: Shown::default(),
+            capture: false,
+            captured: None,
+            stored: None,
         };
         Ok((call, model, targets))
     }

@@ -6,6 +6,7 @@
 //! context from start to settle; whoever answers the client takes it.
 
 pub(crate) mod admission;
+mod cached;
 pub mod failover;
 pub mod failure;
 mod line;
@@ -84,12 +85,14 @@ async fn handle_call(
     path: PathModel,
     requested: &mut Option<String>,
 ) -> (Response<Body>, Shown) {
+    // Read before the request is taken; used only when `[cache]` covers the call.
+    let directive = crate::cache::Directive::of(req.headers());
     let (mut call, model, targets) = match Call::intake(gw, endpoint, req, path, requested).await {
         Ok(c) => c,
         Err(resp) => return (resp, Shown::default()),
     };
     let resp = match call.admit(&model, &targets).await {
-        Ok(()) => call.run(&model, &targets).await,
+        Ok(()) => call.run_cached(&model, &targets, directive).await,
         Err(refusal) => refusal,
     };
     call.finish(resp)
@@ -164,6 +167,12 @@ pub(crate) struct Call {
     out_of_budget: bool,
     /// What the answer's `x-llmux-*` headers say, for the call line and the record.
     shown: Shown,
+    /// The response cache keeps this call's whole answer: the respond stage notes it in
+    /// `captured` (and reads a passthrough answer whole rather than relaying it).
+    capture: bool,
+    captured: Option<crate::cache::Entry>,
+    /// The answer this call stored in the cache, for the followers of a coalesced call.
+    stored: Option<Arc<crate::cache::Entry>>,
 }
 
 impl Call {
