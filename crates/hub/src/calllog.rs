@@ -622,6 +622,7 @@ pub fn to_store(r: llmux_gateway::accounting::CallRecord) -> CallRecord {
             })
             .collect(),
         stream: r.stream,
+        cache_hit: r.cache_hit,
     }
 }
 

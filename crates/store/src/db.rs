@@ -296,6 +296,11 @@ fn sqlite_migrator() -> Migrator {
             "model rename",
             include_str!("../migrations/sqlite/0010_model_rename.sql"),
         ),
+        migration(
+            12,
+            "call cache hit",
+            include_str!("../migrations/sqlite/0012_call_cache_hit.sql"),
+        ),
     ])
 }
 
@@ -354,6 +359,11 @@ fn postgres_migrator() -> Migrator {
             10,
             "model rename",
             include_str!("../migrations/postgres/0010_model_rename.sql"),
+        ),
+        migration(
+            12,
+            "call cache hit",
+            include_str!("../migrations/postgres/0012_call_cache_hit.sql"),
         ),
     ])
 }

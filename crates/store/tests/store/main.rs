@@ -68,6 +68,7 @@ fn call(i: usize, app_id: Option<&str>) -> CallRecord {
         reported_model: Some("gpt-4o-2024-08-06".to_owned()),
         attempt_log: Vec::new(),
         stream: None,
+        cache_hit: false,
     }
 }
 
