@@ -270,7 +270,8 @@ fn encode_cache(
         let n = ConstCounter::new(gw.cache.requests(o));
         series(&mut m, &[("result", o.as_str())], &n)?;
     }
-    let help = "Lookups and stores the shared (Redis) cache backend failed (the calls bypassed it).";
+    let help =
+        "Lookups and stores the shared (Redis) cache backend failed (the calls bypassed it).";
     let m = family(enc, "llmux_cache_errors", help, MetricType::Counter)?;
     ConstCounter::new(gw.cache.errors()).encode(m)?;
     if config.backend != llmux_config::CacheBackend::Memory {

@@ -149,7 +149,8 @@ async fn compose(
     if let Some(url) = effective.limits.redis_url.as_ref() {
         // Installed whenever Redis is configured (it connects only when first used), so that
         // a reload may switch `[cache] backend = "redis"` on; its key prefix is the cluster's.
-        let cache = llmux_ratelimit_redis::cache::RedisCache::new(url.expose(), &effective.cluster.prefix)?;
+        let cache =
+            llmux_ratelimit_redis::cache::RedisCache::new(url.expose(), &effective.cluster.prefix)?;
         gw.cache.set_shared(Arc::new(cache));
     }
     // Same upstreams as `new` built: this only installs the overlay, no probe.

@@ -120,8 +120,18 @@ async fn hits_misses_bypasses_and_replays_streams_for_free() {
         .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(replayed, answer_text(&first));
-    assert!(events.iter().any(|e| e["choices"][0]["finish_reason"] == "stop"), "{text}");
-    assert!(events.iter().any(|e| e["usage"]["completion_tokens"].as_u64() > Some(0)), "{text}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["choices"][0]["finish_reason"] == "stop"),
+        "{text}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["usage"]["completion_tokens"].as_u64() > Some(0)),
+        "{text}"
+    );
 
     // The call log: the miss cost something, the hit nothing, and says it was a hit.
     let log = rows(&gw, 6).await;
@@ -135,9 +145,20 @@ async fn hits_misses_bypasses_and_replays_streams_for_free() {
     assert_eq!(hit["upstream"], Value::Null, "{hit}");
     assert_eq!(hit["input_tokens"].as_i64(), Some(0), "{hit}");
     let (_, only_hits) = admin(&gw, "GET", "/calls?cache_hit=true", None).await;
-    assert_eq!(only_hits["calls"].as_array().unwrap().len(), 3, "{only_hits}");
+    assert_eq!(
+        only_hits["calls"].as_array().unwrap().len(),
+        3,
+        "{only_hits}"
+    );
 
-    let metrics = client().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for line in [
         "llmux_cache_requests_total{result=\"hit\"} 3",
         "llmux_cache_requests_total{result=\"miss\"} 2",
@@ -161,7 +182,11 @@ async fn anthropic_hits_replay_as_anthropic_streams_and_no_store_keeps_nothing()
     let (s, c, _, _) = call(&gw, "/v1/messages", &ask, &no_store).await;
     assert_eq!((s, c.as_str()), (200, "bypass"));
     let (s, c, _, whole) = call(&gw, "/v1/messages", &ask, &[]).await;
-    assert_eq!((s, c.as_str()), (200, "miss"), "no-store kept nothing: {whole}");
+    assert_eq!(
+        (s, c.as_str()),
+        (200, "miss"),
+        "no-store kept nothing: {whole}"
+    );
     assert_eq!(generations(&m), 2);
     let v: Value = serde_json::from_str(&whole).unwrap();
     let text = v["content"][0]["text"].as_str().unwrap().to_string();
@@ -204,10 +229,14 @@ async fn entries_expire_after_the_ttl() {
     if started.elapsed() < Duration::from_millis(900) {
         assert_eq!(c, "hit");
     }
-    eventually(Duration::from_secs(20), "a miss once the entry expired", async || {
-        let (_, c, _, _) = call(&gw, "/v1/chat/completions", &ask, &[]).await;
-        (c == "miss").then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "a miss once the entry expired",
+        async || {
+            let (_, c, _, _) = call(&gw, "/v1/chat/completions", &ask, &[]).await;
+            (c == "miss").then_some(())
+        },
+    )
     .await;
     let waited = started.elapsed();
     eprintln!("expired after {waited:?} (ttl 1s)");
@@ -237,7 +266,10 @@ async fn identical_calls_in_flight_share_one_upstream_call() {
     let texts: Vec<String> = answers.iter().map(|a| answer_text(&a.3)).collect();
     let misses = answers.iter().filter(|a| a.1 == "miss").count();
     let hits = answers.iter().filter(|a| a.1 == "hit").count();
-    eprintln!("10 identical calls: {misses} miss, {hits} hit, upstream calls {}", generations(&m));
+    eprintln!(
+        "10 identical calls: {misses} miss, {hits} hit, upstream calls {}",
+        generations(&m)
+    );
     assert!(answers.iter().all(|a| a.0 == 200));
     assert_eq!((misses, hits), (1, 9));
     assert!(texts.iter().all(|t| *t == texts[0]));
@@ -246,36 +278,42 @@ async fn identical_calls_in_flight_share_one_upstream_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_leader_lets_its_followers_ask_the_upstream_themselves() {
-    let m = MockServer::start(MockConfig {
-        ttft: Duration::from_millis(800),
-        ..node("m", &["gpt-4o"])
-    })
-    .await
-    .unwrap();
-    // Every call fails with a 400: the client's own error, answered without a retry.
+    let m = MockServer::start(node("m", &["gpt-4o"])).await.unwrap();
+    // Every call hangs: the leader gives up after the first-byte timeout, with no answer to share.
     m.set_faults(llmux_mock::Faults {
-        fail_rate: 1.0,
-        fail_status: 400,
+        hang: true,
         ..Default::default()
     });
     let gw = Llmux::start(&format!(
-        "{}\n[cache]\nenabled = true\n",
+        "{}timeouts = {{ first_byte = \"1s\" }}\n\n[cache]\nenabled = true\n",
         openai("oai", &m.url(), "sk-1")
     ));
     let ask = chat("gpt-4o", false);
+    let started = std::time::Instant::now();
     let calls = (0..3).map(|_| {
         let (gw, ask) = (&gw, ask.clone());
         async move { call(gw, "/v1/chat/completions", &ask, &[]).await }
     });
     let answers = futures_util::future::join_all(calls).await;
+    let took = started.elapsed();
     eprintln!(
-        "3 identical calls against a failing upstream: statuses {:?}, upstream calls {}",
+        "3 identical calls against a hanging upstream: statuses {:?}, upstream calls {}, {took:?}",
         answers.iter().map(|a| a.0).collect::<Vec<_>>(),
         generations(&m)
     );
-    // Nobody was told a hit, and nobody failed silently: each call got the upstream's error.
-    assert!(answers.iter().all(|a| a.0 == 400 && a.1 == "miss"), "{answers:?}");
+    // Nobody was told a hit, and nobody failed silently: each call made its own attempt after
+    // the leader's failed, and got the gateway's error.
+    let first = answers[0].0;
+    assert!(first >= 500, "{answers:?}");
+    assert!(
+        answers.iter().all(|a| a.0 == first && a.1 == "miss"),
+        "{answers:?}"
+    );
     assert_eq!(generations(&m), 3);
+    assert!(
+        took >= Duration::from_secs(2),
+        "the followers waited for the leader: {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,7 +334,14 @@ async fn an_unreachable_redis_is_bypassed_and_calls_are_served() {
         1,
         "logged once:\n{log}"
     );
-    let metrics = client().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("llmux_cache_errors_total "), "{metrics}");
     assert!(!metrics.contains("llmux_cache_errors_total 0"), "{metrics}");
 }
@@ -336,12 +381,20 @@ fn rand_suffix() -> u128 {
 fn bad_cache_settings_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("[cache]\nenabled = true\nbackend = \"redis\"\n", "cache.backend", "limits.redis_url"),
+        (
+            "[cache]\nenabled = true\nbackend = \"redis\"\n",
+            "cache.backend",
+            "limits.redis_url",
+        ),
         ("[cache]\nbackend = \"disk\"\n", "cache.backend", "memory"),
         ("[cache]\nttl = \"0s\"\n", "cache.ttl", "between"),
         ("[cache]\nttl = \"soon\"\n", "cache.ttl", ""),
         ("[cache]\nmax_entries = 0\n", "cache.max_entries", "between"),
-        ("[cache]\nmax_entry_bytes = \"1TiB\"\n", "cache.max_entry_bytes", ""),
+        (
+            "[cache]\nmax_entry_bytes = \"1TiB\"\n",
+            "cache.max_entry_bytes",
+            "",
+        ),
         ("[cache]\nmodels = [\"\"]\n", "cache.models[0]", "empty"),
         ("[cache]\nenable = true\n", "enable", ""),
     ];

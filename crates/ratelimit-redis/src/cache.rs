@@ -77,7 +77,9 @@ mod tests {
         let prefix = format!("cachetest{}", std::process::id());
         let c = RedisCache::new(&url, &prefix).unwrap();
         assert_eq!(c.get("k").await.unwrap(), None);
-        c.put("k", b"v".to_vec(), Duration::from_millis(300)).await.unwrap();
+        c.put("k", b"v".to_vec(), Duration::from_millis(300))
+            .await
+            .unwrap();
         assert_eq!(c.get("k").await.unwrap(), Some(b"v".to_vec()));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(c.get("k").await.unwrap(), None, "expired by Redis");

@@ -129,9 +129,18 @@ mod tests {
     fn parameters_messages_endpoint_and_model_matter() {
         let base = r#"{"messages":[{"role":"user","content":"hi"}],"temperature":0}"#;
         let a = key(base);
-        assert_ne!(a, key(r#"{"messages":[{"role":"user","content":"hi"}],"temperature":1}"#));
-        assert_ne!(a, key(r#"{"messages":[{"role":"user","content":"ho"}],"temperature":0}"#));
-        assert_ne!(a, key(r#"{"messages":[{"role":"user","content":"hi"}],"temperature":0,"max_tokens":5}"#));
+        assert_ne!(
+            a,
+            key(r#"{"messages":[{"role":"user","content":"hi"}],"temperature":1}"#)
+        );
+        assert_ne!(
+            a,
+            key(r#"{"messages":[{"role":"user","content":"ho"}],"temperature":0}"#)
+        );
+        assert_ne!(
+            a,
+            key(r#"{"messages":[{"role":"user","content":"hi"}],"temperature":0,"max_tokens":5}"#)
+        );
         let other = key_for(Endpoint::AnthropicMessages, "gpt-4o", base.as_bytes());
         assert_ne!(Some(a), other);
         let model = key_for(Endpoint::ChatCompletions, "gpt-4o-mini", base.as_bytes());
@@ -148,9 +157,24 @@ mod tests {
     fn cache_control() {
         let mut h = HeaderMap::new();
         assert_eq!(Directive::of(&h), Directive::default());
-        h.insert(header::CACHE_CONTROL, "max-age=0, No-Cache".parse().unwrap());
-        assert_eq!(Directive::of(&h), Directive { no_read: true, no_write: false });
+        h.insert(
+            header::CACHE_CONTROL,
+            "max-age=0, No-Cache".parse().unwrap(),
+        );
+        assert_eq!(
+            Directive::of(&h),
+            Directive {
+                no_read: true,
+                no_write: false
+            }
+        );
         h.insert(header::CACHE_CONTROL, "no-store".parse().unwrap());
-        assert_eq!(Directive::of(&h), Directive { no_read: true, no_write: true });
+        assert_eq!(
+            Directive::of(&h),
+            Directive {
+                no_read: true,
+                no_write: true
+            }
+        );
     }
 }

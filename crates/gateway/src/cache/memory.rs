@@ -51,7 +51,9 @@ impl Memory {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves the maps consistent (every change is one
         // insert/remove pair): keep serving from them.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The answer under `key`, unless it expired (then it is dropped).
@@ -123,7 +125,10 @@ mod tests {
         let later = now + Duration::from_secs(60);
         m.put([1; 32], entry("a"), later, 2);
         m.put([2; 32], entry("b"), later, 2);
-        assert!(m.get(&[1; 32], now).is_some(), "a used again: b is now the oldest");
+        assert!(
+            m.get(&[1; 32], now).is_some(),
+            "a used again: b is now the oldest"
+        );
         m.put([3; 32], entry("c"), later, 2);
         assert_eq!(m.len(), 2);
         assert!(m.get(&[2; 32], now).is_none());

@@ -228,7 +228,11 @@ impl Cache {
     fn failed(&self, what: &str, error: &str) {
         self.errors.inc();
         if !self.down.swap(true, Ordering::Relaxed) {
-            tracing::warn!(error, op = what, "response cache backend unavailable: calls bypass the cache until it is back");
+            tracing::warn!(
+                error,
+                op = what,
+                "response cache backend unavailable: calls bypass the cache until it is back"
+            );
         }
     }
 

@@ -37,22 +37,33 @@ impl Call {
         let cache = &self.gw.cache;
         if directive.no_read {
             let fill = !directive.no_write && !stream;
-            return self.upstream(model, targets, key, fill, Outcome::Bypass).await;
+            return self
+                .upstream(model, targets, key, fill, Outcome::Bypass)
+                .await;
         }
         match cache.get(config, &key).await {
             Found::Hit(entry) => return self.hit(&entry, stream),
-            Found::Unavailable => return self.upstream(model, targets, key, false, Outcome::Bypass).await,
+            Found::Unavailable => {
+                return self
+                    .upstream(model, targets, key, false, Outcome::Bypass)
+                    .await
+            }
             Found::Miss => {}
         }
         if stream || !config.coalesce {
             // A streamed miss is relayed as it comes and not kept (docs/cache.md).
-            return self.upstream(model, targets, key, !stream, Outcome::Miss).await;
+            return self
+                .upstream(model, targets, key, !stream, Outcome::Miss)
+                .await;
         }
         match Cache::flight(&self.gw, key) {
             Flight::Follower(rx) => match cache::follow(rx).await {
                 Some(entry) => self.hit(&entry, false),
                 // The leader had no answer to share: this call asks the upstream itself.
-                None => self.upstream(model, targets, key, true, Outcome::Miss).await,
+                None => {
+                    self.upstream(model, targets, key, true, Outcome::Miss)
+                        .await
+                }
             },
             Flight::Leader(leader) => {
                 // An identical call may have filled the cache since the lookup above.
@@ -60,7 +71,9 @@ impl Call {
                     leader.publish(Some(Arc::clone(&entry)));
                     return self.hit(&entry, false);
                 }
-                let resp = self.upstream(model, targets, key, true, Outcome::Miss).await;
+                let resp = self
+                    .upstream(model, targets, key, true, Outcome::Miss)
+                    .await;
                 leader.publish(self.stored.take());
                 resp
             }
@@ -96,7 +109,10 @@ impl Call {
         if let Some(entry) = captured {
             let entry = Arc::new(entry);
             let routes = Arc::clone(&self.routes);
-            self.gw.cache.put(&routes.config.cache, &key, Arc::clone(&entry)).await;
+            self.gw
+                .cache
+                .put(&routes.config.cache, &key, Arc::clone(&entry))
+                .await;
             self.stored = Some(entry);
         }
         resp.headers_mut()
@@ -108,7 +124,10 @@ impl Call {
     /// it would have carried. Free: its record has no upstream, no tokens and no cost.
     fn hit(&mut self, entry: &Entry, stream: bool) -> Response<Body> {
         self.gw.cache.count(Outcome::Hit);
-        let op = self.endpoint.op().unwrap_or(llmux_wire::canonical::Op::Chat);
+        let op = self
+            .endpoint
+            .op()
+            .unwrap_or(llmux_wire::canonical::Op::Chat);
         let (content_type, bytes) = if stream {
             let include_usage = self.peek.include_usage;
             let mut encoder = ingress_encoder(self.endpoint, self.gemini_sse, op, include_usage);

@@ -86,12 +86,16 @@ impl Call {
         } = sent;
         let body = match read_whole(first, &mut stream, content_length, idle, limit).await {
             Ok(body) => body,
-            Err(WholeError::Broken(e)) => return Err(Outcome::Failed(Failed::upstream(describe(&e)))),
+            Err(WholeError::Broken(e)) => {
+                return Err(Outcome::Failed(Failed::upstream(describe(&e))))
+            }
             Err(WholeError::Stalled) => {
                 let reason = format!("upstream stalled: no data for {idle:?} (timeouts.idle)");
                 return Err(Outcome::Failed(Failed::upstream(reason)));
             }
-            Err(WholeError::TooLarge) => return Err(Outcome::Done(self.too_large(up, target, ttft))),
+            Err(WholeError::TooLarge) => {
+                return Err(Outcome::Done(self.too_large(up, target, ttft)))
+            }
         };
         drop(guard);
         Ok(Whole {
