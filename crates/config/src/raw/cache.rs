@@ -18,7 +18,6 @@ pub(super) struct RawCache {
     max_entry_bytes: Option<Size>,
     models: Option<Vec<String>>,
     coalesce: Option<bool>,
-    embeddings: Option<bool>,
 }
 
 /// The longest `cache.ttl` (Redis takes any, but a day-old answer is no longer a cache hit
@@ -93,7 +92,6 @@ impl RawCache {
             max_entry_bytes,
             models,
             coalesce: self.coalesce.unwrap_or(default.coalesce),
-            embeddings: self.embeddings.unwrap_or(default.embeddings),
         })
     }
 }

@@ -110,6 +110,7 @@ fn canonical(v: &Value, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn key(body: &str) -> [u8; 32] {
