@@ -20,9 +20,8 @@ pub(super) struct RawCache {
     coalesce: Option<bool>,
 }
 
-/// The longest `cache.ttl` (Redis takes any, but a day-old answer is no longer a cache hit
-/// anyone wants by accident).
-const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest `cache.ttl`, as for every duration in the file.
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl RawCache {
     /// `has_redis`: whether `limits.redis_url` is set (the Redis backend needs it).
@@ -34,7 +33,7 @@ impl RawCache {
             Some(Dur(d)) => {
                 return Err(ConfigError::new(
                     "cache.ttl",
-                    format!("must be between 1s and 7d (got {d:?})"),
+                    format!("must be between 1s and 24h (got {d:?})"),
                 ))
             }
         };

@@ -50,11 +50,15 @@ impl Directive {
 }
 
 /// The key of a call to `endpoint` for `model` with `body`; `None` when the body is not a
-/// JSON object (the call then fails on its own, uncached).
+/// JSON object (the call then fails on its own, uncached) or asks for more than one entry
+/// keeps (several choices, log probabilities).
 pub fn key_for(endpoint: Endpoint, model: &str, body: &[u8]) -> Option<[u8; 32]> {
     let Ok(Value::Object(mut o)) = serde_json::from_slice::<Value>(body) else {
         return None;
     };
+    if !fits_one_entry(&o) {
+        return None;
+    }
     for f in IGNORED {
         o.remove(f);
     }
@@ -73,6 +77,20 @@ pub fn key_for(endpoint: Endpoint, model: &str, body: &[u8]) -> Option<[u8; 32]>
     text.push('\n');
     canonical(&Value::Object(o), &mut text);
     Some(Sha256::digest(text.as_bytes()).into())
+}
+
+/// Whether the answer fits the canonical form an entry keeps: one choice, no log
+/// probabilities (a request for several choices — OpenAI `n`, Gemini `candidateCount` — or for
+/// `logprobs` would be answered with less than it asked for, so it is not cached).
+fn fits_one_entry(o: &serde_json::Map<String, Value>) -> bool {
+    let more_than_one = |v: Option<&Value>| v.and_then(Value::as_u64).is_some_and(|n| n > 1);
+    let candidates = o
+        .get("generationConfig")
+        .and_then(|g| g.get("candidateCount"));
+    let logprobs = o
+        .get("logprobs")
+        .is_some_and(|v| v.as_bool() != Some(false) && !v.is_null());
+    !more_than_one(o.get("n")) && !more_than_one(candidates) && !logprobs
 }
 
 /// `v` as JSON with every object's keys in sorted order, whatever serde_json's map keeps.
@@ -146,6 +164,22 @@ mod tests {
         assert_ne!(Some(a), other);
         let model = key_for(Endpoint::ChatCompletions, "gpt-4o-mini", base.as_bytes());
         assert_ne!(Some(a), model);
+    }
+
+    #[test]
+    fn several_choices_or_logprobs_are_not_cached() {
+        let m = r#""messages":[{"role":"user","content":"hi"}]"#;
+        for extra in [r#""n":3"#, r#""logprobs":true"#] {
+            let body = format!("{{{m},{extra}}}");
+            assert!(
+                key_for(Endpoint::ChatCompletions, "m", body.as_bytes()).is_none(),
+                "{body}"
+            );
+        }
+        let body = format!(r#"{{{m},"n":1,"logprobs":false}}"#);
+        assert!(key_for(Endpoint::ChatCompletions, "m", body.as_bytes()).is_some());
+        let gemini = r#"{"contents":[],"generationConfig":{"candidateCount":2}}"#;
+        assert!(key_for(Endpoint::GeminiGenerate, "m", gemini.as_bytes()).is_none());
     }
 
     #[test]
