@@ -214,6 +214,40 @@ async fn anthropic_hits_replay_as_anthropic_streams_and_no_store_keeps_nothing()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_passthrough_answers_are_kept_and_replayed_as_ndjson() {
+    let m = MockServer::start(node("gpu", &["llama3:latest"]))
+        .await
+        .unwrap();
+    let gw = Llmux::start(&format!(
+        "{}\n[cache]\nenabled = true\n",
+        ollama("gpu", &m.url())
+    ));
+    let whole = chat("llama3", false);
+    let (s, c, _, body) = call(&gw, "/api/chat", &whole, &[]).await;
+    assert_eq!((s, c.as_str()), (200, "miss"), "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let text = v["message"]["content"].as_str().unwrap().to_string();
+    // Ollama streams by default: the same question without `stream` is replayed as NDJSON.
+    let mut streamed = whole.clone();
+    streamed.as_object_mut().unwrap().remove("stream");
+    let (s, c, _, ndjson) = call(&gw, "/api/chat", &streamed, &[]).await;
+    assert_eq!((s, c.as_str()), (200, "hit"), "{ndjson}");
+    let lines: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let replayed: String = lines
+        .iter()
+        .filter_map(|l| l["message"]["content"].as_str())
+        .collect();
+    assert_eq!(replayed, text);
+    let last = lines.last().unwrap();
+    assert_eq!(last["done"], true, "{ndjson}");
+    assert!(last["eval_count"].as_u64() > Some(0), "{ndjson}");
+    assert_eq!(generations(&m), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_expire_after_the_ttl() {
     let m = MockServer::start(node("m", &["gpt-4o"])).await.unwrap();
     let gw = Llmux::start(&format!(
