@@ -412,6 +412,28 @@ fn rand_suffix() -> u128 {
 }
 
 #[test]
+fn config_check_shows_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llmux.toml");
+    std::fs::write(
+        &path,
+        "[cache]\nenabled = true\nttl = \"5m\"\nmodels = [\"gpt-4o\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmux"))
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("cache:     memory for 300s, at most 10000 answers; gpt-4o; coalescing on"),
+        "{text}"
+    );
+}
+
+#[test]
 fn bad_cache_settings_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
