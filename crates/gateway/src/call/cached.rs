@@ -185,13 +185,12 @@ impl Call {
         let elapsed = self.started.elapsed();
         up.metrics
             .call(self.endpoint, crate::metrics::Outcome::Ok, elapsed, w.ttft);
-        if let Some(d) = self.draft.take() {
-            self.answering = false;
-            let mut tap = accounting::UsageTap::new(None);
-            tap.feed(&Bytes::copy_from_slice(&w.body));
-            let tokens = tap.finish(d.request_bytes);
-            up.metrics.tokens(tokens.input, tokens.output);
-            let mut d = d;
+        // The upstream's own usage report, as the relay would have read it.
+        let mut tap = accounting::UsageTap::new(None);
+        tap.feed(&Bytes::copy_from_slice(&w.body));
+        let tokens = tap.finish(self.body.len() as u64);
+        up.metrics.tokens(tokens.input, tokens.output);
+        if let Some(mut d) = self.take_draft() {
             d.record.reported_model = tap.reported_model().map(str::to_string);
             d.finish(w.status.as_u16(), None, Some(w.ttft), tokens, Some(&w.body));
         }

@@ -117,7 +117,7 @@ impl Call {
     }
 
     /// The record, for whoever answers the client now.
-    fn take_draft(&mut self) -> Option<Draft> {
+    pub(super) fn take_draft(&mut self) -> Option<Draft> {
         self.answering = false;
         self.draft.take()
     }
