@@ -227,7 +227,7 @@ fn operation_ops() -> Vec<Op> {
         op("post", "/config/rollback", "config", "Restore a revision's routing; records a new revision")
             .body(object(&["revision"], json!({ "revision": s("integer") }))).to(post(ops::rollback)),
         op("get", "/audit", "audit", "Audit log, newest first (?limit=&before=); secrets masked").to(get(ops::list_audit)),
-        op("get", "/calls", "accounting", "The call log, newest first (?app=&key=&model=&upstream=&status=&error_class=&stream=&from=&to=&limit=&cursor=)").to(get(a::list_calls)),
+        op("get", "/calls", "accounting", "The call log, newest first (?app=&key=&model=&upstream=&status=&error_class=&stream=&cache_hit=&from=&to=&limit=&cursor=)").to(get(a::list_calls)),
         op("get", "/usage", "accounting", "Calls, errors, tokens and cost from the rollups (?from=&to=&group_by=app,model,upstream,hour|day&app=&format=csv)").to(get(a::usage)),
         op("get", "/pricing", "accounting", "The price table in force (USD per million tokens) and where each price comes from").to(get(pr::list)),
         op("put", "/pricing/{model}", "accounting", "Set a model's price (overrides the default and the file)")

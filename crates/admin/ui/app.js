@@ -1365,7 +1365,7 @@ function callsPage(main) {
     for (const c of calls) {
       const tr = h("tr", { class: "clickable", tabindex: "0", "data-call": c.request_id },
         h("td", { text: fmtTime(c.time) }), h("td", { text: c.app_id || "—" }),
-        h("td", { text: c.requested_model || "" }), h("td", { text: c.upstream || "—" }),
+        h("td", { text: c.requested_model || "" }), h("td", { text: c.cache_hit ? "cache hit" : (c.upstream || "—") }),
         h("td", {}, badge(String(c.status ?? "") + (c.error_class ? " " + c.error_class : "") + (c.hook ? ` (hook ${c.hook})` : ""), (c.status || 0) >= 400 ? "bad" : "ok")),
         h("td", { text: fmtMs(c.latency_ms) }), h("td", { text: fmtMs(c.ttft_ms) }),
         h("td", { text: `${c.input_tokens ?? "—"} / ${c.output_tokens ?? "—"}` }),

@@ -1,5 +1,6 @@
 //! llmux configuration: the TOML file, `${ENV}` interpolation and validation into typed settings.
 
+mod cache;
 mod error;
 mod hooks;
 mod interpolate;
@@ -14,6 +15,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use cache::{CacheBackend, CacheConfig};
 pub use error::{ConfigError, ValueError};
 pub use hooks::{ExternalHook, HookConfig, HookFail, HookScope, HookSet};
 pub use secret::Secret;
@@ -52,6 +54,8 @@ pub struct Config {
     pub translation: TranslationConfig,
     /// `[[hooks]]`: checks and changes around each model call, in file order (docs/hooks.md).
     pub hooks: Vec<HookConfig>,
+    /// `[cache]`: the response cache (off unless enabled).
+    pub cache: CacheConfig,
 }
 
 impl Config {

@@ -1219,3 +1219,30 @@ fn hook_errors_name_the_hook_and_the_key() {
         assert!(m.contains(message), "{text}: {m}");
     }
 }
+
+#[test]
+fn cache_defaults_and_settings() {
+    let c = parse("").unwrap().cache;
+    assert_eq!(c, CacheConfig::default());
+    assert!(!c.enabled && !c.covers("gpt-4o"));
+    assert_eq!(
+        (c.ttl, c.max_entries, c.backend),
+        (secs(600), 10_000, CacheBackend::Memory)
+    );
+    let c = parse(
+        "[limits]\nredis_url = \"redis://127.0.0.1:6379\"\n[cache]\nenabled = true\nttl = \"1m\"\nbackend = \"redis\"\nmax_entries = 5\nmax_entry_bytes = \"64KiB\"\nmodels = [\"gpt-4o\"]\ncoalesce = false\n",
+    )
+    .unwrap()
+    .cache;
+    assert_eq!(c.backend, CacheBackend::Redis);
+    assert_eq!(
+        (c.ttl, c.max_entries, c.max_entry_bytes),
+        (secs(60), 5, 64 * 1024)
+    );
+    assert!(c.covers("gpt-4o") && !c.covers("gpt-4o-mini") && !c.coalesce);
+    // A Redis backend without Redis is only an error once the cache is on.
+    assert!(parse("[cache]\nbackend = \"redis\"\n").is_ok());
+    let (key, message) = fail("[cache]\nenabled = true\nbackend = \"redis\"\n");
+    assert_eq!(key, "cache.backend");
+    assert!(message.contains("limits.redis_url"), "{message}");
+}

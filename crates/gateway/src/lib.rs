@@ -7,6 +7,7 @@ pub mod accounting;
 pub mod alerts;
 pub mod auth;
 pub mod breaker;
+pub mod cache;
 pub mod call;
 pub mod catalog;
 mod compress;
@@ -77,6 +78,9 @@ pub struct Gateway {
     pub peers: peers::Peers,
     /// `[[hooks]]`, compiled for the running config; their client and metrics.
     pub hooks: hooks::Hooks,
+    /// The response cache (`[cache]`): its memory backend, the shared one when installed, the
+    /// calls in flight and the counters.
+    pub cache: cache::Cache,
 }
 
 impl Gateway {
@@ -102,6 +106,7 @@ impl Gateway {
             limits: limits::Limiter::default(),
             peers: peers::Peers::default(),
             hooks: hooks::Hooks::default(),
+            cache: cache::Cache::default(),
         }))
     }
 
@@ -167,6 +172,7 @@ impl Gateway {
         }
         health::probe_some(&fresh, &config).await;
         self.accounting.reprice(&config.pricing);
+        self.cache.reconfigured(&config.cache);
         configure_outputs(&config);
         let routes = Routes::with_overlay(Arc::new(config), Arc::new(overlay), upstreams);
         self.routes.store(Arc::new(routes));

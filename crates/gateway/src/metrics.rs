@@ -241,6 +241,7 @@ impl Collector for Scrape {
         encode_upstream_state(&mut enc, &ups)?;
         encode_catalog(&mut enc, &routes)?;
         encode_hooks(&mut enc, gw)?;
+        encode_cache(&mut enc, gw, &routes)?;
         encode_call_log(&mut enc, gw)
     }
 }
@@ -289,6 +290,36 @@ fn encode_call_log(enc: &mut DescriptorEncoder, gw: &Gateway) -> fmt::Result {
         }
     }
     Ok(())
+}
+
+/// The response cache (`[cache]`, docs/cache.md): calls by how they met it, backend errors,
+/// and the answers the memory backend holds. Only when the cache is on.
+fn encode_cache(
+    enc: &mut DescriptorEncoder,
+    gw: &Gateway,
+    routes: &crate::routing::Routes,
+) -> fmt::Result {
+    let config = &routes.config.cache;
+    if !config.enabled {
+        return Ok(());
+    }
+    let help = "Calls the response cache covered, by result: hit, miss or bypass.";
+    let mut m = family(enc, "llmux_cache_requests", help, MetricType::Counter)?;
+    for o in crate::cache::Outcome::ALL {
+        let n = ConstCounter::new(gw.cache.requests(o));
+        series(&mut m, &[("result", o.as_str())], &n)?;
+    }
+    let help =
+        "Lookups and stores the shared (Redis) cache backend failed (the calls bypassed it).";
+    let m = family(enc, "llmux_cache_errors", help, MetricType::Counter)?;
+    ConstCounter::new(gw.cache.errors()).encode(m)?;
+    if config.backend != llmux_config::CacheBackend::Memory {
+        // Redis holds the entries of the whole cluster, with their expiry: none are counted here.
+        return Ok(());
+    }
+    let help = "Answers held by the response cache's memory backend (expired ones until evicted).";
+    let m = family(enc, "llmux_cache_entries", help, MetricType::Gauge)?;
+    ConstGauge::new(i64::try_from(gw.cache.entries()).unwrap_or(i64::MAX)).encode(m)
 }
 
 /// Starts a family: its `# HELP` and `# TYPE` lines. Counters get `_total` appended.

@@ -623,6 +623,7 @@ pub fn to_store(r: llmux_gateway::accounting::CallRecord) -> CallRecord {
             .collect(),
         stream: r.stream,
         hook: r.hook,
+        cache_hit: r.cache_hit,
     }
 }
 

@@ -58,6 +58,29 @@ fn cluster_line(cfg: &Config) -> String {
     format!("off ({missing})")
 }
 
+/// The response cache's settings in one line (docs/cache.md).
+fn cache_line(cfg: &Config) -> String {
+    let c = &cfg.cache;
+    if !c.enabled {
+        return "off".to_string();
+    }
+    let models = if c.models.is_empty() {
+        "every model".to_string()
+    } else {
+        c.models.join(", ")
+    };
+    let size = match c.backend {
+        llmux_config::CacheBackend::Memory => format!(", at most {} answers", c.max_entries),
+        llmux_config::CacheBackend::Redis => format!(", shared under {:?}", cfg.cluster.prefix),
+    };
+    format!(
+        "{} for {:?}{size}; {models}; coalescing {}",
+        c.backend.as_str(),
+        c.ttl,
+        if c.coalesce { "on" } else { "off" }
+    )
+}
+
 /// The compiled routing table as text: what each upstream serves and how calls are spread.
 pub fn render(cfg: &Config) -> String {
     use std::fmt::Write as _;
@@ -89,6 +112,7 @@ pub fn render(cfg: &Config) -> String {
         }
     );
     let _ = writeln!(out, "cluster:   {}", cluster_line(cfg));
+    let _ = writeln!(out, "cache:     {}", cache_line(cfg));
     let rules: Vec<&str> = cfg.catalog.normalize.iter().map(|r| r.as_str()).collect();
     let _ = writeln!(
         out,

@@ -146,6 +146,13 @@ async fn compose(
         let backend = llmux_ratelimit_redis::RedisBackend::new(url.unwrap_or_default())?;
         gw.limits.set_shared(Arc::new(backend));
     }
+    if let Some(url) = effective.limits.redis_url.as_ref() {
+        // Installed whenever Redis is configured (it connects only when first used), so that
+        // a reload may switch `[cache] backend = "redis"` on; its key prefix is the cluster's.
+        let cache =
+            llmux_ratelimit_redis::cache::RedisCache::new(url.expose(), &effective.cluster.prefix)?;
+        gw.cache.set_shared(Arc::new(cache));
+    }
     // Same upstreams as `new` built: this only installs the overlay, no probe.
     gw.apply(effective, overlay)
         .await

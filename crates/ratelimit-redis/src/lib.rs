@@ -7,6 +7,8 @@
 //! crate's [`ConnectionManager`]: one multiplexed connection, reconnected when it drops, with
 //! the script reloaded when the server lost it (`NOSCRIPT`).
 
+pub mod cache;
+
 use llmux_gateway::limits::{BackendError, BoxFuture, Check, Decision, SharedBackend};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, RedisResult, Script};

@@ -76,6 +76,9 @@ pub struct CallRecord {
     /// The hook (`[[hooks]]`) that refused the call, if one did.
     #[serde(default)]
     pub hook: Option<String>,
+    /// Answered from the response cache (`[cache]`): no upstream, tokens or cost.
+    #[serde(default)]
+    pub cache_hit: bool,
 }
 
 /// One attempt of a call at an upstream.
@@ -230,6 +233,9 @@ pub struct CallFilter {
     /// Only streamed (`true`) or whole (`false`) answers.
     #[serde(default)]
     pub stream: Option<bool>,
+    /// Only calls answered from the response cache (`true`) or not (`false`).
+    #[serde(default)]
+    pub cache_hit: Option<bool>,
     /// Only rows after this cursor (`(created_at, id)` of the last row of the previous page).
     pub after: Option<(i64, i64)>,
     /// `created_at >= since`.
@@ -273,6 +279,7 @@ impl_from_row!(CallRecord, |row| {
             .unwrap_or_default(),
         stream: row.try_get("stream")?,
         hook: row.try_get("hook")?,
+        cache_hit: row.try_get("cache_hit")?,
     })
 });
 
@@ -288,7 +295,7 @@ macro_rules! cols {
         "created_at, request_id, app_id, virtual_key_id, dialect, requested_model, upstream, \
          upstream_model, provider_key_id, status, error_class, attempts, latency_ms, ttft_ms, \
          input_tokens, output_tokens, tokens_estimated, cost, client_ip, request_body, \
-         response_body, chunks, reported_model, attempt_log, stream, hook"
+         response_body, chunks, reported_model, attempt_log, stream, hook, cache_hit"
     };
 }
 
@@ -345,7 +352,8 @@ macro_rules! insert_call_rows {
                     .push_bind(call.reported_model.clone())
                     .push_bind(attempt_log_json(&call.attempt_log))
                     .push_bind(call.stream)
-                    .push_bind(call.hook.clone());
+                    .push_bind(call.hook.clone())
+                    .push_bind(call.cache_hit);
             });
             insert.build().execute(&mut *$tx).await?;
         }
@@ -353,7 +361,7 @@ macro_rules! insert_call_rows {
     }};
 }
 
-/// Rows per INSERT statement: 25 parameters each stays below SQLite's 32 766 and
+/// Rows per INSERT statement: 26 parameters each stays below SQLite's 32 766 and
 /// PostgreSQL's 65 535 bind-parameter limits.
 const ROWS_PER_STATEMENT: usize = 1000;
 
@@ -400,6 +408,9 @@ impl Store {
             }
             if let Some(stream) = filter.stream {
                 query.push(" AND stream = ").push_bind(stream);
+            }
+            if let Some(hit) = filter.cache_hit {
+                query.push(" AND cache_hit = ").push_bind(hit);
             }
             if let Some((at, id)) = filter.after {
                 query

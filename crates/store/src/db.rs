@@ -301,6 +301,11 @@ fn sqlite_migrator() -> Migrator {
             "call hook",
             include_str!("../migrations/sqlite/0011_call_hook.sql"),
         ),
+        migration(
+            12,
+            "call cache hit",
+            include_str!("../migrations/sqlite/0012_call_cache_hit.sql"),
+        ),
     ])
 }
 
@@ -364,6 +369,11 @@ fn postgres_migrator() -> Migrator {
             11,
             "call hook",
             include_str!("../migrations/postgres/0011_call_hook.sql"),
+        ),
+        migration(
+            12,
+            "call cache hit",
+            include_str!("../migrations/postgres/0012_call_cache_hit.sql"),
         ),
     ])
 }

@@ -1,6 +1,7 @@
 //! The file's shape as serde sees it (`Raw*`, unknown keys rejected) and its validation into
 //! the public types. `[routing]`/`[health]` and `[[upstreams]]` have files of their own.
 
+mod cache;
 mod catalog;
 mod cluster;
 mod de;
@@ -49,6 +50,7 @@ pub(crate) struct RawConfig {
     catalog: catalog::RawCatalog,
     translation: translation::RawTranslation,
     hooks: Vec<hooks::RawHook>,
+    cache: cache::RawCache,
 }
 
 #[derive(Deserialize, Default)]
@@ -302,6 +304,7 @@ impl RawConfig {
         let catalog = self.catalog.into_config()?;
         let translation = self.translation.into_config()?;
         let hooks = hooks::hooks_config(self.hooks)?;
+        let cache = self.cache.into_config(limits.redis_url.is_some())?;
         if cluster.enabled == Some(true) && !(store.is_postgres() && limits.redis_url.is_some()) {
             return Err(ConfigError::new(
                 "cluster.enabled",
@@ -325,6 +328,7 @@ impl RawConfig {
             catalog,
             translation,
             hooks,
+            cache,
         })
     }
 }

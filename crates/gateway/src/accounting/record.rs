@@ -42,6 +42,8 @@ pub struct CallRecord {
     pub stream: Option<bool>,
     /// The hook (`[[hooks]]`) that refused the call, if one did.
     pub hook: Option<String>,
+    /// Answered from the response cache (`[cache]`): no upstream, no tokens, no cost.
+    pub cache_hit: bool,
 }
 
 /// One attempt of a call at an upstream, as the call log shows it.

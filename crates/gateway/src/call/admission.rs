@@ -155,6 +155,9 @@ impl Call {
             out_of_budget: false,
             shown: Shown::default(),
             hook_headers: Vec::new(),
+            capture: false,
+            captured: None,
+            stored: None,
         };
         Ok((call, model, targets))
     }

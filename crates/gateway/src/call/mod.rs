@@ -7,6 +7,7 @@
 //! context from start to settle; whoever answers the client takes it.
 
 pub(crate) mod admission;
+mod cached;
 pub mod failover;
 pub mod failure;
 mod inline;
@@ -87,6 +88,8 @@ async fn handle_call(
     path: PathModel,
     requested: &mut Option<String>,
 ) -> (Response<Body>, Shown) {
+    // Read before the request is taken; used only when `[cache]` covers the call.
+    let directive = crate::cache::Directive::of(req.headers());
     let (mut call, model, targets) = match Call::intake(gw, endpoint, req, path, requested).await {
         Ok(c) => c,
         Err(resp) => return (resp, Shown::default()),
@@ -95,7 +98,7 @@ async fn handle_call(
         return call.finish(refusal);
     }
     let resp = match call.admit(&model, &targets).await {
-        Ok(()) => call.run(&model, &targets).await,
+        Ok(()) => call.run_cached(&model, &targets, directive).await,
         Err(refusal) => refusal,
     };
     call.finish(resp)
@@ -172,6 +175,12 @@ pub(crate) struct Call {
     shown: Shown,
     /// Headers the hooks in scope add to every upstream request of the call.
     hook_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The response cache keeps this call's whole answer: the respond stage notes it in
+    /// `captured` (and reads a passthrough answer whole rather than relaying it).
+    capture: bool,
+    captured: Option<crate::cache::Entry>,
+    /// The answer this call stored in the cache, for the followers of a coalesced call.
+    stored: Option<Arc<crate::cache::Entry>>,
 }
 
 impl Call {

@@ -20,11 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A whole answer read from the upstream.
-struct Whole {
-    status: StatusCode,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    body: Vec<u8>,
-    ttft: Duration,
+pub(super) struct Whole {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Vec<u8>,
+    pub ttft: Duration,
 }
 
 impl Call {
@@ -46,15 +46,33 @@ impl Call {
             error_class: accounting::status_class(status).map(str::to_string),
             ms: sent.at.elapsed().as_millis().try_into().unwrap_or(u64::MAX),
         });
+        let upstream_streams = stream_format(&sent.headers).is_some();
         let Some(t) = sent.translated else {
+            if self.capture && sent.status.is_success() && !upstream_streams {
+                // The response cache keeps this answer: read whole rather than relayed.
+                return self.pass_whole(up, target, sent, ttft).await;
+            }
             return Outcome::Done(self.pass_through(up, target, sent, ttft));
         };
-        let upstream_streams = stream_format(&sent.headers).is_some();
         if sent.status.is_success() && t.stream && upstream_streams {
             return Outcome::Done(self.transcode(up, target, t, sent, ttft));
         }
-        // A whole answer: nothing has reached the client yet, so a body that breaks or stalls
-        // now can still be retried elsewhere.
+        let whole = match self.read_answer(up, target, sent, ttft).await {
+            Ok(w) => w,
+            Err(outcome) => return outcome,
+        };
+        self.translate_whole(up, target, t, whole)
+    }
+
+    /// A whole answer read from the upstream: nothing has reached the client yet, so a body
+    /// that breaks or stalls now can still be retried elsewhere (`Err`: the attempt's outcome).
+    pub(super) async fn read_answer(
+        &mut self,
+        up: &Arc<Upstream>,
+        target: &str,
+        sent: Sent,
+        ttft: Duration,
+    ) -> Result<Whole, Outcome> {
         let limit = self.routes.config.server.max_upstream_body;
         let idle = up.timeouts.idle;
         let Sent {
@@ -68,21 +86,24 @@ impl Call {
         } = sent;
         let body = match read_whole(first, &mut stream, content_length, idle, limit).await {
             Ok(body) => body,
-            Err(WholeError::Broken(e)) => return Outcome::Failed(Failed::upstream(describe(&e))),
+            Err(WholeError::Broken(e)) => {
+                return Err(Outcome::Failed(Failed::upstream(describe(&e))))
+            }
             Err(WholeError::Stalled) => {
                 let reason = format!("upstream stalled: no data for {idle:?} (timeouts.idle)");
-                return Outcome::Failed(Failed::upstream(reason));
+                return Err(Outcome::Failed(Failed::upstream(reason)));
             }
-            Err(WholeError::TooLarge) => return Outcome::Done(self.too_large(up, target, ttft)),
+            Err(WholeError::TooLarge) => {
+                return Err(Outcome::Done(self.too_large(up, target, ttft)))
+            }
         };
         drop(guard);
-        let whole = Whole {
+        Ok(Whole {
             status,
             headers,
             body,
             ttft,
-        };
-        self.translate_whole(up, target, t, whole)
+        })
     }
 
     /// Notes the attempt whose answer is arriving in the record's attempt log (see
@@ -96,7 +117,7 @@ impl Call {
     }
 
     /// The record, for whoever answers the client now.
-    fn take_draft(&mut self) -> Option<Draft> {
+    pub(super) fn take_draft(&mut self) -> Option<Draft> {
         self.answering = false;
         self.draft.take()
     }
@@ -232,6 +253,7 @@ impl Call {
                 return Outcome::Failed(Failed::upstream(reason));
             }
         };
+        self.capture_translated(&t, target, &answer);
         let (content_type, bytes) = if t.stream {
             // The client asked for a stream but the upstream answered whole: replay it as events.
             let mut encoder =
@@ -363,7 +385,7 @@ impl Call {
 
 /// The client-side stream encoder; OpenAI's needs to know whether usage was asked for, and
 /// Gemini's is a JSON array unless the client asked for `alt=sse`.
-fn ingress_encoder(
+pub(super) fn ingress_encoder(
     endpoint: super::Endpoint,
     gemini_sse: bool,
     op: Op,
@@ -381,7 +403,7 @@ fn ingress_encoder(
 }
 
 /// A whole answer as the events a stream of it would have carried.
-fn answer_events(a: &ChatResponse) -> Vec<StreamEvent> {
+pub(super) fn answer_events(a: &ChatResponse) -> Vec<StreamEvent> {
     use StreamEvent as E;
     let mut events = vec![E::Start {
         id: a.id.clone(),

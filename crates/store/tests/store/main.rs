@@ -69,6 +69,7 @@ fn call(i: usize, app_id: Option<&str>) -> CallRecord {
         attempt_log: Vec::new(),
         stream: None,
         hook: None,
+        cache_hit: false,
     }
 }
 
