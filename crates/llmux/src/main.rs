@@ -1,11 +1,13 @@
 //! The llmux binary: parses the command line, sets up logging, and hands off to a command.
 
+mod backup;
 mod check;
 mod cli;
 mod demo;
 mod mockcmd;
 mod secrets;
 mod serve;
+mod transfer;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -61,6 +63,18 @@ fn main() -> ExitCode {
             cli::Command::Secrets {
                 action: cli::SecretsAction::Rotate { config },
             } => secrets::rotate(config).await,
+            cli::Command::Backup { with, to } => {
+                backup::backup(with.config, to, with.passphrase_env).await
+            }
+            cli::Command::Restore { with, from } => {
+                backup::restore(with.config, from, with.passphrase_env).await
+            }
+            cli::Command::Export { with, to } => {
+                transfer::export(with.config, to, with.passphrase_env).await
+            }
+            cli::Command::Import { with, from, apply } => {
+                transfer::import(with.config, from, with.passphrase_env, apply).await
+            }
         }
     });
     match result {
