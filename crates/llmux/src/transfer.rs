@@ -440,40 +440,30 @@ fn conflict(
     }
 }
 
-/// Plans one document row: added, changed or unchanged (with its write), or a conflict.
-fn plan_row(
-    entity: &'static Entity,
-    row: &Map<String, Value>,
-    doc: &Doc,
-    target: &Target,
-    keys: &MasterKeys,
-    plan: &mut Plan,
-) -> Result<(), String> {
-    let id = text_of(row.get(entity.key));
-    let label = match entity.table {
-        "upstreams" | "aliases" | "apps" | "virtual_keys" => {
+/// A row's columns and values, in the store's form.
+type Columns = Vec<(String, Value)>;
+
+fn label(entity: &Entity, row: &Map<String, Value>, id: &str) -> String {
+    match entity.table {
+        "upstreams" | "aliases" | "apps" | "virtual_keys" | "models" => {
             format!("{id} ({})", text_of(row.get("name")))
         }
         "users" => format!("{id} ({})", text_of(row.get("username"))),
-        "models" => format!("{id} ({})", text_of(row.get("name"))),
-        _ => id.clone(),
-    };
-    if id.is_empty() {
-        return Err(format!("{}: a row without {}", entity.table, entity.key));
+        _ => id.to_owned(),
     }
-    if let Some(why) = conflict(entity, row, doc, target) {
-        plan.note(
-            entity.table,
-            3,
-            Some(format!("! {} {label}: conflict: {why}", entity.table)),
-        );
-        return Ok(());
-    }
-    let mut values: Vec<(String, Value)> = Vec::new();
-    for (column, value) in row {
-        if column == "sealed" {
-            continue;
-        }
+}
+
+/// A document row as the store's columns: JSON columns as text, a provider key opened with the
+/// passphrase and sealed under this store's master key (its plaintext returned to compare).
+fn store_values(
+    entity: &Entity,
+    row: &Map<String, Value>,
+    doc: &Doc,
+    keys: &MasterKeys,
+    id: &str,
+) -> Result<(Columns, Option<Secret>), String> {
+    let mut values: Columns = Vec::new();
+    for (column, value) in row.iter().filter(|(c, _)| *c != "sealed") {
         let value = if entity.json.contains(&column.as_str()) && !value.is_null() {
             Value::String(value.to_string())
         } else {
@@ -490,10 +480,10 @@ fn plan_row(
             .ok_or_else(|| format!("provider key {id}: no sealed key"))?;
         let plain = doc
             .seal
-            .open_text(sealed, &aad(&id, &upstream))
+            .open_text(sealed, &aad(id, &upstream))
             .map_err(|e| format!("provider key {id}: {e}"))?;
         let plain = Secret::new(plain);
-        let ciphertext = llmux_store::seal_provider_key(keys, &id, &upstream, &plain)
+        let ciphertext = llmux_store::seal_provider_key(keys, id, &upstream, &plain)
             .map_err(|e| e.to_string())?;
         values.push(("ciphertext".into(), json!(ciphertext)));
         secret = Some(plain);
@@ -501,17 +491,18 @@ fn plan_row(
     if entity.table == "upstreams" {
         values.push(("source".into(), json!("api")));
     }
-    let existing = target.rows.get(entity.table).and_then(|m| m.get(&id));
-    let Some(existing) = existing else {
-        plan.note(entity.table, 0, Some(format!("+ {} {label}", entity.table)));
-        plan.writes.push(RowWrite {
-            table: entity.table.into(),
-            key: (entity.key.into(), json!(id)),
-            values,
-            update: false,
-        });
-        return Ok(());
-    };
+    Ok((values, secret))
+}
+
+/// The columns in which the document's row differs from the stored one (`key`: the provider
+/// key itself), and the stored row in document form.
+fn changed_columns(
+    entity: &Entity,
+    row: &Map<String, Value>,
+    existing: &Map<String, Value>,
+    secret: Option<&Secret>,
+    keys: &MasterKeys,
+) -> (Vec<String>, Map<String, Value>) {
     let stored = doc_row(
         entity,
         &existing.keys().cloned().collect::<Vec<_>>(),
@@ -526,31 +517,59 @@ fn plan_row(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    if let Some(plain) = &secret {
-        let upstream = text_of(existing.get("upstream_id"));
+    if let Some(plain) = secret {
         let old = llmux_store::open_provider_key(
             keys,
-            &id,
-            &upstream,
+            &text_of(existing.get("id")),
+            &text_of(existing.get("upstream_id")),
             &text_of(existing.get("ciphertext")),
         );
         if old.map(|s| s.expose() != plain.expose()).unwrap_or(true) {
             changed.push("key".into());
         }
     }
+    (changed, stored)
+}
+
+/// Plans one document row: added, changed or unchanged (with its write), or a conflict.
+fn plan_row(
+    entity: &'static Entity,
+    row: &Map<String, Value>,
+    doc: &Doc,
+    target: &Target,
+    keys: &MasterKeys,
+    plan: &mut Plan,
+) -> Result<(), String> {
+    let id = text_of(row.get(entity.key));
+    if id.is_empty() {
+        return Err(format!("{}: a row without {}", entity.table, entity.key));
+    }
+    let label = label(entity, row, &id);
+    if let Some(why) = conflict(entity, row, doc, target) {
+        let line = format!("! {} {label}: conflict: {why}", entity.table);
+        plan.note(entity.table, 3, Some(line));
+        return Ok(());
+    }
+    let (mut values, secret) = store_values(entity, row, doc, keys, &id)?;
+    let key = (entity.key.to_owned(), json!(id));
+    let table = entity.table.to_owned();
+    let Some(existing) = target.rows.get(entity.table).and_then(|m| m.get(&id)) else {
+        plan.note(entity.table, 0, Some(format!("+ {} {label}", entity.table)));
+        plan.writes.push(RowWrite {
+            table,
+            key,
+            values,
+            update: false,
+        });
+        return Ok(());
+    };
+    let (changed, stored) = changed_columns(entity, row, existing, secret.as_ref(), keys);
     if changed.is_empty() {
         plan.note(entity.table, 2, None);
         return Ok(());
     }
-    plan.note(
-        entity.table,
-        1,
-        Some(format!(
-            "~ {} {label}: {}",
-            entity.table,
-            changed.join(", ")
-        )),
-    );
+    let line = format!("~ {} {label}: {}", entity.table, changed.join(", "));
+    plan.note(entity.table, 1, Some(line));
     values.retain(|(c, _)| !entity.keep.contains(&c.as_str()));
     // Columns the document leaves out are NULL in it: clear them in the store too.
     for c in stored
@@ -560,8 +579,8 @@ fn plan_row(
         values.push((c.clone(), Value::Null));
     }
     plan.writes.push(RowWrite {
-        table: entity.table.into(),
-        key: (entity.key.into(), json!(id)),
+        table,
+        key,
         values,
         update: true,
     });

@@ -194,7 +194,11 @@ async fn backup_under_load_restores_every_logged_call_and_serves() {
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let model = if n % 2 == 0 { "gpt-4o-mini" } else { "llama3" };
+                    let model = if n.is_multiple_of(2) {
+                        "gpt-4o-mini"
+                    } else {
+                        "llama3"
+                    };
                     let (s, _) = call(&gw, model, &key).await;
                     assert_eq!(s, 200, "call {n} to {model}");
                     n += 1;
