@@ -325,25 +325,54 @@ async fn backup_under_load_restores_every_logged_call_and_serves() {
         );
 
         // A new instance on the restored store serves every virtual key and upstream.
-        let b = Llmux::start_opts(Opts {
-            body,
-            admin_extra: "allow_private_upstreams = true".into(),
-            store_url: Some(fresh.url.clone()),
-            env: fresh.key_env(),
-            ..Opts::default()
-        });
-        assert_eq!(
-            call(&b, "gpt-4o-mini", &key).await,
-            (200, "prov".into()),
-            "{kind}"
-        );
-        assert_eq!(
-            call(&b, "llama3", &key).await,
-            (200, "gpu-a".into()),
-            "{kind}"
-        );
-        assert_eq!(call(&b, "llama3", "sk-llmux-nope").await.0, 401, "{kind}");
+        serves_restored(&fresh, &body, &key, &restored).await;
+
+        // A SQLite archive restores into PostgreSQL too (0/1 become booleans, the identity
+        // sequences move past the restored ids).
+        if kind == "sqlite" && kinds().contains(&"postgres") {
+            let pg = Target::fresh("postgres").await;
+            let cfg = pg.config();
+            let args = [
+                "restore",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--from",
+                archive.to_str().unwrap(),
+            ];
+            let (ok, out) = cli(pg.dir.path(), &args, PASS).await;
+            assert!(ok, "sqlite → postgres: {out}");
+            assert_eq!(call_ids(&pg.url).await, restored, "sqlite → postgres");
+            serves_restored(&pg, &body, &key, &restored).await;
+        }
     }
+}
+
+/// An instance on the restored store `target` serves the virtual key through both upstreams
+/// and logs new calls after the restored ones.
+async fn serves_restored(target: &Target, body: &str, key: &str, restored: &BTreeSet<i64>) {
+    let b = Llmux::start_opts(Opts {
+        body: body.to_string(),
+        admin_extra: "allow_private_upstreams = true".into(),
+        store_url: Some(target.url.clone()),
+        env: target.key_env(),
+        ..Opts::default()
+    });
+    let url = &target.url;
+    assert_eq!(
+        call(&b, "gpt-4o-mini", key).await,
+        (200, "prov".into()),
+        "{url}"
+    );
+    assert_eq!(
+        call(&b, "llama3", key).await,
+        (200, "gpu-a".into()),
+        "{url}"
+    );
+    assert_eq!(call(&b, "llama3", "sk-llmux-nope").await.0, 401, "{url}");
+    eventually(Duration::from_secs(30), "new calls logged", async || {
+        call_ids(url).await.len() >= restored.len() + 2
+    })
+    .await;
 }
 
 /// Whether the PostgreSQL schema at `url` has no call_log table (nothing was migrated).
