@@ -217,7 +217,8 @@ pub async fn export(
         doc.insert(entity.table.into(), Value::Array(rows));
     }
     let text = if is_toml(&to) {
-        toml::to_string_pretty(&Value::Object(doc)).map_err(|e| format!("TOML: {e}"))?
+        let doc = without_nulls(Value::Object(doc));
+        toml::to_string_pretty(&doc).map_err(|e| format!("TOML: {e}"))?
     } else {
         serde_json::to_string_pretty(&Value::Object(doc)).map_err(|e| e.to_string())? + "\n"
     };
@@ -228,6 +229,21 @@ pub async fn export(
         counts.join(", ")
     ));
     Ok(())
+}
+
+/// `value` without the null members of its objects, at any depth: TOML has no null (a
+/// missing key reads back as null).
+fn without_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
 }
 
 /// A provider key's ciphertext opened with the master keys and sealed under the passphrase.
@@ -315,7 +331,8 @@ fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
         (None | Some(Value::Null), None | Some(Value::Null)) => true,
         (Some(x), Some(y)) => match (num(x), num(y)) {
             (Some(p), Some(q)) => p == q,
-            _ => x == y,
+            // A TOML document has no nulls: `{"rpm": null}` and `{}` are the same.
+            _ => x == y || without_nulls(x.clone()) == without_nulls(y.clone()),
         },
         _ => false,
     }
