@@ -285,6 +285,30 @@ async fn backup_under_load_restores_every_logged_call_and_serves() {
             !fresh.dir.path().join("llmux-data").exists(),
             "{kind}: no key written"
         );
+        // A different master key where the restore would put the archive's: refused.
+        let key_dir = match kind {
+            "sqlite" => fresh.dir.path().join("data"),
+            _ => fresh.dir.path().join("llmux-data"),
+        };
+        std::fs::create_dir_all(&key_dir).unwrap();
+        let other_key = llmux_store::MasterKey::generate().to_base64();
+        std::fs::write(key_dir.join("master.key"), &other_key).unwrap();
+        let (ok, out) = cli(
+            fresh.dir.path(),
+            &[&from[..], &[archive.to_str().unwrap()]].concat(),
+            PASS,
+        )
+        .await;
+        assert!(!ok && out.contains("different master key"), "{kind}: {out}");
+        assert_eq!(
+            std::fs::read_to_string(key_dir.join("master.key")).unwrap(),
+            other_key
+        );
+        assert!(
+            !key_dir.join("llmux.db").exists(),
+            "{kind}: no store created"
+        );
+        std::fs::remove_dir_all(&key_dir).unwrap();
         if kind == "postgres" {
             assert!(
                 call_ids_absent(&fresh.url).await,
