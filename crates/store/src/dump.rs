@@ -520,3 +520,54 @@ fn identity_reset(table: &str, column: &str) -> Result<String, StoreError> {
         c = ident(column)?
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_convert_to_the_target_column() {
+        assert_eq!(col_kind("BOOLEAN"), ColKind::Bool);
+        assert_eq!(col_kind("bigint"), ColKind::Int);
+        assert_eq!(col_kind("double precision"), ColKind::Float);
+        assert_eq!(col_kind("TEXT"), ColKind::Text);
+        // SQLite's 0/1 into a PostgreSQL boolean, and back.
+        assert!(matches!(
+            convert(&json!(1), ColKind::Bool, "t.c"),
+            Ok(Bound::Bool(Some(true)))
+        ));
+        assert!(matches!(
+            convert(&json!(true), ColKind::Int, "t.c"),
+            Ok(Bound::Int(Some(1)))
+        ));
+        assert!(
+            matches!(convert(&json!(3), ColKind::Float, "t.c"), Ok(Bound::Float(Some(f))) if f == 3.0)
+        );
+        assert!(matches!(
+            convert(&Value::Null, ColKind::Text, "t.c"),
+            Ok(Bound::Text(None))
+        ));
+        let err = convert(&json!("x"), ColKind::Int, "apps.credits")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("apps.credits"), "{err}");
+    }
+
+    #[test]
+    fn tables_load_referenced_first_and_names_are_checked() {
+        let got = order(vec![
+            "call_log".into(),
+            "zeta".into(),
+            "virtual_keys".into(),
+            "_sqlx_migrations".into(),
+            "apps".into(),
+            "change_counter".into(),
+        ]);
+        assert_eq!(got, ["apps", "virtual_keys", "call_log", "zeta"]);
+        assert!(ident("call_log").is_ok());
+        assert!(ident("x\"; DROP TABLE apps; --").is_err());
+    }
+}
