@@ -578,6 +578,36 @@ async fn export_import_reproduces_routing_and_refuses_conflicts() {
             ok && out.contains("already matches"),
             "{kind}: a second import is a no-op: {out}"
         );
+        // A change made on B since: the import names it and puts the document's value back.
+        let (s, v) = admin(
+            &b,
+            "PATCH",
+            "/aliases/fast",
+            Some(json!({"targets": ["alpha"]})),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(call(&b, "fast", &key).await, (200, "up-one".into()));
+        let (ok, out) = cli(b.dir.path(), &args, PASS).await;
+        assert!(
+            ok && out.contains("~ aliases") && out.contains("targets"),
+            "{kind}: {out}"
+        );
+        assert!(out.contains("1 changed"), "{kind}: {out}");
+        if kind == "sqlite" {
+            let pid = b.child.id().to_string();
+            assert!(std::process::Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success());
+        }
+        eventually(
+            Duration::from_secs(20),
+            "the alias imported back",
+            async || call(&b, "fast", &key).await == (200, "up-two".to_string()),
+        )
+        .await;
 
         // A conflicting document (up-one is in this instance's config file) changes nothing.
         let other = Target::fresh(kind).await;
