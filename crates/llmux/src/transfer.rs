@@ -284,6 +284,19 @@ fn read_doc(from: &Path, pass: &str) -> Result<Doc, String> {
                 .map_or("(missing)".to_owned(), Value::to_string)
         ));
     }
+    let known = ["version", "llmux_version", "exported_at", "seal", "check"];
+    if let Some(unknown) = doc
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .find(|k| !known.contains(&k.as_str()) && !ENTITIES.iter().any(|e| e.table == k.as_str()))
+    {
+        return Err(format!(
+            "{}: unknown field {unknown:?} (this llmux reads version {DOC_VERSION})",
+            from.display()
+        ));
+    }
     let params: KdfParams = serde_json::from_value(doc.get("seal").cloned().unwrap_or(Value::Null))
         .map_err(|e| format!("{}: seal: {e}", from.display()))?;
     let seal = PassphraseKey::derive(pass, &params).map_err(|e| e.to_string())?;
