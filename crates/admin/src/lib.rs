@@ -32,7 +32,7 @@ mod ui;
 mod upstreams;
 pub mod watch;
 
-pub use plane::{initial_config, ControlPlane, Env, ReloadStatus};
+pub use plane::{initial_config, record_revision_offline, ControlPlane, Env, ReloadStatus};
 pub use routes::openapi;
 
 use std::sync::Arc;

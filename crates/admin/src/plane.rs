@@ -609,6 +609,36 @@ impl ControlPlane {
     }
 }
 
+/// Records the store's routing state as a revision, for a change made without a running
+/// control plane (`llmux import --apply`): the same content as the admin API records, so a
+/// rollback to it works. Returns the revision's id.
+pub async fn record_revision_offline(
+    store: &Store,
+    keys: &MasterKeys,
+    file: Option<(&std::path::Path, &str)>,
+    actor: &str,
+    note: &str,
+) -> ApiResult<i64> {
+    let content = RevisionContent {
+        version: 1,
+        file_path: file.map(|(p, _)| p.display().to_string()),
+        file_sealed: file
+            .map(|(_, t)| keys.encrypt(t.as_bytes(), FILE_AAD))
+            .transpose()?,
+        routing: store.routing_snapshot().await?,
+    };
+    let content = serde_json::to_string(&content).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let rev = store
+        .create_config_revision(&NewConfigRevision {
+            actor: actor.to_owned(),
+            source: Source::Api,
+            content,
+            note: Some(note.to_owned()),
+        })
+        .await?;
+    Ok(rev.id)
+}
+
 /// The config the gateway starts with: `file` composed with the store's API-managed state.
 pub async fn initial_config(
     store: &Store,

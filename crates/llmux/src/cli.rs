@@ -1,5 +1,6 @@
 //! The command line: `serve`, `demo`, `mock`, `config check`, `migrate`, `secrets rotate`,
-//! `completions` (and the hidden `man`, for packaging).
+//! `completions` (and the hidden `man`, for packaging), `backup`, `restore`, `export`,
+//! `import`.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -69,6 +70,55 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Write one encrypted archive of the store (a consistent snapshot, taken while llmux
+    /// serves) and its master key; the passphrase comes from an environment variable.
+    Backup {
+        #[command(flatten)]
+        with: Passphrase,
+        /// The archive to write (atomically, mode 0600).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore an archive of `llmux backup` into an empty store, with its master key.
+    Restore {
+        #[command(flatten)]
+        with: Passphrase,
+        /// The archive to read.
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Write the API-made configuration as one document (JSON, or TOML for a .toml name);
+    /// provider keys sealed under the passphrase.
+    Export {
+        #[command(flatten)]
+        with: Passphrase,
+        /// The document to write.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Import a document of `llmux export`: prints what would change; --apply applies it in one
+    /// transaction (nothing at all when there is a conflict).
+    Import {
+        #[command(flatten)]
+        with: Passphrase,
+        /// The document to read.
+        #[arg(long)]
+        from: PathBuf,
+        /// Apply the changes (default: a dry run).
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+/// The config and passphrase options of backup, restore, export and import.
+#[derive(Args, Debug, Clone)]
+pub struct Passphrase {
+    /// Config file (TOML). Default: ./llmux.toml if present, else built-in defaults.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// The environment variable that holds the passphrase (default LLMUX_BACKUP_PASSPHRASE).
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
 }
 
 /// What `llmux mock --help` says besides its options: the test endpoints.

@@ -1,5 +1,6 @@
 //! The llmux binary: parses the command line, sets up logging, and hands off to a command.
 
+mod backup;
 mod check;
 mod cli;
 mod demo;
@@ -7,6 +8,7 @@ mod mockcmd;
 mod secrets;
 mod serve;
 mod shellgen;
+mod transfer;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -64,6 +66,18 @@ fn main() -> ExitCode {
             } => secrets::rotate(config).await,
             cli::Command::Completions { shell } => shellgen::completions(shell),
             cli::Command::Man { dir } => shellgen::man(dir.as_deref()),
+            cli::Command::Backup { with, to } => {
+                backup::backup(with.config, to, with.passphrase_env).await
+            }
+            cli::Command::Restore { with, from } => {
+                backup::restore(with.config, from, with.passphrase_env).await
+            }
+            cli::Command::Export { with, to } => {
+                transfer::export(with.config, to, with.passphrase_env).await
+            }
+            cli::Command::Import { with, from, apply } => {
+                transfer::import(with.config, from, with.passphrase_env, apply).await
+            }
         }
     });
     match result {

@@ -238,6 +238,15 @@ fn migration(version: i64, description: &'static str, sql: &'static str) -> Migr
     )
 }
 
+/// The newest migration version this build carries (both backends carry the same ones).
+pub(crate) fn latest_migration() -> i64 {
+    sqlite_migrator()
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+}
+
 fn sqlite_migrator() -> Migrator {
     Migrator::with_migrations(vec![
         migration(

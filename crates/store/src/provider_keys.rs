@@ -80,6 +80,29 @@ fn open(keys: &MasterKeys, sealed: &SealedKey) -> Result<Secret, StoreError> {
         .map_err(|_| StoreError::Decrypt("plaintext is not UTF-8".to_owned()))
 }
 
+/// Opens a stored provider key's ciphertext (of key `key_id` on upstream `upstream_id`).
+pub fn open_provider_key(
+    keys: &MasterKeys,
+    key_id: &str,
+    upstream_id: &str,
+    ciphertext: &str,
+) -> Result<Secret, StoreError> {
+    let plain = keys.decrypt(ciphertext, &aad(key_id, upstream_id))?;
+    String::from_utf8(plain)
+        .map(Secret::new)
+        .map_err(|_| StoreError::Decrypt("plaintext is not UTF-8".to_owned()))
+}
+
+/// Seals a provider key for row `key_id` of upstream `upstream_id` under the current master key.
+pub fn seal_provider_key(
+    keys: &MasterKeys,
+    key_id: &str,
+    upstream_id: &str,
+    secret: &Secret,
+) -> Result<String, StoreError> {
+    keys.encrypt(secret.expose().as_bytes(), &aad(key_id, upstream_id))
+}
+
 impl Store {
     /// Encrypts `secret` under the current master key and stores it for `upstream_id`
     /// (`MissingReference` when the upstream does not exist).
