@@ -16,6 +16,9 @@ _llmux() {
             ",$1")
                 cmd="llmux"
                 ;;
+            llmux,backup)
+                cmd="llmux__subcmd__backup"
+                ;;
             llmux,completions)
                 cmd="llmux__subcmd__completions"
                 ;;
@@ -25,8 +28,14 @@ _llmux() {
             llmux,demo)
                 cmd="llmux__subcmd__demo"
                 ;;
+            llmux,export)
+                cmd="llmux__subcmd__export"
+                ;;
             llmux,help)
                 cmd="llmux__subcmd__help"
+                ;;
+            llmux,import)
+                cmd="llmux__subcmd__import"
                 ;;
             llmux,man)
                 cmd="llmux__subcmd__man"
@@ -36,6 +45,9 @@ _llmux() {
                 ;;
             llmux,mock)
                 cmd="llmux__subcmd__mock"
+                ;;
+            llmux,restore)
+                cmd="llmux__subcmd__restore"
                 ;;
             llmux,secrets)
                 cmd="llmux__subcmd__secrets"
@@ -55,6 +67,9 @@ _llmux() {
             llmux__subcmd__config__subcmd__help,help)
                 cmd="llmux__subcmd__config__subcmd__help__subcmd__help"
                 ;;
+            llmux__subcmd__help,backup)
+                cmd="llmux__subcmd__help__subcmd__backup"
+                ;;
             llmux__subcmd__help,completions)
                 cmd="llmux__subcmd__help__subcmd__completions"
                 ;;
@@ -64,8 +79,14 @@ _llmux() {
             llmux__subcmd__help,demo)
                 cmd="llmux__subcmd__help__subcmd__demo"
                 ;;
+            llmux__subcmd__help,export)
+                cmd="llmux__subcmd__help__subcmd__export"
+                ;;
             llmux__subcmd__help,help)
                 cmd="llmux__subcmd__help__subcmd__help"
+                ;;
+            llmux__subcmd__help,import)
+                cmd="llmux__subcmd__help__subcmd__import"
                 ;;
             llmux__subcmd__help,man)
                 cmd="llmux__subcmd__help__subcmd__man"
@@ -75,6 +96,9 @@ _llmux() {
                 ;;
             llmux__subcmd__help,mock)
                 cmd="llmux__subcmd__help__subcmd__mock"
+                ;;
+            llmux__subcmd__help,restore)
+                cmd="llmux__subcmd__help__subcmd__restore"
                 ;;
             llmux__subcmd__help,secrets)
                 cmd="llmux__subcmd__help__subcmd__secrets"
@@ -107,12 +131,42 @@ _llmux() {
 
     case "${cmd}" in
         llmux)
-            opts="-h -V --help --version serve demo mock config migrate secrets completions man help"
+            opts="-h -V --help --version serve demo mock config migrate secrets completions man backup restore export import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        llmux__subcmd__backup)
+            opts="-c -h --config --passphrase-env --to --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --passphrase-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -230,9 +284,53 @@ _llmux() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        llmux__subcmd__help)
-            opts="serve demo mock config migrate secrets completions man help"
+        llmux__subcmd__export)
+            opts="-c -h --config --passphrase-env --to --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --passphrase-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        llmux__subcmd__help)
+            opts="serve demo mock config migrate secrets completions man backup restore export import help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        llmux__subcmd__help__subcmd__backup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -300,7 +398,35 @@ _llmux() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        llmux__subcmd__help__subcmd__export)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         llmux__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        llmux__subcmd__help__subcmd__import)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -356,6 +482,20 @@ _llmux() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        llmux__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         llmux__subcmd__help__subcmd__secrets)
             opts="rotate"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -391,6 +531,36 @@ _llmux() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        llmux__subcmd__import)
+            opts="-c -h --config --passphrase-env --from --apply --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --passphrase-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -522,6 +692,36 @@ _llmux() {
                     return 0
                     ;;
                 --pull-step)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        llmux__subcmd__restore)
+            opts="-c -h --config --passphrase-env --from --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --passphrase-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
