@@ -6,6 +6,7 @@ mod hooks;
 mod interpolate;
 mod raw;
 mod secret;
+mod translation;
 mod units;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ pub use cache::{CacheBackend, CacheConfig};
 pub use error::{ConfigError, ValueError};
 pub use hooks::{ExternalHook, HookConfig, HookFail, HookScope, HookSet};
 pub use secret::Secret;
+pub use translation::TranslationConfig;
 pub use units::{bounded_duration, parse_duration, parse_size, MAX_DURATION};
 
 /// Highest price a model may be given, in USD per million tokens (a dollar a token, far above
@@ -540,30 +542,6 @@ impl CatalogConfig {
     /// Whether `rule` is on.
     pub fn has(&self, rule: NormalizeRule) -> bool {
         self.normalize.contains(&rule)
-    }
-}
-
-/// `[translation]`: images given by URL to upstreams that take only inline bytes (Gemini,
-/// Ollama) are fetched by llmux — through the SSRF guard of `admin.allow_private_upstreams` —
-/// and inlined.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TranslationConfig {
-    /// Largest image fetched, in bytes. Default 20 MiB.
-    pub image_fetch_max: usize,
-    /// How long one image may take to arrive whole. Default 10 s.
-    pub image_fetch_timeout: Duration,
-    /// Most images fetched for one request (0: never fetch; URL images are then refused).
-    /// Default 8.
-    pub image_fetch_max_count: usize,
-}
-
-impl Default for TranslationConfig {
-    fn default() -> Self {
-        Self {
-            image_fetch_max: 20 << 20,
-            image_fetch_timeout: Duration::from_secs(10),
-            image_fetch_max_count: 8,
-        }
     }
 }
 
