@@ -206,6 +206,9 @@ pub struct Relay {
     cut_wait: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
     /// In a cluster: where a breaker this stream opens is announced.
     signals: Option<Arc<dyn crate::peers::signals::SignalBus>>,
+    /// Passthrough streams: notes whether the upstream sent its final event, so a stream the
+    /// upstream closed cleanly half-way ends with an error event rather than as if whole.
+    end_watch: Option<llmux_wire::stream::ending::EndWatch>,
 }
 
 impl Relay {
@@ -240,12 +243,21 @@ impl Relay {
             strip: None,
             cut_wait: None,
             signals: None,
+            end_watch: None,
         }
     }
 
     /// Announces a breaker this stream opens (a break after the first byte) through `bus`.
     pub fn announcing(mut self, bus: Option<&Arc<dyn crate::peers::signals::SignalBus>>) -> Relay {
         self.signals = bus.cloned();
+        self
+    }
+
+    /// Watches a passed-through stream for its dialect's final event (see [`EndWatch`]).
+    ///
+    /// [`EndWatch`]: llmux_wire::stream::ending::EndWatch
+    pub fn watching_end(mut self, watch: llmux_wire::stream::ending::EndWatch) -> Relay {
+        self.end_watch = Some(watch);
         self
     }
 
@@ -335,6 +347,9 @@ impl Relay {
                 if let Some(tap) = self.tap.as_mut() {
                     tap.feed(&chunk);
                 }
+                if let Some(w) = self.end_watch.as_mut() {
+                    w.feed(&chunk);
+                }
                 match self.strip.as_mut() {
                     None => Ok(Some(chunk)),
                     Some(strip) => {
@@ -399,7 +414,17 @@ impl Body for Relay {
                 Poll::Ready(None) => {
                     let tail = match this.transcoder.as_mut().map(Transcoder::end) {
                         Some(Ok(tail)) => tail,
-                        Some(Err(msg)) => return this.fail(msg),
+                        Some(Err(msg)) => {
+                            return this.fail(format!("upstream '{}': {msg}", this.log.upstream))
+                        }
+                        None if this.end_watch.as_ref().is_some_and(|w| !w.ended()) => {
+                            let msg = format!(
+                                "upstream '{}': {}",
+                                this.log.upstream,
+                                llmux_wire::stream::ending::CUT_SHORT
+                            );
+                            return this.fail(msg);
+                        }
                         None => this
                             .strip
                             .as_mut()

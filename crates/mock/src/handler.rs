@@ -191,6 +191,7 @@ impl Call {
             chunk_delay: self.st.chunk_delay,
             drop_after: self.faults.drop_after,
             stall_after: self.faults.stall_after,
+            truncate_after: self.faults.truncate_after,
         }
     }
 

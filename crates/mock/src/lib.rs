@@ -116,6 +116,10 @@ pub struct Faults {
     pub hang: bool,
     /// Streaming: after N chunks stop sending but keep the connection open.
     pub stall_after: Option<usize>,
+    /// Streaming: after N chunks the body ends cleanly (a proper end of the HTTP body) but
+    /// without the dialect's final event: no `finish_reason`/`[DONE]`, `message_stop`,
+    /// `finishReason` or `done: true`.
+    pub truncate_after: Option<usize>,
 }
 
 /// Snapshot of what a mock node has seen. Control requests (`/_mock/*`) are not counted.

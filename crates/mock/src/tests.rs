@@ -817,6 +817,39 @@ async fn drop_after_cuts_the_stream() {
 }
 
 #[tokio::test]
+async fn truncate_after_ends_the_stream_cleanly_without_its_final_event() {
+    let m = start(named("n", 8)).await;
+    m.set_faults(Faults {
+        truncate_after: Some(3),
+        ..Faults::default()
+    });
+    let chat = json!({"model": "llama3", "stream": true, "max_tokens": 50,
+        "messages": [{"role": "user", "content": "x"}]});
+    let cases = [
+        ("/v1/chat/completions", "\"finish_reason\":\""),
+        ("/v1/messages", "message_stop"),
+        ("/api/chat", "\"done\":true"),
+        (
+            "/v1beta/models/llama3:streamGenerateContent?alt=sse",
+            "finishReason",
+        ),
+    ];
+    for (path, last) in cases {
+        let body = if path.starts_with("/v1beta") {
+            json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}]})
+        } else {
+            chat.clone()
+        };
+        let r = post(m.addr(), path, body).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.complete, "{path}: the body must end cleanly");
+        assert!(!r.text().contains(last), "{path}: {}", r.text());
+        assert!(!r.text().contains("[DONE]"), "{path}");
+    }
+    assert_eq!(m.stats().in_flight, 0);
+}
+
+#[tokio::test]
 async fn stall_after_keeps_connection_open_and_silent() {
     let m = start(named("n", 8)).await;
     m.set_faults(Faults {

@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use llmux_wire::canonical::{ChatResponse, Op, StreamEncoder, StreamEvent, TranslateError};
+use llmux_wire::stream::ending::EndWatch;
 use llmux_wire::translate::{self, embed};
 use llmux_wire::{Dialect, ErrorKind};
 use std::sync::Arc;
@@ -142,6 +143,10 @@ impl Call {
         .announcing(self.gw.peers.signals.get());
         if sent.added_usage && status.is_success() && format == Some(Dialect::OpenAi) {
             relay = relay.stripping_usage();
+        }
+        if status.is_success() && format.is_some() && self.endpoint.op().is_some() {
+            let responses = self.endpoint == super::Endpoint::Responses;
+            relay = relay.watching_end(EndWatch::new(self.endpoint.dialect(), responses));
         }
         let mut out = Response::new(Body::new(relay));
         *out.status_mut() = status;

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::canonical::{StreamEvent, TranslateError, Usage};
 use crate::json::count;
-use crate::stream::decoder::FrameDecoder;
+use crate::stream::decoder::{cut_short, FrameDecoder};
 use crate::stream::framing::{SseEvent, SseParser};
 
 use super::response::{error_of, finish_from_anthropic, input_tokens};
@@ -15,7 +15,7 @@ pub(super) struct AnthropicStreamDecoder {
     input_tokens: u64,
     /// Content block index → canonical tool call index.
     tools: Vec<(u64, usize)>,
-    /// An error ended the stream.
+    /// An error or `message_stop` ended the stream.
     done: bool,
 }
 
@@ -141,9 +141,18 @@ impl FrameDecoder for AnthropicStreamDecoder {
                 out.push(StreamEvent::Error(msg));
                 self.done = true;
             }
-            // ping, content_block_stop, message_stop and anything newer.
+            "message_stop" => self.done = true,
+            // ping, content_block_stop and anything newer.
             _ => {}
         }
         Ok(())
+    }
+
+    fn end(&mut self, _out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        if self.done {
+            Ok(())
+        } else {
+            Err(cut_short("`message_stop`"))
+        }
     }
 }

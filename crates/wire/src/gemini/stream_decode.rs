@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::canonical::{FinishReason, StreamEvent, TranslateError, Usage};
 use crate::json::bad;
-use crate::stream::decoder::FrameDecoder;
+use crate::stream::decoder::{cut_short, FrameDecoder};
 use crate::stream::framing::{SseEvent, SseParser};
 
 use super::response::{
@@ -20,6 +20,8 @@ pub(super) struct GeminiStreamDecoder {
     finished: bool,
     usage: Option<Usage>,
     usage_sent: bool,
+    /// The upstream reported an error: the stream ends there.
+    failed: bool,
 }
 
 impl GeminiStreamDecoder {
@@ -31,6 +33,7 @@ impl GeminiStreamDecoder {
         let v: Value = serde_json::from_str(data)
             .map_err(|e| bad("", format!("Gemini stream event is not valid JSON: {e}")))?;
         if let Some(msg) = error_of(&v) {
+            self.failed = true;
             out.push(StreamEvent::Error(msg));
             return Ok(());
         }
@@ -112,6 +115,10 @@ impl FrameDecoder for GeminiStreamDecoder {
                 out.push(StreamEvent::Usage(u));
             }
         }
-        Ok(())
+        if self.finished || self.failed {
+            Ok(())
+        } else {
+            Err(cut_short("a candidate's `finishReason`"))
+        }
     }
 }
