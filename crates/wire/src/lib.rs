@@ -18,6 +18,8 @@ pub mod body;
 pub mod canonical;
 pub mod dialect;
 pub mod embed;
+#[cfg(test)]
+mod fidelity_tests;
 pub mod fuzzing;
 pub mod gemini;
 mod ids;

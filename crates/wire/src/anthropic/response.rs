@@ -37,6 +37,30 @@ pub(super) fn input_tokens(usage: &Value) -> u64 {
         + count(usage, "cache_read_input_tokens")
 }
 
+/// An Anthropic `usage` object → canonical (input tokens with the cache reads and writes).
+pub(super) fn usage_from(u: &Value) -> Usage {
+    Usage {
+        input_tokens: input_tokens(u),
+        output_tokens: count(u, "output_tokens"),
+        cached_input_tokens: count(u, "cache_read_input_tokens"),
+        cache_write_tokens: count(u, "cache_creation_input_tokens"),
+        reasoning_tokens: 0,
+    }
+}
+
+/// Canonical usage → Anthropic's `usage` (whose `input_tokens` leaves out cache reads and writes).
+pub(super) fn usage_json(u: &Usage) -> Value {
+    let mut o = json!({
+        "input_tokens": u.uncached_input_tokens(),
+        "output_tokens": u.output_tokens,
+    });
+    if u.cached_input_tokens > 0 || u.cache_write_tokens > 0 {
+        o["cache_creation_input_tokens"] = json!(u.cache_write_tokens);
+        o["cache_read_input_tokens"] = json!(u.cached_input_tokens);
+    }
+    o
+}
+
 pub(super) fn error_of(v: &Value) -> Option<String> {
     error_message(v.get("error")?)
 }
@@ -75,10 +99,7 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateErro
         None => FinishReason::Stop,
     };
     if let Some(u) = field(&o, "usage") {
-        resp.usage = Usage {
-            input_tokens: input_tokens(u),
-            output_tokens: count(u, "output_tokens"),
-        };
+        resp.usage = usage_from(u);
     }
     Ok(resp)
 }
@@ -105,9 +126,6 @@ pub(super) fn encode_response(resp: &ChatResponse) -> Value {
         "content": content,
         "stop_reason": finish_to_anthropic(&resp.finish),
         "stop_sequence": null,
-        "usage": {
-            "input_tokens": resp.usage.input_tokens,
-            "output_tokens": resp.usage.output_tokens,
-        },
+        "usage": usage_json(&resp.usage),
     })
 }

@@ -30,11 +30,20 @@ fn finish_str(f: &FinishReason) -> &'static str {
 }
 
 pub(crate) fn usage_json(u: Usage) -> Value {
-    json!({
+    // Gemini counts thoughts apart from the candidates; canonical output includes them.
+    let thoughts = u.reasoning_tokens.min(u.output_tokens);
+    let mut o = json!({
         "promptTokenCount": u.input_tokens,
-        "candidatesTokenCount": u.output_tokens,
+        "candidatesTokenCount": u.output_tokens - thoughts,
         "totalTokenCount": u.input_tokens.saturating_add(u.output_tokens),
-    })
+    });
+    if thoughts > 0 {
+        o["thoughtsTokenCount"] = json!(thoughts);
+    }
+    if u.cached_input_tokens > 0 {
+        o["cachedContentTokenCount"] = json!(u.cached_input_tokens);
+    }
+    o
 }
 
 pub(super) fn decode_usage(v: &Value) -> Usage {
@@ -43,6 +52,9 @@ pub(super) fn decode_usage(v: &Value) -> Usage {
         input_tokens: n("promptTokenCount"),
         // Thinking tokens are output the caller pays for, as OpenAI counts reasoning tokens.
         output_tokens: n("candidatesTokenCount") + n("thoughtsTokenCount"),
+        cached_input_tokens: n("cachedContentTokenCount"),
+        cache_write_tokens: 0,
+        reasoning_tokens: n("thoughtsTokenCount"),
     }
 }
 

@@ -42,6 +42,14 @@ impl GeminiStreamDecoder {
         }
         if !self.started {
             self.started = true;
+            if let Some(u) = v
+                .get("usageMetadata")
+                .filter(|u| u.get("promptTokenCount").is_some())
+            {
+                let mut prompt = decode_usage(u);
+                (prompt.output_tokens, prompt.reasoning_tokens) = (0, 0);
+                out.push(StreamEvent::Prompt(prompt));
+            }
             let response_id = v.get("responseId").and_then(Value::as_str);
             self.token = id_token(response_id);
             out.push(StreamEvent::Start {

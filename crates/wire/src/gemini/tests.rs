@@ -180,7 +180,9 @@ fn decodes_responses() {
         r.usage,
         Usage {
             input_tokens: 6,
-            output_tokens: 24
+            output_tokens: 24,
+            reasoning_tokens: 14,
+            ..Usage::default()
         }
     );
     assert!(r.created > 1_700_000_000);
@@ -202,7 +204,8 @@ fn decodes_responses() {
         r.usage,
         Usage {
             input_tokens: 40,
-            output_tokens: 7
+            output_tokens: 7,
+            ..Usage::default()
         }
     );
 }
@@ -259,6 +262,10 @@ fn decodes_text_stream_split_anywhere() {
     assert_eq!(
         whole,
         [
+            StreamEvent::Prompt(Usage {
+                input_tokens: 5,
+                ..Usage::default()
+            }),
             StreamEvent::Start {
                 id: "Yt7nZ4qVF5ul1MkPqv6W0Qg".into(),
                 model: "gemini-2.0-flash".into()
@@ -269,7 +276,8 @@ fn decodes_text_stream_split_anywhere() {
             StreamEvent::Finish(FinishReason::Stop),
             StreamEvent::Usage(Usage {
                 input_tokens: 5,
-                output_tokens: 8
+                output_tokens: 8,
+                ..Usage::default()
             }),
         ]
     );
@@ -311,7 +319,8 @@ fn decodes_function_call_stream_split_anywhere() {
             StreamEvent::Finish(FinishReason::ToolCalls),
             StreamEvent::Usage(Usage {
                 input_tokens: 40,
-                output_tokens: 12
+                output_tokens: 12,
+                ..Usage::default()
             }),
         ]
     );
@@ -380,6 +389,7 @@ fn stream_encoder_buffers_tool_calls_and_ends_with_usage() {
         StreamEvent::Usage(Usage {
             input_tokens: 11,
             output_tokens: 22,
+            ..Usage::default()
         }),
     ];
     let out = encode_events(&events);
@@ -439,7 +449,8 @@ fn stream_encoder_buffers_tool_calls_and_ends_with_usage() {
             StreamEvent::Finish(FinishReason::ToolCalls),
             StreamEvent::Usage(Usage {
                 input_tokens: 11,
-                output_tokens: 22
+                output_tokens: 22,
+                ..Usage::default()
             })
         ]
     );
@@ -468,6 +479,7 @@ fn stream_encoder_finish_without_usage_still_reports_usage() {
         StreamEvent::Usage(Usage {
             input_tokens: 1,
             output_tokens: 2,
+            ..Usage::default()
         }),
         StreamEvent::Finish(FinishReason::Stop),
     ]);
@@ -734,6 +746,7 @@ fn response_round_trip() {
         usage: Usage {
             input_tokens: 12,
             output_tokens: 34,
+            ..Usage::default()
         },
     };
     let body = GeminiCodec.encode_response(Op::Chat, &resp);
@@ -991,6 +1004,7 @@ fn usage_total_saturates() {
     let u = Usage {
         input_tokens: u64::MAX,
         output_tokens: 5,
+        ..Usage::default()
     };
     assert_eq!(usage_json(u)["totalTokenCount"], u64::MAX);
 }

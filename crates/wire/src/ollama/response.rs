@@ -27,6 +27,7 @@ pub(super) fn decode_usage(v: &Value) -> Usage {
     Usage {
         input_tokens: n("prompt_eval_count"),
         output_tokens: n("eval_count"),
+        ..Usage::default()
     }
 }
 

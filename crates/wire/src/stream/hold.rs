@@ -109,6 +109,7 @@ mod tests {
         let r = h.take(&StreamEvent::Usage(Usage {
             input_tokens: 3,
             output_tokens: 4,
+            ..Usage::default()
         }));
         let last = r.and_then(|r| r.last);
         assert_eq!(
