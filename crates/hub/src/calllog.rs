@@ -622,6 +622,9 @@ pub fn to_store(r: llmux_gateway::accounting::CallRecord) -> CallRecord {
             })
             .collect(),
         stream: r.stream,
+        cached_tokens: Some(i(r.tokens.cached)),
+        cache_write_tokens: Some(i(r.tokens.cache_write)),
+        reasoning_tokens: Some(i(r.tokens.reasoning)),
     }
 }
 

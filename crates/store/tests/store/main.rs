@@ -68,6 +68,9 @@ fn call(i: usize, app_id: Option<&str>) -> CallRecord {
         reported_model: Some("gpt-4o-2024-08-06".to_owned()),
         attempt_log: Vec::new(),
         stream: None,
+        cached_tokens: None,
+        cache_write_tokens: None,
+        reasoning_tokens: None,
     }
 }
 
@@ -917,6 +920,9 @@ async fn call_log_keeps_every_attempt_and_filters_on_error_class_and_stream() {
         let streamed = s
             .list_calls(&CallFilter {
                 stream: Some(true),
+                cached_tokens: Some(3),
+                cache_write_tokens: None,
+                reasoning_tokens: Some(2),
                 ..CallFilter::default()
             })
             .await
