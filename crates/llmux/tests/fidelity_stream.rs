@@ -142,3 +142,114 @@ async fn whole_streams_still_end_cleanly_in_every_dialect() {
 async fn client_post(gw: &Llmux, path: &str, body: &Value) -> reqwest::Response {
     client().post(gw.url(path)).json(body).send().await.unwrap()
 }
+
+/// A Gemini 429 whose body carries `RetryInfo` (and no `Retry-After` header).
+fn gemini_throttled() -> llmux_mock::Scripted {
+    llmux_mock::Scripted {
+        dialect: Some("gemini".into()),
+        status: 429,
+        body: Some(
+            json!({"error": {"code": 429, "message": "Resource has been exhausted",
+                "status": "RESOURCE_EXHAUSTED", "details": [
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "13s"}]}})
+            .to_string(),
+        ),
+        ..llmux_mock::Scripted::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gemini_retry_delay_reaches_every_client_as_retry_after_and_rests_the_key() {
+    let (mocks, blocks) = upstreams(llmux_mock::Faults::default()).await;
+    let gemini = &mocks[3];
+    let gw = Llmux::start(&blocks);
+    let mut last = std::time::Instant::now();
+    for client in ["openai", "anthropic", "ollama", "gemini"] {
+        gemini.script(vec![gemini_throttled()]);
+        let (path, mut body) = stream_call(client, "gemini-2.0-flash");
+        body["stream"] = json!(false);
+        let path = path.replace(":streamGenerateContent?alt=sse", ":generateContent");
+        let resp = client_post(&gw, &path, &body).await;
+        last = std::time::Instant::now();
+        assert_eq!(resp.status(), 429, "{client}: {}", gw.log_text());
+        assert_eq!(header(&resp, "retry-after"), "13", "{client}");
+    }
+    // The key rests for the 13 s Google asked for, not the default 60 s cooldown.
+    let key_state = async || {
+        let ups = gw.upstreams().await;
+        let up = ups
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "gemini-up")
+            .cloned();
+        up.map(|u| u["keys"][0]["state"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(key_state().await, "cooling");
+    eventually(
+        Duration::from_secs(30),
+        "the key back after 13 s",
+        async || key_state().await == "ok",
+    )
+    .await;
+    let rested = last.elapsed();
+    assert!(rested >= Duration::from_secs(12), "{rested:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_and_reasoning_tokens_reach_the_client_and_the_call_log() {
+    let (mocks, blocks) = upstreams(llmux_mock::Faults::default()).await;
+    let gw = Llmux::start(&blocks);
+    let anthropic_answer = json!({"id": "msg_1", "type": "message", "role": "assistant",
+        "model": "claude-sonnet-4", "content": [{"type": "text", "text": "hi"}],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": 60, "cache_read_input_tokens": 30,
+                  "cache_creation_input_tokens": 10, "output_tokens": 5}});
+    mocks[2].script(vec![llmux_mock::Scripted {
+        body: Some(anthropic_answer.to_string()),
+        ..llmux_mock::Scripted::default()
+    }]);
+    let (path, mut body) = stream_call("openai", "claude-sonnet-4");
+    body["stream"] = json!(false);
+    let resp = client_post(&gw, &path, &body).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["usage"]["prompt_tokens"], 100, "{v}");
+    assert_eq!(
+        v["usage"]["prompt_tokens_details"]["cached_tokens"], 30,
+        "{v}"
+    );
+
+    let openai_answer = json!({"id": "c1", "object": "chat.completion", "created": 1,
+        "model": "gpt-4o-mini", "choices": [{"index": 0, "finish_reason": "stop",
+        "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150,
+                  "prompt_tokens_details": {"cached_tokens": 40},
+                  "completion_tokens_details": {"reasoning_tokens": 20}}});
+    mocks[1].script(vec![llmux_mock::Scripted {
+        body: Some(openai_answer.to_string()),
+        ..llmux_mock::Scripted::default()
+    }]);
+    let (path, body) = stream_call("anthropic", "gpt-4o-mini");
+    let mut body = body;
+    body["stream"] = json!(false);
+    let resp = client_post(&gw, &path, &body).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["usage"]["input_tokens"], 60, "{v}");
+    assert_eq!(v["usage"]["cache_read_input_tokens"], 40, "{v}");
+
+    let rows = eventually(Duration::from_secs(15), "both calls logged", async || {
+        let (_, page) = admin(&gw, "GET", "/calls?limit=10", None).await;
+        let rows = page["calls"].as_array().cloned().unwrap_or_default();
+        (rows.len() >= 2).then_some(rows)
+    })
+    .await;
+    // Newest first: the OpenAI-upstream call, then the Anthropic one.
+    assert_eq!(rows[0]["cached_tokens"], 40, "{}", rows[0]);
+    assert_eq!(rows[0]["reasoning_tokens"], 20, "{}", rows[0]);
+    assert_eq!(rows[1]["input_tokens"], 100, "{}", rows[1]);
+    assert_eq!(rows[1]["cached_tokens"], 30, "{}", rows[1]);
+    assert_eq!(rows[1]["cache_write_tokens"], 10, "{}", rows[1]);
+}

@@ -14,6 +14,7 @@ mod openai;
 mod pull;
 mod reply;
 mod responses;
+mod script;
 mod server;
 mod state;
 mod stream;
@@ -25,6 +26,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use script::Scripted;
 pub use server::{serve, MockServer};
 pub use state::KeyRules;
 

@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     last_auth: Mutex<Option<HeaderValue>>,
     last_traceparent: Mutex<Option<HeaderValue>>,
     last_body: Mutex<Option<Bytes>>,
+    /// Answers queued through `/_mock/script` for the next generation calls.
+    pub(crate) script: crate::script::Script,
 }
 
 /// A poisoned lock only means another request panicked mid-update of plain data; keep serving.
@@ -131,6 +133,7 @@ impl Shared {
             last_auth: Mutex::new(None),
             last_traceparent: Mutex::new(None),
             last_body: Mutex::new(None),
+            script: crate::script::Script::default(),
         }
     }
 

@@ -296,6 +296,11 @@ fn sqlite_migrator() -> Migrator {
             "model rename",
             include_str!("../migrations/sqlite/0010_model_rename.sql"),
         ),
+        migration(
+            15,
+            "call token details",
+            include_str!("../migrations/sqlite/0015_call_token_details.sql"),
+        ),
     ])
 }
 
@@ -354,6 +359,11 @@ fn postgres_migrator() -> Migrator {
             10,
             "model rename",
             include_str!("../migrations/postgres/0010_model_rename.sql"),
+        ),
+        migration(
+            15,
+            "call token details",
+            include_str!("../migrations/postgres/0015_call_token_details.sql"),
         ),
     ])
 }

@@ -127,3 +127,21 @@ fn a_translated_anthropic_stream_reports_gemini_input_tokens_in_message_start() 
     assert_eq!(delta["usage"]["output_tokens"], 7, "{delta}");
     assert_eq!(delta["usage"]["cache_read_input_tokens"], 12, "{delta}");
 }
+
+#[test]
+fn gemini_retry_info_gives_the_delay() {
+    let body = br#"{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED","details":[
+        {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[]},
+        {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"13s"}]}}"#;
+    assert_eq!(crate::gemini::retry_delay(body), Some(13.0));
+    let wrapped = br#"[{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"0.5s"}]}}]"#;
+    assert_eq!(crate::gemini::retry_delay(wrapped), Some(0.5));
+    for none in [
+        &br#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","retryDelay":"13s"}]}}"#[..],
+        br#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"-3s"}]}}"#,
+        br#"{"error":{"message":"x"}}"#,
+        b"not json",
+    ] {
+        assert_eq!(crate::gemini::retry_delay(none), None);
+    }
+}

@@ -28,6 +28,7 @@ pub mod embed;
 mod request_decode;
 mod request_encode;
 mod response;
+pub use response::retry_delay;
 mod stream_decode;
 mod stream_encode;
 

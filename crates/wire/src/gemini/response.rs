@@ -176,3 +176,27 @@ pub(super) fn chunk_json(
     }
     Value::Object(root).to_string()
 }
+
+/// The delay Google asks for in an error body — `error.details[]` of type
+/// `google.rpc.RetryInfo`, `retryDelay` such as `"13s"` or `"0.5s"` — in seconds.
+pub fn retry_delay(body: &[u8]) -> Option<f64> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let v = match &v {
+        Value::Array(a) => a.first()?,
+        other => other,
+    };
+    let retry_info = |d: &&Value| {
+        d.get("@type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.ends_with("google.rpc.RetryInfo"))
+    };
+    v.pointer("/error/details")?
+        .as_array()?
+        .iter()
+        .filter(retry_info)
+        .find_map(|d| {
+            let s = d.get("retryDelay")?.as_str()?.trim().strip_suffix('s')?;
+            s.parse::<f64>().ok()
+        })
+        .filter(|s| s.is_finite() && *s >= 0.0)
+}
