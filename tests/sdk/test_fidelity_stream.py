@@ -3,6 +3,7 @@ official SDK — a stream the upstream ends early is an error the SDK raises, ne
 usage details, retry hints, tool ids and finish reasons survive translation."""
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 
@@ -90,5 +91,10 @@ def test_a_cut_stream_is_logged_as_an_upstream_error(truncated):
     with pytest.raises(openai.APIError):
         for _ in c.chat.completions.create(model=model_of("anthropic"), messages=MESSAGES, stream=True):
             pass
-    calls = admin_get(truncated.url, "/calls?limit=1")["calls"]
+    deadline = time.time() + 15
+    while True:
+        calls = admin_get(truncated.url, "/calls?limit=1")["calls"]
+        if (calls and calls[0]["requested_model"] == model_of("anthropic")) or time.time() > deadline:
+            break
+        time.sleep(0.1)
     assert calls[0]["error_class"] == "upstream_error", calls[0]

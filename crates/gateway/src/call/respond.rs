@@ -127,7 +127,12 @@ impl Call {
         ttft: Duration,
     ) -> Response<Body> {
         let log = self.call_log(up, target, sent.status.as_u16(), ttft);
-        let format = stream_format(&sent.headers);
+        // An SSE stream of Anthropic's or Gemini's: a failure ends it with that dialect's
+        // error event (Anthropic's SDK reads only `event: error`), not OpenAI's.
+        let format = stream_format(&sent.headers).map(|f| match (f, self.dialect()) {
+            (Dialect::OpenAi, d @ (Dialect::Anthropic | Dialect::Gemini)) => d,
+            (f, _) => f,
+        });
         let Sent {
             status, headers, ..
         } = sent;
