@@ -163,6 +163,12 @@ pub enum FinishReason {
     Length,
     ToolCalls,
     ContentFilter,
+    /// The server paused a long turn (Anthropic `pause_turn`): sending the answer back
+    /// continues it.
+    Paused,
+    /// The model produced a tool call that does not parse (Gemini `MALFORMED_FUNCTION_CALL`,
+    /// `UNEXPECTED_TOOL_CALL`): the turn is incomplete and is worth retrying.
+    MalformedToolCall,
 }
 
 /// Token counts of one answer. The details are parts of the totals, so a dialect that cannot

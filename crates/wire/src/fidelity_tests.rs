@@ -145,3 +145,66 @@ fn gemini_retry_info_gives_the_delay() {
         assert_eq!(crate::gemini::retry_delay(none), None);
     }
 }
+
+#[test]
+fn unfinished_turns_never_read_as_a_plain_stop() {
+    use crate::canonical::FinishReason as F;
+    // Upstream words → what each client dialect says.
+    let gemini = br#"{"candidates":[{"content":{"role":"model","parts":[{"text":""}]},"finishReason":"MALFORMED_FUNCTION_CALL"}]}"#;
+    let anthropic = br#"{"id":"m","type":"message","role":"assistant","model":"c","content":[{"type":"text","text":"partial"}],"stop_reason":"pause_turn"}"#;
+    let malformed = codec(Dialect::Gemini).decode_response(gemini).unwrap();
+    assert_eq!(malformed.finish, F::MalformedToolCall);
+    let paused = codec(Dialect::Anthropic)
+        .decode_response(anthropic)
+        .unwrap();
+    assert_eq!(paused.finish, F::Paused);
+    let said = |d: Dialect, r: &ChatResponse| -> String {
+        let v: Value = serde_json::from_slice(&codec(d).encode_response(Op::Chat, r)).unwrap();
+        let at = match d {
+            Dialect::OpenAi => "/choices/0/finish_reason",
+            Dialect::Anthropic => "/stop_reason",
+            Dialect::Gemini => "/candidates/0/finishReason",
+            Dialect::Ollama => "/done_reason",
+        };
+        v.pointer(at)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    for (d, for_malformed, for_paused) in [
+        (Dialect::OpenAi, "length", "length"),
+        (Dialect::Anthropic, "pause_turn", "pause_turn"),
+        (Dialect::Gemini, "MALFORMED_FUNCTION_CALL", "MAX_TOKENS"),
+        (Dialect::Ollama, "length", "length"),
+    ] {
+        assert_eq!(said(d, &malformed), for_malformed, "{d:?}");
+        assert_eq!(said(d, &paused), for_paused, "{d:?}");
+    }
+}
+
+#[test]
+fn tool_arguments_cut_by_length_reach_every_dialect_as_the_partial_text() {
+    use crate::canonical::{FinishReason, ToolCall};
+    let partial = r#"{"location":"Par"#;
+    let resp = ChatResponse {
+        tool_calls: vec![ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: partial.into(),
+        }],
+        finish: FinishReason::Length,
+        ..ChatResponse::default()
+    };
+    for d in ALL {
+        let body = codec(d).encode_response(Op::Chat, &resp);
+        let text = String::from_utf8_lossy(&body).to_string();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        // The partial text is there (as OpenAI's string, or under `arguments` where the
+        // dialect wants an object), never an empty `{}`.
+        let escaped = serde_json::to_string(partial).unwrap();
+        assert!(text.contains(escaped.trim_matches('"')), "{d:?}: {text}");
+        let back = codec(d).decode_response(&body).unwrap();
+        assert_eq!(back.finish, FinishReason::Length, "{d:?}: {v}");
+        assert_ne!(back.tool_calls[0].arguments, "{}", "{d:?}");
+    }
+}

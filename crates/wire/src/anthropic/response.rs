@@ -5,8 +5,7 @@ use serde_json::{json, Value};
 use crate::canonical::{ChatResponse, FinishReason, ToolCall, TranslateError, Usage};
 use crate::ids::{new_id, now_secs};
 use crate::json::{
-    arguments_object, as_obj, count, error_message, field, opt_array, opt_str, parse_object,
-    req_str,
+    arguments_value, as_obj, count, error_message, field, opt_array, opt_str, parse_object, req_str,
 };
 
 use super::request_encode::tool_use_id;
@@ -16,7 +15,8 @@ pub(super) fn finish_from_anthropic(s: &str) -> FinishReason {
         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
         "tool_use" => FinishReason::ToolCalls,
         "refusal" => FinishReason::ContentFilter,
-        // end_turn, stop_sequence, pause_turn
+        "pause_turn" => FinishReason::Paused,
+        // end_turn, stop_sequence
         _ => FinishReason::Stop,
     }
 }
@@ -27,6 +27,8 @@ pub(super) fn finish_to_anthropic(f: &FinishReason) -> &'static str {
         FinishReason::Length => "max_tokens",
         FinishReason::ToolCalls => "tool_use",
         FinishReason::ContentFilter => "refusal",
+        // Both mean "send the conversation back to go on" (for a malformed call: to retry it).
+        FinishReason::Paused | FinishReason::MalformedToolCall => "pause_turn",
     }
 }
 
@@ -114,8 +116,9 @@ pub(super) fn encode_response(resp: &ChatResponse) -> Value {
             "type": "tool_use",
             "id": tool_use_id(&c.id),
             "name": c.name,
-            // Infallible here: arguments that are not a JSON object become `{}`.
-            "input": arguments_object(&c.arguments).unwrap_or_else(|| json!({})),
+            // Arguments that are no JSON object (cut by `max_tokens`, say) are kept as text
+            // under `arguments`, never dropped.
+            "input": arguments_value(&c.arguments),
         }));
     }
     json!({

@@ -8,6 +8,7 @@ use crate::ids::fresh_token;
 pub(super) fn map_finish(reason: &str, has_calls: bool) -> FinishReason {
     match reason {
         "MAX_TOKENS" => FinishReason::Length,
+        "MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL" => FinishReason::MalformedToolCall,
         "SAFETY"
         | "RECITATION"
         | "BLOCKLIST"
@@ -26,6 +27,9 @@ fn finish_str(f: &FinishReason) -> &'static str {
         FinishReason::Stop | FinishReason::ToolCalls => "STOP",
         FinishReason::Length => "MAX_TOKENS",
         FinishReason::ContentFilter => "SAFETY",
+        FinishReason::MalformedToolCall => "MALFORMED_FUNCTION_CALL",
+        // Gemini has no pause: an unfinished answer is the nearest.
+        FinishReason::Paused => "MAX_TOKENS",
     }
 }
 

@@ -24,6 +24,9 @@ pub(super) fn finish_to_openai(f: &FinishReason) -> &'static str {
         FinishReason::Length => "length",
         FinishReason::ToolCalls => "tool_calls",
         FinishReason::ContentFilter => "content_filter",
+        // OpenAI has no word for an unfinished turn: `length` is the one that tells a client
+        // the answer is incomplete (never `stop`, which reads as a whole answer).
+        FinishReason::Paused | FinishReason::MalformedToolCall => "length",
     }
 }
 

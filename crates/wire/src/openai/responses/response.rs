@@ -57,7 +57,9 @@ pub(super) fn function_call_item(id: &str, call: &ToolCall, status: &str) -> Val
 /// `status` and `incomplete_details` of a response that ended for `reason`.
 fn status_of(reason: &FinishReason) -> (&'static str, Value) {
     match reason {
-        FinishReason::Length => ("incomplete", json!({"reason": "max_output_tokens"})),
+        FinishReason::Length | FinishReason::Paused | FinishReason::MalformedToolCall => {
+            ("incomplete", json!({"reason": "max_output_tokens"}))
+        }
         FinishReason::ContentFilter => ("incomplete", json!({"reason": "content_filter"})),
         FinishReason::Stop | FinishReason::ToolCalls => ("completed", Value::Null),
     }
