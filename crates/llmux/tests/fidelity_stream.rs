@@ -253,3 +253,16 @@ async fn cached_and_reasoning_tokens_reach_the_client_and_the_call_log() {
     assert_eq!(rows[1]["cached_tokens"], 30, "{}", rows[1]);
     assert_eq!(rows[1]["cache_write_tokens"], 10, "{}", rows[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_embeddings_report_the_model_and_usage() {
+    let (_mocks, blocks) = upstreams(llmux_mock::Faults::default()).await;
+    let gw = Llmux::start(&blocks);
+    let body = json!({"model": "gemini-2.0-flash", "input": ["hello there", "general kenobi"]});
+    let resp = client_post(&gw, "/v1/embeddings", &body).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["model"], "gemini-2.0-flash", "{v}");
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(2), "{v}");
+}

@@ -208,3 +208,17 @@ fn tool_arguments_cut_by_length_reach_every_dialect_as_the_partial_text() {
         assert_ne!(back.tool_calls[0].arguments, "{}", "{d:?}");
     }
 }
+
+#[test]
+fn gemini_embeddings_count_vertex_statistics() {
+    let body = br#"{"embeddings":[{"values":[0.1],"statistics":{"token_count":3}},{"values":[0.2],"statistics":{"token_count":4}}]}"#;
+    let r = crate::embed::decode_gemini_batch_response(body).unwrap();
+    assert_eq!(r.input_tokens, 7);
+    let plain = br#"{"embeddings":[{"values":[0.1]}]}"#;
+    assert_eq!(
+        crate::embed::decode_gemini_batch_response(plain)
+            .unwrap()
+            .input_tokens,
+        0
+    );
+}

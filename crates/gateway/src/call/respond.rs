@@ -297,7 +297,7 @@ impl Call {
 
     /// An upstream's embeddings answer, in the client's dialect.
     fn embeddings(&mut self, up: &Upstream, target: &str, t: Translated, w: Whole) -> Outcome {
-        let bytes = match self.translate_embeddings(t, &w.body) {
+        let bytes = match self.translate_embeddings(t, target, &w.body) {
             Ok(b) => b,
             Err(e) => {
                 let reason = format!("upstream answer could not be read: {e}");
@@ -324,13 +324,28 @@ impl Call {
         Outcome::Done(out)
     }
 
-    fn translate_embeddings(&self, t: Translated, body: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        let resp = match t.upstream {
+    fn translate_embeddings(
+        &self,
+        t: Translated,
+        target: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, TranslateError> {
+        let mut resp = match t.upstream {
             Dialect::OpenAi => embed::decode_openai_response(body),
             Dialect::Ollama => embed::decode_ollama_response(body),
             Dialect::Gemini => embed::decode_gemini_batch_response(body),
             Dialect::Anthropic => Err(TranslateError::new("", "Anthropic has no embeddings API")),
         }?;
+        // Gemini's answer names no model and (outside Vertex) counts no tokens: the client
+        // still gets the model it was served by and an estimate of its input.
+        if resp.model.is_empty() {
+            resp.model = target.to_string();
+        }
+        if resp.input_tokens == 0 {
+            if let Some(d) = self.draft.as_ref() {
+                resp.input_tokens = accounting::estimate_tokens(d.request_bytes);
+            }
+        }
         Ok(match self.endpoint {
             super::Endpoint::Embeddings => {
                 embed::encode_openai_response(&resp, t.embed.unwrap_or_default())
