@@ -222,3 +222,45 @@ fn gemini_embeddings_count_vertex_statistics() {
         0
     );
 }
+
+#[test]
+fn gemini_call_ids_and_thought_signatures_survive_a_tool_turn_through_openai() {
+    // Two parallel calls of the same function, each with Gemini's id and a signature.
+    let answer = br#"{"candidates":[{"content":{"role":"model","parts":[
+        {"functionCall":{"id":"fc_a","name":"get_weather","args":{"city":"Paris"}},"thoughtSignature":"c2lnLWE="},
+        {"functionCall":{"id":"fc_b","name":"get_weather","args":{"city":"Rome"}},"thoughtSignature":"c2lnLWI="}
+    ]},"finishReason":"STOP"}]}"#;
+    let resp = codec(Dialect::Gemini).decode_response(answer).unwrap();
+    let client: Value =
+        serde_json::from_slice(&codec(Dialect::OpenAi).encode_response(Op::Chat, &resp)).unwrap();
+    let calls = client["choices"][0]["message"]["tool_calls"].clone();
+    let (a, b) = (
+        calls[0]["id"].as_str().unwrap(),
+        calls[1]["id"].as_str().unwrap(),
+    );
+    assert!(a.starts_with("fc_a") && b.starts_with("fc_b"), "{calls}");
+    // The client answers in the other order, by id.
+    let next = serde_json::json!({"model": "g", "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": calls},
+        {"role": "tool", "tool_call_id": b, "content": "rainy"},
+        {"role": "tool", "tool_call_id": a, "content": "sunny"}
+    ]});
+    let req = codec(Dialect::OpenAi)
+        .decode_request(Op::Chat, next.to_string().as_bytes())
+        .unwrap();
+    let sent: Value =
+        serde_json::from_slice(&codec(Dialect::Gemini).encode_request(&req).unwrap()).unwrap();
+    let model_turn = &sent["contents"][1]["parts"];
+    assert_eq!(model_turn[0]["functionCall"]["id"], "fc_a", "{sent}");
+    assert_eq!(model_turn[0]["thoughtSignature"], "c2lnLWE=", "{sent}");
+    assert_eq!(model_turn[1]["functionCall"]["id"], "fc_b", "{sent}");
+    assert_eq!(model_turn[1]["thoughtSignature"], "c2lnLWI=", "{sent}");
+    let results = &sent["contents"][2]["parts"];
+    assert_eq!(results[0]["functionResponse"]["id"], "fc_b", "{sent}");
+    assert_eq!(
+        results[0]["functionResponse"]["response"]["result"],
+        "rainy"
+    );
+    assert_eq!(results[1]["functionResponse"]["id"], "fc_a", "{sent}");
+}

@@ -128,6 +128,8 @@ pub(super) enum AnswerPart<'a> {
         id: Option<&'a str>,
         name: &'a str,
         args: String,
+        /// The part's `thoughtSignature` (Gemini 3), which the next turn must send back.
+        signature: Option<&'a str>,
     },
 }
 
@@ -148,6 +150,10 @@ pub(super) fn answer_part(p: &Value) -> Option<AnswerPart<'_>> {
         id: fc.get("id").and_then(Value::as_str),
         name,
         args,
+        signature: p
+            .get("thoughtSignature")
+            .or_else(|| p.get("thought_signature"))
+            .and_then(Value::as_str),
     })
 }
 

@@ -68,13 +68,19 @@ impl GeminiStreamDecoder {
                 Some(AnswerPart::Text(t)) if !t.is_empty() => {
                     out.push(StreamEvent::Text(t.to_string()));
                 }
-                Some(AnswerPart::Call { id, name, args }) => {
+                Some(AnswerPart::Call {
+                    id,
+                    name,
+                    args,
+                    signature,
+                }) => {
                     let index = self.calls;
                     self.calls += 1;
+                    let id =
+                        id.map_or_else(|| format!("call_{}_{index}", self.token), str::to_string);
                     out.push(StreamEvent::ToolCallStart {
                         index,
-                        id: id
-                            .map_or_else(|| format!("call_{}_{index}", self.token), str::to_string),
+                        id: super::signature::with_signature(&id, signature),
                         name: name.to_string(),
                     });
                     out.push(StreamEvent::ToolCallArgs {

@@ -195,7 +195,8 @@ fn decodes_responses() {
     assert_eq!(
         r.tool_calls,
         [ToolCall {
-            id: "call_abc123_0".into(),
+            // The part's thought signature rides in the id.
+            id: super::signature::with_signature("call_abc123_0", Some("CiQB0e2Kb6Yx")),
             name: "get_weather".into(),
             arguments: r#"{"location":"Boston, MA"}"#.into()
         }]
@@ -593,7 +594,7 @@ fn request_round_trip() {
     assert_eq!(
         v["contents"][2],
         json!({"role": "user", "parts": [
-            {"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}},
+            {"functionResponse": {"id": "toolu_01", "name": "get_weather", "response": {"result": "sunny"}}},
             {"text": "Thanks. And tomorrow?"}
         ]})
     );
