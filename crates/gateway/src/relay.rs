@@ -339,6 +339,34 @@ impl Relay {
 }
 
 impl Relay {
+    /// The upstream's body ended: the transcoder's last events, or for a passed-through
+    /// stream a check that it reached its final event (else the dialect's error event).
+    fn ended(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let tail = match self.transcoder.as_mut().map(Transcoder::end) {
+            Some(Ok(tail)) => tail,
+            Some(Err(msg)) => return self.fail(format!("upstream '{}': {msg}", self.log.upstream)),
+            None if self.end_watch.as_ref().is_some_and(|w| !w.ended()) => {
+                let msg = format!(
+                    "upstream '{}': {}",
+                    self.log.upstream,
+                    llmux_wire::stream::ending::CUT_SHORT
+                );
+                return self.fail(msg);
+            }
+            None => self
+                .strip
+                .as_mut()
+                .map(|s| s.finish().to_vec())
+                .unwrap_or_default(),
+        };
+        self.outcome = Outcome::Complete;
+        if tail.is_empty() {
+            return Poll::Ready(None);
+        }
+        self.bytes += tail.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))))
+    }
+
     /// Passthrough: the chunk itself. Transcoding: what the chunk completed, if anything.
     fn transform(&mut self, chunk: Bytes) -> Result<Option<Bytes>, String> {
         match self.transcoder.as_mut() {
@@ -411,33 +439,7 @@ impl Body for Relay {
                     );
                     return this.fail(msg);
                 }
-                Poll::Ready(None) => {
-                    let tail = match this.transcoder.as_mut().map(Transcoder::end) {
-                        Some(Ok(tail)) => tail,
-                        Some(Err(msg)) => {
-                            return this.fail(format!("upstream '{}': {msg}", this.log.upstream))
-                        }
-                        None if this.end_watch.as_ref().is_some_and(|w| !w.ended()) => {
-                            let msg = format!(
-                                "upstream '{}': {}",
-                                this.log.upstream,
-                                llmux_wire::stream::ending::CUT_SHORT
-                            );
-                            return this.fail(msg);
-                        }
-                        None => this
-                            .strip
-                            .as_mut()
-                            .map(|s| s.finish().to_vec())
-                            .unwrap_or_default(),
-                    };
-                    this.outcome = Outcome::Complete;
-                    if tail.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    this.bytes += tail.len() as u64;
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
-                }
+                Poll::Ready(None) => return this.ended(),
                 Poll::Pending => {}
             }
             let deadline = crate::deadline::after_tokio(this.last_data, this.idle);

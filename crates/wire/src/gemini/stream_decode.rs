@@ -25,6 +25,32 @@ pub(super) struct GeminiStreamDecoder {
 }
 
 impl GeminiStreamDecoder {
+    /// The first chunk: the prompt's counts when it has them (Gemini counts them in every
+    /// chunk), then the start.
+    fn start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        self.started = true;
+        if let Some(u) = v
+            .get("usageMetadata")
+            .filter(|u| u.get("promptTokenCount").is_some())
+        {
+            let mut prompt = decode_usage(u);
+            (prompt.output_tokens, prompt.reasoning_tokens) = (0, 0);
+            out.push(StreamEvent::Prompt(prompt));
+        }
+        let response_id = v.get("responseId").and_then(Value::as_str);
+        self.token = id_token(response_id);
+        out.push(StreamEvent::Start {
+            id: response_id
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("gemini-{}", self.token)),
+            model: v
+                .get("modelVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        });
+    }
+
     fn data(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
         let data = data.trim();
         if data.is_empty() || data == "[DONE]" {
@@ -41,27 +67,7 @@ impl GeminiStreamDecoder {
             return Err(bad("", "Gemini stream event is not a JSON object"));
         }
         if !self.started {
-            self.started = true;
-            if let Some(u) = v
-                .get("usageMetadata")
-                .filter(|u| u.get("promptTokenCount").is_some())
-            {
-                let mut prompt = decode_usage(u);
-                (prompt.output_tokens, prompt.reasoning_tokens) = (0, 0);
-                out.push(StreamEvent::Prompt(prompt));
-            }
-            let response_id = v.get("responseId").and_then(Value::as_str);
-            self.token = id_token(response_id);
-            out.push(StreamEvent::Start {
-                id: response_id
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("gemini-{}", self.token)),
-                model: v
-                    .get("modelVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-            });
+            self.start(&v, out);
         }
         for p in candidate_parts(&v) {
             match answer_part(p) {
