@@ -900,6 +900,9 @@ async fn call_log_keeps_every_attempt_and_filters_on_error_class_and_stream() {
                 ms: 40,
             },
         ];
+        // The token details round-trip (migration 0015).
+        failed_over.cached_tokens = Some(3);
+        failed_over.reasoning_tokens = Some(2);
         let mut timed_out = call(2, None);
         timed_out.error_class = Some("timeout".to_owned());
         timed_out.stream = Some(false);
@@ -920,9 +923,6 @@ async fn call_log_keeps_every_attempt_and_filters_on_error_class_and_stream() {
         let streamed = s
             .list_calls(&CallFilter {
                 stream: Some(true),
-                cached_tokens: Some(3),
-                cache_write_tokens: None,
-                reasoning_tokens: Some(2),
                 ..CallFilter::default()
             })
             .await

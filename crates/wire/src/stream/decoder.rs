@@ -97,7 +97,7 @@ impl<D: FrameDecoder> StreamDecoder for Framed<D> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use crate::canonical::StreamEvent;
     use crate::testing::try_decode;
     use crate::translate::codec;
