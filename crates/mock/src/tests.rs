@@ -850,6 +850,36 @@ async fn truncate_after_ends_the_stream_cleanly_without_its_final_event() {
 }
 
 #[tokio::test]
+async fn scripted_replies_answer_the_next_calls_of_their_dialect_in_order() {
+    let m = start(named("n", 8)).await;
+    m.script(vec![
+        crate::Scripted {
+            dialect: Some("anthropic".into()),
+            body: Some("{\"scripted\":1}".into()),
+            ..crate::Scripted::default()
+        },
+        crate::Scripted {
+            status: 429,
+            headers: vec![("retry-after".into(), "7".into())],
+            body: Some("{\"scripted\":2}".into()),
+            ..crate::Scripted::default()
+        },
+    ]);
+    let chat = json!({"model": "llama3", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "x"}]});
+    // The OpenAI call skips the Anthropic-only reply and takes the next one.
+    let r = post(m.addr(), "/v1/chat/completions", chat.clone()).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["scripted"], 2);
+    let r = post(m.addr(), "/v1/messages", chat.clone()).await;
+    assert_eq!((r.status, r.json()["scripted"].clone()), (200, json!(1)));
+    // The queue is empty: the mock's own answers again.
+    let r = post(m.addr(), "/v1/messages", chat).await;
+    assert_eq!(r.json()["type"], "message");
+    assert_eq!(m.stats().generations, 3);
+}
+
+#[tokio::test]
 async fn stall_after_keeps_connection_open_and_silent() {
     let m = start(named("n", 8)).await;
     m.set_faults(Faults {
