@@ -200,7 +200,9 @@ async fn a_gemini_retry_delay_reaches_every_client_as_retry_after_and_rests_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_and_reasoning_tokens_reach_the_client_and_the_call_log() {
     let (mocks, blocks) = upstreams(llmux_mock::Faults::default()).await;
-    let gw = Llmux::start(&blocks);
+    let pricing = "[[pricing]]\nmodel = \"claude-sonnet-4\"\ninput_per_mtok = 3.0\n\
+        output_per_mtok = 15.0\ncached_input_per_mtok = 0.3\ncache_write_per_mtok = 3.75\n";
+    let gw = Llmux::start(&format!("{blocks}{pricing}"));
     let anthropic_answer = json!({"id": "msg_1", "type": "message", "role": "assistant",
         "model": "claude-sonnet-4", "content": [{"type": "text", "text": "hi"}],
         "stop_reason": "end_turn", "stop_sequence": null,
@@ -252,6 +254,19 @@ async fn cached_and_reasoning_tokens_reach_the_client_and_the_call_log() {
     assert_eq!(rows[1]["input_tokens"], 100, "{}", rows[1]);
     assert_eq!(rows[1]["cached_tokens"], 30, "{}", rows[1]);
     assert_eq!(rows[1]["cache_write_tokens"], 10, "{}", rows[1]);
+    // Cache reads and writes at their own prices: 60 plain + 30 read + 10 written, 5 out.
+    let want = (60.0 * 3.0 + 30.0 * 0.3 + 10.0 * 3.75 + 5.0 * 15.0) / 1e6;
+    let cost = rows[1]["cost"].as_f64().unwrap();
+    assert!((cost - want).abs() < 1e-12, "{cost} != {want}");
+    let (_, prices) = admin(&gw, "GET", "/pricing", None).await;
+    let row = prices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["model"] == "claude-sonnet-4")
+        .cloned()
+        .unwrap();
+    assert_eq!(row["cached_input_per_mtok"], 0.3, "{row}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
