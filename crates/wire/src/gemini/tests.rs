@@ -410,8 +410,8 @@ fn stream_encoder_buffers_tool_calls_and_ends_with_usage() {
     assert_eq!(
         *parts,
         json!([
-            {"functionCall": {"name": "get_weather", "args": {"location": "Paris"}}},
-            {"functionCall": {"name": "no_args", "args": {}}}
+            {"functionCall": {"id": "call_x", "name": "get_weather", "args": {"location": "Paris"}}},
+            {"functionCall": {"id": "call_y", "name": "no_args", "args": {}}}
         ])
     );
     let last = &chunks[2];
