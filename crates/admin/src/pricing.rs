@@ -34,13 +34,7 @@ pub async fn load(store: &Store) -> Result<BTreeMap<String, Price>, llmux_store:
         for (model, v) in map {
             let num = |k: &str| v.get(k).and_then(Value::as_f64);
             if let (Some(i), Some(o)) = (num("input_per_mtok"), num("output_per_mtok")) {
-                out.insert(
-                    model,
-                    Price {
-                        input_per_mtok: i,
-                        output_per_mtok: o,
-                    },
-                );
+                out.insert(model, Price::new(i, o));
             }
         }
     }
@@ -76,8 +70,18 @@ pub async fn list(State(cp): State<Arc<ControlPlane>>) -> ApiResult<Json<Value>>
             } else {
                 "default"
             };
-            json!({ "model": m, "input_per_mtok": p.input_per_mtok,
-                    "output_per_mtok": p.output_per_mtok, "source": source })
+            let mut row = json!({ "model": m, "input_per_mtok": p.input_per_mtok,
+                    "output_per_mtok": p.output_per_mtok, "source": source });
+            // Cache prices only where `[[pricing]]` sets them.
+            for (k, v) in [
+                ("cached_input_per_mtok", p.cached_input_per_mtok),
+                ("cache_write_per_mtok", p.cache_write_per_mtok),
+            ] {
+                if let Some(v) = v {
+                    row[k] = json!(v);
+                }
+            }
+            row
         })
         .collect();
     Ok(Json(Value::Array(out)))
@@ -124,10 +128,7 @@ pub async fn put(
     let before = prices
         .get(&model)
         .map(|p| to_json(&BTreeMap::from([(model.clone(), *p)])));
-    let price = Price {
-        input_per_mtok: req.input_per_mtok,
-        output_per_mtok: req.output_per_mtok,
-    };
+    let price = Price::new(req.input_per_mtok, req.output_per_mtok);
     prices.insert(model.clone(), price);
     save(&cp, prices).await?;
     let after = json!({ "model": model, "input_per_mtok": price.input_per_mtok,

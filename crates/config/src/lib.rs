@@ -150,6 +150,10 @@ pub struct PricingConfig {
     pub model: String,
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// Prompt tokens read from the provider's cache; `None`: charged at `input_per_mtok`.
+    pub cached_input_per_mtok: Option<f64>,
+    /// Prompt tokens written to the provider's cache; `None`: charged at `input_per_mtok`.
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 /// `[logs]`: the call log.

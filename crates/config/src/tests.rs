@@ -827,6 +827,36 @@ fn pricing_and_logs_sections() {
 }
 
 #[test]
+fn pricing_cache_prices_are_optional_and_validated() {
+    let c = Config::from_toml_str(
+        "[[pricing]]\nmodel = \"claude-sonnet-4\"\ninput_per_mtok = 3\noutput_per_mtok = 15\n\
+         cached_input_per_mtok = 0.3\ncache_write_per_mtok = 3.75\n\
+         [[pricing]]\nmodel = \"m\"\ninput_per_mtok = 1\noutput_per_mtok = 1\n",
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(c.pricing[0].cached_input_per_mtok, Some(0.3));
+    assert_eq!(c.pricing[0].cache_write_per_mtok, Some(3.75));
+    assert_eq!(c.pricing[1].cached_input_per_mtok, None);
+    for (key, path) in [
+        (
+            "cached_input_per_mtok = -0.1",
+            "pricing[0].cached_input_per_mtok",
+        ),
+        (
+            "cache_write_per_mtok = 1e308",
+            "pricing[0].cache_write_per_mtok",
+        ),
+        ("cache_read_per_mtok = 1", "pricing[0].cache_read_per_mtok"),
+    ] {
+        let text =
+            format!("[[pricing]]\nmodel = \"m\"\ninput_per_mtok = 1\noutput_per_mtok = 1\n{key}\n");
+        let e = Config::from_toml_str(&text, &|_| None).unwrap_err();
+        assert!(e.path.starts_with(path), "{text}: {e:?}");
+    }
+}
+
+#[test]
 fn telemetry_section() {
     let cfg = Config::from_toml_str(
         "[telemetry]\notlp_endpoint = \"http://otel:4318\"\nservice_name = \"gw\"\n",

@@ -206,6 +206,9 @@ pub struct Relay {
     cut_wait: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
     /// In a cluster: where a breaker this stream opens is announced.
     signals: Option<Arc<dyn crate::peers::signals::SignalBus>>,
+    /// Passthrough streams: notes whether the upstream sent its final event, so a stream the
+    /// upstream closed cleanly half-way ends with an error event rather than as if whole.
+    end_watch: Option<llmux_wire::stream::ending::EndWatch>,
 }
 
 impl Relay {
@@ -240,12 +243,21 @@ impl Relay {
             strip: None,
             cut_wait: None,
             signals: None,
+            end_watch: None,
         }
     }
 
     /// Announces a breaker this stream opens (a break after the first byte) through `bus`.
     pub fn announcing(mut self, bus: Option<&Arc<dyn crate::peers::signals::SignalBus>>) -> Relay {
         self.signals = bus.cloned();
+        self
+    }
+
+    /// Watches a passed-through stream for its dialect's final event (see [`EndWatch`]).
+    ///
+    /// [`EndWatch`]: llmux_wire::stream::ending::EndWatch
+    pub fn watching_end(mut self, watch: llmux_wire::stream::ending::EndWatch) -> Relay {
+        self.end_watch = Some(watch);
         self
     }
 
@@ -327,6 +339,34 @@ impl Relay {
 }
 
 impl Relay {
+    /// The upstream's body ended: the transcoder's last events, or for a passed-through
+    /// stream a check that it reached its final event (else the dialect's error event).
+    fn ended(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let tail = match self.transcoder.as_mut().map(Transcoder::end) {
+            Some(Ok(tail)) => tail,
+            Some(Err(msg)) => return self.fail(format!("upstream '{}': {msg}", self.log.upstream)),
+            None if self.end_watch.as_ref().is_some_and(|w| !w.ended()) => {
+                let msg = format!(
+                    "upstream '{}': {}",
+                    self.log.upstream,
+                    llmux_wire::stream::ending::CUT_SHORT
+                );
+                return self.fail(msg);
+            }
+            None => self
+                .strip
+                .as_mut()
+                .map(|s| s.finish().to_vec())
+                .unwrap_or_default(),
+        };
+        self.outcome = Outcome::Complete;
+        if tail.is_empty() {
+            return Poll::Ready(None);
+        }
+        self.bytes += tail.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))))
+    }
+
     /// Passthrough: the chunk itself. Transcoding: what the chunk completed, if anything.
     fn transform(&mut self, chunk: Bytes) -> Result<Option<Bytes>, String> {
         match self.transcoder.as_mut() {
@@ -334,6 +374,9 @@ impl Relay {
                 // The tap reads what the upstream sent, usage chunk included.
                 if let Some(tap) = self.tap.as_mut() {
                     tap.feed(&chunk);
+                }
+                if let Some(w) = self.end_watch.as_mut() {
+                    w.feed(&chunk);
                 }
                 match self.strip.as_mut() {
                     None => Ok(Some(chunk)),
@@ -396,23 +439,7 @@ impl Body for Relay {
                     );
                     return this.fail(msg);
                 }
-                Poll::Ready(None) => {
-                    let tail = match this.transcoder.as_mut().map(Transcoder::end) {
-                        Some(Ok(tail)) => tail,
-                        Some(Err(msg)) => return this.fail(msg),
-                        None => this
-                            .strip
-                            .as_mut()
-                            .map(|s| s.finish().to_vec())
-                            .unwrap_or_default(),
-                    };
-                    this.outcome = Outcome::Complete;
-                    if tail.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    this.bytes += tail.len() as u64;
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
-                }
+                Poll::Ready(None) => return this.ended(),
                 Poll::Pending => {}
             }
             let deadline = crate::deadline::after_tokio(this.last_data, this.idle);

@@ -912,10 +912,7 @@ mod tests {
             Strategy::Cheapest,
             vec![Arc::clone(&a), Arc::clone(&b), Arc::clone(&c)],
         );
-        let price = |i: f64, o: f64| Price {
-            input_per_mtok: i,
-            output_per_mtok: o,
-        };
+        let price = Price::new;
         let api = std::collections::BTreeMap::from([
             ("a/gpt-4o".to_string(), price(5.0, 15.0)),
             ("b/gpt-4o".to_string(), price(1.0, 2.0)),

@@ -624,6 +624,9 @@ pub fn to_store(r: llmux_gateway::accounting::CallRecord) -> CallRecord {
         stream: r.stream,
         hook: r.hook,
         cache_hit: r.cache_hit,
+        cached_tokens: Some(i(r.tokens.cached)),
+        cache_write_tokens: Some(i(r.tokens.cache_write)),
+        reasoning_tokens: Some(i(r.tokens.reasoning)),
     }
 }
 

@@ -213,6 +213,9 @@ pub struct MockArgs {
     /// Stop sending (but keep the connection) after N streamed chunks.
     #[arg(long)]
     pub stall_after: Option<usize>,
+    /// End streams cleanly after N chunks, without the dialect's final event.
+    #[arg(long)]
+    pub truncate_after: Option<usize>,
     /// Accept generation calls and never answer.
     #[arg(long)]
     pub hang: bool,

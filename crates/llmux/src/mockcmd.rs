@@ -71,6 +71,7 @@ pub fn config_from(a: &MockArgs) -> Result<MockConfig, String> {
             drop_after: a.drop_after,
             hang: a.hang,
             stall_after: a.stall_after,
+            truncate_after: a.truncate_after,
         },
     })
 }

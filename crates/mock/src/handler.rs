@@ -42,6 +42,16 @@ pub(crate) enum Dialect {
 }
 
 impl Dialect {
+    /// The name `/_mock/script` replies select the dialect by.
+    fn name(self) -> &'static str {
+        match self {
+            Dialect::Ollama => "ollama",
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+            Dialect::Gemini => "gemini",
+        }
+    }
+
     /// `/v1/models` is shared by three APIs: Anthropic clients send `anthropic-version`, Gemini
     /// clients (google-genai defaults to API version v1) send their key in `x-goog-api-key` or
     /// `?key=`, and Gemini's `{model}:{method}` calls are POSTs no OpenAI route takes (a GET of
@@ -191,6 +201,7 @@ impl Call {
             chunk_delay: self.st.chunk_delay,
             drop_after: self.faults.drop_after,
             stall_after: self.faults.stall_after,
+            truncate_after: self.faults.truncate_after,
         }
     }
 
@@ -470,11 +481,15 @@ async fn gemini_route(
     }
 }
 
-/// Counts a generation call and applies the hang and fail faults; Err is the injected failure.
+/// Counts a generation call and applies a scripted answer, the hang and the fail faults; Err is
+/// the answer to send instead of the mock's own.
 async fn admit(st: &Arc<Shared>, dialect: Dialect, guard: InFlight) -> Result<Admitted, Response> {
     let start = Instant::now();
     let faults = st.faults();
     let fail = st.note_generation(&faults);
+    if let Some(reply) = st.script.take(dialect.name()) {
+        return Err(reply.response());
+    }
     if faults.hang {
         // Never answers; hyper drops this future when the connection closes or the server stops.
         std::future::pending::<()>().await;
@@ -539,6 +554,19 @@ async fn control(st: &Arc<Shared>, method: &Method, what: &str, body: Body) -> R
         (&Method::GET, "stats") => {
             let body = serde_json::to_vec(&st.snapshot()).unwrap_or_default();
             respond(StatusCode::OK, OPENAI_JSON, body)
+        }
+        (&Method::POST, "script") => {
+            let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
+                Ok(b) => b,
+                Err(e) => return ollama_error(StatusCode::BAD_REQUEST, &e.to_string()),
+            };
+            match serde_json::from_slice::<Vec<crate::Scripted>>(&bytes) {
+                Ok(replies) => {
+                    st.script.push(replies);
+                    respond(StatusCode::NO_CONTENT, OPENAI_JSON, Body::empty())
+                }
+                Err(e) => ollama_error(StatusCode::BAD_REQUEST, &e.to_string()),
+            }
         }
         (&Method::POST, "faults") | (&Method::POST, "models") | (&Method::POST, "keys") => {
             let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {

@@ -15,6 +15,7 @@ mod openai;
 mod pull;
 mod reply;
 mod responses;
+mod script;
 mod server;
 mod state;
 mod stream;
@@ -26,6 +27,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use script::Scripted;
 pub use server::{serve, MockServer};
 pub use state::KeyRules;
 
@@ -117,6 +119,10 @@ pub struct Faults {
     pub hang: bool,
     /// Streaming: after N chunks stop sending but keep the connection open.
     pub stall_after: Option<usize>,
+    /// Streaming: after N chunks the body ends cleanly (a proper end of the HTTP body) but
+    /// without the dialect's final event: no `finish_reason`/`[DONE]`, `message_stop`,
+    /// `finishReason` or `done: true`.
+    pub truncate_after: Option<usize>,
 }
 
 /// Snapshot of what a mock node has seen. Control requests (`/_mock/*`) are not counted.

@@ -101,6 +101,11 @@ impl MockServer {
         self.shared.set_keys(rules);
     }
 
+    /// Queues answers for the next generation calls (an empty list clears the queue).
+    pub fn script(&self, replies: Vec<crate::Scripted>) {
+        self.shared.script.push(replies);
+    }
+
     /// Changes the served (and listed) models.
     pub fn set_models(&self, models: Vec<String>) {
         self.shared.set_models(models);

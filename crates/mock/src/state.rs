@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     last_headers: Mutex<BTreeMap<String, String>>,
     hook_calls: AtomicU64,
     last_hook: Mutex<Option<serde_json::Value>>,
+    /// Answers queued through `/_mock/script` for the next generation calls.
+    pub(crate) script: crate::script::Script,
 }
 
 /// A poisoned lock only means another request panicked mid-update of plain data; keep serving.
@@ -138,6 +140,7 @@ impl Shared {
             last_headers: Mutex::new(BTreeMap::new()),
             hook_calls: AtomicU64::new(0),
             last_hook: Mutex::new(None),
+            script: crate::script::Script::default(),
         }
     }
 

@@ -1,4 +1,4 @@
-//! Paced streaming bodies: frames are produced lazily, one per poll, with ttft/chunk delays and drop/stall faults.
+//! Paced streaming bodies: frames are produced lazily, one per poll, with ttft/chunk delays and drop/stall/truncate faults.
 
 use std::io;
 use std::time::Duration;
@@ -16,6 +16,7 @@ pub(crate) struct Pace {
     pub(crate) chunk_delay: Duration,
     pub(crate) drop_after: Option<usize>,
     pub(crate) stall_after: Option<usize>,
+    pub(crate) truncate_after: Option<usize>,
 }
 
 struct State<F> {
@@ -48,6 +49,10 @@ where
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         if st.done {
+            return None;
+        }
+        if st.pace.truncate_after == Some(st.i) {
+            // A clean end of the body (the terminating chunk is sent) without the final frames.
             return None;
         }
         let frame = (st.gen)(st.i)?;

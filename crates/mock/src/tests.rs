@@ -817,6 +817,69 @@ async fn drop_after_cuts_the_stream() {
 }
 
 #[tokio::test]
+async fn truncate_after_ends_the_stream_cleanly_without_its_final_event() {
+    let m = start(named("n", 8)).await;
+    m.set_faults(Faults {
+        truncate_after: Some(3),
+        ..Faults::default()
+    });
+    let chat = json!({"model": "llama3", "stream": true, "max_tokens": 50,
+        "messages": [{"role": "user", "content": "x"}]});
+    let cases = [
+        ("/v1/chat/completions", "\"finish_reason\":\""),
+        ("/v1/messages", "message_stop"),
+        ("/api/chat", "\"done\":true"),
+        (
+            "/v1beta/models/llama3:streamGenerateContent?alt=sse",
+            "finishReason",
+        ),
+    ];
+    for (path, last) in cases {
+        let body = if path.starts_with("/v1beta") {
+            json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}]})
+        } else {
+            chat.clone()
+        };
+        let r = post(m.addr(), path, body).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.complete, "{path}: the body must end cleanly");
+        assert!(!r.text().contains(last), "{path}: {}", r.text());
+        assert!(!r.text().contains("[DONE]"), "{path}");
+    }
+    assert_eq!(m.stats().in_flight, 0);
+}
+
+#[tokio::test]
+async fn scripted_replies_answer_the_next_calls_of_their_dialect_in_order() {
+    let m = start(named("n", 8)).await;
+    m.script(vec![
+        crate::Scripted {
+            dialect: Some("anthropic".into()),
+            body: Some("{\"scripted\":1}".into()),
+            ..crate::Scripted::default()
+        },
+        crate::Scripted {
+            status: 429,
+            headers: vec![("retry-after".into(), "7".into())],
+            body: Some("{\"scripted\":2}".into()),
+            ..crate::Scripted::default()
+        },
+    ]);
+    let chat = json!({"model": "llama3", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "x"}]});
+    // The OpenAI call skips the Anthropic-only reply and takes the next one.
+    let r = post(m.addr(), "/v1/chat/completions", chat.clone()).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["scripted"], 2);
+    let r = post(m.addr(), "/v1/messages", chat.clone()).await;
+    assert_eq!((r.status, r.json()["scripted"].clone()), (200, json!(1)));
+    // The queue is empty: the mock's own answers again.
+    let r = post(m.addr(), "/v1/messages", chat).await;
+    assert_eq!(r.json()["type"], "message");
+    assert_eq!(m.stats().generations, 3);
+}
+
+#[tokio::test]
 async fn stall_after_keeps_connection_open_and_silent() {
     let m = start(named("n", 8)).await;
     m.set_faults(Faults {

@@ -79,6 +79,15 @@ pub struct CallRecord {
     /// Answered from the response cache (`[cache]`): no upstream, tokens or cost.
     #[serde(default)]
     pub cache_hit: bool,
+    /// Of `input_tokens`: read from the provider's prompt cache (`None`: older rows).
+    #[serde(default)]
+    pub cached_tokens: Option<i64>,
+    /// Of `input_tokens`: written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: Option<i64>,
+    /// Of `output_tokens`: spent on reasoning.
+    #[serde(default)]
+    pub reasoning_tokens: Option<i64>,
 }
 
 /// One attempt of a call at an upstream.
@@ -280,6 +289,9 @@ impl_from_row!(CallRecord, |row| {
         stream: row.try_get("stream")?,
         hook: row.try_get("hook")?,
         cache_hit: row.try_get("cache_hit")?,
+        cached_tokens: row.try_get("cached_tokens")?,
+        cache_write_tokens: row.try_get("cache_write_tokens")?,
+        reasoning_tokens: row.try_get("reasoning_tokens")?,
     })
 });
 
@@ -295,7 +307,8 @@ macro_rules! cols {
         "created_at, request_id, app_id, virtual_key_id, dialect, requested_model, upstream, \
          upstream_model, provider_key_id, status, error_class, attempts, latency_ms, ttft_ms, \
          input_tokens, output_tokens, tokens_estimated, cost, client_ip, request_body, \
-         response_body, chunks, reported_model, attempt_log, stream, hook, cache_hit"
+         response_body, chunks, reported_model, attempt_log, stream, hook, cache_hit, \
+         cached_tokens, cache_write_tokens, reasoning_tokens"
     };
 }
 
@@ -353,7 +366,10 @@ macro_rules! insert_call_rows {
                     .push_bind(attempt_log_json(&call.attempt_log))
                     .push_bind(call.stream)
                     .push_bind(call.hook.clone())
-                    .push_bind(call.cache_hit);
+                    .push_bind(call.cache_hit)
+                    .push_bind(call.cached_tokens)
+                    .push_bind(call.cache_write_tokens)
+                    .push_bind(call.reasoning_tokens);
             });
             insert.build().execute(&mut *$tx).await?;
         }
@@ -361,7 +377,7 @@ macro_rules! insert_call_rows {
     }};
 }
 
-/// Rows per INSERT statement: 26 parameters each stays below SQLite's 32 766 and
+/// Rows per INSERT statement: 30 parameters each stays below SQLite's 32 766 and
 /// PostgreSQL's 65 535 bind-parameter limits.
 const ROWS_PER_STATEMENT: usize = 1000;
 

@@ -315,6 +315,11 @@ fn sqlite_migrator() -> Migrator {
             "call cache hit",
             include_str!("../migrations/sqlite/0012_call_cache_hit.sql"),
         ),
+        migration(
+            15,
+            "call token details",
+            include_str!("../migrations/sqlite/0015_call_token_details.sql"),
+        ),
     ])
 }
 
@@ -383,6 +388,11 @@ fn postgres_migrator() -> Migrator {
             12,
             "call cache hit",
             include_str!("../migrations/postgres/0012_call_cache_hit.sql"),
+        ),
+        migration(
+            15,
+            "call token details",
+            include_str!("../migrations/postgres/0015_call_token_details.sql"),
         ),
     ])
 }

@@ -228,12 +228,40 @@ pub enum FinishReason {
     Length,
     ToolCalls,
     ContentFilter,
+    /// The server paused a long turn (Anthropic `pause_turn`): sending the answer back
+    /// continues it.
+    Paused,
+    /// The model produced a tool call that does not parse (Gemini `MALFORMED_FUNCTION_CALL`,
+    /// `UNEXPECTED_TOOL_CALL`): the turn is incomplete and is worth retrying.
+    MalformedToolCall,
 }
 
+/// Token counts of one answer. The details are parts of the totals, so a dialect that cannot
+/// say them still reports the right totals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Every prompt token, cached ones included (OpenAI's `prompt_tokens`; Anthropic's
+    /// `input_tokens` plus its cache reads and writes).
     pub input_tokens: u64,
+    /// Every generated token, reasoning included.
     pub output_tokens: u64,
+    /// Of `input_tokens`: read from the provider's prompt cache (Anthropic
+    /// `cache_read_input_tokens`, OpenAI `cached_tokens`, Gemini `cachedContentTokenCount`).
+    pub cached_input_tokens: u64,
+    /// Of `input_tokens`: written to the prompt cache (Anthropic `cache_creation_input_tokens`).
+    pub cache_write_tokens: u64,
+    /// Of `output_tokens`: spent on reasoning (OpenAI `reasoning_tokens`, Gemini
+    /// `thoughtsTokenCount`).
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// Input tokens that were neither read from nor written to a cache.
+    pub fn uncached_input_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_sub(self.cached_input_tokens)
+            .saturating_sub(self.cache_write_tokens)
+    }
 }
 
 /// One step of a streamed answer. A decoder emits these as upstream bytes arrive; an encoder
@@ -258,7 +286,11 @@ pub enum StreamEvent {
         fragment: String,
     },
     Finish(FinishReason),
+    /// The final usage; comes after `Finish`.
     Usage(Usage),
+    /// The input counts, known before the answer (Gemini's first chunk, Anthropic's
+    /// `message_start`); may come before `Start`. Only encoders that report input up front use it.
+    Prompt(Usage),
     /// The upstream reported an error inside the stream.
     Error(String),
 }

@@ -19,6 +19,8 @@ pub mod canonical;
 pub mod dialect;
 pub mod embed;
 #[cfg(test)]
+mod fidelity_response_tests;
+#[cfg(test)]
 mod fidelity_tests;
 pub mod fuzzing;
 pub mod gemini;

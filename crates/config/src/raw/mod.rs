@@ -195,6 +195,10 @@ struct RawPricing {
     model: String,
     input_per_mtok: f64,
     output_per_mtok: f64,
+    #[serde(default)]
+    cached_input_per_mtok: Option<f64>,
+    #[serde(default)]
+    cache_write_per_mtok: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -231,10 +235,18 @@ fn pricing_config(raw: Vec<RawPricing>) -> Result<Vec<PricingConfig>, ConfigErro
                     "must not be empty",
                 ));
             }
+            let optional = [
+                ("cached_input_per_mtok", p.cached_input_per_mtok),
+                ("cache_write_per_mtok", p.cache_write_per_mtok),
+            ];
+            let given = optional.into_iter().filter_map(|(f, v)| v.map(|v| (f, v)));
             for (field, v) in [
                 ("input_per_mtok", p.input_per_mtok),
                 ("output_per_mtok", p.output_per_mtok),
-            ] {
+            ]
+            .into_iter()
+            .chain(given)
+            {
                 if !crate::valid_price(v) {
                     return Err(ConfigError::new(
                         format!("{path}.{field}"),
@@ -252,6 +264,8 @@ fn pricing_config(raw: Vec<RawPricing>) -> Result<Vec<PricingConfig>, ConfigErro
                 model: p.model,
                 input_per_mtok: p.input_per_mtok,
                 output_per_mtok: p.output_per_mtok,
+                cached_input_per_mtok: p.cached_input_per_mtok,
+                cache_write_per_mtok: p.cache_write_per_mtok,
             })
         })
         .collect()

@@ -6,9 +6,17 @@ use std::collections::BTreeMap;
 /// Input and output tokens of one call, and whether llmux had to estimate them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tokens {
+    /// Every prompt token, cached ones included.
     pub input: u64,
+    /// Every generated token, reasoning included.
     pub output: u64,
     pub estimated: bool,
+    /// Of `input`: read from the provider's prompt cache.
+    pub cached: u64,
+    /// Of `input`: written to the provider's prompt cache.
+    pub cache_write: u64,
+    /// Of `output`: spent on reasoning.
+    pub reasoning: u64,
 }
 
 /// Price of one model in USD per million tokens.
@@ -16,11 +24,34 @@ pub struct Tokens {
 pub struct Price {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// Prompt tokens read from the provider's cache; `None`: charged as input.
+    pub cached_input_per_mtok: Option<f64>,
+    /// Prompt tokens written to the provider's cache; `None`: charged as input.
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 impl Price {
+    /// Input and output at their prices; without the cache prices, all input at the input price.
+    pub fn new(input_per_mtok: f64, output_per_mtok: f64) -> Price {
+        Price {
+            input_per_mtok,
+            output_per_mtok,
+            cached_input_per_mtok: None,
+            cache_write_per_mtok: None,
+        }
+    }
+
     pub fn cost(&self, t: Tokens) -> f64 {
-        (t.input as f64 * self.input_per_mtok + t.output as f64 * self.output_per_mtok) / 1e6
+        // The cache counts are parts of `input`; a broken report cannot make them exceed it.
+        let cached = t.cached.min(t.input);
+        let write = t.cache_write.min(t.input - cached);
+        let plain = t.input - cached - write;
+        let per = |n: u64, price: Option<f64>| n as f64 * price.unwrap_or(self.input_per_mtok);
+        (plain as f64 * self.input_per_mtok
+            + per(cached, self.cached_input_per_mtok)
+            + per(write, self.cache_write_per_mtok)
+            + t.output as f64 * self.output_per_mtok)
+            / 1e6
     }
 }
 
@@ -59,15 +90,7 @@ impl Pricing {
     pub fn build(config: &[llmux_config::PricingConfig], api: &BTreeMap<String, Price>) -> Pricing {
         let mut prices: BTreeMap<String, Price> = DEFAULT_PRICES
             .iter()
-            .map(|(m, i, o)| {
-                (
-                    (*m).to_string(),
-                    Price {
-                        input_per_mtok: *i,
-                        output_per_mtok: *o,
-                    },
-                )
-            })
+            .map(|(m, i, o)| ((*m).to_string(), Price::new(*i, *o)))
             .collect();
         for p in config {
             prices.insert(
@@ -75,6 +98,8 @@ impl Pricing {
                 Price {
                     input_per_mtok: p.input_per_mtok,
                     output_per_mtok: p.output_per_mtok,
+                    cached_input_per_mtok: p.cached_input_per_mtok,
+                    cache_write_per_mtok: p.cache_write_per_mtok,
                 },
             );
         }
@@ -121,6 +146,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cached_tokens_at_their_own_prices() {
+        let t = Tokens {
+            input: 1_000_000,
+            output: 0,
+            cached: 600_000,
+            cache_write: 100_000,
+            ..Tokens::default()
+        };
+        // Without cache prices, every input token at the input price.
+        assert!((Price::new(3.0, 15.0).cost(t) - 3.0).abs() < 1e-9);
+        let p = Price {
+            cached_input_per_mtok: Some(0.3),
+            cache_write_per_mtok: Some(3.75),
+            ..Price::new(3.0, 15.0)
+        };
+        let want = 0.3 * 3.0 + 0.6 * 0.3 + 0.1 * 3.75;
+        assert!((p.cost(t) - want).abs() < 1e-9, "{}", p.cost(t));
+        // A report whose parts exceed the whole is charged for the whole at most.
+        let broken = Tokens {
+            input: 10,
+            cached: 1_000,
+            cache_write: 1_000,
+            ..Tokens::default()
+        };
+        assert!((p.cost(broken) - 10.0 * 0.3 / 1e6).abs() < 1e-12);
+        let build = Pricing::build(
+            &[llmux_config::PricingConfig {
+                model: "m".into(),
+                input_per_mtok: 3.0,
+                output_per_mtok: 15.0,
+                cached_input_per_mtok: Some(0.3),
+                cache_write_per_mtok: None,
+            }],
+            &BTreeMap::new(),
+        );
+        assert_eq!(build.price("m").unwrap().cached_input_per_mtok, Some(0.3));
+    }
+
+    #[test]
     fn prices_by_prefix() {
         let p = Pricing::build(&[], &BTreeMap::new());
         assert_eq!(p.price("gpt-4o").unwrap().input_per_mtok, 2.5);
@@ -137,6 +201,7 @@ mod tests {
             input: 1_000_000,
             output: 100_000,
             estimated: false,
+            ..Tokens::default()
         });
         assert!((cost - 3.5).abs() < 1e-9);
     }

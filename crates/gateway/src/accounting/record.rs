@@ -158,9 +158,17 @@ impl Draft {
         self.settled = true;
         // Counts come from the upstream's own report: a broken or hostile one must not
         // overflow the sums below nor bill an app without bound.
+        let (input, output) = (
+            tokens.input.min(MAX_CALL_TOKENS),
+            tokens.output.min(MAX_CALL_TOKENS),
+        );
         let tokens = Tokens {
-            input: tokens.input.min(MAX_CALL_TOKENS),
-            output: tokens.output.min(MAX_CALL_TOKENS),
+            input,
+            output,
+            // Parts of the totals, never more than them.
+            cached: tokens.cached.min(input),
+            cache_write: tokens.cache_write.min(input),
+            reasoning: tokens.reasoning.min(output),
             ..tokens
         };
         if let Some(settle) = self.on_settle.take() {
@@ -221,6 +229,7 @@ impl Drop for Draft {
                 input: estimate_tokens(self.request_bytes),
                 output: 0,
                 estimated: true,
+                ..Tokens::default()
             }
         } else {
             Tokens::default()

@@ -29,6 +29,16 @@ pub struct UsageTap {
     chunks: u64,
     /// The model the upstream named in its answer (the first `"model"` it reported).
     reported_model: Option<String>,
+    /// Cache reads and writes of the prompt, and reasoning tokens, as last reported.
+    detail: Detail,
+}
+
+/// The parts of the counts that some upstreams report apart.
+#[derive(Clone, Copy, Debug, Default)]
+struct Detail {
+    cached: u64,
+    cache_write: u64,
+    reasoning: u64,
 }
 
 impl UsageTap {
@@ -44,6 +54,7 @@ impl UsageTap {
             text_bytes: 0,
             chunks: 0,
             reported_model: None,
+            detail: Detail::default(),
         }
     }
 
@@ -121,8 +132,12 @@ impl UsageTap {
             .or_else(|| v.get("message").and_then(|m| m.get("usage")))
             .or_else(|| v.get("response").and_then(|m| m.get("usage")));
         if let Some(u) = usage.filter(|u| u.is_object()) {
+            self.usage_detail(u);
             if let Some(n) = num(u, "prompt_tokens").or_else(|| num(u, "input_tokens")) {
-                self.input = Some(n);
+                // Anthropic counts cache reads and writes apart from `input_tokens`.
+                let cache = num(u, "cache_read_input_tokens").unwrap_or(0)
+                    + num(u, "cache_creation_input_tokens").unwrap_or(0);
+                self.input = Some(n + cache);
             }
             if let Some(n) = num(u, "completion_tokens").or_else(|| num(u, "output_tokens")) {
                 self.output = Some(n);
@@ -137,6 +152,12 @@ impl UsageTap {
         }
         // Gemini: cumulative in every chunk that carries it.
         if let Some(u) = v.get("usageMetadata") {
+            if let Some(n) = num(u, "cachedContentTokenCount") {
+                self.detail.cached = n;
+            }
+            if let Some(n) = num(u, "thoughtsTokenCount") {
+                self.detail.reasoning = n;
+            }
             if let Some(n) = num(u, "promptTokenCount") {
                 self.input = Some(n);
             }
@@ -145,6 +166,25 @@ impl UsageTap {
             if u.get("candidatesTokenCount").is_some() || out > 0 {
                 self.output = Some(out);
             }
+        }
+    }
+
+    /// OpenAI's `*_tokens_details`, the Responses API's, and Anthropic's cache counts.
+    fn usage_detail(&mut self, u: &Value) {
+        let at = |outer: &str, key: &str| u.get(outer).and_then(|d| d.get(key)?.as_u64());
+        let cached = at("prompt_tokens_details", "cached_tokens")
+            .or_else(|| at("input_tokens_details", "cached_tokens"))
+            .or_else(|| u.get("cache_read_input_tokens").and_then(Value::as_u64));
+        if let Some(n) = cached {
+            self.detail.cached = n;
+        }
+        if let Some(n) = u.get("cache_creation_input_tokens").and_then(Value::as_u64) {
+            self.detail.cache_write = n;
+        }
+        let reasoning = at("completion_tokens_details", "reasoning_tokens")
+            .or_else(|| at("output_tokens_details", "reasoning_tokens"));
+        if let Some(n) = reasoning {
+            self.detail.reasoning = n;
         }
     }
 
@@ -185,7 +225,16 @@ impl UsageTap {
         } else {
             self.bytes
         };
-        tokens(self.input, self.output, request_bytes, answer_bytes)
+        self.with_detail(tokens(self.input, self.output, request_bytes, answer_bytes))
+    }
+
+    fn with_detail(&self, t: Tokens) -> Tokens {
+        Tokens {
+            cached: self.detail.cached,
+            cache_write: self.detail.cache_write,
+            reasoning: self.detail.reasoning,
+            ..t
+        }
     }
 
     /// What the tap knows so far without ending it: for a stream cut before its end.
@@ -195,7 +244,7 @@ impl UsageTap {
         } else {
             self.bytes
         };
-        tokens(self.input, self.output, request_bytes, answer_bytes)
+        self.with_detail(tokens(self.input, self.output, request_bytes, answer_bytes))
     }
 }
 
@@ -290,6 +339,7 @@ pub fn tokens(
         input: input.unwrap_or_else(|| estimate_tokens(request_bytes)),
         output: output.unwrap_or_else(|| estimate_tokens(response_bytes)),
         estimated: input.is_none() || output.is_none(),
+        ..Tokens::default()
     }
 }
 
@@ -300,6 +350,9 @@ pub fn from_canonical(u: Option<Usage>, request_bytes: u64, response_bytes: u64)
             input: u.input_tokens,
             output: u.output_tokens,
             estimated: false,
+            cached: u.cached_input_tokens,
+            cache_write: u.cache_write_tokens,
+            reasoning: u.reasoning_tokens,
         },
         _ => tokens(None, None, request_bytes, response_bytes),
     }
@@ -316,6 +369,42 @@ mod tests {
             t.feed(&Bytes::copy_from_slice(c.as_bytes()));
         }
         t.finish(400)
+    }
+
+    #[test]
+    fn reads_cached_and_reasoning_tokens_of_every_dialect() {
+        let openai = tap(
+            Some(Dialect::OpenAi),
+            &["data: {\"choices\":[],\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":50,\"prompt_tokens_details\":{\"cached_tokens\":30},\"completion_tokens_details\":{\"reasoning_tokens\":20}}}\n\n"],
+        );
+        assert_eq!(
+            (openai.input, openai.output, openai.cached, openai.reasoning),
+            (100, 50, 30, 20)
+        );
+        let anthropic = tap(
+            Some(Dialect::OpenAi),
+            &[
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":60,\"cache_read_input_tokens\":30,\"cache_creation_input_tokens\":10,\"output_tokens\":1}}}\n\n",
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":50}}\n\n",
+            ],
+        );
+        assert_eq!(
+            (
+                anthropic.input,
+                anthropic.output,
+                anthropic.cached,
+                anthropic.cache_write
+            ),
+            (100, 50, 30, 10)
+        );
+        let gemini = tap(
+            None,
+            &["{\"usageMetadata\":{\"promptTokenCount\":100,\"cachedContentTokenCount\":30,\"candidatesTokenCount\":30,\"thoughtsTokenCount\":20}}"],
+        );
+        assert_eq!(
+            (gemini.input, gemini.output, gemini.cached, gemini.reasoning),
+            (100, 50, 30, 20)
+        );
     }
 
     #[test]

@@ -270,6 +270,7 @@ async fn admit_credit(
         input: accounting::estimate_tokens(body.len() as u64),
         output: RESERVED_OUTPUT_TOKENS,
         estimated: true,
+        ..Tokens::default()
     };
     let reserve = prices.iter().map(|p| p.cost(estimate)).fold(0.0, f64::max);
     match sink.admit(&id.app_id, reserve, !prices.is_empty()).await {

@@ -167,6 +167,7 @@ async fn an_alias_of_a_priced_model_reserves_for_its_dearest_target() {
         input: accounting::estimate_tokens(chat_body("smart").len() as u64),
         output: RESERVED_OUTPUT_TOKENS,
         estimated: true,
+        ..Tokens::default()
     });
     assert!(
         (admitted[1].1 - want).abs() < 1e-12,
@@ -259,6 +260,7 @@ fn absurd_upstream_token_counts_are_capped_when_settled() {
         input: u64::MAX,
         output: u64::MAX,
         estimated: false,
+        ..Tokens::default()
     };
     d.finish(200, None, None, absurd, None);
     let r = book.records.lock().unwrap().pop().unwrap();

@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use llmux_wire::canonical::{ChatResponse, Op, StreamEncoder, StreamEvent, TranslateError};
+use llmux_wire::stream::ending::EndWatch;
 use llmux_wire::translate::{self, embed};
 use llmux_wire::{Dialect, ErrorKind};
 use std::sync::Arc;
@@ -147,7 +148,12 @@ impl Call {
         ttft: Duration,
     ) -> Response<Body> {
         let log = self.call_log(up, target, sent.status.as_u16(), ttft);
-        let format = stream_format(&sent.headers);
+        // An SSE stream of Anthropic's or Gemini's: a failure ends it with that dialect's
+        // error event (Anthropic's SDK reads only `event: error`), not OpenAI's.
+        let format = stream_format(&sent.headers).map(|f| match (f, self.dialect()) {
+            (Dialect::OpenAi, d @ (Dialect::Anthropic | Dialect::Gemini)) => d,
+            (f, _) => f,
+        });
         let Sent {
             status, headers, ..
         } = sent;
@@ -163,6 +169,10 @@ impl Call {
         .announcing(self.gw.peers.signals.get());
         if sent.added_usage && status.is_success() && format == Some(Dialect::OpenAi) {
             relay = relay.stripping_usage();
+        }
+        if status.is_success() && format.is_some() && self.endpoint.op().is_some() {
+            let responses = self.endpoint == super::Endpoint::Responses;
+            relay = relay.watching_end(EndWatch::new(self.endpoint.dialect(), responses));
         }
         let mut out = Response::new(Body::new(relay));
         *out.status_mut() = status;
@@ -309,7 +319,7 @@ impl Call {
 
     /// An upstream's embeddings answer, in the client's dialect.
     fn embeddings(&mut self, up: &Upstream, target: &str, t: Translated, w: Whole) -> Outcome {
-        let bytes = match self.translate_embeddings(t, &w.body) {
+        let bytes = match self.translate_embeddings(t, target, &w.body) {
             Ok(b) => b,
             Err(e) => {
                 let reason = format!("upstream answer could not be read: {e}");
@@ -336,13 +346,28 @@ impl Call {
         Outcome::Done(out)
     }
 
-    fn translate_embeddings(&self, t: Translated, body: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        let resp = match t.upstream {
+    fn translate_embeddings(
+        &self,
+        t: Translated,
+        target: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, TranslateError> {
+        let mut resp = match t.upstream {
             Dialect::OpenAi => embed::decode_openai_response(body),
             Dialect::Ollama => embed::decode_ollama_response(body),
             Dialect::Gemini => embed::decode_gemini_batch_response(body),
             Dialect::Anthropic => Err(TranslateError::new("", "Anthropic has no embeddings API")),
         }?;
+        // Gemini's answer names no model and (outside Vertex) counts no tokens: the client
+        // still gets the model it was served by and an estimate of its input.
+        if resp.model.is_empty() {
+            resp.model = target.to_string();
+        }
+        if resp.input_tokens == 0 {
+            if let Some(d) = self.draft.as_ref() {
+                resp.input_tokens = accounting::estimate_tokens(d.request_bytes);
+            }
+        }
         Ok(match self.endpoint {
             super::Endpoint::Embeddings => {
                 embed::encode_openai_response(&resp, t.embed.unwrap_or_default())

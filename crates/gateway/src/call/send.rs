@@ -1,7 +1,7 @@
 //! The send stage: one attempt's request to one candidate, up to the answer's first bytes
 //! (bounded by `timeouts.first_byte`). An error status is read (a little) and classified here.
 
-use super::failure::classify_status;
+use super::failure::{classify_status, Failure};
 use super::prepare::{Prepared, Translated};
 use super::{Call, Failed, Reply};
 use crate::keys::KeyPick;
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use llmux_config::UpstreamKind;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Response headers of the upstream that are worth passing on; the rest (hop-by-hop, server,
 /// provider internals) stay behind.
@@ -170,13 +170,16 @@ impl Call {
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok());
-        let Some(failure) = classify_status(status, retry_after) else {
+        let Some(mut failure) = classify_status(status, retry_after) else {
             return Ok(resp);
         };
-        let headers = pick_headers(resp.headers());
+        let mut headers = pick_headers(resp.headers());
         let body = tokio::time::timeout_at(deadline, read_limited(resp, ERROR_BODY_LIMIT))
             .await
             .unwrap_or_default();
+        if status == StatusCode::TOO_MANY_REQUESTS && failure.retry_after.is_none() {
+            retry_hint(&body, &mut failure, &mut headers);
+        }
         let (headers, body) = self.client_error(translated, status, headers, body);
         Err(Failed {
             failure,
@@ -189,6 +192,19 @@ impl Call {
             }),
         })
     }
+}
+
+/// A 429 without `Retry-After` whose body says when to retry (Gemini's `RetryInfo`): the key
+/// rests that long, and the client gets the hint as `Retry-After` (whole seconds, rounded up).
+fn retry_hint(body: &[u8], failure: &mut Failure, headers: &mut Vec<(HeaderName, HeaderValue)>) {
+    let Some(secs) = llmux_wire::gemini::retry_delay(body) else {
+        return;
+    };
+    let max = llmux_config::MAX_DURATION;
+    let delay = Duration::try_from_secs_f64(secs).unwrap_or(max).min(max);
+    failure.retry_after = Some(delay);
+    let whole = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    headers.push((header::RETRY_AFTER, HeaderValue::from(whole)));
 }
 
 /// Why a whole upstream answer could not be read.

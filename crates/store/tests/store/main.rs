@@ -70,6 +70,9 @@ fn call(i: usize, app_id: Option<&str>) -> CallRecord {
         stream: None,
         hook: None,
         cache_hit: false,
+        cached_tokens: None,
+        cache_write_tokens: None,
+        reasoning_tokens: None,
     }
 }
 
@@ -899,6 +902,9 @@ async fn call_log_keeps_every_attempt_and_filters_on_error_class_and_stream() {
                 ms: 40,
             },
         ];
+        // The token details round-trip (migration 0015).
+        failed_over.cached_tokens = Some(3);
+        failed_over.reasoning_tokens = Some(2);
         let mut timed_out = call(2, None);
         timed_out.error_class = Some("timeout".to_owned());
         timed_out.stream = Some(false);

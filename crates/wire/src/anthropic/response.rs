@@ -5,8 +5,7 @@ use serde_json::{json, Value};
 use crate::canonical::{ChatResponse, FinishReason, ToolCall, TranslateError, Usage};
 use crate::ids::{new_id, now_secs};
 use crate::json::{
-    arguments_object, as_obj, count, error_message, field, opt_array, opt_str, parse_object,
-    req_str,
+    arguments_value, as_obj, count, error_message, field, opt_array, opt_str, parse_object, req_str,
 };
 
 use super::request_encode::tool_use_id;
@@ -16,7 +15,8 @@ pub(super) fn finish_from_anthropic(s: &str) -> FinishReason {
         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
         "tool_use" => FinishReason::ToolCalls,
         "refusal" => FinishReason::ContentFilter,
-        // end_turn, stop_sequence, pause_turn
+        "pause_turn" => FinishReason::Paused,
+        // end_turn, stop_sequence
         _ => FinishReason::Stop,
     }
 }
@@ -27,6 +27,8 @@ pub(super) fn finish_to_anthropic(f: &FinishReason) -> &'static str {
         FinishReason::Length => "max_tokens",
         FinishReason::ToolCalls => "tool_use",
         FinishReason::ContentFilter => "refusal",
+        // Both mean "send the conversation back to go on" (for a malformed call: to retry it).
+        FinishReason::Paused | FinishReason::MalformedToolCall => "pause_turn",
     }
 }
 
@@ -35,6 +37,30 @@ pub(super) fn input_tokens(usage: &Value) -> u64 {
     count(usage, "input_tokens")
         + count(usage, "cache_creation_input_tokens")
         + count(usage, "cache_read_input_tokens")
+}
+
+/// An Anthropic `usage` object → canonical (input tokens with the cache reads and writes).
+pub(super) fn usage_from(u: &Value) -> Usage {
+    Usage {
+        input_tokens: input_tokens(u),
+        output_tokens: count(u, "output_tokens"),
+        cached_input_tokens: count(u, "cache_read_input_tokens"),
+        cache_write_tokens: count(u, "cache_creation_input_tokens"),
+        reasoning_tokens: 0,
+    }
+}
+
+/// Canonical usage → Anthropic's `usage` (whose `input_tokens` leaves out cache reads and writes).
+pub(super) fn usage_json(u: &Usage) -> Value {
+    let mut o = json!({
+        "input_tokens": u.uncached_input_tokens(),
+        "output_tokens": u.output_tokens,
+    });
+    if u.cached_input_tokens > 0 || u.cache_write_tokens > 0 {
+        o["cache_creation_input_tokens"] = json!(u.cache_write_tokens);
+        o["cache_read_input_tokens"] = json!(u.cached_input_tokens);
+    }
+    o
 }
 
 pub(super) fn error_of(v: &Value) -> Option<String> {
@@ -75,10 +101,7 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateErro
         None => FinishReason::Stop,
     };
     if let Some(u) = field(&o, "usage") {
-        resp.usage = Usage {
-            input_tokens: input_tokens(u),
-            output_tokens: count(u, "output_tokens"),
-        };
+        resp.usage = usage_from(u);
     }
     Ok(resp)
 }
@@ -93,8 +116,9 @@ pub(super) fn encode_response(resp: &ChatResponse) -> Value {
             "type": "tool_use",
             "id": tool_use_id(&c.id),
             "name": c.name,
-            // Infallible here: arguments that are not a JSON object become `{}`.
-            "input": arguments_object(&c.arguments).unwrap_or_else(|| json!({})),
+            // Arguments that are no JSON object (cut by `max_tokens`, say) are kept as text
+            // under `arguments`, never dropped.
+            "input": arguments_value(&c.arguments),
         }));
     }
     json!({
@@ -105,9 +129,6 @@ pub(super) fn encode_response(resp: &ChatResponse) -> Value {
         "content": content,
         "stop_reason": finish_to_anthropic(&resp.finish),
         "stop_sequence": null,
-        "usage": {
-            "input_tokens": resp.usage.input_tokens,
-            "output_tokens": resp.usage.output_tokens,
-        },
+        "usage": usage_json(&resp.usage),
     })
 }

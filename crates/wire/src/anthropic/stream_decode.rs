@@ -4,18 +4,18 @@ use serde_json::Value;
 
 use crate::canonical::{StreamEvent, TranslateError, Usage};
 use crate::json::count;
-use crate::stream::decoder::FrameDecoder;
+use crate::stream::decoder::{cut_short, FrameDecoder};
 use crate::stream::framing::{SseEvent, SseParser};
 
-use super::response::{error_of, finish_from_anthropic, input_tokens};
+use super::response::{error_of, finish_from_anthropic, usage_from};
 
 #[derive(Default)]
 pub(super) struct AnthropicStreamDecoder {
-    /// Input tokens from `message_start`, reported with the output tokens of `message_delta`.
-    input_tokens: u64,
+    /// Input counts from `message_start`, reported with the output tokens of `message_delta`.
+    input: Usage,
     /// Content block index → canonical tool call index.
     tools: Vec<(u64, usize)>,
-    /// An error ended the stream.
+    /// An error or `message_stop` ended the stream.
     done: bool,
 }
 
@@ -34,7 +34,8 @@ impl AnthropicStreamDecoder {
     fn message_start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
         let m = v.get("message").unwrap_or(&Value::Null);
         if let Some(u) = m.get("usage") {
-            self.input_tokens = input_tokens(u);
+            self.input = usage_from(u);
+            self.input.output_tokens = 0;
         }
         out.push(StreamEvent::Start {
             id: str_of(m, "id"),
@@ -97,15 +98,14 @@ impl AnthropicStreamDecoder {
             out.push(StreamEvent::Finish(finish_from_anthropic(r)));
         }
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-            let input = if u.get("input_tokens").is_some_and(Value::is_u64) {
-                input_tokens(u)
+            // Newer servers repeat the input counts here; older ones only in `message_start`.
+            let mut usage = if u.get("input_tokens").is_some_and(Value::is_u64) {
+                usage_from(u)
             } else {
-                self.input_tokens
+                self.input
             };
-            out.push(StreamEvent::Usage(Usage {
-                input_tokens: input,
-                output_tokens: count(u, "output_tokens"),
-            }));
+            usage.output_tokens = count(u, "output_tokens");
+            out.push(StreamEvent::Usage(usage));
         }
     }
 }
@@ -141,9 +141,18 @@ impl FrameDecoder for AnthropicStreamDecoder {
                 out.push(StreamEvent::Error(msg));
                 self.done = true;
             }
-            // ping, content_block_stop, message_stop and anything newer.
+            "message_stop" => self.done = true,
+            // ping, content_block_stop and anything newer.
             _ => {}
         }
         Ok(())
+    }
+
+    fn end(&mut self, _out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        if self.done {
+            Ok(())
+        } else {
+            Err(cut_short("`message_stop`"))
+        }
     }
 }

@@ -7,7 +7,7 @@ use crate::ids::new_id;
 use crate::stream::framing::write_sse;
 
 use super::request_encode::tool_use_id;
-use super::response::finish_to_anthropic;
+use super::response::{finish_to_anthropic, usage_json};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum BlockKind {
@@ -28,6 +28,8 @@ pub(super) struct AnthropicStreamEncoder {
     tool_blocks: Vec<(usize, usize)>,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
+    /// Input counts known before `message_start` was written.
+    prompt: Option<Usage>,
     /// `message_stop` or an error was written.
     done: bool,
 }
@@ -60,7 +62,7 @@ impl AnthropicStreamEncoder {
                     "content": [],
                     "stop_reason": null,
                     "stop_sequence": null,
-                    "usage": {"input_tokens": 0, "output_tokens": 0},
+                    "usage": usage_json(&self.prompt.unwrap_or_default()),
                 },
             }),
         );
@@ -93,7 +95,7 @@ impl AnthropicStreamEncoder {
     fn end(&mut self, out: &mut Vec<u8>) {
         let reason = self.finish.clone().unwrap_or_default();
         let usage = match self.usage {
-            Some(u) => json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}),
+            Some(u) => usage_json(&u),
             None => json!({"output_tokens": 0}),
         };
         event(
@@ -204,6 +206,8 @@ impl StreamEncoder for AnthropicStreamEncoder {
                     self.end(out);
                 }
             }
+            StreamEvent::Prompt(u) if !self.started => self.prompt = Some(*u),
+            StreamEvent::Prompt(_) => {}
             StreamEvent::Error(msg) => {
                 event(
                     out,

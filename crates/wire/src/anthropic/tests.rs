@@ -441,7 +441,8 @@ fn decodes_documented_responses() {
         r.usage,
         Usage {
             input_tokens: 2095,
-            output_tokens: 503
+            output_tokens: 503,
+            ..Usage::default()
         }
     );
     assert!(r.tool_calls.is_empty());
@@ -466,7 +467,10 @@ fn decodes_documented_responses() {
         r.usage,
         Usage {
             input_tokens: 472 + 100 + 20,
-            output_tokens: 89
+            output_tokens: 89,
+            cached_input_tokens: 20,
+            cache_write_tokens: 100,
+            reasoning_tokens: 0,
         }
     );
     for (reason, want) in [
@@ -547,7 +551,8 @@ fn decodes_documented_streams() {
             StreamEvent::Finish(FinishReason::Stop),
             StreamEvent::Usage(Usage {
                 input_tokens: 25,
-                output_tokens: 15
+                output_tokens: 15,
+                ..Usage::default()
             }),
         ]
     );
@@ -584,7 +589,8 @@ fn decodes_documented_streams() {
             StreamEvent::Finish(FinishReason::ToolCalls),
             StreamEvent::Usage(Usage {
                 input_tokens: 472,
-                output_tokens: 89
+                output_tokens: 89,
+                ..Usage::default()
             }),
         ]
     );
@@ -651,6 +657,7 @@ fn encoder_writes_the_exact_event_sequence() {
         StreamEvent::Usage(Usage {
             input_tokens: 10,
             output_tokens: 20,
+            ..Usage::default()
         }),
     ];
     let bytes = encode(AnthropicCodec.stream_encoder(Op::Chat).as_mut(), &events);
@@ -748,6 +755,7 @@ fn encoder_holds_message_delta_for_usage_but_not_text() {
         &StreamEvent::Usage(Usage {
             input_tokens: 7,
             output_tokens: 8,
+            ..Usage::default()
         }),
         &mut out,
     );

@@ -160,8 +160,17 @@ pub fn decode_gemini_batch_response(body: &[u8]) -> Result<EmbedResponse, Transl
     let Some(Value::Array(list)) = v.get("embeddings") else {
         return Err(bad("embeddings", "expected an array"));
     };
+    // Vertex AI counts each input's tokens; the Gemini API may report `usageMetadata`.
+    let counted: u64 = list
+        .iter()
+        .filter_map(|e| e.pointer("/statistics/token_count").and_then(Value::as_u64))
+        .sum();
+    let reported = v
+        .pointer("/usageMetadata/promptTokenCount")
+        .and_then(Value::as_u64);
     Ok(EmbedResponse {
         model: String::new(),
+        input_tokens: reported.unwrap_or(counted),
         vectors: list
             .iter()
             .enumerate()
@@ -174,7 +183,6 @@ pub fn decode_gemini_batch_response(body: &[u8]) -> Result<EmbedResponse, Transl
                 )
             })
             .collect::<Result<_, _>>()?,
-        input_tokens: 0,
     })
 }
 

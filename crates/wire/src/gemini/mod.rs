@@ -32,6 +32,8 @@ pub mod embed;
 mod request_decode;
 mod request_encode;
 mod response;
+mod signature;
+pub use response::retry_delay;
 mod stream_decode;
 mod stream_encode;
 
@@ -194,10 +196,16 @@ impl Codec for GeminiCodec {
         for p in candidate_parts(&v) {
             match answer_part(p) {
                 Some(AnswerPart::Text(t)) => resp.text.push_str(t),
-                Some(AnswerPart::Call { id, name, args }) => {
+                Some(AnswerPart::Call {
+                    id,
+                    name,
+                    args,
+                    signature,
+                }) => {
                     let n = resp.tool_calls.len();
+                    let id = id.map_or_else(|| format!("call_{token}_{n}"), str::to_string);
                     resp.tool_calls.push(ToolCall {
-                        id: id.map_or_else(|| format!("call_{token}_{n}"), str::to_string),
+                        id: signature::with_signature(&id, signature),
                         name: name.to_string(),
                         arguments: args,
                     });
@@ -223,9 +231,11 @@ impl Codec for GeminiCodec {
             parts.push(json!({ "text": resp.text }));
         }
         for c in &resp.tool_calls {
-            parts.push(
-                json!({"functionCall": {"name": c.name, "args": arguments_value(&c.arguments)}}),
-            );
+            parts.push(request_encode::call_part(
+                &c.id,
+                &c.name,
+                arguments_value(&c.arguments),
+            ));
         }
         chunk_json(
             &resp.id,

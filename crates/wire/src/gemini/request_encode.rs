@@ -191,9 +191,24 @@ pub(super) fn encode_parts(m: &Message, i: usize) -> Result<Vec<Value>, Translat
                 "Gemini needs the arguments as a JSON object",
             )
         })?;
-        parts.push(json!({"functionCall": {"name": c.name, "args": args}}));
+        parts.push(call_part(&c.id, &c.name, args));
     }
     Ok(parts)
+}
+
+/// A `functionCall` part: the call's id, and the thought signature its id carries (see
+/// [`super::signature`]) back on the part, where Gemini wants it.
+pub(super) fn call_part(id: &str, name: &str, args: Value) -> Value {
+    let (id, signature) = super::signature::split(id);
+    let mut call = json!({"name": name, "args": args});
+    if !id.is_empty() {
+        call["id"] = json!(id);
+    }
+    let mut part = json!({ "functionCall": call });
+    if let Some(s) = signature {
+        part["thoughtSignature"] = json!(s);
+    }
+    part
 }
 
 pub(super) fn encode_function_response(
@@ -219,8 +234,15 @@ pub(super) fn encode_function_response(
             }
         }
     }
-    let response = tool_response_value(&text, m.is_error);
-    Ok(json!({"functionResponse": {"name": name, "response": response}}))
+    let mut response = json!({"name": name, "response": tool_response_value(&text, m.is_error)});
+    // The id of the call it answers: Gemini matches parallel results by it, not by position.
+    if let Some(id) = m.tool_call_id.as_deref() {
+        let (id, _) = super::signature::split(id);
+        if !id.is_empty() {
+            response["id"] = json!(id);
+        }
+    }
+    Ok(json!({ "functionResponse": response }))
 }
 
 pub(super) fn encode_generation_config(

@@ -8,6 +8,7 @@ use crate::ids::fresh_token;
 pub(super) fn map_finish(reason: &str, has_calls: bool) -> FinishReason {
     match reason {
         "MAX_TOKENS" => FinishReason::Length,
+        "MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL" => FinishReason::MalformedToolCall,
         "SAFETY"
         | "RECITATION"
         | "BLOCKLIST"
@@ -26,15 +27,27 @@ fn finish_str(f: &FinishReason) -> &'static str {
         FinishReason::Stop | FinishReason::ToolCalls => "STOP",
         FinishReason::Length => "MAX_TOKENS",
         FinishReason::ContentFilter => "SAFETY",
+        FinishReason::MalformedToolCall => "MALFORMED_FUNCTION_CALL",
+        // Gemini has no pause: an unfinished answer is the nearest.
+        FinishReason::Paused => "MAX_TOKENS",
     }
 }
 
 pub(crate) fn usage_json(u: Usage) -> Value {
-    json!({
+    // Gemini counts thoughts apart from the candidates; canonical output includes them.
+    let thoughts = u.reasoning_tokens.min(u.output_tokens);
+    let mut o = json!({
         "promptTokenCount": u.input_tokens,
-        "candidatesTokenCount": u.output_tokens,
+        "candidatesTokenCount": u.output_tokens - thoughts,
         "totalTokenCount": u.input_tokens.saturating_add(u.output_tokens),
-    })
+    });
+    if thoughts > 0 {
+        o["thoughtsTokenCount"] = json!(thoughts);
+    }
+    if u.cached_input_tokens > 0 {
+        o["cachedContentTokenCount"] = json!(u.cached_input_tokens);
+    }
+    o
 }
 
 pub(super) fn decode_usage(v: &Value) -> Usage {
@@ -43,6 +56,9 @@ pub(super) fn decode_usage(v: &Value) -> Usage {
         input_tokens: n("promptTokenCount"),
         // Thinking tokens are output the caller pays for, as OpenAI counts reasoning tokens.
         output_tokens: n("candidatesTokenCount") + n("thoughtsTokenCount"),
+        cached_input_tokens: n("cachedContentTokenCount"),
+        cache_write_tokens: 0,
+        reasoning_tokens: n("thoughtsTokenCount"),
     }
 }
 
@@ -112,6 +128,8 @@ pub(super) enum AnswerPart<'a> {
         id: Option<&'a str>,
         name: &'a str,
         args: String,
+        /// The part's `thoughtSignature` (Gemini 3), which the next turn must send back.
+        signature: Option<&'a str>,
     },
 }
 
@@ -132,6 +150,10 @@ pub(super) fn answer_part(p: &Value) -> Option<AnswerPart<'_>> {
         id: fc.get("id").and_then(Value::as_str),
         name,
         args,
+        signature: p
+            .get("thoughtSignature")
+            .or_else(|| p.get("thought_signature"))
+            .and_then(Value::as_str),
     })
 }
 
@@ -163,4 +185,28 @@ pub(super) fn chunk_json(
         root.insert("responseId".to_string(), json!(id));
     }
     Value::Object(root).to_string()
+}
+
+/// The delay Google asks for in an error body — `error.details[]` of type
+/// `google.rpc.RetryInfo`, `retryDelay` such as `"13s"` or `"0.5s"` — in seconds.
+pub fn retry_delay(body: &[u8]) -> Option<f64> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let v = match &v {
+        Value::Array(a) => a.first()?,
+        other => other,
+    };
+    let retry_info = |d: &&Value| {
+        d.get("@type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.ends_with("google.rpc.RetryInfo"))
+    };
+    v.pointer("/error/details")?
+        .as_array()?
+        .iter()
+        .filter(retry_info)
+        .find_map(|d| {
+            let s = d.get("retryDelay")?.as_str()?.trim().strip_suffix('s')?;
+            s.parse::<f64>().ok()
+        })
+        .filter(|s| s.is_finite() && *s >= 0.0)
 }

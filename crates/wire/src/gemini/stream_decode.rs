@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::canonical::{FinishReason, StreamEvent, TranslateError, Usage};
 use crate::json::bad;
-use crate::stream::decoder::FrameDecoder;
+use crate::stream::decoder::{cut_short, FrameDecoder};
 use crate::stream::framing::{SseEvent, SseParser};
 
 use super::response::{
@@ -20,9 +20,37 @@ pub(super) struct GeminiStreamDecoder {
     finished: bool,
     usage: Option<Usage>,
     usage_sent: bool,
+    /// The upstream reported an error: the stream ends there.
+    failed: bool,
 }
 
 impl GeminiStreamDecoder {
+    /// The first chunk: the prompt's counts when it has them (Gemini counts them in every
+    /// chunk), then the start.
+    fn start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        self.started = true;
+        if let Some(u) = v
+            .get("usageMetadata")
+            .filter(|u| u.get("promptTokenCount").is_some())
+        {
+            let mut prompt = decode_usage(u);
+            (prompt.output_tokens, prompt.reasoning_tokens) = (0, 0);
+            out.push(StreamEvent::Prompt(prompt));
+        }
+        let response_id = v.get("responseId").and_then(Value::as_str);
+        self.token = id_token(response_id);
+        out.push(StreamEvent::Start {
+            id: response_id
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("gemini-{}", self.token)),
+            model: v
+                .get("modelVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        });
+    }
+
     fn data(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
         let data = data.trim();
         if data.is_empty() || data == "[DONE]" {
@@ -31,6 +59,7 @@ impl GeminiStreamDecoder {
         let v: Value = serde_json::from_str(data)
             .map_err(|e| bad("", format!("Gemini stream event is not valid JSON: {e}")))?;
         if let Some(msg) = error_of(&v) {
+            self.failed = true;
             out.push(StreamEvent::Error(msg));
             return Ok(());
         }
@@ -38,32 +67,26 @@ impl GeminiStreamDecoder {
             return Err(bad("", "Gemini stream event is not a JSON object"));
         }
         if !self.started {
-            self.started = true;
-            let response_id = v.get("responseId").and_then(Value::as_str);
-            self.token = id_token(response_id);
-            out.push(StreamEvent::Start {
-                id: response_id
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("gemini-{}", self.token)),
-                model: v
-                    .get("modelVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-            });
+            self.start(&v, out);
         }
         for p in candidate_parts(&v) {
             match answer_part(p) {
                 Some(AnswerPart::Text(t)) if !t.is_empty() => {
                     out.push(StreamEvent::Text(t.to_string()));
                 }
-                Some(AnswerPart::Call { id, name, args }) => {
+                Some(AnswerPart::Call {
+                    id,
+                    name,
+                    args,
+                    signature,
+                }) => {
                     let index = self.calls;
                     self.calls += 1;
+                    let id =
+                        id.map_or_else(|| format!("call_{}_{index}", self.token), str::to_string);
                     out.push(StreamEvent::ToolCallStart {
                         index,
-                        id: id
-                            .map_or_else(|| format!("call_{}_{index}", self.token), str::to_string),
+                        id: super::signature::with_signature(&id, signature),
                         name: name.to_string(),
                     });
                     out.push(StreamEvent::ToolCallArgs {
@@ -112,6 +135,10 @@ impl FrameDecoder for GeminiStreamDecoder {
                 out.push(StreamEvent::Usage(u));
             }
         }
-        Ok(())
+        if self.finished || self.failed {
+            Ok(())
+        } else {
+            Err(cut_short("a candidate's `finishReason`"))
+        }
     }
 }

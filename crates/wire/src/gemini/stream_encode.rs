@@ -40,7 +40,7 @@ impl GeminiStreamEncoder {
         }
         let parts: Vec<Value> = calls
             .into_iter()
-            .map(|c| json!({"functionCall": {"name": c.name, "args": arguments_value(&c.args)}}))
+            .map(|c| super::request_encode::call_part(&c.id, &c.name, arguments_value(&c.args)))
             .collect();
         self.chunk(out, parts, None, None);
     }

@@ -180,7 +180,9 @@ fn decodes_responses() {
         r.usage,
         Usage {
             input_tokens: 6,
-            output_tokens: 24
+            output_tokens: 24,
+            reasoning_tokens: 14,
+            ..Usage::default()
         }
     );
     assert!(r.created > 1_700_000_000);
@@ -193,7 +195,8 @@ fn decodes_responses() {
     assert_eq!(
         r.tool_calls,
         [ToolCall {
-            id: "call_abc123_0".into(),
+            // The part's thought signature rides in the id.
+            id: super::signature::with_signature("call_abc123_0", Some("CiQB0e2Kb6Yx")),
             name: "get_weather".into(),
             arguments: r#"{"location":"Boston, MA"}"#.into()
         }]
@@ -202,7 +205,8 @@ fn decodes_responses() {
         r.usage,
         Usage {
             input_tokens: 40,
-            output_tokens: 7
+            output_tokens: 7,
+            ..Usage::default()
         }
     );
 }
@@ -259,6 +263,10 @@ fn decodes_text_stream_split_anywhere() {
     assert_eq!(
         whole,
         [
+            StreamEvent::Prompt(Usage {
+                input_tokens: 5,
+                ..Usage::default()
+            }),
             StreamEvent::Start {
                 id: "Yt7nZ4qVF5ul1MkPqv6W0Qg".into(),
                 model: "gemini-2.0-flash".into()
@@ -269,7 +277,8 @@ fn decodes_text_stream_split_anywhere() {
             StreamEvent::Finish(FinishReason::Stop),
             StreamEvent::Usage(Usage {
                 input_tokens: 5,
-                output_tokens: 8
+                output_tokens: 8,
+                ..Usage::default()
             }),
         ]
     );
@@ -311,7 +320,8 @@ fn decodes_function_call_stream_split_anywhere() {
             StreamEvent::Finish(FinishReason::ToolCalls),
             StreamEvent::Usage(Usage {
                 input_tokens: 40,
-                output_tokens: 12
+                output_tokens: 12,
+                ..Usage::default()
             }),
         ]
     );
@@ -380,6 +390,7 @@ fn stream_encoder_buffers_tool_calls_and_ends_with_usage() {
         StreamEvent::Usage(Usage {
             input_tokens: 11,
             output_tokens: 22,
+            ..Usage::default()
         }),
     ];
     let out = encode_events(&events);
@@ -399,8 +410,8 @@ fn stream_encoder_buffers_tool_calls_and_ends_with_usage() {
     assert_eq!(
         *parts,
         json!([
-            {"functionCall": {"name": "get_weather", "args": {"location": "Paris"}}},
-            {"functionCall": {"name": "no_args", "args": {}}}
+            {"functionCall": {"id": "call_x", "name": "get_weather", "args": {"location": "Paris"}}},
+            {"functionCall": {"id": "call_y", "name": "no_args", "args": {}}}
         ])
     );
     let last = &chunks[2];
@@ -439,7 +450,8 @@ fn stream_encoder_buffers_tool_calls_and_ends_with_usage() {
             StreamEvent::Finish(FinishReason::ToolCalls),
             StreamEvent::Usage(Usage {
                 input_tokens: 11,
-                output_tokens: 22
+                output_tokens: 22,
+                ..Usage::default()
             })
         ]
     );
@@ -468,6 +480,7 @@ fn stream_encoder_finish_without_usage_still_reports_usage() {
         StreamEvent::Usage(Usage {
             input_tokens: 1,
             output_tokens: 2,
+            ..Usage::default()
         }),
         StreamEvent::Finish(FinishReason::Stop),
     ]);
@@ -589,7 +602,7 @@ fn request_round_trip() {
     assert_eq!(
         v["contents"][2],
         json!({"role": "user", "parts": [
-            {"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}},
+            {"functionResponse": {"id": "toolu_01", "name": "get_weather", "response": {"result": "sunny"}}},
             {"text": "Thanks. And tomorrow?"}
         ]})
     );
@@ -745,6 +758,7 @@ fn response_round_trip() {
         usage: Usage {
             input_tokens: 12,
             output_tokens: 34,
+            ..Usage::default()
         },
     };
     let body = GeminiCodec.encode_response(Op::Chat, &resp);
@@ -1005,6 +1019,7 @@ fn usage_total_saturates() {
     let u = Usage {
         input_tokens: u64::MAX,
         output_tokens: 5,
+        ..Usage::default()
     };
     assert_eq!(usage_json(u)["totalTokenCount"], u64::MAX);
 }

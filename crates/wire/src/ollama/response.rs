@@ -9,7 +9,8 @@ use crate::time::rfc3339;
 
 pub(super) fn done_reason(f: &FinishReason) -> &'static str {
     match f {
-        FinishReason::Length => "length",
+        // An unfinished turn is one cut short, as far as Ollama can say.
+        FinishReason::Length | FinishReason::Paused | FinishReason::MalformedToolCall => "length",
         FinishReason::Stop | FinishReason::ToolCalls | FinishReason::ContentFilter => "stop",
     }
 }
@@ -27,6 +28,7 @@ pub(super) fn decode_usage(v: &Value) -> Usage {
     Usage {
         input_tokens: n("prompt_eval_count"),
         output_tokens: n("eval_count"),
+        ..Usage::default()
     }
 }
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 use crate::canonical::{StreamEvent, TranslateError};
 use crate::ids::fresh_token;
 use crate::json::bad;
-use crate::stream::decoder::FrameDecoder;
+use crate::stream::decoder::{cut_short, FrameDecoder};
 use crate::stream::framing::LineSplitter;
 
 use super::response::{answer_of, decode_usage, error_of, map_done_reason};
@@ -25,6 +25,8 @@ impl FrameDecoder for OllamaStreamDecoder {
         let v: Value = serde_json::from_str(line)
             .map_err(|e| bad("", format!("Ollama stream line is not valid JSON: {e}")))?;
         if let Some(msg) = error_of(&v) {
+            // An error ends the stream as surely as `done: true`.
+            self.done = true;
             out.push(StreamEvent::Error(msg));
             return Ok(());
         }
@@ -69,5 +71,13 @@ impl FrameDecoder for OllamaStreamDecoder {
             out.push(StreamEvent::Usage(decode_usage(&v)));
         }
         Ok(())
+    }
+
+    fn end(&mut self, _out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        if self.done {
+            Ok(())
+        } else {
+            Err(cut_short("`\"done\": true`"))
+        }
     }
 }

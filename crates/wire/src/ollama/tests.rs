@@ -161,7 +161,8 @@ fn decodes_responses() {
         r.usage,
         Usage {
             input_tokens: 26,
-            output_tokens: 298
+            output_tokens: 298,
+            ..Usage::default()
         }
     );
     assert_eq!(r.created, 1_702_390_423);
@@ -206,6 +207,7 @@ fn decodes_streams_split_anywhere() {
                 StreamEvent::Usage(Usage {
                     input_tokens: 26,
                     output_tokens: 282,
+                    ..Usage::default()
                 }),
             ],
         ),
@@ -229,6 +231,7 @@ fn decodes_streams_split_anywhere() {
                 StreamEvent::Usage(Usage {
                     input_tokens: 189,
                     output_tokens: 27,
+                    ..Usage::default()
                 }),
             ],
         ),
@@ -245,6 +248,7 @@ fn decodes_streams_split_anywhere() {
                 StreamEvent::Usage(Usage {
                     input_tokens: 26,
                     output_tokens: 259,
+                    ..Usage::default()
                 }),
             ],
         ),
@@ -290,6 +294,7 @@ fn stream_encoder_chat() {
         StreamEvent::Usage(Usage {
             input_tokens: 7,
             output_tokens: 9,
+            ..Usage::default()
         }),
     ];
     let out = encode_events(Op::Chat, &events);
@@ -345,7 +350,8 @@ fn stream_encoder_chat() {
             StreamEvent::Finish(FinishReason::ToolCalls),
             StreamEvent::Usage(Usage {
                 input_tokens: 7,
-                output_tokens: 9
+                output_tokens: 9,
+                ..Usage::default()
             }),
         ]
     );
@@ -569,6 +575,7 @@ fn response_round_trip() {
             usage: Usage {
                 input_tokens: 3,
                 output_tokens: 4,
+                ..Usage::default()
             },
         };
         let body = OllamaCodec.encode_response(Op::Chat, &resp);

@@ -24,21 +24,36 @@ pub(super) fn finish_to_openai(f: &FinishReason) -> &'static str {
         FinishReason::Length => "length",
         FinishReason::ToolCalls => "tool_calls",
         FinishReason::ContentFilter => "content_filter",
+        // OpenAI has no word for an unfinished turn: `length` is the one that tells a client
+        // the answer is incomplete (never `stop`, which reads as a whole answer).
+        FinishReason::Paused | FinishReason::MalformedToolCall => "length",
     }
 }
 
 pub(super) fn usage_json(u: &Usage) -> Value {
-    json!({
+    let mut o = json!({
         "prompt_tokens": u.input_tokens,
         "completion_tokens": u.output_tokens,
         "total_tokens": u.input_tokens.saturating_add(u.output_tokens),
-    })
+    });
+    // OpenAI has no count of cache writes: they stay in `prompt_tokens` only.
+    if u.cached_input_tokens > 0 {
+        o["prompt_tokens_details"] = json!({"cached_tokens": u.cached_input_tokens});
+    }
+    if u.reasoning_tokens > 0 {
+        o["completion_tokens_details"] = json!({"reasoning_tokens": u.reasoning_tokens});
+    }
+    o
 }
 
 pub(super) fn usage_from(v: &Value) -> Usage {
+    let detail = |outer: &str, key: &str| v.get(outer).map_or(0, |d| count(d, key));
     Usage {
         input_tokens: count(v, "prompt_tokens"),
         output_tokens: count(v, "completion_tokens"),
+        cached_input_tokens: detail("prompt_tokens_details", "cached_tokens"),
+        cache_write_tokens: 0,
+        reasoning_tokens: detail("completion_tokens_details", "reasoning_tokens"),
     }
 }
 

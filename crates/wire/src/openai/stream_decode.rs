@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::canonical::{FinishReason, StreamEvent, TranslateError, Usage};
 use crate::ids::new_id;
-use crate::stream::decoder::FrameDecoder;
+use crate::stream::decoder::{cut_short, FrameDecoder};
 use crate::stream::framing::{SseEvent, SseParser};
 
 use super::response::{error_of, finish_from_openai, usage_from};
@@ -23,6 +23,8 @@ pub(super) struct OpenAiStreamDecoder {
     last_tool: Option<(String, usize)>,
     usage: Option<Usage>,
     usage_sent: bool,
+    /// A `finish_reason` arrived: the answer is whole even if `[DONE]` never comes.
+    finished: bool,
 }
 
 impl OpenAiStreamDecoder {
@@ -115,6 +117,7 @@ impl OpenAiStreamDecoder {
             if finish == FinishReason::Stop && !self.tools.is_empty() {
                 finish = FinishReason::ToolCalls;
             }
+            self.finished = true;
             out.push(StreamEvent::Finish(finish));
         }
     }
@@ -178,6 +181,10 @@ impl FrameDecoder for OpenAiStreamDecoder {
         if !self.done {
             self.flush_usage(out);
         }
-        Ok(())
+        if self.done || self.finished {
+            Ok(())
+        } else {
+            Err(cut_short("`finish_reason` or `[DONE]`"))
+        }
     }
 }

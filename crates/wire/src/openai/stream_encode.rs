@@ -184,7 +184,8 @@ impl StreamEncoder for OpenAiStreamEncoder {
                     self.write_usage(out);
                 }
             }
-            StreamEvent::Error(_) => {}
+            // Reported with the rest of the usage at the end.
+            StreamEvent::Error(_) | StreamEvent::Prompt(_) => {}
         }
     }
 

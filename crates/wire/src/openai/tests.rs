@@ -22,6 +22,7 @@ fn usage_total_saturates() {
     let u = Usage {
         input_tokens: u64::MAX,
         output_tokens: 5,
+        ..Usage::default()
     };
     assert_eq!(usage_json(&u)["total_tokens"], u64::MAX);
 }
@@ -318,7 +319,8 @@ fn decodes_documented_responses() {
         r.usage,
         Usage {
             input_tokens: 9,
-            output_tokens: 12
+            output_tokens: 12,
+            ..Usage::default()
         }
     );
 
@@ -339,7 +341,8 @@ fn decodes_documented_responses() {
         r.usage,
         Usage {
             input_tokens: 82,
-            output_tokens: 17
+            output_tokens: 17,
+            ..Usage::default()
         }
     );
 
@@ -352,7 +355,8 @@ fn decodes_documented_responses() {
         r.usage,
         Usage {
             input_tokens: 5,
-            output_tokens: 7
+            output_tokens: 7,
+            ..Usage::default()
         }
     );
 }
@@ -373,6 +377,7 @@ fn encodes_responses_like_openai() {
         usage: Usage {
             input_tokens: 3,
             output_tokens: 4,
+            ..Usage::default()
         },
     };
     let v: Value = serde_json::from_slice(&OpenAiCodec.encode_response(Op::Chat, &resp)).unwrap();
@@ -427,7 +432,8 @@ fn decodes_documented_streams() {
             StreamEvent::Finish(FinishReason::Stop),
             StreamEvent::Usage(Usage {
                 input_tokens: 9,
-                output_tokens: 2
+                output_tokens: 2,
+                ..Usage::default()
             }),
         ]
     );
@@ -535,7 +541,8 @@ fn stream_error_and_servers_without_index() {
             StreamEvent::Finish(FinishReason::ToolCalls),
             StreamEvent::Usage(Usage {
                 input_tokens: 1,
-                output_tokens: 2
+                output_tokens: 2,
+                ..Usage::default()
             }),
         ]
     );
@@ -566,6 +573,7 @@ fn sample_events() -> Vec<StreamEvent> {
         StreamEvent::Usage(Usage {
             input_tokens: 5,
             output_tokens: 6,
+            ..Usage::default()
         }),
     ]
 }

@@ -7,6 +7,8 @@ use crate::canonical::{FinishReason, StreamEvent, Usage};
 /// A tool call whose arguments are still arriving.
 pub(crate) struct PendingCall {
     pub index: usize,
+    /// The call's id (Gemini clients get it as `functionCall.id`).
+    pub id: String,
     pub name: String,
     pub args: String,
 }
@@ -31,9 +33,10 @@ impl Held {
     /// encoder writes itself after [`Held::calls`] (a new event completes the open calls).
     pub fn take(&mut self, event: &StreamEvent) -> Option<Ready> {
         match event {
-            StreamEvent::ToolCallStart { index, name, .. } => {
+            StreamEvent::ToolCallStart { index, id, name } => {
                 self.calls.push(PendingCall {
                     index: *index,
+                    id: id.clone(),
                     name: name.clone(),
                     args: String::new(),
                 });
@@ -109,6 +112,7 @@ mod tests {
         let r = h.take(&StreamEvent::Usage(Usage {
             input_tokens: 3,
             output_tokens: 4,
+            ..Usage::default()
         }));
         let last = r.and_then(|r| r.last);
         assert_eq!(

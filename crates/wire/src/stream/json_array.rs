@@ -82,6 +82,7 @@ mod tests {
             StreamEvent::Usage(Usage {
                 input_tokens: 1,
                 output_tokens: 2,
+                ..Usage::default()
             }),
         ] {
             enc.encode(&e, &mut out);

@@ -16,9 +16,9 @@ fn usage_json(u: Option<&Usage>) -> Value {
         None => Value::Null,
         Some(u) => json!({
             "input_tokens": u.input_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": u.cached_input_tokens},
             "output_tokens": u.output_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
             "total_tokens": u.input_tokens.saturating_add(u.output_tokens),
         }),
     }
@@ -57,7 +57,9 @@ pub(super) fn function_call_item(id: &str, call: &ToolCall, status: &str) -> Val
 /// `status` and `incomplete_details` of a response that ended for `reason`.
 fn status_of(reason: &FinishReason) -> (&'static str, Value) {
     match reason {
-        FinishReason::Length => ("incomplete", json!({"reason": "max_output_tokens"})),
+        FinishReason::Length | FinishReason::Paused | FinishReason::MalformedToolCall => {
+            ("incomplete", json!({"reason": "max_output_tokens"}))
+        }
         FinishReason::ContentFilter => ("incomplete", json!({"reason": "content_filter"})),
         FinishReason::Stop | FinishReason::ToolCalls => ("completed", Value::Null),
     }
@@ -156,9 +158,13 @@ pub(super) fn encode_response(resp: &ChatResponse) -> Value {
 }
 
 pub(super) fn usage_from(v: &Value) -> Usage {
+    let detail = |outer: &str, key: &str| v.get(outer).map_or(0, |d| count(d, key));
     Usage {
         input_tokens: count(v, "input_tokens"),
         output_tokens: count(v, "output_tokens"),
+        cached_input_tokens: detail("input_tokens_details", "cached_tokens"),
+        cache_write_tokens: 0,
+        reasoning_tokens: detail("output_tokens_details", "reasoning_tokens"),
     }
 }
 

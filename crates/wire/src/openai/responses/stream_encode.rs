@@ -273,6 +273,8 @@ impl StreamEncoder for ResponsesStreamEncoder {
                 }
             }
             StreamEvent::Usage(u) => self.usage = Some(*u),
+            // Reported with the rest of the usage at the end.
+            StreamEvent::Prompt(_) => {}
             StreamEvent::Error(msg) => {
                 self.start("", "", out);
                 let mut body = Map::new();
