@@ -609,7 +609,7 @@ _llmux() {
             return 0
             ;;
         llmux__subcmd__mock)
-            opts="-h --port --host --name --models --loaded --ttft --chunk-delay --chunks --dims --api-key --keys --revoked-keys --limited-keys --fail-rate --fail-status --retry-after --drop-after --stall-after --hang --registry --pull-step --help"
+            opts="-h --port --host --name --models --loaded --ttft --chunk-delay --chunks --dims --api-key --keys --revoked-keys --limited-keys --fail-rate --fail-status --retry-after --drop-after --stall-after --truncate-after --hang --registry --pull-step --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -684,6 +684,10 @@ _llmux() {
                     return 0
                     ;;
                 --stall-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --truncate-after)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -62,6 +62,7 @@ complete -c llmux -n "__fish_llmux_using_subcommand mock" -l fail-status -d 'HTT
 complete -c llmux -n "__fish_llmux_using_subcommand mock" -l retry-after -d 'Retry-After seconds on injected failures' -r
 complete -c llmux -n "__fish_llmux_using_subcommand mock" -l drop-after -d 'Cut the connection after N streamed chunks' -r
 complete -c llmux -n "__fish_llmux_using_subcommand mock" -l stall-after -d 'Stop sending (but keep the connection) after N streamed chunks' -r
+complete -c llmux -n "__fish_llmux_using_subcommand mock" -l truncate-after -d 'End streams cleanly after N chunks, without the dialect\'s final event' -r
 complete -c llmux -n "__fish_llmux_using_subcommand mock" -l registry -d 'Models `/api/pull` can fetch, comma-separated (default: common Ollama library names)' -r
 complete -c llmux -n "__fish_llmux_using_subcommand mock" -l pull-step -d 'Seconds between two `/api/pull` progress lines' -r
 complete -c llmux -n "__fish_llmux_using_subcommand mock" -l hang -d 'Accept generation calls and never answer'

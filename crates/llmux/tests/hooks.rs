@@ -197,7 +197,8 @@ async fn external_hook_allows_denies_and_modifies_in_every_dialect() {
         sent["messages"][0]["content"], "modified-by-hook too",
         "{sent}"
     );
-    assert_eq!(sent["max_tokens"], 5, "{sent}");
+    // Translated to an OpenAI upstream: the limit in its current field (#17 item 4).
+    assert_eq!(sent["max_completion_tokens"], 5, "{sent}");
     assert_eq!(
         v["usage"]["output_tokens"], 5,
         "the answer follows the modified request: {v}"
@@ -416,7 +417,7 @@ redact = ['\b\d{{3}}-\d{{2}}-\d{{4}}\b']
     )
     .await;
     assert_eq!(s, 200);
-    assert_eq!(m.stats().last_body.unwrap()["max_tokens"], 16);
+    assert_eq!(m.stats().last_body.unwrap()["max_completion_tokens"], 16);
     let (s, v) = post(&gw, None, "/api/chat", ollama_chat("hi")).await;
     assert_eq!(s, 200, "{v}");
     let stats = m.stats();

@@ -36,6 +36,9 @@ impl Entry {
             "finish": finish_str(&a.finish),
             "input_tokens": a.usage.input_tokens,
             "output_tokens": a.usage.output_tokens,
+            "cached_input_tokens": a.usage.cached_input_tokens,
+            "cache_write_tokens": a.usage.cache_write_tokens,
+            "reasoning_tokens": a.usage.reasoning_tokens,
         });
         serde_json::to_vec(&doc).unwrap_or_default()
     }
@@ -69,6 +72,9 @@ impl Entry {
                 usage: Usage {
                     input_tokens: n("input_tokens")?,
                     output_tokens: n("output_tokens")?,
+                    cached_input_tokens: n("cached_input_tokens").unwrap_or(0),
+                    cache_write_tokens: n("cache_write_tokens").unwrap_or(0),
+                    reasoning_tokens: n("reasoning_tokens").unwrap_or(0),
                 },
             },
         })
@@ -76,9 +82,13 @@ impl Entry {
 }
 
 /// Whether an answer that ended this way is worth serving again: a complete one (stopped, at
-/// its length limit, or calling tools), never one a content filter cut.
+/// its length limit, or calling tools), never one a content filter cut, one paused by the
+/// provider or one with a malformed tool call.
 pub fn cacheable_finish(f: &FinishReason) -> bool {
-    !matches!(f, FinishReason::ContentFilter)
+    matches!(
+        f,
+        FinishReason::Stop | FinishReason::Length | FinishReason::ToolCalls
+    )
 }
 
 fn finish_str(f: &FinishReason) -> &'static str {
@@ -87,6 +97,8 @@ fn finish_str(f: &FinishReason) -> &'static str {
         FinishReason::Length => "length",
         FinishReason::ToolCalls => "tool_calls",
         FinishReason::ContentFilter => "content_filter",
+        FinishReason::Paused => "paused",
+        FinishReason::MalformedToolCall => "malformed_tool_call",
     }
 }
 
@@ -96,6 +108,8 @@ fn finish_of(s: &str) -> Option<FinishReason> {
         "length" => FinishReason::Length,
         "tool_calls" => FinishReason::ToolCalls,
         "content_filter" => FinishReason::ContentFilter,
+        "paused" => FinishReason::Paused,
+        "malformed_tool_call" => FinishReason::MalformedToolCall,
         _ => return None,
     })
 }
@@ -122,6 +136,9 @@ mod tests {
                 usage: Usage {
                     input_tokens: 3,
                     output_tokens: 5,
+                    cached_input_tokens: 2,
+                    cache_write_tokens: 1,
+                    reasoning_tokens: 4,
                 },
             },
         };

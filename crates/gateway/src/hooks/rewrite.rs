@@ -57,13 +57,17 @@ pub(crate) fn prompt_text(req: &ChatRequest) -> String {
 }
 
 /// `req` encoded by `codec`; `top_k`, which OpenAI's chat completions lack but OpenAI-style
-/// servers (vLLM, llama.cpp) and OpenAI's own decoder accept, is added by hand.
+/// servers (vLLM, llama.cpp) and OpenAI's own decoder accept, is added by hand. Options only
+/// Ollama's native API carries (`reasoning_effort` read as `think`, runner `options`) are left
+/// out when the codec refuses them: a passthrough body keeps them as sent, and hooks do not
+/// change them.
 fn encode(codec: &dyn Codec, req: &ChatRequest) -> Result<Value, TranslateError> {
     let mut r = req.clone();
+    let extras = std::mem::take(&mut r.ollama) != Default::default();
     let top_k = r.top_k.take();
     let bytes = match codec.encode_request(req) {
         Ok(b) => b,
-        Err(_) if top_k.is_some() => codec.encode_request(&r)?,
+        Err(_) if top_k.is_some() || extras => codec.encode_request(&r)?,
         Err(e) => return Err(e),
     };
     let mut v: Value = serde_json::from_slice(&bytes)
@@ -74,9 +78,12 @@ fn encode(codec: &dyn Codec, req: &ChatRequest) -> Result<Value, TranslateError>
     Ok(v)
 }
 
-/// The request as an external hook receives it: an OpenAI chat-completions body.
+/// The request as an external hook receives it: an OpenAI chat-completions body, its output
+/// limit as the classic `max_tokens` (a hook may answer either spelling).
 pub(crate) fn to_hook_json(req: &ChatRequest) -> Result<Value, TranslateError> {
-    encode(translate::codec(Dialect::OpenAi), req)
+    let mut shown = req.clone();
+    shown.legacy_max_tokens = true;
+    encode(translate::codec(Dialect::OpenAi), &shown)
 }
 
 /// A hook's modified request (OpenAI chat-completions form) in canonical form. The model, the
@@ -102,6 +109,7 @@ pub(crate) fn keep_call_shape(req: &mut ChatRequest, original: &ChatRequest) {
     req.stream = original.stream;
     req.include_usage = original.include_usage;
     req.legacy_prompt = original.legacy_prompt;
+    req.ollama.clone_from(&original.ollama);
 }
 
 /// The client's `body` with the changes from `original` to `changed` written in, in the
@@ -114,16 +122,22 @@ pub(crate) fn reencode(
     changed: &ChatRequest,
 ) -> Result<Bytes, TranslateError> {
     let codec = endpoint.codec();
-    let base = encode(codec, original)?;
-    let new = encode(codec, changed)?;
     let mut sent: Value = serde_json::from_slice(body)
         .map_err(|e| TranslateError::new("", format!("request body is not JSON: {e}")))?;
+    // The output limit keeps the client's spelling (OpenAI's `max_tokens` or
+    // `max_completion_tokens`), so a cap lands in the field the upstream reads.
+    let legacy = sent.get("max_tokens").is_some() && sent.get("max_completion_tokens").is_none();
+    let (mut original, mut changed) = (original.clone(), changed.clone());
+    original.legacy_max_tokens = legacy;
+    changed.legacy_max_tokens = legacy;
+    let base = encode(codec, &original)?;
+    let new = encode(codec, &changed)?;
     if let (Some(s), Some(b), Some(n)) = (sent.as_object_mut(), base.as_object(), new.as_object()) {
         merge(s, b, n);
         // A legacy completion carries its prompt as `prompt`, not as chat messages.
         if endpoint == Endpoint::Completions {
             if let Some(Value::Array(_)) = s.remove("messages") {
-                s.insert("prompt".into(), Value::from(prompt_text(changed)));
+                s.insert("prompt".into(), Value::from(prompt_text(&changed)));
             }
         }
     }
