@@ -136,6 +136,15 @@ pub fn render(cfg: &Config) -> String {
     out
 }
 
+/// `bytes` as a person writes a size in the config: `20 MiB`, `64 KiB`, or bytes.
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
 /// What happens to images given by URL to upstreams that take only inline bytes.
 fn image_fetch_line(cfg: &Config) -> String {
     let t = &cfg.translation;
@@ -144,9 +153,9 @@ fn image_fetch_line(cfg: &Config) -> String {
             .to_string();
     }
     format!(
-        "URLs to Gemini and Ollama upstreams fetched and inlined: at most {} per call, {} bytes and {:?} each, {}",
+        "URLs to Gemini and Ollama upstreams fetched and inlined: at most {} per call, {} and {:?} each, {}",
         t.image_fetch_max_count,
-        t.image_fetch_max,
+        size(t.image_fetch_max),
         t.image_fetch_timeout,
         if cfg.admin.allow_private_upstreams {
             "private addresses allowed"
@@ -396,7 +405,7 @@ mod tests {
     fn image_fetching_is_shown() {
         let cfg = Config::from_toml_str("", &|_| None).unwrap();
         let out = render(&cfg);
-        assert!(out.contains("images:    URLs to Gemini and Ollama upstreams fetched and inlined: at most 8 per call, 20971520 bytes and 10s each, public addresses only"), "{out}");
+        assert!(out.contains("images:    URLs to Gemini and Ollama upstreams fetched and inlined: at most 8 per call, 20 MiB and 10s each, public addresses only"), "{out}");
         let cfg =
             Config::from_toml_str("[translation]\nimage_fetch_max_count = 0\n", &|_| None).unwrap();
         assert!(render(&cfg).contains("refused (translation.image_fetch_max_count = 0)"));
