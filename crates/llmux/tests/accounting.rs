@@ -558,14 +558,7 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
         let (s, _, _) = call(&gw, &key, "/api/chat", chat_body("llama3", false)).await;
         assert_eq!(s, 429, "llama3 is priced now, and the app has no credit");
 
-        let metrics = client()
-            .get(gw.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics_text(&gw).await;
         assert!(metrics.contains("llmux_call_log_queue_depth"), "{metrics}");
     }
 }

@@ -96,14 +96,7 @@ async fn alerts_reach_the_webhook() {
     let v = wait_for_event(&hook, "upstream_down", seen).await;
     assert_eq!(v["upstream"], "gpu-a");
 
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gw).await;
     assert!(metrics.contains("llmux_alerts_total{result=\"sent\"}"));
 }
 

@@ -151,14 +151,7 @@ async fn hits_misses_bypasses_and_replays_streams_for_free() {
         "{only_hits}"
     );
 
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gw).await;
     for line in [
         "llmux_cache_requests_total{result=\"hit\"} 3",
         "llmux_cache_requests_total{result=\"miss\"} 2",
@@ -368,14 +361,7 @@ async fn an_unreachable_redis_is_bypassed_and_calls_are_served() {
         1,
         "logged once:\n{log}"
     );
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gw).await;
     assert!(metrics.contains("llmux_cache_errors_total "), "{metrics}");
     assert!(!metrics.contains("llmux_cache_errors_total 0"), "{metrics}");
 }

@@ -133,14 +133,7 @@ async fn assert_404_everywhere(gw: &Llmux, model: &str) {
 }
 
 async fn metric(gw: &Llmux, line_start: &str) -> String {
-    let text = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(gw).await;
     text.lines()
         .find(|l| l.starts_with(line_start))
         .unwrap_or_else(|| panic!("no {line_start} in /metrics"))

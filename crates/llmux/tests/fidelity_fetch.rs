@@ -381,14 +381,7 @@ async fn images_that_cannot_be_fetched_are_the_clients_400_naming_url_and_reason
         assert_eq!(m.stats().generations, 0);
     }
     // Counted by result (two clients' fetches of each bad URL, Anthropic's once more).
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gw).await;
     for line in [
         "llmux_image_fetches_total{result=\"not_image\"} 3",
         "llmux_image_fetches_total{result=\"too_big\"} 2",

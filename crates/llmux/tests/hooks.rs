@@ -86,17 +86,6 @@ async fn rows(gw: &Llmux, n: usize) -> Vec<Value> {
     .await
 }
 
-async fn metrics(gw: &Llmux) -> String {
-    client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_hook_allows_denies_and_modifies_in_every_dialect() {
     let (m, h) = mocks().await;
@@ -226,7 +215,7 @@ async fn external_hook_allows_denies_and_modifies_in_every_dialect() {
         .iter()
         .filter(|c| c["status"] == 200)
         .all(|c| c["hook"].is_null()));
-    let text = metrics(&gw).await;
+    let text = metrics_text(&gw).await;
     for (outcome, n) in [("allow", 1), ("deny", 4), ("modify", 3), ("error", 0)] {
         let line = format!("llmux_hook_calls_total{{hook=\"guard\",outcome=\"{outcome}\"}} {n}");
         assert!(text.contains(&line), "{line} in:\n{text}");
@@ -321,7 +310,7 @@ async fn a_failing_hook_refuses_when_closed_and_lets_through_when_open() {
 
     // Scope by model: each hook was asked only about its own model's calls.
     assert_eq!(h.stats().hook_calls, 5);
-    let text = metrics(&gw).await;
+    let text = metrics_text(&gw).await;
     for line in [
         "llmux_hook_calls_total{hook=\"strict\",outcome=\"error\"} 3",
         "llmux_hook_calls_total{hook=\"lenient\",outcome=\"error\"} 2",
@@ -468,7 +457,7 @@ redact = ['\b\d{{3}}-\d{{2}}-\d{{4}}\b']
     assert!(!body.contains("123-45-6789"), "{body}");
     let refused = calls.iter().find(|c| c["status"] == 403).unwrap();
     assert_eq!(refused["hook"], "no-passwords", "{refused}");
-    let text = metrics(&gw).await;
+    let text = metrics_text(&gw).await;
     assert!(
         text.contains("llmux_hook_calls_total{hook=\"no-passwords\",outcome=\"deny\"} 1"),
         "{text}"

@@ -43,17 +43,6 @@ async fn chat_call(gw: &Llmux, key: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn metrics(gw: &Llmux) -> String {
-    client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
@@ -136,7 +125,7 @@ async fn the_sixth_call_on_a_key_limited_to_five_gets_429() {
     assert_eq!(r.status(), 429);
     assert!(!header(&r, "x-ratelimit-reset-tokens").is_empty());
 
-    let m = metrics(&gw).await;
+    let m = metrics_text(&gw).await;
     assert_eq!(
         metric(&m, "llmux_rejections_total{layer=\"key_rpm\"}"),
         Some(2.0)
@@ -171,7 +160,7 @@ async fn a_flood_of_bad_keys_is_limited_per_ip_before_authentication() {
     // Probes are never limited.
     let r = client().get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let m = metrics(&gw).await;
+    let m = metrics_text(&gw).await;
     assert_eq!(
         metric(&m, "llmux_rejections_total{layer=\"ip\"}"),
         Some(1.0)
@@ -222,7 +211,7 @@ async fn concurrency_two_with_three_slow_streams() {
     )
     .await;
     drop(second);
-    let m = metrics(&gw).await;
+    let m = metrics_text(&gw).await;
     assert!(metric(&m, "llmux_rejections_total{layer=\"key_concurrency\"}").unwrap() >= 1.0);
 }
 
@@ -267,7 +256,7 @@ async fn two_instances_sharing_redis_admit_exactly_the_limit() {
         }
     }
     assert_eq!(admitted, 10);
-    let m = metrics(&one).await;
+    let m = metrics_text(&one).await;
     assert_eq!(
         metric(&m, "llmux_ratelimit_backend_up{backend=\"redis\"}"),
         Some(1.0)
@@ -372,7 +361,7 @@ async fn redis_stopped_mid_run_fails_open_and_is_used_again_when_back() {
         1,
         "{statuses:?}"
     );
-    let m = metrics(&gw).await;
+    let m = metrics_text(&gw).await;
     assert_eq!(
         metric(&m, "llmux_ratelimit_backend_up{backend=\"redis\"}"),
         Some(0.0)
@@ -384,7 +373,7 @@ async fn redis_stopped_mid_run_fails_open_and_is_used_again_when_back() {
         .await
         .expect("redis-server restarts");
     let up = poll_until(Duration::from_secs(10), async || {
-        let m = metrics(&gw).await;
+        let m = metrics_text(&gw).await;
         metric(&m, "llmux_ratelimit_backend_up{backend=\"redis\"}") == Some(1.0)
     })
     .await;
@@ -430,7 +419,7 @@ async fn a_model_limit_within_a_key() {
     let r = send("mistral").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-ratelimit-limit-requests"), "100");
-    let m = metrics(&gw).await;
+    let m = metrics_text(&gw).await;
     assert_eq!(
         metric(&m, "llmux_rejections_total{layer=\"model\"}"),
         Some(1.0)

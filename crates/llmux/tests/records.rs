@@ -440,14 +440,7 @@ async fn key_states_show_success_rate_and_latency_and_retries_are_counted() {
             .any(|k| k["latency_ms"].as_f64().is_some_and(|l| l > 0.0)),
         "{keys:?}"
     );
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gw).await;
     assert!(
         metrics.contains("llmux_retries_total{outcome=\"success\"} 1"),
         "{metrics}"

@@ -358,6 +358,18 @@ pub async fn admin(gw: &Llmux, method: &str, path: &str, body: Option<Value>) ->
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// The gateway's `/metrics` page, as text.
+pub async fn metrics_text(gw: &Llmux) -> String {
+    client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
