@@ -69,6 +69,9 @@ pub struct Gateway {
     admin_check: std::sync::OnceLock<Arc<dyn auth::AdminCheck>>,
     /// Serializes `apply`, so two reloads cannot interleave their probes and swaps.
     applying: tokio::sync::Mutex<()>,
+    /// `false` while the start-up probe round runs (it does not hold the listener back); a
+    /// call whose model no probed upstream serves yet waits for it (see `call::plan`).
+    pub discovered: tokio::sync::watch::Sender<bool>,
     pub metrics: metrics::GatewayMetrics,
     /// Pricing, and the hook that admits calls against credit and takes their records.
     pub accounting: accounting::Accounting,
@@ -101,6 +104,7 @@ impl Gateway {
             authenticator: std::sync::OnceLock::new(),
             admin_check: std::sync::OnceLock::new(),
             applying: tokio::sync::Mutex::new(()),
+            discovered: tokio::sync::watch::Sender::new(true),
             metrics: metrics::GatewayMetrics::default(),
             accounting,
             limits: limits::Limiter::default(),
@@ -188,8 +192,11 @@ impl Gateway {
         Arc::clone(&self.routes.load().config)
     }
 
-    /// Probes every upstream once (bounded by `health.timeout`) and starts the periodic prober
-    /// on `tasks`. Start-up never waits on a dead node longer than the probe timeout.
+    /// Starts the prober on `tasks`: a first round over every upstream at once (each bounded
+    /// by `health.timeout`), then the periodic rounds. Nothing waits for the first round: the
+    /// listener opens at once, an upstream not yet probed is tried after the probed ones, and
+    /// a call for a model no probed upstream serves yet waits for the round (at most
+    /// `health.timeout`), so an unresponsive node never delays start-up.
     pub async fn start(self: &Arc<Self>, tasks: &TaskTracker, cancel: CancellationToken) {
         // The exporter and the alert sender always run (idle when unconfigured), so a reload
         // can turn `[telemetry]` and `[alerts]` on, off or elsewhere.
@@ -201,8 +208,13 @@ impl Gateway {
             tasks.spawn(sender);
         }
         tasks.spawn(alerts::watch_error_rates(Arc::clone(self), cancel.clone()));
-        health::probe_all(self).await;
-        tasks.spawn(health::run(Arc::clone(self), cancel));
+        self.discovered.send_replace(false);
+        let gw = Arc::clone(self);
+        tasks.spawn(async move {
+            health::probe_all(&gw).await;
+            gw.discovered.send_replace(true);
+            health::run(gw, cancel).await;
+        });
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then lets open calls finish.

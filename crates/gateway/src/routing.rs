@@ -71,7 +71,7 @@ pub struct Candidate {
     /// OpenAI-style upstreams the exact name they listed.
     pub model: String,
     pub warm: bool,
-    /// 0: ready; 1: in the standby pool; 2: breaker open or no usable key. Lower tiers go first;
+    /// 0: ready; 1: in the standby pool, or not probed yet; 2: breaker open or no usable key. Lower tiers go first;
     /// higher ones stay in the plan as a last resort, never dropped.
     pub tier: u8,
 }
@@ -284,7 +284,9 @@ impl Routes {
                     || (!upstream.keys.is_empty() && !upstream.keys.has_usable())
                 {
                     2
-                } else if state.pool == Pool::Standby {
+                } else if state.pool == Pool::Standby || state.last_check.is_none() {
+                    // Not yet probed (start-up runs its first round beside the listener):
+                    // tried after the upstreams known to answer.
                     1
                 } else {
                     0

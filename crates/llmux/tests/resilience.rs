@@ -107,3 +107,58 @@ async fn the_admin_api_shows_a_healing_key_pool_and_re_enables_keys() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// A node that accepts connections and never answers (a hung host, not a refused port).
+fn silent_node() -> (std::net::TcpListener, String) {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    (silent, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresponsive_upstream_neither_delays_start_up_nor_takes_calls_before_it_is_probed() {
+    let (_silent, hung) = silent_node();
+    let live = MockServer::start(node("live", &["llama3:latest", "phi3:latest"]))
+        .await
+        .unwrap();
+    // The hung node declares the model both serve, so it is a candidate from the start.
+    let body = format!(
+        "[health]\ninterval = \"60s\"\ntimeout = \"5s\"\n\
+         [[upstreams]]\nname = \"hung\"\nkind = \"ollama\"\nurl = \"{hung}\"\nmodels = [\"llama3:latest\"]\n{}",
+        ollama("live", &live.url())
+    );
+    let started = std::time::Instant::now();
+    let gw = Llmux::start(&body);
+    let listening = started.elapsed();
+    println!("listening {listening:?} after the spawn, with a node that never answers (health.timeout 5s)");
+    // Before: the start-up probe held the listener back for the whole health.timeout (5 s).
+    assert!(
+        listening < std::time::Duration::from_secs(2),
+        "start-up waited for the hung node: {listening:?}"
+    );
+    // Calls made at once: each goes to the probed node, never to the one not yet probed; a
+    // model only discovery names (phi3) is served too, not refused as unknown.
+    for model in ["llama3", "phi3", "llama3"] {
+        let t = std::time::Instant::now();
+        let r = client()
+            .post(gw.url("/api/chat"))
+            .json(&serde_json::json!({"model": model, "stream": false,
+                "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{model}");
+        assert_eq!(header(&r, "x-llmux-upstream"), "live", "{model}");
+        println!("{model}: served by live in {:?}", t.elapsed());
+    }
+    // Once its probe times out the hung node is in standby, as before.
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the hung node in standby",
+        async || {
+            let ups = gw.upstreams().await;
+            upstream(&ups, "hung")["pool"] == "standby"
+        },
+    )
+    .await;
+}

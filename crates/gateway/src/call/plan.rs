@@ -22,6 +22,9 @@ impl Call {
     /// The requested model's targets in order, each with up to `max_attempts` attempts.
     pub(super) async fn run(&mut self, model: &str, targets: &[String]) -> Response<Body> {
         self.gw.retry_budget.deposit();
+        if !*self.gw.discovered.borrow() {
+            self.await_discovery(targets).await;
+        }
         let routes = Arc::clone(&self.routes);
         let mut route_error = None;
         let mut limited = None;
@@ -60,6 +63,25 @@ impl Call {
             return refused;
         }
         self.give_up(model, route_error)
+    }
+
+    /// During the start-up probe round, a call none of whose targets has a probed, ready
+    /// candidate yet waits for the round (at most `health.timeout` and a little): a model a
+    /// node is about to list is not refused as unknown, nor sent to a node not yet known to
+    /// answer when a probed one will serve it.
+    async fn await_discovery(&self, targets: &[String]) {
+        let endpoint = self.endpoint;
+        let ready = targets.iter().any(|t| {
+            self.routes
+                .plan_with(t, |k| endpoint.accepts(k), self.affinity, None)
+                .is_ok_and(|c| c.first().is_some_and(|c| c.tier == 0))
+        });
+        if ready {
+            return;
+        }
+        let wait = self.routes.config.health.timeout + std::time::Duration::from_millis(250);
+        let mut done = self.gw.discovered.subscribe();
+        let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
     }
 
     /// The key's per-model limits of a fallback `target`; its token grant joins the call's.
