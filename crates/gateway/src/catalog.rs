@@ -44,6 +44,7 @@ pub async fn openai_models(
     State(gw): State<Arc<Gateway>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
+    gw.discovery_settled().await;
     let models = reachable_models(&gw);
     if headers.contains_key("anthropic-version") {
         let data: Vec<Value> = models
@@ -75,6 +76,7 @@ pub async fn openai_models(
 
 /// `GET /v1beta/models`: every reachable model in Gemini's list format.
 pub async fn gemini_models(State(gw): State<Arc<Gateway>>) -> Response {
+    gw.discovery_settled().await;
     let models: Vec<(String, String)> = reachable_models(&gw)
         .into_iter()
         .map(|(name, owner, _)| (name, owner))
@@ -89,6 +91,7 @@ pub async fn model_info(
     path: axum::extract::Path<String>,
     req: axum::extract::Request,
 ) -> Response {
+    gw.discovery_settled().await;
     let gemini_client = req.headers().contains_key("x-goog-api-key")
         || req
             .uri()
@@ -168,6 +171,7 @@ fn find_model(gw: &Gateway, requested: &str) -> Option<Found> {
 /// `POST /api/show`: from an Ollama node when one serves the model; for a hosted model
 /// (OpenAI, Anthropic, …) llmux describes it itself, since only Ollama nodes have this call.
 pub async fn ollama_show(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    gw.discovery_settled().await;
     let (parts, bytes) = match buffered(&gw, req, llmux_wire::Dialect::Ollama).await {
         Ok(v) => v,
         Err(resp) => return resp,
@@ -346,6 +350,7 @@ pub async fn gemini_model(
     State(gw): State<Arc<Gateway>>,
     axum::extract::Path(rest): axum::extract::Path<String>,
 ) -> Response {
+    gw.discovery_settled().await;
     let name = rest.trim_start_matches("models/");
     let found: Vec<(String, String)> = find_model(&gw, name)
         .map(|f| (f.name, f.owner))
@@ -368,6 +373,7 @@ pub async fn gemini_model(
 /// `GET /api/tags`: every reachable model, de-duplicated by name — the Ollama nodes' entries as
 /// they sent them, then the other upstreams' models (reached through translation).
 pub async fn ollama_tags(State(gw): State<Arc<Gateway>>) -> Response {
+    gw.discovery_settled().await;
     let routes = gw.routes();
     let mut entries = union_ollama(&gw, |up, state| {
         let entries = if state.tags.is_empty() {
@@ -392,6 +398,7 @@ pub async fn ollama_tags(State(gw): State<Arc<Gateway>>) -> Response {
 
 /// `GET /api/ps`: the union of the models loaded on active Ollama nodes.
 pub async fn ollama_ps(State(gw): State<Arc<Gateway>>) -> Response {
+    gw.discovery_settled().await;
     let routes = gw.routes();
     let entries = union_ollama(&gw, |up, state| {
         listed_entries(&routes, up, state.ps.clone())

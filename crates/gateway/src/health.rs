@@ -557,6 +557,7 @@ mod tests {
         let tasks = tokio_util::task::TaskTracker::new();
         let cancel = CancellationToken::new();
         gw.start(&tasks, cancel.clone()).await;
+        gw.probed_once().await;
         let node = &gw.routes().upstreams[0];
         assert_eq!(node.state().pool, Pool::Standby);
 
@@ -608,6 +609,7 @@ mod tests {
         let tasks = tokio_util::task::TaskTracker::new();
         let cancel = CancellationToken::new();
         gw.start(&tasks, cancel.clone()).await;
+        gw.probed_once().await;
         let error = gw.routes().upstreams[0].state().last_error.clone();
         let error = error.unwrap_or_default();
         assert!(error.contains("rate-limited"), "{error}");

@@ -209,12 +209,32 @@ impl Gateway {
         }
         tasks.spawn(alerts::watch_error_rates(Arc::clone(self), cancel.clone()));
         self.discovered.send_replace(false);
+        for u in &self.routes().upstreams {
+            u.update(|s| s.awaiting_probe = true);
+        }
         let gw = Arc::clone(self);
         tasks.spawn(async move {
             health::probe_all(&gw).await;
             gw.discovered.send_replace(true);
             health::run(gw, cancel).await;
         });
+    }
+
+    /// Resolves once the start-up probe round (begun by [`Gateway::start`]) is over.
+    pub async fn probed_once(&self) {
+        let mut done = self.discovered.subscribe();
+        let _ = done.wait_for(|d| *d).await;
+    }
+
+    /// During the start-up probe round, waits for it (at most `health.timeout` and a little):
+    /// what needs the discovered models — a model listing, a call for a model no probed
+    /// upstream serves yet — waits for them; nothing does once the round is over.
+    pub async fn discovery_settled(&self) {
+        if *self.discovered.borrow() {
+            return;
+        }
+        let wait = self.config().health.timeout + std::time::Duration::from_millis(250);
+        let _ = tokio::time::timeout(wait, self.probed_once()).await;
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then lets open calls finish.

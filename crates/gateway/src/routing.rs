@@ -284,7 +284,9 @@ impl Routes {
                     || (!upstream.keys.is_empty() && !upstream.keys.has_usable())
                 {
                     2
-                } else if state.pool == Pool::Standby || state.last_check.is_none() {
+                } else if state.pool == Pool::Standby
+                    || (state.awaiting_probe && state.last_check.is_none())
+                {
                     // Not yet probed (start-up runs its first round beside the listener):
                     // tried after the upstreams known to answer.
                     1

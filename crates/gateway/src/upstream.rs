@@ -49,6 +49,9 @@ pub struct UpstreamState {
     pub last_check: Option<SystemTime>,
     /// When the model list was last refreshed (unix seconds), used as `created` in `/v1/models`.
     pub models_seen_at: u64,
+    /// Set by `Gateway::start` on every upstream: until its first probe (`last_check`), it is
+    /// tried after the upstreams known to answer.
+    pub awaiting_probe: bool,
 }
 
 impl UpstreamState {
@@ -189,6 +192,7 @@ impl Upstream {
                 last_error: None,
                 last_check: None,
                 models_seen_at: unix_now(),
+                awaiting_probe: false,
             }),
         })
     }

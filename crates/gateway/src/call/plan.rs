@@ -76,12 +76,9 @@ impl Call {
                 .plan_with(t, |k| endpoint.accepts(k), self.affinity, None)
                 .is_ok_and(|c| c.first().is_some_and(|c| c.tier == 0))
         });
-        if ready {
-            return;
+        if !ready {
+            self.gw.discovery_settled().await;
         }
-        let wait = self.routes.config.health.timeout + std::time::Duration::from_millis(250);
-        let mut done = self.gw.discovered.subscribe();
-        let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
     }
 
     /// The key's per-model limits of a fallback `target`; its token grant joins the call's.

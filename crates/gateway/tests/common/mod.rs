@@ -36,6 +36,7 @@ impl Gw {
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
         gw.start(&tasks, cancel.clone()).await;
+        gw.probed_once().await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (serving, stop) = (Arc::clone(&gw), cancel.clone());
