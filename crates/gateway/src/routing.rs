@@ -1,7 +1,7 @@
 //! The routing snapshot: which upstreams serve a model, and the strategy that orders them for one call.
 
 use crate::accounting::Pricing;
-use crate::upstream::{Pool, Upstream};
+use crate::upstream::{Pool, Upstream, UpstreamState};
 use llmux_config::{Config, Strategy, UpstreamKind};
 use llmux_wire::model::{model_key, split_pinned};
 use std::collections::HashMap;
@@ -280,19 +280,7 @@ impl Routes {
                     drained.push(upstream.name.clone());
                     continue;
                 }
-                let tier = if !upstream.breaker.is_available()
-                    || (!upstream.keys.is_empty() && !upstream.keys.has_usable())
-                {
-                    2
-                } else if state.pool == Pool::Standby
-                    || (state.awaiting_probe && state.last_check.is_none())
-                {
-                    // Not yet probed (start-up runs its first round beside the listener):
-                    // tried after the upstreams known to answer.
-                    1
-                } else {
-                    0
-                };
+                let tier = tier_of(upstream, &state);
                 found.push(Candidate {
                     upstream: Arc::clone(upstream),
                     warm: state.loaded.contains(model_key(&upstream_model).as_ref()),
@@ -462,6 +450,21 @@ pub fn rules_of(catalog: &llmux_config::CatalogConfig) -> llmux_wire::model::Rul
         gemini_prefix: catalog.has(R::GeminiPrefix),
         provider_prefix: catalog.has(R::ProviderPrefix),
         dated_snapshots: catalog.has(R::DatedSnapshots),
+    }
+}
+
+/// A candidate's tier (see [`Candidate::tier`]).
+fn tier_of(upstream: &Upstream, state: &UpstreamState) -> u8 {
+    if !upstream.breaker.is_available()
+        || (!upstream.keys.is_empty() && !upstream.keys.has_usable())
+    {
+        2
+    } else if state.pool == Pool::Standby || (state.awaiting_probe && state.last_check.is_none()) {
+        // Not yet probed (start-up runs its first round beside the listener): tried after the
+        // upstreams known to answer.
+        1
+    } else {
+        0
     }
 }
 

@@ -130,7 +130,7 @@ async fn an_unresponsive_upstream_neither_delays_start_up_nor_takes_calls_before
     let started = std::time::Instant::now();
     let gw = Llmux::start(&body);
     let listening = started.elapsed();
-    println!("listening {listening:?} after the spawn, with a node that never answers (health.timeout 5s)");
+    eprintln!("listening {listening:?} after the spawn, with a node that never answers (health.timeout 5s)");
     // Before: the start-up probe held the listener back for the whole health.timeout (5 s).
     assert!(
         listening < std::time::Duration::from_secs(2),
@@ -149,7 +149,7 @@ async fn an_unresponsive_upstream_neither_delays_start_up_nor_takes_calls_before
             .unwrap();
         assert_eq!(r.status(), 200, "{model}");
         assert_eq!(header(&r, "x-llmux-upstream"), "live", "{model}");
-        println!("{model}: served by live in {:?}", t.elapsed());
+        eprintln!("{model}: served by live in {:?}", t.elapsed());
     }
     // Once its probe times out the hung node is in standby, as before.
     eventually(
