@@ -130,8 +130,11 @@ async fn stored_view(cp: &ControlPlane, u: &llmux_store::Upstream) -> ApiResult<
     }))
 }
 
-/// `GET /upstreams`: every upstream, file and API, as a JSON array.
+/// `GET /upstreams`: every upstream, file and API, as a JSON array. During the start-up
+/// probe round it answers once the round is over (at most `health.timeout`), with what the
+/// probes found.
 pub async fn list(State(cp): State<Arc<ControlPlane>>) -> ApiResult<Json<Value>> {
+    cp.gateway.discovery_settled().await;
     let routes = cp.gateway.routes();
     let mut out = Vec::with_capacity(routes.upstreams.len());
     for u in &routes.upstreams {
@@ -150,6 +153,7 @@ pub async fn get(
     State(cp): State<Arc<ControlPlane>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    cp.gateway.discovery_settled().await;
     Ok(Json(view(&cp, &name).await?))
 }
 

@@ -300,7 +300,13 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let active = routes
         .upstreams
         .iter()
-        .filter(|u| u.state().pool == Pool::Active && !routes.is_drained(&u.name))
+        .filter(|u| {
+            let s = u.state();
+            // An upstream not yet probed at start-up is not known to answer.
+            s.pool == Pool::Active
+                && !(s.awaiting_probe && s.last_check.is_none())
+                && !routes.is_drained(&u.name)
+        })
         .count();
     let ready = active > 0 || routes.upstreams.is_empty();
     let status = if ready {
@@ -311,7 +317,13 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     (
         status,
         Json(json!({
-            "status": if ready { "ready" } else { "no active upstream" },
+            "status": if ready {
+                "ready"
+            } else if !*gw.discovered.borrow() {
+                "starting: probing the upstreams"
+            } else {
+                "no active upstream"
+            },
             "active_upstreams": active,
             "upstreams": routes.upstreams.len(),
         })),

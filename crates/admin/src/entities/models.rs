@@ -82,6 +82,8 @@ pub(super) fn model_view(
 /// `GET /models`: the stored models (declared, or switched off), then every model an upstream
 /// serves right now that has no stored row (`origin: discovered`, `id: null`).
 pub async fn list_models(State(cp): State<Arc<ControlPlane>>) -> ApiResult<Json<Value>> {
+    // Discovered models are listed too: during the start-up probe round, wait for them.
+    cp.gateway.discovery_settled().await;
     let names = upstream_names(&cp).await?;
     let stored = cp.store.list_models(None).await?;
     let routes = cp.gateway.routes();
