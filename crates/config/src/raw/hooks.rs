@@ -207,20 +207,7 @@ fn external(
 
 /// An http(s) URL with a host; a query string is allowed (a hook may take its token there).
 fn check_url(raw: &str) -> Result<(), String> {
-    let url = url::Url::parse(raw).map_err(|e| e.to_string())?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "scheme must be http or https, not {:?}",
-            url.scheme()
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("missing host".into());
-    }
-    if url.fragment().is_some() {
-        return Err("must not have a fragment".into());
-    }
-    Ok(())
+    super::upstream::http_url(raw).map(drop)
 }
 
 /// A pattern that compiles and does not match the empty string (which would deny every

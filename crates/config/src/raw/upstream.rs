@@ -254,9 +254,8 @@ impl RawTimeouts {
     }
 }
 
-/// Checks an upstream base URL and returns it normalized without a trailing slash, so other
-/// crates can append `/v1/...` paths directly.
-pub(super) fn normalize_url(raw: &str) -> Result<String, String> {
+/// An http(s) URL with a host and no fragment (upstreams' base URLs, external hooks).
+pub(super) fn http_url(raw: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(raw).map_err(|e| e.to_string())?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
@@ -267,11 +266,18 @@ pub(super) fn normalize_url(raw: &str) -> Result<String, String> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err("missing host".to_owned());
     }
-    if url.query().is_some() {
-        return Err("must not have a query string".to_owned());
-    }
     if url.fragment().is_some() {
         return Err("must not have a fragment".to_owned());
+    }
+    Ok(url)
+}
+
+/// Checks an upstream base URL and returns it normalized without a trailing slash, so other
+/// crates can append `/v1/...` paths directly.
+pub(super) fn normalize_url(raw: &str) -> Result<String, String> {
+    let url = http_url(raw)?;
+    if url.query().is_some() {
+        return Err("must not have a query string".to_owned());
     }
     // The URL is logged and shown in the admin API, which is no place for a password.
     if !url.username().is_empty() || url.password().is_some() {
