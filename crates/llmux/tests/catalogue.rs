@@ -405,6 +405,11 @@ async fn refresh_rediscovers_now() {
         "[health]\ninterval = \"60s\"\n{}",
         ollama("n", &mock.url())
     ));
+    // The start-up probe runs in the background now; the model list waits for it, so the
+    // node's new model is added only after the first round has listed the old ones.
+    let (status, models) = admin(&gw, "GET", "/models", None).await;
+    assert_eq!(status, 200, "{models}");
+    assert!(models.to_string().contains("llama3"), "{models}");
     mock.set_models(vec!["llama3:latest".into(), "qwen:latest".into()]);
     assert_eq!(chat_status(&gw, "qwen").await.0, 404, "not discovered yet");
     let (status, up) = admin(&gw, "POST", "/upstreams/n/refresh", None).await;
