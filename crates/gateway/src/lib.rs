@@ -33,6 +33,7 @@ pub mod ssrf_dns;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 #[cfg(test)]
 mod bounds_tests;

@@ -119,10 +119,31 @@ pub async fn serve(
             abandon: abandon.clone(),
         };
         let acceptor = tls.as_ref().map(|t| t.acceptor());
-        tasks.spawn(async move {
-            let _slot = slot;
-            conn.run(tcp, acceptor, peer).await;
-        });
+        let Some(worker) = crate::workers::next() else {
+            tasks.spawn(async move {
+                let _slot = slot;
+                conn.run(tcp, acceptor, peer).await;
+            });
+            continue;
+        };
+        // The socket moves to the worker's reactor, so its wake-ups happen on that thread.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
+        tasks.spawn_on(
+            async move {
+                let _slot = slot;
+                match TcpStream::from_std(tcp) {
+                    Ok(tcp) => conn.run(tcp, acceptor, peer).await,
+                    Err(e) => tracing::debug!(%peer, error = %e, "cannot register the connection"),
+                }
+            },
+            worker,
+        );
     }
     drop(listener);
     stop.cancel();

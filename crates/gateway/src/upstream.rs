@@ -93,7 +93,11 @@ pub struct Upstream {
     pub api_version: Option<String>,
     /// Declared models (`models = [...]`); when set, discovery does not replace them.
     pub static_models: Option<Vec<String>>,
+    /// The client of the main runtime (probes, model management, and calls when no workers run).
     pub client: reqwest::Client,
+    /// One client per connection worker, built on first use there: a worker's calls reuse its
+    /// own pooled connections, whose tasks run on its thread (see [`crate::workers`]).
+    worker_clients: Box<[std::sync::OnceLock<reqwest::Client>]>,
     /// Which addresses `client` may connect to; set by [`crate::Gateway::apply`] from where the
     /// upstream comes from (the file is trusted, the admin API is guarded).
     pub dns_policy: Arc<crate::ssrf_dns::PolicyCell>,
@@ -127,7 +131,44 @@ pub struct Upstream {
     state: ArcSwap<UpstreamState>,
 }
 
+/// The HTTP client of an upstream: keep-alive pool, TCP_NODELAY, no redirects, the guarded resolver.
+fn build_client(
+    cfg: &UpstreamConfig,
+    dns_policy: &Arc<crate::ssrf_dns::PolicyCell>,
+) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .dns_resolver(Arc::new(crate::ssrf_dns::GuardedResolver::new(Arc::clone(
+            dns_policy,
+        ))))
+        .tcp_nodelay(true)
+        .connect_timeout(cfg.timeouts.connect)
+        .pool_idle_timeout(Duration::from_secs(90))
+        // Upstream redirects are never followed: a redirect could point a provider key at another host.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("llmux/", env!("CARGO_PKG_VERSION")));
+    if let Some(total) = cfg.timeouts.total {
+        builder = builder.timeout(total);
+    }
+    builder.build()
+}
+
 impl Upstream {
+    /// The client for a call made on this thread: the worker's own when it runs on a
+    /// connection worker, so the call and its upstream connection share one thread.
+    pub fn client(&self) -> &reqwest::Client {
+        let Some(slot) = crate::workers::current().and_then(|i| self.worker_clients.get(i)) else {
+            return &self.client;
+        };
+        if let Some(c) = slot.get() {
+            return c;
+        }
+        // Built like `client`, which succeeded; should this one fail, the shared client serves.
+        match build_client(&self.definition.0, &self.dns_policy) {
+            Ok(c) => slot.get_or_init(|| c),
+            Err(_) => &self.client,
+        }
+    }
+
     pub fn new(
         cfg: &UpstreamConfig,
         routing: &RoutingConfig,
@@ -135,25 +176,12 @@ impl Upstream {
         // Trusted until `Gateway::apply` learns the upstream came through the admin API; every
         // lookup reads the cell, so a later change applies to the next connection.
         let dns_policy = crate::ssrf_dns::PolicyCell::new(crate::ssrf_dns::Policy::Trusted);
-        let mut builder = reqwest::Client::builder()
-            .dns_resolver(Arc::new(crate::ssrf_dns::GuardedResolver::new(Arc::clone(
-                &dns_policy,
-            ))))
-            .tcp_nodelay(true)
-            .connect_timeout(cfg.timeouts.connect)
-            .pool_idle_timeout(Duration::from_secs(90))
-            // Upstream redirects are never followed: a redirect could point a provider key at another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("llmux/", env!("CARGO_PKG_VERSION")));
-        if let Some(total) = cfg.timeouts.total {
-            builder = builder.timeout(total);
-        }
-        let client = builder
-            .build()
-            .map_err(|source| crate::error::GatewayError::HttpClient {
+        let client = build_client(cfg, &dns_policy).map_err(|source| {
+            crate::error::GatewayError::HttpClient {
                 upstream: cfg.name.clone(),
                 source,
-            })?;
+            }
+        })?;
         let (models, model_list) = match &cfg.models {
             Some(list) => index_models(list.clone()),
             None => (HashMap::new(), Vec::new()),
@@ -167,6 +195,9 @@ impl Upstream {
             api_version: cfg.api_version.clone(),
             static_models: cfg.models.clone(),
             client,
+            worker_clients: (0..crate::workers::count())
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
             dns_policy,
             definition: (cfg.clone(), routing.breaker.clone()),
             keys: KeyPool::new(&cfg.name, &cfg.keys),

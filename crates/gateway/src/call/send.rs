@@ -132,7 +132,7 @@ impl Call {
         trace: Option<crate::telemetry::TraceContext>,
     ) -> reqwest::RequestBuilder {
         let mut call = up
-            .client
+            .client()
             .post(prepared.url)
             .header(header::CONTENT_TYPE, "application/json")
             .body(prepared.body);
