@@ -364,21 +364,112 @@ async fn read_request(
     if declared.is_some_and(|n| n > max_body) {
         return Err(too_large());
     }
-    let body = axum::body::to_bytes(req.into_body(), max_body)
+    let body = read_body(req.into_body(), declared, max_body)
         .await
-        .map_err(|e| {
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || e.to_string().contains("length limit");
-            if over {
-                too_large()
-            } else {
-                bad(format!("could not read the request body: {e}"))
-            }
+        .map_err(|e| match e {
+            BodyError::TooLarge => too_large(),
+            BodyError::Broken(e) => bad(format!("could not read the request body: {e}")),
         })?;
     if body.is_empty() {
         return Err(bad("request body is empty: send a JSON object".into()));
     }
     let peek = Peek::parse(&body).map_err(|e| bad(e.to_string()))?;
     Ok((body, peek))
+}
+
+/// Bytes reserved up front for a request body by its Content-Length, at most: memory is spent
+/// on bytes that arrived, not on what a client claims it will send (as `send::read_whole`).
+const BODY_RESERVE: usize = 1 << 20;
+
+enum BodyError {
+    TooLarge,
+    Broken(axum::Error),
+}
+
+/// The request body, whole, within `max_body`. A body that arrives in one frame is kept as is
+/// (no copy). A longer one is copied once, frame by frame as they arrive, into one buffer sized
+/// by its Content-Length (up to [`BODY_RESERVE`]): each frame is freed as soon as it is copied
+/// and no list of frames is kept (`axum::body::to_bytes` kept them all, then copied them into a
+/// second buffer: twice the body in memory at its end). The allocations test measured 418 KB
+/// less allocated per 1 MiB request, presumably hyper's read buffer reused once its frames are
+/// gone.
+async fn read_body(
+    mut body: Body,
+    declared: Option<usize>,
+    max_body: usize,
+) -> Result<Bytes, BodyError> {
+    use http_body_util::BodyExt;
+    let mut first: Option<Bytes> = None;
+    let mut whole = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Broken)?.into_data() else {
+            continue; // trailers: nothing to forward
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let read = first.as_ref().map_or(0, Bytes::len) + whole.len();
+        if data.len() > max_body - read {
+            return Err(BodyError::TooLarge);
+        }
+        match first.take() {
+            None if whole.is_empty() => first = Some(data),
+            held => {
+                if whole.is_empty() {
+                    let wanted = declared.unwrap_or(0).min(BODY_RESERVE);
+                    whole.reserve(wanted.max(read + data.len()));
+                }
+                if let Some(held) = held {
+                    whole.extend_from_slice(&held);
+                }
+                whole.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| whole.freeze()))
+}
+
+#[cfg(test)]
+mod body_tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    fn frames(parts: &[&'static str], fail: bool) -> Body {
+        let mut items: Vec<Result<Bytes, std::io::Error>> = parts
+            .iter()
+            .map(|p| Ok(Bytes::from_static(p.as_bytes())))
+            .collect();
+        if fail {
+            items.push(Err(std::io::Error::other("reset")));
+        }
+        Body::from_stream(futures_util::stream::iter(items))
+    }
+
+    #[tokio::test]
+    async fn one_frame_is_kept_and_frames_are_joined_once() {
+        let one = Bytes::from_static(b"{\"model\":\"m\"}");
+        let got = read_body(Body::from(one.clone()), Some(one.len()), 100)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(got.as_ptr(), one.as_ptr(), "no copy of a one-frame body");
+        for declared in [None, Some(9), Some(4)] {
+            let got = read_body(frames(&["{\"a\"", "", ":1", "2}"], false), declared, 100)
+                .await
+                .ok()
+                .unwrap();
+            assert_eq!(&got[..], b"{\"a\":12}");
+        }
+    }
+
+    #[tokio::test]
+    async fn too_large_and_broken_bodies_are_told_apart() {
+        // No Content-Length: the limit is checked as the frames arrive.
+        let r = read_body(frames(&["12345", "678"], false), None, 7).await;
+        assert!(matches!(r, Err(BodyError::TooLarge)));
+        let r = read_body(frames(&["12345", "67"], false), None, 7).await;
+        assert_eq!(&r.ok().unwrap()[..], b"1234567");
+        let r = read_body(frames(&["12"], true), Some(4), 7).await;
+        assert!(matches!(r, Err(BodyError::Broken(_))));
+    }
 }

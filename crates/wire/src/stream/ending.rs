@@ -124,6 +124,19 @@ impl EndWatch {
         if !marker.iter().any(|m| mentions(m)) {
             return;
         }
+        // OpenAI names `finish_reason` in every chunk and Ollama `done` in every line: the
+        // ones that say `null` / `false` are not final, and parsing each (about 17 allocations
+        // a chunk) was most of what a passed-through stream allocated.
+        let routine: Option<(&[u8], &[u8])> = match self.kind {
+            Kind::OpenAi => Some((b"\"finish_reason\"", b"null")),
+            Kind::Ollama => Some((b"\"done\"", b"false")),
+            _ => None,
+        };
+        if let Some((key, value)) = routine {
+            if !mentions(b"\"error\"") && every_value_is(json, key, value) {
+                return;
+            }
+        }
         if let Ok(v) = serde_json::from_slice::<Value>(json) {
             self.ended = self.is_final(&v);
         }
@@ -155,6 +168,24 @@ impl EndWatch {
             Kind::Ollama => v.get("done").and_then(Value::as_bool) == Some(true),
         }
     }
+}
+
+/// Whether `key` occurs in `json` and each time as a key whose value starts with `value`;
+/// anything else (another value, the key's text inside a string) is left to the parser.
+fn every_value_is(json: &[u8], key: &[u8], value: &[u8]) -> bool {
+    let mut rest = json;
+    let mut seen = false;
+    while let Some(at) = rest.windows(key.len()).position(|w| w == key) {
+        rest = &rest[at + key.len()..];
+        let Some(after) = rest.trim_ascii_start().strip_prefix(b":") else {
+            return false;
+        };
+        if !after.trim_ascii_start().starts_with(value) {
+            return false;
+        }
+        seen = true;
+    }
+    seen
 }
 
 /// The Responses API's final events.
@@ -198,6 +229,35 @@ mod tests {
         ));
         let err = "data: {\"error\":{\"message\":\"overloaded\"}}\n\n";
         assert!(verdict(Dialect::OpenAi, false, &format!("{text}{err}")));
+    }
+
+    #[test]
+    fn routine_values_are_not_final_and_anything_else_is_parsed() {
+        let key = b"\"finish_reason\"".as_slice();
+        assert!(every_value_is(
+            br#"{"a":1,"finish_reason": null}"#,
+            key,
+            b"null"
+        ));
+        let two = br#"{"choices":[{"finish_reason":null},{"finish_reason":"stop"}]}"#;
+        assert!(!every_value_is(two, key, b"null"));
+        // The key's text quoted inside a string is escaped, so it is not the key.
+        let quoted = br#"{"delta":{"content":"\"finish_reason\":\"stop\""},"finish_reason":null}"#;
+        assert!(every_value_is(quoted, key, b"null"));
+        // The key's text as a value is not followed by a colon: parsed.
+        let value = br#"{"tags":["finish_reason"],"finish_reason":null}"#;
+        assert!(!every_value_is(value, key, b"null"));
+        assert!(!every_value_is(br#"{"delta":{}}"#, key, b"null"));
+        // Two choices, the second one finished: final.
+        let n2 = "data: {\"choices\":[{\"index\":0,\"finish_reason\":null},{\"index\":1,\"finish_reason\":\"length\"}]}\n\n";
+        assert!(verdict(Dialect::OpenAi, false, n2));
+        // A routine chunk that carries an error is still read.
+        let err = "data: {\"finish_reason\":null,\"error\":{\"message\":\"overloaded\"}}\n\n";
+        assert!(verdict(Dialect::OpenAi, false, err));
+        let ollama = "{\"message\":{\"content\":\"x\"},\"done\" : false}\n";
+        assert!(!verdict(Dialect::Ollama, false, ollama));
+        let spaced = "{\"message\":{\"content\":\"\"},\"done\" : true}\n";
+        assert!(verdict(Dialect::Ollama, false, spaced));
     }
 
     #[test]
