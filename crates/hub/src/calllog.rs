@@ -101,6 +101,8 @@ pub struct Queue {
     /// [`OVERFLOW_BYTES`] (smaller in tests).
     overflow_bytes: usize,
     wake: Notify,
+    /// A whole batch waits in the channel: the writer need not wait for [`FLUSH_EVERY`].
+    batch_ready: Notify,
 }
 
 impl Queue {
@@ -117,6 +119,7 @@ impl Queue {
                 overflow: Mutex::new(Overflow::default()),
                 overflow_bytes,
                 wake: Notify::new(),
+                batch_ready: Notify::new(),
             }),
             rx,
         )
@@ -126,7 +129,12 @@ impl Queue {
     pub fn push(&self, record: CallRecord) {
         LOG_METRICS.queue_depth.fetch_add(1, Relaxed);
         let record = match self.tx.try_send(record) {
-            Ok(()) => return,
+            Ok(()) => {
+                if self.tx.max_capacity() - self.tx.capacity() >= BATCH_MAX {
+                    self.batch_ready.notify_one();
+                }
+                return;
+            }
             Err(TrySendError::Full(r) | TrySendError::Closed(r)) => r,
         };
         let size = approx_size(&record);
@@ -308,6 +316,11 @@ impl Outage {
 
 /// Adds to a started batch what arrives within [`FLUSH_EVERY`], up to [`BATCH_MAX`]; once
 /// stopping, only what is queued already.
+///
+/// The writer sleeps through the interval and takes what queued meanwhile, woken early only
+/// when a whole batch waits ([`Queue::push`] says so): taking records one by one as they came
+/// woke this task (and a thread of the main runtime) once per call, from every thread serving
+/// calls — a cross-thread wake-up per call for a write that happens ten times a second.
 async fn fill(
     queue: &Queue,
     rx: &mut mpsc::Receiver<CallRecord>,
@@ -315,22 +328,24 @@ async fn fill(
     stop: &CancellationToken,
 ) {
     let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
-    while batch.len() < BATCH_MAX {
-        match rx.try_recv() {
-            Ok(r) => {
-                batch.push(r);
-                continue;
+    loop {
+        while batch.len() < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
             }
-            Err(_) if stop.is_cancelled() => return,
-            Err(_) => {}
         }
         queue.take_overflow(batch);
-        if batch.len() >= BATCH_MAX || batch.is_empty() {
+        if batch.len() >= BATCH_MAX
+            || batch.is_empty()
+            || stop.is_cancelled()
+            || tokio::time::Instant::now() >= deadline
+        {
             return;
         }
         tokio::select! {
-            r = rx.recv() => match r { Some(r) => batch.push(r), None => return },
-            () = tokio::time::sleep_until(deadline) => return,
+            () = tokio::time::sleep_until(deadline) => {}
+            () = queue.batch_ready.notified() => {}
             () = stop.cancelled() => {}
         }
     }
