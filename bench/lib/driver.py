@@ -411,7 +411,7 @@ def measure(a, cfg, root, raw, procs, run, install_notes):
                 url, hdrs = t.urls["fast"]
                 sampler = RssSampler(t.proc, t_measure) if t.proc else None
                 csamp = ConnSampler(t.proc, up_fast) if (t.proc and c == top) else None
-                res = lg.run(f"c{c}-r{r}-{t.name}", url, hdrs, body("fast"), conns=c, duration=cfg["duration"])
+                res = lg.run(f"thr-c{c}-r{r}-{t.name}", url, hdrs, body("fast"), conns=c, duration=cfg["duration"])
                 if csamp:
                     cr = csamp.stop()
                     cr["round"] = r
@@ -601,12 +601,15 @@ def measure_startup(cfg, root, raw, run_dir, procs, bin_llmux, ports, up_fast):
             if "first_200_ms" not in res:
                 res["error"] = ("exited: " + proc.log_tail(5)) if not proc.alive() else (
                     f"no 200 within 15 s ({last})" if "listen_ms" in res else "not listening within 15 s")
-            procs.stop(proc)
+            ts = time.perf_counter()
+            procs.stop(proc)  # SIGTERM, SIGKILL after 5 s
+            res["stop_ms"] = (time.perf_counter() - ts) * 1000
+            res["killed"] = proc.popen.returncode == -signal.SIGKILL
             runs.append(res)
     finally:
         held = dead.close()
     out = {"runs": runs, "dead_connections": held, "health_timeout_s": 5}
-    for k in ("listen_ms", "first_200_ms"):
+    for k in ("listen_ms", "first_200_ms", "stop_ms"):
         vals = sorted(r[k] for r in runs if k in r)
         out[k] = quantile(vals, 0.5) if vals else None
         out[k + "_max"] = vals[-1] if vals else None
@@ -653,12 +656,13 @@ def profile(cfg, raw, lg, t, results_dir):
         f.write(flat.stdout)
     rows, user, kernel, samples = [], 0.0, 0.0, None
     for line in flat.stdout.splitlines():
-        if line.startswith("# Samples:"):
-            samples = line.split(":", 1)[1].strip()
+        if line.startswith("# Samples:"):  # "# Samples: 4K of event 'cpu-clock:pppH'"
+            samples = line.split(":", 1)[1].split(" of event")[0].strip()
         m = PERF_LINE.match(line)
         if not m:
             continue
-        pct, dso, kind, sym = float(m.group(1)), m.group(2), m.group(3), m.group(4)
+        # the symbol column is padded, and perf may add IPC columns after it ("-      -")
+        pct, dso, kind, sym = float(m.group(1)), m.group(2), m.group(3), re.split(r"\s{2,}", m.group(4))[0]
         if kind == "k":
             kernel += pct
         else:

@@ -189,7 +189,7 @@ def write(run, results_dir, raw):
                            ", ".join(f"Δ{k} {signed_us(v)}" for k, v in gd.items()) +
                            f"; {ev_l:.1f} vs {ev_d:.1f} events/stream", "info"))
         checks.append(("RSS idle", mb(get(mem, lx, "idle_kib")), "info"))
-        cr = (conns.get(lx) or [None])[-1]
+        cr = (conns.get(lx) or [None])[0]
         if cr and "error" not in cr:
             checks.append(("upstream connection reuse at c=128", conn_line(cr) + (" — the pool churns" if churns(cr)
                                                                                   else " — no churn"), "info"))
@@ -361,25 +361,28 @@ def write(run, results_dir, raw):
       "processes to the non-streaming upstream's port. *Open*: the most seen at once; *distinct*: local "
       "(ephemeral) ports seen across all samples — a pool that reuses its connections shows about as many as it "
       "holds open; *churn* = distinct − open; *TIME-WAIT*: sockets to the upstream port left in TIME-WAIT that were "
-      "not there before the run (connections the target closed). Last round shown.")
+      "not there before the run (connections the target closed). Idle pooled connections count as open: in "
+      "rounds after the first, the pool may still hold what the c=512 run opened. The summary lines and the "
+      "targets table use the first round.")
     w("")
     cnames = [n for n in live if conns.get(n)]
     if not cnames:
         w("Not measured in this run.")
     else:
-        w("| target | open (peak · median · after the run) | distinct seen | churn | new TIME-WAIT | samples | pool |")
-        w("|---|---|---|---|---|---|---|")
+        w("| target | round | open (peak · median · after the run) | distinct seen | churn | new TIME-WAIT | samples | pool |")
+        w("|---|---|---|---|---|---|---|---|")
         for n in cnames:
-            cr = conns[n][-1]
-            if "error" in cr:
-                w(f"| {label.get(n, n)} | {cr['error']} | — | — | — | — | — |")
-                continue
-            w(f"| {label.get(n, n)} | {cr['open_peak']} · {cr['open_median']:.0f} · {cr['open_after']} | {cr['distinct']} "
-              f"| {cr['churn']} | {cr['time_wait_new']} | {cr['samples']} | "
-              f"{'**churns**' if churns(cr) else 'reused'} |")
+            for cr in conns[n]:
+                rnd = cr.get("round", 0) + 1
+                if "error" in cr:
+                    w(f"| {label.get(n, n)} | {rnd} | {cr['error']} | — | — | — | — | — |")
+                    continue
+                w(f"| {label.get(n, n)} | {rnd} | {cr['open_peak']} · {cr['open_median']:.0f} · {cr['open_after']} | "
+                  f"{cr['distinct']} | {cr['churn']} | {cr['time_wait_new']} | {cr['samples']} | "
+                  f"{'**churns**' if churns(cr) else 'reused'} |")
         w("")
         for n in cnames:
-            cr = conns[n][-1]
+            cr = conns[n][0]
             if "error" not in cr:
                 w(f"- upstream connections at c=128 ({n}): {conn_line(cr)}; "
                   + ("**the pool churns**." if churns(cr) else "the pool does not churn."))
@@ -400,10 +403,20 @@ def write(run, results_dir, raw):
         w("")
         w("| | median | max | per start |")
         w("|---|---|---|---|")
-        for k, lab in (("listen_ms", "listening"), ("first_200_ms", "first 200 (good model)")):
+        for k, lab in (("listen_ms", "listening"), ("first_200_ms", "first 200 (good model)"),
+                       ("stop_ms", "stop: SIGTERM → exit (SIGKILL after 5 s)")):
             per = ", ".join(f"{r[k]:.0f}" if k in r else "—" for r in su.get("runs", []))
             med, mx = su.get(k), su.get(k + "_max")
             w(f"| {lab} | {'—' if med is None else f'{med:.1f} ms'} | {'—' if mx is None else f'{mx:.1f} ms'} | {per} ms |")
+        slow = [r["first_200_ms"] for r in su.get("runs", []) if r.get("first_200_ms", 0) >= 1000]
+        if slow:
+            w("")
+            w(f"**{len(slow)} of {len(su.get('runs', []))} starts answered the good model only after "
+              f"{', '.join(f'{x / 1000:.2f} s' for x in slow)}** (close to `health.timeout`).")
+        killed = sum(1 for r in su.get("runs", []) if r.get("killed"))
+        if killed:
+            w("")
+            w(f"**{killed} of {len(su.get('runs', []))} starts did not exit within 5 s of SIGTERM** and were killed.")
         if su.get("errors"):
             w("")
             w("Errors: " + "; ".join(e.replace("|", "/").replace("\n", " ")[:200] for e in su["errors"]))
@@ -444,7 +457,7 @@ def write(run, results_dir, raw):
             ld = pr.get("load") or {}
             w(f"`perf record -F {pr['frequency']} -g -p PID` on llmux for {pr['seconds']} s while `oha -c 32` runs "
               f"({rps(ld.get('rps'))} calls/s, p99 {us(ld.get('p99'))}); {pr.get('samples') or '?'} samples. "
-              f"**User {pr['user_pct']:.1f} %, kernel {pr['kernel_pct']:.1f} %** of the samples. Self time "
+              f"**User {user_share(pr):.0f} %, kernel {100 - user_share(pr):.0f} %** of the samples. Self time "
               f"(`perf report --no-children --sort dso,symbol`); the full report with call graphs is "
               f"`raw/{run['stamp']}/{pr.get('report', 'perf-report.txt')}`"
               + (f", the flame graph `{pr['flamegraph']}`." if pr.get("flamegraph") else
@@ -488,6 +501,11 @@ def write(run, results_dir, raw):
     with open(os.path.join(raw, "report.md"), "w") as f:
         f.write("\n".join(L))
     return path
+
+
+def user_share(pr):
+    tot = (pr.get("user_pct") or 0) + (pr.get("kernel_pct") or 0)
+    return 100 * (pr.get("user_pct") or 0) / tot if tot else 0
 
 
 def growth(a, b):
