@@ -15,8 +15,10 @@ import glob
 import json
 import os
 import platform
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -109,6 +111,11 @@ def render(template_path, out_path, **kw):
     return text
 
 
+def sqlite_url(raw, name):
+    """A file-backed SQLite store for one llmux target: RAW/store-NAME/llmux.db (created by llmux)."""
+    return "sqlite://" + os.path.join(os.path.abspath(raw), f"store-{name}", "llmux.db") + "?mode=rwc"
+
+
 def which_nginx():
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
@@ -143,6 +150,8 @@ def main():
     ap.add_argument("--setup-seconds", type=int, default=0)
     ap.add_argument("--baseline", default=None,
                     help="another llmux binary: each llmux target is also measured on it, as NAME@base")
+    ap.add_argument("--profile", action="store_true",
+                    help="perf record llmux under a c=32 load and report where the time goes")
     a = ap.parse_args()
 
     cfg = {
@@ -154,6 +163,12 @@ def main():
         "rate_duration": (a.duration or (2.0 if a.quick else 4.0)),
         "rates": [1000, 5000],
         "concurrencies": [32, 128],
+        # the scaling curve: closed-loop throughput at each concurrency for direct, nginx and
+        # every llmux target (the others run only the `concurrencies` above)
+        "scaling": [1, 8, 32, 128, 512],
+        "startup_runs": 5,
+        "profile": a.profile,
+        "profile_seconds": 5,
         "stream_rounds": a.rounds or (1 if a.quick else 3),
         "streams_per_round": 16 if a.quick else 32,
         "stream_concurrency": 8,
@@ -231,6 +246,7 @@ def measure(a, cfg, root, raw, procs, run, install_notes):
     base = a.port_base
     ports = {
         "up_nginx": base + 1, "up_mock_fast": base + 2, "up_stream": base + 3, "up_slow": base + 4,
+        "up_dead": base + 5, "startup": base + 61,
         "nginx_fast": base + 11, "nginx_stream": base + 12, "nginx_slow": base + 13,
         "litellm": base + 31, "portkey": base + 41,
     }
@@ -375,20 +391,43 @@ def measure(a, cfg, root, raw, procs, run, install_notes):
                 vals = sorted(x[k] for x in d["rounds"] if k in x)
                 d[k] = quantile(vals, 0.5) if vals else None
 
-    # ---- throughput at c=32 and c=128, interleaved; RSS sampled during c=128
+    # ---- throughput (closed loop), interleaved: c=32 and c=128 for every target, and the
+    # scaling curve (c=1 … 512) for direct, nginx and the llmux targets. RSS is sampled every
+    # 100 ms during every run (the series is kept, the c=128 peak is "under load"); during c=128
+    # the gateways' connections to the upstream are sampled too (connection reuse).
     thr = run.setdefault("throughput", {t.name: {} for t in live})
+    scaled = {t.name for t in live if t.name in ("direct", "nginx") or t.name.startswith("llmux")}
+    run["scaling_targets"] = [t.name for t in live if t.name in scaled]
+    levels = sorted(set(cfg["concurrencies"]) | set(cfg["scaling"]))
+    top = max(cfg["concurrencies"])
+    conns = run.setdefault("connections", {})
+    t_measure = time.time()
     for r in range(cfg["thr_rounds"]):
-        for c in cfg["concurrencies"]:
+        for c in levels:
             log(f"throughput c={c}, round {r + 1}/{cfg['thr_rounds']}")
             for t in rotate(live, r):
+                if c not in cfg["concurrencies"] and t.name not in scaled:
+                    continue
                 url, hdrs = t.urls["fast"]
-                sampler = RssSampler(t.proc) if (c == max(cfg["concurrencies"]) and t.proc) else None
-                res = lg.run(f"c{c}-r{r}-{t.name}", url, hdrs, body("fast"), conns=c, duration=cfg["duration"])
+                sampler = RssSampler(t.proc, t_measure) if t.proc else None
+                csamp = ConnSampler(t.proc, up_fast) if (t.proc and c == top) else None
+                res = lg.run(f"thr-c{c}-r{r}-{t.name}", url, hdrs, body("fast"), conns=c, duration=cfg["duration"])
+                if csamp:
+                    cr = csamp.stop()
+                    cr["round"] = r
+                    conns.setdefault(t.name, []).append(cr)
                 if sampler:
                     peak = sampler.stop()
                     m = mem.setdefault(t.name, {})
-                    m["load_kib"] = max(m.get("load_kib", 0), peak)
+                    m.setdefault("series", []).append({"c": c, "round": r, "samples": sampler.series})
+                    if c == top:
+                        m["load_kib"] = max(m.get("load_kib", 0), peak)
                 thr[t.name].setdefault(str(c), []).append(res)
+    for t in live:  # RSS at the start of the first c=128 run and at the end of the last one
+        segs = [sg for sg in get_series(mem, t.name) if sg["c"] == top and sg["samples"]]
+        if segs:
+            mem[t.name]["load_start_kib"] = segs[0]["samples"][0][1]
+            mem[t.name]["load_end_kib"] = segs[-1]["samples"][-1][1]
     for t in live:
         for c, rs in thr[t.name].items():
             ok = [x for x in rs if x.get("rps") is not None]
@@ -474,6 +513,184 @@ def measure(a, cfg, root, raw, procs, run, install_notes):
             time.sleep(0.25)
     run["hold_streams"] = cfg["hold_streams"]
 
+    # ---- start-up with one unresponsive upstream
+    if any(t.name == "llmux" for t in live):
+        log(f"start-up with one unresponsive upstream ({cfg['startup_runs']} starts)")
+        run["startup"] = measure_startup(cfg, root, raw, a.run_dir, procs, bin_llmux, ports, up_fast)
+
+    # ---- where the time goes (perf), last, so it disturbs nothing else
+    if cfg["profile"]:
+        t = next((t for t in live if t.name == "llmux"), None)
+        if t is None:
+            run["profile"] = {"error": "llmux is not measured in this run"}
+        else:
+            log(f"profile: perf record on llmux under c=32 for {cfg['profile_seconds']} s")
+            run["profile"] = profile(cfg, raw, lg, t, os.path.join(root, "bench", "results"))
+
+
+class DeadUpstream:
+    """An upstream that accepts TCP connections and never answers (nor closes them)."""
+
+    def __init__(self, port):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(128)
+        self.sock.settimeout(0.2)
+        self.held, self.done = [], threading.Event()
+        self.th = threading.Thread(target=self.loop, daemon=True)
+        self.th.start()
+
+    def loop(self):
+        while not self.done.is_set():
+            try:
+                c, _ = self.sock.accept()
+                self.held.append(c)
+            except OSError:  # timeout: look at `done` again
+                continue
+
+    def close(self):
+        self.done.set()
+        self.th.join(timeout=2)
+        for c in self.held:
+            c.close()
+        self.sock.close()
+        return len(self.held)
+
+
+def measure_startup(cfg, root, raw, run_dir, procs, bin_llmux, ports, up_fast):
+    """Median over N starts of `llmux serve` with one unresponsive upstream (health.timeout 5 s)
+    and one good one: time from spawning the process to its port accepting a TCP connection, and
+    to the first 200 on /v1/chat/completions for the good model. Polls every 1 ms (TCP) and 2 ms
+    (HTTP). The store is a file; the first start creates it, the others reuse it."""
+    port = ports["startup"]
+    cfg_path = os.path.join(run_dir, "startup.toml")
+    text = render(os.path.join(root, "bench", "configs", "startup.toml.in"), cfg_path, port=port,
+                  up_dead=ports["up_dead"], up_fast=up_fast, store=sqlite_url(raw, "startup"))
+    with open(os.path.join(raw, "startup.toml"), "w") as f:
+        f.write(text)
+    dead = DeadUpstream(ports["up_dead"])
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    runs = []
+    try:
+        for i in range(cfg["startup_runs"]):
+            if not P.port_free(port):
+                runs.append({"error": f"port {port} still in use"})
+                break
+            t0 = time.perf_counter()
+            proc = procs.start(f"startup-{i}", [bin_llmux, "serve", "--config", cfg_path], env={"LLMUX_LOG": "warn"})
+            res, deadline = {}, t0 + 15
+            while time.perf_counter() < deadline and proc.alive():
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.05).close()
+                    res["listen_ms"] = (time.perf_counter() - t0) * 1000
+                    break
+                except OSError:
+                    time.sleep(0.001)
+            last = ""
+            while "listen_ms" in res and time.perf_counter() < deadline and proc.alive():
+                try:
+                    st, b = P.http(url, body("fast").encode(), {}, timeout=6.0)
+                    if st == 200:
+                        res["first_200_ms"] = (time.perf_counter() - t0) * 1000
+                        break
+                    last = f"HTTP {st}: {b[:160].decode('utf-8', 'replace')}"
+                except Exception as e:  # noqa: BLE001 — kept as the reason
+                    last = str(e)
+                time.sleep(0.002)
+            if "first_200_ms" not in res:
+                res["error"] = ("exited: " + proc.log_tail(5)) if not proc.alive() else (
+                    f"no 200 within 15 s ({last})" if "listen_ms" in res else "not listening within 15 s")
+            ts = time.perf_counter()
+            procs.stop(proc)  # SIGTERM, SIGKILL after 5 s
+            res["stop_ms"] = (time.perf_counter() - ts) * 1000
+            res["killed"] = proc.popen.returncode == -signal.SIGKILL
+            runs.append(res)
+    finally:
+        held = dead.close()
+    out = {"runs": runs, "dead_connections": held, "health_timeout_s": 5}
+    for k in ("listen_ms", "first_200_ms", "stop_ms"):
+        vals = sorted(r[k] for r in runs if k in r)
+        out[k] = quantile(vals, 0.5) if vals else None
+        out[k + "_max"] = vals[-1] if vals else None
+    errs = [r["error"] for r in runs if "error" in r]
+    if errs:
+        out["errors"] = errs[:3]
+    return out
+
+
+PERF_LINE = re.compile(r"^\s*([0-9.]+)%\s+(\S+)\s+\[(.)\]\s+(.*?)\s*$")
+
+
+def profile(cfg, raw, lg, t, results_dir):
+    """`perf record -F 999 -g` on the target's processes while an oha c=32 load runs; saves the
+    report to the raw dir and returns the top symbols with user/kernel shares."""
+    perf = shutil.which("perf")
+    if not perf:
+        return {"error": "perf is not installed (linux-perf)"}
+    if lg.kind != "oha":
+        return {"error": "needs oha"}
+    secs = cfg["profile_seconds"]
+    data = os.path.join(raw, "perf.data")
+    url, hdrs = t.urls["fast"]
+    pids = ",".join(str(p) for p in t.proc.pids())
+    box = {}
+    th = threading.Thread(target=lambda: box.update(lg.run(f"profile-{t.name}", url, hdrs, body("fast"), conns=32,
+                                                             duration=secs + 2.0)), daemon=True)
+    th.start()
+    time.sleep(1.0)
+    rec = subprocess.run([perf, "record", "-F", "999", "-g", "-p", pids, "-o", data, "--", "sleep", str(secs)],
+                         capture_output=True, text=True, timeout=secs + 60)
+    th.join(timeout=secs + 70)
+    with open(os.path.join(raw, "perf-record.log"), "w") as f:
+        f.write(rec.stdout + rec.stderr)
+    if rec.returncode != 0 or not os.path.exists(data):
+        return {"error": f"perf record exit {rec.returncode}: {rec.stderr.strip()[-300:]}"}
+    full = subprocess.run([perf, "report", "-i", data, "--stdio", "--no-children"], capture_output=True, text=True,
+                          timeout=300)
+    with open(os.path.join(raw, "perf-report.txt"), "w") as f:
+        f.write(full.stdout)
+    flat = subprocess.run([perf, "report", "-i", data, "--stdio", "--no-children", "--sort", "dso,symbol", "-g", "none"],
+                          capture_output=True, text=True, timeout=300)
+    with open(os.path.join(raw, "perf-report-flat.txt"), "w") as f:
+        f.write(flat.stdout)
+    rows, user, kernel, samples = [], 0.0, 0.0, None
+    for line in flat.stdout.splitlines():
+        if line.startswith("# Samples:"):  # "# Samples: 4K of event 'cpu-clock:pppH'"
+            samples = line.split(":", 1)[1].split(" of event")[0].strip()
+        m = PERF_LINE.match(line)
+        if not m:
+            continue
+        # the symbol column is padded, and perf may add IPC columns after it ("-      -")
+        pct, dso, kind, sym = float(m.group(1)), m.group(2), m.group(3), re.split(r"\s{2,}", m.group(4))[0]
+        if kind == "k":
+            kernel += pct
+        else:
+            user += pct
+        rows.append({"pct": pct, "dso": dso, "kind": "kernel" if kind == "k" else "user", "symbol": sym})
+    rows.sort(key=lambda x: -x["pct"])
+    out = {"seconds": secs, "frequency": 999, "samples": samples, "top": rows[:20], "user_pct": round(user, 2),
+           "kernel_pct": round(kernel, 2), "load": {k: box.get(k) for k in ("rps", "p50", "p99", "error") if k in box},
+           "report": "perf-report.txt"}
+    # A flame graph when inferno is installed (not installed by the harness).
+    collapse, flame = shutil.which("inferno-collapse-perf"), shutil.which("inferno-flamegraph")
+    if collapse and flame:
+        svg = os.path.join(results_dir, "flamegraph.svg")
+        try:
+            script = subprocess.run([perf, "script", "-i", data], capture_output=True, timeout=300)
+            folded = subprocess.run([collapse], input=script.stdout, capture_output=True, timeout=300)
+            graph = subprocess.run([flame, "--title", f"llmux under oha -c 32 ({secs} s, perf -F 999)"],
+                                   input=folded.stdout, capture_output=True, timeout=300)
+            if graph.returncode == 0 and graph.stdout:
+                with open(svg, "wb") as f:
+                    f.write(graph.stdout)
+                out["flamegraph"] = "flamegraph.svg"
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out["flamegraph_error"] = str(e)
+    else:
+        out["flamegraph_error"] = "inferno-flamegraph is not on PATH (cargo install inferno), so no flame graph"
+    return out
+
 
 def build_targets(only, root, a, ports, up_fast, nginx, bin_llmux, tools, workers, nofile, wc, variants, notes, raw):
     targets = []
@@ -525,7 +742,10 @@ def build_targets(only, root, a, ports, up_fast, nginx, bin_llmux, tools, worker
                    + (f"; baseline binary {exe}" if suffix else ""))
         t.version = cmd_version([exe, "--version"])
         cfg_path = os.path.join(a.run_dir, f"{name}.toml")
-        text = render(v, cfg_path, port=port, up_fast=up["fast"], up_stream=up["stream"], up_slow=up["slow"])
+        # A file-backed SQLite store of its own (the master key file sits beside it), under the
+        # run's raw dir: what a deployment runs on, and what the RSS targets are measured with.
+        text = render(v, cfg_path, port=port, up_fast=up["fast"], up_stream=up["stream"], up_slow=up["slow"],
+                      store=sqlite_url(raw, name), raw=raw)
         with open(os.path.join(raw, f"{name}.toml"), "w") as f:
             f.write(text)
         hdrs = {}
@@ -614,6 +834,10 @@ def build_targets(only, root, a, ports, up_fast, nginx, bin_llmux, tools, worker
 
 # ------------------------------------------------------------------------------ measuring
 
+def get_series(mem, name):
+    return (mem.get(name) or {}).get("series") or []
+
+
 def rotate(items, r):
     """Round r starts r places further along, so no target always follows the same one."""
     if not items:
@@ -623,22 +847,93 @@ def rotate(items, r):
 
 
 class RssSampler:
-    """Samples the group's summed VmRSS every 100 ms in a thread; stop() returns the peak."""
+    """Samples the group's summed VmRSS every 100 ms in a thread; stop() returns the peak, and
+    `series` holds every sample as [seconds since t0, KiB]."""
 
-    def __init__(self, proc):
+    def __init__(self, proc, t0=None):
         self.proc, self.peak, self.done = proc, 0, threading.Event()
+        self.t0 = time.time() if t0 is None else t0
+        self.series = []
         self.th = threading.Thread(target=self.loop, daemon=True)
         self.th.start()
 
     def loop(self):
         while not self.done.is_set():
-            self.peak = max(self.peak, self.proc.rss_kib())
+            v = self.proc.rss_kib()
+            self.series.append([round(time.time() - self.t0, 3), v])
+            self.peak = max(self.peak, v)
             self.done.wait(0.1)
 
     def stop(self):
         self.done.set()
         self.th.join(timeout=2)
         return self.peak
+
+
+def ss_lines(args):
+    """`ss -tnH ARGS` lines split in fields ([] when ss is missing or fails)."""
+    try:
+        r = subprocess.run(["ss", "-tnH"] + args, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.split() for line in r.stdout.splitlines() if line.strip()]
+
+
+def time_wait_to(port):
+    """TIME-WAIT sockets whose peer is 127.0.0.1:PORT, as a set of (local, peer)."""
+    return {(f[2], f[3]) for f in ss_lines(["state", "time-wait", "(", "dport", "=", f":{port}", ")"]) if len(f) >= 4}
+
+
+class ConnSampler:
+    """Connection reuse: every 250 ms, the established TCP connections from the target's
+    processes to the upstream port (`ss -tnpH`, filtered by pid). A pool that reuses its
+    connections shows as many distinct local (ephemeral) ports as it has open; a churning one
+    shows more, and leaves TIME-WAIT sockets to the upstream behind."""
+
+    def __init__(self, proc, port):
+        self.proc, self.port = proc, port
+        self.pids = set(proc.pids())
+        self.tw_before = time_wait_to(port)
+        self.counts, self.ports, self.done = [], set(), threading.Event()
+        self.th = threading.Thread(target=self.loop, daemon=True)
+        self.th.start()
+
+    def sample(self):
+        seen = set()
+        for f in ss_lines(["-p", "state", "established", "(", "dport", "=", f":{self.port}", ")"]):
+            if len(f) < 5:
+                continue
+            users = " ".join(f[4:])
+            if any(f"pid={p}," in users for p in self.pids):
+                seen.add(f[2].rsplit(":", 1)[-1])
+        return seen
+
+    def loop(self):
+        self.done.wait(0.3)  # the load generator's connections are up by then
+        while not self.done.is_set():
+            seen = self.sample()
+            self.counts.append(len(seen))
+            self.ports |= seen
+            self.done.wait(0.25)
+
+    def stop(self):
+        self.done.set()
+        self.th.join(timeout=5)
+        after = self.sample()  # once the load has stopped: what the pool keeps
+        tw = time_wait_to(self.port) - self.tw_before
+        if not self.counts:
+            return {"error": "no samples (is `ss` from iproute2 installed?)"}
+        peak = max(self.counts)
+        return {
+            "upstream_port": self.port,
+            "samples": len(self.counts),
+            "open_peak": peak,
+            "open_median": quantile(sorted(self.counts), 0.5),
+            "open_after": len(after),
+            "distinct": len(self.ports),
+            "churn": len(self.ports) - peak,
+            "time_wait_new": len(tw),
+        }
 
 
 class LoadGen:
