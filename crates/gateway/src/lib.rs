@@ -215,7 +215,12 @@ impl Gateway {
         }
         let gw = Arc::clone(self);
         tasks.spawn(async move {
-            health::probe_all(&gw).await;
+            // A stop during the round ends it: shutting down does not wait out a node that
+            // never answers (up to `health.timeout`).
+            tokio::select! {
+                () = health::probe_all(&gw) => {}
+                () = cancel.cancelled() => return,
+            }
             gw.discovered.send_replace(true);
             health::run(gw, cancel).await;
         });

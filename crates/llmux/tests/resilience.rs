@@ -137,7 +137,9 @@ async fn an_unresponsive_upstream_neither_delays_start_up_nor_takes_calls_before
         "start-up waited for the hung node: {listening:?}"
     );
     // Calls made at once: each goes to the probed node, never to the one not yet probed; a
-    // model only discovery names (phi3) is served too, not refused as unknown.
+    // model only discovery names (phi3) is served too, not refused as unknown; and none waits
+    // for the hung node's probe to time out (a call that came before the live node's probe
+    // answered used to wait out the whole round).
     for model in ["llama3", "phi3", "llama3"] {
         let t = std::time::Instant::now();
         let r = client()
@@ -150,6 +152,11 @@ async fn an_unresponsive_upstream_neither_delays_start_up_nor_takes_calls_before
         assert_eq!(r.status(), 200, "{model}");
         assert_eq!(header(&r, "x-llmux-upstream"), "live", "{model}");
         eprintln!("{model}: served by live in {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{model} waited for the hung node's probe: {:?}",
+            t.elapsed()
+        );
     }
     // Once its probe times out the hung node is in standby, as before.
     eventually(
@@ -161,4 +168,32 @@ async fn an_unresponsive_upstream_neither_delays_start_up_nor_takes_calls_before
         },
     )
     .await;
+}
+
+/// A stop during the start-up round does not wait out a node that never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_the_first_probe_round_is_prompt() {
+    let (_silent, hung) = silent_node();
+    let mut gw = Llmux::start(&format!(
+        "[health]\ninterval = \"60s\"\ntimeout = \"10s\"\n\
+         [[upstreams]]\nname = \"hung\"\nkind = \"ollama\"\nurl = \"{hung}\"\n"
+    ));
+    let t = std::time::Instant::now();
+    let pid = gw.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = gw.child.wait().unwrap();
+    eprintln!(
+        "stopped {:?} after SIGTERM, with the hung node's probe in flight",
+        t.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "{}", gw.log_text());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "the stop waited for the probe: {:?}",
+        t.elapsed()
+    );
 }

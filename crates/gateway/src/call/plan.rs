@@ -18,6 +18,9 @@ use llmux_wire::ErrorKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+/// How often a call waiting for the start-up probe round looks whether its model is ready.
+const DISCOVERY_POLL: Duration = Duration::from_millis(5);
+
 impl Call {
     /// The requested model's targets in order, each with up to `max_attempts` attempts.
     pub(super) async fn run(&mut self, model: &str, targets: &[String]) -> Response<Body> {
@@ -66,18 +69,28 @@ impl Call {
     }
 
     /// During the start-up probe round, a call none of whose targets has a probed, ready
-    /// candidate yet waits for the round (at most `health.timeout` and a little): a model a
-    /// node is about to list is not refused as unknown, nor sent to a node not yet known to
-    /// answer when a probed one will serve it.
+    /// candidate yet waits — until one has (its upstream's probe answered), or for the round
+    /// (at most `health.timeout` and a little): a model a node is about to list is not refused
+    /// as unknown, nor sent to a node not yet known to answer when a probed one will serve
+    /// it, and a node that never answers does not hold calls another node can serve.
     async fn await_discovery(&self, targets: &[String]) {
         let endpoint = self.endpoint;
-        let ready = targets.iter().any(|t| {
-            self.routes
-                .plan_with(t, |k| endpoint.accepts(k), self.affinity, None)
-                .is_ok_and(|c| c.first().is_some_and(|c| c.tier == 0))
-        });
-        if !ready {
-            self.gw.discovery_settled().await;
+        let ready = || {
+            targets.iter().any(|t| {
+                self.routes
+                    .plan_with(t, |k| endpoint.accepts(k), self.affinity, None)
+                    .is_ok_and(|c| c.first().is_some_and(|c| c.tier == 0))
+            })
+        };
+        let settled = self.gw.discovery_settled();
+        tokio::pin!(settled);
+        // Each upstream's probe result lands on its own as it comes; the first round is short,
+        // so looking again every few milliseconds costs nothing worth a signal of its own.
+        while !ready() {
+            tokio::select! {
+                () = &mut settled => return,
+                () = tokio::time::sleep(DISCOVERY_POLL) => {}
+            }
         }
     }
 
