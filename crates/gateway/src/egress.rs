@@ -196,26 +196,59 @@ pub fn with_include_usage(body: &[u8]) -> Option<bytes::Bytes> {
     serde_json::to_vec(&v).ok().map(bytes::Bytes::from)
 }
 
-/// Adds the upstream's authentication (and version headers) to a request.
+/// Adds the upstream's authentication (and version headers) to a probe's or a management
+/// call's request.
 pub fn authorize(
     req: reqwest::RequestBuilder,
     up: &Upstream,
     key: Option<&str>,
 ) -> reqwest::RequestBuilder {
-    let req = match up.kind {
-        UpstreamKind::Anthropic => req.header(
-            "anthropic-version",
-            up.api_version.as_deref().unwrap_or(ANTHROPIC_VERSION),
-        ),
-        _ => req,
-    };
-    let Some(key) = key else { return req };
-    match up.kind {
-        UpstreamKind::Ollama | UpstreamKind::Openai => req.bearer_auth(key),
-        UpstreamKind::Azure => req.header("api-key", key),
-        UpstreamKind::Anthropic => req.header("x-api-key", key),
-        UpstreamKind::Gemini => req.header("x-goog-api-key", key),
+    let mut headers = http::HeaderMap::new();
+    authorize_headers(&mut headers, up, key);
+    req.headers(headers)
+}
+
+/// The upstream's authentication (and version headers), added to `headers`. A key that
+/// cannot be a header value (a control character in the config) is left out: the upstream
+/// refuses the call as unauthenticated, and the key's failure shows where.
+pub fn authorize_headers(headers: &mut http::HeaderMap, up: &Upstream, key: Option<&str>) {
+    use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+    if up.kind == UpstreamKind::Anthropic {
+        let version = up.api_version.as_deref().unwrap_or(ANTHROPIC_VERSION);
+        if let Ok(v) = HeaderValue::from_str(version) {
+            headers.insert(HeaderName::from_static("anthropic-version"), v);
+        }
     }
+    let Some(key) = key else { return };
+    let (name, value) = match up.kind {
+        UpstreamKind::Ollama | UpstreamKind::Openai => (
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {key}")),
+        ),
+        UpstreamKind::Azure => (
+            HeaderName::from_static("api-key"),
+            HeaderValue::from_str(key),
+        ),
+        UpstreamKind::Anthropic => (
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_str(key),
+        ),
+        UpstreamKind::Gemini => (
+            HeaderName::from_static("x-goog-api-key"),
+            HeaderValue::from_str(key),
+        ),
+    };
+    if let Ok(mut value) = value {
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+}
+
+/// An upstream URL as the client sends it: parsed (and normalised, percent-encoding what a
+/// model name in the path needs) by the URL standard's rules, then taken as an HTTP URI.
+pub fn parse_uri(text: &str) -> Result<http::Uri, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("bad upstream URL {text}: {e}"))?;
+    http::Uri::try_from(url.as_str()).map_err(|e| format!("bad upstream URL {text}: {e}"))
 }
 
 #[cfg(test)]

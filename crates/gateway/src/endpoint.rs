@@ -172,12 +172,9 @@ impl Endpoint {
         up: &Upstream,
         model: &str,
         gemini_sse: bool,
-    ) -> Result<reqwest::Url, String> {
+    ) -> Result<http::Uri, String> {
         let per_model = self.dialect() == Dialect::Gemini || up.kind == UpstreamKind::Azure;
-        let parse = || {
-            let text = self.passthrough_url(up, model, gemini_sse);
-            reqwest::Url::parse(&text).map_err(|e| format!("bad upstream URL {text}: {e}"))
-        };
+        let parse = || crate::egress::parse_uri(&self.passthrough_url(up, model, gemini_sse));
         match up.url_cache.get(self as usize) {
             Some(slot) if !per_model => {
                 if let Some(url) = slot.get() {

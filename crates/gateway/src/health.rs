@@ -478,7 +478,10 @@ async fn get_json(up: &Upstream, url: &str, key: Option<&str>) -> Result<Value, 
     // Read within a bound: a listing is small, and a node must not make the prober hold
     // gigabytes. The probe's own timeout bounds the time.
     let declared = resp.content_length();
-    let mut stream = futures_util::StreamExt::boxed(resp.bytes_stream());
+    let mut stream =
+        futures_util::StreamExt::boxed(futures_util::StreamExt::map(resp.bytes_stream(), |r| {
+            r.map_err(crate::upstream_http::BodyError::from)
+        }));
     let fail = |message: String| ProbeError {
         status: None,
         retry_after: None,

@@ -33,6 +33,7 @@ pub mod ssrf_dns;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_http;
 pub mod workers;
 
 #[cfg(test)]

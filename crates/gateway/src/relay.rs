@@ -8,7 +8,6 @@
 use crate::accounting::{self, Draft, UsageTap, BODY_LOG_LIMIT};
 use crate::upstream::InFlight;
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use http_body::{Body, Frame, SizeHint};
 use llmux_wire::canonical::{StreamDecoder, StreamEncoder, StreamEvent};
@@ -181,7 +180,7 @@ impl UsageStrip {
 
 pub struct Relay {
     first: Option<Bytes>,
-    inner: BoxStream<'static, reqwest::Result<Bytes>>,
+    inner: crate::upstream_http::BodyStream,
     /// Armed lazily: chunks only note the time; the timer is re-armed when it fires early.
     idle_timer: Pin<Box<Sleep>>,
     idle: Duration,
@@ -214,7 +213,7 @@ pub struct Relay {
 impl Relay {
     pub fn new(
         first: Option<Bytes>,
-        inner: BoxStream<'static, reqwest::Result<Bytes>>,
+        inner: crate::upstream_http::BodyStream,
         idle: Duration,
         stream_dialect: Option<Dialect>,
         content_length: Option<u64>,

@@ -93,11 +93,13 @@ pub struct Upstream {
     pub api_version: Option<String>,
     /// Declared models (`models = [...]`); when set, discovery does not replace them.
     pub static_models: Option<Vec<String>>,
-    /// The client of the main runtime (probes, model management, and calls when no workers run).
+    /// The client of probes, model management and image fetches.
     pub client: reqwest::Client,
-    /// One client per connection worker, built on first use there: a worker's calls reuse its
-    /// own pooled connections, whose tasks run on its thread (see [`crate::workers`]).
-    worker_clients: Box<[std::sync::OnceLock<reqwest::Client>]>,
+    /// The client of calls made on the main runtime (when no connection workers run).
+    calls: crate::upstream_http::CallClient,
+    /// One call client per connection worker, built on first use there: a worker's calls reuse
+    /// its own pooled connections, whose tasks run on its thread (see [`crate::workers`]).
+    worker_calls: Box<[std::sync::OnceLock<crate::upstream_http::CallClient>]>,
     /// Which addresses `client` may connect to; set by [`crate::Gateway::apply`] from where the
     /// upstream comes from (the file is trusted, the admin API is guarded).
     pub dns_policy: Arc<crate::ssrf_dns::PolicyCell>,
@@ -109,7 +111,7 @@ pub struct Upstream {
     pub breaker: Arc<Breaker>,
     /// Parsed passthrough URLs by endpoint (those that do not embed the model), so the hot
     /// path clones a URL instead of parsing one per call.
-    pub url_cache: [std::sync::OnceLock<reqwest::Url>; 16],
+    pub url_cache: [std::sync::OnceLock<http::Uri>; 16],
     /// The name as a header value, built once for `x-llmux-upstream`.
     pub name_header: Option<axum::http::HeaderValue>,
     /// Until when (ms since `created`) the upstream counts as throttled after a 429: `lowest_latency` ranks it last meanwhile.
@@ -155,17 +157,11 @@ fn build_client(
 impl Upstream {
     /// The client for a call made on this thread: the worker's own when it runs on a
     /// connection worker, so the call and its upstream connection share one thread.
-    pub fn client(&self) -> &reqwest::Client {
-        let Some(slot) = crate::workers::current().and_then(|i| self.worker_clients.get(i)) else {
-            return &self.client;
-        };
-        if let Some(c) = slot.get() {
-            return c;
-        }
-        // Built like `client`, which succeeded; should this one fail, the shared client serves.
-        match build_client(&self.definition.0, &self.dns_policy) {
-            Ok(c) => slot.get_or_init(|| c),
-            Err(_) => &self.client,
+    pub fn call_client(&self) -> &crate::upstream_http::CallClient {
+        match crate::workers::current().and_then(|i| self.worker_calls.get(i)) {
+            Some(slot) => slot
+                .get_or_init(|| crate::upstream_http::build(&self.definition.0, &self.dns_policy)),
+            None => &self.calls,
         }
     }
 
@@ -195,7 +191,8 @@ impl Upstream {
             api_version: cfg.api_version.clone(),
             static_models: cfg.models.clone(),
             client,
-            worker_clients: (0..crate::workers::count())
+            calls: crate::upstream_http::build(cfg, &dns_policy),
+            worker_calls: (0..crate::workers::count())
                 .map(|_| std::sync::OnceLock::new())
                 .collect(),
             dns_policy,

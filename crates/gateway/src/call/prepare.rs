@@ -12,7 +12,7 @@ use llmux_wire::Dialect;
 
 /// A request ready to send to one candidate.
 pub(super) struct Prepared {
-    pub url: reqwest::Url,
+    pub url: http::Uri,
     pub body: Bytes,
     /// `None`: passthrough. `Some`: the upstream's dialect, for translating the answer back.
     pub translated: Option<Translated>,
@@ -234,11 +234,7 @@ fn memmem(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn parse_url(text: String) -> Result<reqwest::Url, Unprepared> {
-    reqwest::Url::parse(&text).map_err(|e| {
-        Unprepared::Inexpressible(TranslateError::new(
-            "",
-            format!("bad upstream URL {text}: {e}"),
-        ))
-    })
+fn parse_url(text: String) -> Result<http::Uri, Unprepared> {
+    egress::parse_uri(&text)
+        .map_err(|message| Unprepared::Inexpressible(TranslateError::new("", message)))
 }

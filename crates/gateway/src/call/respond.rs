@@ -3,7 +3,7 @@
 //! answer, an error, embeddings). The call's record leaves the context here.
 
 use super::prepare::Translated;
-use super::send::{describe, read_whole, Sent, WholeError};
+use super::send::{read_whole, Sent, WholeError};
 use super::{error, Call, Failed, Outcome};
 use crate::accounting::{self, AttemptRecord, Draft, Tokens};
 use crate::keys::KeyPick;
@@ -88,7 +88,9 @@ impl Call {
         let body = match read_whole(first, &mut stream, content_length, idle, limit).await {
             Ok(body) => body,
             Err(WholeError::Broken(e)) => {
-                return Err(Outcome::Failed(Failed::upstream(describe(&e))))
+                return Err(Outcome::Failed(Failed::upstream(format!(
+                    "response body failed: {e}"
+                ))))
             }
             Err(WholeError::Stalled) => {
                 let reason = format!("upstream stalled: no data for {idle:?} (timeouts.idle)");

@@ -7,10 +7,11 @@ use super::{Call, Failed, Reply};
 use crate::keys::KeyPick;
 use crate::routing::Candidate;
 use crate::upstream::{InFlight, Upstream};
+use crate::upstream_http::{BodyError, BodyStream};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
+use http_body_util::Full;
 use llmux_config::UpstreamKind;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,10 @@ const PASSED_HEADERS: [HeaderName; 3] = [
     header::RETRY_AFTER,
 ];
 
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("llmux/", env!("CARGO_PKG_VERSION")));
+
 /// Error bodies of failed attempts are kept (to hand back if every option fails) up to this size.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
@@ -31,7 +36,7 @@ pub(super) struct Sent {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub content_length: Option<u64>,
     pub first: Option<Bytes>,
-    pub stream: BoxStream<'static, reqwest::Result<Bytes>>,
+    pub stream: BodyStream,
     /// Counts the call in flight at the upstream until the answer is over.
     pub guard: InFlight,
     /// When the request was sent.
@@ -54,18 +59,28 @@ impl Call {
         let up = &cand.upstream;
         let guard = up.begin();
         let (translated, added_usage) = (prepared.translated, prepared.added_usage);
-        let call = self.request(up, key, prepared, trace);
+        let request = self.request(up, key, prepared, trace);
         let at = Instant::now();
         let first_byte = up.timeouts.first_byte;
-        // On tokio's clock, so the deadline follows paused time in tests.
-        let deadline = crate::deadline::after_tokio(tokio::time::Instant::now(), first_byte);
-        let resp = match tokio::time::timeout_at(deadline, call.send()).await {
-            Err(_) => {
-                let reason = format!("no response within {first_byte:?} (timeouts.first_byte)");
-                return Err(Failed::upstream(reason));
+        // On tokio's clock, so the deadlines follow paused time in tests.
+        let now = tokio::time::Instant::now();
+        let total = up
+            .timeouts
+            .total
+            .map(|limit| (crate::deadline::after_tokio(now, limit), limit));
+        let first_deadline = crate::deadline::after_tokio(now, first_byte);
+        let deadline = total.map_or(first_deadline, |(t, _)| t.min(first_deadline));
+        let late = || match total {
+            Some((t, limit)) if t <= first_deadline => {
+                format!("no response within {limit:?} (timeouts.total)")
             }
+            _ => format!("no response within {first_byte:?} (timeouts.first_byte)"),
+        };
+        let resp = match tokio::time::timeout_at(deadline, up.call_client().request(request)).await
+        {
+            Err(_) => return Err(Failed::upstream(late())),
             Ok(Err(e)) => {
-                let reason = describe(&e);
+                let reason = crate::upstream_http::describe(&e);
                 if e.is_connect() {
                     up.mark_down(&reason);
                 }
@@ -83,20 +98,24 @@ impl Call {
             );
             return Err(Failed::upstream(reason));
         }
-        let resp = self
-            .unless_failed(resp, deadline, translated, &up.name)
+        let (parts, body) = resp.into_parts();
+        let mut stream = crate::upstream_http::body_stream(body, total);
+        self.unless_failed(&parts, &mut stream, deadline, translated, &up.name)
             .await?;
-        let headers = pick_headers(resp.headers());
-        let content_length = resp.content_length();
-        let mut stream = resp.bytes_stream().boxed();
+        let headers = pick_headers(&parts.headers);
+        let content_length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         // Nothing has reached the client yet: wait for the first bytes too, so a node that
         // answers headers and then dies is still retried elsewhere.
         let first = match tokio::time::timeout_at(deadline, stream.next()).await {
             Err(_) => {
-                let reason = format!("no data within {first_byte:?} (timeouts.first_byte)");
+                let reason = late().replacen("no response", "no data", 1);
                 return Err(Failed::upstream(reason));
             }
-            Ok(Some(Err(e))) => return Err(Failed::upstream(describe(&e))),
+            Ok(Some(Err(e))) => return Err(Failed::upstream(format!("response body failed: {e}"))),
             Ok(Some(Ok(chunk))) => Some(chunk),
             Ok(None) => None,
         };
@@ -130,23 +149,26 @@ impl Call {
         key: Option<KeyPick>,
         prepared: Prepared,
         trace: Option<crate::telemetry::TraceContext>,
-    ) -> reqwest::RequestBuilder {
-        let mut call = up
-            .client()
-            .post(prepared.url)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(prepared.body);
+    ) -> http::Request<Full<Bytes>> {
+        let mut call = http::Request::new(Full::new(prepared.body));
+        *call.method_mut() = http::Method::POST;
+        *call.uri_mut() = prepared.url;
+        let headers = call.headers_mut();
+        headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
+        headers.insert(header::USER_AGENT, USER_AGENT);
         let secret = key.and_then(|k| up.keys.get(k)).map(|k| k.secret.expose());
-        call = crate::egress::authorize(call, up, secret);
+        crate::egress::authorize_headers(headers, up, secret);
         for (name, value) in &self.hook_headers {
-            call = call.header(name, value);
+            headers.append(name.clone(), value.clone());
         }
         if let Some(t) = trace {
-            call = call.header("traceparent", t.header());
+            if let Ok(v) = HeaderValue::from_str(&t.header()) {
+                headers.insert(HeaderName::from_static("traceparent"), v);
+            }
         }
         if up.kind == UpstreamKind::Anthropic {
             if let Some(beta) = &self.anthropic_beta {
-                call = call.header("anthropic-beta", beta.clone());
+                headers.insert(HeaderName::from_static("anthropic-beta"), beta.clone());
             }
         }
         call
@@ -157,24 +179,25 @@ impl Call {
     /// dialect, to hand back if nothing better comes of the retries.
     async fn unless_failed(
         &self,
-        resp: reqwest::Response,
+        resp: &http::response::Parts,
+        stream: &mut BodyStream,
         deadline: tokio::time::Instant,
         translated: Option<Translated>,
         upstream: &str,
-    ) -> Result<reqwest::Response, Failed> {
-        let status = resp.status();
+    ) -> Result<(), Failed> {
+        let status = resp.status;
         if status.is_success() {
-            return Ok(resp);
+            return Ok(());
         }
         let retry_after = resp
-            .headers()
+            .headers
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok());
         let Some(mut failure) = classify_status(status, retry_after) else {
-            return Ok(resp);
+            return Ok(());
         };
-        let mut headers = pick_headers(resp.headers());
-        let body = tokio::time::timeout_at(deadline, read_limited(resp, ERROR_BODY_LIMIT))
+        let mut headers = pick_headers(&resp.headers);
+        let body = tokio::time::timeout_at(deadline, read_limited(stream, ERROR_BODY_LIMIT))
             .await
             .unwrap_or_default();
         if status == StatusCode::TOO_MANY_REQUESTS && failure.retry_after.is_none() {
@@ -209,8 +232,8 @@ fn retry_hint(body: &[u8], failure: &mut Failure, headers: &mut Vec<(HeaderName,
 
 /// Why a whole upstream answer could not be read.
 pub(crate) enum WholeError {
-    /// The connection broke mid-body.
-    Broken(reqwest::Error),
+    /// The connection broke mid-body (or `timeouts.total` passed).
+    Broken(BodyError),
     /// No data for `timeouts.idle`.
     Stalled,
     /// Longer than `server.max_upstream_body` (declared or as it arrived).
@@ -220,7 +243,7 @@ pub(crate) enum WholeError {
 /// Reads an answer whole (to translate it): each chunk within `idle`, at most `limit` bytes.
 pub(crate) async fn read_whole(
     first: Option<Bytes>,
-    stream: &mut BoxStream<'static, reqwest::Result<Bytes>>,
+    stream: &mut BodyStream,
     declared: Option<u64>,
     idle: std::time::Duration,
     limit: usize,
@@ -254,9 +277,8 @@ pub(crate) async fn read_whole(
 
 /// The start of an error body, at most `limit` bytes; the rest is not read. Callers bound the
 /// time too (the attempt's first-byte deadline), so a trickling error body cannot hold a call.
-async fn read_limited(resp: reqwest::Response, limit: usize) -> Bytes {
+async fn read_limited(stream: &mut BodyStream, limit: usize) -> Bytes {
     let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
     while let Some(Ok(chunk)) = stream.next().await {
         let room = limit.saturating_sub(out.len());
         out.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -265,30 +287,6 @@ async fn read_limited(resp: reqwest::Response, limit: usize) -> Bytes {
         }
     }
     Bytes::from(out)
-}
-
-/// A reqwest error in words an operator can act on, without the URL (it may carry a key in a query).
-pub(super) fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_connect() {
-        "connection failed"
-    } else if e.is_timeout() {
-        "timed out"
-    } else if e.is_body() || e.is_decode() {
-        "response body failed"
-    } else {
-        "request failed"
-    };
-    let mut cause = String::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
-    }
-    if cause.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {cause}")
-    }
 }
 
 fn pick_headers(from: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
