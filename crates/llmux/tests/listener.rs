@@ -556,3 +556,50 @@ async fn compression_of_json_but_not_streams() {
         assert!(!resp.text().await.unwrap().is_empty());
     }
 }
+
+/// Calls to an HTTPS upstream go over TLS and verify its certificate: a gateway in front of
+/// another one serving a certificate of a private CA (no public root signs it) refuses the
+/// upstream, says why, and never sends the call in the clear.
+#[tokio::test]
+async fn an_https_upstream_is_verified() {
+    let node = MockServer::start(node("gpu-a", &["llama3:latest"]))
+        .await
+        .unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (_ca, cert, key) = make_certs(certs.path(), "private");
+    let (cert_path, key_path) = (certs.path().join("s.pem"), certs.path().join("s.key"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let inner = Llmux::start_with_server(
+        &ollama("gpu-a", &node.url()),
+        &format!(
+            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert_path.display(),
+            key_path.display()
+        ),
+    );
+    assert!(inner.base.starts_with("https://"), "{}", inner.base);
+    let outer = Llmux::start(&format!(
+        "[health]\ninterval = \"60s\"\n[[upstreams]]\nname = \"tls\"\nkind = \"openai\"\n\
+         url = \"{}/v1\"\nmodels = [\"llama3\"]\n",
+        inner.base
+    ));
+    let r = client()
+        .post(outer.url("/v1/chat/completions"))
+        .json(&chat("llama3", false))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("certificate"),
+        "the reason names the certificate: {body}"
+    );
+    assert_eq!(
+        node.stats().generations,
+        0,
+        "no call reached the node through the inner gateway"
+    );
+}
