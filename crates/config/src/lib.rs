@@ -184,6 +184,10 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Connections held open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Connection workers (one thread with its own event loop each; a connection and its calls
+    /// stay on one): `None` is one per core, `Some(0)` serves on the shared multi-thread
+    /// runtime instead. Read at start-up; a reload does not change it.
+    pub workers: Option<usize>,
     /// Whether JSON answers of 1 KiB or more are compressed (gzip or brotli) for clients whose
     /// `Accept-Encoding` allows it; streams never are. Default true.
     pub compression: bool,
@@ -250,6 +254,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            workers: None,
             compression: true,
             tls: None,
             cors: CorsConfig::default(),

@@ -205,7 +205,7 @@ fn unknown_keys_name_the_key() {
     assert_eq!(path, "server.bogus");
     assert_eq!(
         msg,
-        "unknown key (expected one of listen, max_body, max_upstream_body, shutdown_grace, upstream_header, header_timeout, idle_timeout, max_connections, compression, tls, cors)"
+        "unknown key (expected one of listen, max_body, max_upstream_body, shutdown_grace, upstream_header, header_timeout, idle_timeout, max_connections, workers, compression, tls, cors)"
     );
 
     let (path, msg) = fail(&format!("{UPSTREAM}bogus = 1"));

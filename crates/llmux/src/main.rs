@@ -39,15 +39,6 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    if matches!(
-        cli.command,
-        cli::Command::Serve { .. } | cli::Command::Demo { .. }
-    ) {
-        if let Err(e) = start_workers() {
-            say_error(&format!("llmux: cannot start the connection workers: {e}"));
-            return ExitCode::FAILURE;
-        }
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -163,16 +154,3 @@ fn init_logging() {
     }
 }
 
-/// One connection worker per core (see `llmux_gateway::workers`); `LLMUX_WORKERS` sets how
-/// many, and `0` serves connections on the shared multi-thread runtime instead.
-fn start_workers() -> std::io::Result<()> {
-    let n = match std::env::var("LLMUX_WORKERS") {
-        Ok(v) => v.trim().parse::<usize>().map_err(|_| {
-            std::io::Error::other(format!(
-                "LLMUX_WORKERS must be a whole number (0 = no workers), not {v:?}"
-            ))
-        })?,
-        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    llmux_gateway::workers::start(n)
-}

@@ -235,6 +235,13 @@ pub async fn run_gateway(
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    // Before the upstreams are built: each keeps a call client per worker.
+    let workers = match loaded.config.server.workers {
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    llmux_gateway::workers::start(workers)
+        .map_err(|e| format!("cannot start the connection workers: {e}"))?;
     let (gw, cp) = compose(loaded, &store, keys).await?;
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();

@@ -165,6 +165,7 @@ struct RawServer {
     header_timeout: Option<Dur>,
     idle_timeout: Option<Dur>,
     max_connections: Option<usize>,
+    workers: Option<usize>,
     compression: Option<bool>,
     tls: Option<listener::RawTls>,
     cors: listener::RawCors,
@@ -410,6 +411,7 @@ impl RawServer {
             header_timeout,
             idle_timeout,
             max_connections,
+            workers: self.workers,
             // Zero is allowed: it means "stop immediately".
             shutdown_grace: self.shutdown_grace.map_or(default.shutdown_grace, |d| d.0),
             upstream_header: self.upstream_header.unwrap_or(default.upstream_header),
