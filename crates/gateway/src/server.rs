@@ -8,8 +8,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use llmux_wire::{Dialect, ErrorKind};
 use futures_util::future::BoxFuture;
+use llmux_wire::{Dialect, ErrorKind};
 use serde_json::json;
 use std::convert::Infallible;
 use std::future::Future;
@@ -138,7 +138,8 @@ where
         let gw = Arc::clone(&self.gw);
         let mut inner = self.inner.clone();
         Box::pin(async move {
-            let resp = request_id(&gw, req, |req| {
+            let head = req.method() == axum::http::Method::HEAD;
+            let mut resp = request_id(&gw, req, |req| {
                 crate::cors::layer(&gw, req, |req| async move {
                     match run(&mut inner, req).await {
                         Ok(resp) => resp.map(axum::body::Body::new),
@@ -147,8 +148,24 @@ where
                 })
             })
             .await;
+            top_level(&mut resp, head);
             Ok(resp)
         })
+    }
+}
+
+/// What axum's method router did to every answer when these layers ran inside it (each route
+/// had them): a `Content-Length` for a body of known size, and no body for `HEAD`. Answers of
+/// the routes already have both; this covers the ones the layers make or rewrite.
+fn top_level(resp: &mut Response, head: bool) {
+    if !resp.headers().contains_key(header::CONTENT_LENGTH) {
+        if let Some(size) = http_body::Body::size_hint(resp.body()).exact() {
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
+    }
+    if head {
+        *resp.body_mut() = axum::body::Body::empty();
     }
 }
 
@@ -513,4 +530,100 @@ where
         HeaderValue::from_static("application/json"),
     );
     Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Method;
+
+    fn app() -> Router {
+        let mut config = llmux_config::Config::default();
+        config.auth.required = true;
+        config.server.cors.allowed_origins = vec!["https://app.example".into()];
+        router(Gateway::new(config).unwrap(), Router::new(), None)
+    }
+
+    async fn send(method: Method, path: &str, headers: &[(&str, &str)]) -> (Response, Vec<u8>) {
+        let mut req = http::Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut app = app();
+        let resp = Service::call(&mut app, req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (Response::from_parts(parts, Body::empty()), bytes.to_vec())
+    }
+
+    fn header<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
+        resp.headers().get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// The layers around the whole router answer as they did inside each route: request id
+    /// outermost, CORS before authentication, JSON errors in the caller's dialect, and the
+    /// method router's `Content-Length` and empty `HEAD` bodies.
+    #[tokio::test]
+    async fn the_layers_keep_their_order_and_effects() {
+        // A preflight from an allowed origin is answered before authentication.
+        let (resp, body) = send(
+            Method::OPTIONS,
+            "/v1/chat/completions",
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "POST"),
+            ],
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        assert!(body.is_empty());
+        assert_eq!(
+            header(&resp, "access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        assert!(header(&resp, "x-request-id").is_some());
+
+        // No key: a 401 in the caller's dialect, with CORS headers and the client's request id.
+        let (resp, body) = send(
+            Method::POST,
+            "/v1/messages",
+            &[("origin", "https://app.example"), ("x-request-id", "abc-1")],
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(header(&resp, "x-request-id"), Some("abc-1"));
+        assert_eq!(header(&resp, "vary"), Some("origin"));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["type"], "error", "Anthropic's shape: {v}");
+        assert_eq!(
+            header(&resp, "content-length"),
+            Some(body.len().to_string().as_str())
+        );
+
+        // axum's plain-text 405 on an open path becomes JSON, with its length.
+        let (resp, body) = send(Method::POST, "/healthz", &[]).await;
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["error"]["message"],
+            "method POST is not allowed on /healthz"
+        );
+        assert_eq!(
+            header(&resp, "content-length"),
+            Some(body.len().to_string().as_str())
+        );
+
+        // HEAD: no body, whoever answered.
+        let (resp, body) = send(Method::HEAD, "/healthz", &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(body.is_empty());
+        let (resp, body) = send(Method::HEAD, "/api/tags", &[]).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert!(body.is_empty());
+        assert!(header(&resp, "content-length").is_some_and(|n| n != "0"));
+    }
 }

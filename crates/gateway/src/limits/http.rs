@@ -151,7 +151,11 @@ fn parse_forwarded(entry: &str) -> Option<std::net::IpAddr> {
 
 /// Middleware before authentication (`next` runs the layers inside it): per client IP, then
 /// global. A flood of bad keys is refused here and never reaches the key lookup.
-pub async fn edge_limits<F, Fut>(gw: &Gateway, req: axum::extract::Request, next: F) -> Response<Body>
+pub async fn edge_limits<F, Fut>(
+    gw: &Gateway,
+    req: axum::extract::Request,
+    next: F,
+) -> Response<Body>
 where
     F: FnOnce(axum::extract::Request) -> Fut,
     Fut: Future<Output = Response<Body>>,
@@ -199,7 +203,11 @@ where
 /// Middleware after authentication (`next` runs the route): the key's concurrent calls (the slot
 /// is held until the response body ends or is dropped). [`super::admit`] does the rate checks
 /// once the body is read, and the call puts their headers on its answer.
-pub async fn key_limits<F, Fut>(gw: &Gateway, req: axum::extract::Request, next: F) -> Response<Body>
+pub async fn key_limits<F, Fut>(
+    gw: &Gateway,
+    req: axum::extract::Request,
+    next: F,
+) -> Response<Body>
 where
     F: FnOnce(axum::extract::Request) -> Fut,
     Fut: Future<Output = Response<Body>>,
