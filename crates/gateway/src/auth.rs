@@ -23,13 +23,8 @@ impl Identity {
             return true;
         }
         let bare = model.split_once('/').map_or(model, |(_, m)| m);
-        let want = [
-            llmux_wire::model::model_key(model),
-            llmux_wire::model::model_key(bare),
-        ];
-        self.models
-            .iter()
-            .any(|m| want.contains(&llmux_wire::model::model_key(m)))
+        let same = llmux_wire::model::same_model;
+        self.models.iter().any(|m| same(m, model) || same(m, bare))
     }
 }
 

@@ -7,15 +7,16 @@ use crate::Gateway;
 use axum::http::{header, Response};
 use std::sync::Arc;
 use tower_http::compression::predicate::Predicate;
-use tower_http::compression::{CompressionLayer, CompressionLevel};
+use tower_http::compression::{Compression, CompressionLevel};
 
 /// Smallest body worth compressing, in bytes.
 pub const MIN_SIZE: u64 = 1024;
 
-/// The layer: brotli or gzip as the client's `Accept-Encoding` prefers (brotli first on a tie),
-/// at level 4, which keeps brotli fast (its default, 11, costs milliseconds per answer).
-pub fn layer(gw: Arc<Gateway>) -> CompressionLayer<WholeJson> {
-    CompressionLayer::new()
+/// The layer around `inner`: brotli or gzip as the client's `Accept-Encoding` prefers (brotli
+/// first on a tie), at level 4, which keeps brotli fast (its default, 11, costs milliseconds per
+/// answer).
+pub fn layer<S>(gw: Arc<Gateway>, inner: S) -> Compression<S, WholeJson> {
+    Compression::new(inner)
         .quality(CompressionLevel::Precise(4))
         .compress_when(WholeJson { gw })
 }

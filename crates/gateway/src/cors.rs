@@ -7,13 +7,12 @@
 
 use crate::server::dialect_of;
 use crate::{call, Gateway};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use llmux_config::CorsConfig;
 use llmux_wire::ErrorKind;
-use std::sync::Arc;
+use std::future::Future;
 
 const METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
 /// Request headers allowed when the preflight does not list any.
@@ -22,12 +21,17 @@ const DEFAULT_HEADERS: &str = "authorization, content-type, x-api-key, anthropic
 const EXPOSED: &str = "x-request-id, x-llmux-upstream, x-llmux-cache, x-ratelimit-limit-requests, \
 x-ratelimit-remaining-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, retry-after";
 
-/// The CORS layer; does nothing while `server.cors` allows no origin.
-pub async fn layer(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+/// The CORS layer (`next` runs the layers inside it); does nothing while `server.cors` allows
+/// no origin.
+pub async fn layer<F, Fut>(gw: &Gateway, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let config = gw.config();
     let cors = &config.server.cors;
     if !cors.enabled() {
-        return next.run(req).await;
+        return next(req).await;
     }
     let origin = req
         .headers()
@@ -35,7 +39,7 @@ pub async fn layer(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> 
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let Some(origin) = origin else {
-        return next.run(req).await;
+        return next(req).await;
     };
     let allowed = cors.allows(&origin);
     let preflight = req.method() == Method::OPTIONS
@@ -48,7 +52,7 @@ pub async fn layer(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> 
             false => refused(&req, &origin),
         };
     }
-    let mut resp = next.run(req).await;
+    let mut resp = next(req).await;
     let headers = resp.headers_mut();
     headers.append(header::VARY, HeaderValue::from_static("origin"));
     if allowed {

@@ -3,7 +3,7 @@
 use crate::accounting::Pricing;
 use crate::upstream::{Pool, Upstream, UpstreamState};
 use llmux_config::{Config, Strategy, UpstreamKind};
-use llmux_wire::model::{model_key, split_pinned};
+use llmux_wire::model::{model_key, same_model, split_pinned, with_model_key};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -283,7 +283,7 @@ impl Routes {
                 let tier = tier_of(upstream, &state);
                 found.push(Candidate {
                     upstream: Arc::clone(upstream),
-                    warm: state.loaded.contains(model_key(&upstream_model).as_ref()),
+                    warm: with_model_key(&upstream_model, |k| state.loaded.contains(k)),
                     model: upstream_model,
                     tier,
                 });
@@ -326,27 +326,39 @@ impl Routes {
         model: &str,
         tier: Match,
     ) -> Option<String> {
-        let key = model_key(model);
+        with_model_key(model, |key| {
+            self.served_as(upstream, state, model, key, tier)
+        })
+    }
+
+    /// [`Self::served`], with `key` the model key of `model`.
+    fn served_as(
+        &self,
+        upstream: &Upstream,
+        state: &crate::upstream::UpstreamState,
+        model: &str,
+        key: &str,
+        tier: Match,
+    ) -> Option<String> {
         let usable = |served: &str| {
-            let k = model_key(served);
-            !self.is_disabled(&upstream.name, &k)
-                && !self.is_disabled(&upstream.name, &key)
+            !self.is_disabled_name(&upstream.name, served)
+                && !self.is_disabled(&upstream.name, key)
                 && self.renamed(&upstream.name, served).is_none()
         };
         match tier {
             Match::Exact => {
-                if let Some(froms) = self.renamed_to.get(key.as_ref()) {
+                if let Some(froms) = self.renamed_to.get(key) {
                     let hit = froms.iter().find_map(|(up, original)| {
                         (up.is_empty() || *up == upstream.name)
                             .then(|| state.models.get(original))
                             .flatten()
                     });
                     if let Some(served) = hit {
-                        return (!self.is_disabled(&upstream.name, &model_key(served)))
+                        return (!self.is_disabled_name(&upstream.name, served))
                             .then(|| served.clone());
                     }
                 }
-                let served = state.models.get(key.as_ref())?;
+                let served = state.models.get(key)?;
                 if !usable(served) {
                     return None;
                 }
@@ -380,6 +392,11 @@ impl Routes {
         }
     }
 
+    /// Whether the model served as `name` (keyed by Ollama's `:latest` rule) is switched off.
+    fn is_disabled_name(&self, upstream: &str, name: &str) -> bool {
+        !self.disabled.is_empty() && self.is_disabled(upstream, &model_key(name))
+    }
+
     fn is_disabled(&self, upstream: &str, key: &str) -> bool {
         !self.disabled.is_empty()
             && (self.disabled.contains(&(String::new(), key.to_string()))
@@ -403,7 +420,7 @@ impl Routes {
     /// The name clients see for the model `upstream` serves as `served`: its new name when
     /// renamed; `None` when it is switched off (it is then in no listing).
     pub fn listed_name(&self, upstream: &str, served: &str) -> Option<String> {
-        if self.is_disabled(upstream, &model_key(served)) {
+        if self.is_disabled_name(upstream, served) {
             return None;
         }
         Some(
@@ -423,10 +440,9 @@ impl Routes {
         if let Some(chain) = fallbacks.get(requested) {
             return chain;
         }
-        let key = model_key(requested);
         fallbacks
             .iter()
-            .find(|(m, _)| model_key(m) == key)
+            .find(|(m, _)| same_model(m, requested))
             .map_or(&[], |(_, chain)| chain.as_slice())
     }
 }

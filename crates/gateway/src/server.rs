@@ -5,13 +5,17 @@ use crate::upstream::Pool;
 use crate::{auth, catalog, Gateway, RequestId};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::future::BoxFuture;
 use llmux_wire::{Dialect, ErrorKind};
 use serde_json::json;
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower_service::Service;
 
 fn generation(endpoint: Endpoint) -> axum::routing::MethodRouter<Arc<Gateway>> {
     post(move |State(gw): State<Arc<Gateway>>, req: Request| call::handle(gw, endpoint, req))
@@ -91,19 +95,123 @@ pub fn router(gw: Arc<Gateway>, admin: Router, console: Option<Router<Arc<Gatewa
         Some(console) => routes.merge(console),
         None => routes,
     };
-    routes
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(Arc::clone(&gw), key_limits))
-        .layer(middleware::from_fn_with_state(Arc::clone(&gw), client_auth))
-        .layer(middleware::from_fn_with_state(Arc::clone(&gw), edge_limits))
-        .layer(middleware::from_fn(json_errors))
-        .layer(crate::compress::layer(Arc::clone(&gw)))
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&gw),
-            crate::cors::layer,
-        ))
-        .layer(middleware::from_fn_with_state(Arc::clone(&gw), request_id))
-        .with_state(gw)
+    let routes = routes.fallback(not_found).with_state(Arc::clone(&gw));
+    // The layers wrap the whole router once, as one service, rather than each route through
+    // `Router::layer` and `middleware::from_fn`: those box a future and clone the stack of
+    // boxed services under them per layer and call (about 70 allocations per call for seven
+    // layers); this costs two boxed futures. The outer router only hands every request to it.
+    let inner = Inner {
+        gw: Arc::clone(&gw),
+        routes,
+    };
+    let outer = Outer {
+        inner: crate::compress::layer(Arc::clone(&gw), inner),
+        gw,
+    };
+    Router::new().fallback_service(outer)
+}
+
+/// The layers outside compression: request id, then CORS.
+#[derive(Clone)]
+struct Outer<S> {
+    gw: Arc<Gateway>,
+    inner: S,
+}
+
+impl<S, B> Service<Request> for Outer<S>
+where
+    S: Service<Request, Response = http::Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Readiness is asked of a clone of the inner service, per call.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let gw = Arc::clone(&self.gw);
+        let mut inner = self.inner.clone();
+        Box::pin(async move {
+            let head = req.method() == axum::http::Method::HEAD;
+            let mut resp = request_id(&gw, req, |req| {
+                crate::cors::layer(&gw, req, |req| async move {
+                    match run(&mut inner, req).await {
+                        Ok(resp) => resp.map(axum::body::Body::new),
+                        Err(never) => match never {},
+                    }
+                })
+            })
+            .await;
+            top_level(&mut resp, head);
+            Ok(resp)
+        })
+    }
+}
+
+/// What axum's method router did to every answer when these layers ran inside it (each route
+/// had them): a `Content-Length` for a body of known size, and no body for `HEAD`. Answers of
+/// the routes already have both; this covers the ones the layers make or rewrite.
+fn top_level(resp: &mut Response, head: bool) {
+    if !resp.headers().contains_key(header::CONTENT_LENGTH) {
+        if let Some(size) = http_body::Body::size_hint(resp.body()).exact() {
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
+    }
+    if head {
+        *resp.body_mut() = axum::body::Body::empty();
+    }
+}
+
+/// The layers inside compression: JSON errors, edge limits, client authentication, the key's
+/// concurrency limit, then the route.
+#[derive(Clone)]
+struct Inner {
+    gw: Arc<Gateway>,
+    routes: Router,
+}
+
+impl Service<Request> for Inner {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let gw = Arc::clone(&self.gw);
+        let mut routes = self.routes.clone();
+        Box::pin(async move {
+            let resp = json_errors(req, |req| {
+                edge_limits(&gw, req, |req| {
+                    client_auth(&gw, req, |req| {
+                        crate::limits::key_limits(&gw, req, |req| async move {
+                            match run(&mut routes, req).await {
+                                Ok(resp) => resp,
+                                Err(never) => match never {},
+                            }
+                        })
+                    })
+                })
+            })
+            .await;
+            Ok(resp)
+        })
+    }
+}
+
+/// Calls `svc` once it is ready.
+async fn run<S: Service<Request>>(svc: &mut S, req: Request) -> Result<S::Response, S::Error> {
+    std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
+    svc.call(req).await
 }
 
 /// Whether the client is a browser: its `Accept` names `text/html` (Ollama clients and probes
@@ -127,17 +235,16 @@ const MANAGE_PATHS: [&str; 2] = ["/api/pull", "/api/delete"];
 /// admin API are never limited: neither may be locked by a flood of data-plane calls nor, with
 /// `limits.fail_open = false`, by an unreachable rate-limit backend (the admin sign-in has its
 /// own limits).
-async fn edge_limits(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+async fn edge_limits<F, Fut>(gw: &Gateway, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let path = req.uri().path();
     if OPEN_PATHS.contains(&path) || path.starts_with("/admin/") || path.starts_with("/ui") {
-        return next.run(req).await;
+        return next(req).await;
     }
-    crate::limits::edge_limits(State(gw), req, next).await
-}
-
-/// The virtual key's concurrency limit (after authentication).
-async fn key_limits(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
-    crate::limits::key_limits(State(gw), req, next).await
+    crate::limits::edge_limits(gw, req, next).await
 }
 
 /// With `auth.required`, a call must carry a virtual key that checks out; without it, a call
@@ -145,14 +252,18 @@ async fn key_limits(State(gw): State<Arc<Gateway>>, req: Request, next: Next) ->
 /// app and billing; 401 when it is wrong), and only calls with no llmux key are anonymous.
 /// The identity travels in the request's extensions (the model restriction is checked once
 /// the model is known).
-async fn client_auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
+async fn client_auth<F, Fut>(gw: &Gateway, mut req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let path = req.uri().path();
     if OPEN_PATHS.contains(&path)
         || MANAGE_PATHS.contains(&path)
         || path.starts_with("/admin/")
         || path.starts_with("/ui")
     {
-        return next.run(req).await;
+        return next(req).await;
     }
     let required = gw.routes().config.auth.required;
     let dialect = dialect_of(&req);
@@ -173,7 +284,7 @@ async fn client_auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Nex
     let token = match token {
         Some(t) if required || auth::is_virtual_key(&t) => t,
         // Anonymous: no credential, or the provider key or placeholder an SDK insists on sending.
-        _ if !required => return next.run(req).await,
+        _ if !required => return next(req).await,
         _ => return refuse(&req, auth::AuthError::Missing),
     };
     let Some(checker) = gw.authenticator().cloned() else {
@@ -185,7 +296,7 @@ async fn client_auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Nex
     match checker.authenticate(&token).await {
         Ok(identity) => {
             req.extensions_mut().insert(identity);
-            next.run(req).await
+            next(req).await
         }
         Err(e) => refuse(&req, e),
     }
@@ -251,7 +362,11 @@ async fn gemini_call(
 }
 
 /// Takes the client's `x-request-id` when it is sane, or makes one; echoes it on the response.
-async fn request_id(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
+async fn request_id<F, Fut>(gw: &Gateway, mut req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let id = req
         .headers()
         .get(crate::X_REQUEST_ID)
@@ -277,7 +392,7 @@ async fn request_id(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next
         req.extensions_mut().insert(t.clone());
     }
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut resp = next.run(req).await;
+    let mut resp = next(req).await;
     gw.metrics.response(resp.status().as_u16());
     if let Some(v) = value {
         resp.headers_mut().insert(crate::X_REQUEST_ID, v);
@@ -351,12 +466,16 @@ async fn not_found(req: Request) -> Response {
 /// the admin API's body limit) write as plain text or nothing become JSON in the caller's
 /// dialect, judged by the path. Upstream answers (they carry `x-llmux-attempts`) and JSON
 /// errors are left as they are.
-async fn json_errors(req: Request, next: Next) -> Response {
+async fn json_errors<F, Fut>(req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let dialect = dialect_of(&req);
     // Kept for the message of an error; cloning a standard method and a URI allocates nothing.
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let resp = next.run(req).await;
+    let resp = next(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error())
         || resp.headers().contains_key(&crate::X_LLMUX_ATTEMPTS)
@@ -411,4 +530,100 @@ async fn json_errors(req: Request, next: Next) -> Response {
         HeaderValue::from_static("application/json"),
     );
     Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Method;
+
+    fn app() -> Router {
+        let mut config = llmux_config::Config::default();
+        config.auth.required = true;
+        config.server.cors.allowed_origins = vec!["https://app.example".into()];
+        router(Gateway::new(config).unwrap(), Router::new(), None)
+    }
+
+    async fn send(method: Method, path: &str, headers: &[(&str, &str)]) -> (Response, Vec<u8>) {
+        let mut req = http::Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut app = app();
+        let resp = Service::call(&mut app, req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (Response::from_parts(parts, Body::empty()), bytes.to_vec())
+    }
+
+    fn header<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
+        resp.headers().get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// The layers around the whole router answer as they did inside each route: request id
+    /// outermost, CORS before authentication, JSON errors in the caller's dialect, and the
+    /// method router's `Content-Length` and empty `HEAD` bodies.
+    #[tokio::test]
+    async fn the_layers_keep_their_order_and_effects() {
+        // A preflight from an allowed origin is answered before authentication.
+        let (resp, body) = send(
+            Method::OPTIONS,
+            "/v1/chat/completions",
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "POST"),
+            ],
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        assert!(body.is_empty());
+        assert_eq!(
+            header(&resp, "access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        assert!(header(&resp, "x-request-id").is_some());
+
+        // No key: a 401 in the caller's dialect, with CORS headers and the client's request id.
+        let (resp, body) = send(
+            Method::POST,
+            "/v1/messages",
+            &[("origin", "https://app.example"), ("x-request-id", "abc-1")],
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(header(&resp, "x-request-id"), Some("abc-1"));
+        assert_eq!(header(&resp, "vary"), Some("origin"));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["type"], "error", "Anthropic's shape: {v}");
+        assert_eq!(
+            header(&resp, "content-length"),
+            Some(body.len().to_string().as_str())
+        );
+
+        // axum's plain-text 405 on an open path becomes JSON, with its length.
+        let (resp, body) = send(Method::POST, "/healthz", &[]).await;
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["error"]["message"],
+            "method POST is not allowed on /healthz"
+        );
+        assert_eq!(
+            header(&resp, "content-length"),
+            Some(body.len().to_string().as_str())
+        );
+
+        // HEAD: no body, whoever answered.
+        let (resp, body) = send(Method::HEAD, "/healthz", &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(body.is_empty());
+        let (resp, body) = send(Method::HEAD, "/api/tags", &[]).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert!(body.is_empty());
+        assert!(header(&resp, "content-length").is_some_and(|n| n != "0"));
+    }
 }

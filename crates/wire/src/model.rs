@@ -7,12 +7,50 @@ use std::borrow::Cow;
 /// so a name without a tag is keyed with `:latest`. A `:` inside a path segment
 /// (`hf.co/org/model:Q4`) is a tag only when it follows the last `/`.
 pub fn model_key(name: &str) -> Cow<'_, str> {
-    let last_segment = name.rsplit('/').next().unwrap_or(name);
-    if last_segment.contains(':') || name.is_empty() {
+    if keyed_as_itself(name) {
         Cow::Borrowed(name)
     } else {
         Cow::Owned(format!("{name}:latest"))
     }
+}
+
+/// Whether `name` is its own [`model_key`]: it has a tag, or is empty.
+fn keyed_as_itself(name: &str) -> bool {
+    let last_segment = name.rsplit('/').next().unwrap_or(name);
+    last_segment.contains(':') || name.is_empty()
+}
+
+/// Whether `a` and `b` are one model by Ollama's `:latest` rule: `model_key(a) == model_key(b)`,
+/// without building either key.
+pub fn same_model(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match (keyed_as_itself(a), keyed_as_itself(b)) {
+        (true, false) => a.strip_suffix(":latest") == Some(b),
+        (false, true) => b.strip_suffix(":latest") == Some(a),
+        // Two different names keyed as themselves, or both with `:latest` added.
+        _ => false,
+    }
+}
+
+/// Calls `f` with the [`model_key`] of `name`, for a lookup in a map keyed by model keys: the
+/// key is built on the stack when it is short (it was a `String` per lookup).
+pub fn with_model_key<R>(name: &str, f: impl FnOnce(&str) -> R) -> R {
+    const LATEST: &[u8] = b":latest";
+    if keyed_as_itself(name) {
+        return f(name);
+    }
+    let mut buf = [0u8; 128];
+    let len = name.len() + LATEST.len();
+    if len <= buf.len() {
+        buf[..name.len()].copy_from_slice(name.as_bytes());
+        buf[name.len()..len].copy_from_slice(LATEST);
+        if let Ok(key) = std::str::from_utf8(&buf[..len]) {
+            return f(key);
+        }
+    }
+    f(&format!("{name}:latest"))
 }
 
 /// Splits `upstream/model` when the part before the first `/` names a known upstream.
@@ -116,6 +154,44 @@ pub fn undated(key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_model_is_equal_keys() {
+        let names = [
+            "",
+            ":latest",
+            "llama3",
+            "llama3:latest",
+            "llama3:8b",
+            "llama3:latest:latest",
+            "hf.co/org/m:Q4",
+            "hf.co/org:x/m",
+            "hf.co/org:x/m:latest",
+            "a/b",
+            "a/b:latest",
+            "é:latest",
+            "é",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(
+                    same_model(a, b),
+                    model_key(a) == model_key(b),
+                    "{a:?} {b:?}"
+                );
+            }
+            assert_eq!(with_model_key(a, str::to_string), model_key(a));
+        }
+        let long = "x".repeat(200);
+        assert_eq!(with_model_key(&long, str::to_string), model_key(&long));
+        let edge = "y".repeat(121);
+        assert_eq!(
+            with_model_key(&edge, str::to_string),
+            format!("{edge}:latest")
+        );
+        assert!(same_model("llama3", "llama3:latest"));
+        assert!(!same_model("llama3", "llama3:8b"));
+    }
 
     #[test]
     fn latest_rule() {

@@ -31,7 +31,6 @@ impl Call {
         let routes = Arc::clone(&self.routes);
         let mut route_error = None;
         let mut limited = None;
-        let asked = llmux_wire::model::model_key(model);
         for target in targets {
             let target = target.as_str();
             let endpoint = self.endpoint;
@@ -47,7 +46,7 @@ impl Call {
             };
             // The requested name's own limits were checked at admission; a target's apply
             // when the call reaches it, and one that is spent is skipped.
-            if llmux_wire::model::model_key(target) != asked {
+            if !llmux_wire::model::same_model(target, model) {
                 if let Err(refused) = self.admit_target(target).await {
                     self.failures
                         .push(format!("{target}: this API key's limit for it is reached"));

@@ -78,8 +78,12 @@ impl Hook {
     pub fn applies(&self, model: &str, identity: Option<&Identity>) -> bool {
         let s = &self.cfg.scope;
         if !self.models.is_empty() {
-            let key = llmux_wire::model::model_key(model);
-            if !self.models.iter().any(|m| *m == key) {
+            // `models` holds model keys.
+            if !self
+                .models
+                .iter()
+                .any(|m| llmux_wire::model::same_model(m, model))
+            {
                 return false;
             }
         }

@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Response};
 use bytes::Bytes;
 use llmux_wire::{Dialect, ErrorKind};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -148,17 +149,21 @@ fn parse_forwarded(entry: &str) -> Option<std::net::IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
-/// Middleware before authentication: per client IP, then global. A flood of bad keys is
-/// refused here and never reaches the key lookup.
-pub async fn edge_limits(
-    axum::extract::State(gw): axum::extract::State<Arc<Gateway>>,
+/// Middleware before authentication (`next` runs the layers inside it): per client IP, then
+/// global. A flood of bad keys is refused here and never reaches the key lookup.
+pub async fn edge_limits<F, Fut>(
+    gw: &Gateway,
     req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response<Body> {
+    next: F,
+) -> Response<Body>
+where
+    F: FnOnce(axum::extract::Request) -> Fut,
+    Fut: Future<Output = Response<Body>>,
+{
     let routes = gw.routes();
     let cfg = &routes.config.limits;
     if cfg.ip.is_none() && cfg.global.is_none() {
-        return next.run(req).await;
+        return next(req).await;
     }
     let mut checks = Vec::with_capacity(2);
     let mut layers = Vec::with_capacity(2);
@@ -190,28 +195,32 @@ pub async fn edge_limits(
                 call::log_refused(&req, &resp);
                 resp
             }
-            None => next.run(req).await,
+            None => next(req).await,
         },
     }
 }
 
-/// Middleware after authentication: the key's concurrent calls (the slot is held until the
-/// response body ends or is dropped). [`super::admit`] does the rate checks once the body is read,
-/// and the call puts their headers on its answer.
-pub async fn key_limits(
-    axum::extract::State(gw): axum::extract::State<Arc<Gateway>>,
+/// Middleware after authentication (`next` runs the route): the key's concurrent calls (the slot
+/// is held until the response body ends or is dropped). [`super::admit`] does the rate checks
+/// once the body is read, and the call puts their headers on its answer.
+pub async fn key_limits<F, Fut>(
+    gw: &Gateway,
     req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response<Body> {
+    next: F,
+) -> Response<Body>
+where
+    F: FnOnce(axum::extract::Request) -> Fut,
+    Fut: Future<Output = Response<Body>>,
+{
     let Some(id) = req.extensions().get::<Identity>() else {
-        return next.run(req).await;
+        return next(req).await;
     };
     if id.limits.is_empty() {
-        return next.run(req).await;
+        return next(req).await;
     }
     let guard = match id.limits.concurrency {
         None => None,
-        Some(limit) => match take_slot(&gw, &id.key_id, limit).await {
+        Some(limit) => match take_slot(gw, &id.key_id, limit).await {
             Ok(slot) => Some(slot),
             Err(refused) => {
                 let dialect = crate::server::dialect_of(&req);
@@ -236,7 +245,7 @@ pub async fn key_limits(
             }
         },
     };
-    let resp = next.run(req).await;
+    let resp = next(req).await;
     match guard {
         None => resp,
         Some(guard) => resp.map(|inner| {

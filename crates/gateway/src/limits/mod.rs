@@ -109,13 +109,10 @@ impl KeyLimits {
             return None;
         }
         let bare = model.split_once('/').map_or(model, |(_, m)| m);
-        let want = [
-            llmux_wire::model::model_key(model),
-            llmux_wire::model::model_key(bare),
-        ];
+        let same = llmux_wire::model::same_model;
         self.models
             .iter()
-            .find(|(m, _)| want.contains(&llmux_wire::model::model_key(m)))
+            .find(|(m, _)| same(m, model) || same(m, bare))
             .map(|(m, l)| (m.as_str(), *l))
     }
 }
