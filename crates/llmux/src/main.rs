@@ -153,4 +153,3 @@ fn init_logging() {
         builder.init();
     }
 }
-

@@ -202,6 +202,7 @@ impl Call {
             drop_after: self.faults.drop_after,
             stall_after: self.faults.stall_after,
             truncate_after: self.faults.truncate_after,
+            unpaced_from: None,
         }
     }
 

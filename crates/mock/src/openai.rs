@@ -10,7 +10,7 @@ use crate::handler::{Call, Dialect, GenReq};
 use crate::ollama::{full_text, push_token, TOOL_ARGS};
 use crate::reply::{model_not_found, ok_json, openai_error};
 use crate::state::Shared;
-use crate::stream::streaming;
+use crate::stream::{streaming, Pace};
 use crate::util::{self, js, unix_now};
 
 const SSE: &str = "text/event-stream";
@@ -160,7 +160,11 @@ pub(crate) fn chat(call: Call, req: &GenReq, streams: bool) -> Response {
         None => r#""delta":{"role":"assistant","content":"","refusal":null}"#.to_owned(),
     };
     let is_tool = tool.is_some();
-    let pace = call.pace();
+    // The usage chunk and `[DONE]` follow the finish chunk at once.
+    let pace = Pace {
+        unpaced_from: Some(sse.body_frames + 1),
+        ..call.pace()
+    };
     streaming(SSE, pace, call.guard, move |i| {
         sse.frame(i, |i| {
             if i == 0 {
@@ -227,7 +231,10 @@ pub(crate) fn completions(call: Call, req: &GenReq, streams: bool) -> Response {
         finish: text_choice("", Some(reason)),
         usage,
     };
-    let pace = call.pace();
+    let pace = Pace {
+        unpaced_from: Some(sse.body_frames + 1),
+        ..call.pace()
+    };
     streaming(SSE, pace, call.guard, move |i| {
         sse.frame(i, |i| {
             let mut tok = String::new();

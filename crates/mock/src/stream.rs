@@ -17,6 +17,10 @@ pub(crate) struct Pace {
     pub(crate) drop_after: Option<usize>,
     pub(crate) stall_after: Option<usize>,
     pub(crate) truncate_after: Option<usize>,
+    /// Frames from this index on follow at once, not `chunk_delay` apart: what a provider sends
+    /// after the last generated frame (OpenAI's usage chunk and `[DONE]` come right after the
+    /// finish chunk, not one token's time later).
+    pub(crate) unpaced_from: Option<usize>,
 }
 
 struct State<F> {
@@ -70,6 +74,8 @@ where
         }
         let delay = if st.i == 0 {
             st.pace.ttft
+        } else if st.pace.unpaced_from.is_some_and(|n| st.i >= n) {
+            Duration::ZERO
         } else {
             st.pace.chunk_delay
         };

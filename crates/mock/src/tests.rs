@@ -2064,3 +2064,48 @@ async fn responses_api_whole_and_streamed_like_openai() {
     assert!(text.contains(r#""name":"get_weather""#));
     m.stop().await;
 }
+
+/// As OpenAI streams: tokens come `chunk_delay` apart, and the usage chunk and `[DONE]` follow
+/// the finish chunk at once (a gateway that drops the usage chunk must not look as if it held
+/// `[DONE]` back for a token's time).
+#[tokio::test]
+async fn openai_usage_chunk_and_done_follow_the_finish_chunk_at_once() {
+    let m = start(MockConfig {
+        chunks: 2,
+        chunk_delay: Duration::from_millis(150),
+        ..MockConfig::default()
+    })
+    .await;
+    let body = json!({"model": "llama3", "stream": true, "messages": [],
+        "stream_options": {"include_usage": true}});
+    let mut s = send(m.addr(), "POST", "/v1/chat/completions", &[], Some(&body)).await;
+    let started = Instant::now();
+    let mut seen: Vec<(Duration, String)> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut text = String::new();
+    while !text.contains("[DONE]") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before [DONE]: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        for line in text.lines().filter(|l| l.starts_with("data: ")) {
+            if !seen.iter().any(|(_, l)| l == line) {
+                seen.push((started.elapsed(), line.to_string()));
+            }
+        }
+    }
+    let at = |needle: &str| {
+        seen.iter()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(t, _)| *t)
+            .unwrap()
+    };
+    let (finish, usage, done) = (
+        at("\"finish_reason\":\"stop\""),
+        at("\"choices\":[],"),
+        at("[DONE]"),
+    );
+    assert!(usage - finish < Duration::from_millis(100), "{seen:?}");
+    assert!(done - finish < Duration::from_millis(100), "{seen:?}");
+    // The finish chunk itself still comes a token's time after the last token.
+    assert!(finish >= Duration::from_millis(3 * 150), "{seen:?}");
+}
