@@ -738,7 +738,11 @@ def build_targets(only, root, a, ports, up_fast, nginx, bin_llmux, tools, worker
             continue
         name = vname + suffix
         port = ports[port_key + os.path.basename(v)]
-        t = Target(name, name, "2-thread tokio runtime (default); LLMUX_LOG=warn"
+        with open(v) as f:
+            shared = any(l.strip().replace(" ", "") == "workers=0" for l in f)
+        runtime = ("the shared multi-thread tokio runtime (server.workers = 0)" if shared
+                   else "one connection worker per core (server.workers default)")
+        t = Target(name, name, f"{runtime}; LLMUX_LOG=warn"
                    + (f"; baseline binary {exe}" if suffix else ""))
         t.version = cmd_version([exe, "--version"])
         cfg_path = os.path.join(a.run_dir, f"{name}.toml")
