@@ -434,7 +434,7 @@ impl Body for Relay {
                     let msg = format!(
                         "upstream '{}' failed mid-response: {}",
                         this.log.upstream,
-                        root_cause(&e)
+                        crate::upstream_http::root_cause(&e)
                     );
                     return this.fail(msg);
                 }
@@ -569,16 +569,6 @@ impl Relay {
         }
         draft.finish(status, class, Some(ttft), tokens, self.captured.as_deref());
     }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut last = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        last = s.to_string();
-        source = s.source();
-    }
-    last
 }
 
 #[cfg(test)]

@@ -190,7 +190,7 @@ pub fn describe(e: &hyper_util::client::legacy::Error) -> String {
 }
 
 /// The innermost error's message.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut last = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

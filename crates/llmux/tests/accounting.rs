@@ -620,12 +620,7 @@ async fn calls_in_flight_at_sigterm_are_all_in_the_log_after_restart() {
     }
     // SIGTERM once every stream is open.
     gw.wait_in_flight(30).await;
-    let pid = gw.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    gw.signal("TERM");
     let mut seen = HashMap::new();
     for t in tasks {
         let (id, usage) = t.await.unwrap();

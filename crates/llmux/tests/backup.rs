@@ -558,12 +558,7 @@ async fn export_import_reproduces_routing_and_refuses_conflicts() {
         let (ok, out) = cli(b.dir.path(), &args, PASS).await;
         assert!(ok && out.contains("config revision"), "{kind}: {out}");
         if kind == "sqlite" {
-            let pid = b.child.id().to_string();
-            assert!(std::process::Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success());
+            b.signal("HUP");
         }
         eventually(
             Duration::from_secs(20),
@@ -595,12 +590,7 @@ async fn export_import_reproduces_routing_and_refuses_conflicts() {
         );
         assert!(out.contains("1 changed"), "{kind}: {out}");
         if kind == "sqlite" {
-            let pid = b.child.id().to_string();
-            assert!(std::process::Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success());
+            b.signal("HUP");
         }
         eventually(
             Duration::from_secs(20),

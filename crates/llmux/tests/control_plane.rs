@@ -801,12 +801,7 @@ async fn hot_reload_refuses_bad_edits_and_rollback_restores_routing() {
         );
 
         // SIGHUP re-reads the file (still the invalid edit): refused, and llmux keeps serving.
-        let pid = gw.child.id().to_string();
-        assert!(std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success());
+        gw.signal("HUP");
         eventually(Duration::from_secs(10), "the SIGHUP reload", async || {
             gw.log_text().contains("SIGHUP")
         })

@@ -68,15 +68,6 @@ async fn chat_call(gw: &Llmux, key: &str, path: &str, body: Value) -> (u16, Stri
     (status, id, resp.text().await.unwrap_or_default())
 }
 
-fn sigterm(gw: &Llmux) {
-    let pid = gw.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_model_names_are_refused_and_cannot_stop_the_call_log() {
     let m = llmux_mock::MockServer::start(node("m", &["gpt-4o-mini"]))
@@ -241,7 +232,7 @@ async fn streams_open_at_the_end_of_the_grace_period_are_cut_logged_and_billed()
     }
     // SIGTERM once every stream is open.
     gw.wait_in_flight(6).await;
-    sigterm(&gw);
+    gw.signal("TERM");
     let stopped = Instant::now();
     for t in tasks {
         assert!(t.await.unwrap() > 0);
@@ -300,7 +291,7 @@ async fn records_the_store_cannot_take_at_shutdown_are_spilled_and_replayed() {
         .await;
         assert_eq!(s, 200, "{t}");
     }
-    sigterm(&gw);
+    gw.signal("TERM");
     let stopped = Instant::now();
     let mut gw = gw;
     let status = gw.child.wait().unwrap();
@@ -669,7 +660,7 @@ async fn calls_still_waiting_at_the_end_of_the_grace_period_are_answered_and_rec
         async || m.stats().in_flight >= 2,
     )
     .await;
-    sigterm(&gw);
+    gw.signal("TERM");
     for t in tasks {
         assert_eq!(t.await.unwrap(), 503);
     }

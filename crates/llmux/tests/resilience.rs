@@ -179,12 +179,7 @@ async fn a_stop_during_the_first_probe_round_is_prompt() {
          [[upstreams]]\nname = \"hung\"\nkind = \"ollama\"\nurl = \"{hung}\"\n"
     ));
     let t = std::time::Instant::now();
-    let pid = gw.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    gw.signal("TERM");
     let status = gw.child.wait().unwrap();
     eprintln!(
         "stopped {:?} after SIGTERM, with the hung node's probe in flight",

@@ -163,6 +163,16 @@ impl Llmux {
         format!("{}{path}", self.base)
     }
 
+    /// Sends the process `signal` (`"TERM"`, `"HUP"`, …) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args([format!("-{signal}").as_str(), &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
