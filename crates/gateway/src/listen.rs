@@ -119,37 +119,48 @@ pub async fn serve(
             abandon: abandon.clone(),
         };
         let acceptor = tls.as_ref().map(|t| t.acceptor());
-        let Some(worker) = crate::workers::next() else {
-            tasks.spawn(async move {
-                let _slot = slot;
-                conn.run(tcp, acceptor, peer).await;
-            });
-            continue;
-        };
-        // The socket moves to the worker's reactor, so its wake-ups happen on that thread.
-        let tcp = match tcp.into_std() {
-            Ok(tcp) => tcp,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "cannot hand the connection to a worker");
-                continue;
-            }
-        };
-        tasks.spawn_on(
-            async move {
-                let _slot = slot;
-                match TcpStream::from_std(tcp) {
-                    Ok(tcp) => conn.run(tcp, acceptor, peer).await,
-                    Err(e) => tracing::debug!(%peer, error = %e, "cannot register the connection"),
-                }
-            },
-            worker,
-        );
+        hand_off(&tasks, conn, tcp, acceptor, peer, slot);
     }
     drop(listener);
     stop.cancel();
     tasks.close();
     tasks.wait().await;
     Ok(())
+}
+
+/// Serves `tcp` on a connection worker (see [`crate::workers`]), or here when none runs.
+fn hand_off(
+    tasks: &TaskTracker,
+    conn: Conn,
+    tcp: TcpStream,
+    acceptor: Option<TlsAcceptor>,
+    peer: SocketAddr,
+    slot: Slot,
+) {
+    let Some(worker) = crate::workers::next() else {
+        tasks.spawn(async move {
+            let _slot = slot;
+            conn.run(tcp, acceptor, peer).await;
+        });
+        return;
+    };
+    // The socket moves to the worker's reactor, so its wake-ups happen on that thread.
+    let tcp = match tcp.into_std() {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            return tracing::debug!(%peer, error = %e, "cannot hand the connection to a worker")
+        }
+    };
+    tasks.spawn_on(
+        async move {
+            let _slot = slot;
+            match TcpStream::from_std(tcp) {
+                Ok(tcp) => conn.run(tcp, acceptor, peer).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "cannot register the connection"),
+            }
+        },
+        worker,
+    );
 }
 
 /// What serving one accepted connection needs, whatever its transport.

@@ -172,6 +172,10 @@ impl Upstream {
         // Trusted until `Gateway::apply` learns the upstream came through the admin API; every
         // lookup reads the cell, so a later change applies to the next connection.
         let dns_policy = crate::ssrf_dns::PolicyCell::new(crate::ssrf_dns::Policy::Trusted);
+        if let Some(proxy) = crate::upstream_http::proxy_for(&cfg.url) {
+            let (host, port) = (proxy.uri().host().unwrap_or("?"), proxy.uri().port_u16());
+            tracing::info!(upstream = %cfg.name, proxy_host = host, proxy_port = ?port, "calls go through the proxy the environment names (HTTPS_PROXY / HTTP_PROXY / ALL_PROXY)");
+        }
         let client = build_client(cfg, &dns_policy).map_err(|source| {
             crate::error::GatewayError::HttpClient {
                 upstream: cfg.name.clone(),

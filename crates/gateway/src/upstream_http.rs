@@ -1,7 +1,10 @@
 //! The HTTP client model calls are sent with: hyper-util's pooled client driven directly,
 //! HTTP/1.1 with keep-alive and TCP_NODELAY, TLS by rustls with the webpki roots, names
 //! resolved through the upstream's SSRF guard, redirects never followed (hyper does not follow
-//! them; the send stage treats a 3xx as a failed attempt).
+//! them; the send stage treats a 3xx as a failed attempt). An upstream that the environment's
+//! `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` (less `NO_PROXY`) sends through a proxy is reached
+//! through an HTTP `CONNECT` tunnel there, as reqwest does for the probes; the target's name is
+//! then resolved by the proxy.
 //!
 //! reqwest (still used for probes, model management, hooks and image fetches, none of them
 //! per-token work) wraps the same hyper-util client in layers a proxy does not need on every
@@ -15,9 +18,11 @@ use futures_util::stream::{BoxStream, Stream, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use llmux_config::UpstreamConfig;
 use reqwest::dns::Resolve;
 use std::future::Future;
@@ -27,7 +32,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-pub type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedDns>>;
+pub type Connector = hyper_rustls::HttpsConnector<Egress>;
 /// An upstream's pooled client for calls.
 pub type CallClient = Client<Connector, Full<Bytes>>;
 /// An upstream answer's body, chunk by chunk as it arrives.
@@ -43,20 +48,84 @@ pub fn build(cfg: &UpstreamConfig, policy: &Arc<PolicyCell>) -> CallClient {
     let mut http = HttpConnector::new_with_resolver(GuardedDns(Arc::new(GuardedResolver::new(
         Arc::clone(policy),
     ))));
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(cfg.timeouts.connect));
-    http.set_keepalive(Some(TCP_KEEPALIVE));
+    tcp_options(&mut http, cfg);
+    let egress = match proxy_for(&cfg.url) {
+        None => Egress::Direct(http),
+        Some(proxy) => {
+            // The proxy is the operator's own (from the environment): its name is resolved by
+            // the system's resolver, not held to the SSRF guard of admin-made upstreams.
+            let mut to_proxy = HttpConnector::new_with_resolver(GuardedDns(Arc::new(
+                GuardedResolver::new(PolicyCell::new(crate::ssrf_dns::Policy::Trusted)),
+            )));
+            tcp_options(&mut to_proxy, cfg);
+            let mut tunnel = Tunnel::new(proxy.uri().clone(), to_proxy);
+            if let Some(auth) = proxy.basic_auth() {
+                tunnel = tunnel.with_auth(auth.clone());
+            }
+            Egress::Tunnel(tunnel)
+        }
+    };
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config().clone())
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(egress);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .build(https)
+}
+
+fn tcp_options<R>(http: &mut HttpConnector<R>, cfg: &UpstreamConfig) {
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(cfg.timeouts.connect));
+    http.set_keepalive(Some(TCP_KEEPALIVE));
+}
+
+/// The proxy the environment names for calls to `url` (read once per process, as curl reads
+/// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`), if any.
+pub fn proxy_for(url: &str) -> Option<hyper_util::client::proxy::matcher::Intercept> {
+    static MATCHER: OnceLock<Matcher> = OnceLock::new();
+    let uri: http::Uri = url.parse().ok()?;
+    MATCHER.get_or_init(Matcher::from_env).intercept(&uri)
+}
+
+/// How a call's connection reaches the upstream: directly, or through a proxy's tunnel.
+#[derive(Clone)]
+pub enum Egress {
+    Direct(HttpConnector<GuardedDns>),
+    Tunnel(Tunnel<HttpConnector<GuardedDns>>),
+}
+
+type Connected =
+    Pin<Box<dyn Future<Output = Result<TokioIo<tokio::net::TcpStream>, DnsError>> + Send>>;
+
+impl tower_service::Service<http::Uri> for Egress {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = DnsError;
+    type Future = Connected;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DnsError>> {
+        match self {
+            Egress::Direct(c) => c.poll_ready(cx).map_err(Into::into),
+            Egress::Tunnel(t) => t.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, dst: http::Uri) -> Connected {
+        match self {
+            Egress::Direct(c) => {
+                let connecting = c.call(dst);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+            Egress::Tunnel(t) => {
+                let connecting = t.call(dst);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+        }
+    }
 }
 
 /// One TLS configuration for every upstream: rustls with ring and the webpki roots, ALPN

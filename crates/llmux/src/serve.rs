@@ -236,12 +236,7 @@ pub async fn run_gateway(
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Before the upstreams are built: each keeps a call client per worker.
-    let workers = match loaded.config.server.workers {
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    llmux_gateway::workers::start(workers)
-        .map_err(|e| format!("cannot start the connection workers: {e}"))?;
+    start_workers(&loaded.config.server)?;
     let (gw, cp) = compose(loaded, &store, keys).await?;
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
@@ -304,6 +299,16 @@ pub async fn run_gateway(
     writer_stop.cancel();
     finish(&tasks, &store).await;
     Ok(())
+}
+
+/// The connection workers `server.workers` asks for (default: one per core).
+fn start_workers(server: &llmux_config::ServerConfig) -> Result<(), String> {
+    let workers = match server.workers {
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    llmux_gateway::workers::start(workers)
+        .map_err(|e| format!("cannot start the connection workers: {e}"))
 }
 
 /// Waits up to `grace` for the open calls; then cuts the streams still open, then drops the

@@ -485,3 +485,112 @@ async fn metrics_count_calls_per_upstream_in_prometheus_text() {
     assert!(!text.contains("req_"));
     assert_eq!(b.stats().generations, 3);
 }
+
+/// A forward proxy for the test: `CONNECT host:port` opens a tunnel; any other request (in
+/// absolute form, as clients send to a proxy) is passed to the host its URI names. Counts both.
+async fn forward_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let log = std::sync::Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let line = text.lines().next().unwrap_or_default().to_string();
+                let mut parts = line.split(' ');
+                let (method, target) = (parts.next().unwrap(), parts.next().unwrap());
+                log.lock().unwrap().push(format!("{method} {target}"));
+                let host = match method {
+                    "CONNECT" => target.to_string(),
+                    _ => target
+                        .trim_start_matches("http://")
+                        .split('/')
+                        .next()
+                        .unwrap()
+                        .to_string(),
+                };
+                let Ok(mut up) = tokio::net::TcpStream::connect(&host).await else {
+                    return;
+                };
+                if method == "CONNECT" {
+                    client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .unwrap();
+                } else {
+                    up.write_all(&head).await.unwrap();
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// Calls go through the proxy the environment names, as the probes do (through a `CONNECT`
+/// tunnel for calls), and `NO_PROXY` exempts an upstream from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_go_through_the_environments_proxy() {
+    let node = MockServer::start(node("gpu-a", &["llama3:latest"]))
+        .await
+        .unwrap();
+    let (proxy, seen) = forward_proxy().await;
+    let gw = Llmux::start_opts(Opts {
+        body: format!(
+            "[health]\ninterval = \"60s\"\n{}",
+            ollama("gpu-a", &node.url())
+        ),
+        env: vec![("HTTP_PROXY".into(), proxy.clone())],
+        ..Opts::default()
+    });
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat("llama3", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let addr = node.url().trim_start_matches("http://").to_string();
+    let log = seen.lock().unwrap().clone();
+    assert!(
+        log.contains(&format!("CONNECT {addr}")),
+        "the call went through a tunnel at the proxy: {log:?}"
+    );
+
+    // Exempted by NO_PROXY: straight to the node.
+    let (proxy, seen) = forward_proxy().await;
+    let gw = Llmux::start_opts(Opts {
+        body: format!(
+            "[health]\ninterval = \"60s\"\n{}",
+            ollama("gpu-a", &node.url())
+        ),
+        env: vec![
+            ("HTTP_PROXY".into(), proxy),
+            ("NO_PROXY".into(), "127.0.0.1".into()),
+        ],
+        ..Opts::default()
+    });
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat("llama3", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}

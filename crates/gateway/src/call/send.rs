@@ -61,24 +61,11 @@ impl Call {
         let (translated, added_usage) = (prepared.translated, prepared.added_usage);
         let request = self.request(up, key, prepared, trace);
         let at = Instant::now();
-        let first_byte = up.timeouts.first_byte;
-        // On tokio's clock, so the deadlines follow paused time in tests.
-        let now = tokio::time::Instant::now();
-        let total = up
-            .timeouts
-            .total
-            .map(|limit| (crate::deadline::after_tokio(now, limit), limit));
-        let first_deadline = crate::deadline::after_tokio(now, first_byte);
-        let deadline = total.map_or(first_deadline, |(t, _)| t.min(first_deadline));
-        let late = || match total {
-            Some((t, limit)) if t <= first_deadline => {
-                format!("no response within {limit:?} (timeouts.total)")
-            }
-            _ => format!("no response within {first_byte:?} (timeouts.first_byte)"),
-        };
+        let limits = Deadlines::from_now(up);
+        let (deadline, total) = (limits.first, limits.total);
         let resp = match tokio::time::timeout_at(deadline, up.call_client().request(request)).await
         {
-            Err(_) => return Err(Failed::upstream(late())),
+            Err(_) => return Err(Failed::upstream(limits.late("no response"))),
             Ok(Err(e)) => {
                 let reason = crate::upstream_http::describe(&e);
                 if e.is_connect() {
@@ -111,10 +98,7 @@ impl Call {
         // Nothing has reached the client yet: wait for the first bytes too, so a node that
         // answers headers and then dies is still retried elsewhere.
         let first = match tokio::time::timeout_at(deadline, stream.next()).await {
-            Err(_) => {
-                let reason = late().replacen("no response", "no data", 1);
-                return Err(Failed::upstream(reason));
-            }
+            Err(_) => return Err(Failed::upstream(limits.late("no data"))),
             Ok(Some(Err(e))) => return Err(Failed::upstream(format!("response body failed: {e}"))),
             Ok(Some(Ok(chunk))) => Some(chunk),
             Ok(None) => None,
@@ -214,6 +198,42 @@ impl Call {
                 upstream: upstream.to_string(),
             }),
         })
+    }
+}
+
+/// An attempt's deadlines, on tokio's clock (so they follow paused time in tests): until the
+/// first bytes (`timeouts.first_byte`, or `timeouts.total` when that comes first), and the
+/// end of the answer (`timeouts.total`).
+struct Deadlines {
+    first: tokio::time::Instant,
+    first_byte: Duration,
+    total: Option<(tokio::time::Instant, Duration)>,
+}
+
+impl Deadlines {
+    fn from_now(up: &Upstream) -> Deadlines {
+        let now = tokio::time::Instant::now();
+        let first_byte = up.timeouts.first_byte;
+        let total = up
+            .timeouts
+            .total
+            .map(|limit| (crate::deadline::after_tokio(now, limit), limit));
+        let first_byte_at = crate::deadline::after_tokio(now, first_byte);
+        Deadlines {
+            first: total.map_or(first_byte_at, |(t, _)| t.min(first_byte_at)),
+            first_byte,
+            total,
+        }
+    }
+
+    /// Why the first deadline passed: "`what` within …" and the key that set it.
+    fn late(&self, what: &str) -> String {
+        match self.total {
+            Some((t, limit)) if t <= self.first => {
+                format!("{what} within {limit:?} (timeouts.total)")
+            }
+            _ => format!("{what} within {:?} (timeouts.first_byte)", self.first_byte),
+        }
     }
 }
 
