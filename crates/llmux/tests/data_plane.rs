@@ -554,12 +554,7 @@ async fn calls_go_through_the_environments_proxy() {
         env: vec![("HTTP_PROXY".into(), proxy.clone())],
         ..Opts::default()
     });
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("llama3", false))
-        .send()
-        .await
-        .unwrap();
+    let r = post_chat(&gw, "llama3", false).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let addr = node.url().trim_start_matches("http://").to_string();
     let log = seen.lock().unwrap().clone();
@@ -581,12 +576,7 @@ async fn calls_go_through_the_environments_proxy() {
         ],
         ..Opts::default()
     });
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("llama3", false))
-        .send()
-        .await
-        .unwrap();
+    let r = post_chat(&gw, "llama3", false).await;
     assert_eq!(r.status(), 200);
     assert!(
         seen.lock().unwrap().is_empty(),

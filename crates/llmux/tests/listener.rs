@@ -584,12 +584,7 @@ async fn an_https_upstream_is_verified() {
          url = \"{}/v1\"\nmodels = [\"llama3\"]\n",
         inner.base
     ));
-    let r = client()
-        .post(outer.url("/v1/chat/completions"))
-        .json(&chat("llama3", false))
-        .send()
-        .await
-        .unwrap();
+    let r = post_chat(&outer, "llama3", false).await;
     let status = r.status();
     let body = r.text().await.unwrap();
     assert_eq!(status, 502, "{body}");

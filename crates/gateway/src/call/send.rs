@@ -86,15 +86,12 @@ impl Call {
             return Err(Failed::upstream(reason));
         }
         let (parts, body) = resp.into_parts();
+        // hyper knows it from `Content-Length` (exact), or that there is none (chunked).
+        let content_length = http_body::Body::size_hint(&body).exact();
         let mut stream = crate::upstream_http::body_stream(body, total);
         self.unless_failed(&parts, &mut stream, deadline, translated, &up.name)
             .await?;
         let headers = pick_headers(&parts.headers);
-        let content_length = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
         // Nothing has reached the client yet: wait for the first bytes too, so a node that
         // answers headers and then dies is still retried elsewhere.
         let first = match tokio::time::timeout_at(deadline, stream.next()).await {

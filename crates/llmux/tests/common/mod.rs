@@ -413,6 +413,16 @@ pub fn chat(model: &str, stream: bool) -> serde_json::Value {
     })
 }
 
+/// `POST /v1/chat/completions` for `model` (see [`chat`]).
+pub async fn post_chat(gw: &Llmux, model: &str, stream: bool) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat(model, stream))
+        .send()
+        .await
+        .unwrap()
+}
+
 pub fn header(resp: &reqwest::Response, name: &str) -> String {
     resp.headers()
         .get(name)
