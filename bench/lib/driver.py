@@ -28,6 +28,7 @@ from string import Template
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procs as P  # noqa: E402
 import report  # noqa: E402
+import stages  # noqa: E402
 from stats import quantile  # noqa: E402
 
 MODELS = {"fast": "bench-model", "stream": "bench-stream", "slow": "bench-slow"}
@@ -411,7 +412,10 @@ def measure(a, cfg, root, raw, procs, run, install_notes):
                 url, hdrs = t.urls["fast"]
                 sampler = RssSampler(t.proc, t_measure) if t.proc else None
                 csamp = ConnSampler(t.proc, up_fast) if (t.proc and c == top) else None
+                cpu0 = cpu_ticks(t.proc) if t.proc else None
                 res = lg.run(f"thr-c{c}-r{r}-{t.name}", url, hdrs, body("fast"), conns=c, duration=cfg["duration"])
+                if cpu0 is not None:
+                    res.update(cpu_per_call(cpu0, cpu_ticks(t.proc), res))
                 if csamp:
                     cr = csamp.stop()
                     cr["round"] = r
@@ -437,6 +441,8 @@ def measure(a, cfg, root, raw, procs, run, install_notes):
                 "errors": sum(x.get("errors", 0) + x.get("non200", 0) for x in rs),
                 "p50": quantile(sorted(x["p50"] for x in ok if x.get("p50") is not None), 0.5) if ok else None,
                 "p99": quantile(sorted(x["p99"] for x in ok if x.get("p99") is not None), 0.5) if ok else None,
+                "cpu_user_us": median_of(ok, "cpu_user_us"),
+                "cpu_sys_us": median_of(ok, "cpu_sys_us"),
             }
 
     # ---- fixed rates, open loop (oha -q with latency correction)
@@ -619,6 +625,14 @@ def measure_startup(cfg, root, raw, run_dir, procs, bin_llmux, ports, up_fast):
     return out
 
 
+PROFILE_HZ = 499
+
+
+def tool_in_cargo_bin(name):
+    p = os.path.expanduser(f"~/.cargo/bin/{name}")
+    return p if os.access(p, os.X_OK) else None
+
+
 PERF_LINE = re.compile(r"^\s*([0-9.]+)%\s+(\S+)\s+\[(.)\]\s+(.*?)\s*$")
 
 
@@ -639,7 +653,10 @@ def profile(cfg, raw, lg, t, results_dir):
                                                              duration=secs + 2.0)), daemon=True)
     th.start()
     time.sleep(1.0)
-    rec = subprocess.run([perf, "record", "-F", "999", "-g", "-p", pids, "-o", data, "--", "sleep", str(secs)],
+    # DWARF call graphs: the release build has no frame pointers, so `-g` alone cut most stacks
+    # short and left memmove, malloc and the kernel's time unattributed.
+    rec = subprocess.run([perf, "record", "-F", str(PROFILE_HZ), "--call-graph", "dwarf,16384", "-p", pids, "-o", data,
+                          "--", "sleep", str(secs)],
                          capture_output=True, text=True, timeout=secs + 60)
     th.join(timeout=secs + 70)
     with open(os.path.join(raw, "perf-record.log"), "w") as f:
@@ -669,17 +686,23 @@ def profile(cfg, raw, lg, t, results_dir):
             user += pct
         rows.append({"pct": pct, "dso": dso, "kind": "kernel" if kind == "k" else "user", "symbol": sym})
     rows.sort(key=lambda x: -x["pct"])
-    out = {"seconds": secs, "frequency": 999, "samples": samples, "top": rows[:20], "user_pct": round(user, 2),
+    out = {"seconds": secs, "frequency": PROFILE_HZ, "samples": samples, "top": rows[:20], "user_pct": round(user, 2),
            "kernel_pct": round(kernel, 2), "load": {k: box.get(k) for k in ("rps", "p50", "p99", "error") if k in box},
            "report": "perf-report.txt"}
-    # A flame graph when inferno is installed (not installed by the harness).
-    collapse, flame = shutil.which("inferno-collapse-perf"), shutil.which("inferno-flamegraph")
+    # A flame graph and the by-stage table when inferno is installed (`bench/run --profile`
+    # installs it).
+    collapse = shutil.which("inferno-collapse-perf") or tool_in_cargo_bin("inferno-collapse-perf")
+    flame = shutil.which("inferno-flamegraph") or tool_in_cargo_bin("inferno-flamegraph")
     if collapse and flame:
         svg = os.path.join(results_dir, "flamegraph.svg")
         try:
-            script = subprocess.run([perf, "script", "-i", data], capture_output=True, timeout=300)
+            script = subprocess.run([perf, "script", "-i", data, "--no-inline"], capture_output=True, timeout=600)
             folded = subprocess.run([collapse], input=script.stdout, capture_output=True, timeout=300)
-            graph = subprocess.run([flame, "--title", f"llmux under oha -c 32 ({secs} s, perf -F 999)"],
+            with open(os.path.join(raw, "perf-folded.txt"), "wb") as f:
+                f.write(folded.stdout)
+            out["stages"] = [{"stage": s, "pct": round(p, 2), "kernel_pct": round(k, 1)}
+                             for s, p, k in stages.by_stage(folded.stdout.decode("utf-8", "replace"))]
+            graph = subprocess.run([flame, "--minwidth", "0.1", "--deterministic", "--title", f"llmux under oha -c 32 ({secs} s, perf -F {PROFILE_HZ}, DWARF)"],
                                    input=folded.stdout, capture_output=True, timeout=300)
             if graph.returncode == 0 and graph.stdout:
                 with open(svg, "wb") as f:
@@ -688,7 +711,7 @@ def profile(cfg, raw, lg, t, results_dir):
         except (OSError, subprocess.TimeoutExpired) as e:
             out["flamegraph_error"] = str(e)
     else:
-        out["flamegraph_error"] = "inferno-flamegraph is not on PATH (cargo install inferno), so no flame graph"
+        out["flamegraph_error"] = "inferno is not installed (cargo install inferno), so no flame graph or stage table"
     return out
 
 
@@ -886,6 +909,38 @@ def ss_lines(args):
 def time_wait_to(port):
     """TIME-WAIT sockets whose peer is 127.0.0.1:PORT, as a set of (local, peer)."""
     return {(f[2], f[3]) for f in ss_lines(["state", "time-wait", "(", "dport", "=", f":{port}", ")"]) if len(f) >= 4}
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_ticks(proc):
+    """(user, system) CPU clock ticks used so far by every process of the target (and every
+    thread: /proc/PID/stat counts the whole process)."""
+    user = system = 0
+    for pid in proc.pids():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                rest = f.read().decode("ascii", "replace").rsplit(")", 1)[1].split()
+            user, system = user + int(rest[11]), system + int(rest[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return user, system
+
+
+def cpu_per_call(before, after, res):
+    """The target's CPU time per call answered during a load run, in µs (user, system): what
+    its throughput on shared cores comes down to."""
+    calls = res.get("ok")
+    if not calls:
+        return {}
+    per = lambda i: (after[i] - before[i]) / CLK_TCK / calls * 1e6  # noqa: E731
+    return {"cpu_user_us": per(0), "cpu_sys_us": per(1)}
+
+
+def median_of(rows, key):
+    vals = sorted(x[key] for x in rows if x.get(key) is not None)
+    return quantile(vals, 0.5) if vals else None
 
 
 class ConnSampler:

@@ -189,6 +189,13 @@ def write(run, results_dir, raw):
                            ", ".join(f"Δ{k} {signed_us(v)}" for k, v in gd.items()) +
                            f"; {ev_l:.1f} vs {ev_d:.1f} events/stream", "info"))
         checks.append(("RSS idle", mb(get(mem, lx, "idle_kib")), "info"))
+        cl, cn = get(thr, lx, "32") or {}, get(thr, "nginx", "32") or {}
+        if cl.get("cpu_user_us") is not None and cn.get("cpu_user_us") is not None:
+            tl = cl["cpu_user_us"] + (cl.get("cpu_sys_us") or 0)
+            tn = cn["cpu_user_us"] + (cn.get("cpu_sys_us") or 0)
+            checks.append(("CPU per call at c=32 (user + system) vs nginx's",
+                           f"{tl:.0f} µs ({cl['cpu_user_us']:.0f} + {cl.get('cpu_sys_us') or 0:.0f}) vs {tn:.0f} µs "
+                           f"({cn['cpu_user_us']:.0f} + {cn.get('cpu_sys_us') or 0:.0f}) ({ratio(tl, tn)})", "info"))
         cr = (conns.get(lx) or [None])[0]
         if cr and "error" not in cr:
             checks.append(("upstream connection reuse at c=128", conn_line(cr) + (" — the pool churns" if churns(cr)
@@ -234,13 +241,26 @@ def write(run, results_dir, raw):
     w(f"`{lg} -c 32` and `-c 128`, {cfg['thr_rounds']} interleaved round(s) of {cfg['duration']} s; calls/s answered 200 "
       "(median over rounds), latency percentiles of the median round.")
     w("")
-    w("| target | c=32 calls/s | ÷ nginx | c=32 p99 | c=128 calls/s | ÷ nginx | c=128 p99 | errors |")
-    w("|---|---|---|---|---|---|---|---|")
+    w("*CPU per call*: the target's own processes' CPU time (`/proc/PID/stat`, user + system) during the c=32 runs "
+      "divided by the calls answered (median over rounds); on cores shared with the load generator and the upstream, "
+      "throughput comes down to it.")
+    w("")
+    w("| target | c=32 calls/s | ÷ nginx | c=32 p99 | CPU per call (c=32): user + system | ÷ nginx | c=128 calls/s | ÷ nginx "
+      "| c=128 p99 | errors |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+
+    def cpu(n):
+        r = get(thr, n, "32") or {}
+        if r.get("cpu_user_us") is None:
+            return None, "—"
+        u, k = r["cpu_user_us"], r.get("cpu_sys_us") or 0
+        return u + k, f"{u + k:.0f} µs ({u:.0f} + {k:.0f})"
     for n in live:
         r32, r128 = get(thr, n, "32") or {}, get(thr, n, "128") or {}
         errs = (r32.get("errors") or 0) + (r128.get("errors") or 0)
+        total, shown = cpu(n)
         w(f"| {label.get(n, n)} | {rps(r32.get('rps'))} | {ratio(r32.get('rps'), get(thr, ref, '32', 'rps') if ref else None)} | "
-          f"{us(r32.get('p99'))} | {rps(r128.get('rps'))} | "
+          f"{us(r32.get('p99'))} | {shown} | {ratio(total, cpu(ref)[0] if ref else None)} | {rps(r128.get('rps'))} | "
           f"{ratio(r128.get('rps'), get(thr, ref, '128', 'rps') if ref else None)} | {us(r128.get('p99'))} | {errs} |")
     w("")
 
@@ -455,7 +475,7 @@ def write(run, results_dir, raw):
             w(f"Not profiled: {pr['error']}")
         else:
             ld = pr.get("load") or {}
-            w(f"`perf record -F {pr['frequency']} -g -p PID` on llmux for {pr['seconds']} s while `oha -c 32` runs "
+            w(f"`perf record -F {pr['frequency']} --call-graph dwarf -p PID` on llmux for {pr['seconds']} s while `oha -c 32` runs "
               f"({rps(ld.get('rps'))} calls/s, p99 {us(ld.get('p99'))}); {pr.get('samples') or '?'} samples. "
               f"**User {user_share(pr):.0f} %, kernel {100 - user_share(pr):.0f} %** of the samples. Self time "
               f"(`perf report --no-children --sort dso,symbol`); the full report with call graphs is "
@@ -470,6 +490,16 @@ def write(run, results_dir, raw):
                 if len(sym) > 110:
                     sym = sym[:107] + "…"
                 w(f"| {i} | {row['pct']:.2f} % | {row['kind']} | {row['dso']} | `{sym}` |")
+            if pr.get("stages"):
+                w("")
+                w("**By stage of a call** (`bench/lib/stages.py` over the profile's stacks): each stack counts "
+                  "for the first stage it passes through, so a system call's kernel time is charged to the stage "
+                  "that made it; *kernel* is that part of the stage's own share.")
+                w("")
+                w("| stage | share of llmux's samples | of which kernel |")
+                w("|---|---|---|")
+                for row in pr["stages"]:
+                    w(f"| {row['stage']} | {row['pct']:.1f} % | {row['kernel_pct']:.0f} % |")
         w("")
 
     # -------------------------------------------------------------- plots + notes
