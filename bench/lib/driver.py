@@ -954,6 +954,7 @@ class ConnSampler:
         self.pids = set(proc.pids())
         self.tw_before = time_wait_to(port)
         self.counts, self.ports, self.done = [], set(), threading.Event()
+        self.tw_during = 0
         self.th = threading.Thread(target=self.loop, daemon=True)
         self.th.start()
 
@@ -973,6 +974,9 @@ class ConnSampler:
             seen = self.sample()
             self.counts.append(len(seen))
             self.ports |= seen
+            # Closed while the load ran: churn. (When the load generator stops, the calls in
+            # flight are cut and their upstream connections closed: that is not churn.)
+            self.tw_during = len(time_wait_to(self.port) - self.tw_before)
             self.done.wait(0.25)
 
     def stop(self):
@@ -992,6 +996,7 @@ class ConnSampler:
             "distinct": len(self.ports),
             "churn": len(self.ports) - peak,
             "time_wait_new": len(tw),
+            "time_wait_during": self.tw_during,
         }
 
 

@@ -381,7 +381,9 @@ def write(run, results_dir, raw):
       "processes to the non-streaming upstream's port. *Open*: the most seen at once; *distinct*: local "
       "(ephemeral) ports seen across all samples — a pool that reuses its connections shows about as many as it "
       "holds open; *churn* = distinct − open; *TIME-WAIT*: sockets to the upstream port left in TIME-WAIT that were "
-      "not there before the run (connections the target closed). Idle pooled connections count as open: in "
+      "not there before the run (connections the target closed), at the last sample while the load ran and once it "
+      "stopped — the calls in flight when the load generator stops are cut, and their upstream connections closed, "
+      "so only the first figure says the pool churns. Idle pooled connections count as open: in "
       "rounds after the first, the pool may still hold what the c=512 run opened. The summary lines and the "
       "targets table use the first round.")
     w("")
@@ -389,7 +391,7 @@ def write(run, results_dir, raw):
     if not cnames:
         w("Not measured in this run.")
     else:
-        w("| target | round | open (peak · median · after the run) | distinct seen | churn | new TIME-WAIT | samples | pool |")
+        w("| target | round | open (peak · median · after the run) | distinct seen | churn | new TIME-WAIT (during · after the run) | samples | pool |")
         w("|---|---|---|---|---|---|---|---|")
         for n in cnames:
             for cr in conns[n]:
@@ -398,7 +400,7 @@ def write(run, results_dir, raw):
                     w(f"| {label.get(n, n)} | {rnd} | {cr['error']} | — | — | — | — | — |")
                     continue
                 w(f"| {label.get(n, n)} | {rnd} | {cr['open_peak']} · {cr['open_median']:.0f} · {cr['open_after']} | "
-                  f"{cr['distinct']} | {cr['churn']} | {cr['time_wait_new']} | {cr['samples']} | "
+                  f"{cr['distinct']} | {cr['churn']} | {cr.get('time_wait_during', '—')} · {cr['time_wait_new']} | {cr['samples']} | "
                   f"{'**churns**' if churns(cr) else 'reused'} |")
         w("")
         for n in cnames:
@@ -546,15 +548,20 @@ def growth(a, b):
 
 
 def conn_line(cr):
+    during = (f"{cr['time_wait_during']} new TIME-WAIT to the upstream while the load ran, "
+              if cr.get("time_wait_during") is not None else "")
     return (f"{cr['open_peak']} open, {cr['distinct']} distinct seen (churn = {cr['churn']}), "
-            f"{cr['time_wait_new']} new TIME-WAIT to the upstream after the run")
+            f"{during}{cr['time_wait_new']} after it (calls cut when the load stopped)")
 
 
 def churns(cr):
     """The pool churns when it used clearly more connections than it held open at once, or left
-    connections to the upstream in TIME-WAIT (a small slack for sampling every 250 ms)."""
+    connections to the upstream in TIME-WAIT while the load ran (a small slack for sampling every
+    250 ms). The calls in flight when the load generator stops are cut, and their upstream
+    connections closed: TIME-WAIT after the run counts only when the in-run figure is unknown."""
     slack = max(2, cr["open_peak"] // 10)
-    return cr["churn"] > slack or cr["time_wait_new"] > slack
+    tw = cr.get("time_wait_during", cr["time_wait_new"])
+    return cr["churn"] > slack or tw > slack
 
 
 def gap_deltas(st, n):
