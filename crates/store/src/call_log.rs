@@ -395,9 +395,7 @@ const ROWS_PER_STATEMENT: [usize; 5] = [256, 64, 16, 4, 1];
 /// (greedily, largest first: 500 rows are 256 + 3 × 64 + 3 × 16 + 4).
 fn fixed_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
-        let size = ROWS_PER_STATEMENT
-            .into_iter()
-            .find(|&n| n <= items.len())?;
+        let size = ROWS_PER_STATEMENT.into_iter().find(|&n| n <= items.len())?;
         let (chunk, rest) = items.split_at(size);
         items = rest;
         Some(chunk)
