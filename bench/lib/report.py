@@ -214,6 +214,11 @@ def write(run, results_dir, raw):
         w(f"{sum(judged)} of {len(judged)} measured targets met"
           + (f"; {sum(1 for _, _, ok in checks if ok is None)} not measured." if any(ok is None for _, _, ok in checks)
              else "."))
+        if not all(judged):
+            w("")
+            w("What a miss comes from is measured below (CPU per call in the throughput table, the by-stage profile "
+              "with `--profile`, RSS over time) and explained target by target, with the counts and profiles behind "
+              "each, in `docs/performance.md` (\"Targets missed, and why\").")
     w("")
 
     # -------------------------------------------------------------- latency c=1
