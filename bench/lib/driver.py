@@ -121,9 +121,14 @@ def which_nginx():
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 
+def tool_in_cargo_bin(name):
+    """A tool `cargo install` put in ~/.cargo/bin (often not on a fresh shell's PATH)."""
+    p = os.path.expanduser(f"~/.cargo/bin/{name}")
+    return p if os.access(p, os.X_OK) else None
+
+
 def which_oha():
-    p = os.path.expanduser("~/.cargo/bin/oha")
-    return p if os.path.exists(p) else shutil.which("oha")
+    return tool_in_cargo_bin("oha") or shutil.which("oha")
 
 
 def cmd_version(argv):
@@ -626,11 +631,6 @@ def measure_startup(cfg, root, raw, run_dir, procs, bin_llmux, ports, up_fast):
 
 
 PROFILE_HZ = 499
-
-
-def tool_in_cargo_bin(name):
-    p = os.path.expanduser(f"~/.cargo/bin/{name}")
-    return p if os.access(p, os.X_OK) else None
 
 
 PERF_LINE = re.compile(r"^\s*([0-9.]+)%\s+(\S+)\s+\[(.)\]\s+(.*?)\s*$")
