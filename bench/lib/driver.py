@@ -631,14 +631,13 @@ def measure_startup(cfg, root, raw, run_dir, procs, bin_llmux, ports, up_fast):
 
 
 PROFILE_HZ = 499
-
-
 PERF_LINE = re.compile(r"^\s*([0-9.]+)%\s+(\S+)\s+\[(.)\]\s+(.*?)\s*$")
 
 
 def profile(cfg, raw, lg, t, results_dir):
-    """`perf record -F 999 -g` on the target's processes while an oha c=32 load runs; saves the
-    report to the raw dir and returns the top symbols with user/kernel shares."""
+    """`perf record -F PROFILE_HZ --call-graph dwarf` on the target's processes while an oha c=32
+    load runs; saves the report to the raw dir and returns the top symbols with user/kernel
+    shares, and (with inferno) the by-stage table and a flame graph."""
     perf = shutil.which("perf")
     if not perf:
         return {"error": "perf is not installed (linux-perf)"}
