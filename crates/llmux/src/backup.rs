@@ -79,7 +79,7 @@ fn store_url(config: Option<PathBuf>) -> Result<(serve::Loaded, String), String>
 }
 
 /// The SQLite database file of `url`, `None` for PostgreSQL.
-fn sqlite_file(url: &str) -> Option<PathBuf> {
+pub(crate) fn sqlite_file(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
@@ -440,7 +440,12 @@ pub async fn restore(
         llmux_store::redact_url(&url),
         archived_keys.current().id(),
         match &write_key {
-            Some(p) => format!("written to {}", p.display()),
+            Some(p) => format!(
+                "written to {}",
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+            ),
             None => "already in place".to_owned(),
         }
     ));

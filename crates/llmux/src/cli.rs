@@ -76,7 +76,7 @@ pub enum Command {
         #[command(flatten)]
         with: Passphrase,
         /// The archive to write (atomically, mode 0600).
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         to: PathBuf,
     },
     /// Restore an archive of `llmux backup` into an empty store, with its master key.
@@ -84,7 +84,7 @@ pub enum Command {
         #[command(flatten)]
         with: Passphrase,
         /// The archive to read.
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         from: PathBuf,
     },
     /// Write the API-made configuration as one document (JSON, or TOML for a .toml name);
@@ -93,7 +93,7 @@ pub enum Command {
         #[command(flatten)]
         with: Passphrase,
         /// The document to write.
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         to: PathBuf,
     },
     /// Import a document of `llmux export`: prints what would change; --apply applies it in one
@@ -102,7 +102,7 @@ pub enum Command {
         #[command(flatten)]
         with: Passphrase,
         /// The document to read.
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         from: PathBuf,
         /// Apply the changes (default: a dry run).
         #[arg(long)]
@@ -114,7 +114,7 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct Passphrase {
     /// Config file (TOML). Default: ./llmux.toml if present, else built-in defaults.
-    #[arg(long, short)]
+    #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The environment variable that holds the passphrase (default LLMUX_BACKUP_PASSPHRASE).
     #[arg(long, value_name = "VAR")]

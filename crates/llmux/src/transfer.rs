@@ -113,7 +113,8 @@ const ENTITIES: &[Entity] = &[
     },
     Entity {
         table: "settings",
-        filter: "TRUE",
+        // Runtime state (drains) is not configuration: it stays on its environment.
+        filter: "key NOT LIKE 'runtime.%'",
         key: "key",
         natural: &[],
         json: &["value"],
@@ -173,6 +174,50 @@ fn aad(key_id: &str, upstream_id: &str) -> Vec<u8> {
     format!("llmux-export:provider_key:{key_id}:{upstream_id}").into_bytes()
 }
 
+/// The store, refused unless its schema is this binary's: migrating it here would change a
+/// store an older llmux may still serve. A brand-new store (no migration yet) is migrated when
+/// `fresh_ok` (an import into a new environment); export has nothing to read from one.
+async fn open_same_schema(
+    config: &llmux_config::Config,
+    fresh_ok: bool,
+) -> Result<(Store, MasterKeys), String> {
+    let url = &config.store.url;
+    let shown = llmux_store::redact_url(url);
+    if let Some(file) = crate::backup::sqlite_file(url).filter(|f| !fresh_ok && !f.exists()) {
+        return Err(format!("no SQLite store at {}", file.display()));
+    }
+    let store = Store::connect(url)
+        .await
+        .map_err(|e| format!("cannot open the store at {shown}: {e}"))?;
+    // A store without the migrations table has no schema yet.
+    let applied = store.applied_schema_version().await.unwrap_or(0);
+    let ours = llmux_store::schema_version();
+    if applied == 0 && fresh_ok {
+        store
+            .migrate()
+            .await
+            .map_err(|e| format!("cannot migrate the store at {shown}: {e}"))?;
+    } else if applied == 0 {
+        store.close().await;
+        return Err(format!(
+            "the store at {shown} is empty (no schema yet): there is nothing to export"
+        ));
+    } else if applied != ours {
+        store.close().await;
+        let fix = if applied > ours {
+            "use the llmux that serves it"
+        } else {
+            "start this llmux on it once, or run `llmux migrate`, first"
+        };
+        return Err(format!(
+            "the store at {shown} has schema {applied}, this llmux has {ours}: {fix} \
+             (nothing was read or changed)"
+        ));
+    }
+    let keys = serve::master_keys(url)?;
+    Ok((store, keys))
+}
+
 /// `llmux export`: the document, written atomically (0600).
 pub async fn export(
     config: Option<PathBuf>,
@@ -181,7 +226,7 @@ pub async fn export(
 ) -> Result<(), String> {
     let pass = passphrase(passphrase_env.as_deref())?;
     let loaded = serve::load(config)?;
-    let (store, keys) = serve::open_store(&loaded.config).await?;
+    let (store, keys) = open_same_schema(&loaded.config, false).await?;
     let seal = PassphraseKey::derive(&pass, &KdfParams::fresh()).map_err(|e| e.to_string())?;
     let specs: Vec<(&str, &str)> = ENTITIES.iter().map(|e| (e.table, e.filter)).collect();
     let dumps = store
@@ -446,6 +491,9 @@ fn conflict(
             .then(|| format!("{column} {want} is neither in the document nor in the store"))
     };
     match entity.table {
+        "settings" if id.starts_with(llmux_store::RUNTIME_PREFIX) => Some(format!(
+            "setting {id} is runtime state of another environment (a drain), not configuration"
+        )),
         "provider_keys" | "models" => parent("upstream_id", "upstreams"),
         "virtual_keys" => {
             if let Some(e) = existing.filter(|e| !same(e.get("app_id"), row.get("app_id"))) {
@@ -649,7 +697,7 @@ pub async fn import(
         .iter()
         .map(|u| u.name.clone())
         .collect();
-    let (store, keys) = serve::open_store(&loaded.config).await?;
+    let (store, keys) = open_same_schema(&loaded.config, true).await?;
     let target = read_target(&store, file_upstreams).await?;
     let mut plan = Plan::default();
     for entity in ENTITIES {

@@ -486,6 +486,10 @@ async fn export_import_reproduces_routing_and_refuses_conflicts() {
             ]
         );
 
+        // A drain is runtime state of this environment: it must not travel with the document.
+        let (s, v) = admin(&a, "POST", "/upstreams/up-two/drain", None).await;
+        assert_eq!(s, 200, "{v}");
+
         let json_doc = source.dir.path().join("config.json");
         let toml_doc = source.dir.path().join("config.toml");
         for doc in [&json_doc, &toml_doc] {
@@ -511,6 +515,10 @@ async fn export_import_reproduces_routing_and_refuses_conflicts() {
             assert!(
                 text.contains("version") && text.contains("up-one"),
                 "{text}"
+            );
+            assert!(
+                !text.contains("runtime."),
+                "{kind}: a drain exported: {text}"
             );
         }
 
@@ -623,5 +631,39 @@ async fn export_import_reproduces_routing_and_refuses_conflicts() {
         );
         let (_, aliases) = admin(&c, "GET", "/aliases", None).await;
         assert!(!aliases.to_string().contains("fast"), "{kind}: {aliases}");
+
+        // A document that carries a drain (hand-edited) is refused: runtime state is not
+        // configuration, and nothing of the document is applied.
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json_doc).unwrap()).unwrap();
+        let settings = doc
+            .as_object_mut()
+            .unwrap()
+            .entry("settings")
+            .or_insert_with(|| json!([]));
+        settings.as_array_mut().unwrap().push(json!({
+            "key": "runtime.drain.up-two",
+            "value": {"since": 1, "actor": "staging"},
+        }));
+        let drained_doc = other.dir.path().join("drained.json");
+        std::fs::write(&drained_doc, doc.to_string()).unwrap();
+        let fresh = Target::fresh(kind).await;
+        let d = start(&fresh.url, "", Vec::new());
+        let cfg = d.config_path();
+        let args = [
+            "import",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--from",
+            drained_doc.to_str().unwrap(),
+            "--apply",
+        ];
+        let (ok, out) = cli(d.dir.path(), &args, PASS).await;
+        assert!(
+            !ok && out.contains("runtime.drain.up-two") && out.contains("runtime state"),
+            "{kind}: {out}"
+        );
+        let (_, ups) = admin(&d, "GET", "/upstreams", None).await;
+        assert!(!ups.to_string().contains("up-one"), "{kind}: {ups}");
     }
 }

@@ -290,6 +290,11 @@ fn completions_for_bash_zsh_and_fish_name_the_subcommands() {
             "secrets",
             "completions",
             "listen",
+            "backup",
+            "restore",
+            "export",
+            "import",
+            "passphrase-env",
         ] {
             assert!(text.contains(sub), "{shell} completion lacks {sub}");
         }
@@ -381,4 +386,93 @@ fn the_packaged_man_pages_and_completions_match_the_command_line() {
             "packaging/completions/{file} is stale: {regenerate}"
         );
     }
+}
+
+/// The passphrase of backup, restore, export and import comes from an environment variable:
+/// `LLMUX_BACKUP_PASSPHRASE`, or the one `--passphrase-env` names. Unset or empty is an error
+/// naming the variable, and nothing is written; export refuses a store that does not exist.
+#[test]
+fn the_passphrase_comes_from_the_named_variable_and_a_missing_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        &dir,
+        &format!(
+            "[store]\nurl = \"sqlite://{}/data/llmux.db\"\n",
+            dir.path().display()
+        ),
+    );
+    let archive = dir.path().join("a.llmux");
+    let to = archive.to_string_lossy().into_owned();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmux"));
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env_remove("LLMUX_BACKUP_PASSPHRASE")
+            .env_remove("LLMUX_MASTER_KEY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for sub in ["backup", "export"] {
+        let (ok, err) = run(&[sub, "--config", &config, "--to", &to], &[]);
+        assert!(
+            !ok && err.contains("LLMUX_BACKUP_PASSPHRASE") && err.contains("--passphrase-env"),
+            "{sub}: {err}"
+        );
+        let (ok, err) = run(
+            &[
+                sub,
+                "--config",
+                &config,
+                "--to",
+                &to,
+                "--passphrase-env",
+                "OPS_PASS",
+            ],
+            &[
+                ("OPS_PASS", ""),
+                ("LLMUX_BACKUP_PASSPHRASE", "not this one"),
+            ],
+        );
+        assert!(!ok && err.contains("OPS_PASS"), "{sub}: {err}");
+        assert!(!archive.exists(), "{sub}: nothing written");
+    }
+    // With the named variable set, the next check speaks: there is no store to read.
+    for sub in ["backup", "export"] {
+        let (ok, err) = run(
+            &[
+                sub,
+                "--config",
+                &config,
+                "--to",
+                &to,
+                "--passphrase-env",
+                "OPS_PASS",
+            ],
+            &[("OPS_PASS", "correct horse")],
+        );
+        assert!(!ok && err.contains("no SQLite store at"), "{sub}: {err}");
+        assert!(
+            !archive.exists() && !dir.path().join("data").exists(),
+            "{sub}"
+        );
+    }
+    let (ok, err) = run(
+        &[
+            "restore",
+            "--config",
+            &config,
+            "--from",
+            &to,
+            "--passphrase-env",
+            "OPS_PASS",
+        ],
+        &[("OPS_PASS", "correct horse")],
+    );
+    assert!(!ok && err.contains("a.llmux"), "restore of nothing: {err}");
 }
