@@ -193,7 +193,7 @@ fn app_ops() -> Vec<Op> {
             .to(patch(e::patch_key)),
         op("delete", "/keys/{id}", "keys", "Delete a virtual key").to(delete(e::delete_key)),
         op("post", "/keys/{id}/revoke", "keys", "Revoke a virtual key now").to(post(e::revoke_key)),
-        op("post", "/keys/batch", "keys", "Revoke many virtual keys: one transaction, all or nothing")
+        op("post", "/keys/batch", "keys", "Revoke or delete many virtual keys: one transaction, all or nothing")
             .body(object(&["ids", "revoke"], json!({ "ids": strings(), "revoke": s("boolean") }))).to(post(e::batch_keys)),
         op("get", "/users", "users", "Admin users").to(get(e::list_users)),
         op("post", "/users", "users", "Create a user (argon2id password hash)")

@@ -21,6 +21,12 @@ pub fn layer<S>(gw: Arc<Gateway>, inner: S) -> Compression<S, WholeJson> {
         .compress_when(WholeJson { gw })
 }
 
+/// A response extension that keeps a body uncompressed: a stream replayed whole (a cache hit
+/// answered as a stream has a known size, and Gemini's streamed JSON array is
+/// `application/json`), which must reach the client as the stream it is.
+#[derive(Clone, Copy, Debug)]
+pub struct AsStream;
+
 /// Compresses JSON bodies of a known size of at least [`MIN_SIZE`] while
 /// `server.compression` is on (read per answer, so a reload turns it off or on).
 #[derive(Clone)]
@@ -30,7 +36,8 @@ pub struct WholeJson {
 
 impl Predicate for WholeJson {
     fn should_compress<B: http_body::Body>(&self, response: &Response<B>) -> bool {
-        if !self.gw.config().server.compression {
+        if !self.gw.config().server.compression || response.extensions().get::<AsStream>().is_some()
+        {
             return false;
         }
         let json = response

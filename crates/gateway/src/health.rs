@@ -78,7 +78,7 @@ async fn probe_with(
     let cap = usize::try_from(config.health.discovery_concurrency)
         .unwrap_or(usize::MAX)
         .max(1);
-    let slots = tokio::sync::Semaphore::new(cap);
+    let slots = discovery_slots(cap);
     let probes = upstreams.iter().map(|u| {
         let slots = &slots;
         async move {
@@ -88,6 +88,26 @@ async fn probe_with(
         }
     });
     futures_util::future::join_all(probes).await;
+}
+
+/// The process's probe slots: `health.discovery_concurrency` bounds every probe at once,
+/// whoever started it (the scheduled round, a standby retry, an admin's refresh, a re-probe
+/// after a pull, a new upstream), not each batch on its own. A changed cap takes a new
+/// semaphore; probes holding the old one finish on it.
+fn discovery_slots(cap: usize) -> Arc<tokio::sync::Semaphore> {
+    use std::sync::Mutex;
+    static SLOTS: Mutex<Option<(usize, Arc<tokio::sync::Semaphore>)>> = Mutex::new(None);
+    let mut slots = SLOTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match slots.as_ref() {
+        Some((n, s)) if *n == cap => Arc::clone(s),
+        _ => {
+            let s = Arc::new(tokio::sync::Semaphore::new(cap));
+            *slots = Some((cap, Arc::clone(&s)));
+            s
+        }
+    }
 }
 
 /// Keys of the models an Ollama node's `/api/ps` entries say are loaded.

@@ -257,7 +257,8 @@ async fn run_node(
     let error = result.err();
     if let Some(tx) = tx {
         let last = match (&error, held) {
-            (Some(e), _) => Some(json!({"error": e, "upstream": up.name})),
+            // Ollama's own line, naming the model as the whole-answer form does.
+            (Some(e), _) => Some(json!({"error": e, "upstream": up.name, "model": model})),
             (None, Some(line)) => Some(line),
             (None, None) => None,
         };

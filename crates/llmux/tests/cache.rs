@@ -453,3 +453,46 @@ fn bad_cache_settings_are_refused_naming_the_key() {
         assert!(err.contains(key) && err.contains(reason), "{text}: {err}");
     }
 }
+
+/// A hit replayed as Gemini's streamed JSON array (`:streamGenerateContent` without
+/// `alt=sse`) is `application/json` of a known size, yet a stream: it is never compressed,
+/// while the same answer asked for whole is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_gemini_stream_is_never_compressed() {
+    let mut cfg = node("m", &["gpt-4o"]);
+    cfg.chunks = 200; // a long answer: well over the 1 KiB compression threshold
+    let m = MockServer::start(cfg).await.unwrap();
+    let gw = Llmux::start(&format!(
+        "{}\n[cache]\nenabled = true\n",
+        openai("oai", &m.url(), "sk-1")
+    ));
+    let ask = json!({"contents": [{"role": "user", "parts": [{"text": "a long story"}]}]});
+    let gzip = [("accept-encoding", "gzip")];
+    let send = async |path: &str| {
+        let r = client()
+            .post(gw.url(path))
+            .header("accept-encoding", "gzip")
+            .json(&ask)
+            .send()
+            .await
+            .unwrap();
+        let encoding = header(&r, "content-encoding");
+        let cache = header(&r, "x-llmux-cache");
+        let body = r.bytes().await.unwrap();
+        (cache, encoding, body)
+    };
+    let (s, c, _, first) = call(&gw, "/v1beta/models/gpt-4o:generateContent", &ask, &[]).await;
+    assert_eq!((s, c.as_str()), (200, "miss"), "{first}");
+    assert!(first.len() > 1024, "a long answer: {} bytes", first.len());
+
+    let (cache, encoding, body) = send("/v1beta/models/gpt-4o:streamGenerateContent").await;
+    assert_eq!(cache, "hit");
+    assert_eq!(encoding, "", "a replayed stream is not compressed");
+    let chunks: Value = serde_json::from_slice(&body).unwrap();
+    assert!(chunks.as_array().is_some_and(|a| !a.is_empty()), "{chunks}");
+    assert!(body.len() > 1024);
+
+    let (cache, encoding, _) = send("/v1beta/models/gpt-4o:generateContent").await;
+    assert_eq!((cache.as_str(), encoding.as_str()), ("hit", "gzip"));
+    let _ = gzip;
+}

@@ -39,6 +39,15 @@ async fn listings(gw: &Llmux) -> [Vec<String>; 4] {
     };
     let openai = get(gw, "/v1/models", &[]).await;
     let anthropic = get(gw, "/v1/models", &[("anthropic-version", "2023-06-01")]).await;
+    // Anthropic's own list shape, not OpenAI's under another header.
+    assert_eq!(anthropic["has_more"], false, "{anthropic}");
+    assert!(anthropic.get("object").is_none(), "{anthropic}");
+    if let Some(first) = anthropic["data"].as_array().and_then(|d| d.first()) {
+        assert_eq!(first["type"], "model", "{anthropic}");
+        assert_eq!(anthropic["first_id"], first["id"], "{anthropic}");
+        assert!(anthropic["last_id"].is_string(), "{anthropic}");
+    }
+    assert_eq!(openai["object"], "list", "{openai}");
     let ollama = get(gw, "/api/tags", &[]).await;
     let gemini = get(gw, "/v1beta/models", &[]).await;
     [
@@ -130,6 +139,17 @@ async fn assert_404_everywhere(gw: &Llmux, model: &str) {
     let (s, b) = post(gw, &path, &gemini).await;
     assert_eq!(s, 404, "gemini: {b}");
     assert_eq!(b["error"]["status"], "NOT_FOUND", "{b}");
+    // The single-model lookups too.
+    for (path, what) in [
+        (format!("/v1/models/{model}"), "openai"),
+        (format!("/v1beta/models/{model}"), "gemini"),
+    ] {
+        let r = client().get(gw.url(&path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        let b: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 404, "{what} {path}: {b}");
+        assert!(b["error"].is_object(), "{what} {path}: {b}");
+    }
 }
 
 async fn metric(gw: &Llmux, line_start: &str) -> String {
@@ -239,7 +259,8 @@ async fn a_renamed_model_answers_by_its_new_name_only() {
     }
     let (status, _) = admin(&gw, "PATCH", "/models/md_nope", Some(json!({"name": "y"}))).await;
     assert_eq!(status, 404);
-    // A kept alias whose name is taken: refused, and the model keeps its name.
+    // A new name that an alias holds: refused (the alias would take its calls), nothing
+    // changed; once the alias is gone the rename goes through.
     admin(
         &gw,
         "POST",
@@ -254,8 +275,18 @@ async fn a_renamed_model_answers_by_its_new_name_only() {
         Some(json!({"name": "house-2x"})),
     )
     .await;
-    assert_eq!(status, 200, "{r}");
+    assert_eq!(status, 409, "{r}");
+    assert!(r.to_string().contains("alias"), "{r}");
+    assert_eq!(chat_status(&gw, "house-2").await.0, 200, "still house-2");
     admin(&gw, "DELETE", "/aliases/house-2x", None).await;
+    let (status, r) = admin(
+        &gw,
+        "PATCH",
+        &format!("/models/{id}"),
+        Some(json!({"name": "house-2x"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
     admin(
         &gw,
         "POST",
@@ -394,6 +425,29 @@ async fn batches_are_all_or_nothing() {
     for id in &keys {
         assert_eq!(status_of(id).await, "revoked");
     }
+    // Deleted in one batch: all or nothing too, and neither or both actions is a 400.
+    for bad in [
+        json!({"ids": keys}),
+        json!({"ids": keys, "revoke": true, "delete": true}),
+        json!({"ids": [keys[0], "vk_nope"], "delete": true}),
+    ] {
+        let (status, b) = admin(&gw, "POST", "/keys/batch", Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad}: {b}");
+        let (status, _) = admin(&gw, "GET", &format!("/keys/{}", keys[0]), None).await;
+        assert_eq!(status, 200, "{bad}: nothing deleted");
+    }
+    let (status, b) = admin(
+        &gw,
+        "POST",
+        "/keys/batch",
+        Some(json!({"ids": keys, "delete": true})),
+    )
+    .await;
+    assert_eq!((status, b["deleted"].as_bool()), (200, Some(true)), "{b}");
+    for id in &keys {
+        let (status, _) = admin(&gw, "GET", &format!("/keys/{id}"), None).await;
+        assert_eq!(status, 404, "{id} deleted");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,6 +552,25 @@ async fn discovery_lists_at_most_n_upstreams_at_once() {
     assert!(
         (1..=3).contains(&max),
         "at most 3 listings at once, saw {max}"
+    );
+    // The cap holds across callers too: six admin refreshes at once (each its own probe)
+    // still list at most 3 nodes at a time.
+    gauge.max.store(0, Ordering::SeqCst);
+    let refreshes = (0..6).map(|i| {
+        let gw = &gw;
+        async move {
+            admin(gw, "POST", &format!("/upstreams/n{i}/refresh"), None)
+                .await
+                .0
+        }
+    });
+    let statuses = futures_util::future::join_all(refreshes).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let max = gauge.max.load(Ordering::SeqCst);
+    eprintln!("six refreshes at once: at most {max} listings at once");
+    assert!(
+        (1..=3).contains(&max),
+        "at most 3 listings at once across refreshes, saw {max}"
     );
 }
 

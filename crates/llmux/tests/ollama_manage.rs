@@ -222,6 +222,7 @@ async fn a_model_the_registry_lacks_gets_ollamas_error() {
     for e in errors {
         assert_eq!(e["error"], "pull model manifest: file does not exist");
         assert!(["gpu-a", "gpu-b"].contains(&e["upstream"].as_str().unwrap()));
+        assert_eq!(e["model"], "no-such-model", "the line names the model");
     }
     let r = client()
         .post(gw.url("/api/pull"))

@@ -69,6 +69,12 @@ macro_rules! cols {
     };
 }
 
+const UPDATE_MODEL: &str = concat!(
+    "UPDATE models SET name = $2, upstream_id = $3, enabled = $4, origin = $5, \
+     original_name = $6 WHERE id = $1 RETURNING ",
+    cols!()
+);
+
 fn conflict(new: &NewModel) -> impl FnOnce() -> String + '_ {
     move || match &new.upstream_id {
         Some(upstream) => format!(
@@ -132,20 +138,59 @@ impl Store {
     /// Replaces every field of model `id`.
     pub async fn update_model(&self, id: &str, new: &NewModel) -> Result<Model, StoreError> {
         let updated: Option<Model> = write_tx!(self, |tx| {
-            sqlx::query_as(concat!(
-                "UPDATE models SET name = $2, upstream_id = $3, enabled = $4, origin = $5, \
-                 original_name = $6 WHERE id = $1 RETURNING ",
-                cols!()
-            ))
-            .bind(id)
-            .bind(&new.name)
-            .bind(&new.upstream_id)
-            .bind(new.enabled)
-            .bind(new.origin.as_str())
-            .bind(&new.original_name)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::conflict_as(conflict(new)))?
+            sqlx::query_as(UPDATE_MODEL)
+                .bind(id)
+                .bind(&new.name)
+                .bind(&new.upstream_id)
+                .bind(new.enabled)
+                .bind(new.origin.as_str())
+                .bind(&new.original_name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::conflict_as(conflict(new)))?
+        });
+        updated.ok_or(StoreError::NotFound)
+    }
+
+    /// [`Store::update_model`] for a rename that keeps the old name answering: model `id`
+    /// becomes `new`, and `alias` (its old name) becomes an alias of `new.name`, in one
+    /// transaction. A taken alias name (or model name) is `Conflict` and changes nothing.
+    pub async fn rename_model_keeping_alias(
+        &self,
+        id: &str,
+        new: &NewModel,
+        alias: &str,
+    ) -> Result<Model, StoreError> {
+        let alias_id = new_id("al");
+        let targets = crate::db::to_json(std::slice::from_ref(&new.name))?;
+        let now = now_ms();
+        let updated: Option<Model> = write_tx!(self, |tx| {
+            let model: Option<Model> = sqlx::query_as(UPDATE_MODEL)
+                .bind(id)
+                .bind(&new.name)
+                .bind(&new.upstream_id)
+                .bind(new.enabled)
+                .bind(new.origin.as_str())
+                .bind(&new.original_name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::conflict_as(conflict(new)))?;
+            if model.is_some() {
+                sqlx::query(
+                    "INSERT INTO aliases (id, name, targets, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $4)",
+                )
+                .bind(&alias_id)
+                .bind(alias)
+                .bind(&targets)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::conflict_as(|| {
+                    format!("alias {alias:?} already exists")
+                }))?;
+            }
+            model
         });
         updated.ok_or(StoreError::NotFound)
     }

@@ -400,6 +400,29 @@ impl Store {
         }))
     }
 
+    /// Deletes every key in `ids` in one transaction: all or none. An unknown id is `Invalid`,
+    /// naming it, and nothing is deleted. Answers the keys as they were.
+    pub async fn delete_virtual_keys(&self, ids: &[String]) -> Result<Vec<VirtualKey>, StoreError> {
+        Ok(write_tx!(self, |tx| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row: Option<VirtualKey> = sqlx::query_as(concat!(
+                    "DELETE FROM virtual_keys WHERE id = $1 RETURNING ",
+                    cols!()
+                ))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                out.push(row.ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "ids: no virtual key with id {id:?}; nothing was deleted"
+                    ))
+                })?);
+            }
+            out
+        }))
+    }
+
     /// Records that key `id` was used at `at` (unix milliseconds; never moves backwards).
     pub async fn touch_virtual_key(&self, id: &str, at: i64) -> Result<(), StoreError> {
         let touched = write_tx!(self, |tx| {

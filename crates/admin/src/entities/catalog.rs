@@ -31,12 +31,15 @@ pub struct ModelBatch {
     delete: Option<bool>,
 }
 
-/// `POST /keys/batch`: `{"ids": [..], "revoke": true}`.
+/// `POST /keys/batch`: `{"ids": [..], "revoke": true}` or `{"ids": [..], "delete": true}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyBatch {
     ids: Vec<String>,
+    #[serde(default)]
     revoke: bool,
+    #[serde(default)]
+    delete: bool,
 }
 
 /// The ids of a batch: 1 to [`MAX_BATCH`], none empty, none twice.
@@ -118,8 +121,8 @@ pub async fn batch_models(
     ))
 }
 
-/// `POST /keys/batch`: revoke many virtual keys in one transaction; an unknown id is a 400
-/// naming it, and no key is revoked.
+/// `POST /keys/batch`: revoke or delete many virtual keys in one transaction; an unknown id is
+/// a 400 naming it, and no key is changed.
 pub async fn batch_keys(
     State(cp): State<Arc<ControlPlane>>,
     Extension(caller): Extension<Caller>,
@@ -127,28 +130,31 @@ pub async fn batch_keys(
 ) -> ApiResult<Json<Value>> {
     let req: KeyBatch = parse_body(&body)?;
     check_ids(&req.ids)?;
-    if !req.revoke {
-        return Err(ApiError::field(
-            "revoke",
-            "must be true (a revoked key cannot be restored; create a new one)",
-        ));
-    }
-    let revoked = cp.store.revoke_virtual_keys(&req.ids).await?;
+    let (action, changed) = match (req.revoke, req.delete) {
+        (true, false) => (
+            "key.batch_revoke",
+            cp.store.revoke_virtual_keys(&req.ids).await?,
+        ),
+        (false, true) => (
+            "key.batch_delete",
+            cp.store.delete_virtual_keys(&req.ids).await?,
+        ),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give either \"revoke\": true or \"delete\": true with the ids (a revoked \
+                 key cannot be restored; create a new one)"
+                    .into(),
+            ))
+        }
+    };
     // Every instance drops its cached copies: the keys stop working at their next call.
     cp.key_changed(None).await;
-    let views: Vec<Value> = revoked.iter().map(key_view).collect();
-    let after = json!({ "count": views.len(), "keys": views });
+    let views: Vec<Value> = changed.iter().map(key_view).collect();
+    let deleted = action == "key.batch_delete";
+    let after = json!({ "count": views.len(), "deleted": deleted, "keys": views });
     let target = req.ids.join(",");
     Ok(Json(
-        audited(
-            &cp,
-            &caller,
-            "key.batch_revoke",
-            ("virtual_key", &target),
-            None,
-            after,
-        )
-        .await,
+        audited(&cp, &caller, action, ("virtual_key", &target), None, after).await,
     ))
 }
 

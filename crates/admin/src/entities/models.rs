@@ -212,6 +212,15 @@ pub async fn patch_model(
         &cp,
         &caller,
         async {
+            // An alias of the new name would take every call meant for the model.
+            if let Some(name) = req.name.as_ref().filter(|n| **n != current.name) {
+                if cp.store.get_alias_by_name(name).await.is_ok() {
+                    return Err(ApiError::Conflict(format!(
+                        "name: {name:?} is an alias; an alias answers before a model of the \
+                         same name, so the renamed model would never be reached"
+                    )));
+                }
+            }
             if let Some((old, _)) = &alias {
                 // Checked first so that a taken alias name changes nothing.
                 if cp.store.get_alias_by_name(old).await.is_ok() {
@@ -220,11 +229,10 @@ pub async fn patch_model(
                     )));
                 }
             }
-            let updated = cp.store.update_model(&id, &new).await?;
-            if let Some((old, target)) = &alias {
-                cp.store.create_alias(old, std::slice::from_ref(target)).await?;
-            }
-            Ok(updated)
+            Ok(match &alias {
+                Some((old, _)) => cp.store.rename_model_keeping_alias(&id, &new, old).await?,
+                None => cp.store.update_model(&id, &new).await?,
+            })
         },
         |m| match &req.name {
             Some(_) if current.name != m.name => {

@@ -153,6 +153,9 @@ impl Call {
         }
         tracing::debug!(request_id = %self.request_id, model = %entry.model, stream, "answered from the response cache");
         let mut out = Response::new(Body::from(bytes));
+        if stream {
+            out.extensions_mut().insert(crate::compress::AsStream);
+        }
         let h = out.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if let Ok(v) = HeaderValue::from_str(&entry.model) {
