@@ -25,6 +25,24 @@ pub const PRICING_SETTING: &str = "pricing";
 struct PriceBody {
     input_per_mtok: f64,
     output_per_mtok: f64,
+    #[serde(default)]
+    cached_input_per_mtok: Option<f64>,
+    #[serde(default)]
+    cache_write_per_mtok: Option<f64>,
+}
+
+/// A stored or answered price, the cache prices only when set.
+fn price_json(p: &Price) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("input_per_mtok".into(), json!(p.input_per_mtok));
+    out.insert("output_per_mtok".into(), json!(p.output_per_mtok));
+    if let Some(c) = p.cached_input_per_mtok {
+        out.insert("cached_input_per_mtok".into(), json!(c));
+    }
+    if let Some(w) = p.cache_write_per_mtok {
+        out.insert("cache_write_per_mtok".into(), json!(w));
+    }
+    out
 }
 
 /// The overrides stored through the API.
@@ -34,7 +52,12 @@ pub async fn load(store: &Store) -> Result<BTreeMap<String, Price>, llmux_store:
         for (model, v) in map {
             let num = |k: &str| v.get(k).and_then(Value::as_f64);
             if let (Some(i), Some(o)) = (num("input_per_mtok"), num("output_per_mtok")) {
-                out.insert(model, Price::new(i, o));
+                let price = Price {
+                    cached_input_per_mtok: num("cached_input_per_mtok"),
+                    cache_write_per_mtok: num("cache_write_per_mtok"),
+                    ..Price::new(i, o)
+                };
+                out.insert(model, price);
             }
         }
     }
@@ -44,12 +67,7 @@ pub async fn load(store: &Store) -> Result<BTreeMap<String, Price>, llmux_store:
 fn to_json(prices: &BTreeMap<String, Price>) -> Value {
     let map: Map<String, Value> = prices
         .iter()
-        .map(|(m, p)| {
-            (
-                m.clone(),
-                json!({ "input_per_mtok": p.input_per_mtok, "output_per_mtok": p.output_per_mtok }),
-            )
-        })
+        .map(|(m, p)| (m.clone(), Value::Object(price_json(p))))
         .collect();
     Value::Object(map)
 }
@@ -72,7 +90,7 @@ pub async fn list(State(cp): State<Arc<ControlPlane>>) -> ApiResult<Json<Value>>
             };
             let mut row = json!({ "model": m, "input_per_mtok": p.input_per_mtok,
                     "output_per_mtok": p.output_per_mtok, "source": source });
-            // Cache prices only where `[[pricing]]` sets them.
+            // Cache prices only where a layer sets them.
             for (k, v) in [
                 ("cached_input_per_mtok", p.cached_input_per_mtok),
                 ("cache_write_per_mtok", p.cache_write_per_mtok),
@@ -107,10 +125,12 @@ pub async fn put(
 ) -> ApiResult<Json<Value>> {
     let req: PriceBody = parse_body(&body)?;
     for (field, v) in [
-        ("input_per_mtok", req.input_per_mtok),
-        ("output_per_mtok", req.output_per_mtok),
+        ("input_per_mtok", Some(req.input_per_mtok)),
+        ("output_per_mtok", Some(req.output_per_mtok)),
+        ("cached_input_per_mtok", req.cached_input_per_mtok),
+        ("cache_write_per_mtok", req.cache_write_per_mtok),
     ] {
-        if !llmux_config::valid_price(v) {
+        if v.is_some_and(|v| !llmux_config::valid_price(v)) {
             return Err(ApiError::field(field, "must be a price from 0 to 1000000"));
         }
     }
@@ -128,11 +148,17 @@ pub async fn put(
     let before = prices
         .get(&model)
         .map(|p| to_json(&BTreeMap::from([(model.clone(), *p)])));
-    let price = Price::new(req.input_per_mtok, req.output_per_mtok);
+    let price = Price {
+        cached_input_per_mtok: req.cached_input_per_mtok,
+        cache_write_per_mtok: req.cache_write_per_mtok,
+        ..Price::new(req.input_per_mtok, req.output_per_mtok)
+    };
     prices.insert(model.clone(), price);
     save(&cp, prices).await?;
-    let after = json!({ "model": model, "input_per_mtok": price.input_per_mtok,
-                        "output_per_mtok": price.output_per_mtok, "source": "api" });
+    let mut after = price_json(&price);
+    after.insert("model".into(), json!(model));
+    after.insert("source".into(), json!("api"));
+    let after = Value::Object(after);
     Ok(Json(
         audited(
             &cp,
@@ -159,6 +185,8 @@ pub async fn delete(
         )));
     };
     save(&cp, prices).await?;
-    let before = json!({ "model": model, "input_per_mtok": old.input_per_mtok, "output_per_mtok": old.output_per_mtok });
+    let mut before = price_json(&old);
+    before.insert("model".into(), json!(model));
+    let before = Value::Object(before);
     Ok(audited_delete(&cp, &caller, "pricing.delete", ("pricing", &model), before).await)
 }

@@ -555,6 +555,60 @@ async fn every_call_is_logged_with_the_upstreams_usage_and_billed() {
             .unwrap()
             .clone();
         assert_eq!(entry["source"], "api");
+        assert!(entry.get("cached_input_per_mtok").is_none(), "{entry}");
+        // Cache prices through the API too; a bad one is refused naming it, and a shipped
+        // price carries the provider's.
+        let (s, p) = admin(
+            &gw,
+            "PUT",
+            "/pricing/llama3",
+            Some(json!({"input_per_mtok": 1.0, "output_per_mtok": 1.0,
+                        "cached_input_per_mtok": 0.1, "cache_write_per_mtok": 1.25})),
+        )
+        .await;
+        assert_eq!(
+            (s, p["cached_input_per_mtok"].as_f64()),
+            (200, Some(0.1)),
+            "{p}"
+        );
+        let (s, p) = admin(
+            &gw,
+            "PUT",
+            "/pricing/llama3",
+            Some(json!({"input_per_mtok": 1.0, "output_per_mtok": 1.0,
+                        "cache_write_per_mtok": -1})),
+        )
+        .await;
+        assert_eq!(s, 400, "{p}");
+        assert!(p.to_string().contains("cache_write_per_mtok"), "{p}");
+        let (_, table) = admin(&gw, "GET", "/pricing", None).await;
+        let find = |model: &str| {
+            table
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["model"] == model)
+                .unwrap()
+                .clone()
+        };
+        let llama = find("llama3");
+        assert_eq!(
+            (
+                llama["cached_input_per_mtok"].as_f64(),
+                llama["cache_write_per_mtok"].as_f64()
+            ),
+            (Some(0.1), Some(1.25)),
+            "{llama}"
+        );
+        let sonnet = find("claude-sonnet-4");
+        assert_eq!(
+            (
+                sonnet["cached_input_per_mtok"].as_f64(),
+                sonnet["source"].as_str()
+            ),
+            (Some(0.3), Some("default")),
+            "{sonnet}"
+        );
         let (s, _, _) = call(&gw, &key, "/api/chat", chat_body("llama3", false)).await;
         assert_eq!(s, 429, "llama3 is priced now, and the app has no credit");
 

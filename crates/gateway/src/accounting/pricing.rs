@@ -55,28 +55,32 @@ impl Price {
     }
 }
 
-/// Shipped list prices (USD per million tokens, input/output). A model not listed here nor in
+/// Shipped list prices, USD per million tokens: input, output, prompt-cache reads and
+/// prompt-cache writes (`None`: the provider has no such price, so those tokens cost input).
+/// OpenAI: reads at its published cached-input price, no write charge. Anthropic: reads at a
+/// tenth of input, writes (5-minute cache) at 1.25×. Gemini: reads at a quarter of input
+/// (context caching; storage is billed apart and not here). A model not listed here nor in
 /// the config is free — which is what local Ollama models are.
-pub const DEFAULT_PRICES: &[(&str, f64, f64)] = &[
-    ("gpt-4o", 2.5, 10.0),
-    ("gpt-4o-mini", 0.15, 0.6),
-    ("gpt-4.1", 2.0, 8.0),
-    ("gpt-4.1-mini", 0.4, 1.6),
-    ("gpt-4.1-nano", 0.1, 0.4),
-    ("o3-mini", 1.1, 4.4),
-    ("o4-mini", 1.1, 4.4),
-    ("text-embedding-3-small", 0.02, 0.0),
-    ("text-embedding-3-large", 0.13, 0.0),
-    ("claude-sonnet-4", 3.0, 15.0),
-    ("claude-opus-4", 15.0, 75.0),
-    ("claude-3-5-haiku", 0.8, 4.0),
-    ("claude-3-7-sonnet", 3.0, 15.0),
-    ("gemini-2.0-flash", 0.1, 0.4),
-    ("gemini-2.0-flash-lite", 0.075, 0.3),
-    ("gemini-2.5-flash", 0.3, 2.5),
-    ("gemini-2.5-pro", 1.25, 10.0),
-    ("gemini-1.5-pro", 1.25, 5.0),
-    ("gemini-1.5-flash", 0.075, 0.3),
+pub const DEFAULT_PRICES: &[(&str, f64, f64, Option<f64>, Option<f64>)] = &[
+    ("gpt-4o", 2.5, 10.0, Some(1.25), None),
+    ("gpt-4o-mini", 0.15, 0.6, Some(0.075), None),
+    ("gpt-4.1", 2.0, 8.0, Some(0.5), None),
+    ("gpt-4.1-mini", 0.4, 1.6, Some(0.1), None),
+    ("gpt-4.1-nano", 0.1, 0.4, Some(0.025), None),
+    ("o3-mini", 1.1, 4.4, Some(0.55), None),
+    ("o4-mini", 1.1, 4.4, Some(0.275), None),
+    ("text-embedding-3-small", 0.02, 0.0, None, None),
+    ("text-embedding-3-large", 0.13, 0.0, None, None),
+    ("claude-sonnet-4", 3.0, 15.0, Some(0.3), Some(3.75)),
+    ("claude-opus-4", 15.0, 75.0, Some(1.5), Some(18.75)),
+    ("claude-3-5-haiku", 0.8, 4.0, Some(0.08), Some(1.0)),
+    ("claude-3-7-sonnet", 3.0, 15.0, Some(0.3), Some(3.75)),
+    ("gemini-2.0-flash", 0.1, 0.4, Some(0.025), None),
+    ("gemini-2.0-flash-lite", 0.075, 0.3, Some(0.01875), None),
+    ("gemini-2.5-flash", 0.3, 2.5, Some(0.075), None),
+    ("gemini-2.5-pro", 1.25, 10.0, Some(0.3125), None),
+    ("gemini-1.5-pro", 1.25, 5.0, Some(0.3125), None),
+    ("gemini-1.5-flash", 0.075, 0.3, Some(0.01875), None),
 ];
 
 /// Model → price: the shipped defaults, then `[[pricing]]` from the config, then overrides set
@@ -90,7 +94,14 @@ impl Pricing {
     pub fn build(config: &[llmux_config::PricingConfig], api: &BTreeMap<String, Price>) -> Pricing {
         let mut prices: BTreeMap<String, Price> = DEFAULT_PRICES
             .iter()
-            .map(|(m, i, o)| ((*m).to_string(), Price::new(*i, *o)))
+            .map(|&(m, input, output, cached, write)| {
+                let price = Price {
+                    cached_input_per_mtok: cached,
+                    cache_write_per_mtok: write,
+                    ..Price::new(input, output)
+                };
+                (m.to_string(), price)
+            })
             .collect();
         for p in config {
             prices.insert(
