@@ -67,6 +67,32 @@ pub enum Think {
 }
 
 impl ChatRequest {
+    /// This request with Gemini's thought signatures taken out of its tool-call ids (see
+    /// `gemini::signature`), for the other dialects: the signature only means something to
+    /// Gemini, and a call id that carries one is too long for some of them (OpenAI caps tool-call
+    /// ids at 40 characters). Borrowed as it is when no id carries one (the usual case).
+    pub fn without_signatures(&self) -> std::borrow::Cow<'_, ChatRequest> {
+        use crate::gemini::signature::split;
+        let signed = |id: &str| split(id).1.is_some();
+        let any = self.messages.iter().any(|m| {
+            m.tool_calls.iter().any(|c| signed(&c.id))
+                || m.tool_call_id.as_deref().is_some_and(signed)
+        });
+        if !any {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut plain = self.clone();
+        for m in &mut plain.messages {
+            for c in &mut m.tool_calls {
+                c.id = split(&c.id).0.to_string();
+            }
+            if let Some(id) = m.tool_call_id.as_mut() {
+                *id = split(id).0.to_string();
+            }
+        }
+        std::borrow::Cow::Owned(plain)
+    }
+
     /// Refuses what only Ollama's native API carries, for an encoder of another dialect
     /// (`target` names it). `keep_alive` only steers the runner and is left out without a word.
     pub(crate) fn refuse_ollama_extras(&self, target: &str) -> Result<(), TranslateError> {

@@ -132,6 +132,13 @@ impl Call {
         } else {
             self.peek.with_model(&self.body, &cand.model)
         };
+        // A call id that carries a Gemini thought signature (an earlier turn went to Gemini)
+        // means nothing here, and is longer than OpenAI allows (40 characters).
+        if self.dialect() != Dialect::Gemini {
+            if let Some(plain) = llmux_wire::gemini::strip_signatures_from_body(&body) {
+                body = bytes::Bytes::from(plain);
+            }
+        }
         // A stream's tokens come from the upstream's own count, not an estimate: ask for it
         // when the client did not (the extra usage chunk is stripped on the way back).
         let mut added_usage = false;

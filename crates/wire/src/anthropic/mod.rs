@@ -55,6 +55,7 @@ impl Codec for AnthropicCodec {
 
     fn encode_request(&self, req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
         req.refuse_ollama_extras("Anthropic")?;
+        let req = &*req.without_signatures();
         let v = encode_request(req)?;
         serde_json::to_vec(&v).map_err(|e| TranslateError::new("", e.to_string()))
     }

@@ -32,8 +32,9 @@ pub mod embed;
 mod request_decode;
 mod request_encode;
 mod response;
-mod signature;
+pub(crate) mod signature;
 pub use response::retry_delay;
+pub use signature::strip_from_body as strip_signatures_from_body;
 mod stream_decode;
 mod stream_encode;
 

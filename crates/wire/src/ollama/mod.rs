@@ -90,6 +90,7 @@ impl Codec for OllamaCodec {
     }
 
     fn encode_request(&self, req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
+        let req = &*req.without_signatures();
         let mut body = Map::new();
         body.insert("model".to_string(), json!(req.model));
         if req.legacy_prompt {
@@ -182,7 +183,9 @@ impl Codec for OllamaCodec {
                     let calls = resp
                         .tool_calls
                         .iter()
-                        .map(|c| tool_call_json(&c.name, arguments_value(&c.arguments)))
+                        .map(|c| {
+                            tool_call_json(Some(&c.id), &c.name, arguments_value(&c.arguments))
+                        })
                         .collect();
                     msg.insert("tool_calls".to_string(), Value::Array(calls));
                 }

@@ -39,8 +39,14 @@ pub(super) fn split_content(m: &Message, i: usize) -> Result<(String, Vec<Value>
     Ok((texts.join("\n"), images))
 }
 
-pub(super) fn tool_call_json(name: &str, args: Value) -> Value {
-    json!({"function": {"name": name, "arguments": args}})
+/// One of `tool_calls`. Answers to Ollama clients carry the call's `id` (newer Ollama servers
+/// write one too, and llmux reads it back from the next turn): it is how a result finds its
+/// call when one function is called twice, and how a Gemini thought signature comes back.
+pub(super) fn tool_call_json(id: Option<&str>, name: &str, args: Value) -> Value {
+    match id.filter(|id| !id.is_empty()) {
+        Some(id) => json!({"id": id, "function": {"name": name, "arguments": args}}),
+        None => json!({"function": {"name": name, "arguments": args}}),
+    }
 }
 
 pub(super) fn encode_messages(req: &ChatRequest) -> Result<Vec<Value>, TranslateError> {
@@ -82,7 +88,7 @@ pub(super) fn encode_messages(req: &ChatRequest) -> Result<Vec<Value>, Translate
                         "Ollama needs the arguments as a JSON object",
                     )
                 })?;
-                calls.push(tool_call_json(&c.name, args));
+                calls.push(tool_call_json(None, &c.name, args));
             }
             msg.insert("tool_calls".to_string(), Value::Array(calls));
         }

@@ -68,7 +68,7 @@ impl OllamaStreamEncoder {
         }
         let calls: Vec<Value> = calls
             .into_iter()
-            .map(|c| tool_call_json(&c.name, arguments_value(&c.args)))
+            .map(|c| tool_call_json(Some(&c.id), &c.name, arguments_value(&c.args)))
             .collect();
         self.content_line(out, "", calls);
     }

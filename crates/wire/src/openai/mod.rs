@@ -76,6 +76,7 @@ impl Codec for OpenAiCodec {
 
     fn encode_request(&self, req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
         req.refuse_ollama_extras("OpenAI")?;
+        let req = &*req.without_signatures();
         let v = encode_chat_request(req)?;
         serde_json::to_vec(&v).map_err(|e| TranslateError::new("", e.to_string()))
     }

@@ -51,6 +51,7 @@ impl Codec for ResponsesCodec {
 
     fn encode_request(&self, req: &ChatRequest) -> Result<Vec<u8>, TranslateError> {
         req.refuse_ollama_extras("the OpenAI Responses API")?;
+        let req = &*req.without_signatures();
         encode_request(req).map(|v| v.to_string().into_bytes())
     }
 
