@@ -102,12 +102,24 @@ def test_anthropic_output_config_reaches_openai_as_response_format(fid):
     assert rf["json_schema"]["name"] == "response"
 
 
+def assert_gemini_schema(g):
+    """SCHEMA as Gemini received it: whole as `responseJsonSchema`, or in the OpenAPI subset as
+    `responseSchema` with the same properties and required fields."""
+    if "responseJsonSchema" in g:
+        assert g["responseJsonSchema"] == SCHEMA, g
+        return
+    s = g["responseSchema"]
+    assert s["type"].lower() == "object", g
+    assert {k: v["type"].lower() for k, v in s["properties"].items()} == {"city": "string", "temp": "number"}, g
+    assert s["required"] == ["city", "temp"], g
+
+
 def test_anthropic_output_config_reaches_gemini_and_ollama(fid):
     fmt = {"format": {"type": "json_schema", "schema": SCHEMA}}
     ant(fid).messages.create(model=GEMINI, max_tokens=200, messages=HI, output_config=fmt)
     g = last_body(fid, "gemini-up")["generationConfig"]
     assert g["responseMimeType"] == "application/json"
-    assert "responseSchema" in g or g["responseJsonSchema"] == SCHEMA
+    assert_gemini_schema(g)
     ant(fid).messages.create(model=LLAMA, max_tokens=200, messages=HI, output_config=fmt)
     f = openai_format(last_body(fid, "ollama-up"))
     assert f == SCHEMA or f["json_schema"]["schema"] == SCHEMA
@@ -137,7 +149,7 @@ def test_openai_json_schema_reaches_gemini(fid):
     oai(fid).chat.completions.create(model=GEMINI, messages=HI, response_format=rf)
     g = last_body(fid, "gemini-up")["generationConfig"]
     assert g["responseMimeType"] == "application/json"
-    assert "responseSchema" in g or g["responseJsonSchema"] == SCHEMA
+    assert_gemini_schema(g)
 
 
 def test_gemini_response_schema_reaches_openai_and_anthropic(fid):
@@ -157,7 +169,8 @@ def test_ollama_format_json_and_schema(fid):
     assert last_body(fid, "anthropic-up")["output_config"]["format"]["schema"] == SCHEMA
     with pytest.raises(ollama.ResponseError) as e:
         oll(fid).chat(model=CLAUDE, messages=HI, format="json")
-    assert e.value.status_code == 400 and "response_format" in str(e.value)
+    # Named as the Ollama client wrote it, not as OpenAI would.
+    assert e.value.status_code == 400 and "`format`" in str(e.value), str(e.value)
 
 
 # --- item 3: no silent 4,096 cap ---

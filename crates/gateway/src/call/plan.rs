@@ -329,6 +329,7 @@ impl Call {
             }
             if let Some(e) = &self.inexpressible {
                 // No upstream serving the model can express the request: the client must change it.
+                let e = llmux_wire::translate::in_client_words(dialect, e);
                 return error(dialect, ErrorKind::InvalidRequest, e.to_string());
             }
         }

@@ -122,7 +122,7 @@ fn reject_unsupported(req: &ChatRequest) -> Result<(), TranslateError> {
         (
             json_object,
             "response_format",
-            "Anthropic Messages has no schema-less JSON mode; give a JSON schema (json_schema)",
+            "Anthropic Messages has no schema-less JSON mode; give a JSON schema",
         ),
         (req.seed.is_some(), "seed", "Anthropic Messages has no seed"),
         (

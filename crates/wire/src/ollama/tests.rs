@@ -311,7 +311,7 @@ fn stream_encoder_chat() {
     assert_eq!(ls[1]["message"]["content"], "lo");
     assert_eq!(
         ls[2]["message"]["tool_calls"],
-        json!([{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}])
+        json!([{"id": "call_1", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}])
     );
     let done = &ls[3];
     assert_eq!(done["done"], true);
