@@ -112,7 +112,7 @@ def test_collisions_are_listed_with_where_they_route(page):
     expect(row.locator("td").nth(3)).to_have_text("gpt-4o-2024-08-06")
 
 
-def test_revoke_many_keys_at_once(page, catalog_stack):
+def test_revoke_and_delete_many_keys_at_once(page, catalog_stack):
     status, app = admin_api(catalog_stack.url, "POST", "/apps", {"name": "batchapp"})
     assert status == 201
     for name in ["k-one", "k-two", "k-three"]:
@@ -129,3 +129,10 @@ def test_revoke_many_keys_at_once(page, catalog_stack):
     expect(page.locator('tr[data-key="k-three"]')).to_contain_text("revoked")
     expect(page.locator('tr[data-key="k-two"]')).to_contain_text("active")
     expect(page.get_by_label("Select key k-one")).to_have_count(0)
+    # Deleted in one batch: the key leaves the list.
+    page.get_by_label("Select key k-two").check()
+    bar.get_by_role("button", name="Delete selected").click()
+    bar.get_by_role("button", name="Delete 1 key").click()
+    expect(page.locator("#notice")).to_contain_text("1 key deleted")
+    expect(page.locator('tr[data-key="k-two"]')).to_have_count(0)
+    expect(page.locator('tr[data-key="k-one"]')).to_contain_text("revoked")

@@ -201,6 +201,17 @@ pub(crate) fn upstream_config(
     if let Some(v) = &u.api_version {
         table.insert("api_version".into(), text(v));
     }
+    // The translation options, read by the config file's own rules (a wrong value is named).
+    for key in ["max_tokens_field", "max_output_tokens"] {
+        match u.options.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                let v =
+                    toml::Value::try_from(v).map_err(|e| ApiError::field(key, e.to_string()))?;
+                table.insert(key.into(), v);
+            }
+        }
+    }
     if let Some(obj) = u.timeouts.as_object() {
         let mut timeouts = toml::Table::new();
         for (k, v) in obj {
@@ -692,6 +703,7 @@ mod tests {
             enabled: true,
             source: Source::Api,
             api_version: None,
+            options: Value::Null,
             created_at: 0,
             updated_at: 0,
         }

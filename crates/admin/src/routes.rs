@@ -115,13 +115,17 @@ fn upstream_ops() -> Vec<Op> {
             .body(object(&["name", "kind", "url"], json!({
                 "name": s("string"), "kind": kinds.clone(), "url": s("string"), "keys": strings(),
                 "models": strings(), "weight": s("integer"), "timeouts": timeouts(),
-                "api_version": s("string"), "enabled": s("boolean") })))
+                "api_version": s("string"), "enabled": s("boolean"),
+                "max_tokens_field": json!({ "type": "string", "nullable": true, "enum": ["max_tokens", "max_completion_tokens", null] }),
+                "max_output_tokens": json!({ "type": "object", "nullable": true, "additionalProperties": s("integer") }) })))
             .created().to(post(u::create)),
         op("get", "/upstreams/{name}", "upstreams", "One upstream").to(get(u::get)),
         op("patch", "/upstreams/{name}", "upstreams", "Change an API upstream (file upstreams are read-only)")
             .body(object(&[], json!({
                 "kind": kinds, "url": s("string"), "models": strings(), "weight": s("integer"),
-                "timeouts": timeouts(), "api_version": s("string"), "enabled": s("boolean") })))
+                "timeouts": timeouts(), "api_version": s("string"), "enabled": s("boolean"),
+                "max_tokens_field": json!({ "type": "string", "nullable": true, "enum": ["max_tokens", "max_completion_tokens", null] }),
+                "max_output_tokens": json!({ "type": "object", "nullable": true, "additionalProperties": s("integer") }) })))
             .to(patch(u::patch)),
         op("delete", "/upstreams/{name}", "upstreams", "Delete an API upstream and its keys").to(delete(u::delete)),
         op("post", "/upstreams/{name}/drain", "upstreams", "Drain for maintenance: no new call goes to it, its calls in flight finish (drain: draining, then drained); kept across reloads and restarts, on every instance").to(post(dr::drain)),

@@ -37,6 +37,12 @@ pub struct CreateUpstream {
     api_version: Option<String>,
     #[serde(default)]
     enabled: Option<bool>,
+    /// `"max_tokens"` | `"max_completion_tokens"` (kinds openai, azure, ollama).
+    #[serde(default)]
+    max_tokens_field: Option<Value>,
+    /// `{ "model": tokens }` (kind anthropic).
+    #[serde(default)]
+    max_output_tokens: Option<Value>,
 }
 
 /// `PATCH /upstreams/{name}`: the fields to change.
@@ -57,6 +63,38 @@ pub struct PatchUpstream {
     api_version: Option<String>,
     #[serde(default)]
     enabled: Option<bool>,
+    /// Absent: unchanged; `null`: back to the kind's default.
+    #[serde(default, deserialize_with = "present")]
+    max_tokens_field: Option<Value>,
+    /// Absent: unchanged; `null` or `{}`: none.
+    #[serde(default, deserialize_with = "present")]
+    max_output_tokens: Option<Value>,
+}
+
+/// A field that is present, `null` included (absent stays `None` through `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// The stored translation options: `current` with what a request sets (`Some(Null)` clears).
+fn options(current: &Value, field: Option<Value>, limits: Option<Value>) -> Value {
+    let mut out = current.as_object().cloned().unwrap_or_default();
+    for (key, v) in [("max_tokens_field", field), ("max_output_tokens", limits)] {
+        match v {
+            None => {}
+            Some(Value::Null) => {
+                out.remove(key);
+            }
+            Some(v) => {
+                out.insert(key.into(), v);
+            }
+        }
+    }
+    if out.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(out)
+    }
 }
 
 /// `POST /upstreams/{name}/keys`.
@@ -97,6 +135,8 @@ pub(crate) async fn view(cp: &ControlPlane, name: &str) -> ApiResult<Value> {
         v["declared_models"] = json!(u.models);
         v["timeouts"] = u.timeouts.clone();
         v["api_version"] = json!(u.api_version);
+        v["max_tokens_field"] = u.options["max_tokens_field"].clone();
+        v["max_output_tokens"] = u.options["max_output_tokens"].clone();
     }
     Ok(v)
 }
@@ -126,6 +166,8 @@ async fn stored_view(cp: &ControlPlane, u: &llmux_store::Upstream) -> ApiResult<
         "keys": keys,
         "timeouts": u.timeouts,
         "api_version": u.api_version,
+        "max_tokens_field": u.options["max_tokens_field"],
+        "max_output_tokens": u.options["max_output_tokens"],
         "last_error": null,
     }))
 }
@@ -187,6 +229,7 @@ fn draft(new: &NewUpstream) -> llmux_store::Upstream {
         enabled: new.enabled,
         source: new.source,
         api_version: new.api_version.clone(),
+        options: new.options.clone(),
         created_at: 0,
         updated_at: 0,
     }
@@ -217,6 +260,7 @@ pub async fn create(
         enabled: req.enabled.unwrap_or(true),
         source: Source::Api,
         api_version: req.api_version,
+        options: options(&Value::Null, req.max_tokens_field, req.max_output_tokens),
     };
     new.url = validate(&cp, &draft(&new), &secrets).await?;
     let up = cp.store.create_upstream(&new).await?;
@@ -281,6 +325,11 @@ pub async fn patch(
         enabled: req.enabled.unwrap_or(current.enabled),
         source: Source::Api,
         api_version: req.api_version.or(current.api_version),
+        options: options(
+            &current.options,
+            req.max_tokens_field,
+            req.max_output_tokens,
+        ),
     };
     let change = async {
         new.url = validate(&cp, &draft(&new), &[]).await?;

@@ -301,9 +301,17 @@ const TIMEOUTS = [["connect", "Connect timeout", "5s"], ["first_byte", "First-by
 function upstreamForm(onDone) {
   const kind = h("select", {}, Object.keys(URL_HINTS).map((k) => h("option", { value: k, text: k })));
   const url = h("input", { placeholder: URL_HINTS.ollama, required: true });
+  // The field that carries the output limit, for OpenAI-style APIs (older compatible servers
+  // know only max_tokens).
+  const limitField = h("select", {},
+    h("option", { value: "", text: "the kind's default" }),
+    h("option", { value: "max_completion_tokens", text: "max_completion_tokens" }),
+    h("option", { value: "max_tokens", text: "max_tokens" }));
+  const openaiStyle = () => ["openai", "azure", "ollama"].includes(kind.value);
   kind.addEventListener("change", () => {
     url.placeholder = URL_HINTS[kind.value];
     form.querySelector("#up-keys").closest(".field").hidden = kind.value === "ollama";
+    form.querySelector("#up-max_tokens_field").closest(".field").hidden = !openaiStyle();
   });
   const form = h("form", { class: "stack", id: "upstream-form" },
     field("up-name", "Name", h("input", { required: true, placeholder: "gpu-c" })),
@@ -312,6 +320,7 @@ function upstreamForm(onDone) {
     field("up-weight", "Weight", h("input", { type: "number", min: "1", placeholder: "1" }), "For the weighted strategy"),
     field("up-models", "Models", h("input", { placeholder: "llama3, mistral" }), "Comma-separated; empty: discovered from the upstream"),
     field("up-keys", "Provider keys", h("textarea", { placeholder: "one per line" }), "Stored encrypted; never shown again in full", true),
+    field("up-max_tokens_field", "Limit field", limitField, "How translated calls send the output limit: max_tokens for OpenAI-compatible servers that know no other"),
     h("div", { class: "form-error wide" }),
     h("div", { class: "actions wide" }, h("button", { class: "primary", type: "submit", text: "Add upstream" })));
   form.querySelector("#up-keys").closest(".field").hidden = true;
@@ -323,6 +332,7 @@ function upstreamForm(onDone) {
     const models = list(form["up-models"].value);
     if (models.length) body.models = models;
     if (form["up-weight"].value) body.weight = Number(form["up-weight"].value);
+    if (openaiStyle() && limitField.value) body.max_tokens_field = limitField.value;
     const btn = form.querySelector("button[type=submit]");
     btn.disabled = true;
     try {
@@ -331,7 +341,7 @@ function upstreamForm(onDone) {
       showFormError(form, "up-", { message: "" }, [], null);
       onDone(`Upstream ${body.name} added.`);
     } catch (e) {
-      showFormError(form, "up-", e, ["name", "kind", "url", "weight", "models", "keys"], explainSsrf);
+      showFormError(form, "up-", e, ["name", "kind", "url", "weight", "models", "keys", "max_tokens_field"], explainSsrf);
     } finally { btn.disabled = false; }
   });
   return form;
@@ -557,23 +567,30 @@ function appsPage(main) {
   function drawKeyBar() {
     if (!keyBar) return;
     const n = keySel.size;
-    const b = h("button", { type: "button", class: "danger", text: "Revoke selected" });
-    b.disabled = n === 0;
-    b.addEventListener("click", () => {
-      const yes = h("button", { type: "button", class: "danger", text: `Revoke ${n} key${n === 1 ? "" : "s"}` });
-      const no = h("button", { type: "button", text: "Cancel" });
-      yes.addEventListener("click", async () => {
-        try {
-          const r = await api("POST", "/keys/batch", { ids: [...keySel], revoke: true });
-          say(`${r.count} key${r.count === 1 ? "" : "s"} revoked.`);
-          keySel.clear();
-          load();
-        } catch (e) { say(e.message, ""); }
+    const keys = `${n} key${n === 1 ? "" : "s"}`;
+    // One confirmed batch call: revoke (kept, listed as revoked) or delete (gone).
+    const action = (label, verb, done, body, warning) => {
+      const b = h("button", { type: "button", class: "danger", text: label });
+      b.disabled = n === 0;
+      b.addEventListener("click", () => {
+        const yes = h("button", { type: "button", class: "danger", text: `${verb} ${keys}` });
+        const no = h("button", { type: "button", text: "Cancel" });
+        yes.addEventListener("click", async () => {
+          try {
+            const r = await api("POST", "/keys/batch", { ids: [...keySel], ...body });
+            say(`${r.count} key${r.count === 1 ? "" : "s"} ${done}.`);
+            keySel.clear();
+            load();
+          } catch (e) { say(e.message, ""); }
+        });
+        no.addEventListener("click", drawKeyBar);
+        keyBar.replaceChildren(h("span", { text: warning }), yes, no);
       });
-      no.addEventListener("click", drawKeyBar);
-      keyBar.replaceChildren(h("span", { text: "Calls with them stop at once. " }), yes, no);
-    });
-    keyBar.replaceChildren(h("span", { class: "muted", text: n ? `${n} selected: ` : "Select keys below to revoke many at once. " }), b);
+      return b;
+    };
+    const revoke = action("Revoke selected", "Revoke", "revoked", { revoke: true }, "Calls with them stop at once. ");
+    const del = action("Delete selected", "Delete", "deleted", { delete: true }, "Calls with them stop at once, and the keys leave the list. ");
+    keyBar.replaceChildren(h("span", { class: "muted", text: n ? `${n} selected: ` : "Select keys below to revoke or delete many at once. " }), revoke, del);
   }
 
   if (isAdmin()) {

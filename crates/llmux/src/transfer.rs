@@ -52,7 +52,7 @@ const ENTITIES: &[Entity] = &[
         filter: "source = 'api'",
         key: "id",
         natural: &["name"],
-        json: &["models", "timeouts"],
+        json: &["models", "timeouts", "options"],
         omit: &["source"],
         keep: &["created_at", "updated_at"],
     },

@@ -991,3 +991,111 @@ async fn models_switch_off_and_aliases_route() {
         assert!(v["error"]["message"].is_string());
     }
 }
+
+/// API-made upstreams take the translation options a `[[upstreams]]` table takes: an
+/// OpenAI-compatible server that knows only `max_tokens` gets it, an Anthropic upstream's
+/// per-model output limit applies; a wrong value is a 400 naming the field, and `null` puts
+/// the kind's default back. They survive a restart (they live in the store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_upstreams_take_the_translation_options() {
+    let m = llmux_mock::MockServer::start(node("m", &["old-vllm-model", "claude-custom"]))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/llmux.db", dir.path().display());
+    let start = || {
+        Llmux::start_opts(Opts {
+            admin_extra: "allow_private_upstreams = true".into(),
+            store_url: Some(url.clone()),
+            ..Opts::default()
+        })
+    };
+    let gw = start();
+    let (s, v) = admin(
+        &gw,
+        "POST",
+        "/upstreams",
+        ADMIN,
+        Some(
+            json!({"name": "vllm", "kind": "openai", "url": format!("{}/v1", m.url()),
+                    "models": ["old-vllm-model"], "max_tokens_field": "max_tokens"}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["max_tokens_field"], "max_tokens", "{v}");
+    let (s, v) = admin(
+        &gw,
+        "POST",
+        "/upstreams",
+        ADMIN,
+        Some(
+            json!({"name": "claude", "kind": "anthropic", "url": m.url(),
+                    "models": ["claude-custom"], "max_output_tokens": {"claude-custom": 12345}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    // An Anthropic client's limit reaches the vLLM server as max_tokens.
+    let anthropic = |model: &str| {
+        client()
+            .post(gw.url("/v1/messages"))
+            .json(&json!({"model": model, "max_tokens": 77,
+                          "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    assert_eq!(anthropic("old-vllm-model").await.unwrap().status(), 200);
+    let body = m.stats().last_body.unwrap();
+    assert_eq!(
+        (body.get("max_tokens"), body.get("max_completion_tokens")),
+        (Some(&json!(77)), None),
+        "{body}"
+    );
+    // An OpenAI client without a limit reaches the Anthropic upstream with the set maximum.
+    assert_eq!(chat_status(&gw, "claude-custom", None).await.0, 200);
+    assert_eq!(m.stats().last_body.unwrap()["max_tokens"], 12345);
+
+    // Wrong values are named; nothing changes.
+    for (bad, field) in [
+        (
+            json!({"max_tokens_field": "max_tokenz"}),
+            "max_tokens_field",
+        ),
+        (
+            json!({"max_output_tokens": {"claude-custom": 0}}),
+            "max_output_tokens",
+        ),
+    ] {
+        let (s, v) = admin(&gw, "PATCH", "/upstreams/claude", ADMIN, Some(bad.clone())).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert!(v.to_string().contains(field), "{bad}: {v}");
+    }
+    // Kept across a restart, then put back to the kind's default with null.
+    drop(gw);
+    let gw = start();
+    let (_, v) = admin(&gw, "GET", "/upstreams/vllm", ADMIN, None).await;
+    assert_eq!(v["max_tokens_field"], "max_tokens", "{v}");
+    let (s, v) = admin(
+        &gw,
+        "PATCH",
+        "/upstreams/vllm",
+        ADMIN,
+        Some(json!({"max_tokens_field": null})),
+    )
+    .await;
+    assert_eq!((s, &v["max_tokens_field"]), (200, &Value::Null), "{v}");
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .json(&json!({"model": "old-vllm-model", "max_tokens": 77,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = m.stats().last_body.unwrap();
+    assert_eq!(
+        body.get("max_completion_tokens"),
+        Some(&json!(77)),
+        "{body}"
+    );
+}

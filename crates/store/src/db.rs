@@ -320,6 +320,11 @@ fn sqlite_migrator() -> Migrator {
             "call token details",
             include_str!("../migrations/sqlite/0015_call_token_details.sql"),
         ),
+        migration(
+            16,
+            "upstream options",
+            include_str!("../migrations/sqlite/0016_upstream_options.sql"),
+        ),
     ])
 }
 
@@ -393,6 +398,11 @@ fn postgres_migrator() -> Migrator {
             15,
             "call token details",
             include_str!("../migrations/postgres/0015_call_token_details.sql"),
+        ),
+        migration(
+            16,
+            "upstream options",
+            include_str!("../migrations/postgres/0016_upstream_options.sql"),
         ),
     ])
 }

@@ -43,8 +43,8 @@ macro_rules! insert_api_upstreams {
         for u in &$snapshot.upstreams {
             sqlx::query(
                 "INSERT INTO upstreams (id, name, kind, url, weight, models, timeouts, \
-                 enabled, source, created_at, updated_at, api_version) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 enabled, source, created_at, updated_at, api_version, options) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(&u.id)
             .bind(&u.name)
@@ -58,6 +58,7 @@ macro_rules! insert_api_upstreams {
             .bind(u.created_at)
             .bind(u.updated_at)
             .bind(&u.api_version)
+            .bind($crate::upstreams::options_json(&u.options)?)
             .execute(&mut *$tx)
             .await?;
         }
@@ -86,7 +87,8 @@ impl Store {
         Ok(write_tx!(self, |tx| {
             let upstreams: Vec<Upstream> = sqlx::query_as(
                 "SELECT id, name, kind, url, weight, models, timeouts, enabled, source, \
-                 created_at, updated_at, api_version FROM upstreams WHERE source = 'api' \
+                 created_at, updated_at, api_version, options FROM upstreams \
+                 WHERE source = 'api' \
                  ORDER BY name",
             )
             .fetch_all(&mut *tx)

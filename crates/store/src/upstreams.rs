@@ -42,6 +42,10 @@ pub struct Upstream {
     pub source: Source,
     /// API version for kinds that want one (Azure's `api-version`, `anthropic-version`).
     pub api_version: Option<String>,
+    /// Translation options (`max_tokens_field`, `max_output_tokens`) as a JSON object with the
+    /// config file's keys; `Null` when none is set.
+    #[serde(default)]
+    pub options: serde_json::Value,
     /// Unix milliseconds.
     pub created_at: i64,
     /// Unix milliseconds.
@@ -70,6 +74,9 @@ pub struct NewUpstream {
     /// API version for kinds that want one.
     #[serde(default)]
     pub api_version: Option<String>,
+    /// Translation options, as [`Upstream::options`].
+    #[serde(default)]
+    pub options: serde_json::Value,
 }
 
 impl_from_row!(Upstream, |row| {
@@ -84,6 +91,8 @@ impl_from_row!(Upstream, |row| {
         enabled: row.try_get("enabled")?,
         source: enum_column(row.try_get("source")?, "source")?,
         api_version: row.try_get("api_version")?,
+        options: json_column_opt::<serde_json::Value>(row.try_get("options")?, "options")?
+            .unwrap_or_default(),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -93,8 +102,17 @@ impl_from_row!(Upstream, |row| {
 macro_rules! cols {
     () => {
         "id, name, kind, url, weight, models, timeouts, enabled, source, created_at, updated_at, \
-         api_version"
+         api_version, options"
     };
+}
+
+/// The `options` column: `NULL` for none (`Null` or an empty object), else the JSON text.
+pub(crate) fn options_json(options: &serde_json::Value) -> Result<Option<String>, StoreError> {
+    match options {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Object(o) if o.is_empty() => Ok(None),
+        other => to_json(other).map(Some),
+    }
 }
 
 impl Store {
@@ -109,7 +127,7 @@ impl Store {
                 "INSERT INTO upstreams (",
                 cols!(),
                 ") \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING ",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) RETURNING ",
                 cols!()
             ))
             .bind(&id)
@@ -123,6 +141,7 @@ impl Store {
             .bind(new.source.as_str())
             .bind(now)
             .bind(&new.api_version)
+            .bind(options_json(&new.options)?)
             .fetch_one(&mut *tx)
             .await
             .map_err(StoreError::conflict_as(|| {
@@ -178,8 +197,8 @@ impl Store {
         let updated: Option<Upstream> = write_tx!(self, |tx| {
             sqlx::query_as(concat!(
                 "UPDATE upstreams SET name = $2, kind = $3, url = $4, weight = $5, models = $6, \
-                 timeouts = $7, enabled = $8, source = $9, updated_at = $10, api_version = $11 \
-                 WHERE id = $1 RETURNING ",
+                 timeouts = $7, enabled = $8, source = $9, updated_at = $10, api_version = $11, \
+                 options = $12 WHERE id = $1 RETURNING ",
                 cols!()
             ))
             .bind(id)
@@ -193,6 +212,7 @@ impl Store {
             .bind(new.source.as_str())
             .bind(now_ms())
             .bind(&new.api_version)
+            .bind(options_json(&new.options)?)
             .fetch_optional(&mut *tx)
             .await
             .map_err(StoreError::conflict_as(|| {

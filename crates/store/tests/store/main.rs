@@ -27,6 +27,7 @@ fn upstream(name: &str) -> NewUpstream {
         enabled: true,
         source: Source::Api,
         api_version: None,
+        options: json!({"max_tokens_field": "max_tokens", "max_output_tokens": {"m": 100}}),
     }
 }
 
@@ -131,6 +132,7 @@ async fn upstream_crud_and_conflicts() {
         assert_eq!(a.timeouts, json!({"connect_ms": 5000, "total_ms": null}));
         assert!(a.enabled);
         assert_eq!(a.source, Source::Api);
+        assert_eq!(a.options["max_output_tokens"]["m"], 100);
         assert_eq!(s.get_upstream(&a.id).await.unwrap(), a);
         assert_eq!(s.get_upstream_by_name("alpha").await.unwrap(), a);
 
@@ -146,7 +148,9 @@ async fn upstream_crud_and_conflicts() {
         changed.enabled = false;
         changed.weight = 7;
         changed.source = Source::File;
+        changed.options = serde_json::Value::Null;
         let b2 = s.update_upstream(&b.id, &changed).await.unwrap();
+        assert_eq!(b2.options, serde_json::Value::Null, "options cleared");
         assert_eq!(
             (b2.name.as_str(), b2.models.clone(), b2.enabled, b2.weight),
             ("beta2", None, false, 7)
