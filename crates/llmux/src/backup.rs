@@ -393,46 +393,39 @@ pub async fn restore(
     let (manifest, archived_keys, data) = open_checked(&from, &pass)?;
     let (_, url) = store_url(config)?;
     let write_key = key_plan(&url, &archived_keys)?;
+    // A SQLite file this restore creates is removed again if the restore fails: a refused
+    // restore leaves nothing behind, not even an empty migrated store.
+    let created = sqlite_file(&url).filter(|f| !f.exists());
     let store = Store::connect(&url)
         .await
         .map_err(|e| format!("cannot open the target store: {e}"))?;
-    // Checked before the migrations run, so that a refused store is not even migrated.
-    if let Some((table, n)) = store
-        .first_nonempty_table()
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        store.close().await;
-        return Err(format!(
-            "the target store {} is not empty (table {table} has {n} row(s)): restore only \
-             into an empty store (nothing was restored)",
-            llmux_store::redact_url(&url)
-        ));
-    }
-    store
-        .migrate()
-        .await
-        .map_err(|e| format!("cannot migrate the target store: {e}"))?;
     let near = sqlite_file(&url).unwrap_or_else(|| from.clone());
-    let tables = archived_tables(&manifest, &data, &near).await?;
-    if let Some(path) = &write_key {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        write_atomic(path, keys_text(&archived_keys).as_bytes())?;
-    }
-    let loaded = store.load_tables(&tables).await;
+    let loaded = load_into(
+        &store,
+        &url,
+        &near,
+        &manifest,
+        &data,
+        write_key.as_deref(),
+        &archived_keys,
+    )
+    .await;
     store.close().await;
-    let rows = loaded.map_err(|e| {
+    let (tables, rows) = loaded.inspect_err(|_| {
         if let Some(path) = &write_key {
             let _ = std::fs::remove_file(path);
         }
-        format!("restore failed, nothing was restored: {e}")
+        if let Some(file) = &created {
+            for end in ["", "-wal", "-shm"] {
+                let mut name = file.clone().into_os_string();
+                name.push(end);
+                let _ = std::fs::remove_file(name);
+            }
+        }
     })?;
     say(&format!(
-        "restored {rows} row(s) in {} table(s) from {} ({} store, schema {}, made {}) into {}; \
-         master key {} {}\n",
-        tables.len(),
+        "restored {rows} row(s) in {tables} table(s) from {} ({} store, schema {}, made {}) \
+         into {}; master key {} {}\n",
         from.display(),
         manifest.store_kind,
         manifest.schema_version,
@@ -450,4 +443,45 @@ pub async fn restore(
         }
     ));
     Ok(())
+}
+
+/// Checks the target is empty, migrates it, writes the key file (when `write_key`) and loads
+/// the archive's tables in one transaction: (tables, rows).
+async fn load_into(
+    store: &Store,
+    url: &str,
+    near: &Path,
+    manifest: &Manifest,
+    data: &[u8],
+    write_key: Option<&Path>,
+    archived_keys: &MasterKeys,
+) -> Result<(usize, u64), String> {
+    // Checked before the migrations run, so that a refused store is not even migrated.
+    if let Some((table, n)) = store
+        .first_nonempty_table()
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Err(format!(
+            "the target store {} is not empty (table {table} has {n} row(s)): restore only \
+             into an empty store (nothing was restored)",
+            llmux_store::redact_url(url)
+        ));
+    }
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot migrate the target store: {e}"))?;
+    let tables = archived_tables(manifest, data, near).await?;
+    if let Some(path) = write_key {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        write_atomic(path, keys_text(archived_keys).as_bytes())?;
+    }
+    let rows = store
+        .load_tables(&tables)
+        .await
+        .map_err(|e| format!("restore failed, nothing was restored: {e}"))?;
+    Ok((tables.len(), rows))
 }

@@ -297,7 +297,9 @@ async fn a_failing_hook_refuses_when_closed_and_lets_through_when_open() {
     assert_eq!(s, 200, "{v}");
     let (s, v) = post(&gw, None, "/api/chat", ollama_chat("error-hook")).await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(m.stats().generations, before + 2);
+    let (s, v) = post(&gw, None, "/api/chat", ollama_chat("garbage-hook")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(m.stats().generations, before + 3);
     eventually(
         Duration::from_secs(10),
         "the fail-open warning",
@@ -309,11 +311,11 @@ async fn a_failing_hook_refuses_when_closed_and_lets_through_when_open() {
     .await;
 
     // Scope by model: each hook was asked only about its own model's calls.
-    assert_eq!(h.stats().hook_calls, 5);
+    assert_eq!(h.stats().hook_calls, 6);
     let text = metrics_text(&gw).await;
     for line in [
         "llmux_hook_calls_total{hook=\"strict\",outcome=\"error\"} 3",
-        "llmux_hook_calls_total{hook=\"lenient\",outcome=\"error\"} 2",
+        "llmux_hook_calls_total{hook=\"lenient\",outcome=\"error\"} 3",
         "llmux_hook_calls_total{hook=\"lenient\",outcome=\"allow\"} 0",
         "llmux_hook_duration_seconds_count{hook=\"strict\"} 3",
     ] {

@@ -251,6 +251,34 @@ async fn a_model_the_registry_lacks_gets_ollamas_error() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_to_a_hosted_upstream_is_refused_naming_it() {
+    let hosted = MockServer::start(node("hosted", &["gpt-4o"]))
+        .await
+        .unwrap();
+    let (gw, a, _b) = two_nodes(&openai("oai", &hosted.url(), "sk-1")).await;
+    for (method, path) in [("POST", "/api/pull"), ("DELETE", "/api/delete")] {
+        let r = client()
+            .request(method.parse().unwrap(), gw.url(path))
+            .json(&json!({"model": "oai/gpt-4o", "stream": false}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{method} {path}");
+        let v: Value = r.json().await.unwrap();
+        let msg = v["error"].as_str().unwrap();
+        assert!(
+            msg.contains("'oai'") && msg.contains("Ollama nodes only"),
+            "{method} {path}: {msg}"
+        );
+    }
+    assert_eq!(
+        a.stats().by_path.get("/api/pull"),
+        None,
+        "no node was asked"
+    );
+}
+
 async fn login(gw: &Llmux, user: &str) -> String {
     let r = client()
         .post(gw.url("/admin/v1/login"))
