@@ -55,13 +55,16 @@ impl Price {
     }
 }
 
+/// One shipped price: model, input, output, cache reads, cache writes (USD per million tokens).
+pub type ShippedPrice = (&'static str, f64, f64, Option<f64>, Option<f64>);
+
 /// Shipped list prices, USD per million tokens: input, output, prompt-cache reads and
 /// prompt-cache writes (`None`: the provider has no such price, so those tokens cost input).
 /// OpenAI: reads at its published cached-input price, no write charge. Anthropic: reads at a
 /// tenth of input, writes (5-minute cache) at 1.25×. Gemini: reads at a quarter of input
 /// (context caching; storage is billed apart and not here). A model not listed here nor in
 /// the config is free — which is what local Ollama models are.
-pub const DEFAULT_PRICES: &[(&str, f64, f64, Option<f64>, Option<f64>)] = &[
+pub const DEFAULT_PRICES: &[ShippedPrice] = &[
     ("gpt-4o", 2.5, 10.0, Some(1.25), None),
     ("gpt-4o-mini", 0.15, 0.6, Some(0.075), None),
     ("gpt-4.1", 2.0, 8.0, Some(0.5), None),

@@ -80,6 +80,7 @@ fn strip_ids(v: &mut serde_json::Value, changed: &mut bool) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
