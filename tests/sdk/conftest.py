@@ -19,6 +19,22 @@ class Stack(_Stack):
     def mock(self, name, models, *extra):
         return self.start_mock(name, models, *extra)[1]
 
+    def serve_upstreams(self, upstreams, file="llmux.toml"):
+        """Starts `llmux serve` with the admin token and one `[[upstreams]]` table per
+        `(name, kind, url, key, models, extra TOML lines)`; sets and returns `self.url`."""
+        blocks = []
+        for name, kind, url, key, models, extra in upstreams:
+            listed = ", ".join(f'"{m}"' for m in models)
+            blocks.append(
+                f'[[upstreams]]\nname = "{name}"\nkind = "{kind}"\nurl = "{url}"\n'
+                f'keys = ["{key}"]\nmodels = [{listed}]\n{extra}'
+            )
+        cfg = Path(self.dir.name) / file
+        cfg.write_text(f'[server]\nlisten = "127.0.0.1:0"\n[admin]\ntoken = "{ADMIN}"\n' + "".join(blocks))
+        gw = self.spawn("serve", "--config", str(cfg))
+        self.url = wait_line(gw, r"llmux listening on (http://\S+)").group(1)
+        return self.url
+
 
 @pytest.fixture(scope="session")
 def stack():
@@ -138,3 +154,14 @@ def set_faults(node_url, **faults):
         method="POST",
     )
     urllib.request.urlopen(req).read()
+
+
+@pytest.fixture
+def truncated(fid):
+    """Every upstream of the module's `fid` stack (its `mocks`) ends its streams cleanly after
+    3 chunks, without the final event."""
+    for url in fid.mocks.values():
+        set_faults(url, truncate_after=3)
+    yield fid
+    for url in fid.mocks.values():
+        set_faults(url)

@@ -14,7 +14,6 @@ upstream received):
 import base64
 import json
 import urllib.request
-from pathlib import Path
 
 import anthropic
 import httpx
@@ -25,7 +24,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from conftest import ADMIN, Stack, set_faults, wait_line
+from conftest import Stack, set_faults
 
 # model served by each upstream kind (one `llmux mock` each, every dialect on it)
 KINDS = {
@@ -45,20 +44,13 @@ def fid():
     s = Stack()
     try:
         s.mocks = {}
-        blocks = []
+        ups = []
         for kind, (model, suffix) in KINDS.items():
             models = [model] + ([EMBED[kind]] if kind in EMBED else [])
             url = s.mock(f"{kind}-more", models, "--chunks", "6", "--api-key", f"key-{kind}")
             s.mocks[kind] = url
-            listed = ", ".join(f'"{m}"' for m in models)
-            blocks.append(
-                f'[[upstreams]]\nname = "{kind}-more"\nkind = "{kind}"\nurl = "{url}{suffix}"\n'
-                f'keys = ["key-{kind}"]\nmodels = [{listed}]\n'
-            )
-        cfg = Path(s.dir.name) / "fidelity-more.toml"
-        cfg.write_text(f'[server]\nlisten = "127.0.0.1:0"\n[admin]\ntoken = "{ADMIN}"\n' + "".join(blocks))
-        gw = s.spawn("serve", "--config", str(cfg))
-        s.url = wait_line(gw, r"llmux listening on (http://\S+)").group(1)
+            ups.append((f"{kind}-more", kind, url + suffix, f"key-{kind}", models, ""))
+        s.serve_upstreams(ups, "fidelity-more.toml")
         yield s
     finally:
         s.close()
@@ -148,16 +140,6 @@ TWO_CALLS = {"content": None, "tool_calls": [
 
 
 # --- 1. streams cut before their final event ---
-
-
-@pytest.fixture
-def truncated(fid):
-    """Every upstream ends its streams cleanly after 3 chunks, without the final event."""
-    for url in fid.mocks.values():
-        set_faults(url, truncate_after=3)
-    yield fid
-    for url in fid.mocks.values():
-        set_faults(url)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

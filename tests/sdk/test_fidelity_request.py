@@ -4,7 +4,6 @@ dialect → llmux → a recording mock upstream of another kind; each test asser
 
 import json
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,7 @@ import openai
 from google import genai
 from google.genai import types
 
-from conftest import ADMIN, Stack
-from harness import wait_line
+from conftest import Stack
 
 SCHEMA = {
     "type": "object",
@@ -46,19 +44,12 @@ def fid():
             ("gemini-up", "gemini", [GEMINI], "", ""),
             ("ollama-up", "ollama", [LLAMA], "", ""),
         ]
-        blocks = []
+        tables = []
         for name, kind, models, suffix, extra in ups:
             url = s.mock(name, models, "--chunks", "3")
             s.nodes[name] = url
-            listed = ", ".join(f'"{m}"' for m in models)
-            blocks.append(
-                f'[[upstreams]]\nname = "{name}"\nkind = "{kind}"\nurl = "{url}{suffix}"\n'
-                f'keys = ["k"]\nmodels = [{listed}]\n{extra}'
-            )
-        cfg = Path(s.dir.name) / "fidelity.toml"
-        cfg.write_text(f'[server]\nlisten = "127.0.0.1:0"\n[admin]\ntoken = "{ADMIN}"\n' + "".join(blocks))
-        gw = s.spawn("serve", "--config", str(cfg))
-        s.url = wait_line(gw, r"llmux listening on (http://\S+)").group(1)
+            tables.append((name, kind, url + suffix, "k", models, extra))
+        s.serve_upstreams(tables, "fidelity.toml")
         yield s
     finally:
         s.close()

@@ -5,14 +5,13 @@ usage details, retry hints, tool ids and finish reasons survive translation."""
 import json
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 import anthropic
 import openai
 
-from conftest import ADMIN, Stack, set_faults, wait_line
+from conftest import ADMIN, Stack, set_faults
 
 # model served by each upstream kind (one `llmux mock` each, every dialect on it)
 KINDS = {
@@ -29,17 +28,12 @@ def fid():
     s = Stack()
     try:
         s.mocks = {}
-        blocks = []
+        ups = []
         for kind, (model, suffix) in KINDS.items():
             url = s.mock(f"{kind}-fid", [model], "--chunks", "6", "--api-key", f"key-{kind}")
             s.mocks[kind] = url
-            blocks.append(
-                f'[[upstreams]]\nname = "{kind}-fid"\nkind = "{kind}"\nurl = "{url}{suffix}"\nkeys = ["key-{kind}"]\n'
-            )
-        cfg = Path(s.dir.name) / "fidelity.toml"
-        cfg.write_text(f'[server]\nlisten = "127.0.0.1:0"\n[admin]\ntoken = "{ADMIN}"\n' + "".join(blocks))
-        gw = s.spawn("serve", "--config", str(cfg))
-        s.url = wait_line(gw, r"llmux listening on (http://\S+)").group(1)
+            ups.append((f"{kind}-fid", kind, url + suffix, f"key-{kind}", [model], ""))
+        s.serve_upstreams(ups, "fidelity.toml")
         yield s
     finally:
         s.close()
@@ -52,16 +46,6 @@ def model_of(kind):
 def admin_get(url, path):
     req = urllib.request.Request(f"{url}/admin/v1{path}", headers={"authorization": f"Bearer {ADMIN}"})
     return json.loads(urllib.request.urlopen(req).read())
-
-
-@pytest.fixture
-def truncated(fid):
-    """Every upstream ends its streams cleanly after 3 chunks, without the final event."""
-    for url in fid.mocks.values():
-        set_faults(url, truncate_after=3)
-    yield fid
-    for url in fid.mocks.values():
-        set_faults(url)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

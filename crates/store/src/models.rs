@@ -137,19 +137,7 @@ impl Store {
 
     /// Replaces every field of model `id`.
     pub async fn update_model(&self, id: &str, new: &NewModel) -> Result<Model, StoreError> {
-        let updated: Option<Model> = write_tx!(self, |tx| {
-            sqlx::query_as(UPDATE_MODEL)
-                .bind(id)
-                .bind(&new.name)
-                .bind(&new.upstream_id)
-                .bind(new.enabled)
-                .bind(new.origin.as_str())
-                .bind(&new.original_name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::conflict_as(conflict(new)))?
-        });
-        updated.ok_or(StoreError::NotFound)
+        self.update_model_with(id, new, None).await
     }
 
     /// [`Store::update_model`] for a rename that keeps the old name answering: model `id`
@@ -161,8 +149,23 @@ impl Store {
         new: &NewModel,
         alias: &str,
     ) -> Result<Model, StoreError> {
-        let alias_id = new_id("al");
-        let targets = crate::db::to_json(std::slice::from_ref(&new.name))?;
+        self.update_model_with(id, new, Some(alias)).await
+    }
+
+    async fn update_model_with(
+        &self,
+        id: &str,
+        new: &NewModel,
+        alias: Option<&str>,
+    ) -> Result<Model, StoreError> {
+        let alias_row = match alias {
+            Some(name) => Some((
+                new_id("al"),
+                name,
+                crate::db::to_json(std::slice::from_ref(&new.name))?,
+            )),
+            None => None,
+        };
         let now = now_ms();
         let updated: Option<Model> = write_tx!(self, |tx| {
             let model: Option<Model> = sqlx::query_as(UPDATE_MODEL)
@@ -175,19 +178,19 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(StoreError::conflict_as(conflict(new)))?;
-            if model.is_some() {
+            if let (Some(_), Some((alias_id, name, targets))) = (&model, &alias_row) {
                 sqlx::query(
                     "INSERT INTO aliases (id, name, targets, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $4)",
                 )
-                .bind(&alias_id)
-                .bind(alias)
-                .bind(&targets)
+                .bind(alias_id)
+                .bind(*name)
+                .bind(targets)
                 .bind(now)
                 .execute(&mut *tx)
                 .await
                 .map_err(StoreError::conflict_as(|| {
-                    format!("alias {alias:?} already exists")
+                    format!("alias {name:?} already exists")
                 }))?;
             }
             model
