@@ -24,7 +24,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from conftest import Stack, set_faults
+from conftest import Stack
 
 # model served by each upstream kind (one `llmux mock` each, every dialect on it)
 KINDS = {

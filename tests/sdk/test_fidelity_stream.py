@@ -11,7 +11,7 @@ import pytest
 import anthropic
 import openai
 
-from conftest import ADMIN, Stack, set_faults
+from conftest import ADMIN, Stack
 
 # model served by each upstream kind (one `llmux mock` each, every dialect on it)
 KINDS = {

@@ -1,7 +1,5 @@
 """The official `openai` Python SDK against llmux, unchanged: Ollama nodes and an OpenAI upstream behind one base URL."""
 
-import base64
-
 import openai
 import pytest
 
