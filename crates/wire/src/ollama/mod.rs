@@ -11,9 +11,12 @@
 //!   from `canonical::OllamaExtras`; the standard fields win over the same `options` member.
 //! - `encode_request` writes an `/api/generate` body when the request is a `legacy_prompt` (it must be
 //!   one user message) and an `/api/chat` body otherwise; the caller picks the path the same way.
-//! - Tool calls have no ids in Ollama: decoded requests number them `call_0`, `call_1`, … in order and a
-//!   `tool` message answers the earliest unanswered call named by its `tool_name`; decoded answers use
-//!   `call_<token>_<n>`. Encoded tool messages carry `tool_name` when it is known.
+//! - Tool-call ids are optional in Ollama: decoded requests keep a call's `id` when it has one, else
+//!   number them `call_0`, `call_1`, … in order; a `tool` message answers the call its
+//!   `tool_call_id` names, else the earliest unanswered call named by its `tool_name`. Decoded answers
+//!   use `call_<token>_<n>` when the node gives no id. Answers to Ollama clients carry each call's
+//!   `id`; requests to a node do not (it matches results by name), and encoded tool messages carry
+//!   `tool_name` when it is known.
 //! - A system message after the first other message keeps its place (canonical `Role::System`);
 //!   earlier ones form the system prompt. A failed tool's result (`Message::is_error`) is sent with
 //!   its text marked by [`crate::openai::TOOL_ERROR_MARK`]; tools' `strict` has no Ollama field.
