@@ -527,3 +527,31 @@ def test_signature_in_a_call_id_does_not_reach_an_anthropic_upstream(fid):
     use = next(b for b in msgs[1]["content"] if b["type"] == "tool_use")
     result = next(b for b in msgs[2]["content"] if b["type"] == "tool_result")
     assert (use["id"], result["tool_use_id"]) == ("fc_1", "fc_1")
+
+
+# --- 8. the listed drops: the call succeeds and the dropped field does not arrive ---
+
+PIXEL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+def test_openai_metadata_and_image_detail_are_dropped_as_listed_for_anthropic(fid):
+    """docs/compatibility.md lists OpenAI `metadata` and image `detail` as dropped for
+    Anthropic (which has neither); `user` is carried as `metadata.user_id`."""
+    r = oai(fid).chat.completions.create(
+        model="claude-sonnet-4",
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": PIXEL, "detail": "high"}},
+        ]}],
+        metadata={"team": "search"},
+        store=True,
+        user="u-42",
+    )
+    assert r.choices[0].message.content
+    body = last_body(fid.mocks["anthropic"])
+    assert body["metadata"] == {"user_id": "u-42"}, body
+    image = next(b for b in body["messages"][0]["content"] if b["type"] == "image")
+    assert image["source"]["type"] == "base64" and "detail" not in json.dumps(image), image
+    assert "store" not in body, body
