@@ -44,6 +44,11 @@ async fn a_call_is_traced_from_the_client_through_each_attempt_to_the_upstream()
         ollama("bad", &bad.url()),
         ollama("good", &good.url())
     ));
+    // Both nodes probed first: a call during the start-up round is served by the first node
+    // whose probe answered, which may be the failing one alone (then the call is its 503).
+    // The admin list of upstreams waits for the round (and makes no call span).
+    let (status, ups) = admin(&gw, "GET", "/upstreams", None).await;
+    assert_eq!(status, 200, "{ups}");
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let mut two_attempts = false;
     for _ in 0..2 {
@@ -70,9 +75,13 @@ async fn a_call_is_traced_from_the_client_through_each_attempt_to_the_upstream()
         "{sent}"
     );
 
+    // The two client calls: spans in the client's trace (the admin request above has a trace
+    // of its own).
+    let in_client_trace =
+        |s: &Value| s["name"] == "llmux.call" && s["traceId"] == "4bf92f3577b34da6a3ce929d0e0e4736";
     let all = eventually(Duration::from_secs(5), "spans of both calls", async || {
         let all = spans(&collector);
-        let calls = all.iter().filter(|s| s["name"] == "llmux.call").count();
+        let calls = all.iter().filter(|s| in_client_trace(s)).count();
         (calls >= 2).then_some(all)
     })
     .await;
@@ -81,7 +90,12 @@ async fn a_call_is_traced_from_the_client_through_each_attempt_to_the_upstream()
         batch["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
         "llmux-test"
     );
-    let calls: Vec<&Value> = all.iter().filter(|s| s["name"] == "llmux.call").collect();
+    let calls: Vec<&Value> = all.iter().filter(|s| in_client_trace(s)).collect();
+    assert_eq!(
+        calls.len(),
+        2,
+        "each client call is one span in the client's trace"
+    );
     for call in &calls {
         assert_eq!(call["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(call["parentSpanId"], "00f067aa0ba902b7");
