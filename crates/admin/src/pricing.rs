@@ -88,18 +88,10 @@ pub async fn list(State(cp): State<Arc<ControlPlane>>) -> ApiResult<Json<Value>>
             } else {
                 "default"
             };
-            let mut row = json!({ "model": m, "input_per_mtok": p.input_per_mtok,
-                    "output_per_mtok": p.output_per_mtok, "source": source });
-            // Cache prices only where a layer sets them.
-            for (k, v) in [
-                ("cached_input_per_mtok", p.cached_input_per_mtok),
-                ("cache_write_per_mtok", p.cache_write_per_mtok),
-            ] {
-                if let Some(v) = v {
-                    row[k] = json!(v);
-                }
-            }
-            row
+            let mut row = price_json(p);
+            row.insert("model".into(), json!(m));
+            row.insert("source".into(), json!(source));
+            Value::Object(row)
         })
         .collect();
     Ok(Json(Value::Array(out)))

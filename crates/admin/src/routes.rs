@@ -109,6 +109,9 @@ fn ops() -> Vec<Op> {
 fn upstream_ops() -> Vec<Op> {
     let kinds =
         json!({ "type": "string", "enum": ["ollama", "openai", "anthropic", "gemini", "azure"] });
+    // The translation options, as in a `[[upstreams]]` table (PATCH: null = the kind's default).
+    let limit_field = json!({ "type": "string", "nullable": true, "enum": ["max_tokens", "max_completion_tokens", null] });
+    let output_limits = json!({ "type": "object", "nullable": true, "additionalProperties": s("integer") });
     vec![
         op("get", "/upstreams", "upstreams", "Every upstream with its runtime state (pool, breaker, latency, keys)").to(get(u::list)),
         op("post", "/upstreams", "upstreams", "Create an upstream (provider keys are encrypted at rest)")
@@ -116,16 +119,14 @@ fn upstream_ops() -> Vec<Op> {
                 "name": s("string"), "kind": kinds.clone(), "url": s("string"), "keys": strings(),
                 "models": strings(), "weight": s("integer"), "timeouts": timeouts(),
                 "api_version": s("string"), "enabled": s("boolean"),
-                "max_tokens_field": json!({ "type": "string", "nullable": true, "enum": ["max_tokens", "max_completion_tokens", null] }),
-                "max_output_tokens": json!({ "type": "object", "nullable": true, "additionalProperties": s("integer") }) })))
+                "max_tokens_field": limit_field.clone(), "max_output_tokens": output_limits.clone() })))
             .created().to(post(u::create)),
         op("get", "/upstreams/{name}", "upstreams", "One upstream").to(get(u::get)),
         op("patch", "/upstreams/{name}", "upstreams", "Change an API upstream (file upstreams are read-only)")
             .body(object(&[], json!({
                 "kind": kinds, "url": s("string"), "models": strings(), "weight": s("integer"),
                 "timeouts": timeouts(), "api_version": s("string"), "enabled": s("boolean"),
-                "max_tokens_field": json!({ "type": "string", "nullable": true, "enum": ["max_tokens", "max_completion_tokens", null] }),
-                "max_output_tokens": json!({ "type": "object", "nullable": true, "additionalProperties": s("integer") }) })))
+                "max_tokens_field": limit_field, "max_output_tokens": output_limits })))
             .to(patch(u::patch)),
         op("delete", "/upstreams/{name}", "upstreams", "Delete an API upstream and its keys").to(delete(u::delete)),
         op("post", "/upstreams/{name}/drain", "upstreams", "Drain for maintenance: no new call goes to it, its calls in flight finish (drain: draining, then drained); kept across reloads and restarts, on every instance").to(post(dr::drain)),

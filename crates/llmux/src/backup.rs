@@ -395,11 +395,12 @@ pub async fn restore(
     let write_key = key_plan(&url, &archived_keys)?;
     // A SQLite file this restore creates is removed again if the restore fails: a refused
     // restore leaves nothing behind, not even an empty migrated store.
-    let created = sqlite_file(&url).filter(|f| !f.exists());
+    let file = sqlite_file(&url);
+    let created = file.clone().filter(|f| !f.exists());
     let store = Store::connect(&url)
         .await
         .map_err(|e| format!("cannot open the target store: {e}"))?;
-    let near = sqlite_file(&url).unwrap_or_else(|| from.clone());
+    let near = file.unwrap_or_else(|| from.clone());
     let loaded = load_into(
         &store,
         &url,

@@ -150,8 +150,7 @@ pub async fn batch_keys(
     // Every instance drops its cached copies: the keys stop working at their next call.
     cp.key_changed(None).await;
     let views: Vec<Value> = changed.iter().map(key_view).collect();
-    let deleted = action == "key.batch_delete";
-    let after = json!({ "count": views.len(), "deleted": deleted, "keys": views });
+    let after = json!({ "count": views.len(), "deleted": req.delete, "keys": views });
     let target = req.ids.join(",");
     Ok(Json(
         audited(&cp, &caller, action, ("virtual_key", &target), None, after).await,
